@@ -1,0 +1,514 @@
+// GpuContext: one device, its buffer pool, kernel registry and the current command batch.
+//
+// Batching: ops encode into one shared command encoder (one long compute pass while no copy or
+// profiling intervenes); submit() ends a logical step with one queue.submit. The host reads back
+// only through read()/readF32()/readBytes(), each counted in `stats`, so tests can assert how
+// many host syncs a loop performs.
+//
+// Uniform parameters go to a per-batch arena of 64 KiB uniform buffers addressed with dynamic
+// offsets; the arena is written with writeBuffer just before its batch is submitted (queue order
+// keeps earlier batches' values intact), so a decode step allocates no GPU memory for them.
+
+import { DeviceLostError, GpuOutOfMemoryError, GpuValidationError, ShapeError, UnsupportedError } from "../errors.js";
+import { f16ArrayToF32, f32ArrayToF16 as float32ToF16 } from "../util/f16.js";
+import { BufferPool } from "./pool.js";
+import { KernelRegistry, type Kernel } from "./kernels.js";
+import { Profiler } from "./profiler.js";
+import { DTYPE_BYTES, Tensor, checkShape, numel, type DType, type HostArray } from "./tensor.js";
+
+/** Limits this runtime honours (may be stricter than the device's, e.g. a forced binding size for tests). */
+export interface RuntimeLimits {
+  maxStorageBufferBindingSize: number;
+  maxBufferSize: number;
+  maxComputeWorkgroupStorageSize: number;
+  maxComputeInvocationsPerWorkgroup: number;
+  maxComputeWorkgroupSizeX: number;
+  maxComputeWorkgroupsPerDimension: number;
+  maxStorageBuffersPerShaderStage: number;
+  maxUniformBufferBindingSize: number;
+  minStorageBufferOffsetAlignment: number;
+  minUniformBufferOffsetAlignment: number;
+}
+
+export interface AdapterDescription {
+  vendor: string;
+  architecture: string;
+  device: string;
+  description: string;
+  /** "node-dawn" | "navigator.gpu" | "injected" */
+  backend: string;
+  isSoftware: boolean;
+}
+
+export interface RuntimeStats {
+  submits: number;
+  dispatches: number;
+  /** Host readbacks (mapAsync of a staging buffer). */
+  readbacks: number;
+  bytesReadBack: number;
+  /** Host → GPU writes (uploads; not counting the per-batch uniform arena). */
+  uploads: number;
+  /** GPUBuffers created over the context's life (pool, staging and arena). */
+  buffersCreated: number;
+}
+
+/** A byte range of a tensor bound to one storage binding. */
+export interface BufferWindow {
+  readonly tensor: Tensor;
+  readonly byteOffset: number;
+  readonly byteSize: number;
+}
+export type BindingResource = Tensor | BufferWindow | { readonly buffer: GPUBuffer; readonly offset?: number; readonly size?: number };
+
+export interface WindowPlan {
+  /** Byte offset of the window into each tensor with this row size. */
+  byteOffset: number;
+  firstRow: number;
+  rows: number;
+}
+
+const ARENA_CHUNK_BYTES = 64 * 1024;
+const TENSOR_USAGE = 0x0080 /* STORAGE */ | 0x0004 /* COPY_SRC */ | 0x0008; /* COPY_DST */
+
+export class GpuContext {
+  readonly pool: BufferPool;
+  readonly kernels: KernelRegistry;
+  readonly stats: RuntimeStats = { submits: 0, dispatches: 0, readbacks: 0, bytesReadBack: 0, uploads: 0, buffersCreated: 0 };
+  profiler: Profiler | null = null;
+
+  private encoder: GPUCommandEncoder | null = null;
+  private pass: GPUComputePassEncoder | null = null;
+  private readonly pendingErrors: Error[] = [];
+  private lost: string | null = null;
+  private destroyed = false;
+  private readonly arena: { buffer: GPUBuffer; host: Uint8Array }[] = [];
+  private arenaChunk = 0;
+  private arenaOffset = 0;
+  private readonly bindGroups = new Map<string, GPUBindGroup>();
+  private readonly bufferIds = new WeakMap<GPUBuffer, number>();
+  private nextBufferId = 1;
+  private readonly staging: GPUBuffer[] = [];
+
+  constructor(
+    readonly device: GPUDevice,
+    readonly features: ReadonlySet<string>,
+    readonly limits: Readonly<RuntimeLimits>,
+    readonly adapter: Readonly<AdapterDescription>,
+    /** Keeps the provider object (Dawn's `create()` result) alive while the device is. */
+    private keepAlive: unknown = null,
+  ) {
+    this.pool = new BufferPool(device, () => this.stats.buffersCreated++);
+    this.kernels = new KernelRegistry(device, features);
+    device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
+      const e = ev.error;
+      this.pendingErrors.push(
+        e instanceof GPUOutOfMemoryError ? new GpuOutOfMemoryError(`GPU out of memory: ${e.message}`) : new GpuValidationError(`GPU error: ${e.message}`),
+      );
+    };
+    void device.lost.then((info) => {
+      if (!this.destroyed) this.lost = `${info.reason}: ${info.message}`;
+    });
+  }
+
+  get hasF16(): boolean {
+    return this.features.has("shader-f16");
+  }
+  get hasSubgroups(): boolean {
+    return this.features.has("subgroups");
+  }
+  get hasTimestamps(): boolean {
+    return this.features.has("timestamp-query");
+  }
+
+  // ---------------------------------------------------------------- tensors
+
+  /** A new tensor with undefined contents (from the pool). */
+  empty<D extends DType>(shape: readonly number[], dtype: D, label = "tensor"): Tensor<D> {
+    this.assertUsable();
+    checkShape(shape, `tensor '${label}'`);
+    const bytes = numel(shape) * DTYPE_BYTES[dtype];
+    if (bytes > this.limits.maxBufferSize) {
+      throw new UnsupportedError(
+        `tensor '${label}' [${shape.join(", ")}] ${dtype} needs ${bytes} bytes, over this device's maxBufferSize (${this.limits.maxBufferSize})`,
+      );
+    }
+    const buffer = this.pool.acquire(Math.ceil(bytes / 4) * 4, TENSOR_USAGE, label);
+    return new Tensor(this, shape, dtype, buffer, label);
+  }
+
+  /** Uploads host data as a new tensor. f16 data is given as raw bits (Uint16Array) or as numbers to round. */
+  upload<D extends DType>(data: ArrayLike<number> | ArrayBufferView, shape: readonly number[], dtype: D, label = "tensor"): Tensor<D> {
+    const t = this.empty(shape, dtype, label);
+    try {
+      this.write(t, data);
+    } catch (e) {
+      t.dispose();
+      throw e;
+    }
+    return t;
+  }
+
+  /** Overwrites a tensor's contents from host data (ordered after every op encoded so far). */
+  write(t: Tensor, data: ArrayLike<number> | ArrayBufferView, elementOffset = 0): void {
+    t.assertLive();
+    const bytes = toBytes(data, t.dtype, t.label);
+    const elems = bytes.byteLength / DTYPE_BYTES[t.dtype];
+    if (elementOffset + elems > t.numel) {
+      throw new ShapeError(`write to '${t.label}': ${elems} elements at offset ${elementOffset} exceed its ${t.numel} elements`);
+    }
+    // Commands already encoded but not submitted must see the old contents: submit them first.
+    if (this.encoder) this.submit();
+    const byteOffset = elementOffset * DTYPE_BYTES[t.dtype];
+    const head = byteOffset % 4;
+    if (head === 0 && bytes.byteLength % 4 === 0) {
+      this.device.queue.writeBuffer(t.buffer, byteOffset, bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    } else {
+      // writeBuffer needs 4-byte alignment: widen to whole words, keeping the neighbours' bytes
+      // only when they are ours to overwrite (the data region). Padding bytes are zeroed.
+      if (head !== 0 || (byteOffset + bytes.byteLength) % 4 !== 0) {
+        if (head !== 0 || byteOffset + bytes.byteLength < t.byteLength) {
+          throw new ShapeError(`write to '${t.label}': unaligned partial writes of ${t.dtype} are not supported (offset ${elementOffset}, ${elems} elements)`);
+        }
+      }
+      const padded = new Uint8Array(Math.ceil(bytes.byteLength / 4) * 4);
+      padded.set(bytes);
+      this.device.queue.writeBuffer(t.buffer, byteOffset, padded.buffer, 0, padded.byteLength);
+    }
+    this.stats.uploads++;
+  }
+
+  releaseBuffer(buffer: GPUBuffer): void {
+    this.pool.release(buffer);
+  }
+
+  /** Reads a tensor back; f16 as raw bits. One host sync. */
+  async read<D extends DType>(t: Tensor<D>): Promise<HostArray<D>> {
+    t.assertLive();
+    const bytes = await this.readBytes(t.buffer, 0, t.byteLength);
+    const buf = bytes.buffer;
+    switch (t.dtype) {
+      case "f32":
+        return new Float32Array(buf, 0, t.numel) as HostArray<D>;
+      case "f16":
+        return new Uint16Array(buf, 0, t.numel) as HostArray<D>;
+      case "u32":
+        return new Uint32Array(buf, 0, t.numel) as HostArray<D>;
+      default:
+        return new Int32Array(buf, 0, t.numel) as HostArray<D>;
+    }
+  }
+
+  async readF32(t: Tensor): Promise<Float32Array> {
+    const data = await this.read(t);
+    if (data instanceof Float32Array) return data;
+    if (data instanceof Uint16Array) return f16ArrayToF32(data);
+    return Float32Array.from(data);
+  }
+
+  /**
+   * Copies `byteLength` bytes at `byteOffset` of a buffer to the host: submits the open batch,
+   * copies into a staging buffer and maps it. Counted in stats.readbacks.
+   */
+  async readBytes(buffer: GPUBuffer, byteOffset: number, byteLength: number): Promise<Uint8Array> {
+    this.assertUsable();
+    const start = byteOffset - (byteOffset % 4);
+    const size = Math.max(4, Math.ceil((byteOffset + byteLength - start) / 4) * 4);
+    const staging = this.acquireStaging(size);
+    this.endPass();
+    this.commandEncoder().copyBufferToBuffer(buffer, start, staging, 0, size);
+    this.submit();
+    try {
+      await staging.mapAsync(GPUMapMode.READ, 0, size);
+    } catch (e) {
+      this.throwPendingErrors();
+      this.staging.push(staging);
+      throw this.lost ? new DeviceLostError(`GPU device lost during readback: ${this.lost}`) : e;
+    }
+    const out = new Uint8Array(byteLength);
+    out.set(new Uint8Array(staging.getMappedRange(0, size), byteOffset - start, byteLength));
+    staging.unmap();
+    this.staging.push(staging);
+    this.stats.readbacks++;
+    this.stats.bytesReadBack += byteLength;
+    this.throwPendingErrors();
+    return out;
+  }
+
+  private acquireStaging(size: number): GPUBuffer {
+    const i = this.staging.findIndex((b) => b.size >= size && b.size <= Math.max(size * 4, 65536));
+    if (i >= 0) return this.staging.splice(i, 1)[0]!;
+    this.stats.buffersCreated++;
+    return this.device.createBuffer({ size: Math.max(size, 256), usage: GPUBufferUsage.MAP_READ | GPUBufferUsage.COPY_DST, label: "readback-staging" });
+  }
+
+  /**
+   * Splits a row-major tensor region into windows that each fit one storage binding, for ops on
+   * tensors larger than maxStorageBufferBindingSize. Window offsets are multiples of
+   * minStorageBufferOffsetAlignment. `rowBytes` is the byte size of the unit that must not be split.
+   */
+  bindingWindows(rows: number, rowBytes: number, what: string, maxRowsPerWindow = Infinity): WindowPlan[] {
+    const limit = this.limits.maxStorageBufferBindingSize;
+    if (rowBytes > limit) {
+      throw new UnsupportedError(`${what}: one row of ${rowBytes} bytes exceeds the storage binding limit of ${limit} bytes`);
+    }
+    if (rows * rowBytes <= limit && rows <= maxRowsPerWindow) return [{ byteOffset: 0, firstRow: 0, rows }];
+    const align = this.limits.minStorageBufferOffsetAlignment;
+    const rowAlign = align / gcd(rowBytes, align); // rows per window must be a multiple of this
+    let per = Math.min(Math.floor(limit / rowBytes), maxRowsPerWindow);
+    per -= per % rowAlign;
+    if (per <= 0) throw new UnsupportedError(`${what}: rows of ${rowBytes} bytes cannot be split at ${align}-byte aligned offsets within ${limit} bytes`);
+    const plan: WindowPlan[] = [];
+    for (let r = 0; r < rows; r += per) plan.push({ byteOffset: r * rowBytes, firstRow: r, rows: Math.min(per, rows - r) });
+    return plan;
+  }
+
+  // ---------------------------------------------------------------- encoding
+
+  /**
+   * Encodes one dispatch into the current batch. `params` (≤ 256 bytes) becomes the kernel's
+   * uniform binding (the last binding). Every storage binding is checked against the runtime's
+   * binding limit so an op that forgets to window a large tensor fails loudly.
+   */
+  dispatch(kernel: Kernel, resources: readonly BindingResource[], params: Uint8Array | null, workgroups: readonly [number, number?, number?]): void {
+    const [x, y = 1, z = 1] = workgroups;
+    const maxWg = this.limits.maxComputeWorkgroupsPerDimension;
+    if (x > maxWg || y > maxWg || z > maxWg) {
+      throw new UnsupportedError(`kernel '${kernel.name}': dispatch [${x}, ${y}, ${z}] exceeds maxComputeWorkgroupsPerDimension (${maxWg})`);
+    }
+    if (x === 0 || y === 0 || z === 0) return;
+    const { bindGroup, dynamicOffset } = this.bind(kernel, resources, params);
+    const pass = this.beginPass(kernel.name);
+    pass.setPipeline(kernel.pipeline);
+    pass.setBindGroup(0, bindGroup, dynamicOffset === null ? [] : [dynamicOffset]);
+    pass.dispatchWorkgroups(x, y, z);
+    this.afterDispatch();
+  }
+
+  /** Like dispatch(), with the workgroup counts read from `indirect` (3 × u32 at `offset` bytes) on the GPU. */
+  dispatchIndirect(kernel: Kernel, resources: readonly BindingResource[], params: Uint8Array | null, indirect: GPUBuffer, offset = 0): void {
+    const { bindGroup, dynamicOffset } = this.bind(kernel, resources, params);
+    const pass = this.beginPass(kernel.name);
+    pass.setPipeline(kernel.pipeline);
+    pass.setBindGroup(0, bindGroup, dynamicOffset === null ? [] : [dynamicOffset]);
+    pass.dispatchWorkgroupsIndirect(indirect, offset);
+    this.afterDispatch();
+  }
+
+  /** Encodes a buffer copy into the batch (in order with dispatches). */
+  copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
+    this.assertUsable();
+    this.endPass();
+    this.commandEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
+  }
+
+  /** Zero-fills a tensor (in order with dispatches). */
+  clear(t: Tensor): void {
+    this.assertUsable();
+    this.endPass();
+    this.commandEncoder().clearBuffer(t.buffer, 0, Math.ceil(t.byteLength / 4) * 4);
+  }
+
+  /** Ends the current logical step: one queue.submit for everything encoded since the last one. */
+  submit(): void {
+    this.assertUsable();
+    if (!this.encoder) return;
+    this.endPass();
+    this.profiler?.resolve(this.encoder);
+    // The arena's host copies are written just before the batch that reads them.
+    for (let i = 0; i <= this.arenaChunk && i < this.arena.length; i++) {
+      const used = i < this.arenaChunk ? ARENA_CHUNK_BYTES : this.arenaOffset;
+      if (used > 0) {
+        const c = this.arena[i]!;
+        this.device.queue.writeBuffer(c.buffer, 0, c.host.buffer, c.host.byteOffset, used);
+      }
+    }
+    this.arenaChunk = 0;
+    this.arenaOffset = 0;
+    const cmd = this.encoder.finish({ label: "onegen-batch" });
+    this.encoder = null;
+    this.device.queue.submit([cmd]);
+    this.stats.submits++;
+  }
+
+  /** Submits and waits for the GPU to finish; throws any GPU error raised so far. */
+  async sync(): Promise<void> {
+    this.submit();
+    await this.device.queue.onSubmittedWorkDone();
+    this.throwPendingErrors();
+  }
+
+  /** Throws (once) the first GPU error reported since the last check. */
+  throwPendingErrors(): void {
+    if (this.lost) throw new DeviceLostError(`GPU device lost: ${this.lost}`);
+    const e = this.pendingErrors.shift();
+    if (e) {
+      this.pendingErrors.length = 0;
+      throw e;
+    }
+  }
+
+  /** Destroys the device; the process can then exit. Idempotent. */
+  destroy(): void {
+    if (this.destroyed) return;
+    this.destroyed = true;
+    this.encoder = null;
+    this.pass = null;
+    this.pool.trim();
+    this.device.destroy();
+    this.keepAlive = null;
+  }
+
+  get isDestroyed(): boolean {
+    return this.destroyed;
+  }
+
+  // ---------------------------------------------------------------- internals
+
+  private assertUsable(): void {
+    if (this.destroyed) throw new DeviceLostError("this GpuContext was destroyed");
+    if (this.lost) throw new DeviceLostError(`GPU device lost: ${this.lost}`);
+  }
+
+  private commandEncoder(): GPUCommandEncoder {
+    if (!this.encoder) this.encoder = this.device.createCommandEncoder({ label: "onegen-batch" });
+    return this.encoder;
+  }
+
+  private beginPass(label: string): GPUComputePassEncoder {
+    this.assertUsable();
+    if (this.profiler) {
+      this.endPass();
+      this.pass = this.commandEncoder().beginComputePass({ label, timestampWrites: this.profiler.nextWrites(label) });
+      return this.pass;
+    }
+    if (!this.pass) this.pass = this.commandEncoder().beginComputePass({ label: "onegen-pass" });
+    return this.pass;
+  }
+
+  private afterDispatch(): void {
+    this.stats.dispatches++;
+    if (this.profiler) this.endPass();
+  }
+
+  private endPass(): void {
+    if (this.pass) {
+      this.pass.end();
+      this.pass = null;
+    }
+  }
+
+  private bufferId(b: GPUBuffer): number {
+    let id = this.bufferIds.get(b);
+    if (id === undefined) this.bufferIds.set(b, (id = this.nextBufferId++));
+    return id;
+  }
+
+  private bind(kernel: Kernel, resources: readonly BindingResource[], params: Uint8Array | null): { bindGroup: GPUBindGroup; dynamicOffset: number | null } {
+    const kinds = kernel.variant.bindings;
+    const hasUniform = kinds[kinds.length - 1] === "uniform";
+    const expected = hasUniform ? kinds.length - 1 : kinds.length;
+    if (resources.length !== expected) {
+      throw new ShapeError(`kernel '${kernel.name}': expected ${expected} buffer bindings, got ${resources.length}`);
+    }
+    if (hasUniform && !params) throw new ShapeError(`kernel '${kernel.name}': needs a params uniform`);
+    const entries: GPUBindGroupEntry[] = [];
+    let key = kernel.name;
+    const limit = this.limits.maxStorageBufferBindingSize;
+    resources.forEach((r, binding) => {
+      let buffer: GPUBuffer, offset: number, size: number;
+      if (r instanceof Tensor) {
+        r.assertLive();
+        buffer = r.buffer;
+        offset = 0;
+        size = Math.max(4, Math.ceil(r.byteLength / 4) * 4);
+      } else if ("tensor" in r) {
+        r.tensor.assertLive();
+        buffer = r.tensor.buffer;
+        offset = r.byteOffset;
+        size = Math.min(Math.ceil(r.byteSize / 4) * 4, buffer.size - offset);
+      } else {
+        buffer = r.buffer;
+        offset = r.offset ?? 0;
+        size = r.size ?? buffer.size - offset;
+      }
+      if (size > limit) {
+        throw new UnsupportedError(
+          `kernel '${kernel.name}': binding ${binding} ('${buffer.label}') spans ${size} bytes, over the storage binding limit of ${limit} bytes`,
+          "the op must split this tensor into windows (GpuContext.bindingWindows)",
+        );
+      }
+      entries.push({ binding, resource: { buffer, offset, size } });
+      key += `|${this.bufferId(buffer)}:${offset}:${size}`;
+    });
+    let dynamicOffset: number | null = null;
+    if (hasUniform) {
+      const { chunk, offset } = this.allocUniform(params!);
+      dynamicOffset = offset;
+      entries.push({ binding: resources.length, resource: { buffer: chunk, offset: 0, size: roundUp(params!.byteLength, 16) } });
+      key += `|u${this.bufferId(chunk)}:${params!.byteLength}`;
+    }
+    let bindGroup = this.bindGroups.get(key);
+    if (!bindGroup) {
+      if (this.bindGroups.size > 8192) this.bindGroups.clear();
+      bindGroup = this.device.createBindGroup({ label: kernel.name, layout: kernel.layout, entries });
+      this.bindGroups.set(key, bindGroup);
+    }
+    return { bindGroup, dynamicOffset };
+  }
+
+  private allocUniform(params: Uint8Array): { chunk: GPUBuffer; offset: number } {
+    const align = Math.max(this.limits.minUniformBufferOffsetAlignment, 16);
+    const size = roundUp(params.byteLength, 16);
+    if (size > 256) throw new ShapeError(`params of ${params.byteLength} bytes: at most 256 bytes per dispatch`);
+    if (this.arenaOffset + size > ARENA_CHUNK_BYTES) {
+      this.arenaChunk++;
+      this.arenaOffset = 0;
+    }
+    let c = this.arena[this.arenaChunk];
+    if (!c) {
+      this.stats.buffersCreated++;
+      c = {
+        buffer: this.device.createBuffer({ size: ARENA_CHUNK_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: `uniform-arena-${this.arenaChunk}` }),
+        host: new Uint8Array(ARENA_CHUNK_BYTES),
+      };
+      this.arena.push(c);
+    }
+    const offset = this.arenaOffset;
+    c.host.set(params, offset);
+    this.arenaOffset = roundUp(offset + size, align);
+    return { chunk: c.buffer, offset };
+  }
+}
+
+function roundUp(n: number, m: number): number {
+  return Math.ceil(n / m) * m;
+}
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
+}
+
+/** Host data → the bytes of a dtype. Numbers are converted; typed arrays of the dtype's own kind pass through. */
+function toBytes(data: ArrayLike<number> | ArrayBufferView, dtype: DType, label: string): Uint8Array {
+  if (ArrayBuffer.isView(data)) {
+    const ok =
+      (dtype === "f32" && data instanceof Float32Array) ||
+      (dtype === "f16" && data instanceof Uint16Array) ||
+      (dtype === "u32" && data instanceof Uint32Array) ||
+      (dtype === "i32" && data instanceof Int32Array);
+    if (ok) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+    if (dtype === "f16" && data instanceof Float32Array) return new Uint8Array(float32ToF16(data).buffer);
+    if (data instanceof DataView) throw new ShapeError(`upload to '${label}': pass a typed array, not a DataView`);
+  }
+  const arr = data as ArrayLike<number>;
+  switch (dtype) {
+    case "f32":
+      return new Uint8Array(Float32Array.from(arr).buffer);
+    case "f16":
+      return new Uint8Array(float32ToF16(arr).buffer);
+    case "u32":
+      return new Uint8Array(Uint32Array.from(arr).buffer);
+    case "i32":
+      return new Uint8Array(Int32Array.from(arr).buffer);
+  }
+}

@@ -1,0 +1,155 @@
+// Device acquisition: the one runtime-specific part of the GPU path.
+//   Node:            Dawn through the `webgpu` npm package (loaded lazily, so browsers and Deno
+//                    never import it).
+//   Deno, browsers:  navigator.gpu.
+// Requests the adapter's own values for the limits LLM kernels care about (a Dawn device gets the
+// small WebGPU defaults otherwise) and the optional features shader-f16, subgroups and
+// timestamp-query when the adapter has them.
+
+import { GpuUnavailableError, UnsupportedError } from "../errors.js";
+import { GpuContext, type AdapterDescription, type RuntimeLimits } from "./context.js";
+
+/** Features requested whenever the adapter offers them. */
+export const OPTIONAL_FEATURES: readonly GPUFeatureName[] = ["shader-f16", "subgroups", "timestamp-query"];
+
+/** Limits requested at the adapter's own values. */
+const REQUESTED_LIMITS = [
+  "maxStorageBufferBindingSize",
+  "maxBufferSize",
+  "maxComputeWorkgroupStorageSize",
+  "maxComputeInvocationsPerWorkgroup",
+  "maxComputeWorkgroupSizeX",
+  "maxComputeWorkgroupSizeY",
+  "maxComputeWorkgroupSizeZ",
+  "maxComputeWorkgroupsPerDimension",
+  "maxStorageBuffersPerShaderStage",
+  "maxUniformBufferBindingSize",
+  "maxBindingsPerBindGroup",
+  "minStorageBufferOffsetAlignment",
+  "minUniformBufferOffsetAlignment",
+] as const;
+
+export interface OpenDeviceOptions {
+  /** Features that must be present: a missing one throws UnsupportedError. */
+  requireFeatures?: readonly GPUFeatureName[];
+  /** Optional features not to request even if present (e.g. "subgroups", to test the portable path). */
+  disableFeatures?: readonly GPUFeatureName[];
+  /** A binding limit stricter than the device's, honoured by every op (tests of split tensors). */
+  maxStorageBufferBindingSize?: number;
+  powerPreference?: GPUPowerPreference;
+  /** Dawn options for Node, e.g. ["enable-dawn-features=disable_robustness"]. Ignored elsewhere. */
+  dawnOptions?: readonly string[];
+  /** Use this GPU object instead of discovering one (embedding, tests). */
+  gpu?: GPU;
+}
+
+const INSTALL_HINT =
+  "install a GPU driver with Vulkan support, or the software driver: `bash scripts/setup-software-gpu.sh` " +
+  "(Debian 12: Mesa 25 lavapipe from bookworm-backports; Debian's Mesa 22 is refused by Dawn)";
+
+interface GpuProvider {
+  gpu: GPU;
+  backend: string;
+  keepAlive: unknown;
+}
+
+async function findGpu(options: OpenDeviceOptions): Promise<GpuProvider> {
+  if (options.gpu) return { gpu: options.gpu, backend: "injected", keepAlive: null };
+  const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
+  const isNode = typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node === "string";
+  const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
+  if (nav?.gpu && (!isNode || isDeno)) return { gpu: nav.gpu, backend: "navigator.gpu", keepAlive: null };
+  if (isNode && !isDeno) {
+    // Dawn's Vulkan loader warns when XDG_RUNTIME_DIR is unset; harmless but noisy.
+    const proc = (globalThis as { process?: { env: Record<string, string | undefined> } }).process;
+    if (proc && proc.env.XDG_RUNTIME_DIR === undefined) proc.env.XDG_RUNTIME_DIR = "/tmp";
+    const specifier = "webgpu"; // a variable, so bundlers for the browser leave it alone
+    let mod: { create: (opts: string[]) => GPU; globals: Record<string, unknown> };
+    try {
+      mod = (await import(specifier)) as typeof mod;
+    } catch (e) {
+      throw new GpuUnavailableError(`cannot load the 'webgpu' package (Dawn for Node): ${(e as Error).message}`, "run `npm ci` in the project");
+    }
+    for (const [k, v] of Object.entries(mod.globals)) {
+      if (!(k in globalThis)) (globalThis as Record<string, unknown>)[k] = v;
+    }
+    const gpu = mod.create([...(options.dawnOptions ?? [])]);
+    return { gpu, backend: "node-dawn", keepAlive: gpu };
+  }
+  if (nav?.gpu) return { gpu: nav.gpu, backend: "navigator.gpu", keepAlive: null };
+  throw new GpuUnavailableError("this JavaScript runtime has no WebGPU (navigator.gpu is missing)", "use a browser with WebGPU, Deno 2, or Node 20+ with the 'webgpu' package");
+}
+
+/** Opens a GPU device with the limits and features LLM kernels need, and reports what it got. */
+export async function openDevice(options: OpenDeviceOptions = {}): Promise<GpuContext> {
+  const provider = await findGpu(options);
+  let adapter: GPUAdapter | null;
+  try {
+    adapter = await provider.gpu.requestAdapter(options.powerPreference ? { powerPreference: options.powerPreference } : undefined);
+  } catch (e) {
+    throw new GpuUnavailableError(`requesting a WebGPU adapter failed: ${(e as Error).message}`, INSTALL_HINT);
+  }
+  if (!adapter) throw new GpuUnavailableError("no WebGPU adapter found (no usable Vulkan/Metal/D3D12 driver)", INSTALL_HINT);
+
+  const have = new Set<string>(adapter.features);
+  for (const f of options.requireFeatures ?? []) {
+    if (!have.has(f)) {
+      throw new UnsupportedError(`the GPU adapter lacks the required feature '${f}' (it has: ${[...have].sort().join(", ") || "none"})`);
+    }
+  }
+  const disabled = new Set<string>(options.disableFeatures ?? []);
+  const wanted = new Set<GPUFeatureName>([...(options.requireFeatures ?? [])]);
+  for (const f of OPTIONAL_FEATURES) if (have.has(f) && !disabled.has(f)) wanted.add(f);
+
+  const requiredLimits: Record<string, number> = {};
+  const adapterLimits = adapter.limits as unknown as Record<string, number>;
+  for (const name of REQUESTED_LIMITS) {
+    const v = adapterLimits[name];
+    if (typeof v === "number") requiredLimits[name] = v;
+  }
+  let device: GPUDevice;
+  try {
+    device = await adapter.requestDevice({ requiredFeatures: [...wanted], requiredLimits, label: "onegen" });
+  } catch (e) {
+    throw new GpuUnavailableError(`requesting a device from the adapter failed: ${(e as Error).message}`, INSTALL_HINT);
+  }
+
+  const dl = device.limits;
+  const limits: RuntimeLimits = {
+    maxStorageBufferBindingSize: Math.min(dl.maxStorageBufferBindingSize, options.maxStorageBufferBindingSize ?? Infinity),
+    maxBufferSize: dl.maxBufferSize,
+    maxComputeWorkgroupStorageSize: dl.maxComputeWorkgroupStorageSize,
+    maxComputeInvocationsPerWorkgroup: dl.maxComputeInvocationsPerWorkgroup,
+    maxComputeWorkgroupSizeX: dl.maxComputeWorkgroupSizeX,
+    maxComputeWorkgroupsPerDimension: dl.maxComputeWorkgroupsPerDimension,
+    maxStorageBuffersPerShaderStage: dl.maxStorageBuffersPerShaderStage,
+    maxUniformBufferBindingSize: dl.maxUniformBufferBindingSize,
+    minStorageBufferOffsetAlignment: dl.minStorageBufferOffsetAlignment,
+    minUniformBufferOffsetAlignment: dl.minUniformBufferOffsetAlignment,
+  };
+  if (options.maxStorageBufferBindingSize !== undefined && options.maxStorageBufferBindingSize % dl.minStorageBufferOffsetAlignment !== 0) {
+    throw new UnsupportedError(`maxStorageBufferBindingSize override ${options.maxStorageBufferBindingSize} must be a multiple of ${dl.minStorageBufferOffsetAlignment}`);
+  }
+  const info = adapter.info;
+  const description = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" ") || "unknown adapter";
+  const adapterDesc: AdapterDescription = {
+    vendor: info.vendor ?? "",
+    architecture: info.architecture ?? "",
+    device: info.device ?? "",
+    description,
+    backend: provider.backend,
+    isSoftware: /llvmpipe|lavapipe|swiftshader|software|cpu/i.test(description),
+  };
+  return new GpuContext(device, new Set<string>(device.features), limits, adapterDesc, provider.keepAlive);
+}
+
+/** A one-paragraph summary of what a context got, for CLIs and benchmark reports. */
+export function describeContext(ctx: GpuContext): Record<string, unknown> {
+  return {
+    adapter: ctx.adapter.description,
+    backend: ctx.adapter.backend,
+    software: ctx.adapter.isSoftware,
+    features: [...ctx.features].filter((f) => OPTIONAL_FEATURES.includes(f as GPUFeatureName)).sort(),
+    limits: { ...ctx.limits },
+  };
+}

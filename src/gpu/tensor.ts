@@ -1,0 +1,87 @@
+// GPU tensors: a shape, a dtype and a byte range of a pooled GPUBuffer. Row-major, contiguous.
+// A tensor may be larger than one storage binding (up to maxBufferSize); kernels that accept such
+// tensors bind it in windows (see GpuContext.bindingWindows).
+
+import { ShapeError } from "../errors.js";
+import type { GpuContext } from "./context.js";
+
+/**
+ * Element types. f16 is IEEE binary16 (needs the shader-f16 feature in kernels that compute on it;
+ * storage and copies work without). Packed quantized types (q8/q4 blocks) will join this union.
+ */
+export type DType = "f32" | "f16" | "u32" | "i32";
+
+export const DTYPE_BYTES: Readonly<Record<DType, number>> = { f32: 4, f16: 2, u32: 4, i32: 4 };
+
+/** The host array a dtype reads back as (f16 as raw bits in a Uint16Array). */
+export type HostArray<D extends DType> = D extends "f32"
+  ? Float32Array
+  : D extends "f16"
+    ? Uint16Array
+    : D extends "u32"
+      ? Uint32Array
+      : Int32Array;
+
+export function numel(shape: readonly number[]): number {
+  let n = 1;
+  for (const d of shape) n *= d;
+  return n;
+}
+
+export function checkShape(shape: readonly number[], what: string): void {
+  for (const d of shape) {
+    if (!Number.isSafeInteger(d) || d < 0) throw new ShapeError(`${what}: shape [${shape.join(", ")}] must hold non-negative integers`);
+  }
+}
+
+export class Tensor<D extends DType = DType> {
+  private disposed = false;
+  constructor(
+    readonly ctx: GpuContext,
+    readonly shape: readonly number[],
+    readonly dtype: D,
+    readonly buffer: GPUBuffer,
+    readonly label: string,
+    /** Whether dispose() returns the buffer to the context's pool (false for views). */
+    private readonly owned = true,
+  ) {}
+
+  get numel(): number {
+    return numel(this.shape);
+  }
+  /** Bytes of data (not counting the buffer's rounding). */
+  get byteLength(): number {
+    return this.numel * DTYPE_BYTES[this.dtype];
+  }
+  get isDisposed(): boolean {
+    return this.disposed;
+  }
+
+  /** Reads the data back (one host sync). f16 comes back as raw bits; see readF32(). */
+  read(): Promise<HostArray<D>> {
+    return this.ctx.read(this);
+  }
+  /** Reads back as Float32Array, converting f16 and integer types. */
+  async readF32(): Promise<Float32Array> {
+    return this.ctx.readF32(this);
+  }
+
+  /** A tensor with another shape over the same data (no copy). Disposing a view frees nothing. */
+  view(shape: readonly number[]): Tensor<D> {
+    checkShape(shape, `tensor '${this.label}'`);
+    if (numel(shape) !== this.numel) {
+      throw new ShapeError(`tensor '${this.label}': cannot view [${this.shape.join(", ")}] as [${shape.join(", ")}] (element counts differ)`);
+    }
+    return new Tensor(this.ctx, shape, this.dtype, this.buffer, this.label, false);
+  }
+
+  dispose(): void {
+    if (this.disposed) return;
+    this.disposed = true;
+    if (this.owned) this.ctx.releaseBuffer(this.buffer);
+  }
+
+  assertLive(): void {
+    if (this.disposed) throw new ShapeError(`tensor '${this.label}' was used after dispose()`);
+  }
+}

@@ -1,0 +1,101 @@
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { gpu } from "./helpers/gpu.js";
+import { assertClose, assertRejects } from "./helpers/check.js";
+import { KernelRegistry } from "../src/gpu/kernels.js";
+import { preprocessWgsl } from "../src/gpu/wgsl.js";
+import { GpuValidationError, ShapeError, UnsupportedError } from "../src/errors.js";
+import { add, addReference, addVariant } from "../src/ops/elementwise.js";
+import { Profiler } from "../src/gpu/profiler.js";
+import { Rng } from "../src/util/rng.js";
+import { f32ArrayToF16, f16ArrayToF32 } from "../src/util/f16.js";
+
+test("preprocessor: #if/#else/#endif, negation, nesting, substitution, and loud errors", () => {
+  const src = "a\n#if X\nx{{N}}\n#if !Y\nnoty\n#else\ny\n#endif\n#else\nnotx\n#endif\nb";
+  const lines = (s: string) => s.split("\n").filter(Boolean);
+  assert.equal(lines(preprocessWgsl(src, { X: true, Y: false, N: 3 }, "t")), ["a", "x3", "noty", "b"]);
+  assert.equal(lines(preprocessWgsl(src, { X: false, Y: true, N: 3 }, "t")), ["a", "notx", "b"]);
+  assert.is(preprocessWgsl(src, { X: true, Y: true, N: 1 }, "t").split("\n").length, src.split("\n").length, "line numbers kept");
+  assert.throws(() => preprocessWgsl("#if Z\n#endif", {}, "t"), /'Z' is not defined/);
+  assert.throws(() => preprocessWgsl("{{Q}}", {}, "t"), /t\.wgsl:1: \{\{Q\}\}/);
+  assert.throws(() => preprocessWgsl("#if X\n", { X: true }, "t"), /without #endif/);
+  assert.throws(() => preprocessWgsl("#endif\n", {}, "t"), /without #if/);
+  assert.throws(() => preprocessWgsl("#define X\n", {}, "t"), /unknown directive/);
+});
+
+test("an invalid kernel raises GpuValidationError naming the kernel and the line", async () => {
+  const ctx = await gpu();
+  const reg = new KernelRegistry(ctx.device, ctx.features, {
+    broken: "@compute @workgroup_size(1)\nfn main() {\n  let x: u32 = undefined_thing;\n}\n",
+  });
+  const variant = { file: "broken", name: "broken_v1", defines: {}, bindings: [] };
+  await assertRejects(() => reg.get(variant), GpuValidationError, [/broken_v1/, /broken\.wgsl:3/, /undefined_thing/], "compile error");
+  // a failed variant is not cached as a success: asking again fails again
+  await assertRejects(() => reg.get(variant), GpuValidationError, [/broken_v1/], "compile error again");
+  // a layout mismatch (binding declared but kernel expects uniform) is also named
+  const reg2 = new KernelRegistry(ctx.device, ctx.features, {
+    mismatch: "@group(0) @binding(0) var<uniform> u: vec4<u32>;\n@compute @workgroup_size(1)\nfn main() { _ = u.x; }\n",
+  });
+  await assertRejects(
+    () => reg2.get({ file: "mismatch", name: "mismatch_v1", defines: {}, bindings: ["read_write"] }),
+    GpuValidationError,
+    [/mismatch_v1/],
+    "layout mismatch",
+  );
+  await assertRejects(() => reg.get({ file: "nope", name: "nope_v1", defines: {}, bindings: [] }), UnsupportedError, [/kernels\/nope\.wgsl/], "unknown file");
+});
+
+test("pipelines are created once per variant and cached", async () => {
+  const ctx = await gpu();
+  const k1 = await ctx.kernels.get(addVariant("f32"));
+  const k2 = await ctx.kernels.get(addVariant("f32"));
+  assert.ok(k1 === k2);
+  assert.ok(ctx.kernels.names().includes("add_f32_wg256"));
+  assert.throws(() => ctx.kernels.get({ ...addVariant("f32"), defines: { F16: false, T: "f32", WG: 64 } }), /two different variants/);
+});
+
+test("a variant that needs a missing feature is refused, not substituted", async () => {
+  const ctx = await gpu({ disableFeatures: ["shader-f16"] });
+  assert.not.ok(ctx.hasF16);
+  const a = ctx.upload([1, 2], [2], "f16");
+  await assertRejects(() => add(ctx, a, a), UnsupportedError, [/shader-f16/], "f16 add without shader-f16");
+});
+
+test("add: CPU reference agreement over awkward sizes, f32 and f16; NaN-prefilled outputs", async () => {
+  const ctx = await gpu();
+  const rng = new Rng(11);
+  for (const n of [1, 3, 255, 256, 257, 4097, 65_535 * 256 + 3]) {
+    const x = rng.fillUniform(n, -4, 4);
+    const y = rng.fillUniform(n, -4, 4);
+    const out = ctx.upload(new Float32Array(n).fill(NaN), [n], "f32", "out");
+    await add(ctx, ctx.upload(x, [n], "f32"), ctx.upload(y, [n], "f32"), out);
+    assertClose(await out.read(), addReference(x, y), { atol: 0, rtol: 0 }, `add f32 n=${n}`); // one f32 rounding: exact
+    if (n > 100_000) continue;
+    const xh = f32ArrayToF16(x), yh = f32ArrayToF16(y);
+    const outh = ctx.upload(new Uint16Array(n).fill(0x7e00), [n], "f16", "out16"); // f16 NaN
+    await add(ctx, ctx.upload(xh, [n], "f16"), ctx.upload(yh, [n], "f16"), outh);
+    // the sum is exact in f32 and rounded once to f16, as the reference does: bit-exact
+    assertClose(f16ArrayToF32(await outh.read()), f16ArrayToF32(addReference(xh, yh)), { atol: 0, rtol: 0 }, `add f16 n=${n}`);
+  }
+  await assertRejects(async () => add(ctx, ctx.empty([3], "f32", "p"), ctx.empty([4], "f32", "q")), ShapeError, [/'q'/, /\[4\]/, /\[3\]/], "shape mismatch");
+});
+
+test("profiler: per-kernel GPU times from timestamp queries", async () => {
+  const ctx = await gpu({ dawnOptions: ["disable-dawn-features=timestamp_quantization"] });
+  const a = ctx.upload(new Float32Array(1 << 16).fill(1), [1 << 16], "f32");
+  const prof = new Profiler(ctx);
+  ctx.profiler = prof;
+  try {
+    for (let i = 0; i < 5; i++) await add(ctx, a, a);
+    const timings = await prof.collect();
+    const t = timings.find((x) => x.kernel === "add_f32_wg256");
+    assert.ok(t, `timings: ${JSON.stringify(timings)}`);
+    assert.is(t.calls, 5);
+    assert.ok(t.totalMs > 0 && t.totalMs < 10_000, `totalMs ${t.totalMs}`);
+  } finally {
+    ctx.profiler = null;
+    prof.destroy();
+  }
+});
+
+test.run();
