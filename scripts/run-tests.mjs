@@ -40,6 +40,27 @@ const passed = num("Passed");
 const skipped = num("Skipped") || 0;
 const failed = total - passed - skipped;
 
+// The Deno smoke test runs the compiled library under Deno's own WebGPU (no subgroups there).
+// It counts as tests in the same closing line. Skipped only when a pattern excludes it.
+let denoPassed = 0;
+let denoFailed = 0;
+if (!filter || filter.test("deno")) {
+  const { spawnSync } = await import("node:child_process");
+  const deno = join(root, "node_modules", ".bin", "deno");
+  const r = spawnSync(deno, ["run", "--allow-read", "--allow-env", join(root, "test", "deno", "smoke.ts")], { encoding: "utf8", cwd: root });
+  const out = (r.stdout ?? "") + (r.stderr ?? "");
+  process.stdout.write("\ndeno smoke test (test/deno/smoke.ts)\n" + out.split("\n").filter((l) => !/artificially reduced/.test(l)).join("\n") + "\n");
+  const m = /deno: (\d+) passed, (\d+) failed/.exec(out);
+  if (m) {
+    denoPassed = Number(m[1]);
+    denoFailed = Number(m[2]);
+  } else {
+    denoFailed = 1;
+    console.error(`deno smoke test did not run (exit ${r.status}${r.error ? `, ${r.error.message}` : ""})`);
+  }
+  if (r.status !== 0 && denoFailed === 0) denoFailed = 1;
+}
+
 const helper = join(dir, "helpers", "gpu.js");
 if (existsSync(helper)) await (await import(pathToFileURL(helper).href)).destroyAllContexts();
 
@@ -49,5 +70,7 @@ if (!Number.isFinite(total) || total === 0) {
   console.error("no tests ran");
   process.exit(1);
 }
-console.log(`${passed} passed, ${failed} failed${skipped ? `, ${skipped} skipped` : ""}`);
-process.exit(failed > 0 || process.exitCode ? 1 : 0);
+const allPassed = passed + denoPassed;
+const allFailed = failed + denoFailed;
+console.log(`${allPassed} passed, ${allFailed} failed${skipped ? `, ${skipped} skipped` : ""}`);
+process.exit(allFailed > 0 || process.exitCode ? 1 : 0);

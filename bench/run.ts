@@ -1,0 +1,138 @@
+// `npm run bench [-- --quick] [-- --only NAME,NAME] [-- --out DIR]`
+// Opens the device, measures copy bandwidth (the memory roofline), then runs every
+// bench/*.bench.ts suite (discovered at run time), prints one fixed-width table and writes
+// bench/results/latest.json, a dated copy and latest.md. Figures are reported, never asserted.
+import { mkdirSync, readdirSync, writeFileSync, renameSync } from "node:fs";
+import { dirname, join } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { execSync } from "node:child_process";
+import { openDevice, describeContext } from "../src/gpu/device.js";
+import type { GpuContext } from "../src/gpu/context.js";
+import { measureCopy, type BenchEnv, type BenchRow } from "./harness.js";
+
+type Suite = (ctx: GpuContext, env: BenchEnv) => Promise<BenchRow[]>;
+
+export interface BenchOptions {
+  quick: boolean;
+  only: string[] | null;
+  outDir: string | null;
+  write: (s: string) => void;
+}
+
+const here = dirname(fileURLToPath(import.meta.url)); // dist/bench
+const repoRoot = join(here, "..", "..");
+
+function fmt(v: number | undefined, digits = 2): string {
+  if (v === undefined || !Number.isFinite(v)) return "-";
+  if (v >= 1000) return v.toFixed(0);
+  return v.toPrecision(3).replace(/\.?0+$/, "") === "" ? v.toFixed(digits) : v.toPrecision(3);
+}
+
+export function formatTable(rows: BenchRow[]): string {
+  const head = ["bench", "variant", "shape", "median ms", "min–max ms", "GFLOP/s", "GB/s", "×copy"];
+  const body = rows.map((r) => [
+    r.bench,
+    r.variant,
+    r.shape,
+    fmt(r.medianMs),
+    `${fmt(r.minMs)}–${fmt(r.maxMs)}`,
+    fmt(r.gflops),
+    fmt(r.gbps),
+    r.ratioToCopy === undefined ? "-" : r.ratioToCopy.toFixed(2),
+  ]);
+  const widths = head.map((h, i) => Math.max(h.length, ...body.map((b) => b[i]!.length)));
+  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join("  ");
+  return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
+}
+
+function markdown(rows: BenchRow[], meta: Record<string, unknown>): string {
+  const lines = [
+    `# Benchmark results`,
+    ``,
+    `Adapter: ${String(meta.adapter)} · commit ${String(meta.commit)} · ${String(meta.date)} · mode ${meta.quick ? "quick" : "full"} · timing: ${String(meta.timingMethod)}`,
+    ``,
+    `Copy bandwidth (read+write): ${(meta.copyGBps as number).toFixed(2)} GB/s`,
+    ``,
+    `| bench | variant | shape | median ms | GFLOP/s | GB/s | × copy |`,
+    `|---|---|---|---:|---:|---:|---:|`,
+    ...rows.map((r) => `| ${r.bench} | ${r.variant} | ${r.shape} | ${fmt(r.medianMs)} | ${fmt(r.gflops)} | ${fmt(r.gbps)} | ${r.ratioToCopy === undefined ? "-" : r.ratioToCopy.toFixed(2)} |`),
+  ];
+  return lines.join("\n") + "\n";
+}
+
+function gitCommit(): string {
+  try {
+    return execSync("git rev-parse --short HEAD", { cwd: repoRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+  } catch {
+    return "unknown";
+  }
+}
+
+export async function runBenchmarks(opts: BenchOptions): Promise<{ rows: BenchRow[]; file: string }> {
+  const ctx = await openDevice();
+  try {
+    const desc = describeContext(ctx);
+    opts.write(`adapter: ${ctx.adapter.description} (${ctx.adapter.backend}); features: ${(desc.features as string[]).join(", ")}\n`);
+    const copy = await measureCopy(ctx, opts.quick ? 16 << 20 : 64 << 20);
+    opts.write(`copy bandwidth: ${copy.gbps.toFixed(2)} GB/s (read+write, ${opts.quick ? 16 : 64} MiB copyBufferToBuffer)\n`);
+    const env: BenchEnv = { quick: opts.quick, copyGBps: copy.gbps, log: (l) => opts.write(l + "\n") };
+    const rows: BenchRow[] = [
+      { bench: "copy", variant: "copyBufferToBuffer", shape: `${opts.quick ? 16 : 64} MiB`, ...copy.timing, gbps: copy.gbps, ratioToCopy: 1 },
+    ];
+    const files = readdirSync(here).filter((f) => f.endsWith(".bench.js")).sort();
+    for (const f of files) {
+      const name = f.replace(/\.bench\.js$/, "");
+      if (opts.only && !opts.only.includes(name)) continue;
+      const mod = (await import(pathToFileURL(join(here, f)).href)) as { bench?: Suite };
+      if (typeof mod.bench !== "function") throw new Error(`bench/${name}.bench.ts exports no bench() function`);
+      const t0 = performance.now();
+      const got = await mod.bench(ctx, env);
+      rows.push(...got);
+      opts.write(`${name}: ${got.length} rows in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+    }
+    opts.write("\n" + formatTable(rows) + "\n");
+    const date = new Date().toISOString();
+    const meta = {
+      adapter: ctx.adapter.description,
+      backend: ctx.adapter.backend,
+      device: desc,
+      commit: gitCommit(),
+      date,
+      quick: opts.quick,
+      copyGBps: copy.gbps,
+      timingMethod: "wall-sync: encode reps launches, submit, await onSubmittedWorkDone; median of samples after warm-up",
+      node: (globalThis as { process?: { version?: string } }).process?.version,
+    };
+    const outDir = opts.outDir ?? join(repoRoot, "bench", "results");
+    mkdirSync(outDir, { recursive: true });
+    const json = JSON.stringify({ ...meta, rows }, null, 2) + "\n";
+    const latest = join(outDir, opts.quick ? "latest-quick.json" : "latest.json");
+    writeFileSync(latest + ".tmp", json);
+    renameSync(latest + ".tmp", latest);
+    writeFileSync(join(outDir, `${date.slice(0, 10)}-${meta.commit}${opts.quick ? "-quick" : ""}.json`), json);
+    writeFileSync(join(outDir, opts.quick ? "latest-quick.md" : "latest.md"), markdown(rows, meta));
+    opts.write(`\nwrote ${latest}\n`);
+    return { rows, file: latest };
+  } finally {
+    ctx.destroy();
+  }
+}
+
+export function parseBenchArgs(argv: string[]): BenchOptions {
+  const opts: BenchOptions = { quick: false, only: null, outDir: null, write: (s) => process.stdout.write(s) };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--quick") opts.quick = true;
+    else if (a === "--only") opts.only = (argv[++i] ?? "").split(",").filter(Boolean);
+    else if (a === "--out") opts.outDir = argv[++i] ?? null;
+    else throw new Error(`bench: unknown option '${a}' (use --quick, --only a,b, --out DIR)`);
+  }
+  return opts;
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
+  runBenchmarks(parseBenchArgs(process.argv.slice(2))).catch((e: Error) => {
+    console.error(e.message);
+    process.exitCode = 1;
+  });
+}

@@ -1,0 +1,54 @@
+// Minimal, strict flag parsing for the CLI: `--name value`, `--name=value`, boolean `--flag`.
+// Unknown flags are errors (exit 2 with usage), never ignored.
+import { UsageError } from "../errors.js";
+
+export interface FlagSpec {
+  /** Flags that take a value. */
+  values?: readonly string[];
+  /** Flags without a value. */
+  booleans?: readonly string[];
+}
+
+export interface ParsedArgs {
+  flags: Map<string, string>;
+  bools: Set<string>;
+  positional: string[];
+}
+
+export function parseArgs(argv: readonly string[], spec: FlagSpec, command: string): ParsedArgs {
+  const values = new Set(spec.values ?? []);
+  const booleans = new Set(spec.booleans ?? []);
+  const out: ParsedArgs = { flags: new Map(), bools: new Set(), positional: [] };
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (!a.startsWith("--")) {
+      out.positional.push(a);
+      continue;
+    }
+    const eq = a.indexOf("=");
+    const name = eq > 0 ? a.slice(2, eq) : a.slice(2);
+    if (booleans.has(name)) {
+      if (eq > 0) throw new UsageError(`${command}: --${name} takes no value`);
+      out.bools.add(name);
+    } else if (values.has(name)) {
+      const v = eq > 0 ? a.slice(eq + 1) : argv[++i];
+      if (v === undefined) throw new UsageError(`${command}: --${name} needs a value`);
+      out.flags.set(name, v);
+    } else {
+      throw new UsageError(`${command}: unknown option --${name}`);
+    }
+  }
+  return out;
+}
+
+export function numberFlag(args: ParsedArgs, name: string, command: string, opts: { integer?: boolean; min?: number; max?: number } = {}): number | undefined {
+  const raw = args.flags.get(name);
+  if (raw === undefined) return undefined;
+  const v = Number(raw);
+  if (raw.trim() === "" || !Number.isFinite(v) || (opts.integer && !Number.isInteger(v))) {
+    throw new UsageError(`${command}: --${name} must be ${opts.integer ? "an integer" : "a number"}, got '${raw}'`);
+  }
+  if (opts.min !== undefined && v < opts.min) throw new UsageError(`${command}: --${name} must be ≥ ${opts.min}, got ${v}`);
+  if (opts.max !== undefined && v > opts.max) throw new UsageError(`${command}: --${name} must be ≤ ${opts.max}, got ${v}`);
+  return v;
+}
