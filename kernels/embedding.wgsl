@@ -1,0 +1,56 @@
+// embedding.wgsl: out[t, :] = f32(table[ids[t], :])   (token embedding gather)
+// Reference: embeddingReference in src/ops/embedding.ts.
+//
+// The table [V, D] may exceed one storage binding: the launcher binds it in windows of whole rows
+// [firstRow, firstRow + rows) and dispatches once per window; each dispatch copies only the tokens
+// whose id falls in its window. ids are read on the GPU (a decode loop writes the sampled id there).
+// Out-of-range ids (id ≥ V): the dispatch of the first window (firstRow == 0) writes a zero row
+// and sets errors[0] |= 1; no other dispatch touches that row.
+//
+// Bindings (group 0):
+//   0 ids:    array<u32>          read        [T]
+//   1 table:  array<E>            read        [rows, D] window of the [V, D] table, E = f32 or f16 (F16)
+//   2 out:    array<f32>          read_write  [T, D]
+//   3 errors: array<atomic<u32>>  read_write  [1]    (bit 0: an id was ≥ V)
+//   4 params: Params              uniform
+// Mapping: one workgroup per token (linear workgroup index x + y·num_x); WG invocations stride
+// over the row. Pure copy (f16 widened exactly to f32).
+#if F16
+enable f16;
+#endif
+
+struct Params {
+  T: u32,         // tokens
+  D: u32,         // row length in elements
+  V: u32,         // rows of the whole table
+  firstRow: u32,  // first table row in this window
+  rows: u32,      // rows in this window
+  _pad0: u32,
+  _pad1: u32,
+  _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read> ids: array<u32>;
+@group(0) @binding(1) var<storage, read> table: array<{{E}}>;
+@group(0) @binding(2) var<storage, read_write> out: array<f32>;
+@group(0) @binding(3) var<storage, read_write> errors: array<atomic<u32>>;
+@group(0) @binding(4) var<uniform> params: Params;
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let t = wid.x + wid.y * nwg.x;
+  if (t >= params.T) { return; }
+  let id = ids[t];
+  let dst = t * params.D;
+  if (id >= params.V) {
+    if (params.firstRow == 0u) {
+      for (var i = lid; i < params.D; i += {{WG}}u) { out[dst + i] = 0.0; }
+      if (lid == 0u) { atomicOr(&errors[0], 1u); }
+    }
+    return;
+  }
+  if (id < params.firstRow || id - params.firstRow >= params.rows) { return; }
+  let src = (id - params.firstRow) * params.D;
+  for (var i = lid; i < params.D; i += {{WG}}u) { out[dst + i] = f32(table[src + i]); }
+}

@@ -1,0 +1,40 @@
+// swiglu.wgsl: out[i] = silu(gate[i]) · up[i], silu(x) = x · sigmoid(x) = x / (1 + exp(−x))
+// Reference: swigluReference in src/ops/swiglu.ts.
+//
+// Bindings (group 0), each one window of at most maxStorageBufferBindingSize bytes:
+//   0 gate:   array<V>  read        [n]  f32 (the [T, F] tensors, flattened)
+//   1 up:     array<V>  read        [n]  f32
+//   2 out:    array<V>  read_write  [n]  f32 (may alias neither input)
+//   3 params: Params    uniform
+// V is f32, or vec4<f32> with VEC4 (n % 4 == 0; then n below counts vec4s).
+// Mapping: one invocation per V element on a 2-D grid of workgroups (linear index x + y·num_x).
+// Precision: f32 throughout. sigmoid is evaluated from e = exp(−|x|) ∈ (0, 1], which never
+// overflows: x ≥ 0 → 1 / (1 + e), x < 0 → e / (1 + e). For x < about −88 e underflows to 0 and
+// silu returns 0 (true magnitude < 1e−36); silu(+inf) = +inf, silu(−inf) = 0; NaN stays NaN.
+
+struct Params {
+  n: u32,      // V elements in this window
+  _pad0: u32,
+  _pad1: u32,
+  _pad2: u32,
+}
+
+@group(0) @binding(0) var<storage, read> gate: array<{{V}}>;
+@group(0) @binding(1) var<storage, read> up: array<{{V}}>;
+@group(0) @binding(2) var<storage, read_write> out: array<{{V}}>;
+@group(0) @binding(3) var<uniform> params: Params;
+
+fn silu(x: {{V}}) -> {{V}} {
+  let e = exp(-abs(x));
+  let s = select(e / (1.0 + e), 1.0 / (1.0 + e), x >= {{V}}(0.0));
+  // s == 0 only when e underflowed (x ≪ 0): return 0 rather than x · 0 (NaN for x = −inf).
+  return select(x * s, {{V}}(0.0), s == {{V}}(0.0));
+}
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let i = (wid.x + wid.y * nwg.x) * {{WG}}u + lid;
+  if (i >= params.n) { return; }
+  out[i] = silu(gate[i]) * up[i];
+}

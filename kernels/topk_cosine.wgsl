@@ -1,0 +1,191 @@
+// topk_cosine.wgsl: fused top-k cosine search, two stages in one command buffer.
+//   score(q, r) = dot(q̂, index[r]),  q̂ = q / ‖q‖ (q̂ = 0 for a zero query: every score is 0)
+//   result = the k best (score, id) pairs, best first; "better" = higher score, then lower id.
+// Reference: cosineTopKReference in src/ops/search.ts.
+//
+// Stage 1 (MERGE off): a window of index rows [firstRow, firstRow + rows) is bound; workgroup
+//   (g, q) scans rows [g·rowsPerWg, min((g+1)·rowsPerWg, rows)) of it for query q and writes its
+//   k best as group (q, groupBase + g) of the candidates buffer.
+// Stage 2 (MERGE on): workgroup q merges the groupsTotal groups of query q into the final k.
+//
+// Both stages run the same selection loop over batches of WG items (one per invocation):
+//   an item is appended to a workgroup list of S slots (atomic counter) only if it is better
+//   than the current k-th best (thr). When the list could overflow on the next batch it is
+//   bitonic-sorted (S items, sentinel-padded), its first k become the new best, thr = item k−1.
+//   Correct for any item order: a rejected item is worse than k items already held.
+// NaN scores are never better than anything, so rows whose score is NaN are never returned.
+// Empty slots are sentinels (score −inf, id 0xFFFFFFFF): when fewer than k rows exist, the
+// output's tail holds sentinels.
+//
+// Bindings (group 0), stage 1:
+//   0 query:  array<Q>            read        [Q, D] f32 (Q = f32, or vec4<f32> with VEC4)
+//   1 index:  array<R>            read        [rows, D] window, R = f32|f16 (F16), vec4 with VEC4
+//   2 cand:   array<vec2<u32>>    read_write  [Q, groupsTotal, k] (bitcast score, id)
+//   3 params: Params              uniform
+// Stage 2:
+//   0 cand:   array<vec2<u32>>    read        [Q, groupsTotal, k]
+//   1 ids:    array<u32>          read_write  [Q, k]
+//   2 scores: array<f32>          read_write  [Q, k]
+//   3 params: Params              uniform
+// Precision: dot products accumulate in f32 (four vec4 lanes summed at the end with VEC4); f16
+// rows are widened to f32. ‖q‖² is a workgroup tree sum in f32.
+// Constraints: k ≤ S − WG (the launcher allows k ≤ 256); D % 4 == 0 for VEC4.
+#if F16
+enable f16;
+#endif
+
+struct Params {
+  rows: u32,        // stage 1: rows in this window; stage 2: groups per query (groupsTotal)
+  D: u32,           // stage 1: row length in R units (D, or D / 4 with VEC4)
+  firstRow: u32,    // stage 1: global id of the window's first row
+  rowsPerWg: u32,   // stage 1: rows scanned per workgroup (a multiple of WG)
+  k: u32,
+  groupsTotal: u32, // groups per query in the candidates buffer
+  groupBase: u32,   // stage 1: group index of this dispatch's workgroup 0
+  neg_inf: f32,     // −inf (WGSL constant expressions cannot hold infinities)
+}
+
+const S: u32 = {{S}}u;          // slots in the workgroup list (power of two)
+const WG: u32 = {{WG}}u;
+const NONE: u32 = 0xffffffffu;
+
+#if MERGE
+@group(0) @binding(0) var<storage, read> cand_in: array<vec2<u32>>;
+@group(0) @binding(1) var<storage, read_write> out_ids: array<u32>;
+@group(0) @binding(2) var<storage, read_write> out_scores: array<f32>;
+@group(0) @binding(3) var<uniform> params: Params;
+#else
+@group(0) @binding(0) var<storage, read> query: array<{{QV}}>;
+@group(0) @binding(1) var<storage, read> index: array<{{RV}}>;
+@group(0) @binding(2) var<storage, read_write> cand: array<vec2<u32>>;
+@group(0) @binding(3) var<uniform> params: Params;
+#endif
+
+var<workgroup> sc: array<f32, S>;
+var<workgroup> sid: array<u32, S>;
+var<workgroup> count: atomic<u32>;
+var<workgroup> fill: u32;
+var<workgroup> red: array<f32, WG>;
+
+fn better(as_: f32, ai: u32, bs: f32, bi: u32) -> bool {
+  return as_ > bs || (as_ == bs && ai < bi);
+}
+
+// Pads slots [n, S) with sentinels, then sorts all S slots best-first (bitonic network).
+fn sort_list(lid: u32, n: u32) {
+  for (var j = lid; j < S; j += WG) {
+    if (j >= n) { sc[j] = params.neg_inf; sid[j] = NONE; }
+  }
+  workgroupBarrier();
+  for (var size = 2u; size <= S; size <<= 1u) {
+    for (var stride = size >> 1u; stride > 0u; stride >>= 1u) {
+      for (var t = lid; t < S / 2u; t += WG) {
+        let i = 2u * t - (t & (stride - 1u));
+        let j = i + stride;
+        let a_s = sc[i]; let a_i = sid[i];
+        let b_s = sc[j]; let b_i = sid[j];
+        let best_first = (i & size) == 0u;
+        if (best_first == better(b_s, b_i, a_s, a_i)) {
+          sc[i] = b_s; sid[i] = b_i;
+          sc[j] = a_s; sid[j] = a_i;
+        }
+      }
+      workgroupBarrier();
+    }
+  }
+}
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+  let k = params.k;
+#if MERGE
+  let q = wid.x;
+  let first = q * params.groupsTotal * k;
+  let end = first + params.rows * k;  // items of this query
+  let start = first;
+#else
+  let q = wid.y;
+  let g = wid.x;
+  let start = g * params.rowsPerWg;
+  let end = min(start + params.rowsPerWg, params.rows);
+  // ‖q‖² by a tree sum; inv = 1/‖q‖, or 0 for a zero query.
+  let qb = q * params.D;
+  var ss = 0.0;
+  for (var i = lid; i < params.D; i += WG) {
+    let v = query[qb + i];
+#if VEC4
+    ss += dot(v, v);
+#else
+    ss += v * v;
+#endif
+  }
+  red[lid] = ss;
+  workgroupBarrier();
+  for (var s = WG / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) { red[lid] += red[lid + s]; }
+    workgroupBarrier();
+  }
+  let nrm2 = red[0];
+  let inv = select(0.0, 1.0 / sqrt(nrm2), nrm2 > 0.0);
+#endif
+  if (lid == 0u) { atomicStore(&count, 0u); fill = 0u; }
+  var thr_s = params.neg_inf;
+  var thr_i = NONE;
+  workgroupBarrier();
+  var n = 0u;       // items in the list (uniform: read back with workgroupUniformLoad)
+  for (var b = start; b < end; b += WG) {
+    if (n > S - WG) {
+      sort_list(lid, n);
+      n = k;
+      thr_s = sc[k - 1u];
+      thr_i = sid[k - 1u];
+      if (lid == 0u) { atomicStore(&count, k); }
+      workgroupBarrier();
+    }
+    let item = b + lid;
+    if (item < end) {
+#if MERGE
+      let c = cand_in[item];
+      let s = bitcast<f32>(c.x);
+      let id = c.y;
+#else
+      let r = item;
+      let id = params.firstRow + r;
+      let rb = r * params.D;
+#if VEC4
+      var acc = vec4<f32>(0.0);
+      for (var i = 0u; i < params.D; i++) {
+        acc += query[qb + i] * vec4<f32>(index[rb + i]);
+      }
+      let s = (acc.x + acc.y + acc.z + acc.w) * inv;
+#else
+      var acc = 0.0;
+      for (var i = 0u; i < params.D; i++) {
+        acc += query[qb + i] * f32(index[rb + i]);
+      }
+      let s = acc * inv;
+#endif
+#endif
+      if (better(s, id, thr_s, thr_i)) {
+        let slot = atomicAdd(&count, 1u);
+        sc[slot] = s;
+        sid[slot] = id;
+      }
+    }
+    workgroupBarrier();
+    if (lid == 0u) { fill = atomicLoad(&count); }
+    n = workgroupUniformLoad(&fill);
+  }
+  sort_list(lid, n);
+#if MERGE
+  for (var j = lid; j < k; j += WG) {
+    out_ids[q * k + j] = sid[j];
+    out_scores[q * k + j] = sc[j];
+  }
+#else
+  let dst = (q * params.groupsTotal + params.groupBase + g) * k;
+  for (var j = lid; j < k; j += WG) {
+    cand[dst + j] = vec2<u32>(bitcast<u32>(sc[j]), sid[j]);
+  }
+#endif
+}

@@ -1,0 +1,108 @@
+// Token embedding gather: out[t] = table[ids[t]] as f32, ids read on the GPU. The table may be
+// larger than one storage binding (128256 × 4096 f16 = 1 GB): it is bound in row windows, one
+// dispatch per window, each copying the tokens whose id falls in it.
+//
+// Out-of-range ids (≥ V): ids given from the host are validated (UsageError). Ids already on the
+// GPU cannot be checked on the host; for them the kernel writes a zero row and sets bit 0 of
+// opts.errors[0] (a u32 [1] tensor the caller clears and reads when convenient), never reading
+// outside the table.
+
+import type { GpuContext } from "../gpu/context.js";
+import type { KernelVariant } from "../gpu/kernels.js";
+import { Tensor } from "../gpu/tensor.js";
+import { DTYPE_BYTES } from "../gpu/tensor.js";
+import { ShapeError, UsageError } from "../errors.js";
+import { expectDType, expectShape, grid, Params, requireF16 } from "./common.js";
+
+/** Invocations per workgroup (one workgroup per token); a row is D ≤ 8192 elements. */
+export const EMBEDDING_WG = 64;
+
+export function embeddingKernel(table: "f32" | "f16"): KernelVariant {
+  return {
+    file: "embedding",
+    name: `embedding_${table}_wg${EMBEDDING_WG}`,
+    defines: { F16: table === "f16", E: table, WG: EMBEDDING_WG },
+    bindings: ["read", "read", "read_write", "read_write", "uniform"],
+    features: table === "f16" ? ["shader-f16"] : [],
+  };
+}
+
+export interface EmbeddingOptions {
+  /** Output [T, D] f32 (allocated if absent). */
+  out?: Tensor;
+  /** u32 [1]: bit 0 is set when a GPU-resident id was ≥ V (that row is written as zeros). */
+  errors?: Tensor;
+}
+
+const scratchErrors = new WeakMap<GpuContext, Tensor>();
+
+/**
+ * out[t, :] = table[ids[t], :] for ids u32 [T] (a GPU tensor, or host ids that are validated and
+ * uploaded) and table [V, D] f32 or f16. Returns out [T, D] f32.
+ */
+export async function embedding(ctx: GpuContext, ids: Tensor | ArrayLike<number>, table: Tensor, opts: EmbeddingOptions = {}): Promise<Tensor> {
+  const op = "embedding";
+  if (table.shape.length !== 2) throw new ShapeError(`${op}: table ('${table.label}') has shape [${table.shape.join(", ")}], expected [V, D]`);
+  const [V, D] = table.shape as [number, number];
+  expectDType(table, ["f32", "f16"], op, "table");
+  let idsT: Tensor;
+  let uploaded = false;
+  if (ids instanceof Tensor) {
+    idsT = ids;
+    expectDType(idsT, ["u32"], op, "ids");
+    if (idsT.shape.length !== 1) throw new ShapeError(`${op}: ids ('${idsT.label}') has shape [${idsT.shape.join(", ")}], expected [T]`);
+  } else {
+    for (let i = 0; i < ids.length; i++) {
+      const id = ids[i]!;
+      if (!Number.isInteger(id) || id < 0 || id >= V) throw new UsageError(`${op}: token id ${id} at position ${i} is outside the table '${table.label}' of ${V} rows`);
+    }
+    idsT = ctx.upload(Uint32Array.from(ids), [ids.length], "u32", "embedding.ids");
+    uploaded = true;
+  }
+  const T = idsT.shape[0]!;
+  const { out, errors } = opts;
+  if (out) {
+    expectDType(out, ["f32"], op, "out");
+    expectShape(out, [T, D], op, "out");
+  }
+  if (errors) {
+    expectDType(errors, ["u32"], op, "errors");
+    expectShape(errors, [1], op, "errors");
+  }
+  const dtype = table.dtype as "f32" | "f16";
+  if (dtype === "f16") requireF16(ctx, op);
+  const kernel = await ctx.kernels.get(embeddingKernel(dtype));
+  const result = out ?? ctx.empty([T, D], "f32", "embedding.out");
+  let err = errors;
+  if (!err) {
+    err = scratchErrors.get(ctx);
+    if (!err || err.isDisposed) scratchErrors.set(ctx, (err = ctx.empty([1], "u32", "embedding.errors-scratch")));
+  }
+  if (T > 0 && D > 0) {
+    const rowBytes = D * DTYPE_BYTES[dtype];
+    for (const w of ctx.bindingWindows(V, rowBytes, `${op} table '${table.label}'`)) {
+      const params = new Params().u32(T).u32(D).u32(V).u32(w.firstRow).u32(w.rows).bytes();
+      ctx.dispatch(kernel, [idsT, { tensor: table, byteOffset: w.byteOffset, byteSize: w.rows * rowBytes }, result, err], params, grid(ctx, T));
+    }
+  }
+  if (uploaded) idsT.dispose();
+  return result;
+}
+
+/**
+ * CPU reference: out [T, D] with out[t] = table[ids[t]] (table given as f32 values, [V, D]);
+ * rows of ids ≥ V are zeros, and `outOfRange` reports whether any occurred.
+ */
+export function embeddingReference(ids: ArrayLike<number>, table: Float32Array, V: number, D: number): { out: Float32Array; outOfRange: boolean } {
+  const out = new Float32Array(ids.length * D);
+  let outOfRange = false;
+  for (let t = 0; t < ids.length; t++) {
+    const id = ids[t]!;
+    if (id >= V) {
+      outOfRange = true;
+      continue;
+    }
+    for (let i = 0; i < D; i++) out[t * D + i] = table[id * D + i]!;
+  }
+  return { out, outOfRange };
+}

@@ -1,0 +1,125 @@
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { gpu } from "./helpers/gpu.js";
+import { assertClose, assertEqualArrays, assertRejects } from "./helpers/check.js";
+import { cosineTopK, cosineTopKReference, NO_ID, TOPK_MAX_K } from "../src/ops/search.js";
+import type { GpuContext } from "../src/gpu/context.js";
+import { UsageError } from "../src/errors.js";
+import { Rng } from "../src/util/rng.js";
+import { f32ArrayToF16, f16ArrayToF32 } from "../src/util/f16.js";
+
+// Scores: f32 dot products of unit vectors over D terms against a float64 reference: error ≲
+// D·2⁻²⁴·Σ|qᵢrᵢ| ≤ D·6e-8; atol 1e-5 covers D ≤ 160 worst case and D = 4096 typical (√D·6e-8).
+// Ids are compared exactly: random unit vectors at these N have top-k score gaps ≫ 1e-5, and the
+// tie tests use small-integer data whose dot products are exact in f32 (so ties are real ties).
+const TOL = { atol: 1e-5, rtol: 0 };
+const rng = new Rng(1234);
+
+function unitRows(n: number, D: number): Float32Array {
+  const a = rng.fillNormal(n * D);
+  for (let r = 0; r < n; r++) {
+    let s = 0;
+    for (let i = 0; i < D; i++) s += a[r * D + i]! ** 2;
+    const inv = 1 / Math.sqrt(s);
+    for (let i = 0; i < D; i++) a[r * D + i]! *= inv;
+  }
+  return a;
+}
+
+async function check(ctx: GpuContext, q: Float32Array, Q: number | null, rows: Float32Array, N: number, D: number, k: number, dt: "f32" | "f16", what: string, count?: number): Promise<void> {
+  const vals = dt === "f16" ? f16ArrayToF32(f32ArrayToF16(rows)) : rows;
+  const index = ctx.upload(vals, [N, D], dt, "index");
+  const query = ctx.upload(q, Q === null ? [D] : [Q, D], "f32", "query");
+  const nq = Q ?? 1;
+  const outIds = ctx.upload(new Uint32Array(nq * k).fill(12345), Q === null ? [k] : [Q, k], "u32", "ids");
+  const outScores = ctx.upload(new Float32Array(nq * k).fill(NaN), Q === null ? [k] : [Q, k], "f32", "scores");
+  await cosineTopK(ctx, query, index, k, { outIds, outScores, ...(count === undefined ? {} : { count }) });
+  const ref = cosineTopKReference(q, vals, count ?? N, D, k);
+  assertEqualArrays(await outIds.read(), ref.ids, `${what}: ids`);
+  assertClose(await outScores.read(), ref.scores, TOL, `${what}: scores`);
+  index.dispose();
+}
+
+test("cosineTopK: f32/f16, vec4 and scalar D, N not a multiple of the workgroup, k=1, k>N, several queries", async () => {
+  const ctx = await gpu();
+  const cases: [number, number, number, number | null][] = [
+    [1000, 64, 10, null],
+    [777, 13, 1, null],
+    [5000, 32, 64, 3],
+    [300, 8, 256, null],
+    [5, 20, 9, 2], // k > N: tail of sentinels
+  ];
+  for (const [N, D, k, Q] of cases) {
+    for (const dt of ["f32", "f16"] as const) {
+      const rows = unitRows(N, D);
+      const q = rng.fillNormal((Q ?? 1) * D);
+      await check(ctx, q, Q, rows, N, D, k, dt, `N=${N} D=${D} k=${k} Q=${Q} ${dt}`);
+    }
+  }
+});
+
+test("cosineTopK: ties (duplicate rows) → lower id first; zero query → lowest ids; count < N", async () => {
+  const ctx = await gpu();
+  const N = 3000, D = 12, k = 40;
+  // small integers: every dot product is exact in f32, so ties are exact
+  const rows = new Float32Array(N * D);
+  for (let i = 0; i < rows.length; i++) rows[i] = rng.int(5) - 2;
+  for (let r = 2000; r < 2100; r++) rows.copyWithin(r * D, 7 * D, 8 * D); // 100 duplicates of row 7
+  const q = new Float32Array(D);
+  for (let i = 0; i < D; i++) q[i] = rows[7 * D + i]! + (i === 0 ? 1 : 0);
+  for (const dt of ["f32", "f16"] as const) {
+    await check(ctx, q, null, rows, N, D, k, dt, `ties ${dt}`);
+    await check(ctx, new Float32Array(D), null, rows, N, D, k, dt, `zero query ${dt}`);
+    await check(ctx, q, null, rows, N, D, k, dt, `count=1500 ${dt}`, 1500);
+  }
+  // the zero query's result is the k lowest ids with score 0
+  const z = cosineTopKReference(new Float32Array(D), rows, N, D, 3);
+  assertEqualArrays(z.ids, [0, 1, 2], "zero-query reference");
+  // count = 0: all sentinels
+  const empty = await cosineTopK(ctx, ctx.upload(q, [D], "f32", "q"), ctx.upload(rows, [N, D], "f32", "ix"), 4, { count: 0 });
+  assertEqualArrays(await empty.ids.read(), [NO_ID, NO_ID, NO_ID, NO_ID], "count 0 ids");
+  assertEqualArrays(await empty.scores.read(), [-Infinity, -Infinity, -Infinity, -Infinity], "count 0 scores");
+});
+
+test("cosineTopK: index above the binding limit (forced 64 KiB), f16 and f32", async () => {
+  const ctx = await gpu({ maxStorageBufferBindingSize: 65536 });
+  const N = 9001, D = 36; // f16 648 KB → 11 windows, f32 → 21 windows
+  const rows = unitRows(N, D);
+  for (const dt of ["f16", "f32"] as const) {
+    const before = ctx.stats.dispatches;
+    await check(ctx, rng.fillNormal(2 * D), 2, rows, N, D, 32, dt, `windowed ${dt}`);
+    assert.ok(ctx.stats.dispatches - before >= (dt === "f16" ? 10 : 20), `windows: ${ctx.stats.dispatches - before} dispatches`);
+  }
+});
+
+test("cosineTopK: N = 1,000,000 at D = 8 f16 over binding windows (forced 1 MiB), exact ids", async () => {
+  const ctx = await gpu({ maxStorageBufferBindingSize: 1 << 20 });
+  const N = 1_000_000, D = 8, k = 64;
+  const rows = new Uint16Array(N * D);
+  const vals = new Float32Array(N * D);
+  const lut = f32ArrayToF16([-3, -2, -1, 0, 1, 2, 3]);
+  for (let i = 0; i < rows.length; i++) {
+    const v = rng.int(7);
+    rows[i] = lut[v]!;
+    vals[i] = v - 3;
+  }
+  const q = Float32Array.from([3, -1, 2, 0, 1, -2, 3, 1]);
+  const index = ctx.upload(rows, [N, D], "f16", "index-1M");
+  const before = ctx.stats.dispatches;
+  const { ids, scores } = await cosineTopK(ctx, ctx.upload(q, [D], "f32", "q"), index, k);
+  assert.ok(ctx.stats.dispatches - before >= 16, "windows");
+  const ref = cosineTopKReference(q, vals, N, D, k);
+  assertEqualArrays(await ids.read(), ref.ids, "1M ids");
+  assertClose(await scores.read(), ref.scores, TOL, "1M scores");
+  index.dispose();
+});
+
+test("cosineTopK: argument errors", async () => {
+  const ctx = await gpu();
+  const ix = ctx.empty([10, 4], "f32", "ix");
+  await assertRejects(() => cosineTopK(ctx, ctx.empty([4], "f32", "q"), ix, TOPK_MAX_K + 1), UsageError, [/k = /], "k too large");
+  await assertRejects(() => cosineTopK(ctx, ctx.empty([4], "f32", "q"), ix, 0), UsageError, [/k = 0/], "k = 0");
+  await assertRejects(() => cosineTopK(ctx, ctx.empty([4], "f32", "q"), ix, 2, { count: 11 }), UsageError, [/count = 11/], "count > N");
+});
+
+test.run();
