@@ -1,0 +1,154 @@
+// gemv.wgsl: y[m, n0 + n] = Σ_k x[m, k] · W[n, k] (+ bias[n])   for small M (decode)
+// Reference: linearReference in src/ops/linear.ts (Hugging Face nn.Linear, y = x·Wᵀ + b).
+//
+// Bindings (group 0); every storage binding is one window of at most maxStorageBufferBindingSize:
+//   0 x:      array<f32 | vec4<f32>>           read        [M, K] rows m0.. of the activations,
+//                                                          from params.x_base (x's element units)
+//   1 w:      array<f32 | vec4<f32> | u32 | vec4<u32> | vec4<f16>>  read  [nw, K] rows n0..n0+nw
+//                                                          of W, f32 or f16 (f16 read as packed
+//                                                          u32 pairs, or vec4<f16> if NATIVE_F16)
+//   2 bias:   array<u32>                       read        [N] f32 (as bits) or f16 (packed
+//                                                          pairs) from element params.b_base;
+//                                                          a dummy when params.bias_kind = 0
+//   3 y:      array<f32>                       read_write  [M, N] rows m0.. from params.y_base;
+//                                                          this dispatch writes columns n0..n0+nw
+//   4 params: Params                           uniform
+//
+// Mapping (design "rows": measured best on lavapipe, see below): one invocation owns R rows of W
+// (rows n = (gid·R + r), r < R) and all MB activation rows of its M-block, and walks the whole K
+// reduction itself with VEC-element loads (f32: vec4<f32>; f16: vec4<u32> = 8 halves through
+// unpack2x16float, which needs no shader-f16; VEC = 1 when K is not a multiple of that width,
+// since rows then start unaligned). No workgroup memory, no barriers. Workgroups: x = blocks of
+// WG·R rows (2-D grid for > 65,535), z = M-blocks of MB activation rows; rows past M reuse row
+// M-1 for loads and skip the store.
+// Accumulation: f32, per lane of a vec4 accumulator, lanes summed at the end; the bias (f32 or
+// f16 widened) is added last. f16 weights are widened exactly to f32, so only the summation order
+// differs from the reference.
+//
+// Designs measured (lavapipe: llvmpipe 8-wide, AMD EPYC 2 cores shared with other jobs, Node +
+// Dawn, 2026-11-24; f16 W 4096×4096, M=1, interleaved A/B rounds; copyBufferToBuffer of 32 MiB in
+// the same rounds 22–36 GB/s read+write):
+//   rows, R=4, WG=64 (kept)                     7.7 ms  4.35 GB/s of W
+//   rows, R=2                                    9.5 ms  3.52 GB/s
+//   rows, W as vec4<f16> (NATIVE_F16, shader-f16) R=4: 11.3 ms 2.98 GB/s; R=2: 11.9 ms
+//   rows, WG=1 (every load workgroup-uniform)   R=4: 20.1 ms; R=8: 18.6 ms
+//   splitk (gemv_splitk.wgsl, WG=64 split K, tree reduction in workgroup memory) 19.5 ms 1.72 GB/s
+//   splitk + subgroupAdd (SUBGROUP)              16.6 ms  2.03 GB/s
+// The kernel is bound by instructions per W element, not by memory: f32 W moves twice the bytes
+// in 1.5× the time (11.6 ms, 5.8 GB/s); our guess is llvmpipe's per-lane (gathered) loads. For
+// M > 1 each W chunk is reused MB times, yet matmul.wgsl wins from M=4 on (probably register
+// pressure of the MB·R vec4 accumulators; see GEMV_MAX_M in src/ops/linear.ts).
+#if NATIVE_F16
+enable f16;
+#endif
+
+struct Params {
+  K: u32,        // reduction length, elements
+  nw: u32,       // rows of W in this window (outputs per activation row)
+  M: u32,        // activation rows in this M-window
+  N: u32,        // y row stride, elements (full output width)
+  n0: u32,       // first output column of this window
+  x_base: u32,   // offset of x row m0 inside the x binding, in x's element units
+  y_base: u32,   // element offset of y[m0, 0] inside the y binding
+  b_base: u32,   // element offset of bias[n0] inside the bias binding (in bias elements)
+  bias_kind: u32, // 0: no bias (binding 2 is a dummy), 1: f32 bias, 2: f16 bias
+}
+
+@group(0) @binding(0) var<storage, read> x: array<{{XT}}>;
+@group(0) @binding(1) var<storage, read> w: array<{{WT}}>;
+@group(0) @binding(2) var<storage, read> bias: array<u32>;
+@group(0) @binding(3) var<storage, read_write> y: array<f32>;
+@group(0) @binding(4) var<uniform> params: Params;
+
+const R: u32 = {{R}}u;
+const MB: u32 = {{MB}}u;
+
+// One VEC-wide chunk of W row `row`, chunk `c`, widened to f32 (lo = elements 0..3, hi = 4..7).
+struct Chunk { lo: vec4<f32>, hi: vec4<f32> }
+
+fn load_w(row: u32, c: u32, cpr: u32) -> Chunk {
+#if NATIVE_F16
+  let i = (row * cpr + c) * 2u;
+  return Chunk(vec4<f32>(w[i]), vec4<f32>(w[i + 1u]));
+#else
+#if WF16
+#if VEC8
+  let p = w[row * cpr + c];
+  return Chunk(vec4<f32>(unpack2x16float(p.x), unpack2x16float(p.y)),
+               vec4<f32>(unpack2x16float(p.z), unpack2x16float(p.w)));
+#else
+  let e = row * params.K + c;           // element index of a half
+  let bits = (w[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu;
+  return Chunk(vec4<f32>(unpack2x16float(bits).x, 0.0, 0.0, 0.0), vec4<f32>());
+#endif
+#else
+#if VEC4
+  return Chunk(w[row * cpr + c], vec4<f32>());
+#else
+  return Chunk(vec4<f32>(w[row * cpr + c], 0.0, 0.0, 0.0), vec4<f32>());
+#endif
+#endif
+#endif
+}
+
+fn load_x(m: u32, c: u32, cpr: u32) -> Chunk {
+#if VEC8
+  let i = params.x_base + m * cpr * 2u + c * 2u;
+  return Chunk(x[i], x[i + 1u]);
+#else
+#if VEC4
+  return Chunk(x[params.x_base + m * cpr + c], vec4<f32>());
+#else
+  return Chunk(vec4<f32>(x[params.x_base + m * cpr + c], 0.0, 0.0, 0.0), vec4<f32>());
+#endif
+#endif
+}
+
+fn load_bias(n: u32) -> f32 {
+  let e = params.b_base + n;
+  switch params.bias_kind {
+    case 1u: { return bitcast<f32>(bias[e]); }
+    case 2u: { return unpack2x16float((bias[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu).x; }
+    default: { return 0.0; }
+  }
+}
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let g = (wid.x + wid.y * nwg.x) * {{WG}}u + lid;
+  let row0 = g * R;
+  if (row0 >= params.nw) { return; }
+  let mb0 = wid.z * MB;
+  let cpr = params.K / {{VECN}}u;      // chunks per row
+  var acc: array<vec4<f32>, {{ACC}}>;  // [MB][R]
+  var rows: array<u32, {{R}}>;
+  var ms: array<u32, {{MB}}>;
+  for (var r = 0u; r < R; r++) { rows[r] = min(row0 + r, params.nw - 1u); }
+  for (var i = 0u; i < MB; i++) { ms[i] = min(mb0 + i, params.M - 1u); }
+  for (var c = 0u; c < cpr; c++) {
+    var xs: array<Chunk, {{MB}}>;
+    for (var i = 0u; i < MB; i++) { xs[i] = load_x(ms[i], c, cpr); }
+    for (var r = 0u; r < R; r++) {
+      let wc = load_w(rows[r], c, cpr);
+      for (var i = 0u; i < MB; i++) {
+#if VEC8
+        acc[i * R + r] = fma(wc.lo, xs[i].lo, fma(wc.hi, xs[i].hi, acc[i * R + r]));
+#else
+        acc[i * R + r] = fma(wc.lo, xs[i].lo, acc[i * R + r]);
+#endif
+      }
+    }
+  }
+  for (var r = 0u; r < R; r++) {
+    let n = row0 + r;
+    if (n >= params.nw) { break; }
+    let b = load_bias(n);
+    for (var i = 0u; i < MB; i++) {
+      let m = mb0 + i;
+      if (m >= params.M) { break; }
+      let a = acc[i * R + r];
+      y[params.y_base + m * params.N + params.n0 + n] = (a.x + a.y) + (a.z + a.w) + b;
+    }
+  }
+}

@@ -1,0 +1,289 @@
+// Linear layers (Hugging Face nn.Linear): y[M, N] = x[M, K] · W[N, K]ᵀ (+ bias[N]).
+// x: f32 activations [..., K] (leading dims flattened to M rows); W: f32 or f16 [N, K] row-major,
+// exactly as stored in checkpoints; bias: optional f32 or f16 [N]; y: f32 [..., N]. f32
+// accumulation throughout.
+//
+// Two kernel families, one resolver (resolveLinear) choosing between them and labelling the pick:
+//   gemv   (kernels/gemv.wgsl, gemv_splitk.wgsl): small M — decode and a few parallel sequences;
+//          reads W once per call (memory-bound on GPUs; instruction-bound on lavapipe, see
+//          kernels/gemv.wgsl).
+//   matmul (kernels/matmul.wgsl): register-tiled, for prefill and batches.
+// Tensors above the storage binding limit are processed in windows: W along N (rows of
+// K·elemBytes, ctx.bindingWindows), x and y along M (whole rows), each window one dispatch.
+// Window starts that are not 256-byte aligned (x, y, bias) are bound from the aligned address
+// below and the kernel is told the element offset (params *_base).
+
+import { ShapeError, UnsupportedError } from "../errors.js";
+import type { BufferWindow, GpuContext } from "../gpu/context.js";
+import type { KernelVariant } from "../gpu/kernels.js";
+import { DTYPE_BYTES, type Tensor } from "../gpu/tensor.js";
+import { expectDType, grid, Params } from "./common.js";
+
+export type WDType = "f32" | "f16";
+/** Algorithms a caller may force. "auto" (default) lets resolveLinear choose. */
+export type LinearVariantName = "gemv" | "gemv_splitk" | "gemv_subgroup" | "matmul";
+export const LINEAR_VARIANT_NAMES: readonly LinearVariantName[] = ["gemv", "gemv_splitk", "gemv_subgroup", "matmul"];
+
+// Tuning constants. Measured on lavapipe (llvmpipe 8-wide, AMD EPYC, 2 cores shared with other
+// jobs, Node + Dawn, 2026-11-24) with interleaved A/B arms in one process; absolute figures vary
+// ±30% with the machine's load, the rankings held across rounds.
+/** gemv (rows design): rows of W per invocation (f16 4096×4096, M=1: R=1 12.4 ms, R=2 9.5,
+ * R=4 7.7, R=8 8.8) and invocations per workgroup (16/64/128 within noise; 64 kept). */
+const GEMV_R = 4;
+const GEMV_WG = 64;
+/** gemv_splitk / gemv_subgroup: rows of W per workgroup, invocations splitting K. */
+const SPLITK_R = 2;
+const SPLITK_WG = 64;
+/**
+ * Largest M the resolver sends to GEMV. f16 4096×4096: M=1 gemv 8.2 ms vs matmul t1x8 10.3;
+ * M=2 gemv 12.7 vs matmul t2x8 12.1 (a tie); M=4 gemv 23.3 vs matmul t4x8 19.2; M=8 54.6 vs
+ * 36.0. GEMV's win is M=1; M=2 stays on it (tie) so two parallel sequences read W once.
+ */
+export const GEMV_MAX_M = 2;
+/**
+ * matmul: outputs per invocation (TM activation rows × TN rows of W) and workgroup shape.
+ * f32 512×1024×1024: t4x8 4.6 GFLOP/s; t4x4 3.7; t8x8 3.0; t4x16 2.9; t2x8 3.4; vec4
+ * accumulators with fma instead of dot() 3.3 (t4x8); invocations along M instead of N (x loads
+ * per-lane, W loads uniform) 4.4. f16 64×2048×2048, t4x8: workgroups 8×1, 32×1, 8×4, 64×1 all
+ * 4.8–5.1 GFLOP/s; 64×1 kept (a whole number of subgroups on any device).
+ */
+const MATMUL_TM = 4;
+const MATMUL_TN = 8;
+const MATMUL_WGX = 64;
+const MATMUL_WGY = 1;
+
+/** A fully specified linear kernel: everything that changes the WGSL. */
+export interface LinearKernelDesc {
+  algo: LinearVariantName;
+  wDtype: WDType;
+  /** Elements per K chunk: gemv 8 (f16) / 4 (f32) / 1; matmul 4 / 1. 1 when K is not a multiple. */
+  vec: 1 | 4 | 8;
+  /** gemv*: rows of W per invocation (gemv) or per workgroup (splitk/subgroup); matmul: TN. */
+  rows: number;
+  /** gemv*: activation rows per M-block; matmul: TM. */
+  mb: number;
+  /** Workgroup shape [x, y]. */
+  wg: readonly [number, number];
+  /** gemv f16 vec8 only: load W as vec4<f16> (needs shader-f16) instead of unpack2x16float. */
+  nativeF16?: boolean;
+}
+
+/** What resolveLinear picked: the kernel and its label. */
+export interface LinearPlan {
+  label: string;
+  desc: LinearKernelDesc;
+}
+
+/**
+ * Activation rows per GEMV M-block: 1 or 2. Larger blocks lost to matmul anyway (see GEMV_MAX_M)
+ * and cost compile time on lavapipe (gemv_splitk with MB=8: 21 s to compile on a loaded 2-core
+ * machine, MB=2: < 1 s); a forced GEMV with larger M loops over 2-row blocks.
+ */
+function gemvMB(M: number): number {
+  return M <= 1 ? 1 : 2;
+}
+
+/**
+ * Stable name of a kernel description, e.g. "gemv_f16_vec8_r4_mb1_wg64". The bias (none, f32,
+ * f16) is a uniform, not part of the kernel: one pipeline serves all three.
+ */
+export function linearLabel(d: LinearKernelDesc): string {
+  const shape = d.algo === "matmul" ? `t${d.mb}x${d.rows}_wg${d.wg[0]}x${d.wg[1]}` : `r${d.rows}_mb${d.mb}_wg${d.wg[0]}`;
+  const nat = (d.nativeF16 ? "_h" : "");
+  return `${d.algo}_${d.wDtype}_vec${d.vec}${nat}_${shape}`;
+}
+
+/** The registry variant (WGSL file, defines, bindings, features) of a kernel description. */
+export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
+  const f16 = d.wDtype === "f16";
+  if (d.algo === "matmul" && d.vec === 8) throw new UnsupportedError(`linear: matmul has no vec8 path (${linearLabel(d)})`);
+  if (d.algo !== "matmul" && d.vec === 4 && f16) throw new UnsupportedError(`linear: gemv f16 reads 8 halves per chunk or 1, not 4 (${linearLabel(d)})`);
+  if (d.vec === 8 && !f16) throw new UnsupportedError(`linear: vec8 is the f16 chunk width (${linearLabel(d)})`);
+  if (d.nativeF16 && !(d.algo === "gemv" && f16 && d.vec === 8)) throw new UnsupportedError(`linear: nativeF16 exists only for gemv f16 vec8 (${linearLabel(d)})`);
+  if (d.algo !== "gemv" && d.algo !== "matmul" && (d.wg[0] & (d.wg[0] - 1)) !== 0) throw new UnsupportedError(`linear: ${linearLabel(d)} reduces over a power-of-two workgroup`);
+  const xt = d.vec === 1 ? "f32" : "vec4<f32>";
+  const wt = f16 ? (d.vec === 1 ? "u32" : d.algo === "matmul" ? "vec2<u32>" : "vec4<u32>") : d.vec === 1 ? "f32" : "vec4<f32>";
+  const acc = d.rows * d.mb;
+  const common = {
+    WF16: f16,
+    VEC8: d.vec === 8,
+    VEC4: d.vec === 4,
+    VECN: d.vec,
+    XT: xt,
+    WT: wt,
+    ACC: acc,
+  };
+  const bindings = ["read", "read", "read", "read_write", "uniform"] as const;
+  const name = linearLabel(d);
+  if (d.algo === "matmul") {
+    return { file: "matmul", name, defines: { ...common, NATIVE_F16: false, TM: d.mb, TN: d.rows, WGX: d.wg[0], WGY: d.wg[1] }, bindings };
+  }
+  if (d.algo === "gemv") {
+    const native = f16 && d.vec === 8 && d.nativeF16 === true;
+    return { file: "gemv", name, defines: { ...common, NATIVE_F16: native, WT: native ? "vec4<f16>" : wt, R: d.rows, MB: d.mb, WG: d.wg[0] }, bindings, features: native ? ["shader-f16"] : [] };
+  }
+  if (acc > d.wg[0]) throw new UnsupportedError(`linear: ${name} reduces ${acc} sums with ${d.wg[0]} invocations; needs rows·mb ≤ wg`);
+  const subgroup = d.algo === "gemv_subgroup";
+  return {
+    file: "gemv_splitk",
+    name,
+    defines: { ...common, R: d.rows, MB: d.mb, WG: d.wg[0], SUBGROUP: subgroup, NATIVE_F16: false },
+    bindings,
+    features: subgroup ? ["subgroups"] : [],
+  };
+}
+
+/**
+ * The one place that chooses a linear kernel for a shape. `variant` forces an algorithm; one that
+ * cannot run on this device throws UnsupportedError (never a silent substitute).
+ */
+export function resolveLinear(ctx: GpuContext, M: number, N: number, K: number, wDtype: WDType, variant: LinearVariantName | "auto" = "auto"): LinearPlan {
+  if (variant !== "auto" && !LINEAR_VARIANT_NAMES.includes(variant)) {
+    throw new UnsupportedError(`linear: unknown variant '${String(variant)}'`, `use one of ${LINEAR_VARIANT_NAMES.join(", ")} or "auto"`);
+  }
+  const algo: LinearVariantName = variant === "auto" ? (M <= GEMV_MAX_M ? "gemv" : "matmul") : variant;
+  if (algo === "gemv_subgroup" && !ctx.hasSubgroups) {
+    throw new UnsupportedError(`linear: variant 'gemv_subgroup' needs the device feature 'subgroups', which this device lacks`, "use 'gemv' or 'auto'");
+  }
+  void N; // no choice depends on N on the devices measured so far; kept for the decoder's calls
+  let desc: LinearKernelDesc;
+  if (algo === "matmul") {
+    desc = { algo, wDtype, vec: K % 4 === 0 ? 4 : 1, rows: MATMUL_TN, mb: MATMUL_TM, wg: [MATMUL_WGX, MATMUL_WGY] };
+  } else {
+    const vec = wDtype === "f16" ? (K % 8 === 0 ? 8 : 1) : K % 4 === 0 ? 4 : 1;
+    const mb = gemvMB(M);
+    desc = algo === "gemv" ? { algo, wDtype, vec, rows: GEMV_R, mb, wg: [GEMV_WG, 1] } : { algo, wDtype, vec, rows: SPLITK_R, mb, wg: [SPLITK_WG, 1] };
+  }
+  return { label: linearLabel(desc), desc };
+}
+
+export interface LinearOptions {
+  bias?: Tensor;
+  /** Output [..., N] f32, written in place (allocated when absent). */
+  out?: Tensor;
+  variant?: LinearVariantName | "auto";
+}
+
+/** y = x·Wᵀ (+ bias). x [..., K] f32, w [N, K] f32|f16, bias [N] f32|f16; returns y [..., N] f32. */
+export async function linear(ctx: GpuContext, x: Tensor, w: Tensor, opts: LinearOptions = {}): Promise<Tensor> {
+  const op = "linear";
+  expectDType(x, ["f32"], op, "x");
+  expectDType(w, ["f32", "f16"], op, "w");
+  if (w.shape.length !== 2) throw new ShapeError(`${op}: w ('${w.label}') has shape [${w.shape.join(", ")}], expected [N, K]`);
+  const N = w.shape[0]!;
+  const K = w.shape[1]!;
+  if (N === 0 || K === 0) throw new ShapeError(`${op}: w ('${w.label}') has shape [${w.shape.join(", ")}]; N and K must be ≥ 1`);
+  if (x.shape.length < 1 || x.shape[x.shape.length - 1] !== K) {
+    throw new ShapeError(`${op}: x ('${x.label}') has shape [${x.shape.join(", ")}], expected [..., ${K}] (K of w '${w.label}' [${N}, ${K}])`);
+  }
+  const lead = x.shape.slice(0, -1);
+  const M = x.numel / K;
+  const outShape = [...lead, N];
+  const { bias, out } = opts;
+  if (bias) {
+    expectDType(bias, ["f32", "f16"], op, "bias");
+    if (bias.shape.length !== 1 || bias.shape[0] !== N) throw new ShapeError(`${op}: bias ('${bias.label}') has shape [${bias.shape.join(", ")}], expected [${N}]`);
+  }
+  if (out) {
+    expectDType(out, ["f32"], op, "out");
+    if (out.shape.length !== outShape.length || out.shape.some((d, i) => d !== outShape[i])) {
+      throw new ShapeError(`${op}: out ('${out.label}') has shape [${out.shape.join(", ")}], expected [${outShape.join(", ")}]`);
+    }
+    if (out.buffer === x.buffer || out.buffer === w.buffer || (bias && out.buffer === bias.buffer)) {
+      throw new ShapeError(`${op}: out ('${out.label}') shares its buffer with an input`);
+    }
+  }
+  const plan = resolveLinear(ctx, M, N, K, w.dtype as WDType, opts.variant ?? "auto");
+  const y = out ?? ctx.empty(outShape, "f32", "linear.out");
+  await launchLinear(ctx, plan.desc, x, w, bias ?? null, y, M, N, K);
+  return y;
+}
+
+/**
+ * Encodes one linear with a given kernel description (no resolver): linear() after its checks,
+ * and benchmarks comparing tunings. Arguments are assumed checked: x [M, K], w [N, K], y [M, N].
+ */
+export async function launchLinear(
+  ctx: GpuContext,
+  desc: LinearKernelDesc,
+  x: Tensor,
+  w: Tensor,
+  bias: Tensor | null,
+  y: Tensor,
+  M: number,
+  N: number,
+  K: number,
+): Promise<void> {
+  const op = "linear";
+  if (desc.wDtype !== w.dtype) throw new ShapeError(`${op}: kernel ${linearLabel(desc)} is for ${desc.wDtype} weights, w ('${w.label}') is ${w.dtype}`);
+  if (desc.vec !== 1 && K % desc.vec !== 0) throw new UnsupportedError(`${op}: kernel ${linearLabel(desc)} reads K in chunks of ${desc.vec}; K = ${K} is not a multiple`);
+  const kernel = await ctx.kernels.get(linearKernelVariant(desc));
+  if (M === 0) return;
+
+  const limit = ctx.limits.maxStorageBufferBindingSize;
+  const align = ctx.limits.minStorageBufferOffsetAlignment;
+  const eW = DTYPE_BYTES[w.dtype];
+  const eB = bias ? DTYPE_BYTES[bias.dtype] : 1;
+  // W windows along N; a window's bias slice (plus alignment slack) must fit one binding too.
+  const wWindows = ctx.bindingWindows(N, K * eW, `${op}: w '${w.label}' [${N}, ${K}] ${w.dtype}`, Math.max(1, Math.floor((limit - align) / eB)));
+  // M windows: whole rows of x (K f32) and y (N f32), with alignment slack.
+  const rowBytes = Math.max(K, N) * 4;
+  const mPer = Math.floor((limit - align) / rowBytes);
+  if (mPer < 1) {
+    throw new UnsupportedError(`${op}: one row of x ('${x.label}', ${K * 4} bytes) or y (${N * 4} bytes) exceeds the storage binding limit of ${limit} bytes`);
+  }
+  const rowsPerZ = desc.algo === "matmul" ? desc.mb * desc.wg[1] : desc.mb;
+  const mStep = Math.min(mPer, rowsPerZ * ctx.limits.maxComputeWorkgroupsPerDimension);
+  const xUnit = desc.vec === 1 ? 1 : 4; // x's binding element: f32 or vec4<f32>
+  const span = (t: Tensor, first: number, count: number): { res: BufferWindow; base: number } => {
+    const e = DTYPE_BYTES[t.dtype];
+    const start = first * e;
+    const at = start - (start % align);
+    return { res: { tensor: t, byteOffset: at, byteSize: start + count * e - at }, base: (start - at) / e };
+  };
+  for (let m0 = 0; m0 < M; m0 += mStep) {
+    const mw = Math.min(mStep, M - m0);
+    const xs = span(x, m0 * K, mw * K);
+    const ys = span(y, m0 * N, mw * N);
+    for (const win of wWindows) {
+      const wRes: BufferWindow = { tensor: w, byteOffset: win.byteOffset, byteSize: win.rows * K * eW };
+      const bs = bias ? span(bias, win.firstRow, win.rows) : null;
+      const params = new Params()
+        .u32(K)
+        .u32(win.rows)
+        .u32(mw)
+        .u32(N)
+        .u32(win.firstRow)
+        .u32(xs.base / xUnit)
+        .u32(ys.base)
+        .u32(bs ? bs.base : 0)
+        .u32(bias ? (bias.dtype === "f32" ? 1 : 2) : 0)
+        .bytes();
+      let groups: [number, number, number];
+      if (desc.algo === "matmul") {
+        groups = [Math.ceil(win.rows / (desc.rows * desc.wg[0])), Math.ceil(mw / (desc.mb * desc.wg[1])), 1];
+      } else {
+        const perGroup = desc.algo === "gemv" ? desc.rows * desc.wg[0] : desc.rows;
+        const [gx, gy] = grid(ctx, Math.ceil(win.rows / perGroup));
+        groups = [gx, gy, Math.ceil(mw / desc.mb)];
+      }
+      ctx.dispatch(kernel, [xs.res, wRes, bs ? bs.res : wRes, ys.res], params, groups);
+    }
+  }
+}
+
+/**
+ * CPU reference (the spec): y[m, n] = Σ_k x[m, k]·w[n, k] + bias[n], naive loops in f64.
+ * x [M, K], w [N, K] (f16 weights passed as their f32 values), bias [N] or null; returns y [M, N].
+ */
+export function linearReference(x: Float32Array, w: Float32Array, bias: Float32Array | null, M: number, N: number, K: number): Float32Array {
+  const y = new Float32Array(M * N);
+  for (let m = 0; m < M; m++) {
+    for (let n = 0; n < N; n++) {
+      let s = 0;
+      for (let k = 0; k < K; k++) s += x[m * K + k]! * w[n * K + k]!;
+      y[m * N + n] = s + (bias ? bias[n]! : 0);
+    }
+  }
+  return y;
+}
