@@ -1,0 +1,452 @@
+// Hugging Face checkpoints: one model.safetensors or shards listed by model.safetensors.index.json,
+// a memory plan made before anything is uploaded, and streaming upload into GPU tensors.
+//
+// Upload path, per tensor: read its byte range from the file (in chunks of at most `chunkBytes`),
+// convert on the host (BF16 → f16 by default, or f32; F16 stays f16; F32 stays f32; by option any
+// float → f16 or f32), write into the GPU tensor with ctx.write at an element offset. Peak host
+// memory is about two chunks, independent of the checkpoint's size.
+
+import { LoadError, ShapeError, UnsupportedError } from "../errors.js";
+import type { GpuContext, RuntimeLimits } from "../gpu/context.js";
+import { DTYPE_BYTES, type DType, type Tensor } from "../gpu/tensor.js";
+import { bf16ArrayToF32 } from "../util/f16.js";
+import { checkWeights, expectedTensors, kvCacheBytes, parseModelConfig, reconcileVocabSize, type ModelConfig, type WeightCheck } from "../model/config.js";
+import {
+  SafetensorsFile,
+  bytesAsArray,
+  convertBf16ToF16,
+  convertF16ToF32,
+  convertF32ToF16,
+  dtypeBits,
+  type SafetensorsDtype,
+  type TensorInfo,
+} from "./safetensors.js";
+import { joinName, readJson, toModelDir, type ModelDir } from "./source.js";
+
+export const SINGLE_FILE = "model.safetensors";
+export const INDEX_FILE = "model.safetensors.index.json";
+
+export interface CheckpointTensor {
+  readonly file: SafetensorsFile;
+  readonly info: TensorInfo;
+}
+
+/** The tensors of a checkpoint (one file or several shards), headers validated, no data read. */
+export class Checkpoint {
+  constructor(
+    /** Where it came from (directory name). */
+    readonly name: string,
+    readonly files: readonly SafetensorsFile[],
+    readonly tensors: ReadonlyMap<string, CheckpointTensor>,
+    /** The index file's "metadata" (e.g. total_size), or the single file's __metadata__. */
+    readonly metadata: Readonly<Record<string, unknown>> | null,
+  ) {}
+
+  get sharded(): boolean {
+    return this.files.length > 1 || this.files.some((f) => !f.name.endsWith(SINGLE_FILE));
+  }
+  has(name: string): boolean {
+    return this.tensors.has(name);
+  }
+  get(name: string): CheckpointTensor {
+    const t = this.tensors.get(name);
+    if (!t) throw new LoadError(`checkpoint '${this.name}' has no tensor '${name}'`);
+    return t;
+  }
+  shapes(): Map<string, readonly number[]> {
+    return new Map([...this.tensors].map(([n, t]) => [n, t.info.shape]));
+  }
+  /** Element counts per source dtype. */
+  dtypeCounts(): Map<SafetensorsDtype, number> {
+    const m = new Map<SafetensorsDtype, number>();
+    for (const t of this.tensors.values()) m.set(t.info.dtype, (m.get(t.info.dtype) ?? 0) + t.info.numel);
+    return m;
+  }
+  async close(): Promise<void> {
+    for (const f of this.files) await f.close();
+  }
+}
+
+/** Opens a checkpoint in a model directory: model.safetensors, or the shards named by the index. */
+export async function openCheckpoint(dirOrPath: string | ModelDir): Promise<Checkpoint> {
+  const dir = await toModelDir(dirOrPath);
+  if (await dir.exists(SINGLE_FILE)) {
+    const file = await SafetensorsFile.open(await dir.open(SINGLE_FILE));
+    const tensors = new Map(file.tensors.map((info) => [info.name, { file, info }]));
+    return new Checkpoint(dir.name, [file], tensors, file.metadata);
+  }
+  if (await dir.exists(INDEX_FILE)) return openSharded(dir);
+  for (const other of ["pytorch_model.bin", "pytorch_model.bin.index.json", "model.pt", "consolidated.00.pth"]) {
+    if (await dir.exists(other)) {
+      throw new UnsupportedError(
+        `model directory '${dir.name}' holds '${other}', a pickle checkpoint; only safetensors are read`,
+        "save it with `model.save_pretrained(DIR, safe_serialization=True)` or convert it to safetensors",
+      );
+    }
+  }
+  throw new LoadError(`model directory '${dir.name}' has neither '${SINGLE_FILE}' nor '${INDEX_FILE}'`);
+}
+
+async function openSharded(dir: ModelDir): Promise<Checkpoint> {
+  const indexName = joinName(dir.name, INDEX_FILE);
+  const index = await readJson(dir, INDEX_FILE);
+  if (typeof index !== "object" || index === null || Array.isArray(index)) throw new LoadError(`'${indexName}' must be a JSON object`);
+  const wm = (index as Record<string, unknown>).weight_map;
+  if (typeof wm !== "object" || wm === null || Array.isArray(wm)) throw new LoadError(`'${indexName}' has no "weight_map" object`);
+  const weightMap = new Map<string, string>();
+  for (const [tensor, file] of Object.entries(wm as Record<string, unknown>)) {
+    if (typeof file !== "string") throw new LoadError(`'${indexName}': weight_map['${tensor}'] must be a file name, got ${JSON.stringify(file)}`);
+    weightMap.set(tensor, file);
+  }
+  const byFile = new Map<string, string[]>();
+  for (const [tensor, file] of weightMap) {
+    let l = byFile.get(file);
+    if (!l) byFile.set(file, (l = []));
+    l.push(tensor);
+  }
+  const missingFiles: string[] = [];
+  for (const file of byFile.keys()) if (!(await dir.exists(file))) missingFiles.push(file);
+  if (missingFiles.length > 0) {
+    throw new LoadError(
+      `'${indexName}' names ${missingFiles.length} shard file(s) missing from '${dir.name}': ` +
+        missingFiles.map((f) => `${f} (${byFile.get(f)!.length} tensors)`).join(", "),
+    );
+  }
+  const files: SafetensorsFile[] = [];
+  const tensors = new Map<string, CheckpointTensor>();
+  const missingTensors: string[] = [];
+  try {
+    for (const [fileName, names] of [...byFile].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0))) {
+      const file = await SafetensorsFile.open(await dir.open(fileName));
+      files.push(file);
+      for (const n of names) {
+        if (file.has(n)) tensors.set(n, { file, info: file.info(n) });
+        else missingTensors.push(`${n} (in ${fileName})`);
+      }
+    }
+  } catch (e) {
+    for (const f of files) await f.close();
+    throw e;
+  }
+  if (missingTensors.length > 0) {
+    for (const f of files) await f.close();
+    throw new LoadError(`'${indexName}' maps ${missingTensors.length} tensor(s) to shards that do not hold them: ${missingTensors.join(", ")}`);
+  }
+  const meta = (index as Record<string, unknown>).metadata;
+  return new Checkpoint(dir.name, files, tensors, typeof meta === "object" && meta !== null ? (meta as Record<string, unknown>) : null);
+}
+
+/** Reads config.json and, when present, generation_config.json. */
+export async function loadModelConfig(dirOrPath: string | ModelDir): Promise<ModelConfig> {
+  const dir = await toModelDir(dirOrPath);
+  if (!(await dir.exists("config.json"))) throw new LoadError(`model directory '${dir.name}' has no config.json`);
+  const config = await readJson(dir, "config.json");
+  const gen = (await dir.exists("generation_config.json")) ? await readJson(dir, "generation_config.json") : null;
+  return parseModelConfig(config, gen, joinName(dir.name, "config.json"));
+}
+
+// ---------------------------------------------------------------- dtype policy and memory plan
+
+export interface DtypeOptions {
+  /** Float weights on the GPU: "auto" keeps F32 as f32 and stores F16/BF16 as f16; "f16"/"f32" force one. */
+  dtype?: "auto" | "f16" | "f32";
+  /** Per-tensor override (e.g. norms in f32); return undefined to use `dtype`. */
+  dtypeFor?: (name: string, source: SafetensorsDtype) => DType | undefined;
+}
+
+const FLOAT_SOURCES: ReadonlySet<string> = new Set(["F32", "F16", "BF16", "F64"]);
+
+/** The GPU dtype a source tensor is stored as. Integer tensors widen to i32/u32. */
+export function gpuDtypeFor(name: string, source: SafetensorsDtype, options: DtypeOptions = {}): DType {
+  const override = options.dtypeFor?.(name, source);
+  const isFloat = FLOAT_SOURCES.has(source);
+  if (override !== undefined) {
+    if (isFloat !== (override === "f16" || override === "f32")) throw new UnsupportedError(`tensor '${name}': cannot store ${source} as ${override}`);
+    return override;
+  }
+  if (isFloat) {
+    const policy = options.dtype ?? "auto";
+    if (policy !== "auto") return policy;
+    return source === "F32" || source === "F64" ? "f32" : "f16";
+  }
+  switch (source) {
+    case "I8":
+    case "I16":
+    case "I32":
+    case "I64":
+      return "i32";
+    case "U8":
+    case "U16":
+    case "U32":
+    case "BOOL":
+      return "u32";
+    default:
+      throw new UnsupportedError(`tensor '${name}': dtype ${source} cannot be loaded onto the GPU`);
+  }
+}
+
+export interface PlannedTensor {
+  name: string;
+  shape: readonly number[];
+  source: SafetensorsDtype;
+  dtype: DType;
+  /** Bytes in the file. */
+  fileBytes: number;
+  /** Bytes on the GPU (buffers are rounded up to 4 bytes). */
+  gpuBytes: number;
+}
+
+export interface MemoryPlan {
+  tensors: PlannedTensor[];
+  /** Sum of the tensors' GPU bytes. */
+  weightBytes: number;
+  /** Sum of the tensors' bytes in the files (what loading reads). */
+  fileBytes: number;
+  /** KV cache estimate (0 unless requested). */
+  kvCacheBytes: number;
+  totalBytes: number;
+  largest: PlannedTensor | null;
+}
+
+export interface PlanOptions extends DtypeOptions {
+  /** Tensors to load (default: all in the checkpoint). */
+  names?: readonly string[];
+  /** Adds the KV cache for this context to the plan. */
+  kvCache?: { config: ModelConfig; contextLength: number; bytesPerElement?: number; batch?: number };
+}
+
+/** GPU bytes per tensor after dtype conversion, plus an optional KV cache estimate. */
+export function planMemory(ckpt: Checkpoint, options: PlanOptions = {}): MemoryPlan {
+  const names = options.names ?? [...ckpt.tensors.keys()];
+  const tensors: PlannedTensor[] = [];
+  let weightBytes = 0;
+  let fileBytes = 0;
+  let largest: PlannedTensor | null = null;
+  for (const name of names) {
+    const { info } = ckpt.get(name);
+    const dtype = gpuDtypeFor(name, info.dtype, options);
+    const gpuBytes = Math.ceil((info.numel * DTYPE_BYTES[dtype]) / 4) * 4;
+    const p: PlannedTensor = { name, shape: info.shape, source: info.dtype, dtype, fileBytes: info.byteLength, gpuBytes };
+    tensors.push(p);
+    weightBytes += gpuBytes;
+    fileBytes += info.byteLength;
+    if (!largest || gpuBytes > largest.gpuBytes) largest = p;
+  }
+  const kv = options.kvCache;
+  const kvBytes = kv ? kvCacheBytes(kv.config, kv.contextLength, kv.bytesPerElement ?? 2, kv.batch ?? 1) : 0;
+  return { tensors, weightBytes, fileBytes, kvCacheBytes: kvBytes, totalBytes: weightBytes + kvBytes, largest };
+}
+
+export function formatBytes(n: number): string {
+  if (n < 1024) return `${n} B`;
+  const units = ["KiB", "MiB", "GiB", "TiB"];
+  let v = n / 1024;
+  let u = 0;
+  while (v >= 1024 && u < units.length - 1) {
+    v /= 1024;
+    u++;
+  }
+  return `${v.toFixed(v < 10 ? 2 : 1)} ${units[u]}`;
+}
+
+/**
+ * Refuses a plan that cannot fit: a tensor over the device's maxBufferSize, or a total over
+ * `budgetBytes` (WebGPU does not report a device's memory size, so the budget is the caller's).
+ */
+export function checkMemoryPlan(plan: MemoryPlan, limits: Pick<RuntimeLimits, "maxBufferSize">, budgetBytes?: number): void {
+  const tooBig = plan.tensors.filter((t) => t.gpuBytes > limits.maxBufferSize);
+  if (tooBig.length > 0) {
+    throw new UnsupportedError(
+      `${tooBig.length} tensor(s) exceed this device's maxBufferSize of ${formatBytes(limits.maxBufferSize)}: ` +
+        tooBig.slice(0, 5).map((t) => `'${t.name}' [${t.shape.join(", ")}] ${t.dtype} = ${formatBytes(t.gpuBytes)}`).join(", "),
+      "store the weights as f16 (dtype: 'f16'), or use a device with a larger maxBufferSize",
+    );
+  }
+  if (budgetBytes !== undefined && plan.totalBytes > budgetBytes) {
+    throw new UnsupportedError(
+      `the model needs ${formatBytes(plan.totalBytes)} of GPU memory (weights ${formatBytes(plan.weightBytes)}` +
+        `${plan.kvCacheBytes ? ` + KV cache ${formatBytes(plan.kvCacheBytes)}` : ""}), over the budget of ${formatBytes(budgetBytes)}; nothing was uploaded`,
+      plan.tensors.some((t) => t.dtype === "f32") ? "store the weights as f16 (dtype: 'f16') or shorten the context" : "shorten the context or raise the budget",
+    );
+  }
+}
+
+// ---------------------------------------------------------------- upload
+
+export interface LoadProgress {
+  /** Bytes read from the files so far, and in total. */
+  bytesDone: number;
+  bytesTotal: number;
+  tensorsDone: number;
+  tensorsTotal: number;
+  /** The tensor being loaded. */
+  tensor: string;
+}
+
+export interface LoadOptions extends PlanOptions {
+  /** Refuse before uploading when the plan's total exceeds this many bytes. */
+  budgetBytes?: number;
+  onProgress?: (p: LoadProgress) => void;
+  /** Host bytes read per step for large tensors (default 64 MiB). */
+  chunkBytes?: number;
+  /** Tensor labels are `${labelPrefix}${name}`. */
+  labelPrefix?: string;
+}
+
+const DEFAULT_CHUNK = 64 << 20;
+/** Let the queue drain this often, so the driver's staging copies do not pile up. */
+const SYNC_EVERY_BYTES = 512 << 20;
+
+/** Converts little-endian source bytes to the host array ctx.write expects for `dtype`. */
+export function convertForGpu(bytes: Uint8Array, source: SafetensorsDtype, dtype: DType, what: string): Float32Array | Uint16Array | Int32Array | Uint32Array {
+  const src = bytesAsArray(bytes, source, what);
+  const overflow = (count: number): void => {
+    if (count > 0) {
+      throw new LoadError(`${what}: ${count} ${source} value(s) exceed f16's range (±65504) and would become infinite`, "load this tensor as f32 (dtype: 'f32' or dtypeFor)");
+    }
+  };
+  if (dtype === "f32") {
+    if (source === "F32") return src as Float32Array;
+    if (source === "F16") return convertF16ToF32(src as Uint16Array);
+    if (source === "BF16") return bf16ArrayToF32(src as Uint16Array);
+    if (source === "F64") return Float32Array.from(src as Float64Array);
+  } else if (dtype === "f16") {
+    if (source === "F16") return src as Uint16Array;
+    if (source === "BF16") {
+      const { out, overflows } = convertBf16ToF16(src as Uint16Array);
+      overflow(overflows);
+      return out;
+    }
+    if (source === "F32" || source === "F64") {
+      const { out, overflows } = convertF32ToF16(source === "F32" ? (src as Float32Array) : Float32Array.from(src as Float64Array));
+      overflow(overflows);
+      return out;
+    }
+  } else if (dtype === "i32") {
+    if (src instanceof Int32Array) return src;
+    if (src instanceof BigInt64Array) {
+      const out = new Int32Array(src.length);
+      for (let i = 0; i < src.length; i++) {
+        const v = src[i]!;
+        if (v < -2147483648n || v > 2147483647n) throw new LoadError(`${what}: I64 value ${v} at element ${i} does not fit i32`);
+        out[i] = Number(v);
+      }
+      return out;
+    }
+    if (src instanceof Int8Array || src instanceof Int16Array) return Int32Array.from(src);
+  } else if (dtype === "u32") {
+    if (src instanceof Uint32Array) return src;
+    if (src instanceof Uint8Array || (src instanceof Uint16Array && source === "U16")) return Uint32Array.from(src);
+  }
+  throw new UnsupportedError(`${what}: cannot convert ${source} to ${dtype}`);
+}
+
+/** Uploads one checkpoint tensor into a new GPU tensor, reading at most `chunkBytes` at a time. */
+export async function uploadTensor(
+  ctx: GpuContext,
+  entry: CheckpointTensor,
+  dtype: DType,
+  options: { chunkBytes?: number; label?: string; onBytes?: (n: number) => void } = {},
+): Promise<Tensor> {
+  const { file, info } = entry;
+  const what = `'${file.name}', tensor '${info.name}'`;
+  const t = ctx.empty(info.shape, dtype, options.label ?? info.name);
+  try {
+    if (info.numel === 0) return t;
+    const srcElemBytes = dtypeBits(info.dtype) / 8;
+    // Chunks hold a whole number of elements, and an even number so f16 writes stay 4-byte aligned.
+    let perChunk = Math.max(2, Math.floor((options.chunkBytes ?? DEFAULT_CHUNK) / srcElemBytes));
+    perChunk -= perChunk % 2;
+    for (let e = 0; e < info.numel; e += perChunk) {
+      const n = Math.min(perChunk, info.numel - e);
+      const bytes = await file.readBytes(info.name, e * srcElemBytes, n * srcElemBytes);
+      ctx.write(t, convertForGpu(bytes, info.dtype, dtype, what), e);
+      options.onBytes?.(n * srcElemBytes);
+    }
+    return t;
+  } catch (e) {
+    t.dispose();
+    throw e;
+  }
+}
+
+/**
+ * Loads checkpoint tensors into GPU tensors. The memory plan is checked first (device limits,
+ * optional budget), so a model that cannot fit is refused before anything is uploaded. On any
+ * error the tensors already uploaded are disposed.
+ */
+export async function loadTensors(ctx: GpuContext, ckpt: Checkpoint, options: LoadOptions = {}): Promise<Map<string, Tensor>> {
+  const plan = planMemory(ckpt, options);
+  checkMemoryPlan(plan, ctx.limits, options.budgetBytes);
+  const out = new Map<string, Tensor>();
+  const progress: LoadProgress = { bytesDone: 0, bytesTotal: plan.fileBytes, tensorsDone: 0, tensorsTotal: plan.tensors.length, tensor: "" };
+  let sinceSync = 0;
+  try {
+    for (const p of plan.tensors) {
+      progress.tensor = p.name;
+      const t = await uploadTensor(ctx, ckpt.get(p.name), p.dtype, {
+        chunkBytes: options.chunkBytes,
+        label: `${options.labelPrefix ?? ""}${p.name}`,
+        onBytes: (n) => {
+          progress.bytesDone += n;
+          options.onProgress?.({ ...progress });
+        },
+      });
+      out.set(p.name, t);
+      progress.tensorsDone++;
+      options.onProgress?.({ ...progress });
+      sinceSync += p.gpuBytes;
+      if (sinceSync >= SYNC_EVERY_BYTES) {
+        await ctx.sync();
+        sinceSync = 0;
+      }
+    }
+    await ctx.sync();
+  } catch (e) {
+    for (const t of out.values()) t.dispose();
+    throw e;
+  }
+  return out;
+}
+
+export interface LoadedModel {
+  config: ModelConfig;
+  weights: Map<string, Tensor>;
+  plan: MemoryPlan;
+  check: WeightCheck;
+  /** True when the embedding's row count replaced config.json's vocab_size. */
+  vocabFromCheckpoint: boolean;
+}
+
+/**
+ * Loads a model directory: config (+ generation config), checkpoint headers, vocabulary size
+ * from the embedding, tensor names and shapes checked against the config, memory plan checked,
+ * then the weights the architecture uses are uploaded (unused tensors are skipped).
+ */
+export async function loadModel(ctx: GpuContext, dirOrPath: string | ModelDir, options: Omit<LoadOptions, "names" | "kvCache"> & { contextLength?: number } = {}): Promise<LoadedModel> {
+  const dir = await toModelDir(dirOrPath);
+  const base = await loadModelConfig(dir);
+  const ckpt = await openCheckpoint(dir);
+  try {
+    const { config, changed } = reconcileVocabSize(base, (n) => ckpt.tensors.get(n)?.info.shape);
+    const check = checkWeights(config, ckpt.shapes(), `checkpoint '${dir.name}'`);
+    const names = expectedTensors(config).map((e) => e.name);
+    const loadOptions: LoadOptions = { ...options, names };
+    if (options.contextLength !== undefined) loadOptions.kvCache = { config, contextLength: options.contextLength };
+    const plan = planMemory(ckpt, loadOptions);
+    const weights = await loadTensors(ctx, ckpt, loadOptions);
+    return { config, weights, plan, check, vocabFromCheckpoint: changed };
+  } finally {
+    await ckpt.close();
+  }
+}
+
+/** Shape assertion used by callers that fetch one weight by name. */
+export function expectWeight(weights: ReadonlyMap<string, Tensor>, name: string, shape: readonly number[]): Tensor {
+  const t = weights.get(name);
+  if (!t) throw new LoadError(`weight '${name}' was not loaded`);
+  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+    throw new ShapeError(`weight '${name}' has shape [${t.shape.join(", ")}], expected [${shape.join(", ")}]`);
+  }
+  return t;
+}
