@@ -12,7 +12,7 @@
 import { DeviceLostError, GpuOutOfMemoryError, GpuValidationError, ShapeError, UnsupportedError } from "../errors.js";
 import { f16ArrayToF32, f32ArrayToF16 as float32ToF16 } from "../util/f16.js";
 import { BufferPool } from "./pool.js";
-import { KernelRegistry, type Kernel } from "./kernels.js";
+import { KernelRegistry, type Kernel, type KernelVariant } from "./kernels.js";
 import { Profiler } from "./profiler.js";
 import { DTYPE_BYTES, Tensor, checkShape, numel, type DType, type HostArray } from "./tensor.js";
 
@@ -68,6 +68,8 @@ export interface WindowPlan {
 }
 
 const ARENA_CHUNK_BYTES = 64 * 1024;
+/** kernels/gate.wgsl: condition → indirect arguments for a gated block of dispatches. */
+const GATE_VARIANT: KernelVariant = { file: "gate", name: "gate_args", defines: {}, bindings: ["read", "read", "read_write", "uniform"] };
 const TENSOR_USAGE = 0x0080 /* STORAGE */ | 0x0004 /* COPY_SRC */ | 0x0008; /* COPY_DST */
 
 export class GpuContext {
@@ -88,6 +90,11 @@ export class GpuContext {
   private readonly bufferIds = new WeakMap<GPUBuffer, number>();
   private nextBufferId = 1;
   private readonly staging: GPUBuffer[] = [];
+  /** Buffer writes that must land just before the open batch runs (see beginGate). */
+  private readonly deferredWrites: { buffer: GPUBuffer; data: Uint8Array }[] = [];
+  /** Buffers to return to the pool once the open batch is submitted. */
+  private readonly releaseAfterSubmit: GPUBuffer[] = [];
+  private gate: { flagName: string; counts: number[]; args: GPUBuffer; template: GPUBuffer; max: number; kernelName: string } | null = null;
 
   constructor(
     readonly device: GPUDevice,
@@ -151,6 +158,7 @@ export class GpuContext {
   /** Overwrites a tensor's contents from host data (ordered after every op encoded so far). */
   write(t: Tensor, data: ArrayLike<number> | ArrayBufferView, elementOffset = 0): void {
     t.assertLive();
+    this.refuseInGate(`write to '${t.label}'`);
     const bytes = toBytes(data, t.dtype, t.label);
     const elems = bytes.byteLength / DTYPE_BYTES[t.dtype];
     if (elementOffset + elems > t.numel) {
@@ -280,8 +288,47 @@ export class GpuContext {
     const pass = this.beginPass(kernel.name);
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, bindGroup, dynamicOffset === null ? [] : [dynamicOffset]);
-    pass.dispatchWorkgroups(x, y, z);
+    const g = this.gate;
+    if (g) {
+      const i = g.counts.length / 3;
+      if (i >= g.max) throw new UnsupportedError(`gated block '${g.kernelName}': more than ${g.max} dispatches (raise maxDispatches in beginGate)`);
+      g.counts.push(x, y, z);
+      pass.dispatchWorkgroupsIndirect(g.args, 12 * i);
+    } else {
+      pass.dispatchWorkgroups(x, y, z);
+    }
     this.afterDispatch();
+  }
+
+  /**
+   * Starts a gated block: every dispatch encoded until endGate() runs only if flag[0] != 0 on the
+   * GPU when the block executes. The block's workgroup counts are recorded while encoding and
+   * written (just before the batch is submitted) into a template that a tiny kernel, encoded
+   * here ahead of the block, turns into indirect arguments: (x, y, z) or (0, 1, 1). No host
+   * readback is involved. Copies, clears and writes cannot be gated and are refused inside.
+   */
+  async beginGate(flag: Tensor, label: string, maxDispatches = 1024): Promise<void> {
+    if (this.gate) throw new UnsupportedError(`beginGate('${label}'): gated blocks do not nest (open: '${this.gate.kernelName}')`);
+    if (flag.dtype !== "u32") throw new ShapeError(`beginGate('${label}'): flag '${flag.label}' must be u32`);
+    const kernel = await this.kernels.get(GATE_VARIANT);
+    const bytes = 12 * maxDispatches;
+    const template = this.pool.acquire(bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, `gate.template.${label}`);
+    const args = this.pool.acquire(bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.INDIRECT, `gate.args.${label}`);
+    this.dispatch(kernel, [flag, { buffer: template, offset: 0, size: bytes }, { buffer: args, offset: 0, size: bytes }], new Uint8Array(Uint32Array.of(maxDispatches, 0, 0, 0).buffer), [Math.ceil(maxDispatches / 64)]);
+    this.gate = { flagName: flag.label, counts: [], args, template, max: maxDispatches, kernelName: label };
+  }
+
+  /** Ends the gated block started by beginGate(); returns how many dispatches it holds. */
+  endGate(): number {
+    const g = this.gate;
+    if (!g) throw new UnsupportedError("endGate() without beginGate()");
+    this.gate = null;
+    const data = new Uint8Array(12 * g.max);
+    const counts = new Uint32Array(data.buffer);
+    counts.set(g.counts);
+    this.deferredWrites.push({ buffer: g.template, data });
+    this.releaseAfterSubmit.push(g.template, g.args);
+    return g.counts.length / 3;
   }
 
   /** Like dispatch(), with the workgroup counts read from `indirect` (3 × u32 at `offset` bytes) on the GPU. */
@@ -297,6 +344,7 @@ export class GpuContext {
   /** Encodes a buffer copy into the batch (in order with dispatches). */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
     this.assertUsable();
+    this.refuseInGate("copy");
     this.endPass();
     this.commandEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
   }
@@ -304,6 +352,7 @@ export class GpuContext {
   /** Zero-fills a tensor (in order with dispatches). */
   clear(t: Tensor): void {
     this.assertUsable();
+    this.refuseInGate("clear");
     this.endPass();
     this.commandEncoder().clearBuffer(t.buffer, 0, Math.ceil(t.byteLength / 4) * 4);
   }
@@ -324,10 +373,15 @@ export class GpuContext {
     }
     this.arenaChunk = 0;
     this.arenaOffset = 0;
+    if (this.gate) throw new UnsupportedError(`submit() inside the gated block '${this.gate.kernelName}'`);
+    for (const w of this.deferredWrites) this.device.queue.writeBuffer(w.buffer, 0, w.data.buffer, w.data.byteOffset, w.data.byteLength);
+    this.deferredWrites.length = 0;
     const cmd = this.encoder.finish({ label: "onegen-batch" });
     this.encoder = null;
     this.device.queue.submit([cmd]);
     this.stats.submits++;
+    for (const b of this.releaseAfterSubmit) this.pool.release(b);
+    this.releaseAfterSubmit.length = 0;
   }
 
   /** Submits and waits for the GPU to finish; throws any GPU error raised so far. */
@@ -363,6 +417,10 @@ export class GpuContext {
   }
 
   // ---------------------------------------------------------------- internals
+
+  private refuseInGate(what: string): void {
+    if (this.gate) throw new UnsupportedError(`${what} inside the gated block '${this.gate.kernelName}': only dispatches can be gated`);
+  }
 
   private assertUsable(): void {
     if (this.destroyed) throw new DeviceLostError("this GpuContext was destroyed");

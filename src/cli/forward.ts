@@ -1,0 +1,45 @@
+// `onegen forward --model DIR (--ids 1,2,3 | --text "…") --out FILE.safetensors`
+// One prefill over the input; writes `logits` (F32 [T, vocab]) and `hidden` (F32 [T, hidden_size],
+// the final-norm states that OneGen uses as embeddings) for every position, plus `ids` (I32 [T]).
+import { writeFile, rename } from "node:fs/promises";
+import { parseArgs } from "./args.js";
+import { inputIds, openModel, MODEL_FLAGS } from "./model.js";
+import { Session } from "../model/session.js";
+import { writeSafetensors } from "../io/safetensors.js";
+import { UsageError } from "../errors.js";
+
+const USAGE = "usage: onegen forward --model DIR (--ids 1,2,3 | --text TEXT) --out FILE.safetensors [--dtype auto|f16|f32] [--quiet]";
+
+export async function forwardCommand(argv: string[]): Promise<number> {
+  const args = parseArgs(argv, { values: [...MODEL_FLAGS, "ids", "text", "out"], booleans: ["help", "quiet"] }, "forward");
+  if (args.bools.has("help")) {
+    process.stdout.write(USAGE + "\n");
+    return 0;
+  }
+  const out = args.flags.get("out");
+  if (!out) throw new UsageError(`forward: --out FILE.safetensors is required\n${USAGE}`);
+  if (!args.flags.has("model")) throw new UsageError(`forward: --model DIR is required\n${USAGE}`);
+  const { ctx, model } = await openModel(args, "forward");
+  try {
+    const ids = inputIds(args, "text", model.tokenizer, "forward");
+    const session = Session.create(model.decoder, ids.length);
+    const res = await session.append(ids, { logits: "all", keepHidden: true });
+    const logits = await res.logits!.read();
+    const hidden = await res.hidden!.read();
+    const T = ids.length;
+    const bytes = writeSafetensors(
+      {
+        ids: { dtype: "I32", shape: [T], data: Int32Array.from(ids) },
+        logits: { dtype: "F32", shape: [T, model.decoder.vocabSize], data: logits as Float32Array },
+        hidden: { dtype: "F32", shape: [T, model.config.hiddenSize], data: hidden as Float32Array },
+      },
+      { producer: "onegen-webgpu forward", adapter: ctx.adapter.description },
+    );
+    await writeFile(out + ".tmp", bytes);
+    await rename(out + ".tmp", out);
+    process.stderr.write(`wrote ${out}: logits [${T}, ${model.decoder.vocabSize}], hidden [${T}, ${model.config.hiddenSize}]\n`);
+    return 0;
+  } finally {
+    ctx.destroy();
+  }
+}

@@ -1,0 +1,48 @@
+// Shared by the model commands: open the device, load a model directory with a progress bar,
+// and turn --ids / --text / --prompt into token ids.
+import { openDevice } from "../gpu/device.js";
+import type { GpuContext } from "../gpu/context.js";
+import { UsageError } from "../errors.js";
+import { loadDecoder, type LoadedDecoder } from "../model/load.js";
+import { parseIdList, type Tokenizer } from "../tokenizer.js";
+import { createProgressBar } from "./progress.js";
+import type { ParsedArgs } from "./args.js";
+
+export const MODEL_FLAGS = ["model", "dtype", "context"] as const;
+
+export async function openModel(args: ParsedArgs, command: string, opts: { contextLength?: number } = {}): Promise<{ ctx: GpuContext; model: LoadedDecoder }> {
+  const dir = args.flags.get("model");
+  if (!dir) throw new UsageError(`${command}: --model DIR is required`);
+  const dtype = args.flags.get("dtype") ?? "auto";
+  if (dtype !== "auto" && dtype !== "f16" && dtype !== "f32") throw new UsageError(`${command}: --dtype must be auto, f16 or f32, got '${dtype}'`);
+  const ctx = await openDevice();
+  try {
+    const bar = args.bools.has("quiet") ? null : createProgressBar("loading");
+    const model = await loadDecoder(ctx, dir, {
+      dtype,
+      ...(opts.contextLength !== undefined ? { contextLength: opts.contextLength } : {}),
+      ...(bar ? { onProgress: (p) => bar.update(p) } : {}),
+    });
+    bar?.done();
+    return { ctx, model };
+  } catch (e) {
+    ctx.destroy();
+    throw e;
+  }
+}
+
+/** Ids from --ids LIST, or from text (--text/--prompt) through the tokenizer. */
+export function inputIds(args: ParsedArgs, textFlag: "text" | "prompt", tokenizer: Tokenizer | null, command: string): number[] {
+  const ids = args.flags.get("ids");
+  const text = args.flags.get(textFlag);
+  if ((ids === undefined) === (text === undefined)) throw new UsageError(`${command}: give exactly one of --ids LIST or --${textFlag} TEXT`);
+  if (ids !== undefined) {
+    const list = parseIdList(ids);
+    if (list.length === 0) throw new UsageError(`${command}: --ids is empty`);
+    return list;
+  }
+  if (!tokenizer) throw new UsageError(`${command}: --${textFlag} needs a tokenizer, but the model directory has no tokenizer.json`, "pass token ids with --ids instead");
+  const list = tokenizer.encode(text!);
+  if (list.length === 0) throw new UsageError(`${command}: --${textFlag} encodes to no tokens`);
+  return list;
+}

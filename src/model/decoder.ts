@@ -1,0 +1,186 @@
+// The Llama-family decoder (Llama-2/3.x, Qwen2, Mistral) on the kernels in src/ops/.
+//
+// One forward over T new tokens, all f32 activations, weights f16 or f32:
+//   r = embed[ids]                                            residual stream [T, D]
+//   per layer l:
+//     n = rmsnorm(r, ln1)            (layers > 0: fused with r += mlp_out)
+//     q, k, v = n·Wqᵀ(+bq), n·Wkᵀ(+bk), n·Wvᵀ(+bv)            [T, H·hd], [T, Hkv·hd]
+//     rope(q, k at ropePositions); kv cache rows cacheRows ← k, v
+//     a = attention(q, K, V, ranges)                          query t sees cache rows ranges[t]
+//     n = rmsnorm(a·Woᵀ, ln2) with r += a·Woᵀ
+//     mlp_out = (silu(n·Wgᵀ) ⊙ n·Wuᵀ)·Wdᵀ
+//   hidden = rmsnorm(mlp_out, norm) with r += mlp_out         the OneGen embedding
+//   logits = hidden[rows]·lm_headᵀ                            (lm_head = embed when tied)
+// Every temporary comes from the context's buffer pool and is released in the same call, so a
+// decode loop allocates nothing after warm-up. Nothing is read back here.
+
+import type { GpuContext } from "../gpu/context.js";
+import type { DType, Tensor } from "../gpu/tensor.js";
+import { ShapeError } from "../errors.js";
+import type { ModelConfig } from "./config.js";
+import { embedding } from "../ops/embedding.js";
+import { rmsnorm } from "../ops/rmsnorm.js";
+import { linear } from "../ops/linear.js";
+import { rope } from "../ops/rope.js";
+import { attention, kvAppend } from "../ops/attention.js";
+import { swiglu } from "../ops/swiglu.js";
+
+export interface LayerWeights {
+  inputNorm: Tensor;
+  q: Tensor;
+  k: Tensor;
+  v: Tensor;
+  qBias: Tensor | null;
+  kBias: Tensor | null;
+  vBias: Tensor | null;
+  o: Tensor;
+  oBias: Tensor | null;
+  postNorm: Tensor;
+  gate: Tensor;
+  gateBias: Tensor | null;
+  up: Tensor;
+  upBias: Tensor | null;
+  down: Tensor;
+  downBias: Tensor | null;
+}
+
+export interface DecoderWeights {
+  embed: Tensor;
+  layers: LayerWeights[];
+  norm: Tensor;
+  /** The output projection; the same tensor as `embed` when embeddings are tied. */
+  lmHead: Tensor;
+  /** RoPE inverse frequencies [hd/2] f32, from computeInvFreq(config). */
+  invFreq: Tensor;
+}
+
+/** Per-layer K and V caches, [Hkv, capacity, hd] each. */
+export class KVCache {
+  constructor(
+    readonly k: Tensor[],
+    readonly v: Tensor[],
+    readonly capacity: number,
+    readonly dtype: DType,
+  ) {}
+  dispose(): void {
+    for (const t of [...this.k, ...this.v]) t.dispose();
+  }
+  get bytes(): number {
+    return this.k.reduce((s, t) => s + t.byteLength, 0) * 2;
+  }
+}
+
+/** Where the T new tokens go: all u32 GPU tensors, so a decode step needs no host data. */
+export interface ForwardPlan {
+  /** Token ids [T]. */
+  ids: Tensor;
+  /** RoPE position of each token [T] (position within its own sequence). */
+  ropePositions: Tensor;
+  /** Cache row each token's k/v is written to [T] (equal to ropePositions for one sequence). */
+  cacheRows: Tensor;
+  /** Cache rows each token attends to, [T, 2] = [start, end) (causal: end = own row + 1). */
+  ranges: Tensor;
+}
+
+export interface ForwardOutputs {
+  /** Final-norm hidden states of all T tokens [T, D] (pass `keepHidden`). */
+  hidden: Tensor | null;
+  /** Logits [n, V] for the selected rows (or all T rows). */
+  logits: Tensor | null;
+}
+
+export interface ForwardOptions {
+  /** Which token rows get logits: "all", "none", or a u32 tensor of row indices [n]. Default "all". */
+  logitsRows?: "all" | "none" | Tensor;
+  /** Keep the [T, D] final-norm hidden states (the OneGen embeddings) in the output. */
+  keepHidden?: boolean;
+  /** Write the logits into this tensor instead of a new one. */
+  logitsOut?: Tensor;
+}
+
+export class Decoder {
+  constructor(
+    readonly ctx: GpuContext,
+    readonly config: ModelConfig,
+    readonly weights: DecoderWeights,
+  ) {}
+
+  get hiddenSize(): number {
+    return this.config.hiddenSize;
+  }
+  get vocabSize(): number {
+    return this.weights.lmHead.shape[0]!;
+  }
+
+  createCache(capacity: number, dtype: DType = this.ctx.hasF16 ? "f16" : "f32"): KVCache {
+    const c = this.config;
+    if (!Number.isInteger(capacity) || capacity <= 0) throw new ShapeError(`KV cache capacity must be a positive integer, got ${capacity}`);
+    const k: Tensor[] = [];
+    const v: Tensor[] = [];
+    for (let l = 0; l < c.numLayers; l++) {
+      k.push(this.ctx.empty([c.numKvHeads, capacity, c.headDim], dtype, `kcache.${l}`));
+      v.push(this.ctx.empty([c.numKvHeads, capacity, c.headDim], dtype, `vcache.${l}`));
+    }
+    return new KVCache(k, v, capacity, dtype);
+  }
+
+  /** Encodes one forward pass over plan.ids (nothing is submitted or read back). */
+  async forward(cache: KVCache, plan: ForwardPlan, opts: ForwardOptions = {}): Promise<ForwardOutputs> {
+    const { ctx, config: c, weights: w } = this;
+    const T = plan.ids.numel;
+    if (T === 0) throw new ShapeError("forward: no tokens");
+    const H = c.numHeads, Hkv = c.numKvHeads, hd = c.headDim;
+    const resid = await embedding(ctx, plan.ids, w.embed);
+    let pending: Tensor | null = null; // the block output still to be added to the residual stream
+    for (let l = 0; l < c.numLayers; l++) {
+      const L = w.layers[l]!;
+      const n1: Tensor = pending
+        ? await rmsnorm(ctx, pending, L.inputNorm, c.rmsNormEps, { residual: resid })
+        : await rmsnorm(ctx, resid, L.inputNorm, c.rmsNormEps);
+      pending?.dispose();
+      const q = await linear(ctx, n1, L.q, { bias: L.qBias ?? undefined });
+      const k = await linear(ctx, n1, L.k, { bias: L.kBias ?? undefined });
+      const v = await linear(ctx, n1, L.v, { bias: L.vBias ?? undefined });
+      n1.dispose();
+      const q3 = q.view([T, H, hd]);
+      const k3 = k.view([T, Hkv, hd]);
+      await rope(ctx, q3, plan.ropePositions, w.invFreq);
+      await rope(ctx, k3, plan.ropePositions, w.invFreq);
+      await kvAppend(ctx, k3, v.view([T, Hkv, hd]), cache.k[l]!, cache.v[l]!, plan.cacheRows);
+      k.dispose();
+      v.dispose();
+      const att = await attention(ctx, q3, cache.k[l]!, cache.v[l]!, plan.ranges);
+      q.dispose();
+      const o = await linear(ctx, att.view([T, H * hd]), L.o, { bias: L.oBias ?? undefined });
+      att.dispose();
+      const n2 = await rmsnorm(ctx, o, L.postNorm, c.rmsNormEps, { residual: resid });
+      o.dispose();
+      const g = await linear(ctx, n2, L.gate, { bias: L.gateBias ?? undefined });
+      const u = await linear(ctx, n2, L.up, { bias: L.upBias ?? undefined });
+      n2.dispose();
+      const s = await swiglu(ctx, g, u);
+      g.dispose();
+      u.dispose();
+      pending = await linear(ctx, s, L.down, { bias: L.downBias ?? undefined });
+      s.dispose();
+    }
+    const hidden = await rmsnorm(ctx, pending!, w.norm, c.rmsNormEps, { residual: resid });
+    pending!.dispose();
+    resid.dispose();
+
+    let logits: Tensor | null = null;
+    const rows = opts.logitsRows ?? "all";
+    if (rows === "all") {
+      logits = await linear(ctx, hidden, w.lmHead, { out: opts.logitsOut });
+    } else if (rows !== "none") {
+      const picked = await embedding(ctx, rows, hidden); // gather rows of an f32 table
+      logits = await linear(ctx, picked, w.lmHead, { out: opts.logitsOut });
+      picked.dispose();
+    }
+    if (!opts.keepHidden) {
+      hidden.dispose();
+      return { hidden: null, logits };
+    }
+    return { hidden, logits };
+  }
+}

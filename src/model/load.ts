@@ -1,0 +1,99 @@
+// From a Hugging Face model directory to a ready Decoder: config + checkpoint (src/io/checkpoint.ts),
+// weights mapped onto the decoder's structure, RoPE inverse frequencies uploaded, tokenizer loaded
+// when the directory has one (commands given token ids work without it).
+
+import type { GpuContext } from "../gpu/context.js";
+import type { Tensor } from "../gpu/tensor.js";
+import { UnsupportedError } from "../errors.js";
+import { loadModel, type LoadProgress } from "../io/checkpoint.js";
+import type { ModelDir } from "../io/source.js";
+import { computeInvFreq, type ModelConfig } from "./config.js";
+import { Decoder, type DecoderWeights, type LayerWeights } from "./decoder.js";
+import { tryLoadTokenizer, type Tokenizer, type TokenizerOptions } from "../tokenizer.js";
+
+export interface LoadDecoderOptions {
+  /** Float weights on the GPU: "auto" (F32 stays f32, F16/BF16 become f16), or force "f16"/"f32". */
+  dtype?: "auto" | "f16" | "f32";
+  /** Context length the caller plans to use (added to the memory plan). */
+  contextLength?: number;
+  /** Refuse to load when weights + KV cache exceed this many bytes. */
+  budgetBytes?: number;
+  onProgress?: (p: LoadProgress) => void;
+  /** Skip the tokenizer even if the directory has one. */
+  noTokenizer?: boolean;
+  tokenizer?: TokenizerOptions;
+}
+
+export interface LoadedDecoder {
+  decoder: Decoder;
+  config: ModelConfig;
+  tokenizer: Tokenizer | null;
+  /** GPU bytes of the weights. */
+  weightBytes: number;
+  /** Frees every weight tensor. */
+  dispose(): void;
+}
+
+export async function loadDecoder(ctx: GpuContext, dir: string | ModelDir, opts: LoadDecoderOptions = {}): Promise<LoadedDecoder> {
+  const dtype = opts.dtype ?? "auto";
+  if (dtype === "f16" && !ctx.hasF16) throw new UnsupportedError("f16 weights need the 'shader-f16' feature, which this device lacks", "load with dtype 'f32'");
+  const loaded = await loadModel(ctx, dir, {
+    dtype: dtype === "auto" && !ctx.hasF16 ? "f32" : dtype,
+    ...(opts.contextLength !== undefined ? { contextLength: opts.contextLength } : {}),
+    ...(opts.budgetBytes !== undefined ? { budgetBytes: opts.budgetBytes } : {}),
+    ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
+  });
+  const c = loaded.config;
+  if (c.architecture === "Qwen2ForCausalLM" && c.slidingWindow !== null && (c.maxWindowLayers ?? 0) < c.numLayers) {
+    throw new UnsupportedError(`Qwen2 with per-layer sliding-window attention (use_sliding_window, max_window_layers ${c.maxWindowLayers}) is not supported`);
+  }
+  const w = loaded.weights;
+  const get = (name: string): Tensor => {
+    const t = w.get(name);
+    if (!t) throw new UnsupportedError(`weight '${name}' was not loaded`);
+    return t;
+  };
+  const opt = (name: string): Tensor | null => w.get(name) ?? null;
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < c.numLayers; l++) {
+    const p = `model.layers.${l}.`;
+    layers.push({
+      inputNorm: get(`${p}input_layernorm.weight`),
+      q: get(`${p}self_attn.q_proj.weight`),
+      k: get(`${p}self_attn.k_proj.weight`),
+      v: get(`${p}self_attn.v_proj.weight`),
+      qBias: opt(`${p}self_attn.q_proj.bias`),
+      kBias: opt(`${p}self_attn.k_proj.bias`),
+      vBias: opt(`${p}self_attn.v_proj.bias`),
+      o: get(`${p}self_attn.o_proj.weight`),
+      oBias: opt(`${p}self_attn.o_proj.bias`),
+      postNorm: get(`${p}post_attention_layernorm.weight`),
+      gate: get(`${p}mlp.gate_proj.weight`),
+      gateBias: opt(`${p}mlp.gate_proj.bias`),
+      up: get(`${p}mlp.up_proj.weight`),
+      upBias: opt(`${p}mlp.up_proj.bias`),
+      down: get(`${p}mlp.down_proj.weight`),
+      downBias: opt(`${p}mlp.down_proj.bias`),
+    });
+  }
+  const embed = get("model.embed_tokens.weight");
+  const invFreq = ctx.upload(computeInvFreq(c), [c.headDim / 2], "f32", "rope.inv_freq");
+  const weights: DecoderWeights = {
+    embed,
+    layers,
+    norm: get("model.norm.weight"),
+    lmHead: c.tieWordEmbeddings ? embed : get("lm_head.weight"),
+    invFreq,
+  };
+  const tokenizer = opts.noTokenizer ? null : await tryLoadTokenizer(dir, opts.tokenizer ?? {});
+  return {
+    decoder: new Decoder(ctx, c, weights),
+    config: c,
+    tokenizer,
+    weightBytes: loaded.plan.weightBytes,
+    dispose: () => {
+      for (const t of w.values()) t.dispose();
+      invFreq.dispose();
+    },
+  };
+}

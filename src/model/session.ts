@@ -1,0 +1,494 @@
+// A generation session: one sequence on one KV cache. The host mirrors the ids in the cache
+// (`ids`) and its length; the GPU holds everything else.
+//
+// append(ids): a prefill of new ids on top of the cache (the prompt, or injected text mid-run).
+// generate(): the decode loop. Per step, all on the GPU and encoded without host writes:
+//   logits processors → sample into `token` → history[j] = token → advance position/ranges/context
+//   → forward(token) → logits for the next step.
+// The host reads back only the sampled ids, `readEvery` steps at a time (4 bytes per step), to
+// stream tokens and check EOS / stop strings. Steps past a stop within the last batch are wasted
+// work and are cut from the session (truncate), never returned.
+
+import type { GpuContext } from "../gpu/context.js";
+import type { Tensor } from "../gpu/tensor.js";
+import { ShapeError, UsageError } from "../errors.js";
+import { Decoder, type ForwardOutputs, type KVCache } from "./decoder.js";
+import { advancePosition, forceAfter } from "../ops/decode_state.js";
+import { sample, maskLogits } from "../ops/sample.js";
+import type { DocumentIndex } from "../onegen/index.js";
+import { detect, resolve, plan, commit, RECORD_LENGTH_MASK, RECORD_OVERFLOW, RECORD_SEARCHED, type LoopParams, type LoopState } from "../onegen/loop.js";
+
+export interface SamplingOptions {
+  /** 0 = greedy (argmax, lowest id on ties). */
+  temperature?: number;
+  topK?: number;
+  topP?: number;
+  seed?: number;
+}
+
+export interface GenerateOptions extends SamplingOptions {
+  maxNewTokens: number;
+  /** Stop after any of these ids (the id is returned and stays in the cache). */
+  eosIds?: readonly number[];
+  /** Stop when the decoded text of the generated ids contains one of these (needs `decode`). */
+  stopStrings?: readonly string[];
+  /** Ids that are never sampled. */
+  bannedIds?: readonly number[];
+  /** Logits processors: after the context ends with `pattern`, the next id is `token`. */
+  forceAfter?: readonly { pattern: readonly number[]; token: number }[];
+  /** Decode steps encoded per submit and per readback (default 4). */
+  stepsPerRead?: number;
+  /** Turns ids into text for stop strings and streamed text. */
+  decode?: (ids: number[]) => string;
+  /** OneGen in-loop retrieval (see InLoopRetrieval). */
+  retrieval?: InLoopRetrieval;
+}
+
+/**
+ * OneGen retrieval inside the decode loop. When the token fed at a step is `queryTokenId`, the
+ * same submit takes its final-norm hidden state, searches `index` (top-k cosine) and, with
+ * `inject`, prefills the best entry's document wrapped in prefix/suffix ids on top of the cache,
+ * continuing from the last injected token's logits. No host readback happens in between; the
+ * host learns the hits from the small readback that follows. An injection that does not fit in
+ * the context is refused on the GPU and ends generation with "context-full".
+ */
+export interface InLoopRetrieval {
+  index: DocumentIndex;
+  queryTokenId: number;
+  /** Hits reported per retrieval (default 1). */
+  k?: number;
+  /** At most this many retrievals per generate() call (default unlimited). */
+  maxRetrievals?: number;
+  inject?: { prefix: readonly number[]; suffix: readonly number[]; maxDocTokens?: number } | null;
+}
+
+export interface RetrievalHit {
+  /** Document id. */
+  id: string;
+  fragment: number;
+  score: number;
+  /** Index entry number. */
+  entry: number;
+}
+
+export interface GeneratedToken {
+  id: number;
+  /** Cache position of this token. */
+  position: number;
+  /** Text of all generated ids so far (when `decode` is given). */
+  text?: string;
+  /** This token was a query token: what its hidden state retrieved (best first). */
+  retrieval?: { position: number; hits: RetrievalHit[] };
+  /** Ids injected after this token (document wrapped in prefix/suffix), or refused for lack of room. */
+  injected?: { ids: number[]; document: string; start: number } | { refused: true };
+}
+
+export type FinishReason = "eos" | "stop-string" | "max-tokens" | "context-full";
+
+export interface AppendOptions {
+  /** Logits to compute: "last" (kept for the next generate step), "all" rows, or "none". */
+  logits?: "last" | "all" | "none";
+  keepHidden?: boolean;
+}
+
+export class Session {
+  /** Ids in the cache, in order (host mirror). */
+  readonly ids: number[] = [];
+  finishReason: FinishReason | null = null;
+  readonly timings = { prefillTokens: 0, prefillMs: 0, decodeTokens: 0, decodeMs: 0 };
+  private lastLogits: Tensor;
+  private hasLogits = false;
+  /** How many of `ids` have their k/v in the cache (all, or all but the last sampled one). */
+  private fed = 0;
+  // GPU decode state (u32): current token, its position, the attention range, all context ids.
+  private readonly token: Tensor;
+  private readonly position: Tensor;
+  private readonly ranges: Tensor;
+  private readonly context: Tensor;
+
+  constructor(
+    readonly decoder: Decoder,
+    readonly cache: KVCache,
+  ) {
+    const ctx = decoder.ctx;
+    this.lastLogits = ctx.empty([1, decoder.vocabSize], "f32", "session.logits");
+    this.token = ctx.empty([1], "u32", "session.token");
+    this.position = ctx.empty([1], "u32", "session.position");
+    this.ranges = ctx.empty([1, 2], "u32", "session.ranges");
+    this.context = ctx.empty([cache.capacity], "u32", "session.context");
+  }
+
+  static create(decoder: Decoder, capacity: number): Session {
+    return new Session(decoder, decoder.createCache(capacity));
+  }
+
+  /** GPU decode state, for the in-loop retrieval stages. */
+  get tokenTensor(): Tensor {
+    return this.token;
+  }
+  get positionTensor(): Tensor {
+    return this.position;
+  }
+  get rangesTensor(): Tensor {
+    return this.ranges;
+  }
+  get contextTensor(): Tensor {
+    return this.context;
+  }
+  get logitsTensor(): Tensor {
+    return this.lastLogits;
+  }
+
+  /** Sliding-window span (Mistral-style), 0 = full causal attention. */
+  get window(): number {
+    return this.decoder.config.slidingWindow ?? 0;
+  }
+
+  get ctx(): GpuContext {
+    return this.decoder.ctx;
+  }
+  get length(): number {
+    return this.ids.length;
+  }
+  get capacity(): number {
+    return this.cache.capacity;
+  }
+
+  /**
+   * Prefill `ids` on top of the cache (after any id already in the session but not yet in the
+   * cache: the last token a generate() call sampled). Returns the requested outputs for the
+   * tokens fed by this call (caller disposes them).
+   */
+  async append(ids: readonly number[], opts: AppendOptions = {}): Promise<ForwardOutputs> {
+    const ctx = this.ctx;
+    const V = this.decoder.vocabSize;
+    for (const id of ids) {
+      if (!Number.isInteger(id) || id < 0 || id >= V) throw new UsageError(`token id ${id} is out of the vocabulary (0..${V - 1})`);
+    }
+    const p = this.fed;
+    const feed = [...this.ids.slice(p), ...ids];
+    const T = feed.length;
+    if (T === 0) throw new UsageError("append: no ids given");
+    if (p + T > this.capacity) {
+      throw new UsageError(`${ids.length} tokens at position ${this.length} exceed the context of ${this.capacity} tokens`, "use a larger context or a shorter input");
+    }
+    const t0 = performance.now();
+    const idsT = ctx.upload(Uint32Array.from(feed), [T], "u32", "append.ids");
+    const pos = ctx.upload(Uint32Array.from({ length: T }, (_, i) => p + i), [T], "u32", "append.positions");
+    const ranges = ctx.upload(causalRangesFor(p, T, this.window), [T, 2], "u32", "append.ranges");
+    ctx.write(this.context, Uint32Array.from(feed), p);
+    const want = opts.logits ?? "last";
+    let rows: Tensor | "all" | "none" = want === "all" ? "all" : "none";
+    let lastRow: Tensor | null = null;
+    if (want === "last") rows = lastRow = ctx.upload(Uint32Array.of(T - 1), [1], "u32", "append.lastRow");
+    const out = await this.decoder.forward(this.cache, { ids: idsT, ropePositions: pos, cacheRows: pos, ranges }, {
+      logitsRows: rows,
+      keepHidden: opts.keepHidden ?? false,
+      logitsOut: want === "last" ? this.lastLogits : undefined,
+    });
+    idsT.dispose();
+    pos.dispose();
+    ranges.dispose();
+    lastRow?.dispose();
+    this.ids.push(...ids);
+    this.fed = this.ids.length;
+    ctx.submit();
+    this.hasLogits = want === "last";
+    this.timings.prefillTokens += T;
+    this.timings.prefillMs += performance.now() - t0; // encode time; completion is awaited by the first read
+    return want === "last" ? { hidden: out.hidden, logits: null } : out;
+  }
+
+  /** Drops cache entries from position `n` on (the next append or generate continues from n). */
+  truncate(n: number): void {
+    if (!Number.isInteger(n) || n < 0 || n > this.length) throw new UsageError(`truncate(${n}): the session holds ${this.length} tokens`);
+    this.ids.length = n;
+    this.fed = Math.min(this.fed, n);
+    this.hasLogits = false;
+  }
+
+  /** The logits that the next generated token is sampled from ([1, V]); valid after append(). */
+  get nextLogits(): Tensor {
+    if (!this.hasLogits) throw new UsageError("no logits for the next token: append() ids first");
+    return this.lastLogits;
+  }
+
+  /** Streams generated tokens; see the file header for what runs where. */
+  async *generate(opts: GenerateOptions): AsyncGenerator<GeneratedToken, FinishReason> {
+    const ctx = this.ctx;
+    if (!this.hasLogits) {
+      if (this.length === 0) throw new UsageError("generate: the session is empty; append a prompt first");
+      // The next token's logits are those of the last id: (re)feed it.
+      this.fed = Math.min(this.fed, this.length - 1);
+      await this.append([]);
+    }
+    const maxNew = opts.maxNewTokens;
+    if (!Number.isInteger(maxNew) || maxNew < 0) throw new UsageError(`maxNewTokens must be a non-negative integer, got ${maxNew}`);
+    const temperature = opts.temperature ?? 0;
+    const seed = opts.seed ?? 0;
+    const stepsPerRead = Math.max(1, opts.stepsPerRead ?? 4);
+    const eos = new Set(opts.eosIds ?? []);
+    const stops = opts.stopStrings ?? [];
+    if (stops.length && !opts.decode) throw new UsageError("stop strings need a tokenizer (decode)");
+
+    const V = this.decoder.vocabSize;
+    const banned = opts.bannedIds?.length ? ctx.upload(Uint32Array.from(opts.bannedIds), [opts.bannedIds.length], "u32", "generate.banned") : null;
+    const forced = (opts.forceAfter ?? []).map((f) => {
+      if (f.token < 0 || f.token >= V) throw new UsageError(`forced token ${f.token} is out of the vocabulary`);
+      return { pattern: ctx.upload(Uint32Array.from(f.pattern), [f.pattern.length], "u32", "generate.pattern"), token: f.token };
+    });
+    const rt = opts.retrieval && opts.retrieval.index.count > 0 ? new LoopRetrieval(this, opts.retrieval, maxNew) : null;
+    const injecting = rt?.injecting ?? false;
+    const steps = injecting ? maxNew : Math.min(maxNew, this.capacity - this.length);
+    // history[stride·j] = id sampled at step j; with retrieval (stride 2) history[2j+1] = its record
+    const stride = rt ? 2 : 1;
+    const history = ctx.empty([stride * Math.max(1, steps)], "u32", "generate.history");
+    if (rt) ctx.clear(history);
+    // GPU decode state: the last fed token sits at position length-1.
+    ctx.write(this.position, Uint32Array.of(this.length - 1));
+    ctx.write(this.ranges, causalRangesFor(this.length - 1, 1, this.window));
+
+    const startLength = this.length;
+    const generated: number[] = [];
+    let finish: FinishReason = steps < maxNew ? "context-full" : "max-tokens";
+    const t0 = performance.now();
+    let encoded = 0;
+    let fedDuringGenerate = 0;
+    let retrievals = 0;
+    try {
+      while (encoded < steps) {
+        const room = this.capacity - this.length;
+        if (room <= 0) {
+          finish = "context-full";
+          break;
+        }
+        // With injection the host cannot know positions inside a batch: when a full batch with an
+        // injection at every remaining retrieval might not fit, go step by step.
+        const worst = injecting ? stepsPerRead + Math.min(stepsPerRead, rt!.remaining(retrievals)) * rt!.lMax : stepsPerRead;
+        const batch = Math.min(stepsPerRead, steps - encoded, injecting ? (room >= worst ? stepsPerRead : 1) : room);
+        for (let b = 0; b < batch; b++) {
+          const j = encoded + b;
+          if (banned) await maskLogits(ctx, this.lastLogits, banned);
+          for (const f of forced) await forceAfter(ctx, this.context, f.pattern, this.lastLogits, this.position, f.token);
+          await sample(ctx, this.lastLogits, this.token, { temperature, topK: opts.topK, topP: opts.topP, seed, step: j });
+          ctx.copy(this.token.buffer, 0, history.buffer, 4 * stride * j, 4);
+          await advancePosition(ctx, this.token, this.position, this.ranges, this.context, this.window);
+          if (rt || j + 1 < steps) {
+            // feed the sampled token: its logits are the next step's (and its hidden state a query)
+            if (rt) await rt.detect(j, history);
+            const out = await this.decoder.forward(this.cache, { ids: this.token, ropePositions: this.position, cacheRows: this.position, ranges: this.ranges }, {
+              logitsRows: "all",
+              logitsOut: this.lastLogits,
+              keepHidden: rt !== null,
+            });
+            if (rt) await rt.searchAndInject(j, out.hidden!, history);
+            out.hidden?.dispose();
+          }
+          ctx.submit();
+        }
+        const bytes = await ctx.readBytes(history.buffer, 4 * stride * encoded, 4 * stride * batch);
+        const got = new Uint32Array(bytes.buffer, bytes.byteOffset, stride * batch);
+        let stop: FinishReason | null = null;
+        for (let b = 0; b < batch; b++) {
+          const j = encoded + b;
+          const id = got[stride * b]!;
+          const record = rt ? got[2 * b + 1]! : 0;
+          generated.push(id);
+          this.ids.push(id);
+          if (rt || j + 1 < steps) fedDuringGenerate++;
+          const tok: GeneratedToken = { id, position: this.ids.length - 1 };
+          if (rt && record & RECORD_SEARCHED) {
+            retrievals++;
+            tok.retrieval = { position: tok.position, hits: await rt.readHits(j) };
+            if (record & RECORD_OVERFLOW) {
+              tok.injected = { refused: true };
+              stop = "context-full";
+            } else if ((record & RECORD_LENGTH_MASK) > 0 && tok.retrieval.hits.length > 0) {
+              const ids = rt.injectedIds(tok.retrieval.hits[0]!.entry);
+              if (ids.length !== (record & RECORD_LENGTH_MASK)) throw new Error(`in-loop injection: GPU injected ${record & RECORD_LENGTH_MASK} tokens, the host expects ${ids.length}`);
+              tok.injected = { ids, document: tok.retrieval.hits[0]!.id, start: this.ids.length };
+              this.ids.push(...ids);
+              fedDuringGenerate += ids.length;
+            }
+          }
+          if (opts.decode) tok.text = opts.decode(generated);
+          yield tok;
+          if (stop) break;
+          if (eos.has(id)) stop = "eos";
+          else if (tok.text !== undefined && stops.some((s) => tok.text!.includes(s))) stop = "stop-string";
+          if (stop) break;
+        }
+        encoded += batch;
+        if (stop) {
+          finish = stop;
+          break;
+        }
+      }
+    } finally {
+      history.dispose();
+      banned?.dispose();
+      for (const f of forced) f.pattern.dispose();
+      rt?.dispose();
+      this.timings.decodeTokens += generated.length;
+      this.timings.decodeMs += performance.now() - t0;
+    }
+    // Steps past a stop are dropped: the cache keeps only what `ids` holds.
+    this.fed = Math.min(startLength + fedDuringGenerate, this.length);
+    // lastLogits belong to the last fed token only when nothing after it was encoded.
+    this.hasLogits = false;
+    this.finishReason = finish;
+    return finish;
+  }
+
+  dispose(): void {
+    this.cache.dispose();
+    for (const t of [this.lastLogits, this.token, this.position, this.ranges, this.context]) t.dispose();
+  }
+}
+
+/** Greedy/sampled generation convenience: append the prompt, collect up to maxNewTokens. */
+export async function generateIds(session: Session, prompt: readonly number[], opts: GenerateOptions): Promise<{ ids: number[]; finish: FinishReason }> {
+  if (prompt.length) await session.append(prompt);
+  const ids: number[] = [];
+  const it = session.generate(opts);
+  for (;;) {
+    const r = await it.next();
+    if (r.done) return { ids, finish: r.value };
+    ids.push(r.value.id);
+  }
+}
+
+export function checkPromptFits(promptLength: number, capacity: number): void {
+  if (promptLength > capacity) throw new ShapeError(`the prompt has ${promptLength} tokens, more than the context of ${capacity}`);
+}
+
+/** Attention ranges [T, 2] for T tokens at positions p.. of one sequence: [max(0, q+1-window), q+1). */
+export function causalRangesFor(p: number, T: number, window = 0): Uint32Array {
+  const r = new Uint32Array(2 * T);
+  for (let t = 0; t < T; t++) {
+    const end = p + t + 1;
+    r[2 * t] = window > 0 && end > window ? end - window : 0;
+    r[2 * t + 1] = end;
+  }
+  return r;
+}
+
+/** Per-generate() GPU state of OneGen in-loop retrieval (see InLoopRetrieval). */
+class LoopRetrieval {
+  readonly injecting: boolean;
+  readonly lMax: number;
+  private readonly k: number;
+  private readonly params: LoopParams;
+  private readonly st: LoopState;
+  private readonly hitIds: Tensor;
+  private readonly hitScores: Tensor;
+  private readonly ringIds: Tensor;
+  private readonly ringScores: Tensor;
+  private readonly prefix: readonly number[];
+  private readonly suffix: readonly number[];
+  private readonly maxDocTokens: number;
+
+  constructor(
+    private readonly session: Session,
+    private readonly spec: InLoopRetrieval,
+    maxNew: number,
+  ) {
+    const ctx = session.ctx;
+    const index = spec.index;
+    this.k = Math.max(1, spec.k ?? 1);
+    this.injecting = !!spec.inject;
+    this.prefix = spec.inject?.prefix ?? [];
+    this.suffix = spec.inject?.suffix ?? [];
+    const longestDoc = index.documents.reduce((m, d) => Math.max(m, index.documentTokens(d.id).length), 0);
+    this.maxDocTokens = Math.min(spec.inject?.maxDocTokens ?? longestDoc, longestDoc);
+    this.lMax = this.injecting ? Math.max(1, this.prefix.length + this.maxDocTokens + this.suffix.length) : 1;
+    this.params = {
+      queryId: spec.queryTokenId,
+      maxRetrievals: Math.min(spec.maxRetrievals ?? 0xffffffff, 0xffffffff),
+      nPrefix: this.prefix.length,
+      nSuffix: this.suffix.length,
+      lMax: this.lMax,
+      capacity: session.capacity,
+      window: session.window,
+      slot: 0,
+      maxDocTokens: this.maxDocTokens,
+    };
+    const L = this.lMax;
+    this.st = {
+      state: ctx.upload(new Uint32Array(8), [8], "u32", "onegen.state"),
+      searchFlag: ctx.upload(Uint32Array.of(0), [1], "u32", "onegen.search_flag"),
+      injectFlag: ctx.upload(Uint32Array.of(0), [1], "u32", "onegen.inject_flag"),
+      planIds: ctx.empty([L], "u32", "onegen.plan_ids"),
+      planPos: ctx.empty([L], "u32", "onegen.plan_pos"),
+      planRanges: ctx.empty([L, 2], "u32", "onegen.plan_ranges"),
+      lastRow: ctx.empty([1], "u32", "onegen.last_row"),
+      wrap: ctx.upload(Uint32Array.from([...this.prefix, ...this.suffix, 0]), [this.prefix.length + this.suffix.length + 1], "u32", "onegen.wrap"),
+    };
+    this.hitIds = ctx.empty([1, this.k], "u32", "onegen.hits");
+    this.hitScores = ctx.empty([1, this.k], "f32", "onegen.scores");
+    const slots = Math.max(1, maxNew);
+    this.ringIds = ctx.empty([slots, this.k], "u32", "onegen.hit_ring");
+    this.ringScores = ctx.empty([slots, this.k], "f32", "onegen.score_ring");
+  }
+
+  /** Retrievals still allowed after `done` of them. */
+  remaining(done: number): number {
+    return Math.max(0, this.params.maxRetrievals - done);
+  }
+
+  private p(j: number): LoopParams {
+    return { ...this.params, slot: j };
+  }
+
+  async detect(j: number, history: Tensor): Promise<void> {
+    await detect(this.session.ctx, this.session.tokenTensor, this.st, history, this.p(j));
+  }
+
+  /** After the token's forward: gated search over its hidden state, then the gated injection. */
+  async searchAndInject(j: number, hidden: Tensor, history: Tensor): Promise<void> {
+    const ctx = this.session.ctx;
+    const index = this.spec.index;
+    await ctx.beginGate(this.st.searchFlag, "onegen.search");
+    await index.searchGpu(hidden, this.k, { outIds: this.hitIds, outScores: this.hitScores });
+    ctx.endGate();
+    ctx.copy(this.hitIds.buffer, 0, this.ringIds.buffer, 4 * this.k * j, 4 * this.k);
+    ctx.copy(this.hitScores.buffer, 0, this.ringScores.buffer, 4 * this.k * j, 4 * this.k);
+    if (!this.injecting) return;
+    const s = this.session;
+    await resolve(ctx, this.st, this.hitIds, index.entryTable, index.documentTable, s.positionTensor, history, this.p(j));
+    await plan(ctx, this.st, index.tokens, s.positionTensor, this.p(j));
+    await commit(ctx, this.st, s.positionTensor, s.rangesTensor, s.contextTensor, this.p(j));
+    await ctx.beginGate(this.st.injectFlag, "onegen.inject", 4096);
+    await s.decoder.forward(s.cache, { ids: this.st.planIds, ropePositions: this.st.planPos, cacheRows: this.st.planPos, ranges: this.st.planRanges }, {
+      logitsRows: this.st.lastRow,
+      logitsOut: s.logitsTensor,
+    });
+    ctx.endGate();
+  }
+
+  async readHits(j: number): Promise<RetrievalHit[]> {
+    const ctx = this.session.ctx;
+    const ids = new Uint32Array((await ctx.readBytes(this.ringIds.buffer, 4 * this.k * j, 4 * this.k)).buffer);
+    const scores = new Float32Array((await ctx.readBytes(this.ringScores.buffer, 4 * this.k * j, 4 * this.k)).buffer);
+    const hits: RetrievalHit[] = [];
+    for (let i = 0; i < this.k; i++) {
+      const e = ids[i]!;
+      if (e === 0xffffffff) break;
+      const { id, fragment } = this.spec.index.entry(e);
+      hits.push({ id, fragment, score: scores[i]!, entry: e });
+    }
+    return hits;
+  }
+
+  /** The ids the GPU injected for a hit on `entry` (mirrors the PLAN stage). */
+  injectedIds(entry: number): number[] {
+    const { document } = this.spec.index.entry(entry);
+    const doc = this.spec.index.documentTokens(document);
+    return [...this.prefix, ...Array.from(doc.subarray(0, Math.min(doc.length, this.maxDocTokens))), ...this.suffix];
+  }
+
+  dispose(): void {
+    for (const t of Object.values(this.st)) t.dispose();
+    for (const t of [this.hitIds, this.hitScores, this.ringIds, this.ringScores]) t.dispose();
+  }
+}
