@@ -1,0 +1,76 @@
+// l2norm.wgsl: out[outRow0 + r, i] = x[r, i] / ‖x[r, :]‖₂   (0 for a zero row)
+// Reference: l2normRowsReference in src/ops/l2norm.ts. Used to append OneGen document vectors to
+// the index: rows of final-norm hidden states (f32) become unit rows of the index (f16 or f32).
+//
+// Bindings (group 0):
+//   0 x:      array<f32>   read        [R, D] f32, one window of whole rows
+//   1 out:    array<O>     read_write  window of the index [capacity, D], O = f32 or f16 (F16);
+//                                      row r of x goes to element outBase + r·D of the window
+//   2 params: Params       uniform
+// Mapping, default: one workgroup per row (linear workgroup index = x + y·num_x; rows ≥ R
+// skip); the WG invocations stride over the row, accumulate Σx² in f32, reduce it in workgroup
+// memory, then write x · (1/sqrt(Σx²)) rounded once to O.
+// Mapping with THREAD_ROW (short rows): one invocation per row (row = linear invocation index),
+// a sequential Σx² over the row, then the scaled row; no workgroup memory or barriers.
+// Precision: f32 throughout; f16 only on the store.
+#if F16
+enable f16;
+#endif
+
+struct Params {
+  R: u32,        // rows in this window
+  D: u32,        // row length in elements
+  outBase: u32,  // element offset of output row 0 inside the bound out window
+  _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> x: array<f32>;
+@group(0) @binding(1) var<storage, read_write> out: array<{{O}}>;
+@group(0) @binding(2) var<uniform> params: Params;
+
+#if THREAD_ROW
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let row = (wid.x + wid.y * nwg.x) * {{WG}}u + lid;
+  if (row >= params.R) { return; }
+  let base = row * params.D;
+  var ss = 0.0;
+  for (var i = 0u; i < params.D; i++) {
+    let v = x[base + i];
+    ss += v * v;
+  }
+  let inv = select(0.0, 1.0 / sqrt(ss), ss > 0.0);
+  let ob = params.outBase + base;
+  for (var i = 0u; i < params.D; i++) {
+    out[ob + i] = {{O}}(x[base + i] * inv);
+  }
+}
+#else
+var<workgroup> partial: array<f32, {{WG}}>;
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let row = wid.x + wid.y * nwg.x;   // workgroup-uniform
+  if (row >= params.R) { return; }
+  let base = row * params.D;
+  var ss = 0.0;
+  for (var i = lid; i < params.D; i += {{WG}}u) {
+    let v = x[base + i];
+    ss += v * v;
+  }
+  partial[lid] = ss;
+  workgroupBarrier();
+  for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) { partial[lid] += partial[lid + s]; }
+    workgroupBarrier();
+  }
+  let total = partial[0];
+  let inv = select(0.0, 1.0 / sqrt(total), total > 0.0);
+  let ob = params.outBase + base;
+  for (var i = lid; i < params.D; i += {{WG}}u) {
+    out[ob + i] = {{O}}(x[base + i] * inv);
+  }
+}
+#endif
