@@ -14,6 +14,26 @@ const COMMANDS: Record<string, Command> = {
     summary: "open the GPU device and print the adapter, features and limits it got (--json)",
     run: async (argv) => (await import("./cli/device.js")).deviceCommand(argv),
   },
+  info: {
+    summary: "describe a model directory: architecture, parameters, dtypes, GPU bytes, special tokens",
+    run: async (argv) => (await import("./cli/info.js")).infoCommand(argv),
+  },
+  forward: {
+    summary: "run one forward pass and write logits and final-norm hidden states to a safetensors file",
+    run: async (argv) => (await import("./cli/forward.js")).forwardCommand(argv),
+  },
+  generate: {
+    summary: "generate text from a prompt or token ids (greedy or sampled; --json for ids and stats)",
+    run: async (argv) => (await import("./cli/generate.js")).generateCommand(argv),
+  },
+  index: {
+    summary: "build a OneGen document index from a JSONL file of documents (text or token ids)",
+    run: async (argv) => (await import("./cli/index.js")).indexCommand(argv),
+  },
+  search: {
+    summary: "search an index with the hidden state at the last position of a query (--json)",
+    run: async (argv) => (await import("./cli/search.js")).searchCommand(argv),
+  },
   bench: {
     summary: "run the benchmarks and write bench/results/ (--quick for small sizes, --only a,b)",
     run: async (argv) => {

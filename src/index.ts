@@ -1,5 +1,7 @@
-// Public API of onegen-webgpu. Runtime-neutral: nothing here imports Node built-ins; the Node GPU
-// provider is loaded lazily inside openDevice().
+// Public API of onegen-webgpu. Runtime-neutral: nothing here imports Node built-ins at load time
+// (the Node GPU provider and node:fs are imported lazily where they are needed).
+
+// Runtime foundation
 export * from "./errors.js";
 export { openDevice, describeContext, OPTIONAL_FEATURES, type OpenDeviceOptions } from "./gpu/device.js";
 export { GpuContext, type RuntimeLimits, type RuntimeStats, type AdapterDescription, type BindingResource, type BufferWindow, type WindowPlan } from "./gpu/context.js";
@@ -9,6 +11,61 @@ export { KernelRegistry, type Kernel, type KernelVariant, type BindingKind } fro
 export { Profiler, type KernelTiming } from "./gpu/profiler.js";
 export { preprocessWgsl, type Defines, type DefineValue } from "./gpu/wgsl.js";
 export { Params, grid } from "./ops/common.js";
-export { add, addReference, addVariant } from "./ops/elementwise.js";
 export * from "./util/f16.js";
 export { Rng } from "./util/rng.js";
+
+// Kernels (launchers + CPU references)
+export * from "./ops/elementwise.js";
+export * from "./ops/linear.js";
+export * from "./ops/rmsnorm.js";
+export * from "./ops/rope.js";
+export * from "./ops/attention.js";
+export * from "./ops/swiglu.js";
+export * from "./ops/embedding.js";
+export * from "./ops/sample.js";
+export * from "./ops/search.js";
+export * from "./ops/l2norm.js";
+export * from "./ops/decode_state.js";
+
+// Checkpoints, configs, tokenizers
+export * from "./io/source.js";
+export * from "./io/safetensors.js";
+export * from "./io/checkpoint.js";
+export * from "./model/config.js";
+export * from "./tokenizer.js";
+
+// Decoder, generation
+export * from "./model/decoder.js";
+export * from "./model/session.js";
+export * from "./model/load.js";
+
+// OneGen retrieval
+export * from "./onegen/index.js";
+export * from "./onegen/encode.js";
+export * from "./onegen/fingerprint.js";
+export {
+  detect as onegenDetect,
+  resolve as onegenResolve,
+  plan as onegenPlan,
+  commit as onegenCommit,
+  detectReference as onegenDetectReference,
+  resolveReference as onegenResolveReference,
+  planReference as onegenPlanReference,
+  RECORD_SEARCHED,
+  RECORD_OVERFLOW,
+  RECORD_LENGTH_MASK,
+  type LoopParams,
+  type LoopState,
+  type HostLoopState,
+} from "./onegen/loop.js";
+
+// Training: backward kernels
+export * from "./train/ops/linear_backward.js";
+export * from "./train/ops/rmsnorm_backward.js";
+export * from "./train/ops/rope_backward.js";
+export * from "./train/ops/attention_backward.js";
+export * from "./train/ops/swiglu_backward.js";
+export * from "./train/ops/embedding_backward.js";
+export * from "./train/ops/residual_backward.js";
+export * from "./train/ops/cross_entropy.js";
+export { numericGrad, dot64 } from "./train/ops/gradcheck.js";

@@ -1,0 +1,78 @@
+// Backward of rotate-half RoPE (src/ops/rope.ts): the forward rotates each pair (i, i + hd/2) by
+// a = positions[t]·invFreq[i]; the gradient is rotated by −a (kernels/rope_backward.wgsl), in
+// place on dy [T, nHeads, hd] f32, for q and k alike.
+
+import { ShapeError } from "../../errors.js";
+import type { GpuContext } from "../../gpu/context.js";
+import type { KernelVariant } from "../../gpu/kernels.js";
+import type { Tensor } from "../../gpu/tensor.js";
+import { expectDType, expectShape, grid, Params } from "../../ops/common.js";
+import { requireOneBinding } from "./common.js";
+
+/** Invocations per workgroup; one invocation per (row, pair), as the forward. */
+const ROPE_BWD_WG = 64;
+
+export function ropeBackwardKernel(): KernelVariant {
+  return { file: "rope_backward", name: `rope_backward_f32_wg${ROPE_BWD_WG}`, defines: { WG: ROPE_BWD_WG }, bindings: ["read", "read", "read_write", "uniform"] };
+}
+
+/** dy [T, nHeads, hd] f32 → dx in place. positions u32 [T], invFreq f32 [hd/2] (as the forward). */
+export async function ropeBackward(ctx: GpuContext, dy: Tensor, positions: Tensor, invFreq: Tensor): Promise<void> {
+  const op = "ropeBackward";
+  expectDType(dy, ["f32"], op, "dy");
+  expectDType(positions, ["u32"], op, "positions");
+  expectDType(invFreq, ["f32"], op, "invFreq");
+  if (dy.shape.length !== 3) throw new ShapeError(`${op}: dy ('${dy.label}') has shape [${dy.shape.join(", ")}], expected [T, nHeads, hd]`);
+  const [T, nH, hd] = dy.shape as [number, number, number];
+  if (hd % 2 !== 0) throw new ShapeError(`${op}: dy ('${dy.label}') head dim ${hd} must be even for rotate-half RoPE`);
+  expectShape(positions, [T], op, "positions");
+  expectShape(invFreq, [hd / 2], op, "invFreq");
+  requireOneBinding(ctx, dy, op, "dy");
+  const kernel = await ctx.kernels.get(ropeBackwardKernel());
+  if (T === 0 || nH === 0 || hd === 0) return;
+  const params = new Params().u32(T).u32(nH).u32(hd).u32(hd / 2).bytes();
+  ctx.dispatch(kernel, [positions, invFreq, dy], params, grid(ctx, Math.ceil((T * hd) / 2 / ROPE_BWD_WG)));
+}
+
+/** CPU reference (float64 rotation by −a, a = fround(f32(pos)·invFreq[i]) as the forward). dy [T, nHeads, hd]; returns dx. */
+export function ropeBackwardReference(dy: ArrayLike<number>, positions: ArrayLike<number>, invFreq: ArrayLike<number>, nHeads: number, hd: number): Float64Array {
+  const half = hd / 2;
+  const T = positions.length;
+  if (dy.length !== T * nHeads * hd || invFreq.length !== half) throw new ShapeError(`ropeBackwardReference: sizes do not match T=${T}, nHeads=${nHeads}, hd=${hd}`);
+  const dx = new Float64Array(dy.length);
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < half; i++) {
+      const a = Math.fround(Math.fround(positions[t]!) * invFreq[i]!);
+      const c = Math.cos(a);
+      const s = Math.sin(a);
+      for (let h = 0; h < nHeads; h++) {
+        const j = (t * nHeads + h) * hd + i;
+        const g0 = dy[j]!;
+        const g1 = dy[j + half]!;
+        dx[j] = g0 * c + g1 * s;
+        dx[j + half] = g1 * c - g0 * s;
+      }
+    }
+  }
+  return dx;
+}
+
+/** Forward in float64 (for finite differences), same angles as ropeReference. */
+export function ropeForward64(x: ArrayLike<number>, positions: ArrayLike<number>, invFreq: ArrayLike<number>, nHeads: number, hd: number): Float64Array {
+  const half = hd / 2;
+  const T = positions.length;
+  const y = new Float64Array(x.length);
+  for (let t = 0; t < T; t++) {
+    for (let i = 0; i < half; i++) {
+      const a = Math.fround(Math.fround(positions[t]!) * invFreq[i]!);
+      const c = Math.cos(a);
+      const s = Math.sin(a);
+      for (let h = 0; h < nHeads; h++) {
+        const j = (t * nHeads + h) * hd + i;
+        y[j] = x[j]! * c - x[j + half]! * s;
+        y[j + half] = x[j + half]! * c + x[j]! * s;
+      }
+    }
+  }
+  return y;
+}
