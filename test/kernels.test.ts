@@ -80,6 +80,20 @@ test("add: CPU reference agreement over awkward sizes, f32 and f16; NaN-prefille
   await assertRejects(async () => add(ctx, ctx.empty([3], "f32", "p"), ctx.empty([4], "f32", "q")), ShapeError, [/'q'/, /\[4\]/, /\[3\]/], "shape mismatch");
 });
 
+test("GPU validation errors are thrown with the kernel's name, never returned as zeros", async () => {
+  const ctx = await gpu({ disableFeatures: ["timestamp-query"] }); // a context of its own
+  const a = ctx.upload([1, 2, 3], [3], "f32", "aliased");
+  // out aliases a read-only input: invalid in WebGPU; refused before encoding, naming the kernel
+  await assertRejects(() => add(ctx, a, a, a), GpuValidationError, [/add_f32_wg256/, /'aliased'/, /writable/], "aliasing");
+  // an error Dawn finds only when the batch is finished (a 5-byte copy) is thrown at the next sync
+  const b = ctx.upload([1, 2], [2], "f32", "b");
+  await add(ctx, b, b);
+  ctx.copy(b.buffer, 0, a.buffer, 0, 5);
+  await assertRejects(() => a.read(), GpuValidationError, [/kernels \[add_f32_wg256\]/, /multiple of 4/i], "unaligned copy");
+  // the context stays usable afterwards
+  assert.equal(Array.from(await (await add(ctx, b, b)).read()), [2, 4]);
+});
+
 test("profiler: per-kernel GPU times from timestamp queries", async () => {
   const ctx = await gpu({ dawnOptions: ["disable-dawn-features=timestamp_quantization"] });
   const a = ctx.upload(new Float32Array(1 << 16).fill(1), [1 << 16], "f32");

@@ -91,6 +91,8 @@ export class GpuContext {
   private nextBufferId = 1;
   private readonly staging: GPUBuffer[] = [];
   /** Buffer writes that must land just before the open batch runs (see beginGate). */
+  /** Kernels dispatched in the open batch (named in errors found when it is submitted). */
+  private readonly batchKernels = new Set<string>();
   private readonly deferredWrites: { buffer: GPUBuffer; data: Uint8Array }[] = [];
   /** Buffers to return to the pool once the open batch is submitted. */
   private readonly releaseAfterSubmit: GPUBuffer[] = [];
@@ -297,7 +299,7 @@ export class GpuContext {
     } else {
       pass.dispatchWorkgroups(x, y, z);
     }
-    this.afterDispatch();
+    this.afterDispatch(kernel.name);
   }
 
   /**
@@ -338,7 +340,7 @@ export class GpuContext {
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, bindGroup, dynamicOffset === null ? [] : [dynamicOffset]);
     pass.dispatchWorkgroupsIndirect(indirect, offset);
-    this.afterDispatch();
+    this.afterDispatch(kernel.name);
   }
 
   /** Encodes a buffer copy into the batch (in order with dispatches). */
@@ -376,9 +378,16 @@ export class GpuContext {
     if (this.gate) throw new UnsupportedError(`submit() inside the gated block '${this.gate.kernelName}'`);
     for (const w of this.deferredWrites) this.device.queue.writeBuffer(w.buffer, 0, w.data.buffer, w.data.byteOffset, w.data.byteLength);
     this.deferredWrites.length = 0;
+    // Errors Dawn finds when the batch is finished or submitted are attributed to its kernels.
+    const kernels = [...this.batchKernels];
+    this.batchKernels.clear();
+    this.device.pushErrorScope("validation");
     const cmd = this.encoder.finish({ label: "onegen-batch" });
     this.encoder = null;
     this.device.queue.submit([cmd]);
+    void this.device.popErrorScope().then((err) => {
+      if (err) this.pendingErrors.push(new GpuValidationError(`GPU validation error in a batch running kernels [${kernels.join(", ")}]: ${err.message}`));
+    });
     this.stats.submits++;
     for (const b of this.releaseAfterSubmit) this.pool.release(b);
     this.releaseAfterSubmit.length = 0;
@@ -443,8 +452,9 @@ export class GpuContext {
     return this.pass;
   }
 
-  private afterDispatch(): void {
+  private afterDispatch(kernel: string): void {
     this.stats.dispatches++;
+    this.batchKernels.add(kernel);
     if (this.profiler) this.endPass();
   }
 
@@ -498,6 +508,20 @@ export class GpuContext {
       entries.push({ binding, resource: { buffer, offset, size } });
       key += `|${this.bufferId(buffer)}:${offset}:${size}`;
     });
+    // WebGPU forbids a buffer bound writable together with any other binding of it in one
+    // dispatch; Dawn reports that only when the batch is finished, without the kernel's name.
+    for (let i = 0; i < entries.length; i++) {
+      if (kinds[i] !== "read_write") continue;
+      const bi = (entries[i]!.resource as GPUBufferBinding).buffer;
+      for (let j = 0; j < entries.length; j++) {
+        if (j !== i && (entries[j]!.resource as GPUBufferBinding).buffer === bi) {
+          throw new GpuValidationError(
+            `kernel '${kernel.name}': buffer '${bi.label}' is bound writable (binding ${i}) and again as binding ${j} in one dispatch`,
+            "an op's output must not alias its inputs",
+          );
+        }
+      }
+    }
     let dynamicOffset: number | null = null;
     if (hasUniform) {
       const { chunk, offset } = this.allocUniform(params!);
