@@ -83,6 +83,18 @@ test("a kernel bound to more than the binding limit is refused, not silently tru
   );
 });
 
+test("a size class never rounds a request past maxBufferSize", async () => {
+  const ctx = await gpu();
+  const { BufferPool } = await import("../src/gpu/pool.js");
+  let created = 0;
+  const fakeDevice = { createBuffer: (d: GPUBufferDescriptor) => ({ size: d.size, usage: d.usage, label: d.label ?? "", destroy() {} }) } as unknown as GPUDevice;
+  const pool = new BufferPool(fakeDevice, () => created++, 4_294_967_295);
+  const b = pool.acquire(4_096_000_000, 0x80, "big"); // sizeClass would give 4 GiB, one byte over the limit
+  assert.ok(b.size >= 4_096_000_000 && b.size <= 4_294_967_295, `size ${b.size}`);
+  assert.is(created, 1);
+  assert.ok(ctx.limits.maxBufferSize > 0);
+});
+
 test("pool size classes bound the slack", () => {
   for (const n of [1, 255, 256, 257, 1 << 20, (1 << 20) + 1, 3_000_000, 123_456_789]) {
     const c = sizeClass(n);

@@ -106,7 +106,7 @@ export class GpuContext {
     /** Keeps the provider object (Dawn's `create()` result) alive while the device is. */
     private keepAlive: unknown = null,
   ) {
-    this.pool = new BufferPool(device, () => this.stats.buffersCreated++);
+    this.pool = new BufferPool(device, () => this.stats.buffersCreated++, limits.maxBufferSize);
     this.kernels = new KernelRegistry(device, features);
     device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
       const e = ev.error;

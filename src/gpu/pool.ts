@@ -30,10 +30,12 @@ export class BufferPool {
   constructor(
     private readonly device: GPUDevice,
     private readonly onCreate: (buffer: GPUBuffer, label: string) => void = () => {},
+    /** The device's maxBufferSize: a size class never rounds past it. */
+    private readonly maxBufferSize = Infinity,
   ) {}
 
   acquire(bytes: number, usage: number, label: string): GPUBuffer {
-    const size = sizeClass(bytes);
+    const size = Math.max(Math.ceil(bytes / 4) * 4, Math.min(sizeClass(bytes), Math.floor(this.maxBufferSize / 4) * 4));
     const key = `${usage}:${size}`;
     const list = this.free.get(key);
     const reused = list?.pop();
