@@ -1,7 +1,8 @@
 // `npm run bench [-- --quick] [-- --only NAME,NAME] [-- --out DIR]`
 // Opens the device, measures copy bandwidth (the memory roofline), then runs every
 // bench/*.bench.ts suite (discovered at run time), prints one fixed-width table and writes
-// bench/results/latest.json, a dated copy and latest.md. Figures are reported, never asserted.
+// bench/results/latest.json, a dated copy, latest.md and latest.svg (bench/report.ts; quick mode:
+// latest-quick.*, git-ignored). Figures are reported, never asserted.
 import { mkdirSync, readdirSync, writeFileSync, renameSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -9,6 +10,8 @@ import { execSync } from "node:child_process";
 import { openDevice, describeContext } from "../src/gpu/device.js";
 import type { GpuContext } from "../src/gpu/context.js";
 import { measureCopy, type BenchEnv, type BenchRow } from "./harness.js";
+import { writeReport, type BenchResults } from "./report.js";
+import { cpus, loadavg } from "node:os";
 
 type Suite = (ctx: GpuContext, env: BenchEnv) => Promise<BenchRow[]>;
 
@@ -45,21 +48,6 @@ export function formatTable(rows: BenchRow[]): string {
   return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
 }
 
-function markdown(rows: BenchRow[], meta: Record<string, unknown>): string {
-  const lines = [
-    `# Benchmark results`,
-    ``,
-    `Adapter: ${String(meta.adapter)} · commit ${String(meta.commit)} · ${String(meta.date)} · mode ${meta.quick ? "quick" : "full"} · timing: ${String(meta.timingMethod)}`,
-    ``,
-    `Copy bandwidth (read+write): ${(meta.copyGBps as number).toFixed(2)} GB/s`,
-    ``,
-    `| bench | variant | shape | median ms | GFLOP/s | GB/s | × copy |`,
-    `|---|---|---|---:|---:|---:|---:|`,
-    ...rows.map((r) => `| ${r.bench} | ${r.variant} | ${r.shape} | ${fmt(r.medianMs)} | ${fmt(r.gflops)} | ${fmt(r.gbps)} | ${r.ratioToCopy === undefined ? "-" : r.ratioToCopy.toFixed(2)} |`),
-  ];
-  return lines.join("\n") + "\n";
-}
-
 function gitCommit(): string {
   try {
     return execSync("git rev-parse --short HEAD", { cwd: repoRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
@@ -69,6 +57,7 @@ function gitCommit(): string {
 }
 
 export async function runBenchmarks(opts: BenchOptions): Promise<{ rows: BenchRow[]; file: string }> {
+  const loadStart = loadavg();
   const ctx = await openDevice();
   try {
     const desc = describeContext(ctx);
@@ -79,6 +68,8 @@ export async function runBenchmarks(opts: BenchOptions): Promise<{ rows: BenchRo
     const rows: BenchRow[] = [
       { bench: "copy", variant: "copyBufferToBuffer", shape: `${opts.quick ? 16 : 64} MiB`, ...copy.timing, gbps: copy.gbps, ratioToCopy: 1 },
     ];
+    const failed: { suite: string; message: string }[] = [];
+    const suiteSeconds: Record<string, number> = {};
     const files = readdirSync(here).filter((f) => f.endsWith(".bench.js")).sort();
     for (const f of files) {
       const name = f.replace(/\.bench\.js$/, "");
@@ -86,13 +77,23 @@ export async function runBenchmarks(opts: BenchOptions): Promise<{ rows: BenchRo
       const mod = (await import(pathToFileURL(join(here, f)).href)) as { bench?: Suite };
       if (typeof mod.bench !== "function") throw new Error(`bench/${name}.bench.ts exports no bench() function`);
       const t0 = performance.now();
-      const got = await mod.bench(ctx, env);
+      let got: BenchRow[];
+      try {
+        got = await mod.bench(ctx, env);
+      } catch (e) {
+        // One failing suite is reported (and fails the run) without losing the others' figures.
+        const message = (e as Error).message ?? String(e);
+        failed.push({ suite: name, message });
+        opts.write(`${name}: FAILED after ${((performance.now() - t0) / 1000).toFixed(1)} s: ${message}\n`);
+        continue;
+      }
       rows.push(...got);
-      opts.write(`${name}: ${got.length} rows in ${((performance.now() - t0) / 1000).toFixed(1)} s\n`);
+      suiteSeconds[name] = (performance.now() - t0) / 1000;
+      opts.write(`${name}: ${got.length} rows in ${suiteSeconds[name]!.toFixed(1)} s\n`);
     }
     opts.write("\n" + formatTable(rows) + "\n");
     const date = new Date().toISOString();
-    const meta = {
+    const meta: Omit<BenchResults, "rows"> & Record<string, unknown> = {
       adapter: ctx.adapter.description,
       backend: ctx.adapter.backend,
       device: desc,
@@ -102,6 +103,11 @@ export async function runBenchmarks(opts: BenchOptions): Promise<{ rows: BenchRo
       copyGBps: copy.gbps,
       timingMethod: "wall-sync: encode reps launches, submit, await onSubmittedWorkDone; median of samples after warm-up",
       node: (globalThis as { process?: { version?: string } }).process?.version,
+      // Other jobs share this machine: absolute figures depend on it.
+      loadAvg: { start: loadStart, end: loadavg() },
+      cpus: cpus().length,
+      suiteSeconds,
+      failed,
     };
     const outDir = opts.outDir ?? join(repoRoot, "bench", "results");
     mkdirSync(outDir, { recursive: true });
@@ -110,8 +116,12 @@ export async function runBenchmarks(opts: BenchOptions): Promise<{ rows: BenchRo
     writeFileSync(latest + ".tmp", json);
     renameSync(latest + ".tmp", latest);
     writeFileSync(join(outDir, `${date.slice(0, 10)}-${meta.commit}${opts.quick ? "-quick" : ""}.json`), json);
-    writeFileSync(join(outDir, opts.quick ? "latest-quick.md" : "latest.md"), markdown(rows, meta));
-    opts.write(`\nwrote ${latest}\n`);
+    const report = writeReport({ ...meta, rows }, latest); // latest.md + latest.svg (latest-quick.* in quick mode)
+    opts.write(`\nwrote ${latest}, ${report.md}, ${report.svg}\n`);
+    if (failed.length) {
+      opts.write(`${failed.length} suite(s) failed: ${failed.map((f) => f.suite).join(", ")}\n`);
+      process.exitCode = 1;
+    }
     return { rows, file: latest };
   } finally {
     ctx.destroy();

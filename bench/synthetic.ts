@@ -1,0 +1,141 @@
+// Synthetic checkpoints for benchmarks: a Decoder built directly on the GPU for a given shape,
+// without files. Weights are f16 (f32 when the device lacks shader-f16), seeded random values
+// with std ≈ 0.02 (normal); RMSNorm weights are 1; RoPE inverse frequencies from the config.
+//
+// Generating 10^9 random halves on the host would take minutes, so one block of RANDOM_BLOCK
+// values is generated once per seed and tiled into every weight tensor (with a per-tensor start
+// offset, and a block length that is not a power of two so consecutive rows differ). The values
+// are only meant to be sane for timing (finite activations, no NaN); they model no language.
+
+import type { GpuContext } from "../src/gpu/context.js";
+import type { Tensor } from "../src/gpu/tensor.js";
+import { Decoder, type DecoderWeights, type LayerWeights } from "../src/model/decoder.js";
+import { computeInvFreq, parameterCount, parseModelConfig, type ModelConfig } from "../src/model/config.js";
+import { Rng } from "../src/util/rng.js";
+import { f32ArrayToF16 } from "../src/util/f16.js";
+
+/** Random values generated on the host per seed: 2 Mi + 1994 (even, so f16 writes stay 4-byte aligned). */
+const RANDOM_BLOCK = (1 << 21) + 1994;
+/** Weight standard deviation (Llama initialiser_range). */
+const WEIGHT_STD = 0.02;
+
+/** Named shapes: config.json fields of real models (or cut-down stacks of them). */
+export const SYNTHETIC_SHAPES = {
+  /** Llama-2-7B: full width and vocabulary, 4 of its 32 layers. */
+  "llama2-7b-4layers": { hidden_size: 4096, intermediate_size: 11008, num_attention_heads: 32, num_key_value_heads: 32, num_hidden_layers: 4, vocab_size: 32000, rms_norm_eps: 1e-5, max_position_embeddings: 4096 },
+  /** TinyLlama-1.1B (GQA 32/4), the full 22-layer stack. */
+  "tinyllama-1.1b": { hidden_size: 2048, intermediate_size: 5632, num_attention_heads: 32, num_key_value_heads: 4, num_hidden_layers: 22, vocab_size: 32000, rms_norm_eps: 1e-5, max_position_embeddings: 2048 },
+  /** A ~134M-parameter Llama (untied lm_head): the llama.cpp comparison point. */
+  "llama-134m": { hidden_size: 768, intermediate_size: 2048, num_attention_heads: 12, num_key_value_heads: 12, num_hidden_layers: 12, vocab_size: 32000, rms_norm_eps: 1e-5, max_position_embeddings: 2048 },
+  /** Quick-mode smoke shape (GQA, 2 layers, small vocabulary). */
+  tiny: { hidden_size: 256, intermediate_size: 688, num_attention_heads: 4, num_key_value_heads: 2, num_hidden_layers: 2, vocab_size: 2048, rms_norm_eps: 1e-5, max_position_embeddings: 512 },
+} as const;
+
+export type SyntheticShapeName = keyof typeof SYNTHETIC_SHAPES;
+
+/** The ModelConfig of a named synthetic shape (parsed like a real config.json). */
+export function syntheticConfig(name: SyntheticShapeName): ModelConfig {
+  return parseModelConfig({ architectures: ["LlamaForCausalLM"], model_type: "llama", tie_word_embeddings: false, rope_theta: 10000, ...SYNTHETIC_SHAPES[name] }, null, `synthetic:${name}`);
+}
+
+export interface SyntheticModel {
+  name: string;
+  decoder: Decoder;
+  config: ModelConfig;
+  /** Parameters (tied embeddings once). */
+  params: number;
+  /** GPU bytes of all weight tensors. */
+  weightBytes: number;
+  /** Bytes of the weights one decode token reads: every layer matrix, the norms, lm_head and one embedding row. */
+  decodeWeightBytes: number;
+  /** Host milliseconds to allocate and fill the weights (uploads complete). */
+  buildMs: number;
+  dispose(): void;
+}
+
+/** Builds a decoder of `config` with seeded random f16 weights, directly on the GPU. */
+export async function buildSyntheticDecoder(ctx: GpuContext, config: ModelConfig, opts: { seed?: number; name?: string } = {}): Promise<SyntheticModel> {
+  const t0 = performance.now();
+  const dtype = ctx.hasF16 ? "f16" : "f32";
+  const rng = new Rng(opts.seed ?? 1234);
+  const block32 = rng.fillNormal(RANDOM_BLOCK, WEIGHT_STD);
+  const block: Float32Array | Uint16Array = dtype === "f16" ? f32ArrayToF16(block32) : block32;
+  const ones: Float32Array | Uint16Array = dtype === "f16" ? f32ArrayToF16(new Float32Array(config.hiddenSize).fill(1)) : new Float32Array(config.hiddenSize).fill(1);
+  const all: Tensor[] = [];
+  let tensorIndex = 0;
+
+  const randomTensor = (shape: number[], label: string): Tensor => {
+    const t = ctx.empty(shape, dtype, label);
+    all.push(t);
+    // Start each tensor at a different (even) place in the block.
+    let src = (tensorIndex++ * 7919 * 2) % RANDOM_BLOCK;
+    for (let off = 0; off < t.numel; ) {
+      const n = Math.min(RANDOM_BLOCK - src, t.numel - off);
+      ctx.write(t, block.subarray(src, src + n), off);
+      off += n;
+      src = 0;
+    }
+    return t;
+  };
+  const normTensor = (label: string): Tensor => {
+    const t = ctx.upload(ones, [config.hiddenSize], dtype, label);
+    all.push(t);
+    return t;
+  };
+
+  const D = config.hiddenSize, I = config.intermediateSize;
+  const q = config.numHeads * config.headDim, kv = config.numKvHeads * config.headDim;
+  const embed = randomTensor([config.vocabSize, D], "model.embed_tokens.weight");
+  const layers: LayerWeights[] = [];
+  for (let l = 0; l < config.numLayers; l++) {
+    const p = `model.layers.${l}.`;
+    layers.push({
+      inputNorm: normTensor(`${p}input_layernorm.weight`),
+      q: randomTensor([q, D], `${p}self_attn.q_proj.weight`),
+      k: randomTensor([kv, D], `${p}self_attn.k_proj.weight`),
+      v: randomTensor([kv, D], `${p}self_attn.v_proj.weight`),
+      qBias: null,
+      kBias: null,
+      vBias: null,
+      o: randomTensor([D, q], `${p}self_attn.o_proj.weight`),
+      oBias: null,
+      postNorm: normTensor(`${p}post_attention_layernorm.weight`),
+      gate: randomTensor([I, D], `${p}mlp.gate_proj.weight`),
+      gateBias: null,
+      up: randomTensor([I, D], `${p}mlp.up_proj.weight`),
+      upBias: null,
+      down: randomTensor([D, I], `${p}mlp.down_proj.weight`),
+      downBias: null,
+    });
+    // Let each layer's uploads drain so the host does not queue gigabytes of staging copies.
+    await ctx.sync();
+  }
+  const norm = normTensor("model.norm.weight");
+  const lmHead = config.tieWordEmbeddings ? embed : randomTensor([config.vocabSize, D], "lm_head.weight");
+  const invFreq = ctx.upload(computeInvFreq(config), [config.headDim / 2], "f32", "rope.inv_freq");
+  await ctx.sync();
+
+  const weights: DecoderWeights = { embed, layers, norm, lmHead, invFreq };
+  const weightBytes = all.reduce((s, t) => s + t.byteLength, 0) + invFreq.byteLength;
+  const eb = dtype === "f16" ? 2 : 4;
+  const layerBytes = layers.reduce((s, L) => s + [L.q, L.k, L.v, L.o, L.gate, L.up, L.down, L.inputNorm, L.postNorm].reduce((a, t) => a + t.byteLength, 0), 0);
+  const decodeWeightBytes = layerBytes + norm.byteLength + lmHead.byteLength + D * eb;
+  return {
+    name: opts.name ?? "synthetic",
+    decoder: new Decoder(ctx, config, weights),
+    config,
+    params: parameterCount(config),
+    weightBytes,
+    decodeWeightBytes,
+    buildMs: performance.now() - t0,
+    dispose: () => {
+      for (const t of all) t.dispose();
+      invFreq.dispose();
+    },
+  };
+}
+
+/** A named synthetic shape on the GPU. */
+export async function buildSynthetic(ctx: GpuContext, name: SyntheticShapeName, seed = 1234): Promise<SyntheticModel> {
+  return buildSyntheticDecoder(ctx, syntheticConfig(name), { seed, name });
+}
