@@ -1,8 +1,9 @@
-// Deno smoke test: the library's compiled ESM (dist/src) opens a device through navigator.gpu
-// and runs real kernels (f32 and, when available, f16). Run by scripts/run-tests.mjs:
+// Deno smoke test: the browser ESM bundle (dist/browser/onegen-webgpu.js, built by
+// `npm run build:browser`: no Node built-ins, no bare imports) opens a device through
+// navigator.gpu and runs real kernels (f32 and, when available, f16). Run by scripts/run-tests.mjs:
 //   deno run --allow-read --allow-env test/deno/smoke.ts
 // Prints one line per check and a closing "deno: N passed, N failed".
-import { openDevice, add, addReference, f32ArrayToF16, f16ArrayToF32, Rng } from "../../dist/src/index.js";
+import { openDevice, add, addReference, f32ArrayToF16, f16ArrayToF32, Rng, loadDecoder, Session, SafetensorsFile, openFileSource, toF32 } from "../../dist/browser/onegen-webgpu.js";
 
 let passed = 0;
 let failed = 0;
@@ -44,6 +45,28 @@ if (ctx.hasF16) {
     for (let i = 0; i < n; i++) if (got[i] !== want[i]) throw new Error(`[${i}] got ${got[i]} want ${want[i]}`);
   });
 }
+
+await check("decoder parity on a fixture (qwen2, f16 weights) without subgroups", async () => {
+  const dir = new URL("../fixtures/models/qwen2-bias-tied-f16/", import.meta.url).pathname;
+  const golden = await SafetensorsFile.open(await openFileSource(dir + "golden.safetensors"));
+  const ids = Array.from((await golden.readTensor("ids")).data as Int32Array);
+  const want = await golden.readTensor("logits");
+  const wantLogits = toF32(want.data, want.info.dtype);
+  await golden.close();
+  const model = await loadDecoder(ctx, dir, { noTokenizer: true });
+  const session = Session.create(model.decoder, ids.length);
+  const out = await session.append(ids, { logits: "all" });
+  const got = (await out.logits!.read()) as Float32Array;
+  let num = 0, den = 0;
+  for (let i = 0; i < wantLogits.length; i++) {
+    num += (got[i]! - wantLogits[i]!) ** 2;
+    den += wantLogits[i]! ** 2;
+  }
+  const rel = Math.sqrt(num / den);
+  if (!(rel <= 5e-3)) throw new Error(`logits relative L2 ${rel}`);
+  session.dispose();
+  model.dispose();
+});
 
 ctx.destroy();
 console.log(`deno: ${passed} passed, ${failed} failed`);
