@@ -34,6 +34,10 @@ const COMMANDS: Record<string, Command> = {
     summary: "search an index with the hidden state at the last position of a query (--json)",
     run: async (argv) => (await import("./cli/search.js")).searchCommand(argv),
   },
+  run: {
+    summary: "run a OneGen task (entity-linking | multihop-qa) with in-loop retrieval; --two-pass baseline; --trace",
+    run: async (argv) => (await import("./cli/run.js")).runCommand(argv),
+  },
   bench: {
     summary: "run the benchmarks and write bench/results/ (--quick for small sizes, --only a,b)",
     run: async (argv) => {

@@ -69,3 +69,14 @@ export * from "./train/ops/embedding_backward.js";
 export * from "./train/ops/residual_backward.js";
 export * from "./train/ops/cross_entropy.js";
 export { numericGrad, dot64 } from "./train/ops/gradcheck.js";
+
+// OneGen tasks, two-pass baseline, traces
+export * from "./onegen/tasks.js";
+export * from "./onegen/baseline.js";
+export * from "./onegen/trace.js";
+
+// Training: losses, optimizer, LoRA, training step
+export * from "./train/losses.js";
+export * from "./train/optim.js";
+export * from "./train/lora.js";
+export * from "./train/model.js";

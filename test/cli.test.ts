@@ -11,7 +11,7 @@ const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], {
 test("--help lists the subcommands and exits 0", () => {
   const r = run("--help");
   assert.is(r.status, 0, r.stderr);
-  for (const c of ["device", "bench"]) assert.match(r.stdout, new RegExp(`\\n  ${c}\\s`));
+  for (const c of ["device", "info", "forward", "generate", "index", "search", "run", "bench"]) assert.match(r.stdout, new RegExp(`\\n  ${c}\\s`));
 });
 
 test("an unknown subcommand exits 2 with usage on stderr", () => {
