@@ -184,8 +184,8 @@ function esc(s: string): string {
 
 /** SVG: (1) bars of ratio to copy bandwidth per row that has one, (2) decode tok/s vs reference lines. */
 export function renderSvg(res: BenchResults): string {
-  const W = 960;
-  const labelW = 430;
+  const W = 1120;
+  const labelW = 560;
   const barW = W - labelW - 90;
   const rowH = 16;
   const parts: string[] = [];
@@ -204,7 +204,7 @@ export function renderSvg(res: BenchResults): string {
   for (const r of bars) {
     const v = r.ratioToCopy!;
     const color = r.bench === "copy" ? "#888" : r.bench === "model" ? "#d9822b" : "#3b7dd8";
-    parts.push(`<text x="${labelW - 6}" y="${y + rowH - 4}" font-size="10" text-anchor="end">${esc(`${r.bench} · ${r.variant} · ${r.shape}`.slice(0, 80))}</text>`);
+    parts.push(`<text x="${labelW - 6}" y="${y + rowH - 4}" font-size="10" text-anchor="end">${esc((`${r.bench} · ${r.variant} · ${r.shape}`.length > 96 ? `${r.bench} · ${r.variant} · ${r.shape}`.slice(0, 95) + "…" : `${r.bench} · ${r.variant} · ${r.shape}`))}</text>`);
     parts.push(`<rect x="${labelW}" y="${y + 2}" width="${Math.max(0.5, sx(v) - labelW).toFixed(1)}" height="${rowH - 4}" fill="${color}"/>`);
     parts.push(`<text x="${(sx(v) + 4).toFixed(1)}" y="${y + rowH - 4}" font-size="10">${v < 0.01 ? v.toExponential(1) : v.toFixed(2)}</text>`);
     y += rowH;
