@@ -100,12 +100,16 @@ test("profiler: per-kernel GPU times from timestamp queries", async () => {
   const prof = new Profiler(ctx);
   ctx.profiler = prof;
   try {
-    for (let i = 0; i < 5; i++) await add(ctx, a, a);
+    for (let i = 0; i < 5; i++) {
+      await add(ctx, a, a);
+      ctx.submit(); // several batches: each resolves its queries
+    }
     const timings = await prof.collect();
     const t = timings.find((x) => x.kernel === "add_f32_wg256");
     assert.ok(t, `timings: ${JSON.stringify(timings)}`);
     assert.is(t.calls, 5);
     assert.ok(t.totalMs > 0 && t.totalMs < 10_000, `totalMs ${t.totalMs}`);
+    assert.throws(() => new Profiler(ctx, 4096), /at most 4,096 timestamps/);
   } finally {
     ctx.profiler = null;
     prof.destroy();

@@ -7,6 +7,9 @@
 import { UnsupportedError } from "../errors.js";
 import type { GpuContext } from "./context.js";
 
+/** Most dispatches one query set can time (WebGPU's 4,096-query limit, two per dispatch). */
+export const MAX_TIMED_DISPATCHES = 2048;
+
 export interface KernelTiming {
   kernel: string;
   calls: number;
@@ -28,6 +31,10 @@ export class Profiler {
     readonly capacity = 2048,
   ) {
     if (!ctx.hasTimestamps) throw new UnsupportedError("profiling needs the 'timestamp-query' feature, which this device lacks");
+    // WebGPU caps a query set at 4,096 queries: two per timed dispatch.
+    if (!Number.isInteger(capacity) || capacity < 1 || capacity > MAX_TIMED_DISPATCHES) {
+      throw new UnsupportedError(`Profiler capacity ${capacity}: between 1 and ${MAX_TIMED_DISPATCHES} dispatches (a query set holds at most 4,096 timestamps)`);
+    }
     this.querySet = ctx.device.createQuerySet({ type: "timestamp", count: capacity * 2, label: "profiler" });
     this.resolveBuffer = ctx.device.createBuffer({
       size: capacity * 16,
@@ -49,7 +56,8 @@ export class Profiler {
     const from = this.resolvedUpTo;
     const to = this.labels.length;
     if (to === from) return;
-    encoder.resolveQuerySet(this.querySet, 2 * from, 2 * (to - from), this.resolveBuffer, 16 * from);
+    // resolveQuerySet needs a 256-byte aligned destination: resolve everything written so far to 0.
+    encoder.resolveQuerySet(this.querySet, 0, 2 * to, this.resolveBuffer, 0);
     this.pendingResolves.push({ from, to, labels: this.labels.slice(from, to) });
     this.resolvedUpTo = to;
   }
