@@ -38,6 +38,14 @@ const COMMANDS: Record<string, Command> = {
     summary: "run a OneGen task (entity-linking | multihop-qa) with in-loop retrieval; --two-pass baseline; --trace",
     run: async (argv) => (await import("./cli/run.js")).runCommand(argv),
   },
+  eval: {
+    summary: "score a OneGen model on the demo's held-out split (EL micro-F1, MD F1, retrieval acc@1, multi-hop EM/F1) vs baselines",
+    run: async (argv) => (await import("./cli/eval.js")).evalCommand(argv),
+  },
+  demo: {
+    summary: "run the bundled demo model: entity linking and multi-hop QA on held-out examples (--input TEXT for your own)",
+    run: async (argv) => (await import("./cli/demo.js")).demoCommand(argv),
+  },
   bench: {
     summary: "run the benchmarks and write bench/results/ (--quick for small sizes, --only a,b)",
     run: async (argv) => {

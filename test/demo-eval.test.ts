@@ -1,0 +1,328 @@
+// The demo's metrics (src/demo/eval.ts) against hand-computed examples, the trivial baselines,
+// and `onegen eval` / `onegen demo` end to end on a stand-in model: a tiny random
+// LlamaForCausalLM written with the safetensors writer, with the demo tokenizer (scores near
+// zero: only the mechanics and the JSON shape are checked), plus the "absent model" errors.
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { join, dirname } from "node:path";
+import { tmpdir } from "node:os";
+import { fileURLToPath } from "node:url";
+import { mkdtemp, writeFile, rm, readdir } from "node:fs/promises";
+import { assertRejects } from "./helpers/check.js";
+import {
+  accuracyAt1,
+  answerF1,
+  dictionaryMentions,
+  entityLinkingF1,
+  exactMatch,
+  extractMentions,
+  lexicalRetrieve,
+  lexicalDocs,
+  loadDemoData,
+  mentionDetectionF1,
+  mostFrequentEntity,
+  mostFrequentEntityLinking,
+  multiHopScores,
+  multisetPrf,
+  normalizeAnswer,
+  surfaceTable,
+  trivialScores,
+  type ElGold,
+  type ElPrediction,
+} from "../src/demo/eval.js";
+import { writeDemoTokenizer } from "../src/demo/tokenizer-builder.js";
+import { writeSafetensors, type TensorToWrite } from "../src/io/safetensors.js";
+import { evalCommand } from "../src/cli/eval.js";
+import { demoCommand } from "../src/cli/demo.js";
+import { LoadError } from "../src/errors.js";
+import { Rng } from "../src/util/rng.js";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const DATA = join(ROOT, "demo", "data");
+const close = (a: number, b: number, what: string) => assert.ok(Math.abs(a - b) < 1e-12, `${what}: got ${a}, want ${b}`);
+
+// ------------------------------------------------------------------ metrics
+
+test("multisetPrf: OneGen's my_f1 counts duplicates as separate units", () => {
+  // gold a,a,b; pred a,c → keys 0-a,1-a,0-b vs 0-a,0-c: tp 1, fp 1, fn 2
+  const r = multisetPrf(["a", "a", "b"], ["a", "c"]);
+  assert.equal([r.tp, r.fp, r.fn], [1, 1, 2]);
+  close(r.precision, 1 / 2, "P");
+  close(r.recall, 1 / 3, "R");
+  close(r.f1, 0.4, "F1"); // 2·(1/2)(1/3)/(5/6)
+  // duplicate predictions of a single gold unit: only one matches
+  const d = multisetPrf(["a"], ["a", "a", "a"]);
+  assert.equal([d.tp, d.fp, d.fn], [1, 2, 0]);
+  close(d.f1, 0.5, "dup F1"); // P 1/3, R 1
+  // empty predictions and empty gold
+  assert.equal(multisetPrf(["a"], []), { precision: 0, recall: 0, f1: 0, tp: 0, fp: 0, fn: 1 });
+  assert.equal(multisetPrf([], []), { precision: 0, recall: 0, f1: 0, tp: 0, fp: 0, fn: 0 });
+});
+
+const GOLD: ElGold[] = [
+  {
+    id: "s0",
+    text: "Mara Voss met Mara Voss in Lindvale.",
+    labels: [
+      { span: [0, 9], entity_id: "P1" },
+      { span: [14, 23], entity_id: "P2" },
+      { span: [27, 35], entity_id: "C1" },
+    ],
+  },
+  { id: "s1", text: "Orvex Labs hired Ada.", labels: [{ span: [0, 10], entity_id: "O1" }, { span: [17, 20], entity_id: "Unknown" }] },
+];
+
+test("entityLinkingF1: OneGen's units (doc, stripped surface, id); duplicates, partial mentions, Unknown, empty", () => {
+  const preds: ElPrediction[] = [
+    {
+      output: null,
+      mentions: [
+        { mention: " Mara Voss ", entity: "P1" }, // stripped → correct
+        { mention: "Mara Voss", entity: "P1" }, // second occurrence of (s0, Mara Voss, P1): gold has P2 → FP
+        { mention: "Lindvale", entity: "C1" }, // correct
+        { mention: null, entity: "C9" }, // an [LK] without a mention: ignored
+      ],
+    },
+    {
+      output: null,
+      mentions: [
+        { mention: "Orvex", entity: "O1" }, // partial mention → FP (and the gold O1 is missed)
+        { mention: "Ada", entity: "P7" }, // equals an Unknown gold surface: dropped
+      ],
+    },
+  ];
+  const r = entityLinkingF1(GOLD, preds);
+  // gold units: (0,Mara Voss,P1) (0,Mara Voss,P2) (0,Lindvale,C1) (1,Orvex Labs,O1) = 4
+  // pred units: (0,Mara Voss,P1)×2 (0,Lindvale,C1) (1,Orvex,O1) = 4; tp 2
+  assert.equal([r.tp, r.fp, r.fn], [2, 2, 2]);
+  close(r.f1, 0.5, "F1");
+  // the same mention in another document does not match
+  const wrongDoc = entityLinkingF1(GOLD, [{ output: null, mentions: [] }, { output: null, mentions: [{ mention: "Lindvale", entity: "C1" }] }]);
+  assert.equal([wrongDoc.tp, wrongDoc.fp, wrongDoc.fn], [0, 1, 4]);
+  // empty predictions
+  const none = entityLinkingF1(GOLD, [{ output: null, mentions: [] }, { output: null, mentions: [] }]);
+  assert.equal([none.tp, none.fp, none.fn, none.f1], [0, 0, 4, 0]);
+  // all correct
+  const all = entityLinkingF1(GOLD, [
+    { output: null, mentions: [{ mention: "Mara Voss", entity: "P2" }, { mention: "Mara Voss", entity: "P1" }, { mention: "Lindvale", entity: "C1" }] },
+    { output: null, mentions: [{ mention: "Orvex Labs", entity: "O1" }] },
+  ]);
+  close(all.f1, 1, "all-correct F1");
+  assert.throws(() => entityLinkingF1(GOLD, []), /2 gold sentences, 0 predictions/);
+});
+
+test("mentionDetectionF1 and extractMentions: per document by default, pooled as OneGen's script", () => {
+  assert.equal(extractMentions("<MENTION>a b</MENTION>[LK] x <MENTION>c</MENTION> <MENTION>open"), ["a b", "c"]);
+  const preds: ElPrediction[] = [
+    { output: "<MENTION>Mara Voss</MENTION>[LK][_CONTINUE_] met Mara Voss in <MENTION>Lindvale</MENTION>[LK][_CONTINUE_]. <MENTION>Orvex Labs</MENTION>", mentions: [] },
+    { output: null, mentions: [] },
+  ];
+  // gold: (0,Mara Voss)×2 (0,Lindvale) (1,Orvex Labs) (1,Ada) = 5; pred (0,Mara Voss) (0,Lindvale) (0,Orvex Labs) = 3
+  const r = mentionDetectionF1(GOLD, preds);
+  assert.equal([r.tp, r.fp, r.fn], [2, 1, 3]);
+  close(r.f1, 2 * (2 / 3) * (2 / 5) / (2 / 3 + 2 / 5), "MD F1");
+  const pooled = mentionDetectionF1(GOLD, preds, { pooled: true });
+  assert.equal([pooled.tp, pooled.fp, pooled.fn], [3, 0, 2]); // Orvex Labs matches across documents
+});
+
+test("normalizeAnswer / exactMatch / answerF1 / multiHopScores: SQuAD-HotpotQA rules", () => {
+  assert.is(normalizeAnswer("  The  Lindvale, Inc.! "), "lindvale inc");
+  assert.is(normalizeAnswer("an apple a day"), "apple day");
+  assert.is(exactMatch("the Lindvale.", "Lindvale"), 1);
+  assert.is(exactMatch(null, "Lindvale"), 0);
+  assert.is(exactMatch(null, "None"), 1); // a missing answer is the string "None", as OneGen's str(None)
+  close(answerF1("Orvex Labs Kestport", "Orvex Labs"), (2 * (2 / 3) * 1) / (2 / 3 + 1), "partial F1");
+  assert.is(answerF1("yes", "no"), 0);
+  assert.is(answerF1("no", "no"), 1);
+  assert.is(answerF1("Labs Labs", "Labs"), 2 * 0.5 * 1 / 1.5); // repeated tokens count once per gold occurrence
+  const s = multiHopScores(["Lindvale", null, "Orvex"], ["lindvale", "1954", "Orvex Labs"]);
+  close(s.em, 1 / 3, "EM");
+  close(s.f1, (1 + 0 + 2 / 3) / 3, "F1");
+  assert.equal(multiHopScores([], []), { em: 0, f1: 0 });
+  const a = accuracyAt1(["P1", "P2", "C1"], ["P1", null, "C2"]);
+  assert.equal(a, { correct: 1, total: 3, accuracy: 1 / 3 });
+});
+
+test("trivial baselines: dictionary mentions, most frequent entity, lexical retrieval", () => {
+  assert.equal(dictionaryMentions("Mara Voss met Mara Vossberg in Lindvale.", ["Mara Voss", "Lindvale", "Mara"]), [[0, 9], [14, 18], [31, 39]]);
+  const kb = [
+    { id: "P2", type: "person", name: "Mara Voss", description: "" },
+    { id: "P1", type: "person", name: "Mara Voss", description: "" },
+    { id: "C1", type: "city", name: "Lindvale", description: "" },
+  ];
+  const table = surfaceTable(kb, [GOLD[0]!, { id: "x", text: "Mara Voss", labels: [{ span: [0, 9], entity_id: "P2" }] }]);
+  assert.is(mostFrequentEntity(table, "Mara Voss"), "P2"); // P2 seen twice, P1 once
+  assert.is(mostFrequentEntity(table, "Lindvale"), "C1");
+  assert.is(mostFrequentEntity(table, "Nowhere"), null);
+  const tie = surfaceTable(kb, []);
+  assert.is(mostFrequentEntity(tie, "Mara Voss"), "P1"); // unseen: the smallest id
+  const p = mostFrequentEntityLinking("Then Mara Voss left Lindvale.", table);
+  assert.is(p.output, "Then <MENTION>Mara Voss</MENTION>[LK][_CONTINUE_] left <MENTION>Lindvale</MENTION>[LK][_CONTINUE_].");
+  assert.equal(p.mentions, [{ mention: "Mara Voss", entity: "P2" }, { mention: "Lindvale", entity: "C1" }]);
+  const docs = lexicalDocs([
+    { id: "A", text: "Mara Voss is a chemist born in Lindvale.[SE]" },
+    { id: "B", text: "Mara Voss is a painter born in Kestport.[SE]" },
+  ]);
+  assert.equal(lexicalRetrieve("the painter Mara Voss", docs), { id: "B", score: 3 });
+  assert.equal(lexicalRetrieve("Mara Voss", docs), { id: "A", score: 2 }); // tie: the first
+});
+
+test("trivial scores on the committed demo data: defined, and below a perfect linker on ambiguous names", async () => {
+  const data = await loadDemoData(DATA, "test");
+  const t = trivialScores(data);
+  for (const k of ["el_micro_f1", "md_f1", "retrieval_acc_at1", "multihop_em", "multihop_f1"] as const) assert.ok(t[k] >= 0 && t[k] <= 1, `${k} = ${t[k]}`);
+  assert.ok(t.md_f1 > 0.9, `dictionary mention detection finds the KB names: ${t.md_f1}`);
+  assert.ok(t.el_micro_f1_ambiguous < 0.75, `most-frequent entity cannot resolve ambiguous names: ${t.el_micro_f1_ambiguous}`);
+  assert.ok(t.el_micro_f1 < 0.95, `trivial EL micro-F1 ${t.el_micro_f1}`);
+});
+
+// ------------------------------------------------------------------ end to end on a random model
+
+/** A tiny random LlamaForCausalLM with the demo tokenizer, in a temporary directory. */
+async function standInModel(root: string): Promise<string> {
+  const dir = join(root, "model");
+  const { vocabSize: V } = await writeDemoTokenizer(DATA, dir);
+  const D = 32;
+  const H = 2;
+  const Hkv = 1;
+  const hd = D / H;
+  const F = 64;
+  const L = 2;
+  const config = {
+    architectures: ["LlamaForCausalLM"],
+    model_type: "llama",
+    hidden_size: D,
+    intermediate_size: F,
+    num_attention_heads: H,
+    num_key_value_heads: Hkv,
+    num_hidden_layers: L,
+    vocab_size: V,
+    max_position_embeddings: 1024,
+    rms_norm_eps: 1e-5,
+    rope_theta: 10000.0,
+    hidden_act: "silu",
+    tie_word_embeddings: false,
+    bos_token_id: 1,
+    eos_token_id: 2,
+    pad_token_id: 0,
+    torch_dtype: "float32",
+  };
+  await writeFile(join(dir, "config.json"), JSON.stringify(config, null, 1));
+  const rng = new Rng(1010);
+  const tensors = new Map<string, TensorToWrite>();
+  const w = (name: string, shape: number[], std = 0.08) => tensors.set(name, { dtype: "F32", shape, data: rng.fillNormal(shape.reduce((a, b) => a * b, 1), std) });
+  const ones = (name: string, n: number) => tensors.set(name, { dtype: "F32", shape: [n], data: new Float32Array(n).fill(1) });
+  w("model.embed_tokens.weight", [V, D], 0.5);
+  w("lm_head.weight", [V, D]);
+  ones("model.norm.weight", D);
+  for (let l = 0; l < L; l++) {
+    const p = `model.layers.${l}.`;
+    ones(`${p}input_layernorm.weight`, D);
+    ones(`${p}post_attention_layernorm.weight`, D);
+    w(`${p}self_attn.q_proj.weight`, [H * hd, D]);
+    w(`${p}self_attn.k_proj.weight`, [Hkv * hd, D]);
+    w(`${p}self_attn.v_proj.weight`, [Hkv * hd, D]);
+    w(`${p}self_attn.o_proj.weight`, [D, H * hd]);
+    w(`${p}mlp.gate_proj.weight`, [F, D]);
+    w(`${p}mlp.up_proj.weight`, [F, D]);
+    w(`${p}mlp.down_proj.weight`, [D, F]);
+  }
+  await writeFile(join(dir, "model.safetensors"), writeSafetensors(tensors, { format: "pt" }));
+  return dir;
+}
+
+async function capture(fn: () => Promise<number>): Promise<{ rc: number; out: string; err: string }> {
+  const write = process.stdout.write.bind(process.stdout);
+  const errWrite = process.stderr.write.bind(process.stderr);
+  let out = "";
+  let err = "";
+  const grab = (sink: (s: string) => void) =>
+    ((chunk: string | Uint8Array) => {
+      sink(typeof chunk === "string" ? chunk : Buffer.from(chunk).toString());
+      return true;
+    }) as typeof process.stdout.write;
+  process.stdout.write = grab((s) => (out += s));
+  process.stderr.write = grab((s) => (err += s));
+  try {
+    return { rc: await fn(), out, err };
+  } finally {
+    process.stdout.write = write;
+    process.stderr.write = errWrite;
+  }
+}
+
+let fixture: Promise<{ root: string; model: string; index: string }> | null = null;
+function standIn() {
+  return (fixture ??= (async () => {
+    const root = await mkdtemp(join(tmpdir(), "onegen-demo-"));
+    return { root, model: await standInModel(root), index: join(root, "index") };
+  })());
+}
+
+test("onegen demo on a stand-in model: builds and saves both indexes, prints examples and held-out scores", async () => {
+  const { model, index } = await standIn();
+  const r = await capture(() => demoCommand(["--model", model, "--index", index, "--data", DATA, "--examples", "1", "--limit", "1", "--quiet"]));
+  assert.is(r.rc, 0, r.err);
+  if (process.env.DEMO_TEST_VERBOSE) process.stdout.write(r.out);
+  assert.match(r.out, /indexes .*: entities \d+ \(built\), fragments \d+ \(built\)/);
+  assert.match(r.out, /entity linking \(held-out sentences\)/);
+  assert.match(r.out, /multi-hop QA \(held-out questions\)/);
+  assert.match(r.out, /question: .*\n(  hop 1: retrieved .*\n)?(  hop 2: retrieved .*\n)?  answer: .* gold: ".*"/);
+  assert.match(r.out, /entity linking micro-F1 +\d\.\d{3} +\(trivial most-frequent entity \d\.\d{3}\)/);
+  assert.match(r.out, /timing: \d+ ms per sentence, \d+ ms per question/);
+  assert.equal((await readdir(index)).sort(), ["el", "mhqa"]);
+  // --input: entity linking on the user's sentence, with the saved indexes loaded
+  const u = await capture(() => demoCommand(["--model", model, "--index", index, "--data", DATA, "--input", "The chemist Mara Voss was born in Lindvale.", "--quiet"]));
+  assert.is(u.rc, 0, u.err);
+  if (process.env.DEMO_TEST_VERBOSE) process.stdout.write(u.out);
+  assert.match(u.out, /\(loaded\).*\(loaded\)/);
+  assert.match(u.out, /input: +The chemist Mara Voss was born in Lindvale\./);
+  assert.match(u.out, /\d+ tokens, \d+ retrieval\(s\), \d+ ms, one-pass/);
+});
+
+test("onegen eval --json --two-pass on a stand-in model: the issue's JSON shape, scores in [0, 1]", async () => {
+  const { model, index } = await standIn();
+  const r = await capture(() => evalCommand(["--model", model, "--index", index, "--data", DATA, "--json", "--two-pass", "--limit", "2", "--max-new-tokens", "12", "--build-index"]));
+  assert.is(r.rc, 0, r.err);
+  const j = JSON.parse(r.out) as Record<string, unknown>;
+  const keys = ["el_micro_f1", "md_f1", "retrieval_acc_at1", "multihop_em", "multihop_f1"];
+  for (const part of [j, j.two_pass as Record<string, unknown>, j.trivial as Record<string, unknown>]) {
+    assert.ok(part && typeof part === "object", "two_pass and trivial are objects");
+    for (const k of keys) {
+      const v = part[k];
+      assert.ok(typeof v === "number" && v >= 0 && v <= 1, `${k} = ${String(v)}`);
+    }
+  }
+  assert.is(j.split, "test");
+  assert.equal(j.examples, { el: 2, mh: 2 });
+  assert.is(j.mode, "one-pass");
+  assert.is((j.two_pass as Record<string, unknown>).mode, "two-pass");
+  // greedy decoding: the two-pass baseline reproduces the one-pass outputs, hence the same scores
+  for (const k of ["el_micro_f1", "md_f1", "multihop_em", "multihop_f1"]) assert.is((j.two_pass as Record<string, number>)[k], j[k], k);
+});
+
+test("absent model: `onegen eval` / `onegen demo` say how to produce it; a missing index is refused without --build-index", async () => {
+  const { root, model } = await standIn();
+  const missing = join(root, "no-model");
+  await assertRejects(() => evalCommand(["--model", missing, "--data", DATA, "--json"]), LoadError, [/no-model' has no config\.json/], "eval, missing --model");
+  await assertRejects(() => demoCommand(["--model", missing, "--data", DATA]), LoadError, [/no-model' has no config\.json/], "demo, missing --model");
+  // the bundled default: only while demo/model is absent (until the trained model is committed)
+  const { existsSync } = await import("node:fs");
+  if (!existsSync(join(ROOT, "demo", "model", "config.json"))) {
+    const b = (await assertRejects(() => demoCommand([]), LoadError, [/bundled demo model .* does not exist/], "demo, no bundled model")) as LoadError;
+    assert.match(b.hint ?? "", /make_data\.mjs.*onegen train/);
+    await assertRejects(() => evalCommand(["--json"]), LoadError, [/bundled demo model .* does not exist/], "eval, no bundled model");
+  }
+  await assertRejects(
+    () => evalCommand(["--model", model, "--index", join(root, "no-index"), "--data", DATA, "--json", "--limit", "1"]),
+    LoadError,
+    [/no-index[\\/]el' does not exist/, /run `onegen demo` once/],
+    "eval, missing index",
+  );
+});
+
+test.after(async () => {
+  if (fixture) await rm((await fixture).root, { recursive: true, force: true });
+});
+
+test.run();
