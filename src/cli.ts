@@ -38,6 +38,10 @@ const COMMANDS: Record<string, Command> = {
     summary: "run a OneGen task (entity-linking | multihop-qa) with in-loop retrieval; --two-pass baseline; --trace",
     run: async (argv) => (await import("./cli/run.js")).runCommand(argv),
   },
+  train: {
+    summary: "fine-tune on OneGen train/db JSONL (full or --lora r): joint generation + retrieval loss, checkpoints, resume",
+    run: async (argv) => (await import("./cli/train.js")).trainCommand(argv),
+  },
   eval: {
     summary: "score a OneGen model on the demo's held-out split (EL micro-F1, MD F1, retrieval acc@1, multi-hop EM/F1) vs baselines",
     run: async (argv) => (await import("./cli/eval.js")).evalCommand(argv),

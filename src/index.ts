@@ -80,3 +80,19 @@ export * from "./train/losses.js";
 export * from "./train/optim.js";
 export * from "./train/lora.js";
 export * from "./train/model.js";
+export {
+  TrainData,
+  tokenizeSegments,
+  collate,
+  type SegmentKind as TrainSegmentKind,
+  type TokenizedSequence,
+  type DocRef,
+  type TrainSample,
+  type DbDocument,
+  type DataSpec,
+  type DataFiles,
+  type CollateOptions,
+  type CollatedBatch,
+} from "./train/data.js";
+export * from "./train/trainer.js";
+export * from "./train/save.js";

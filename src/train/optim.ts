@@ -164,6 +164,12 @@ export class AdamW {
   get stepCount(): number {
     return this.t;
   }
+
+  /** Restores the step count (bias corrections and schedule) when resuming from a checkpoint. */
+  setStepCount(t: number): void {
+    if (!Number.isInteger(t) || t < 0) throw new RangeError(`AdamW step count must be a non-negative integer, got ${t}`);
+    this.t = t;
+  }
   /** The learning rate the next step() uses. */
   get nextLr(): number {
     return learningRate(this.opts.lr, this.t, this.opts.schedule);

@@ -1,0 +1,346 @@
+// Saving a trained model as a Hugging Face model directory, and growing a model's vocabulary.
+//
+// saveModelDir writes:
+//   model.safetensors, or model-0000i-of-0000n.safetensors + model.safetensors.index.json when the
+//     weights exceed maxShardBytes: every weight under its Hugging Face name, LoRA adapters merged
+//     (W + (alpha/r)·B·A), lm_head omitted when embeddings are tied; dtype as the input's
+//     torch_dtype (F32/F16/BF16) unless given;
+//   config.json: the input's, field for field, with vocab_size set to the embedding rows and
+//     torch_dtype (or v5 "dtype") set to the saved dtype;
+//   generation_config.json, special_tokens_map.json, tokenizer.model, chat_template.jinja: copied;
+//   tokenizer.json with the added tokens appended to added_tokens (ids after the vocabulary, as
+//     transformers' add_tokens), tokenizer_config.json with them in added_tokens_decoder.
+// saveAdapters writes PEFT's layout: adapter_model.safetensors (base_model.model.…lora_A/B.weight,
+// F32) + adapter_config.json.
+// addTokensToDecoder grows embed_tokens (and an untied lm_head) to V' rows, the new rows set to the
+// mean of the existing rows (OneGen initialises new tokens from the mean of description-token
+// embeddings; with no description the mean over the vocabulary is the neutral choice).
+// Everything is gathered on the host in f32, so the model must fit in host memory (small models
+// and LoRA on models up to a few GB).
+
+import { LoadError, UsageError } from "../errors.js";
+import type { GpuContext } from "../gpu/context.js";
+import type { Tensor } from "../gpu/tensor.js";
+import { writeSafetensors, type SafetensorsDtype, type TensorToWrite } from "../io/safetensors.js";
+import { readJson, toModelDir, type ModelDir } from "../io/source.js";
+import { Decoder, type LayerWeights } from "../model/decoder.js";
+import { addTokensToTokenizerJson, type AddedTokenSpec } from "../tokenizer.js";
+import { f16ArrayToF32, f32ArrayToF16, f32ToBf16Bits } from "../util/f16.js";
+import { mergeLoraWeights, type LoraAdapters } from "./lora.js";
+
+/** Layer fields under their Hugging Face names (biases only when present). */
+export const HF_LAYER_FIELDS: readonly [keyof LayerWeights, string][] = [
+  ["inputNorm", "input_layernorm.weight"],
+  ["q", "self_attn.q_proj.weight"],
+  ["qBias", "self_attn.q_proj.bias"],
+  ["k", "self_attn.k_proj.weight"],
+  ["kBias", "self_attn.k_proj.bias"],
+  ["v", "self_attn.v_proj.weight"],
+  ["vBias", "self_attn.v_proj.bias"],
+  ["o", "self_attn.o_proj.weight"],
+  ["oBias", "self_attn.o_proj.bias"],
+  ["postNorm", "post_attention_layernorm.weight"],
+  ["gate", "mlp.gate_proj.weight"],
+  ["gateBias", "mlp.gate_proj.bias"],
+  ["up", "mlp.up_proj.weight"],
+  ["upBias", "mlp.up_proj.bias"],
+  ["down", "mlp.down_proj.weight"],
+  ["downBias", "mlp.down_proj.bias"],
+];
+
+export interface HostWeight {
+  shape: readonly number[];
+  data: Float32Array;
+}
+
+async function readF32(t: Tensor): Promise<Float32Array> {
+  const raw = await t.read();
+  if (t.dtype === "f16") return f16ArrayToF32(raw as Uint16Array);
+  if (t.dtype === "f32") return raw as Float32Array;
+  throw new UsageError(`cannot export weight '${t.label}' of dtype ${t.dtype}`);
+}
+
+/** Every weight of the decoder in f32 under its Hugging Face name, LoRA merged when given. */
+export async function exportWeights(decoder: Decoder, lora: LoraAdapters | null = null): Promise<Map<string, HostWeight>> {
+  const w = decoder.weights;
+  const out = new Map<string, HostWeight>();
+  out.set("model.embed_tokens.weight", { shape: w.embed.shape, data: await readF32(w.embed) });
+  for (const [l, L] of w.layers.entries()) {
+    for (const [field, name] of HF_LAYER_FIELDS) {
+      const t = L[field] as Tensor | null;
+      if (t) out.set(`model.layers.${l}.${name}`, { shape: t.shape, data: await readF32(t) });
+    }
+  }
+  out.set("model.norm.weight", { shape: w.norm.shape, data: await readF32(w.norm) });
+  if (w.lmHead !== w.embed) out.set("lm_head.weight", { shape: w.lmHead.shape, data: await readF32(w.lmHead) });
+  if (lora) {
+    for (const [name, merged] of await mergeLoraWeights(w.layers, lora)) {
+      const cur = out.get(name);
+      if (!cur) throw new UsageError(`LoRA merge: no base weight '${name}'`);
+      out.set(name, { shape: cur.shape, data: merged });
+    }
+  }
+  return out;
+}
+
+function encodeAs(data: Float32Array, dtype: SafetensorsDtype): ArrayBufferView {
+  if (dtype === "F32") return data;
+  if (dtype === "F16") return f32ArrayToF16(data);
+  if (dtype === "BF16") {
+    const out = new Uint16Array(data.length);
+    for (let i = 0; i < data.length; i++) out[i] = f32ToBf16Bits(data[i]!);
+    return out;
+  }
+  throw new UsageError(`cannot save weights as ${dtype} (F32, F16 or BF16)`);
+}
+
+const TORCH_DTYPE: Record<string, SafetensorsDtype> = { float32: "F32", float16: "F16", bfloat16: "BF16" };
+const DTYPE_NAME: Record<string, string> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
+
+// ------------------------------------------------------------------ files
+
+interface NodeFs {
+  mkdir(p: string, o?: { recursive?: boolean }): Promise<unknown>;
+  writeFile(p: string, d: Uint8Array | string): Promise<void>;
+  readFile(p: string): Promise<Uint8Array>;
+  rename(a: string, b: string): Promise<void>;
+  rm(p: string, o: { recursive: boolean; force: boolean }): Promise<void>;
+  readdir(p: string): Promise<string[]>;
+  stat(p: string): Promise<{ isDirectory(): boolean }>;
+}
+interface NodePath {
+  resolve(...p: string[]): string;
+  dirname(p: string): string;
+  basename(p: string): string;
+  join(...p: string[]): string;
+}
+
+/** node:fs/promises and node:path, imported on first use (variables, so browser bundlers leave them alone). */
+export async function nodeFs(): Promise<{ fs: NodeFs; path: NodePath }> {
+  const fsName = "node:fs/promises";
+  const pathName = "node:path";
+  return { fs: (await import(fsName)) as NodeFs, path: (await import(pathName)) as NodePath };
+}
+
+/**
+ * Writes files into directory `dir` atomically: into a fresh sibling temporary directory first,
+ * then an existing `dir` is renamed aside, the new one renamed into place and the old one removed.
+ * `mustHold`: an existing non-empty `dir` is replaced only when it holds this file (never
+ * overwrite an unrelated directory).
+ */
+export async function writeDirAtomic(dir: string, files: ReadonlyMap<string, Uint8Array | string>, mustHold: string): Promise<void> {
+  const { fs, path } = await nodeFs();
+  const target = path.resolve(dir);
+  let exists = false;
+  try {
+    const st = await fs.stat(target);
+    if (!st.isDirectory()) throw new UsageError(`'${dir}' exists and is not a directory`);
+    const names = await fs.readdir(target);
+    if (names.length > 0 && !names.includes(mustHold)) throw new UsageError(`'${dir}' is a non-empty directory without ${mustHold}: refusing to replace it`, "choose a new or empty directory");
+    exists = names.length > 0;
+  } catch (e) {
+    if (e instanceof UsageError) throw e;
+  }
+  const parent = path.dirname(target);
+  await fs.mkdir(parent, { recursive: true });
+  const stamp = `${Date.now().toString(36)}-${Math.floor(Math.random() * 1e9).toString(36)}`;
+  const tmp = path.join(parent, `.${path.basename(target)}.tmp-${stamp}`);
+  const old = path.join(parent, `.${path.basename(target)}.old-${stamp}`);
+  try {
+    await fs.mkdir(tmp, { recursive: true });
+    for (const [name, data] of files) await fs.writeFile(path.join(tmp, name), data);
+  } catch (e) {
+    await fs.rm(tmp, { recursive: true, force: true });
+    throw e;
+  }
+  if (exists) await fs.rename(target, old);
+  else await fs.rm(target, { recursive: true, force: true });
+  await fs.rename(tmp, target);
+  if (exists) await fs.rm(old, { recursive: true, force: true });
+}
+
+/** Writes files into `dir` (created if needed), each through a temporary file and a rename. */
+export async function writeFilesInto(dir: string, files: ReadonlyMap<string, Uint8Array | string>): Promise<void> {
+  const { fs, path } = await nodeFs();
+  await fs.mkdir(dir, { recursive: true });
+  for (const [name, data] of files) {
+    const tmp = path.join(dir, `.${name}.tmp`);
+    await fs.writeFile(tmp, data);
+    await fs.rename(tmp, path.join(dir, name));
+  }
+}
+
+// ------------------------------------------------------------------ model directory
+
+export interface SaveModelOptions {
+  /** The input model directory: config.json (required unless `config` is given), tokenizer and generation files. */
+  sourceDir?: string | ModelDir;
+  /** The input config.json object (instead of reading it from sourceDir). */
+  config?: Record<string, unknown>;
+  /** Weight dtype (default: the input's torch_dtype / dtype, else F32). */
+  dtype?: "F32" | "F16" | "BF16";
+  /** Tokens to add to the tokenizer files (those already there keep their ids). */
+  addedTokens?: readonly (string | AddedTokenSpec)[];
+  /** Split the weights into shards of at most this many bytes (default 2 GiB). */
+  maxShardBytes?: number;
+  /**
+   * true (default): replace the whole directory atomically. false: write the files into it one by
+   * one (each through a temporary file and a rename), leaving other entries (e.g. checkpoints/).
+   */
+  replaceDir?: boolean;
+}
+
+export interface SavedModel {
+  files: string[];
+  dtype: SafetensorsDtype;
+  vocabSize: number;
+  shards: number;
+  /** Ids of the added tokens in the saved tokenizer (empty without tokenizer files). */
+  addedTokenIds: number[];
+}
+
+const COPIED = ["generation_config.json", "special_tokens_map.json", "tokenizer.model", "chat_template.jinja"];
+
+/** The files of a Hugging Face model directory for a decoder (LoRA merged), in memory. */
+export async function modelDirFiles(decoder: Decoder, lora: LoraAdapters | null, opts: SaveModelOptions = {}): Promise<{ files: Map<string, Uint8Array | string>; saved: SavedModel }> {
+  const src = opts.sourceDir !== undefined ? await toModelDir(opts.sourceDir) : null;
+  let config: Record<string, unknown>;
+  if (opts.config) config = { ...opts.config };
+  else if (src) {
+    const raw = await readJson(src, "config.json");
+    if (typeof raw !== "object" || raw === null || Array.isArray(raw)) throw new LoadError(`${src.name}/config.json must be a JSON object`);
+    config = { ...(raw as Record<string, unknown>) };
+  } else throw new UsageError("saveModelDir: give sourceDir or config (the input model's config.json)");
+  const srcDtype = TORCH_DTYPE[String(config.torch_dtype ?? config.dtype ?? "")];
+  const dtype: SafetensorsDtype = opts.dtype ?? srcDtype ?? "F32";
+  const weights = await exportWeights(decoder, lora);
+  const V = decoder.weights.embed.shape[0]!;
+  config.vocab_size = V;
+  if ("dtype" in config && !("torch_dtype" in config)) config.dtype = DTYPE_NAME[dtype];
+  else config.torch_dtype = DTYPE_NAME[dtype];
+  const maxShard = opts.maxShardBytes ?? 2 ** 31;
+  if (!(maxShard > 0)) throw new UsageError(`saveModelDir: maxShardBytes must be > 0, got ${maxShard}`);
+  // Shards in name order, cut when the next tensor would overflow one.
+  const bytesPer = dtype === "F32" ? 4 : 2;
+  const shards: Map<string, TensorToWrite>[] = [new Map()];
+  let size = 0;
+  let total = 0;
+  for (const name of [...weights.keys()].sort()) {
+    const w = weights.get(name)!;
+    const n = w.data.length * bytesPer;
+    if (size > 0 && size + n > maxShard) {
+      shards.push(new Map());
+      size = 0;
+    }
+    shards[shards.length - 1]!.set(name, { dtype, shape: w.shape, data: encodeAs(w.data, dtype) });
+    size += n;
+    total += n;
+  }
+  const files = new Map<string, Uint8Array | string>();
+  const json = (o: unknown) => JSON.stringify(o, null, 2) + "\n";
+  if (shards.length === 1) files.set("model.safetensors", writeSafetensors(shards[0]!, { format: "pt" }));
+  else {
+    const weightMap: Record<string, string> = {};
+    shards.forEach((s, i) => {
+      const name = `model-${String(i + 1).padStart(5, "0")}-of-${String(shards.length).padStart(5, "0")}.safetensors`;
+      files.set(name, writeSafetensors(s, { format: "pt" }));
+      for (const t of s.keys()) weightMap[t] = name;
+    });
+    files.set("model.safetensors.index.json", json({ metadata: { total_size: total }, weight_map: weightMap }));
+  }
+  files.set("config.json", json(config));
+  let addedTokenIds: number[] = [];
+  if (src) {
+    for (const f of COPIED) {
+      if (!(await src.exists(f))) continue;
+      const b = await src.open(f);
+      files.set(f, await b.read(0, b.size));
+      await b.close?.();
+    }
+    if (await src.exists("tokenizer.json")) {
+      const { json: tj, ids } = addTokensToTokenizerJson(await readJson(src, "tokenizer.json"), opts.addedTokens ?? []);
+      addedTokenIds = ids;
+      const maxId = Math.max(...ids, -1);
+      if (maxId >= V) throw new UsageError(`saveModelDir: added token id ${maxId} is outside the model's ${V} embedding rows`, "grow the model first (addTokensToDecoder)");
+      files.set("tokenizer.json", JSON.stringify(tj, null, 2) + "\n");
+      if (await src.exists("tokenizer_config.json")) {
+        const tc = (await readJson(src, "tokenizer_config.json")) as Record<string, unknown>;
+        const dec = tc.added_tokens_decoder;
+        if (typeof dec === "object" && dec !== null && !Array.isArray(dec)) {
+          const d = { ...(dec as Record<string, unknown>) };
+          for (const t of (tj.added_tokens as { id: number; content: string; lstrip: boolean; rstrip: boolean; normalized: boolean; single_word: boolean; special: boolean }[])) {
+            if (!(String(t.id) in d)) d[String(t.id)] = { content: t.content, lstrip: t.lstrip, normalized: t.normalized, rstrip: t.rstrip, single_word: t.single_word, special: t.special };
+          }
+          tc.added_tokens_decoder = d;
+        }
+        files.set("tokenizer_config.json", json(tc));
+      }
+    } else if ((opts.addedTokens ?? []).length > 0) {
+      throw new UsageError(`saveModelDir: tokens to add, but '${src.name}' has no tokenizer.json`);
+    }
+  }
+  return { files, saved: { files: [...files.keys()].sort(), dtype, vocabSize: V, shards: shards.length, addedTokenIds } };
+}
+
+/** Writes a Hugging Face model directory (atomically; an existing directory must hold config.json). */
+export async function saveModelDir(decoder: Decoder, lora: LoraAdapters | null, outDir: string, opts: SaveModelOptions = {}): Promise<SavedModel> {
+  const { files, saved } = await modelDirFiles(decoder, lora, opts);
+  if (opts.replaceDir ?? true) await writeDirAtomic(outDir, files, "config.json");
+  else {
+    // Stale weights of an earlier save (another shard count) would shadow or mix with the new ones.
+    const { fs, path } = await nodeFs();
+    let names: string[] = [];
+    try {
+      names = await fs.readdir(outDir);
+    } catch {
+      names = [];
+    }
+    for (const n of names) if (/^model.*\.safetensors(\.index\.json)?$/.test(n) && !files.has(n)) await fs.rm(path.join(outDir, n), { recursive: false, force: true });
+    await writeFilesInto(outDir, files);
+  }
+  return saved;
+}
+
+/** Writes the adapters alone in PEFT's layout (adapter_model.safetensors + adapter_config.json). */
+export async function saveAdapters(lora: LoraAdapters, outDir: string, opts: { baseModel?: string } = {}): Promise<void> {
+  const { tensors, config } = await lora.tensors();
+  const files = new Map<string, Uint8Array | string>([
+    ["adapter_model.safetensors", writeSafetensors(tensors, { format: "pt" })],
+    ["adapter_config.json", JSON.stringify({ ...config, base_model_name_or_path: opts.baseModel ?? null }, null, 2) + "\n"],
+  ]);
+  await writeDirAtomic(outDir, files, "adapter_config.json");
+}
+
+// ------------------------------------------------------------------ vocabulary growth
+
+/**
+ * A decoder whose embedding (and untied lm_head) have `vocabSize` rows: the old rows copied, the
+ * new ones the mean of the old rows; same dtype. The other weights are shared with `decoder`.
+ * dispose() frees the new tensors only (the caller still owns the old ones).
+ */
+export async function addTokensToDecoder(decoder: Decoder, vocabSize: number): Promise<{ decoder: Decoder; dispose(): void }> {
+  const ctx: GpuContext = decoder.ctx;
+  const w = decoder.weights;
+  const [V0, D] = w.embed.shape as [number, number];
+  if (!Number.isInteger(vocabSize) || vocabSize < V0) throw new UsageError(`addTokensToDecoder: vocabulary size ${vocabSize} is below the model's ${V0} rows (shrinking is not supported)`);
+  const grow = async (t: Tensor, label: string): Promise<Tensor> => {
+    const old = await readF32(t);
+    const data = new Float32Array(vocabSize * D);
+    data.set(old);
+    const mean = new Float64Array(D);
+    for (let r = 0; r < V0; r++) for (let k = 0; k < D; k++) mean[k]! += old[r * D + k]!;
+    for (let r = V0; r < vocabSize; r++) for (let k = 0; k < D; k++) data[r * D + k] = mean[k]! / V0;
+    return t.dtype === "f16" ? ctx.upload(f32ArrayToF16(data), [vocabSize, D], "f16", label) : ctx.upload(data, [vocabSize, D], "f32", label);
+  };
+  const embed = await grow(w.embed, "model.embed_tokens.weight");
+  const tied = w.lmHead === w.embed;
+  const lmHead = tied ? embed : await grow(w.lmHead, "lm_head.weight");
+  const d = new Decoder(ctx, { ...decoder.config, vocabSize }, { ...w, embed, lmHead });
+  return {
+    decoder: d,
+    dispose: () => {
+      embed.dispose();
+      if (!tied) lmHead.dispose();
+    },
+  };
+}
