@@ -1,5 +1,7 @@
 // rope.wgsl: rotary position embedding, Hugging Face rotate-half layout, in place
-// (reference: ropeReference in src/ops/rope.ts).
+// (reference: ropeReference in src/ops/rope.ts). With INVERSE, the rotation by −a: the backward
+// of RoPE on a gradient (the Jacobian is the rotation; its transpose rotates back), reference
+// ropeBackwardReference in src/train/ops/rope_backward.ts.
 //   For row t, head h, pair i < hd/2, angle a = f32(positions[t]) · inv_freq[i] (one f32 product,
 //   as HF computes it in float32):
 //     x'[t,h,i]        = x[t,h,i]·cos a − x[t,h,i+hd/2]·sin a
@@ -62,7 +64,12 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let j = row + h * params.hd + i;
     let x0 = x[j];
     let x1 = x[j + params.half];
+#if INVERSE
+    x[j] = x0 * c + x1 * s;
+    x[j + params.half] = x1 * c - x0 * s;
+#else
     x[j] = x0 * c - x1 * s;
     x[j + params.half] = x1 * c + x0 * s;
+#endif
   }
 }

@@ -44,6 +44,26 @@ export interface LayerWeights {
   downBias: Tensor | null;
 }
 
+/** LayerWeights fields and their Hugging Face tensor names (after `model.layers.N.`); biases only when present. */
+export const HF_LAYER_FIELDS: readonly [keyof LayerWeights, string][] = [
+  ["inputNorm", "input_layernorm.weight"],
+  ["q", "self_attn.q_proj.weight"],
+  ["qBias", "self_attn.q_proj.bias"],
+  ["k", "self_attn.k_proj.weight"],
+  ["kBias", "self_attn.k_proj.bias"],
+  ["v", "self_attn.v_proj.weight"],
+  ["vBias", "self_attn.v_proj.bias"],
+  ["o", "self_attn.o_proj.weight"],
+  ["oBias", "self_attn.o_proj.bias"],
+  ["postNorm", "post_attention_layernorm.weight"],
+  ["gate", "mlp.gate_proj.weight"],
+  ["gateBias", "mlp.gate_proj.bias"],
+  ["up", "mlp.up_proj.weight"],
+  ["upBias", "mlp.up_proj.bias"],
+  ["down", "mlp.down_proj.weight"],
+  ["downBias", "mlp.down_proj.bias"],
+];
+
 export interface DecoderWeights {
   embed: Tensor;
   layers: LayerWeights[];

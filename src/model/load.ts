@@ -8,7 +8,7 @@ import { UnsupportedError } from "../errors.js";
 import { loadModel, type LoadProgress } from "../io/checkpoint.js";
 import type { ModelDir } from "../io/source.js";
 import { computeInvFreq, type ModelConfig } from "./config.js";
-import { Decoder, type DecoderWeights, type LayerWeights } from "./decoder.js";
+import { Decoder, HF_LAYER_FIELDS, type DecoderWeights, type LayerWeights } from "./decoder.js";
 import { tryLoadTokenizer, type Tokenizer, type TokenizerOptions } from "../tokenizer.js";
 
 export interface LoadDecoderOptions {
@@ -56,25 +56,12 @@ export async function loadDecoder(ctx: GpuContext, dir: string | ModelDir, opts:
   const opt = (name: string): Tensor | null => w.get(name) ?? null;
   const layers: LayerWeights[] = [];
   for (let l = 0; l < c.numLayers; l++) {
-    const p = `model.layers.${l}.`;
-    layers.push({
-      inputNorm: get(`${p}input_layernorm.weight`),
-      q: get(`${p}self_attn.q_proj.weight`),
-      k: get(`${p}self_attn.k_proj.weight`),
-      v: get(`${p}self_attn.v_proj.weight`),
-      qBias: opt(`${p}self_attn.q_proj.bias`),
-      kBias: opt(`${p}self_attn.k_proj.bias`),
-      vBias: opt(`${p}self_attn.v_proj.bias`),
-      o: get(`${p}self_attn.o_proj.weight`),
-      oBias: opt(`${p}self_attn.o_proj.bias`),
-      postNorm: get(`${p}post_attention_layernorm.weight`),
-      gate: get(`${p}mlp.gate_proj.weight`),
-      gateBias: opt(`${p}mlp.gate_proj.bias`),
-      up: get(`${p}mlp.up_proj.weight`),
-      upBias: opt(`${p}mlp.up_proj.bias`),
-      down: get(`${p}mlp.down_proj.weight`),
-      downBias: opt(`${p}mlp.down_proj.bias`),
-    });
+    const layer: Partial<Record<keyof LayerWeights, Tensor | null>> = {};
+    for (const [field, name] of HF_LAYER_FIELDS) {
+      const full = `model.layers.${l}.${name}`;
+      layer[field] = name.endsWith(".bias") ? opt(full) : get(full); // biases are optional, weights are not
+    }
+    layers.push(layer as LayerWeights);
   }
   const embed = get("model.embed_tokens.weight");
   const invFreq = ctx.upload(computeInvFreq(c), [c.headDim / 2], "f32", "rope.inv_freq");

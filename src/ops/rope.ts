@@ -17,7 +17,7 @@ export function ropeVariant(): KernelVariant {
   return {
     file: "rope",
     name: `rope_f32_wg${ROPE_WG}`,
-    defines: { WG: ROPE_WG },
+    defines: { WG: ROPE_WG, INVERSE: false },
     bindings: ["read", "read", "read_write", "uniform"],
   };
 }

@@ -19,7 +19,7 @@
 import { ShapeError, UsageError } from "../errors.js";
 import type { GpuContext } from "../gpu/context.js";
 import type { Tensor } from "../gpu/tensor.js";
-import type { Decoder, LayerWeights } from "../model/decoder.js";
+import { HF_LAYER_FIELDS, type Decoder, type LayerWeights } from "../model/decoder.js";
 import { attention, kvAppend, packedCausalRanges } from "../ops/attention.js";
 import { add } from "../ops/elementwise.js";
 import { embedding } from "../ops/embedding.js";
@@ -41,25 +41,6 @@ import { swigluBackward } from "./ops/swiglu_backward.js";
 
 export type TrainMode = { mode: "full" } | { mode: "lora"; lora: LoraConfig };
 
-/** Layer weight fields with Hugging Face names (biases included when present). */
-const LAYER_FIELDS: readonly [keyof LayerWeights, string][] = [
-  ["inputNorm", "input_layernorm.weight"],
-  ["q", "self_attn.q_proj.weight"],
-  ["qBias", "self_attn.q_proj.bias"],
-  ["k", "self_attn.k_proj.weight"],
-  ["kBias", "self_attn.k_proj.bias"],
-  ["v", "self_attn.v_proj.weight"],
-  ["vBias", "self_attn.v_proj.bias"],
-  ["o", "self_attn.o_proj.weight"],
-  ["oBias", "self_attn.o_proj.bias"],
-  ["postNorm", "post_attention_layernorm.weight"],
-  ["gate", "mlp.gate_proj.weight"],
-  ["gateBias", "mlp.gate_proj.bias"],
-  ["up", "mlp.up_proj.weight"],
-  ["upBias", "mlp.up_proj.bias"],
-  ["down", "mlp.down_proj.weight"],
-  ["downBias", "mlp.down_proj.bias"],
-];
 
 export class TrainModel {
   /** Gradient of each trainable base weight, keyed by the weight tensor (tied embeddings share one). */
@@ -91,7 +72,7 @@ export class TrainModel {
     };
     addParam("model.embed_tokens.weight", w.embed);
     w.layers.forEach((L, l) => {
-      for (const [field, name] of LAYER_FIELDS) addParam(`model.layers.${l}.${name}`, L[field] as Tensor | null);
+      for (const [field, name] of HF_LAYER_FIELDS) addParam(`model.layers.${l}.${name}`, L[field] as Tensor | null);
     });
     addParam("model.norm.weight", w.norm);
     addParam("lm_head.weight", w.lmHead);

@@ -23,30 +23,11 @@ import type { GpuContext } from "../gpu/context.js";
 import type { Tensor } from "../gpu/tensor.js";
 import { writeSafetensors, type SafetensorsDtype, type TensorToWrite } from "../io/safetensors.js";
 import { readJson, toModelDir, type ModelDir } from "../io/source.js";
-import { Decoder, type LayerWeights } from "../model/decoder.js";
+import { Decoder, HF_LAYER_FIELDS, type LayerWeights } from "../model/decoder.js";
 import { addTokensToTokenizerJson, type AddedTokenSpec } from "../tokenizer.js";
 import { f16ArrayToF32, f32ArrayToF16, f32ToBf16Bits } from "../util/f16.js";
 import { mergeLoraWeights, type LoraAdapters } from "./lora.js";
 
-/** Layer fields under their Hugging Face names (biases only when present). */
-export const HF_LAYER_FIELDS: readonly [keyof LayerWeights, string][] = [
-  ["inputNorm", "input_layernorm.weight"],
-  ["q", "self_attn.q_proj.weight"],
-  ["qBias", "self_attn.q_proj.bias"],
-  ["k", "self_attn.k_proj.weight"],
-  ["kBias", "self_attn.k_proj.bias"],
-  ["v", "self_attn.v_proj.weight"],
-  ["vBias", "self_attn.v_proj.bias"],
-  ["o", "self_attn.o_proj.weight"],
-  ["oBias", "self_attn.o_proj.bias"],
-  ["postNorm", "post_attention_layernorm.weight"],
-  ["gate", "mlp.gate_proj.weight"],
-  ["gateBias", "mlp.gate_proj.bias"],
-  ["up", "mlp.up_proj.weight"],
-  ["upBias", "mlp.up_proj.bias"],
-  ["down", "mlp.down_proj.weight"],
-  ["downBias", "mlp.down_proj.bias"],
-];
 
 export interface HostWeight {
   shape: readonly number[];

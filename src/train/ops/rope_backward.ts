@@ -1,5 +1,5 @@
 // Backward of rotate-half RoPE (src/ops/rope.ts): the forward rotates each pair (i, i + hd/2) by
-// a = positions[t]·invFreq[i]; the gradient is rotated by −a (kernels/rope_backward.wgsl), in
+// a = positions[t]·invFreq[i]; the gradient is rotated by −a (kernels/rope.wgsl with INVERSE), in
 // place on dy [T, nHeads, hd] f32, for q and k alike.
 
 import { ShapeError } from "../../errors.js";
@@ -13,7 +13,7 @@ import { requireOneBinding } from "./common.js";
 const ROPE_BWD_WG = 64;
 
 export function ropeBackwardKernel(): KernelVariant {
-  return { file: "rope_backward", name: `rope_backward_f32_wg${ROPE_BWD_WG}`, defines: { WG: ROPE_BWD_WG }, bindings: ["read", "read", "read_write", "uniform"] };
+  return { file: "rope", name: `rope_backward_f32_wg${ROPE_BWD_WG}`, defines: { WG: ROPE_BWD_WG, INVERSE: true }, bindings: ["read", "read", "read_write", "uniform"] };
 }
 
 /** dy [T, nHeads, hd] f32 → dx in place. positions u32 [T], invFreq f32 [hd/2] (as the forward). */
