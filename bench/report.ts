@@ -136,6 +136,89 @@ function modelTables(rows: BenchRow[], res: BenchResults, flops: number | null):
   return out;
 }
 
+function timing(r: BenchRow | undefined): string {
+  return r ? `${num(r.medianMs)} (${num(r.minMs)}–${num(r.maxMs)}, n=${r.samples})` : "-";
+}
+
+/** OneGen one-pass vs two-pass: one line per (context, index size, measure), the two arms side by side. */
+function onegenTables(rows: BenchRow[]): string[] {
+  const out: string[] = [];
+  const arms = rows.filter((r) => r.variant === "one-pass" || r.variant === "two-pass");
+  const key = (r: BenchRow) => `${String(r.extra?.measure)}|${String(r.extra?.context)}|${String(r.extra?.entries)}`;
+  const cells = new Map<string, { one?: BenchRow; two?: BenchRow }>();
+  for (const r of arms) {
+    const c = cells.get(key(r)) ?? {};
+    if (r.variant === "one-pass") c.one = r;
+    else c.two = r;
+    cells.set(key(r), c);
+  }
+  for (const [measure, title] of [
+    ["hits", "**Time to hits** (wall time of a one-step generate() that feeds a forced query token, until the token is yielded with its hits)"],
+    ["inject", "**Time to the first token after injection** (two-step generate() with injection, until the token after the injected document is yielded)"],
+  ] as const) {
+    const list = [...cells.values()].filter((c) => (c.one ?? c.two)!.extra?.measure === measure);
+    if (!list.length) continue;
+    const e0 = (list[0]!.one ?? list[0]!.two)!.extra ?? {};
+    out.push(
+      `${title}; model ${String(e0.model ?? "-")}, D=${String(e0.dim ?? "-")}, k=${String(e0.k ?? "-")}${measure === "inject" ? `, ${String(e0.injectTokens ?? "-")} injected ids` : ""}`,
+      ``,
+      `| context | index entries | one-pass ms (min–max, n) | two-pass ms (min–max, n) | speedup (two ÷ one) | top-1 agrees |`,
+      `|---:|---:|---:|---:|---:|---|`,
+      ...list.map((c) => {
+        const e = (c.one ?? c.two)!.extra ?? {};
+        return `| ${num(x(e.context))} | ${num(x(e.entries))} | ${timing(c.one)} | ${timing(c.two)} | ${x(e.speedup) === undefined ? "-" : `×${num(x(e.speedup))}`} | ${String(e.top1Agree ?? "-")} |`;
+      }),
+      ``,
+    );
+  }
+  const comps = rows.filter((r) => r.extra?.component !== undefined);
+  if (comps.length) {
+    out.push(
+      `**Search alone** (gpu-search: the fused top-k kernel the one-pass loop runs; cpu-search: the two-pass baseline's host search over its cached f32 copy)`,
+      ``,
+      `| component | shape | median ms | min–max ms | GB/s scanned | × copy |`,
+      `|---|---|---:|---:|---:|---:|`,
+      ...comps.map((r) => `| ${r.variant} | ${r.shape} | ${num(r.medianMs)} | ${num(r.minMs)}–${num(r.maxMs)} | ${num(r.gbps ?? x(r.extra?.hostGBps))} | ${r.ratioToCopy === undefined ? "- (host)" : r.ratioToCopy.toFixed(2)} |`),
+      ``,
+    );
+  }
+  return out;
+}
+
+function indexBuildTable(rows: BenchRow[], flops: number | null): string[] {
+  return [
+    `**Index build** (encodeDocuments into a new index; wall time of the call)`,
+    ``,
+    `| model | batch tokens | documents × tokens | entries | documents/s | tokens/s | entries/s | median s (min–max, n) | GFLOP/s | × FLOP |`,
+    `|---|---:|---|---:|---:|---:|---:|---:|---:|---:|`,
+    ...rows.map((r) => {
+      const e = r.extra ?? {};
+      return (
+        `| ${String(e.model ?? "-")} | ${num(x(e.batchTokens))} | ${num(x(e.documents))} × ${num(x(e.tokensPerDocument))} | ${num(x(e.entries))} | ${num(x(e.docsPerS))} | ${num(x(e.tokensPerS))} | ${num(x(e.entriesPerS))} | ` +
+        `${num(r.medianMs / 1e3)} (${num(r.minMs / 1e3)}–${num(r.maxMs / 1e3)}, n=${r.samples}) | ${num(r.gflops)} | ${flops && r.gflops ? (r.gflops / flops).toFixed(2) : "-"} |`
+      );
+    }),
+    ``,
+  ];
+}
+
+function trainTable(rows: BenchRow[], flops: number | null): string[] {
+  return [
+    `**Training step** (trainStep + AdamW.step + GPU wait; joint loss with a contrastive term; GFLOP/s estimated from the forward FLOPs × 3 full, × 2 LoRA)`,
+    ``,
+    `| model | mode | tokens/step | tok/s | s/step (min–max, n) | trainable params | GFLOP/s (est.) | × FLOP | weights | grads + optimizer | GPU memory held |`,
+    `|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|`,
+    ...rows.map((r) => {
+      const e = r.extra ?? {};
+      return (
+        `| ${String(e.model ?? "-")} | ${r.variant} | ${num(x(e.tokens))} | ${num(x(e.tokPerS))} | ${num(r.medianMs / 1e3)} (${num(r.minMs / 1e3)}–${num(r.maxMs / 1e3)}, n=${r.samples}) | ` +
+        `${num(x(e.trainableParams))} | ${num(r.gflops)} | ${flops && r.gflops ? (r.gflops / flops).toFixed(2) : "-"} | ${bytes(e.weightBytes)} | ${bytes(e.trainStateBytes)} | ${bytes(e.gpuBytes)} |`
+      );
+    }),
+    ``,
+  ];
+}
+
 export function renderMarkdown(res: BenchResults): string {
   const flops = flopRoofline(res);
   const load = res.loadAvg ? ` · load average (1/5/15 min) start ${res.loadAvg.start.map((v) => v.toFixed(2)).join("/")}, end ${res.loadAvg.end.map((v) => v.toFixed(2)).join("/")}${res.cpus ? ` on ${res.cpus} CPUs` : ""}` : "";
@@ -161,6 +244,18 @@ export function renderMarkdown(res: BenchResults): string {
     lines.push(`## ${suite}`, ``);
     if (suite === "model") {
       lines.push(...modelTables(rows, res, flops?.gflops ?? null));
+      continue;
+    }
+    if (suite === "onegen") {
+      lines.push(...onegenTables(rows));
+      continue;
+    }
+    if (suite === "index-build") {
+      lines.push(...indexBuildTable(rows, flops?.gflops ?? null));
+      continue;
+    }
+    if (suite === "train") {
+      lines.push(...trainTable(rows, flops?.gflops ?? null));
       continue;
     }
     const hasExtra = rows.some((r) => r.extra && Object.keys(r.extra).length > 0);
@@ -239,6 +334,27 @@ export function renderSvg(res: BenchResults): string {
       });
       y += rowH2;
     }
+  }
+  // Panel 3: OneGen speedup (two-pass ÷ one-pass), log scale.
+  const speed = res.rows.filter((r) => r.bench === "onegen" && r.variant === "one-pass" && x(r.extra?.speedup) !== undefined);
+  if (speed.length) {
+    parts.push(`<text x="10" y="${y}" font-size="13" font-weight="bold">OneGen: two-pass ÷ one-pass time (log scale; 1 = no gain)</text>`);
+    y += 10;
+    const maxS = Math.max(10, ...speed.map((r) => x(r.extra!.speedup)!));
+    const lx = (v: number) => labelW + (Math.log10(Math.max(v, 0.1)) / Math.log10(maxS)) * barW;
+    const top3 = y;
+    for (const r of speed) {
+      const v = x(r.extra!.speedup)!;
+      const e = r.extra!;
+      const label = `${e.measure === "hits" ? "hits" : "after injection"} · ctx ${String(e.context)} · N ${String(e.entries)}`;
+      parts.push(`<text x="${labelW - 6}" y="${y + rowH - 4}" font-size="10" text-anchor="end">${esc(label)}</text>`);
+      const x0 = lx(1), x1 = lx(v);
+      parts.push(`<rect x="${Math.min(x0, x1).toFixed(1)}" y="${y + 2}" width="${Math.max(0.5, Math.abs(x1 - x0)).toFixed(1)}" height="${rowH - 4}" fill="${e.measure === "hits" ? "#2a8" : "#a62"}"/>`);
+      parts.push(`<text x="${(Math.max(x0, x1) + 4).toFixed(1)}" y="${y + rowH - 4}" font-size="10">×${num(v)}</text>`);
+      y += rowH;
+    }
+    parts.push(`<line x1="${lx(1).toFixed(1)}" y1="${top3}" x2="${lx(1).toFixed(1)}" y2="${y}" stroke="#c00" stroke-dasharray="4 3"/>`);
+    y += 20;
   }
   y += 10;
   return (

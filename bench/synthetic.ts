@@ -10,6 +10,7 @@
 import type { GpuContext } from "../src/gpu/context.js";
 import type { Tensor } from "../src/gpu/tensor.js";
 import { Decoder, type DecoderWeights, type LayerWeights } from "../src/model/decoder.js";
+import type { DocumentIndex } from "../src/onegen/index.js";
 import { computeInvFreq, parameterCount, parseModelConfig, type ModelConfig } from "../src/model/config.js";
 import { Rng } from "../src/util/rng.js";
 import { f32ArrayToF16 } from "../src/util/f16.js";
@@ -29,6 +30,8 @@ export const SYNTHETIC_SHAPES = {
   "llama-134m": { hidden_size: 768, intermediate_size: 2048, num_attention_heads: 12, num_key_value_heads: 12, num_hidden_layers: 12, vocab_size: 32000, rms_norm_eps: 1e-5, max_position_embeddings: 2048 },
   /** Quick-mode smoke shape (GQA, 2 layers, small vocabulary). */
   tiny: { hidden_size: 256, intermediate_size: 688, num_attention_heads: 4, num_key_value_heads: 2, num_hidden_layers: 2, vocab_size: 2048, rms_norm_eps: 1e-5, max_position_embeddings: 512 },
+  /** `tiny` with a 4,096-position context: the OneGen loop benchmark (contexts up to 4,096). */
+  "tiny-4k": { hidden_size: 256, intermediate_size: 688, num_attention_heads: 4, num_key_value_heads: 2, num_hidden_layers: 2, vocab_size: 2048, rms_norm_eps: 1e-5, max_position_embeddings: 4096 },
 } as const;
 
 export type SyntheticShapeName = keyof typeof SYNTHETIC_SHAPES;
@@ -138,4 +141,79 @@ export async function buildSyntheticDecoder(ctx: GpuContext, config: ModelConfig
 /** A named synthetic shape on the GPU. */
 export async function buildSynthetic(ctx: GpuContext, name: SyntheticShapeName, seed = 1234): Promise<SyntheticModel> {
   return buildSyntheticDecoder(ctx, syntheticConfig(name), { seed, name });
+}
+
+/** Rows in the host block of random index vectors (prime, so tiled chunks start at varying rows). */
+const INDEX_BLOCK_ROWS = 16411;
+
+export interface SyntheticIndexOptions {
+  seed?: number;
+  /** Entries (fragments) per document (default 64): documents are added in runs of this many entries. */
+  entriesPerDocument?: number;
+  /** Tokens per document (default 16), drawn uniformly from [tokenLow, tokenHigh). */
+  documentTokens?: number;
+  tokenLow?: number;
+  tokenHigh?: number;
+  /** Rows uploaded per appendEntries call (default 16384). */
+  chunkRows?: number;
+}
+
+/**
+ * Grows `index` to `entries` entries of random (normal, then L2-normalized on the GPU) vectors,
+ * through its public API: addDocument (short random token documents, ids "syn-<n>") and
+ * appendEntries (f32 rows uploaded in chunks). As with the weights, one host block of
+ * INDEX_BLOCK_ROWS random rows is generated per seed and tiled (each chunk starting at a different
+ * row), so an index of 10^6 entries holds repeated vectors: search ties break towards the lower
+ * entry, which the GPU kernel and the CPU reference both do. Returns the host milliseconds spent
+ * (uploads complete).
+ */
+export async function fillSyntheticIndex(index: DocumentIndex, entries: number, opts: SyntheticIndexOptions = {}): Promise<number> {
+  const t0 = performance.now();
+  const ctx = index.ctx;
+  const D = index.dim;
+  const per = opts.entriesPerDocument ?? 64;
+  const docLen = opts.documentTokens ?? 16;
+  const lo = opts.tokenLow ?? 0;
+  const hi = opts.tokenHigh ?? 1000;
+  const chunkRows = opts.chunkRows ?? 16384;
+  const rng = new Rng((opts.seed ?? 4321) + index.count);
+  const block = rng.fillNormal(INDEX_BLOCK_ROWS * D, 1);
+  const need = entries - index.count;
+  if (need <= 0) return 0;
+  // Every call starts new documents (a document's entries must be contiguous and last).
+  let owed = 0;
+  let curDoc = -1;
+  index.reserve(entries, index.totalTokens + Math.ceil(need / per + 1) * docLen, index.documentCount + Math.ceil(need / per) + 1);
+  const chunk = ctx.empty([Math.min(chunkRows, need), D], "f32", "synthetic.index_rows");
+  let src = (index.count * 7919) % INDEX_BLOCK_ROWS;
+  try {
+    for (let done = 0; done < need; ) {
+      const m = Math.min(chunkRows, need - done);
+      const rows = m === chunk.shape[0] ? chunk : ctx.empty([m, D], "f32", "synthetic.index_tail");
+      for (let off = 0; off < m; ) {
+        const n = Math.min(INDEX_BLOCK_ROWS - src, m - off);
+        ctx.write(rows, block.subarray(src * D, (src + n) * D), off * D);
+        off += n;
+        src = (src + n) % INDEX_BLOCK_ROWS;
+      }
+      const owners = new Array<number>(m);
+      for (let r = 0; r < m; r++) {
+        if (owed === 0) {
+          const toks = Array.from({ length: docLen }, () => lo + rng.int(hi - lo));
+          curDoc = index.addDocument(`syn-${index.documentCount}`, toks);
+          owed = per;
+        }
+        owners[r] = curDoc;
+        owed--;
+      }
+      await index.appendEntries(rows, owners);
+      ctx.submit();
+      await ctx.sync();
+      if (rows !== chunk) rows.dispose();
+      done += m;
+    }
+  } finally {
+    chunk.dispose();
+  }
+  return performance.now() - t0;
 }
