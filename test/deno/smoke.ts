@@ -3,7 +3,7 @@
 // navigator.gpu and runs real kernels (f32 and, when available, f16). Run by scripts/run-tests.mjs:
 //   deno run --allow-read --allow-env test/deno/smoke.ts
 // Prints one line per check and a closing "deno: N passed, N failed".
-import { openDevice, add, addReference, f32ArrayToF16, f16ArrayToF32, Rng, loadDecoder, Session, SafetensorsFile, openFileSource, toF32 } from "../../dist/browser/onegen-webgpu.js";
+import { openDevice, add, addReference, f32ArrayToF16, f16ArrayToF32, Rng, loadDecoder, Session, SafetensorsFile, openFileSource, toF32, TrainModel, trainStep, AdamW, nextTokenLabels } from "../../dist/browser/onegen-webgpu.js";
 
 let passed = 0;
 let failed = 0;
@@ -66,6 +66,25 @@ await check("decoder parity on a fixture (qwen2, f16 weights) without subgroups"
   if (!(rel <= 5e-3)) throw new Error(`logits relative L2 ${rel}`);
   session.dispose();
   model.dispose();
+});
+
+await check("training steps (backward kernels, AdamW) lower the loss", async () => {
+  const dir = new URL("../fixtures/models/llama-gqa-f32/", import.meta.url).pathname;
+  const model = await loadDecoder(ctx, dir, { noTokenizer: true });
+  const ids = Array.from({ length: 24 }, (_, i) => (i * 37 + 5) % model.decoder.vocabSize);
+  const labels = nextTokenLabels(ids, [ids.length], ids.map(() => true));
+  const train = TrainModel.create(model.decoder, { mode: "lora", lora: { rank: 4, alpha: 8, seed: 1 } });
+  const opt = await AdamW.create(ctx, train.params, { lr: 5e-3 });
+  const losses: number[] = [];
+  for (let s = 0; s < 6; s++) {
+    const r = await trainStep(train, { ids, lengths: [ids.length], labels }, { lambdaGen: 1, lambdaRet: 0 });
+    losses.push(r.lossGen);
+    await opt.step();
+  }
+  opt.dispose();
+  train.dispose();
+  model.dispose();
+  if (!(losses.every(Number.isFinite) && losses[5]! < losses[0]!)) throw new Error(`losses ${losses.join(", ")}`);
 });
 
 ctx.destroy();
