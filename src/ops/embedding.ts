@@ -37,6 +37,24 @@ export interface EmbeddingOptions {
 const scratchErrors = new WeakMap<GpuContext, Tensor>();
 
 /**
+ * Token ids as a u32 [T] GPU tensor: a given tensor is checked for dtype and rank (its values live
+ * on the GPU and cannot be checked here); host ids are checked against the table's V rows and
+ * uploaded (`uploaded`: the caller disposes the tensor).
+ */
+export function idsTensor(ctx: GpuContext, ids: Tensor | ArrayLike<number>, V: number, table: string, op: string): { ids: Tensor; uploaded: boolean } {
+  if (ids instanceof Tensor) {
+    expectDType(ids, ["u32"], op, "ids");
+    if (ids.shape.length !== 1) throw new ShapeError(`${op}: ids ('${ids.label}') has shape [${ids.shape.join(", ")}], expected [T]`);
+    return { ids, uploaded: false };
+  }
+  for (let i = 0; i < ids.length; i++) {
+    const id = ids[i]!;
+    if (!Number.isInteger(id) || id < 0 || id >= V) throw new UsageError(`${op}: token id ${id} at position ${i} is outside the table '${table}' of ${V} rows`);
+  }
+  return { ids: ctx.upload(Uint32Array.from(ids), [ids.length], "u32", `${op}.ids`), uploaded: true };
+}
+
+/**
  * out[t, :] = table[ids[t], :] for ids u32 [T] (a GPU tensor, or host ids that are validated and
  * uploaded) and table [V, D] f32 or f16. Returns out [T, D] f32.
  */
@@ -45,20 +63,7 @@ export async function embedding(ctx: GpuContext, ids: Tensor | ArrayLike<number>
   if (table.shape.length !== 2) throw new ShapeError(`${op}: table ('${table.label}') has shape [${table.shape.join(", ")}], expected [V, D]`);
   const [V, D] = table.shape as [number, number];
   expectDType(table, ["f32", "f16"], op, "table");
-  let idsT: Tensor;
-  let uploaded = false;
-  if (ids instanceof Tensor) {
-    idsT = ids;
-    expectDType(idsT, ["u32"], op, "ids");
-    if (idsT.shape.length !== 1) throw new ShapeError(`${op}: ids ('${idsT.label}') has shape [${idsT.shape.join(", ")}], expected [T]`);
-  } else {
-    for (let i = 0; i < ids.length; i++) {
-      const id = ids[i]!;
-      if (!Number.isInteger(id) || id < 0 || id >= V) throw new UsageError(`${op}: token id ${id} at position ${i} is outside the table '${table.label}' of ${V} rows`);
-    }
-    idsT = ctx.upload(Uint32Array.from(ids), [ids.length], "u32", "embedding.ids");
-    uploaded = true;
-  }
+  const { ids: idsT, uploaded } = idsTensor(ctx, ids, V, table.label, op);
   const T = idsT.shape[0]!;
   const { out, errors } = opts;
   if (out) {

@@ -5,12 +5,13 @@
 // the table row: one writer per element, deterministic (token order), only rows that appear
 // are touched. dTable (f32, e.g. 32000 × 4096 = 512 MiB) is bound in row windows.
 
-import { ShapeError, UsageError } from "../../errors.js";
+import { ShapeError } from "../../errors.js";
 import type { GpuContext } from "../../gpu/context.js";
 import type { KernelVariant } from "../../gpu/kernels.js";
 import { Tensor } from "../../gpu/tensor.js";
 import { expectDType, expectShape, grid, Params } from "../../ops/common.js";
 import { expectNoAlias, requireOneBinding } from "./common.js";
+import { idsTensor } from "../../ops/embedding.js";
 
 const LINK_WG = 64;
 const SCATTER_WG = 64;
@@ -41,20 +42,7 @@ export async function embeddingBackward(ctx: GpuContext, ids: Tensor | ArrayLike
   if (dTable.shape.length !== 2) throw new ShapeError(`${op}: dTable ('${dTable.label}') has shape [${dTable.shape.join(", ")}], expected [V, D]`);
   const [V, D] = dTable.shape as [number, number];
   expectDType(dTable, ["f32"], op, "dTable");
-  let idsT: Tensor;
-  let uploaded = false;
-  if (ids instanceof Tensor) {
-    idsT = ids;
-    expectDType(idsT, ["u32"], op, "ids");
-    if (idsT.shape.length !== 1) throw new ShapeError(`${op}: ids ('${idsT.label}') has shape [${idsT.shape.join(", ")}], expected [T]`);
-  } else {
-    for (let i = 0; i < ids.length; i++) {
-      const id = ids[i]!;
-      if (!Number.isInteger(id) || id < 0 || id >= V) throw new UsageError(`${op}: token id ${id} at position ${i} is outside the table '${dTable.label}' of ${V} rows`);
-    }
-    idsT = ctx.upload(Uint32Array.from(ids), [Math.max(ids.length, 0)], "u32", "embedding_backward.ids");
-    uploaded = true;
-  }
+  const { ids: idsT, uploaded } = idsTensor(ctx, ids, V, dTable.label, op);
   const T = idsT.shape[0]!;
   expectDType(dOut, ["f32"], op, "dOut");
   expectShape(dOut, [T, D], op, "dOut");
