@@ -125,7 +125,7 @@ test("onegen run --task entity-linking --input FILE.jsonl: one line per input, a
 });
 
 test("onegen run: usage errors and input parsing", async () => {
-  const { root, index } = await fixture();
+  const { index } = await fixture();
   const base = ["--model", MODEL, "--index", index, "--quiet"];
   await assertRejects(() => runCommand([...base, "--ids", "1,2"]), UsageError, [/--task/], "no task");
   await assertRejects(() => runCommand([...base, "--task", "qa", "--ids", "1,2"]), UsageError, [/entity-linking, multihop-qa/], "bad task");

@@ -72,7 +72,7 @@ async function runCase(ctx: GpuContext, cases: Case[], steps: number, seed: numb
   }
   const opt = await AdamW.create(ctx, params, opts);
   for (let t = 0; t < steps; t++) {
-    const grads = cases.map((c, i) => rng.fillNormal(params[i]!.weight.numel, 0.5));
+    const grads = cases.map((_c, i) => rng.fillNormal(params[i]!.weight.numel, 0.5));
     grads.forEach((g, i) => ctx.write(params[i]!.grad, g));
     const { norm, clip } = clipFactorReference(grads, maxGradNorm);
     const lr = learningRate(opts.lr, t, opts.schedule);

@@ -23,7 +23,7 @@ import type { GpuContext } from "../gpu/context.js";
 import type { Tensor } from "../gpu/tensor.js";
 import { writeSafetensors, type SafetensorsDtype, type TensorToWrite } from "../io/safetensors.js";
 import { readJson, toModelDir, type ModelDir } from "../io/source.js";
-import { Decoder, HF_LAYER_FIELDS, type LayerWeights } from "../model/decoder.js";
+import { Decoder, HF_LAYER_FIELDS } from "../model/decoder.js";
 import { addTokensToTokenizerJson, type AddedTokenSpec } from "../tokenizer.js";
 import { f16ArrayToF32, f32ArrayToF16, f32ToBf16Bits } from "../util/f16.js";
 import { mergeLoraWeights, type LoraAdapters } from "./lora.js";
