@@ -4,6 +4,7 @@
 // {"id": "...", "ids": [int, ...]} (pre-tokenized; works without tokenizer files). Each
 // occurrence of the doc token (default [SE]; '#ID' names it by id) becomes one entry. Progress
 // goes to stderr; the index is saved atomically (src/onegen/index.ts saveIndex).
+import { parseJsonlObjects } from "../util/jsonl.js";
 import { readFile } from "node:fs/promises";
 import { numberFlag, parseArgs } from "./args.js";
 import { openModel, MODEL_FLAGS } from "./model.js";
@@ -21,17 +22,7 @@ export const DEFAULT_DOC_TOKEN = "[SE]";
 /** Parses a JSONL document file; errors name the file and line. Blank lines are skipped. */
 export function parseDocumentsJsonl(text: string, file: string): DocumentInput[] {
   const docs: DocumentInput[] = [];
-  text.split(/\r?\n/).forEach((line, i) => {
-    if (line.trim() === "") return;
-    const where = `${file}:${i + 1}`;
-    let v: unknown;
-    try {
-      v = JSON.parse(line);
-    } catch (e) {
-      throw new UsageError(`${where}: not valid JSON (${(e as Error).message})`);
-    }
-    if (typeof v !== "object" || v === null || Array.isArray(v)) throw new UsageError(`${where}: expected an object {"id": ..., "text"|"ids": ...}`);
-    const o = v as Record<string, unknown>;
+  for (const { where, value: o } of parseJsonlObjects(text, file, (m) => new UsageError(m))) {
     if (typeof o.id !== "string" || o.id === "") throw new UsageError(`${where}: "id" must be a non-empty string`);
     const hasText = o.text !== undefined;
     const hasIds = o.ids !== undefined;
@@ -45,7 +36,7 @@ export function parseDocumentsJsonl(text: string, file: string): DocumentInput[]
       }
       docs.push({ id: o.id, ids: o.ids as number[] });
     }
-  });
+  }
   return docs;
 }
 

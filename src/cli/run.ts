@@ -13,6 +13,7 @@
 // wraps it. A text option given for ids input (or the reverse) is an error, never ignored. Token names (--query-token …) take a
 // name known to the tokenizer or '#ID'; markers (--mention-close …) take text or '#ID,#ID,…'.
 // Without tokenizer files every token and marker must be given as ids, and spans are token offsets.
+import { parseJsonlObjects } from "../util/jsonl.js";
 import { readFile, writeFile } from "node:fs/promises";
 import { numberFlag, parseArgs, type ParsedArgs } from "./args.js";
 import { openModel, MODEL_FLAGS } from "./model.js";
@@ -43,17 +44,7 @@ interface InputItem {
 /** Parses the --input JSONL file; errors name the file and line. */
 export function parseRunInputs(text: string, file: string): InputItem[] {
   const items: InputItem[] = [];
-  text.split(/\r?\n/).forEach((line, i) => {
-    if (line.trim() === "") return;
-    const where = `${file}:${i + 1}`;
-    let v: unknown;
-    try {
-      v = JSON.parse(line);
-    } catch (e) {
-      throw new UsageError(`${where}: not valid JSON (${(e as Error).message})`);
-    }
-    if (typeof v !== "object" || v === null || Array.isArray(v)) throw new UsageError(`${where}: expected an object {"id"?, "text"|"question"|"ids"}`);
-    const o = v as Record<string, unknown>;
+  for (const { where, value: o } of parseJsonlObjects(text, file, (m) => new UsageError(m))) {
     if (o.id !== undefined && typeof o.id !== "string" && typeof o.id !== "number") throw new UsageError(`${where}: "id" must be a string or a number`);
     const id = o.id === undefined ? null : String(o.id);
     const given = ["text", "question", "ids"].filter((k) => o[k] !== undefined);
@@ -68,7 +59,7 @@ export function parseRunInputs(text: string, file: string): InputItem[] {
       if (typeof t !== "string") throw new UsageError(`${where}: "${given[0]}" must be a string`);
       items.push({ id, input: { text: t } });
     }
-  });
+  }
   return items;
 }
 

@@ -32,6 +32,7 @@
 // - lexical match: retrieval by token overlap (lowercased words, stopwords removed; the mention
 //   counted twice, then its sentence, for entity linking; the gold sub-question for multi-hop);
 //   multi-hop answers: the most frequent training answer of the question's type.
+import { parseJsonlObjects } from "../util/jsonl.js";
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
 import { LoadError, UsageError } from "../errors.js";
@@ -107,16 +108,7 @@ async function readText(file: string, hint: string): Promise<string> {
 }
 
 function parseJsonl<T>(text: string, file: string): T[] {
-  const rows: T[] = [];
-  text.split("\n").forEach((line, i) => {
-    if (line.trim() === "") return;
-    try {
-      rows.push(JSON.parse(line) as T);
-    } catch (e) {
-      throw new LoadError(`${file}:${i + 1}: not valid JSON (${(e as Error).message})`);
-    }
-  });
-  return rows;
+  return parseJsonlObjects(text, file).map((r) => r.value as T);
 }
 
 /** Reads the demo data folder written by scripts/demo/make_data.mjs; `split` is the evaluated one. */

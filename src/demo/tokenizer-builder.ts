@@ -14,6 +14,7 @@
 //   every training target and is the model's EOS.
 // Ids: the 4 base specials 0..3, OneGen's tokens 4..14, then the corpus pieces by descending
 // frequency (ties in code-unit order), so the same corpus always gives the same ids.
+import { parseJsonlObjects } from "../util/jsonl.js";
 import { readdir, readFile, writeFile, mkdir } from "node:fs/promises";
 import { join } from "node:path";
 import { LoadError } from "../errors.js";
@@ -156,14 +157,7 @@ export async function demoCorpusTexts(dataDir: string): Promise<string[]> {
     }
     for (const name of names) {
       const file = join(dataDir, sub, name);
-      (await readFile(file, "utf8")).split("\n").forEach((line, i) => {
-        if (line.trim() === "") return;
-        try {
-          collectTexts(JSON.parse(line), texts);
-        } catch (e) {
-          throw new LoadError(`${file}:${i + 1}: not valid JSON (${(e as Error).message})`);
-        }
-      });
+      for (const row of parseJsonlObjects(await readFile(file, "utf8"), file)) collectTexts(row.value, texts);
       files++;
     }
   }

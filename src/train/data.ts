@@ -30,6 +30,7 @@
 // positive is a generation-only row. Sequences are packed in OneGen's order: generation rows,
 // anchor rows, positive documents, negative documents (a document appears once per batch).
 
+import { parseJsonlObjects } from "../util/jsonl.js";
 import { LoadError, UsageError } from "../errors.js";
 import { Rng } from "../util/rng.js";
 import type { Tokenizer } from "../tokenizer.js";
@@ -113,19 +114,7 @@ function isObj(v: unknown): v is Obj {
 }
 
 function parseJsonLines(text: string, file: string): { line: number; value: Obj }[] {
-  const out: { line: number; value: Obj }[] = [];
-  text.split(/\r?\n/).forEach((raw, i) => {
-    if (raw.trim() === "") return;
-    let v: unknown;
-    try {
-      v = JSON.parse(raw);
-    } catch (e) {
-      throw new LoadError(`${file}:${i + 1}: not valid JSON (${(e as Error).message})`);
-    }
-    if (!isObj(v)) throw new LoadError(`${file}:${i + 1}: expected a JSON object, got ${Array.isArray(v) ? "an array" : typeof v}`);
-    out.push({ line: i + 1, value: v });
-  });
-  return out;
+  return parseJsonlObjects(text, file).map(({ line, value }) => ({ line, value: value as Obj }));
 }
 
 function parseIds(v: unknown, where: string, vocab: number): number[] {
