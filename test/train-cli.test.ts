@@ -185,6 +185,11 @@ test("onegen train: usage and data errors", async () => {
   await assertRejects(() => trainCommand(["--model", f.model, "--db", f.db, "--out", join(f.root, "x")]), UsageError, [/--train FILE|--train is required/], "train");
   await assertRejects(() => trainCommand(["--model", f.model, "--train", f.train, "--db", f.db, "--out", f.model]), UsageError, [/--out must differ from --model/], "train");
   await assertRejects(() => trainCommand(["--model", f.model, "--train", f.train, "--db", f.db, "--out", join(f.root, "x"), "--lora-alpha", "3"]), UsageError, [/need --lora R/], "train");
+  // a log pointed at an input file is refused before anything is written: the data stays intact
+  const trainBefore = await readFile(f.train, "utf8");
+  await assertRejects(() => trainCommand(["--model", f.model, "--train", f.train, "--db", f.db, "--out", join(f.root, "x"), "--log", f.train]), UsageError, [/--log '.*' is the --train file/], "train");
+  await assertRejects(() => trainCommand(["--model", f.model, "--train", f.train, "--db", f.db, "--out", join(f.root, "x"), "--log", f.db]), UsageError, [/--log '.*' is the --db file/], "train");
+  assert.is(await readFile(f.train, "utf8"), trainBefore, "the training file is untouched");
   const bad = join(f.root, "bad.jsonl");
   await writeFile(bad, (await readFile(f.train, "utf8")).replace('[["E1"]]', '[["E99"]]'));
   await assertRejects(() => trainCommand(["--model", f.model, "--train", bad, "--db", f.db, "--out", join(f.root, "x"), "--quiet"]), LoadError, [/bad\.jsonl:\d+: messages\[1\]\.positive\[0\]: unknown uid 'E99'/], "train");

@@ -118,6 +118,12 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const dbFile = need("db");
   const out = need("out");
   if (resolve(out) === resolve(modelDir)) throw new UsageError("train: --out must differ from --model (the input model is never overwritten)");
+  const logFile = args.flags.get("log");
+  for (const [flag, file] of [["train", trainFile], ["db", dbFile]] as const) {
+    if (logFile !== undefined && resolve(logFile) === resolve(file)) {
+      throw new UsageError(`train: --log '${logFile}' is the --${flag} file; the log is rewritten at the start of a run, so it must be another file`);
+    }
+  }
   const num = (k: string, o: { integer?: boolean; min?: number; max?: number } = {}) => numberFlag(args, k, "train", o);
   const rank = num("lora", { integer: true, min: 1 });
   const loraAlpha = num("lora-alpha", { min: 0 });
