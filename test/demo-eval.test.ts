@@ -34,7 +34,7 @@ import { writeDemoTokenizer } from "../src/demo/tokenizer-builder.js";
 import { writeSafetensors, type TensorToWrite } from "../src/io/safetensors.js";
 import { evalCommand } from "../src/cli/eval.js";
 import { demoCommand } from "../src/cli/demo.js";
-import { LoadError } from "../src/errors.js";
+import { LoadError, UsageError } from "../src/errors.js";
 import { Rng } from "../src/util/rng.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -280,9 +280,9 @@ test("onegen demo on a stand-in model: builds and saves both indexes, prints exa
   assert.match(u.out, /\d+ tokens, \d+ retrieval\(s\), \d+ ms, one-pass/);
 });
 
-test("onegen eval --json --two-pass on a stand-in model: the issue's JSON shape, scores in [0, 1]", async () => {
+test("onegen eval --json on a stand-in model: the issue's JSON shape (two-pass included by default), scores in [0, 1]", async () => {
   const { model, index } = await standIn();
-  const r = await capture(() => evalCommand(["--model", model, "--index", index, "--data", DATA, "--json", "--two-pass", "--limit", "2", "--max-new-tokens", "12", "--build-index"]));
+  const r = await capture(() => evalCommand(["--model", model, "--index", index, "--data", DATA, "--json", "--limit", "2", "--max-new-tokens", "12", "--build-index"]));
   assert.is(r.rc, 0, r.err);
   const j = JSON.parse(r.out) as Record<string, unknown>;
   const keys = ["el_micro_f1", "md_f1", "retrieval_acc_at1", "multihop_em", "multihop_f1"];
@@ -299,6 +299,10 @@ test("onegen eval --json --two-pass on a stand-in model: the issue's JSON shape,
   assert.is((j.two_pass as Record<string, unknown>).mode, "two-pass");
   // greedy decoding: the two-pass baseline reproduces the one-pass outputs, hence the same scores
   for (const k of ["el_micro_f1", "md_f1", "multihop_em", "multihop_f1"]) assert.is((j.two_pass as Record<string, number>)[k], j[k], k);
+  const one = await capture(() => evalCommand(["--model", model, "--index", index, "--data", DATA, "--json", "--no-two-pass", "--limit", "1", "--max-new-tokens", "12"]));
+  assert.is(one.rc, 0, one.err);
+  assert.is((JSON.parse(one.out) as Record<string, unknown>).two_pass, null, "--no-two-pass skips the baseline");
+  await assertRejects(() => evalCommand(["--model", model, "--index", index, "--data", DATA, "--two-pass", "--no-two-pass"]), UsageError, [/contradict/], "eval");
 });
 
 test("absent model: `onegen eval` / `onegen demo` say how to produce it; a missing index is refused without --build-index", async () => {

@@ -114,7 +114,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
       w(`  retrieval accuracy@1     ${f(scores.retrieval_acc_at1)}   (trivial lexical overlap ${f(triv.retrieval_acc_at1)})\n`);
       w(`  multi-hop EM / F1        ${f(scores.multihop_em)} / ${f(scores.multihop_f1)}   (trivial majority answer ${f(triv.multihop_em)} / ${f(triv.multihop_f1)})\n`);
       w(`  timing: ${scores.timing.el_ms_per_sentence} ms per sentence, ${scores.timing.mh_ms_per_question} ms per question (one pass, generation with in-loop retrieval)\n`);
-      w("  full held-out evaluation with the two-pass baseline: onegen eval --two-pass\n");
+      w("  the whole held-out split beside the two-pass baseline: onegen eval\n");
       return 0;
     } finally {
       indexes.dispose();

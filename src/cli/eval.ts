@@ -1,12 +1,12 @@
-// `onegen eval [--model DIR] [--index DIR] [--data DIR] [--split test|dev|train] [--json] [--two-pass]
+// `onegen eval [--model DIR] [--index DIR] [--data DIR] [--split test|dev|train] [--json] [--no-two-pass]
 //  [--limit N] [--build-index] [--quiet]`
 // Scores a OneGen model on the demo task data (src/demo/eval.ts): mention detection F1, entity
 // linking micro-F1 (OneGen's metric), retrieval accuracy@1 (teacher-forced), multi-hop exact
-// match / F1, beside the trivial baselines and, with --two-pass, beside the same model run as the
-// two-pass baseline. Defaults: the bundled demo model (demo/model), its indexes (demo/index/{el,
+// match / F1, beside the trivial baselines and beside the same model run as the two-pass baseline
+// (skipped with --no-two-pass). Defaults: the bundled demo model (demo/model), its indexes (demo/index/{el,
 // mhqa}) and data (demo/data) of the package. --json prints one object:
 //   {"el_micro_f1", "md_f1", "retrieval_acc_at1", "multihop_em", "multihop_f1", …,
-//    "two_pass": {…} | null, "trivial": {…}}
+//    "two_pass": {…} (null with --no-two-pass), "trivial": {…}}
 import { stat } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { numberFlag, parseArgs } from "./args.js";
@@ -29,7 +29,7 @@ export const DEMO_MODEL_HINT =
 
 const USAGE = [
   "usage: onegen eval [--model DIR (default demo/model)] [--index DIR (default demo/index: el/ and mhqa/)] [--data DIR (default demo/data)]",
-  "  [--split test|dev|train (default test)] [--json] [--two-pass (also score the two-pass baseline)] [--limit N (first N sentences and questions)]",
+  "  [--split test|dev|train (default test)] [--json] [--no-two-pass (skip the two-pass baseline)] [--limit N (first N sentences and questions)]",
   "  [--build-index (encode and save missing indexes)] [--max-new-tokens N] [--dtype auto|f16|f32] [--quiet]",
 ].join("\n");
 
@@ -83,11 +83,13 @@ function scoresJson(s: ModelScores): Record<string, unknown> {
 }
 
 export async function evalCommand(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ["model", "index", "data", "split", "limit", "max-new-tokens", "dtype"], booleans: ["help", "json", "two-pass", "build-index", "quiet"] }, "eval");
+  const args = parseArgs(argv, { values: ["model", "index", "data", "split", "limit", "max-new-tokens", "dtype"], booleans: ["help", "json", "two-pass", "no-two-pass", "build-index", "quiet"] }, "eval");
   if (args.bools.has("help")) {
     process.stdout.write(USAGE + "\n");
     return 0;
   }
+  if (args.bools.has("two-pass") && args.bools.has("no-two-pass")) throw new UsageError("eval: --two-pass and --no-two-pass contradict each other");
+  const withTwoPass = !args.bools.has("no-two-pass"); // --two-pass: the default, accepted as such
   const split = args.flags.get("split") ?? "test";
   if (!(SPLITS as readonly string[]).includes(split)) throw new UsageError(`eval: --split must be one of ${SPLITS.join(", ")}, got '${split}'`);
   const limit = numberFlag(args, "limit", "eval", { integer: true, min: 1 });
@@ -114,7 +116,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
       };
       const onePass = await evaluateModel(model, indexes, data, { ...opts, onExample: progress("one-pass") });
       if (!quiet) process.stderr.write("\n");
-      const twoPass = args.bools.has("two-pass") ? await evaluateModel(model, indexes, data, { ...opts, twoPass: true, onExample: progress("two-pass") }) : null;
+      const twoPass = withTwoPass ? await evaluateModel(model, indexes, data, { ...opts, twoPass: true, onExample: progress("two-pass") }) : null;
       if (twoPass && !quiet) process.stderr.write("\n");
       const { method, ...triv } = trivial;
       const out = {
