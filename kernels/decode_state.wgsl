@@ -19,6 +19,22 @@
 //   4 params:   Params      uniform     (n = params.b; forced id = params.c; V = params.d)
 // `last` is read on the GPU so the rule sees injected text too (the host may not know it yet).
 // If context[last-n+1 ..= last] == pattern, every logit except the forced id becomes -inf.
+//
+// Entry point `copy_input` (one workgroup of WG invocations; invocation 0 replays the state
+// machine, all then mask strided over the vocabulary): entity-linking output constrained to be
+// the source text with mention markup (reference: copyInputAllowed in src/ops/decode_state.ts).
+//   0 context:  array<u32>  read        [capacity]  ids fed so far; the generated ones start at params.start
+//   1 table:    array<u32>  read        [2n + e]    source ids [n], their space-less twins [n]
+//                                                    (NONE: none), end-of-sequence ids [e]
+//   2 position: array<u32>  read        [1]         last = position[0]
+//   3 logits:   array<f32>  read_write  [V]
+//   4 params:   CopyParams  uniform
+// Replaying context[start ..= last] gives (cursor i into the source, `half`: the lone space of
+// source[i] was written, markup state m: 0 outside a mention, 1 just opened, 2 inside, 3 closed,
+// 4 after the query token). Allowed next ids: m 3 → query; m 4 → continue; half → twin[i] (and
+// open when m 0); else source[i] (i < n), the lone space when m 0 and twin[i] exists, open when
+// m 0 and i < n, close when m 2, an end id when m 0 and i = n. An id outside these (written by
+// another rule) ends the constraint: nothing is masked from then on.
 
 struct Params {
   a: u32,
@@ -47,6 +63,94 @@ fn main() {
   if (p < params.a) { context[p] = token[0]; }
 }
 #else
+#if COPY
+@group(0) @binding(0) var<storage, read> context: array<u32>;
+@group(0) @binding(1) var<storage, read> table: array<u32>;
+@group(0) @binding(2) var<storage, read> position: array<u32>;
+@group(0) @binding(3) var<storage, read_write> logits: array<f32>;
+@group(0) @binding(4) var<uniform> params: CopyParams;
+
+struct CopyParams {
+  start: u32,
+  n: u32,
+  e: u32,
+  vocab: u32,
+  space: u32,
+  open: u32,
+  close: u32,
+  query: u32,
+  cont: u32,
+  neg_inf: f32,
+  _pad0: u32,
+  _pad1: u32,
+}
+
+const NONE: u32 = 0xffffffffu;
+// allowed[0..4]: single ids (NONE = unused); allowed[4] = 1 when the end ids are allowed;
+// allowed[5] = 1 when the constraint is off (a foreign id was written)
+var<workgroup> allowed: array<u32, 6>;
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(local_invocation_index) lid: u32) {
+  if (lid == 0u) {
+    let n = params.n;
+    var i = 0u;
+    var half = false;
+    var m = 0u;
+    var off = false;
+    let last = position[0];
+    for (var t = params.start; t <= last && !off; t++) {
+      let x = context[t];
+      if (m == 3u) {
+        if (x == params.query) { m = 4u; } else { off = true; }
+      } else if (m == 4u) {
+        if (x == params.cont) { m = 0u; } else { off = true; }
+      } else if (x == params.open && m == 0u && i < n) {
+        m = 1u;
+      } else if (x == params.close && m == 2u && !half) {
+        m = 3u;
+      } else if (half) {
+        if (x == table[n + i]) { i++; half = false; m = select(m, 2u, m == 1u); } else { off = true; }
+      } else if (i < n && x == table[i]) {
+        i++;
+        m = select(m, 2u, m == 1u);
+      } else if (i < n && m == 0u && x == params.space && table[n + i] != NONE) {
+        half = true;
+      } else {
+        off = true;
+      }
+    }
+    for (var k = 0u; k < 6u; k++) { allowed[k] = select(NONE, 0u, k >= 4u); }
+    if (off) {
+      allowed[5] = 1u;
+    } else if (m == 3u) {
+      allowed[0] = params.query;
+    } else if (m == 4u) {
+      allowed[0] = params.cont;
+    } else if (half) {
+      allowed[0] = table[n + i];
+      if (m == 0u) { allowed[1] = params.open; }
+    } else {
+      if (i < n) {
+        allowed[0] = table[i];
+        if (m == 0u && table[n + i] != NONE) { allowed[1] = params.space; }
+        if (m == 0u) { allowed[2] = params.open; }
+      }
+      if (m == 2u) { allowed[3] = params.close; }
+      if (m == 0u && i == n) { allowed[4] = 1u; }
+    }
+  }
+  workgroupBarrier();
+  if (allowed[5] == 1u) { return; }
+  for (var v = lid; v < params.vocab; v += {{WG}}u) {
+    var ok = v == allowed[0] || v == allowed[1] || v == allowed[2] || v == allowed[3];
+    if (allowed[4] == 1u) {
+      for (var k = 0u; k < params.e; k++) { ok = ok || v == table[2u * params.n + k]; }
+    }
+    if (!ok) { logits[v] = params.neg_inf; }
+  }
+}
+#else
 @group(0) @binding(0) var<storage, read> context: array<u32>;
 @group(0) @binding(1) var<storage, read> pattern: array<u32>;
 @group(0) @binding(2) var<storage, read> position: array<u32>;
@@ -65,4 +169,5 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     if (v != params.c) { logits[v] = params.neg_inf; }
   }
 }
+#endif
 #endif

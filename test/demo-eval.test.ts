@@ -19,6 +19,7 @@ import {
   lexicalRetrieve,
   lexicalDocs,
   loadDemoData,
+  openDemoIndexes,
   mentionDetectionF1,
   mostFrequentEntity,
   mostFrequentEntityLinking,
@@ -36,6 +37,9 @@ import { evalCommand } from "../src/cli/eval.js";
 import { demoCommand } from "../src/cli/demo.js";
 import { LoadError, UsageError } from "../src/errors.js";
 import { Rng } from "../src/util/rng.js";
+import { gpu } from "./helpers/gpu.js";
+import { loadDecoder } from "../src/model/load.js";
+import { runEntityLinking } from "../src/onegen/tasks.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const DATA = join(ROOT, "demo", "data");
@@ -258,6 +262,42 @@ function standIn() {
     return { root, model: await standInModel(root), index: join(root, "index") };
   })());
 }
+
+test("copy-input entity linking on a random stand-in model: whatever it samples, the output is the input with mention markup", async () => {
+  const { model: dir, root } = await standIn();
+  const index = join(root, "index-copy-input");
+  const ctx = await gpu();
+  const data = await loadDemoData(DATA, "test");
+  const model = await loadDecoder(ctx, dir, { dtype: "f32" });
+  const indexes = await openDemoIndexes(ctx, model, index, data, { build: true });
+  const strip = (s: string) => s.replace(/<MENTION>|<\/MENTION>|\[LK\]|\[_CONTINUE_\]/g, "");
+  try {
+    let mentions = 0;
+    for (const [i, s] of data.elTest.slice(0, 6).entries()) {
+      // sampling at a high temperature: the random model takes every kind of allowed step
+      const r = await runEntityLinking(model, indexes.el, { text: s.text }, { copyInput: true, temperature: 3, seed: 40 + i, maxNewTokens: 200 });
+      assert.is(r.finish, "eos", `${s.id}: ends with </s> once the input is written`);
+      assert.is(strip(r.annotated!), s.text + "</s>", `${s.id}: ${r.annotated}`);
+      for (const m of r.mentions) {
+        assert.ok(m.span !== null, `${s.id}: mention ${JSON.stringify(m.mention)} maps to the input`);
+        assert.is(s.text.slice(m.span[0], m.span[1]), m.mention);
+        mentions++;
+      }
+      assert.is(r.retrievals.length, r.mentions.length, `${s.id}: one [LK] retrieval per mention`);
+      // greedy: the two-pass baseline under the same rule writes the same ids
+      const one = await runEntityLinking(model, indexes.el, { text: s.text }, { copyInput: true, maxNewTokens: 200 });
+      const two = await runEntityLinking(model, indexes.el, { text: s.text }, { copyInput: true, maxNewTokens: 200, twoPass: true });
+      assert.equal(two.ids, one.ids, `${s.id}: two-pass = one-pass`);
+      assert.is(strip(one.annotated!), s.text + "</s>");
+    }
+    assert.ok(mentions >= 3, `the sampled runs opened mentions (${mentions})`);
+    const free = await runEntityLinking(model, indexes.el, { text: data.elTest[0]!.text }, { maxNewTokens: 40 });
+    assert.not.equal(strip(free.annotated!), data.elTest[0]!.text + "</s>", "without the rule the random model does not copy (the test can tell)");
+  } finally {
+    indexes.dispose();
+    model.dispose();
+  }
+});
 
 test("onegen demo on a stand-in model: builds and saves both indexes, prints examples and held-out scores", async () => {
   const { model, index } = await standIn();

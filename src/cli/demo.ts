@@ -1,5 +1,5 @@
 // `onegen demo [--input "…"] [--model DIR] [--index DIR] [--data DIR] [--examples N] [--limit N]
-//  [--rebuild-index] [--dtype auto|f16|f32] [--quiet]`
+//  [--rebuild-index] [--copy-input] [--dtype auto|f16|f32] [--quiet]`
 // The bundled demo: loads the demo model (demo/model), loads its indexes (demo/index/{el,mhqa};
 // built from demo/data and saved there when absent), then
 //   - without --input: runs entity linking and multi-hop QA on held-out examples, printing the
@@ -15,7 +15,7 @@ import { DEFAULT_DEMO_DATA, DEFAULT_DEMO_INDEX, DEFAULT_DEMO_MODEL, openDemoMode
 
 const USAGE = [
   "usage: onegen demo [--input 'a sentence to link'] [--model DIR (default demo/model)] [--index DIR (default demo/index)] [--data DIR (default demo/data)]",
-  "  [--examples N (shown per task, default 3)] [--limit N (held-out sentences and questions scored, default 40)] [--rebuild-index] [--dtype auto|f16|f32] [--quiet]",
+  "  [--copy-input (entity linking constrained to copy the input)] [--examples N (shown per task, default 3)] [--limit N (held-out sentences and questions scored, default 40)] [--rebuild-index] [--dtype auto|f16|f32] [--quiet]",
 ].join("\n");
 
 const DEFAULT_EXAMPLES = 3;
@@ -54,7 +54,8 @@ function printMultiHop(w: (s: string) => void, data: DemoData, r: MultiHopResult
 }
 
 export async function demoCommand(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ["model", "index", "data", "input", "examples", "limit", "dtype"], booleans: ["help", "rebuild-index", "quiet"] }, "demo");
+  const args = parseArgs(argv, { values: ["model", "index", "data", "input", "examples", "limit", "dtype"], booleans: ["help", "rebuild-index", "quiet", "copy-input"] }, "demo");
+  const copyInput = args.bools.has("copy-input");
   if (args.bools.has("help")) {
     process.stdout.write(USAGE + "\n");
     return 0;
@@ -85,7 +86,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
         w(`\nentity linking\n  input:    ${input}\n`);
         // as in the evaluation: the annotated sentence is the input plus 3 tokens per mention
         const maxNewTokens = Math.min(ONEGEN_ENTITY_LINKING.maxNewTokens, 3 * model.tokenizer!.encode(input, { addSpecialTokens: false }).length + 16);
-        const r = await runEntityLinking(model, indexes.el, { text: input }, { maxNewTokens });
+        const r = await runEntityLinking(model, indexes.el, { text: input }, { maxNewTokens, copyInput });
         printLinking(w, data, r, null);
         return 0;
       }
@@ -94,6 +95,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
       const scores = await evaluateModel(model, indexes, data, {
         limitEl: limit,
         limitMh: limit,
+        copyInput,
         onExample: (e) => {
           if (e.task === "entity-linking" && shownEl < examples) {
             if (shownEl++ === 0) w("\nentity linking (held-out sentences)\n");

@@ -29,7 +29,7 @@ export const DEMO_MODEL_HINT =
 
 const USAGE = [
   "usage: onegen eval [--model DIR (default demo/model)] [--index DIR (default demo/index: el/ and mhqa/)] [--data DIR (default demo/data)]",
-  "  [--split test|dev|train (default test)] [--json] [--no-two-pass (skip the two-pass baseline)] [--limit N (first N sentences and questions)]",
+  "  [--split test|dev|train (default test)] [--json] [--no-two-pass (skip the two-pass baseline)] [--copy-input (entity linking constrained to copy the input)] [--limit N (first N sentences and questions)]",
   "  [--build-index (encode and save missing indexes)] [--max-new-tokens N] [--dtype auto|f16|f32] [--quiet]",
 ].join("\n");
 
@@ -77,13 +77,14 @@ function scoresJson(s: ModelScores): Record<string, unknown> {
     retrieval_acc_at1_multihop: r3(s.retrieval_acc_at1_multihop),
     el_micro_f1_ambiguous: r3(s.el_micro_f1_ambiguous),
     mode: s.mode,
+    el_decoding: s.el_decoding,
     examples: s.examples,
     timing: s.timing,
   };
 }
 
 export async function evalCommand(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ["model", "index", "data", "split", "limit", "max-new-tokens", "dtype"], booleans: ["help", "json", "two-pass", "no-two-pass", "build-index", "quiet"] }, "eval");
+  const args = parseArgs(argv, { values: ["model", "index", "data", "split", "limit", "max-new-tokens", "dtype"], booleans: ["help", "json", "two-pass", "no-two-pass", "copy-input", "build-index", "quiet"] }, "eval");
   if (args.bools.has("help")) {
     process.stdout.write(USAGE + "\n");
     return 0;
@@ -107,6 +108,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     const indexes = await openDemoIndexes(ctx, model, indexDir, data, { build: args.bools.has("build-index") });
     try {
       const opts = {
+        copyInput: args.bools.has("copy-input"),
         ...(limit !== undefined ? { limitEl: limit, limitMh: limit } : {}),
         ...(maxNew !== undefined ? { maxNewTokensEl: maxNew, maxNewTokensMh: maxNew } : {}),
       };
@@ -152,7 +154,7 @@ function formatTable(out: { model: string; split: string }, one: ModelScores, tw
   ];
   const f = (x: number) => x.toFixed(3).padStart(9);
   const lines = [
-    `model ${out.model}, ${out.split} split: ${one.examples.el} sentences, ${one.examples.mh} questions`,
+    `model ${out.model}, ${out.split} split: ${one.examples.el} sentences, ${one.examples.mh} questions; entity-linking decoding: ${one.el_decoding}`,
     `${"metric".padEnd(38)}${"one-pass".padStart(9)}${two ? "two-pass".padStart(9) : ""}${"trivial".padStart(9)}`,
   ];
   for (const [label, key] of rows) {

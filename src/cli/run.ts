@@ -29,6 +29,7 @@ const USAGE = [
   "  [--temperature T] [--top-k K] [--top-p P] [--seed S] [--context N (KV cache rows)] [--dtype auto|f16|f32] [--quiet]",
   "  [--template 'TEXT with {input}' | --no-template] [--template-ids 'ID,…,{input},ID,…'] [--bos] [--add-tokens '[LK],[SE],…']",
   "  entity linking: [--query-token [LK]|#ID] [--continue-token [_CONTINUE_]|#ID] [--mention-open <MENTION>|#ID,…] [--mention-close </MENTION>|#ID,…] [--max-retrievals N]",
+  "                  [--copy-input (constrained decoding: the output is the input with mention markup)]",
   "  multi-hop QA:   [--query-token '[Question Representation]'|#ID] [--paragraph-open <paragraph>|#ID,…] [--paragraph-close </paragraph>|#ID,…]",
   "                  [--answer-open <FINAL-ANSWER>|#ID,…] [--answer-close </FINAL-ANSWER>|#ID,…] [--max-retrievals N (default 5)] [--max-doc-tokens N] [--stop-after-answer]",
 ].join("\n");
@@ -97,7 +98,7 @@ export async function runCommand(argv: string[]): Promise<number> {
         "max-retrievals", "query-token", "continue-token", "mention-open", "mention-close", "paragraph-open", "paragraph-close", "answer-open",
         "answer-close", "template", "template-ids", "add-tokens", "max-doc-tokens",
       ],
-      booleans: ["help", "two-pass", "quiet", "bos", "no-template", "stop-after-answer"],
+      booleans: ["help", "two-pass", "quiet", "bos", "no-template", "stop-after-answer", "copy-input"],
     },
     "run",
   );
@@ -206,7 +207,7 @@ function commonOptions(args: ParsedArgs, task: TaskName): EntityLinkingOptions &
       if (task !== t) throw new UsageError(`run: --${name} applies to --task ${t} only`);
     }
   };
-  for (const x of ["continue-token", "mention-open", "mention-close"]) only(x, "entity-linking");
+  for (const x of ["continue-token", "mention-open", "mention-close", "copy-input"]) only(x, "entity-linking");
   for (const x of ["paragraph-open", "paragraph-close", "answer-open", "answer-close", "max-doc-tokens", "stop-after-answer"]) only(x, "multihop-qa");
   const template = args.bools.has("no-template") ? null : f("template");
   const tids = f("template-ids");
@@ -225,6 +226,7 @@ function commonOptions(args: ParsedArgs, task: TaskName): EntityLinkingOptions &
     ...(args.bools.has("bos") ? { addSpecialTokens: true } : {}),
     twoPass: args.bools.has("two-pass"),
     stopAfterAnswer: args.bools.has("stop-after-answer"),
+    ...(args.bools.has("copy-input") ? { copyInput: true } : {}),
     ...(f("query-token") !== undefined ? { queryToken: f("query-token")! } : {}),
     ...(f("continue-token") !== undefined ? { continueToken: f("continue-token")! } : {}),
     ...(f("mention-open") !== undefined ? { mentionOpen: f("mention-open")! } : {}),

@@ -551,6 +551,8 @@ export async function openDemoIndexes(
 
 export interface EvalOptions {
   twoPass?: boolean;
+  /** Entity linking with copy-input constrained decoding (see EntityLinkingOptions.copyInput). */
+  copyInput?: boolean;
   /** Evaluate only the first N sentences / questions. */
   limitEl?: number;
   limitMh?: number;
@@ -564,6 +566,8 @@ export interface EvalOptions {
 
 export interface ModelScores extends Scores {
   mode: "one-pass" | "two-pass";
+  /** Entity-linking decoding: free (as OneGen) or constrained to copy the input. */
+  el_decoding: "free" | "copy-input";
   examples: { el: number; mh: number };
   /** Wall time of the generation runs (ms) and per example. */
   timing: { el_ms: number; mh_ms: number; el_ms_per_sentence: number; mh_ms_per_question: number; retrieval_probe_ms: number };
@@ -590,7 +594,7 @@ export async function evaluateModel(model: LoadedDecoder, indexes: DemoIndexes, 
   for (const s of el) {
     const inputTokens = tk.encode(s.text, { addSpecialTokens: false }).length;
     const maxNewTokens = opts.maxNewTokensEl ?? Math.min(ONEGEN_ENTITY_LINKING.maxNewTokens, 3 * inputTokens + 16);
-    const r = await runEntityLinking(model, indexes.el, { text: s.text }, { twoPass, maxNewTokens });
+    const r = await runEntityLinking(model, indexes.el, { text: s.text }, { twoPass, maxNewTokens, copyInput: opts.copyInput ?? false });
     preds.push({ output: r.annotated, mentions: r.mentions.map((m) => ({ mention: m.mention, entity: m.entity })) });
     opts.onExample?.({ task: "entity-linking", gold: s, result: r });
   }
@@ -638,6 +642,7 @@ export async function evaluateModel(model: LoadedDecoder, indexes: DemoIndexes, 
   const mhs = multiHopScores(answers, mh.map((q) => q.answer));
   return {
     mode: twoPass ? "two-pass" : "one-pass",
+    el_decoding: opts.copyInput ? "copy-input" : "free",
     el_micro_f1: entityLinkingF1(el, preds).f1,
     md_f1: mentionDetectionF1(el, preds).f1,
     ...combineRetrieval(accuracyAt1(elGold, elTop), accuracyAt1(mhGold, mhTop)),

@@ -13,7 +13,7 @@ import type { GpuContext } from "../gpu/context.js";
 import type { Tensor } from "../gpu/tensor.js";
 import { ShapeError, UsageError } from "../errors.js";
 import { Decoder, type ForwardOutputs, type KVCache } from "./decoder.js";
-import { advancePosition, forceAfter } from "../ops/decode_state.js";
+import { advancePosition, copyInput, copyInputTable, forceAfter, type CopyInputRule } from "../ops/decode_state.js";
 import { sample, maskLogits } from "../ops/sample.js";
 import type { DocumentIndex } from "../onegen/index.js";
 import { detect, resolve, plan, commit, RECORD_LENGTH_MASK, RECORD_OVERFLOW, RECORD_SEARCHED, type LoopParams, type LoopState } from "../onegen/loop.js";
@@ -36,6 +36,10 @@ export interface GenerateOptions extends SamplingOptions {
   bannedIds?: readonly number[];
   /** Logits processors: after the context ends with `pattern`, the next id is `token`. */
   forceAfter?: readonly { pattern: readonly number[]; token: number }[];
+  /** Constrained decoding: the generated ids must spell these source ids with mention markup (see CopyInputRule). */
+  copyInput?: CopyInputRule;
+  /** Cache row where the constrained output begins (default: the first id this call generates). */
+  copyInputFrom?: number;
   /** Decode steps encoded per submit and per readback (default 4). */
   stepsPerRead?: number;
   /** Turns ids into text for stop strings and streamed text. */
@@ -237,6 +241,15 @@ export class Session {
       if (f.token < 0 || f.token >= V) throw new UsageError(`forced token ${f.token} is out of the vocabulary`);
       return { pattern: ctx.upload(Uint32Array.from(f.pattern), [f.pattern.length], "u32", "generate.pattern"), token: f.token };
     });
+    const copyRule = opts.copyInput ?? null;
+    if (copyRule) {
+      for (const id of [...copyRule.source, ...copyRule.twins, ...copyRule.endIds, copyRule.space]) {
+        if (id !== 0xffffffff && (!Number.isInteger(id) || id < 0 || id >= V)) throw new UsageError(`copyInput: id ${id} is out of the vocabulary (${V})`);
+      }
+    }
+    const copyFrom = opts.copyInputFrom ?? this.length;
+    if (copyRule && (!Number.isInteger(copyFrom) || copyFrom < 0 || copyFrom > this.length)) throw new UsageError(`copyInputFrom ${copyFrom} must lie in [0, ${this.length}] (the cache holds ${this.length} ids)`);
+    const copyTable = copyRule ? ctx.upload(copyInputTable(copyRule), [2 * copyRule.source.length + copyRule.endIds.length], "u32", "generate.copy") : null;
     const rt = opts.retrieval && opts.retrieval.index.count > 0 ? new LoopRetrieval(this, opts.retrieval, maxNew) : null;
     const injecting = rt?.injecting ?? false;
     const steps = injecting ? maxNew : Math.min(maxNew, this.capacity - this.length);
@@ -269,6 +282,7 @@ export class Session {
         for (let b = 0; b < batch; b++) {
           const j = encoded + b;
           if (banned) await maskLogits(ctx, this.lastLogits, banned);
+          if (copyTable) await copyInput(ctx, this.context, copyTable, this.position, this.lastLogits, copyFrom, copyRule!);
           for (const f of forced) await forceAfter(ctx, this.context, f.pattern, this.lastLogits, this.position, f.token);
           await sample(ctx, this.lastLogits, this.token, { temperature, topK: opts.topK, topP: opts.topP, seed, step: j });
           ctx.copy(this.token.buffer, 0, history.buffer, 4 * stride * j, 4);
@@ -327,6 +341,7 @@ export class Session {
     } finally {
       history.dispose();
       banned?.dispose();
+      copyTable?.dispose();
       for (const f of forced) f.pattern.dispose();
       rt?.dispose();
       this.timings.decodeTokens += generated.length;

@@ -102,7 +102,8 @@ export function injectionFits(position: number, length: number, capacity: number
  */
 export async function* twoPassGenerate(session: Session, opts: GenerateOptions): AsyncGenerator<GeneratedToken, FinishReason> {
   const spec = opts.retrieval;
-  const plain: GenerateOptions = { ...opts, retrieval: undefined };
+  // a copy-input rule replays from where this call starts, across the segments below
+  const plain: GenerateOptions = { ...opts, retrieval: undefined, ...(opts.copyInput ? { copyInputFrom: opts.copyInputFrom ?? session.length } : {}) };
   if (!spec || spec.index.count === 0) return yield* session.generate(plain);
   const q = spec.queryTokenId;
   const k = Math.max(1, spec.k ?? 1);

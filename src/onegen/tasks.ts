@@ -42,6 +42,7 @@ import { UsageError } from "../errors.js";
 import { Session, type FinishReason, type GeneratedToken, type GenerateOptions, type RetrievalHit, type SamplingOptions } from "../model/session.js";
 import { embedding } from "../ops/embedding.js";
 import { NO_ID, TOPK_MAX_K } from "../ops/search.js";
+import { COPY_NONE, type CopyInputRule } from "../ops/decode_state.js";
 import type { DocumentIndex } from "./index.js";
 import { encodeDocuments } from "./encode.js";
 import { injectionFits, injectionIds, indexVectorsOnHost, reencodeLastHidden, searchOnHost, twoPassGenerate } from "./baseline.js";
@@ -532,6 +533,12 @@ export interface EntityLinkingOptions extends TaskRunOptions {
   mentionClose?: MarkerRef;
   /** At most this many [LK] retrievals (default unlimited, as OneGen). */
   maxRetrievals?: number;
+  /**
+   * Constrained decoding (GENRE-style): the output must be the input with mention markup, so the
+   * model only chooses where mentions open and close (and what [LK] retrieves); every other id is
+   * the input's. Default false: the model writes freely, as in OneGen.
+   */
+  copyInput?: boolean;
 }
 
 export interface MultiHopOptions extends TaskRunOptions {
@@ -704,6 +711,31 @@ export function entityLinkingTokens(model: TaskModel, o: EntityLinkingOptions = 
   return { query, cont, open, close, patterns };
 }
 
+/** Leading-space markers of tokenizers: a plain space, SentencePiece's ▁, byte-level BPE's Ġ. */
+const SPACE_MARKS = [" ", "\u2581", "\u0120"];
+
+/**
+ * The copy-input rule of an entity-linking run: the source ids (the input text tokenized alone, or
+ * the given ids), each id's space-less twin (the token after a space mark, when the vocabulary has
+ * it: how a word reads right after a mention opener), the lone-space id and the markup ids.
+ */
+export function copyInputRule(model: TaskModel, ids: readonly number[] | null, text: string | null, toks: EntityLinkingTokens, endIds: readonly number[]): CopyInputRule {
+  const tk = model.tokenizer;
+  if (toks.open.length !== 1 || toks.close.length !== 1) {
+    throw new UsageError(`entity linking: copyInput needs single-token mention markers, got ${toks.open.length} and ${toks.close.length} ids`, "add the markers as tokens (onegen train --add-token)");
+  }
+  if (text !== null && !tk) throw new UsageError("entity linking: copyInput on text needs the model's tokenizer");
+  const source = text !== null ? tk!.encode(text, { addSpecialTokens: false }) : [...ids!];
+  if (source.length === 0) throw new UsageError("entity linking: copyInput: the input is empty");
+  const twins = source.map((id) => {
+    const piece = tk?.idToToken(id);
+    const mark = piece !== undefined && piece.length > 1 ? SPACE_MARKS.find((m) => piece.startsWith(m)) : undefined;
+    return mark === undefined ? COPY_NONE : tk!.tokenToId(piece!.slice(mark.length)) ?? COPY_NONE;
+  });
+  const space = tk ? SPACE_MARKS.map((m) => tk.tokenToId(m)).find((x) => x !== undefined) ?? COPY_NONE : COPY_NONE;
+  return { source, twins, space, open: toks.open[0]!, close: toks.close[0]!, query: toks.query, cont: toks.cont, endIds: [...endIds] };
+}
+
 /**
  * OneGen entity linking: the model annotates mentions; `[_CONTINUE_]` is forced after
  * `</MENTION>[LK]`; each [LK] links its mention to the best index entry (no injection).
@@ -725,6 +757,7 @@ export async function runEntityLinking(model: TaskModel, index: DocumentIndex, i
     bannedIds: undecodableIds(model),
     ...(o.stepsPerRead !== undefined ? { stepsPerRead: o.stepsPerRead } : {}),
     ...(decode ? { decode } : {}),
+    ...(o.copyInput ? { copyInput: copyInputRule(model, "text" in inp ? null : inp.ids, "text" in inp ? inp.text : null, toks, o.eosIds ?? model.decoder.config.eosTokenIds) } : {}),
   };
   const capacity = capacityFor(model, prompt.length, maxNew, 0, 0, o, what);
   const { result } = await execute(model, prompt, gen, capacity, o);

@@ -13,15 +13,119 @@ const FORCE_WG = 256;
 const ADVANCE: KernelVariant = {
   file: "decode_state",
   name: "decode_advance",
-  defines: { ADVANCE: true },
+  defines: { ADVANCE: true, COPY: false },
   bindings: ["read", "read_write", "read_write", "read_write", "uniform"],
 };
 const FORCE: KernelVariant = {
   file: "decode_state",
   name: `force_after_wg${FORCE_WG}`,
-  defines: { ADVANCE: false, WG: FORCE_WG },
+  defines: { ADVANCE: false, COPY: false, WG: FORCE_WG },
   bindings: ["read", "read", "read", "read_write", "uniform"],
 };
+const COPY: KernelVariant = {
+  file: "decode_state",
+  name: `copy_input_wg${FORCE_WG}`,
+  defines: { ADVANCE: false, COPY: true, WG: FORCE_WG },
+  bindings: ["read", "read", "read", "read_write", "uniform"],
+};
+
+/** "No id" in a copy-input table. */
+export const COPY_NONE = 0xffffffff;
+
+/**
+ * Output constrained to the source ids with mention markup (entity linking): the generated ids,
+ * with the markup removed, must spell the source. A source id with a leading space may also be
+ * written as the lone-space id, then the mention opener, then its space-less twin (how
+ * "a <MENTION>Name" tokenizes when the source says "a Name").
+ */
+export interface CopyInputRule {
+  /** The source ids, in order. */
+  source: readonly number[];
+  /** Per source id: the id of the same text without its leading space, or COPY_NONE. */
+  twins: readonly number[];
+  /** The lone-space id, or COPY_NONE. */
+  space: number;
+  open: number;
+  close: number;
+  /** The query token written after `close` ([LK]) and the one after it ([_CONTINUE_]). */
+  query: number;
+  cont: number;
+  /** Ids allowed once the whole source has been written outside a mention. */
+  endIds: readonly number[];
+}
+
+/** The table `copyInput` reads: source ids, their twins, the end ids. */
+export function copyInputTable(rule: CopyInputRule): Uint32Array {
+  if (rule.twins.length !== rule.source.length) throw new ShapeError(`copyInput: ${rule.twins.length} twins for ${rule.source.length} source ids`);
+  return Uint32Array.from([...rule.source, ...rule.twins, ...rule.endIds]);
+}
+
+/**
+ * Masks `logits` (one row, in place) to the ids `rule` allows after context[start ..= last],
+ * last = position[0] read on the GPU. `table` = copyInputTable(rule).
+ */
+export async function copyInput(ctx: GpuContext, context: Tensor, table: Tensor, position: Tensor, logits: Tensor, start: number, rule: CopyInputRule): Promise<void> {
+  expectDType(context, ["u32"], "copyInput", "context");
+  expectDType(table, ["u32"], "copyInput", "table");
+  expectDType(position, ["u32"], "copyInput", "position");
+  expectDType(logits, ["f32"], "copyInput", "logits");
+  const V = logits.shape[logits.shape.length - 1]!;
+  if (logits.numel !== V) throw new ShapeError(`copyInput: logits ('${logits.label}') must hold one row, got [${logits.shape.join(", ")}]`);
+  const n = rule.source.length;
+  if (table.numel !== 2 * n + rule.endIds.length) throw new ShapeError(`copyInput: table ('${table.label}') holds ${table.numel} ids, the rule needs ${2 * n + rule.endIds.length}`);
+  for (const [name, id] of [["open", rule.open], ["close", rule.close], ["query", rule.query], ["cont", rule.cont]] as const) {
+    if (!Number.isInteger(id) || id < 0 || id >= V) throw new ShapeError(`copyInput: ${name} id ${id} is outside the vocabulary (${V})`);
+  }
+  const k = await ctx.kernels.get(COPY);
+  const p = new Params().u32(start).u32(n).u32(rule.endIds.length).u32(V).u32(rule.space).u32(rule.open).u32(rule.close).u32(rule.query).u32(rule.cont).f32(-Infinity);
+  ctx.dispatch(k, [context, table, position, logits], p.bytes(), [1]);
+}
+
+/** CPU reference of copyInput: the allowed ids after `generated` (null: no constraint). */
+export function copyInputAllowed(generated: readonly number[], rule: CopyInputRule): Set<number> | null {
+  const { source, twins } = rule;
+  const n = source.length;
+  let i = 0;
+  let half = false;
+  let m = 0; // 0 outside, 1 opened, 2 inside, 3 closed, 4 after the query token
+  for (const x of generated) {
+    if (m === 3) {
+      if (x !== rule.query) return null;
+      m = 4;
+    } else if (m === 4) {
+      if (x !== rule.cont) return null;
+      m = 0;
+    } else if (x === rule.open && m === 0 && i < n) m = 1;
+    else if (x === rule.close && m === 2 && !half) m = 3;
+    else if (half) {
+      if (x !== twins[i]) return null;
+      i++;
+      half = false;
+      if (m === 1) m = 2;
+    } else if (i < n && x === source[i]) {
+      i++;
+      if (m === 1) m = 2;
+    } else if (i < n && m === 0 && x === rule.space && twins[i] !== COPY_NONE) half = true;
+    else return null;
+  }
+  const ok = new Set<number>();
+  if (m === 3) ok.add(rule.query);
+  else if (m === 4) ok.add(rule.cont);
+  else if (half) {
+    ok.add(twins[i]!);
+    if (m === 0) ok.add(rule.open);
+  } else {
+    if (i < n) {
+      ok.add(source[i]!);
+      if (m === 0 && twins[i] !== COPY_NONE) ok.add(rule.space);
+      if (m === 0) ok.add(rule.open);
+    }
+    if (m === 2) ok.add(rule.close);
+    if (m === 0 && i === n) for (const e of rule.endIds) ok.add(e);
+  }
+  ok.delete(COPY_NONE);
+  return ok;
+}
 
 /**
  * position += 1; ranges = [start, position + 1) with start = max(ranges[0], position + 1 - window)
