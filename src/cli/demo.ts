@@ -1,5 +1,5 @@
 // `onegen demo [--input "…"] [--model DIR] [--index DIR] [--data DIR] [--examples N] [--limit N]
-//  [--rebuild-index] [--copy-input] [--dtype auto|f16|f32] [--quiet]`
+//  [--rebuild-index] [--el-decoding copy-input|free] [--dtype auto|f16|f32] [--quiet]`
 // The bundled demo: loads the demo model (demo/model), loads its indexes (demo/index/{el,mhqa};
 // built from demo/data and saved there when absent), then
 //   - without --input: runs entity linking and multi-hop QA on held-out examples, printing the
@@ -10,12 +10,12 @@
 import { numberFlag, parseArgs } from "./args.js";
 import { UsageError } from "../errors.js";
 import { ONEGEN_ENTITY_LINKING, runEntityLinking, type EntityLinkingResult, type MultiHopResult } from "../onegen/tasks.js";
-import { evaluateModel, loadDemoData, openDemoIndexes, trivialScores, type DemoData, type ElGold, type MhGold } from "../demo/eval.js";
-import { DEFAULT_DEMO_DATA, DEFAULT_DEMO_INDEX, DEFAULT_DEMO_MODEL, openDemoModel, requireModelDir } from "./eval.js";
+import { DEFAULT_EL_DECODING, evaluateModel, loadDemoData, openDemoIndexes, trivialScores, type DemoData, type ElGold, type MhGold } from "../demo/eval.js";
+import { DEFAULT_DEMO_DATA, DEFAULT_DEMO_INDEX, DEFAULT_DEMO_MODEL, elDecodingFlag, openDemoModel, requireModelDir } from "./eval.js";
 
 const USAGE = [
   "usage: onegen demo [--input 'a sentence to link'] [--model DIR (default demo/model)] [--index DIR (default demo/index)] [--data DIR (default demo/data)]",
-  "  [--copy-input (entity linking constrained to copy the input)] [--examples N (shown per task, default 3)] [--limit N (held-out sentences and questions scored, default 40)] [--rebuild-index] [--dtype auto|f16|f32] [--quiet]",
+  `  [--el-decoding copy-input|free (default ${DEFAULT_EL_DECODING})] [--examples N (shown per task, default 3)] [--limit N (held-out sentences and questions scored, default 40)] [--rebuild-index] [--dtype auto|f16|f32] [--quiet]`,
 ].join("\n");
 
 const DEFAULT_EXAMPLES = 3;
@@ -54,8 +54,9 @@ function printMultiHop(w: (s: string) => void, data: DemoData, r: MultiHopResult
 }
 
 export async function demoCommand(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ["model", "index", "data", "input", "examples", "limit", "dtype"], booleans: ["help", "rebuild-index", "quiet", "copy-input"] }, "demo");
-  const copyInput = args.bools.has("copy-input");
+  const args = parseArgs(argv, { values: ["model", "index", "data", "input", "examples", "limit", "dtype", "el-decoding"], booleans: ["help", "rebuild-index", "quiet"] }, "demo");
+  const decoding = elDecodingFlag(args.flags.get("el-decoding"), "demo");
+  const copyInput = decoding === "copy-input";
   if (args.bools.has("help")) {
     process.stdout.write(USAGE + "\n");
     return 0;
@@ -98,7 +99,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
         copyInput,
         onExample: (e) => {
           if (e.task === "entity-linking" && shownEl < examples) {
-            if (shownEl++ === 0) w("\nentity linking (held-out sentences)\n");
+            if (shownEl++ === 0) w(`\nentity linking (held-out sentences; ${copyInput ? "copy-input decoding: the output is the input, the model places the mentions and links them" : "free decoding, as OneGen"})\n`);
             w(`\n  input:    ${e.gold.text}\n`);
             printLinking(w, data, e.result, e.gold);
           } else if (e.task === "multihop-qa" && shownMh < examples) {
@@ -108,13 +109,17 @@ export async function demoCommand(argv: string[]): Promise<number> {
           }
         },
       });
+      // the same sentences with the other entity-linking decoding, for comparison
+      const other = await evaluateModel(model, indexes, data, { limitEl: limit, limitMh: 0, copyInput: !copyInput, retrievalProbe: false });
       const triv = trivialScores(data, { el: limit, mh: limit });
       const f = (x: number) => x.toFixed(3);
+      const name = (copy: boolean) => (copy ? "copy-input" : "free");
       w(`\nheld-out accuracy (first ${scores.examples.el} test sentences, ${scores.examples.mh} test questions; one-pass)\n`);
-      w(`  entity linking micro-F1  ${f(scores.el_micro_f1)}   (trivial most-frequent entity ${f(triv.el_micro_f1)})\n`);
-      w(`  mention detection F1     ${f(scores.md_f1)}   (trivial dictionary match ${f(triv.md_f1)})\n`);
+      w(`  entity linking micro-F1  ${f(scores.el_micro_f1)}   (${name(!copyInput)} decoding ${f(other.el_micro_f1)}; trivial most-frequent entity ${f(triv.el_micro_f1)})\n`);
+      w(`  mention detection F1     ${f(scores.md_f1)}   (${name(!copyInput)} decoding ${f(other.md_f1)}; trivial dictionary match ${f(triv.md_f1)})\n`);
       w(`  retrieval accuracy@1     ${f(scores.retrieval_acc_at1)}   (trivial lexical overlap ${f(triv.retrieval_acc_at1)})\n`);
       w(`  multi-hop EM / F1        ${f(scores.multihop_em)} / ${f(scores.multihop_f1)}   (trivial majority answer ${f(triv.multihop_em)} / ${f(triv.multihop_f1)})\n`);
+      w(`  entity-linking decoding: ${name(copyInput)} (--el-decoding ${name(!copyInput)} for the other)\n`);
       w(`  timing: ${scores.timing.el_ms_per_sentence} ms per sentence, ${scores.timing.mh_ms_per_question} ms per question (one pass, generation with in-loop retrieval)\n`);
       w("  the whole held-out split beside the two-pass baseline: onegen eval\n");
       return 0;

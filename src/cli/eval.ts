@@ -1,5 +1,5 @@
 // `onegen eval [--model DIR] [--index DIR] [--data DIR] [--split test|dev|train] [--json] [--no-two-pass]
-//  [--limit N] [--build-index] [--quiet]`
+//  [--el-decoding copy-input|free] [--limit N] [--build-index] [--quiet]`
 // Scores a OneGen model on the demo task data (src/demo/eval.ts): mention detection F1, entity
 // linking micro-F1 (OneGen's metric), retrieval accuracy@1 (teacher-forced), multi-hop exact
 // match / F1, beside the trivial baselines and beside the same model run as the two-pass baseline
@@ -14,7 +14,7 @@ import { LoadError, UsageError } from "../errors.js";
 import { openDevice } from "../gpu/device.js";
 import { loadDecoder, type LoadedDecoder } from "../model/load.js";
 import { createProgressBar } from "./progress.js";
-import { evaluateModel, loadDemoData, openDemoIndexes, SPLITS, trivialScores, type ModelScores, type Split } from "../demo/eval.js";
+import { DEFAULT_EL_DECODING, EL_DECODINGS, evaluateModel, loadDemoData, openDemoIndexes, SPLITS, trivialScores, type ElDecoding, type ModelScores, type Split } from "../demo/eval.js";
 import type { GpuContext } from "../gpu/context.js";
 
 /** The package's demo folder (dist/src/cli/*.js → ../../../demo). */
@@ -29,7 +29,7 @@ export const DEMO_MODEL_HINT =
 
 const USAGE = [
   "usage: onegen eval [--model DIR (default demo/model)] [--index DIR (default demo/index: el/ and mhqa/)] [--data DIR (default demo/data)]",
-  "  [--split test|dev|train (default test)] [--json] [--no-two-pass (skip the two-pass baseline)] [--copy-input (entity linking constrained to copy the input)] [--limit N (first N sentences and questions)]",
+  `  [--split test|dev|train (default test)] [--json] [--no-two-pass (skip the two-pass baseline)] [--el-decoding copy-input|free (default ${DEFAULT_EL_DECODING})] [--limit N (first N sentences and questions)]`,
   "  [--build-index (encode and save missing indexes)] [--max-new-tokens N] [--dtype auto|f16|f32] [--quiet]",
 ].join("\n");
 
@@ -83,8 +83,15 @@ function scoresJson(s: ModelScores): Record<string, unknown> {
   };
 }
 
+/** The --el-decoding flag of demo and eval (default DEFAULT_EL_DECODING). */
+export function elDecodingFlag(value: string | undefined, command: string): ElDecoding {
+  if (value === undefined) return DEFAULT_EL_DECODING;
+  if (!(EL_DECODINGS as readonly string[]).includes(value)) throw new UsageError(`${command}: --el-decoding must be one of ${EL_DECODINGS.join(", ")}, got '${value}'`);
+  return value as ElDecoding;
+}
+
 export async function evalCommand(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ["model", "index", "data", "split", "limit", "max-new-tokens", "dtype"], booleans: ["help", "json", "two-pass", "no-two-pass", "copy-input", "build-index", "quiet"] }, "eval");
+  const args = parseArgs(argv, { values: ["model", "index", "data", "split", "limit", "max-new-tokens", "dtype", "el-decoding"], booleans: ["help", "json", "two-pass", "no-two-pass", "build-index", "quiet"] }, "eval");
   if (args.bools.has("help")) {
     process.stdout.write(USAGE + "\n");
     return 0;
@@ -108,7 +115,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     const indexes = await openDemoIndexes(ctx, model, indexDir, data, { build: args.bools.has("build-index") });
     try {
       const opts = {
-        copyInput: args.bools.has("copy-input"),
+        copyInput: elDecodingFlag(args.flags.get("el-decoding"), "eval") === "copy-input",
         ...(limit !== undefined ? { limitEl: limit, limitMh: limit } : {}),
         ...(maxNew !== undefined ? { maxNewTokensEl: maxNew, maxNewTokensMh: maxNew } : {}),
       };
