@@ -305,17 +305,17 @@ test("onegen demo on a stand-in model: builds and saves both indexes, prints exa
   assert.is(r.rc, 0, r.err);
   if (process.env.DEMO_TEST_VERBOSE) process.stdout.write(r.out);
   assert.match(r.out, /indexes .*: entities \d+ \(built\), fragments \d+ \(built\)/);
-  assert.match(r.out, /entity linking \(held-out sentences; copy-input decoding/);
+  assert.match(r.out, /entity linking \(held-out sentences; free decoding, as OneGen\)/);
   assert.match(r.out, /multi-hop QA \(held-out questions\)/);
   assert.match(r.out, /question: .*\n(  hop 1: retrieved .*\n)?(  hop 2: retrieved .*\n)?  answer: .* gold: ".*"/);
-  assert.match(r.out, /entity linking micro-F1 +\d\.\d{3} +\(free decoding \d\.\d{3}; trivial most-frequent entity \d\.\d{3}\)/);
-  assert.match(r.out, /entity-linking decoding: copy-input \(--el-decoding free for the other\)/);
+  assert.match(r.out, /entity linking micro-F1 +\d\.\d{3} +\(copy-input decoding \d\.\d{3}; trivial most-frequent entity \d\.\d{3}\)/);
+  assert.match(r.out, /entity-linking decoding: free \(--el-decoding copy-input for the other\)/);
   assert.match(r.out, /timing: \d+ ms per sentence, \d+ ms per question/);
   assert.equal((await readdir(index)).sort(), ["el", "mhqa"]);
-  const free = await capture(() => demoCommand(["--model", model, "--index", index, "--data", DATA, "--examples", "1", "--limit", "1", "--quiet", "--el-decoding", "free"]));
-  assert.is(free.rc, 0, free.err);
-  assert.match(free.out, /entity linking \(held-out sentences; free decoding, as OneGen\)/);
-  assert.match(free.out, /entity linking micro-F1 +\d\.\d{3} +\(copy-input decoding \d\.\d{3};/);
+  const copy = await capture(() => demoCommand(["--model", model, "--index", index, "--data", DATA, "--examples", "1", "--limit", "1", "--quiet", "--el-decoding", "copy-input"]));
+  assert.is(copy.rc, 0, copy.err);
+  assert.match(copy.out, /entity linking \(held-out sentences; copy-input decoding: the output is the input/);
+  assert.match(copy.out, /entity linking micro-F1 +\d\.\d{3} +\(free decoding \d\.\d{3};/);
   await assertRejects(() => demoCommand(["--model", model, "--index", index, "--data", DATA, "--el-decoding", "greedy"]), UsageError, [/--el-decoding must be one of copy-input, free, got 'greedy'/], "demo");
   // --input: entity linking on the user's sentence, with the saved indexes loaded
   const u = await capture(() => demoCommand(["--model", model, "--index", index, "--data", DATA, "--input", "The chemist Mara Voss was born in Lindvale.", "--quiet"]));
@@ -324,6 +324,10 @@ test("onegen demo on a stand-in model: builds and saves both indexes, prints exa
   assert.match(u.out, /\(loaded\).*\(loaded\)/);
   assert.match(u.out, /input: +The chemist Mara Voss was born in Lindvale\./);
   assert.match(u.out, /\d+ tokens, \d+ retrieval\(s\), \d+ ms, one-pass/);
+  // both decodings; copy-input writes the input's ids (the stand-in's vocabulary lacks "Voss" and "Lindvale": <unk>)
+  const copied = /decoding: free \(as OneGen\)\n  output: .*\n[^]*decoding: copy-input \(the output is the input with mention markup\)\n  output: +(.*)\n/.exec(u.out);
+  assert.ok(copied, u.out);
+  assert.is(copied[1]!.replace(/<MENTION>|<\/MENTION>|\[LK\]|\[_CONTINUE_\]/g, ""), "The chemist Mara<unk> was born in<unk>.</s>");
 });
 
 test("onegen eval --json on a stand-in model: the issue's JSON shape (two-pass included by default), scores in [0, 1]", async () => {
@@ -342,7 +346,7 @@ test("onegen eval --json on a stand-in model: the issue's JSON shape (two-pass i
   assert.is(j.split, "test");
   assert.equal(j.examples, { el: 2, mh: 2 });
   assert.is(j.mode, "one-pass");
-  assert.is(j.el_decoding, "copy-input", "the default entity-linking decoding is reported");
+  assert.is(j.el_decoding, "free", "the default entity-linking decoding (OneGen's) is reported");
   assert.is((j.two_pass as Record<string, unknown>).mode, "two-pass");
   // greedy decoding: the two-pass baseline reproduces the one-pass outputs, hence the same scores
   for (const k of ["el_micro_f1", "md_f1", "multihop_em", "multihop_f1"]) assert.is((j.two_pass as Record<string, number>)[k], j[k], k);

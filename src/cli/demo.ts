@@ -6,7 +6,8 @@
 //     annotated text with each mention's entity and score, the retrieved documents per hop and
 //     the answer, then the accuracy on the first --limit held-out sentences and questions
 //     (one-pass) with timing, beside the trivial baseline;
-//   - with --input "…": runs entity linking on that sentence.
+//   - with --input "…": runs entity linking on that sentence (with both decodings unless
+//     --el-decoding names one).
 import { numberFlag, parseArgs } from "./args.js";
 import { UsageError } from "../errors.js";
 import { ONEGEN_ENTITY_LINKING, runEntityLinking, type EntityLinkingResult, type MultiHopResult } from "../onegen/tasks.js";
@@ -87,8 +88,14 @@ export async function demoCommand(argv: string[]): Promise<number> {
         w(`\nentity linking\n  input:    ${input}\n`);
         // as in the evaluation: the annotated sentence is the input plus 3 tokens per mention
         const maxNewTokens = Math.min(ONEGEN_ENTITY_LINKING.maxNewTokens, 3 * model.tokenizer!.encode(input, { addSpecialTokens: false }).length + 16);
-        const r = await runEntityLinking(model, indexes.el, { text: input }, { maxNewTokens, copyInput });
-        printLinking(w, data, r, null);
+        // both decodings unless one was asked for: on a sentence unlike the training templates the
+        // model's free output may drift from the input, which copy-input rules out
+        const modes = args.flags.has("el-decoding") ? [copyInput] : [false, true];
+        for (const copy of modes) {
+          w(`  decoding: ${copy ? "copy-input (the output is the input with mention markup)" : "free (as OneGen)"}\n`);
+          const r = await runEntityLinking(model, indexes.el, { text: input }, { maxNewTokens, copyInput: copy });
+          printLinking(w, data, r, null);
+        }
         return 0;
       }
       let shownEl = 0;

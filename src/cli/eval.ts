@@ -25,7 +25,7 @@ export const DEFAULT_DEMO_DATA = DEMO_ROOT + "data";
 
 /** How to produce the demo model when it is missing (printed as the error's hint). */
 export const DEMO_MODEL_HINT =
-  "the demo model is produced by `scripts/demo/train_demo.sh` (`node scripts/demo/make_data.mjs` writes demo/data, `scripts/demo/init_model.mjs` a random model, `onegen train` trains it, `onegen index` builds demo/index; see demo/TRAINING-NOTES.md); or pass --model DIR";
+  "the demo model is produced by `scripts/demo/train_demo.sh` (`node scripts/demo/make_data.mjs` writes demo/data, `scripts/demo/init_model.mjs` a random model, `onegen train` trains it, `onegen index` builds demo/index; see demo/MODEL_CARD.md); or pass --model DIR";
 
 const USAGE = [
   "usage: onegen eval [--model DIR (default demo/model)] [--index DIR (default demo/index: el/ and mhqa/)] [--data DIR (default demo/data)]",

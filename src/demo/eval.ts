@@ -551,14 +551,13 @@ export async function openDemoIndexes(
 
 /**
  * Entity-linking decoding of the demo and the evaluation: "free" is OneGen's (the model writes the
- * annotated sentence itself); "copy-input" constrains every non-markup id to the input's
- * (EntityLinkingOptions.copyInput), so the model decides only where mentions open and close and
- * what each [LK] retrieves. The demo model learnt those two; its free copying of names still
- * slips (demo/MODEL_CARD.md has both scores), hence the default.
+ * annotated sentence itself, the default); "copy-input" constrains every non-markup id to the
+ * input's (EntityLinkingOptions.copyInput), so the model decides only where mentions open and
+ * close and what each [LK] retrieves (demo/MODEL_CARD.md has both scores).
  */
 export const EL_DECODINGS = ["copy-input", "free"] as const;
 export type ElDecoding = (typeof EL_DECODINGS)[number];
-export const DEFAULT_EL_DECODING: ElDecoding = "copy-input";
+export const DEFAULT_EL_DECODING: ElDecoding = "free";
 
 export interface EvalOptions {
   twoPass?: boolean;
