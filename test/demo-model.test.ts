@@ -1,0 +1,123 @@
+// The bundled demo model (demo/model + demo/index, trained by scripts/demo/train_demo.sh; see
+// demo/MODEL_CARD.md) on a fixed sample of held-out data: the bundled indexes load and match the
+// model; the annotated output and linked entity ids of 5 test sentences, with both entity-linking
+// decodings, and the answers to 2 test questions equal the ones recorded from the bundled model
+// (greedy decoding, deterministic on one device; a retrained model must re-record them:
+// RECORD_DEMO=1 prints the current values); and entity-linking micro-F1 on the first EL_SUBSET
+// test sentences, with the default decoding, stays ≥ 0.8 and above the trivial baseline on the
+// same sentences. No skip when the model is absent: the model is part of the package.
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { existsSync } from "node:fs";
+import { join, dirname } from "node:path";
+import { fileURLToPath } from "node:url";
+import { gpu } from "./helpers/gpu.js";
+import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
+import { DEFAULT_EL_DECODING, evaluateModel, loadDemoData, openDemoIndexes, trivialScores, type DemoData, type DemoIndexes, type ElDecoding } from "../src/demo/eval.js";
+import { ONEGEN_ENTITY_LINKING, runEntityLinking, runMultiHopQa } from "../src/onegen/tasks.js";
+
+const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+const MODEL = join(ROOT, "demo", "model");
+const INDEX = join(ROOT, "demo", "index");
+const DATA = join(ROOT, "demo", "data");
+
+/** Sentences scored for the micro-F1 floor (the first N of the test split). */
+const EL_SUBSET = 30;
+const EL_F1_FLOOR = 0.8;
+
+/** Recorded from the bundled model (the scripts/demo/train_demo.sh run of demo/MODEL_CARD.md). */
+const EL_RECORDS: { id: string; decoding: ElDecoding; annotated: string; entities: (string | null)[] }[] = [
+  { id: "el-test-000", decoding: "copy-input", annotated: "As a young engineer, <MENTION>Casimir Dalley</MENTION>[LK][_CONTINUE_] left <MENTION>Marwick</MENTION>[LK][_CONTINUE_] for <MENTION>Kestport</MENTION>[LK][_CONTINUE_].</s>", entities: ["P205","C009","C014"] },
+  { id: "el-test-000", decoding: "free", annotated: "As a young engineer, <MENTION>Casimir Dalley</MENTION>[LK][_CONTINUE_] left <MENTION>Marwick</MENTION>[LK][_CONTINUE_] for <MENTION>Kestport</MENTION>[LK][_CONTINUE_].</s>", entities: ["P205","C009","C014"] },
+  { id: "el-test-001", decoding: "copy-input", annotated: "Visitors to <MENTION>Ormford</MENTION>[LK][_CONTINUE_] in <MENTION>Kalmora</MENTION>[LK][_CONTINUE_] admire its old bridge.</s>", entities: ["C044","K002"] },
+  { id: "el-test-001", decoding: "free", annotated: "Visitors to <MENTION>Ormford</MENTION>[LK][_CONTINUE_] in <MENTION>Kalmora</MENTION>[LK][_CONTINUE_] admire its old bridge.</s>", entities: ["C044","K002"] },
+  { id: "el-test-002", decoding: "copy-input", annotated: "<MENTION>Cinder Works</MENTION>[LK][_CONTINUE_] was started by the pilot <MENTION>Fenna Solberg</MENTION>[LK][_CONTINUE_] in 1977.</s>", entities: ["O042","P143"] },
+  { id: "el-test-002", decoding: "free", annotated: "<MENTION>Cinder Works</MENTION>[LK][_CONTINUE_] was started by the pilot <MENTION>Fenna Solberg</MENTION>[LK][_CONTINUE_] in 1977.</s>", entities: ["O042","P143"] },
+  { id: "el-test-003", decoding: "copy-input", annotated: "The chemist <MENTION>Matthis Belring</MENTION>[LK][_CONTINUE_] joined <MENTION>Redfern Press</MENTION>[LK][_CONTINUE_] after leaving <MENTION>Rookgate</MENTION>[LK][_CONTINUE_].</s>", entities: ["P064","O054","C024"] },
+  { id: "el-test-003", decoding: "free", annotated: "The chemist <MENTION>Matthis Belring</MENTION>[LK][_CONTINUE_] joined <MENTION>Redfern Press</MENTION>[LK][_CONTINUE_] after leaving <MENTION>Rookgate</MENTION>[LK][_CONTINUE_].</s>", entities: ["P064","O054","C024"] },
+  { id: "el-test-004", decoding: "copy-input", annotated: "<MENTION>Zora Terberg</MENTION>[LK][_CONTINUE_], a painter from <MENTION>Ormwick</MENTION>[LK][_CONTINUE_], was born in 1958.</s>", entities: ["P155","C047"] },
+  { id: "el-test-004", decoding: "free", annotated: "<MENTION>Zora Terberg</MENTION>[LK][_CONTINUE_], a painter from <MENTION>Ormwick</MENTION>[LK][_CONTINUE_], was born in 1958.</s>", entities: ["P155","C047"] },
+];
+const MH_RECORDS: { id: string; answer: string | null }[] = [
+  { id: "mh-test-000", answer: "Falcon Institute" },
+  { id: "mh-test-001", answer: "Thalvale was born in Tormoor. <FINAL-ANSWER>Tormoor" },
+];
+const RECORD = process.env.RECORD_DEMO === "1";
+
+interface Bundle {
+  model: LoadedDecoder;
+  indexes: DemoIndexes;
+  data: DemoData;
+}
+let bundle: Promise<Bundle> | null = null;
+function bundled(): Promise<Bundle> {
+  return (bundle ??= (async () => {
+    assert.ok(existsSync(join(MODEL, "config.json")), `the bundled demo model '${MODEL}' is missing (produce it with scripts/demo/train_demo.sh)`);
+    const ctx = await gpu();
+    const data = await loadDemoData(DATA, "test");
+    const model = await loadDecoder(ctx, MODEL, { dtype: "auto" });
+    const indexes = await openDemoIndexes(ctx, model, INDEX, data, { build: false });
+    return { model, indexes, data };
+  })());
+}
+
+test("bundled demo model: loads with its prebuilt indexes (every entity and fragment)", async () => {
+  const { model, indexes, data } = await bundled();
+  assert.is(indexes.how.el, "loaded");
+  assert.is(indexes.how.mh, "loaded");
+  assert.is(indexes.el.documentCount, data.elDocs.length);
+  assert.is(indexes.el.count, data.elDocs.length, "one [SE] entry per entity");
+  assert.is(indexes.mh.documentCount, data.mhDocs.length);
+  assert.ok(model.tokenizer !== null, "the model directory has its tokenizer");
+});
+
+test("bundled demo model: entity linking on 5 fixed held-out sentences, both decodings, gives the recorded output and entities", async () => {
+  const { model, indexes, data } = await bundled();
+  const got: string[] = [];
+  for (const rec of EL_RECORDS) {
+    const s = data.elTest.find((x) => x.id === rec.id);
+    assert.ok(s, `test sentence ${rec.id}`);
+    const maxNewTokens = Math.min(ONEGEN_ENTITY_LINKING.maxNewTokens, 3 * model.tokenizer!.encode(s.text, { addSpecialTokens: false }).length + 16);
+    const r = await runEntityLinking(model, indexes.el, { text: s.text }, { maxNewTokens, copyInput: rec.decoding === "copy-input" });
+    got.push(`  { id: ${JSON.stringify(rec.id)}, decoding: ${JSON.stringify(rec.decoding)}, annotated: ${JSON.stringify(r.annotated)}, entities: ${JSON.stringify(r.mentions.map((m) => m.entity))} },`);
+    if (RECORD) continue;
+    assert.is(r.annotated, rec.annotated, `${rec.id} (${rec.decoding}): annotated output`);
+    assert.equal(r.mentions.map((m) => m.entity), rec.entities, `${rec.id} (${rec.decoding}): linked entities`);
+  }
+  if (RECORD) console.log(got.join("\n"));
+  assert.is(new Set(EL_RECORDS.map((r) => r.id)).size, 5);
+  assert.equal([...new Set(EL_RECORDS.map((r) => r.decoding))].sort(), ["copy-input", "free"]);
+});
+
+test("bundled demo model: multi-hop QA on 2 fixed held-out questions gives the recorded answers", async () => {
+  const { model, indexes, data } = await bundled();
+  assert.is(MH_RECORDS.length, 2);
+  const got: string[] = [];
+  for (const rec of MH_RECORDS) {
+    const q = data.mhTest.find((x) => x._id === rec.id);
+    assert.ok(q, `test question ${rec.id}`);
+    const r = await runMultiHopQa(model, indexes.mh, { text: q.question }, { maxNewTokens: 256, stopAfterAnswer: true });
+    got.push(`  { id: ${JSON.stringify(rec.id)}, answer: ${JSON.stringify(r.answer)} },`);
+    if (!RECORD) assert.is(r.answer, rec.answer, `${rec.id}: answer`);
+  }
+  if (RECORD) console.log(got.join("\n"));
+});
+
+test(`bundled demo model: entity-linking micro-F1 on the first ${EL_SUBSET} held-out sentences ≥ ${EL_F1_FLOOR} and above the trivial baseline`, async () => {
+  const { model, indexes, data } = await bundled();
+  const s = await evaluateModel(model, indexes, data, { limitEl: EL_SUBSET, limitMh: 0, copyInput: DEFAULT_EL_DECODING === "copy-input" });
+  const t = trivialScores(data, { el: EL_SUBSET, mh: 0 });
+  console.log(`  demo model, first ${EL_SUBSET} test sentences (${s.el_decoding} decoding): EL micro-F1 ${s.el_micro_f1.toFixed(3)} (trivial ${t.el_micro_f1.toFixed(3)}), MD F1 ${s.md_f1.toFixed(3)}, retrieval@1 ${s.retrieval_acc_at1_el.toFixed(3)}; ${s.timing.el_ms_per_sentence} ms/sentence`);
+  assert.is(s.examples.el, EL_SUBSET);
+  assert.ok(s.el_micro_f1 >= EL_F1_FLOOR, `EL micro-F1 ${s.el_micro_f1} < ${EL_F1_FLOOR}`);
+  assert.ok(s.el_micro_f1 > t.el_micro_f1, `EL micro-F1 ${s.el_micro_f1} not above the trivial baseline ${t.el_micro_f1}`);
+});
+
+test.after(async () => {
+  if (!bundle) return;
+  const b = await bundle.catch(() => null);
+  b?.indexes.dispose();
+  b?.model.dispose();
+});
+
+test.run();
