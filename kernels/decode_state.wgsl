@@ -107,7 +107,7 @@ fn main(@builtin(local_invocation_index) lid: u32) {
         if (x == params.cont) { m = 0u; } else { off = true; }
       } else if (x == params.open && m == 0u && i < n) {
         m = 1u;
-      } else if (x == params.close && m == 2u && !half) {
+      } else if (x == params.close && m == 2u) {   // half is only ever set outside a mention
         m = 3u;
       } else if (half) {
         if (x == table[n + i]) { i++; half = false; m = select(m, 2u, m == 1u); } else { off = true; }

@@ -84,7 +84,7 @@ test("copyInput on the GPU masks exactly the reference's complement, along rando
     const ctxIds = new Uint32Array(capacity);
     for (let t = 0; t < start; t++) ctxIds[t] = rng.int(V);
     const context = ctx.upload(ctxIds, [capacity], "u32", "context");
-    const table = ctx.upload(copyInputTable(rule), [2 * n + rule.endIds.length], "u32", "table");
+    const table = ctx.upload(copyInputTable(rule, V), [2 * n + rule.endIds.length], "u32", "table");
     const generated: number[] = [];
     const foreignAt = walk === 5 ? 4 : -1;
     for (let step = 0; start + generated.length < capacity; step++) {

@@ -242,14 +242,10 @@ export class Session {
       return { pattern: ctx.upload(Uint32Array.from(f.pattern), [f.pattern.length], "u32", "generate.pattern"), token: f.token };
     });
     const copyRule = opts.copyInput ?? null;
-    if (copyRule) {
-      for (const id of [...copyRule.source, ...copyRule.twins, ...copyRule.endIds, copyRule.space]) {
-        if (id !== 0xffffffff && (!Number.isInteger(id) || id < 0 || id >= V)) throw new UsageError(`copyInput: id ${id} is out of the vocabulary (${V})`);
-      }
-    }
     const copyFrom = opts.copyInputFrom ?? this.length;
     if (copyRule && (!Number.isInteger(copyFrom) || copyFrom < 0 || copyFrom > this.length)) throw new UsageError(`copyInputFrom ${copyFrom} must lie in [0, ${this.length}] (the cache holds ${this.length} ids)`);
-    const copyTable = copyRule ? ctx.upload(copyInputTable(copyRule), [2 * copyRule.source.length + copyRule.endIds.length], "u32", "generate.copy") : null;
+    const copyIds = copyRule ? copyInputTable(copyRule, V) : null;
+    const copyTable = copyIds ? ctx.upload(copyIds, [copyIds.length], "u32", "generate.copy") : null;
     const rt = opts.retrieval && opts.retrieval.index.count > 0 ? new LoopRetrieval(this, opts.retrieval, maxNew) : null;
     const injecting = rt?.injecting ?? false;
     const steps = injecting ? maxNew : Math.min(maxNew, this.capacity - this.length);

@@ -54,15 +54,27 @@ export interface CopyInputRule {
   endIds: readonly number[];
 }
 
-/** The table `copyInput` reads: source ids, their twins, the end ids. */
-export function copyInputTable(rule: CopyInputRule): Uint32Array {
+/**
+ * The table `copyInput` reads (source ids, their twins, the end ids), after checking every id of
+ * `rule` against the vocabulary once (twins and space may be COPY_NONE).
+ */
+export function copyInputTable(rule: CopyInputRule, vocab: number): Uint32Array {
   if (rule.twins.length !== rule.source.length) throw new ShapeError(`copyInput: ${rule.twins.length} twins for ${rule.source.length} source ids`);
+  const check = (what: string, id: number, none: boolean) => {
+    if (none && id === COPY_NONE) return;
+    if (!Number.isInteger(id) || id < 0 || id >= vocab) throw new ShapeError(`copyInput: ${what} id ${id} is outside the vocabulary (${vocab})`);
+  };
+  for (const id of rule.source) check("source", id, false);
+  for (const id of rule.twins) check("twin", id, true);
+  for (const id of rule.endIds) check("end", id, false);
+  check("space", rule.space, true);
+  for (const [what, id] of [["open", rule.open], ["close", rule.close], ["query", rule.query], ["cont", rule.cont]] as const) check(what, id, false);
   return Uint32Array.from([...rule.source, ...rule.twins, ...rule.endIds]);
 }
 
 /**
  * Masks `logits` (one row, in place) to the ids `rule` allows after context[start ..= last],
- * last = position[0] read on the GPU. `table` = copyInputTable(rule).
+ * last = position[0] read on the GPU. `table` = copyInputTable(rule, V), which checked the ids.
  */
 export async function copyInput(ctx: GpuContext, context: Tensor, table: Tensor, position: Tensor, logits: Tensor, start: number, rule: CopyInputRule): Promise<void> {
   expectDType(context, ["u32"], "copyInput", "context");
@@ -73,9 +85,6 @@ export async function copyInput(ctx: GpuContext, context: Tensor, table: Tensor,
   if (logits.numel !== V) throw new ShapeError(`copyInput: logits ('${logits.label}') must hold one row, got [${logits.shape.join(", ")}]`);
   const n = rule.source.length;
   if (table.numel !== 2 * n + rule.endIds.length) throw new ShapeError(`copyInput: table ('${table.label}') holds ${table.numel} ids, the rule needs ${2 * n + rule.endIds.length}`);
-  for (const [name, id] of [["open", rule.open], ["close", rule.close], ["query", rule.query], ["cont", rule.cont]] as const) {
-    if (!Number.isInteger(id) || id < 0 || id >= V) throw new ShapeError(`copyInput: ${name} id ${id} is outside the vocabulary (${V})`);
-  }
   const k = await ctx.kernels.get(COPY);
   const p = new Params().u32(start).u32(n).u32(rule.endIds.length).u32(V).u32(rule.space).u32(rule.open).u32(rule.close).u32(rule.query).u32(rule.cont).f32(-Infinity);
   ctx.dispatch(k, [context, table, position, logits], p.bytes(), [1]);
@@ -96,7 +105,7 @@ export function copyInputAllowed(generated: readonly number[], rule: CopyInputRu
       if (x !== rule.cont) return null;
       m = 0;
     } else if (x === rule.open && m === 0 && i < n) m = 1;
-    else if (x === rule.close && m === 2 && !half) m = 3;
+    else if (x === rule.close && m === 2) m = 3; // half is only ever set outside a mention
     else if (half) {
       if (x !== twins[i]) return null;
       i++;
