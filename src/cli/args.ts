@@ -41,6 +41,14 @@ export function parseArgs(argv: readonly string[], spec: FlagSpec, command: stri
   return out;
 }
 
+/** A flag that takes one of `choices` (undefined when absent). */
+export function choiceFlag<T extends string>(args: ParsedArgs, name: string, choices: readonly T[], command: string): T | undefined {
+  const raw = args.flags.get(name);
+  if (raw === undefined) return undefined;
+  if (!(choices as readonly string[]).includes(raw)) throw new UsageError(`${command}: --${name} must be one of ${choices.join(", ")}, got '${raw}'`);
+  return raw as T;
+}
+
 export function numberFlag(args: ParsedArgs, name: string, command: string, opts: { integer?: boolean; min?: number; max?: number } = {}): number | undefined {
   const raw = args.flags.get(name);
   if (raw === undefined) return undefined;

@@ -56,7 +56,7 @@ function printMultiHop(w: (s: string) => void, data: DemoData, r: MultiHopResult
 
 export async function demoCommand(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { values: ["model", "index", "data", "input", "examples", "limit", "dtype", "el-decoding"], booleans: ["help", "rebuild-index", "quiet"] }, "demo");
-  const decoding = elDecodingFlag(args.flags.get("el-decoding"), "demo");
+  const decoding = elDecodingFlag(args, "demo");
   const copyInput = decoding === "copy-input";
   if (args.bools.has("help")) {
     process.stdout.write(USAGE + "\n");

@@ -9,7 +9,7 @@
 //    "two_pass": {…} (null with --no-two-pass), "trivial": {…}}
 import { stat } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
-import { numberFlag, parseArgs } from "./args.js";
+import { choiceFlag, numberFlag, parseArgs, type ParsedArgs } from "./args.js";
 import { LoadError, UsageError } from "../errors.js";
 import { openDevice } from "../gpu/device.js";
 import { loadDecoder, type LoadedDecoder } from "../model/load.js";
@@ -84,10 +84,8 @@ function scoresJson(s: ModelScores): Record<string, unknown> {
 }
 
 /** The --el-decoding flag of demo and eval (default DEFAULT_EL_DECODING). */
-export function elDecodingFlag(value: string | undefined, command: string): ElDecoding {
-  if (value === undefined) return DEFAULT_EL_DECODING;
-  if (!(EL_DECODINGS as readonly string[]).includes(value)) throw new UsageError(`${command}: --el-decoding must be one of ${EL_DECODINGS.join(", ")}, got '${value}'`);
-  return value as ElDecoding;
+export function elDecodingFlag(args: ParsedArgs, command: string): ElDecoding {
+  return choiceFlag(args, "el-decoding", EL_DECODINGS, command) ?? DEFAULT_EL_DECODING;
 }
 
 export async function evalCommand(argv: string[]): Promise<number> {
@@ -98,8 +96,8 @@ export async function evalCommand(argv: string[]): Promise<number> {
   }
   if (args.bools.has("two-pass") && args.bools.has("no-two-pass")) throw new UsageError("eval: --two-pass and --no-two-pass contradict each other");
   const withTwoPass = !args.bools.has("no-two-pass"); // --two-pass: the default, accepted as such
-  const split = args.flags.get("split") ?? "test";
-  if (!(SPLITS as readonly string[]).includes(split)) throw new UsageError(`eval: --split must be one of ${SPLITS.join(", ")}, got '${split}'`);
+  const split: Split = choiceFlag(args, "split", SPLITS, "eval") ?? "test";
+  const copyInput = elDecodingFlag(args, "eval") === "copy-input";
   const limit = numberFlag(args, "limit", "eval", { integer: true, min: 1 });
   const maxNew = numberFlag(args, "max-new-tokens", "eval", { integer: true, min: 0 });
   const modelDir = args.flags.get("model") ?? DEFAULT_DEMO_MODEL;
@@ -107,7 +105,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const dataDir = args.flags.get("data") ?? DEFAULT_DEMO_DATA;
   const quiet = args.bools.has("quiet") || args.bools.has("json");
   await requireModelDir(modelDir, !args.flags.has("model"));
-  const data = await loadDemoData(dataDir, split as Split);
+  const data = await loadDemoData(dataDir, split);
   const limits = limit !== undefined ? { el: limit, mh: limit } : {};
   const trivial = trivialScores(data, limits);
   const { ctx, model } = await openDemoModel(modelDir, args.flags.get("dtype") ?? "auto", quiet, "eval");
@@ -115,7 +113,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
     const indexes = await openDemoIndexes(ctx, model, indexDir, data, { build: args.bools.has("build-index") });
     try {
       const opts = {
-        copyInput: elDecodingFlag(args.flags.get("el-decoding"), "eval") === "copy-input",
+        copyInput,
         ...(limit !== undefined ? { limitEl: limit, limitMh: limit } : {}),
         ...(maxNew !== undefined ? { maxNewTokensEl: maxNew, maxNewTokensMh: maxNew } : {}),
       };
