@@ -48,6 +48,7 @@ import { readFileSync, writeFileSync } from "node:fs";
 import { pathToFileURL } from "node:url";
 const [data, out, root] = process.argv.slice(2);
 const { loadTokenizer } = await import(pathToFileURL(`${root}/dist/src/tokenizer.js`).href);
+const { Rng } = await import(pathToFileURL(`${root}/dist/src/util/rng.js`).href); // mulberry32
 const MH_REPEAT = 2;
 const lines = (f) => readFileSync(`${data}/${f}`, "utf8").split("\n").filter((l) => l.trim() !== "");
 const write = (f, rows) => writeFileSync(`${out}/${f}`, rows.join("\n") + "\n");
@@ -70,14 +71,14 @@ write("train-gen.jsonl", train.map((l) => {
   for (const m of o.messages) if (m.positive) { m.positive = m.positive.map(() => null); delete m.negative; }
   return JSON.stringify(o);
 }));
-// copying curriculum: one mulberry32 stream per file; only words the tokenizer has with a leading space
+// copying curriculum: one seeded stream (Rng) per file; only words the tokenizer has with a leading space
 const tk = await loadTokenizer(`${out}/init`);
 const unk = tk.tokenToId("<unk>");
 const known = (w) => { const ids = tk.encode(" " + w, { addSpecialTokens: false }); return ids.length === 1 && ids[0] !== unk; };
 const texts = [...lines("el/gold_train.jsonl"), ...lines("mhqa/gold_train.jsonl")].map((l) => { const o = JSON.parse(l); return o.text ?? o.question; });
 const copyRows = (n, seed) => {
-  let s = seed >>> 0;
-  const rnd = () => { s = (s + 0x6d2b79f5) >>> 0; let t = s; t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
+  const rng = new Rng(seed);
+  const rnd = () => rng.next();
   const rows = [];
   for (let i = 0; i < n; i++) {
     const a = texts[Math.floor(rnd() * texts.length)].match(/[A-Za-z]+|[0-9]/g).filter(known);
@@ -106,8 +107,8 @@ const heldOut = new Set([..."dev test".split(" ").flatMap((s) => lines(`el/gold_
 const elTemplate = JSON.parse(lines("el/train.jsonl")[0]).messages[0].content.split("TEST TEXT:\n")[0] + "TEST TEXT:\n";
 const elGold = lines("el/gold_train.jsonl").map((l) => JSON.parse(l));
 const nameRows = (n, seed) => {
-  let s = seed >>> 0;
-  const rnd = () => { s = (s + 0x6d2b79f5) >>> 0; let t = s; t = Math.imul(t ^ (t >>> 15), t | 1); t ^= t + Math.imul(t ^ (t >>> 7), t | 61); return ((t ^ (t >>> 14)) >>> 0) / 4294967296; };
+  const rng = new Rng(seed);
+  const rnd = () => rng.next();
   const pick = (a) => a[Math.floor(rnd() * a.length)];
   const randomName = (type) =>
     type === "person" ? `${pick(pools.first)} ${pick(pools.last)}` :
