@@ -238,7 +238,7 @@ function pad(i) {
 }
 
 /** Description sentences (fragments) of an entity; every fact a question can ask is stated. */
-function describe(e, kb) {
+export function describe(e, kb) {
   const n = (id) => kb.byId.get(id).name;
   switch (e.type) {
     case "country":
@@ -368,7 +368,7 @@ function negativesFor(e, kb, rng, n, uidOf) {
 
 // ------------------------------------------------------------------ multi-hop questions
 
-function questionsFor(o, kb) {
+export function questionsFor(o, kb) {
   const E = (id) => kb.byId.get(id);
   const f = E(o.founder);
   const hq = E(o.hq);
@@ -418,7 +418,7 @@ function paragraph(e) {
   return TOKENS.paragraphOpen + e.fragments.map((s, i) => (i ? " " : "") + s + TOKENS.dfr).join("") + TOKENS.paragraphClose;
 }
 
-function mhTarget(q, kb) {
+export function mhTarget(q, kb) {
   let out = "";
   for (const h of q.hops) out += `${h.sub}${TOKENS.qr}${paragraph(kb.byId.get(h.doc))}${h.says} `;
   return `${out}${TOKENS.answerOpen}${q.answer.name}${TOKENS.answerClose}${TOKENS.eos}`;
