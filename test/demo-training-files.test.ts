@@ -50,9 +50,9 @@ test("training files: nothing from the dev or test split; the stage files are th
   }
   const prompts = (rows: Row[]) => rows.map((r) => r.messages[0]!.content);
   const elNames = jsonl<Row>(await read(work, "el-names.jsonl"));
-  const worlds = jsonl<Row>(await read(work, "mh-worlds.jsonl"));
+  const worlds = [...jsonl<Row>(await read(work, "mh-worlds.jsonl")), ...jsonl<Row>(await read(work, "mh-worlds-b.jsonl"))];
   assert.is(elNames.length, 6000);
-  assert.is(worlds.length, 3000);
+  assert.is(worlds.length, 6000);
   for (const p of prompts(elNames)) {
     const text = p.split("TEST TEXT:\n")[1]!.replace(/ \[\/INST\]$/, "");
     assert.not.ok(heldOutTexts.has(text), `held-out sentence in el-names: ${text}`);
@@ -66,51 +66,63 @@ test("training files: nothing from the dev or test split; the stage files are th
   assert.is(await read(work, "train-p3.jsonl"), train + elNamesText);
   const first2000 = elNamesText.split("\n").slice(0, 2000).join("\n") + "\n";
   assert.is(await read(work, "train-p5.jsonl"), train + first2000 + (await read(work, "mh-worlds.jsonl")));
+  const next2000 = elNamesText.split("\n").slice(2000, 4000).join("\n") + "\n";
+  assert.is(await read(work, "train-p6.jsonl"), train + next2000 + (await read(work, "mh-worlds-b.jsonl")));
   const db = await read(work, "db.jsonl");
   assert.ok((await read(work, "db-p5.jsonl")).startsWith(db), "db-p5.jsonl starts with db.jsonl");
+  assert.ok((await read(work, "db-p6.jsonl")).startsWith(db), "db-p6.jsonl starts with db.jsonl");
 });
 
-test("training files: random-world multi-hop rows use invented names, resolve every pair, inject their stored documents, answer from the context", async () => {
-  const kb = JSON.parse(await read(DATA, "kb.json")) as { name: string }[];
-  const realNames = new Set(kb.map((e) => e.name));
-  const docs = new Map(jsonl<Row>(await read(work, "db-p5.jsonl")).map((r) => [r.uid!, r.messages[1]!.content]));
-  const fragments = (uid: string): number => {
-    const content = docs.get(uid);
-    assert.ok(content !== undefined, `uid ${uid} is not in db-p5.jsonl`);
-    return content!.split(DFR).length - 1;
-  };
-  const resolve = (u: string): string => {
-    const dash = u.lastIndexOf("-");
-    const uid = u.slice(0, dash);
-    const f = Number(u.slice(dash + 1));
-    assert.ok(Number.isInteger(f) && f >= 0 && f < fragments(uid), `${u}: no fragment ${f}`);
-    return uid;
-  };
-  let invented = 0;
-  for (const [uid, content] of docs) {
-    if (!uid.startsWith("rw")) continue;
-    invented++;
-    const name = /^(.+?) (is|was) /.exec(content)![1]!;
-    assert.not.ok(realNames.has(name), `${uid}: invented document about the real name ${name}`);
-  }
-  assert.is(invented, 4 * 3000);
-  const types = new Set<string>();
-  for (const row of jsonl<Row>(await read(work, "mh-worlds.jsonl"))) {
-    const a = row.messages[1]!;
-    const paragraphs = [...a.content.matchAll(/<paragraph>(.*?)<\/paragraph>/g)].map((m) => m[1]!);
-    assert.is(a.positive!.length, 2);
-    assert.is(a.negative!.length, 2);
-    assert.is(paragraphs.length, 2);
-    a.positive!.forEach((p, k) => {
-      const uid = resolve(p!);
-      assert.is(paragraphs[k], docs.get(uid), "the paragraph after a retrieval is the positive's stored document");
-      for (const n of a.negative![k]!) assert.is.not(resolve(n), uid, "a hard negative is another document");
-    });
-    const answer = /<FINAL-ANSWER>(.*?)<\/FINAL-ANSWER><\/s>$/.exec(a.content)![1]!;
-    assert.ok(paragraphs[1]!.includes(answer), `answer ${answer} is in the second paragraph`);
-    types.add(row.messages[0]!.content.split("Here is a question: ")[1]!.split(" ").slice(0, 3).join(" "));
-  }
-  assert.ok(types.size >= 5, `every question type appears (${[...types].join(" | ")})`);
-});
+for (const [rowsFile, dbFile, prefix, namesakes] of [["mh-worlds.jsonl", "db-p5.jsonl", "rw", false], ["mh-worlds-b.jsonl", "db-p6.jsonl", "rx", true]] as const) {
+  test(`training files: ${rowsFile} uses invented names, resolves every pair in ${dbFile}, injects its stored documents, answers from the context`, async () => {
+    const kb = JSON.parse(await read(DATA, "kb.json")) as { name: string }[];
+    const realNames = new Set(kb.map((e) => e.name));
+    const docs = new Map(jsonl<Row>(await read(work, dbFile)).map((r) => [r.uid!, r.messages[1]!.content]));
+    const fragments = (uid: string): number => {
+      const content = docs.get(uid);
+      assert.ok(content !== undefined, `uid ${uid} is not in ${dbFile}`);
+      return content!.split(DFR).length - 1;
+    };
+    const resolve = (u: string): string => {
+      const dash = u.lastIndexOf("-");
+      const uid = u.slice(0, dash);
+      const f = Number(u.slice(dash + 1));
+      assert.ok(Number.isInteger(f) && f >= 0 && f < fragments(uid), `${u}: no fragment ${f}`);
+      return uid;
+    };
+    const subject = (content: string): string => /^(.+?) (is|was) /.exec(content)![1]!;
+    let invented = 0;
+    for (const [uid, content] of docs) {
+      if (!uid.startsWith(prefix)) continue;
+      invented++;
+      assert.not.ok(realNames.has(subject(content)), `${uid}: invented document about the real name ${subject(content)}`);
+    }
+    assert.is(invented, 4 * 3000);
+    const types = new Set<string>();
+    let sameName = 0;
+    for (const row of jsonl<Row>(await read(work, rowsFile))) {
+      const a = row.messages[1]!;
+      const paragraphs = [...a.content.matchAll(/<paragraph>(.*?)<\/paragraph>/g)].map((m) => m[1]!);
+      assert.is(a.positive!.length, 2);
+      assert.is(a.negative!.length, 2);
+      assert.is(paragraphs.length, 2);
+      a.positive!.forEach((p, k) => {
+        const uid = resolve(p!);
+        assert.is(paragraphs[k], docs.get(uid), "the paragraph after a retrieval is the positive's stored document");
+        for (const n of a.negative![k]!) {
+          const other = resolve(n);
+          assert.is.not(other, uid, "a hard negative is another document");
+          if (k === 1 && uid.startsWith(prefix) && subject(docs.get(other)!) === subject(docs.get(uid)!)) sameName++;
+        }
+      });
+      const answer = /<FINAL-ANSWER>(.*?)<\/FINAL-ANSWER><\/s>$/.exec(a.content)![1]!;
+      assert.ok(paragraphs[1]!.includes(answer), `answer ${answer} is in the second paragraph`);
+      types.add(row.messages[0]!.content.split("Here is a question: ")[1]!.split(" ").slice(0, 3).join(" "));
+    }
+    assert.ok(types.size >= 5, `every question type appears (${[...types].join(" | ")})`);
+    if (namesakes) assert.ok(sameName > 500, `namesake distractors present (${sameName} negatives)`);
+    else assert.is(sameName, 0, "no namesake distractors");
+  });
+}
 
 test.run();

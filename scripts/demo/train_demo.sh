@@ -9,7 +9,7 @@
 # is skipped, an unfinished one resumes from its latest checkpoint (WORK_DIR/STAGE/checkpoints,
 # every 50 steps) and appends to its log WORK_DIR/STAGE.jsonl.
 # Writes demo/model (the trained Hugging Face directory), demo/index/{el,mhqa}, and
-# WORK_DIR/{p1,p1b,p1c,p2,p3,p4,p5}.jsonl (training logs), WORK_DIR/eval.json, WORK_DIR/eval-copy-input.json. The recorded run:
+# WORK_DIR/{p1,p1b,p1c,p2,p3,p4,p5,p6}.jsonl (training logs), WORK_DIR/eval.json, WORK_DIR/eval-copy-input.json. The recorded run:
 # demo/MODEL_CARD.md.
 set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
@@ -46,7 +46,10 @@ node scripts/demo/init_model.mjs --out "$WORK/init" --data demo/data --seed 2026
 #    mh-worlds.jsonl (3000 rows, seed 17) + db-p5.jsonl: two-hop questions about invented
 #      organisations and founders (random names, real cities and employers), with their invented
 #      documents added to the database and each hop a retrieval pair against a look-alike
-#      distractor; train-p5.jsonl = train.jsonl + 2000 el-names rows + these.
+#      distractor; train-p5.jsonl = train.jsonl + 2000 el-names rows + these;
+#    mh-worlds-b.jsonl (3000 rows, seed 19) + db-p6.jsonl: more such worlds, half of them with a
+#      namesake distractor founder (same full name, told apart only by "the founder of …");
+#      train-p6.jsonl = train.jsonl + the next 2000 el-names rows + these.
 node scripts/demo/training_files.mjs demo/data "$WORK" "$ROOT"
 
 # 4. training from scratch: six runs of `onegen train`, each from the previous one's model
@@ -68,6 +71,8 @@ node scripts/demo/training_files.mjs demo/data "$WORK" "$ROOT"
 #         still wrong (the structure right, names miscopied from the paragraphs, test EM 0.000);
 #         invented worlds make copying from the question and the injected paragraphs, and
 #         retrieving by name, the only way to lower the loss:   800 steps × 16 samples, lr 1.5e-3
+#    p6   the same on train-p6.jsonl with db-p6.jsonl (p5's dev multi-hop EM was still rising,
+#         0.26 → 0.36 from step 400 to 600 on 31 dev questions):   400 steps × 16 samples, lr 1e-3
 COMMON=(--retrieval-token '[LK],[Question Representation]' --doc-token '[SE],[Document Fragment Representation]' --mask-span '<paragraph>,</paragraph>' --save-every 50)
 stage() { # NAME FROM TRAIN_FILE DB_FILE ARGS...
   local name=$1 from=$2 file=$3 db=$4
@@ -91,11 +96,12 @@ stage p2 p1c train.jsonl db.jsonl --steps 320 --lr 2e-3 --warmup 20 --batch-size
 stage p3 p2 train-p3.jsonl db.jsonl --steps 1200 --lr 2e-3 --warmup 30 --batch-size 16 --n-neg 2 --seed 5
 stage p4 p3 train-p3.jsonl db.jsonl --steps 700 --lr 1e-3 --warmup 20 --batch-size 16 --n-neg 2 --seed 6
 stage p5 p4 train-p5.jsonl db-p5.jsonl --steps 800 --lr 1.5e-3 --warmup 20 --batch-size 16 --n-neg 2 --seed 7
+stage p6 p5 train-p6.jsonl db-p6.jsonl --steps 400 --lr 1e-3 --warmup 20 --batch-size 16 --n-neg 2 --seed 8
 
 # 5. bundle: the model directory (F32 weights, config, tokenizer) and fresh indexes
 rm -rf demo/model demo/index
 mkdir -p demo/model
-cp "$WORK/p5"/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} demo/model/
+cp "$WORK/p6"/{config.json,generation_config.json,model.safetensors,tokenizer.json,tokenizer_config.json} demo/model/
 t0=$(now)
 "${ONEGEN[@]}" index --model demo/model --docs demo/data/el/docs.jsonl --out demo/index/el --doc-token '[SE]' --skip-first 1 --quiet
 "${ONEGEN[@]}" index --model demo/model --docs demo/data/mhqa/docs.jsonl --out demo/index/mhqa --doc-token '[Document Fragment Representation]' --skip-first 0 --quiet

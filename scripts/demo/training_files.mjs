@@ -125,7 +125,7 @@ const plainCities = kb.filter((e) => e.type === "city" && kb.filter((c) => c.nam
 const realOrgs = kb.filter((e) => e.type === "organisation");
 const heldOutQuestions = new Set(["dev", "test"].flatMap((s) => lines(`mhqa/gold_${s}.jsonl`)).map((l) => JSON.parse(l).question));
 const mhTemplate = JSON.parse(lines("mhqa/train.jsonl")[0]).messages[0].content.split("Here is a question: ")[0] + "Here is a question: ";
-const mhWorldRows = (n, seed) => {
+const mhWorldRows = (n, seed, { prefix = "rw", namesakeShare = 0 } = {}) => {
   const rng = new Rng(seed);
   const rnd = () => rng.next();
   const int = (k) => Math.floor(rnd() * k);
@@ -135,7 +135,7 @@ const mhWorldRows = (n, seed) => {
   const hasUnk = (text) => tk.encode(text, { addSpecialTokens: false }).includes(unk);
   let serial = 0;
   while (rows.length < n) {
-    const tag = `rw${String(serial++).padStart(5, "0")}`;
+    const tag = `${prefix}${String(serial++).padStart(5, "0")}`;
     const byId = new Map(kb.map((e) => [e.id, e]));
     const add = (e) => (byId.set(e.id, e), e);
     const freshOrg = (tail, not) => { for (;;) { const name = `${pick(mhPools.orgHead)} ${tail}`; if (!realNames.has(name) && name !== not) return name; } };
@@ -154,7 +154,8 @@ const mhWorldRows = (n, seed) => {
     const o2 = add({ id: `${tag}q`, type: "organisation", name: freshOrg(tail, o.name), kind: o.kind, hq: pick(plainCities.filter((c) => c.id !== o.hq)).id });
     const [first, last] = f.name.split(" ");
     let f2name;
-    do f2name = rnd() < 0.5 ? `${first} ${pick(mhPools.last)}` : `${pick(mhPools.first)} ${last}`; while (f2name === f.name || realNames.has(f2name));
+    if (namesakeShare > 0 && rnd() < namesakeShare) f2name = f.name; // a namesake: only "the founder of …" tells them apart
+    else do f2name = rnd() < 0.5 ? `${first} ${pick(mhPools.last)}` : `${pick(mhPools.first)} ${last}`; while (f2name === f.name || realNames.has(f2name));
     const f2 = person(`${tag}r`, f2name, o2);
     for (const e of [o, f, o2, f2]) e.fragments = makeData.describe(e, { byId });
     const qs = makeData.questionsFor(o, { byId });
@@ -163,7 +164,7 @@ const mhWorldRows = (n, seed) => {
     const target = makeData.mhTarget(q, { byId: new Map([...byId].map(([id, e]) => [id, e.fragments ? e : { ...e, fragments: makeData.describe(e, { byId }) }])) });
     const prompt = mhTemplate + q.question;
     if (hasUnk(prompt) || hasUnk(target)) continue; // every name part is checked above; kept as a guard
-    const uidOf = (id) => (id.startsWith("rw") ? id : "mh:" + id);
+    const uidOf = (id) => (id.startsWith(prefix) ? id : "mh:" + id);
     const distractor = (id) => (id === o.id ? o2.id : id === f.id ? f2.id : pick(plainCities.filter((c) => c.id !== id)).id);
     const fragmentsOf = (id) => (byId.get(id).fragments ?? makeData.describe(byId.get(id), { byId })).length;
     const positive = q.hops.map((h) => `${uidOf(h.doc)}-${h.fragment}`);
@@ -186,4 +187,11 @@ write("db-p5.jsonl", [...readFileSync(`${out}/db.jsonl`, "utf8").split("\n").fil
 // p5: the task samples, 2000 of the random-name entity-linking rows (entity linking must not be
 // forgotten) and the random-world multi-hop rows
 writeFileSync(`${out}/train-p5.jsonl`, readFileSync(`${out}/train.jsonl`, "utf8") + readFileSync(`${out}/el-names.jsonl`, "utf8").split("\n").slice(0, 2000).join("\n") + "\n" + readFileSync(`${out}/mh-worlds.jsonl`, "utf8"));
-process.stdout.write(JSON.stringify({ samples: train.length, documents: lines("el/db.jsonl").length + mhDb.length, copy: [4000, 8000], names: 6000, mhWorlds: worlds.rows.length, mhWorldDocs: worlds.docs.length }) + "\n");
+// p6: the same with another 3000 random worlds (uids "rx…", seed 19) in which half of the
+// distractor founders share the founder's full name (as the knowledge base's namesakes do), and the
+// next 2000 random-name entity-linking rows
+const worldsB = mhWorldRows(3000, 19, { prefix: "rx", namesakeShare: 0.5 });
+write("mh-worlds-b.jsonl", worldsB.rows);
+write("db-p6.jsonl", [...readFileSync(`${out}/db.jsonl`, "utf8").split("\n").filter((l) => l !== ""), ...worldsB.docs]);
+writeFileSync(`${out}/train-p6.jsonl`, readFileSync(`${out}/train.jsonl`, "utf8") + readFileSync(`${out}/el-names.jsonl`, "utf8").split("\n").slice(2000, 4000).join("\n") + "\n" + readFileSync(`${out}/mh-worlds-b.jsonl`, "utf8"));
+process.stdout.write(JSON.stringify({ samples: train.length, documents: lines("el/db.jsonl").length + mhDb.length, copy: [4000, 8000], names: 6000, mhWorlds: worlds.rows.length, mhWorldDocs: worlds.docs.length, mhWorldsB: worldsB.rows.length }) + "\n");
