@@ -414,8 +414,13 @@ export function questionsFor(o, kb) {
   return qs;
 }
 
+/** A multi-hop document: its fragments, each followed by [DFR] (the text stored and injected). */
+export function mhDocText(e) {
+  return e.fragments.map((s, i) => (i ? " " : "") + s + TOKENS.dfr).join("");
+}
+
 function paragraph(e) {
-  return TOKENS.paragraphOpen + e.fragments.map((s, i) => (i ? " " : "") + s + TOKENS.dfr).join("") + TOKENS.paragraphClose;
+  return TOKENS.paragraphOpen + mhDocText(e) + TOKENS.paragraphClose;
 }
 
 export function mhTarget(q, kb) {
@@ -492,7 +497,6 @@ export function generateDemoData(seed = DEMO_SEED) {
     };
   });
   files.set("mhqa/train.jsonl", jsonl(mhTrain));
-  const mhDocText = (e) => e.fragments.map((s, i) => (i ? " " : "") + s + TOKENS.dfr).join("");
   files.set("mhqa/db.jsonl", jsonl(kb.entities.map((e) => ({ uid: e.id, messages: [{ role: "user", content: "" }, { role: "assistant", content: mhDocText(e) }] }))));
   files.set("mhqa/docs.jsonl", jsonl(kb.entities.map((e) => ({ id: e.id, text: mhDocText(e) }))));
   for (const name of ["train", "dev", "test"]) {

@@ -110,6 +110,9 @@ const makeData = await import(pathToFileURL(`${root}/scripts/demo/make_data.mjs`
 const knownBare = (w) => { const ids = tk.encode(w, { addSpecialTokens: false }); return ids.length === 1 && ids[0] !== unk; };
 const bothForms = (a) => a.filter((w) => known(w) && knownBare(w));
 const realNames = new Set(kb.map((e) => e.name));
+// the real entities with their description sentences (as make_data.mjs wrote them)
+const realById = new Map(kb.map((e) => [e.id, { ...e }]));
+for (const e of realById.values()) e.fragments = makeData.describe(e, { byId: realById });
 const mhPools = {
   first: bothForms(pools.first), last: pools.last, orgHead: bothForms(pools.orgHead),
   occupations: [...new Set(kb.filter((e) => e.type === "person").map((e) => e.occupation))].sort(),
@@ -136,7 +139,7 @@ const mhWorldRows = (n, seed, { prefix = "rw", namesakeShare = 0 } = {}) => {
   let serial = 0;
   while (rows.length < n) {
     const tag = `${prefix}${String(serial++).padStart(5, "0")}`;
-    const byId = new Map(kb.map((e) => [e.id, e]));
+    const byId = new Map(realById);
     const add = (e) => (byId.set(e.id, e), e);
     const freshOrg = (tail, not) => { for (;;) { const name = `${pick(mhPools.orgHead)} ${tail}`; if (!realNames.has(name) && name !== not) return name; } };
     const freshPerson = (not) => { for (;;) { const name = `${pick(mhPools.first)} ${pick(mhPools.last)}`; if (!realNames.has(name) && name !== not) return name; } };
@@ -161,37 +164,37 @@ const mhWorldRows = (n, seed, { prefix = "rw", namesakeShare = 0 } = {}) => {
     const qs = makeData.questionsFor(o, { byId });
     const q = pick(qs);
     if (heldOutQuestions.has(q.question)) continue;
-    const target = makeData.mhTarget(q, { byId: new Map([...byId].map(([id, e]) => [id, e.fragments ? e : { ...e, fragments: makeData.describe(e, { byId }) }])) });
+    const target = makeData.mhTarget(q, { byId });
     const prompt = mhTemplate + q.question;
-    if (hasUnk(prompt) || hasUnk(target)) continue; // every name part is checked above; kept as a guard
+    // every name part was checked against the tokenizer above
+    if (hasUnk(prompt) || hasUnk(target)) throw new Error(`training_files: <unk> in the random-world row ${tag}: ${prompt} → ${target}`);
     const uidOf = (id) => (id.startsWith(prefix) ? id : "mh:" + id);
     const distractor = (id) => (id === o.id ? o2.id : id === f.id ? f2.id : pick(plainCities.filter((c) => c.id !== id)).id);
-    const fragmentsOf = (id) => (byId.get(id).fragments ?? makeData.describe(byId.get(id), { byId })).length;
     const positive = q.hops.map((h) => `${uidOf(h.doc)}-${h.fragment}`);
+    // the distractor's fragment in the hop's place first, then its other fragments
     const negative = q.hops.map((h) => {
       const d = distractor(h.doc);
-      const m = fragmentsOf(d);
-      return [`${uidOf(d)}-${Math.min(h.fragment, m - 1)}`, ...Array.from({ length: m }, (_, i) => `${uidOf(d)}-${i}`).filter((u) => u !== `${uidOf(d)}-${Math.min(h.fragment, m - 1)}`)];
+      const m = byId.get(d).fragments.length;
+      const first = Math.min(h.fragment, m - 1);
+      return [first, ...Array.from({ length: m }, (_, i) => i).filter((i) => i !== first)].map((i) => `${uidOf(d)}-${i}`);
     });
     rows.push(JSON.stringify({ messages: [{ role: "user", content: prompt }, { role: "assistant", content: target, positive, negative }] }));
-    for (const e of [o, f, o2, f2]) {
-      const content = e.fragments.map((s, i) => (i ? " " : "") + s + makeData.TOKENS.dfr).join("");
-      docs.push(JSON.stringify({ uid: e.id, messages: [{ role: "user", content: "" }, { role: "assistant", content }] }));
-    }
+    for (const e of [o, f, o2, f2]) docs.push(JSON.stringify({ uid: e.id, messages: [{ role: "user", content: "" }, { role: "assistant", content: makeData.mhDocText(e) }] }));
   }
   return { rows, docs };
 };
+const outLines = (f) => readFileSync(`${out}/${f}`, "utf8").split("\n").filter((l) => l !== "");
 const worlds = mhWorldRows(3000, 17);
 write("mh-worlds.jsonl", worlds.rows);
-write("db-p5.jsonl", [...readFileSync(`${out}/db.jsonl`, "utf8").split("\n").filter((l) => l !== ""), ...worlds.docs]);
+write("db-p5.jsonl", [...outLines("db.jsonl"), ...worlds.docs]);
 // p5: the task samples, 2000 of the random-name entity-linking rows (entity linking must not be
 // forgotten) and the random-world multi-hop rows
-writeFileSync(`${out}/train-p5.jsonl`, readFileSync(`${out}/train.jsonl`, "utf8") + readFileSync(`${out}/el-names.jsonl`, "utf8").split("\n").slice(0, 2000).join("\n") + "\n" + readFileSync(`${out}/mh-worlds.jsonl`, "utf8"));
+write("train-p5.jsonl", [...outLines("train.jsonl"), ...outLines("el-names.jsonl").slice(0, 2000), ...worlds.rows]);
 // p6: the same with another 3000 random worlds (uids "rx…", seed 19) in which half of the
 // distractor founders share the founder's full name (as the knowledge base's namesakes do), and the
 // next 2000 random-name entity-linking rows
 const worldsB = mhWorldRows(3000, 19, { prefix: "rx", namesakeShare: 0.5 });
 write("mh-worlds-b.jsonl", worldsB.rows);
-write("db-p6.jsonl", [...readFileSync(`${out}/db.jsonl`, "utf8").split("\n").filter((l) => l !== ""), ...worldsB.docs]);
-writeFileSync(`${out}/train-p6.jsonl`, readFileSync(`${out}/train.jsonl`, "utf8") + readFileSync(`${out}/el-names.jsonl`, "utf8").split("\n").slice(2000, 4000).join("\n") + "\n" + readFileSync(`${out}/mh-worlds-b.jsonl`, "utf8"));
+write("db-p6.jsonl", [...outLines("db.jsonl"), ...worldsB.docs]);
+write("train-p6.jsonl", [...outLines("train.jsonl"), ...outLines("el-names.jsonl").slice(2000, 4000), ...worldsB.rows]);
 process.stdout.write(JSON.stringify({ samples: train.length, documents: lines("el/db.jsonl").length + mhDb.length, copy: [4000, 8000], names: 6000, mhWorlds: worlds.rows.length, mhWorldDocs: worlds.docs.length, mhWorldsB: worldsB.rows.length }) + "\n");
