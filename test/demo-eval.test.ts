@@ -6,8 +6,8 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { join, dirname } from "node:path";
 import { tmpdir } from "node:os";
-import { fileURLToPath } from "node:url";
-import { mkdtemp, writeFile, rm, readdir } from "node:fs/promises";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { mkdtemp, rm, readdir } from "node:fs/promises";
 import { assertRejects } from "./helpers/check.js";
 import {
   accuracyAt1,
@@ -31,12 +31,9 @@ import {
   type ElGold,
   type ElPrediction,
 } from "../src/demo/eval.js";
-import { writeDemoTokenizer } from "../src/demo/tokenizer-builder.js";
-import { writeSafetensors, type TensorToWrite } from "../src/io/safetensors.js";
 import { evalCommand } from "../src/cli/eval.js";
 import { demoCommand } from "../src/cli/demo.js";
 import { LoadError, UsageError } from "../src/errors.js";
-import { Rng } from "../src/util/rng.js";
 import { gpu } from "./helpers/gpu.js";
 import { loadDecoder } from "../src/model/load.js";
 import { runEntityLinking } from "../src/onegen/tasks.js";
@@ -182,56 +179,13 @@ test("trivial scores on the committed demo data: defined, and below a perfect li
 
 // ------------------------------------------------------------------ end to end on a random model
 
-/** A tiny random LlamaForCausalLM with the demo tokenizer, in a temporary directory. */
+/** A tiny random LlamaForCausalLM with the demo tokenizer (scripts/demo/init_model.mjs), in a temporary directory. */
 async function standInModel(root: string): Promise<string> {
-  const dir = join(root, "model");
-  const { vocabSize: V } = await writeDemoTokenizer(DATA, dir);
-  const D = 32;
-  const H = 2;
-  const Hkv = 1;
-  const hd = D / H;
-  const F = 64;
-  const L = 2;
-  const config = {
-    architectures: ["LlamaForCausalLM"],
-    model_type: "llama",
-    hidden_size: D,
-    intermediate_size: F,
-    num_attention_heads: H,
-    num_key_value_heads: Hkv,
-    num_hidden_layers: L,
-    vocab_size: V,
-    max_position_embeddings: 1024,
-    rms_norm_eps: 1e-5,
-    rope_theta: 10000.0,
-    hidden_act: "silu",
-    tie_word_embeddings: false,
-    bos_token_id: 1,
-    eos_token_id: 2,
-    pad_token_id: 0,
-    torch_dtype: "float32",
+  const { initModel } = (await import(pathToFileURL(join(ROOT, "scripts", "demo", "init_model.mjs")).href)) as {
+    initModel(o: Record<string, unknown>): Promise<{ out: string }>;
   };
-  await writeFile(join(dir, "config.json"), JSON.stringify(config, null, 1));
-  const rng = new Rng(1010);
-  const tensors = new Map<string, TensorToWrite>();
-  const w = (name: string, shape: number[], std = 0.08) => tensors.set(name, { dtype: "F32", shape, data: rng.fillNormal(shape.reduce((a, b) => a * b, 1), std) });
-  const ones = (name: string, n: number) => tensors.set(name, { dtype: "F32", shape: [n], data: new Float32Array(n).fill(1) });
-  w("model.embed_tokens.weight", [V, D], 0.5);
-  w("lm_head.weight", [V, D]);
-  ones("model.norm.weight", D);
-  for (let l = 0; l < L; l++) {
-    const p = `model.layers.${l}.`;
-    ones(`${p}input_layernorm.weight`, D);
-    ones(`${p}post_attention_layernorm.weight`, D);
-    w(`${p}self_attn.q_proj.weight`, [H * hd, D]);
-    w(`${p}self_attn.k_proj.weight`, [Hkv * hd, D]);
-    w(`${p}self_attn.v_proj.weight`, [Hkv * hd, D]);
-    w(`${p}self_attn.o_proj.weight`, [D, H * hd]);
-    w(`${p}mlp.gate_proj.weight`, [F, D]);
-    w(`${p}mlp.up_proj.weight`, [F, D]);
-    w(`${p}mlp.down_proj.weight`, [D, F]);
-  }
-  await writeFile(join(dir, "model.safetensors"), writeSafetensors(tensors, { format: "pt" }));
+  const dir = join(root, "model");
+  await initModel({ out: dir, data: DATA, seed: 1010, hidden: 32, layers: 2, heads: 2, "kv-heads": 1, intermediate: 64, "max-positions": 1024 });
   return dir;
 }
 
