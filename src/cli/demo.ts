@@ -14,13 +14,14 @@ import { ONEGEN_ENTITY_LINKING, runEntityLinking, type EntityLinkingResult, type
 import { DEFAULT_EL_DECODING, evaluateModel, loadDemoData, openDemoIndexes, trivialScores, type DemoData, type ElGold, type MhGold } from "../demo/eval.js";
 import { DEFAULT_DEMO_DATA, DEFAULT_DEMO_INDEX, DEFAULT_DEMO_MODEL, elDecodingFlag, openDemoModel, requireModelDir } from "./eval.js";
 
-const USAGE = [
-  "usage: onegen demo [--input 'a sentence to link'] [--model DIR (default demo/model)] [--index DIR (default demo/index)] [--data DIR (default demo/data)]",
-  `  [--el-decoding copy-input|free (default ${DEFAULT_EL_DECODING})] [--examples N (shown per task, default 3)] [--limit N (held-out sentences and questions scored, default 40)] [--rebuild-index] [--dtype auto|f16|f32] [--quiet]`,
-].join("\n");
-
 const DEFAULT_EXAMPLES = 3;
 const DEFAULT_LIMIT = 40;
+
+const USAGE = [
+  "usage: onegen demo [--input 'a sentence to link'] [--model DIR (default demo/model)] [--index DIR (default demo/index)] [--data DIR (default demo/data)]",
+  `  [--el-decoding copy-input|free (default ${DEFAULT_EL_DECODING})] [--examples N (shown per task, default ${DEFAULT_EXAMPLES})] [--limit N (held-out sentences and questions scored, default ${DEFAULT_LIMIT})] [--rebuild-index] [--dtype auto|f16|f32] [--quiet]`,
+].join("\n");
+
 
 function entityLabel(data: DemoData, id: string | null): string {
   if (id === null) return "(nothing retrieved)";
