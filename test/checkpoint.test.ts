@@ -370,7 +370,7 @@ test("onegen info: text and JSON on a crafted model dir, exit codes 0 / 1 / 2", 
   const cfg = { ...CONFIG, vocab_size: 38 }; // the embedding's 40 rows win
   writeModel(dir, makeWeights(7, "BF16"), 1, cfg);
   writeFileSync(join(dir, "generation_config.json"), JSON.stringify({ eos_token_id: [2, 5] }));
-  for (const f of ["tokenizer.json", "tokenizer_config.json"]) copyFileSync(join("../shared/fixtures/llama2-tokenizer", f), join(dir, f));
+  for (const f of ["tokenizer.json", "tokenizer_config.json"]) copyFileSync(join("test/fixtures/llama2-tokenizer", f), join(dir, f));
   const run = async (argv: string[]) => {
     let out = "";
     let err = "";

@@ -462,7 +462,7 @@ test("CLI: onegen index (JSONL of ids, #ID doc token) then onegen search --json 
 });
 
 test("text documents: rendered with the template, tokenized, doc token found (real Llama-2 tokenizer + OneGen tokens)", async () => {
-  const tok = await loadTokenizer("../shared/fixtures/llama2-tokenizer", { addedTokens: ["[_CONTINUE_]", "[SE]", "[LK]"] });
+  const tok = await loadTokenizer("test/fixtures/llama2-tokenizer", { addedTokens: ["[_CONTINUE_]", "[SE]", "[LK]"] });
   const SE = tok.requireTokenId("[SE]");
   const docs: DocumentInput[] = [
     { id: "paris", text: "Paris is the capital of France." },

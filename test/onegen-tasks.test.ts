@@ -311,7 +311,7 @@ test("rerank: candidates from the index and encoded on the fly score as a brute-
 // ------------------------------------------------------------------ text side, real Llama-2 tokenizer
 
 let tokP: Promise<Tokenizer> | null = null;
-const llama2 = () => (tokP ??= loadTokenizer("../shared/fixtures/llama2-tokenizer", { addedTokens: ["[_CONTINUE_]", "[SE]", "[LK]", "[Question Representation]", "[Document Fragment Representation]"] }));
+const llama2 = () => (tokP ??= loadTokenizer("test/fixtures/llama2-tokenizer", { addedTokens: ["[_CONTINUE_]", "[SE]", "[LK]", "[Question Representation]", "[Document Fragment Representation]"] }));
 
 /** Code-point offset of a UTF-16 index. */
 const cp = (s: string, i: number): number => Array.from(s.slice(0, i)).length;

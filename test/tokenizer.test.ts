@@ -10,7 +10,7 @@ import { filesDir } from "../src/io/source.js";
 import { Tokenizer, addTokensToTokenizerJson, loadTokenizer, parseIdList, resolveTokenId, tryLoadTokenizer } from "../src/tokenizer.js";
 import { assertRejects } from "./helpers/check.js";
 
-const LLAMA2 = "../shared/fixtures/llama2-tokenizer";
+const LLAMA2 = "test/fixtures/llama2-tokenizer";
 const ONEGEN_TOKENS = ["[_CONTINUE_]", "[SE]", "[LK]"];
 
 // OneGen's entity-linking input template (config/eval_config/entity_linking/llama2_*.json) with a
