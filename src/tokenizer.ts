@@ -9,11 +9,29 @@
 //   post-processor decides (Llama 3, Qwen2).
 // - Token ids never need a tokenizer: commands given ids work on a model directory without
 //   tokenizer files; loadTokenizer() throws a clear LoadError only when text is needed.
+// - Untrusted model directories: tokenizer.json's regular expressions ({"Regex": …} patterns of
+//   normalizers, pre-tokenizers, decoders) run on JavaScript's backtracking engine, so a crafted
+//   one such as `(a+)+$` could hang the process. Each is probed at load (strings that make
+//   nested quantifiers backtrack) and every encode/decode of a tokenizer that has any, and every
+//   chat-template rendering, runs under a time limit (src/util/time-limit.ts): a LoadError that
+//   names the file and the pattern, never a hang. Tokenizers without Regex patterns (Llama-2's,
+//   SentencePiece-style) run directly.
 
-import { Tokenizer as HfTokenizer } from "@huggingface/tokenizers";
+import * as hf from "@huggingface/tokenizers";
 import { Template } from "@huggingface/jinja";
 import { LoadError, UsageError } from "./errors.js";
 import { joinName, readJson, toModelDir, type ModelDir } from "./io/source.js";
+import { TimeLimitExceeded, timeLimiter, type TimeLimiter } from "./util/time-limit.js";
+
+const HfTokenizer = hf.Tokenizer;
+type HfTokenizer = hf.Tokenizer;
+// The library's Split pre-tokenizer compiles a {"Regex": …} pattern exactly as every component
+// does (create_pattern); its typings re-export it through a path TypeScript does not resolve here,
+// so it is typed by hand (the runtime export exists in @huggingface/tokenizers 0.2).
+interface SplitPreTokenizerLike {
+  pre_tokenize_text(text: string): string[];
+}
+const SplitPreTokenizer = (hf as unknown as { SplitPreTokenizer: new (config: { type: "Split"; pattern: { Regex: string }; behavior: "Isolated"; invert: boolean }) => SplitPreTokenizerLike }).SplitPreTokenizer;
 
 export interface AddedTokenSpec {
   content: string;
@@ -117,6 +135,62 @@ export interface TokenizerOptions {
   name?: string;
   /** A chat template that overrides tokenizer_config's (or chat_template.jinja). */
   chatTemplate?: string;
+  /** Time limits for work driven by the tokenizer files (defaults: DEFAULT_TIME_LIMIT). */
+  timeLimit?: Partial<TokenizerTimeLimit>;
+}
+
+/**
+ * Wall-clock limits, in milliseconds, for work whose cost the tokenizer files control. A call on
+ * a text of n characters may take baseMs + msPer1000Chars · n / 1000; each Regex pattern's load
+ * probe may take probeMs. Legitimate tokenization runs at ~1 µs per character, 50× below the limit.
+ */
+export interface TokenizerTimeLimit {
+  baseMs: number;
+  msPer1000Chars: number;
+  probeMs: number;
+}
+export const DEFAULT_TIME_LIMIT: TokenizerTimeLimit = { baseMs: 1000, msPer1000Chars: 50, probeMs: 1000 };
+
+/** A {"Regex": source} pattern of tokenizer.json and where it sits (e.g. "pre_tokenizer.pretokenizers[0]"). */
+export interface TokenizerRegex {
+  where: string;
+  source: string;
+}
+
+/** Every {"Regex": …} pattern in a tokenizer.json object (the vocabulary and added tokens hold none). */
+export function tokenizerRegexes(tokenizerJson: unknown): TokenizerRegex[] {
+  const out: TokenizerRegex[] = [];
+  const walk = (v: unknown, where: string): void => {
+    if (Array.isArray(v)) v.forEach((x, i) => walk(x, `${where}[${i}]`));
+    else if (isObj(v)) {
+      if (isObj(v.pattern) && typeof v.pattern.Regex === "string") out.push({ where, source: v.pattern.Regex });
+      for (const [k, x] of Object.entries(v)) if (k !== "pattern") walk(x, where === "" ? k : `${where}.${k}`);
+    }
+  };
+  if (isObj(tokenizerJson)) for (const [k, v] of Object.entries(tokenizerJson)) if (k !== "model" && k !== "added_tokens") walk(v, k);
+  return out;
+}
+
+/** A pattern for a one-line message: /source/ cut to 120 characters. */
+function showRegex(r: TokenizerRegex): string {
+  const src = r.source.length > 120 ? `${r.source.slice(0, 117)}...` : r.source;
+  return `${r.where} /${src}/`;
+}
+
+/**
+ * Strings that make nested or overlapping quantifiers backtrack: a long run of one character (or
+ * a two-character cycle) followed by one that ends every match attempt. 2,048 characters make an
+ * exponential pattern run for ages and a cubic one for seconds, while a sound pattern handles all
+ * of them in a few milliseconds. A probe can only find what it tries; the per-call time limit is
+ * the guarantee.
+ */
+function probeStrings(): string[] {
+  const n = 2048;
+  const runs = ["a", "A", "z", "1", "0", " ", "\n", "\t", "\r", "'", ".", ",", "-", "_", "!", "é", "▁", "Ġ", "\u00a0", "<", "你"];
+  const out: string[] = [];
+  for (const c of runs) for (const end of ["!", "a", "\u0000"]) if (end !== c) out.push(c.repeat(n) + end);
+  for (const pair of ["a ", "a1", "ab", " \n", "a.", "1,"]) out.push(pair.repeat(n / 2) + "!", pair.repeat(n / 2) + "\u0000");
+  return out;
 }
 
 export class Tokenizer {
@@ -131,8 +205,15 @@ export class Tokenizer {
   /** Ids of the tokens added through options.addedTokens, in order. */
   readonly addedTokenIds: readonly number[];
   readonly chatTemplate: string | null;
+  /** The {"Regex": …} patterns of tokenizer.json (their running time is bounded, see timeLimited). */
+  readonly regexes: readonly TokenizerRegex[];
+  /** Whether work driven by the files runs under a time limit (false only where the runtime has no node:vm, i.e. browsers). */
+  readonly timeLimited: boolean;
   private readonly config: Json;
   private readonly specialIds: Set<number>;
+  private readonly name: string;
+  private readonly limits: TokenizerTimeLimit;
+  private readonly limiter: TimeLimiter | null;
 
   constructor(tokenizerJson: unknown, tokenizerConfig: unknown, options: TokenizerOptions = {}) {
     const name = options.name ?? "tokenizer";
@@ -145,7 +226,13 @@ export class Tokenizer {
       throw new LoadError(`${name}: cannot build the tokenizer from tokenizer.json: ${(e as Error).message}`);
     }
     this.config = config;
+    this.name = name;
     this.addedTokenIds = ids;
+    this.limits = { ...DEFAULT_TIME_LIMIT, ...options.timeLimit };
+    this.limiter = timeLimiter();
+    this.timeLimited = this.limiter !== null;
+    this.regexes = tokenizerRegexes(json);
+    this.probeRegexes();
     this.bosToken = tokenContent(config.bos_token);
     this.eosToken = tokenContent(config.eos_token);
     this.bosTokenId = this.bosToken !== null ? (this.tok.token_to_id(this.bosToken) ?? null) : null;
@@ -178,9 +265,9 @@ export class Tokenizer {
   encode(text: string, options: { addSpecialTokens?: boolean } = {}): number[] {
     const add = options.addSpecialTokens ?? true;
     if (this.addBosToken === null && this.addEosToken === null) {
-      return this.tok.encode(text, { add_special_tokens: add }).ids;
+      return this.limitRegexWork("encoding", text.length, () => this.tok.encode(text, { add_special_tokens: add }).ids, text);
     }
-    const ids = this.tok.encode(text, { add_special_tokens: false }).ids;
+    const ids = this.limitRegexWork("encoding", text.length, () => this.tok.encode(text, { add_special_tokens: false }).ids, text);
     if (!add) return ids;
     if (this.addBosToken && this.bosTokenId !== null) ids.unshift(this.bosTokenId);
     if (this.addEosToken && this.eosTokenId !== null) ids.push(this.eosTokenId);
@@ -192,7 +279,58 @@ export class Tokenizer {
     for (const id of ids) {
       if (!Number.isInteger(id) || id < 0 || this.tok.id_to_token(id) === undefined) throw new UsageError(`token id ${id} is not in the vocabulary (size ${this.vocabSize})`);
     }
-    return this.tok.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false });
+    // Decoded text is at most a few dozen characters per id: 16 per id sizes the limit.
+    return this.limitRegexWork("decoding", 16 * ids.length, () => this.tok.decode([...ids], { skip_special_tokens: options.skipSpecialTokens ?? false }), null);
+  }
+
+  /** Time limit for work on `chars` characters (milliseconds). */
+  private limitMs(chars: number): number {
+    return this.limits.baseMs + (this.limits.msPer1000Chars * chars) / 1000;
+  }
+
+  /**
+   * Runs fn under the time limit when tokenizer.json has Regex patterns (else directly). On a
+   * timeout, finds which pattern backtracks on `text` (each alone, under the same limit) and
+   * throws a LoadError naming the file and the pattern.
+   */
+  private limitRegexWork<T>(what: string, chars: number, fn: () => T, text: string | null): T {
+    if (this.regexes.length === 0 || this.limiter === null) return fn();
+    const ms = this.limitMs(chars);
+    try {
+      return this.limiter(fn, ms);
+    } catch (e) {
+      if (!(e instanceof TimeLimitExceeded)) throw e;
+      const culprit = text === null ? undefined : this.regexes.find((r) => this.regexTimesOut(r, [text], ms));
+      const which = culprit ? `its regular expression ${showRegex(culprit)}` : `one of its regular expressions (${this.regexes.map(showRegex).join(", ")})`;
+      throw new LoadError(`${this.name}: ${what} ${chars} characters took over ${Math.round(ms)} ms: ${which} backtracks catastrophically; do not use this tokenizer.json`);
+    }
+  }
+
+  /** Whether the pattern, compiled as the library compiles it, runs past ms on any of the texts. */
+  private regexTimesOut(r: TokenizerRegex, texts: readonly string[], ms: number): boolean {
+    const limiter = this.limiter;
+    if (limiter === null) return false;
+    const split = new SplitPreTokenizer({ type: "Split", pattern: { Regex: r.source }, behavior: "Isolated", invert: false });
+    try {
+      limiter(() => {
+        for (const t of texts) split.pre_tokenize_text(t);
+      }, ms);
+      return false;
+    } catch (e) {
+      if (e instanceof TimeLimitExceeded) return true;
+      throw e;
+    }
+  }
+
+  /** At load: refuses a tokenizer.json with a pattern that backtracks catastrophically on a probe. */
+  private probeRegexes(): void {
+    if (this.limiter === null || this.regexes.length === 0) return;
+    const probes = probeStrings();
+    for (const r of this.regexes) {
+      if (this.regexTimesOut(r, probes, this.limits.probeMs)) {
+        throw new LoadError(`${this.name}: regular expression ${showRegex(r)} backtracks catastrophically (over ${this.limits.probeMs} ms on ${probes[0]!.length}-character probe strings); do not use this tokenizer.json`);
+      }
+    }
   }
 
   /** The id of a token string (e.g. "[LK]", "</s>"), or undefined. */
@@ -241,7 +379,17 @@ export class Tokenizer {
     } catch (e) {
       throw new LoadError(`the chat template does not parse: ${(e as Error).message}`);
     }
-    return template.render({ ...vars, ...options.extra, messages: messages.map((m) => ({ ...m })), add_generation_prompt: options.addGenerationPrompt ?? false });
+    const render = (): string => template.render({ ...vars, ...options.extra, messages: messages.map((m) => ({ ...m })), add_generation_prompt: options.addGenerationPrompt ?? false });
+    // The template is code from the model directory (loops, string repetition): bounded like the regexes.
+    if (this.limiter === null) return render();
+    const chars = messages.reduce((n, m) => n + m.content.length, 0) + this.chatTemplate.length;
+    const ms = this.limitMs(chars);
+    try {
+      return this.limiter(render, ms);
+    } catch (e) {
+      if (e instanceof TimeLimitExceeded) throw new LoadError(`${this.name}: the chat template ran for over ${Math.round(ms)} ms on ${messages.length} messages; do not use this template`);
+      throw e;
+    }
   }
 }
 

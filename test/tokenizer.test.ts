@@ -2,7 +2,7 @@
 // and model directories without tokenizer files.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdtempSync, readFileSync } from "node:fs";
+import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LoadError, UsageError } from "../src/errors.js";
@@ -136,6 +136,80 @@ test("a model directory without tokenizer files: ids still work, text gives a cl
   const files = ["tokenizer.json", "tokenizer_config.json"].map((n) => new File([readFileSync(join(LLAMA2, n))], n));
   const viaFiles = await loadTokenizer(filesDir(files, "picked"), { addedTokens: ONEGEN_TOKENS });
   assert.equal(viaFiles.encode("[LK]x", { addSpecialTokens: false })[0], 32002);
+});
+
+// Untrusted model directories: tokenizer.json's regular expressions and the chat template run
+// under a time limit; a catastrophic pattern is refused in one line naming the file and the pattern.
+
+const GPT2_PATTERN = "'s|'t|'re|'ve|'m|'ll|'d| ?\\p{L}+| ?\\p{N}+| ?[^\\s\\p{L}\\p{N}]+|\\s+(?!\\S)|\\s+";
+const LLAMA3_PATTERN = "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|\\s+(?!\\S)|\\s+";
+
+/** A word-level tokenizer.json whose pre-tokenizer splits with `pattern`, optionally with a Replace normalizer. */
+function regexTokenizerJson(pattern: string, vocab: readonly string[], normalizerRegex?: string): Record<string, unknown> {
+  return {
+    model: { type: "WordLevel", vocab: Object.fromEntries(["<unk>", ...vocab].map((w, i) => [w, i])), unk_token: "<unk>" },
+    normalizer: normalizerRegex === undefined ? null : { type: "Sequence", normalizers: [{ type: "NFC" }, { type: "Replace", pattern: { Regex: normalizerRegex }, content: "" }] },
+    pre_tokenizer: { type: "Split", pattern: { Regex: pattern }, behavior: "Isolated", invert: false },
+    post_processor: null,
+    decoder: { type: "Fuse" },
+    added_tokens: [],
+  };
+}
+
+function writeTokenizerDir(json: unknown, config: unknown = {}): string {
+  const dir = mkdtempSync(join(tmpdir(), "onegen-tokre-"));
+  writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(json));
+  writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify(config));
+  return dir;
+}
+
+test("GPT-2 and Llama-3 pre-tokenizer regexes (lookahead \\s+(?!\\S)) load and split as the Rust tokenizers do, under the time limit", async () => {
+  // GPT-2: the space before a word stays with the word, so a run of two spaces leaves one alone.
+  const gpt2Vocab = ["Hello", " world", "'s", " ", " x", " 42", "!!"];
+  const gpt2 = await loadTokenizer(writeTokenizerDir(regexTokenizerJson(GPT2_PATTERN, gpt2Vocab)));
+  assert.ok(gpt2.timeLimited, "Node has node:vm: the work is time-limited");
+  assert.equal(gpt2.regexes.map((r) => r.where), ["pre_tokenizer"]);
+  assert.equal(gpt2.encode("Hello world's  x 42!!"), [1, 2, 3, 4, 5, 6, 7]);
+  // Llama-3: digits in groups of three, case-insensitive contractions, newlines kept apart.
+  const l3Vocab = ["Hello", " world", "'S", "123", "45", "\n\n", " foo", ".", " "];
+  const l3 = new Tokenizer(regexTokenizerJson(LLAMA3_PATTERN, l3Vocab), {});
+  assert.equal(l3.encode("Hello world'S12345\n\n foo."), [1, 2, 3, 4, 5, 6, 7, 8]);
+  assert.is(l3.decode([1, 2]), "Hello world");
+  // the Llama-2 tokenizer (no Regex patterns) is not time-limited per call: nothing to bound.
+  assert.equal((await onegenTokenizer()).regexes, []);
+});
+
+test("a tokenizer.json with a catastrophically backtracking regex is refused at load, in one line naming the file and the pattern", async () => {
+  const dir = writeTokenizerDir(regexTokenizerJson(GPT2_PATTERN, ["a"], "(a+)+$"));
+  const started = Date.now();
+  const err = await assertRejects(() => loadTokenizer(dir, { timeLimit: { probeMs: 300 } }), LoadError, [new RegExp(join(dir, "tokenizer.json").replace(/[.*+?^${}()|[\]\\]/g, "\\$&")), /normalizer\.normalizers\[1\] \/\(a\+\)\+\$\//, /backtracks catastrophically/], "hostile normalizer");
+  const ms = Date.now() - started;
+  assert.ok(ms < 300 + 2000, `refused after ${ms} ms (limit 300 ms per pattern)`);
+  assert.not.match(err.message, /\n/, "one line");
+  // the same in a pre-tokenizer, built directly from the object
+  assert.throws(() => new Tokenizer(regexTokenizerJson("(\\s+)+x", ["a"]), {}, { name: "hostile.json", timeLimit: { probeMs: 300 } }), (e: Error) => e instanceof LoadError && /^hostile\.json: regular expression pre_tokenizer \/\(\\s\+\)\+x\//.test(e.message));
+});
+
+test("a hostile regex the load probe misses is stopped by the per-call time limit, naming the pattern; other texts still encode", async () => {
+  // Backtracks only on runs of "ж", a character the probes do not try.
+  const tok = new Tokenizer(regexTokenizerJson("(ж+)+$|\\p{L}+", ["abc"]), {}, { name: "m/tokenizer.json", timeLimit: { baseMs: 300, msPer1000Chars: 0 } });
+  assert.equal(tok.encode("abc"), [1]);
+  const started = Date.now();
+  assert.throws(() => tok.encode("ж".repeat(40) + "!"), (e: Error) => e instanceof LoadError && /^m\/tokenizer\.json: encoding 41 characters took over 300 ms: its regular expression pre_tokenizer \/\(ж\+\)\+\$\|\\p\{L\}\+\/ backtracks catastrophically/.test(e.message) && !e.message.includes("\n"));
+  const ms = Date.now() - started;
+  assert.ok(ms < 2 * 300 + 2000, `stopped after ${ms} ms (limit 300 ms, then the same again to find the pattern)`);
+  assert.equal(tok.encode("abc"), [1], "the tokenizer still works after an interrupted call");
+});
+
+test("a chat template that loops for ages is stopped by the time limit with a LoadError", () => {
+  const json = regexTokenizerJson(GPT2_PATTERN, ["a"]);
+  const slow = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}done";
+  const tok = new Tokenizer(json, { chat_template: slow }, { name: "t/tokenizer.json", timeLimit: { baseMs: 300, msPer1000Chars: 0 } });
+  const started = Date.now();
+  assert.throws(() => tok.applyChatTemplate([{ role: "user", content: "hi" }]), (e: Error) => e instanceof LoadError && /^t\/tokenizer\.json: the chat template ran for over 300 ms/.test(e.message));
+  assert.ok(Date.now() - started < 300 + 2000);
+  const quick = new Tokenizer(json, { chat_template: "{% for m in messages %}{{ m.content }}{% endfor %}" });
+  assert.is(quick.applyChatTemplate([{ role: "user", content: "hi" }]), "hi");
 });
 
 test.run();
