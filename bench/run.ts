@@ -8,6 +8,8 @@ import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { execSync } from "node:child_process";
 import { openDevice, describeContext } from "../src/gpu/device.js";
+import { parseArgs } from "../src/cli/args.js";
+import { UsageError } from "../src/errors.js";
 import type { GpuContext } from "../src/gpu/context.js";
 import { measureCopy, type BenchEnv, type BenchRow } from "./harness.js";
 import { writeReport, type BenchResults } from "./report.js";
@@ -57,6 +59,9 @@ function gitCommit(): string {
 }
 
 export async function runBenchmarks(opts: BenchOptions): Promise<{ rows: BenchRow[]; file: string }> {
+  const suites = readdirSync(here).filter((f) => f.endsWith(".bench.js")).map((f) => f.replace(/\.bench\.js$/, ""));
+  const unknown = (opts.only ?? []).filter((n) => !suites.includes(n));
+  if (unknown.length > 0) throw new UsageError(`bench: --only names no suite ${unknown.map((n) => `'${n}'`).join(", ")} (suites: ${suites.sort().join(", ")})`);
   const loadStart = loadavg();
   const ctx = await openDevice();
   try {
@@ -129,15 +134,15 @@ export async function runBenchmarks(opts: BenchOptions): Promise<{ rows: BenchRo
 }
 
 export function parseBenchArgs(argv: string[]): BenchOptions {
-  const opts: BenchOptions = { quick: false, only: null, outDir: null, write: (s) => process.stdout.write(s) };
-  for (let i = 0; i < argv.length; i++) {
-    const a = argv[i]!;
-    if (a === "--quick") opts.quick = true;
-    else if (a === "--only") opts.only = (argv[++i] ?? "").split(",").filter(Boolean);
-    else if (a === "--out") opts.outDir = argv[++i] ?? null;
-    else throw new Error(`bench: unknown option '${a}' (use --quick, --only a,b, --out DIR)`);
-  }
-  return opts;
+  // The CLI's strict parser: unknown options and stray words are usage errors (exit 2, one line).
+  const args = parseArgs(argv, { values: ["only", "out"], booleans: ["quick"] }, "bench");
+  const only = args.flags.get("only");
+  return {
+    quick: args.bools.has("quick"),
+    only: only === undefined ? null : only.split(",").filter(Boolean),
+    outDir: args.flags.get("out") ?? null,
+    write: (s) => process.stdout.write(s),
+  };
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {

@@ -1,8 +1,12 @@
 #!/usr/bin/env node
 // The `onegen` command line. Each subcommand lives in src/cli/<name>.ts (or a module it names) and
-// returns an exit code: 0 success, 1 bad input or runtime failure (one-line error), 2 usage.
-// The process exits by itself once the GPU device is destroyed (no process.exit on success).
-import { OnegenError, UsageError } from "./errors.js";
+// returns an exit code: 0 success, 1 bad input or runtime failure, 2 usage. Every error is one line
+// on stderr (src/cli/report-error.ts); `--debug` (before the command or among its options) adds the
+// stack trace. The process exits by itself once the GPU device is destroyed (no process.exit on
+// success); an uncaught exception or unhandled rejection prints one line and exits 1.
+import { cliDebug } from "./cli/args.js";
+import { closeProgressLine } from "./cli/progress.js";
+import { formatError } from "./cli/report-error.js";
 
 interface Command {
   summary: string;
@@ -53,6 +57,10 @@ const COMMANDS: Record<string, Command> = {
   bench: {
     summary: "run the benchmarks and write bench/results/ (--quick for small sizes, --only a,b)",
     run: async (argv) => {
+      if (argv.includes("--help")) {
+        process.stdout.write("usage: onegen bench [--quick] [--only a,b] [--out DIR]\n");
+        return 0;
+      }
       const specifier = "../bench/run.js"; // dist/bench/run.js, built beside dist/src
       const mod = (await import(specifier)) as typeof import("../bench/run.js");
       await mod.runBenchmarks(mod.parseBenchArgs(argv));
@@ -74,35 +82,49 @@ function usage(): string {
 }
 
 export async function main(argv: string[]): Promise<number> {
-  const [name, ...rest] = argv;
+  // Global options before the command: --debug.
+  let at = 0;
+  while (argv[at] === "--debug") {
+    cliDebug.enabled = true;
+    at++;
+  }
+  const [name, ...rest] = argv.slice(at);
   if (name === undefined || name === "--help" || name === "-h" || name === "help") {
     process.stdout.write(usage() + "\n");
     return name === undefined ? 2 : 0;
   }
-  const cmd = COMMANDS[name];
+  const cmd = Object.hasOwn(COMMANDS, name) ? COMMANDS[name] : undefined;
   if (!cmd) {
-    process.stderr.write(`onegen: unknown command '${name}'\n\n${usage()}\n`);
+    const hint = name.startsWith("-") ? "options go after the command" : "see onegen --help for the commands";
+    process.stderr.write(`onegen: unknown command '${name}' (${hint})\n`);
     return 2;
   }
+  running = name;
   try {
     return await cmd.run(rest);
   } catch (e) {
-    if (e instanceof UsageError) {
-      process.stderr.write(`onegen ${name}: ${e.message}\n`);
-      return 2;
-    }
-    if (e instanceof OnegenError) {
-      process.stderr.write(`onegen ${name}: ${e.message}\n`);
-      return 1;
-    }
-    process.stderr.write(`onegen ${name}: ${(e as Error).stack ?? String(e)}\n`);
-    return 1;
+    const { text, code } = formatError(e, name, cliDebug.enabled);
+    closeProgressLine();
+    process.stderr.write(text);
+    return code;
   }
+}
+
+/** The command being run, for errors that escape it (callbacks, unhandled rejections). */
+let running: string | null = null;
+
+function fatal(e: unknown): void {
+  const { text } = formatError(e, running, cliDebug.enabled);
+  closeProgressLine();
+  process.stderr.write(text);
+  process.exit(1);
 }
 
 const entry = process.argv[1] ?? "";
 if (/cli\.js$/.test(entry) || /[\\/]onegen$/.test(entry)) {
+  process.on("uncaughtException", fatal);
+  process.on("unhandledRejection", fatal);
   main(process.argv.slice(2)).then((code) => {
     process.exitCode = code;
-  });
+  }, fatal);
 }

@@ -1,10 +1,11 @@
 // Typed errors. Each names what it is about (tensor, file, kernel, field) and, where the fix is
-// known, carries a hint. Tests match on the class and on the message.
+// known, carries a hint. The message is one line ("…; hint: …"), as the CLI prints it. Tests match
+// on the class and on the message.
 
 export class OnegenError extends Error {
   readonly hint: string | undefined;
   constructor(message: string, hint?: string) {
-    super(hint ? `${message}\n  hint: ${hint}` : message);
+    super(hint ? `${message}; hint: ${hint}` : message);
     this.name = new.target.name;
     this.hint = hint;
   }

@@ -1,5 +1,7 @@
 // Minimal, strict flag parsing for the CLI: `--name value`, `--name=value`, boolean `--flag`.
-// Unknown flags are errors (exit 2 with usage), never ignored.
+// Unknown flags and words no flag takes (an unquoted `--prompt Marwick is a city` leaves "is a
+// city" over) are usage errors (exit 2), never ignored: no command takes positional arguments.
+// `--debug` is accepted by every command (the CLI then prints stack traces).
 import { UsageError } from "../errors.js";
 
 export interface FlagSpec {
@@ -12,28 +14,45 @@ export interface FlagSpec {
 export interface ParsedArgs {
   flags: Map<string, string>;
   bools: Set<string>;
-  positional: string[];
+}
+
+/** Set when any command's arguments hold --debug (read by the CLI's error printer). */
+export const cliDebug = { enabled: false };
+
+/** A word for a message: quoted when it has spaces or is empty. */
+function shown(s: string): string {
+  return /^[^\s'"]+$/.test(s) ? s : JSON.stringify(s);
 }
 
 export function parseArgs(argv: readonly string[], spec: FlagSpec, command: string): ParsedArgs {
   const values = new Set(spec.values ?? []);
-  const booleans = new Set(spec.booleans ?? []);
-  const out: ParsedArgs = { flags: new Map(), bools: new Set(), positional: [] };
+  const booleans = new Set([...(spec.booleans ?? []), "debug"]);
+  const out: ParsedArgs = { flags: new Map(), bools: new Set() };
+  let lastValueFlag: { name: string; value: string; at: number } | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
     if (!a.startsWith("--")) {
-      out.positional.push(a);
-      continue;
+      if (/^-[A-Za-z]/.test(a)) throw new UsageError(`${command}: unknown option ${a} (options are spelled --name)`);
+      // Words after a flag's value: most likely an unquoted value with spaces.
+      const words: string[] = [];
+      for (let k = i; k < argv.length && !argv[k]!.startsWith("--"); k++) words.push(argv[k]!);
+      if (lastValueFlag && lastValueFlag.at === i - 1) {
+        const whole = [lastValueFlag.value, ...words].join(" ");
+        throw new UsageError(`${command}: stray word '${a}' after --${lastValueFlag.name} ${shown(lastValueFlag.value)}: ${command} takes no positional arguments; quote a value that has spaces: --${lastValueFlag.name} ${JSON.stringify(whole)}`);
+      }
+      throw new UsageError(`${command}: stray word '${a}': ${command} takes no positional arguments; options are --name VALUE, and a value that has spaces needs quotes`);
     }
     const eq = a.indexOf("=");
     const name = eq > 0 ? a.slice(2, eq) : a.slice(2);
     if (booleans.has(name)) {
       if (eq > 0) throw new UsageError(`${command}: --${name} takes no value`);
       out.bools.add(name);
+      if (name === "debug") cliDebug.enabled = true;
     } else if (values.has(name)) {
       const v = eq > 0 ? a.slice(eq + 1) : argv[++i];
       if (v === undefined) throw new UsageError(`${command}: --${name} needs a value`);
       out.flags.set(name, v);
+      lastValueFlag = { name, value: v, at: i };
     } else {
       throw new UsageError(`${command}: unknown option --${name}`);
     }

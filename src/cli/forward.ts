@@ -17,8 +17,8 @@ export async function forwardCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const out = args.flags.get("out");
-  if (!out) throw new UsageError(`forward: --out FILE.safetensors is required\n${USAGE}`);
-  if (!args.flags.has("model")) throw new UsageError(`forward: --model DIR is required\n${USAGE}`);
+  if (!out) throw new UsageError(`forward: --out FILE.safetensors is required`);
+  if (!args.flags.has("model")) throw new UsageError(`forward: --model DIR is required`);
   const { ctx, model } = await openModel(args, "forward");
   try {
     const ids = inputIds(args, "text", model.tokenizer, "forward");

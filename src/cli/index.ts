@@ -5,7 +5,7 @@
 // occurrence of the doc token (default [SE]; '#ID' names it by id) becomes one entry. Progress
 // goes to stderr; the index is saved atomically (src/onegen/index.ts saveIndex).
 import { parseJsonlObjects } from "../util/jsonl.js";
-import { readFile } from "node:fs/promises";
+import { readInputFile } from "./input-file.js";
 import { numberFlag, parseArgs } from "./args.js";
 import { openModel, MODEL_FLAGS } from "./model.js";
 import { UsageError } from "../errors.js";
@@ -48,17 +48,12 @@ export async function indexCommand(argv: string[]): Promise<number> {
   }
   const docsFile = args.flags.get("docs");
   const out = args.flags.get("out");
-  if (!args.flags.has("model")) throw new UsageError(`index: --model DIR is required\n${USAGE}`);
-  if (!docsFile) throw new UsageError(`index: --docs FILE.jsonl is required\n${USAGE}`);
-  if (!out) throw new UsageError(`index: --out INDEX_DIR is required\n${USAGE}`);
+  if (!args.flags.has("model")) throw new UsageError(`index: --model DIR is required`);
+  if (!docsFile) throw new UsageError(`index: --docs FILE.jsonl is required`);
+  if (!out) throw new UsageError(`index: --out INDEX_DIR is required`);
   const skipFirst = numberFlag(args, "skip-first", "index", { integer: true, min: 0 }) ?? 0;
   const batchTokens = numberFlag(args, "batch-tokens", "index", { integer: true, min: 1 }) ?? DEFAULT_BATCH_TOKENS;
-  let text: string;
-  try {
-    text = await readFile(docsFile, "utf8");
-  } catch (e) {
-    throw new UsageError(`index: cannot read --docs '${docsFile}': ${(e as Error).message}`);
-  }
+  const text = await readInputFile(docsFile, "--docs");
   const docs = parseDocumentsJsonl(text, docsFile);
   if (docs.length === 0) throw new UsageError(`index: '${docsFile}' holds no documents`);
   const quiet = args.bools.has("quiet");

@@ -11,7 +11,8 @@ import { checkMemoryPlan, formatBytes, loadModelConfig, openCheckpoint, planMemo
 import { toModelDir } from "../io/source.js";
 import { checkWeights, expectedTensors, parameterCount, reconcileVocabSize, type ModelConfig } from "../model/config.js";
 import { tryLoadTokenizer } from "../tokenizer.js";
-import { numberFlag, parseArgs } from "./args.js";
+import { cliDebug, numberFlag, parseArgs } from "./args.js";
+import { formatError, oneLine } from "./report-error.js";
 
 export interface CommandIo {
   stdout(s: string): void;
@@ -25,12 +26,6 @@ const USAGE = "usage: onegen info --model DIR [--json] [--dtype auto|f16|f32] [-
 function defaultIo(): CommandIo {
   const proc = (globalThis as { process?: { stdout: { write(s: string): unknown }; stderr: { write(s: string): unknown } } }).process;
   return { stdout: (s) => void proc?.stdout.write(s), stderr: (s) => void proc?.stderr.write(s) };
-}
-
-/** An error as one line: the message with its hint in parentheses. */
-export function oneLine(e: unknown): string {
-  const msg = e instanceof Error ? e.message : String(e);
-  return msg.replace(/\n\s*hint:\s*/g, " (hint: ").replace(/\n/g, " ") + (/\n\s*hint:/.test(msg) ? ")" : "");
 }
 
 export interface ModelInfo {
@@ -71,10 +66,10 @@ export async function infoCommand(argv: string[], io: CommandIo = defaultIo()): 
     if (!args.flags.has("model")) throw new UsageError("info: --model DIR is required");
     const dt = args.flags.get("dtype") ?? "auto";
     if (dt !== "auto" && dt !== "f16" && dt !== "f32") throw new UsageError(`info: --dtype must be auto, f16 or f32, got '${dt}'`);
-    if (args.positional.length > 0) throw new UsageError(`info: unexpected argument '${args.positional[0]}'`);
     contextLength = numberFlag(args, "context", "info", { integer: true, min: 1 }) ?? null;
   } catch (e) {
-    io.stderr(`onegen ${oneLine(e)}\n${USAGE}\n`);
+    if (!(e instanceof UsageError)) throw e;
+    io.stderr(formatError(e, "info", cliDebug.enabled).text);
     return 2;
   }
   try {
@@ -87,7 +82,7 @@ export async function infoCommand(argv: string[], io: CommandIo = defaultIo()): 
     return 0;
   } catch (e) {
     if (!(e instanceof OnegenError)) throw e;
-    io.stderr(`onegen info: ${oneLine(e)}\n`);
+    io.stderr(formatError(e, "info", cliDebug.enabled).text);
     return 1;
   }
 }
@@ -124,10 +119,10 @@ export async function modelInfo(
         fits = true;
       } catch (e) {
         fits = false;
-        fitError = oneLine(e);
+        fitError = oneLine((e as Error).message);
       }
     } catch (e) {
-      adapterError = oneLine(e);
+      adapterError = oneLine(e instanceof Error ? e.message : String(e));
     } finally {
       if (ctx && !options.openDevice) ctx.destroy();
     }

@@ -16,6 +16,15 @@ function stderrSink(): ProgressSink {
   return { write: (s) => void err.write(s), isTTY: err.isTTY === true, columns: err.columns };
 }
 
+/** Whether a TTY bar is drawn and not yet ended: an error printed now must start a new line. */
+let lineOpen = false;
+
+/** Ends a TTY bar's line if one is open (called before an error message is printed). */
+export function closeProgressLine(sink: ProgressSink = stderrSink()): void {
+  if (lineOpen) sink.write("\n");
+  lineOpen = false;
+}
+
 export interface ProgressBar {
   update(p: LoadProgress): void;
   /** Ends the bar (a final newline on a TTY). */
@@ -44,6 +53,7 @@ export function createProgressBar(label: string, sink: ProgressSink = stderrSink
         lastDraw = now;
         sink.write(`\r${line(p, sink.columns ?? 100)}\x1b[K`);
         drawn = true;
+        lineOpen = true;
       } else {
         const frac = p.bytesTotal > 0 ? p.bytesDone / p.bytesTotal : 1;
         const decile = Math.floor(frac * 10);
@@ -55,6 +65,7 @@ export function createProgressBar(label: string, sink: ProgressSink = stderrSink
     },
     done(): void {
       if (sink.isTTY && drawn) sink.write("\n");
+      if (sink.isTTY) lineOpen = false;
     },
   };
 }

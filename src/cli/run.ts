@@ -14,7 +14,8 @@
 // name known to the tokenizer or '#ID'; markers (--mention-close …) take text or '#ID,#ID,…'.
 // Without tokenizer files every token and marker must be given as ids, and spans are token offsets.
 import { parseJsonlObjects } from "../util/jsonl.js";
-import { readFile, writeFile } from "node:fs/promises";
+import { writeFile } from "node:fs/promises";
+import { readInputFile } from "./input-file.js";
 import { numberFlag, parseArgs, type ParsedArgs } from "./args.js";
 import { openModel, MODEL_FLAGS } from "./model.js";
 import { UsageError } from "../errors.js";
@@ -107,12 +108,12 @@ export async function runCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const task = args.flags.get("task");
-  if (!args.flags.has("model")) throw new UsageError(`run: --model DIR is required\n${USAGE}`);
+  if (!args.flags.has("model")) throw new UsageError(`run: --model DIR is required`);
   const indexDir = args.flags.get("index");
-  if (!indexDir) throw new UsageError(`run: --index INDEX_DIR is required\n${USAGE}`);
-  if (!task || !(TASKS as readonly string[]).includes(task)) throw new UsageError(`run: --task must be one of ${TASKS.join(", ")}, got ${task === undefined ? "nothing" : `'${task}'`}\n${USAGE}`);
+  if (!indexDir) throw new UsageError(`run: --index INDEX_DIR is required`);
+  if (!task || !(TASKS as readonly string[]).includes(task)) throw new UsageError(`run: --task must be one of ${TASKS.join(", ")}, got ${task === undefined ? "nothing" : `'${task}'`}`);
   const sources = ["input", "text", "ids"].filter((f) => args.flags.has(f));
-  if (sources.length !== 1) throw new UsageError(`run: give exactly one of --input FILE.jsonl, --text TEXT or --ids LIST\n${USAGE}`);
+  if (sources.length !== 1) throw new UsageError(`run: give exactly one of --input FILE.jsonl, --text TEXT or --ids LIST`);
   if (args.flags.has("template") && args.bools.has("no-template")) throw new UsageError("run: --template and --no-template exclude each other");
   const items = await readItems(args);
   const opts = commonOptions(args, task as TaskName);
@@ -173,12 +174,7 @@ export async function runCommand(argv: string[]): Promise<number> {
 async function readItems(args: ParsedArgs): Promise<InputItem[]> {
   const file = args.flags.get("input");
   if (file !== undefined) {
-    let text: string;
-    try {
-      text = await readFile(file, "utf8");
-    } catch (e) {
-      throw new UsageError(`run: cannot read --input '${file}': ${(e as Error).message}`);
-    }
+    const text = await readInputFile(file, "--input");
     const items = parseRunInputs(text, file);
     if (items.length === 0) throw new UsageError(`run: '${file}' holds no inputs`);
     return items;

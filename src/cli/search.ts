@@ -19,8 +19,8 @@ export async function searchCommand(argv: string[]): Promise<number> {
     return 0;
   }
   const indexDir = args.flags.get("index");
-  if (!args.flags.has("model")) throw new UsageError(`search: --model DIR is required\n${USAGE}`);
-  if (!indexDir) throw new UsageError(`search: --index INDEX_DIR is required\n${USAGE}`);
+  if (!args.flags.has("model")) throw new UsageError(`search: --model DIR is required`);
+  if (!indexDir) throw new UsageError(`search: --index INDEX_DIR is required`);
   const k = numberFlag(args, "k", "search", { integer: true, min: 1 }) ?? 5;
   const { ctx, model } = await openModel(args, "search");
   try {

@@ -8,7 +8,8 @@
 // checkpoint) continues an interrupted run exactly. At the end OUT holds a Hugging Face model
 // directory (merged weights, config.json, tokenizer files with the added tokens) and, for LoRA,
 // OUT/adapter holds the adapters in PEFT's layout.
-import { readFile, writeFile, appendFile, readdir, stat } from "node:fs/promises";
+import { writeFile, appendFile, readdir, stat } from "node:fs/promises";
+import { readInputFile } from "./input-file.js";
 import { join, resolve } from "node:path";
 import { numberFlag, parseArgs } from "./args.js";
 import { createProgressBar, type ProgressSink } from "./progress.js";
@@ -110,7 +111,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   }
   const need = (k: string): string => {
     const v = args.flags.get(k);
-    if (v === undefined) throw new UsageError(`train: --${k} is required\n${USAGE}`);
+    if (v === undefined) throw new UsageError(`train: --${k} is required`);
     return v;
   };
   const modelDir = need("model");
@@ -173,7 +174,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
       if (!args.bools.has("quiet")) process.stderr.write(`train: added ${missing.join(", ")}; embedding rows ${loaded.decoder.vocabSize} → ${decoder.vocabSize}\n`);
     }
     try {
-      const data = TrainData.parse(await readFile(trainFile, "utf8"), await readFile(dbFile, "utf8"), {
+      const data = TrainData.parse(await readInputFile(trainFile, "--train"), await readInputFile(dbFile, "--db"), {
         retrievalTokenIds: ids(retrievalNames),
         docTokenIds: ids(docNames),
         maskSpans: spans.map(([a, b]) => [resolveTokenId(a, tokenizer), resolveTokenId(b, tokenizer)] as const),
