@@ -5,7 +5,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -74,6 +74,13 @@ test("a missing input file or directory: exit 1, one line naming the path, no st
   // the reason, not Node's raw errno text
   assertOneLine(run(["index", "--model", MODEL, "--docs", missing, "--out", join(tmp, "ix")]), 1, [/cannot read --docs '.*missing': no such file or directory \(ENOENT\)$/], "index --docs");
   assertOneLine(run(["run", "--model", MODEL, "--index", tmp, "--task", "entity-linking", "--input", tmp]), 1, [/cannot read --input '.*': it is a directory \(EISDIR\)$/], "run --input DIR");
+  // a malformed JSON file: named, with the parser's complaint, on one line
+  const bad = join(tmp, "bad-data");
+  mkdirSync(bad);
+  writeFileSync(join(bad, "manifest.json"), "{bad");
+  assertOneLine(run(["demo", "--data", bad, "--quiet"]), 1, [/^onegen demo: '.*bad-data\/manifest\.json' is not valid JSON: .*; hint: generate it with/], "demo: malformed manifest.json");
+  writeFileSync(join(bad, "manifest.json"), "null");
+  assertOneLine(run(["eval", "--data", bad, "--quiet"]), 1, [/manifest\.json' must hold a JSON object, got null/], "eval: manifest.json holds null");
 });
 
 test("--debug (before the command or among its options) adds the stack trace", () => {

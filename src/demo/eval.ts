@@ -107,6 +107,20 @@ async function readText(file: string, hint: string): Promise<string> {
   }
 }
 
+/** Reads a JSON file that must hold an object or an array; anything else is a LoadError naming the file. */
+async function readJsonFile(file: string, hint: string, expect: "object" | "array"): Promise<unknown> {
+  let v: unknown;
+  try {
+    v = JSON.parse(await readText(file, hint));
+  } catch (e) {
+    if (e instanceof LoadError) throw e;
+    throw new LoadError(`'${file}' is not valid JSON: ${(e as Error).message}`, hint);
+  }
+  const is = Array.isArray(v) ? "array" : typeof v === "object" && v !== null ? "object" : null;
+  if (is !== expect) throw new LoadError(`'${file}' must hold a JSON ${expect}, got ${v === null ? "null" : is ?? typeof v}`, hint);
+  return v;
+}
+
 function parseJsonl<T>(text: string, file: string): T[] {
   return parseJsonlObjects(text, file).map((r) => r.value as T);
 }
@@ -115,7 +129,7 @@ function parseJsonl<T>(text: string, file: string): T[] {
 export async function loadDemoData(dir: string, split: Split = "test"): Promise<DemoData> {
   const hint = "generate it with `node scripts/demo/make_data.mjs` (or give --data DIR)";
   const jsonl = async <T>(rel: string): Promise<T[]> => parseJsonl<T>(await readText(join(dir, rel), hint), join(dir, rel));
-  const manifest = JSON.parse(await readText(join(dir, "manifest.json"), hint)) as {
+  const manifest = (await readJsonFile(join(dir, "manifest.json"), hint, "object")) as {
     entity_linking?: { doc_token?: string; skip_first?: number };
     multi_hop_qa?: { doc_token?: string; skip_first?: number };
   };
@@ -125,7 +139,7 @@ export async function loadDemoData(dir: string, split: Split = "test"): Promise<
   };
   return {
     dir,
-    kb: JSON.parse(await readText(join(dir, "kb.json"), hint)) as KbEntity[],
+    kb: (await readJsonFile(join(dir, "kb.json"), hint, "array")) as KbEntity[],
     elTrain: await jsonl<ElGold>("el/gold_train.jsonl"),
     elTest: await jsonl<ElGold>(`el/gold_${split}.jsonl`),
     mhTrain: await jsonl<MhGold>("mhqa/gold_train.jsonl"),
