@@ -318,7 +318,7 @@ export class Tokenizer {
       return false;
     } catch (e) {
       if (e instanceof TimeLimitExceeded) return true;
-      throw e;
+      throw new LoadError(`${this.name}: regular expression ${showRegex(r)} cannot run: ${(e as Error).message}`);
     }
   }
 
