@@ -90,9 +90,13 @@ test("--debug (before the command or among its options) adds the stack trace", (
     assert.match(r.lines[0]!, /^onegen info: /);
     assert.match(r.stderr, /\n\s+at /, `${args.join(" ")}: stack shown`);
   }
-  const u = run(["--debug", "generate", "stray"]);
-  assert.is(u.status, 2);
-  assert.match(u.stderr, /UsageError: generate: stray word 'stray'[^\n]*\n\s+at /);
+  for (const args of [["--debug", "generate", "stray"], ["generate", "stray", "--debug"]]) {
+    const u = run(args);
+    assert.is(u.status, 2);
+    assert.match(u.stderr, /UsageError: generate: stray word 'stray'[^\n]*\n\s+at /, args.join(" "));
+  }
+  // "--debug" as a flag's value is that value, not the option
+  assertOneLine(run(["generate", "--prompt", "--debug", "stray"]), 2, [/stray word 'stray' after --prompt --debug/], "--prompt --debug");
 });
 
 test("an error thrown in a callback or an unhandled rejection: one line, exit 1; with --debug its stack", () => {

@@ -28,6 +28,12 @@ export function parseArgs(argv: readonly string[], spec: FlagSpec, command: stri
   const values = new Set(spec.values ?? []);
   const booleans = new Set([...(spec.booleans ?? []), "debug"]);
   const out: ParsedArgs = { flags: new Map(), bools: new Set() };
+  // --debug first, so that an error about an earlier argument still gets its stack trace.
+  for (let i = 0; i < argv.length; i++) {
+    const a = argv[i]!;
+    if (a === "--debug") cliDebug.enabled = true;
+    else if (a.startsWith("--") && !a.includes("=") && values.has(a.slice(2))) i++; // skip its value
+  }
   let lastValueFlag: { name: string; value: string; at: number } | null = null;
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i]!;
