@@ -301,8 +301,12 @@ export class Tokenizer {
     } catch (e) {
       if (!(e instanceof TimeLimitExceeded)) throw e;
       const culprit = text === null ? undefined : this.regexes.find((r) => this.regexTimesOut(r, [text], ms));
-      const which = culprit ? `its regular expression ${showRegex(culprit)}` : `one of its regular expressions (${this.regexes.map(showRegex).join(", ")})`;
-      throw new LoadError(`${this.name}: ${what} ${chars} characters took over ${Math.round(ms)} ms: ${which} backtracks catastrophically; do not use this tokenizer.json`);
+      const head = `${this.name}: ${what} ${chars} characters took over ${Math.round(ms)} ms`;
+      if (culprit) throw new LoadError(`${head}: its regular expression ${showRegex(culprit)} backtracks catastrophically; do not use this tokenizer.json`);
+      throw new LoadError(
+        `${head}, the limit for a tokenizer with regular expressions (${this.regexes.map(showRegex).join(", ")}); none is slow alone on this text`,
+        "if the machine is merely overloaded, raise the limit (TokenizerOptions.timeLimit)",
+      );
     }
   }
 
