@@ -41,9 +41,10 @@
 //      is removed once its writer is dead. Anything matching the pattern that cannot be verified
 //      as ours is left alone and named in a message. Nothing else is ever deleted or overwritten.
 //
-// Test-only fault injection: with ONEGEN_TEST_CRASH_AT=POINT[@KIND] the process kills itself with
-// SIGKILL at that point of a save (POINT: tmp-partial, tmp-written, old-aside, new-in; KIND
-// restricts it to one output kind). test/crash-consistency.test.ts uses it.
+// Test-only fault injection: with ONEGEN_TEST_CRASH_AT=POINT[@KIND][#N] the process kills itself
+// with SIGKILL at that point of a save (POINT: tmp-partial, tmp-written, old-aside, new-in; KIND
+// restricts it to one output kind; N: the N-th time the point is reached, default the first).
+// test/crash-consistency.test.ts uses it.
 //
 // Node built-ins are imported lazily through variables so browser bundles stay clean.
 
@@ -261,13 +262,15 @@ const TAG_DESCRIPTION: Record<OutputKind, string> = {
 
 export type CrashPoint = "tmp-partial" | "tmp-written" | "old-aside" | "new-in";
 
-/** Test-only: ONEGEN_TEST_CRASH_AT=POINT[@KIND] kills the process here with SIGKILL. */
+let crashCount = 0;
+/** Test-only: ONEGEN_TEST_CRASH_AT=POINT[@KIND][#N] kills the process with SIGKILL the N-th time (default 1) it gets here. */
 export function crashPoint(point: CrashPoint, kind: OutputKind): void {
   const proc = (globalThis as { process?: { env?: Record<string, string | undefined>; pid: number; kill(pid: number, sig: string): void } }).process;
   const want = proc?.env?.ONEGEN_TEST_CRASH_AT;
   if (!want || !proc) return;
-  const [p, k] = want.split("@");
-  if (p === point && (k === undefined || k === kind)) proc.kill(proc.pid, "SIGKILL");
+  const m = /^([a-z-]+)(?:@([a-z-]+))?(?:#(\d+))?$/.exec(want);
+  if (!m || m[1] !== point || (m[2] !== undefined && m[2] !== kind)) return;
+  if (++crashCount === Number(m[3] ?? 1)) proc.kill(proc.pid, "SIGKILL");
 }
 
 // ------------------------------------------------------------------ paths
