@@ -157,6 +157,12 @@ test("Trainer API (full fine-tuning): N steps straight = N/2, dispose everything
   const ck = join(f.root, "api-ckpt");
   const B1 = await setup();
   const first = await B1.trainer.run({ until: 2, saveEvery: 2, checkpoint: () => B1.trainer.saveCheckpoint(ck) });
+  // the library refuses to write a checkpoint over a directory it did not write (the input model here)
+  const modelFiles = async () => Promise.all((await readdir(f.model)).sort().map(async (n) => [n, await readFile(join(f.model, n), "utf8")]));
+  const modelBefore = await modelFiles();
+  await assertRejects(() => B1.trainer.saveCheckpoint(f.model), UsageError, [/saveCheckpoint: dir '.*' is a non-empty directory that onegen did not write/], "checkpoint over a model");
+  await assertRejects(() => B1.trainer.saveCheckpoint(join(f.root, "no", "such", "ck")), UsageError, [/does not exist/], "checkpoint into a missing directory");
+  assert.equal(await modelFiles(), modelBefore, "the model directory is intact");
   B1.dispose(); // the "crash": nothing survives but the checkpoint on disk
   const B2 = await setup();
   await B2.trainer.resume(ck);

@@ -7,9 +7,13 @@
 // --save-every steps; --resume CKPT (a checkpoint directory, or an OUT directory: its latest
 // checkpoint) continues an interrupted run exactly. At the end OUT holds a Hugging Face model
 // directory (merged weights, config.json, tokenizer files with the added tokens) and, for LoRA,
-// OUT/adapter holds the adapters in PEFT's layout.
+// OUT/adapter holds the adapters in PEFT's layout. --out and --log are checked before anything is
+// loaded and written atomically (src/io/output.ts): OUT is new, empty or an earlier training output
+// (its onegen-output.json tag); the final save swaps the whole directory in one step, carrying
+// checkpoints/ over, so a crash leaves the previous model or the new one. Log lines carry
+// "format": "onegen-train-log".
 import { readFile, readdir, stat } from "node:fs/promises";
-import { join } from "node:path";
+import { join, sep } from "node:path";
 import { numberFlag, parseArgs } from "./args.js";
 import { createProgressBar, type ProgressSink } from "./progress.js";
 import { UsageError } from "../errors.js";
@@ -129,7 +133,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const inputs: InputPath[] = [{ flag: "--model", path: modelDir }, { flag: "--train", path: trainFile }, { flag: "--db", path: dbFile }];
   if (resumeArg !== undefined) {
     const [r, o] = [(await resolveReal(resumeArg)).real, (await resolveReal(outArg)).real];
-    if (!(r === o || r.startsWith(o + "/"))) inputs.push({ flag: "--resume", path: resumeArg });
+    if (!(r === o || r.startsWith(o + sep))) inputs.push({ flag: "--resume", path: resumeArg });
   }
   const [out, logFile] = (await checkOutputs(
     [{ flag: "--out", path: outArg, kind: "model" }, logArg !== undefined ? { flag: "--log", path: logArg, kind: "train-log" } : null],

@@ -25,7 +25,7 @@ import { Rng } from "../util/rng.js";
 import { collate, type CollateOptions, type TrainData } from "./data.js";
 import { trainStep, type TrainModel } from "./model.js";
 import { AdamW, type ScheduleOptions } from "./optim.js";
-import { nodeIo, recoverOutput, writeDirAtomic } from "../io/output.js";
+import { checkOutput, nodeIo, recoverOutput, writeDirAtomic } from "../io/output.js";
 
 export interface TrainerOptions {
   /** Optimizer steps of the whole run (the schedule's length). */
@@ -283,6 +283,7 @@ export class Trainer {
    * src/io/output.ts): `dir` must be absent, empty or a checkpoint, and its parent must exist.
    */
   async saveCheckpoint(dir: string, opts: { flag?: string } = {}): Promise<void> {
+    await checkOutput({ flag: opts.flag ?? "saveCheckpoint: dir", path: dir, kind: "checkpoint" }); // before reading the tensors back
     const { state, tensors } = await this.checkpoint();
     await writeDirAtomic(
       dir,
