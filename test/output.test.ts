@@ -165,6 +165,11 @@ test("writeFileAtomic / writeDirAtomic: no leftovers, the tag written, a failure
   assert.is(await readFile(join(d, "config.json"), "utf8"), `{"v":2}`);
   assert.equal((await readdir(root)).sort(), ["m", "r.jsonl"], "no temporary left");
   await assertRejects(() => writeDirAtomic(d, "model", async (w) => w.writeFile("../escape", "x")), UsageError, [/bad file name/], "names stay inside");
+  // an empty directory is replaced by the rename itself
+  await mkdir(join(root, "e"));
+  await writeDirAtomic(join(root, "e"), "adapter", async (w) => w.writeFile("adapter_config.json", "{}"));
+  assert.equal((await readdir(join(root, "e"))).sort(), ["adapter_config.json", OUTPUT_TAG_FILE]);
+  await rm(join(root, "e"), { recursive: true });
   await rm(root, { recursive: true, force: true });
 });
 

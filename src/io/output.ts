@@ -729,16 +729,23 @@ export async function writeDirAtomic(dir: string, kind: DirKind, fill: (w: DirWr
     await fs.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
     throw e;
   }
-  // Swap. An empty existing directory is removed first (nothing in it to keep).
+  // Swap. An empty existing directory is replaced by the rename itself (POSIX rename(2) replaces
+  // an empty directory atomically); where that fails (Windows) it is removed first.
   const replacing = existing !== null && existing.length > 0;
-  if (existing !== null && !replacing) await fs.rmdir(target);
+  if (existing !== null && !replacing) {
+    try {
+      await fs.rename(tmp, target);
+    } catch {
+      await fs.rmdir(target).catch(() => undefined);
+    }
+  }
   if (replacing) {
     await fs.rename(target, old);
     await syncDir(fs, parent);
     crashPoint("old-aside", kind);
   }
   try {
-    await fs.rename(tmp, target);
+    if (existing === null || replacing || (await fs.lstat(tmp).then(() => true, () => false))) await fs.rename(tmp, target);
   } catch (e) {
     if (replacing) await fs.rename(old, target).catch(() => undefined);
     await fs.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
