@@ -762,7 +762,7 @@ export async function writeDirAtomic(dir: string, kind: DirKind, fill: (w: DirWr
  * empty directory gets the tag; one of ours is left as is), after checking it (rule 1).
  */
 export async function ensureOutputDir(dir: string, kind: DirKind, opts: WriteDirOptions = {}): Promise<string> {
-  const { fs, path } = await nodeIo();
+  const { fs } = await nodeIo();
   const target = await checkOutput({ flag: opts.flag ?? "output directory", path: dir, kind }, opts.inputs ?? [], opts);
   let names: string[] | null = null;
   try {
