@@ -3,7 +3,8 @@
 // hand-written SVG chart (kernel bars of "ratio to copy bandwidth"; decode tok/s against the
 // quoted reference lines). run.ts calls writeReport after every run;
 // `node dist/bench/report.js [results.json]` regenerates X.md and X.svg beside X.json.
-import { readFileSync, writeFileSync } from "node:fs";
+import { readFileSync } from "node:fs";
+import { BENCH_REPORT_TAG, checkOutput, writeFileAtomic } from "../src/io/output.js";
 import { resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import type { BenchRow } from "./harness.js";
@@ -224,6 +225,7 @@ export function renderMarkdown(res: BenchResults): string {
   const load = res.loadAvg ? ` · load average (1/5/15 min) start ${res.loadAvg.start.map((v) => v.toFixed(2)).join("/")}, end ${res.loadAvg.end.map((v) => v.toFixed(2)).join("/")}${res.cpus ? ` on ${res.cpus} CPUs` : ""}` : "";
   const lines: string[] = [
     `# Benchmark results`,
+    BENCH_REPORT_TAG, // the output tag (src/io/output.ts): a later run may replace this file
     ``,
     `Adapter: ${res.adapter}${res.backend ? ` (${res.backend})` : ""} · commit ${res.commit} · ${res.date} · mode ${res.quick ? "quick" : "full"}${res.node ? ` · node ${res.node}` : ""}${load}`,
     ``,
@@ -359,29 +361,43 @@ export function renderSvg(res: BenchResults): string {
   y += 10;
   return (
     `<svg xmlns="http://www.w3.org/2000/svg" width="${W}" height="${y}" viewBox="0 0 ${W} ${y}" font-family="sans-serif">\n` +
+    `${BENCH_REPORT_TAG}\n` +
     `<rect width="${W}" height="${y}" fill="white"/>\n` +
     parts.join("\n") +
     `\n</svg>\n`
   );
 }
 
-/** Writes X.md and X.svg beside X.json; returns their paths. */
-export function writeReport(res: BenchResults, jsonPath: string): { md: string; svg: string } {
+/** The report files beside X.json. */
+export function reportPaths(jsonPath: string): { md: string; svg: string } {
   const base = jsonPath.replace(/\.json$/, "");
-  const md = `${base}.md`, svg = `${base}.svg`;
-  writeFileSync(md, renderMarkdown(res));
-  writeFileSync(svg, renderSvg(res));
+  return { md: `${base}.md`, svg: `${base}.svg` };
+}
+
+/** Refuses (UsageError) report paths that are not absent, empty or earlier reports (src/io/output.ts). */
+export async function checkReportPaths(jsonPath: string): Promise<void> {
+  const { md, svg } = reportPaths(jsonPath);
+  for (const p of [md, svg]) await checkOutput({ flag: "report", path: p, kind: "bench-report" }, [{ flag: "results", path: jsonPath }]);
+}
+
+/** Writes X.md and X.svg beside X.json, atomically, only over earlier reports; returns their paths. */
+export async function writeReport(res: BenchResults, jsonPath: string): Promise<{ md: string; svg: string }> {
+  const { md, svg } = reportPaths(jsonPath);
+  await checkReportPaths(jsonPath);
+  await writeFileAtomic(md, "bench-report", renderMarkdown(res), { flag: "report" });
+  await writeFileAtomic(svg, "bench-report", renderSvg(res), { flag: "report" });
   return { md, svg };
 }
 
 if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
   const file = resolve(process.argv[2] ?? fileURLToPath(new URL("../../bench/results/latest.json", import.meta.url)));
-  try {
+  (async () => {
+    await checkReportPaths(file);
     const res = parseResults(readFileSync(file, "utf8"), file);
-    const out = writeReport(res, file);
+    const out = await writeReport(res, file);
     process.stdout.write(`wrote ${out.md}\nwrote ${out.svg}\n`);
-  } catch (e) {
-    console.error((e as Error).message);
+  })().catch((e: Error) => {
+    console.error(e.message);
     process.exitCode = 1;
-  }
+  });
 }

@@ -2,8 +2,11 @@
 // Opens the device, measures copy bandwidth (the memory roofline), then runs every
 // bench/*.bench.ts suite (discovered at run time), prints one fixed-width table and writes
 // bench/results/latest.json, a dated copy, latest.md and latest.svg (bench/report.ts; quick mode:
-// latest-quick.*, git-ignored). Figures are reported, never asserted.
-import { mkdirSync, readdirSync, writeFileSync, renameSync } from "node:fs";
+// latest-quick.*, git-ignored). Figures are reported, never asserted. The result files are checked
+// before the first benchmark and written atomically, only over earlier results (src/io/output.ts:
+// "format": "onegen-bench" in the JSON, a tag line in the reports).
+import { readdirSync } from "node:fs";
+import { mkdir, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { execSync } from "node:child_process";
@@ -12,7 +15,8 @@ import { parseArgs } from "../src/cli/args.js";
 import { UsageError } from "../src/errors.js";
 import type { GpuContext } from "../src/gpu/context.js";
 import { measureCopy, type BenchEnv, type BenchRow } from "./harness.js";
-import { writeReport, type BenchResults } from "./report.js";
+import { checkReportPaths, writeReport, type BenchResults } from "./report.js";
+import { checkOutput, FILE_FORMATS, resolveReal, writeFileAtomic } from "../src/io/output.js";
 import { cpus, loadavg } from "node:os";
 
 type Suite = (ctx: GpuContext, env: BenchEnv) => Promise<BenchRow[]>;
@@ -58,11 +62,37 @@ function gitCommit(): string {
   }
 }
 
+/**
+ * The results files of a run, checked before any benchmark runs (src/io/output.ts): the folder
+ * exists (or its parent does, and it is created), and latest(.json|.md|.svg) and the dated copy
+ * are absent, empty or earlier results.
+ */
+async function prepareOutputs(opts: BenchOptions, commit: string, day: string): Promise<{ outDir: string; latest: string; dated: string }> {
+  const given = opts.outDir;
+  const outDir = given ?? join(repoRoot, "bench", "results");
+  const { real, exists } = await resolveReal(outDir);
+  if (exists && !(await stat(real)).isDirectory()) throw new UsageError(`bench: --out '${outDir}' is a file: a directory is needed`);
+  if (!exists) {
+    try {
+      await mkdir(real); // one level: a missing parent is refused below
+    } catch (e) {
+      throw new UsageError(`bench: --out '${outDir}' cannot be created: ${(e as Error).message}`);
+    }
+  }
+  const latest = join(real, opts.quick ? "latest-quick.json" : "latest.json");
+  const dated = join(real, `${day}-${commit}${opts.quick ? "-quick" : ""}.json`);
+  for (const f of [latest, dated]) await checkOutput({ flag: "bench --out", path: f, kind: "bench-results" });
+  await checkReportPaths(latest);
+  return { outDir: real, latest, dated };
+}
+
 export async function runBenchmarks(opts: BenchOptions): Promise<{ rows: BenchRow[]; file: string }> {
   const suites = readdirSync(here).filter((f) => f.endsWith(".bench.js")).map((f) => f.replace(/\.bench\.js$/, ""));
   const unknown = (opts.only ?? []).filter((n) => !suites.includes(n));
   if (unknown.length > 0) throw new UsageError(`bench: --only names no suite ${unknown.map((n) => `'${n}'`).join(", ")} (suites: ${suites.sort().join(", ")})`);
   const loadStart = loadavg();
+  const commit = gitCommit();
+  const outputs = await prepareOutputs(opts, commit, new Date().toISOString().slice(0, 10));
   const ctx = await openDevice();
   try {
     const desc = describeContext(ctx);
@@ -99,10 +129,11 @@ export async function runBenchmarks(opts: BenchOptions): Promise<{ rows: BenchRo
     opts.write("\n" + formatTable(rows) + "\n");
     const date = new Date().toISOString();
     const meta: Omit<BenchResults, "rows"> & Record<string, unknown> = {
+      format: FILE_FORMATS["bench-results"], // the output tag (first key): a later run may replace this file
       adapter: ctx.adapter.description,
       backend: ctx.adapter.backend,
       device: desc,
-      commit: gitCommit(),
+      commit,
       date,
       quick: opts.quick,
       copyGBps: copy.gbps,
@@ -114,14 +145,11 @@ export async function runBenchmarks(opts: BenchOptions): Promise<{ rows: BenchRo
       suiteSeconds,
       failed,
     };
-    const outDir = opts.outDir ?? join(repoRoot, "bench", "results");
-    mkdirSync(outDir, { recursive: true });
     const json = JSON.stringify({ ...meta, rows }, null, 2) + "\n";
-    const latest = join(outDir, opts.quick ? "latest-quick.json" : "latest.json");
-    writeFileSync(latest + ".tmp", json);
-    renameSync(latest + ".tmp", latest);
-    writeFileSync(join(outDir, `${date.slice(0, 10)}-${meta.commit}${opts.quick ? "-quick" : ""}.json`), json);
-    const report = writeReport({ ...meta, rows }, latest); // latest.md + latest.svg (latest-quick.* in quick mode)
+    const { latest, dated } = outputs;
+    await writeFileAtomic(latest, "bench-results", json, { flag: "bench --out" });
+    await writeFileAtomic(dated, "bench-results", json, { flag: "bench --out" });
+    const report = await writeReport({ ...meta, rows }, latest); // latest.md + latest.svg (latest-quick.* in quick mode)
     opts.write(`\nwrote ${latest}, ${report.md}, ${report.svg}\n`);
     if (failed.length) {
       opts.write(`${failed.length} suite(s) failed: ${failed.map((f) => f.suite).join(", ")}\n`);

@@ -90,10 +90,10 @@ test("parseResults rejects a file that is not a results file; flopRoofline is nu
   assert.ok(renderMarkdown({ ...RESULTS, rows: [] }).includes("not measured in this run"));
 });
 
-test("writeReport writes X.md and X.svg beside X.json", () => {
+test("writeReport writes X.md and X.svg beside X.json", async () => {
   const dir = mkdtempSync(join(tmpdir(), "bench-report-"));
   try {
-    const out = writeReport(parseResults(JSON.stringify(RESULTS)), join(dir, "run1.json"));
+    const out = await writeReport(parseResults(JSON.stringify(RESULTS)), join(dir, "run1.json"));
     assert.is(out.md, join(dir, "run1.md"));
     assert.is(out.svg, join(dir, "run1.svg"));
     assert.ok(readFileSync(out.md, "utf8").startsWith("# Benchmark results"));

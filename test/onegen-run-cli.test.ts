@@ -116,7 +116,9 @@ test("onegen run --task entity-linking --input FILE.jsonl: one line per input, a
   assert.equal(lines[0]!.retrievals.filter((x) => x.source === "prompt").map((x) => x.position), [2]);
   assert.equal(lines[1]!.retrievals.filter((x) => x.source === "prompt").map((x) => x.position), [1, 3]);
   assert.is(lines[0]!.span_unit, "token");
-  const traces = JSON.parse(await readFile(tr, "utf8")) as Trace[];
+  const file = JSON.parse(await readFile(tr, "utf8")) as { format: string; traces: Trace[] };
+  assert.is(file.format, "onegen-trace");
+  const traces = file.traces;
   assert.is(traces.length, 2);
   traces.forEach((t, i) => {
     assert.equal(checkTrace(t, Q), []);

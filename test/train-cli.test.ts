@@ -117,6 +117,7 @@ test("onegen train --resume: interrupted at step 3 and resumed gives the straigh
   // "crash" after step 3: a fresh output directory holding only that checkpoint
   const outB = join(f.root, "out-b");
   await cp(join(outA, "checkpoints", "step-3"), join(outB, "checkpoints", "step-3"), { recursive: true });
+  await cp(join(outA, "onegen-output.json"), join(outB, "onegen-output.json")); // its output tag, as a real run leaves it
   const logB = join(f.root, "b.jsonl");
   await writeFile(logB, (await readFile(join(f.root, "a.jsonl"), "utf8")).trim().split("\n").slice(0, 3).join("\n") + "\n");
   const r = await capture(() => trainCommand(["--model", f.model, "--train", f.train, "--db", f.db, "--out", outB, "--log", logB, "--resume", outB, ...FLAGS]));
@@ -156,6 +157,12 @@ test("Trainer API (full fine-tuning): N steps straight = N/2, dispose everything
   const ck = join(f.root, "api-ckpt");
   const B1 = await setup();
   const first = await B1.trainer.run({ until: 2, saveEvery: 2, checkpoint: () => B1.trainer.saveCheckpoint(ck) });
+  // the library refuses to write a checkpoint over a directory it did not write (the input model here)
+  const modelFiles = async () => Promise.all((await readdir(f.model)).sort().map(async (n) => [n, await readFile(join(f.model, n), "utf8")]));
+  const modelBefore = await modelFiles();
+  await assertRejects(() => B1.trainer.saveCheckpoint(f.model), UsageError, [/saveCheckpoint: dir '.*' is a non-empty directory that onegen did not write/], "checkpoint over a model");
+  await assertRejects(() => B1.trainer.saveCheckpoint(join(f.root, "no", "such", "ck")), UsageError, [/does not exist/], "checkpoint into a missing directory");
+  assert.equal(await modelFiles(), modelBefore, "the model directory is intact");
   B1.dispose(); // the "crash": nothing survives but the checkpoint on disk
   const B2 = await setup();
   await B2.trainer.resume(ck);
@@ -183,12 +190,12 @@ test("Trainer API (full fine-tuning): N steps straight = N/2, dispose everything
 test("onegen train: usage and data errors", async () => {
   const f = await fixture();
   await assertRejects(() => trainCommand(["--model", f.model, "--db", f.db, "--out", join(f.root, "x")]), UsageError, [/--train FILE|--train is required/], "train");
-  await assertRejects(() => trainCommand(["--model", f.model, "--train", f.train, "--db", f.db, "--out", f.model]), UsageError, [/--out must differ from --model/], "train");
+  await assertRejects(() => trainCommand(["--model", f.model, "--train", f.train, "--db", f.db, "--out", f.model]), UsageError, [/--out '.*' is the --model input/], "train");
   await assertRejects(() => trainCommand(["--model", f.model, "--train", f.train, "--db", f.db, "--out", join(f.root, "x"), "--lora-alpha", "3"]), UsageError, [/need --lora R/], "train");
   // a log pointed at an input file is refused before anything is written: the data stays intact
   const trainBefore = await readFile(f.train, "utf8");
-  await assertRejects(() => trainCommand(["--model", f.model, "--train", f.train, "--db", f.db, "--out", join(f.root, "x"), "--log", f.train]), UsageError, [/--log '.*' is the --train file/], "train");
-  await assertRejects(() => trainCommand(["--model", f.model, "--train", f.train, "--db", f.db, "--out", join(f.root, "x"), "--log", f.db]), UsageError, [/--log '.*' is the --db file/], "train");
+  await assertRejects(() => trainCommand(["--model", f.model, "--train", f.train, "--db", f.db, "--out", join(f.root, "x"), "--log", f.train]), UsageError, [/--log '.*' is the --train input/], "train");
+  await assertRejects(() => trainCommand(["--model", f.model, "--train", f.train, "--db", f.db, "--out", join(f.root, "x"), "--log", f.db]), UsageError, [/--log '.*' is the --db input/], "train");
   assert.is(await readFile(f.train, "utf8"), trainBefore, "the training file is untouched");
   const bad = join(f.root, "bad.jsonl");
   await writeFile(bad, (await readFile(f.train, "utf8")).replace('[["E1"]]', '[["E99"]]'));

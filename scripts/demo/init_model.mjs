@@ -7,12 +7,12 @@
 //
 // Writes DIR/config.json, DIR/model.safetensors (F32), DIR/tokenizer.json,
 // DIR/tokenizer_config.json (src/demo/tokenizer-builder.ts: word-level over the demo data, OneGen's
-// tokens included, so the trainer adds none) and DIR/generation_config.json.
+// tokens included, so the trainer adds none), DIR/generation_config.json and the output tag
+// DIR/onegen-output.json, in one atomic swap (DIR absent, empty or written by this project).
 // Initialisation (GPT-2 / Hugging Face Llama style): every matrix and the embedding ~ N(0, 0.02²);
 // the two projections that write into the residual stream (o_proj, down_proj) ~ N(0, (0.02/√(2L))²);
 // RMSNorm weights 1. One seeded stream (src/util/rng.ts) in a fixed tensor order, so the same
 // arguments give byte-identical files. Needs the build (`npm run build`): it imports dist/.
-import { mkdir, writeFile } from "node:fs/promises";
 import { join, dirname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 
@@ -38,11 +38,25 @@ function parse(argv) {
   return o;
 }
 
+/**
+ * Writes the model directory atomically (src/io/output.ts writeDirAtomic): --out must be absent,
+ * empty or a model directory this project wrote; its parent must exist.
+ */
 export async function initModel(opts) {
+  const { writeDirAtomic } = await dist("io/output.js");
+  let result = null;
+  await writeDirAtomic(opts.out, "model", async (w) => {
+    result = await initModelInto(opts, w);
+  }, { flag: "init_model: --out" });
+  return { ...result, out: opts.out };
+}
+
+async function initModelInto(opts, w) {
   const { writeDemoTokenizer } = await dist("demo/tokenizer-builder.js");
   const { writeSafetensors } = await dist("io/safetensors.js");
   const { Rng } = await dist("util/rng.js");
-  const { out, seed } = opts;
+  const { seed } = opts;
+  const out = w.dir; // the temporary directory being filled
   const D = opts.hidden;
   const L = opts.layers;
   const H = opts.heads;
@@ -90,10 +104,9 @@ export async function initModel(opts) {
   }
   ones("model.norm.weight", D);
   normal("lm_head.weight", [V, D], INIT_STD);
-  await mkdir(out, { recursive: true });
-  await writeFile(join(out, "config.json"), JSON.stringify(config, null, 1) + "\n");
-  await writeFile(join(out, "generation_config.json"), JSON.stringify({ bos_token_id: 1, eos_token_id: 2, pad_token_id: 0 }, null, 1) + "\n");
-  await writeFile(join(out, "model.safetensors"), writeSafetensors(tensors, { format: "pt", init: `scripts/demo/init_model.mjs seed ${seed}` }));
+  await w.writeFile("config.json", JSON.stringify(config, null, 1) + "\n");
+  await w.writeFile("generation_config.json", JSON.stringify({ bos_token_id: 1, eos_token_id: 2, pad_token_id: 0 }, null, 1) + "\n");
+  await w.writeFile("model.safetensors", writeSafetensors(tensors, { format: "pt", init: `scripts/demo/init_model.mjs seed ${seed}` }));
   let params = 0;
   for (const t of tensors.values()) params += t.data.length;
   return { out, vocabSize: V, params, config };

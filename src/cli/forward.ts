@@ -1,12 +1,14 @@
 // `onegen forward --model DIR (--ids 1,2,3 | --text "…") --out FILE.safetensors`
 // One prefill over the input; writes `logits` (F32 [T, vocab]) and `hidden` (F32 [T, hidden_size],
 // the final-norm states that OneGen uses as embeddings) for every position, plus `ids` (I32 [T]).
-import { writeFile, rename } from "node:fs/promises";
+// The file's metadata carries "format": "onegen-forward"; --out is written atomically and only
+// over an absent, empty or earlier forward output (checked before the model is loaded).
 import { parseArgs } from "./args.js";
 import { inputIds, openModel, MODEL_FLAGS } from "./model.js";
 import { Session } from "../model/session.js";
 import { writeSafetensors } from "../io/safetensors.js";
 import { UsageError } from "../errors.js";
+import { checkOutput, FILE_FORMATS, writeFileAtomic, type InputPath } from "../io/output.js";
 
 const USAGE = "usage: onegen forward --model DIR (--ids 1,2,3 | --text TEXT) --out FILE.safetensors [--dtype auto|f16|f32] [--quiet]";
 
@@ -19,6 +21,9 @@ export async function forwardCommand(argv: string[]): Promise<number> {
   const out = args.flags.get("out");
   if (!out) throw new UsageError(`forward: --out FILE.safetensors is required`);
   if (!args.flags.has("model")) throw new UsageError(`forward: --model DIR is required`);
+  // Checked before the model is loaded (src/io/output.ts): absent, empty or an earlier forward output.
+  const inputs: InputPath[] = [{ flag: "--model", path: args.flags.get("model")! }];
+  await checkOutput({ flag: "--out", path: out, kind: "forward" }, inputs);
   const { ctx, model } = await openModel(args, "forward");
   try {
     const ids = inputIds(args, "text", model.tokenizer, "forward");
@@ -33,10 +38,9 @@ export async function forwardCommand(argv: string[]): Promise<number> {
         logits: { dtype: "F32", shape: [T, model.decoder.vocabSize], data: logits as Float32Array },
         hidden: { dtype: "F32", shape: [T, model.config.hiddenSize], data: hidden as Float32Array },
       },
-      { producer: "onegen-webgpu forward", adapter: ctx.adapter.description },
+      { format: FILE_FORMATS.forward, producer: "onegen-webgpu forward", adapter: ctx.adapter.description },
     );
-    await writeFile(out + ".tmp", bytes);
-    await rename(out + ".tmp", out);
+    await writeFileAtomic(out, "forward", bytes, { flag: "--out", inputs });
     process.stderr.write(`wrote ${out}: logits [${T}, ${model.decoder.vocabSize}], hidden [${T}, ${model.config.hiddenSize}]\n`);
     return 0;
   } finally {

@@ -3,7 +3,9 @@
 // Builds a OneGen document index: every line of FILE.jsonl is {"id": "...", "text": "..."} or
 // {"id": "...", "ids": [int, ...]} (pre-tokenized; works without tokenizer files). Each
 // occurrence of the doc token (default [SE]; '#ID' names it by id) becomes one entry. Progress
-// goes to stderr; the index is saved atomically (src/onegen/index.ts saveIndex).
+// goes to stderr; the index is saved atomically (src/onegen/index.ts saveIndex). --out is checked
+// before the model is loaded: absent, empty or an index (never a directory holding other files,
+// an input, or a path whose directory is missing).
 import { parseJsonlObjects } from "../util/jsonl.js";
 import { readInputFile } from "./input-file.js";
 import { numberFlag, parseArgs } from "./args.js";
@@ -12,6 +14,7 @@ import { UsageError } from "../errors.js";
 import { resolveTokenId } from "../tokenizer.js";
 import { DEFAULT_BATCH_TOKENS, encodeDocuments, type DocumentInput } from "../onegen/encode.js";
 import { saveIndex } from "../onegen/index.js";
+import { checkOutput, type InputPath } from "../io/output.js";
 
 const USAGE =
   "usage: onegen index --model DIR --docs FILE.jsonl --out INDEX_DIR [--doc-token TOKEN|#ID (default [SE])] [--skip-first N] " +
@@ -53,6 +56,9 @@ export async function indexCommand(argv: string[]): Promise<number> {
   if (!out) throw new UsageError(`index: --out INDEX_DIR is required`);
   const skipFirst = numberFlag(args, "skip-first", "index", { integer: true, min: 0 }) ?? 0;
   const batchTokens = numberFlag(args, "batch-tokens", "index", { integer: true, min: 1 }) ?? DEFAULT_BATCH_TOKENS;
+  // The output is checked before any work (src/io/output.ts): absent, empty or an index, not an input.
+  const inputs: InputPath[] = [{ flag: "--model", path: args.flags.get("model")! }, { flag: "--docs", path: docsFile }];
+  await checkOutput({ flag: "--out", path: out, kind: "index" }, inputs);
   const text = await readInputFile(docsFile, "--docs");
   const docs = parseDocumentsJsonl(text, docsFile);
   if (docs.length === 0) throw new UsageError(`index: '${docsFile}' holds no documents`);
@@ -85,7 +91,7 @@ export async function indexCommand(argv: string[]): Promise<number> {
             );
           },
     });
-    await saveIndex(index, out);
+    await saveIndex(index, out, { flag: "--out", inputs });
     if (!quiet) process.stderr.write(`wrote ${out}: ${index.count} entries from ${index.documentCount} documents, ${index.dim}-d ${index.dtype}\n`);
     index.dispose();
     return 0;

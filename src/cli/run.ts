@@ -3,8 +3,10 @@
 //  [--two-pass] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--k K] [--max-retrievals N] …`
 // Runs a OneGen task (src/onegen/tasks.ts) on each input: greedy unless sampling options are given;
 // one-pass retrieval in the decode loop, or the two-pass baseline with --two-pass. Prints one JSON
-// line per input (or writes them to --out). --trace writes the run's trace (src/onegen/trace.ts):
-// one input → the trace object; several → a JSON array of them, in input order.
+// line per input (or writes them to --out), each tagged "format": "onegen-run". --trace writes the
+// run's trace (src/onegen/trace.ts) tagged {"format": "onegen-trace", "version": 1}: one input →
+// the trace's fields beside the tag; several → "traces": [...] in input order. Both outputs are
+// checked before the model is loaded and written atomically (src/io/output.ts).
 //
 // Input lines: {"id"?: "...", "text": "..."} (or "question", as OneGen's multi-hop data), or
 // {"id"?: "...", "ids": [int, ...]}. Text input is rendered with the task's template (OneGen's by
@@ -14,7 +16,6 @@
 // name known to the tokenizer or '#ID'; markers (--mention-close …) take text or '#ID,#ID,…'.
 // Without tokenizer files every token and marker must be given as ids, and spans are token offsets.
 import { parseJsonlObjects } from "../util/jsonl.js";
-import { writeFile } from "node:fs/promises";
 import { readInputFile } from "./input-file.js";
 import { numberFlag, parseArgs, type ParsedArgs } from "./args.js";
 import { openModel, MODEL_FLAGS } from "./model.js";
@@ -23,6 +24,7 @@ import { loadTokenizer, parseIdList } from "../tokenizer.js";
 import { loadIndex } from "../onegen/index.js";
 import { runEntityLinking, runMultiHopQa, type EntityLinkingOptions, type MultiHopOptions, type TaskInput, type TaskResult } from "../onegen/tasks.js";
 import type { Trace } from "../onegen/trace.js";
+import { checkOutputs, FILE_FORMATS, writeFileAtomic, type InputPath } from "../io/output.js";
 
 const USAGE = [
   "usage: onegen run --model DIR --index INDEX_DIR --task entity-linking|multihop-qa (--input FILE.jsonl | --text TEXT | --ids LIST)",
@@ -78,6 +80,7 @@ function hitsJson(hits: readonly { id: string; fragment: number; score: number }
 
 function commonJson(r: TaskResult, item: InputItem): Record<string, unknown> {
   return {
+    format: FILE_FORMATS["run-results"],
     ...(item.id !== null ? { id: item.id } : {}),
     mode: r.mode,
     input: "text" in item.input ? item.input.text : item.input.ids,
@@ -115,6 +118,16 @@ export async function runCommand(argv: string[]): Promise<number> {
   const sources = ["input", "text", "ids"].filter((f) => args.flags.has(f));
   if (sources.length !== 1) throw new UsageError(`run: give exactly one of --input FILE.jsonl, --text TEXT or --ids LIST`);
   if (args.flags.has("template") && args.bools.has("no-template")) throw new UsageError("run: --template and --no-template exclude each other");
+  // Outputs checked before any work (src/io/output.ts): not an input, directory present and
+  // writable, absent, empty or an earlier output of the same kind.
+  const inputs: InputPath[] = [{ flag: "--model", path: args.flags.get("model")! }, { flag: "--index", path: indexDir }];
+  if (args.flags.has("input")) inputs.push({ flag: "--input", path: args.flags.get("input")! });
+  const outArg = args.flags.get("out");
+  const traceArg = args.flags.get("trace");
+  await checkOutputs(
+    [outArg !== undefined ? { flag: "--out", path: outArg, kind: "run-results" } : null, traceArg !== undefined ? { flag: "--trace", path: traceArg, kind: "trace" } : null],
+    inputs,
+  );
   const items = await readItems(args);
   const opts = commonOptions(args, task as TaskName);
   const { ctx, model } = await openModel(args, "run");
@@ -135,8 +148,8 @@ export async function runCommand(argv: string[]): Promise<number> {
           traces.push(r.trace);
           lines.push(
             JSON.stringify({
-              task,
               ...commonJson(r, item),
+              task,
               annotated: r.annotated,
               span_unit: r.spanUnit,
               mentions: r.mentions.map((m) => ({ mention: m.mention, mention_ids: m.mentionIds, span: m.span, position: m.position, entity_id: m.entity, fragment: m.fragment, score: m.score })),
@@ -147,8 +160,8 @@ export async function runCommand(argv: string[]): Promise<number> {
           traces.push(r.trace);
           lines.push(
             JSON.stringify({
-              task,
               ...commonJson(r, item),
+              task,
               answer: r.answer,
               answer_ids: r.answerIds,
               injections: r.injections.map((x) => ("refused" in x ? { position: x.position, refused: true } : { position: x.position, document: x.document, start: x.start, length: x.ids.length })),
@@ -160,10 +173,13 @@ export async function runCommand(argv: string[]): Promise<number> {
     } finally {
       index.dispose();
     }
-    const out = args.flags.get("out");
-    if (out !== undefined) await writeFile(out, lines.join("\n") + "\n");
-    const traceFile = args.flags.get("trace");
-    if (traceFile !== undefined) await writeFile(traceFile, JSON.stringify(traces.length === 1 ? traces[0] : traces) + "\n");
+    const out = outArg;
+    if (out !== undefined) await writeFileAtomic(out, "run-results", lines.join("\n") + "\n", { flag: "--out", inputs });
+    const traceFile = traceArg;
+    if (traceFile !== undefined) {
+      const body = traces.length === 1 ? { format: FILE_FORMATS.trace, version: 1, ...traces[0]! } : { format: FILE_FORMATS.trace, version: 1, traces };
+      await writeFileAtomic(traceFile, "trace", JSON.stringify(body) + "\n", { flag: "--trace", inputs });
+    }
     if (!args.bools.has("quiet")) process.stderr.write(`run: ${items.length} input(s), ${task}, ${opts.twoPass ? "two-pass" : "one-pass"}${out ? `, wrote ${out}` : ""}\n`);
     return 0;
   } finally {

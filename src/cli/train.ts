@@ -7,10 +7,14 @@
 // --save-every steps; --resume CKPT (a checkpoint directory, or an OUT directory: its latest
 // checkpoint) continues an interrupted run exactly. At the end OUT holds a Hugging Face model
 // directory (merged weights, config.json, tokenizer files with the added tokens) and, for LoRA,
-// OUT/adapter holds the adapters in PEFT's layout.
-import { writeFile, appendFile, readdir, stat } from "node:fs/promises";
+// OUT/adapter holds the adapters in PEFT's layout. --out and --log are checked before anything is
+// loaded and written atomically (src/io/output.ts): OUT is new, empty or an earlier training output
+// (its onegen-output.json tag); the final save swaps the whole directory in one step, carrying
+// checkpoints/ over, so a crash leaves the previous model or the new one. Log lines carry
+// "format": "onegen-train-log".
+import { readdir, stat } from "node:fs/promises";
 import { readInputFile } from "./input-file.js";
-import { join, resolve } from "node:path";
+import { join, sep } from "node:path";
 import { numberFlag, parseArgs } from "./args.js";
 import { createProgressBar, type ProgressSink } from "./progress.js";
 import { UsageError } from "../errors.js";
@@ -20,7 +24,8 @@ import { loadTokenizer, resolveTokenId, tryLoadTokenizer, type Tokenizer } from 
 import { TrainData } from "../train/data.js";
 import { TrainModel } from "../train/model.js";
 import { LORA_MODULES, type LoraModule } from "../train/lora.js";
-import { addTokensToDecoder, saveAdapters, saveModelDir } from "../train/save.js";
+import { addTokensToDecoder, saveModelDir } from "../train/save.js";
+import { appendToOutput, checkOutputs, ensureOutputDir, ensureSubdir, FILE_FORMATS, recoverIn, recoverOutput, resolveReal, writeFileAtomic, type InputPath } from "../io/output.js";
 import { CHECKPOINT_STATE, Trainer, type StepRecord } from "../train/trainer.js";
 import type { Decoder } from "../model/decoder.js";
 
@@ -53,8 +58,10 @@ function list(v: string | undefined, dflt: string[]): string[] {
   return v.split(",").map((s) => s.trim()).filter((s) => s !== "");
 }
 
-/** A checkpoint directory, or the latest checkpoint under DIR/checkpoints. */
+/** A checkpoint directory, or the latest checkpoint under DIR/checkpoints (interrupted saves recovered first). */
 async function findCheckpoint(dir: string): Promise<string> {
+  await recoverOutput(dir);
+  await recoverIn(join(dir, "checkpoints"));
   try {
     await stat(join(dir, CHECKPOINT_STATE));
     return dir;
@@ -117,14 +124,22 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const modelDir = need("model");
   const trainFile = need("train");
   const dbFile = need("db");
-  const out = need("out");
-  if (resolve(out) === resolve(modelDir)) throw new UsageError("train: --out must differ from --model (the input model is never overwritten)");
-  const logFile = args.flags.get("log");
-  for (const [flag, file] of [["train", trainFile], ["db", dbFile]] as const) {
-    if (logFile !== undefined && resolve(logFile) === resolve(file)) {
-      throw new UsageError(`train: --log '${logFile}' is the --${flag} file; the log is rewritten at the start of a run, so it must be another file`);
-    }
+  const outArg = need("out");
+  const logArg = args.flags.get("log");
+  const resumeArg = args.flags.get("resume");
+  // Outputs checked before anything is loaded (src/io/output.ts): --out is a new, empty or earlier
+  // training output directory, never an input nor inside one; --log likewise a file. --resume
+  // inside --out is the normal way to continue a run (its checkpoints are carried over by the
+  // final save); anywhere else it is an input like the others.
+  const inputs: InputPath[] = [{ flag: "--model", path: modelDir }, { flag: "--train", path: trainFile }, { flag: "--db", path: dbFile }];
+  if (resumeArg !== undefined) {
+    const [r, o] = [(await resolveReal(resumeArg)).real, (await resolveReal(outArg)).real];
+    if (!(r === o || r.startsWith(o + sep))) inputs.push({ flag: "--resume", path: resumeArg });
   }
+  const [out, logFile] = (await checkOutputs(
+    [{ flag: "--out", path: outArg, kind: "model" }, logArg !== undefined ? { flag: "--log", path: logArg, kind: "train-log" } : null],
+    inputs,
+  )) as [string, string | undefined];
   const num = (k: string, o: { integer?: boolean; min?: number; max?: number } = {}) => numberFlag(args, k, "train", o);
   const rank = num("lora", { integer: true, min: 1 });
   const loraAlpha = num("lora-alpha", { min: 0 });
@@ -203,14 +218,15 @@ export async function trainCommand(argv: string[]): Promise<number> {
         collate: { kind: loss, temperature: num("temperature", { min: 1e-6 }) ?? 0.05, nNegPerPos: num("n-neg", { integer: true, min: 0 }) ?? 4, ...(nPos !== undefined ? { nPosPerSample: nPos } : {}) },
       });
       try {
-        const resumeFrom = args.flags.get("resume");
+        const resumeFrom = resumeArg;
         if (resumeFrom !== undefined) {
           const ck = await findCheckpoint(resumeFrom);
           await trainer.resume(ck);
           if (!args.bools.has("quiet")) process.stderr.write(`train: resumed from ${ck} at step ${trainer.step}/${steps}\n`);
         }
-        const log = args.flags.get("log");
-        if (log !== undefined && resumeFrom === undefined) await writeFile(log, "");
+        const log = logFile;
+        // A new run starts a new log (created atomically; the previous one must be ours); a resumed run appends.
+        if (log !== undefined && resumeFrom === undefined) await writeFileAtomic(log, "train-log", "", { flag: "--log" });
         const progress = trainProgress(steps, args.bools.has("quiet") ? null : stderrSink());
         if (!args.bools.has("quiet")) {
           process.stderr.write(`train: ${data.samples.length} samples, ${data.docs.length} documents; ${rank !== undefined ? `LoRA r=${rank}` : "full fine-tuning"}, ${model.params.length} tensors, ${model.params.reduce((s, p) => s + p.weight.numel, 0)} trainable values\n`);
@@ -220,22 +236,31 @@ export async function trainCommand(argv: string[]): Promise<number> {
           onStep: async (r) => {
             progress.update(r);
             if (log !== undefined) {
-              await appendFile(log, JSON.stringify({ step: r.step, loss: r.loss, loss_gen: r.loss_gen, loss_ret: r.loss_ret, tokens_per_s: r.tokens_per_s, tokens: r.tokens, lr: r.lr, grad_norm: r.grad_norm, pairs: r.pairs, pairs_correct: r.pairs_correct }) + "\n");
+              await appendToOutput(log, JSON.stringify({ format: FILE_FORMATS["train-log"], step: r.step, loss: r.loss, loss_gen: r.loss_gen, loss_ret: r.loss_ret, tokens_per_s: r.tokens_per_s, tokens: r.tokens, lr: r.lr, grad_norm: r.grad_norm, pairs: r.pairs, pairs_correct: r.pairs_correct }) + "\n");
             }
           },
-          ...(saveEvery !== undefined ? { checkpoint: (step: number) => trainer.saveCheckpoint(join(out, "checkpoints", `step-${step}`)) } : {}),
+          ...(saveEvery !== undefined
+            ? {
+                checkpoint: async (step: number) => {
+                  await ensureOutputDir(out, "model", { flag: "--out", inputs });
+                  await trainer.saveCheckpoint(join(await ensureSubdir(out, "checkpoints"), `step-${step}`), { flag: "--out" });
+                },
+              }
+            : {}),
         });
         progress.done();
+        // One atomic swap writes the model and (LoRA) OUT/adapter; OUT/checkpoints is carried over.
         const saved = await saveModelDir(decoder, model.lora, out, {
           sourceDir: modelDir,
           addedTokens: missing,
-          replaceDir: false,
+          flag: "--out",
+          inputs,
+          ...(model.lora ? { adapters: { lora: model.lora, baseModel: modelDir } } : {}),
           ...(saveDtype !== undefined ? { dtype: saveDtype } : {}),
         });
-        if (model.lora) await saveAdapters(model.lora, join(out, "adapter"), { baseModel: modelDir });
         const last = trainer.history[trainer.history.length - 1];
         process.stdout.write(
-          JSON.stringify({ out, steps: trainer.step, loss: last?.loss ?? null, loss_gen: last?.loss_gen ?? null, loss_ret: last?.loss_ret ?? null, vocab_size: saved.vocabSize, dtype: saved.dtype, files: saved.files, adapter: model.lora ? join(out, "adapter") : null }) + "\n",
+          JSON.stringify({ out: outArg, steps: trainer.step, loss: last?.loss ?? null, loss_gen: last?.loss_gen ?? null, loss_ret: last?.loss_ret ?? null, vocab_size: saved.vocabSize, dtype: saved.dtype, files: saved.files, adapter: model.lora ? join(outArg, "adapter") : null }) + "\n",
         );
       } finally {
         trainer.dispose();

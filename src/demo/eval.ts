@@ -538,7 +538,10 @@ export async function openDemoIndexes(
       dtype: ctx.hasF16 ? "f16" : "f32",
       ...(opts.onProgress ? { onProgress: (p: EncodeProgress) => opts.onProgress!(sub, p) } : {}),
     });
-    await saveIndex(index, dir);
+    // The demo owns INDEX_DIR's layout: create it (saveIndex itself wants an existing parent).
+    const { mkdir } = await import("node:fs/promises");
+    await mkdir(indexDir, { recursive: true });
+    await saveIndex(index, dir, { flag: "--index" });
     return [index, "built"];
   };
   const [el, elHow] = await one("el", data.elDocs, data.el);

@@ -15,9 +15,10 @@
 // Ids: the 4 base specials 0..3, OneGen's tokens 4..14, then the corpus pieces by descending
 // frequency (ties in code-unit order), so the same corpus always gives the same ids.
 import { parseJsonlObjects } from "../util/jsonl.js";
-import { readdir, readFile, writeFile, mkdir } from "node:fs/promises";
+import { readdir, readFile, mkdir, stat } from "node:fs/promises";
+import { fileIsOurs, writeFileAtomic } from "../io/output.js";
 import { join } from "node:path";
-import { LoadError } from "../errors.js";
+import { LoadError, UsageError } from "../errors.js";
 import { Tokenizer } from "../tokenizer.js";
 import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA } from "../onegen/tasks.js";
 
@@ -167,8 +168,10 @@ export async function demoCorpusTexts(dataDir: string): Promise<string[]> {
 
 /**
  * Builds the demo tokenizer from a data folder and writes tokenizer.json and
- * tokenizer_config.json into `outDir` (created if needed). Checks that it loads with
- * src/tokenizer.ts and that every corpus text round-trips; throws otherwise.
+ * tokenizer_config.json into `outDir` (created if missing; its parent must exist). Checks that it
+ * loads with src/tokenizer.ts and that every corpus text round-trips; throws otherwise. Each file
+ * is written atomically (src/io/output.ts) and only where none is, or one with the same bytes:
+ * another tokenizer in `outDir` is never overwritten (UsageError).
  */
 export async function writeDemoTokenizer(dataDir: string, outDir: string, opts: BuildTokenizerOptions = {}): Promise<{ vocabSize: number; texts: number }> {
   const texts = await demoCorpusTexts(dataDir);
@@ -181,8 +184,20 @@ export async function writeDemoTokenizer(dataDir: string, outDir: string, opts: 
       if (back !== t) throw new LoadError(`demo tokenizer: ${JSON.stringify(t.slice(0, 80))} does not round-trip (got ${JSON.stringify(back.slice(0, 80))})`);
     }
   }
-  await mkdir(outDir, { recursive: true });
-  await writeFile(join(outDir, "tokenizer.json"), JSON.stringify(files.tokenizerJson, null, 1) + "\n");
-  await writeFile(join(outDir, "tokenizer_config.json"), JSON.stringify(files.tokenizerConfig, null, 1) + "\n");
+  await mkdir(outDir).catch((e: { code?: string }) => {
+    if (e.code !== "EEXIST") throw e;
+  });
+  const out = [
+    [join(outDir, "tokenizer.json"), JSON.stringify(files.tokenizerJson, null, 1) + "\n"],
+    [join(outDir, "tokenizer_config.json"), JSON.stringify(files.tokenizerConfig, null, 1) + "\n"],
+  ] as const;
+  // Both checked before either is written.
+  for (const [p, text] of out) {
+    const size = await stat(p).then((st) => (st.isFile() ? st.size : -1), () => 0);
+    if (size !== 0 && !(await fileIsOurs(p, "demo-tokenizer", new TextEncoder().encode(text)))) {
+      throw new UsageError(`writeDemoTokenizer: '${p}' exists with other contents: refusing to overwrite it; write the tokenizer into a new directory`);
+    }
+  }
+  for (const [p, text] of out) await writeFileAtomic(p, "demo-tokenizer", text, { flag: "writeDemoTokenizer: outDir" });
   return { vocabSize: files.vocabSize, texts: texts.length };
 }

@@ -7,6 +7,7 @@ import type { Tensor } from "../gpu/tensor.js";
 import { UnsupportedError } from "../errors.js";
 import { loadModel, type LoadProgress } from "../io/checkpoint.js";
 import type { ModelDir } from "../io/source.js";
+import { recoverOutput } from "../io/output.js";
 import { computeInvFreq, type ModelConfig } from "./config.js";
 import { Decoder, HF_LAYER_FIELDS, type DecoderWeights, type LayerWeights } from "./decoder.js";
 import { tryLoadTokenizer, type Tokenizer, type TokenizerOptions } from "../tokenizer.js";
@@ -36,6 +37,9 @@ export interface LoadedDecoder {
 
 export async function loadDecoder(ctx: GpuContext, dir: string | ModelDir, opts: LoadDecoderOptions = {}): Promise<LoadedDecoder> {
   const dtype = opts.dtype ?? "auto";
+  // A model directory this project wrote may have been left aside by a save interrupted while
+  // swapping directories (src/io/output.ts): put it back before reading.
+  if (typeof dir === "string") await recoverOutput(dir);
   if (dtype === "f16" && !ctx.hasF16) throw new UnsupportedError("f16 weights need the 'shader-f16' feature, which this device lacks", "load with dtype 'f32'");
   const loaded = await loadModel(ctx, dir, {
     dtype: dtype === "auto" && !ctx.hasF16 ? "f32" : dtype,

@@ -18,8 +18,9 @@
 //
 // Files (saveIndex / loadIndex): INDEX_DIR/vectors.safetensors (`vectors` F16|F32 [count, D],
 // `entries` U32 [count, 2], `tokens` U32 [totalTokens], `documents` U32 [docs, 2]) and
-// INDEX_DIR/manifest.json (see IndexManifest). Saving writes a temporary directory next to the
-// target, fsyncs it, then swaps it in with renames (see saveIndex); loading refuses an index of
+// INDEX_DIR/manifest.json (see IndexManifest), plus the output tag onegen-output.json. Saving
+// writes a temporary directory next to the target, fsyncs it, then swaps it in with renames
+// (src/io/output.ts, see saveIndex); loading recovers an interrupted swap first, and refuses an index of
 // another model (fingerprint, src/onegen/fingerprint.ts) and any file that disagrees with the
 // manifest (shapes, CRC-32 checksums, row norms).
 
@@ -32,6 +33,7 @@ import { cosineTopK, NO_ID, TOPK_MAX_K } from "../ops/search.js";
 import { l2normRows } from "../ops/l2norm.js";
 import { layoutSafetensors, SafetensorsFile, type SafetensorsDtype } from "../io/safetensors.js";
 import { joinName, readJson, toModelDir, type ModelDir } from "../io/source.js";
+import { nodeIo, recoverOutput, writeDirAtomic, type InputPath } from "../io/output.js";
 import { f16ArrayToF32 } from "../util/f16.js";
 import { modelFingerprint, type ModelFingerprint } from "./fingerprint.js";
 
@@ -471,126 +473,57 @@ export interface IndexFileWriter {
 }
 
 export interface SaveIndexOptions {
-  /** Opens a file for writing (default: node:fs). */
+  /** Opens a file for writing (default: an exclusive, fsync'd file of the temporary directory). */
   openWriter?: (path: string) => Promise<IndexFileWriter>;
-}
-
-interface NodeFsLike {
-  open(path: string, flags: string): Promise<{ write(b: Uint8Array): Promise<unknown>; sync(): Promise<void>; close(): Promise<void> }>;
-  mkdir(path: string, opts?: { recursive?: boolean }): Promise<unknown>;
-  rename(a: string, b: string): Promise<void>;
-  rm(path: string, opts: { recursive: boolean; force: boolean }): Promise<void>;
-  stat(path: string): Promise<{ isDirectory(): boolean }>;
-  readdir(path: string): Promise<string[]>;
-  readFile(path: string, enc: "utf8"): Promise<string>;
-}
-interface NodePathLike {
-  resolve(...p: string[]): string;
-  dirname(p: string): string;
-  basename(p: string): string;
-  join(...p: string[]): string;
-}
-
-async function nodeModules(): Promise<{ fs: NodeFsLike; path: NodePathLike }> {
-  const fsName = "node:fs/promises"; // variables, so browser bundlers leave them alone
-  const pathName = "node:path";
-  return { fs: (await import(fsName)) as NodeFsLike, path: (await import(pathName)) as NodePathLike };
+  /** Names `dir` in messages (the CLI passes "--out"). */
+  flag?: string;
+  /** Paths the index must not replace or hold (the CLI's --model, --docs). */
+  inputs?: readonly InputPath[];
 }
 
 const SAVE_CHUNK = 16 << 20;
 
 /**
- * Saves the index to directory `dir`, atomically:
- *   1. everything is written into a fresh temporary directory next to it (`.NAME.tmp-…`), each
- *      file fsynced, then the directory itself;
- *   2. an existing `dir` is renamed aside (`.NAME.old-…`), the new directory renamed into place,
- *      the parent fsynced, and only then the old one removed.
- * A failure in step 1 removes the temporary directory and leaves `dir` untouched. Between the
- * two renames of step 2 (two system calls) `dir` briefly does not exist; a crash exactly there
- * leaves the complete previous index at `.NAME.old-…`, which loadIndex names in its error.
- * An existing `dir` that is not an index (no manifest.json) and not empty is never replaced.
+ * Saves the index to directory `dir`, atomically (src/io/output.ts writeDirAtomic): everything is
+ * written into a fresh temporary sibling (`.NAME.tmp-…`), each file fsync'd, then swapped in
+ * (the previous index renamed aside to `.NAME.old-…` and removed last). A failure while writing
+ * removes the temporary directory and leaves `dir` untouched; a crash at any point leaves the old
+ * or the new index, which loadIndex recovers. `dir` must be absent, empty or an index (its
+ * manifest.json says "format": "onegen-index"), and its parent must exist; anything else is
+ * refused (UsageError) before anything is written.
  */
 export async function saveIndex(index: DocumentIndex, dir: string, opts: SaveIndexOptions = {}): Promise<void> {
-  const { fs, path } = await nodeModules();
-  const target = path.resolve(dir);
-  const parent = path.dirname(target);
-  const base = path.basename(target);
-  let exists = false;
-  try {
-    const st = await fs.stat(target);
-    if (!st.isDirectory()) throw new UsageError(`saveIndex: '${dir}' exists and is not a directory`);
-    exists = true;
-    const names = await fs.readdir(target);
-    if (names.length > 0 && !names.includes(MANIFEST_FILE)) {
-      throw new UsageError(`saveIndex: '${dir}' is a non-empty directory without ${MANIFEST_FILE}: refusing to replace it`, "choose a new or empty directory");
-    }
-  } catch (e) {
-    if (e instanceof UsageError) throw e;
-  }
-  await fs.mkdir(parent, { recursive: true });
-  const tag = `${Date.now().toString(36)}-${Math.random().toString(36).slice(2, 8)}`;
-  const tmp = path.join(parent, `.${base}.tmp-${tag}`);
-  const old = path.join(parent, `.${base}.old-${tag}`);
-  const open = opts.openWriter ?? (async (p: string) => nodeWriter(fs, p));
-  await fs.mkdir(tmp);
-  try {
-    const checksums = await writeVectorsFile(index, path.join(tmp, VECTORS_FILE), open);
-    const manifest: IndexManifest = {
-      format: INDEX_FORMAT,
-      version: INDEX_VERSION,
-      model: { fingerprint: index.model?.fingerprint ?? null, weightDtypes: index.model?.weightDtypes ?? null },
-      dim: index.dim,
-      dtype: index.dtype,
-      count: index.count,
-      totalTokens: index.totalTokens,
-      docToken: index.docToken,
-      skipFirst: index.skipFirst,
-      documents: index.documents.map((d) => ({ id: d.id, fragments: d.fragments, firstEntry: d.firstEntry, tokenOffset: d.tokenOffset, tokenCount: d.tokenCount })),
-      checksums,
-      created: new Date().toISOString(),
-    };
-    const w = await open(path.join(tmp, MANIFEST_FILE));
-    try {
-      await w.write(new TextEncoder().encode(JSON.stringify(manifest, null, 1) + "\n"));
-      await w.sync();
-    } finally {
-      await w.close();
-    }
-    await syncDir(fs, tmp);
-  } catch (e) {
-    await fs.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-    throw e;
-  }
-  // Swap.
-  if (exists) await fs.rename(target, old);
-  try {
-    await fs.rename(tmp, target);
-  } catch (e) {
-    if (exists) await fs.rename(old, target).catch(() => undefined);
-    await fs.rm(tmp, { recursive: true, force: true }).catch(() => undefined);
-    throw e;
-  }
-  await syncDir(fs, parent);
-  if (exists) await fs.rm(old, { recursive: true, force: true });
-}
-
-async function nodeWriter(fs: NodeFsLike, p: string): Promise<IndexFileWriter> {
-  const fh = await fs.open(p, "wx");
-  return { write: async (b) => void (await fh.write(b)), sync: () => fh.sync(), close: () => fh.close() };
-}
-
-async function syncDir(fs: NodeFsLike, dir: string): Promise<void> {
-  // fsync of a directory makes its entries (new files, renames) durable (Linux, macOS).
-  try {
-    const fh = await fs.open(dir, "r");
-    try {
-      await fh.sync();
-    } finally {
-      await fh.close();
-    }
-  } catch {
-    // Windows cannot open directories; its renames are durable on return.
-  }
+  const { path } = await nodeIo();
+  await writeDirAtomic(
+    dir,
+    "index",
+    async (w) => {
+      const open = opts.openWriter ?? ((p: string) => w.open(path.basename(p)));
+      const checksums = await writeVectorsFile(index, path.join(w.dir, VECTORS_FILE), open);
+      const manifest: IndexManifest = {
+        format: INDEX_FORMAT,
+        version: INDEX_VERSION,
+        model: { fingerprint: index.model?.fingerprint ?? null, weightDtypes: index.model?.weightDtypes ?? null },
+        dim: index.dim,
+        dtype: index.dtype,
+        count: index.count,
+        totalTokens: index.totalTokens,
+        docToken: index.docToken,
+        skipFirst: index.skipFirst,
+        documents: index.documents.map((d) => ({ id: d.id, fragments: d.fragments, firstEntry: d.firstEntry, tokenOffset: d.tokenOffset, tokenCount: d.tokenCount })),
+        checksums,
+        created: new Date().toISOString(),
+      };
+      const mw = await open(path.join(w.dir, MANIFEST_FILE));
+      try {
+        await mw.write(new TextEncoder().encode(JSON.stringify(manifest, null, 1) + "\n"));
+        await mw.sync();
+      } finally {
+        await mw.close();
+      }
+    },
+    { flag: opts.flag ?? "saveIndex: dir", ...(opts.inputs ? { inputs: opts.inputs } : {}) },
+  );
 }
 
 /** The tensors of vectors.safetensors, each with a function streaming its bytes in chunks. */
@@ -764,20 +697,13 @@ export async function loadIndex(ctx: GpuContext, dir: string | ModelDir, decoder
 
 async function openIndexDir(dir: string | ModelDir): Promise<ModelDir> {
   if (typeof dir !== "string") return dir;
-  const { fs, path } = await nodeModules();
+  const { fs, path } = await nodeIo();
   const target = path.resolve(dir);
+  // A save interrupted while swapping directories leaves the previous index aside: put it back.
+  await recoverOutput(target);
   try {
     await fs.stat(target);
   } catch {
-    // An interrupted swap (see saveIndex) leaves the previous index under a hidden name.
-    const base = path.basename(target);
-    const left = (await fs.readdir(path.dirname(target)).catch(() => [] as string[])).filter((n) => n.startsWith(`.${base}.old-`));
-    if (left.length > 0) {
-      throw new LoadError(
-        `index directory '${dir}' does not exist; a save was interrupted while swapping directories and the previous index is intact at '${path.join(path.dirname(target), left[0]!)}'`,
-        "rename that directory back to the index's name",
-      );
-    }
     throw new LoadError(`index directory '${dir}' does not exist`);
   }
   return toModelDir(dir);

@@ -10,8 +10,10 @@
 //   generation_config.json, special_tokens_map.json, tokenizer.model, chat_template.jinja: copied;
 //   tokenizer.json with the added tokens appended to added_tokens (ids after the vocabulary, as
 //     transformers' add_tokens), tokenizer_config.json with them in added_tokens_decoder.
+//   onegen-output.json: the output tag (src/io/output.ts), and with `adapters` an adapter/ subdir.
 // saveAdapters writes PEFT's layout: adapter_model.safetensors (base_model.model.…lora_A/B.weight,
-// F32) + adapter_config.json.
+// F32) + adapter_config.json (+ the tag).
+// Both write atomically through src/io/output.ts and refuse a directory they did not write.
 // addTokensToDecoder grows embed_tokens (and an untied lm_head) to V' rows, the new rows set to the
 // mean of the existing rows (OneGen initialises new tokens from the mean of description-token
 // embeddings; with no description the mean over the vocabulary is the neutral choice).
@@ -27,6 +29,7 @@ import { Decoder, HF_LAYER_FIELDS } from "../model/decoder.js";
 import { addTokensToTokenizerJson, type AddedTokenSpec } from "../tokenizer.js";
 import { f16ArrayToF32, f32ArrayToF16, f32ToBf16Bits } from "../util/f16.js";
 import { mergeLoraWeights, type LoraAdapters } from "./lora.js";
+import { checkOutput, dirTag, outputTag, writeDirAtomic, OUTPUT_TAG_FILE, type InputPath } from "../io/output.js";
 
 
 export interface HostWeight {
@@ -78,79 +81,6 @@ function encodeAs(data: Float32Array, dtype: SafetensorsDtype): ArrayBufferView 
 const TORCH_DTYPE: Record<string, SafetensorsDtype> = { float32: "F32", float16: "F16", bfloat16: "BF16" };
 const DTYPE_NAME: Record<string, string> = { F32: "float32", F16: "float16", BF16: "bfloat16" };
 
-// ------------------------------------------------------------------ files
-
-interface NodeFs {
-  mkdir(p: string, o?: { recursive?: boolean }): Promise<unknown>;
-  writeFile(p: string, d: Uint8Array | string): Promise<void>;
-  readFile(p: string): Promise<Uint8Array>;
-  rename(a: string, b: string): Promise<void>;
-  rm(p: string, o: { recursive: boolean; force: boolean }): Promise<void>;
-  readdir(p: string): Promise<string[]>;
-  stat(p: string): Promise<{ isDirectory(): boolean }>;
-}
-interface NodePath {
-  resolve(...p: string[]): string;
-  dirname(p: string): string;
-  basename(p: string): string;
-  join(...p: string[]): string;
-}
-
-/** node:fs/promises and node:path, imported on first use (variables, so browser bundlers leave them alone). */
-export async function nodeFs(): Promise<{ fs: NodeFs; path: NodePath }> {
-  const fsName = "node:fs/promises";
-  const pathName = "node:path";
-  return { fs: (await import(fsName)) as NodeFs, path: (await import(pathName)) as NodePath };
-}
-
-/**
- * Writes files into directory `dir` atomically: into a fresh sibling temporary directory first,
- * then an existing `dir` is renamed aside, the new one renamed into place and the old one removed.
- * `mustHold`: an existing non-empty `dir` is replaced only when it holds this file (never
- * overwrite an unrelated directory).
- */
-export async function writeDirAtomic(dir: string, files: ReadonlyMap<string, Uint8Array | string>, mustHold: string): Promise<void> {
-  const { fs, path } = await nodeFs();
-  const target = path.resolve(dir);
-  let exists = false;
-  try {
-    const st = await fs.stat(target);
-    if (!st.isDirectory()) throw new UsageError(`'${dir}' exists and is not a directory`);
-    const names = await fs.readdir(target);
-    if (names.length > 0 && !names.includes(mustHold)) throw new UsageError(`'${dir}' is a non-empty directory without ${mustHold}: refusing to replace it`, "choose a new or empty directory");
-    exists = names.length > 0;
-  } catch (e) {
-    if (e instanceof UsageError) throw e;
-  }
-  const parent = path.dirname(target);
-  await fs.mkdir(parent, { recursive: true });
-  const stamp = `${Date.now().toString(36)}-${Math.floor(Math.random() * 1e9).toString(36)}`;
-  const tmp = path.join(parent, `.${path.basename(target)}.tmp-${stamp}`);
-  const old = path.join(parent, `.${path.basename(target)}.old-${stamp}`);
-  try {
-    await fs.mkdir(tmp, { recursive: true });
-    for (const [name, data] of files) await fs.writeFile(path.join(tmp, name), data);
-  } catch (e) {
-    await fs.rm(tmp, { recursive: true, force: true });
-    throw e;
-  }
-  if (exists) await fs.rename(target, old);
-  else await fs.rm(target, { recursive: true, force: true });
-  await fs.rename(tmp, target);
-  if (exists) await fs.rm(old, { recursive: true, force: true });
-}
-
-/** Writes files into `dir` (created if needed), each through a temporary file and a rename. */
-export async function writeFilesInto(dir: string, files: ReadonlyMap<string, Uint8Array | string>): Promise<void> {
-  const { fs, path } = await nodeFs();
-  await fs.mkdir(dir, { recursive: true });
-  for (const [name, data] of files) {
-    const tmp = path.join(dir, `.${name}.tmp`);
-    await fs.writeFile(tmp, data);
-    await fs.rename(tmp, path.join(dir, name));
-  }
-}
-
 // ------------------------------------------------------------------ model directory
 
 export interface SaveModelOptions {
@@ -164,11 +94,12 @@ export interface SaveModelOptions {
   addedTokens?: readonly (string | AddedTokenSpec)[];
   /** Split the weights into shards of at most this many bytes (default 2 GiB). */
   maxShardBytes?: number;
-  /**
-   * true (default): replace the whole directory atomically. false: write the files into it one by
-   * one (each through a temporary file and a rename), leaving other entries (e.g. checkpoints/).
-   */
-  replaceDir?: boolean;
+  /** Also write the LoRA adapters to OUT/adapter (PEFT layout), in the same atomic swap. */
+  adapters?: { lora: LoraAdapters; baseModel?: string };
+  /** Names the output directory in messages (the CLI passes "--out"). */
+  flag?: string;
+  /** Paths the directory must not replace or hold (sourceDir is always one). */
+  inputs?: readonly InputPath[];
 }
 
 export interface SavedModel {
@@ -263,33 +194,62 @@ export async function modelDirFiles(decoder: Decoder, lora: LoraAdapters | null,
   return { files, saved: { files: [...files.keys()].sort(), dtype, vocabSize: V, shards: shards.length, addedTokenIds } };
 }
 
-/** Writes a Hugging Face model directory (atomically; an existing directory must hold config.json). */
+/** Files of a model directory that a save rewrites; everything else in an existing one is kept. */
+const MODEL_FILE_RE = /^(model.*\.safetensors|model\.safetensors\.index\.json|config\.json|generation_config\.json|special_tokens_map\.json|tokenizer\.model|tokenizer\.json|tokenizer_config\.json|chat_template\.jinja)$/;
+
+/**
+ * Writes a Hugging Face model directory atomically (src/io/output.ts writeDirAtomic): `outDir`
+ * must be absent, empty or a model directory this project wrote (its onegen-output.json tag),
+ * never the source model nor inside it. An existing one is replaced as a whole; the entries a save
+ * does not write (a training run's checkpoints/, files the user put there) are carried over by
+ * hard links, while the previous weights, config and tokenizer files (and a previous adapter/ of
+ * ours when `adapters` is not given) are not. A crash at any point leaves the old or the new model.
+ */
 export async function saveModelDir(decoder: Decoder, lora: LoraAdapters | null, outDir: string, opts: SaveModelOptions = {}): Promise<SavedModel> {
+  const inputs: InputPath[] = [...(opts.inputs ?? [])];
+  if (typeof opts.sourceDir === "string") inputs.push({ flag: "sourceDir", path: opts.sourceDir });
+  // Check before the (possibly long) export, so a bad outDir costs nothing.
+  await checkOutput({ flag: opts.flag ?? "saveModelDir: outDir", path: outDir, kind: "model" }, inputs);
   const { files, saved } = await modelDirFiles(decoder, lora, opts);
-  if (opts.replaceDir ?? true) await writeDirAtomic(outDir, files, "config.json");
-  else {
-    // Stale weights of an earlier save (another shard count) would shadow or mix with the new ones.
-    const { fs, path } = await nodeFs();
-    let names: string[] = [];
-    try {
-      names = await fs.readdir(outDir);
-    } catch {
-      names = [];
-    }
-    for (const n of names) if (/^model.*\.safetensors(\.index\.json)?$/.test(n) && !files.has(n)) await fs.rm(path.join(outDir, n), { recursive: false, force: true });
-    await writeFilesInto(outDir, files);
-  }
+  const adapter = opts.adapters ? await adapterFiles(opts.adapters.lora, opts.adapters.baseModel) : null;
+  await writeDirAtomic(
+    outDir,
+    "model",
+    async (w) => {
+      for (const [name, data] of files) await w.writeFile(name, data);
+      if (adapter) {
+        await w.mkdir("adapter");
+        await w.writeFile(`adapter/${OUTPUT_TAG_FILE}`, outputTag("adapter"));
+        for (const [name, data] of adapter) await w.writeFile(`adapter/${name}`, data);
+      }
+    },
+    {
+      flag: opts.flag ?? "saveModelDir: outDir",
+      inputs,
+      keep: async (name, p) => !MODEL_FILE_RE.test(name) && !(name === "adapter" && (await dirTag(p)) === "adapter"),
+    },
+  );
   return saved;
 }
 
-/** Writes the adapters alone in PEFT's layout (adapter_model.safetensors + adapter_config.json). */
-export async function saveAdapters(lora: LoraAdapters, outDir: string, opts: { baseModel?: string } = {}): Promise<void> {
+async function adapterFiles(lora: LoraAdapters, baseModel: string | undefined): Promise<Map<string, Uint8Array | string>> {
   const { tensors, config } = await lora.tensors();
-  const files = new Map<string, Uint8Array | string>([
+  return new Map<string, Uint8Array | string>([
     ["adapter_model.safetensors", writeSafetensors(tensors, { format: "pt" })],
-    ["adapter_config.json", JSON.stringify({ ...config, base_model_name_or_path: opts.baseModel ?? null }, null, 2) + "\n"],
+    ["adapter_config.json", JSON.stringify({ ...config, base_model_name_or_path: baseModel ?? null }, null, 2) + "\n"],
   ]);
-  await writeDirAtomic(outDir, files, "adapter_config.json");
+}
+
+/**
+ * Writes the adapters alone in PEFT's layout (adapter_model.safetensors + adapter_config.json),
+ * atomically: `outDir` must be absent, empty or an adapter directory this project wrote.
+ */
+export async function saveAdapters(lora: LoraAdapters, outDir: string, opts: { baseModel?: string; flag?: string; inputs?: readonly InputPath[] } = {}): Promise<void> {
+  await checkOutput({ flag: opts.flag ?? "saveAdapters: outDir", path: outDir, kind: "adapter" }, opts.inputs ?? []);
+  const files = await adapterFiles(lora, opts.baseModel);
+  await writeDirAtomic(outDir, "adapter", async (w) => {
+    for (const [name, data] of files) await w.writeFile(name, data);
+  }, { flag: opts.flag ?? "saveAdapters: outDir", inputs: opts.inputs ?? [] });
 }
 
 // ------------------------------------------------------------------ vocabulary growth

@@ -25,7 +25,7 @@ import { Rng } from "../util/rng.js";
 import { collate, type CollateOptions, type TrainData } from "./data.js";
 import { trainStep, type TrainModel } from "./model.js";
 import { AdamW, type ScheduleOptions } from "./optim.js";
-import { nodeFs, writeDirAtomic } from "./save.js";
+import { checkOutput, nodeIo, recoverOutput, writeDirAtomic } from "../io/output.js";
 
 export interface TrainerOptions {
   /** Optimizer steps of the whole run (the schedule's length). */
@@ -278,16 +278,21 @@ export class Trainer {
     return { state, tensors };
   }
 
-  /** Writes a checkpoint directory atomically (trainer_state.json + optimizer.safetensors). */
-  async saveCheckpoint(dir: string): Promise<void> {
+  /**
+   * Writes a checkpoint directory atomically (trainer_state.json + optimizer.safetensors, through
+   * src/io/output.ts): `dir` must be absent, empty or a checkpoint, and its parent must exist.
+   */
+  async saveCheckpoint(dir: string, opts: { flag?: string } = {}): Promise<void> {
+    await checkOutput({ flag: opts.flag ?? "saveCheckpoint: dir", path: dir, kind: "checkpoint" }); // before reading the tensors back
     const { state, tensors } = await this.checkpoint();
     await writeDirAtomic(
       dir,
-      new Map<string, Uint8Array | string>([
-        [CHECKPOINT_TENSORS, writeSafetensors(tensors, { format: "onegen-train" })],
-        [CHECKPOINT_STATE, JSON.stringify(state, null, 2) + "\n"],
-      ]),
-      CHECKPOINT_STATE,
+      "checkpoint",
+      async (w) => {
+        await w.writeFile(CHECKPOINT_TENSORS, writeSafetensors(tensors, { format: "onegen-train" }));
+        await w.writeFile(CHECKPOINT_STATE, JSON.stringify(state, null, 2) + "\n");
+      },
+      { flag: opts.flag ?? "saveCheckpoint: dir" },
     );
   }
 
@@ -355,7 +360,8 @@ function setOptimizerSteps(opt: AdamW, t: number): void {
 
 /** Reads trainer_state.json + optimizer.safetensors of a checkpoint directory. */
 export async function readCheckpoint(dir: string): Promise<{ state: TrainerState; tensors: Map<string, Float32Array> }> {
-  const { fs, path } = await nodeFs();
+  const { fs, path } = await nodeIo();
+  await recoverOutput(dir); // a save interrupted while swapping leaves the checkpoint aside
   let stateText: string;
   let bytes: Uint8Array;
   try {
