@@ -4,7 +4,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
-import { cpSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
+import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -13,7 +13,9 @@ import { assertRejects } from "./helpers/check.js";
 import { FIXTURE_ROOT } from "./helpers/golden.js";
 import { countNonFinite, countNonFiniteReference, NonFiniteScan } from "../src/ops/nonfinite.js";
 import { loadModel } from "../src/io/checkpoint.js";
-import { LoadError } from "../src/errors.js";
+import { LoadError, NonFiniteError } from "../src/errors.js";
+import { loadDecoder } from "../src/model/load.js";
+import { Session } from "../src/model/session.js";
 import { Tensor } from "../src/gpu/tensor.js";
 import type { GpuContext } from "../src/gpu/context.js";
 import { f32ArrayToF16 } from "../src/util/f16.js";
@@ -132,8 +134,8 @@ test("nonfinite: NonFiniteScan checks many tensors with one readback and names t
 
 // ------------------------------------------------------------------ the loader refuses non-finite weights
 
-/** Copies a fixture model and overwrites element `index` of `tensor` with raw bits (in whichever shard holds it). */
-function poisonedCopy(fixture: string, tensor: string, index: number, bits: number): string {
+/** Copies a fixture model and overwrites element `index` (or every element) of `tensor` with raw bits (in whichever shard holds it). */
+function poisonedCopy(fixture: string, tensor: string, index: number | "all", bits: number): string {
   const dir = join(mkdtempSync(join(tmpdir(), "onegen-nonfinite-")), fixture);
   cpSync(join(FIXTURE_ROOT, fixture), dir, { recursive: true });
   for (const f of readdirSync(dir).filter((n) => n.startsWith("model") && n.endsWith(".safetensors"))) {
@@ -144,9 +146,11 @@ function poisonedCopy(fixture: string, tensor: string, index: number, bits: numb
     const info = header[tensor];
     if (!info) continue;
     const size = info.dtype === "F32" ? 4 : 2;
-    const at = 8 + n + info.data_offsets[0] + index * size;
-    if (size === 4) bytes.writeUInt32LE(bits >>> 0, at);
-    else bytes.writeUInt16LE(bits, at);
+    const [begin, end] = info.data_offsets;
+    for (let at = 8 + n + begin + (index === "all" ? 0 : index * size); at < 8 + n + (index === "all" ? end : begin + (index + 1) * size); at += size) {
+      if (size === 4) bytes.writeUInt32LE(bits >>> 0, at);
+      else bytes.writeUInt16LE(bits, at);
+    }
     writeFileSync(path, bytes);
     return dir;
   }
@@ -174,15 +178,81 @@ test("loading: one NaN/inf in any float dtype is refused with a one-line LoadErr
   for (const t of m.weights.values()) t.dispose();
 });
 
+const CLI = join(dirname(fileURLToPath(import.meta.url)), "..", "src", "cli.js");
+/** Runs the CLI; returns the exit code, stdout and the stderr lines that are not Dawn's warnings. */
+function onegen(...args: string[]): { status: number | null; stdout: string; lines: string[]; stderr: string } {
+  const r = spawnSync(process.execPath, [CLI, ...args], { encoding: "utf8", timeout: 60_000 });
+  return { status: r.status, stdout: r.stdout, stderr: r.stderr, lines: r.stderr.split("\n").filter((l) => l !== "" && !/artificially reduced|XDG_RUNTIME_DIR/.test(l)) };
+}
+
 test("loading: `onegen generate` on a model with one NaN exits 1 with one line naming the tensor", () => {
   const dir = poisonedCopy("llama-gqa-f32", "model.layers.0.self_attn.k_proj.weight", 17, 0xffc00000);
-  const cli = join(dirname(fileURLToPath(import.meta.url)), "..", "src", "cli.js");
-  const r = spawnSync(process.execPath, [cli, "generate", "--model", dir, "--ids", "1,2,3", "--max-new-tokens", "8", "--quiet"], { encoding: "utf8", timeout: 60_000 });
+  const r = onegen("generate", "--model", dir, "--ids", "1,2,3", "--max-new-tokens", "8", "--quiet");
   assert.is(r.status, 1, r.stderr);
   assert.is(r.stdout, "");
-  const lines = r.stderr.split("\n").filter((l) => l !== "" && !/artificially reduced|XDG_RUNTIME_DIR/.test(l));
-  assert.is(lines.length, 1, r.stderr);
-  assert.match(lines[0]!, /^onegen generate: '.*model\.safetensors', tensor 'model\.layers\.0\.self_attn\.k_proj\.weight': 1 NaN\/infinite value/);
+  assert.is(r.lines.length, 1, r.stderr);
+  assert.match(r.lines[0]!, /^onegen generate: '.*model\.safetensors', tensor 'model\.layers\.0\.self_attn\.k_proj\.weight': 1 NaN\/infinite value/);
+});
+
+// ------------------------------------------------------------------ non-finite logits during generation
+
+test("generation: a NaN embedding row reached mid-run stops with NonFiniteError naming the position; the session stays usable", async () => {
+  const ctx = await gpu();
+  const m = await loadDecoder(ctx, join(FIXTURE_ROOT, "llama-gqa-f32"), { noTokenizer: true });
+  const PROMPT = [5, 17, 99, 3, 250, 42, 7];
+  const opts = { temperature: 0.7, topP: 0.9, seed: 3, stepsPerRead: 4 };
+  const run = async (s: Session, n: number, into: number[] = []): Promise<number[]> => {
+    for await (const t of s.generate({ maxNewTokens: n, ...opts })) into.push(t.id);
+    return into;
+  };
+  const clean = new Session(m.decoder, m.decoder.createCache(64, "f32"));
+  await clean.append(PROMPT);
+  const g = await run(clean, 8);
+  clean.dispose();
+  // the first generated token j ≥ 1 that is new: feeding it is the first use of its embedding row
+  const j = g.findIndex((id, i) => i >= 1 && !PROMPT.includes(id) && !g.slice(0, i).includes(id));
+  assert.ok(j >= 1, `no fresh token in ${g}`);
+  const embed = m.decoder.weights.embed;
+  const D = m.config.hiddenSize;
+  const row = (await embed.read()).slice(g[j]! * D, (g[j]! + 1) * D) as Float32Array;
+  ctx.write(embed, new Float32Array(D).fill(NaN), g[j]! * D);
+  const s = new Session(m.decoder, m.decoder.createCache(64, "f32"));
+  await s.append(PROMPT);
+  const got: number[] = [];
+  const e = await assertRejects(() => run(s, 8, got), NonFiniteError, [new RegExp(`logits for position ${PROMPT.length + j + 1} hold NaN or infinity`), new RegExp(`stopped after ${j + 1} generated`)], "NaN row");
+  assert.not.match(e.message, /\n/);
+  assert.equal(got, g.slice(0, j + 1), "the tokens before the bad step are streamed");
+  assert.equal(s.ids, [...PROMPT, ...got]);
+  // with the row restored, the same session continues from its last good token
+  ctx.write(embed, row, g[j]! * D);
+  const next = async (x: Session) => {
+    const ids: number[] = [];
+    for await (const t of x.generate({ maxNewTokens: 1, temperature: 0 })) ids.push(t.id);
+    return { id: ids[0] };
+  };
+  const again = await next(s);
+  const ref = new Session(m.decoder, m.decoder.createCache(64, "f32"));
+  await ref.append([...PROMPT, ...got]);
+  assert.is(again.id, (await next(ref)).id, "continuation equals a clean session's");
+  ref.dispose();
+  s.dispose();
+  m.dispose();
+});
+
+test("overflow: finite weights that overflow the activations pass loading; `onegen forward` and `generate` exit 1 naming the position, nothing written", () => {
+  // every final-norm weight = f32 max: the normed hidden state (|x̂_i| > 1 somewhere) overflows to ±inf
+  const dir = poisonedCopy("llama-gqa-f32", "model.norm.weight", "all", 0x7f7fffff);
+  const out = join(mkdtempSync(join(tmpdir(), "onegen-nonfinite-out-")), "fwd.safetensors");
+  const f = onegen("forward", "--model", dir, "--ids", "1,2,3", "--out", out, "--quiet");
+  assert.is(f.status, 1, f.stderr);
+  assert.is(f.lines.length, 1, f.stderr);
+  assert.match(f.lines[0]!, /^onegen forward: the logits at position 0 hold NaN or infinity .*nothing was written to '.*fwd\.safetensors'$/);
+  assert.not.ok(existsSync(out), "no output file");
+  assert.not.ok(existsSync(out + ".tmp"), "no temporary file");
+  const g = onegen("generate", "--model", dir, "--ids", "1,2,3", "--max-new-tokens", "4", "--quiet");
+  assert.is(g.status, 1, g.stderr);
+  assert.is(g.lines.length, 1, g.stderr);
+  assert.match(g.lines[0]!, /^onegen generate: the logits for position 3 hold NaN or infinity .*stopped after 0 generated token\(s\)$/);
 });
 
 test.run();
