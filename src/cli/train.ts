@@ -8,11 +8,13 @@
 // checkpoint) continues an interrupted run exactly. At the end OUT holds a Hugging Face model
 // directory (merged weights, config.json, tokenizer files with the added tokens) and, for LoRA,
 // OUT/adapter holds the adapters in PEFT's layout.
+// A step whose loss or gradient norm is NaN/inf ends the run with exit 1 and one line naming the
+// step and the last checkpoint (which stays as it was); no model is saved.
 import { readFile, writeFile, appendFile, readdir, stat } from "node:fs/promises";
 import { join, resolve } from "node:path";
 import { numberFlag, parseArgs } from "./args.js";
 import { createProgressBar, type ProgressSink } from "./progress.js";
-import { UsageError } from "../errors.js";
+import { NonFiniteError, UsageError } from "../errors.js";
 import { openDevice } from "../gpu/device.js";
 import { loadDecoder } from "../model/load.js";
 import { loadTokenizer, resolveTokenId, tryLoadTokenizer, type Tokenizer } from "../tokenizer.js";
@@ -203,9 +205,11 @@ export async function trainCommand(argv: string[]): Promise<number> {
       });
       try {
         const resumeFrom = args.flags.get("resume");
+        let lastCheckpoint: string | null = null;
         if (resumeFrom !== undefined) {
           const ck = await findCheckpoint(resumeFrom);
           await trainer.resume(ck);
+          lastCheckpoint = ck;
           if (!args.bools.has("quiet")) process.stderr.write(`train: resumed from ${ck} at step ${trainer.step}/${steps}\n`);
         }
         const log = args.flags.get("log");
@@ -222,7 +226,19 @@ export async function trainCommand(argv: string[]): Promise<number> {
               await appendFile(log, JSON.stringify({ step: r.step, loss: r.loss, loss_gen: r.loss_gen, loss_ret: r.loss_ret, tokens_per_s: r.tokens_per_s, tokens: r.tokens, lr: r.lr, grad_norm: r.grad_norm, pairs: r.pairs, pairs_correct: r.pairs_correct }) + "\n");
             }
           },
-          ...(saveEvery !== undefined ? { checkpoint: (step: number) => trainer.saveCheckpoint(join(out, "checkpoints", `step-${step}`)) } : {}),
+          ...(saveEvery !== undefined
+            ? {
+                checkpoint: async (step: number) => {
+                  await trainer.saveCheckpoint(join(out, "checkpoints", `step-${step}`));
+                  lastCheckpoint = join(out, "checkpoints", `step-${step}`);
+                },
+              }
+            : {}),
+        }).catch((e: unknown) => {
+          progress.done();
+          if (!(e instanceof NonFiniteError)) throw e;
+          const where = lastCheckpoint ? `the last checkpoint, '${lastCheckpoint}', is kept` : "no checkpoint was saved (--save-every N keeps one)";
+          throw new NonFiniteError(`${e.message}; ${where}; no model was written to '${out}' (try a lower --lr)`);
         });
         progress.done();
         const saved = await saveModelDir(decoder, model.lora, out, {

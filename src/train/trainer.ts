@@ -16,8 +16,14 @@
 //
 // Loss normalisation over an accumulated step: L_gen is divided by the generation tokens of all
 // G micro-batches and L_ret by all their pairs, so G micro-batches of B equal one batch of G·B.
+//
+// Divergence: a step whose loss or gradient norm is NaN/inf throws NonFiniteError naming the step
+// (both are read back every step already, so the check costs no sync). It is not recorded and
+// not counted; AdamW skips an update whose gradient is non-finite, so the weights and moments
+// stay those of the last finite step (a finite gradient with an infinite loss has been applied).
+// The caller keeps its last checkpoint and saves nothing more (src/cli/train.ts).
 
-import { LoadError, UsageError } from "../errors.js";
+import { LoadError, NonFiniteError, UsageError } from "../errors.js";
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
 import { bytesSource } from "../io/source.js";
 import { f32ArrayToF16 } from "../util/f16.js";
@@ -214,11 +220,17 @@ export class Trainer {
     }
     await this.optimizer.step();
     const { norm } = await this.optimizer.lastGradNorm(); // also waits for the update
+    const loss = o.lambdaGen * lossGen + o.lambdaRet * lossRet;
+    if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
+      this.optimizer.setStepCount(this.optimizer.stepCount - 1);
+      this.model.steps -= o.gradAccum;
+      throw new NonFiniteError(`training diverged at step ${s + 1}: loss ${loss} (generation ${lossGen}, retrieval ${lossRet}), gradient norm ${norm}`);
+    }
     const seconds = (performance.now() - started) / 1000;
     this.stepDone++;
     const rec: StepRecord = {
       step: this.stepDone,
-      loss: o.lambdaGen * lossGen + o.lambdaRet * lossRet,
+      loss,
       loss_gen: lossGen,
       loss_ret: lossRet,
       lr,
