@@ -97,17 +97,17 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let base = row * V;
 
   // ---- argmax over keys (ties → lowest id): strided ids increase per invocation, so '>' keeps the first;
-  // the same pass flags NaN/+inf (all-ones exponent, except −inf = 0xff800000)
+  // the same pass flags NaN/+inf from the key: keys of −inf .. max finite are the contiguous range
+  // [0x007fffff, 0xff7fffff]; +inf and positive NaNs lie above it, negative NaNs below (one wrapping
+  // subtraction and one compare per element)
   if (lid == 0u) { atomicStore(&bad_row, 0u); }
   workgroupBarrier();
   var bk = 0u;
   var bi = 0xffffffffu;
   var bad = false;
   for (var i = lid; i < V; i += WG) {
-    let x = logits[base + i];
-    let b = bitcast<u32>(x);
-    bad = bad || ((b & 0x7f800000u) == 0x7f800000u && b != 0xff800000u);
-    let k = key_of(x);
+    let k = key_of(logits[base + i]);
+    bad = bad || (k - 0x007fffffu) > 0xff000000u;
     if (bi == 0xffffffffu || k > bk) { bk = k; bi = i; }
   }
   if (bad) { atomicOr(&bad_row, 1u); }
