@@ -10,23 +10,30 @@ import type { Tensor } from "../gpu/tensor.js";
 import { ShapeError } from "../errors.js";
 import { expectDType, grid, Params } from "./common.js";
 
-/** Invocations per workgroup. */
-const NONFINITE_WG = 256;
-/** 32-bit words per invocation: a workgroup covers WG·PER words (16 KiB), so a 128 MiB window is 8,192 workgroups. */
-const NONFINITE_PER = 16;
+/** Body: vec4 items per invocation and invocations per workgroup (a workgroup covers 4·WG·PER words = 16 KiB); see the header of kernels/nonfinite.wgsl for the measurements. */
+const VEC4_WG = 256;
+const VEC4_PER = 4;
+/** Tail (≤ 4 words per window): one word per invocation. */
+const TAIL_WG = 64;
 
-export function nonfiniteKernel(dtype: "f32" | "f16"): KernelVariant {
+/** The body (vec4 loads) or the tail (u32 loads) variant for a dtype. Neither needs shader-f16. */
+export function nonfiniteKernel(dtype: "f32" | "f16", part: "body" | "tail"): KernelVariant {
+  const vec4 = part === "body";
+  const wg = vec4 ? VEC4_WG : TAIL_WG;
+  const per = vec4 ? VEC4_PER : 1;
   return {
     file: "nonfinite",
-    name: `nonfinite_${dtype}_wg${NONFINITE_WG}_per${NONFINITE_PER}`,
-    defines: { F16: dtype === "f16", WG: NONFINITE_WG, PER: NONFINITE_PER },
+    name: `nonfinite_${dtype}${vec4 ? "_vec4" : ""}_wg${wg}_per${per}`,
+    defines: { F16: dtype === "f16", VEC4: vec4, WG: wg, PER: per },
     bindings: ["read", "read_write", "uniform"],
   };
 }
 
 /**
  * counts[slot] += the number of NaN/±inf elements of `t` (f32 or f16, any size: tensors over one
- * storage binding are scanned in windows, one dispatch each). `counts` is u32; nothing is read back.
+ * storage binding are scanned in windows). Per window: the body as vec4 words, then the last
+ * (≤ 4) words, which hold an odd f16 tensor's padding half, as u32. `counts` is u32; nothing is
+ * read back.
  */
 export async function countNonFinite(ctx: GpuContext, t: Tensor, counts: Tensor, slot: number): Promise<void> {
   const op = "countNonFinite";
@@ -36,13 +43,22 @@ export async function countNonFinite(ctx: GpuContext, t: Tensor, counts: Tensor,
   const n = t.numel;
   if (n === 0) return;
   const dtype = t.dtype as "f32" | "f16";
-  const kernel = await ctx.kernels.get(nonfiniteKernel(dtype));
+  const body = await ctx.kernels.get(nonfiniteKernel(dtype, "body"));
+  const tail = await ctx.kernels.get(nonfiniteKernel(dtype, "tail"));
   const perWord = dtype === "f16" ? 2 : 1;
   const words = Math.ceil(n / perWord);
   for (const w of ctx.bindingWindows(words, 4, `${op} '${t.label}'`)) {
     const elems = Math.min(w.rows * perWord, n - w.firstRow * perWord);
-    const params = new Params().u32(w.rows).u32(elems).u32(slot).u32(0).bytes();
-    ctx.dispatch(kernel, [{ tensor: t, byteOffset: w.byteOffset, byteSize: w.rows * 4 }, counts], params, grid(ctx, Math.ceil(w.rows / (NONFINITE_WG * NONFINITE_PER))));
+    const padded = elems < w.rows * perWord; // an odd f16 count: the last word's high half is padding
+    const items = Math.floor((padded ? w.rows - 1 : w.rows) / 4);
+    if (items > 0) {
+      const params = new Params().u32(items).u32(elems).u32(slot).u32(0).bytes();
+      ctx.dispatch(body, [{ tensor: t, byteOffset: w.byteOffset, byteSize: items * 16 }, counts], params, grid(ctx, Math.ceil(items / (VEC4_WG * VEC4_PER))));
+    }
+    if (4 * items < w.rows) {
+      const params = new Params().u32(w.rows).u32(elems).u32(slot).u32(4 * items).bytes();
+      ctx.dispatch(tail, [{ tensor: t, byteOffset: w.byteOffset, byteSize: w.rows * 4 }, counts], params, grid(ctx, Math.ceil((w.rows - 4 * items) / TAIL_WG)));
+    }
   }
 }
 
