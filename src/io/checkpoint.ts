@@ -4,7 +4,8 @@
 // Upload path, per tensor: read its byte range from the file (in chunks of at most `chunkBytes`),
 // convert on the host (BF16 → f16 by default, or f32; F16 stays f16; F32 stays f32; by option any
 // float → f16 or f32), write into the GPU tensor with ctx.write at an element offset. Peak host
-// memory is about two chunks, independent of the checkpoint's size.
+// memory is about two chunks, independent of the checkpoint's size. Each float tensor is then
+// scanned for NaN/±inf on the GPU (src/ops/nonfinite.ts); the counts come back once per load.
 
 import { LoadError, ShapeError, UnsupportedError } from "../errors.js";
 import type { GpuContext, RuntimeLimits } from "../gpu/context.js";
