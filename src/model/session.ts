@@ -6,9 +6,9 @@
 //   logits processors → sample into `token` → history[j] = token → advance position/ranges/context
 //   → forward(token) → logits for the next step.
 // The host reads back only the sampled ids, `readEvery` steps at a time (4 bytes per step), to
-// stream tokens and check EOS / stop strings, and NONFINITE_ID (logits holding NaN/+inf) which
-// ends generation with a NonFiniteError naming the position. Steps past a stop within the last batch are wasted
-// work and are cut from the session (truncate), never returned.
+// stream tokens and check EOS / stop strings. Steps past a stop within the last batch are wasted
+// work and are cut from the session (truncate), never returned. The id NONFINITE_ID (the step's
+// logits held NaN/+inf) ends generation with a NonFiniteError naming the position.
 
 import type { GpuContext } from "../gpu/context.js";
 import type { Tensor } from "../gpu/tensor.js";

@@ -18,10 +18,11 @@
 // G micro-batches and L_ret by all their pairs, so G micro-batches of B equal one batch of G·B.
 //
 // Divergence: a step whose loss or gradient norm is NaN/inf throws NonFiniteError naming the step
-// (both are read back every step already, so the check costs no sync). It is not recorded and
-// not counted; AdamW skips an update whose gradient is non-finite, so the weights and moments
-// stay those of the last finite step (a finite gradient with an infinite loss has been applied).
-// The caller keeps its last checkpoint and saves nothing more (src/cli/train.ts).
+// (both are read back every step already, so the check costs no sync). It is not recorded. AdamW
+// skips an update whose gradient is non-finite, and the step and micro-step counters are then
+// wound back: the trainer is in the state of the last finite step. (A finite gradient with an
+// infinite loss has been applied; the counters stay.) The caller keeps its last checkpoint and
+// saves nothing more (src/cli/train.ts).
 
 import { LoadError, NonFiniteError, UsageError } from "../errors.js";
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
@@ -222,8 +223,11 @@ export class Trainer {
     const { norm } = await this.optimizer.lastGradNorm(); // also waits for the update
     const loss = o.lambdaGen * lossGen + o.lambdaRet * lossRet;
     if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
-      this.optimizer.setStepCount(this.optimizer.stepCount - 1);
-      this.model.steps -= o.gradAccum;
+      if (!Number.isFinite(norm)) {
+        // AdamW skipped the update (kernels/adamw.wgsl, STEP): undo the counters too
+        this.optimizer.setStepCount(this.optimizer.stepCount - 1);
+        this.model.steps -= o.gradAccum;
+      }
       throw new NonFiniteError(`training diverged at step ${s + 1}: loss ${loss} (generation ${lossGen}, retrieval ${lossRet}), gradient norm ${norm}`);
     }
     const seconds = (performance.now() - started) / 1000;
