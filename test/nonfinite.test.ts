@@ -79,6 +79,17 @@ test("nonfinite: every bit pattern of f16 (65,536 values) and the f32 edge patte
   tf.dispose();
 });
 
+test("nonfinite: f16 tensors are scanned on a device without shader-f16 (browsers' SwiftShader lacks it)", async () => {
+  const ctx = await gpu({ disableFeatures: ["shader-f16"] });
+  assert.not.ok(ctx.hasF16);
+  for (const n of [1, 7, 4097]) {
+    const data = makeData("f16", n, [0, n >> 1, n - 1]);
+    const t = ctx.upload(data, [n], "f16", "no-f16");
+    assert.is((await gpuCount(ctx, t))[1]! - 1001, countNonFiniteReference(data), `n=${n}`);
+    t.dispose();
+  }
+});
+
 test("nonfinite: the padding half of an odd f16 tensor is not counted", async () => {
   const ctx = await gpu();
   for (const n of [1, 7, 1023]) {
@@ -171,6 +182,9 @@ test("loading: one NaN/inf in any float dtype is refused with a one-line LoadErr
       assert.not.match(e.message, /\n/, "one line");
     }
   }
+  // f16 weights kept as f16 storage on a device without shader-f16: still scanned
+  const noF16 = await gpu({ disableFeatures: ["shader-f16"] });
+  await assertRejects(() => loadModel(noF16, poisonedCopy("qwen2-bias-tied-f16", "model.embed_tokens.weight", 0, 0xfc00), { dtype: "f16" }), LoadError, [/tensor 'model\.embed_tokens\.weight': 1 NaN/], "no shader-f16");
   // the unpoisoned fixture loads, and one readback covers the whole check
   const before = ctx.stats.readbacks;
   const m = await loadModel(ctx, join(FIXTURE_ROOT, "qwen2-bias-tied-f16"));
