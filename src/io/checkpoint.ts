@@ -385,12 +385,11 @@ export async function loadTensors(ctx: GpuContext, ckpt: Checkpoint, options: Lo
   const out = new Map<string, Tensor>();
   const progress: LoadProgress = { bytesDone: 0, bytesTotal: plan.fileBytes, tensorsDone: 0, tensorsTotal: plan.tensors.length, tensor: "" };
   let sinceSync = 0;
-  // Cost of the scan (lavapipe, busy 2-core machine, 2026-12-02, best of 5 loads from the page
-  // cache, with the first, u32-load version of the kernel): demo model (3.5 MB) 6 → 12 ms;
-  // synthetic 384 MiB (4×64 MiB F16 + 2×64 MiB F32) 355 → 420–640 ms. The vec4 body now used
-  // scanned 64 MiB 1.4–1.9× faster than that version (kernels/nonfinite.wgsl header). The scan
-  // overlaps the host's reading of the next tensor; on a hardware GPU it runs at memory
-  // bandwidth, far below the disk read.
+  // Cost of the scan (lavapipe, 2-core machine busy with other jobs, 2026-12-02, best of 5 loads
+  // from the page cache, three A/B rounds): demo model (3.5 MB) 3–5 → 12–15 ms; synthetic 384 MiB
+  // (4×64 MiB F16 + 2×64 MiB F32) 336–358 → 472–542 ms, the scan alone 136–186 ms (2.1–2.8 GB/s).
+  // On lavapipe the "GPU" is the same two cores, so the scan adds its whole time; on a hardware
+  // GPU it runs at memory bandwidth, far below the disk read (unmeasured: no GPU here).
   const scan = NonFiniteScan.create(ctx, plan.tensors.length);
   try {
     for (const p of plan.tensors) {
