@@ -149,6 +149,10 @@ test("nonfinite: NonFiniteScan checks many tensors with one readback and names t
 function poisonedCopy(fixture: string, tensor: string, index: number | "all", bits: number): string {
   const dir = join(mkdtempSync(join(tmpdir(), "onegen-nonfinite-")), fixture);
   cpSync(join(FIXTURE_ROOT, fixture), dir, { recursive: true });
+  return poison(dir, tensor, index, bits);
+}
+
+function poison(dir: string, tensor: string, index: number | "all", bits: number): string {
   for (const f of readdirSync(dir).filter((n) => n.startsWith("model") && n.endsWith(".safetensors"))) {
     const path = join(dir, f);
     const bytes = readFileSync(path);
@@ -165,7 +169,7 @@ function poisonedCopy(fixture: string, tensor: string, index: number | "all", bi
     writeFileSync(path, bytes);
     return dir;
   }
-  throw new Error(`${fixture} has no tensor ${tensor}`);
+  throw new Error(`${dir} has no tensor ${tensor}`);
 }
 
 test("loading: one NaN/inf in any float dtype is refused with a one-line LoadError naming the file, tensor and count", async () => {
@@ -182,6 +186,11 @@ test("loading: one NaN/inf in any float dtype is refused with a one-line LoadErr
       assert.not.match(e.message, /\n/, "one line");
     }
   }
+  // several bad tensors: the first named with its count, the others listed, still one line
+  const many = poisonedCopy("llama-gqa-f32", "model.layers.0.mlp.up_proj.weight", "all", 0x7f800000);
+  for (const t of ["model.norm.weight", "lm_head.weight", "model.layers.1.input_layernorm.weight", "model.embed_tokens.weight"]) poison(many, t, 5, 0x7fc00001);
+  const e = await assertRejects(() => loadModel(ctx, many), LoadError, [/tensor '[^']+': \d+ NaN\/infinite value\(s\) \(and 4 more tensor\(s\): '[^']+', '[^']+', '[^']+', …\)/], "five bad tensors");
+  assert.not.match(e.message, /\n/);
   // f16 weights kept as f16 storage on a device without shader-f16: still scanned
   const noF16 = await gpu({ disableFeatures: ["shader-f16"] });
   await assertRejects(() => loadModel(noF16, poisonedCopy("qwen2-bias-tied-f16", "model.embed_tokens.weight", 0, 0xfc00), { dtype: "f16" }), LoadError, [/tensor 'model\.embed_tokens\.weight': 1 NaN/], "no shader-f16");
