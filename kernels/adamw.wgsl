@@ -10,6 +10,9 @@
 //            m = β1·m + (1 − β1)·g;  v = β2·v + (1 − β2)·g²
 //            w = w·(1 − lr·wd) − (lr / bc1) · m / (sqrt(v) / sqrt(bc2) + eps)   (torch.optim.AdamW)
 //            F16: the updated f32 master is also rounded into the f16 weights the forward reads.
+//            Skipped when Σg² (stats[2]) is NaN or inf: w, m, v (and w16) keep their values, so a
+//            diverged step never reaches the weights (the trainer stops on it, src/train/trainer.ts).
+//            Tested on the exponent bits: WGSL lets compilers assume floats are finite.
 // Every reduction runs in a fixed order (no atomics): the same inputs give the same bits.
 //
 // Bindings (group 0); gradient, master, m, v and f16 weights are bound one window at a time:
@@ -128,6 +131,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let p = (wid.x + wid.y * nwg.x) * {{WG}}u + lid;
   let i = 2u * p;
   if (i >= params.n) { return; }
+  if ((bitcast<u32>(stats[2]) & 0x7f800000u) == 0x7f800000u) { return; }
   let gs = stats[1] * params.grad_scale;
   let a = update(i, gs);
   var b = 0.0;

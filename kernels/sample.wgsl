@@ -1,6 +1,9 @@
 // sample.wgsl: draws one token id per row of logits [B, V] on the GPU and writes it to outIds.
 // Reference: sampleReference in src/ops/sample.ts (the definition below is the spec).
 //
+//   A row holding NaN or +inf (non-finite logits: the model overflowed) gets the id 0xffffffff
+//   (NONFINITE_ID, never a vocabulary id) whatever the options; the host, which reads every sampled
+//   id anyway, stops there. −inf is not an error: it is how logits processors remove ids.
 //   temperature == 0: argmax (ties → lowest id). Keys: the f32 bits mapped to an order-preserving
 //                     u32 (key(a) > key(b) ⇔ a > b; NaN above +inf).
 //   otherwise (Hugging Face order):
@@ -13,7 +16,7 @@
 //     draw: u = uniform01(seed, step, row) (PCG hash, identical on the host: sampleUniform01),
 //          u_mass = u·Z over the kept set; walk ids in ascending order and return the first id
 //          whose running mass exceeds u_mass (the last kept id if rounding leaves none).
-//     If Z is 0 or not finite (all −inf, or ±inf/NaN logits) the argmax is returned.
+//     If Z is 0 or not finite (all −inf, or l/temperature overflowing) the argmax is returned.
 //
 // Bindings (group 0):
 //   0 logits:  array<f32>  read        [rows, V] window of the [B, V] logits
@@ -53,6 +56,9 @@ var<workgroup> hist: array<atomic<u32>, 256>;
 var<workgroup> shared_u: u32;
 var<workgroup> shared_u2: u32;
 var<workgroup> pick_min: atomic<u32>;
+var<workgroup> bad_row: atomic<u32>;
+
+const NONFINITE_ID: u32 = 0xffffffffu;
 
 fn pcg(v: u32) -> u32 {
   let state = v * 747796405u + 2891336453u;
@@ -90,13 +96,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let V = params.V;
   let base = row * V;
 
-  // ---- argmax over keys (ties → lowest id): strided ids increase per invocation, so '>' keeps the first
+  // ---- argmax over keys (ties → lowest id): strided ids increase per invocation, so '>' keeps the first;
+  // the same pass flags NaN/+inf from the key: keys of −inf .. max finite are the contiguous range
+  // [0x007fffff, 0xff7fffff]; +inf and positive NaNs lie above it, negative NaNs below (one wrapping
+  // subtraction and one compare per element)
+  if (lid == 0u) { atomicStore(&bad_row, 0u); }
+  workgroupBarrier();
   var bk = 0u;
   var bi = 0xffffffffu;
+  var bad = false;
   for (var i = lid; i < V; i += WG) {
     let k = key_of(logits[base + i]);
+    bad = bad || (k - 0x007fffffu) > 0xff000000u;
     if (bi == 0xffffffffu || k > bk) { bk = k; bi = i; }
   }
+  if (bad) { atomicOr(&bad_row, 1u); }
   red_k[lid] = bk;
   red_i[lid] = bi;
   workgroupBarrier();
@@ -113,6 +127,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   let arg = red_i[0];
   let out_slot = params.outOffset + params.rowBase + row;
+  if (lid == 0u) { shared_u = atomicLoad(&bad_row); }
+  if (workgroupUniformLoad(&shared_u) != 0u) {
+    if (lid == 0u) { out_ids[out_slot] = NONFINITE_ID; }
+    return;
+  }
   if (params.temperature == 0.0) {
     if (lid == 0u) { out_ids[out_slot] = arg; }
     return;

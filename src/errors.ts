@@ -17,6 +17,9 @@ export class ShapeError extends OnegenError {}
 /** A file (checkpoint, config, index, tokenizer) is malformed or missing. */
 export class LoadError extends OnegenError {}
 
+/** A computation produced NaN or infinity (generation logits, a training loss): says where (position, step). */
+export class NonFiniteError extends OnegenError {}
+
 /** The request is valid in general but not supported here (feature, dtype, architecture, size). */
 export class UnsupportedError extends OnegenError {}
 

@@ -26,6 +26,7 @@ export * from "./ops/sample.js";
 export * from "./ops/search.js";
 export * from "./ops/l2norm.js";
 export * from "./ops/decode_state.js";
+export * from "./ops/nonfinite.js";
 
 // Checkpoints, configs, tokenizers
 export * from "./io/source.js";

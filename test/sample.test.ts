@@ -2,7 +2,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { gpu } from "./helpers/gpu.js";
 import { assertEqualArrays, assertRejects } from "./helpers/check.js";
-import { maskLogits, maskLogitsReference, sample, sampleReference, sampleUniform01, pcgHash, type SampleReferenceOptions } from "../src/ops/sample.js";
+import { maskLogits, maskLogitsReference, sample, sampleReference, sampleUniform01, pcgHash, NONFINITE_ID, type SampleReferenceOptions } from "../src/ops/sample.js";
 import { UsageError } from "../src/errors.js";
 import { Rng } from "../src/util/rng.js";
 
@@ -156,6 +156,39 @@ test("sample: option errors", async () => {
   await assertRejects(() => sample(ctx, L, o, { temperature: -1, seed: 0, step: 0 }), UsageError, [/temperature/], "negative temperature");
   await assertRejects(() => sample(ctx, L, o, { temperature: 1, topP: 0, seed: 0, step: 0 }), UsageError, [/topP/], "topP 0");
   await assertRejects(() => sample(ctx, L, o, { temperature: 1, seed: 0, step: 0, outOffset: 1 }), Error, [/outOffset/], "offset past the end");
+});
+
+test("sample: a row holding NaN (either sign) or +inf gives NONFINITE_ID under every option; −inf rows and entries do not", async () => {
+  const f32 = (bits: number) => new Float32Array(new Uint32Array([bits]).buffer)[0]!;
+  const posNaN = f32(0x7fc00000), negNaN = f32(0xffc00000), sigNaN = f32(0x7f800001);
+  for (const limit of [undefined, 65536]) {
+    const ctx = await gpu(limit ? { maxStorageBufferBindingSize: limit } : {});
+    for (const V of [1, 7, 1000, 5000]) { // 5000: 20 KB rows, several windows under the 64 KiB limit
+      const B = 8;
+      const l = rng.fillNormal(B * V, 2);
+      const put = (b: number, i: number, x: number) => { l[b * V + Math.min(i, V - 1)] = x; };
+      put(0, 0, posNaN);          // first element
+      put(1, V - 1, negNaN);      // last element (the default NaN on x86 is negative: below −inf in key order)
+      put(2, V >> 1, Infinity);
+      put(3, 3, sigNaN);
+      put(4, 2, -Infinity);       // −inf alone: an ordinary row
+      for (let i = 0; i < V; i++) l[5 * V + i] = -Infinity; // all −inf: the lowest id
+      put(6, V - 1, 1e38);        // huge but finite: an ordinary row
+      put(7, 1, posNaN);
+      put(7, 2, -Infinity);
+      for (const opts of [{ temperature: 0 }, { temperature: 1 }, { temperature: 0.8, topK: 3 }, { temperature: 1.2, topP: 0.7 }, { temperature: 1, topK: 50, topP: 0.9 }] as SampleReferenceOptions[]) {
+        const want = sampleReference(l, V, opts, (row) => sampleUniform01(5, 1, row));
+        const bad = V === 1 ? [0, 1, 2, 3] : [0, 1, 2, 3, 7]; // V = 1: row 7's −inf overwrites its NaN
+        for (let b = 0; b < B; b++) assert.is(want[b] === NONFINITE_ID, bad.includes(b), `reference row ${b} V=${V}`);
+        const L = ctx.upload(l, [B, V], "f32", "logits");
+        const out = ctx.upload(new Uint32Array(B).fill(POISON), [B], "u32", "ids");
+        await sample(ctx, L, out, { ...opts, seed: 5, step: 1 });
+        assertEqualArrays(await out.read(), want, `V=${V} ${JSON.stringify(opts)} limit ${limit ?? "device"}`);
+        L.dispose();
+        out.dispose();
+      }
+    }
+  }
 });
 
 test.run();

@@ -7,7 +7,7 @@ import { parseArgs } from "./args.js";
 import { inputIds, openModel, MODEL_FLAGS } from "./model.js";
 import { Session } from "../model/session.js";
 import { writeSafetensors } from "../io/safetensors.js";
-import { UsageError } from "../errors.js";
+import { NonFiniteError, UsageError } from "../errors.js";
 import { checkOutput, FILE_FORMATS, writeFileAtomic, type InputPath } from "../io/output.js";
 
 const USAGE = "usage: onegen forward --model DIR (--ids 1,2,3 | --text TEXT) --out FILE.safetensors [--dtype auto|f16|f32] [--quiet]";
@@ -32,6 +32,8 @@ export async function forwardCommand(argv: string[]): Promise<number> {
     const logits = await res.logits!.read();
     const hidden = await res.hidden!.read();
     const T = ids.length;
+    refuseNonFinite(logits as Float32Array, model.decoder.vocabSize, "logits", out);
+    refuseNonFinite(hidden as Float32Array, model.config.hiddenSize, "hidden states", out);
     const bytes = writeSafetensors(
       {
         ids: { dtype: "I32", shape: [T], data: Int32Array.from(ids) },
@@ -46,4 +48,10 @@ export async function forwardCommand(argv: string[]): Promise<number> {
   } finally {
     ctx.destroy();
   }
+}
+
+/** Non-finite outputs mean the model overflowed: refused, naming the first position, before anything is written. */
+function refuseNonFinite(data: Float32Array, rowLength: number, what: string, out: string): void {
+  const i = data.findIndex((x) => !Number.isFinite(x));
+  if (i >= 0) throw new NonFiniteError(`the ${what} at position ${Math.floor(i / rowLength)} hold NaN or infinity (the model's activations overflowed); nothing was written to '${out}'`);
 }

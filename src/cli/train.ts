@@ -7,8 +7,10 @@
 // --save-every steps; --resume CKPT (a checkpoint directory, or an OUT directory: its latest
 // checkpoint) continues an interrupted run exactly. At the end OUT holds a Hugging Face model
 // directory (merged weights, config.json, tokenizer files with the added tokens) and, for LoRA,
-// OUT/adapter holds the adapters in PEFT's layout. --out and --log are checked before anything is
-// loaded and written atomically (src/io/output.ts): OUT is new, empty or an earlier training output
+// OUT/adapter holds the adapters in PEFT's layout.
+// A step whose loss or gradient norm is NaN/inf ends the run with exit 1 and one line naming the
+// step and the last checkpoint (which stays as it was); no model is saved. --out and --log are
+// checked before anything is loaded and written atomically (src/io/output.ts): OUT is new, empty or an earlier training output
 // (its onegen-output.json tag); the final save swaps the whole directory in one step, carrying
 // checkpoints/ over, so a crash leaves the previous model or the new one. Log lines carry
 // "format": "onegen-train-log".
@@ -17,7 +19,7 @@ import { readInputFile } from "./input-file.js";
 import { join, sep } from "node:path";
 import { numberFlag, parseArgs } from "./args.js";
 import { createProgressBar, type ProgressSink } from "./progress.js";
-import { UsageError } from "../errors.js";
+import { NonFiniteError, UsageError } from "../errors.js";
 import { openDevice } from "../gpu/device.js";
 import { loadDecoder } from "../model/load.js";
 import { loadTokenizer, resolveTokenId, tryLoadTokenizer, type Tokenizer } from "../tokenizer.js";
@@ -219,9 +221,11 @@ export async function trainCommand(argv: string[]): Promise<number> {
       });
       try {
         const resumeFrom = resumeArg;
+        let lastCheckpoint: string | null = null;
         if (resumeFrom !== undefined) {
           const ck = await findCheckpoint(resumeFrom);
           await trainer.resume(ck);
+          lastCheckpoint = ck;
           if (!args.bools.has("quiet")) process.stderr.write(`train: resumed from ${ck} at step ${trainer.step}/${steps}\n`);
         }
         const log = logFile;
@@ -243,10 +247,17 @@ export async function trainCommand(argv: string[]): Promise<number> {
             ? {
                 checkpoint: async (step: number) => {
                   await ensureOutputDir(out, "model", { flag: "--out", inputs });
-                  await trainer.saveCheckpoint(join(await ensureSubdir(out, "checkpoints"), `step-${step}`), { flag: "--out" });
+                  const dir = join(await ensureSubdir(out, "checkpoints"), `step-${step}`);
+                  await trainer.saveCheckpoint(dir, { flag: "--out" });
+                  lastCheckpoint = dir;
                 },
               }
             : {}),
+        }).catch((e: unknown) => {
+          progress.done();
+          if (!(e instanceof NonFiniteError)) throw e;
+          const where = lastCheckpoint ? `the last checkpoint, '${lastCheckpoint}', is kept` : "no checkpoint was saved (--save-every N keeps one)";
+          throw new NonFiniteError(`${e.message}; ${where}; no model was written to '${out}' (try a lower --lr)`);
         });
         progress.done();
         // One atomic swap writes the model and (LoRA) OUT/adapter; OUT/checkpoints is carried over.

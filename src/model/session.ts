@@ -7,14 +7,15 @@
 //   → forward(token) → logits for the next step.
 // The host reads back only the sampled ids, `readEvery` steps at a time (4 bytes per step), to
 // stream tokens and check EOS / stop strings. Steps past a stop within the last batch are wasted
-// work and are cut from the session (truncate), never returned.
+// work and are cut from the session (truncate), never returned. The id NONFINITE_ID (the step's
+// logits held NaN/+inf) ends generation with a NonFiniteError naming the position.
 
 import type { GpuContext } from "../gpu/context.js";
 import type { Tensor } from "../gpu/tensor.js";
-import { ShapeError, UsageError } from "../errors.js";
+import { NonFiniteError, ShapeError, UsageError } from "../errors.js";
 import { Decoder, type ForwardOutputs, type KVCache } from "./decoder.js";
 import { advancePosition, copyInput, copyInputTable, forceAfter, type CopyInputRule } from "../ops/decode_state.js";
-import { sample, maskLogits } from "../ops/sample.js";
+import { sample, maskLogits, NONFINITE_ID } from "../ops/sample.js";
 import type { DocumentIndex } from "../onegen/index.js";
 import { detect, resolve, plan, commit, RECORD_LENGTH_MASK, RECORD_OVERFLOW, RECORD_SEARCHED, type LoopParams, type LoopState } from "../onegen/loop.js";
 
@@ -302,6 +303,11 @@ export class Session {
         for (let b = 0; b < batch; b++) {
           const j = encoded + b;
           const id = got[stride * b]!;
+          if (id === NONFINITE_ID) {
+            throw new NonFiniteError(
+              `the logits for position ${this.ids.length} hold NaN or infinity (the model's activations overflowed); stopped after ${generated.length} generated token(s)`,
+            );
+          }
           const record = rt ? got[2 * b + 1]! : 0;
           generated.push(id);
           this.ids.push(id);
@@ -342,11 +348,12 @@ export class Session {
       rt?.dispose();
       this.timings.decodeTokens += generated.length;
       this.timings.decodeMs += performance.now() - t0;
+      // Steps past a stop (or an error, or the caller leaving early) are dropped: the cache keeps
+      // only what `ids` holds.
+      this.fed = Math.min(startLength + fedDuringGenerate, this.length);
+      // lastLogits belong to the last fed token only when nothing after it was encoded.
+      this.hasLogits = false;
     }
-    // Steps past a stop are dropped: the cache keeps only what `ids` holds.
-    this.fed = Math.min(startLength + fedDuringGenerate, this.length);
-    // lastLogits belong to the last fed token only when nothing after it was encoded.
-    this.hasLogits = false;
     this.finishReason = finish;
     return finish;
   }

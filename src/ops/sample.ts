@@ -8,6 +8,8 @@
 //   of strictly larger values is < topP (the smallest top set reaching topP, ≥ 1 token); the id
 //   is drawn by inverse CDF in ascending id order with u = sampleUniform01(seed, step, row).
 //   If the kept mass is 0 or not finite, the argmax is returned.
+//   A row holding NaN or +inf gets NONFINITE_ID instead of a token (−inf is a removed id, not an
+//   error); the decode loop reads every sampled id back anyway, so the check costs no readback.
 // Same seed + step + row → same id. Sums are f32 on the GPU and float64 in the reference, so the
 // two can differ only when topP·Z or u·Z falls within rounding (≈1e-6 relative) of a boundary.
 
@@ -16,6 +18,9 @@ import type { KernelVariant } from "../gpu/kernels.js";
 import { Tensor } from "../gpu/tensor.js";
 import { ShapeError, UsageError } from "../errors.js";
 import { expectDType, grid, Params } from "./common.js";
+
+/** The id sample() writes for a row of logits holding NaN or +inf (never a vocabulary id). */
+export const NONFINITE_ID = 0xffffffff;
 
 /** Invocations per workgroup (one workgroup per row); see bench/sample.bench.ts. */
 export const SAMPLE_WG = 256;
@@ -159,7 +164,8 @@ export interface SampleReferenceOptions {
 
 /**
  * CPU reference of sample(): logits [B, V] f32; uniform01(row) gives each row's draw (use
- * sampleUniform01(seed, step, row) to match the GPU). float64 sums, naive loops. Returns ids [B].
+ * sampleUniform01(seed, step, row) to match the GPU). float64 sums, naive loops. Returns ids [B]
+ * (NONFINITE_ID for a row holding NaN or +inf).
  */
 export function sampleReference(logits: Float32Array, V: number, opts: SampleReferenceOptions, uniform01: (row: number) => number): Uint32Array {
   validate(opts, "sampleReference");
@@ -167,6 +173,10 @@ export function sampleReference(logits: Float32Array, V: number, opts: SampleRef
   const out = new Uint32Array(B);
   for (let b = 0; b < B; b++) {
     const l = logits.subarray(b * V, (b + 1) * V);
+    if (l.some((x) => Number.isNaN(x) || x === Infinity)) {
+      out[b] = NONFINITE_ID;
+      continue;
+    }
     const keys = new Array<number>(V);
     let arg = 0;
     for (let i = 0; i < V; i++) {

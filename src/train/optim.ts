@@ -4,7 +4,8 @@
 // One optimizer step, encoded with no host sync:
 //   SUMSQ over every gradient (windows of CHUNK elements → one partial each, fixed slots),
 //   FINALIZE (one workgroup: global norm and clip factor into `stats` [4] = [norm, clip, Σg², 0]),
-//   STEP per parameter (reads the clip factor from `stats` on the GPU).
+//   STEP per parameter (reads the clip factor from `stats` on the GPU; does nothing when Σg² is
+//   NaN or inf, so a non-finite gradient leaves weights and moments as they were).
 // Every reduction has a fixed order: same seed and data, same bits, run after run.
 // Master weights: an f32 parameter is its own master (updated in place, the forward reads it);
 // an f16 parameter gets an f32 master copy, and STEP writes the rounded f16 weights back.

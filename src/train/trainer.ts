@@ -16,8 +16,15 @@
 //
 // Loss normalisation over an accumulated step: L_gen is divided by the generation tokens of all
 // G micro-batches and L_ret by all their pairs, so G micro-batches of B equal one batch of G·B.
+//
+// Divergence: a step whose loss or gradient norm is NaN/inf throws NonFiniteError naming the step
+// (both are read back every step already, so the check costs no sync). It is not recorded. AdamW
+// skips an update whose gradient is non-finite, and the step and micro-step counters are then
+// wound back: the trainer is in the state of the last finite step. (A finite gradient with an
+// infinite loss has been applied; the counters stay.) The caller keeps its last checkpoint and
+// saves nothing more (src/cli/train.ts).
 
-import { LoadError, UsageError } from "../errors.js";
+import { LoadError, NonFiniteError, UsageError } from "../errors.js";
 import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
 import { bytesSource } from "../io/source.js";
 import { f32ArrayToF16 } from "../util/f16.js";
@@ -214,11 +221,20 @@ export class Trainer {
     }
     await this.optimizer.step();
     const { norm } = await this.optimizer.lastGradNorm(); // also waits for the update
+    const loss = o.lambdaGen * lossGen + o.lambdaRet * lossRet;
+    if (!Number.isFinite(loss) || !Number.isFinite(norm)) {
+      if (!Number.isFinite(norm)) {
+        // AdamW skipped the update (kernels/adamw.wgsl, STEP): undo the counters too
+        this.optimizer.setStepCount(this.optimizer.stepCount - 1);
+        this.model.steps -= o.gradAccum;
+      }
+      throw new NonFiniteError(`training diverged at step ${s + 1}: loss ${loss} (generation ${lossGen}, retrieval ${lossRet}), gradient norm ${norm}`);
+    }
     const seconds = (performance.now() - started) / 1000;
     this.stepDone++;
     const rec: StepRecord = {
       step: this.stepDone,
-      loss: o.lambdaGen * lossGen + o.lambdaRet * lossRet,
+      loss,
       loss_gen: lossGen,
       loss_ret: lossRet,
       lr,
