@@ -1,6 +1,7 @@
 // Minimal, strict flag parsing for the CLI: `--name value`, `--name=value`, boolean `--flag`.
 // Unknown flags are errors (exit 2 with usage), never ignored.
 import { UsageError } from "../errors.js";
+import { parseByteSize } from "../gpu/budget.js";
 
 export interface FlagSpec {
   /** Flags that take a value. */
@@ -53,10 +54,19 @@ export function numberFlag(args: ParsedArgs, name: string, command: string, opts
   const raw = args.flags.get(name);
   if (raw === undefined) return undefined;
   const v = Number(raw);
-  if (raw.trim() === "" || !Number.isFinite(v) || (opts.integer && !Number.isInteger(v))) {
+  if (raw.trim() === "" || !Number.isFinite(v) || (opts.integer && !Number.isSafeInteger(v))) {
     throw new UsageError(`${command}: --${name} must be ${opts.integer ? "an integer" : "a number"}, got '${raw}'`);
   }
   if (opts.min !== undefined && v < opts.min) throw new UsageError(`${command}: --${name} must be ≥ ${opts.min}, got ${v}`);
   if (opts.max !== undefined && v > opts.max) throw new UsageError(`${command}: --${name} must be ≤ ${opts.max}, got ${v}`);
+  return v;
+}
+
+/** A byte size flag ("8G", "512MiB", "1073741824"); undefined when absent. */
+export function sizeFlag(args: ParsedArgs, name: string, command: string): number | undefined {
+  const raw = args.flags.get(name);
+  if (raw === undefined) return undefined;
+  const v = parseByteSize(raw);
+  if (v === null) throw new UsageError(`${command}: --${name} must be a size such as 8G, 512M or a byte count, got '${raw}'`);
   return v;
 }

@@ -253,7 +253,7 @@ export function formatBytes(n: number): string {
  * Refuses a plan that cannot fit: a tensor over the device's maxBufferSize, or a total over
  * `budgetBytes` (WebGPU does not report a device's memory size, so the budget is the caller's).
  */
-export function checkMemoryPlan(plan: MemoryPlan, limits: Pick<RuntimeLimits, "maxBufferSize">, budgetBytes?: number): void {
+export function checkMemoryPlan(plan: MemoryPlan, limits: Pick<RuntimeLimits, "maxBufferSize">, budgetBytes?: number, budgetSource?: string): void {
   const tooBig = plan.tensors.filter((t) => t.gpuBytes > limits.maxBufferSize);
   if (tooBig.length > 0) {
     throw new UnsupportedError(
@@ -265,8 +265,9 @@ export function checkMemoryPlan(plan: MemoryPlan, limits: Pick<RuntimeLimits, "m
   if (budgetBytes !== undefined && plan.totalBytes > budgetBytes) {
     throw new UnsupportedError(
       `the model needs ${formatBytes(plan.totalBytes)} of GPU memory (weights ${formatBytes(plan.weightBytes)}` +
-        `${plan.kvCacheBytes ? ` + KV cache ${formatBytes(plan.kvCacheBytes)}` : ""}), over the budget of ${formatBytes(budgetBytes)}; nothing was uploaded`,
-      plan.tensors.some((t) => t.dtype === "f32") ? "store the weights as f16 (dtype: 'f16') or shorten the context" : "shorten the context or raise the budget",
+        `${plan.kvCacheBytes ? ` + KV cache ${formatBytes(plan.kvCacheBytes)}` : ""}), over the budget of ${formatBytes(budgetBytes)}` +
+        `${budgetSource ? ` (${budgetSource})` : ""}; nothing was uploaded`,
+      plan.tensors.some((t) => t.dtype === "f32") ? "store the weights as f16 (dtype: 'f16') or shorten the context" : "shorten the context or raise the budget (--gpu-memory SIZE)",
     );
   }
 }
@@ -284,7 +285,7 @@ export interface LoadProgress {
 }
 
 export interface LoadOptions extends PlanOptions {
-  /** Refuse before uploading when the plan's total exceeds this many bytes. */
+  /** Refuse before uploading when the plan's total exceeds this many bytes (default: what ctx.memoryBudget leaves). */
   budgetBytes?: number;
   onProgress?: (p: LoadProgress) => void;
   /** Host bytes read per step for large tensors (default 64 MiB). */
@@ -377,7 +378,9 @@ export async function uploadTensor(
  */
 export async function loadTensors(ctx: GpuContext, ckpt: Checkpoint, options: LoadOptions = {}): Promise<Map<string, Tensor>> {
   const plan = planMemory(ckpt, options);
-  checkMemoryPlan(plan, ctx.limits, options.budgetBytes);
+  const live = ctx.pool.stats.liveBytes;
+  if (options.budgetBytes !== undefined) checkMemoryPlan(plan, ctx.limits, options.budgetBytes, "given");
+  else checkMemoryPlan(plan, ctx.limits, ctx.memoryAvailable, `${ctx.memoryBudget.source}${live > 0 ? `, less ${formatBytes(live)} already in use` : ""}`);
   const out = new Map<string, Tensor>();
   const progress: LoadProgress = { bytesDone: 0, bytesTotal: plan.fileBytes, tensorsDone: 0, tensorsTotal: plan.tensors.length, tensor: "" };
   let sinceSync = 0;

@@ -30,6 +30,12 @@ export interface LoadedDecoder {
   tokenizer: Tokenizer | null;
   /** GPU bytes of the weights. */
   weightBytes: number;
+  /**
+   * Checkpoint tensors this architecture does not use (not uploaded), e.g. an old checkpoint's
+   * rotary_emb.inv_freq or a head another model added. Reported, never silently dropped: the CLI
+   * prints them as a warning line; an API caller decides.
+   */
+  unusedTensors: readonly string[];
   /** Frees every weight tensor. */
   dispose(): void;
 }
@@ -78,6 +84,7 @@ export async function loadDecoder(ctx: GpuContext, dir: string | ModelDir, opts:
     config: c,
     tokenizer,
     weightBytes: loaded.plan.weightBytes,
+    unusedTensors: loaded.check.unused,
     dispose: () => {
       for (const t of w.values()) t.dispose();
       invFreq.dispose();

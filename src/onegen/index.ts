@@ -711,6 +711,19 @@ export async function loadIndex(ctx: GpuContext, dir: string | ModelDir, decoder
     expect("tokens", "U32", [manifest.totalTokens]);
     expect("documents", "U32", [manifest.documents.length, 2]);
     if (file.tensors.length !== 4) throw new LoadError(`'${fname}' holds ${file.tensors.length} tensors, expected 4 (vectors, entries, tokens, documents)`);
+    // The device: the vectors must fit one buffer, and the index's tables the memory budget left.
+    const vectorBytes = count * dim * DTYPE_BYTES[manifest.dtype];
+    if (vectorBytes > ctx.limits.maxBufferSize) {
+      throw new LoadError(`index '${where}': ${count} vectors of ${dim} ${manifest.dtype} take ${vectorBytes} bytes, over this device's maxBufferSize of ${ctx.limits.maxBufferSize}`);
+    }
+    const indexBytes = vectorBytes + 8 * count + 4 * manifest.totalTokens + 8 * manifest.documents.length;
+    if (indexBytes > ctx.memoryAvailable) {
+      throw new LoadError(
+        `index '${where}' needs ${indexBytes} bytes of GPU memory (vectors ${vectorBytes}, tables ${indexBytes - vectorBytes}); ` +
+          `${ctx.pool.stats.liveBytes} bytes are in use (the model and caches) of the budget of ${ctx.memoryBudget.bytes} (${ctx.memoryBudget.source}); nothing was loaded`,
+        "raise the budget with --gpu-memory SIZE, or use a smaller index",
+      );
+    }
     const readU32 = async (name: string): Promise<Uint32Array> => {
       const bytes = await file.readBytes(name);
       checkCrc(manifest, name, crc32Update(CRC_INIT, bytes), fname);
@@ -860,12 +873,12 @@ export function parseManifest(raw: unknown, file: string): IndexManifest {
   });
   if (tokens !== totalTokens) bad(`the documents hold ${tokens} tokens, totalTokens says ${totalTokens}`);
   if (entries !== count) bad(`the documents hold ${entries} fragments, count says ${count}`);
-  const covered = new Uint8Array(count);
-  for (const d of documents) {
-    for (let f = 0; f < d.fragments; f++) {
-      if (covered[d.firstEntry + f]) bad(`entry ${d.firstEntry + f} belongs to two documents`);
-      covered[d.firstEntry + f] = 1;
-    }
+  // No entry in two documents: sort the documents' entry ranges and compare neighbours (nothing
+  // sized by `count` is allocated here; count is checked against vectors.safetensors by loadIndex).
+  const ranges = documents.filter((d) => d.fragments > 0).sort((a, b) => a.firstEntry - b.firstEntry);
+  for (let i = 1; i < ranges.length; i++) {
+    const prev = ranges[i - 1]!;
+    if (ranges[i]!.firstEntry < prev.firstEntry + prev.fragments) bad(`entry ${ranges[i]!.firstEntry} belongs to two documents ('${prev.id}' and '${ranges[i]!.id}')`);
   }
   const cs = m.checksums as Record<string, unknown>;
   if (typeof cs !== "object" || cs === null) bad("checksums must be an object");
