@@ -473,8 +473,9 @@ export interface TaskRunOptions extends SamplingOptions {
   /**
    * The document token the index must have been built at (default: the task's, "[SE]" for entity
    * linking, "[Document Fragment Representation]" for multi-hop QA). Given: the index's doc token
-   * must be this one. Default: an index built at the other task's doc token is refused; an index
-   * at some other token (a custom setup) or without one (synthetic vectors) is accepted.
+   * must be this one. Default: an index built at the other task's doc token is refused, unless the
+   * run names its own queryToken (a custom setup); an index at some other token or without one
+   * (synthetic vectors) is accepted.
    */
   docToken?: TokenRef;
   cacheDtype?: DType;
@@ -689,9 +690,10 @@ function undecodableIds(model: TaskModel): number[] {
   return Array.from({ length: V - tv }, (_, i) => tv + i);
 }
 
-function checkIndex(model: TaskModel, index: DocumentIndex, what: string, o: TaskRunOptions = {}, task?: "entity-linking" | "multihop-qa"): void {
+function checkIndex(model: TaskModel, index: DocumentIndex, what: string, o: TaskRunOptions & { queryToken?: TokenRef } = {}, task?: "entity-linking" | "multihop-qa"): void {
   if (index.dim !== model.decoder.hiddenSize) throw new UsageError(`${what}: the index holds ${index.dim}-dimensional vectors, the model's hidden size is ${model.decoder.hiddenSize}`);
-  if (task !== undefined) checkDocToken(model, index, what, o.docToken, task);
+  // A run with its own query token is a custom setup: only an explicit docToken is checked then.
+  if (task !== undefined && (o.docToken !== undefined || o.queryToken === undefined)) checkDocToken(model, index, what, o.docToken, task);
 }
 
 /**
