@@ -8,7 +8,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { cp, mkdtemp, readFile, readdir, stat, writeFile } from "node:fs/promises";
+import { cp, mkdtemp, readFile, readdir, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -88,9 +88,15 @@ async function assertUnchanged(before: Map<string, string>, dir: string, what: s
   for (const [p, h] of before) assert.is(after.get(p), h, `${what}: '${p}' changed`);
 }
 
+const temps: string[] = [];
 async function tempDir(): Promise<string> {
-  return mkdtemp(join(tmpdir(), "onegen-adversarial-"));
+  const d = await mkdtemp(join(tmpdir(), "onegen-adversarial-"));
+  temps.push(d);
+  return d;
 }
+test.after(async () => {
+  for (const d of temps) await rm(d, { recursive: true, force: true });
+});
 
 /** A copy of the fixture model with config.json edited. */
 async function craftedModel(edit: (c: Record<string, unknown>) => void, from = FIXTURE): Promise<string> {
@@ -417,6 +423,30 @@ test("memory: Session.generate sizes its buffers by the free context rows, not b
     s.dispose();
     m.dispose();
   }
+});
+
+test("memory: a KV cache over the budget left is refused whole, before any layer is allocated", async () => {
+  const ctx = await openDevice({ memoryBudgetBytes: 1 << 20 });
+  try {
+    const m = await loadDecoder(ctx, FIXTURE, { noTokenizer: true }); // 0.53 MiB of f32 weights
+    const live = ctx.pool.stats.liveBytes;
+    const created = ctx.stats.buffersCreated;
+    assert.throws(
+      () => m.decoder.createCache(4096, "f16"), // 2 × 2 layers × 2 heads × 4096 × 16 × 2 bytes = 1 MiB
+      (e: Error) => e instanceof GpuOutOfMemoryError && /a KV cache of 4096 rows needs 1048576 bytes .* more than the \d+ bytes left of the GPU memory budget of 1048576 \(given\)/.test(e.message),
+    );
+    assert.is(ctx.pool.stats.liveBytes, live);
+    assert.is(ctx.stats.buffersCreated, created);
+    m.dispose();
+  } finally {
+    ctx.destroy();
+  }
+});
+
+test("files: a config.json larger than any real one is refused by its size before it is read", async () => {
+  const dir = await craftedModel(() => undefined);
+  await truncate(join(dir, "config.json"), 300 * 1024 * 1024); // sparse: no disk used
+  expectRefused(onegen(["info", "--model", dir]), 1, [/config\.json' is 314572800 bytes, over the limit of 268435456/], "huge config.json");
 });
 
 test("budget: sizes parse, defaults are documented figures", async () => {

@@ -13,6 +13,7 @@ import { choiceFlag, numberFlag, parseArgs, type ParsedArgs } from "./args.js";
 import { LoadError, UsageError } from "../errors.js";
 import { openDevice } from "../gpu/device.js";
 import { loadDecoder, type LoadedDecoder } from "../model/load.js";
+import { unusedTensorsWarning } from "./model.js";
 import { createProgressBar } from "./progress.js";
 import { DEFAULT_EL_DECODING, EL_DECODINGS, evaluateModel, loadDemoData, openDemoIndexes, SPLITS, trivialScores, type ElDecoding, type ModelScores, type Split } from "../demo/eval.js";
 import type { GpuContext } from "../gpu/context.js";
@@ -57,6 +58,8 @@ export async function openDemoModel(dir: string, dtype: string, quiet: boolean, 
     const bar = quiet ? null : createProgressBar("loading");
     const model = await loadDecoder(ctx, dir, { dtype, ...(bar ? { onProgress: (p) => bar.update(p) } : {}) });
     bar?.done();
+    const warn = unusedTensorsWarning(command, dir, model.unusedTensors);
+    if (warn) process.stderr.write(warn);
     return { ctx, model };
   } catch (e) {
     ctx.destroy();

@@ -15,6 +15,8 @@ import type { Decoder, KVCache } from "../model/decoder.js";
 import type { DType, Tensor } from "../gpu/tensor.js";
 import type { Tokenizer } from "../tokenizer.js";
 import { UsageError } from "../errors.js";
+import { DTYPE_BYTES } from "../gpu/tensor.js";
+import { kvCacheBytes } from "../model/config.js";
 import { embedding } from "../ops/embedding.js";
 import { DocumentIndex, type IndexDtype } from "./index.js";
 import { modelFingerprint } from "./fingerprint.js";
@@ -193,6 +195,16 @@ export async function encodeDocuments(decoder: Decoder, docs: readonly DocumentI
   };
   if (prepared.length === 0) return index;
   const rows = Math.max(...batches.map((b) => b.reduce((s, i) => s + prepared[i]!.ids.length, 0)));
+  // The largest batch's KV cache is sized by min(batchTokens, the documents' tokens): refuse one
+  // that cannot fit the memory budget left, naming batchTokens, before it is allocated.
+  const cacheDtype = opts.cacheDtype ?? (ctx.hasF16 ? "f16" : "f32");
+  const kvBytes = kvCacheBytes(decoder.config, rows, DTYPE_BYTES[cacheDtype]);
+  if (kvBytes > ctx.memoryAvailable) {
+    throw new UsageError(
+      `encodeDocuments: a batch of ${rows} tokens (batchTokens ${batchTokens}) needs ${kvBytes} bytes of KV cache, more than the ${ctx.memoryAvailable} bytes of GPU memory budget left (${ctx.memoryBudget.source})`,
+      "lower --batch-tokens",
+    );
+  }
   const cache: KVCache = decoder.createCache(rows, opts.cacheDtype);
   const window = decoder.config.slidingWindow ?? 0;
   try {
