@@ -362,6 +362,38 @@ test("train: --lora, --batch-size, --grad-accum and --max-length are bounded by 
   await assertUnchanged(before, rootDir, "train");
 });
 
+test("train: a tokenizer whose added token has id 1e8 does not grow the embedding to 1e8 rows; a crafted trainer_state.json is refused by field", async () => {
+  const rootDir = await tempDir();
+  const model = join(rootDir, "model");
+  await writeToyModelDir(model, { D: 32, L: 2, H: 2, Hkv: 1, F: 64 }, 11);
+  const task = toyTask(6, 2, 12);
+  await writeFile(join(rootDir, "train.jsonl"), task.train);
+  await writeFile(join(rootDir, "db.jsonl"), task.db);
+  const tj = JSON.parse(await readFile(join(model, "tokenizer.json"), "utf8")) as { added_tokens: unknown[] };
+  tj.added_tokens.push({ id: 100_000_000, content: "[FAR]", single_word: false, lstrip: false, rstrip: false, normalized: false, special: true });
+  await writeFile(join(model, "tokenizer.json"), JSON.stringify(tj));
+  const base = ["train", "--model", model, "--train", join(rootDir, "train.jsonl"), "--db", join(rootDir, "db.jsonl"), "--quiet"];
+  const before = await hashTree(rootDir);
+  expectRefused(onegen([...base, "--out", join(rootDir, "out")]), 1, [/vocabulary size 10000000\d \(the tokenizer's largest id \+ 1\) is over this runtime's limit of 16777216/], "far token id");
+  await assertUnchanged(before, rootDir, "far token id");
+  // A checkpoint whose counters are not what a run writes.
+  const ckpt = join(rootDir, "ckpt");
+  await cp(model, join(rootDir, "model2"), { recursive: true });
+  await writeFile(join(rootDir, "model2", "tokenizer.json"), JSON.stringify({ ...tj, added_tokens: tj.added_tokens.slice(0, -1) }));
+  const { mkdir } = await import("node:fs/promises");
+  await mkdir(ckpt);
+  await writeFile(join(ckpt, "optimizer.safetensors"), writeSafetensors({}));
+  for (const [state, re] of [
+    [{ format: "onegen-train-checkpoint", version: 1, step: -3, microSteps: 0, optimizerSteps: 0, samples: 6, documents: 12, options: {}, params: [], history: [] }, /field 'step' must be a non-negative integer, got -3/],
+    [{ format: "onegen-train-checkpoint", version: 1, step: 2, microSteps: 0, optimizerSteps: 0, samples: 6, documents: 12, options: {}, params: [], history: new Array(5).fill({}) }, /field 'history' must be a list of at most one record per step \(2\), got 5 records/],
+    [{ format: "onegen-train-checkpoint", version: 1, step: 0, microSteps: 0, optimizerSteps: 0, samples: 6, documents: 12, options: {}, params: 7, history: [] }, /field 'params' must be a list/],
+  ] as const) {
+    await writeFile(join(ckpt, "trainer_state.json"), JSON.stringify(state));
+    const args = ["train", "--model", join(rootDir, "model2"), "--train", join(rootDir, "train.jsonl"), "--db", join(rootDir, "db.jsonl"), "--quiet", "--out", join(rootDir, "out2"), "--resume", ckpt];
+    expectRefused(onegen(args), 1, [/trainer_state\.json/, re], `resume ${JSON.stringify(state).slice(0, 60)}`);
+  }
+});
+
 // ==================================================================== memory budget
 
 test("memory: a model over the budget is refused naming weights and KV cache; info reports the budget", async () => {
