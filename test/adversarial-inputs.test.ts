@@ -21,7 +21,7 @@ import { loadDecoder } from "../src/model/load.js";
 import { Session } from "../src/model/session.js";
 import { loadIndex, parseManifest } from "../src/onegen/index.js";
 import { runEntityLinking, runMultiHopQa } from "../src/onegen/tasks.js";
-import { SafetensorsFile, writeSafetensors, type SafetensorsDtype } from "../src/io/safetensors.js";
+import { SafetensorsFile, layoutSafetensors, writeSafetensors, type SafetensorsDtype } from "../src/io/safetensors.js";
 import { openFileSource } from "../src/io/source.js";
 import { toyTask, writeToyModelDir } from "./fixtures/train-data/toy.js";
 
@@ -411,6 +411,37 @@ test("memory: a model over the budget is refused naming weights and KV cache; in
   const d = JSON.parse(dflt.stdout) as { gpu: { fits: boolean; memoryBudget: { bytes: number; source: string } } };
   assert.match(d.gpu.memoryBudget.source, /software adapter: host MemAvailable/);
   assert.ok(d.gpu.fits);
+});
+
+test("memory: a checkpoint larger than the default budget (host memory on a software adapter) is refused before any upload", async () => {
+  const info = onegen(["info", "--model", FIXTURE, "--json"]);
+  const budget = (JSON.parse(info.stdout) as { gpu: { memoryBudget: { bytes: number } } }).gpu.memoryBudget.bytes;
+  // Llama-7B-shaped layers in f32 (809 MB each), as many as exceed the budget by two; the file is
+  // sparse (its header is real, its data holes), so the test needs no disk or memory for it.
+  const D = 4096, I = 11008, V = 32000;
+  const perLayer = 4 * (4 * D * D + 3 * D * I + 2 * D);
+  const L = Math.ceil(budget / perLayer) + 2;
+  assert.ok(L <= CONFIG_LIMITS.num_hidden_layers, `the budget ${budget} needs more than ${CONFIG_LIMITS.num_hidden_layers} layers to exceed`);
+  const dir = join(await tempDir(), "big");
+  const { mkdir } = await import("node:fs/promises");
+  await mkdir(dir);
+  await writeFile(join(dir, "config.json"), JSON.stringify({ architectures: ["LlamaForCausalLM"], hidden_size: D, intermediate_size: I, num_attention_heads: 32, num_hidden_layers: L, vocab_size: V, max_position_embeddings: 4096 }));
+  const tensors: Record<string, { dtype: SafetensorsDtype; shape: number[] }> = { "model.embed_tokens.weight": { dtype: "F32", shape: [V, D] }, "model.norm.weight": { dtype: "F32", shape: [D] }, "lm_head.weight": { dtype: "F32", shape: [V, D] } };
+  for (let l = 0; l < L; l++) {
+    const p = `model.layers.${l}`;
+    for (const n of ["q_proj", "k_proj", "v_proj", "o_proj"]) tensors[`${p}.self_attn.${n}.weight`] = { dtype: "F32", shape: [D, D] };
+    tensors[`${p}.mlp.gate_proj.weight`] = { dtype: "F32", shape: [I, D] };
+    tensors[`${p}.mlp.up_proj.weight`] = { dtype: "F32", shape: [I, D] };
+    tensors[`${p}.mlp.down_proj.weight`] = { dtype: "F32", shape: [D, I] };
+    tensors[`${p}.input_layernorm.weight`] = { dtype: "F32", shape: [D] };
+    tensors[`${p}.post_attention_layernorm.weight`] = { dtype: "F32", shape: [D] };
+  }
+  const layout = layoutSafetensors(tensors);
+  await writeFile(join(dir, "model.safetensors"), layout.headerBytes);
+  await truncate(join(dir, "model.safetensors"), layout.headerBytes.byteLength + layout.dataBytes);
+  const r = onegen(["generate", "--model", dir, "--ids", "1,2", "--quiet"]);
+  expectRefused(r, 1, [/the model needs [\d.]+ GiB of GPU memory \(weights [\d.]+ GiB\), over the budget of [\d.]+ GiB \(software adapter: host MemAvailable [\d.]+ GiB less a [\d.]+ GiB margin\); nothing was uploaded/], "model over the budget");
+  assert.ok(layout.dataBytes > budget);
 });
 
 test("memory: the pool refuses a tensor past the budget with what holds the memory; nothing is created", async () => {
