@@ -14,7 +14,7 @@ import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gpu } from "./helpers/gpu.js";
 import { openDevice } from "../src/gpu/device.js";
-import { defaultMemoryBudget, DEFAULT_GPU_BUDGET_BYTES, parseByteSize } from "../src/gpu/budget.js";
+import { cgroupAvailable, defaultMemoryBudget, DEFAULT_GPU_BUDGET_BYTES, parseByteSize } from "../src/gpu/budget.js";
 import { GpuOutOfMemoryError, LoadError, UnsupportedError } from "../src/errors.js";
 import { checkWeights, CONFIG_LIMITS, parseModelConfig, type ModelConfig } from "../src/model/config.js";
 import { loadDecoder } from "../src/model/load.js";
@@ -409,9 +409,35 @@ test("memory: a model over the budget is refused naming weights and KV cache; in
   assert.match(j.gpu.fitError, /over the budget of 1\.00 MiB/);
   const dflt = onegen(["info", "--model", DEMO_MODEL, "--json"]);
   const d = JSON.parse(dflt.stdout) as { gpu: { fits: boolean; memoryBudget: { bytes: number; source: string } } };
-  assert.match(d.gpu.memoryBudget.source, /software adapter: host MemAvailable/);
+  assert.match(d.gpu.memoryBudget.source, /software adapter: (host MemAvailable|cgroup memory limit|address-space limit \(ulimit -v\)) [\d.]+ GiB less a/);
   assert.ok(d.gpu.fits);
 });
+
+/**
+ * A Llama-7B-shaped model directory (D 4096, I 11008, V 32000) of L layers whose model.safetensors
+ * has a real header and sparse data (holes read as zeros): no disk or memory is used for it.
+ */
+async function sparseLlama(L: number, dtype: "F32" | "F16"): Promise<{ dir: string; dataBytes: number }> {
+  const D = 4096, I = 11008, V = 32000;
+  const dir = join(await tempDir(), "big");
+  const { mkdir } = await import("node:fs/promises");
+  await mkdir(dir);
+  await writeFile(join(dir, "config.json"), JSON.stringify({ architectures: ["LlamaForCausalLM"], hidden_size: D, intermediate_size: I, num_attention_heads: 32, num_hidden_layers: L, vocab_size: V, max_position_embeddings: 4096 }));
+  const tensors: Record<string, { dtype: SafetensorsDtype; shape: number[] }> = { "model.embed_tokens.weight": { dtype, shape: [V, D] }, "model.norm.weight": { dtype, shape: [D] }, "lm_head.weight": { dtype, shape: [V, D] } };
+  for (let l = 0; l < L; l++) {
+    const p = `model.layers.${l}`;
+    for (const n of ["q_proj", "k_proj", "v_proj", "o_proj"]) tensors[`${p}.self_attn.${n}.weight`] = { dtype, shape: [D, D] };
+    tensors[`${p}.mlp.gate_proj.weight`] = { dtype, shape: [I, D] };
+    tensors[`${p}.mlp.up_proj.weight`] = { dtype, shape: [I, D] };
+    tensors[`${p}.mlp.down_proj.weight`] = { dtype, shape: [D, I] };
+    tensors[`${p}.input_layernorm.weight`] = { dtype, shape: [D] };
+    tensors[`${p}.post_attention_layernorm.weight`] = { dtype, shape: [D] };
+  }
+  const layout = layoutSafetensors(tensors);
+  await writeFile(join(dir, "model.safetensors"), layout.headerBytes);
+  await truncate(join(dir, "model.safetensors"), layout.headerBytes.byteLength + layout.dataBytes);
+  return { dir, dataBytes: layout.dataBytes };
+}
 
 test("memory: a checkpoint larger than the default budget (host memory on a software adapter) is refused before any upload", async () => {
   const info = onegen(["info", "--model", FIXTURE, "--json"]);
@@ -422,26 +448,34 @@ test("memory: a checkpoint larger than the default budget (host memory on a soft
   const perLayer = 4 * (4 * D * D + 3 * D * I + 2 * D);
   const L = Math.ceil(budget / perLayer) + 2;
   assert.ok(L <= CONFIG_LIMITS.num_hidden_layers, `the budget ${budget} needs more than ${CONFIG_LIMITS.num_hidden_layers} layers to exceed`);
-  const dir = join(await tempDir(), "big");
-  const { mkdir } = await import("node:fs/promises");
-  await mkdir(dir);
-  await writeFile(join(dir, "config.json"), JSON.stringify({ architectures: ["LlamaForCausalLM"], hidden_size: D, intermediate_size: I, num_attention_heads: 32, num_hidden_layers: L, vocab_size: V, max_position_embeddings: 4096 }));
-  const tensors: Record<string, { dtype: SafetensorsDtype; shape: number[] }> = { "model.embed_tokens.weight": { dtype: "F32", shape: [V, D] }, "model.norm.weight": { dtype: "F32", shape: [D] }, "lm_head.weight": { dtype: "F32", shape: [V, D] } };
-  for (let l = 0; l < L; l++) {
-    const p = `model.layers.${l}`;
-    for (const n of ["q_proj", "k_proj", "v_proj", "o_proj"]) tensors[`${p}.self_attn.${n}.weight`] = { dtype: "F32", shape: [D, D] };
-    tensors[`${p}.mlp.gate_proj.weight`] = { dtype: "F32", shape: [I, D] };
-    tensors[`${p}.mlp.up_proj.weight`] = { dtype: "F32", shape: [I, D] };
-    tensors[`${p}.mlp.down_proj.weight`] = { dtype: "F32", shape: [D, I] };
-    tensors[`${p}.input_layernorm.weight`] = { dtype: "F32", shape: [D] };
-    tensors[`${p}.post_attention_layernorm.weight`] = { dtype: "F32", shape: [D] };
-  }
-  const layout = layoutSafetensors(tensors);
-  await writeFile(join(dir, "model.safetensors"), layout.headerBytes);
-  await truncate(join(dir, "model.safetensors"), layout.headerBytes.byteLength + layout.dataBytes);
+  const { dir, dataBytes } = await sparseLlama(L, "F32");
   const r = onegen(["generate", "--model", dir, "--ids", "1,2", "--quiet"]);
-  expectRefused(r, 1, [/the model needs [\d.]+ GiB of GPU memory \(weights [\d.]+ GiB\), over the budget of [\d.]+ GiB \(software adapter: host MemAvailable [\d.]+ GiB less a [\d.]+ GiB margin\); nothing was uploaded/], "model over the budget");
-  assert.ok(layout.dataBytes > budget);
+  expectRefused(r, 1, [/the model needs [\d.]+ GiB of GPU memory \(weights [\d.]+ GiB\), over the budget of [\d.]+ GiB \(software adapter: (host MemAvailable|cgroup memory limit|address-space limit \(ulimit -v\)) [\d.]+ GiB less a [\d.]+ GiB margin\); nothing was uploaded/], "model over the budget");
+  assert.ok(dataBytes > budget);
+});
+
+test("memory: under an address-space limit (ulimit -v) the budget follows it: refused, not a segfault in the driver", async () => {
+  // lavapipe crashed (SIGSEGV) writing a 4th GiB buffer under ulimit -v 6000000 when nothing bounded the budget.
+  const { dir, dataBytes } = await sparseLlama(18, "F16"); // 7.8 GB of f16 weights
+  const t0 = Date.now();
+  const r = spawnSync("bash", ["-c", `ulimit -v 6000000 && exec "$0" --import "$1" "$2" generate --model "$3" --ids 1 --max-new-tokens 1 --quiet`, process.execPath, RSS_HOOK, cli, dir], {
+    encoding: "utf8",
+    timeout: 30_000,
+    env: { ...process.env, XDG_RUNTIME_DIR: "/tmp" },
+  });
+  const errors = (r.stderr ?? "").split("\n").filter((l) => l.trim() !== "" && !/^Warning: |^maxrss_kb=/.test(l));
+  assert.is(r.status, 1, `exit ${r.status} signal ${r.signal}: ${errors.join(" | ")}`);
+  assert.match(errors[0] ?? "", new RegExp(`the model needs ${(dataBytes / 1024 ** 3).toFixed(2)} GiB of GPU memory .* over the budget of [\\d.]+ GiB \\(software adapter: address-space limit \\(ulimit -v\\) [\\d.]+ GiB less a [\\d.]+ GiB margin\\)`));
+  assert.ok(Date.now() - t0 < 25_000);
+});
+
+test("budget: cgroup limits (v1 and v2) bound the host memory; 'max' and the v1 'unlimited' value do not", async () => {
+  const fake = (files: Record<string, string>) => async (p: string) => files[p] ?? null;
+  assert.is(await cgroupAvailable(fake({ "/proc/self/cgroup": "0::/user.slice/x\n", "/sys/fs/cgroup/user.slice/x/memory.max": "4294967296\n", "/sys/fs/cgroup/user.slice/x/memory.current": "1073741824\n" })), 3 * 1024 ** 3);
+  assert.is(await cgroupAvailable(fake({ "/proc/self/cgroup": "0::/\n", "/sys/fs/cgroup//memory.max": "max\n" })), null);
+  assert.is(await cgroupAvailable(fake({ "/proc/self/cgroup": "4:memory:/docker/abc\n0::/\n", "/sys/fs/cgroup/memory/docker/abc/memory.limit_in_bytes": "2147483648", "/sys/fs/cgroup/memory/docker/abc/memory.usage_in_bytes": "536870912" })), 1.5 * 1024 ** 3);
+  assert.is(await cgroupAvailable(fake({ "/proc/self/cgroup": "4:memory:/\n", "/sys/fs/cgroup/memory/memory.limit_in_bytes": "9223372036854771712" })), null);
+  assert.is(await cgroupAvailable(fake({})), null);
 });
 
 test("memory: the pool refuses a tensor past the budget with what holds the memory; nothing is created", async () => {
