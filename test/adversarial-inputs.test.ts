@@ -338,6 +338,9 @@ test("CLI numbers: flags past what they control are refused naming the flag and 
     [["generate", "--model", DEMO_MODEL, "--prompt", "x", "--max-new-tokens", "1e300"], [/--max-new-tokens must be an integer, got '1e300'/]],
     [["forward", "--model", FIXTURE, "--ids", Array.from({ length: 200 }, () => "5").join(","), "--out", out], [/forward: --ids gives 200 tokens, more than the model's context of 128 positions/]],
     [["generate", "--model", DEMO_MODEL, "--prompt", "x", "--gpu-memory", "lots"], [/--gpu-memory must be a size such as 8G/]],
+    [["generate", "--model", DEMO_MODEL, "--prompt", "x", "--temperature", "1e39"], [/--temperature is 1e\+39, which overflows f32/]],
+    [["run", "--model", DEMO_MODEL, "--index", join(DEMO_INDEX, "el"), "--task", "entity-linking", "--text", "x", "--top-p", "1e-50"], [/--top-p is 1e-50, which is 0 in f32/]],
+    [["generate", "--model", DEMO_MODEL, "--prompt", "x", "--top-k", "99999999999"], [/--top-k must be ≤ 4294967295, got 99999999999/]],
   ];
   for (const [args, patterns] of cases) expectRefused(onegen(args[0] === "info" ? args : [...args, "--quiet"]), 2, patterns, `${args[0]} ${args.filter((a) => a.startsWith("--")).pop()}`);
   let exists = true;

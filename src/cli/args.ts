@@ -2,6 +2,7 @@
 // Unknown flags are errors (exit 2 with usage), never ignored.
 import { UsageError } from "../errors.js";
 import { parseByteSize } from "../gpu/budget.js";
+import { F32_MAX } from "../model/config.js";
 
 export interface FlagSpec {
   /** Flags that take a value. */
@@ -57,6 +58,9 @@ export function numberFlag(args: ParsedArgs, name: string, command: string, opts
   if (raw.trim() === "" || !Number.isFinite(v) || (opts.integer && !Number.isSafeInteger(v))) {
     throw new UsageError(`${command}: --${name} must be ${opts.integer ? "an integer" : "a number"}, got '${raw}'`);
   }
+  // Real-valued flags reach the kernels as f32: one that overflows it would become infinite.
+  if (!opts.integer && Math.abs(v) > F32_MAX) throw new UsageError(`${command}: --${name} is ${v}, which overflows f32 (largest ${F32_MAX.toPrecision(5)}); the kernels compute in f32`);
+  if (!opts.integer && v !== 0 && Math.fround(v) === 0) throw new UsageError(`${command}: --${name} is ${v}, which is 0 in f32; the kernels compute in f32`);
   if (opts.min !== undefined && v < opts.min) throw new UsageError(`${command}: --${name} must be ≥ ${opts.min}, got ${v}`);
   if (opts.max !== undefined && v > opts.max) throw new UsageError(`${command}: --${name} must be ≤ ${opts.max}, got ${v}`);
   return v;

@@ -196,7 +196,7 @@ function commonOptions(args: ParsedArgs, task: TaskName): EntityLinkingOptions &
   const n = (name: string, o: { integer?: boolean; min?: number; max?: number } = {}) => numberFlag(args, name, "run", o);
   const maxNew = n("max-new-tokens", { integer: true, min: 0 });
   const temperature = n("temperature", { min: 0 });
-  const topK = n("top-k", { integer: true, min: 0 });
+  const topK = n("top-k", { integer: true, min: 0, max: 0xffffffff });
   const topP = n("top-p", { min: 0, max: 1 });
   const seed = n("seed", { integer: true, min: 0, max: 0xffffffff });
   const k = n("k", { integer: true, min: 1, max: TOPK_MAX_K });

@@ -198,14 +198,14 @@ export async function trainCommand(argv: string[]): Promise<number> {
       const batchSize = num("batch-size", { integer: true, min: 1, max: N }) ?? 1;
       const gradAccum = num("grad-accum", { integer: true, min: 1, max: N }) ?? 1;
       const steps = num("steps", { integer: true, min: 1 }) ?? Math.max(1, Math.ceil(data.samples.length / (batchSize * gradAccum)));
-      const model = TrainModel.create(decoder, rank !== undefined ? { mode: "lora", lora: { rank, alpha: loraAlpha ?? 2 * rank, dropout: loraDropout ?? 0, targets: targets as LoraModule[], seed: num("seed", { integer: true, min: 0 }) ?? 0 } } : { mode: "full" });
+      const model = TrainModel.create(decoder, rank !== undefined ? { mode: "lora", lora: { rank, alpha: loraAlpha ?? 2 * rank, dropout: loraDropout ?? 0, targets: targets as LoraModule[], seed: num("seed", { integer: true, min: 0, max: 0xffffffff }) ?? 0 } } : { mode: "full" });
       const nPos = num("n-pos", { integer: true, min: 1 });
       const trainer = await Trainer.create(model, data, {
         steps,
         lr: num("lr", { min: 0 }) ?? (rank !== undefined ? 1e-4 : 2e-5),
         batchSize,
         gradAccum,
-        seed: num("seed", { integer: true, min: 0 }) ?? 0,
+        seed: num("seed", { integer: true, min: 0, max: 0xffffffff }) ?? 0,
         warmupSteps: num("warmup", { integer: true, min: 0 }) ?? 0,
         decay,
         weightDecay: num("weight-decay", { min: 0 }) ?? 0,
