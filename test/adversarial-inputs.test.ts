@@ -19,6 +19,7 @@ import { GpuOutOfMemoryError, LoadError, UnsupportedError } from "../src/errors.
 import { checkWeights, CONFIG_LIMITS, parseModelConfig, type ModelConfig } from "../src/model/config.js";
 import { loadDecoder } from "../src/model/load.js";
 import { Session } from "../src/model/session.js";
+import { TrainModel, trainingStateBytes } from "../src/train/model.js";
 import { loadIndex, parseManifest } from "../src/onegen/index.js";
 import { runEntityLinking, runMultiHopQa } from "../src/onegen/tasks.js";
 import { SafetensorsFile, layoutSafetensors, writeSafetensors, type SafetensorsDtype } from "../src/io/safetensors.js";
@@ -398,6 +399,28 @@ test("train: a tokenizer whose added token has id 1e8 does not grow the embeddin
 });
 
 // ==================================================================== memory budget
+
+test("memory: training state (gradients, AdamW moments, masters) is planned against the budget before TrainModel allocates", async () => {
+  const dir = join(await tempDir(), "toy");
+  await writeToyModelDir(dir, { D: 32, L: 2, H: 2, Hkv: 1, F: 64 }, 11);
+  const ctx = await openDevice({ memoryBudgetBytes: 64 << 20 });
+  try {
+    const m = await loadDecoder(ctx, dir, { noTokenizer: true });
+    const plan = trainingStateBytes(m.decoder, { mode: "full" });
+    assert.is(plan.gradients, m.decoder.weights.embed.dtype === "f32" ? m.weightBytes : 2 * m.weightBytes); // one f32 gradient per weight
+    ctx.memoryBudget = { bytes: ctx.pool.stats.liveBytes + plan.total - 1, source: "test" };
+    const created = ctx.stats.buffersCreated;
+    assert.throws(
+      () => TrainModel.create(m.decoder, { mode: "full" }),
+      (e: Error) => e instanceof GpuOutOfMemoryError && /training state needs [\d.]+ MiB \(gradients [\d.]+ MiB, AdamW moments and f32 masters [\d.]+ MiB\), more than the [\d.]+ MiB left of the GPU memory budget .* \(test\)/.test(e.message),
+    );
+    assert.is(ctx.stats.buffersCreated, created, "nothing allocated");
+    assert.throws(() => TrainModel.create(m.decoder, { mode: "lora", lora: { rank: 1_000_000, alpha: 1 } }), /LoRA: rank 1000000 exceeds 16, the smaller dimension of k_proj \[16, 32\]/);
+    m.dispose();
+  } finally {
+    ctx.destroy();
+  }
+});
 
 test("memory: a model over the budget is refused naming weights and KV cache; info reports the budget", async () => {
   const r = onegen(["generate", "--model", DEMO_MODEL, "--prompt", "Marwick", "--context", "1024", "--gpu-memory", "3500K", "--quiet"]);
