@@ -267,6 +267,13 @@ test("index: overlapping documents are refused by the manifest check", async () 
   assert.throws(() => parseManifest(m, "manifest.json"), /entry 0 belongs to two documents/);
 });
 
+test("memory: search and run plan model + index together, refused before either is loaded", async () => {
+  for (const cmd of [["search", "--text", "Marwick"], ["run", "--task", "multihop-qa", "--text", "Where?"]]) {
+    const r = onegen([cmd[0]!, "--model", DEMO_MODEL, "--index", join(DEMO_INDEX, "mhqa"), ...cmd.slice(1), "--gpu-memory", "3500K", "--quiet"]);
+    expectRefused(r, 1, [/the model needs [\d.]+ MiB of GPU memory \(weights 3\.38 MiB \+ index '.*mhqa' [\d.]+ KiB\), over the budget of 3\.42 MiB \(given\); nothing was uploaded/], `${cmd[0]} model + index`);
+  }
+});
+
 test("index: one larger than the memory budget left is refused naming the parts", async () => {
   const ctx = await openDevice({ memoryBudgetBytes: 3584 << 10 });
   try {

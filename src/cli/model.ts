@@ -18,7 +18,11 @@ export function unusedTensorsWarning(command: string, dir: string, unused: reado
   return `onegen ${command}: warning: '${dir}' holds ${unused.length} tensor(s) the model does not use, not loaded: ${list}\n`;
 }
 
-export async function openModel(args: ParsedArgs, command: string, opts: { contextLength?: number } = {}): Promise<{ ctx: GpuContext; model: LoadedDecoder }> {
+export async function openModel(
+  args: ParsedArgs,
+  command: string,
+  opts: { contextLength?: number; reserve?: readonly { what: string; bytes: number }[] } = {},
+): Promise<{ ctx: GpuContext; model: LoadedDecoder }> {
   const dir = args.flags.get("model");
   if (!dir) throw new UsageError(`${command}: --model DIR is required`);
   const dtype = args.flags.get("dtype") ?? "auto";
@@ -37,6 +41,7 @@ export async function openModel(args: ParsedArgs, command: string, opts: { conte
     const model = await loadDecoder(ctx, dir, {
       dtype,
       ...(context !== undefined ? { contextLength: context } : {}),
+      ...(opts.reserve ? { reserve: opts.reserve } : {}),
       ...(bar ? { onProgress: (p) => bar.update(p) } : {}),
     });
     bar?.done();

@@ -19,7 +19,7 @@ import { numberFlag, parseArgs, type ParsedArgs } from "./args.js";
 import { openModel, MODEL_FLAGS } from "./model.js";
 import { UsageError } from "../errors.js";
 import { loadTokenizer, parseIdList } from "../tokenizer.js";
-import { loadIndex } from "../onegen/index.js";
+import { indexGpuBytesOf, loadIndex } from "../onegen/index.js";
 import { runEntityLinking, runMultiHopQa, type EntityLinkingOptions, type MultiHopOptions, type TaskInput, type TaskResult } from "../onegen/tasks.js";
 import type { Trace } from "../onegen/trace.js";
 import { TOPK_MAX_K } from "../ops/search.js";
@@ -118,7 +118,10 @@ export async function runCommand(argv: string[]): Promise<number> {
   if (args.flags.has("template") && args.bools.has("no-template")) throw new UsageError("run: --template and --no-template exclude each other");
   const items = await readItems(args);
   const opts = commonOptions(args, task as TaskName);
-  const { ctx, model } = await openModel(args, "run");
+  // The index is planned with the weights (its manifest read and checked first), so a pair that
+  // cannot fit the memory budget is refused before either is loaded.
+  const reserve = [{ what: `index '${indexDir}'`, bytes: await indexGpuBytesOf(indexDir) }];
+  const { ctx, model } = await openModel(args, "run", { reserve });
   try {
     const added = args.flags.get("add-tokens");
     if (added !== undefined) {

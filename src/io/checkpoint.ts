@@ -204,6 +204,8 @@ export interface MemoryPlan {
   fileBytes: number;
   /** KV cache estimate (0 unless requested). */
   kvCacheBytes: number;
+  /** Other GPU memory the caller will add (an index, …), by name. */
+  reserved: { what: string; bytes: number }[];
   totalBytes: number;
   largest: PlannedTensor | null;
 }
@@ -211,6 +213,8 @@ export interface MemoryPlan {
 export interface PlanOptions extends DtypeOptions {
   /** Tensors to load (default: all in the checkpoint). */
   names?: readonly string[];
+  /** GPU memory the caller will add after loading (e.g. { what: "index 'DIR'", bytes }), planned with the weights. */
+  reserve?: readonly { what: string; bytes: number }[];
   /** Adds the KV cache for this context to the plan. */
   kvCache?: { config: ModelConfig; contextLength: number; bytesPerElement?: number; batch?: number };
 }
@@ -234,7 +238,9 @@ export function planMemory(ckpt: Checkpoint, options: PlanOptions = {}): MemoryP
   }
   const kv = options.kvCache;
   const kvBytes = kv ? kvCacheBytes(kv.config, kv.contextLength, kv.bytesPerElement ?? 2, kv.batch ?? 1) : 0;
-  return { tensors, weightBytes, fileBytes, kvCacheBytes: kvBytes, totalBytes: weightBytes + kvBytes, largest };
+  const reserved = (options.reserve ?? []).map((r) => ({ ...r }));
+  const reservedBytes = reserved.reduce((a, r) => a + r.bytes, 0);
+  return { tensors, weightBytes, fileBytes, kvCacheBytes: kvBytes, reserved, totalBytes: weightBytes + kvBytes + reservedBytes, largest };
 }
 
 export function formatBytes(n: number): string {
@@ -265,7 +271,7 @@ export function checkMemoryPlan(plan: MemoryPlan, limits: Pick<RuntimeLimits, "m
   if (budgetBytes !== undefined && plan.totalBytes > budgetBytes) {
     throw new UnsupportedError(
       `the model needs ${formatBytes(plan.totalBytes)} of GPU memory (weights ${formatBytes(plan.weightBytes)}` +
-        `${plan.kvCacheBytes ? ` + KV cache ${formatBytes(plan.kvCacheBytes)}` : ""}), over the budget of ${formatBytes(budgetBytes)}` +
+        `${plan.kvCacheBytes ? ` + KV cache ${formatBytes(plan.kvCacheBytes)}` : ""}${plan.reserved.map((r) => ` + ${r.what} ${formatBytes(r.bytes)}`).join("")}), over the budget of ${formatBytes(budgetBytes)}` +
         `${budgetSource ? ` (${budgetSource})` : ""}; nothing was uploaded`,
       plan.tensors.some((t) => t.dtype === "f32") ? "store the weights as f16 (dtype: 'f16') or shorten the context" : "shorten the context or raise the budget (--gpu-memory SIZE)",
     );

@@ -16,8 +16,10 @@ export interface LoadDecoderOptions {
   dtype?: "auto" | "f16" | "f32";
   /** Context length the caller plans to use (added to the memory plan). */
   contextLength?: number;
-  /** Refuse to load when weights + KV cache exceed this many bytes. */
+  /** Refuse to load when weights + KV cache (+ reserve) exceed this many bytes (default: the context's budget). */
   budgetBytes?: number;
+  /** GPU memory the caller will add after loading (e.g. an index), planned with the weights. */
+  reserve?: readonly { what: string; bytes: number }[];
   onProgress?: (p: LoadProgress) => void;
   /** Skip the tokenizer even if the directory has one. */
   noTokenizer?: boolean;
@@ -47,6 +49,7 @@ export async function loadDecoder(ctx: GpuContext, dir: string | ModelDir, opts:
     dtype: dtype === "auto" && !ctx.hasF16 ? "f32" : dtype,
     ...(opts.contextLength !== undefined ? { contextLength: opts.contextLength } : {}),
     ...(opts.budgetBytes !== undefined ? { budgetBytes: opts.budgetBytes } : {}),
+    ...(opts.reserve !== undefined ? { reserve: opts.reserve } : {}),
     ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
   });
   const c = loaded.config;
