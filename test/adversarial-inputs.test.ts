@@ -365,7 +365,7 @@ test("train: --lora, --batch-size, --grad-accum and --max-length are bounded by 
   await writeFile(join(rootDir, "db.jsonl"), task.db);
   const before = await hashTree(rootDir);
   const base = ["train", "--model", model, "--train", join(rootDir, "train.jsonl"), "--db", join(rootDir, "db.jsonl"), "--out", join(rootDir, "out"), "--quiet"];
-  expectRefused(onegen([...base, "--lora", "1000000"]), 2, [/--lora 1000000 exceeds 16, the smallest dimension/], "--lora");
+  expectRefused(onegen([...base, "--lora", "1000000"]), 2, [/--lora 1000000 exceeds 16, the smaller dimension of k_proj \[16, 32\]/], "--lora");
   expectRefused(onegen([...base, "--batch-size", "1000000000"]), 2, [/--batch-size must be ≤ \d+, got 1000000000/], "--batch-size");
   expectRefused(onegen([...base, "--grad-accum", "1000000000"]), 2, [/--grad-accum must be ≤ \d+/], "--grad-accum");
   const maxPos = (JSON.parse(await readFile(join(model, "config.json"), "utf8")) as { max_position_embeddings: number }).max_position_embeddings;

@@ -19,7 +19,8 @@ import { unusedTensorsWarning } from "./model.js";
 import { loadTokenizer, resolveTokenId, tryLoadTokenizer, type Tokenizer } from "../tokenizer.js";
 import { TrainData } from "../train/data.js";
 import { TrainModel } from "../train/model.js";
-import { LORA_MODULES, type LoraModule } from "../train/lora.js";
+import { LORA_MODULES, LORA_MODULE_WEIGHTS, type LoraModule } from "../train/lora.js";
+import type { Tensor } from "../gpu/tensor.js";
 import { addTokensToDecoder, saveAdapters, saveModelDir } from "../train/save.js";
 import { CHECKPOINT_STATE, Trainer, type StepRecord } from "../train/trainer.js";
 import type { Decoder } from "../model/decoder.js";
@@ -173,8 +174,13 @@ export async function trainCommand(argv: string[]): Promise<number> {
     const maxPos = c.maxPositionEmbeddings;
     if (maxLengthFlag !== undefined && maxLengthFlag > maxPos) throw new UsageError(`train: --max-length ${maxLengthFlag} exceeds the model's context of ${maxPos} positions`);
     const maxLength = maxLengthFlag ?? Math.min(1024, maxPos);
-    const smallest = Math.min(c.hiddenSize, c.intermediateSize, c.numKvHeads * c.headDim);
-    if (rank !== undefined && rank > smallest) throw new UsageError(`train: --lora ${rank} exceeds ${smallest}, the smallest dimension of the model's projections`);
+    if (rank !== undefined) {
+      const layer0 = loaded.decoder.weights.layers[0]!;
+      const sides = (targets as LoraModule[]).map((t) => ({ t, shape: (layer0[LORA_MODULE_WEIGHTS[t].weight] as Tensor).shape }));
+      const low = sides.reduce((a, b) => (Math.min(b.shape[0]!, b.shape[1]!) < Math.min(a.shape[0]!, a.shape[1]!) ? b : a));
+      const side = Math.min(low.shape[0]!, low.shape[1]!);
+      if (rank > side) throw new UsageError(`train: --lora ${rank} exceeds ${side}, the smaller dimension of ${low.t} [${low.shape.join(", ")}] (a --lora-targets module)`);
+    }
     let decoder: Decoder = loaded.decoder;
     let grown: { dispose(): void } | null = null;
     if (tokenizer && tokenizer.vocabSize > decoder.vocabSize) {

@@ -2,6 +2,10 @@
 // a rounded size class; release() returns a buffer to its class, acquire() takes the most recent.
 // WebGPU orders queue work, so a buffer released while earlier commands still use it may be
 // handed out again for later commands without hazard (staging buffers are released after unmap).
+// A new buffer that would take the live ones past the memory budget (src/gpu/budget.ts) is
+// refused with GpuOutOfMemoryError naming the tensor and what holds the memory, by label group.
+
+import { GpuOutOfMemoryError } from "../errors.js";
 
 /** Rounds a byte size up to its class: 256 B steps up to 1 MiB, then 1/8-octave steps (≤ 12.5% slack). */
 export function sizeClass(bytes: number): number {
@@ -10,8 +14,6 @@ export function sizeClass(bytes: number): number {
   const step = 2 ** (Math.floor(Math.log2(b)) - 3);
   return Math.ceil(b / step) * step;
 }
-
-import { GpuOutOfMemoryError } from "../errors.js";
 
 function formatSize(n: number): string {
   return n >= 1024 ** 3 ? `${(n / 1024 ** 3).toFixed(2)} GiB` : n >= 1024 ** 2 ? `${(n / 1024 ** 2).toFixed(1)} MiB` : `${(n / 1024).toFixed(1)} KiB`;

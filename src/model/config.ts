@@ -396,6 +396,7 @@ export function reconcileVocabSize(c: ModelConfig, shapeOf: (name: string) => re
   if (!emb) throw new LoadError("the checkpoint has no 'model.embed_tokens.weight'");
   if (emb.length !== 2) throw new ShapeError(`'model.embed_tokens.weight' has shape [${emb.join(", ")}], expected [V, ${c.hiddenSize}]`);
   const rows = emb[0]!;
+  if (rows > CONFIG_LIMITS.vocab_size) throw new LoadError(`'model.embed_tokens.weight' has ${rows} rows, over this runtime's vocabulary limit of ${CONFIG_LIMITS.vocab_size}`);
   return rows === c.vocabSize ? { config: c, changed: false } : { config: { ...c, vocabSize: rows }, changed: true };
 }
 
