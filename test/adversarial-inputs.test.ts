@@ -274,6 +274,17 @@ test("memory: search and run plan model + index together, refused before either 
   }
 });
 
+test("index: building one that cannot fit the budget left is refused before any forward, naming the index and the batch's KV cache", async () => {
+  const root = await tempDir();
+  const docs = join(root, "docs.jsonl");
+  await writeFile(docs, Array.from({ length: 300 }, (_, i) => JSON.stringify({ id: `D${i}`, text: `Marwick is a city number ${i}.` })).join("\n") + "\n");
+  const before = await hashTree(root);
+  const out = join(root, "ix");
+  const r = onegen(["index", "--model", DEMO_MODEL, "--docs", docs, "--out", out, "--gpu-memory", "3500K", "--quiet"]);
+  expectRefused(r, 1, [/the index of 300 entries needs \d+ bytes and the KV cache of the largest batch \(\d+ tokens, batchTokens 2048\) \d+ bytes, more than the \d+ bytes left of the GPU memory budget \(given\); nothing was encoded/], "index over budget");
+  await assertUnchanged(before, root, "index over budget");
+});
+
 test("index: one larger than the memory budget left is refused naming the parts", async () => {
   const ctx = await openDevice({ memoryBudgetBytes: 3584 << 10 });
   try {

@@ -701,7 +701,7 @@ export async function loadIndex(ctx: GpuContext, dir: string | ModelDir, decoder
     checkIndexFile(file, manifest, fname);
     const { count, dim } = manifest;
     // The device: the vectors must fit one buffer, and the index's tables the memory budget left.
-    const { vectorBytes, totalBytes: indexBytes } = indexGpuBytes(manifest);
+    const { vectorBytes, totalBytes: indexBytes } = indexGpuBytes({ ...manifest, documentCount: manifest.documents.length });
     if (vectorBytes > ctx.limits.maxBufferSize) {
       throw new LoadError(`index '${where}': ${count} vectors of ${dim} ${manifest.dtype} take ${vectorBytes} bytes, over this device's maxBufferSize of ${ctx.limits.maxBufferSize}`);
     }
@@ -780,9 +780,9 @@ function checkIndexFile(file: SafetensorsFile, manifest: IndexManifest, fname: s
 }
 
 /** GPU bytes a loaded index takes: vectors [count, D], entry table [count, 2] u32, tokens, document table [docs, 2] u32. */
-export function indexGpuBytes(m: Pick<IndexManifest, "count" | "dim" | "dtype" | "totalTokens" | "documents">): { vectorBytes: number; totalBytes: number } {
+export function indexGpuBytes(m: Pick<IndexManifest, "count" | "dim" | "dtype" | "totalTokens"> & { documentCount: number }): { vectorBytes: number; totalBytes: number } {
   const vectorBytes = m.count * m.dim * DTYPE_BYTES[m.dtype];
-  return { vectorBytes, totalBytes: vectorBytes + 8 * m.count + 4 * m.totalTokens + 8 * m.documents.length };
+  return { vectorBytes, totalBytes: vectorBytes + 8 * m.count + 4 * m.totalTokens + 8 * m.documentCount };
 }
 
 /**
@@ -806,7 +806,7 @@ export async function indexGpuBytesOf(dir: string | ModelDir): Promise<number> {
   } finally {
     await file.close();
   }
-  return indexGpuBytes(manifest).totalBytes;
+  return indexGpuBytes({ ...manifest, documentCount: manifest.documents.length }).totalBytes;
 }
 
 async function openIndexDir(dir: string | ModelDir): Promise<ModelDir> {
