@@ -584,6 +584,19 @@ test("memory: a KV cache over the budget left is refused whole, before any layer
   }
 });
 
+test("memory: a KV cache whose layer exceeds the storage binding limit is refused before allocation (attention binds it whole)", async () => {
+  const ctx = await gpu();
+  const m = await loadDecoder(ctx, FIXTURE, { noTokenizer: true });
+  try {
+    const rows = Math.floor(ctx.limits.maxStorageBufferBindingSize / (2 * 16 * 4)) + 1; // Hkv 2 × hd 16 × f32
+    const created = ctx.stats.buffersCreated;
+    assert.throws(() => m.decoder.createCache(rows, "f32"), (e: Error) => e instanceof UnsupportedError && new RegExp(`a KV cache of ${rows} rows takes ${rows * 128} bytes per layer .* storage binding limit of ${ctx.limits.maxStorageBufferBindingSize}`).test(e.message));
+    assert.is(ctx.stats.buffersCreated, created);
+  } finally {
+    m.dispose();
+  }
+});
+
 test("files: a config.json larger than any real one is refused by its size before it is read", async () => {
   const dir = await craftedModel(() => undefined);
   await truncate(join(dir, "config.json"), 300 * 1024 * 1024); // sparse: no disk used

@@ -16,7 +16,7 @@
 
 import type { GpuContext } from "../gpu/context.js";
 import { DTYPE_BYTES, type DType, type Tensor } from "../gpu/tensor.js";
-import { GpuOutOfMemoryError, ShapeError } from "../errors.js";
+import { GpuOutOfMemoryError, ShapeError, UnsupportedError } from "../errors.js";
 import { kvCacheBytes, type ModelConfig } from "./config.js";
 import { embedding } from "../ops/embedding.js";
 import { rmsnorm } from "../ops/rmsnorm.js";
@@ -135,6 +135,14 @@ export class Decoder {
   createCache(capacity: number, dtype: DType = this.ctx.hasF16 ? "f16" : "f32"): KVCache {
     const c = this.config;
     if (!Number.isInteger(capacity) || capacity <= 0) throw new ShapeError(`KV cache capacity must be a positive integer, got ${capacity}`);
+    // attention binds each layer's K and V cache whole (src/ops/attention.ts checkBinding).
+    const perLayer = c.numKvHeads * capacity * c.headDim * DTYPE_BYTES[dtype];
+    if (perLayer > this.ctx.limits.maxStorageBufferBindingSize) {
+      throw new UnsupportedError(
+        `a KV cache of ${capacity} rows takes ${perLayer} bytes per layer for K (and as many for V), over this device's storage binding limit of ${this.ctx.limits.maxStorageBufferBindingSize} bytes (attention binds a layer's cache whole); nothing was allocated`,
+        "shorten the context (--context) or use an f16 cache",
+      );
+    }
     // All layers at once against the budget: refusing at layer l would strand layers 0..l-1.
     const bytes = kvCacheBytes(c, capacity, DTYPE_BYTES[dtype]);
     if (bytes > this.ctx.memoryAvailable) {
