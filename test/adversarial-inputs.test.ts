@@ -24,6 +24,7 @@ import { loadIndex, parseManifest } from "../src/onegen/index.js";
 import { runEntityLinking, runMultiHopQa } from "../src/onegen/tasks.js";
 import { SafetensorsFile, layoutSafetensors, writeSafetensors, type SafetensorsDtype } from "../src/io/safetensors.js";
 import { openFileSource } from "../src/io/source.js";
+import { uploadTensor } from "../src/io/checkpoint.js";
 import { toyTask, writeToyModelDir } from "./fixtures/train-data/toy.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
@@ -594,6 +595,20 @@ test("memory: a KV cache whose layer exceeds the storage binding limit is refuse
     assert.is(ctx.stats.buffersCreated, created);
   } finally {
     m.dispose();
+  }
+});
+
+test("memory: host memory running out while reading a tensor is a LoadError naming it, and the GPU tensor is freed", async () => {
+  const ctx = await gpu();
+  const f = await SafetensorsFile.open(await openFileSource(join(FIXTURE, "model.safetensors")));
+  try {
+    const info = f.info("model.norm.weight");
+    const failing = { name: "model.safetensors", readBytes: async () => { throw new RangeError("Array buffer allocation failed"); } } as unknown as SafetensorsFile;
+    const live = ctx.pool.stats.liveBytes;
+    await assertRejectsWith(() => uploadTensor(ctx, { file: failing, info }, "f32"), LoadError, [/'model\.safetensors', tensor 'model\.norm\.weight': host memory ran out while reading it \(Array buffer allocation failed\)/]);
+    assert.is(ctx.pool.stats.liveBytes, live);
+  } finally {
+    await f.close();
   }
 });
 

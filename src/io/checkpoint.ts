@@ -373,6 +373,8 @@ export async function uploadTensor(
     return t;
   } catch (e) {
     t.dispose();
+    // A host array the chunk needs could not be allocated: say so, naming the tensor (no stack).
+    if (e instanceof RangeError) throw new LoadError(`${what}: host memory ran out while reading it (${e.message})`, "lower chunkBytes, or free host memory");
     throw e;
   }
 }
