@@ -336,6 +336,16 @@ test("run: an index built at the other task's doc token is refused (CLI and API)
 
 // ==================================================================== CLI numbers
 
+test("demo and eval: a crafted model config, an out-of-range flag and a model over the budget are refused", async () => {
+  const dir = await craftedModel((c) => (c.num_hidden_layers = 5000), DEMO_MODEL);
+  const before = await hashTree(dir);
+  expectRefused(onegen(["eval", "--model", dir, "--quiet", "--limit", "1"]), 1, [/'num_hidden_layers' is 5000, over this runtime's limit of 1024/], "eval config");
+  expectRefused(onegen(["demo", "--model", dir, "--quiet", "--limit", "1", "--examples", "1"]), 1, [/'num_hidden_layers' is 5000/], "demo config");
+  expectRefused(onegen(["eval", "--max-new-tokens", "1e300", "--quiet"]), 2, [/--max-new-tokens must be an integer, got '1e300'/], "eval flag");
+  expectRefused(onegen(["demo", "--gpu-memory", "1M", "--quiet", "--limit", "1", "--examples", "1"]), 1, [/weights 3\.38 MiB\), over the budget of 1\.00 MiB \(given\)/], "demo budget");
+  await assertUnchanged(before, dir, "demo/eval config");
+});
+
 test("CLI numbers: --max-new-tokens 1e9 allocates by the context, not the flag (run, generate)", async () => {
   const r = onegen(["run", "--model", DEMO_MODEL, "--index", join(DEMO_INDEX, "mhqa"), "--task", "multihop-qa", "--text", "Where was the founder of Sable Records born?", "--max-new-tokens", "1000000000", "--quiet"]);
   assert.is(r.status, 0, r.errors.join("\n"));
