@@ -161,6 +161,16 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const tokenizer: Tokenizer | null = missing.length > 0 ? await loadTokenizer(modelDir, { addedTokens: missing }) : base;
   const ids = (names: readonly string[]) => names.map((n) => resolveTokenId(n, tokenizer));
 
+  // The data files are read before the model is loaded: a missing or unreadable one fails at once.
+  const readInput = async (flag: string, file: string): Promise<string> => {
+    try {
+      return await readFile(file, "utf8");
+    } catch (e) {
+      throw new UsageError(`train: cannot read --${flag} '${file}': ${(e as Error).message}`);
+    }
+  };
+  const trainText = await readInput("train", trainFile);
+  const dbText = await readInput("db", dbFile);
   const ctx = await openDevice();
   try {
     const bar = args.bools.has("quiet") ? null : createProgressBar("loading");
@@ -190,7 +200,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
       if (!args.bools.has("quiet")) process.stderr.write(`train: added ${missing.join(", ")}; embedding rows ${loaded.decoder.vocabSize} → ${decoder.vocabSize}\n`);
     }
     try {
-      const data = TrainData.parse(await readFile(trainFile, "utf8"), await readFile(dbFile, "utf8"), {
+      const data = TrainData.parse(trainText, dbText, {
         retrievalTokenIds: ids(retrievalNames),
         docTokenIds: ids(docNames),
         maskSpans: spans.map(([a, b]) => [resolveTokenId(a, tokenizer), resolveTokenId(b, tokenizer)] as const),
