@@ -386,7 +386,7 @@ test("onegen info: text and JSON on a crafted model dir, exit codes 0 / 1 / 2", 
   assert.match(text.out, /dtypes:\s+BF16/);
   assert.match(text.out, new RegExp(`gpu bytes:\\s+${((params * 2) / 1024).toFixed(1)} KiB weights`));
   assert.match(text.out, new RegExp(`adapter:\\s+${ctx.adapter.description.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}`));
-  assert.match(text.out, /every tensor fits/);
+  assert.match(text.out, /memory budget:\s+\S+ \S+ \(.+\); fits \(/);
   assert.match(text.out, /bos\/eos ids:\s+1 \/ 2, 5/);
   assert.match(text.out, /special tokens: <unk>=0 <s>=1 <\/s>=2/);
 

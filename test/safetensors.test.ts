@@ -78,6 +78,7 @@ const cases: Case[] = [
   { what: "JSON with trailing garbage", bytes: craft(`{} x`), rule: "header-not-json" },
   { what: "not an object (array)", bytes: craft(`[1, 2]`), rule: "header-not-object", detail: /array/ },
   { what: "not an object (string)", bytes: craft(`"hello"`), rule: "header-not-object" },
+  { what: "a million-element shape (2 MB of header)", bytes: craft(`{"w":{"dtype":"F32","shape":[${"1,".repeat(1 << 20)}1],"data_offsets":[0,4]}}`, 4), rule: "header-too-complex", detail: /more than 1048576 JSON values/ },
   { what: "duplicate tensor name", bytes: craft(`{"a":{"dtype":"F32","shape":[1],"data_offsets":[0,4]},"a":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}}`, 8), rule: "duplicate-key", tensor: "a", detail: /'a'/ },
   { what: "duplicate field in a tensor entry", bytes: craft(`{"w":{"dtype":"F32","dtype":"F16","shape":[2],"data_offsets":[0,8]}}`, 8), rule: "duplicate-key", tensor: "w", detail: /'dtype'/ },
   { what: "duplicate __metadata__ key", bytes: craft(`{"__metadata__":{"k":"1","k":"2"}}`), rule: "duplicate-key", detail: /'k'.*__metadata__/ },
@@ -144,7 +145,7 @@ test("every rejection rule: the error names the file, the tensor and the rule, f
   }
   // Every rule of the type has at least one crafted file.
   const all: SafetensorsRule[] = [
-    "file-too-short", "header-too-large", "header-past-eof", "header-not-utf8", "header-not-json", "header-not-object", "duplicate-key",
+    "file-too-short", "header-too-large", "header-past-eof", "header-not-utf8", "header-not-json", "header-not-object", "header-too-complex", "duplicate-key",
     "metadata-not-strings", "entry-not-object", "missing-field", "unknown-dtype", "bad-shape", "bad-data-offsets", "offsets-not-from-zero",
     "offsets-gap", "offsets-overlap", "byte-length-mismatch", "data-past-eof", "trailing-bytes",
   ];

@@ -3,6 +3,8 @@
 // city" over) are usage errors (exit 2), never ignored: no command takes positional arguments.
 // `--debug` is accepted by every command (the CLI then prints stack traces).
 import { UsageError } from "../errors.js";
+import { parseByteSize } from "../gpu/budget.js";
+import { F32_MAX } from "../model/config.js";
 
 export interface FlagSpec {
   /** Flags that take a value. */
@@ -78,10 +80,22 @@ export function numberFlag(args: ParsedArgs, name: string, command: string, opts
   const raw = args.flags.get(name);
   if (raw === undefined) return undefined;
   const v = Number(raw);
-  if (raw.trim() === "" || !Number.isFinite(v) || (opts.integer && !Number.isInteger(v))) {
+  if (raw.trim() === "" || !Number.isFinite(v) || (opts.integer && !Number.isSafeInteger(v))) {
     throw new UsageError(`${command}: --${name} must be ${opts.integer ? "an integer" : "a number"}, got '${raw}'`);
   }
+  // Real-valued flags reach the kernels as f32: one that overflows it would become infinite.
+  if (!opts.integer && Math.abs(v) > F32_MAX) throw new UsageError(`${command}: --${name} is ${v}, which overflows f32 (largest ${F32_MAX.toPrecision(5)}); the kernels compute in f32`);
+  if (!opts.integer && v !== 0 && Math.fround(v) === 0) throw new UsageError(`${command}: --${name} is ${v}, which is 0 in f32; the kernels compute in f32`);
   if (opts.min !== undefined && v < opts.min) throw new UsageError(`${command}: --${name} must be ≥ ${opts.min}, got ${v}`);
   if (opts.max !== undefined && v > opts.max) throw new UsageError(`${command}: --${name} must be ≤ ${opts.max}, got ${v}`);
+  return v;
+}
+
+/** A byte size flag ("8G", "512MiB", "1073741824"); undefined when absent. */
+export function sizeFlag(args: ParsedArgs, name: string, command: string): number | undefined {
+  const raw = args.flags.get(name);
+  if (raw === undefined) return undefined;
+  const v = parseByteSize(raw);
+  if (v === null) throw new UsageError(`${command}: --${name} must be a size such as 8G, 512M or a byte count, got '${raw}'`);
   return v;
 }

@@ -8,7 +8,7 @@
 //     (one-pass) with timing, beside the trivial baseline;
 //   - with --input "…": runs entity linking on that sentence (with both decodings unless
 //     --el-decoding names one).
-import { numberFlag, parseArgs } from "./args.js";
+import { numberFlag, parseArgs, sizeFlag } from "./args.js";
 import { UsageError } from "../errors.js";
 import { ONEGEN_ENTITY_LINKING, runEntityLinking, type EntityLinkingResult, type MultiHopResult } from "../onegen/tasks.js";
 import { DEFAULT_EL_DECODING, evaluateModel, loadDemoData, openDemoIndexes, trivialScores, type DemoData, type ElGold, type MhGold } from "../demo/eval.js";
@@ -19,7 +19,7 @@ const DEFAULT_LIMIT = 40;
 
 const USAGE = [
   "usage: onegen demo [--input 'a sentence to link'] [--model DIR (default demo/model)] [--index DIR (default demo/index)] [--data DIR (default demo/data)]",
-  `  [--el-decoding copy-input|free (default ${DEFAULT_EL_DECODING})] [--examples N (shown per task, default ${DEFAULT_EXAMPLES})] [--limit N (held-out sentences and questions scored, default ${DEFAULT_LIMIT})] [--rebuild-index] [--dtype auto|f16|f32] [--quiet]`,
+  `  [--el-decoding copy-input|free (default ${DEFAULT_EL_DECODING})] [--examples N (shown per task, default ${DEFAULT_EXAMPLES})] [--limit N (held-out sentences and questions scored, default ${DEFAULT_LIMIT})] [--rebuild-index] [--dtype auto|f16|f32] [--gpu-memory SIZE] [--quiet]`,
 ].join("\n");
 
 
@@ -56,7 +56,7 @@ function printMultiHop(w: (s: string) => void, data: DemoData, r: MultiHopResult
 }
 
 export async function demoCommand(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ["model", "index", "data", "input", "examples", "limit", "dtype", "el-decoding"], booleans: ["help", "rebuild-index", "quiet"] }, "demo");
+  const args = parseArgs(argv, { values: ["model", "index", "data", "input", "examples", "limit", "dtype", "el-decoding", "gpu-memory"], booleans: ["help", "rebuild-index", "quiet"] }, "demo");
   const decoding = elDecodingFlag(args, "demo");
   const copyInput = decoding === "copy-input";
   if (args.bools.has("help")) {
@@ -74,7 +74,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   await requireModelDir(modelDir, !args.flags.has("model"));
   const data = await loadDemoData(args.flags.get("data") ?? DEFAULT_DEMO_DATA, "test");
   const w = (s: string) => void process.stdout.write(s);
-  const { ctx, model } = await openDemoModel(modelDir, args.flags.get("dtype") ?? "auto", quiet, "demo");
+  const { ctx, model } = await openDemoModel(modelDir, args.flags.get("dtype") ?? "auto", quiet, "demo", sizeFlag(args, "gpu-memory", "demo"));
   try {
     const t0 = performance.now();
     const indexes = await openDemoIndexes(ctx, model, indexDir, data, {

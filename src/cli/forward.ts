@@ -27,6 +27,8 @@ export async function forwardCommand(argv: string[]): Promise<number> {
   const { ctx, model } = await openModel(args, "forward");
   try {
     const ids = inputIds(args, "text", model.tokenizer, "forward");
+    const maxPos = model.config.maxPositionEmbeddings;
+    if (ids.length > maxPos) throw new UsageError(`forward: --${args.flags.has("ids") ? "ids" : "text"} gives ${ids.length} tokens, more than the model's context of ${maxPos} positions`);
     const session = Session.create(model.decoder, ids.length);
     const res = await session.append(ids, { logits: "all", keepHidden: true });
     const logits = await res.logits!.read();

@@ -16,7 +16,7 @@ export async function generateCommand(argv: string[]): Promise<number> {
   }
   const maxNew = numberFlag(args, "max-new-tokens", "generate", { integer: true, min: 0 }) ?? 64;
   const temperature = numberFlag(args, "temperature", "generate", { min: 0 }) ?? 0;
-  const topK = numberFlag(args, "top-k", "generate", { integer: true, min: 0 });
+  const topK = numberFlag(args, "top-k", "generate", { integer: true, min: 0, max: 0xffffffff });
   const topP = numberFlag(args, "top-p", "generate", { min: 0, max: 1 });
   const seed = numberFlag(args, "seed", "generate", { integer: true, min: 0, max: 0xffffffff }) ?? 0;
   const contextFlag = numberFlag(args, "context", "generate", { integer: true, min: 1 });

@@ -8,10 +8,10 @@ import { OnegenError, UsageError } from "../errors.js";
 import type { GpuContext } from "../gpu/context.js";
 import { openDevice } from "../gpu/device.js";
 import { checkMemoryPlan, formatBytes, loadModelConfig, openCheckpoint, planMemory, type MemoryPlan } from "../io/checkpoint.js";
-import { toModelDir } from "../io/source.js";
+import { joinName, toModelDir } from "../io/source.js";
 import { checkWeights, expectedTensors, parameterCount, reconcileVocabSize, type ModelConfig } from "../model/config.js";
 import { tryLoadTokenizer } from "../tokenizer.js";
-import { cliDebug, numberFlag, parseArgs } from "./args.js";
+import { cliDebug, numberFlag, parseArgs, sizeFlag } from "./args.js";
 import { formatError, oneLine } from "./report-error.js";
 
 export interface CommandIo {
@@ -21,7 +21,7 @@ export interface CommandIo {
   openDevice?: () => Promise<GpuContext>;
 }
 
-const USAGE = "usage: onegen info --model DIR [--json] [--dtype auto|f16|f32] [--context N]";
+const USAGE = "usage: onegen info --model DIR [--json] [--dtype auto|f16|f32] [--context N] [--gpu-memory SIZE (default: see src/gpu/budget.ts)]";
 
 function defaultIo(): CommandIo {
   const proc = (globalThis as { process?: { stdout: { write(s: string): unknown }; stderr: { write(s: string): unknown } } }).process;
@@ -48,6 +48,9 @@ export interface ModelInfo {
     adapter: string | null;
     adapterError: string | null;
     maxBufferSize: number | null;
+    /** The GPU memory budget (src/gpu/budget.ts) the plan is checked against; null without an adapter. */
+    memoryBudget: { bytes: number; source: string } | null;
+    /** Every tensor fits maxBufferSize and weights (+ KV cache for --context) fit the budget. */
     fits: boolean | null;
     fitError: string | null;
   };
@@ -57,8 +60,9 @@ export interface ModelInfo {
 export async function infoCommand(argv: string[], io: CommandIo = defaultIo()): Promise<number> {
   let args;
   let contextLength: number | null;
+  let memoryBudgetBytes: number | undefined;
   try {
-    args = parseArgs(argv, { values: ["model", "dtype", "context"], booleans: ["json", "help"] }, "info");
+    args = parseArgs(argv, { values: ["model", "dtype", "context", "gpu-memory"], booleans: ["json", "help"] }, "info");
     if (args.bools.has("help")) {
       io.stdout(USAGE + "\n");
       return 0;
@@ -67,6 +71,7 @@ export async function infoCommand(argv: string[], io: CommandIo = defaultIo()): 
     const dt = args.flags.get("dtype") ?? "auto";
     if (dt !== "auto" && dt !== "f16" && dt !== "f32") throw new UsageError(`info: --dtype must be auto, f16 or f32, got '${dt}'`);
     contextLength = numberFlag(args, "context", "info", { integer: true, min: 1 }) ?? null;
+    memoryBudgetBytes = sizeFlag(args, "gpu-memory", "info");
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
     io.stderr(formatError(e, "info", cliDebug.enabled).text);
@@ -77,20 +82,21 @@ export async function infoCommand(argv: string[], io: CommandIo = defaultIo()): 
       dtype: (args.flags.get("dtype") ?? "auto") as "auto" | "f16" | "f32",
       contextLength,
       openDevice: io.openDevice,
+      ...(memoryBudgetBytes !== undefined ? { memoryBudgetBytes } : {}),
     });
     io.stdout(args.bools.has("json") ? JSON.stringify(info, null, 2) + "\n" : formatInfo(info));
     return 0;
   } catch (e) {
     if (!(e instanceof OnegenError)) throw e;
     io.stderr(formatError(e, "info", cliDebug.enabled).text);
-    return 1;
+    return e instanceof UsageError ? 2 : 1;
   }
 }
 
 /** Everything `onegen info` reports, as data. Opens the GPU only to read its limits. */
 export async function modelInfo(
   path: string,
-  options: { dtype?: "auto" | "f16" | "f32"; contextLength?: number | null; openDevice?: (() => Promise<GpuContext>) | undefined } = {},
+  options: { dtype?: "auto" | "f16" | "f32"; contextLength?: number | null; openDevice?: (() => Promise<GpuContext>) | undefined; memoryBudgetBytes?: number } = {},
 ): Promise<ModelInfo> {
   const dir = await toModelDir(path);
   const base = await loadModelConfig(dir);
@@ -100,6 +106,9 @@ export async function modelInfo(
     const check = checkWeights(config, ckpt.shapes(), `checkpoint '${dir.name}'`);
     const names = expectedTensors(config).map((e) => e.name);
     const ctxLen = options.contextLength ?? null;
+    if (ctxLen !== null && ctxLen > config.maxPositionEmbeddings) {
+      throw new UsageError(`--context ${ctxLen} exceeds the model's context of ${config.maxPositionEmbeddings} positions (max_position_embeddings in '${joinName(dir.name, "config.json")}')`);
+    }
     const plan: MemoryPlan = planMemory(ckpt, { names, dtype: options.dtype ?? "auto", ...(ctxLen !== null ? { kvCache: { config, contextLength: ctxLen } } : {}) });
     const dtypes: Record<string, number> = {};
     for (const t of plan.tensors) dtypes[t.source] = (dtypes[t.source] ?? 0) + t.shape.reduce((a, b) => a * b, 1);
@@ -109,13 +118,15 @@ export async function modelInfo(
     let maxBufferSize: number | null = null;
     let fits: boolean | null = null;
     let fitError: string | null = null;
+    let budget: { bytes: number; source: string } | null = null;
     let ctx: GpuContext | null = null;
     try {
       ctx = await (options.openDevice ?? (() => openDevice()))();
       adapter = `${ctx.adapter.description}${ctx.adapter.isSoftware ? " (software)" : ""} via ${ctx.adapter.backend}`;
       maxBufferSize = ctx.limits.maxBufferSize;
+      budget = options.memoryBudgetBytes !== undefined ? { bytes: options.memoryBudgetBytes, source: "given" } : { ...ctx.memoryBudget };
       try {
-        checkMemoryPlan(plan, ctx.limits);
+        checkMemoryPlan(plan, ctx.limits, budget.bytes, budget.source);
         fits = true;
       } catch (e) {
         fits = false;
@@ -154,6 +165,7 @@ export async function modelInfo(
         adapter,
         adapterError,
         maxBufferSize,
+        memoryBudget: budget,
         fits,
         fitError,
       },
@@ -195,7 +207,9 @@ export function formatInfo(i: ModelInfo): string {
       (i.gpu.contextLength !== null ? ` + ${formatBytes(i.gpu.kvCacheBytes)} KV cache for ${i.gpu.contextLength} tokens = ${formatBytes(i.gpu.totalBytes)}` : "") +
       (i.gpu.largestTensor ? `; largest tensor ${i.gpu.largestTensor.name} ${formatBytes(i.gpu.largestTensor.bytes)}` : ""),
     i.gpu.adapter !== null
-      ? `adapter:        ${i.gpu.adapter}; maxBufferSize ${formatBytes(i.gpu.maxBufferSize ?? 0)}; ${i.gpu.fits ? "every tensor fits" : `does not fit: ${i.gpu.fitError}`}`
+      ? `adapter:        ${i.gpu.adapter}; maxBufferSize ${formatBytes(i.gpu.maxBufferSize ?? 0)}\n` +
+        `memory budget:  ${i.gpu.memoryBudget ? `${formatBytes(i.gpu.memoryBudget.bytes)} (${i.gpu.memoryBudget.source})` : "none"}; ` +
+        `${i.gpu.fits ? `fits (${formatBytes(i.gpu.totalBytes)} planned)` : `does not fit: ${i.gpu.fitError}`}`
       : `adapter:        unavailable: ${i.gpu.adapterError}`,
     `bos/eos ids:    ${c.bosTokenId ?? "none"} / ${c.eosTokenIds.join(", ") || "none"} (config)`,
   ];

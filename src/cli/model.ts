@@ -6,24 +6,47 @@ import { UsageError } from "../errors.js";
 import { loadDecoder, type LoadedDecoder } from "../model/load.js";
 import { parseIdList, type Tokenizer } from "../tokenizer.js";
 import { createProgressBar } from "./progress.js";
-import type { ParsedArgs } from "./args.js";
+import { numberFlag, sizeFlag, type ParsedArgs } from "./args.js";
+import { loadModelConfig } from "../io/checkpoint.js";
 
-export const MODEL_FLAGS = ["model", "dtype", "context"] as const;
+export const MODEL_FLAGS = ["model", "dtype", "context", "gpu-memory"] as const;
 
-export async function openModel(args: ParsedArgs, command: string, opts: { contextLength?: number } = {}): Promise<{ ctx: GpuContext; model: LoadedDecoder }> {
+/** The warning line for checkpoint tensors the architecture does not use (they are not loaded). */
+export function unusedTensorsWarning(command: string, dir: string, unused: readonly string[]): string | null {
+  if (unused.length === 0) return null;
+  const list = unused.length > 5 ? `${unused.slice(0, 5).join(", ")} and ${unused.length - 5} more` : unused.join(", ");
+  return `onegen ${command}: warning: '${dir}' holds ${unused.length} tensor(s) the model does not use, not loaded: ${list}\n`;
+}
+
+export async function openModel(
+  args: ParsedArgs,
+  command: string,
+  opts: { contextLength?: number; reserve?: readonly { what: string; bytes: number }[] } = {},
+): Promise<{ ctx: GpuContext; model: LoadedDecoder }> {
   const dir = args.flags.get("model");
   if (!dir) throw new UsageError(`${command}: --model DIR is required`);
   const dtype = args.flags.get("dtype") ?? "auto";
   if (dtype !== "auto" && dtype !== "f16" && dtype !== "f32") throw new UsageError(`${command}: --dtype must be auto, f16 or f32, got '${dtype}'`);
-  const ctx = await openDevice();
+  const budget = sizeFlag(args, "gpu-memory", command);
+  // --context bounds the KV cache: checked against the config before anything is loaded, then
+  // added to the memory plan with the weights.
+  const context = numberFlag(args, "context", command, { integer: true, min: 1 }) ?? opts.contextLength;
+  if (context !== undefined) {
+    const maxPos = (await loadModelConfig(dir)).maxPositionEmbeddings;
+    if (context > maxPos) throw new UsageError(`${command}: --context ${context} exceeds the model's context of ${maxPos} positions (max_position_embeddings in '${dir}/config.json')`);
+  }
+  const ctx = await openDevice(budget !== undefined ? { memoryBudgetBytes: budget } : {});
   try {
     const bar = args.bools.has("quiet") ? null : createProgressBar("loading");
     const model = await loadDecoder(ctx, dir, {
       dtype,
-      ...(opts.contextLength !== undefined ? { contextLength: opts.contextLength } : {}),
+      ...(context !== undefined ? { contextLength: context } : {}),
+      ...(opts.reserve ? { reserve: opts.reserve } : {}),
       ...(bar ? { onProgress: (p) => bar.update(p) } : {}),
     });
     bar?.done();
+    const warn = unusedTensorsWarning(command, dir, model.unusedTensors);
+    if (warn) process.stderr.write(warn);
     return { ctx, model };
   } catch (e) {
     ctx.destroy();

@@ -21,16 +21,18 @@ import { numberFlag, parseArgs, type ParsedArgs } from "./args.js";
 import { openModel, MODEL_FLAGS } from "./model.js";
 import { UsageError } from "../errors.js";
 import { loadTokenizer, parseIdList } from "../tokenizer.js";
-import { loadIndex } from "../onegen/index.js";
+import { indexGpuBytesOf, loadIndex } from "../onegen/index.js";
 import { runEntityLinking, runMultiHopQa, type EntityLinkingOptions, type MultiHopOptions, type TaskInput, type TaskResult } from "../onegen/tasks.js";
 import type { Trace } from "../onegen/trace.js";
 import { checkOutputs, FILE_FORMATS, writeFileAtomic, type InputPath } from "../io/output.js";
+import { TOPK_MAX_K } from "../ops/search.js";
 
 const USAGE = [
   "usage: onegen run --model DIR --index INDEX_DIR --task entity-linking|multihop-qa (--input FILE.jsonl | --text TEXT | --ids LIST)",
   "  [--max-new-tokens N] [--out FILE.jsonl] [--trace FILE.json] [--two-pass] [--k K (hits per retrieval, default 1)]",
   "  [--temperature T] [--top-k K] [--top-p P] [--seed S] [--context N (KV cache rows)] [--dtype auto|f16|f32] [--quiet]",
   "  [--template 'TEXT with {input}' | --no-template] [--template-ids 'ID,…,{input},ID,…'] [--bos] [--add-tokens '[LK],[SE],…']",
+  "  [--doc-token TOKEN|#ID (the index's doc token must be this one; default: refuse an index built at the other task's)] [--gpu-memory SIZE]",
   "  entity linking: [--query-token [LK]|#ID] [--continue-token [_CONTINUE_]|#ID] [--mention-open <MENTION>|#ID,…] [--mention-close </MENTION>|#ID,…] [--max-retrievals N]",
   "                  [--copy-input (constrained decoding: the output is the input with mention markup)]",
   "  multi-hop QA:   [--query-token '[Question Representation]'|#ID] [--paragraph-open <paragraph>|#ID,…] [--paragraph-close </paragraph>|#ID,…]",
@@ -100,7 +102,7 @@ export async function runCommand(argv: string[]): Promise<number> {
       values: [
         ...MODEL_FLAGS, "index", "task", "input", "text", "ids", "max-new-tokens", "out", "trace", "temperature", "top-k", "top-p", "seed", "k",
         "max-retrievals", "query-token", "continue-token", "mention-open", "mention-close", "paragraph-open", "paragraph-close", "answer-open",
-        "answer-close", "template", "template-ids", "add-tokens", "max-doc-tokens",
+        "answer-close", "template", "template-ids", "add-tokens", "max-doc-tokens", "doc-token",
       ],
       booleans: ["help", "two-pass", "quiet", "bos", "no-template", "stop-after-answer", "copy-input"],
     },
@@ -130,7 +132,10 @@ export async function runCommand(argv: string[]): Promise<number> {
   );
   const items = await readItems(args);
   const opts = commonOptions(args, task as TaskName);
-  const { ctx, model } = await openModel(args, "run");
+  // The index is planned with the weights (its manifest read and checked first), so a pair that
+  // cannot fit the memory budget is refused before either is loaded.
+  const reserve = [{ what: `index '${indexDir}'`, bytes: await indexGpuBytesOf(indexDir) }];
+  const { ctx, model } = await openModel(args, "run", { reserve });
   try {
     const added = args.flags.get("add-tokens");
     if (added !== undefined) {
@@ -206,10 +211,10 @@ function commonOptions(args: ParsedArgs, task: TaskName): EntityLinkingOptions &
   const n = (name: string, o: { integer?: boolean; min?: number; max?: number } = {}) => numberFlag(args, name, "run", o);
   const maxNew = n("max-new-tokens", { integer: true, min: 0 });
   const temperature = n("temperature", { min: 0 });
-  const topK = n("top-k", { integer: true, min: 0 });
+  const topK = n("top-k", { integer: true, min: 0, max: 0xffffffff });
   const topP = n("top-p", { min: 0, max: 1 });
   const seed = n("seed", { integer: true, min: 0, max: 0xffffffff });
-  const k = n("k", { integer: true, min: 1 });
+  const k = n("k", { integer: true, min: 1, max: TOPK_MAX_K });
   const maxRetrievals = n("max-retrievals", { integer: true, min: 0 });
   const capacity = n("context", { integer: true, min: 1 });
   const maxDocTokens = n("max-doc-tokens", { integer: true, min: 0 });
@@ -240,6 +245,7 @@ function commonOptions(args: ParsedArgs, task: TaskName): EntityLinkingOptions &
     stopAfterAnswer: args.bools.has("stop-after-answer"),
     ...(args.bools.has("copy-input") ? { copyInput: true } : {}),
     ...(f("query-token") !== undefined ? { queryToken: f("query-token")! } : {}),
+    ...(f("doc-token") !== undefined ? { docToken: f("doc-token")! } : {}),
     ...(f("continue-token") !== undefined ? { continueToken: f("continue-token")! } : {}),
     ...(f("mention-open") !== undefined ? { mentionOpen: f("mention-open")! } : {}),
     ...(f("mention-close") !== undefined ? { mentionClose: f("mention-close")! } : {}),

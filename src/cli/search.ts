@@ -8,7 +8,8 @@ import { inputIds, openModel, MODEL_FLAGS } from "./model.js";
 import { UsageError } from "../errors.js";
 import { Session } from "../model/session.js";
 import { embedding } from "../ops/embedding.js";
-import { loadIndex } from "../onegen/index.js";
+import { indexGpuBytesOf, loadIndex } from "../onegen/index.js";
+import { TOPK_MAX_K } from "../ops/search.js";
 
 const USAGE = "usage: onegen search --model DIR --index INDEX_DIR (--text TEXT | --ids LIST) [--k K (default 5)] [--json] [--dtype auto|f16|f32] [--quiet]";
 
@@ -21,8 +22,11 @@ export async function searchCommand(argv: string[]): Promise<number> {
   const indexDir = args.flags.get("index");
   if (!args.flags.has("model")) throw new UsageError(`search: --model DIR is required`);
   if (!indexDir) throw new UsageError(`search: --index INDEX_DIR is required`);
-  const k = numberFlag(args, "k", "search", { integer: true, min: 1 }) ?? 5;
-  const { ctx, model } = await openModel(args, "search");
+  const k = numberFlag(args, "k", "search", { integer: true, min: 1, max: TOPK_MAX_K }) ?? 5; // clamped to the index's size by index.search
+  // The index is planned with the weights (its manifest read and checked first), so a pair that
+  // cannot fit the memory budget is refused before either is loaded.
+  const reserve = [{ what: `index '${indexDir}'`, bytes: await indexGpuBytesOf(indexDir) }];
+  const { ctx, model } = await openModel(args, "search", { reserve });
   try {
     const ids = inputIds(args, "text", model.tokenizer, "search");
     const maxPos = model.config.maxPositionEmbeddings;

@@ -22,10 +22,12 @@ import { createProgressBar, type ProgressSink } from "./progress.js";
 import { NonFiniteError, UsageError } from "../errors.js";
 import { openDevice } from "../gpu/device.js";
 import { loadDecoder } from "../model/load.js";
+import { unusedTensorsWarning } from "./model.js";
 import { loadTokenizer, resolveTokenId, tryLoadTokenizer, type Tokenizer } from "../tokenizer.js";
 import { TrainData } from "../train/data.js";
 import { TrainModel } from "../train/model.js";
-import { LORA_MODULES, type LoraModule } from "../train/lora.js";
+import { LORA_MODULES, LORA_MODULE_WEIGHTS, type LoraModule } from "../train/lora.js";
+import type { Tensor } from "../gpu/tensor.js";
 import { addTokensToDecoder, saveModelDir } from "../train/save.js";
 import { appendToOutput, checkOutputs, ensureOutputDir, ensureSubdir, FILE_FORMATS, recoverIn, recoverOutput, resolveReal, writeFileAtomic, type InputPath } from "../io/output.js";
 import { CHECKPOINT_STATE, Trainer, type StepRecord } from "../train/trainer.js";
@@ -40,7 +42,7 @@ const USAGE = [
   "  --warmup N (default 0)  --decay cosine|linear|constant (default cosine)  --weight-decay W (0)  --max-grad-norm C (1; 0 off)",
   "  --lambda-gen x, --lambda-ret y (default 1, 1)  --loss infonce|bpr (infonce)  --temperature T (0.05)",
   "  --n-pos K (anchors per sample, default all)  --n-neg K (hard negatives per pair, default 4)",
-  "  --max-length L      longest sample/document in tokens (default 1024)",
+  "  --max-length L      longest sample/document in tokens (default 1024 or the model's context if shorter; at most the context)",
   "  --retrieval-token T[,T]  query-side token(s) (default [LK])   --doc-token T[,T] (default [SE])",
   "  --mask-span OPEN,CLOSE   masked span in assistant text, e.g. '<paragraph>,</paragraph>' (repeatable as OPEN,CLOSE;OPEN,CLOSE)",
   "  --add-token T[,T]   extra tokens to add (e.g. [_CONTINUE_]); tokens as names or '#ID'",
@@ -157,7 +159,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   if (dtype !== "auto" && dtype !== "f16" && dtype !== "f32") throw new UsageError(`train: --dtype must be auto, f16 or f32, got '${dtype}'`);
   const saveDtype = args.flags.get("save-dtype");
   if (saveDtype !== undefined && saveDtype !== "F32" && saveDtype !== "F16" && saveDtype !== "BF16") throw new UsageError(`train: --save-dtype must be F32, F16 or BF16, got '${saveDtype}'`);
-  const maxLength = num("max-length", { integer: true, min: 1 }) ?? 1024;
+  const maxLengthFlag = num("max-length", { integer: true, min: 1 });
   const saveEvery = num("save-every", { integer: true, min: 1 });
   const retrievalNames = list(args.flags.get("retrieval-token"), ["[LK]"]);
   const docNames = list(args.flags.get("doc-token"), ["[SE]"]);
@@ -177,11 +179,29 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const tokenizer: Tokenizer | null = missing.length > 0 ? await loadTokenizer(modelDir, { addedTokens: missing }) : base;
   const ids = (names: readonly string[]) => names.map((n) => resolveTokenId(n, tokenizer));
 
+  // The data files are read before the model is loaded: a missing or unreadable one fails at once.
+  const trainText = await readInputFile(trainFile, "--train");
+  const dbText = await readInputFile(dbFile, "--db");
   const ctx = await openDevice();
   try {
     const bar = args.bools.has("quiet") ? null : createProgressBar("loading");
     const loaded = await loadDecoder(ctx, modelDir, { dtype, noTokenizer: true, ...(bar ? { onProgress: (p) => bar.update(p) } : {}) });
     bar?.done();
+    const unusedWarning = unusedTensorsWarning("train", modelDir, loaded.unusedTensors);
+    if (unusedWarning) process.stderr.write(unusedWarning);
+    // Flags bounded by the model: a sample longer than the context cannot run; a LoRA rank past
+    // the smaller side of a projection adds nothing and would size [r, K] matrices by the flag.
+    const c = loaded.config;
+    const maxPos = c.maxPositionEmbeddings;
+    if (maxLengthFlag !== undefined && maxLengthFlag > maxPos) throw new UsageError(`train: --max-length ${maxLengthFlag} exceeds the model's context of ${maxPos} positions`);
+    const maxLength = maxLengthFlag ?? Math.min(1024, maxPos);
+    if (rank !== undefined) {
+      const layer0 = loaded.decoder.weights.layers[0]!;
+      const sides = (targets as LoraModule[]).map((t) => ({ t, shape: (layer0[LORA_MODULE_WEIGHTS[t].weight] as Tensor).shape }));
+      const low = sides.reduce((a, b) => (Math.min(b.shape[0]!, b.shape[1]!) < Math.min(a.shape[0]!, a.shape[1]!) ? b : a));
+      const side = Math.min(low.shape[0]!, low.shape[1]!);
+      if (rank > side) throw new UsageError(`train: --lora ${rank} exceeds ${side}, the smaller dimension of ${low.t} [${low.shape.join(", ")}] (a --lora-targets module)`);
+    }
     let decoder: Decoder = loaded.decoder;
     let grown: { dispose(): void } | null = null;
     if (tokenizer && tokenizer.vocabSize > decoder.vocabSize) {
@@ -191,7 +211,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
       if (!args.bools.has("quiet")) process.stderr.write(`train: added ${missing.join(", ")}; embedding rows ${loaded.decoder.vocabSize} → ${decoder.vocabSize}\n`);
     }
     try {
-      const data = TrainData.parse(await readInputFile(trainFile, "--train"), await readInputFile(dbFile, "--db"), {
+      const data = TrainData.parse(trainText, dbText, {
         retrievalTokenIds: ids(retrievalNames),
         docTokenIds: ids(docNames),
         maskSpans: spans.map(([a, b]) => [resolveTokenId(a, tokenizer), resolveTokenId(b, tokenizer)] as const),
@@ -200,17 +220,19 @@ export async function trainCommand(argv: string[]): Promise<number> {
         vocabSize: decoder.vocabSize,
         ...(args.flags.has("doc-template") ? { docTemplate: args.flags.get("doc-template")! } : {}),
       }, { train: trainFile, db: dbFile });
-      const batchSize = num("batch-size", { integer: true, min: 1 }) ?? 1;
-      const gradAccum = num("grad-accum", { integer: true, min: 1 }) ?? 1;
+      // A micro-batch never holds more samples than there are, nor a step more micro-batches.
+      const N = data.samples.length;
+      const batchSize = num("batch-size", { integer: true, min: 1, max: N }) ?? 1;
+      const gradAccum = num("grad-accum", { integer: true, min: 1, max: N }) ?? 1;
       const steps = num("steps", { integer: true, min: 1 }) ?? Math.max(1, Math.ceil(data.samples.length / (batchSize * gradAccum)));
-      const model = TrainModel.create(decoder, rank !== undefined ? { mode: "lora", lora: { rank, alpha: loraAlpha ?? 2 * rank, dropout: loraDropout ?? 0, targets: targets as LoraModule[], seed: num("seed", { integer: true, min: 0 }) ?? 0 } } : { mode: "full" });
+      const model = TrainModel.create(decoder, rank !== undefined ? { mode: "lora", lora: { rank, alpha: loraAlpha ?? 2 * rank, dropout: loraDropout ?? 0, targets: targets as LoraModule[], seed: num("seed", { integer: true, min: 0, max: 0xffffffff }) ?? 0 } } : { mode: "full" });
       const nPos = num("n-pos", { integer: true, min: 1 });
       const trainer = await Trainer.create(model, data, {
         steps,
         lr: num("lr", { min: 0 }) ?? (rank !== undefined ? 1e-4 : 2e-5),
         batchSize,
         gradAccum,
-        seed: num("seed", { integer: true, min: 0 }) ?? 0,
+        seed: num("seed", { integer: true, min: 0, max: 0xffffffff }) ?? 0,
         warmupSteps: num("warmup", { integer: true, min: 0 }) ?? 0,
         decay,
         weightDecay: num("weight-decay", { min: 0 }) ?? 0,

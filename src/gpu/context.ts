@@ -9,6 +9,7 @@
 // offsets; the arena is written with writeBuffer just before its batch is submitted (queue order
 // keeps earlier batches' values intact), so a decode step allocates no GPU memory for them.
 
+import type { MemoryBudget } from "./budget.js";
 import { DeviceLostError, GpuOutOfMemoryError, GpuValidationError, ShapeError, UnsupportedError } from "../errors.js";
 import { f16ArrayToF32, f32ArrayToF16 as float32ToF16 } from "../util/f16.js";
 import { BufferPool } from "./pool.js";
@@ -77,6 +78,11 @@ export class GpuContext {
   readonly kernels: KernelRegistry;
   readonly stats: RuntimeStats = { submits: 0, dispatches: 0, readbacks: 0, bytesReadBack: 0, uploads: 0, buffersCreated: 0 };
   profiler: Profiler | null = null;
+  /**
+   * GPU bytes this context may hold in tensors (src/gpu/budget.ts); openDevice sets it from the
+   * adapter or its memoryBudgetBytes option. The pool refuses allocations past it.
+   */
+  memoryBudget: MemoryBudget = { bytes: Infinity, source: "no budget set" };
 
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
@@ -106,7 +112,7 @@ export class GpuContext {
     /** Keeps the provider object (Dawn's `create()` result) alive while the device is. */
     private keepAlive: unknown = null,
   ) {
-    this.pool = new BufferPool(device, () => this.stats.buffersCreated++, limits.maxBufferSize);
+    this.pool = new BufferPool(device, () => this.stats.buffersCreated++, limits.maxBufferSize, () => this.memoryBudget, () => this.encoder === null);
     this.kernels = new KernelRegistry(device, features);
     device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
       const e = ev.error;
@@ -117,6 +123,11 @@ export class GpuContext {
     void device.lost.then((info) => {
       if (!this.destroyed) this.lost = `${info.reason}: ${info.message}`;
     });
+  }
+
+  /** Budget bytes not held by live tensors (free pooled buffers count as available). */
+  get memoryAvailable(): number {
+    return Math.max(0, this.memoryBudget.bytes - this.pool.stats.liveBytes);
   }
 
   get hasF16(): boolean {

@@ -8,6 +8,7 @@
 
 import { GpuUnavailableError, UnsupportedError } from "../errors.js";
 import { GpuContext, type AdapterDescription, type RuntimeLimits } from "./context.js";
+import { defaultMemoryBudget } from "./budget.js";
 
 /** Features requested whenever the adapter offers them. */
 export const OPTIONAL_FEATURES: readonly GPUFeatureName[] = ["shader-f16", "subgroups", "timestamp-query"];
@@ -41,6 +42,8 @@ export interface OpenDeviceOptions {
   dawnOptions?: readonly string[];
   /** Use this GPU object instead of discovering one (embedding, tests). */
   gpu?: GPU;
+  /** GPU memory budget in bytes (default: see src/gpu/budget.ts); allocations past it are refused. */
+  memoryBudgetBytes?: number;
 }
 
 const INSTALL_HINT =
@@ -82,6 +85,8 @@ async function findGpu(options: OpenDeviceOptions): Promise<GpuProvider> {
 
 /** Opens a GPU device with the limits and features LLM kernels need, and reports what it got. */
 export async function openDevice(options: OpenDeviceOptions = {}): Promise<GpuContext> {
+  const given = options.memoryBudgetBytes;
+  if (given !== undefined && !(given > 0)) throw new UnsupportedError(`memoryBudgetBytes must be a positive number of bytes, got ${given}`);
   const provider = await findGpu(options);
   let adapter: GPUAdapter | null;
   try {
@@ -140,7 +145,10 @@ export async function openDevice(options: OpenDeviceOptions = {}): Promise<GpuCo
     backend: provider.backend,
     isSoftware: /llvmpipe|lavapipe|swiftshader|software|cpu/i.test(description),
   };
-  return new GpuContext(device, new Set<string>(device.features), limits, adapterDesc, provider.keepAlive);
+  const ctx = new GpuContext(device, new Set<string>(device.features), limits, adapterDesc, provider.keepAlive);
+  if (given !== undefined) ctx.memoryBudget = { bytes: given, source: "given" };
+  else ctx.memoryBudget = await defaultMemoryBudget(adapterDesc.isSoftware);
+  return ctx;
 }
 
 /** A one-paragraph summary of what a context got, for CLIs and benchmark reports. */
@@ -151,5 +159,6 @@ export function describeContext(ctx: GpuContext): Record<string, unknown> {
     software: ctx.adapter.isSoftware,
     features: [...ctx.features].filter((f) => OPTIONAL_FEATURES.includes(f as GPUFeatureName)).sort(),
     limits: { ...ctx.limits },
+    memoryBudget: { bytes: ctx.memoryBudget.bytes, source: ctx.memoryBudget.source },
   };
 }

@@ -206,6 +206,8 @@ export interface MemoryPlan {
   fileBytes: number;
   /** KV cache estimate (0 unless requested). */
   kvCacheBytes: number;
+  /** Other GPU memory the caller will add (an index, …), by name. */
+  reserved: { what: string; bytes: number }[];
   totalBytes: number;
   largest: PlannedTensor | null;
 }
@@ -213,6 +215,8 @@ export interface MemoryPlan {
 export interface PlanOptions extends DtypeOptions {
   /** Tensors to load (default: all in the checkpoint). */
   names?: readonly string[];
+  /** GPU memory the caller will add after loading (e.g. { what: "index 'DIR'", bytes }), planned with the weights. */
+  reserve?: readonly { what: string; bytes: number }[];
   /** Adds the KV cache for this context to the plan. */
   kvCache?: { config: ModelConfig; contextLength: number; bytesPerElement?: number; batch?: number };
 }
@@ -236,7 +240,9 @@ export function planMemory(ckpt: Checkpoint, options: PlanOptions = {}): MemoryP
   }
   const kv = options.kvCache;
   const kvBytes = kv ? kvCacheBytes(kv.config, kv.contextLength, kv.bytesPerElement ?? 2, kv.batch ?? 1) : 0;
-  return { tensors, weightBytes, fileBytes, kvCacheBytes: kvBytes, totalBytes: weightBytes + kvBytes, largest };
+  const reserved = (options.reserve ?? []).map((r) => ({ ...r }));
+  const reservedBytes = reserved.reduce((a, r) => a + r.bytes, 0);
+  return { tensors, weightBytes, fileBytes, kvCacheBytes: kvBytes, reserved, totalBytes: weightBytes + kvBytes + reservedBytes, largest };
 }
 
 export function formatBytes(n: number): string {
@@ -255,7 +261,7 @@ export function formatBytes(n: number): string {
  * Refuses a plan that cannot fit: a tensor over the device's maxBufferSize, or a total over
  * `budgetBytes` (WebGPU does not report a device's memory size, so the budget is the caller's).
  */
-export function checkMemoryPlan(plan: MemoryPlan, limits: Pick<RuntimeLimits, "maxBufferSize">, budgetBytes?: number): void {
+export function checkMemoryPlan(plan: MemoryPlan, limits: Pick<RuntimeLimits, "maxBufferSize">, budgetBytes?: number, budgetSource?: string): void {
   const tooBig = plan.tensors.filter((t) => t.gpuBytes > limits.maxBufferSize);
   if (tooBig.length > 0) {
     throw new UnsupportedError(
@@ -267,8 +273,9 @@ export function checkMemoryPlan(plan: MemoryPlan, limits: Pick<RuntimeLimits, "m
   if (budgetBytes !== undefined && plan.totalBytes > budgetBytes) {
     throw new UnsupportedError(
       `the model needs ${formatBytes(plan.totalBytes)} of GPU memory (weights ${formatBytes(plan.weightBytes)}` +
-        `${plan.kvCacheBytes ? ` + KV cache ${formatBytes(plan.kvCacheBytes)}` : ""}), over the budget of ${formatBytes(budgetBytes)}; nothing was uploaded`,
-      plan.tensors.some((t) => t.dtype === "f32") ? "store the weights as f16 (dtype: 'f16') or shorten the context" : "shorten the context or raise the budget",
+        `${plan.kvCacheBytes ? ` + KV cache ${formatBytes(plan.kvCacheBytes)}` : ""}${plan.reserved.map((r) => ` + ${r.what} ${formatBytes(r.bytes)}`).join("")}), over the budget of ${formatBytes(budgetBytes)}` +
+        `${budgetSource ? ` (${budgetSource})` : ""}; nothing was uploaded`,
+      plan.tensors.some((t) => t.dtype === "f32") ? "store the weights as f16 (dtype: 'f16') or shorten the context" : "shorten the context or raise the budget (--gpu-memory SIZE)",
     );
   }
 }
@@ -286,7 +293,7 @@ export interface LoadProgress {
 }
 
 export interface LoadOptions extends PlanOptions {
-  /** Refuse before uploading when the plan's total exceeds this many bytes. */
+  /** Refuse before uploading when the plan's total exceeds this many bytes (default: what ctx.memoryBudget leaves). */
   budgetBytes?: number;
   onProgress?: (p: LoadProgress) => void;
   /** Host bytes read per step for large tensors (default 64 MiB). */
@@ -368,6 +375,8 @@ export async function uploadTensor(
     return t;
   } catch (e) {
     t.dispose();
+    // A host array the chunk needs could not be allocated: say so, naming the tensor (no stack).
+    if (e instanceof RangeError) throw new LoadError(`${what}: host memory ran out while reading it (${e.message})`, "lower chunkBytes, or free host memory");
     throw e;
   }
 }
@@ -381,7 +390,9 @@ export async function uploadTensor(
  */
 export async function loadTensors(ctx: GpuContext, ckpt: Checkpoint, options: LoadOptions = {}): Promise<Map<string, Tensor>> {
   const plan = planMemory(ckpt, options);
-  checkMemoryPlan(plan, ctx.limits, options.budgetBytes);
+  const live = ctx.pool.stats.liveBytes;
+  if (options.budgetBytes !== undefined) checkMemoryPlan(plan, ctx.limits, options.budgetBytes, "given");
+  else checkMemoryPlan(plan, ctx.limits, ctx.memoryAvailable, `${ctx.memoryBudget.source}${live > 0 ? `, less ${formatBytes(live)} already in use` : ""}`);
   const out = new Map<string, Tensor>();
   const progress: LoadProgress = { bytesDone: 0, bytesTotal: plan.fileBytes, tensorsDone: 0, tensorsTotal: plan.tensors.length, tensor: "" };
   let sinceSync = 0;

@@ -65,6 +65,7 @@ export type SafetensorsRule =
   | "header-not-utf8"
   | "header-not-json"
   | "header-not-object"
+  | "header-too-complex"
   | "duplicate-key"
   | "metadata-not-strings"
   | "entry-not-object"
@@ -86,6 +87,7 @@ const RULE_TEXT: Readonly<Record<SafetensorsRule, string>> = {
   "header-not-utf8": "the header must be UTF-8",
   "header-not-json": "the header must be JSON",
   "header-not-object": "the header must be a JSON object",
+  "header-too-complex": `the header may hold at most ${(1 << 20).toLocaleString("en-US")} JSON values (this runtime's limit; a checkpoint needs about 8 per tensor)`,
   "duplicate-key": "JSON keys must be unique",
   "metadata-not-strings": "__metadata__ must map strings to strings",
   "entry-not-object": "each tensor entry must be an object",
@@ -123,10 +125,19 @@ class JsonSyntaxError extends Error {
   constructor(
     message: string,
     readonly duplicate: { key: string; path: string[] } | null = null,
+    readonly tooManyValues = false,
   ) {
     super(message);
   }
 }
+
+/**
+ * The most JSON values a safetensors header may hold here. The format allows 100 MB of header,
+ * which parsed into maps and bigints took 2 GB and 30 s (1.3 M empty tensors, measured on this
+ * project's 2-core machine, 2026-12); real checkpoints hold ~8 values per tensor and at most a few
+ * thousand tensors per file, so 2^20 values (~130 k tensors, ~200 MB parsed) is far above them.
+ */
+export const MAX_HEADER_VALUES = 1 << 20;
 
 const MAX_DEPTH = 64;
 
@@ -134,8 +145,9 @@ const MAX_DEPTH = 64;
  * Parses JSON strictly (RFC 8259): duplicate keys in any object are an error; integer literals
  * (no fraction or exponent) become bigint so that offsets past 2^53 are not silently rounded.
  */
-export function parseStrictJson(text: string): JsonValue {
+export function parseStrictJson(text: string, maxValues = Infinity): JsonValue {
   let i = 0;
+  let values = 0;
   const n = text.length;
   const path: string[] = [];
   const ws = (): void => {
@@ -216,6 +228,7 @@ export function parseStrictJson(text: string): JsonValue {
   };
   const value = (depth: number): JsonValue => {
     if (depth > MAX_DEPTH) fail(`nesting deeper than ${MAX_DEPTH}`);
+    if (++values > maxValues) throw new JsonSyntaxError(`more than ${maxValues} values`, null, true);
     ws();
     const c = text[i];
     if (c === "{") {
@@ -355,8 +368,11 @@ export function parseHeader(headerBytes: Uint8Array, file: string, fileSize: num
   }
   let root: JsonValue;
   try {
-    root = parseStrictJson(text);
+    root = parseStrictJson(text, MAX_HEADER_VALUES);
   } catch (e) {
+    if (e instanceof JsonSyntaxError && e.tooManyValues) {
+      throw new SafetensorsFormatError(file, null, "header-too-complex", `the ${headerLength}-byte header holds more than ${MAX_HEADER_VALUES} JSON values`);
+    }
     if (e instanceof JsonSyntaxError && e.duplicate) {
       const { key, path } = e.duplicate;
       // Top level: the key is a tensor name (or __metadata__); deeper: path[0] is the tensor.

@@ -151,6 +151,13 @@ function checkFileName(dir: string, file: string): void {
   }
 }
 
+/**
+ * The largest config/tokenizer/manifest text read whole (bytes). The largest real tokenizer.json
+ * files are tens of MB; V8 strings end near 512 MiB, so past this a file is refused by size
+ * before it is read.
+ */
+export const MAX_TEXT_FILE_BYTES = 256 * 1024 * 1024;
+
 /** Reads and parses a JSON file of a model directory, naming the file on failure. */
 export async function readJson(dir: ModelDir, file: string): Promise<unknown> {
   const text = await dir.readText(file);
@@ -191,6 +198,8 @@ export async function openLocalDir(path: string): Promise<ModelDir> {
     },
     async readText(file: string): Promise<string> {
       try {
+        const size = (await fs.stat(full(file))).size;
+        if (size > MAX_TEXT_FILE_BYTES) throw new LoadError(`'${joinName(path, file)}' is ${size} bytes, over the limit of ${MAX_TEXT_FILE_BYTES} for a JSON/text file of a model or index directory`);
         return await fs.readFile(full(file), "utf8");
       } catch (e) {
         if (e instanceof LoadError) throw e;
@@ -224,7 +233,9 @@ export function filesDir(files: Iterable<File> | ReadonlyMap<string, Blob>, name
       return map.has(file);
     },
     async readText(file: string): Promise<string> {
-      return get(file).text();
+      const b = get(file);
+      if (b.size > MAX_TEXT_FILE_BYTES) throw new LoadError(`'${joinName(name, file)}' is ${b.size} bytes, over the limit of ${MAX_TEXT_FILE_BYTES} for a JSON/text file of a model or index directory`);
+      return b.text();
     },
     async open(file: string): Promise<ByteSource> {
       return blobSource(get(file), joinName(name, file));
@@ -252,6 +263,8 @@ export function urlDir(baseUrl: string, options: { fetch?: typeof fetch } = {}):
     async readText(file: string): Promise<string> {
       const res = await f(url(file));
       if (!res.ok) throw new LoadError(`cannot read '${url(file)}': HTTP ${res.status}`);
+      const len = Number(res.headers.get("content-length") ?? "0");
+      if (len > MAX_TEXT_FILE_BYTES) throw new LoadError(`'${url(file)}' is ${len} bytes, over the limit of ${MAX_TEXT_FILE_BYTES} for a JSON/text file of a model directory`);
       return res.text();
     },
     open(file: string): Promise<ByteSource> {

@@ -55,6 +55,38 @@ export interface ModelConfig {
 
 type Json = Record<string, unknown>;
 
+/**
+ * Upper bounds on config.json's sizes, checked before anything is sized by them (tensor name
+ * lists, KV caches, kernels). Generous next to real models (Llama-3.1-405B: D 16384, I 53248,
+ * L 126, H 128, V 128256; Llama 4 Scout: 10M positions); their reasons:
+ *   layers ≤ 1024, heads ≤ 1024, head_dim ≤ 1024: per-layer name lists and per-head kernels;
+ *   hidden, intermediate ≤ 2^20; vocab ≤ 2^24: every [V, D] / [I, D] matrix stays addressable by u32;
+ *   max_position_embeddings, sliding_window ≤ 2^24: positions travel as f32 in RoPE (exact to 2^24).
+ */
+export const CONFIG_LIMITS = {
+  hidden_size: 1 << 20,
+  intermediate_size: 1 << 20,
+  num_hidden_layers: 1024,
+  num_attention_heads: 1024,
+  num_key_value_heads: 1024,
+  head_dim: 1024,
+  vocab_size: 1 << 24,
+  max_position_embeddings: 1 << 24,
+  sliding_window: 1 << 24,
+  max_window_layers: 1 << 24,
+} as const;
+
+/** The largest finite f32, and the smallest positive normal one. */
+export const F32_MAX = 3.4028234663852886e38;
+export const F32_MIN_NORMAL = 1.1754943508222875e-38;
+
+/** A positive number that stays finite and non-zero (normal) in f32, else LoadError naming the field. */
+function f32Positive(v: number, field: string, file: string): number {
+  if (v > F32_MAX) throw new LoadError(`${file}: '${field}' is ${v}, which overflows f32 (largest ${F32_MAX.toPrecision(5)}); the kernels compute in f32`);
+  if (v < F32_MIN_NORMAL) throw new LoadError(`${file}: '${field}' is ${v}, which underflows f32 (smallest normal ${F32_MIN_NORMAL.toPrecision(5)}); the kernels compute in f32`);
+  return v;
+}
+
 function isObj(v: unknown): v is Json {
   return typeof v === "object" && v !== null && !Array.isArray(v);
 }
@@ -77,6 +109,8 @@ class Fields {
       throw new LoadError(`${this.file}: required field '${k}' is missing`);
     }
     if (typeof v !== "number" || !Number.isSafeInteger(v) || v < min) throw new LoadError(`${this.file}: '${k}' must be an integer ≥ ${min}, got ${JSON.stringify(v)}`);
+    const max = (CONFIG_LIMITS as Readonly<Record<string, number>>)[k];
+    if (max !== undefined && v > max) throw new LoadError(`${this.file}: '${k}' is ${v}, over this runtime's limit of ${max} (see CONFIG_LIMITS in src/model/config.ts)`);
     return v;
   }
   num(k: string, dflt?: number): number {
@@ -86,7 +120,7 @@ class Fields {
       throw new LoadError(`${this.file}: required field '${k}' is missing`);
     }
     if (typeof v !== "number" || !Number.isFinite(v) || v <= 0) throw new LoadError(`${this.file}: '${k}' must be a positive number, got ${JSON.stringify(v)}`);
-    return v;
+    return f32Positive(v, k, this.file);
   }
   bool(k: string, dflt: boolean): boolean {
     const v = this.obj[k];
@@ -142,6 +176,7 @@ export function parseModelConfig(config: unknown, generationConfig: unknown = nu
   const hiddenSize = f.int("hidden_size");
   const numHeads = f.int("num_attention_heads");
   const numKvHeads = f.int("num_key_value_heads", numHeads);
+  if (numKvHeads > numHeads) throw new LoadError(`${file}: num_key_value_heads (${numKvHeads}) must not exceed num_attention_heads (${numHeads})`);
   if (numHeads % numKvHeads !== 0) throw new LoadError(`${file}: num_attention_heads (${numHeads}) must be a multiple of num_key_value_heads (${numKvHeads})`);
   let headDim: number;
   if (f.has("head_dim")) headDim = f.int("head_dim");
@@ -216,6 +251,7 @@ function parseRope(config: Json, defaultTheta: number, file: string): { ropeThet
   let theta: unknown;
   let scaling: Json | null;
   let where: string;
+  let thetaField = "rope_theta";
   if (params !== undefined && params !== null) {
     if (!isObj(params)) throw new LoadError(`${file}: rope_parameters must be an object, got ${JSON.stringify(params)}`);
     if (!("rope_type" in params) && !("rope_theta" in params) && Object.values(params).some(isObj)) {
@@ -224,6 +260,7 @@ function parseRope(config: Json, defaultTheta: number, file: string): { ropeThet
     where = "rope_parameters";
     scaling = params;
     theta = params.rope_theta ?? config.rope_theta;
+    if (params.rope_theta !== undefined && params.rope_theta !== null) thetaField = "rope_parameters.rope_theta";
     if (params.partial_rotary_factor !== undefined && params.partial_rotary_factor !== 1) {
       throw new UnsupportedError(`${file}: rope_parameters.partial_rotary_factor ${JSON.stringify(params.partial_rotary_factor)} is not supported (only 1.0)`);
     }
@@ -237,7 +274,7 @@ function parseRope(config: Json, defaultTheta: number, file: string): { ropeThet
   let ropeTheta = defaultTheta;
   if (theta !== undefined && theta !== null) {
     if (typeof theta !== "number" || !Number.isFinite(theta) || theta <= 0) throw new LoadError(`${file}: rope_theta must be a positive number, got ${JSON.stringify(theta)}`);
-    ropeTheta = theta;
+    ropeTheta = f32Positive(theta, thetaField, file);
   }
   if (scaling === null) return { ropeTheta, ropeScaling: { type: "none" } };
   const type = scaling.rope_type ?? scaling.type ?? "default";
@@ -245,14 +282,14 @@ function parseRope(config: Json, defaultTheta: number, file: string): { ropeThet
   const num = (k: string): number => {
     const v = scaling![k];
     if (typeof v !== "number" || !Number.isFinite(v)) throw new LoadError(`${file}: ${where}.${k} must be a number for rope type '${type}', got ${JSON.stringify(v)}`);
-    return v;
+    if (v <= 0) throw new LoadError(`${file}: ${where}.${k} must be positive, got ${v}`);
+    return f32Positive(v, `${where}.${k}`, file);
   };
   switch (type) {
     case "default":
       return { ropeTheta, ropeScaling: { type: "none" } };
     case "linear": {
       const factor = num("factor");
-      if (factor <= 0) throw new LoadError(`${file}: ${where}.factor must be positive, got ${factor}`);
       return { ropeTheta, ropeScaling: { type: "linear", factor } };
     }
     case "llama3": {
@@ -359,6 +396,7 @@ export function reconcileVocabSize(c: ModelConfig, shapeOf: (name: string) => re
   if (!emb) throw new LoadError("the checkpoint has no 'model.embed_tokens.weight'");
   if (emb.length !== 2) throw new ShapeError(`'model.embed_tokens.weight' has shape [${emb.join(", ")}], expected [V, ${c.hiddenSize}]`);
   const rows = emb[0]!;
+  if (rows > CONFIG_LIMITS.vocab_size) throw new LoadError(`'model.embed_tokens.weight' has ${rows} rows, over this runtime's vocabulary limit of ${CONFIG_LIMITS.vocab_size}`);
   return rows === c.vocabSize ? { config: c, changed: false } : { config: { ...c, vocabSize: rows }, changed: true };
 }
 
@@ -383,8 +421,29 @@ export function compareWeights(c: ModelConfig, shapes: ReadonlyMap<string, reado
   return res;
 }
 
-/** Throws LoadError listing every missing tensor and ShapeError naming each wrong shape. */
+/**
+ * The number of decoder layers a checkpoint holds: one more than the largest N of its
+ * `model.layers.N.*` tensors (0 when it has none).
+ */
+export function checkpointLayerCount(names: Iterable<string>): number {
+  let n = 0;
+  for (const name of names) {
+    const m = /^model\.layers\.(\d+)\./.exec(name);
+    if (m) n = Math.max(n, Number(m[1]) + 1);
+  }
+  return n;
+}
+
+/**
+ * Throws LoadError listing every missing tensor and ShapeError naming each wrong shape. The layer
+ * count is compared with the checkpoint's first, so a config claiming more layers than the
+ * checkpoint holds is refused before a per-layer list of names is built.
+ */
 export function checkWeights(c: ModelConfig, shapes: ReadonlyMap<string, readonly number[]>, where = "checkpoint"): WeightCheck {
+  const held = checkpointLayerCount(shapes.keys());
+  if (c.numLayers > held) {
+    throw new LoadError(`${where}: config.json says num_hidden_layers ${c.numLayers}, but the checkpoint holds ${held} layer(s)${held > 0 ? ` (model.layers.0 … model.layers.${held - 1})` : ""}; a config and its checkpoint must agree`);
+  }
   const r = compareWeights(c, shapes);
   if (r.missing.length > 0) {
     const list = r.missing.length > 20 ? `${r.missing.slice(0, 20).join(", ")} and ${r.missing.length - 20} more` : r.missing.join(", ");
@@ -396,7 +455,8 @@ export function checkWeights(c: ModelConfig, shapes: ReadonlyMap<string, readonl
   if (r.wrongShape.length > 0) {
     throw new ShapeError(
       `${where}: ${r.wrongShape.length} tensor(s) have shapes that do not match config.json: ` +
-        r.wrongShape.map((w) => `'${w.name}' expected [${w.expected.join(", ")}], actual [${w.actual.join(", ")}]`).join("; "),
+        r.wrongShape.slice(0, 5).map((w) => `'${w.name}' expected [${w.expected.join(", ")}], actual [${w.actual.join(", ")}]`).join("; ") +
+        (r.wrongShape.length > 5 ? `; and ${r.wrongShape.length - 5} more` : ""),
     );
   }
   return r;

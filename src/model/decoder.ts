@@ -15,9 +15,9 @@
 // decode loop allocates nothing after warm-up. Nothing is read back here.
 
 import type { GpuContext } from "../gpu/context.js";
-import type { DType, Tensor } from "../gpu/tensor.js";
-import { ShapeError } from "../errors.js";
-import type { ModelConfig } from "./config.js";
+import { DTYPE_BYTES, type DType, type Tensor } from "../gpu/tensor.js";
+import { GpuOutOfMemoryError, ShapeError, UnsupportedError } from "../errors.js";
+import { kvCacheBytes, type ModelConfig } from "./config.js";
 import { embedding } from "../ops/embedding.js";
 import { rmsnorm } from "../ops/rmsnorm.js";
 import { linear } from "../ops/linear.js";
@@ -135,11 +135,33 @@ export class Decoder {
   createCache(capacity: number, dtype: DType = this.ctx.hasF16 ? "f16" : "f32"): KVCache {
     const c = this.config;
     if (!Number.isInteger(capacity) || capacity <= 0) throw new ShapeError(`KV cache capacity must be a positive integer, got ${capacity}`);
+    // attention binds each layer's K and V cache whole (src/ops/attention.ts checkBinding).
+    const perLayer = c.numKvHeads * capacity * c.headDim * DTYPE_BYTES[dtype];
+    if (perLayer > this.ctx.limits.maxStorageBufferBindingSize) {
+      throw new UnsupportedError(
+        `a KV cache of ${capacity} rows takes ${perLayer} bytes per layer for K (and as many for V), over this device's storage binding limit of ${this.ctx.limits.maxStorageBufferBindingSize} bytes (attention binds a layer's cache whole); nothing was allocated`,
+        "shorten the context (--context) or use an f16 cache",
+      );
+    }
+    // All layers at once against the budget: refusing at layer l would strand layers 0..l-1.
+    const bytes = kvCacheBytes(c, capacity, DTYPE_BYTES[dtype]);
+    if (bytes > this.ctx.memoryAvailable) {
+      throw new GpuOutOfMemoryError(
+        `a KV cache of ${capacity} rows needs ${bytes} bytes (K and V, ${c.numLayers} layers × ${c.numKvHeads} heads × ${c.headDim} × ${dtype}), ` +
+          `more than the ${this.ctx.memoryAvailable} bytes left of the GPU memory budget of ${this.ctx.memoryBudget.bytes} (${this.ctx.memoryBudget.source}); nothing was allocated`,
+        "shorten the context (--context) or the input, or raise the budget with --gpu-memory SIZE",
+      );
+    }
     const k: Tensor[] = [];
     const v: Tensor[] = [];
-    for (let l = 0; l < c.numLayers; l++) {
-      k.push(this.ctx.empty([c.numKvHeads, capacity, c.headDim], dtype, `kcache.${l}`));
-      v.push(this.ctx.empty([c.numKvHeads, capacity, c.headDim], dtype, `vcache.${l}`));
+    try {
+      for (let l = 0; l < c.numLayers; l++) {
+        k.push(this.ctx.empty([c.numKvHeads, capacity, c.headDim], dtype, `kcache.${l}`));
+        v.push(this.ctx.empty([c.numKvHeads, capacity, c.headDim], dtype, `vcache.${l}`));
+      }
+    } catch (e) {
+      for (const t of [...k, ...v]) t.dispose();
+      throw e;
     }
     return new KVCache(k, v, capacity, dtype);
   }

@@ -17,8 +17,10 @@ export interface LoadDecoderOptions {
   dtype?: "auto" | "f16" | "f32";
   /** Context length the caller plans to use (added to the memory plan). */
   contextLength?: number;
-  /** Refuse to load when weights + KV cache exceed this many bytes. */
+  /** Refuse to load when weights + KV cache (+ reserve) exceed this many bytes (default: the context's budget). */
   budgetBytes?: number;
+  /** GPU memory the caller will add after loading (e.g. an index), planned with the weights. */
+  reserve?: readonly { what: string; bytes: number }[];
   onProgress?: (p: LoadProgress) => void;
   /** Skip the tokenizer even if the directory has one. */
   noTokenizer?: boolean;
@@ -31,6 +33,12 @@ export interface LoadedDecoder {
   tokenizer: Tokenizer | null;
   /** GPU bytes of the weights. */
   weightBytes: number;
+  /**
+   * Checkpoint tensors this architecture does not use (not uploaded), e.g. an old checkpoint's
+   * rotary_emb.inv_freq or a head another model added. Reported, never silently dropped: the CLI
+   * prints them as a warning line; an API caller decides.
+   */
+  unusedTensors: readonly string[];
   /** Frees every weight tensor. */
   dispose(): void;
 }
@@ -45,6 +53,7 @@ export async function loadDecoder(ctx: GpuContext, dir: string | ModelDir, opts:
     dtype: dtype === "auto" && !ctx.hasF16 ? "f32" : dtype,
     ...(opts.contextLength !== undefined ? { contextLength: opts.contextLength } : {}),
     ...(opts.budgetBytes !== undefined ? { budgetBytes: opts.budgetBytes } : {}),
+    ...(opts.reserve !== undefined ? { reserve: opts.reserve } : {}),
     ...(opts.onProgress ? { onProgress: opts.onProgress } : {}),
   });
   const c = loaded.config;
@@ -82,6 +91,7 @@ export async function loadDecoder(ctx: GpuContext, dir: string | ModelDir, opts:
     config: c,
     tokenizer,
     weightBytes: loaded.plan.weightBytes,
+    unusedTensors: loaded.check.unused,
     dispose: () => {
       for (const t of w.values()) t.dispose();
       invFreq.dispose();

@@ -247,9 +247,11 @@ export class Session {
     if (copyRule && (!Number.isInteger(copyFrom) || copyFrom < 0 || copyFrom > this.length)) throw new UsageError(`copyInputFrom ${copyFrom} must lie in [0, ${this.length}] (the cache holds ${this.length} ids)`);
     const copyIds = copyRule ? copyInputTable(copyRule, V) : null;
     const copyTable = copyIds ? ctx.upload(copyIds, [copyIds.length], "u32", "generate.copy") : null;
-    const rt = opts.retrieval && opts.retrieval.index.count > 0 ? new LoopRetrieval(this, opts.retrieval, maxNew) : null;
+    // Every step puts at least one token into the cache (an injection more), so the free rows bound
+    // the steps: buffers are sized by them, never by a caller's maxNewTokens alone.
+    const steps = Math.min(maxNew, this.capacity - this.length);
+    const rt = opts.retrieval && opts.retrieval.index.count > 0 ? new LoopRetrieval(this, opts.retrieval, steps) : null;
     const injecting = rt?.injecting ?? false;
-    const steps = injecting ? maxNew : Math.min(maxNew, this.capacity - this.length);
     // history[stride·j] = id sampled at step j; with retrieval (stride 2) history[2j+1] = its record
     const stride = rt ? 2 : 1;
     const history = ctx.empty([stride * Math.max(1, steps)], "u32", "generate.history");

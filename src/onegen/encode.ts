@@ -14,9 +14,11 @@
 import type { Decoder, KVCache } from "../model/decoder.js";
 import type { DType, Tensor } from "../gpu/tensor.js";
 import type { Tokenizer } from "../tokenizer.js";
-import { UsageError } from "../errors.js";
+import { GpuOutOfMemoryError, UsageError } from "../errors.js";
+import { DTYPE_BYTES } from "../gpu/tensor.js";
+import { kvCacheBytes } from "../model/config.js";
 import { embedding } from "../ops/embedding.js";
-import { DocumentIndex, type IndexDtype } from "./index.js";
+import { DocumentIndex, indexGpuBytes, type IndexDtype } from "./index.js";
 import { modelFingerprint } from "./fingerprint.js";
 
 /** A document: pre-tokenized `ids`, or `text` rendered with the template and tokenized. */
@@ -193,6 +195,23 @@ export async function encodeDocuments(decoder: Decoder, docs: readonly DocumentI
   };
   if (prepared.length === 0) return index;
   const rows = Math.max(...batches.map((b) => b.reduce((s, i) => s + prepared[i]!.ids.length, 0)));
+  // The index's final size is known before any forward: planned with the KV cache of the largest
+  // batch (sized by min(batchTokens, the documents' tokens)) against the budget left, then
+  // reserved at once (no doubling, no transient copies).
+  const cacheDtype = opts.cacheDtype ?? (ctx.hasF16 ? "f16" : "f32");
+  const kvBytes = kvCacheBytes(decoder.config, rows, DTYPE_BYTES[cacheDtype]);
+  const entries = index.count + prepared.reduce((s, p) => s + p.positions.length, 0);
+  const tokens = index.totalTokens + progress.tokensTotal;
+  const documents = index.documentCount + prepared.length;
+  const indexBytes = indexGpuBytes({ count: entries, dim: index.dim, dtype: index.dtype, totalTokens: tokens, documentCount: documents }).totalBytes;
+  if (kvBytes + indexBytes > ctx.memoryAvailable) {
+    throw new GpuOutOfMemoryError(
+      `encodeDocuments: the index of ${entries} entries needs ${indexBytes} bytes and the KV cache of the largest batch (${rows} tokens, batchTokens ${batchTokens}) ${kvBytes} bytes, ` +
+        `more than the ${ctx.memoryAvailable} bytes left of the GPU memory budget (${ctx.memoryBudget.source}); nothing was encoded`,
+      "lower --batch-tokens, index fewer documents at a time, or raise the budget with --gpu-memory SIZE",
+    );
+  }
+  index.reserve(entries, tokens, documents);
   const cache: KVCache = decoder.createCache(rows, opts.cacheDtype);
   const window = decoder.config.slidingWindow ?? 0;
   try {

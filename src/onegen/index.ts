@@ -631,19 +631,20 @@ export async function loadIndex(ctx: GpuContext, dir: string | ModelDir, decoder
   }
   try {
     const fname = joinName(where, VECTORS_FILE);
-    const expect = (name: string, dtype: SafetensorsDtype, shape: number[]): void => {
-      if (!file.has(name)) throw new LoadError(`'${fname}' has no tensor '${name}'`);
-      const t = file.info(name);
-      if (t.dtype !== dtype || t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-        throw new LoadError(`'${fname}': tensor '${name}' is ${t.dtype} [${t.shape.join(", ")}], the manifest says ${dtype} [${shape.join(", ")}]`);
-      }
-    };
+    checkIndexFile(file, manifest, fname);
     const { count, dim } = manifest;
-    expect("vectors", manifest.dtype === "f16" ? "F16" : "F32", [count, dim]);
-    expect("entries", "U32", [count, 2]);
-    expect("tokens", "U32", [manifest.totalTokens]);
-    expect("documents", "U32", [manifest.documents.length, 2]);
-    if (file.tensors.length !== 4) throw new LoadError(`'${fname}' holds ${file.tensors.length} tensors, expected 4 (vectors, entries, tokens, documents)`);
+    // The device: the vectors must fit one buffer, and the index's tables the memory budget left.
+    const { vectorBytes, totalBytes: indexBytes } = indexGpuBytes({ ...manifest, documentCount: manifest.documents.length });
+    if (vectorBytes > ctx.limits.maxBufferSize) {
+      throw new LoadError(`index '${where}': ${count} vectors of ${dim} ${manifest.dtype} take ${vectorBytes} bytes, over this device's maxBufferSize of ${ctx.limits.maxBufferSize}`);
+    }
+    if (indexBytes > ctx.memoryAvailable) {
+      throw new LoadError(
+        `index '${where}' needs ${indexBytes} bytes of GPU memory (vectors ${vectorBytes}, tables ${indexBytes - vectorBytes}); ` +
+          `${ctx.pool.stats.liveBytes} bytes are in use (the model and caches) of the budget of ${ctx.memoryBudget.bytes} (${ctx.memoryBudget.source}); nothing was loaded`,
+        "raise the budget with --gpu-memory SIZE, or use a smaller index",
+      );
+    }
     const readU32 = async (name: string): Promise<Uint32Array> => {
       const bytes = await file.readBytes(name);
       checkCrc(manifest, name, crc32Update(CRC_INIT, bytes), fname);
@@ -693,6 +694,52 @@ export async function loadIndex(ctx: GpuContext, dir: string | ModelDir, decoder
   } finally {
     await file.close();
   }
+}
+
+/** The tensors of vectors.safetensors (header only) against the manifest: names, dtypes, shapes. */
+function checkIndexFile(file: SafetensorsFile, manifest: IndexManifest, fname: string): void {
+  const expect = (name: string, dtype: SafetensorsDtype, shape: number[]): void => {
+    if (!file.has(name)) throw new LoadError(`'${fname}' has no tensor '${name}'`);
+    const t = file.info(name);
+    if (t.dtype !== dtype || t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
+      throw new LoadError(`'${fname}': tensor '${name}' is ${t.dtype} [${t.shape.join(", ")}], the manifest says ${dtype} [${shape.join(", ")}]`);
+    }
+  };
+  expect("vectors", manifest.dtype === "f16" ? "F16" : "F32", [manifest.count, manifest.dim]);
+  expect("entries", "U32", [manifest.count, 2]);
+  expect("tokens", "U32", [manifest.totalTokens]);
+  expect("documents", "U32", [manifest.documents.length, 2]);
+  if (file.tensors.length !== 4) throw new LoadError(`'${fname}' holds ${file.tensors.length} tensors, expected 4 (vectors, entries, tokens, documents)`);
+}
+
+/** GPU bytes a loaded index takes: vectors [count, D], entry table [count, 2] u32, tokens, document table [docs, 2] u32. */
+export function indexGpuBytes(m: Pick<IndexManifest, "count" | "dim" | "dtype" | "totalTokens"> & { documentCount: number }): { vectorBytes: number; totalBytes: number } {
+  const vectorBytes = m.count * m.dim * DTYPE_BYTES[m.dtype];
+  return { vectorBytes, totalBytes: vectorBytes + 8 * m.count + 4 * m.totalTokens + 8 * m.documentCount };
+}
+
+/**
+ * The GPU bytes an index directory will take once loaded, from its manifest alone (validated;
+ * nothing else is read): lets a command plan model + index against the memory budget before
+ * loading either.
+ */
+export async function indexGpuBytesOf(dir: string | ModelDir): Promise<number> {
+  const md = await openIndexDir(dir);
+  const manifest = parseManifest(await readJson(md, MANIFEST_FILE), joinName(md.name, MANIFEST_FILE));
+  const source = await md.open(VECTORS_FILE);
+  let file: SafetensorsFile;
+  try {
+    file = await SafetensorsFile.open(source); // the header only
+  } catch (e) {
+    await source.close?.();
+    throw e;
+  }
+  try {
+    checkIndexFile(file, manifest, joinName(md.name, VECTORS_FILE));
+  } finally {
+    await file.close();
+  }
+  return indexGpuBytes({ ...manifest, documentCount: manifest.documents.length }).totalBytes;
 }
 
 async function openIndexDir(dir: string | ModelDir): Promise<ModelDir> {
@@ -786,12 +833,12 @@ export function parseManifest(raw: unknown, file: string): IndexManifest {
   });
   if (tokens !== totalTokens) bad(`the documents hold ${tokens} tokens, totalTokens says ${totalTokens}`);
   if (entries !== count) bad(`the documents hold ${entries} fragments, count says ${count}`);
-  const covered = new Uint8Array(count);
-  for (const d of documents) {
-    for (let f = 0; f < d.fragments; f++) {
-      if (covered[d.firstEntry + f]) bad(`entry ${d.firstEntry + f} belongs to two documents`);
-      covered[d.firstEntry + f] = 1;
-    }
+  // No entry in two documents: sort the documents' entry ranges and compare neighbours (nothing
+  // sized by `count` is allocated here; count is checked against vectors.safetensors by loadIndex).
+  const ranges = documents.filter((d) => d.fragments > 0).sort((a, b) => a.firstEntry - b.firstEntry);
+  for (let i = 1; i < ranges.length; i++) {
+    const prev = ranges[i - 1]!;
+    if (ranges[i]!.firstEntry < prev.firstEntry + prev.fragments) bad(`entry ${ranges[i]!.firstEntry} belongs to two documents ('${prev.id}' and '${ranges[i]!.id}')`);
   }
   const cs = m.checksums as Record<string, unknown>;
   if (typeof cs !== "object" || cs === null) bad("checksums must be an object");

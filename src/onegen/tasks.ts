@@ -38,7 +38,7 @@ import type { Decoder } from "../model/decoder.js";
 import type { DType, Tensor } from "../gpu/tensor.js";
 import type { Tokenizer } from "../tokenizer.js";
 import { resolveTokenId } from "../tokenizer.js";
-import { UsageError } from "../errors.js";
+import { LoadError, UsageError } from "../errors.js";
 import { Session, type FinishReason, type GeneratedToken, type GenerateOptions, type RetrievalHit, type SamplingOptions } from "../model/session.js";
 import { embedding } from "../ops/embedding.js";
 import { NO_ID, TOPK_MAX_K } from "../ops/search.js";
@@ -470,6 +470,14 @@ export interface TaskRunOptions extends SamplingOptions {
   forceAfter?: readonly { pattern: readonly number[]; token: number }[];
   /** KV cache rows (default: enough for the prompt, the new tokens and every injection, at most the model's context). */
   capacity?: number;
+  /**
+   * The document token the index must have been built at (default: the task's, "[SE]" for entity
+   * linking, "[Document Fragment Representation]" for multi-hop QA). Given: the index's doc token
+   * must be this one. Default: an index built at the other task's doc token is refused, unless the
+   * run names its own queryToken (a custom setup); an index at some other token or without one
+   * (synthetic vectors) is accepted.
+   */
+  docToken?: TokenRef;
   cacheDtype?: DType;
   stepsPerRead?: number;
   /** Called with every event as it happens. */
@@ -588,6 +596,7 @@ function capacityFor(model: TaskModel, promptLength: number, maxNew: number, per
   if (promptLength > maxPos) throw new UsageError(`${what}: the prompt has ${promptLength} tokens, more than the model's context of ${maxPos}`);
   if (o.capacity !== undefined) {
     if (!Number.isInteger(o.capacity) || o.capacity < promptLength) throw new UsageError(`${what}: capacity ${o.capacity} cannot hold the prompt of ${promptLength} tokens`);
+    if (o.capacity > maxPos) throw new UsageError(`${what}: capacity ${o.capacity} exceeds the model's context of ${maxPos} positions (max_position_embeddings)`);
     return o.capacity;
   }
   const want = promptLength + maxNew + perInjection * (Number.isFinite(injections) ? injections : 0);
@@ -681,8 +690,41 @@ function undecodableIds(model: TaskModel): number[] {
   return Array.from({ length: V - tv }, (_, i) => tv + i);
 }
 
-function checkIndex(model: TaskModel, index: DocumentIndex, what: string): void {
+function checkIndex(model: TaskModel, index: DocumentIndex, what: string, o: TaskRunOptions & { queryToken?: TokenRef } = {}, task?: "entity-linking" | "multihop-qa"): void {
   if (index.dim !== model.decoder.hiddenSize) throw new UsageError(`${what}: the index holds ${index.dim}-dimensional vectors, the model's hidden size is ${model.decoder.hiddenSize}`);
+  // A run with its own query token is a custom setup: only an explicit docToken is checked then.
+  if (task !== undefined && (o.docToken !== undefined || o.queryToken === undefined)) checkDocToken(model, index, what, o.docToken, task);
+}
+
+/**
+ * The index's document token against the task's (see TaskRunOptions.docToken): an entity-linking
+ * run on an index of multi-hop fragments (or the reverse) retrieves from vectors taken at another
+ * token, and would return confident nonsense.
+ */
+export function checkDocToken(model: TaskModel, index: DocumentIndex, what: string, wanted: TokenRef | undefined, task: "entity-linking" | "multihop-qa"): void {
+  const dt = index.docToken;
+  if (!dt) return;
+  const tk = model.tokenizer;
+  const shown = dt.name !== null ? `'${dt.name}' (#${dt.id})` : `#${dt.id}`;
+  const matches = (ref: TokenRef): boolean => {
+    if (typeof ref === "number") return ref === dt.id;
+    if (/^#\d+$/.test(ref)) return Number(ref.slice(1)) === dt.id;
+    const id = tk?.tokenToId(ref);
+    return id !== undefined ? id === dt.id : dt.name === ref;
+  };
+  if (wanted !== undefined) {
+    if (!matches(wanted)) throw new LoadError(`${what}: the index was built at doc token ${shown}, not the requested ${JSON.stringify(wanted)}`, "rebuild the index with that --doc-token, or name the index's");
+    return;
+  }
+  const own = task === "entity-linking" ? ONEGEN_ENTITY_LINKING.docToken : ONEGEN_MULTIHOP_QA.docToken;
+  const other = task === "entity-linking" ? ONEGEN_MULTIHOP_QA.docToken : ONEGEN_ENTITY_LINKING.docToken;
+  const otherTask = task === "entity-linking" ? "multi-hop QA" : "entity linking";
+  if (matches(other) && !matches(own)) {
+    throw new LoadError(
+      `${what}: the index was built at doc token ${shown}, ${otherTask}'s document token; ${what} retrieves documents embedded at '${own}'`,
+      `rebuild the index with --doc-token '${own}', or pass the index's token as the doc token (--doc-token) if this is intended`,
+    );
+  }
 }
 
 /** The resolved token ids of an entity-linking run. */
@@ -742,7 +784,7 @@ export function copyInputRule(model: TaskModel, ids: readonly number[] | null, t
  */
 export async function runEntityLinking(model: TaskModel, index: DocumentIndex, input: TaskInput, o: EntityLinkingOptions = {}): Promise<EntityLinkingResult> {
   const what = "entity linking";
-  checkIndex(model, index, what);
+  checkIndex(model, index, what, o, "entity-linking");
   const toks = entityLinkingTokens(model, o);
   const { prompt, input: inp } = preparePrompt(model, input, ONEGEN_ENTITY_LINKING.inputTemplate, o, what);
   const maxNew = o.maxNewTokens ?? ONEGEN_ENTITY_LINKING.maxNewTokens;
@@ -813,7 +855,7 @@ export function multiHopTokens(model: TaskModel, o: MultiHopOptions = {}): Multi
  */
 export async function runMultiHopQa(model: TaskModel, index: DocumentIndex, input: TaskInput, o: MultiHopOptions = {}): Promise<MultiHopResult> {
   const what = "multi-hop QA";
-  checkIndex(model, index, what);
+  checkIndex(model, index, what, o, "multihop-qa");
   const toks = multiHopTokens(model, o);
   const { prompt } = preparePrompt(model, input, ONEGEN_MULTIHOP_QA.inputTemplate, o, what);
   const maxNew = o.maxNewTokens ?? ONEGEN_MULTIHOP_QA.maxNewTokens;

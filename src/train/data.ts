@@ -389,7 +389,8 @@ export function collate(data: TrainData, sampleIdx: readonly number[], rng: Rng,
         taken.add(key(n));
         negs.push(n);
       }
-      for (let tries = 0; randomNeg && negs.length < nNeg && tries < 8 * nNeg + 16; tries++) {
+      // At most as many random draws as the entries can supply (nNeg may exceed them).
+      for (let tries = 0; randomNeg && negs.length < nNeg && tries < 8 * Math.min(nNeg, entries.length) + 16; tries++) {
         const n = entries[rng.int(entries.length)]!;
         if (own.has(key(n)) || taken.has(key(n))) continue;
         taken.add(key(n));

@@ -87,8 +87,8 @@ export class LoraAdapters {
     for (const a of list) this.byKey.set(`${a.layer}/${a.module}`, a);
   }
 
-  /** Adapters for every layer and target module of `layers`; A seeded, B zero, gradients zero. */
-  static create(ctx: GpuContext, layers: readonly LayerWeights[], cfg: LoraConfig): LoraAdapters {
+  /** Checks a LoRA configuration against the layers (before anything is sized by it); returns the targets. */
+  static validate(layers: readonly LayerWeights[], cfg: LoraConfig): readonly LoraModule[] {
     if (!Number.isInteger(cfg.rank) || cfg.rank < 1) throw new UsageError(`LoRA: rank must be a positive integer, got ${cfg.rank}`);
     if (!(cfg.alpha > 0) || !Number.isFinite(cfg.alpha)) throw new UsageError(`LoRA: alpha must be a finite number > 0, got ${cfg.alpha}`);
     const p = cfg.dropout ?? 0;
@@ -96,6 +96,22 @@ export class LoraAdapters {
     const targets = cfg.targets ?? LORA_MODULES;
     for (const t of targets) if (!LORA_MODULES.includes(t)) throw new UsageError(`LoRA: unknown target module '${t}' (known: ${LORA_MODULES.join(", ")})`);
     if (new Set(targets).size !== targets.length || targets.length === 0) throw new UsageError(`LoRA: target modules must be distinct and non-empty, got [${targets.join(", ")}]`);
+    // A rank past the smaller side of a matrix adds nothing and would size [r, K] by the caller.
+    let smallest: { module: LoraModule; shape: readonly number[]; side: number } | null = null;
+    for (const L of layers.slice(0, 1)) {
+      for (const module of targets) {
+        const shape = (L[LORA_MODULE_WEIGHTS[module].weight] as Tensor).shape;
+        const side = Math.min(shape[0]!, shape[1]!);
+        if (!smallest || side < smallest.side) smallest = { module, shape, side };
+      }
+    }
+    if (smallest && cfg.rank > smallest.side) throw new UsageError(`LoRA: rank ${cfg.rank} exceeds ${smallest.side}, the smaller dimension of ${smallest.module} [${smallest.shape.join(", ")}]`);
+    return targets;
+  }
+
+  /** Adapters for every layer and target module of `layers`; A seeded, B zero, gradients zero. */
+  static create(ctx: GpuContext, layers: readonly LayerWeights[], cfg: LoraConfig): LoraAdapters {
+    const targets = LoraAdapters.validate(layers, cfg);
     const rng = new Rng((cfg.seed ?? 0) ^ 0x10ba);
     const r = cfg.rank;
     const list: LoraAdapter[] = [];

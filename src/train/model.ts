@@ -16,7 +16,7 @@
 // Host syncs per step: one when the batch has a contrastive term (gather the anchor and
 // document rows, compute L_ret on the host, scatter its gradient back), one to read the losses.
 
-import { ShapeError, UsageError } from "../errors.js";
+import { GpuOutOfMemoryError, ShapeError, UsageError } from "../errors.js";
 import type { GpuContext } from "../gpu/context.js";
 import type { Tensor } from "../gpu/tensor.js";
 import { HF_LAYER_FIELDS, type Decoder, type LayerWeights } from "../model/decoder.js";
@@ -28,7 +28,7 @@ import { rmsnorm } from "../ops/rmsnorm.js";
 import { rope } from "../ops/rope.js";
 import { swiglu } from "../ops/swiglu.js";
 import { contrastiveLoss, contrastiveRows, validateContrastive, type ContrastiveSpec } from "./losses.js";
-import { LORA_MODULE_WEIGHTS, LoraAdapters, loraDropout, moduleName, type LoraConfig, type LoraModule } from "./lora.js";
+import { LORA_MODULE_WEIGHTS, LORA_MODULES, LoraAdapters, loraDropout, moduleName, type LoraConfig, type LoraModule } from "./lora.js";
 import type { TrainParam } from "./optim.js";
 import { attentionBackward, kvAppendBackward } from "./ops/attention_backward.js";
 import { crossEntropy, IGNORE_LABEL } from "./ops/cross_entropy.js";
@@ -40,6 +40,46 @@ import { ropeBackward } from "./ops/rope_backward.js";
 import { swigluBackward } from "./ops/swiglu_backward.js";
 
 export type TrainMode = { mode: "full" } | { mode: "lora"; lora: LoraConfig };
+
+/**
+ * GPU bytes of the training state a run adds to the loaded model (activations excluded, they
+ * are per batch): f32 gradients, AdamW's f32 m and v, f32 master copies of f16 weights (full
+ * fine-tuning), or the LoRA adapters A [r, K] and B [N, r] with their gradients and moments.
+ */
+export function trainingStateBytes(decoder: Decoder, mode: TrainMode): { gradients: number; optimizer: number; adapters: number; total: number } {
+  const w = decoder.weights;
+  let gradients = 0;
+  let optimizer = 0;
+  let adapters = 0;
+  if (mode.mode === "lora") {
+    const r = mode.lora.rank;
+    const targets = mode.lora.targets ?? LORA_MODULES;
+    for (const L of w.layers) {
+      for (const module of targets) {
+        const t = L[LORA_MODULE_WEIGHTS[module]?.weight ?? "q"] as Tensor | null;
+        if (!t) continue;
+        const [N, K] = t.shape as [number, number];
+        const n = r * K + N * r;
+        adapters += 4 * n;
+        gradients += 4 * n;
+        optimizer += 8 * n;
+      }
+    }
+  } else {
+    const seen = new Set<Tensor>();
+    const add = (t: Tensor | null): void => {
+      if (!t || seen.has(t)) return;
+      seen.add(t);
+      gradients += 4 * t.numel;
+      optimizer += 8 * t.numel + (t.dtype === "f16" ? 4 * t.numel : 0);
+    };
+    add(w.embed);
+    for (const L of w.layers) for (const [field] of HF_LAYER_FIELDS) add(L[field] as Tensor | null);
+    add(w.norm);
+    add(w.lmHead);
+  }
+  return { gradients, optimizer, adapters, total: gradients + optimizer + adapters };
+}
 
 
 export class TrainModel {
@@ -54,10 +94,24 @@ export class TrainModel {
     readonly lora: LoraAdapters | null,
   ) {}
 
-  /** Full fine-tuning (gradients for every weight) or LoRA (adapters only, base frozen). */
+  /**
+   * Full fine-tuning (gradients for every weight) or LoRA (adapters only, base frozen). The
+   * training state (trainingStateBytes) is checked against the GPU memory budget left first.
+   */
   static create(decoder: Decoder, mode: TrainMode = { mode: "full" }): TrainModel {
     const ctx = decoder.ctx;
     const w = decoder.weights;
+    if (mode.mode === "lora") LoraAdapters.validate(w.layers, mode.lora);
+    const plan = trainingStateBytes(decoder, mode);
+    if (plan.total > ctx.memoryAvailable) {
+      const MiB = (n: number) => `${(n / 1024 ** 2).toFixed(1)} MiB`;
+      throw new GpuOutOfMemoryError(
+        `training state needs ${MiB(plan.total)} (gradients ${MiB(plan.gradients)}, AdamW moments and f32 masters ${MiB(plan.optimizer)}` +
+          `${plan.adapters ? `, LoRA adapters ${MiB(plan.adapters)}` : ""}), more than the ${MiB(ctx.memoryAvailable)} left of the GPU memory budget of ` +
+          `${MiB(ctx.memoryBudget.bytes)} (${ctx.memoryBudget.source}) after the model's ${MiB(ctx.pool.stats.liveBytes)}; nothing was allocated`,
+        mode.mode === "full" ? "train LoRA adapters (--lora R) instead of every weight, or raise the budget (--gpu-memory SIZE)" : "lower the LoRA rank or its targets, or raise the budget (--gpu-memory SIZE)",
+      );
+    }
     if (mode.mode === "lora") {
       const m = new TrainModel(decoder, LoraAdapters.create(ctx, w.layers, mode.lora));
       m.paramList.push(...m.lora!.params());

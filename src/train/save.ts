@@ -20,9 +20,10 @@
 // Everything is gathered on the host in f32, so the model must fit in host memory (small models
 // and LoRA on models up to a few GB).
 
-import { LoadError, UsageError } from "../errors.js";
+import { GpuOutOfMemoryError, LoadError, UsageError } from "../errors.js";
 import type { GpuContext } from "../gpu/context.js";
-import type { Tensor } from "../gpu/tensor.js";
+import { DTYPE_BYTES, type Tensor } from "../gpu/tensor.js";
+import { CONFIG_LIMITS } from "../model/config.js";
 import { writeSafetensors, type SafetensorsDtype, type TensorToWrite } from "../io/safetensors.js";
 import { readJson, toModelDir, type ModelDir } from "../io/source.js";
 import { Decoder, HF_LAYER_FIELDS } from "../model/decoder.js";
@@ -264,6 +265,18 @@ export async function addTokensToDecoder(decoder: Decoder, vocabSize: number): P
   const w = decoder.weights;
   const [V0, D] = w.embed.shape as [number, number];
   if (!Number.isInteger(vocabSize) || vocabSize < V0) throw new UsageError(`addTokensToDecoder: vocabulary size ${vocabSize} is below the model's ${V0} rows (shrinking is not supported)`);
+  // The new rows are sized by the tokenizer's largest id: bounded, and checked against the device
+  // before the host copy (vocabSize × D f32) or any buffer is made.
+  if (vocabSize > CONFIG_LIMITS.vocab_size) throw new LoadError(`addTokensToDecoder: vocabulary size ${vocabSize} (the tokenizer's largest id + 1) is over this runtime's limit of ${CONFIG_LIMITS.vocab_size}`);
+  const tables = w.lmHead === w.embed ? 1 : 2;
+  const rowBytes = D * DTYPE_BYTES[w.embed.dtype];
+  if (vocabSize * rowBytes > ctx.limits.maxBufferSize || tables * vocabSize * rowBytes > ctx.memoryAvailable) {
+    throw new GpuOutOfMemoryError(
+      `addTokensToDecoder: growing the embedding${tables === 2 ? " and lm_head" : ""} from ${V0} to ${vocabSize} rows needs ${tables * vocabSize * rowBytes} bytes, ` +
+        `over this device's maxBufferSize (${ctx.limits.maxBufferSize}) or the ${ctx.memoryAvailable} bytes left of the GPU memory budget (${ctx.memoryBudget.source})`,
+      "check the tokenizer's added tokens (their ids set the new vocabulary size)",
+    );
+  }
   const grow = async (t: Tensor, label: string): Promise<Tensor> => {
     const old = await readF32(t);
     const data = new Float32Array(vocabSize * D);

@@ -317,7 +317,18 @@ export class Trainer {
    * (same data, mode, parameters and trajectory options; anything else is a UsageError naming it).
    */
   async restore(state: TrainerState, tensors: ReadonlyMap<string, Float32Array>, where = "checkpoint"): Promise<void> {
+    if (typeof state !== "object" || state === null) throw new LoadError(`${where}: ${CHECKPOINT_STATE} is not a JSON object`);
     if (state.format !== "onegen-train-checkpoint" || state.version !== 1) throw new LoadError(`${where}: not a training checkpoint (format ${JSON.stringify(state.format)}, version ${state.version})`);
+    // Counters and lists from the file, checked before anything uses them.
+    for (const k of ["step", "microSteps", "optimizerSteps", "samples", "documents"] as const) {
+      const v: unknown = state[k];
+      if (typeof v !== "number" || !Number.isSafeInteger(v) || v < 0) throw new LoadError(`${where}: ${CHECKPOINT_STATE} field '${k}' must be a non-negative integer, got ${JSON.stringify(v)}`);
+    }
+    if (typeof state.options !== "object" || state.options === null) throw new LoadError(`${where}: ${CHECKPOINT_STATE} field 'options' must be an object`);
+    if (!Array.isArray(state.params) || state.params.some((p) => typeof p !== "object" || p === null || typeof p.name !== "string")) throw new LoadError(`${where}: ${CHECKPOINT_STATE} field 'params' must be a list of {name, shape}`);
+    if (!Array.isArray(state.history) || state.history.length > state.step) {
+      throw new LoadError(`${where}: ${CHECKPOINT_STATE} field 'history' must be a list of at most one record per step (${state.step}), got ${Array.isArray(state.history) ? `${state.history.length} records` : JSON.stringify(state.history)}`);
+    }
     const mode = this.model.lora ? "lora" : "full";
     if (state.mode !== mode) throw new UsageError(`${where}: the checkpoint is a ${state.mode} fine-tuning run, this one is ${mode}`);
     const mism: string[] = [];
