@@ -453,9 +453,9 @@ test("CLI: onegen index (JSONL of ids, #ID doc token) then onegen search --json 
   ix.dispose();
   // bad input: the line number is named
   await writeFile(jsonl, `${JSON.stringify({ id: "a", ids: [1, DOC] })}\n${JSON.stringify({ id: "b", ids: [1, DOC] })}\n{"id": "c", "ids": [1, -2]}\n`);
-  await assertRejects(() => indexCommand(["--model", MODEL, "--docs", jsonl, "--out", join(root, "x"), "--quiet"]), UsageError, [/docs\.jsonl:3/, /ids/], "bad line 3");
+  await assertRejects(() => indexCommand(["--model", MODEL, "--docs", jsonl, "--out", join(root, "x"), "--quiet"]), LoadError, [/docs\.jsonl:3/, /ids/], "bad line 3");
   await writeFile(jsonl, `{"id": "a", "ids": [1, 7]}\nnot json\n`);
-  await assertRejects(() => indexCommand(["--model", MODEL, "--docs", jsonl, "--out", join(root, "x"), "--quiet"]), UsageError, [/docs\.jsonl:2/, /JSON/], "bad line 2");
+  await assertRejects(() => indexCommand(["--model", MODEL, "--docs", jsonl, "--out", join(root, "x"), "--quiet"]), LoadError, [/docs\.jsonl:2/, /JSON/], "bad line 2");
   await writeFile(jsonl, `{"id": "a", "ids": [1, 7]}\n`);
   await assertRejects(() => indexCommand(["--model", MODEL, "--docs", jsonl, "--out", join(root, "x"), "--quiet"]), UsageError, [/\[SE\]/, /#<id>/], "named token without a tokenizer");
   await rm(root, { recursive: true, force: true });

@@ -17,7 +17,7 @@ import { checkTrace, type Trace } from "../src/onegen/trace.js";
 import { indexCommand } from "../src/cli/index.js";
 import { searchCommand } from "../src/cli/search.js";
 import { parseIdsTemplate, parseRunInputs, runCommand } from "../src/cli/run.js";
-import { UsageError } from "../src/errors.js";
+import { LoadError, UsageError } from "../src/errors.js";
 import { Rng } from "../src/util/rng.js";
 
 const MODEL = join(FIXTURE_ROOT, "llama-gqa-f32");
@@ -137,9 +137,9 @@ test("onegen run: usage errors and input parsing", async () => {
   await assertRejects(() => runCommand([...base, "--task", "multihop-qa", "--text", "hello", ...MH_FLAGS]), UsageError, [/tokenizer/], "text without a tokenizer");
   await assertRejects(() => runCommand([...base, "--task", "multihop-qa", "--ids", "1,2"]), UsageError, [/Question Representation/, /#<id>/], "default token names need a tokenizer");
   await assertRejects(() => runCommand([...base, "--task", "entity-linking", "--ids", "1,2", "--bogus"]), UsageError, [/--bogus/], "unknown flag");
-  assert.throws(() => parseRunInputs('{"id": "x", "ids": [1]}\n{"text": 3}\n', "in.jsonl"), (e: Error) => e instanceof UsageError && /in\.jsonl:2/.test(e.message));
+  assert.throws(() => parseRunInputs('{"id": "x", "ids": [1]}\n{"text": 3}\n', "in.jsonl"), (e: Error) => e instanceof LoadError && /in\.jsonl:2/.test(e.message));
   await assertRejects(() => runCommand([...base, "--task", "entity-linking", "--ids", "1,2", "--copy-input", "--query-token", `#${Q}`, "--continue-token", "#10", "--mention-open", "#300", "--mention-close", "#301,#302"]), UsageError, [/copyInput needs single-token mention markers/], "copy-input with a two-id closer");
-  assert.throws(() => parseRunInputs('{"ids": [1], "text": "a"}\n', "in.jsonl"), (e: Error) => e instanceof UsageError && /exactly one/.test(e.message));
+  assert.throws(() => parseRunInputs('{"ids": [1], "text": "a"}\n', "in.jsonl"), (e: Error) => e instanceof LoadError && /exactly one/.test(e.message));
   assert.equal(parseRunInputs('{"question": "who?"}\n\n{"id": 3, "ids": [4, 5]}\n', "f"), [
     { id: null, input: { text: "who?" } },
     { id: "3", input: { ids: [4, 5] } },

@@ -10,7 +10,7 @@ import { parseJsonlObjects } from "../util/jsonl.js";
 import { readInputFile } from "./input-file.js";
 import { numberFlag, parseArgs } from "./args.js";
 import { openModel, MODEL_FLAGS } from "./model.js";
-import { UsageError } from "../errors.js";
+import { LoadError, UsageError } from "../errors.js";
 import { resolveTokenId } from "../tokenizer.js";
 import { DEFAULT_BATCH_TOKENS, encodeDocuments, type DocumentInput } from "../onegen/encode.js";
 import { saveIndex } from "../onegen/index.js";
@@ -25,17 +25,17 @@ export const DEFAULT_DOC_TOKEN = "[SE]";
 /** Parses a JSONL document file; errors name the file and line. Blank lines are skipped. */
 export function parseDocumentsJsonl(text: string, file: string): DocumentInput[] {
   const docs: DocumentInput[] = [];
-  for (const { where, value: o } of parseJsonlObjects(text, file, (m) => new UsageError(m))) {
-    if (typeof o.id !== "string" || o.id === "") throw new UsageError(`${where}: "id" must be a non-empty string`);
+  for (const { where, value: o } of parseJsonlObjects(text, file, (m) => new LoadError(m))) {
+    if (typeof o.id !== "string" || o.id === "") throw new LoadError(`${where}: "id" must be a non-empty string`);
     const hasText = o.text !== undefined;
     const hasIds = o.ids !== undefined;
-    if (hasText === hasIds) throw new UsageError(`${where}: give exactly one of "text" or "ids"`);
+    if (hasText === hasIds) throw new LoadError(`${where}: give exactly one of "text" or "ids"`);
     if (hasText) {
-      if (typeof o.text !== "string") throw new UsageError(`${where}: "text" must be a string`);
+      if (typeof o.text !== "string") throw new LoadError(`${where}: "text" must be a string`);
       docs.push({ id: o.id, text: o.text });
     } else {
       if (!Array.isArray(o.ids) || o.ids.some((x) => typeof x !== "number" || !Number.isInteger(x) || x < 0)) {
-        throw new UsageError(`${where}: "ids" must be a list of non-negative integers`);
+        throw new LoadError(`${where}: "ids" must be a list of non-negative integers`);
       }
       docs.push({ id: o.id, ids: o.ids as number[] });
     }
@@ -61,7 +61,7 @@ export async function indexCommand(argv: string[]): Promise<number> {
   await checkOutput({ flag: "--out", path: out, kind: "index" }, inputs);
   const text = await readInputFile(docsFile, "--docs");
   const docs = parseDocumentsJsonl(text, docsFile);
-  if (docs.length === 0) throw new UsageError(`index: '${docsFile}' holds no documents`);
+  if (docs.length === 0) throw new LoadError(`index: --docs '${docsFile}' holds no documents`);
   const quiet = args.bools.has("quiet");
   const { ctx, model } = await openModel(args, "index");
   try {

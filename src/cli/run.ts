@@ -19,7 +19,7 @@ import { parseJsonlObjects } from "../util/jsonl.js";
 import { readInputFile } from "./input-file.js";
 import { numberFlag, parseArgs, type ParsedArgs } from "./args.js";
 import { openModel, MODEL_FLAGS } from "./model.js";
-import { UsageError } from "../errors.js";
+import { LoadError, UsageError } from "../errors.js";
 import { loadTokenizer, parseIdList } from "../tokenizer.js";
 import { indexGpuBytesOf, loadIndex } from "../onegen/index.js";
 import { runEntityLinking, runMultiHopQa, type EntityLinkingOptions, type MultiHopOptions, type TaskInput, type TaskResult } from "../onegen/tasks.js";
@@ -50,19 +50,19 @@ interface InputItem {
 /** Parses the --input JSONL file; errors name the file and line. */
 export function parseRunInputs(text: string, file: string): InputItem[] {
   const items: InputItem[] = [];
-  for (const { where, value: o } of parseJsonlObjects(text, file, (m) => new UsageError(m))) {
-    if (o.id !== undefined && typeof o.id !== "string" && typeof o.id !== "number") throw new UsageError(`${where}: "id" must be a string or a number`);
+  for (const { where, value: o } of parseJsonlObjects(text, file, (m) => new LoadError(m))) {
+    if (o.id !== undefined && typeof o.id !== "string" && typeof o.id !== "number") throw new LoadError(`${where}: "id" must be a string or a number`);
     const id = o.id === undefined ? null : String(o.id);
     const given = ["text", "question", "ids"].filter((k) => o[k] !== undefined);
-    if (given.length !== 1) throw new UsageError(`${where}: give exactly one of "text", "question" or "ids"`);
+    if (given.length !== 1) throw new LoadError(`${where}: give exactly one of "text", "question" or "ids"`);
     if (o.ids !== undefined) {
       if (!Array.isArray(o.ids) || o.ids.length === 0 || o.ids.some((x) => typeof x !== "number" || !Number.isInteger(x) || x < 0)) {
-        throw new UsageError(`${where}: "ids" must be a non-empty list of non-negative integers`);
+        throw new LoadError(`${where}: "ids" must be a non-empty list of non-negative integers`);
       }
       items.push({ id, input: { ids: o.ids as number[] } });
     } else {
       const t = o.text ?? o.question;
-      if (typeof t !== "string") throw new UsageError(`${where}: "${given[0]}" must be a string`);
+      if (typeof t !== "string") throw new LoadError(`${where}: "${given[0]}" must be a string`);
       items.push({ id, input: { text: t } });
     }
   }
@@ -197,7 +197,7 @@ async function readItems(args: ParsedArgs): Promise<InputItem[]> {
   if (file !== undefined) {
     const text = await readInputFile(file, "--input");
     const items = parseRunInputs(text, file);
-    if (items.length === 0) throw new UsageError(`run: '${file}' holds no inputs`);
+    if (items.length === 0) throw new LoadError(`run: --input '${file}' holds no inputs`);
     return items;
   }
   const text = args.flags.get("text");
