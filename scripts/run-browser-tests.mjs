@@ -72,6 +72,11 @@ export async function classifyTestFiles(filter) {
   return { browser, nodeOnly };
 }
 
+/** test/fixtures/models/* directory names, sorted (the page cannot list a directory over HTTP). */
+function modelFixtures() {
+  return readdirSync(join(root, "test", "fixtures", "models"), { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+}
+
 async function bundlePage(files) {
   rmSync(outDir, { recursive: true, force: true });
   mkdirSync(outDir, { recursive: true });
@@ -88,7 +93,8 @@ async function bundlePage(files) {
     outfile: join(outDir, "tests.js"),
     sourcemap: "linked",
     // uvu's suites must queue (not auto-run) when they load: set before any module evaluates.
-    banner: { js: "globalThis.UVU_DEFER = 1;" },
+    // test/helpers/fixtures.ts reads fixtures over HTTP when ONEGEN_FIXTURES is set.
+    banner: { js: `globalThis.UVU_DEFER = 1;\nglobalThis.ONEGEN_FIXTURES = { base: new URL("/fixtures/", location.href).href, models: ${JSON.stringify(modelFixtures())} };` },
     logLevel: "warning",
     plugins: [uvuAlias],
   });
@@ -135,7 +141,8 @@ export async function runBrowserTests({ filter = null, log = (s) => process.stdo
     const finished = new Promise((r) => (finish = r));
     page.on("pageerror", (e) => problems.push(`uncaught error in the page${current ? ` during ${current}` : ""}: ${e.message}`));
     page.on("console", (m) => {
-      if (m.type() === "error" || m.type() === "warn") log(`  [page ${m.type()}] ${m.text()}`);
+      // 404s are the model loader probing optional files (tokenizer.json, generation_config.json).
+      if ((m.type() === "error" || m.type() === "warn") && !/status of 404/.test(m.text())) log(`  [page ${m.type()}] ${m.text()}`);
     });
     await page.exposeFunction("__onegenReport", (json) => {
       const ev = JSON.parse(json);
