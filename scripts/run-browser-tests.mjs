@@ -83,7 +83,8 @@ async function bundlePage(files) {
   const entry = join(outDir, "entry.js");
   const harness = pathToFileURL(join(testDir, "browser", "harness.js")).pathname;
   const lines = files.map((f) => `  [${JSON.stringify(f)}, () => import(${JSON.stringify(pathToFileURL(join(testDir, f)).pathname)})],`);
-  writeFileSync(entry, `import { runInPage } from ${JSON.stringify(harness)};\nawait runInPage([\n${lines.join("\n")}\n]);\n`);
+  const fail = `(e) => globalThis.__onegenReport(JSON.stringify({ kind: "harness-error", error: String(e && e.stack || e) }))`;
+  writeFileSync(entry, `import { runInPage } from ${JSON.stringify(harness)};\nawait runInPage([\n${lines.join("\n")}\n]).catch(${fail});\n`);
   await build({
     entryPoints: [entry],
     bundle: true,
@@ -133,19 +134,35 @@ export async function runBrowserTests({ filter = null, log = (s) => process.stdo
   const puppeteer = (await import("puppeteer-core")).default;
   const server = await startStaticServer({ mounts: { "/": outDir, "/fixtures/": join(root, "test", "fixtures") } });
   const profile = await mkdtemp(join(tmpdir(), "onegen-chromium-"));
-  const browserProc = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, args: chromiumArgs(), userDataDir: profile, protocolTimeout: (LIMIT_S + 60) * 1000 });
+  let browserProc;
+  try {
+    browserProc = await puppeteer.launch({ executablePath: CHROMIUM, headless: true, args: chromiumArgs(), userDataDir: profile, protocolTimeout: (LIMIT_S + 60) * 1000 });
+  } catch (e) {
+    await server.close();
+    rmSync(profile, { recursive: true, force: true });
+    throw new Error(`${CHROMIUM} did not start: ${String(e.message).split("\n")[0]}`);
+  }
   let current = null;
   try {
     const page = await browserProc.newPage();
     let finish;
     const finished = new Promise((r) => (finish = r));
-    page.on("pageerror", (e) => problems.push(`uncaught error in the page${current ? ` during ${current}` : ""}: ${e.message}`));
+    let started = false; // the harness reported the adapter: the bundle loaded and runs
+    page.on("pageerror", (e) => {
+      problems.push(`uncaught error in the page${current ? ` during ${current}` : ""}: ${e.message}`);
+      if (!started) finish("bundle failed"); // the harness never ran: no "done" will come
+    });
+    page.on("error", (e) => {
+      problems.push(`the page crashed${current ? ` during ${current}` : ""}: ${e.message}`);
+      finish("crashed");
+    });
     page.on("console", (m) => {
       // 404s are the model loader probing optional files (tokenizer.json, generation_config.json).
       if ((m.type() === "error" || m.type() === "warn") && !/status of 404/.test(m.text())) log(`  [page ${m.type()}] ${m.text()}`);
     });
     await page.exposeFunction("__onegenReport", (json) => {
       const ev = JSON.parse(json);
+      started = true;
       if (ev.kind === "adapter") {
         adapter = ev;
         log(adapterLine(ev));
@@ -163,6 +180,9 @@ export async function runBrowserTests({ filter = null, log = (s) => process.stdo
         if (!ev.ok) log(`  ✘ ${ev.file} › ${ev.suite ? ev.suite + " › " : ""}${ev.name} (${(ev.ms / 1000).toFixed(1)} s)\n      ${ev.error.split("\n").slice(0, 3).join("\n      ")}`);
       } else if (ev.kind === "skipped") {
         problems.push(`${ev.file}: ${ev.count} test(s) skipped (skips are not allowed)`);
+      } else if (ev.kind === "harness-error") {
+        problems.push(`the page's test harness failed: ${ev.error.split("\n")[0]}`);
+        finish("harness failed");
       } else if (ev.kind === "done") {
         finish("done");
       }
