@@ -209,6 +209,8 @@ export async function runBrowserTests({ filter = null, log = (s) => process.stdo
     byFile.set(r.file, s);
   }
   for (const [f, s] of byFile) log(`  ${s.ok === s.n ? "ok  " : "FAIL"} ${f}: ${s.ok}/${s.n} (${(s.ms / 1000).toFixed(1)} s)`);
+  const slowest = [...results].sort((a, b) => b.ms - a.ms).slice(0, 3);
+  if (slowest.length) log(`  slowest: ${slowest.map((r) => `${r.file} › ${r.name.slice(0, 50)} ${(r.ms / 1000).toFixed(1)} s`).join("; ")}`);
   log(`browser: ${passed} passed, ${failed} failed (${((Date.now() - started) / 1000).toFixed(1)} s)`);
   return { passed, failed, adapter, results, nodeOnly, problems };
 }
