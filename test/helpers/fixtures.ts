@@ -35,9 +35,14 @@ export function modelFixtureNames(): string[] {
   return nodeFs().readdirSync(localFixturePath("models"), { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
 }
 
-/** A model fixture directory for loadDecoder/loadModel: a path in Node, a URL directory in the browser. */
+/** A fixture directory (e.g. "llama2-tokenizer"): a path in Node, a URL directory in the browser. */
+export function fixtureDir(rel: string): string | ModelDir {
+  return browser ? urlDir(browser.base + rel.split("/").map(encodeURIComponent).join("/") + "/") : localFixturePath(rel);
+}
+
+/** A model fixture directory for loadDecoder/loadModel (test/fixtures/models/<name>). */
 export function modelFixture(name: string): string | ModelDir {
-  return browser ? urlDir(`${browser.base}models/${encodeURIComponent(name)}/`) : localFixturePath(`models/${name}`);
+  return fixtureDir(`models/${name}`);
 }
 
 /** One fixture file, e.g. fixtureSource("train/adamw.safetensors"). */
@@ -50,6 +55,16 @@ export async function fixtureJson(rel: string): Promise<unknown> {
   const src = await fixtureSource(rel);
   try {
     return JSON.parse(new TextDecoder().decode(await src.read(0, src.size)));
+  } finally {
+    await src.close?.();
+  }
+}
+
+/** A fixture file's whole bytes as a Blob (to assemble an in-memory model directory with filesDir). */
+export async function fixtureBlob(rel: string): Promise<Blob> {
+  const src = await fixtureSource(rel);
+  try {
+    return new Blob([(await src.read(0, src.size)) as Uint8Array<ArrayBuffer>]); // read() returns fresh ArrayBuffer-backed bytes
   } finally {
     await src.close?.();
   }
