@@ -1,6 +1,8 @@
 // Test runner: runs every compiled uvu suite (dist/test/**/*.test.js) in one process, destroys the
 // GPU contexts, then prints the closing line "N passed, N failed" and exits non-zero on failure.
-// Usage: node scripts/run-tests.mjs [pattern]   (pattern filters test file names)
+// Then the browser-capable suites run again in headless Chromium (scripts/run-browser-tests.mjs);
+// their counts join the closing line. Usage: node scripts/run-tests.mjs [pattern]   (pattern
+// filters test file names; "deno" runs only the Deno smoke test, "browser" only the browser run)
 import { parse } from "uvu/parse";
 import { run } from "uvu/run";
 import { existsSync } from "node:fs";
@@ -17,7 +19,8 @@ const filter = process.argv[2] ? new RegExp(process.argv[2]) : null;
 const ctx = await parse(dir, /\.test\.js$/, { cwd: root });
 const suites = ctx.suites.filter((s) => !filter || filter.test(s.name));
 const runDeno = !filter || filter.test("deno");
-if (suites.length === 0 && !runDeno) {
+const runBrowser = !filter || filter.test("browser");
+if (suites.length === 0 && !runDeno && !runBrowser) {
   console.error("no test files matched");
   process.exit(1);
 }
@@ -62,16 +65,33 @@ if (runDeno) {
   if (r.status !== 0 && denoFailed === 0) denoFailed = 1;
 }
 
+// The browser-capable suites in headless Chromium (WebGPU on SwiftShader where there is no GPU).
+// Skipped only when a pattern excludes it; no Chromium or no adapter is a failure.
+let browserPassed = 0;
+let browserFailed = 0;
+if (runBrowser) {
+  process.stdout.write("\nbrowser suites (scripts/run-browser-tests.mjs)\n");
+  try {
+    const { runBrowserTests } = await import(pathToFileURL(join(root, "scripts", "run-browser-tests.mjs")).href);
+    const r = await runBrowserTests();
+    browserPassed = r.passed;
+    browserFailed = r.failed;
+  } catch (e) {
+    browserFailed = 1;
+    console.error(`browser tests did not run: ${e.message}`);
+  }
+}
+
 const helper = join(dir, "helpers", "gpu.js");
 if (existsSync(helper)) await (await import(pathToFileURL(helper).href)).destroyAllContexts();
 
 console.log(`\n(${suites.length} files, ${((Date.now() - started) / 1000).toFixed(1)} s)`);
-if (!Number.isFinite(total) || total + denoPassed + denoFailed === 0) {
+if (!Number.isFinite(total) || total + denoPassed + denoFailed + browserPassed + browserFailed === 0) {
   console.log("0 passed, 1 failed");
   console.error("no tests ran");
   process.exit(1);
 }
-const allPassed = passed + denoPassed;
-const allFailed = failed + denoFailed;
+const allPassed = passed + denoPassed + browserPassed;
+const allFailed = failed + denoFailed + browserFailed;
 console.log(`${allPassed} passed, ${allFailed} failed${skipped ? `, ${skipped} skipped` : ""}`);
 process.exit(allFailed > 0 || process.exitCode ? 1 : 0);

@@ -2,7 +2,6 @@
 // expected tensors and weight checks.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { readFileSync } from "node:fs";
 import { LoadError, ShapeError, UnsupportedError } from "../src/errors.js";
 import {
   checkWeights,
@@ -16,6 +15,7 @@ import {
   type ModelConfig,
 } from "../src/model/config.js";
 import { assertClose } from "./helpers/check.js";
+import { fixtureJson } from "./helpers/fixtures.js";
 
 const llama = (extra: Record<string, unknown> = {}): Record<string, unknown> => ({
   architectures: ["LlamaForCausalLM"],
@@ -81,11 +81,11 @@ test("Qwen2 and Mistral specifics: q/k/v bias, sliding windows, explicit head_di
   assert.is(mNull.slidingWindow, null);
 });
 
-test("RoPE, older layout: rope_theta + rope_scaling with 'type' or 'rope_type'", () => {
+test("RoPE, older layout: rope_theta + rope_scaling with 'type' or 'rope_type'", async () => {
   const lin = parseModelConfig(llama({ rope_theta: 5e5, rope_scaling: { type: "linear", factor: 4.0 } }));
   assert.is(lin.ropeTheta, 5e5);
   assert.equal(lin.ropeScaling, { type: "linear", factor: 4 });
-  const l3 = parseModelConfig(JSON.parse(readFileSync("test/fixtures/models/llama3-scaled-bf16-sharded/config.json", "utf8")));
+  const l3 = parseModelConfig(await fixtureJson("models/llama3-scaled-bf16-sharded/config.json"));
   assert.equal(l3.ropeScaling, { type: "llama3", factor: 8, lowFreqFactor: 1, highFreqFactor: 4, originalMaxPositionEmbeddings: 64 });
   assert.is(l3.ropeTheta, 500000);
   assert.equal(l3.eosTokenIds, [2, 3, 4]);
@@ -93,8 +93,8 @@ test("RoPE, older layout: rope_theta + rope_scaling with 'type' or 'rope_type'",
   assert.equal(parseModelConfig(llama({ rope_scaling: null })).ropeScaling, { type: "none" });
 });
 
-test("RoPE, newer rope_parameters layout (transformers 5), including no top-level rope_theta", () => {
-  const fx = JSON.parse(readFileSync("test/fixtures/models/llama-linear-ropeparams-f16/config.json", "utf8")) as Record<string, unknown>;
+test("RoPE, newer rope_parameters layout (transformers 5), including no top-level rope_theta", async () => {
+  const fx = (await fixtureJson("models/llama-linear-ropeparams-f16/config.json")) as Record<string, unknown>;
   assert.is(fx.rope_theta, undefined, "fixture has no top-level rope_theta");
   const c = parseModelConfig(fx);
   assert.is(c.ropeTheta, 10000);

@@ -1,9 +1,9 @@
 // Generation on the GPU decode loop (src/model/session.ts), checked against the full forward.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { join } from "node:path";
 import { gpu } from "./helpers/gpu.js";
-import { FIXTURE_ROOT, argmaxRow } from "./helpers/golden.js";
+import { argmaxRow } from "./helpers/golden.js";
+import { modelFixture } from "./helpers/fixtures.js";
 import { assertRejects } from "./helpers/check.js";
 import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
 import { Session, generateIds, type GenerateOptions } from "../src/model/session.js";
@@ -11,7 +11,7 @@ import { UsageError } from "../src/errors.js";
 import type { Tensor } from "../src/gpu/tensor.js";
 
 let modelPromise: Promise<LoadedDecoder> | null = null;
-const model = () => (modelPromise ??= gpu().then((ctx) => loadDecoder(ctx, join(FIXTURE_ROOT, "llama-gqa-f32"), { noTokenizer: true })));
+const model = () => (modelPromise ??= gpu().then((ctx) => loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true })));
 const PROMPT = [5, 17, 99, 3, 250, 42, 7];
 
 /** Logits [T, V] of one full forward over `ids` (f32 cache). */

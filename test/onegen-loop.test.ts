@@ -2,9 +2,9 @@
 // searched and the best document injected on the GPU, with no host readback in between.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { join } from "node:path";
 import { gpu } from "./helpers/gpu.js";
-import { FIXTURE_ROOT, argmaxRow } from "./helpers/golden.js";
+import { argmaxRow } from "./helpers/golden.js";
+import { modelFixture } from "./helpers/fixtures.js";
 import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
 import { Session, type GeneratedToken, type GenerateOptions } from "../src/model/session.js";
 import { encodeDocuments } from "../src/onegen/encode.js";
@@ -20,7 +20,7 @@ let setup: Promise<{ m: LoadedDecoder; index: DocumentIndex; docs: { id: string;
 function world() {
   return (setup ??= (async () => {
     const ctx = await gpu();
-    const m = await loadDecoder(ctx, join(FIXTURE_ROOT, "llama-gqa-f32"), { noTokenizer: true });
+    const m = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true });
     const rng = new Rng(99);
     const docs = Array.from({ length: 24 }, (_, i) => {
       const n = 3 + rng.int(9);

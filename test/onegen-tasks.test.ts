@@ -5,12 +5,10 @@
 // second query token. Text-side pieces (mention spans, answers) use the real Llama-2 tokenizer.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { join } from "node:path";
-import { tmpdir } from "node:os";
-import { copyFile, mkdtemp, rm, writeFile } from "node:fs/promises";
 import { gpu } from "./helpers/gpu.js";
 import { assertRejects } from "./helpers/check.js";
-import { FIXTURE_ROOT } from "./helpers/golden.js";
+import { fixtureBlob, fixtureDir, modelFixture } from "./helpers/fixtures.js";
+import { filesDir } from "../src/io/source.js";
 import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
 import { Session } from "../src/model/session.js";
 import type { Tensor } from "../src/gpu/tensor.js";
@@ -54,7 +52,7 @@ let setup: Promise<{ m: LoadedDecoder; index: DocumentIndex; vectors: Float32Arr
 function world() {
   return (setup ??= (async () => {
     const ctx = await gpu();
-    const m = await loadDecoder(ctx, join(FIXTURE_ROOT, "llama-gqa-f32"), { noTokenizer: true });
+    const m = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true });
     const rng = new Rng(7011);
     const docs = Array.from({ length: 12 }, (_, i) => {
       const ids = Array.from({ length: 3 + rng.int(6) }, () => 20 + rng.int(260));
@@ -311,7 +309,7 @@ test("rerank: candidates from the index and encoded on the fly score as a brute-
 // ------------------------------------------------------------------ text side, real Llama-2 tokenizer
 
 let tokP: Promise<Tokenizer> | null = null;
-const llama2 = () => (tokP ??= loadTokenizer("test/fixtures/llama2-tokenizer", { addedTokens: ["[_CONTINUE_]", "[SE]", "[LK]", "[Question Representation]", "[Document Fragment Representation]"] }));
+const llama2 = () => (tokP ??= loadTokenizer(fixtureDir("llama2-tokenizer"), { addedTokens: ["[_CONTINUE_]", "[SE]", "[LK]", "[Question Representation]", "[Document Fragment Representation]"] }));
 
 /** Code-point offset of a UTF-16 index. */
 const cp = (s: string, i: number): number => Array.from(s.slice(0, i)).length;
@@ -386,17 +384,18 @@ function charTokenizerJson(): unknown {
   };
 }
 
-let textWorld: Promise<{ dir: string; m: LoadedDecoder; index: DocumentIndex }> | null = null;
+let textWorld: Promise<{ m: LoadedDecoder; index: DocumentIndex }> | null = null;
 function charWorld() {
   return (textWorld ??= (async () => {
-    const dir = await mkdtemp(join(tmpdir(), "onegen-chartok-"));
-    for (const f of ["config.json", "model.safetensors"]) await copyFile(join(FIXTURE_ROOT, "llama-gqa-f32", f), join(dir, f));
-    await writeFile(join(dir, "tokenizer.json"), JSON.stringify(charTokenizerJson()));
-    await writeFile(join(dir, "tokenizer_config.json"), JSON.stringify({ add_bos_token: false, add_eos_token: false, bos_token: "<s>", eos_token: "</s>" }));
-    const m = await loadDecoder(await gpu(), dir);
+    // The llama-gqa-f32 fixture with a character tokenizer, as an in-memory model directory.
+    const files = new Map<string, Blob>();
+    for (const f of ["config.json", "model.safetensors"]) files.set(f, await fixtureBlob(`models/llama-gqa-f32/${f}`));
+    files.set("tokenizer.json", new Blob([JSON.stringify(charTokenizerJson())]));
+    files.set("tokenizer_config.json", new Blob([JSON.stringify({ add_bos_token: false, add_eos_token: false, bos_token: "<s>", eos_token: "</s>" })]));
+    const m = await loadDecoder(await gpu(), filesDir(files, "llama-gqa-f32 + char tokenizer"));
     const docs = ["David Beckham", "Victoria Beckham", "Rome, Italy", "Paris", "Brooklyn"].map((text, i) => ({ id: `Q${i}`, text }));
     const index = await encodeDocuments(m.decoder, docs, { docTokenId: 99, tokenizer: m.tokenizer, dtype: "f32", cacheDtype: "f32" });
-    return { dir, m, index };
+    return { m, index };
   })());
 }
 
@@ -468,11 +467,6 @@ test("text mode: multi-hop QA with OneGen's markers as text: <paragraph> injecti
   // text options with ids input (and the reverse) are refused, never ignored
   await assertRejects(() => runMultiHopQa(m, index, { ids: prompt }, { template, queryToken: "[LK]" }), UsageError, [/text template/], "template with ids");
   await assertRejects(() => runMultiHopQa(m, index, { text: "x" }, { idsTemplate: { before: [], after: [] }, queryToken: "[LK]" }), UsageError, [/ids template/], "ids template with text");
-});
-
-test("text mode cleanup", async () => {
-  const { dir } = await charWorld();
-  await rm(dir, { recursive: true, force: true });
 });
 
 test.run();

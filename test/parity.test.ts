@@ -9,9 +9,9 @@
 // PyTorch run differs from the float64 goldens by ~6e-7).
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { join } from "node:path";
 import { gpu } from "./helpers/gpu.js";
-import { FIXTURE_ROOT, fixtureNames, readGolden, relL2 } from "./helpers/golden.js";
+import { fixtureNames, readGolden, relL2 } from "./helpers/golden.js";
+import { modelFixture } from "./helpers/fixtures.js";
 import { loadDecoder } from "../src/model/load.js";
 import { Session } from "../src/model/session.js";
 import type { Tensor } from "../src/gpu/tensor.js";
@@ -27,7 +27,7 @@ for (const name of fixtureNames()) {
   test(`parity: ${name}`, async () => {
     const ctx = await gpu();
     const golden = await readGolden(name);
-    const model = await loadDecoder(ctx, join(FIXTURE_ROOT, name), { noTokenizer: true });
+    const model = await loadDecoder(ctx, modelFixture(name), { noTokenizer: true });
     const f32 = model.decoder.weights.layers[0]!.q.dtype === "f32";
     const caches: ("f16" | "f32")[] = f32 ? ["f16", "f32"] : ["f16"];
     const log: string[] = [];
@@ -59,7 +59,7 @@ for (const name of fixtureNames()) {
           assert.ok(eH <= tol, `${what}: hidden relative L2 ${eH.toExponential(2)} > ${tol}`);
         }
       }
-      if (process.env.PARITY_VERBOSE) console.log(`\n${name}: ${log.join("; ")}`);
+      if ((globalThis as { process?: { env: Record<string, string | undefined> } }).process?.env.PARITY_VERBOSE) console.log(`\n${name}: ${log.join("; ")}`);
     } finally {
       model.dispose();
     }

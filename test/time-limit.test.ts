@@ -1,5 +1,6 @@
 // timeLimiter: synchronous work (a busy loop, a backtracking RegExp) is interrupted after the
 // limit; results and errors of work that finishes pass through; nested calls keep their results.
+// node-only: the limiter is node:vm reached through process.getBuiltinModule (browsers have none)
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { TimeLimitExceeded, timeLimiter } from "../src/util/time-limit.js";

@@ -4,10 +4,9 @@
 // with the base frozen, and PEFT naming. Golden tolerance as test/train-step.test.ts.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { join } from "node:path";
 import { gpu } from "./helpers/gpu.js";
 import { assertClose, assertEqualArrays, assertRejects } from "./helpers/check.js";
-import { FIXTURE_ROOT } from "./helpers/golden.js";
+import { modelFixture } from "./helpers/fixtures.js";
 import { compareGrad, readStepGolden, toyBatch, toyDecoder } from "./helpers/train.js";
 import { loadDecoder } from "../src/model/load.js";
 import { Decoder, type DecoderWeights, type LayerWeights } from "../src/model/decoder.js";
@@ -21,7 +20,7 @@ import { Rng } from "../src/util/rng.js";
 test("LoRA step: losses and every adapter gradient match the float64 PyTorch step; base frozen", async () => {
   const ctx = await gpu();
   const g = await readStepGolden();
-  const loaded = await loadDecoder(ctx, join(FIXTURE_ROOT, "llama-gqa-f32"), { noTokenizer: true, dtype: "f32" });
+  const loaded = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true, dtype: "f32" });
   const model = TrainModel.create(loaded.decoder, { mode: "lora", lora: { rank: g.loraRank, alpha: g.loraAlpha } });
   try {
     for (let l = 0; l < 2; l++) {

@@ -7,11 +7,9 @@
 // rtol 1e-5, m and v to rtol 1e-5 (+ atol 1e-7 near 0).
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { join } from "node:path";
 import { gpu } from "./helpers/gpu.js";
 import { assertClose, assertEqualArrays, assertRejects } from "./helpers/check.js";
-import { TRAIN_FIXTURES } from "./helpers/train.js";
-import { openFileSource } from "../src/io/source.js";
+import { fixtureSource } from "./helpers/fixtures.js";
 import { SafetensorsFile } from "../src/io/safetensors.js";
 import { AdamW, adamwReference, clipFactorReference, learningRate, type TrainParam } from "../src/train/optim.js";
 import type { GpuContext } from "../src/gpu/context.js";
@@ -20,7 +18,7 @@ import { f16ArrayToF32, f32ArrayToF16 } from "../src/util/f16.js";
 import { Rng } from "../src/util/rng.js";
 
 test("AdamW reference = torch.optim.AdamW with clip_grad_norm_ (two steps, decay on one group, clipping on step 1)", async () => {
-  const f = await SafetensorsFile.open(await openFileSource(join(TRAIN_FIXTURES, "adamw.safetensors")));
+  const f = await SafetensorsFile.open(await fixtureSource("train/adamw.safetensors"));
   const get = async (n: string) => Float64Array.from((await f.readTensor(n)).data as Float64Array);
   const w = await get("w0");
   const b = await get("b0");

@@ -8,10 +8,10 @@
 // worst 9.0e-7 full, 1.1e-6 LoRA; see the log lines) and element-wise atol 1e-4·max|g| + rtol 1e-3.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { join } from "node:path";
 import { gpu } from "./helpers/gpu.js";
 import { assertClose, assertEqualArrays, assertRejects } from "./helpers/check.js";
-import { FIXTURE_ROOT, relL2 } from "./helpers/golden.js";
+import { relL2 } from "./helpers/golden.js";
+import { modelFixture } from "./helpers/fixtures.js";
 import { compareGrad, readStepGolden, toyBatch, toyDecoder } from "./helpers/train.js";
 import { loadDecoder } from "../src/model/load.js";
 import { TrainModel, trainStep } from "../src/train/model.js";
@@ -38,7 +38,7 @@ test("labels: nextTokenLabels equals the golden's independent labels (prompt, pa
 test("train step (full fine-tuning): losses and every gradient match the float64 PyTorch step", async () => {
   const ctx = await gpu();
   const g = await readStepGolden();
-  const loaded = await loadDecoder(ctx, join(FIXTURE_ROOT, "llama-gqa-f32"), { noTokenizer: true, dtype: "f32" });
+  const loaded = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true, dtype: "f32" });
   const model = TrainModel.create(loaded.decoder, { mode: "full" });
   try {
     const t0 = performance.now();
@@ -77,7 +77,7 @@ test("train step (full fine-tuning): losses and every gradient match the float64
 test("train step with f16 weights: runs, gradients near the f32 golden, AdamW writes the f16 weights back", async () => {
   const ctx = await gpu();
   const g = await readStepGolden();
-  const loaded = await loadDecoder(ctx, join(FIXTURE_ROOT, "llama-gqa-f32"), { noTokenizer: true, dtype: "f16" });
+  const loaded = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true, dtype: "f16" });
   const model = TrainModel.create(loaded.decoder);
   try {
     const res = await trainStep(model, g.batch, { lambdaGen: g.lambdaGen, lambdaRet: g.lambdaRet });
@@ -106,7 +106,7 @@ test("train step with f16 weights: runs, gradients near the f32 golden, AdamW wr
 
 test("train step, Qwen2 fixture (q/k/v biases, tied embeddings): gradients = directional derivatives of the GPU loss", async () => {
   const ctx = await gpu();
-  const loaded = await loadDecoder(ctx, join(FIXTURE_ROOT, "qwen2-bias-tied-f16"), { noTokenizer: true, dtype: "f32" });
+  const loaded = await loadDecoder(ctx, modelFixture("qwen2-bias-tied-f16"), { noTokenizer: true, dtype: "f32" });
   const model = TrainModel.create(loaded.decoder);
   const rng = new Rng(99);
   const V = loaded.decoder.vocabSize;
@@ -149,7 +149,7 @@ test("train step, Qwen2 fixture (q/k/v biases, tied embeddings): gradients = dir
 test("train step: bad batches are refused with the offending entry named", async () => {
   const ctx = await gpu();
   const g = await readStepGolden();
-  const loaded = await loadDecoder(ctx, join(FIXTURE_ROOT, "llama-gqa-f32"), { noTokenizer: true, dtype: "f32" });
+  const loaded = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true, dtype: "f32" });
   const model = TrainModel.create(loaded.decoder);
   try {
     const b = g.batch;

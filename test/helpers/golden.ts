@@ -1,14 +1,13 @@
 // Golden fixtures from scripts/golden/make_golden.py (independent float64 PyTorch reference).
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
-import { readdirSync } from "node:fs";
-import { openFileSource } from "../../src/io/source.js";
+// Read through ./fixtures.js: from disk in Node, over HTTP in the browser test page.
 import { SafetensorsFile, toF32 } from "../../src/io/safetensors.js";
+import { fixtureSource, localFixturePath, modelFixtureNames } from "./fixtures.js";
 
-export const FIXTURE_ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "test", "fixtures", "models");
+/** test/fixtures/models on disk (Node-only tests; browser-capable ones use modelFixture(name)). */
+export const FIXTURE_ROOT = localFixturePath("models");
 
 export function fixtureNames(): string[] {
-  return readdirSync(FIXTURE_ROOT, { withFileTypes: true }).filter((d) => d.isDirectory()).map((d) => d.name).sort();
+  return modelFixtureNames();
 }
 
 export interface Golden {
@@ -20,7 +19,7 @@ export interface Golden {
 }
 
 export async function readGolden(name: string): Promise<Golden> {
-  const f = await SafetensorsFile.open(await openFileSource(join(FIXTURE_ROOT, name, "golden.safetensors")));
+  const f = await SafetensorsFile.open(await fixtureSource(`models/${name}/golden.safetensors`));
   try {
     const ids = await f.readTensor("ids");
     const logits = await f.readTensor("logits");

@@ -18,3 +18,27 @@ export async function destroyAllContexts(): Promise<void> {
   for (const p of contexts.values()) (await p.catch(() => null))?.destroy();
   contexts.clear();
 }
+
+let dawn: GPU | null = null; // Node: a Dawn instance of our own, kept alive for the process
+
+/**
+ * The adapter this runtime offers (navigator.gpu in a browser or Deno, Dawn in Node), requested
+ * outside openDevice, so tests can compare what openDevice got against the adapter's own limits
+ * and features instead of one driver's values (lavapipe in Node, SwiftShader in Chromium).
+ */
+export async function runtimeAdapter(): Promise<GPUAdapter> {
+  const nav = (globalThis as { navigator?: { gpu?: GPU } }).navigator;
+  const isNode = typeof (globalThis as { process?: { versions?: { node?: string } } }).process?.versions?.node === "string";
+  const isDeno = typeof (globalThis as { Deno?: unknown }).Deno !== "undefined";
+  let provider: GPU | undefined = nav?.gpu;
+  if (isNode && !isDeno) {
+    if (!dawn) {
+      const specifier = "webgpu"; // a variable, so the browser bundle leaves it alone
+      dawn = ((await import(specifier)) as { create: (opts: string[]) => GPU }).create([]);
+    }
+    provider = dawn;
+  }
+  const adapter = await provider?.requestAdapter();
+  if (!adapter) throw new Error("runtimeAdapter: this runtime gives no WebGPU adapter");
+  return adapter;
+}

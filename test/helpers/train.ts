@@ -1,11 +1,9 @@
 // Shared helpers of the training tests: the PyTorch step golden (scripts/golden/train_step.py)
 // and a tiny in-memory model with a toy OneGen batch.
 import * as assert from "uvu/assert";
-import { join, dirname } from "node:path";
-import { fileURLToPath } from "node:url";
 import { assertClose } from "./check.js";
 import { relL2 } from "./golden.js";
-import { openFileSource } from "../../src/io/source.js";
+import { fixtureSource } from "./fixtures.js";
 import { SafetensorsFile, toF32 } from "../../src/io/safetensors.js";
 import type { TrainBatch } from "../../src/train/model.js";
 import { IGNORE_LABEL, nextTokenLabels, type ContrastiveSpec } from "../../src/train/losses.js";
@@ -14,8 +12,6 @@ import { computeInvFreq, parseModelConfig } from "../../src/model/config.js";
 import type { GpuContext } from "../../src/gpu/context.js";
 import type { Tensor } from "../../src/gpu/tensor.js";
 import { Rng } from "../../src/util/rng.js";
-
-export const TRAIN_FIXTURES = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "..", "test", "fixtures", "train");
 
 export interface StepGolden {
   file: SafetensorsFile;
@@ -31,7 +27,7 @@ export interface StepGolden {
 }
 
 export async function readStepGolden(): Promise<StepGolden> {
-  const file = await SafetensorsFile.open(await openFileSource(join(TRAIN_FIXTURES, "step.safetensors")));
+  const file = await SafetensorsFile.open(await fixtureSource("train/step.safetensors"));
   const i32 = async (n: string) => (await file.readTensor(n)).data as Int32Array;
   const spec = JSON.parse(file.metadata!["spec"]!) as { rq: number; docs: number[]; pairs: [number, number, number[]][]; tau: number; lambda_gen: number; lambda_ret: number; lora_r: number; lora_alpha: number };
   const ids = await i32("ids");
