@@ -152,7 +152,7 @@ async function load(): Promise<void> {
     const lim = ctx.limits;
     $("adapter").textContent =
       `adapter: ${ctx.adapter.description || "(unnamed)"}${fallback ? " (fallback adapter: software)" : fallback === false ? " (hardware)" : ""}; ` +
-      `features: ${pageState.adapter.features.join(", ") || "none"}${ctx.hasF16 ? "" : " (no shader-f16: weights and activations in f32)"}; ` +
+      `features: ${pageState.adapter.features.join(", ") || "none"}${ctx.hasF16 ? "" : " (no shader-f16)"}; ` +
       `max storage binding ${mb(lim.maxStorageBufferBindingSize)}`;
 
     const data = await loadDemoData(urlDemoFiles(dataUrl, { fetch: cf.fetch }), "test");
