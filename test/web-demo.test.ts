@@ -23,7 +23,8 @@ import type { DemoPageState } from "../web/main.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const CLI = join(ROOT, "dist", "src", "cli.js");
-const CHROMIUM = "/usr/bin/chromium";
+/** Debian's chromium (CHROMIUM_PATH overrides, as for the browser suites). */
+const CHROMIUM = process.env.CHROMIUM_PATH || "/usr/bin/chromium";
 /** Fixed inputs: the first held-out sentence and question of demo/data (checked below). */
 const SENTENCE = "As a young engineer, Casimir Dalley left Marwick for Kestport.";
 const QUESTION = "Where was the founder of Sable Records born?";
@@ -62,7 +63,9 @@ async function launch(profile: string, webgpu = true): Promise<Browser> {
     executablePath: CHROMIUM,
     headless: true,
     userDataDir: profile,
-    args: ["--headless=new", "--no-sandbox", ...(webgpu ? ["--enable-unsafe-webgpu"] : []), "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
+    // --enable-unsafe-webgpu: no adapter without it (Linux, headless); --no-sandbox only as root,
+    // where Chromium refuses to start sandboxed
+    args: [...(webgpu ? ["--enable-unsafe-webgpu"] : []), ...(process.getuid?.() === 0 ? ["--no-sandbox"] : []), "--no-first-run", "--disable-background-networking", "--disable-component-update", "--disable-sync"],
     defaultViewport: { width: 1280, height: 900 },
     protocolTimeout: 2 * STEP_MS,
   });

@@ -107,7 +107,9 @@ export function cachingFetch(
   };
 
   const f = async (input: RequestInfo | URL, init?: RequestInit): Promise<Response> => {
-    const url = new URL(typeof input === "string" ? input : input instanceof URL ? input.href : input.url, location.href).href;
+    const raw = typeof input === "string" ? input : input instanceof URL ? input.href : input.url;
+    const page = (globalThis as { location?: { href: string } }).location?.href; // absent outside a page: URLs must be absolute
+    const url = new URL(raw, page).href;
     const method = (init?.method ?? (input instanceof Request ? input.method : "GET")).toUpperCase();
     if (method === "HEAD") {
       // a stored or already downloading file answers from here; otherwise ask the server

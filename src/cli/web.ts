@@ -32,7 +32,7 @@ async function requireDir(path: string, flag: string, what: string, hint?: strin
   if (!isDir) throw new LoadError(`${flag} '${path}' is not a directory (${what})`, hint);
 }
 
-export async function webCommand(argv: string[], opts: { signal?: AbortSignal } = {}): Promise<number> {
+export async function webCommand(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { values: ["port", "host", "model", "index", "data"], booleans: ["help"] }, "web");
   if (args.bools.has("help")) {
     process.stdout.write(USAGE + "\n");
@@ -59,18 +59,18 @@ export async function webCommand(argv: string[], opts: { signal?: AbortSignal } 
     throw e;
   }
   const shownUrl = host === "0.0.0.0" || host === "::" ? server.url.replace(host === "::" ? "[::]" : "0.0.0.0", "127.0.0.1") : server.url;
-  process.stdout.write(`serving the demo page at ${shownUrl}\n  model ${model}\n  index ${index}\n  data  ${data}\n(Ctrl-C stops)\n`);
-  await new Promise<void>((done) => {
+  // the handlers are in place before the URL is printed: whoever reads it may signal at once
+  const stopped = new Promise<void>((done) => {
     const stop = (): void => {
       process.off("SIGINT", stop);
       process.off("SIGTERM", stop);
-      opts.signal?.removeEventListener("abort", stop);
       done();
     };
     process.on("SIGINT", stop);
     process.on("SIGTERM", stop);
-    opts.signal?.addEventListener("abort", stop);
   });
+  process.stdout.write(`serving the demo page at ${shownUrl}\n  model ${model}\n  index ${index}\n  data  ${data}\n(Ctrl-C stops)\n`);
+  await stopped;
   await server.close();
   process.stdout.write("stopped\n");
   return 0;
