@@ -54,6 +54,10 @@ const COMMANDS: Record<string, Command> = {
     summary: "run the bundled demo model: entity linking and multi-hop QA on held-out examples (--input TEXT for your own)",
     run: async (argv) => (await import("./cli/demo.js")).demoCommand(argv),
   },
+  web: {
+    summary: "serve the demo page with the model, its indexes and data on 127.0.0.1 (--port N); Ctrl-C stops",
+    run: async (argv) => (await import("./cli/web.js")).webCommand(argv),
+  },
   bench: {
     summary: "run the benchmarks and write bench/results/ (--quick for small sizes, --only a,b)",
     run: async (argv) => {

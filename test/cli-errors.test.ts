@@ -30,7 +30,7 @@ function assertOneLine(r: ReturnType<typeof run>, status: number, patterns: read
   for (const p of patterns) assert.match(r.lines[0]!, p, what);
 }
 
-const COMMANDS = ["device", "info", "forward", "generate", "index", "search", "run", "train", "eval", "demo", "bench"];
+const COMMANDS = ["device", "info", "forward", "generate", "index", "search", "run", "train", "eval", "demo", "web", "bench"];
 
 test("every command refuses a stray word: exit 2, one line naming it", () => {
   for (const c of COMMANDS) {

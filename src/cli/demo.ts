@@ -10,8 +10,8 @@
 //     --el-decoding names one).
 import { numberFlag, parseArgs, sizeFlag } from "./args.js";
 import { UsageError } from "../errors.js";
-import { ONEGEN_ENTITY_LINKING, runEntityLinking, type EntityLinkingResult, type MultiHopResult } from "../onegen/tasks.js";
-import { DEFAULT_EL_DECODING, evaluateModel, loadDemoData, openDemoIndexes, trivialScores, type DemoData, type ElGold, type MhGold } from "../demo/eval.js";
+import type { EntityLinkingResult, MultiHopResult } from "../onegen/tasks.js";
+import { DEFAULT_EL_DECODING, evaluateModel, linkSentence, loadDemoData, openDemoIndexes, trivialScores, type DemoData, type ElGold, type MhGold } from "../demo/eval.js";
 import { DEFAULT_DEMO_DATA, DEFAULT_DEMO_INDEX, DEFAULT_DEMO_MODEL, elDecodingFlag, openDemoModel, requireModelDir } from "./eval.js";
 
 const DEFAULT_EXAMPLES = 3;
@@ -87,14 +87,12 @@ export async function demoCommand(argv: string[]): Promise<number> {
     try {
       if (input !== undefined) {
         w(`\nentity linking\n  input:    ${input}\n`);
-        // as in the evaluation: the annotated sentence is the input plus 3 tokens per mention
-        const maxNewTokens = Math.min(ONEGEN_ENTITY_LINKING.maxNewTokens, 3 * model.tokenizer!.encode(input, { addSpecialTokens: false }).length + 16);
         // both decodings unless one was asked for: on a sentence unlike the training templates the
         // model's free output may drift from the input, which copy-input rules out
         const modes = args.flags.has("el-decoding") ? [copyInput] : [false, true];
         for (const copy of modes) {
           w(`  decoding: ${copy ? "copy-input (the output is the input with mention markup)" : "free (as OneGen)"}\n`);
-          const r = await runEntityLinking(model, indexes.el, { text: input }, { maxNewTokens, copyInput: copy });
+          const r = await linkSentence(model, indexes, input, { copyInput: copy });
           printLinking(w, data, r, null);
         }
         return 0;

@@ -32,15 +32,18 @@
 // - lexical match: retrieval by token overlap (lowercased words, stopwords removed; the mention
 //   counted twice, then its sentence, for entity linking; the gold sub-question for multi-hop);
 //   multi-hop answers: the most frequent training answer of the question's type.
+//
+// No Node built-ins at load time: the demo page (web/main.ts) runs this file in a browser, with
+// the data folder read over HTTP (DemoFiles) and the indexes through ModelDirs (src/io/source.ts);
+// node:fs is imported lazily, only for local folders.
 import { parseJsonlObjects } from "../util/jsonl.js";
-import { readFile } from "node:fs/promises";
-import { join } from "node:path";
 import { LoadError, UsageError } from "../errors.js";
+import { urlDir, type ModelDir } from "../io/source.js";
 import type { GpuContext } from "../gpu/context.js";
 import type { LoadedDecoder } from "../model/load.js";
 import { encodeDocuments, type EncodeProgress } from "../onegen/encode.js";
 import { loadIndex, saveIndex, type DocumentIndex } from "../onegen/index.js";
-import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA, runEntityLinking, runMultiHopQa, type EntityLinkingResult, type MultiHopResult } from "../onegen/tasks.js";
+import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA, runEntityLinking, runMultiHopQa, type EntityLinkingResult, type MultiHopResult, type TaskEvent, type TaskModel } from "../onegen/tasks.js";
 
 // ==================================================================== data
 
@@ -99,19 +102,63 @@ export interface DemoData {
 export const SPLITS = ["train", "dev", "test"] as const;
 export type Split = (typeof SPLITS)[number];
 
-async function readText(file: string, hint: string): Promise<string> {
+/**
+ * A folder of text files addressed by relative paths with '/' (e.g. "el/docs.jsonl"): the demo
+ * data folder, on disk (Node, Deno) or served over HTTP (a page).
+ */
+export interface DemoFiles {
+  /** Shown in errors: a path or URL. */
+  readonly name: string;
+  /** Reads a text file; failure throws an Error whose message says why (the caller names the file). */
+  readText(rel: string): Promise<string>;
+}
+
+/** `dir/rel` without a doubled separator (paths and URLs alike). */
+export function joinPath(dir: string, rel: string): string {
+  return dir.endsWith("/") ? dir + rel : `${dir}/${rel}`;
+}
+
+/** A local folder (Node, Deno): node:fs/promises is imported on first read. */
+export function localDemoFiles(dir: string): DemoFiles {
+  return {
+    name: dir,
+    async readText(rel: string): Promise<string> {
+      const specifier = "node:fs/promises"; // a variable, so browser bundlers leave it alone
+      const fs = (await import(specifier)) as typeof import("node:fs/promises");
+      return fs.readFile(joinPath(dir, rel), "utf8");
+    },
+  };
+}
+
+/** A folder served over HTTP (`fetch` defaults to the global one): non-2xx answers are errors. */
+export function urlDemoFiles(baseUrl: string, options: { fetch?: typeof fetch } = {}): DemoFiles {
+  const f = options.fetch ?? fetch;
+  return {
+    name: baseUrl,
+    async readText(rel: string): Promise<string> {
+      const res = await f(joinPath(baseUrl, rel.split("/").map(encodeURIComponent).join("/")));
+      if (!res.ok) throw new Error(`HTTP ${res.status}`);
+      return res.text();
+    },
+  };
+}
+
+const toDemoFiles = (dir: string | DemoFiles): DemoFiles => (typeof dir === "string" ? localDemoFiles(dir) : dir);
+
+async function readText(files: DemoFiles, rel: string, hint: string): Promise<string> {
   try {
-    return await readFile(file, "utf8");
+    return await files.readText(rel);
   } catch (e) {
-    throw new LoadError(`cannot read '${file}': ${(e as Error).message}`, hint);
+    throw new LoadError(`cannot read '${joinPath(files.name, rel)}': ${(e as Error).message}`, hint);
   }
 }
 
 /** Reads a JSON file that must hold an object or an array; anything else is a LoadError naming the file. */
-async function readJsonFile(file: string, hint: string, expect: "object" | "array"): Promise<unknown> {
+async function readJsonFile(files: DemoFiles, rel: string, hint: string, expect: "object" | "array"): Promise<unknown> {
+  const file = joinPath(files.name, rel);
   let v: unknown;
   try {
-    v = JSON.parse(await readText(file, hint));
+    v = JSON.parse(await readText(files, rel, hint));
   } catch (e) {
     if (e instanceof LoadError) throw e;
     throw new LoadError(`'${file}' is not valid JSON: ${(e as Error).message}`, hint);
@@ -125,21 +172,26 @@ function parseJsonl<T>(text: string, file: string): T[] {
   return parseJsonlObjects(text, file).map((r) => r.value as T);
 }
 
-/** Reads the demo data folder written by scripts/demo/make_data.mjs; `split` is the evaluated one. */
-export async function loadDemoData(dir: string, split: Split = "test"): Promise<DemoData> {
+/**
+ * Reads the demo data folder written by scripts/demo/make_data.mjs (a path, or DemoFiles such as
+ * urlDemoFiles for a page); `split` is the evaluated one.
+ */
+export async function loadDemoData(dirOrFiles: string | DemoFiles, split: Split = "test"): Promise<DemoData> {
+  const files = toDemoFiles(dirOrFiles);
+  const dir = files.name;
   const hint = "generate it with `node scripts/demo/make_data.mjs` (or give --data DIR)";
-  const jsonl = async <T>(rel: string): Promise<T[]> => parseJsonl<T>(await readText(join(dir, rel), hint), join(dir, rel));
-  const manifest = (await readJsonFile(join(dir, "manifest.json"), hint, "object")) as {
+  const jsonl = async <T>(rel: string): Promise<T[]> => parseJsonl<T>(await readText(files, rel, hint), joinPath(dir, rel));
+  const manifest = (await readJsonFile(files, "manifest.json", hint, "object")) as {
     entity_linking?: { doc_token?: string; skip_first?: number };
     multi_hop_qa?: { doc_token?: string; skip_first?: number };
   };
   const conv = (m: { doc_token?: string; skip_first?: number } | undefined, what: string) => {
-    if (!m || typeof m.doc_token !== "string" || typeof m.skip_first !== "number") throw new LoadError(`${join(dir, "manifest.json")}: ${what} needs doc_token and skip_first`);
+    if (!m || typeof m.doc_token !== "string" || typeof m.skip_first !== "number") throw new LoadError(`${joinPath(dir, "manifest.json")}: ${what} needs doc_token and skip_first`);
     return { docToken: m.doc_token, skipFirst: m.skip_first };
   };
   return {
     dir,
-    kb: (await readJsonFile(join(dir, "kb.json"), hint, "array")) as KbEntity[],
+    kb: (await readJsonFile(files, "kb.json", hint, "array")) as KbEntity[],
     elTrain: await jsonl<ElGold>("el/gold_train.jsonl"),
     elTest: await jsonl<ElGold>(`el/gold_${split}.jsonl`),
     mhTrain: await jsonl<MhGold>("mhqa/gold_train.jsonl"),
@@ -501,7 +553,8 @@ export interface DemoIndexes {
 }
 
 async function isDir(path: string): Promise<boolean> {
-  const { stat } = await import("node:fs/promises");
+  const specifier = "node:fs/promises"; // a variable, so browser bundlers leave it alone
+  const { stat } = (await import(specifier)) as typeof import("node:fs/promises");
   try {
     return (await stat(path)).isDirectory();
   } catch {
@@ -509,21 +562,38 @@ async function isDir(path: string): Promise<boolean> {
   }
 }
 
+/** The demo's two indexes somewhere other than a local folder (e.g. served beside a page). */
+export interface DemoIndexDirs {
+  /** Shown in messages: a URL or description. */
+  readonly name: string;
+  dir(sub: "el" | "mhqa"): ModelDir;
+}
+
+/** INDEX_URL/el/ and INDEX_URL/mhqa/ over HTTP (read with Range requests by loadIndex). */
+export function urlDemoIndexDirs(baseUrl: string, options: { fetch?: typeof fetch } = {}): DemoIndexDirs {
+  return { name: baseUrl, dir: (sub) => urlDir(joinPath(baseUrl, sub), options) };
+}
+
 /**
  * The entity index (INDEX_DIR/el, [SE]) and the fragment index (INDEX_DIR/mhqa,
  * [Document Fragment Representation]) of the demo. Loaded when present (a mismatched model or a
  * corrupt index is refused by loadIndex); when absent and `build` is given, encoded from the data
- * folder's docs.jsonl files with the model and saved there; otherwise a LoadError.
+ * folder's docs.jsonl files with the model and saved there; otherwise a LoadError. Given
+ * DemoIndexDirs (no file system), the indexes are loaded only: `build`/`rebuild` are refused.
  */
 export async function openDemoIndexes(
   ctx: GpuContext,
   model: LoadedDecoder,
-  indexDir: string,
+  indexDir: string | DemoIndexDirs,
   data: DemoData,
   opts: { build?: boolean; rebuild?: boolean; onProgress?: (what: string, p: EncodeProgress) => void } = {},
 ): Promise<DemoIndexes> {
   const one = async (sub: "el" | "mhqa", docs: DemoDocument[], conv: { docToken: string; skipFirst: number }): Promise<[DocumentIndex, "loaded" | "built"]> => {
-    const dir = join(indexDir, sub);
+    if (typeof indexDir !== "string") {
+      if (opts.rebuild) throw new UsageError(`openDemoIndexes: cannot rebuild the indexes at '${indexDir.name}': saving needs a local folder`);
+      return [await loadIndex(ctx, indexDir.dir(sub), model.decoder), "loaded"];
+    }
+    const dir = joinPath(indexDir, sub);
     if (!opts.rebuild && (await isDir(dir))) return [await loadIndex(ctx, dir, model.decoder), "loaded"];
     if (!opts.build && !opts.rebuild) {
       throw new LoadError(`index '${dir}' does not exist`, "run `onegen demo` once (it builds and saves the demo indexes), or give --index DIR");
@@ -539,7 +609,8 @@ export async function openDemoIndexes(
       ...(opts.onProgress ? { onProgress: (p: EncodeProgress) => opts.onProgress!(sub, p) } : {}),
     });
     // The demo owns INDEX_DIR's layout: create it (saveIndex itself wants an existing parent).
-    const { mkdir } = await import("node:fs/promises");
+    const specifier = "node:fs/promises";
+    const { mkdir } = (await import(specifier)) as typeof import("node:fs/promises");
     await mkdir(indexDir, { recursive: true });
     await saveIndex(index, dir, { flag: "--index" });
     return [index, "built"];
@@ -602,6 +673,45 @@ export interface ModelScores extends Scores {
   timing: { el_ms: number; mh_ms: number; el_ms_per_sentence: number; mh_ms_per_question: number; retrieval_probe_ms: number };
 }
 
+/** Generated-token cap for one sentence: the annotated sentence is the input plus 3 tokens per mention. */
+export function elMaxNewTokens(model: TaskModel, text: string): number {
+  if (!model.tokenizer) throw new LoadError("the model directory has no tokenizer.json: the demo works on text");
+  return Math.min(ONEGEN_ENTITY_LINKING.maxNewTokens, 3 * model.tokenizer.encode(text, { addSpecialTokens: false }).length + 16);
+}
+
+/** Generated-token cap per question (reasoning chain with two injected paragraphs and the answer). */
+export const MH_MAX_NEW_TOKENS = 256;
+
+/** The demo's entity linking of one sentence (the CLI, the evaluation and the page run exactly this). */
+export function linkSentence(
+  model: TaskModel,
+  indexes: Pick<DemoIndexes, "el">,
+  text: string,
+  opts: { copyInput?: boolean; twoPass?: boolean; maxNewTokens?: number; onEvent?: (e: TaskEvent) => void } = {},
+): Promise<EntityLinkingResult> {
+  return runEntityLinking(model, indexes.el, { text }, {
+    twoPass: opts.twoPass ?? false,
+    maxNewTokens: opts.maxNewTokens ?? elMaxNewTokens(model, text),
+    copyInput: opts.copyInput ?? false,
+    ...(opts.onEvent ? { onEvent: opts.onEvent } : {}),
+  });
+}
+
+/** The demo's multi-hop answer to one question (the CLI, the evaluation and the page run exactly this). */
+export function answerQuestion(
+  model: TaskModel,
+  indexes: Pick<DemoIndexes, "mh">,
+  question: string,
+  opts: { twoPass?: boolean; maxNewTokens?: number; onEvent?: (e: TaskEvent) => void } = {},
+): Promise<MultiHopResult> {
+  return runMultiHopQa(model, indexes.mh, { text: question }, {
+    twoPass: opts.twoPass ?? false,
+    maxNewTokens: opts.maxNewTokens ?? MH_MAX_NEW_TOKENS,
+    stopAfterAnswer: true,
+    ...(opts.onEvent ? { onEvent: opts.onEvent } : {}),
+  });
+}
+
 /** Strips a trailing EOS from a gold target (the prefill must not end the sequence). */
 function withoutEos(s: string, eos: string | null): string {
   return eos !== null && s.endsWith(eos) ? s.slice(0, -eos.length) : s;
@@ -621,9 +731,7 @@ export async function evaluateModel(model: LoadedDecoder, indexes: DemoIndexes, 
   const preds: ElPrediction[] = [];
   let t0 = performance.now();
   for (const s of el) {
-    const inputTokens = tk.encode(s.text, { addSpecialTokens: false }).length;
-    const maxNewTokens = opts.maxNewTokensEl ?? Math.min(ONEGEN_ENTITY_LINKING.maxNewTokens, 3 * inputTokens + 16);
-    const r = await runEntityLinking(model, indexes.el, { text: s.text }, { twoPass, maxNewTokens, copyInput: opts.copyInput ?? false });
+    const r = await linkSentence(model, indexes, s.text, { twoPass, copyInput: opts.copyInput ?? false, ...(opts.maxNewTokensEl !== undefined ? { maxNewTokens: opts.maxNewTokensEl } : {}) });
     preds.push({ output: r.annotated, mentions: r.mentions.map((m) => ({ mention: m.mention, entity: m.entity })) });
     opts.onExample?.({ task: "entity-linking", gold: s, result: r });
   }
@@ -633,7 +741,7 @@ export async function evaluateModel(model: LoadedDecoder, indexes: DemoIndexes, 
   const answers: (string | null)[] = [];
   t0 = performance.now();
   for (const q of mh) {
-    const r = await runMultiHopQa(model, indexes.mh, { text: q.question }, { twoPass, maxNewTokens: opts.maxNewTokensMh ?? 256, stopAfterAnswer: true });
+    const r = await answerQuestion(model, indexes, q.question, { twoPass, ...(opts.maxNewTokensMh !== undefined ? { maxNewTokens: opts.maxNewTokensMh } : {}) });
     answers.push(r.answer);
     opts.onExample?.({ task: "multihop-qa", gold: q, result: r });
   }
