@@ -10,7 +10,7 @@ import type { KernelVariant } from "../gpu/kernels.js";
 import type { Tensor } from "../gpu/tensor.js";
 import { DTYPE_BYTES } from "../gpu/tensor.js";
 import { ShapeError, UsageError } from "../errors.js";
-import { expectDType, grid, Params, requireF16 } from "./common.js";
+import { expectDType, grid, Params, storeFeatures, storeType, type StoreType } from "./common.js";
 
 /**
  * Invocations per workgroup. Workgroup-per-row: 64, as rmsnorm on software GPUs (same reduction
@@ -28,7 +28,8 @@ export const L2NORM_WG = 64;
 export const L2NORM_THREAD_ROW_MAX_D = 512;
 
 export interface L2normVariant {
-  out: "f32" | "f16";
+  /** Output store type: "f16p" writes f16 rows as packed pairs (atomics on shared words; no shader-f16). */
+  out: StoreType;
   /** One invocation per row (short rows) instead of one workgroup per row. */
   threadRow: boolean;
   wg: number;
@@ -39,14 +40,14 @@ export function l2normKernel(v: L2normVariant): KernelVariant {
   return {
     file: "l2norm",
     name: `l2norm_${v.out}${v.threadRow ? "_threadrow" : ""}_wg${v.wg}`,
-    defines: { F16: v.out === "f16", THREAD_ROW: v.threadRow, O: v.out, WG: v.wg },
+    defines: { F16: v.out === "f16", PACKED: v.out === "f16p", THREAD_ROW: v.threadRow, O: v.out === "f16p" ? "u32" : v.out, WG: v.wg },
     bindings: ["read", "read_write", "uniform"],
-    features: v.out === "f16" ? ["shader-f16"] : [],
+    features: storeFeatures(v.out),
   };
 }
 
 /** The variant l2normRows runs (the op's resolver): thread-per-row for D ≤ L2NORM_THREAD_ROW_MAX_D unless forced. */
-export function resolveL2norm(D: number, out: "f32" | "f16", threadRow?: boolean): L2normVariant {
+export function resolveL2norm(D: number, out: StoreType, threadRow?: boolean): L2normVariant {
   return { out, threadRow: threadRow ?? D <= L2NORM_THREAD_ROW_MAX_D, wg: L2NORM_WG };
 }
 
@@ -67,9 +68,8 @@ export async function l2normRows(ctx: GpuContext, x: Tensor, out: Tensor, outRow
     throw new ShapeError(`${op}: rows [${outRow}, ${outRow + R}) do not fit out ('${out.label}') of ${N} rows`);
   }
   const odt = out.dtype as "f32" | "f16";
-  if (odt === "f16") requireF16(ctx, op);
   if (R === 0 || D === 0) return;
-  const v = resolveL2norm(D, odt, opts.threadRow);
+  const v = resolveL2norm(D, storeType(ctx, odt), opts.threadRow);
   const kernel = await ctx.kernels.get(l2normKernel(v));
   const align = ctx.limits.minStorageBufferOffsetAlignment;
   const limit = ctx.limits.maxStorageBufferBindingSize;
