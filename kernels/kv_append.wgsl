@@ -57,7 +57,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let dst = (g * params.S + pos) * params.hd;
 #if PACKED
   let end = dst + params.hd;
-  for (var w = dst >> 1u; w < (end + 1u) >> 1u; w++) {
+  let w_end = (end + 1u) >> 1u;
+  for (var w = dst >> 1u; w < w_end; w++) {
     let e = 2u * w;
     if (e >= dst && e + 1u < end) {
       atomicStore(&k_cache[w], f16p_pair(k[src + e - dst], k[src + e + 1u - dst]));

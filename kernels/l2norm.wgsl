@@ -3,7 +3,7 @@
 // the index: rows of final-norm hidden states (f32) become unit rows of the index (f16 or f32).
 //
 // Bindings (group 0):
-//   0 x:      array<f32>   read        [R, D] f32, one window of whole rows
+//   0 x:      array<f32>   read        [R, D] f32, a window of whole rows; row r starts at element xBase + r·D
 //   1 out:    array<O>     read_write  window of the index [capacity, D], O = f32 or f16 (F16);
 //                                      row r of x goes to element outBase + r·D of the window
 //   2 params: Params       uniform
@@ -28,7 +28,7 @@ struct Params {
   R: u32,        // rows in this window
   D: u32,        // row length in elements
   outBase: u32,  // element offset of output row 0 inside the bound out window
-  _pad: u32,
+  xBase: u32,    // element offset of input row 0 inside the bound x window
 }
 
 @group(0) @binding(0) var<storage, read> x: array<f32>;
@@ -68,14 +68,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
   let row = (wid.x + wid.y * nwg.x) * {{WG}}u + lid;
   if (row >= params.R) { return; }
-  let base = row * params.D;
+  let base = params.xBase + row * params.D;
   var ss = 0.0;
   for (var i = 0u; i < params.D; i++) {
     let v = x[base + i];
     ss += v * v;
   }
   let inv = select(0.0, 1.0 / sqrt(ss), ss > 0.0);
-  let ob = params.outBase + base;
+  let ob = params.outBase + row * params.D;
 #if PACKED
   store_row_packed(base, ob, inv, 0u, 1u);
 #else
@@ -92,7 +92,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
   let row = wid.x + wid.y * nwg.x;   // workgroup-uniform
   if (row >= params.R) { return; }
-  let base = row * params.D;
+  let base = params.xBase + row * params.D;
   var ss = 0.0;
   for (var i = lid; i < params.D; i += {{WG}}u) {
     let v = x[base + i];
@@ -106,7 +106,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   let total = partial[0];
   let inv = select(0.0, 1.0 / sqrt(total), total > 0.0);
-  let ob = params.outBase + base;
+  let ob = params.outBase + row * params.D;
 #if PACKED
   store_row_packed(base, ob, inv, lid, {{WG}}u);
 #else

@@ -3,7 +3,7 @@
 // search kernel (src/ops/search.ts) expects unit rows. A zero row stays zero (its cosine with any
 // query is then 0).
 // x [R, D] f32 and the table [N, D] may both exceed one storage binding: rows are processed in
-// windows; the output window starts at the aligned byte offset at or below its first row.
+// windows; each window starts at the aligned byte offset at or below its first row.
 
 import type { GpuContext } from "../gpu/context.js";
 import type { KernelVariant } from "../gpu/kernels.js";
@@ -79,20 +79,26 @@ export async function l2normRows(ctx: GpuContext, x: Tensor, out: Tensor, outRow
   // to 4 bytes): leave that much room below the binding limit.
   const maxRows = Math.floor((limit - align - 4) / Math.max(inRow, outRowBytes));
   if (maxRows < 1) throw new ShapeError(`${op}: a row of ${D} elements does not fit one storage binding of ${limit} bytes`);
-  for (const w of ctx.bindingWindows(R, inRow, `${op} x '${x.label}'`, maxRows)) {
-    const byteStart = (outRow + w.firstRow) * outRowBytes;
+  // Both sides are bound at the aligned offset at or below their first row, with the row's
+  // element offset inside the window passed as xBase / outBase: any row size works with any
+  // offset alignment (a browser's 256 bytes too).
+  for (let r0 = 0; r0 < R; r0 += maxRows) {
+    const rows = Math.min(maxRows, R - r0);
+    const xStart = r0 * inRow;
+    const xAt = xStart - (xStart % align);
+    const byteStart = (outRow + r0) * outRowBytes;
     const aligned = byteStart - (byteStart % align);
-    const byteSize = byteStart - aligned + w.rows * outRowBytes;
+    const byteSize = byteStart - aligned + rows * outRowBytes;
     const outBase = (byteStart - aligned) / DTYPE_BYTES[odt];
-    const params = new Params().u32(w.rows).u32(D).u32(outBase).u32(0).bytes();
+    const params = new Params().u32(rows).u32(D).u32(outBase).u32((xStart - xAt) / 4).bytes();
     ctx.dispatch(
       kernel,
       [
-        { tensor: x, byteOffset: w.byteOffset, byteSize: w.rows * inRow },
+        { tensor: x, byteOffset: xAt, byteSize: xStart - xAt + rows * inRow },
         { tensor: out, byteOffset: aligned, byteSize },
       ],
       params,
-      grid(ctx, v.threadRow ? Math.ceil(w.rows / v.wg) : w.rows),
+      grid(ctx, v.threadRow ? Math.ceil(rows / v.wg) : rows),
     );
   }
 }
