@@ -38,6 +38,9 @@ export interface AdapterDescription {
   /** "node-dawn" | "navigator.gpu" | "injected" */
   backend: string;
   isSoftware: boolean;
+  /** What the adapter offers (the device gets the optional features and these limits' values). */
+  features: readonly string[];
+  limits: Readonly<Record<string, number>>;
 }
 
 export interface RuntimeStats {

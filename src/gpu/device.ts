@@ -89,6 +89,8 @@ async function findGpu(options: OpenDeviceOptions): Promise<GpuProvider> {
 
 /** Opens a GPU device with the limits and features LLM kernels need, and reports what it got. */
 export async function openDevice(options: OpenDeviceOptions = {}): Promise<GpuContext> {
+  const storageAlign = alignmentOption(options, "minStorageBufferOffsetAlignment");
+  const uniformAlign = alignmentOption(options, "minUniformBufferOffsetAlignment");
   const provider = await findGpu(options);
   let adapter: GPUAdapter | null;
   try {
@@ -131,10 +133,11 @@ export async function openDevice(options: OpenDeviceOptions = {}): Promise<GpuCo
     maxComputeWorkgroupsPerDimension: dl.maxComputeWorkgroupsPerDimension,
     maxStorageBuffersPerShaderStage: dl.maxStorageBuffersPerShaderStage,
     maxUniformBufferBindingSize: dl.maxUniformBufferBindingSize,
-    minStorageBufferOffsetAlignment: Math.max(dl.minStorageBufferOffsetAlignment, alignmentOption(options, "minStorageBufferOffsetAlignment")),
-    minUniformBufferOffsetAlignment: Math.max(dl.minUniformBufferOffsetAlignment, alignmentOption(options, "minUniformBufferOffsetAlignment")),
+    minStorageBufferOffsetAlignment: Math.max(dl.minStorageBufferOffsetAlignment, storageAlign),
+    minUniformBufferOffsetAlignment: Math.max(dl.minUniformBufferOffsetAlignment, uniformAlign),
   };
   if (options.maxStorageBufferBindingSize !== undefined && options.maxStorageBufferBindingSize % limits.minStorageBufferOffsetAlignment !== 0) {
+    device.destroy();
     throw new UnsupportedError(`maxStorageBufferBindingSize override ${options.maxStorageBufferBindingSize} must be a multiple of ${limits.minStorageBufferOffsetAlignment}`);
   }
   const info = adapter.info;
@@ -146,6 +149,8 @@ export async function openDevice(options: OpenDeviceOptions = {}): Promise<GpuCo
     description,
     backend: provider.backend,
     isSoftware: /llvmpipe|lavapipe|swiftshader|software|cpu/i.test(description),
+    features: [...have].sort(),
+    limits: Object.fromEntries(REQUESTED_LIMITS.flatMap((name) => (typeof adapterLimits[name] === "number" ? [[name, adapterLimits[name]!]] : []))),
   };
   return new GpuContext(device, new Set<string>(device.features), limits, adapterDesc, provider.keepAlive);
 }
