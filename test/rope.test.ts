@@ -17,8 +17,9 @@ function invFreqDefault(hd: number, theta: number): Float32Array {
 // built-ins, so the same bound holds on SwiftShader (whose built-in sin/cos are less precise).
 // Tolerance: the GPU's reduced angle differs from the f32 angle by ≲ 3e-7 rad (see rope.wgsl) and
 // f32 sin/cos on [−π, π] are good to a few ulp on lavapipe; |x| ≤ 2, so |err| ≲ 2·(3e-7 + 2e-7)
-// plus two f32 roundings of the result. Measured max error 4.0e-7 for positions ≤ 4e5 (and 6.8e-2
-// at 1e6, past the documented reduction range). atol 4e-6 leaves a 10× margin; WGSL itself bounds
+// plus two f32 roundings of the result. Measured max error 4.0e-7 for positions ≤ 4e5 with the
+// built-ins, 5.9e-7 with the polynomials (lavapipe, 2026-12-02, hd 128, |x| ≤ 2, positions 0–4e5)
+// (and 6.8e-2 at 1e6, past the documented reduction range). atol 4e-6 leaves a 10× margin; WGSL itself bounds
 // sin/cos only on [−π, π] (2^-11 absolute), which is why the kernel reduces the angle first.
 const TOL = { atol: 4e-6, rtol: 0 };
 
