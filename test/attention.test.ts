@@ -143,9 +143,10 @@ test("attention: packed sequences, empty and out-of-range ranges give zeros, not
 test("kvAppend: f32 copy is exact, f16 is round-to-nearest of f32; untouched slots keep their NaN; positions ≥ S are skipped", async () => {
   await forDevices({}, async (ctx) => {
     const rng = new Rng(5);
-    for (const hd of [64, 7]) {
+    // [3, 4, 5, 6] with odd hd: neighbouring rows share a word, written by two invocations at once
+    for (const [hd, pos] of [[64, [7, 0, 19, 25]], [7, [7, 0, 19, 25]], [7, [3, 4, 5, 6]], [5, [6, 5, 4, 3]]] as const) {
       const Hkv = 3, S = 20, T = 4;
-      const positions = Uint32Array.from([7, 0, 19, 25]); // 25 ≥ S: skipped
+      const positions = Uint32Array.from(pos); // 25 ≥ S: skipped
       const k = rng.fillUniform(T * Hkv * hd, -3, 3);
       const v = rng.fillUniform(T * Hkv * hd, -3, 3);
       for (const cache of ["f32", "f16"] as const) {
@@ -161,8 +162,8 @@ test("kvAppend: f32 copy is exact, f16 is round-to-nearest of f32; untouched slo
           // WGSL lets f32→f16 round either way; compare in values within one f16 ulp (2^-10 relative)
           // and NaN slots exactly (assertClose requires NaN where the reference has NaN).
           const tol = { atol: 0, rtol: 2 ** -10 };
-          assertClose(await kc.readF32(), f16ArrayToF32(want.kCache as unknown as Uint16Array), tol, `kvAppend f16 k hd=${hd}`);
-          assertClose(await vc.readF32(), f16ArrayToF32(want.vCache as unknown as Uint16Array), tol, `kvAppend f16 v hd=${hd}`);
+          assertClose(await kc.readF32(), f16ArrayToF32(want.kCache as unknown as Uint16Array), tol, `kvAppend f16 k hd=${hd} positions ${pos.join(",")}`);
+          assertClose(await vc.readF32(), f16ArrayToF32(want.vCache as unknown as Uint16Array), tol, `kvAppend f16 v hd=${hd} positions ${pos.join(",")}`);
         }
       }
     }
