@@ -29,7 +29,9 @@
 // once more into a quadrant q = round(r·2/π) and y = r − q·π/2 (three-part π/2, exact products
 // for |q| ≤ 2), |y| ≤ π/4, where the Cephes sinf/cosf minimax polynomials are good to ~1 ulp;
 // the quadrant then picks (±sin y, ±cos y). Only +, ×, round: the same few-ulp result on every
-// adapter.
+// adapter. Measured 2026-12-02 (hd 128, |x| ≤ 2, positions 0–3e5, max |error| vs the float64
+// reference): Chromium 156 SwiftShader built-in sin/cos 4.2e-4, polynomials 5.6e-7; lavapipe
+// built-ins 4.0e-7, polynomials 5.9e-7 (the tests' tolerance is 4e-6).
 // All arithmetic f32.
 
 struct Params {
