@@ -2,6 +2,7 @@
 // kernels, reported as GB/s of bytes read + written against the device's copy bandwidth.
 // The rmsnorm workgroup-size arms (64 vs 256) run alternately in the same process.
 import type { GpuContext } from "../src/gpu/context.js";
+import { storeType } from "../src/ops/common.js";
 import { rmsnorm, rmsnormKernel, resolveRmsnorm } from "../src/ops/rmsnorm.js";
 import { swiglu, swigluKernel, resolveSwiglu } from "../src/ops/swiglu.js";
 import { embedding, embeddingKernel } from "../src/ops/embedding.js";
@@ -23,7 +24,7 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
         const opts = residual ? { residual: r, out, wg } : { out, wg };
         const tm = await timeGpu(ctx, () => rmsnorm(ctx, x, w, 1e-5, opts).then(() => undefined), { reps: 8, samples });
         const bytes = T * D * 4 * (residual ? 4 : 2) + D * (wdt === "f16" ? 2 : 4);
-        const name = rmsnormKernel(resolveRmsnorm(D, wdt, opts, ctx.adapter.isSoftware)).name;
+        const name = rmsnormKernel(resolveRmsnorm(D, storeType(ctx, wdt), opts, ctx.adapter.isSoftware)).name;
         rows.push(row(env, { bench: "norm", variant: name, shape: `T=${T} D=${D} w=${wdt}`, bytes }, tm));
       }
     }
@@ -46,7 +47,7 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
     const ids = ctx.upload(Array.from({ length: T }, (_, i) => (i * 7919) % V), [T], "u32", "ids");
     const out = ctx.empty([T, D], "f32", "emb");
     const tm = await timeGpu(ctx, () => embedding(ctx, ids, table, { out }).then(() => undefined), { reps: 8, samples });
-    rows.push(row(env, { bench: "norm", variant: embeddingKernel(wdt).name, shape: `embedding T=${T} V=${V} D=${D}`, bytes: T * D * ((wdt === "f16" ? 2 : 4) + 4) }, tm));
+    rows.push(row(env, { bench: "norm", variant: embeddingKernel(storeType(ctx, wdt)).name, shape: `embedding T=${T} V=${V} D=${D}`, bytes: T * D * ((wdt === "f16" ? 2 : 4) + 4) }, tm));
     ids.dispose();
     out.dispose();
   }

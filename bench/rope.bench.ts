@@ -2,6 +2,7 @@
 // GB/s of bytes read + written against copy bandwidth. Shapes: one decode token and a 512-token
 // prefill with Llama-7B heads (32 × 128) and TinyLlama k heads (4 × 64).
 import type { GpuContext } from "../src/gpu/context.js";
+import { storeType } from "../src/ops/common.js";
 import { rope, ropeVariant } from "../src/ops/rope.js";
 import { kvAppend, kvAppendVariant } from "../src/ops/attention.js";
 import { row, timeGpu, type BenchEnv, type BenchRow } from "./harness.js";
@@ -23,7 +24,7 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
       const vc = ctx.empty([H, S, hd], cache, "vCache");
       const ta = await timeGpu(ctx, () => kvAppend(ctx, x, x, kc, vc, pos), { reps: 4, samples: env.quick ? 3 : 7 });
       const bytes = 2 * T * H * hd * (4 + (cache === "f16" ? 2 : 4));
-      rows.push(row(env, { bench: "rope", variant: kvAppendVariant(cache).name, shape: `kv_append T=${T} Hkv=${H} hd=${hd} ${cache}`, bytes }, ta));
+      rows.push(row(env, { bench: "rope", variant: kvAppendVariant(storeType(ctx, cache)).name, shape: `kv_append T=${T} Hkv=${H} hd=${hd} ${cache}`, bytes }, ta));
       kc.dispose();
       vc.dispose();
     }

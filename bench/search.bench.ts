@@ -2,6 +2,7 @@
 // are negligible) against the device's copy bandwidth. Full mode: N = 10^4 .. 10^6 at D = 2048
 // and 4096 f16 (up to 8 GB: sizes over maxBufferSize are skipped with a log line); quick: small.
 import type { GpuContext } from "../src/gpu/context.js";
+import { storeType } from "../src/ops/common.js";
 import { cosineTopK, cosineTopKKernel } from "../src/ops/search.js";
 import { row, timeGpu, type BenchEnv, type BenchRow } from "./harness.js";
 
@@ -24,7 +25,7 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
     const outIds = ctx.empty([k], "u32", "ids");
     const outScores = ctx.empty([k], "f32", "scores");
     const t = await timeGpu(ctx, () => cosineTopK(ctx, q, index, k, { outIds, outScores }).then(() => undefined), { reps: 1, samples: env.quick ? 3 : 5, warmup: 1 });
-    const name = cosineTopKKernel({ stage: "scan", index: dt, vec4: D % 4 === 0 }).name;
+    const name = cosineTopKKernel({ stage: "scan", index: storeType(ctx, dt), vec4: D % 4 === 0 }).name;
     rows.push(row(env, { bench: "search", variant: name, shape: `N=${N} D=${D} k=${k} ${dt}`, bytes }, t));
     for (const x of [index, q, outIds, outScores]) x.dispose();
   }

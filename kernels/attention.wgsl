@@ -37,8 +37,13 @@
 // with runtime loop bounds still 2.5–13.7 s and ran at 0.1 GB/s in decode (TinyLlama heads, 4096
 // keys, f16: 31–49 ms). This version: 17–29 ms there, compiles in < 1 s. Measured on lavapipe,
 // 2 cores, 2026-11-24; full figures in the header of src/ops/attention.ts.
+// PACKED (f16 cache without shader-f16): CV = u32 (scalar: element e is in word e >> 1) or
+// vec2<u32> (VEC4: one vec4 slot in two words), packed pairs widened exactly to f32.
 #if F16
 enable f16;
+#endif
+#if PACKED
+#include f16_packed
 #endif
 
 struct Params {
@@ -71,6 +76,30 @@ const NEG: f32 = -3.0e38;
 @group(0) @binding(4) var<storage, read_write> acc: array<V>;
 @group(0) @binding(5) var<uniform> params: Params;
 #endif
+
+// Cache element (or vec4 slot) i widened to f32.
+fn load_k(i: u32) -> V {
+#if PACKED
+#if VEC4
+  return f16p_vec4(k_cache[i]);
+#else
+  return f16p_at(k_cache[i >> 1u], i);
+#endif
+#else
+  return V(k_cache[i]);
+#endif
+}
+fn load_v(i: u32) -> V {
+#if PACKED
+#if VEC4
+  return f16p_vec4(v_cache[i]);
+#else
+  return f16p_at(v_cache[i >> 1u], i);
+#endif
+#else
+  return V(v_cache[i]);
+#endif
+}
 
 fn hsum(x: V) -> f32 {
 #if VEC4
@@ -120,10 +149,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     var d3 = V(0.0);
     for (var i = 0u; i < ns; i++) {
       let qq = q[q0 + i];
-      d0 = fma(qq, V(k_cache[r0 + i]), d0);
-      d1 = fma(qq, V(k_cache[r1 + i]), d1);
-      d2 = fma(qq, V(k_cache[r2 + i]), d2);
-      d3 = fma(qq, V(k_cache[r3 + i]), d3);
+      d0 = fma(qq, load_k(r0 + i), d0);
+      d1 = fma(qq, load_k(r1 + i), d1);
+      d2 = fma(qq, load_k(r2 + i), d2);
+      d3 = fma(qq, load_k(r3 + i), d3);
     }
     let sc = select(vec4<f32>(NEG), vec4<f32>(hsum(d0), hsum(d1), hsum(d2), hsum(d3)) * params.scale, valid);
     let m_new = max(m, max(max(sc.x, sc.y), max(sc.z, sc.w)));
@@ -133,10 +162,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     m = m_new;
     for (var i = 0u; i < ns; i++) {
       var o = acc[a0 + i] * alpha;
-      o = fma(V(p.x), V(v_cache[r0 + i]), o);
-      o = fma(V(p.y), V(v_cache[r1 + i]), o);
-      o = fma(V(p.z), V(v_cache[r2 + i]), o);
-      o = fma(V(p.w), V(v_cache[r3 + i]), o);
+      o = fma(V(p.x), load_v(r0 + i), o);
+      o = fma(V(p.y), load_v(r1 + i), o);
+      o = fma(V(p.z), load_v(r2 + i), o);
+      o = fma(V(p.w), load_v(r3 + i), o);
       acc[a0 + i] = o;
     }
   }

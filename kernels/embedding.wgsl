@@ -15,8 +15,13 @@
 //   4 params: Params              uniform
 // Mapping: one workgroup per token (linear workgroup index x + y·num_x); WG invocations stride
 // over the row. Pure copy (f16 widened exactly to f32).
+// PACKED (f16 without shader-f16): E = u32, the window's f16 elements as packed pairs (the
+// window starts at an aligned byte offset, so element 0 is the low half of word 0).
 #if F16
 enable f16;
+#endif
+#if PACKED
+#include f16_packed
 #endif
 
 struct Params {
@@ -52,5 +57,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   if (id < params.firstRow || id - params.firstRow >= params.rows) { return; }
   let src = (id - params.firstRow) * params.D;
+#if PACKED
+  for (var i = lid; i < params.D; i += {{WG}}u) { out[dst + i] = f16p_at(table[(src + i) >> 1u], src + i); }
+#else
   for (var i = lid; i < params.D; i += {{WG}}u) { out[dst + i] = f32(table[src + i]); }
+#endif
 }

@@ -14,8 +14,15 @@
 // Mapping: one invocation per (t, g) row pair, looping over hd (k and v). A position ≥ S writes
 // nothing (the GPU cannot raise an error; the host never sees positions) — callers size S.
 // Rows with equal positions race (last writer unspecified), as any scatter does.
+// PACKED (f16 cache without shader-f16): the caches are array<atomic<u32>> of packed pairs. A
+// word whose halves both belong to this row is stored whole; with odd hd a row's first or last
+// word is shared with the neighbouring row (another invocation), so only this row's half is
+// changed, by atomicAnd (clear) then atomicOr (set): neither writer loses the other's half.
 #if F16
 enable f16;
+#endif
+#if PACKED
+#include f16_packed
 #endif
 
 struct Params {
@@ -28,8 +35,13 @@ struct Params {
 @group(0) @binding(0) var<storage, read> k: array<f32>;
 @group(0) @binding(1) var<storage, read> v: array<f32>;
 @group(0) @binding(2) var<storage, read> positions: array<u32>;
+#if PACKED
+@group(0) @binding(3) var<storage, read_write> k_cache: array<atomic<u32>>;
+@group(0) @binding(4) var<storage, read_write> v_cache: array<atomic<u32>>;
+#else
 @group(0) @binding(3) var<storage, read_write> k_cache: array<{{CT}}>;
 @group(0) @binding(4) var<storage, read_write> v_cache: array<{{CT}}>;
+#endif
 @group(0) @binding(5) var<uniform> params: Params;
 
 @compute @workgroup_size({{WG}})
@@ -43,8 +55,26 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   if (pos >= params.S) { return; }
   let src = idx * params.hd;
   let dst = (g * params.S + pos) * params.hd;
+#if PACKED
+  let end = dst + params.hd;
+  let w_end = (end + 1u) >> 1u;
+  for (var w = dst >> 1u; w < w_end; w++) {
+    let e = 2u * w;
+    if (e >= dst && e + 1u < end) {
+      atomicStore(&k_cache[w], f16p_pair(k[src + e - dst], k[src + e + 1u - dst]));
+      atomicStore(&v_cache[w], f16p_pair(v[src + e - dst], v[src + e + 1u - dst]));
+    } else {
+      let own = select(e + 1u, e, e >= dst);   // the one element of this word in the row
+      atomicAnd(&k_cache[w], f16p_keep_mask(own));
+      atomicOr(&k_cache[w], f16p_half_bits(k[src + own - dst], own));
+      atomicAnd(&v_cache[w], f16p_keep_mask(own));
+      atomicOr(&v_cache[w], f16p_half_bits(v[src + own - dst], own));
+    }
+  }
+#else
   for (var d = 0u; d < params.hd; d++) {
     k_cache[dst + d] = {{CT}}(k[src + d]);
     v_cache[dst + d] = {{CT}}(v[src + d]);
   }
+#endif
 }

@@ -14,8 +14,12 @@
 // Mapping: one workgroup per row (linear workgroup index = x + y·num_x, rows ≥ T skip); the WG
 // invocations stride over the row, accumulate Σh² in f32, then a tree reduction in workgroup
 // memory gives the row's sum. Statistics and the output are f32; f16 weights are widened to f32.
+// PACKED (f16 weights without shader-f16): W = u32 (scalar) or vec2<u32> (VEC4), packed pairs.
 #if F16
 enable f16;
+#endif
+#if PACKED
+#include f16_packed
 #endif
 
 struct Params {
@@ -35,6 +39,19 @@ struct Params {
 @group(0) @binding(2) var<storage, read_write> out: array<{{V}}>;
 @group(0) @binding(3) var<uniform> params: Params;
 #endif
+
+// Weight element (or vec4 slot) i, widened to f32.
+fn load_w(i: u32) -> {{V}} {
+#if PACKED
+#if VEC4
+  return f16p_vec4(weight[i]);
+#else
+  return f16p_at(weight[i >> 1u], i);
+#endif
+#else
+  return {{V}}(weight[i]);
+#endif
+}
 
 var<workgroup> partial: array<f32, {{WG}}>;
 
@@ -72,6 +89,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
     let h = x[base + i];
 #endif
-    out[base + i] = h * inv * {{V}}(weight[i]);
+    out[base + i] = h * inv * load_w(i);
   }
 }

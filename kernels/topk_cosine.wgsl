@@ -30,8 +30,13 @@
 // Precision: dot products accumulate in f32 (four vec4 lanes summed at the end with VEC4); f16
 // rows are widened to f32. ‖q‖² is a workgroup tree sum in f32.
 // Constraints: k ≤ S − WG (the launcher allows k ≤ 256); D % 4 == 0 for VEC4.
+// PACKED (f16 index without shader-f16): R = u32 (scalar) or vec2<u32> (VEC4), packed pairs,
+// widened exactly as the native path does.
 #if F16
 enable f16;
+#endif
+#if PACKED
+#include f16_packed
 #endif
 
 struct Params {
@@ -155,13 +160,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #if VEC4
       var acc = vec4<f32>(0.0);
       for (var i = 0u; i < params.D; i++) {
+#if PACKED
+        acc += query[qb + i] * f16p_vec4(index[rb + i]);
+#else
         acc += query[qb + i] * vec4<f32>(index[rb + i]);
+#endif
       }
       let s = (acc.x + acc.y + acc.z + acc.w) * inv;
 #else
       var acc = 0.0;
       for (var i = 0u; i < params.D; i++) {
+#if PACKED
+        acc += query[qb + i] * f16p_at(index[(rb + i) >> 1u], rb + i);
+#else
         acc += query[qb + i] * f32(index[rb + i]);
+#endif
       }
       let s = acc * inv;
 #endif

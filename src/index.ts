@@ -3,7 +3,7 @@
 
 // Runtime foundation
 export * from "./errors.js";
-export { openDevice, describeContext, OPTIONAL_FEATURES, type OpenDeviceOptions } from "./gpu/device.js";
+export { openDevice, describeContext, OPTIONAL_FEATURES, BROWSER_LIKE, type OpenDeviceOptions } from "./gpu/device.js";
 export { GpuContext, type RuntimeLimits, type RuntimeStats, type AdapterDescription, type BindingResource, type BufferWindow, type WindowPlan } from "./gpu/context.js";
 export { Tensor, DTYPE_BYTES, numel, type DType, type HostArray } from "./gpu/tensor.js";
 export { BufferPool, sizeClass, type PoolStats } from "./gpu/pool.js";

@@ -1,13 +1,15 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { gpu } from "./helpers/gpu.js";
+import { forDevices, gpu } from "./helpers/gpu.js";
 import { assertClose, assertEqualArrays, assertRejects } from "./helpers/check.js";
 import {
   attention,
+  attentionVariant,
   attentionReference,
   causalRanges,
   kvAppend,
   kvAppendReference,
+  kvAppendVariant,
   packedCausalRanges,
   resolveAttention,
   type AttentionKind,
@@ -86,30 +88,32 @@ test("attention prefill and decode: hd 64/80/96/128/24/7 × GQA 1/4/7, T = 1 and
 });
 
 test("attention with an f16 cache: every head dim, GQA 1/4/7, both kinds", async () => {
-  const ctx = await gpu();
-  const rng = new Rng(77);
-  for (const hd of [64, 80, 96, 128, 24, 7]) {
-    for (const [H, Hkv] of [[2, 2], [4, 1], [14, 2]] as const) {
-      await runCase(ctx, rng, { T: 21, H, Hkv, hd, S: 30, cache: "f16", ranges: causalRanges(21, 3), kind: "prefill" }, "f16 prefill");
-      await runCase(ctx, rng, { T: 1, H, Hkv, hd, S: 70, cache: "f16", ranges: causalRanges(1, 66), kind: "decode", chunk: 20 }, "f16 decode");
+  await forDevices({}, async (ctx) => {
+    const rng = new Rng(77);
+    for (const hd of [64, 80, 96, 128, 24, 7]) {
+      for (const [H, Hkv] of [[2, 2], [4, 1], [14, 2]] as const) {
+        await runCase(ctx, rng, { T: 21, H, Hkv, hd, S: 30, cache: "f16", ranges: causalRanges(21, 3), kind: "prefill" }, "f16 prefill");
+        await runCase(ctx, rng, { T: 1, H, Hkv, hd, S: 70, cache: "f16", ranges: causalRanges(1, 66), kind: "decode", chunk: 20 }, "f16 decode");
+      }
     }
-  }
+  });
 });
 
 test("attention: long context decode (1000 keys) goes through split-K under auto; sharp softmax stays finite", async () => {
-  const ctx = await gpu();
-  const rng = new Rng(9);
-  for (const cache of ["f32", "f16"] as const) {
-    const label = await runCase(ctx, rng, { T: 1, H: 8, Hkv: 2, hd: 64, S: 1024, cache, ranges: Uint32Array.from([0, 1000]), kind: "auto" }, "auto decode");
-    assert.match(label, /^attention_decode_/, `auto picked ${label}`);
-    assert.match(label, /\+combine/);
-  }
-  // scale 8: softmax close to one-hot, scores up to ~±100; the running max changes across tiles
-  await runCase(ctx, rng, { T: 1, H: 4, Hkv: 4, hd: 32, S: 300, cache: "f32", ranges: Uint32Array.from([3, 290]), kind: "decode", scale: 8 }, "sharp decode");
-  await runCase(ctx, rng, { T: 40, H: 4, Hkv: 4, hd: 32, S: 300, cache: "f32", ranges: causalRanges(40, 250), kind: "prefill", scale: 8 }, "sharp prefill");
-  // many rows: auto picks prefill
-  const label = await runCase(ctx, rng, { T: 130, H: 4, Hkv: 1, hd: 16, S: 130, cache: "f32", ranges: causalRanges(130, 0), kind: "auto" }, "auto prefill");
-  assert.match(label, /^attention_prefill_/, `auto picked ${label}`);
+  await forDevices({}, async (ctx) => {
+    const rng = new Rng(9);
+    for (const cache of ["f32", "f16"] as const) {
+      const label = await runCase(ctx, rng, { T: 1, H: 8, Hkv: 2, hd: 64, S: 1024, cache, ranges: Uint32Array.from([0, 1000]), kind: "auto" }, "auto decode");
+      assert.match(label, /^attention_decode_/, `auto picked ${label}`);
+      assert.match(label, /\+combine/);
+    }
+    // scale 8: softmax close to one-hot, scores up to ~±100; the running max changes across tiles
+    await runCase(ctx, rng, { T: 1, H: 4, Hkv: 4, hd: 32, S: 300, cache: "f32", ranges: Uint32Array.from([3, 290]), kind: "decode", scale: 8 }, "sharp decode");
+    await runCase(ctx, rng, { T: 40, H: 4, Hkv: 4, hd: 32, S: 300, cache: "f32", ranges: causalRanges(40, 250), kind: "prefill", scale: 8 }, "sharp prefill");
+    // many rows: auto picks prefill
+    const label = await runCase(ctx, rng, { T: 130, H: 4, Hkv: 1, hd: 16, S: 130, cache: "f32", ranges: causalRanges(130, 0), kind: "auto" }, "auto prefill");
+    assert.match(label, /^attention_prefill_/, `auto picked ${label}`);
+  });
 });
 
 test("attention: packed sequences, empty and out-of-range ranges give zeros, not NaN; splits that are empty", async () => {
@@ -137,49 +141,52 @@ test("attention: packed sequences, empty and out-of-range ranges give zeros, not
 });
 
 test("kvAppend: f32 copy is exact, f16 is round-to-nearest of f32; untouched slots keep their NaN; positions ≥ S are skipped", async () => {
-  const ctx = await gpu();
-  const rng = new Rng(5);
-  for (const hd of [64, 7]) {
-    const Hkv = 3, S = 20, T = 4;
-    const positions = Uint32Array.from([7, 0, 19, 25]); // 25 ≥ S: skipped
-    const k = rng.fillUniform(T * Hkv * hd, -3, 3);
-    const v = rng.fillUniform(T * Hkv * hd, -3, 3);
-    for (const cache of ["f32", "f16"] as const) {
-      const init = cache === "f32" ? new Float32Array(Hkv * S * hd).fill(NaN) : new Uint16Array(Hkv * S * hd).fill(F16_NAN);
-      const kc = ctx.upload(init, [Hkv, S, hd], cache, "kCache");
-      const vc = ctx.upload(init, [Hkv, S, hd], cache, "vCache");
-      await kvAppend(ctx, ctx.upload(k, [T, Hkv, hd], "f32", "k"), ctx.upload(v, [T, Hkv, hd], "f32", "v"), kc, vc, ctx.upload(positions, [T], "u32", "pos"));
-      const want = kvAppendReference(k, v, init, init.slice(), positions, { Hkv, S, hd });
-      if (cache === "f32") {
-        assertEqualArrays(await kc.read(), want.kCache, `kvAppend f32 k hd=${hd}`);
-        assertEqualArrays(await vc.read(), want.vCache, `kvAppend f32 v hd=${hd}`);
-      } else {
-        // WGSL lets f32→f16 round either way; compare in values within one f16 ulp (2^-10 relative)
-        // and NaN slots exactly (assertClose requires NaN where the reference has NaN).
-        const tol = { atol: 0, rtol: 2 ** -10 };
-        assertClose(await kc.readF32(), f16ArrayToF32(want.kCache as unknown as Uint16Array), tol, `kvAppend f16 k hd=${hd}`);
-        assertClose(await vc.readF32(), f16ArrayToF32(want.vCache as unknown as Uint16Array), tol, `kvAppend f16 v hd=${hd}`);
+  await forDevices({}, async (ctx) => {
+    const rng = new Rng(5);
+    // [3, 4, 5, 6] with odd hd: neighbouring rows share a word, written by two invocations at once
+    for (const [hd, pos] of [[64, [7, 0, 19, 25]], [7, [7, 0, 19, 25]], [7, [3, 4, 5, 6]], [5, [6, 5, 4, 3]]] as const) {
+      const Hkv = 3, S = 20, T = 4;
+      const positions = Uint32Array.from(pos); // 25 ≥ S: skipped
+      const k = rng.fillUniform(T * Hkv * hd, -3, 3);
+      const v = rng.fillUniform(T * Hkv * hd, -3, 3);
+      for (const cache of ["f32", "f16"] as const) {
+        const init = cache === "f32" ? new Float32Array(Hkv * S * hd).fill(NaN) : new Uint16Array(Hkv * S * hd).fill(F16_NAN);
+        const kc = ctx.upload(init, [Hkv, S, hd], cache, "kCache");
+        const vc = ctx.upload(init, [Hkv, S, hd], cache, "vCache");
+        await kvAppend(ctx, ctx.upload(k, [T, Hkv, hd], "f32", "k"), ctx.upload(v, [T, Hkv, hd], "f32", "v"), kc, vc, ctx.upload(positions, [T], "u32", "pos"));
+        const want = kvAppendReference(k, v, init, init.slice(), positions, { Hkv, S, hd });
+        if (cache === "f32") {
+          assertEqualArrays(await kc.read(), want.kCache, `kvAppend f32 k hd=${hd}`);
+          assertEqualArrays(await vc.read(), want.vCache, `kvAppend f32 v hd=${hd}`);
+        } else {
+          // WGSL lets f32→f16 round either way; compare in values within one f16 ulp (2^-10 relative)
+          // and NaN slots exactly (assertClose requires NaN where the reference has NaN).
+          const tol = { atol: 0, rtol: 2 ** -10 };
+          assertClose(await kc.readF32(), f16ArrayToF32(want.kCache as unknown as Uint16Array), tol, `kvAppend f16 k hd=${hd} positions ${pos.join(",")}`);
+          assertClose(await vc.readF32(), f16ArrayToF32(want.vCache as unknown as Uint16Array), tol, `kvAppend f16 v hd=${hd} positions ${pos.join(",")}`);
+        }
       }
     }
-  }
+  });
 });
 
 test("prefill through the cache: kvAppend of a chunk, then causal attention over it, one batch", async () => {
-  const ctx = await gpu();
-  const rng = new Rng(8);
-  const Hkv = 2, H = 8, hd = 40, S = 64, T = 19, p0 = 23;
-  const kc = ctx.upload(new Float32Array(Hkv * S * hd).fill(0.5), [Hkv, S, hd], "f32", "kCache");
-  const vc = ctx.upload(new Float32Array(Hkv * S * hd).fill(-0.25), [Hkv, S, hd], "f32", "vCache");
-  const k = rng.fillUniform(T * Hkv * hd), v = rng.fillUniform(T * Hkv * hd), q = rng.fillUniform(T * H * hd);
-  const positions = Uint32Array.from({ length: T }, (_, t) => p0 + t);
-  await kvAppend(ctx, ctx.upload(k, [T, Hkv, hd], "f32"), ctx.upload(v, [T, Hkv, hd], "f32"), kc, vc, ctx.upload(positions, [T], "u32"));
-  const ranges = causalRanges(T, p0);
-  const out = await attention(ctx, ctx.upload(q, [T, H, hd], "f32"), kc, vc, ctx.upload(ranges, [T, 2], "u32"));
-  const ref = kvAppendReference(k, v, new Float32Array(Hkv * S * hd).fill(0.5), new Float32Array(Hkv * S * hd).fill(-0.25), positions, { Hkv, S, hd });
-  assertClose(await out.read(), attentionReference(q, ref.kCache, ref.vCache, ranges, { T, H, Hkv, S, hd }), TOL, "append + attention");
+  await forDevices({}, async (ctx) => {
+    const rng = new Rng(8);
+    const Hkv = 2, H = 8, hd = 40, S = 64, T = 19, p0 = 23;
+    const kc = ctx.upload(new Float32Array(Hkv * S * hd).fill(0.5), [Hkv, S, hd], "f32", "kCache");
+    const vc = ctx.upload(new Float32Array(Hkv * S * hd).fill(-0.25), [Hkv, S, hd], "f32", "vCache");
+    const k = rng.fillUniform(T * Hkv * hd), v = rng.fillUniform(T * Hkv * hd), q = rng.fillUniform(T * H * hd);
+    const positions = Uint32Array.from({ length: T }, (_, t) => p0 + t);
+    await kvAppend(ctx, ctx.upload(k, [T, Hkv, hd], "f32"), ctx.upload(v, [T, Hkv, hd], "f32"), kc, vc, ctx.upload(positions, [T], "u32"));
+    const ranges = causalRanges(T, p0);
+    const out = await attention(ctx, ctx.upload(q, [T, H, hd], "f32"), kc, vc, ctx.upload(ranges, [T, 2], "u32"));
+    const ref = kvAppendReference(k, v, new Float32Array(Hkv * S * hd).fill(0.5), new Float32Array(Hkv * S * hd).fill(-0.25), positions, { Hkv, S, hd });
+    assertClose(await out.read(), attentionReference(q, ref.kCache, ref.vCache, ranges, { T, H, Hkv, S, hd }), TOL, "append + attention");
+  });
 });
 
-test("attention and kvAppend errors: shapes, GQA, binding limit, explicit variants that cannot run, f16 without shader-f16", async () => {
+test("attention and kvAppend errors: shapes, GQA, binding limit, explicit variants that cannot run, native f16 without shader-f16", async () => {
   const ctx = await gpu();
   const kc = ctx.empty([3, 16, 8], "f32", "kc3");
   const rg = ctx.empty([2, 2], "u32", "rg");
@@ -213,15 +220,12 @@ test("attention and kvAppend errors: shapes, GQA, binding limit, explicit varian
     [/partial accumulators/, /65536/],
     "decode partials over binding",
   );
+  // without shader-f16 an f16 cache runs the packed-pairs kernels; the native ones, asked for
+  // explicitly, are refused (never silently replaced)
   const no16 = await gpu({ disableFeatures: ["shader-f16"] });
-  const k16 = no16.empty([1, 4, 8], "f16", "k16");
-  await assertRejects(() => attention(no16, no16.empty([1, 1, 8], "f32"), k16, k16, no16.empty([1, 2], "u32")), UnsupportedError, [/shader-f16/], "f16 cache without the feature");
-  await assertRejects(
-    () => kvAppend(no16, no16.empty([1, 1, 8], "f32"), no16.empty([1, 1, 8], "f32"), k16, k16, no16.empty([1], "u32")),
-    UnsupportedError,
-    [/shader-f16/],
-    "f16 append without the feature",
-  );
+  assert.ok(resolveAttention(no16, { T: 1, H: 1, Hkv: 1, hd: 8, S: 4, cache: "f16" }).label.includes("_f16p_"), "packed attention picked");
+  await assertRejects(() => no16.kernels.get(attentionVariant({ kind: "decode", cache: "f16", vec4: true, wg: 32 })), UnsupportedError, [/attention_decode_f16_v4/, /shader-f16/], "native f16 attention");
+  await assertRejects(() => no16.kernels.get(kvAppendVariant("f16")), UnsupportedError, [/kv_append_f16_wg/, /shader-f16/], "native f16 append");
 });
 
 test.run();

@@ -1,21 +1,35 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { openDevice } from "../src/gpu/device.js";
+import { OPTIONAL_FEATURES, openDevice } from "../src/gpu/device.js";
 import { DeviceLostError, GpuUnavailableError, UnsupportedError } from "../src/errors.js";
 import { gpu, runtimeAdapter } from "./helpers/gpu.js";
 import { assertRejects } from "./helpers/check.js";
 
-test("opens a real adapter with the LLM-relevant limits at the adapter's values", async () => {
+test("opens a real adapter with the LLM-relevant limits at the adapter's values and its optional features", async () => {
   const ctx = await gpu();
-  const d = ctx.device.limits;
-  // WebGPU defaults are 256 invocations and a 256 MiB maxBufferSize; the adapter offers more.
-  assert.ok(d.maxComputeInvocationsPerWorkgroup > 256, `maxComputeInvocationsPerWorkgroup ${d.maxComputeInvocationsPerWorkgroup}`);
-  assert.ok(d.maxBufferSize > 256 * 2 ** 20, `maxBufferSize ${d.maxBufferSize}`);
-  assert.ok(d.maxStorageBufferBindingSize >= 128 * 2 ** 20);
+  const d = ctx.device.limits as unknown as Record<string, number>;
+  // Whatever the adapter (lavapipe: 1024 invocations, 2 GiB buffers, shader-f16; a browser's
+  // SwiftShader: 256 invocations, 1 GiB, no shader-f16), the device gets the adapter's own values,
+  // not WebGPU's defaults (256 MiB maxBufferSize, 128 MiB bindings), and every optional feature it has.
+  const names = Object.keys(ctx.adapter.limits);
+  assert.ok(names.includes("maxBufferSize") && names.includes("maxStorageBufferBindingSize") && names.includes("maxComputeInvocationsPerWorkgroup"), names.join(", "));
+  for (const name of names) assert.is(d[name], ctx.adapter.limits[name], `device limit ${name}`);
+  assert.ok(d.maxStorageBufferBindingSize! >= 128 * 2 ** 20);
   assert.is(ctx.limits.maxStorageBufferBindingSize, d.maxStorageBufferBindingSize);
   assert.ok(ctx.adapter.description.length > 0);
-  // The software GPU in CI (Mesa 25 lavapipe) has all three optional features; they must be requested.
-  for (const f of ["shader-f16", "timestamp-query"]) assert.ok(ctx.features.has(f), `feature ${f} not enabled`);
+  for (const f of OPTIONAL_FEATURES) assert.is(ctx.features.has(f), ctx.adapter.features.includes(f), `optional feature ${f}: adapter has it = device has it`);
+});
+
+test("offset alignment overrides: raised above the device's, never lowered, powers of two only", async () => {
+  const ctx = await gpu();
+  const raised = await gpu({ minStorageBufferOffsetAlignment: 512, minUniformBufferOffsetAlignment: 512 });
+  assert.is(raised.limits.minStorageBufferOffsetAlignment, Math.max(512, ctx.device.limits.minStorageBufferOffsetAlignment));
+  assert.is(raised.limits.minUniformBufferOffsetAlignment, Math.max(512, ctx.device.limits.minUniformBufferOffsetAlignment));
+  const lower = await gpu({ minStorageBufferOffsetAlignment: 4 });
+  assert.is(lower.limits.minStorageBufferOffsetAlignment, ctx.device.limits.minStorageBufferOffsetAlignment, "an override never lowers the device's alignment");
+  await assertRejects(() => openDevice({ minStorageBufferOffsetAlignment: 100 }), UnsupportedError, [/minStorageBufferOffsetAlignment/, /power of two/], "not a power of two");
+  // a forced binding limit must be a multiple of the raised alignment
+  await assertRejects(() => openDevice({ minStorageBufferOffsetAlignment: 1024, maxStorageBufferBindingSize: 65536 + 512 }), UnsupportedError, [/multiple of 1024/], "binding limit vs alignment");
 });
 
 test("no adapter: an error that says what to install", async () => {

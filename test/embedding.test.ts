@@ -1,6 +1,6 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { gpu } from "./helpers/gpu.js";
+import { forDevices, gpu } from "./helpers/gpu.js";
 import { assertEqualArrays, assertRejects } from "./helpers/check.js";
 import { embedding, embeddingReference } from "../src/ops/embedding.js";
 import { UsageError } from "../src/errors.js";
@@ -11,33 +11,35 @@ import { f32ArrayToF16, f16ArrayToF32 } from "../src/util/f16.js";
 const rng = new Rng(7);
 
 test("embedding: f32 and f16 tables, ids from a GPU buffer, T=1 and odd D, NaN-prefilled", async () => {
-  const ctx = await gpu();
-  for (const [V, D, ids] of [[50, 33, [49]], [1000, 64, [0, 999, 5, 5, 17, 512, 3]], [7, 4097, [6, 0, 3]]] as [number, number, number[]][]) {
-    for (const dt of ["f32", "f16"] as const) {
-      let table = rng.fillNormal(V * D);
-      if (dt === "f16") table = f16ArrayToF32(f32ArrayToF16(table));
-      const tab = ctx.upload(table, [V, D], dt, "table");
-      const idsT = ctx.upload(Uint32Array.from(ids), [ids.length], "u32", "ids");
-      const out = ctx.upload(new Float32Array(ids.length * D).fill(NaN), [ids.length, D], "f32", "out");
-      await embedding(ctx, idsT, tab, { out });
-      assertEqualArrays(await out.read(), embeddingReference(ids, table, V, D).out, `embedding V=${V} D=${D} ${dt}`);
+  await forDevices({}, async (ctx) => {
+    for (const [V, D, ids] of [[50, 33, [49]], [1000, 64, [0, 999, 5, 5, 17, 512, 3]], [7, 4097, [6, 0, 3]]] as [number, number, number[]][]) {
+      for (const dt of ["f32", "f16"] as const) {
+        let table = rng.fillNormal(V * D);
+        if (dt === "f16") table = f16ArrayToF32(f32ArrayToF16(table));
+        const tab = ctx.upload(table, [V, D], dt, "table");
+        const idsT = ctx.upload(Uint32Array.from(ids), [ids.length], "u32", "ids");
+        const out = ctx.upload(new Float32Array(ids.length * D).fill(NaN), [ids.length, D], "f32", "out");
+        await embedding(ctx, idsT, tab, { out });
+        assertEqualArrays(await out.read(), embeddingReference(ids, table, V, D).out, `embedding V=${V} D=${D} ${dt}`);
+      }
     }
-  }
+  });
 });
 
 test("embedding: table above the binding limit (forced 64 KiB): one dispatch per row window", async () => {
-  const ctx = await gpu({ maxStorageBufferBindingSize: 65536 });
-  const V = 3001, D = 40; // f16: 240 KB → 4 windows; f32: 480 KB → 8 windows
-  for (const dt of ["f16", "f32"] as const) {
-    let table = rng.fillNormal(V * D);
-    if (dt === "f16") table = f16ArrayToF32(f32ArrayToF16(table));
-    const tab = ctx.upload(table, [V, D], dt, "big-table");
-    const ids = [3000, 0, 819, 820, 1638, 1639, 2457, 2458, 1, 2999, 1500];
-    const before = ctx.stats.dispatches;
-    const out = await embedding(ctx, ids, tab); // host ids: validated and uploaded
-    assert.ok(ctx.stats.dispatches - before >= (dt === "f16" ? 4 : 8), "windows");
-    assertEqualArrays(await out.read(), embeddingReference(ids, table, V, D).out, `windowed embedding ${dt}`);
-  }
+  await forDevices({ maxStorageBufferBindingSize: 65536 }, async (ctx) => {
+    const V = 3001, D = 40; // f16: 240 KB → 4 windows; f32: 480 KB → 8 windows
+    for (const dt of ["f16", "f32"] as const) {
+      let table = rng.fillNormal(V * D);
+      if (dt === "f16") table = f16ArrayToF32(f32ArrayToF16(table));
+      const tab = ctx.upload(table, [V, D], dt, "big-table");
+      const ids = [3000, 0, 819, 820, 1638, 1639, 2457, 2458, 1, 2999, 1500];
+      const before = ctx.stats.dispatches;
+      const out = await embedding(ctx, ids, tab); // host ids: validated and uploaded
+      assert.ok(ctx.stats.dispatches - before >= (dt === "f16" ? 4 : 8), "windows");
+      assertEqualArrays(await out.read(), embeddingReference(ids, table, V, D).out, `windowed embedding ${dt}`);
+    }
+  });
 });
 
 test("embedding: out-of-range GPU ids give a zero row and set the error flag; host ids are refused", async () => {

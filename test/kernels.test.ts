@@ -1,6 +1,6 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { gpu } from "./helpers/gpu.js";
+import { browserLike, forDevices, gpu } from "./helpers/gpu.js";
 import { assertClose, assertRejects } from "./helpers/check.js";
 import { KernelRegistry } from "../src/gpu/kernels.js";
 import { preprocessWgsl } from "../src/gpu/wgsl.js";
@@ -8,6 +8,7 @@ import { GpuValidationError, ShapeError, UnsupportedError } from "../src/errors.
 import { add, addReference, addVariant } from "../src/ops/elementwise.js";
 import { Profiler } from "../src/gpu/profiler.js";
 import { Rng } from "../src/util/rng.js";
+import type { Tensor } from "../src/gpu/tensor.js";
 import { f32ArrayToF16, f16ArrayToF32 } from "../src/util/f16.js";
 
 test("preprocessor: #if/#else/#endif, negation, nesting, substitution, and loud errors", () => {
@@ -54,30 +55,65 @@ test("pipelines are created once per variant and cached", async () => {
   assert.throws(() => ctx.kernels.get({ ...addVariant("f32"), defines: { F16: false, T: "f32", WG: 64 } }), /two different variants/);
 });
 
-test("a variant that needs a missing feature is refused, not substituted", async () => {
+test("a variant that needs a missing feature is refused, not substituted; f16 ops pick the packed path", async () => {
   const ctx = await gpu({ disableFeatures: ["shader-f16"] });
   assert.not.ok(ctx.hasF16);
+  // the native f16 kernel, asked for explicitly, throws instead of running the packed one
+  await assertRejects(() => ctx.kernels.get(addVariant("f16")), UnsupportedError, [/add_f16_wg256/, /shader-f16/], "native f16 add without shader-f16");
+  // the op itself runs the packed-pairs variant, and its name says so
   const a = ctx.upload([1, 2], [2], "f16");
-  await assertRejects(() => add(ctx, a, a), UnsupportedError, [/shader-f16/], "f16 add without shader-f16");
+  assert.equal(Array.from(f16ArrayToF32((await (await add(ctx, a, a)).read()) as Uint16Array)), [2, 4]);
+  assert.ok(ctx.kernels.names().includes("add_f16p_wg256"), ctx.kernels.names().join(","));
+  assert.not.ok(ctx.kernels.names().includes("add_f16_wg256"));
+});
+
+test("preprocessor: #include appends a shared file once, keeps line numbers, refuses unknown and nested includes", () => {
+  const src = "a\n#include lib\n#if X\n#include lib\n#endif\nb";
+  const out = preprocessWgsl(src, { X: true, N: 2 }, "t", { lib: "fn f() -> u32 { return {{N}}u; }" });
+  assert.equal(out.split("\n").slice(0, 6), ["a", "", "", "", "", "b"], "line numbers of the including file kept");
+  assert.is(out.split("\n").filter((l) => l.includes("fn f()")).length, 1, "included once");
+  assert.ok(out.includes("return 2u;"), "defines apply inside the included file");
+  assert.throws(() => preprocessWgsl("#include nope", {}, "t", {}), /t\.wgsl:1: #include nope/);
+  assert.throws(() => preprocessWgsl("#include lib", {}, "t", { lib: "#include lib" }), /do not nest/);
+});
+
+test("the browser-like profile: no shader-f16, 256-byte alignments, and a misaligned window is refused naming the kernel", async () => {
+  const ctx = await browserLike();
+  assert.not.ok(ctx.hasF16);
+  assert.is(ctx.limits.minStorageBufferOffsetAlignment, 256);
+  assert.is(ctx.limits.minUniformBufferOffsetAlignment, 256);
+  const a = ctx.upload(new Float32Array(128), [128], "f32", "a");
+  const kernel = await ctx.kernels.get(addVariant("f32"));
+  const params = new Uint8Array(16);
+  assert.throws(
+    () => ctx.dispatch(kernel, [{ tensor: a, byteOffset: 64, byteSize: 64 }, a, ctx.empty([16], "f32", "o")], params, [1]),
+    (e: Error) => e instanceof GpuValidationError && /add_f32_wg256/.test(e.message) && /byte 64/.test(e.message) && /256/.test(e.message),
+  );
+  // many dispatches in one batch: uniform chunks at 256-byte offsets stay valid
+  const x = ctx.upload([1, 2, 3], [3], "f32", "x");
+  let acc: Tensor = x;
+  for (let i = 0; i < 300; i++) acc = await add(ctx, acc, x);
+  assert.equal(Array.from(await acc.read()), [301, 602, 903]);
 });
 
 test("add: CPU reference agreement over awkward sizes, f32 and f16; NaN-prefilled outputs", async () => {
-  const ctx = await gpu();
-  const rng = new Rng(11);
-  for (const n of [1, 3, 255, 256, 257, 4097, 65_535 * 256 + 3]) {
-    const x = rng.fillUniform(n, -4, 4);
-    const y = rng.fillUniform(n, -4, 4);
-    const out = ctx.upload(new Float32Array(n).fill(NaN), [n], "f32", "out");
-    await add(ctx, ctx.upload(x, [n], "f32"), ctx.upload(y, [n], "f32"), out);
-    assertClose(await out.read(), addReference(x, y), { atol: 0, rtol: 0 }, `add f32 n=${n}`); // one f32 rounding: exact
-    if (n > 100_000) continue;
-    const xh = f32ArrayToF16(x), yh = f32ArrayToF16(y);
-    const outh = ctx.upload(new Uint16Array(n).fill(0x7e00), [n], "f16", "out16"); // f16 NaN
-    await add(ctx, ctx.upload(xh, [n], "f16"), ctx.upload(yh, [n], "f16"), outh);
-    // the sum is exact in f32 and rounded once to f16, as the reference does: bit-exact
-    assertClose(f16ArrayToF32(await outh.read()), f16ArrayToF32(addReference(xh, yh)), { atol: 0, rtol: 0 }, `add f16 n=${n}`);
-  }
-  await assertRejects(async () => add(ctx, ctx.empty([3], "f32", "p"), ctx.empty([4], "f32", "q")), ShapeError, [/'q'/, /\[4\]/, /\[3\]/], "shape mismatch");
+  await forDevices({}, async (ctx) => {
+    const rng = new Rng(11);
+    for (const n of [1, 3, 255, 256, 257, 4097, 65_535 * 256 + 3]) {
+      const x = rng.fillUniform(n, -4, 4);
+      const y = rng.fillUniform(n, -4, 4);
+      const out = ctx.upload(new Float32Array(n).fill(NaN), [n], "f32", "out");
+      await add(ctx, ctx.upload(x, [n], "f32"), ctx.upload(y, [n], "f32"), out);
+      assertClose(await out.read(), addReference(x, y), { atol: 0, rtol: 0 }, `add f32 n=${n}`); // one f32 rounding: exact
+      if (n > 100_000) continue;
+      const xh = f32ArrayToF16(x), yh = f32ArrayToF16(y);
+      const outh = ctx.upload(new Uint16Array(n).fill(0x7e00), [n], "f16", "out16"); // f16 NaN
+      await add(ctx, ctx.upload(xh, [n], "f16"), ctx.upload(yh, [n], "f16"), outh);
+      // the sum is exact in f32 and rounded once to f16, as the reference does: bit-exact
+      assertClose(f16ArrayToF32(await outh.read()), f16ArrayToF32(addReference(xh, yh)), { atol: 0, rtol: 0 }, `add f16 n=${n}`);
+    }
+    await assertRejects(async () => add(ctx, ctx.empty([3], "f32", "p"), ctx.empty([4], "f32", "q")), ShapeError, [/'q'/, /\[4\]/, /\[3\]/], "shape mismatch");
+  });
 });
 
 test("GPU validation errors are thrown with the kernel's name, never returned as zeros", async () => {

@@ -1,6 +1,6 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { gpu } from "./helpers/gpu.js";
+import { forDevices, gpu } from "./helpers/gpu.js";
 import { assertClose, assertRejects } from "./helpers/check.js";
 import { l2normRows, l2normRowsReference, resolveL2norm } from "../src/ops/l2norm.js";
 import { ShapeError } from "../src/errors.js";
@@ -35,30 +35,32 @@ async function check(ctx: GpuContext, R: number, D: number, N: number, outRow: n
 }
 
 test("l2normRows: both variants, f32/f16 output, odd D, row offsets, zero row, NaN-poisoned table", async () => {
-  const ctx = await gpu();
-  const cases: [number, number, number, number][] = [
-    [1, 64, 1, 0],
-    [5, 7, 12, 3], // odd D with f16: rows start mid-word
-    [3, 4097, 6, 1],
-    [17, 33, 40, 20],
-    [2, 1, 5, 3],
-    [130, 16, 140, 9], // thread-per-row: more rows than one workgroup
-  ];
-  for (const [R, D, N, outRow] of cases) {
-    for (const dt of ["f32", "f16"] as const) {
-      for (const threadRow of [false, true]) await check(ctx, R, D, N, outRow, dt, `R=${R} D=${D} N=${N} at ${outRow} ${dt} threadRow=${threadRow}`, threadRow);
+  await forDevices({}, async (ctx) => {
+    const cases: [number, number, number, number][] = [
+      [1, 64, 1, 0],
+      [5, 7, 12, 3], // odd D with f16: rows start mid-word
+      [3, 4097, 6, 1],
+      [17, 33, 40, 20],
+      [2, 1, 5, 3],
+      [130, 16, 140, 9], // thread-per-row: more rows than one workgroup
+    ];
+    for (const [R, D, N, outRow] of cases) {
+      for (const dt of ["f32", "f16"] as const) {
+        for (const threadRow of [false, true]) await check(ctx, R, D, N, outRow, dt, `R=${R} D=${D} N=${N} at ${outRow} ${dt} threadRow=${threadRow}`, threadRow);
+      }
     }
-  }
-  assert.is(resolveL2norm(64, "f16").threadRow, true);
-  assert.is(resolveL2norm(4096, "f16").threadRow, false);
+    assert.is(resolveL2norm(64, "f16").threadRow, true);
+    assert.is(resolveL2norm(4096, "f16").threadRow, false);
+  });
 });
 
 test("l2normRows: input and output split over binding windows (forced 4 KiB limit), unaligned output start", async () => {
-  const ctx = await gpu({ maxStorageBufferBindingSize: 4096 });
-  // x rows of 100 B → ≤ 38 rows per window; output starts at row 7 (f16: byte 350, not 256-aligned)
-  for (const dt of ["f32", "f16"] as const) {
-    for (const threadRow of [false, true]) await check(ctx, 300, 25, 320, 7, dt, `windowed ${dt} threadRow=${threadRow}`, threadRow);
-  }
+  await forDevices({ maxStorageBufferBindingSize: 4096 }, async (ctx) => {
+    // x rows of 100 B → ≤ 38 rows per window; output starts at row 7 (f16: byte 350, not 256-aligned)
+    for (const dt of ["f32", "f16"] as const) {
+      for (const threadRow of [false, true]) await check(ctx, 300, 25, 320, 7, dt, `windowed ${dt} threadRow=${threadRow}`, threadRow);
+    }
+  });
 });
 
 test("l2normRows: shape errors name the tensors", async () => {

@@ -10,7 +10,7 @@
 // costs ~|x·w| ≈ 0.25 on average, far above atol for every K tested here (≤ 4096 → 6.5e-4).
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { gpu } from "./helpers/gpu.js";
+import { browserLike, gpu } from "./helpers/gpu.js";
 import { assertClose, assertRejects } from "./helpers/check.js";
 import { Rng } from "../src/util/rng.js";
 import { f16ArrayToF32, f32ArrayToF16 } from "../src/util/f16.js";
@@ -148,6 +148,24 @@ test("windows: W, x, y and bias above a forced 64 KiB binding limit (f32 and f16
   const x = ctx.upload(new Float32Array(4), [1, 4], "f32", "x-wide");
   const w = ctx.empty([20_000, 4], "f16", "w-wide");
   await assertRejects(() => linear(ctx, x, w), UnsupportedError, [/x-wide/, /binding limit/], "y row over the limit");
+});
+
+test("windows under a browser's 256-byte offset alignment (browser-like device, forced 256 KiB binding limit): W rows, x/y/bias spans", async () => {
+  const limit = 256 * 1024;
+  const ctx = await browserLike({ maxStorageBufferBindingSize: limit });
+  assert.is(ctx.limits.minStorageBufferOffsetAlignment, 256);
+  // K = 999 f16: a window must hold a multiple of 128 rows (1998-byte rows at 256-byte offsets)
+  const cases: Case[] = [
+    { M: 1, N: 300, K: 999, wd: "f16", bias: "f16" },
+    { M: 3, N: 300, K: 999, wd: "f32", bias: "f32" },
+    { M: 90, N: 301, K: 777, wd: "f16", bias: "none" },
+  ];
+  for (const c of cases) {
+    const before = ctx.stats.dispatches;
+    await check(ctx, c, "browser-like windowed ");
+    assert.ok(ctx.stats.dispatches - before > 1, `M=${c.M} N=${c.N} K=${c.K}: windowed`);
+  }
+  for (const variant of ["gemv_splitk", "matmul"] as const) await check(ctx, { M: 5, N: 300, K: 999, wd: "f16", bias: "f16", variant }, "browser-like windowed ");
 });
 
 test("resolver: labels for decode, small batches, prefill; K alignment picks the chunk width", async () => {

@@ -8,7 +8,7 @@ import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSy
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
-import { gpu } from "./helpers/gpu.js";
+import { forDevices, gpu } from "./helpers/gpu.js";
 import { assertRejects } from "./helpers/check.js";
 import { FIXTURE_ROOT } from "./helpers/golden.js";
 import { countNonFinite, countNonFiniteReference, NonFiniteScan } from "../src/ops/nonfinite.js";
@@ -103,19 +103,20 @@ test("nonfinite: the padding half of an odd f16 tensor is not counted", async ()
 });
 
 test("nonfinite: tensors above the binding limit (forced 64 KiB) are scanned in windows, boundary elements included", async () => {
-  const ctx = await gpu({ maxStorageBufferBindingSize: 65536 });
-  for (const [dtype, n] of [["f32", 40001], ["f16", 70001], ["f16", 65536 * 2]] as const) {
-    const perWindow = dtype === "f32" ? 16384 : 32768; // elements per 64 KiB window
-    const at = [0, perWindow - 1, perWindow, 2 * perWindow - 1, 2 * perWindow, n - 1];
-    const data = makeData(dtype, n, at);
-    const t = ctx.upload(data, [n], dtype, `big_${dtype}`);
-    const before = ctx.stats.dispatches;
-    const got = await gpuCount(ctx, t);
-    assert.ok(ctx.stats.dispatches - before >= 3, `${dtype} n=${n}: expected ≥ 3 window dispatches`);
-    assert.is(got[1]! - 1001, countNonFiniteReference(data), `${dtype} n=${n} windowed`);
-    assert.is(got[1]! - 1001, at.length);
-    t.dispose();
-  }
+  await forDevices({ maxStorageBufferBindingSize: 65536 }, async (ctx) => {
+    for (const [dtype, n] of [["f32", 40001], ["f16", 70001], ["f16", 65536 * 2]] as const) {
+      const perWindow = dtype === "f32" ? 16384 : 32768; // elements per 64 KiB window
+      const at = [0, perWindow - 1, perWindow, 2 * perWindow - 1, 2 * perWindow, n - 1];
+      const data = makeData(dtype, n, at);
+      const t = ctx.upload(data, [n], dtype, `big_${dtype}`);
+      const before = ctx.stats.dispatches;
+      const got = await gpuCount(ctx, t);
+      assert.ok(ctx.stats.dispatches - before >= 3, `${dtype} n=${n}: expected ≥ 3 window dispatches`);
+      assert.is(got[1]! - 1001, countNonFiniteReference(data), `${dtype} n=${n} windowed`);
+      assert.is(got[1]! - 1001, at.length);
+      t.dispose();
+    }
+  });
 });
 
 test("nonfinite: NonFiniteScan checks many tensors with one readback and names the bad ones", async () => {

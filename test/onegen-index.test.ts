@@ -5,7 +5,7 @@ import * as assert from "uvu/assert";
 import { join } from "node:path";
 import { tmpdir } from "node:os";
 import { cp, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from "node:fs/promises";
-import { gpu } from "./helpers/gpu.js";
+import { browserLike, gpu } from "./helpers/gpu.js";
 import { assertClose, assertEqualArrays, assertRejects } from "./helpers/check.js";
 import { FIXTURE_ROOT } from "./helpers/golden.js";
 import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
@@ -308,6 +308,40 @@ test("save/load round trip (f16 and f32, replacing an existing index, no leftove
   assert.is(e2.count, 0);
   assert.equal(await e2.search(rng.fillNormal(64), 3), []);
   await rm(root, { recursive: true, force: true });
+});
+
+test("without shader-f16 (browser-like device): encoding writes the same f16 index, and an f16 index saved on either device loads and searches on the other", async () => {
+  const { ctx, a } = await model();
+  const web = await browserLike();
+  assert.not.ok(web.hasF16);
+  const w = await loadDecoder(web, MODEL);
+  const root = await tmp();
+  try {
+    const docs = makeDocs(9, "nf"); // odd hidden sizes are covered by l2norm.test.ts; here the real encode path
+    const ix = await encodeDocuments(a.decoder, docs, { docTokenId: DOC, dtype: "f16", skipFirst: 0 });
+    const iw = await encodeDocuments(w.decoder, docs, { docTokenId: DOC, dtype: "f16", skipFirst: 0 });
+    assert.is(iw.dtype, "f16");
+    assert.is(iw.count, ix.count);
+    // the same forward on both devices, rounded once to f16 (packed pairs written with atomics there)
+    assertClose(await iw.readVectors(), await ix.readVectors(), { atol: 2 ** -11, rtol: 0 }, "vectors encoded without shader-f16");
+    await saveIndex(ix, join(root, "from-default"));
+    await saveIndex(iw, join(root, "from-web"));
+    const onWeb = await loadIndex(web, join(root, "from-default"), w.decoder); // norm and checksum checks included
+    const onDefault = await loadIndex(ctx, join(root, "from-web"), a.decoder);
+    assertEqualArrays(await onWeb.readVectors(), await ix.readVectors(), "f16 index loaded without shader-f16: bit-exact");
+    for (let qn = 0; qn < 4; qn++) {
+      const q = rng.fillNormal(a.decoder.hiddenSize);
+      const want = await ix.search(q, 6);
+      const got = await onWeb.search(q, 6);
+      assert.equal(got.map((h) => h.entry), want.map((h) => h.entry), `query ${qn}: same entries without shader-f16`);
+      got.forEach((h, i) => assert.ok(Math.abs(h.score - want[i]!.score) <= 1e-6, `query ${qn} hit ${i}: score ${h.score} vs ${want[i]!.score}`));
+      assert.equal((await onDefault.search(q, 6)).map((h) => h.entry), (await iw.search(q, 6)).map((h) => h.entry), `query ${qn}: web-built index on the default device`);
+    }
+    for (const x of [ix, iw, onWeb, onDefault]) x.dispose();
+  } finally {
+    w.dispose();
+    await rm(root, { recursive: true, force: true });
+  }
 });
 
 test("loading refuses another model (other fixture of the same size, modified config), a truncated or corrupt file", async () => {

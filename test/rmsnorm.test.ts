@@ -1,6 +1,6 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { gpu } from "./helpers/gpu.js";
+import { forDevices, gpu } from "./helpers/gpu.js";
 import { assertClose, assertEqualArrays, assertRejects } from "./helpers/check.js";
 import { rmsnorm, rmsnormReference, resolveRmsnorm } from "../src/ops/rmsnorm.js";
 import { ShapeError, UsageError } from "../src/errors.js";
@@ -15,57 +15,60 @@ const TOL = { atol: 1e-6, rtol: 2e-5 };
 const rng = new Rng(4242);
 
 test("rmsnorm: f32 and f16 weights, scalar and vec4, awkward shapes, NaN-prefilled outputs", async () => {
-  const ctx = await gpu();
-  const shapes: [number, number][] = [[1, 56], [1, 4097], [3, 4096], [5, 7], [2, 8192], [17, 1], [4, 300]];
-  for (const [T, D] of shapes) {
-    for (const wdt of ["f32", "f16"] as const) {
-      for (const vec4 of D % 4 === 0 ? [true, false] : [false]) {
-        const x = rng.fillNormal(T * D, 2);
-        let w = rng.fillUniform(D, 0.5, 1.5);
-        const weight = wdt === "f16" ? ctx.upload(f32ArrayToF16(w), [D], "f16", "w") : ctx.upload(w, [D], "f32", "w");
-        if (wdt === "f16") w = f16ArrayToF32(f32ArrayToF16(w));
-        const out = ctx.upload(new Float32Array(T * D).fill(NaN), [T, D], "f32", "out");
-        const eps = 1e-5;
-        await rmsnorm(ctx, ctx.upload(x, [T, D], "f32", "x"), weight, eps, { out, vec4 });
-        const want = rmsnormReference(x, w, T, D, eps).out;
-        assertClose(await out.read(), want, TOL, `rmsnorm T=${T} D=${D} w=${wdt} vec4=${vec4}`);
+  await forDevices({}, async (ctx) => {
+    const shapes: [number, number][] = [[1, 56], [1, 4097], [3, 4096], [5, 7], [2, 8192], [17, 1], [4, 300]];
+    for (const [T, D] of shapes) {
+      for (const wdt of ["f32", "f16"] as const) {
+        for (const vec4 of D % 4 === 0 ? [true, false] : [false]) {
+          const x = rng.fillNormal(T * D, 2);
+          let w = rng.fillUniform(D, 0.5, 1.5);
+          const weight = wdt === "f16" ? ctx.upload(f32ArrayToF16(w), [D], "f16", "w") : ctx.upload(w, [D], "f32", "w");
+          if (wdt === "f16") w = f16ArrayToF32(f32ArrayToF16(w));
+          const out = ctx.upload(new Float32Array(T * D).fill(NaN), [T, D], "f32", "out");
+          const eps = 1e-5;
+          await rmsnorm(ctx, ctx.upload(x, [T, D], "f32", "x"), weight, eps, { out, vec4 });
+          const want = rmsnormReference(x, w, T, D, eps).out;
+          assertClose(await out.read(), want, TOL, `rmsnorm T=${T} D=${D} w=${wdt} vec4=${vec4}`);
+        }
       }
     }
-  }
+  });
 });
 
 test("rmsnorm with fused residual: residual ← x + residual written back, y = norm(h)·w", async () => {
-  const ctx = await gpu();
-  for (const [T, D] of [[1, 4096], [3, 4097], [2, 56]] as [number, number][]) {
-    for (const wdt of ["f32", "f16"] as const) {
-      const x = rng.fillNormal(T * D);
-      const r = rng.fillNormal(T * D, 3);
-      let w = rng.fillUniform(D, -1, 1);
-      if (wdt === "f16") w = f16ArrayToF32(f32ArrayToF16(w));
-      const res = ctx.upload(r, [T, D], "f32", "residual");
-      const out = ctx.upload(new Float32Array(T * D).fill(NaN), [T, D], "f32", "out");
-      await rmsnorm(ctx, ctx.upload(x, [T, D], "f32", "x"), ctx.upload(w, [D], wdt, "w"), 1e-6, { residual: res, out });
-      const want = rmsnormReference(x, w, T, D, 1e-6, r);
-      // h = x + r is one f32 addition on both sides: bit-exact.
-      assertEqualArrays(await res.read(), want.residual!, `residual write-back T=${T} D=${D}`);
-      assertClose(await out.read(), want.out, TOL, `rmsnorm+residual T=${T} D=${D} w=${wdt}`);
+  await forDevices({}, async (ctx) => {
+    for (const [T, D] of [[1, 4096], [3, 4097], [2, 56]] as [number, number][]) {
+      for (const wdt of ["f32", "f16"] as const) {
+        const x = rng.fillNormal(T * D);
+        const r = rng.fillNormal(T * D, 3);
+        let w = rng.fillUniform(D, -1, 1);
+        if (wdt === "f16") w = f16ArrayToF32(f32ArrayToF16(w));
+        const res = ctx.upload(r, [T, D], "f32", "residual");
+        const out = ctx.upload(new Float32Array(T * D).fill(NaN), [T, D], "f32", "out");
+        await rmsnorm(ctx, ctx.upload(x, [T, D], "f32", "x"), ctx.upload(w, [D], wdt, "w"), 1e-6, { residual: res, out });
+        const want = rmsnormReference(x, w, T, D, 1e-6, r);
+        // h = x + r is one f32 addition on both sides: bit-exact.
+        assertEqualArrays(await res.read(), want.residual!, `residual write-back T=${T} D=${D}`);
+        assertClose(await out.read(), want.out, TOL, `rmsnorm+residual T=${T} D=${D} w=${wdt}`);
+      }
     }
-  }
+  });
 });
 
 test("rmsnorm: rows split over binding windows (forced 64 KiB limit), with residual", async () => {
-  const ctx = await gpu({ maxStorageBufferBindingSize: 65536 });
-  const T = 37, D = 1000; // 148 KB of activations → 3 windows of 16 rows
-  const x = rng.fillNormal(T * D);
-  const r = rng.fillNormal(T * D);
-  const w = rng.fillUniform(D, 0.5, 1.5);
-  const res = ctx.upload(r, [T, D], "f32", "residual");
-  const before = ctx.stats.dispatches;
-  const out = await rmsnorm(ctx, ctx.upload(x, [T, D], "f32", "x"), ctx.upload(w, [D], "f32", "w"), 1e-5, { residual: res });
-  assert.ok(ctx.stats.dispatches - before >= 3, `expected ≥ 3 windows, got ${ctx.stats.dispatches - before}`);
-  const want = rmsnormReference(x, w, T, D, 1e-5, r);
-  assertEqualArrays(await res.read(), want.residual!, "windowed residual");
-  assertClose(await out.read(), want.out, TOL, "windowed rmsnorm");
+  await forDevices({ maxStorageBufferBindingSize: 65536 }, async (ctx) => {
+    const T = 37, D = 1000; // 148 KB of activations → 3 windows of 16 rows
+    const x = rng.fillNormal(T * D);
+    const r = rng.fillNormal(T * D);
+    const w = rng.fillUniform(D, 0.5, 1.5);
+    const res = ctx.upload(r, [T, D], "f32", "residual");
+    const before = ctx.stats.dispatches;
+    const out = await rmsnorm(ctx, ctx.upload(x, [T, D], "f32", "x"), ctx.upload(w, [D], "f32", "w"), 1e-5, { residual: res });
+    assert.ok(ctx.stats.dispatches - before >= 3, `expected ≥ 3 windows, got ${ctx.stats.dispatches - before}`);
+    const want = rmsnormReference(x, w, T, D, 1e-5, r);
+    assertEqualArrays(await res.read(), want.residual!, "windowed residual");
+    assertClose(await out.read(), want.out, TOL, "windowed rmsnorm");
+  });
 });
 
 test("rmsnorm: argument errors name the tensor", async () => {

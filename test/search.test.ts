@@ -1,6 +1,6 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { gpu } from "./helpers/gpu.js";
+import { forDevices, gpu } from "./helpers/gpu.js";
 import { assertClose, assertEqualArrays, assertRejects } from "./helpers/check.js";
 import { cosineTopK, cosineTopKReference, NO_ID, TOPK_MAX_K } from "../src/ops/search.js";
 import type { GpuContext } from "../src/gpu/context.js";
@@ -41,21 +41,22 @@ async function check(ctx: GpuContext, q: Float32Array, Q: number | null, rows: F
 }
 
 test("cosineTopK: f32/f16, vec4 and scalar D, N not a multiple of the workgroup, k=1, k>N, several queries", async () => {
-  const ctx = await gpu();
-  const cases: [number, number, number, number | null][] = [
-    [1000, 64, 10, null],
-    [777, 13, 1, null],
-    [5000, 32, 64, 3],
-    [300, 8, 256, null],
-    [5, 20, 9, 2], // k > N: tail of sentinels
-  ];
-  for (const [N, D, k, Q] of cases) {
-    for (const dt of ["f32", "f16"] as const) {
-      const rows = unitRows(N, D);
-      const q = rng.fillNormal((Q ?? 1) * D);
-      await check(ctx, q, Q, rows, N, D, k, dt, `N=${N} D=${D} k=${k} Q=${Q} ${dt}`);
+  await forDevices({}, async (ctx) => {
+    const cases: [number, number, number, number | null][] = [
+      [1000, 64, 10, null],
+      [777, 13, 1, null],
+      [5000, 32, 64, 3],
+      [300, 8, 256, null],
+      [5, 20, 9, 2], // k > N: tail of sentinels
+    ];
+    for (const [N, D, k, Q] of cases) {
+      for (const dt of ["f32", "f16"] as const) {
+        const rows = unitRows(N, D);
+        const q = rng.fillNormal((Q ?? 1) * D);
+        await check(ctx, q, Q, rows, N, D, k, dt, `N=${N} D=${D} k=${k} Q=${Q} ${dt}`);
+      }
     }
-  }
+  });
 });
 
 test("cosineTopK: ties (duplicate rows) → lower id first; zero query → lowest ids; count < N", async () => {
@@ -82,36 +83,38 @@ test("cosineTopK: ties (duplicate rows) → lower id first; zero query → lowes
 });
 
 test("cosineTopK: index above the binding limit (forced 64 KiB), f16 and f32", async () => {
-  const ctx = await gpu({ maxStorageBufferBindingSize: 65536 });
-  const N = 9001, D = 36; // f16 648 KB → 11 windows, f32 → 21 windows
-  const rows = unitRows(N, D);
-  for (const dt of ["f16", "f32"] as const) {
-    const before = ctx.stats.dispatches;
-    await check(ctx, rng.fillNormal(2 * D), 2, rows, N, D, 32, dt, `windowed ${dt}`);
-    assert.ok(ctx.stats.dispatches - before >= (dt === "f16" ? 10 : 20), `windows: ${ctx.stats.dispatches - before} dispatches`);
-  }
+  await forDevices({ maxStorageBufferBindingSize: 65536 }, async (ctx) => {
+    const N = 9001, D = 36; // f16 648 KB → 11 windows, f32 → 21 windows
+    const rows = unitRows(N, D);
+    for (const dt of ["f16", "f32"] as const) {
+      const before = ctx.stats.dispatches;
+      await check(ctx, rng.fillNormal(2 * D), 2, rows, N, D, 32, dt, `windowed ${dt}`);
+      assert.ok(ctx.stats.dispatches - before >= (dt === "f16" ? 10 : 20), `windows: ${ctx.stats.dispatches - before} dispatches`);
+    }
+  });
 });
 
 test("cosineTopK: N = 1,000,000 at D = 8 f16 over binding windows (forced 1 MiB), exact ids", async () => {
-  const ctx = await gpu({ maxStorageBufferBindingSize: 1 << 20 });
-  const N = 1_000_000, D = 8, k = 64;
-  const rows = new Uint16Array(N * D);
-  const vals = new Float32Array(N * D);
-  const lut = f32ArrayToF16([-3, -2, -1, 0, 1, 2, 3]);
-  for (let i = 0; i < rows.length; i++) {
-    const v = rng.int(7);
-    rows[i] = lut[v]!;
-    vals[i] = v - 3;
-  }
-  const q = Float32Array.from([3, -1, 2, 0, 1, -2, 3, 1]);
-  const index = ctx.upload(rows, [N, D], "f16", "index-1M");
-  const before = ctx.stats.dispatches;
-  const { ids, scores } = await cosineTopK(ctx, ctx.upload(q, [D], "f32", "q"), index, k);
-  assert.ok(ctx.stats.dispatches - before >= 16, "windows");
-  const ref = cosineTopKReference(q, vals, N, D, k);
-  assertEqualArrays(await ids.read(), ref.ids, "1M ids");
-  assertClose(await scores.read(), ref.scores, TOL, "1M scores");
-  index.dispose();
+  await forDevices({ maxStorageBufferBindingSize: 1 << 20 }, async (ctx) => {
+    const N = 1_000_000, D = 8, k = 64;
+    const rows = new Uint16Array(N * D);
+    const vals = new Float32Array(N * D);
+    const lut = f32ArrayToF16([-3, -2, -1, 0, 1, 2, 3]);
+    for (let i = 0; i < rows.length; i++) {
+      const v = rng.int(7);
+      rows[i] = lut[v]!;
+      vals[i] = v - 3;
+    }
+    const q = Float32Array.from([3, -1, 2, 0, 1, -2, 3, 1]);
+    const index = ctx.upload(rows, [N, D], "f16", "index-1M");
+    const before = ctx.stats.dispatches;
+    const { ids, scores } = await cosineTopK(ctx, ctx.upload(q, [D], "f32", "q"), index, k);
+    assert.ok(ctx.stats.dispatches - before >= 16, "windows");
+    const ref = cosineTopKReference(q, vals, N, D, k);
+    assertEqualArrays(await ids.read(), ref.ids, "1M ids");
+    assertClose(await scores.read(), ref.scores, TOL, "1M scores");
+    index.dispose();
+  });
 });
 
 test("cosineTopK: argument errors", async () => {

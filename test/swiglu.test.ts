@@ -1,6 +1,6 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { gpu } from "./helpers/gpu.js";
+import { forDevices, gpu } from "./helpers/gpu.js";
 import { assertClose, assertRejects } from "./helpers/check.js";
 import { swiglu, swigluReference } from "../src/ops/swiglu.js";
 import { ShapeError } from "../src/errors.js";
@@ -39,16 +39,17 @@ test("swiglu: large |x| gives no NaN/inf (±100, ±1e4, ±3e38, ±inf)", async (
 });
 
 test("swiglu: windows over a forced 64 KiB binding limit", async () => {
-  const ctx = await gpu({ maxStorageBufferBindingSize: 65536 });
-  for (const n of [50_001, 50_000]) {
-    const g = rng.fillUniform(n, -10, 10);
-    const u = rng.fillNormal(n);
-    const before = ctx.stats.dispatches;
-    const out = await swiglu(ctx, ctx.upload(g, [n], "f32", "g"), ctx.upload(u, [n], "f32", "u"));
-    assert.ok(ctx.stats.dispatches - before >= 4, "windows");
-    assertClose(await out.read(), swigluReference(g, u), TOL, `windowed swiglu n=${n}`);
-  }
-  await assertRejects(() => swiglu(ctx, ctx.empty([4], "f32", "a"), ctx.empty([5], "f32", "b")), ShapeError, [/'b'/], "shape mismatch");
+  await forDevices({ maxStorageBufferBindingSize: 65536 }, async (ctx) => {
+    for (const n of [50_001, 50_000]) {
+      const g = rng.fillUniform(n, -10, 10);
+      const u = rng.fillNormal(n);
+      const before = ctx.stats.dispatches;
+      const out = await swiglu(ctx, ctx.upload(g, [n], "f32", "g"), ctx.upload(u, [n], "f32", "u"));
+      assert.ok(ctx.stats.dispatches - before >= 4, "windows");
+      assertClose(await out.read(), swigluReference(g, u), TOL, `windowed swiglu n=${n}`);
+    }
+    await assertRejects(() => swiglu(ctx, ctx.empty([4], "f32", "a"), ctx.empty([5], "f32", "b")), ShapeError, [/'b'/], "shape mismatch");
+  });
 });
 
 test.run();

@@ -1,11 +1,11 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { gpu } from "./helpers/gpu.js";
+import { forDevices, gpu } from "./helpers/gpu.js";
 import { assertEqualArrays, assertRejects } from "./helpers/check.js";
 import { Rng } from "../src/util/rng.js";
 import { f16ArrayToF32, f32ArrayToF16 } from "../src/util/f16.js";
 import { ShapeError, UnsupportedError } from "../src/errors.js";
-import { add } from "../src/ops/elementwise.js";
+import { add, addVariant } from "../src/ops/elementwise.js";
 import { sizeClass } from "../src/gpu/pool.js";
 
 const rng = new Rng(7);
@@ -45,38 +45,33 @@ test("shapes: zero-size, views, bad shapes and oversized writes are handled", as
 
 test("tensors above the storage binding limit: round trip and a windowed op", async () => {
   const limit = 64 * 1024; // forced: 16,384 f32 per binding
-  const ctx = await gpu({ maxStorageBufferBindingSize: limit });
-  for (const [n, dtype] of [[100_003, "f32"], [70_001, "f16"]] as const) {
-    const x = rng.fillUniform(n);
-    const y = rng.fillUniform(n);
-    const a = ctx.upload(x, [n], dtype, "a");
-    const b = ctx.upload(y, [n], dtype, "b");
-    assert.ok(a.byteLength > limit);
-    const before = ctx.stats.dispatches;
-    const out = await add(ctx, a, b);
-    const windows = ctx.stats.dispatches - before;
-    assert.ok(windows >= Math.ceil(a.byteLength / limit), `${dtype}: expected ≥ ${Math.ceil(a.byteLength / limit)} windows, got ${windows}`);
-    const got = await out.readF32();
-    const xa = await a.readF32();
-    const ya = await b.readF32();
-    for (let i = 0; i < n; i++) {
-      const want = Math.fround(xa[i]! + ya[i]!);
-      const tol = dtype === "f16" ? 2 ** -10 * Math.abs(want) + 1e-7 : 0;
-      if (!(Math.abs(got[i]! - want) <= tol)) assert.unreachable(`${dtype} add window mismatch at ${i}: got ${got[i]}, want ${want}`);
+  await forDevices({ maxStorageBufferBindingSize: limit }, async (ctx) => {
+    for (const [n, dtype] of [[100_003, "f32"], [70_001, "f16"]] as const) {
+      const x = rng.fillUniform(n);
+      const y = rng.fillUniform(n);
+      const a = ctx.upload(x, [n], dtype, "a");
+      const b = ctx.upload(y, [n], dtype, "b");
+      assert.ok(a.byteLength > limit);
+      const before = ctx.stats.dispatches;
+      const out = await add(ctx, a, b);
+      const windows = ctx.stats.dispatches - before;
+      assert.ok(windows >= Math.ceil(a.byteLength / limit), `${dtype}: expected ≥ ${Math.ceil(a.byteLength / limit)} windows, got ${windows}`);
+      const got = await out.readF32();
+      const xa = await a.readF32();
+      const ya = await b.readF32();
+      for (let i = 0; i < n; i++) {
+        const want = Math.fround(xa[i]! + ya[i]!);
+        const tol = dtype === "f16" ? 2 ** -10 * Math.abs(want) + 1e-7 : 0;
+        if (!(Math.abs(got[i]! - want) <= tol)) assert.unreachable(`${dtype} add window mismatch at ${i}: got ${got[i]}, want ${want}`);
+      }
     }
-  }
+  });
 });
 
 test("a kernel bound to more than the binding limit is refused, not silently truncated", async () => {
   const ctx = await gpu({ maxStorageBufferBindingSize: 64 * 1024 });
   const t = ctx.empty([20_000], "f32", "big");
-  const kernel = await ctx.kernels.get({
-    file: "elementwise",
-    name: "add_f32_wg256",
-    defines: { F16: false, T: "f32", WG: 256 },
-    bindings: ["read", "read", "read_write", "uniform"],
-    features: [],
-  });
+  const kernel = await ctx.kernels.get(addVariant("f32"));
   assert.throws(
     () => ctx.dispatch(kernel, [t, t, t], new Uint8Array(16), [1]),
     (e: Error) => e instanceof UnsupportedError && /add_f32_wg256/.test(e.message) && /binding limit/.test(e.message),

@@ -78,7 +78,7 @@ export async function indexCommand(argv: string[]): Promise<number> {
       batchTokens,
       tokenizer: model.tokenizer,
       ...(template !== undefined ? { template } : {}),
-      dtype: args.bools.has("f32") ? "f32" : ctx.hasF16 ? "f16" : "f32",
+      dtype: args.bools.has("f32") ? "f32" : "f16",
       onProgress: quiet
         ? undefined
         : (p) => {

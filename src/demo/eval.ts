@@ -605,7 +605,7 @@ export async function openDemoIndexes(
       docTokenName: conv.docToken,
       skipFirst: conv.skipFirst,
       tokenizer: model.tokenizer,
-      dtype: ctx.hasF16 ? "f16" : "f32",
+      dtype: "f16",
       ...(opts.onProgress ? { onProgress: (p: EncodeProgress) => opts.onProgress!(sub, p) } : {}),
     });
     // The demo owns INDEX_DIR's layout: create it (saveIndex itself wants an existing parent).

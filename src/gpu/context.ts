@@ -39,6 +39,9 @@ export interface AdapterDescription {
   /** "node-dawn" | "navigator.gpu" | "injected" */
   backend: string;
   isSoftware: boolean;
+  /** What the adapter offers (the device gets the optional features and these limits' values). */
+  features: readonly string[];
+  limits: Readonly<Record<string, number>>;
 }
 
 export interface RuntimeStats {
@@ -509,6 +512,14 @@ export class GpuContext {
         buffer = r.buffer;
         offset = r.offset ?? 0;
         size = r.size ?? buffer.size - offset;
+      }
+      // The device checks its own alignment; a stricter runtime alignment (a simulated browser
+      // profile) is enforced here, so an op that forgets to align a window fails on every device.
+      if (kinds[binding] !== "uniform" && offset % this.limits.minStorageBufferOffsetAlignment !== 0) {
+        throw new GpuValidationError(
+          `kernel '${kernel.name}': binding ${binding} ('${buffer.label}') starts at byte ${offset}, not a multiple of minStorageBufferOffsetAlignment (${this.limits.minStorageBufferOffsetAlignment})`,
+          "bind windows at aligned offsets (GpuContext.bindingWindows, or an aligned span with an element base in the params)",
+        );
       }
       if (size > limit) {
         throw new UnsupportedError(

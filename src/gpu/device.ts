@@ -37,6 +37,13 @@ export interface OpenDeviceOptions {
   disableFeatures?: readonly GPUFeatureName[];
   /** A binding limit stricter than the device's, honoured by every op (tests of split tensors). */
   maxStorageBufferBindingSize?: number;
+  /**
+   * Offset alignments stricter than the device's (powers of two, e.g. 256 as browsers have): every
+   * op aligns its windows to them and the context refuses a binding that is not (tests of a
+   * browser's limits on a device with smaller ones, e.g. lavapipe).
+   */
+  minStorageBufferOffsetAlignment?: number;
+  minUniformBufferOffsetAlignment?: number;
   powerPreference?: GPUPowerPreference;
   /** Dawn options for Node, e.g. ["enable-dawn-features=disable_robustness"]. Ignored elsewhere. */
   dawnOptions?: readonly string[];
@@ -87,6 +94,8 @@ async function findGpu(options: OpenDeviceOptions): Promise<GpuProvider> {
 export async function openDevice(options: OpenDeviceOptions = {}): Promise<GpuContext> {
   const given = options.memoryBudgetBytes;
   if (given !== undefined && !(given > 0)) throw new UnsupportedError(`memoryBudgetBytes must be a positive number of bytes, got ${given}`);
+  const storageAlign = alignmentOption(options, "minStorageBufferOffsetAlignment");
+  const uniformAlign = alignmentOption(options, "minUniformBufferOffsetAlignment");
   const provider = await findGpu(options);
   let adapter: GPUAdapter | null;
   try {
@@ -129,11 +138,12 @@ export async function openDevice(options: OpenDeviceOptions = {}): Promise<GpuCo
     maxComputeWorkgroupsPerDimension: dl.maxComputeWorkgroupsPerDimension,
     maxStorageBuffersPerShaderStage: dl.maxStorageBuffersPerShaderStage,
     maxUniformBufferBindingSize: dl.maxUniformBufferBindingSize,
-    minStorageBufferOffsetAlignment: dl.minStorageBufferOffsetAlignment,
-    minUniformBufferOffsetAlignment: dl.minUniformBufferOffsetAlignment,
+    minStorageBufferOffsetAlignment: Math.max(dl.minStorageBufferOffsetAlignment, storageAlign),
+    minUniformBufferOffsetAlignment: Math.max(dl.minUniformBufferOffsetAlignment, uniformAlign),
   };
-  if (options.maxStorageBufferBindingSize !== undefined && options.maxStorageBufferBindingSize % dl.minStorageBufferOffsetAlignment !== 0) {
-    throw new UnsupportedError(`maxStorageBufferBindingSize override ${options.maxStorageBufferBindingSize} must be a multiple of ${dl.minStorageBufferOffsetAlignment}`);
+  if (options.maxStorageBufferBindingSize !== undefined && options.maxStorageBufferBindingSize % limits.minStorageBufferOffsetAlignment !== 0) {
+    device.destroy();
+    throw new UnsupportedError(`maxStorageBufferBindingSize override ${options.maxStorageBufferBindingSize} must be a multiple of ${limits.minStorageBufferOffsetAlignment}`);
   }
   const info = adapter.info;
   const description = [info.vendor, info.architecture, info.device, info.description].filter(Boolean).join(" ") || "unknown adapter";
@@ -144,12 +154,33 @@ export async function openDevice(options: OpenDeviceOptions = {}): Promise<GpuCo
     description,
     backend: provider.backend,
     isSoftware: /llvmpipe|lavapipe|swiftshader|software|cpu/i.test(description),
+    features: [...have].sort(),
+    limits: Object.fromEntries(REQUESTED_LIMITS.flatMap((name) => (typeof adapterLimits[name] === "number" ? [[name, adapterLimits[name]!]] : []))),
   };
   const ctx = new GpuContext(device, new Set<string>(device.features), limits, adapterDesc, provider.keepAlive);
   if (given !== undefined) ctx.memoryBudget = { bytes: given, source: "given" };
   else ctx.memoryBudget = await defaultMemoryBudget(adapterDesc.isSoftware);
   return ctx;
 }
+
+function alignmentOption(options: OpenDeviceOptions, name: "minStorageBufferOffsetAlignment" | "minUniformBufferOffsetAlignment"): number {
+  const v = options[name];
+  if (v === undefined) return 0;
+  if (!Number.isInteger(v) || v < 4 || (v & (v - 1)) !== 0) throw new UnsupportedError(`openDevice: ${name} override ${v} must be a power of two ≥ 4`);
+  return v;
+}
+
+/**
+ * The device profile of a browser's CPU adapter (Chromium's SwiftShader): no shader-f16 and
+ * 256-byte offset alignments. Opening a lavapipe device with these options makes it a true
+ * no-f16 device (the feature is simply not requested) whose context enforces the alignments, so
+ * the library's tests cover the browser's data paths in Node too.
+ */
+export const BROWSER_LIKE: Readonly<OpenDeviceOptions> = Object.freeze({
+  disableFeatures: ["shader-f16"] as readonly GPUFeatureName[],
+  minStorageBufferOffsetAlignment: 256,
+  minUniformBufferOffsetAlignment: 256,
+});
 
 /** A one-paragraph summary of what a context got, for CLIs and benchmark reports. */
 export function describeContext(ctx: GpuContext): Record<string, unknown> {

@@ -70,7 +70,7 @@ export class KernelRegistry {
   source(variant: KernelVariant): string {
     const raw = this.sources[variant.file];
     if (raw === undefined) throw new UnsupportedError(`kernel '${variant.name}': no kernels/${variant.file}.wgsl was embedded (run the build)`);
-    return preprocessWgsl(raw, variant.defines, variant.file);
+    return preprocessWgsl(raw, variant.defines, variant.file, this.sources);
   }
 
   private async create(variant: KernelVariant): Promise<Kernel> {

@@ -1,13 +1,18 @@
 // A deliberately tiny WGSL preprocessor: `#if NAME` / `#if !NAME` / `#else` / `#endif` (nestable,
-// on their own lines) and `{{NAME}}` substitution. Anything more belongs in the kernel itself
-// (override constants, uniforms). Unknown names throw: a typo must not silently select a branch.
+// on their own lines), `{{NAME}}` substitution and `#include FILE` (shared helpers written once,
+// e.g. kernels/f16_packed.wgsl). Anything more belongs in the kernel itself (override constants,
+// uniforms). Unknown names throw: a typo must not silently select a branch.
+// An included file is preprocessed with the same defines and appended once at the end of the
+// module (WGSL declarations are order-independent), so the including file's line numbers stay
+// those of its source for compiler messages. Includes do not nest.
 
 export type DefineValue = boolean | number | string;
 export type Defines = Readonly<Record<string, DefineValue>>;
 
-export function preprocessWgsl(source: string, defines: Defines, fileName: string): string {
+export function preprocessWgsl(source: string, defines: Defines, fileName: string, includes: Readonly<Record<string, string>> = {}): string {
   const lines = source.split("\n");
   const out: string[] = [];
+  const included: string[] = [];
   // Each stack entry: is this branch active, and was the #if condition true.
   const stack: { active: boolean; cond: boolean; line: number }[] = [];
   const isActive = () => stack.every((s) => s.active);
@@ -31,6 +36,18 @@ export function preprocessWgsl(source: string, defines: Defines, fileName: strin
       out.push(""); // keep line numbers stable for compiler messages
       return;
     }
+    const include = /^\s*#include\s+([A-Za-z_][A-Za-z0-9_]*)\s*$/.exec(line);
+    if (include) {
+      const name = include[1]!;
+      if (isActive() && !included.includes(name)) {
+        const text = includes[name];
+        if (text === undefined) throw new Error(`${fileName}.wgsl:${i + 1}: #include ${name}: no kernels/${name}.wgsl`);
+        if (/^\s*#include\b/m.test(text)) throw new Error(`kernels/${name}.wgsl: includes do not nest (included from ${fileName}.wgsl:${i + 1})`);
+        included.push(name);
+      }
+      out.push("");
+      return;
+    }
     if (/^\s*#/.test(line)) throw new Error(`${fileName}.wgsl:${i + 1}: unknown directive '${line.trim()}'`);
     if (!isActive()) {
       out.push("");
@@ -45,5 +62,6 @@ export function preprocessWgsl(source: string, defines: Defines, fileName: strin
     );
   });
   if (stack.length) throw new Error(`${fileName}.wgsl:${stack[stack.length - 1]!.line}: #if without #endif`);
+  for (const name of included) out.push(`// ---- #include ${name} (kernels/${name}.wgsl)`, preprocessWgsl(includes[name]!, defines, name));
   return out.join("\n");
 }

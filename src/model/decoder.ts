@@ -132,7 +132,8 @@ export class Decoder {
     return this.weights.lmHead.shape[0]!;
   }
 
-  createCache(capacity: number, dtype: DType = this.ctx.hasF16 ? "f16" : "f32"): KVCache {
+  /** A KV cache of `capacity` positions; f16 by default on every device (packed pairs without shader-f16). */
+  createCache(capacity: number, dtype: DType = "f16"): KVCache {
     const c = this.config;
     if (!Number.isInteger(capacity) || capacity <= 0) throw new ShapeError(`KV cache capacity must be a positive integer, got ${capacity}`);
     // attention binds each layer's K and V cache whole (src/ops/attention.ts checkBinding).

@@ -48,9 +48,9 @@ export async function loadDecoder(ctx: GpuContext, dir: string | ModelDir, opts:
   // A model directory this project wrote may have been left aside by a save interrupted while
   // swapping directories (src/io/output.ts): put it back before reading.
   if (typeof dir === "string") await recoverOutput(dir);
-  if (dtype === "f16" && !ctx.hasF16) throw new UnsupportedError("f16 weights need the 'shader-f16' feature, which this device lacks", "load with dtype 'f32'");
+  // f16 weights need no shader-f16: every kernel that reads them has a packed-pairs path.
   const loaded = await loadModel(ctx, dir, {
-    dtype: dtype === "auto" && !ctx.hasF16 ? "f32" : dtype,
+    dtype,
     ...(opts.contextLength !== undefined ? { contextLength: opts.contextLength } : {}),
     ...(opts.budgetBytes !== undefined ? { budgetBytes: opts.budgetBytes } : {}),
     ...(opts.reserve !== undefined ? { reserve: opts.reserve } : {}),

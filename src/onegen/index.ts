@@ -28,7 +28,7 @@ import type { GpuContext } from "../gpu/context.js";
 import type { Tensor } from "../gpu/tensor.js";
 import { DTYPE_BYTES } from "../gpu/tensor.js";
 import type { Decoder } from "../model/decoder.js";
-import { LoadError, ShapeError, UnsupportedError, UsageError } from "../errors.js";
+import { LoadError, ShapeError, UsageError } from "../errors.js";
 import { cosineTopK, NO_ID, TOPK_MAX_K } from "../ops/search.js";
 import { l2normRows } from "../ops/l2norm.js";
 import { layoutSafetensors, SafetensorsFile, type SafetensorsDtype } from "../io/safetensors.js";
@@ -67,7 +67,10 @@ export interface DocToken {
 }
 
 export interface DocumentIndexOptions {
-  /** Vector storage (default f16 when the device has shader-f16, else f32). */
+  /**
+   * Vector storage, default f16 on every device: without shader-f16 the kernels read and write it
+   * as packed pairs, so an index gives the same scores whatever the adapter.
+   */
   dtype?: IndexDtype;
   /** Initial capacities (entries, tokens, documents); they grow as needed. */
   capacity?: number;
@@ -119,9 +122,8 @@ export class DocumentIndex {
   /** An empty index of D-dimensional vectors. */
   static create(ctx: GpuContext, dim: number, opts: DocumentIndexOptions = {}): DocumentIndex {
     if (!Number.isInteger(dim) || dim < 1) throw new UsageError(`DocumentIndex: dimension must be a positive integer, got ${dim}`);
-    const dtype = opts.dtype ?? (ctx.hasF16 ? "f16" : "f32");
+    const dtype = opts.dtype ?? "f16";
     if (dtype !== "f16" && dtype !== "f32") throw new UsageError(`DocumentIndex: dtype must be f16 or f32, got '${String(dtype)}'`);
-    if (dtype === "f16" && !ctx.hasF16) throw new UnsupportedError("DocumentIndex: f16 vectors need the 'shader-f16' feature, which this device lacks", "use dtype 'f32'");
     const skip = opts.skipFirst ?? 0;
     if (!Number.isInteger(skip) || skip < 0) throw new UsageError(`DocumentIndex: skipFirst must be a non-negative integer, got ${skip}`);
     return new DocumentIndex(ctx, dim, dtype, opts);

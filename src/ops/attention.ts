@@ -39,7 +39,7 @@ import type { GpuContext } from "../gpu/context.js";
 import type { KernelVariant } from "../gpu/kernels.js";
 import type { Tensor } from "../gpu/tensor.js";
 import { ShapeError, UnsupportedError } from "../errors.js";
-import { expectDType, expectShape, grid, Params, requireF16 } from "./common.js";
+import { expectDType, expectShape, grid, Params, storeFeatures, storeType, type StoreType } from "./common.js";
 import { f16BitsToF32, f32ToF16Bits } from "../util/f16.js";
 
 /** Invocations per workgroup of the attention kernels (not tuned yet; 32 gives decode ≥ 2 workgroups per core). */
@@ -58,7 +58,8 @@ export type CacheDType = "f32" | "f16";
 /** Compile-time description of one attention kernel variant (the head dim itself is a uniform). */
 export interface AttentionVariantSpec {
   kind: AttentionKind;
-  cache: CacheDType;
+  /** Cache store type: "f16p" reads an f16 cache as packed pairs (no shader-f16). */
+  cache: StoreType;
   /** hd % 4 == 0: vec4 loads; otherwise the scalar (remainder) path. */
   vec4: boolean;
   wg: number;
@@ -73,14 +74,15 @@ export function attentionVariant(spec: AttentionVariantSpec): KernelVariant {
     name: `attention_${kind}_${cache}_${vec4 ? "v4" : "s1"}_wg${wg}`,
     defines: {
       F16: cache === "f16",
+      PACKED: cache === "f16p",
       SPLIT: split,
       VEC4: vec4,
       WG: wg,
       V: vec4 ? "vec4<f32>" : "f32",
-      CV: vec4 ? `vec4<${cache}>` : cache,
+      CV: cache === "f16p" ? (vec4 ? "vec2<u32>" : "u32") : vec4 ? `vec4<${cache}>` : cache,
     },
     bindings: split ? ["read", "read", "read", "read", "read_write", "read_write", "uniform"] : ["read", "read", "read", "read", "read_write", "uniform"],
-    features: cache === "f16" ? ["shader-f16"] : [],
+    features: storeFeatures(cache),
   };
 }
 
@@ -93,13 +95,14 @@ export function attentionCombineVariant(vec4: boolean): KernelVariant {
   };
 }
 
-export function kvAppendVariant(cache: CacheDType): KernelVariant {
+/** The cache write kernel for a store type ("f16p": packed pairs written with atomics on shared words). */
+export function kvAppendVariant(cache: StoreType): KernelVariant {
   return {
     file: "kv_append",
     name: `kv_append_${cache}_wg${KV_APPEND_WG}`,
-    defines: { F16: cache === "f16", CT: cache, WG: KV_APPEND_WG },
+    defines: { F16: cache === "f16", PACKED: cache === "f16p", CT: cache === "f16p" ? "u32" : cache, WG: KV_APPEND_WG },
     bindings: ["read", "read", "read", "read_write", "read_write", "uniform"],
-    features: cache === "f16" ? ["shader-f16"] : [],
+    features: storeFeatures(cache),
   };
 }
 
@@ -177,7 +180,7 @@ export function resolveAttention(ctx: GpuContext, dims: AttentionDims, opts: Pic
     }
   }
   const vec4 = hd % 4 === 0;
-  const variant = attentionVariant({ kind, cache, vec4, wg: ATTN_WG });
+  const variant = attentionVariant({ kind, cache: storeType(ctx, cache), vec4, wg: ATTN_WG });
   const combine = kind === "decode" ? attentionCombineVariant(vec4) : null;
   const units = base * nSplits;
   const label = kind === "decode" ? `${variant.name} splits=${nSplits}x${chunk} +combine` : variant.name;
@@ -219,7 +222,6 @@ export async function attention(ctx: GpuContext, q: Tensor, kCache: Tensor, vCac
     expectDType(opts.out, ["f32"], op, "out");
     expectShape(opts.out, [T, H, hd], op, "out");
   }
-  if (cache === "f16") requireF16(ctx, op);
   const plan = resolveAttention(ctx, { T, H, Hkv, hd, S, cache }, opts);
   for (const [t, what] of [[q, "q"], [kCache, "kCache"], [vCache, "vCache"]] as const) checkBinding(ctx, t, `${op}: ${what}`);
   const out = opts.out ?? ctx.empty([T, H, hd], "f32", "attention.out");
@@ -266,9 +268,8 @@ export async function kvAppend(ctx: GpuContext, k: Tensor, v: Tensor, kCache: Te
   expectShape(v, k.shape, op, "v");
   expectDType(positions, ["u32"], op, "positions");
   expectShape(positions, [T], op, "positions");
-  if (cache === "f16") requireF16(ctx, op);
   for (const [t, what] of [[k, "k"], [v, "v"], [kCache, "kCache"], [vCache, "vCache"]] as const) checkBinding(ctx, t, `${op}: ${what}`);
-  const kernel = await ctx.kernels.get(kvAppendVariant(cache));
+  const kernel = await ctx.kernels.get(kvAppendVariant(storeType(ctx, cache)));
   const params = new Params().u32(T).u32(Hkv).u32(S).u32(hd).bytes();
   ctx.dispatch(kernel, [k, v, positions, kCache, vCache], params, grid(ctx, Math.ceil((T * Hkv) / KV_APPEND_WG)));
 }

@@ -52,6 +52,20 @@ export function expectShape(t: Tensor, shape: readonly number[], op: string, nam
   }
 }
 
-export function requireF16(ctx: GpuContext, op: string): void {
-  if (!ctx.hasF16) throw new UnsupportedError(`${op}: f16 tensors need the 'shader-f16' feature, which this device lacks`);
+/**
+ * How a kernel handles a float tensor: "f32"; "f16" native (WGSL f16, needs shader-f16); "f16p"
+ * the same f16 bytes read and written as packed pairs in u32 words (unpack2x16float /
+ * pack2x16float; no feature needed). Variant names carry it, so a label says which path ran.
+ */
+export type StoreType = "f32" | "f16" | "f16p";
+
+/** The store type ops pick for a tensor dtype: native f16 where the device has shader-f16, else packed pairs. */
+export function storeType(ctx: GpuContext, dtype: "f32" | "f16"): StoreType {
+  if (dtype === "f32") return "f32";
+  return ctx.hasF16 ? "f16" : "f16p";
+}
+
+/** The device features a store type needs. */
+export function storeFeatures(t: StoreType): GPUFeatureName[] {
+  return t === "f16" ? ["shader-f16"] : [];
 }

@@ -5,19 +5,20 @@ import type { GpuContext } from "../gpu/context.js";
 import type { KernelVariant } from "../gpu/kernels.js";
 import type { Tensor } from "../gpu/tensor.js";
 import { DTYPE_BYTES } from "../gpu/tensor.js";
-import { expectDType, expectShape, grid, Params, requireF16 } from "./common.js";
+import { expectDType, expectShape, grid, Params, storeFeatures, storeType, type StoreType } from "./common.js";
 import { f16BitsToF32, f32ToF16Bits } from "../util/f16.js";
 
 /** Invocations per workgroup. 256 is the WebGPU default maximum and measured no slower on lavapipe than 64/128. */
 const ADD_WG = 256;
 
-export function addVariant(dtype: "f32" | "f16"): KernelVariant {
+/** The add kernel for a store type ("f16p": f16 as packed pairs, one invocation per word). */
+export function addVariant(dtype: StoreType): KernelVariant {
   return {
     file: "elementwise",
     name: `add_${dtype}_wg${ADD_WG}`,
-    defines: { F16: dtype === "f16", T: dtype, WG: ADD_WG },
+    defines: { F16: dtype === "f16", PACKED: dtype === "f16p", T: dtype === "f16p" ? "u32" : dtype, WG: ADD_WG },
     bindings: ["read", "read", "read_write", "uniform"],
-    features: dtype === "f16" ? ["shader-f16"] : [],
+    features: storeFeatures(dtype),
   };
 }
 
@@ -32,14 +33,14 @@ export async function add(ctx: GpuContext, a: Tensor, b: Tensor, out?: Tensor): 
     expectShape(out, a.shape, op, "out");
   }
   const dtype = a.dtype as "f32" | "f16";
-  if (dtype === "f16") requireF16(ctx, op);
-  const kernel = await ctx.kernels.get(addVariant(dtype));
+  const st = storeType(ctx, dtype);
+  const kernel = await ctx.kernels.get(addVariant(st));
   const result = out ?? ctx.empty(a.shape, dtype, "add.out");
   const bytes = DTYPE_BYTES[dtype];
   for (const w of ctx.bindingWindows(a.numel, bytes, `add '${a.label}'`)) {
     const byteSize = w.rows * bytes;
     const win = (t: Tensor) => ({ tensor: t, byteOffset: w.byteOffset, byteSize });
-    ctx.dispatch(kernel, [win(a), win(b), win(result)], new Params().u32(w.rows).bytes(), grid(ctx, Math.ceil(w.rows / ADD_WG)));
+    ctx.dispatch(kernel, [win(a), win(b), win(result)], new Params().u32(w.rows).bytes(), grid(ctx, Math.ceil((st === "f16p" ? Math.ceil(w.rows / 2) : w.rows) / ADD_WG)));
   }
   return result;
 }

@@ -12,18 +12,19 @@ import type { KernelVariant } from "../gpu/kernels.js";
 import { Tensor } from "../gpu/tensor.js";
 import { DTYPE_BYTES } from "../gpu/tensor.js";
 import { ShapeError, UsageError } from "../errors.js";
-import { expectDType, expectShape, grid, Params, requireF16 } from "./common.js";
+import { expectDType, expectShape, grid, Params, storeFeatures, storeType, type StoreType } from "./common.js";
 
 /** Invocations per workgroup (one workgroup per token); a row is D ≤ 8192 elements. */
 export const EMBEDDING_WG = 64;
 
-export function embeddingKernel(table: "f32" | "f16"): KernelVariant {
+/** The gather kernel for a table store type ("f16p": f16 read as packed pairs, no shader-f16). */
+export function embeddingKernel(table: StoreType): KernelVariant {
   return {
     file: "embedding",
     name: `embedding_${table}_wg${EMBEDDING_WG}`,
-    defines: { F16: table === "f16", E: table, WG: EMBEDDING_WG },
+    defines: { F16: table === "f16", PACKED: table === "f16p", E: table === "f16p" ? "u32" : table, WG: EMBEDDING_WG },
     bindings: ["read", "read", "read_write", "read_write", "uniform"],
-    features: table === "f16" ? ["shader-f16"] : [],
+    features: storeFeatures(table),
   };
 }
 
@@ -75,8 +76,7 @@ export async function embedding(ctx: GpuContext, ids: Tensor | ArrayLike<number>
     expectShape(errors, [1], op, "errors");
   }
   const dtype = table.dtype as "f32" | "f16";
-  if (dtype === "f16") requireF16(ctx, op);
-  const kernel = await ctx.kernels.get(embeddingKernel(dtype));
+  const kernel = await ctx.kernels.get(embeddingKernel(storeType(ctx, dtype)));
   const result = out ?? ctx.empty([T, D], "f32", "embedding.out");
   let err = errors;
   if (!err) {

@@ -3,14 +3,14 @@
 // search kernel (src/ops/search.ts) expects unit rows. A zero row stays zero (its cosine with any
 // query is then 0).
 // x [R, D] f32 and the table [N, D] may both exceed one storage binding: rows are processed in
-// windows; the output window starts at the aligned byte offset at or below its first row.
+// windows; each window starts at the aligned byte offset at or below its first row.
 
 import type { GpuContext } from "../gpu/context.js";
 import type { KernelVariant } from "../gpu/kernels.js";
 import type { Tensor } from "../gpu/tensor.js";
 import { DTYPE_BYTES } from "../gpu/tensor.js";
 import { ShapeError, UsageError } from "../errors.js";
-import { expectDType, grid, Params, requireF16 } from "./common.js";
+import { expectDType, grid, Params, storeFeatures, storeType, type StoreType } from "./common.js";
 
 /**
  * Invocations per workgroup. Workgroup-per-row: 64, as rmsnorm on software GPUs (same reduction
@@ -28,7 +28,8 @@ export const L2NORM_WG = 64;
 export const L2NORM_THREAD_ROW_MAX_D = 512;
 
 export interface L2normVariant {
-  out: "f32" | "f16";
+  /** Output store type: "f16p" writes f16 rows as packed pairs (atomics on shared words; no shader-f16). */
+  out: StoreType;
   /** One invocation per row (short rows) instead of one workgroup per row. */
   threadRow: boolean;
   wg: number;
@@ -39,14 +40,14 @@ export function l2normKernel(v: L2normVariant): KernelVariant {
   return {
     file: "l2norm",
     name: `l2norm_${v.out}${v.threadRow ? "_threadrow" : ""}_wg${v.wg}`,
-    defines: { F16: v.out === "f16", THREAD_ROW: v.threadRow, O: v.out, WG: v.wg },
+    defines: { F16: v.out === "f16", PACKED: v.out === "f16p", THREAD_ROW: v.threadRow, O: v.out === "f16p" ? "u32" : v.out, WG: v.wg },
     bindings: ["read", "read_write", "uniform"],
-    features: v.out === "f16" ? ["shader-f16"] : [],
+    features: storeFeatures(v.out),
   };
 }
 
 /** The variant l2normRows runs (the op's resolver): thread-per-row for D ≤ L2NORM_THREAD_ROW_MAX_D unless forced. */
-export function resolveL2norm(D: number, out: "f32" | "f16", threadRow?: boolean): L2normVariant {
+export function resolveL2norm(D: number, out: StoreType, threadRow?: boolean): L2normVariant {
   return { out, threadRow: threadRow ?? D <= L2NORM_THREAD_ROW_MAX_D, wg: L2NORM_WG };
 }
 
@@ -67,9 +68,8 @@ export async function l2normRows(ctx: GpuContext, x: Tensor, out: Tensor, outRow
     throw new ShapeError(`${op}: rows [${outRow}, ${outRow + R}) do not fit out ('${out.label}') of ${N} rows`);
   }
   const odt = out.dtype as "f32" | "f16";
-  if (odt === "f16") requireF16(ctx, op);
   if (R === 0 || D === 0) return;
-  const v = resolveL2norm(D, odt, opts.threadRow);
+  const v = resolveL2norm(D, storeType(ctx, odt), opts.threadRow);
   const kernel = await ctx.kernels.get(l2normKernel(v));
   const align = ctx.limits.minStorageBufferOffsetAlignment;
   const limit = ctx.limits.maxStorageBufferBindingSize;
@@ -79,20 +79,26 @@ export async function l2normRows(ctx: GpuContext, x: Tensor, out: Tensor, outRow
   // to 4 bytes): leave that much room below the binding limit.
   const maxRows = Math.floor((limit - align - 4) / Math.max(inRow, outRowBytes));
   if (maxRows < 1) throw new ShapeError(`${op}: a row of ${D} elements does not fit one storage binding of ${limit} bytes`);
-  for (const w of ctx.bindingWindows(R, inRow, `${op} x '${x.label}'`, maxRows)) {
-    const byteStart = (outRow + w.firstRow) * outRowBytes;
+  // Both sides are bound at the aligned offset at or below their first row, with the row's
+  // element offset inside the window passed as xBase / outBase: any row size works with any
+  // offset alignment (a browser's 256 bytes too).
+  for (let r0 = 0; r0 < R; r0 += maxRows) {
+    const rows = Math.min(maxRows, R - r0);
+    const xStart = r0 * inRow;
+    const xAt = xStart - (xStart % align);
+    const byteStart = (outRow + r0) * outRowBytes;
     const aligned = byteStart - (byteStart % align);
-    const byteSize = byteStart - aligned + w.rows * outRowBytes;
+    const byteSize = byteStart - aligned + rows * outRowBytes;
     const outBase = (byteStart - aligned) / DTYPE_BYTES[odt];
-    const params = new Params().u32(w.rows).u32(D).u32(outBase).u32(0).bytes();
+    const params = new Params().u32(rows).u32(D).u32(outBase).u32((xStart - xAt) / 4).bytes();
     ctx.dispatch(
       kernel,
       [
-        { tensor: x, byteOffset: w.byteOffset, byteSize: w.rows * inRow },
+        { tensor: x, byteOffset: xAt, byteSize: xStart - xAt + rows * inRow },
         { tensor: out, byteOffset: aligned, byteSize },
       ],
       params,
-      grid(ctx, v.threadRow ? Math.ceil(w.rows / v.wg) : w.rows),
+      grid(ctx, v.threadRow ? Math.ceil(rows / v.wg) : rows),
     );
   }
 }

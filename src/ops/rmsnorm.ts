@@ -7,7 +7,7 @@ import type { GpuContext } from "../gpu/context.js";
 import type { KernelVariant } from "../gpu/kernels.js";
 import type { Tensor } from "../gpu/tensor.js";
 import { ShapeError, UsageError } from "../errors.js";
-import { expectDType, expectShape, grid, Params, requireF16 } from "./common.js";
+import { expectDType, expectShape, grid, Params, storeFeatures, storeType, type StoreType } from "./common.js";
 
 /**
  * Invocations per workgroup (one workgroup per row). Hardware GPUs: 256 (D = 4096 in 4 vec4 steps
@@ -18,7 +18,8 @@ import { expectDType, expectShape, grid, Params, requireF16 } from "./common.js"
 export const RMSNORM_WG = { hardware: 256, software: 64 } as const;
 
 export interface RmsnormVariant {
-  weight: "f32" | "f16";
+  /** Weight store type: "f16p" reads f16 weights as packed pairs (no shader-f16). */
+  weight: StoreType;
   /** Fused residual add (h = x + residual written back into residual). */
   residual: boolean;
   /** vec4 loads/stores; needs D % 4 == 0. */
@@ -29,13 +30,13 @@ export interface RmsnormVariant {
 export function rmsnormKernel(v: RmsnormVariant): KernelVariant {
   if (v.wg & (v.wg - 1)) throw new UsageError(`rmsnorm: workgroup size ${v.wg} must be a power of two (tree reduction)`);
   const V = v.vec4 ? "vec4<f32>" : "f32";
-  const W = v.vec4 ? `vec4<${v.weight}>` : v.weight;
+  const W = v.weight === "f16p" ? (v.vec4 ? "vec2<u32>" : "u32") : v.vec4 ? `vec4<${v.weight}>` : v.weight;
   return {
     file: "rmsnorm",
     name: `rmsnorm_${v.weight}${v.residual ? "_residual" : ""}${v.vec4 ? "_vec4" : ""}_wg${v.wg}`,
-    defines: { F16: v.weight === "f16", RESIDUAL: v.residual, VEC4: v.vec4, V, W, WG: v.wg },
+    defines: { F16: v.weight === "f16", PACKED: v.weight === "f16p", RESIDUAL: v.residual, VEC4: v.vec4, V, W, WG: v.wg },
     bindings: v.residual ? ["read", "read", "read_write", "read_write", "uniform"] : ["read", "read", "read_write", "uniform"],
-    features: v.weight === "f16" ? ["shader-f16"] : [],
+    features: storeFeatures(v.weight),
   };
 }
 
@@ -51,7 +52,7 @@ export interface RmsnormOptions {
 }
 
 /** The variant rmsnorm() would run for these arguments (the op's resolver, for logs and benchmarks). */
-export function resolveRmsnorm(D: number, weight: "f32" | "f16", opts: Pick<RmsnormOptions, "residual" | "vec4" | "wg"> = {}, software = false): RmsnormVariant {
+export function resolveRmsnorm(D: number, weight: StoreType, opts: Pick<RmsnormOptions, "residual" | "vec4" | "wg"> = {}, software = false): RmsnormVariant {
   if (opts.vec4 === true && D % 4 !== 0) throw new UsageError(`rmsnorm: vec4 requested but D = ${D} is not a multiple of 4`);
   return { weight, residual: opts.residual !== undefined, vec4: opts.vec4 ?? D % 4 === 0, wg: opts.wg ?? RMSNORM_WG[software ? "software" : "hardware"] };
 }
@@ -81,8 +82,7 @@ export async function rmsnorm(ctx: GpuContext, x: Tensor, weight: Tensor, eps: n
     if (out.buffer === x.buffer || out.buffer === residual?.buffer) throw new ShapeError(`${op}: out ('${out.label}') must not alias x or residual`);
   }
   const wdt = weight.dtype as "f32" | "f16";
-  if (wdt === "f16") requireF16(ctx, op);
-  const v = resolveRmsnorm(D, wdt, opts, ctx.adapter.isSoftware);
+  const v = resolveRmsnorm(D, storeType(ctx, wdt), opts, ctx.adapter.isSoftware);
   const kernel = await ctx.kernels.get(rmsnormKernel(v));
   const result = out ?? ctx.empty([T, D], "f32", "rmsnorm.out");
   if (T === 0 || D === 0) return result;

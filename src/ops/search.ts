@@ -16,7 +16,7 @@ import type { KernelVariant } from "../gpu/kernels.js";
 import type { Tensor } from "../gpu/tensor.js";
 import { DTYPE_BYTES } from "../gpu/tensor.js";
 import { ShapeError, UnsupportedError, UsageError } from "../errors.js";
-import { expectDType, expectShape, Params, requireF16 } from "./common.js";
+import { expectDType, expectShape, Params, storeFeatures, storeType, type StoreType } from "./common.js";
 
 /** Invocations per workgroup: one item (row or candidate) each per batch. */
 export const TOPK_WG = 256;
@@ -40,8 +40,8 @@ export const NO_ID = 0xffffffff;
 
 export interface CosineTopKVariant {
   stage: "scan" | "merge";
-  /** scan only: index dtype. */
-  index?: "f32" | "f16";
+  /** scan only: index store type ("f16p": f16 rows read as packed pairs, no shader-f16). */
+  index?: StoreType;
   /** scan only: vec4 loads (D % 4 == 0). */
   vec4?: boolean;
 }
@@ -52,7 +52,7 @@ export function cosineTopKKernel(v: CosineTopKVariant): KernelVariant {
     return {
       file: "topk_cosine",
       name: `topk_merge_s${TOPK_SLOTS}_wg${TOPK_WG}`,
-      defines: { ...common, MERGE: true, F16: false, VEC4: false, QV: "f32", RV: "f32" },
+      defines: { ...common, MERGE: true, F16: false, PACKED: false, VEC4: false, QV: "f32", RV: "f32" },
       bindings: ["read", "read_write", "read_write", "uniform"],
     };
   }
@@ -61,9 +61,17 @@ export function cosineTopKKernel(v: CosineTopKVariant): KernelVariant {
   return {
     file: "topk_cosine",
     name: `topk_cosine_${dt}${vec4 ? "_vec4" : ""}_s${TOPK_SLOTS}_wg${TOPK_WG}`,
-    defines: { ...common, MERGE: false, F16: dt === "f16", VEC4: vec4, QV: vec4 ? "vec4<f32>" : "f32", RV: vec4 ? `vec4<${dt}>` : dt },
+    defines: {
+      ...common,
+      MERGE: false,
+      F16: dt === "f16",
+      PACKED: dt === "f16p",
+      VEC4: vec4,
+      QV: vec4 ? "vec4<f32>" : "f32",
+      RV: dt === "f16p" ? (vec4 ? "vec2<u32>" : "u32") : vec4 ? `vec4<${dt}>` : dt,
+    },
     bindings: ["read", "read", "read_write", "uniform"],
-    features: dt === "f16" ? ["shader-f16"] : [],
+    features: storeFeatures(dt),
   };
 }
 
@@ -111,12 +119,11 @@ export async function cosineTopK(ctx: GpuContext, query: Tensor, index: Tensor, 
     expectShape(opts.outScores, outShape, op, "outScores");
   }
   const dt = index.dtype as "f32" | "f16";
-  if (dt === "f16") requireF16(ctx, op);
   if (opts.vec4 === true && D % 4 !== 0) throw new UsageError(`${op}: vec4 requested but D = ${D} is not a multiple of 4`);
   const vec4 = opts.vec4 ?? D % 4 === 0;
   const maxWg = ctx.limits.maxComputeWorkgroupsPerDimension;
   if (Q > maxWg) throw new UnsupportedError(`${op}: ${Q} queries exceed maxComputeWorkgroupsPerDimension (${maxWg})`, "split the queries into batches");
-  const [scan, merge] = await Promise.all([ctx.kernels.get(cosineTopKKernel({ stage: "scan", index: dt, vec4 })), ctx.kernels.get(cosineTopKKernel({ stage: "merge" }))]);
+  const [scan, merge] = await Promise.all([ctx.kernels.get(cosineTopKKernel({ stage: "scan", index: storeType(ctx, dt), vec4 })), ctx.kernels.get(cosineTopKKernel({ stage: "merge" }))]);
   const rowBytes = D * DTYPE_BYTES[dt];
   const windows = count > 0 ? ctx.bindingWindows(count, rowBytes, `${op} index '${index.label}'`) : [];
   const plan = windows.map((w) => {

@@ -35,16 +35,15 @@ await check("add f32 over a windowed size", async () => {
   for (let i = 0; i < n; i++) if (got[i] !== want[i]) throw new Error(`[${i}] got ${got[i]} want ${want[i]}`);
 });
 
-if (ctx.hasF16) {
-  await check("add f16", async () => {
-    const n = 1001;
-    const x = f32ArrayToF16(rng.fillUniform(n)), y = f32ArrayToF16(rng.fillUniform(n));
-    const out = await add(ctx, ctx.upload(x, [n], "f16"), ctx.upload(y, [n], "f16"));
-    const got = f16ArrayToF32(await out.read() as Uint16Array);
-    const want = f16ArrayToF32(addReference(x, y));
-    for (let i = 0; i < n; i++) if (got[i] !== want[i]) throw new Error(`[${i}] got ${got[i]} want ${want[i]}`);
-  });
-}
+// f16 runs with or without shader-f16 (packed pairs without it): no condition on the feature.
+await check(`add f16 (${ctx.hasF16 ? "native" : "packed pairs"})`, async () => {
+  const n = 1001;
+  const x = f32ArrayToF16(rng.fillUniform(n)), y = f32ArrayToF16(rng.fillUniform(n));
+  const out = await add(ctx, ctx.upload(x, [n], "f16"), ctx.upload(y, [n], "f16"));
+  const got = f16ArrayToF32(await out.read() as Uint16Array);
+  const want = f16ArrayToF32(addReference(x, y));
+  for (let i = 0; i < n; i++) if (got[i] !== want[i]) throw new Error(`[${i}] got ${got[i]} want ${want[i]}`);
+});
 
 await check("decoder parity on a fixture (qwen2, f16 weights) without subgroups", async () => {
   const dir = new URL("../fixtures/models/qwen2-bias-tied-f16/", import.meta.url).pathname;

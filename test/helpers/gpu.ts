@@ -2,7 +2,13 @@
 // contexts with special options. All are destroyed by scripts/run-tests.mjs after the run.
 // There is deliberately no "skip if no GPU": CI installs the software GPU, and a missing adapter
 // must fail the run.
-import { openDevice, type OpenDeviceOptions } from "../../src/gpu/device.js";
+//
+// devices(): the device profiles every kernel test with f16 data loops over — the default device
+// (shader-f16 where the adapter has it: lavapipe does) and the browser-like profile (BROWSER_LIKE:
+// shader-f16 not requested, 256-byte offset alignments enforced by the context), so the packed
+// f16 paths and the browser's alignment are tested on lavapipe too. In a browser both are the
+// browser's own device (no f16 there), the second with its alignment raised if smaller.
+import { BROWSER_LIKE, openDevice, type OpenDeviceOptions } from "../../src/gpu/device.js";
 import type { GpuContext } from "../../src/gpu/context.js";
 
 const contexts = new Map<string, Promise<GpuContext>>();
@@ -12,6 +18,40 @@ export function gpu(options: OpenDeviceOptions = {}): Promise<GpuContext> {
   let p = contexts.get(key);
   if (!p) contexts.set(key, (p = openDevice(options)));
   return p;
+}
+
+/** The browser-like context (no shader-f16, 256-byte alignments), with extra options. */
+export function browserLike(options: OpenDeviceOptions = {}): Promise<GpuContext> {
+  return gpu({ ...options, ...BROWSER_LIKE });
+}
+
+export interface TestDevice {
+  /** "default" or "browser-like": name it in assertion messages. */
+  name: string;
+  ctx: GpuContext;
+}
+
+/** The default context and the browser-like one (both with `options`), for tests to loop over. */
+export async function devices(options: OpenDeviceOptions = {}): Promise<TestDevice[]> {
+  return [
+    { name: "default", ctx: await gpu(options) },
+    { name: "browser-like", ctx: await browserLike(options) },
+  ];
+}
+
+/**
+ * Runs `body` on each of devices(options) in turn; a failure names the device it happened on
+ * (its message is prefixed with "[browser-like] ").
+ */
+export async function forDevices(options: OpenDeviceOptions, body: (ctx: GpuContext, device: string) => Promise<void>): Promise<void> {
+  for (const { name, ctx } of await devices(options)) {
+    try {
+      await body(ctx, name);
+    } catch (e) {
+      if (e instanceof Error) e.message = `[${name}] ${e.message}`;
+      throw e;
+    }
+  }
 }
 
 export async function destroyAllContexts(): Promise<void> {
