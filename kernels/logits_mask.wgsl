@@ -3,7 +3,7 @@
 //
 // Bindings (group 0):
 //   0 banned: array<u32>  read        [n]       ids ≥ V are ignored
-//   1 logits: array<f32>  read_write  [rows, V] window of the [B, V] logits
+//   1 logits: array<f32>  read_write  [rows, V] window of the [B, V] logits, from element elemBase
 //   2 params: Params      uniform
 // Mapping: one invocation per banned id, looping over the rows of the window.
 
@@ -12,6 +12,7 @@ struct Params {
   V: u32,
   rows: u32,     // rows in this window
   neg_inf: f32,  // −inf (WGSL constant expressions cannot hold infinities)
+  elemBase: u32, // elements from the binding's (aligned) start to the window's first row
 }
 
 @group(0) @binding(0) var<storage, read> banned: array<u32>;
@@ -24,5 +25,5 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   if (j >= params.n) { return; }
   let id = banned[j];
   if (id >= params.V) { return; }
-  for (var b = 0u; b < params.rows; b++) { logits[b * params.V + id] = params.neg_inf; }
+  for (var b = 0u; b < params.rows; b++) { logits[params.elemBase + b * params.V + id] = params.neg_inf; }
 }

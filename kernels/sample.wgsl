@@ -19,7 +19,7 @@
 //     If Z is 0 or not finite (all −inf, or l/temperature overflowing) the argmax is returned.
 //
 // Bindings (group 0):
-//   0 logits:  array<f32>  read        [rows, V] window of the [B, V] logits
+//   0 logits:  array<f32>  read        [rows, V] window of the [B, V] logits, from element elemBase
 //   1 step:    array<u32>  read        [1]  (read when STEP_FROM_BUFFER: step = step[0] + params.step)
 //   2 out_ids: array<u32>  read_write  [≥ outOffset + B]
 //   3 params:  Params      uniform
@@ -39,7 +39,7 @@ struct Params {
   step: u32,
   stepFromBuffer: u32,
   neg_inf: f32,       // −inf (WGSL constant expressions cannot hold infinities)
-  _pad: u32,
+  elemBase: u32,      // elements from the binding's (aligned) start to the window's first row
 }
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
@@ -94,7 +94,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let row = wid.x + wid.y * nwg.x;
   if (row >= params.rows) { return; }
   let V = params.V;
-  let base = row * V;
+  let base = params.elemBase + row * V;
 
   // ---- argmax over keys (ties → lowest id): strided ids increase per invocation, so '>' keeps the first;
   // the same pass flags NaN/+inf from the key: keys of −inf .. max finite are the contiguous range

@@ -1,6 +1,6 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { gpu } from "./helpers/gpu.js";
+import { devices, gpu } from "./helpers/gpu.js";
 import { assertEqualArrays, assertRejects } from "./helpers/check.js";
 import { maskLogits, maskLogitsReference, sample, sampleReference, sampleUniform01, pcgHash, NONFINITE_ID, type SampleReferenceOptions } from "../src/ops/sample.js";
 import { UsageError } from "../src/errors.js";
@@ -129,24 +129,30 @@ test("sampling frequencies follow softmax(l / T) (4000 rows, one dispatch)", asy
   }
 });
 
-test("maskLogits: banned ids become −inf (ids ≥ V ignored), windows over a forced 64 KiB limit", async () => {
-  const ctx = await gpu({ maxStorageBufferBindingSize: 65536 });
-  const B = 5, V = 5000; // 20 KB rows → 2 windows
-  const l = rng.fillNormal(B * V);
-  const banned = [0, 4999, 17, 70000];
-  for (let b = 0; b < B; b++) l[b * V + 17] = 50; // would be the argmax
-  const L = ctx.upload(l, [B, V], "f32", "logits");
-  await maskLogits(ctx, L, ctx.upload(banned, [banned.length], "u32", "banned"));
-  const masked = maskLogitsReference(l, V, banned);
-  assertEqualArrays(await L.read(), masked, "masked logits");
-  const out = ctx.upload(new Uint32Array(B).fill(POISON), [B], "u32", "ids");
-  const before = ctx.stats.dispatches;
-  await sample(ctx, L, out, { temperature: 0, seed: 0, step: 0 });
-  assert.ok(ctx.stats.dispatches - before >= 2, "windows");
-  assertEqualArrays(await out.read(), sampleReference(masked, V, { temperature: 0 }, () => 0), "argmax after mask");
-  const out2 = ctx.upload(new Uint32Array(B).fill(POISON), [B], "u32", "ids2");
-  await sample(ctx, L, out2, { temperature: 1.1, topK: 20, topP: 0.9, seed: 8, step: 2 });
-  assertEqualArrays(await out2.read(), sampleReference(masked, V, { temperature: 1.1, topK: 20, topP: 0.9 }, (r) => sampleUniform01(8, 2, r)), "windowed sampling");
+test("maskLogits: banned ids become −inf (ids ≥ V ignored), windows over a forced 64 KiB limit (also at 256-byte alignment)", async () => {
+  for (const { name, ctx } of await devices({ maxStorageBufferBindingSize: 65536 })) {
+    const B = 5, V = 5000; // 20 KB rows → 2 windows
+    // Under 256-byte alignment a 20,000-byte row boundary is aligned only every 8 rows (160 KB):
+    // the windows are bound at the aligned offset below their first row (an element base).
+    const spans = ctx.bindingSpans(B, V * 4, 4, "logits");
+    assert.ok(spans.length >= 2, `${name}: windows`);
+    if (ctx.limits.minStorageBufferOffsetAlignment >= 256) assert.ok(spans.some((w) => w.elementBase > 0), `${name}: a window starts between aligned offsets`);
+    const l = rng.fillNormal(B * V);
+    const banned = [0, 4999, 17, 70000];
+    for (let b = 0; b < B; b++) l[b * V + 17] = 50; // would be the argmax
+    const L = ctx.upload(l, [B, V], "f32", "logits");
+    await maskLogits(ctx, L, ctx.upload(banned, [banned.length], "u32", "banned"));
+    const masked = maskLogitsReference(l, V, banned);
+    assertEqualArrays(await L.read(), masked, "masked logits");
+    const out = ctx.upload(new Uint32Array(B).fill(POISON), [B], "u32", "ids");
+    const before = ctx.stats.dispatches;
+    await sample(ctx, L, out, { temperature: 0, seed: 0, step: 0 });
+    assert.ok(ctx.stats.dispatches - before >= 2, "windows");
+    assertEqualArrays(await out.read(), sampleReference(masked, V, { temperature: 0 }, () => 0), "argmax after mask");
+    const out2 = ctx.upload(new Uint32Array(B).fill(POISON), [B], "u32", "ids2");
+    await sample(ctx, L, out2, { temperature: 1.1, topK: 20, topP: 0.9, seed: 8, step: 2 });
+    assertEqualArrays(await out2.read(), sampleReference(masked, V, { temperature: 1.1, topK: 20, topP: 0.9 }, (r) => sampleUniform01(8, 2, r)), `${name}: windowed sampling`);
+  }
 });
 
 test("sample: option errors", async () => {
@@ -161,8 +167,9 @@ test("sample: option errors", async () => {
 test("sample: a row holding NaN (either sign) or +inf gives NONFINITE_ID under every option; −inf rows and entries do not", async () => {
   const f32 = (bits: number) => new Float32Array(new Uint32Array([bits]).buffer)[0]!;
   const posNaN = f32(0x7fc00000), negNaN = f32(0xffc00000), sigNaN = f32(0x7f800001);
-  for (const limit of [undefined, 65536]) {
-    const ctx = await gpu(limit ? { maxStorageBufferBindingSize: limit } : {});
+  const contexts = [await gpu(), ...(await devices({ maxStorageBufferBindingSize: 65536 })).map((d) => d.ctx)];
+  for (const ctx of contexts) {
+    const limit = ctx.limits.maxStorageBufferBindingSize;
     for (const V of [1, 7, 1000, 5000]) { // 5000: 20 KB rows, several windows under the 64 KiB limit
       const B = 8;
       const l = rng.fillNormal(B * V, 2);
@@ -183,7 +190,7 @@ test("sample: a row holding NaN (either sign) or +inf gives NONFINITE_ID under e
         const L = ctx.upload(l, [B, V], "f32", "logits");
         const out = ctx.upload(new Uint32Array(B).fill(POISON), [B], "u32", "ids");
         await sample(ctx, L, out, { ...opts, seed: 5, step: 1 });
-        assertEqualArrays(await out.read(), want, `V=${V} ${JSON.stringify(opts)} limit ${limit ?? "device"}`);
+        assertEqualArrays(await out.read(), want, `V=${V} ${JSON.stringify(opts)} limit ${limit} align ${ctx.limits.minStorageBufferOffsetAlignment}`);
         L.dispose();
         out.dispose();
       }

@@ -64,6 +64,17 @@ export interface BufferWindow {
 }
 export type BindingResource = Tensor | BufferWindow | { readonly buffer: GPUBuffer; readonly offset?: number; readonly size?: number };
 
+/** A window of whole rows bound at the aligned offset at or below its first row (see bindingSpans). */
+export interface SpanPlan {
+  /** Aligned byte offset of the binding. */
+  byteOffset: number;
+  byteSize: number;
+  /** Elements between the binding's start and the first row: kernels add it to their indices. */
+  elementBase: number;
+  firstRow: number;
+  rows: number;
+}
+
 export interface WindowPlan {
   /** Byte offset of the window into each tensor with this row size. */
   byteOffset: number;
@@ -283,6 +294,31 @@ export class GpuContext {
     if (per <= 0) throw new UnsupportedError(`${what}: rows of ${rowBytes} bytes cannot be split at ${align}-byte aligned offsets within ${limit} bytes`);
     const plan: WindowPlan[] = [];
     for (let r = 0; r < rows; r += per) plan.push({ byteOffset: r * rowBytes, firstRow: r, rows: Math.min(per, rows - r) });
+    return plan;
+  }
+
+  /**
+   * Like bindingWindows, but a window may start at any row: it is bound at the aligned offset at
+   * or below its first row, and `elementBase` (elements of `elementBytes`) says where that row
+   * starts inside the binding. Needed where an aligned row boundary would make windows larger
+   * than the binding limit (e.g. 20,000-byte rows under a browser's 256-byte alignment need
+   * 8-row steps). rowBytes must be a multiple of 4 and of elementBytes.
+   */
+  bindingSpans(rows: number, rowBytes: number, elementBytes: number, what: string): SpanPlan[] {
+    const limit = this.limits.maxStorageBufferBindingSize;
+    if (rows * rowBytes <= limit) return [{ byteOffset: 0, byteSize: rows * rowBytes, elementBase: 0, firstRow: 0, rows }];
+    const align = this.limits.minStorageBufferOffsetAlignment;
+    // A row starts at a multiple of elementBytes, so at most align − elementBytes bytes lie
+    // between the aligned binding start and the row.
+    const per = Math.floor((limit - Math.max(0, align - elementBytes)) / rowBytes);
+    if (per <= 0) throw new UnsupportedError(`${what}: one row of ${rowBytes} bytes (plus up to ${align - elementBytes} bytes to the ${align}-byte aligned binding start) exceeds the storage binding limit of ${limit} bytes`);
+    const plan: SpanPlan[] = [];
+    for (let r = 0; r < rows; r += per) {
+      const n = Math.min(per, rows - r);
+      const start = r * rowBytes;
+      const at = start - (start % align);
+      plan.push({ byteOffset: at, byteSize: start - at + n * rowBytes, elementBase: (start - at) / elementBytes, firstRow: r, rows: n });
+    }
     return plan;
   }
 

@@ -99,7 +99,7 @@ export async function sample(ctx: GpuContext, logits: Tensor, outIds: Tensor, op
   const kernel = await ctx.kernels.get(sampleKernel(opts.wg ?? SAMPLE_WG));
   const topK = opts.topK ?? 0;
   const topP = opts.topP ?? 1;
-  for (const w of ctx.bindingWindows(B, V * 4, `${op} logits '${logits.label}'`)) {
+  for (const w of ctx.bindingSpans(B, V * 4, 4, `${op} logits '${logits.label}'`)) {
     const params = new Params()
       .u32(V)
       .u32(w.rows)
@@ -112,9 +112,9 @@ export async function sample(ctx: GpuContext, logits: Tensor, outIds: Tensor, op
       .u32(stepConst)
       .u32(fromBuffer ? 1 : 0)
       .f32(-Infinity)
-      .u32(0)
+      .u32(w.elementBase)
       .bytes();
-    ctx.dispatch(kernel, [{ tensor: logits, byteOffset: w.byteOffset, byteSize: w.rows * V * 4 }, stepT, outIds], params, grid(ctx, w.rows));
+    ctx.dispatch(kernel, [{ tensor: logits, byteOffset: w.byteOffset, byteSize: w.byteSize }, stepT, outIds], params, grid(ctx, w.rows));
   }
 }
 
@@ -129,9 +129,9 @@ export async function maskLogits(ctx: GpuContext, logits: Tensor, bannedIds: Ten
   const n = bannedIds.numel;
   if (n === 0 || V === 0) return;
   const kernel = await ctx.kernels.get(maskLogitsKernel());
-  for (const w of ctx.bindingWindows(B, V * 4, `${op} logits '${logits.label}'`)) {
-    const params = new Params().u32(n).u32(V).u32(w.rows).f32(-Infinity).bytes();
-    ctx.dispatch(kernel, [bannedIds, { tensor: logits, byteOffset: w.byteOffset, byteSize: w.rows * V * 4 }], params, [Math.ceil(n / MASK_WG)]);
+  for (const w of ctx.bindingSpans(B, V * 4, 4, `${op} logits '${logits.label}'`)) {
+    const params = new Params().u32(n).u32(V).u32(w.rows).f32(-Infinity).u32(w.elementBase).bytes();
+    ctx.dispatch(kernel, [bannedIds, { tensor: logits, byteOffset: w.byteOffset, byteSize: w.byteSize }], params, [Math.ceil(n / MASK_WG)]);
   }
 }
 
