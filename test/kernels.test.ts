@@ -131,7 +131,12 @@ test("GPU validation errors are thrown with the kernel's name, never returned as
 });
 
 test("profiler: per-kernel GPU times from timestamp queries", async () => {
-  const ctx = await gpu({ dawnOptions: ["disable-dawn-features=timestamp_quantization"] });
+  // timestamp-query is requested only when profiling (requesting it can slow decode on some backends)
+  const plain = await gpu();
+  assert.not.ok(plain.hasTimestamps, "a default device has no timestamp-query");
+  assert.throws(() => new Profiler(plain), /profiling: true/);
+  const ctx = await gpu({ profiling: true, dawnOptions: ["disable-dawn-features=timestamp_quantization"] });
+  assert.ok(ctx.hasTimestamps);
   const a = ctx.upload(new Float32Array(1 << 16).fill(1), [1 << 16], "f32");
   const prof = new Profiler(ctx);
   ctx.profiler = prof;

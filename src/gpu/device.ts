@@ -3,15 +3,19 @@
 //                    never import it).
 //   Deno, browsers:  navigator.gpu.
 // Requests the adapter's own values for the limits LLM kernels care about (a Dawn device gets the
-// small WebGPU defaults otherwise) and the optional features shader-f16, subgroups and
-// timestamp-query when the adapter has them.
+// small WebGPU defaults otherwise) and the optional features shader-f16 and subgroups when the
+// adapter has them. timestamp-query only with { profiling: true }: merely requesting it was
+// reported to cost ~3x decode on Dawn/Metal (other runtimes' measurement), so no device pays for
+// profiling it does not do.
 
 import { GpuUnavailableError, UnsupportedError } from "../errors.js";
 import { GpuContext, type AdapterDescription, type RuntimeLimits } from "./context.js";
 import { defaultMemoryBudget } from "./budget.js";
 
 /** Features requested whenever the adapter offers them. */
-export const OPTIONAL_FEATURES: readonly GPUFeatureName[] = ["shader-f16", "subgroups", "timestamp-query"];
+export const OPTIONAL_FEATURES: readonly GPUFeatureName[] = ["shader-f16", "subgroups"];
+/** Requested only by openDevice({ profiling: true }) (src/gpu/profiler.ts needs it). */
+export const PROFILING_FEATURE: GPUFeatureName = "timestamp-query";
 
 /** Limits requested at the adapter's own values. */
 const REQUESTED_LIMITS = [
@@ -51,6 +55,8 @@ export interface OpenDeviceOptions {
   gpu?: GPU;
   /** GPU memory budget in bytes (default: see src/gpu/budget.ts); allocations past it are refused. */
   memoryBudgetBytes?: number;
+  /** Request timestamp-query for the Profiler (an adapter without it: UnsupportedError). Off by default. */
+  profiling?: boolean;
 }
 
 const INSTALL_HINT =
@@ -114,6 +120,10 @@ export async function openDevice(options: OpenDeviceOptions = {}): Promise<GpuCo
   const disabled = new Set<string>(options.disableFeatures ?? []);
   const wanted = new Set<GPUFeatureName>([...(options.requireFeatures ?? [])]);
   for (const f of OPTIONAL_FEATURES) if (have.has(f) && !disabled.has(f)) wanted.add(f);
+  if (options.profiling) {
+    if (!have.has(PROFILING_FEATURE)) throw new UnsupportedError(`profiling needs the adapter feature '${PROFILING_FEATURE}', which this adapter lacks`);
+    wanted.add(PROFILING_FEATURE);
+  }
 
   const requiredLimits: Record<string, number> = {};
   const adapterLimits = adapter.limits as unknown as Record<string, number>;
@@ -188,7 +198,7 @@ export function describeContext(ctx: GpuContext): Record<string, unknown> {
     adapter: ctx.adapter.description,
     backend: ctx.adapter.backend,
     software: ctx.adapter.isSoftware,
-    features: [...ctx.features].filter((f) => OPTIONAL_FEATURES.includes(f as GPUFeatureName)).sort(),
+    features: [...ctx.features].filter((f) => OPTIONAL_FEATURES.includes(f as GPUFeatureName) || f === PROFILING_FEATURE).sort(),
     limits: { ...ctx.limits },
     memoryBudget: { bytes: ctx.memoryBudget.bytes, source: ctx.memoryBudget.source },
   };

@@ -30,7 +30,7 @@ export class Profiler {
     /** Dispatches that can be timed between two collect() calls. */
     readonly capacity = 2048,
   ) {
-    if (!ctx.hasTimestamps) throw new UnsupportedError("profiling needs the 'timestamp-query' feature, which this device lacks");
+    if (!ctx.hasTimestamps) throw new UnsupportedError("profiling needs the 'timestamp-query' feature, which this device was not opened with", "open it with openDevice({ profiling: true })");
     // WebGPU caps a query set at 4,096 queries: two per timed dispatch.
     if (!Number.isInteger(capacity) || capacity < 1 || capacity > MAX_TIMED_DISPATCHES) {
       throw new UnsupportedError(`Profiler capacity ${capacity}: between 1 and ${MAX_TIMED_DISPATCHES} dispatches (a query set holds at most 4,096 timestamps)`);
