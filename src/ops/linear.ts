@@ -7,6 +7,13 @@
 //   gemv   (kernels/gemv.wgsl, gemv_splitk.wgsl): small M — decode and a few parallel sequences;
 //          reads W once per call (memory-bound on GPUs; instruction-bound on lavapipe, see
 //          kernels/gemv.wgsl).
+//   gemv_tiled (kernels/gemv_tiled.wgsl): the same, on a copy of W repacked once into
+//          lane-interleaved tiles (kernels/gemv_repack.wgsl) so neighbouring invocations read
+//          neighbouring memory. The copy lives beside W (packGemvWeight / gemvPackOf) and is made
+//          only by an owner that promises W will not change (loadDecoder's gemvLayout): training
+//          updates W in place, and prefill (matmul), LoRA merge and saving read W row-major, so
+//          the row-major W is always kept and the copy's bytes are extra (checked against the
+//          memory budget when packing).
 //   matmul (kernels/matmul.wgsl): register-tiled, for prefill and batches.
 // Tensors above the storage binding limit are processed in windows: W along N (rows of
 // K·elemBytes, ctx.bindingWindows), x and y along M (whole rows), each window one dispatch.
@@ -15,14 +22,14 @@
 
 import { ShapeError, UnsupportedError } from "../errors.js";
 import type { BufferWindow, GpuContext } from "../gpu/context.js";
-import type { KernelVariant } from "../gpu/kernels.js";
+import type { Kernel, KernelVariant } from "../gpu/kernels.js";
 import { DTYPE_BYTES, type Tensor } from "../gpu/tensor.js";
 import { expectDType, grid, Params } from "./common.js";
 
 export type WDType = "f32" | "f16";
 /** Algorithms a caller may force. "auto" (default) lets resolveLinear choose. */
-export type LinearVariantName = "gemv" | "gemv_splitk" | "gemv_subgroup" | "matmul";
-export const LINEAR_VARIANT_NAMES: readonly LinearVariantName[] = ["gemv", "gemv_splitk", "gemv_subgroup", "matmul"];
+export type LinearVariantName = "gemv" | "gemv_splitk" | "gemv_subgroup" | "gemv_tiled" | "matmul";
+export const LINEAR_VARIANT_NAMES: readonly LinearVariantName[] = ["gemv", "gemv_splitk", "gemv_subgroup", "gemv_tiled", "matmul"];
 
 // Tuning constants. Measured on lavapipe (llvmpipe 8-wide, AMD EPYC, 2 cores shared with other
 // jobs, Node + Dawn, 2026-11-24) with interleaved A/B arms in one process; absolute figures vary
@@ -31,6 +38,12 @@ export const LINEAR_VARIANT_NAMES: readonly LinearVariantName[] = ["gemv", "gemv
  * R=4 7.7, R=8 8.8) and invocations per workgroup (16/64/128 within noise; 64 kept). */
 const GEMV_R = 4;
 const GEMV_WG = 64;
+/**
+ * gemv_tiled: rows per tile = invocations per workgroup (T), and tiles per workgroup (R, each
+ * invocation owns one row of each). Measured: see GEMV_TILED_PREFERRED.
+ */
+export const GEMV_TILED_T = 64;
+const GEMV_TILED_R = 4;
 /** gemv_splitk / gemv_subgroup: rows of W per workgroup, invocations splitting K. */
 const SPLITK_R = 2;
 const SPLITK_WG = 64;
@@ -66,6 +79,8 @@ export interface LinearKernelDesc {
   wg: readonly [number, number];
   /** gemv f16 vec8 only: load W as vec4<f16> (needs shader-f16) instead of unpack2x16float. */
   nativeF16?: boolean;
+  /** gemv_tiled only: x read as scalars (K % 4 ≠ 0: rows of x are not vec4-aligned). */
+  xScalar?: boolean;
 }
 
 /** What resolveLinear picked: the kernel and its label. */
@@ -89,7 +104,7 @@ function gemvMB(M: number): number {
  */
 export function linearLabel(d: LinearKernelDesc): string {
   const shape = d.algo === "matmul" ? `t${d.mb}x${d.rows}_wg${d.wg[0]}x${d.wg[1]}` : `r${d.rows}_mb${d.mb}_wg${d.wg[0]}`;
-  const nat = (d.nativeF16 ? "_h" : "");
+  const nat = (d.nativeF16 ? "_h" : "") + (d.xScalar ? "_x1" : "");
   return `${d.algo}_${d.wDtype}_vec${d.vec}${nat}_${shape}`;
 }
 
@@ -97,10 +112,22 @@ export function linearLabel(d: LinearKernelDesc): string {
 export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
   const f16 = d.wDtype === "f16";
   if (d.algo === "matmul" && d.vec === 8) throw new UnsupportedError(`linear: matmul has no vec8 path (${linearLabel(d)})`);
-  if (d.algo !== "matmul" && d.vec === 4 && f16) throw new UnsupportedError(`linear: gemv f16 reads 8 halves per chunk or 1, not 4 (${linearLabel(d)})`);
-  if (d.vec === 8 && !f16) throw new UnsupportedError(`linear: vec8 is the f16 chunk width (${linearLabel(d)})`);
+  if (d.algo !== "matmul" && d.algo !== "gemv_tiled" && d.vec === 4 && f16) throw new UnsupportedError(`linear: gemv f16 reads 8 halves per chunk or 1, not 4 (${linearLabel(d)})`);
+  if (d.vec === 8 && !f16 && d.algo !== "gemv_tiled") throw new UnsupportedError(`linear: vec8 is the f16 chunk width (${linearLabel(d)})`);
   if (d.nativeF16 && !(d.algo === "gemv" && f16 && d.vec === 8)) throw new UnsupportedError(`linear: nativeF16 exists only for gemv f16 vec8 (${linearLabel(d)})`);
   if (d.algo !== "gemv" && d.algo !== "matmul" && (d.wg[0] & (d.wg[0] - 1)) !== 0) throw new UnsupportedError(`linear: ${linearLabel(d)} reduces over a power-of-two workgroup`);
+  if (d.algo === "gemv_tiled") {
+    const ce = f16 ? 8 : 4;
+    if (d.vec !== ce) throw new UnsupportedError(`linear: gemv_tiled reads 16-byte chunks (${ce} ${d.wDtype} elements), not vec${d.vec} (${linearLabel(d)})`);
+    if (d.nativeF16) throw new UnsupportedError(`linear: nativeF16 exists only for gemv f16 vec8 (${linearLabel(d)})`);
+    return {
+      file: "gemv_tiled",
+      name: linearLabel(d),
+      defines: { WF16: f16, XVEC: !d.xScalar, XT: d.xScalar ? "f32" : "vec4<f32>", WT: f16 ? "vec4<u32>" : "vec4<f32>", CE: ce, R: d.rows, MB: d.mb, WG: d.wg[0], ACC: d.rows * d.mb },
+      bindings: ["read", "read", "read", "read_write", "uniform"],
+    };
+  }
+  if (d.xScalar) throw new UnsupportedError(`linear: xScalar exists only for gemv_tiled (${linearLabel(d)})`);
   const xt = d.vec === 1 ? "f32" : "vec4<f32>";
   const wt = f16 ? (d.vec === 1 ? "u32" : d.algo === "matmul" ? "vec2<u32>" : "vec4<u32>") : d.vec === 1 ? "f32" : "vec4<f32>";
   const acc = d.rows * d.mb;
@@ -134,14 +161,29 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
 }
 
 /**
- * The one place that chooses a linear kernel for a shape. `variant` forces an algorithm; one that
- * cannot run on this device throws UnsupportedError (never a silent substitute).
+ * Whether gemv_tiled beats gemv on this device class, by measurement (bench/linear.bench.ts,
+ * alternated arms in one process). Device classes never measured keep gemv.
+ *   software Vulkan (lavapipe/llvmpipe 8-wide, 2 shared cores, Node + Dawn, subgroups present),
+ *   2026-12-02: see the figures below; TILED_SOFTWARE records the decision.
+ *   discrete/integrated GPUs (subgroups or not): not measured yet → gemv.
  */
-export function resolveLinear(ctx: GpuContext, M: number, N: number, K: number, wDtype: WDType, variant: LinearVariantName | "auto" = "auto"): LinearPlan {
+export function gemvTiledPreferred(ctx: GpuContext): boolean {
+  return ctx.adapter.isSoftware && TILED_SOFTWARE;
+}
+const TILED_SOFTWARE = true;
+
+/**
+ * The one place that chooses a linear kernel for a shape. `variant` forces an algorithm; one that
+ * cannot run on this device throws UnsupportedError (never a silent substitute). `packed`: W has a
+ * tiled copy (gemvPackOf); "auto" picks gemv_tiled only then, for M ≤ GEMV_MAX_M, on device
+ * classes where it measured faster (gemvTiledPreferred).
+ */
+export function resolveLinear(ctx: GpuContext, M: number, N: number, K: number, wDtype: WDType, variant: LinearVariantName | "auto" = "auto", packed = false): LinearPlan {
   if (variant !== "auto" && !LINEAR_VARIANT_NAMES.includes(variant)) {
     throw new UnsupportedError(`linear: unknown variant '${String(variant)}'`, `use one of ${LINEAR_VARIANT_NAMES.join(", ")} or "auto"`);
   }
-  const algo: LinearVariantName = variant === "auto" ? (M <= GEMV_MAX_M ? "gemv" : "matmul") : variant;
+  const small = M <= GEMV_MAX_M;
+  const algo: LinearVariantName = variant === "auto" ? (small ? (packed && gemvTiledPreferred(ctx) ? "gemv_tiled" : "gemv") : "matmul") : variant;
   if (algo === "gemv_subgroup" && !ctx.hasSubgroups) {
     throw new UnsupportedError(`linear: variant 'gemv_subgroup' needs the device feature 'subgroups', which this device lacks`, "use 'gemv' or 'auto'");
   }
@@ -149,12 +191,124 @@ export function resolveLinear(ctx: GpuContext, M: number, N: number, K: number, 
   let desc: LinearKernelDesc;
   if (algo === "matmul") {
     desc = { algo, wDtype, vec: K % 4 === 0 ? 4 : 1, rows: MATMUL_TN, mb: MATMUL_TM, wg: [MATMUL_WGX, MATMUL_WGY] };
+  } else if (algo === "gemv_tiled") {
+    desc = { algo, wDtype, vec: wDtype === "f16" ? 8 : 4, rows: GEMV_TILED_R, mb: gemvMB(M), wg: [GEMV_TILED_T, 1], ...(K % 4 !== 0 ? { xScalar: true } : {}) };
   } else {
     const vec = wDtype === "f16" ? (K % 8 === 0 ? 8 : 1) : K % 4 === 0 ? 4 : 1;
     const mb = gemvMB(M);
     desc = algo === "gemv" ? { algo, wDtype, vec, rows: GEMV_R, mb, wg: [GEMV_WG, 1] } : { algo, wDtype, vec, rows: SPLITK_R, mb, wg: [SPLITK_WG, 1] };
   }
   return { label: linearLabel(desc), desc };
+}
+
+// ------------------------------------------------------------------ tiled copies of W
+
+/** A tiled copy of W [N, K] for gemv_tiled: u32 words [tiles, kc, T, 4] (see kernels/gemv_tiled.wgsl). */
+export interface GemvPack {
+  tensor: Tensor;
+  N: number;
+  K: number;
+  wDtype: WDType;
+  /** Rows per tile. */
+  T: number;
+  /** 16-byte chunks per packed row, ceil(K / CE). */
+  kc: number;
+  tiles: number;
+}
+
+const packs = new WeakMap<Tensor, GemvPack>();
+
+/** Bytes of W [N, K]'s tiled copy: ceil(N/T)·T rows of ceil(K/CE) 16-byte chunks. */
+export function gemvPackBytes(N: number, K: number, wDtype: WDType, T = GEMV_TILED_T): number {
+  const ce = wDtype === "f16" ? 8 : 4;
+  return Math.ceil(N / T) * T * Math.ceil(K / ce) * 16;
+}
+
+/** The tiled copy of w, if one was made (packGemvWeight). */
+export function gemvPackOf(w: Tensor): GemvPack | undefined {
+  const p = packs.get(w);
+  return p && !p.tensor.isDisposed ? p : undefined;
+}
+
+/** Frees w's tiled copy (call it before changing W in place, or to reclaim the bytes). */
+export function releaseGemvPack(w: Tensor): void {
+  const p = packs.get(w);
+  if (p) {
+    p.tensor.dispose();
+    packs.delete(w);
+  }
+}
+
+/**
+ * Makes (once) and caches the tiled copy of W [N, K] f32|f16 on the GPU (kernels/gemv_repack.wgsl),
+ * for gemv_tiled. The caller promises W does not change while the copy lives (releaseGemvPack).
+ */
+export async function packGemvWeight(ctx: GpuContext, w: Tensor): Promise<GemvPack> {
+  const have = gemvPackOf(w);
+  if (have) return have;
+  const op = "gemv_repack";
+  expectDType(w, ["f32", "f16"], op, "w");
+  if (w.shape.length !== 2) throw new ShapeError(`${op}: w ('${w.label}') has shape [${w.shape.join(", ")}], expected [N, K]`);
+  const N = w.shape[0]!;
+  const K = w.shape[1]!;
+  const wDtype = w.dtype as WDType;
+  const T = GEMV_TILED_T;
+  const ce = wDtype === "f16" ? 8 : 4;
+  const kc = Math.ceil(K / ce);
+  const tiles = Math.ceil(N / T);
+  const tileBytes = kc * T * 16;
+  const eW = DTYPE_BYTES[wDtype];
+  const limit = ctx.limits.maxStorageBufferBindingSize;
+  const align = ctx.limits.minStorageBufferOffsetAlignment;
+  const out = ctx.empty([tiles, kc, T, 4], "u32", `${w.label}.gemv_tiled`);
+  const kernel = await ctx.kernels.get({
+    file: "gemv_repack",
+    name: `gemv_repack_${wDtype}_t${T}`,
+    defines: { WF16: wDtype === "f16", T, CE: ce },
+    bindings: ["read", "read_write", "uniform"],
+  });
+  // Windows of whole tiles; the source rows of a window (plus alignment slack) must fit a binding too.
+  const srcTileBytes = T * K * eW;
+  const windows = ctx.bindingWindows(tiles, tileBytes, `${op}: packed copy of '${w.label}' [${N}, ${K}] ${wDtype}`, Math.max(1, Math.floor((limit - align - 4) / srcTileBytes)));
+  for (const win of windows) {
+    const n0 = win.firstRow * T;
+    const rows = Math.min(win.rows * T, N - n0);
+    const start = n0 * K * eW;
+    const at = start - (start % align);
+    const end = Math.ceil((start + rows * K * eW) / 4) * 4;
+    const words = win.rows * kc * T * 4;
+    const params = new Params().u32(rows).u32(K).u32(kc).u32(words).u32((start - at) / eW).bytes();
+    ctx.dispatch(
+      kernel,
+      [
+        { tensor: w, byteOffset: at, byteSize: end - at },
+        { tensor: out, byteOffset: win.byteOffset, byteSize: words * 4 },
+      ],
+      params,
+      grid(ctx, Math.ceil(words / 256)),
+    );
+  }
+  const pack: GemvPack = { tensor: out, N, K, wDtype, T, kc, tiles };
+  packs.set(w, pack);
+  return pack;
+}
+
+/**
+ * CPU reference of the tiled layout (the spec of gemv_repack.wgsl): W [N, K] as raw element values
+ * (f32 values, or f16 bits as numbers) → [tiles, kc, T, CE] elements, zero past N and K.
+ */
+export function gemvTiledRepackReference(w: ArrayLike<number>, N: number, K: number, ce: 4 | 8, T = GEMV_TILED_T): number[] {
+  const kc = Math.ceil(K / ce);
+  const tiles = Math.ceil(N / T);
+  const out = new Array<number>(tiles * kc * T * ce).fill(0);
+  for (let n = 0; n < N; n++) {
+    for (let k = 0; k < K; k++) {
+      const tile = Math.floor(n / T);
+      const c = Math.floor(k / ce);
+      out[((tile * kc + c) * T + (n % T)) * ce + (k % ce)] = w[n * K + k]!;
+    }
+  }
+  return out;
 }
 
 export interface LinearOptions {
@@ -193,7 +347,10 @@ export async function linear(ctx: GpuContext, x: Tensor, w: Tensor, opts: Linear
       throw new ShapeError(`${op}: out ('${out.label}') shares its buffer with an input`);
     }
   }
-  const plan = resolveLinear(ctx, M, N, K, w.dtype as WDType, opts.variant ?? "auto");
+  const plan = resolveLinear(ctx, M, N, K, w.dtype as WDType, opts.variant ?? "auto", gemvPackOf(w) !== undefined);
+  // An explicit request for gemv_tiled packs W on first use (the request is the promise that W
+  // stays unchanged while the copy lives; releaseGemvPack before changing it).
+  if (plan.desc.algo === "gemv_tiled") await packGemvWeight(ctx, w);
   const y = out ?? ctx.empty(outShape, "f32", "linear.out");
   await launchLinear(ctx, plan.desc, x, w, bias ?? null, y, M, N, K);
   return y;
@@ -216,9 +373,13 @@ export async function launchLinear(
 ): Promise<void> {
   const op = "linear";
   if (desc.wDtype !== w.dtype) throw new ShapeError(`${op}: kernel ${linearLabel(desc)} is for ${desc.wDtype} weights, w ('${w.label}') is ${w.dtype}`);
-  if (desc.vec !== 1 && K % desc.vec !== 0) throw new UnsupportedError(`${op}: kernel ${linearLabel(desc)} reads K in chunks of ${desc.vec}; K = ${K} is not a multiple`);
+  if (desc.algo !== "gemv_tiled" && desc.vec !== 1 && K % desc.vec !== 0) throw new UnsupportedError(`${op}: kernel ${linearLabel(desc)} reads K in chunks of ${desc.vec}; K = ${K} is not a multiple`);
   const kernel = await ctx.kernels.get(linearKernelVariant(desc));
   if (M === 0) return;
+  if (desc.algo === "gemv_tiled") {
+    launchGemvTiled(ctx, kernel, desc, x, w, bias, y, M, N, K);
+    return;
+  }
 
   const limit = ctx.limits.maxStorageBufferBindingSize;
   const align = ctx.limits.minStorageBufferOffsetAlignment;
@@ -268,6 +429,62 @@ export async function launchLinear(
         groups = [gx, gy, Math.ceil(mw / desc.mb)];
       }
       ctx.dispatch(kernel, [xs.res, wRes, bs ? bs.res : wRes, ys.res], params, groups);
+    }
+  }
+}
+
+/** gemv_tiled's dispatches: windows of whole tiles of W's packed copy, M-windows as in launchLinear. */
+function launchGemvTiled(ctx: GpuContext, kernel: Kernel, desc: LinearKernelDesc, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor, M: number, N: number, K: number): void {
+  const op = "linear";
+  const pack = gemvPackOf(w);
+  if (!pack) throw new UnsupportedError(`${op}: kernel ${linearLabel(desc)} needs the tiled copy of w ('${w.label}')`, "call packGemvWeight(ctx, w) first, or linear() with variant 'gemv_tiled'");
+  if (pack.N !== N || pack.K !== K || pack.T !== desc.wg[0]) {
+    throw new ShapeError(`${op}: the tiled copy of w ('${w.label}') is [${pack.N}, ${pack.K}] with T=${pack.T}; kernel ${linearLabel(desc)} needs [${N}, ${K}] with T=${desc.wg[0]}`);
+  }
+  if (!desc.xScalar && K % 4 !== 0) throw new UnsupportedError(`${op}: kernel ${linearLabel(desc)} reads x as vec4; K = ${K} is not a multiple of 4`);
+  const limit = ctx.limits.maxStorageBufferBindingSize;
+  const align = ctx.limits.minStorageBufferOffsetAlignment;
+  const T = pack.T;
+  const eB = bias ? DTYPE_BYTES[bias.dtype] : 1;
+  const tileBytes = pack.kc * T * 16;
+  const wWindows = ctx.bindingWindows(pack.tiles, tileBytes, `${op}: tiled copy of w '${w.label}' [${N}, ${K}] ${w.dtype}`, Math.max(1, Math.floor((limit - align) / (eB * T))));
+  const rowBytes = Math.max(K, N) * 4;
+  const mPer = Math.floor((limit - align) / rowBytes);
+  if (mPer < 1) {
+    throw new UnsupportedError(`${op}: one row of x ('${x.label}', ${K * 4} bytes) or y (${N * 4} bytes) exceeds the storage binding limit of ${limit} bytes`);
+  }
+  const mStep = Math.min(mPer, desc.mb * ctx.limits.maxComputeWorkgroupsPerDimension);
+  const xUnit = desc.xScalar ? 1 : 4;
+  const span = (t: Tensor, first: number, count: number): { res: BufferWindow; base: number } => {
+    const e = DTYPE_BYTES[t.dtype];
+    const start = first * e;
+    const at = start - (start % align);
+    return { res: { tensor: t, byteOffset: at, byteSize: Math.ceil((start + count * e - at) / 4) * 4 }, base: (start - at) / e };
+  };
+  for (let m0 = 0; m0 < M; m0 += mStep) {
+    const mw = Math.min(mStep, M - m0);
+    const xs = span(x, m0 * K, mw * K);
+    const ys = span(y, m0 * N, mw * N);
+    for (const win of wWindows) {
+      const n0 = win.firstRow * T;
+      const nw = Math.min(win.rows * T, N - n0);
+      const wRes: BufferWindow = { tensor: pack.tensor, byteOffset: win.byteOffset, byteSize: win.rows * tileBytes };
+      const bs = bias ? span(bias, n0, nw) : null;
+      const params = new Params()
+        .u32(K)
+        .u32(nw)
+        .u32(mw)
+        .u32(N)
+        .u32(n0)
+        .u32(xs.base / xUnit)
+        .u32(ys.base)
+        .u32(bs ? bs.base : 0)
+        .u32(bias ? (bias.dtype === "f32" ? 1 : 2) : 0)
+        .u32(pack.kc)
+        .u32(win.rows)
+        .bytes();
+      const [gx, gy] = grid(ctx, Math.ceil(win.rows / desc.rows));
+      ctx.dispatch(kernel, [xs.res, wRes, bs ? bs.res : wRes, ys.res], params, [gx, gy, Math.ceil(mw / desc.mb)]);
     }
   }
 }

@@ -1,0 +1,171 @@
+// gemv_tiled (y = x·Wᵀ + b on a lane-interleaved tiled copy of W): the repack against its CPU
+// reference (bit-exact), the kernel against linearReference over awkward shapes (N, K odd and not
+// multiples of the tile or chunk; f32 and f16 weights; bias none/f32/f16; M 1..4), windows above a
+// forced binding limit, the browser-like device (no shader-f16, 256-byte alignment), the
+// resolver's labels and its refusals. Tolerance as in test/linear.test.ts (same arithmetic).
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { browserLike, forDevices, gpu } from "./helpers/gpu.js";
+import { assertClose, assertRejects } from "./helpers/check.js";
+import { Rng } from "../src/util/rng.js";
+import { f16ArrayToF32, f32ArrayToF16 } from "../src/util/f16.js";
+import { ShapeError, UnsupportedError } from "../src/errors.js";
+import type { GpuContext } from "../src/gpu/context.js";
+import {
+  GEMV_TILED_T,
+  gemvPackBytes,
+  gemvPackOf,
+  gemvTiledRepackReference,
+  launchLinear,
+  linear,
+  linearReference,
+  packGemvWeight,
+  releaseGemvPack,
+  resolveLinear,
+  type LinearVariantName,
+} from "../src/ops/linear.js";
+
+const EPS32 = 2 ** -24;
+const tolFor = (K: number) => ({ atol: (8 * EPS32 * K) / 3 + 1e-7, rtol: 2 ** -20 });
+type WD = "f32" | "f16";
+type BiasKind = "none" | WD;
+const rng = new Rng(1616);
+
+/** One case through linear() with `variant` (default gemv_tiled) against the reference; returns the label. */
+async function check(ctx: GpuContext, M: number, N: number, K: number, wd: WD, bias: BiasKind, variant: LinearVariantName | "auto" = "gemv_tiled", what = ""): Promise<string> {
+  const xh = rng.fillUniform(M * K);
+  const wf = rng.fillUniform(N * K);
+  const wBits = wd === "f16" ? f32ArrayToF16(wf) : null;
+  const wRef = wBits ? f16ArrayToF32(wBits) : wf;
+  const bf = bias === "none" ? null : rng.fillUniform(N);
+  const bBits = bias === "f16" && bf ? f32ArrayToF16(bf) : null;
+  const bRef = bBits ? f16ArrayToF32(bBits) : bf;
+  const x = ctx.upload(xh, [M, K], "f32", "x");
+  const w = ctx.upload(wBits ?? wf, [N, K], wd, "w");
+  const b = bf ? ctx.upload(bBits ?? bf, [N], bias as WD, "bias") : undefined;
+  const out = ctx.upload(new Float32Array(M * N).fill(NaN), [M, N], "f32", "y");
+  if (variant === "auto") await packGemvWeight(ctx, w);
+  const label = resolveLinear(ctx, M, N, K, wd, variant, true).label;
+  await linear(ctx, x, w, { bias: b, out, variant });
+  assertClose(await out.read(), linearReference(xh, wRef, bRef, M, N, K), tolFor(K), `${what}${label} M=${M} N=${N} K=${K} w=${wd} bias=${bias}`);
+  releaseGemvPack(w);
+  for (const t of [x, w, b, out]) t?.dispose();
+  return label;
+}
+
+test("repack: the tiled copy equals gemvTiledRepackReference bit for bit (f32, f16; N, K ragged)", async () => {
+  await forDevices({}, async (ctx, dev) => {
+    for (const wd of ["f32", "f16"] as const) {
+      for (const [N, K] of [[1, 1], [3, 7], [65, 13], [130, 17], [64, 16], [200, 9]] as const) {
+        const wf = rng.fillUniform(N * K);
+        const bits = wd === "f16" ? f32ArrayToF16(wf) : null;
+        const w = ctx.upload(bits ?? wf, [N, K], wd, "w-repack");
+        const pack = await packGemvWeight(ctx, w);
+        assert.is(pack.tensor.byteLength, gemvPackBytes(N, K, wd), `${dev} ${wd} ${N}x${K}: packed bytes`);
+        const got = (await pack.tensor.read()) as Uint32Array;
+        const ce = wd === "f16" ? 8 : 4;
+        const raw = bits ? Array.from(bits) : Array.from(new Uint32Array(wf.buffer, wf.byteOffset, wf.length));
+        const ref = gemvTiledRepackReference(raw, N, K, ce);
+        const want = new Uint32Array(got.length);
+        for (let i = 0; i < want.length; i++) want[i] = wd === "f16" ? (ref[2 * i]! | (ref[2 * i + 1]! << 16)) >>> 0 : ref[i]!;
+        for (let i = 0; i < want.length; i++) {
+          if (got[i] !== want[i]) assert.unreachable(`${dev} ${wd} ${N}x${K}: word ${i} got ${got[i]} want ${want[i]}`);
+        }
+        assert.ok(gemvPackOf(w) === pack && (await packGemvWeight(ctx, w)) === pack, "cached: made once");
+        releaseGemvPack(w);
+        assert.is(gemvPackOf(w), undefined, "released");
+        w.dispose();
+      }
+    }
+  });
+});
+
+test("gemv_tiled vs linearReference: M 1..4 × awkward N, K × f32/f16 × bias none/f32/f16, on both device profiles", async () => {
+  const nk: [number, number][] = [
+    [1, 1],
+    [3, 7],
+    [17, 33],
+    [63, 64],
+    [65, 129],
+    [127, 16],
+    [129, 255],
+    [33, 96],
+    [5, 8],
+    [31, 17],
+    [64, 12],
+    [257, 44],
+  ];
+  const biases: BiasKind[] = ["none", "f32", "f16"];
+  await forDevices({}, async (ctx) => {
+    let i = 0;
+    for (const wd of ["f32", "f16"] as const) {
+      for (const M of [1, 2, 3, 4]) {
+        for (let j = 0; j < 3; j++, i++) {
+          const [N, K] = nk[i % nk.length]!;
+          const label = await check(ctx, M, N, K, wd, biases[i % 3]!);
+          assert.ok(label.startsWith(`gemv_tiled_${wd}_`), label);
+        }
+      }
+    }
+  });
+});
+
+test("gemv_tiled on a real shape: 1×2048×2048 f16 and 2×5632×2048 f16 with bias", async () => {
+  const ctx = await gpu();
+  await check(ctx, 1, 2048, 2048, "f16", "none");
+  await check(ctx, 2, 5632, 2048, "f16", "f16");
+});
+
+test("windows: the tiled copy above a forced 64 KiB binding limit, and the browser-like device under 256 KiB", async () => {
+  const small = await gpu({ maxStorageBufferBindingSize: 64 * 1024 });
+  for (const [M, N, K, wd, bias] of [
+    [1, 300, 100, "f16", "f32"], // tiles of 13 KiB: windows of 4 tiles
+    [3, 701, 37, "f32", "f16"], // K odd, f32: x read as scalars; 11 tiles of 10 KiB
+    [2, 1000, 120, "f16", "f16"],
+  ] as const) {
+    const before = small.stats.dispatches;
+    await check(small, M, N, K, wd, bias, "gemv_tiled", "windowed ");
+    assert.ok(small.stats.dispatches - before > 2, `M=${M} N=${N} K=${K}: windowed repack and GEMV`);
+  }
+  // a tile wider than one binding cannot be windowed: refused, naming the tensor
+  const x = small.upload(rng.fillUniform(1000), [1, 1000], "f32", "x");
+  const w = small.empty([70, 1000], "f16", "w-wide-tile");
+  await assertRejects(() => linear(small, x, w, { variant: "gemv_tiled" }), UnsupportedError, [/w-wide-tile/, /binding limit/], "tile over the limit");
+  const web = await browserLike({ maxStorageBufferBindingSize: 256 * 1024 });
+  for (const [M, N, K, wd, bias] of [
+    [1, 300, 999, "f16", "f16"],
+    [3, 300, 999, "f32", "f32"],
+  ] as const) {
+    await check(web, M, N, K, wd, bias, "gemv_tiled", "browser-like windowed ");
+  }
+});
+
+test("resolver: auto picks gemv_tiled only for packed weights, M ≤ 2, on device classes where it measured faster", async () => {
+  const ctx = await gpu();
+  const tiledHere = ctx.adapter.isSoftware;
+  assert.is(resolveLinear(ctx, 1, 4096, 4096, "f16").label, "gemv_f16_vec8_r4_mb1_wg64", "no packed copy: gemv");
+  assert.is(resolveLinear(ctx, 1, 4096, 4096, "f16", "auto", true).label, tiledHere ? "gemv_tiled_f16_vec8_r4_mb1_wg64" : "gemv_f16_vec8_r4_mb1_wg64");
+  assert.is(resolveLinear(ctx, 2, 4096, 4096, "f32", "auto", true).label, tiledHere ? "gemv_tiled_f32_vec4_r4_mb2_wg64" : "gemv_f32_vec4_r4_mb2_wg64");
+  assert.is(resolveLinear(ctx, 3, 4096, 4096, "f16", "auto", true).label, "matmul_f16_vec4_t4x8_wg64x1");
+  assert.is(resolveLinear(ctx, 1, 100, 4099, "f16", "gemv_tiled").label, "gemv_tiled_f16_vec8_x1_r4_mb1_wg64", "K % 4 ≠ 0: x as scalars");
+  assert.is(resolveLinear(ctx, 1, 100, 4099, "f16", "gemv", true).label, "gemv_f16_vec1_r4_mb1_wg64", "gemv stays selectable by name");
+  // auto through linear(): a packed weight takes gemv_tiled here and still matches the reference
+  assert.is(await check(ctx, 1, 70, 40, "f16", "f16", "auto"), tiledHere ? "gemv_tiled_f16_vec8_r4_mb1_wg64" : "gemv_f16_vec8_r4_mb1_wg64");
+  assert.is(GEMV_TILED_T, 64);
+});
+
+test("refusals: the tiled kernel without a packed copy, a copy of another shape, wrong chunk widths", async () => {
+  const ctx = await gpu();
+  const x = ctx.upload(rng.fillUniform(16), [1, 16], "f32", "x");
+  const w = ctx.upload(rng.fillUniform(32), [2, 16], "f32", "w-unpacked");
+  const y = ctx.empty([1, 2], "f32", "y");
+  const desc = resolveLinear(ctx, 1, 2, 16, "f32", "gemv_tiled").desc;
+  await assertRejects(() => launchLinear(ctx, desc, x, w, null, y, 1, 2, 16), UnsupportedError, [/w-unpacked/, /packGemvWeight/], "no packed copy");
+  await packGemvWeight(ctx, w);
+  await assertRejects(() => launchLinear(ctx, desc, x.view([2, 8]), w.view([4, 8]), null, ctx.empty([2, 4], "f32", "y2"), 2, 4, 8), UnsupportedError, [/packGemvWeight/], "a view is another tensor: no copy");
+  await assertRejects(() => launchLinear(ctx, { ...desc, vec: 8 }, x, w, null, y, 1, 2, 16), UnsupportedError, [/16-byte chunks/], "f32 with vec8");
+  await assertRejects(() => packGemvWeight(ctx, ctx.empty([4], "f32", "w1d")), ShapeError, [/w1d/, /\[N, K\]/], "rank");
+  releaseGemvPack(w);
+});
+
+test.run();
