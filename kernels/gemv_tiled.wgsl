@@ -27,7 +27,8 @@
 // The last, partial chunk (K % CE ≠ 0) is read with guarded x loads (W is zero there).
 // Accumulation: f32 per lane of a vec4 accumulator, lanes summed at the end, bias added last;
 // f16 widens exactly, so only the summation order differs from the reference.
-// Measured: see GEMV_TILED_* in src/ops/linear.ts and bench/linear.bench.ts.
+// T and R per device class, with the measurements: gemvTiledShape in src/ops/linear.ts; A/B against
+// gemv.wgsl in bench/linear.bench.ts ("A/B" rows).
 
 struct Params {
   K: u32,         // reduction length, elements

@@ -12,9 +12,9 @@ import { f16ArrayToF32, f32ArrayToF16 } from "../src/util/f16.js";
 import { ShapeError, UnsupportedError } from "../src/errors.js";
 import type { GpuContext } from "../src/gpu/context.js";
 import {
-  GEMV_TILED_T,
   gemvPackBytes,
   gemvPackOf,
+  gemvTiledShape,
   gemvTiledRepackReference,
   launchLinear,
   linear,
@@ -61,17 +61,26 @@ test("repack: the tiled copy equals gemvTiledRepackReference bit for bit (f32, f
         const bits = wd === "f16" ? f32ArrayToF16(wf) : null;
         const w = ctx.upload(bits ?? wf, [N, K], wd, "w-repack");
         const pack = await packGemvWeight(ctx, w);
-        assert.is(pack.tensor.byteLength, gemvPackBytes(N, K, wd), `${dev} ${wd} ${N}x${K}: packed bytes`);
+        assert.is(pack.tensor.byteLength, gemvPackBytes(N, K, wd, pack.T), `${dev} ${wd} ${N}x${K}: packed bytes`);
         const got = (await pack.tensor.read()) as Uint32Array;
         const ce = wd === "f16" ? 8 : 4;
         const raw = bits ? Array.from(bits) : Array.from(new Uint32Array(wf.buffer, wf.byteOffset, wf.length));
-        const ref = gemvTiledRepackReference(raw, N, K, ce);
+        const ref = gemvTiledRepackReference(raw, N, K, ce, pack.T);
         const want = new Uint32Array(got.length);
         for (let i = 0; i < want.length; i++) want[i] = wd === "f16" ? (ref[2 * i]! | (ref[2 * i + 1]! << 16)) >>> 0 : ref[i]!;
         for (let i = 0; i < want.length; i++) {
           if (got[i] !== want[i]) assert.unreachable(`${dev} ${wd} ${N}x${K}: word ${i} got ${got[i]} want ${want[i]}`);
         }
         assert.ok(gemvPackOf(w) === pack && (await packGemvWeight(ctx, w)) === pack, "cached: made once");
+        // another tile height replaces the copy (T = 64, the hardware GPUs' tile, checked here too)
+        const p64 = await packGemvWeight(ctx, w, 64);
+        const ref64 = gemvTiledRepackReference(raw, N, K, ce, 64);
+        const got64 = (await p64.tensor.read()) as Uint32Array;
+        for (let i = 0; i < got64.length; i++) {
+          const want64 = wd === "f16" ? (ref64[2 * i]! | (ref64[2 * i + 1]! << 16)) >>> 0 : ref64[i]!;
+          if (got64[i] !== want64) assert.unreachable(`${dev} ${wd} ${N}x${K} T=64: word ${i} got ${got64[i]} want ${want64}`);
+        }
+        assert.ok(gemvPackOf(w) === p64 && pack.tensor.isDisposed, "the T=8 copy was released");
         releaseGemvPack(w);
         assert.is(gemvPackOf(w), undefined, "released");
         w.dispose();
@@ -119,17 +128,20 @@ test("gemv_tiled on a real shape: 1×2048×2048 f16 and 2×5632×2048 f16 with b
 test("windows: the tiled copy above a forced 64 KiB binding limit, and the browser-like device under 256 KiB", async () => {
   const small = await gpu({ maxStorageBufferBindingSize: 64 * 1024 });
   for (const [M, N, K, wd, bias] of [
-    [1, 300, 100, "f16", "f32"], // tiles of 13 KiB: windows of 4 tiles
-    [3, 701, 37, "f32", "f16"], // K odd, f32: x read as scalars; 11 tiles of 10 KiB
+    [1, 400, 100, "f16", "f32"],
+    [3, 701, 37, "f32", "f16"], // K odd, f32: x read as scalars
     [2, 1000, 120, "f16", "f16"],
   ] as const) {
     const before = small.stats.dispatches;
     await check(small, M, N, K, wd, bias, "gemv_tiled", "windowed ");
+    const tileBytes = Math.ceil(K / (wd === "f16" ? 8 : 4)) * 16 * gemvTiledShape(small).T;
+    assert.ok(Math.ceil(N / gemvTiledShape(small).T) * tileBytes > 64 * 1024, `M=${M} N=${N} K=${K}: the copy is larger than a binding`);
     assert.ok(small.stats.dispatches - before > 2, `M=${M} N=${N} K=${K}: windowed repack and GEMV`);
   }
   // a tile wider than one binding cannot be windowed: refused, naming the tensor
-  const x = small.upload(rng.fillUniform(1000), [1, 1000], "f32", "x");
-  const w = small.empty([70, 1000], "f16", "w-wide-tile");
+  const wideK = Math.ceil((64 * 1024) / (gemvTiledShape(small).T * 2)) + 8;
+  const x = small.upload(rng.fillUniform(wideK), [1, wideK], "f32", "x");
+  const w = small.empty([70, wideK], "f16", "w-wide-tile");
   await assertRejects(() => linear(small, x, w, { variant: "gemv_tiled" }), UnsupportedError, [/w-wide-tile/, /binding limit/], "tile over the limit");
   const web = await browserLike({ maxStorageBufferBindingSize: 256 * 1024 });
   for (const [M, N, K, wd, bias] of [
@@ -142,16 +154,17 @@ test("windows: the tiled copy above a forced 64 KiB binding limit, and the brows
 
 test("resolver: auto picks gemv_tiled only for packed weights, M ≤ 2, on device classes where it measured faster", async () => {
   const ctx = await gpu();
-  const tiledHere = ctx.adapter.isSoftware;
+  const tiledHere = ctx.adapter.isSoftware; // the device class where gemv_tiled measured faster
+  const { T, R } = gemvTiledShape(ctx);
+  assert.equal([T, R], tiledHere ? [8, 8] : [64, 4]);
   assert.is(resolveLinear(ctx, 1, 4096, 4096, "f16").label, "gemv_f16_vec8_r4_mb1_wg64", "no packed copy: gemv");
-  assert.is(resolveLinear(ctx, 1, 4096, 4096, "f16", "auto", true).label, tiledHere ? "gemv_tiled_f16_vec8_r4_mb1_wg64" : "gemv_f16_vec8_r4_mb1_wg64");
-  assert.is(resolveLinear(ctx, 2, 4096, 4096, "f32", "auto", true).label, tiledHere ? "gemv_tiled_f32_vec4_r4_mb2_wg64" : "gemv_f32_vec4_r4_mb2_wg64");
+  assert.is(resolveLinear(ctx, 1, 4096, 4096, "f16", "auto", true).label, tiledHere ? "gemv_tiled_f16_vec8_r8_mb1_wg8" : "gemv_f16_vec8_r4_mb1_wg64");
+  assert.is(resolveLinear(ctx, 2, 4096, 4096, "f32", "auto", true).label, tiledHere ? "gemv_tiled_f32_vec4_r8_mb2_wg8" : "gemv_f32_vec4_r4_mb2_wg64");
   assert.is(resolveLinear(ctx, 3, 4096, 4096, "f16", "auto", true).label, "matmul_f16_vec4_t4x8_wg64x1");
-  assert.is(resolveLinear(ctx, 1, 100, 4099, "f16", "gemv_tiled").label, "gemv_tiled_f16_vec8_x1_r4_mb1_wg64", "K % 4 ≠ 0: x as scalars");
+  assert.is(resolveLinear(ctx, 1, 100, 4099, "f16", "gemv_tiled").label, `gemv_tiled_f16_vec8_x1_r${R}_mb1_wg${T}`, "K % 4 ≠ 0: x as scalars");
   assert.is(resolveLinear(ctx, 1, 100, 4099, "f16", "gemv", true).label, "gemv_f16_vec1_r4_mb1_wg64", "gemv stays selectable by name");
   // auto through linear(): a packed weight takes gemv_tiled here and still matches the reference
-  assert.is(await check(ctx, 1, 70, 40, "f16", "f16", "auto"), tiledHere ? "gemv_tiled_f16_vec8_r4_mb1_wg64" : "gemv_f16_vec8_r4_mb1_wg64");
-  assert.is(GEMV_TILED_T, 64);
+  assert.is(await check(ctx, 1, 70, 40, "f16", "f16", "auto"), tiledHere ? "gemv_tiled_f16_vec8_r8_mb1_wg8" : "gemv_f16_vec8_r4_mb1_wg64");
 });
 
 test("refusals: the tiled kernel without a packed copy, a copy of another shape, wrong chunk widths", async () => {

@@ -39,11 +39,26 @@ export const LINEAR_VARIANT_NAMES: readonly LinearVariantName[] = ["gemv", "gemv
 const GEMV_R = 4;
 const GEMV_WG = 64;
 /**
- * gemv_tiled: rows per tile = invocations per workgroup (T), and tiles per workgroup (R, each
- * invocation owns one row of each). Measured: see GEMV_TILED_PREFERRED.
+ * gemv_tiled: rows per tile = invocations per workgroup (T), and tiles per workgroup (R: each
+ * invocation owns one row of each), per device class (gemvTiledShape). Measured on lavapipe
+ * (llvmpipe 8-wide, 2 cores shared with other jobs at load average 8–13, Node + Dawn, 2026-12-02;
+ * f16, M=1, 7 alternated rounds; speed vs gemv rows r4 wg64, copy bandwidth beside it 2–20 GB/s):
+ *   N×K           T64R4  T8R4  T8R8
+ *   576×576       0.91   0.97  1.44
+ *   1536×576      1.22   1.38  1.41
+ *   576×1536      0.81   1.04  1.10
+ *   49152×576     2.84   2.04  1.73
+ *   5632×2048     0.59   0.66  0.63   (other runs: 1.39 / 2.24 / 1.24; the load swamps single shapes)
+ *   32000×2048    1.38   1.53  1.50
+ *   4096×4096     0.96   1.14  1.18
+ *   geomean       1.10   1.18  1.23   → T=8 (one llvmpipe SIMD group per workgroup), R=8.
+ * Other T/R on 2048×2048, 5632×2048, 2048×5632 (same day): T64R1 0.59–0.98, T64R2 0.76–1.12,
+ * T32R4 0.65–1.54, T16R4 0.77–1.57, T32R8 0.68–1.26, T8R16 0.74–0.93, T8R2 0.83–1.49.
+ * Hardware GPUs: not measured; T=64 R=4 (64 lanes read 1 KiB contiguous, as coalescing wants).
  */
-export const GEMV_TILED_T = 64;
-const GEMV_TILED_R = 4;
+export function gemvTiledShape(ctx: GpuContext): { T: number; R: number } {
+  return ctx.adapter.isSoftware ? { T: 8, R: 8 } : { T: 64, R: 4 };
+}
 /** gemv_splitk / gemv_subgroup: rows of W per workgroup, invocations splitting K. */
 const SPLITK_R = 2;
 const SPLITK_WG = 64;
@@ -192,7 +207,8 @@ export function resolveLinear(ctx: GpuContext, M: number, N: number, K: number, 
   if (algo === "matmul") {
     desc = { algo, wDtype, vec: K % 4 === 0 ? 4 : 1, rows: MATMUL_TN, mb: MATMUL_TM, wg: [MATMUL_WGX, MATMUL_WGY] };
   } else if (algo === "gemv_tiled") {
-    desc = { algo, wDtype, vec: wDtype === "f16" ? 8 : 4, rows: GEMV_TILED_R, mb: gemvMB(M), wg: [GEMV_TILED_T, 1], ...(K % 4 !== 0 ? { xScalar: true } : {}) };
+    const { T, R } = gemvTiledShape(ctx);
+    desc = { algo, wDtype, vec: wDtype === "f16" ? 8 : 4, rows: R, mb: gemvMB(M), wg: [T, 1], ...(K % 4 !== 0 ? { xScalar: true } : {}) };
   } else {
     const vec = wDtype === "f16" ? (K % 8 === 0 ? 8 : 1) : K % 4 === 0 ? 4 : 1;
     const mb = gemvMB(M);
@@ -219,7 +235,7 @@ export interface GemvPack {
 const packs = new WeakMap<Tensor, GemvPack>();
 
 /** Bytes of W [N, K]'s tiled copy: ceil(N/T)·T rows of ceil(K/CE) 16-byte chunks. */
-export function gemvPackBytes(N: number, K: number, wDtype: WDType, T = GEMV_TILED_T): number {
+export function gemvPackBytes(N: number, K: number, wDtype: WDType, T: number): number {
   const ce = wDtype === "f16" ? 8 : 4;
   return Math.ceil(N / T) * T * Math.ceil(K / ce) * 16;
 }
@@ -243,16 +259,16 @@ export function releaseGemvPack(w: Tensor): void {
  * Makes (once) and caches the tiled copy of W [N, K] f32|f16 on the GPU (kernels/gemv_repack.wgsl),
  * for gemv_tiled. The caller promises W does not change while the copy lives (releaseGemvPack).
  */
-export async function packGemvWeight(ctx: GpuContext, w: Tensor): Promise<GemvPack> {
+export async function packGemvWeight(ctx: GpuContext, w: Tensor, T = gemvTiledShape(ctx).T): Promise<GemvPack> {
   const have = gemvPackOf(w);
-  if (have) return have;
+  if (have && have.T === T) return have;
+  if (have) releaseGemvPack(w); // another tile height (benchmarks of T)
   const op = "gemv_repack";
   expectDType(w, ["f32", "f16"], op, "w");
   if (w.shape.length !== 2) throw new ShapeError(`${op}: w ('${w.label}') has shape [${w.shape.join(", ")}], expected [N, K]`);
   const N = w.shape[0]!;
   const K = w.shape[1]!;
   const wDtype = w.dtype as WDType;
-  const T = GEMV_TILED_T;
   const ce = wDtype === "f16" ? 8 : 4;
   const kc = Math.ceil(K / ce);
   const tiles = Math.ceil(N / T);
@@ -297,7 +313,7 @@ export async function packGemvWeight(ctx: GpuContext, w: Tensor): Promise<GemvPa
  * CPU reference of the tiled layout (the spec of gemv_repack.wgsl): W [N, K] as raw element values
  * (f32 values, or f16 bits as numbers) → [tiles, kc, T, CE] elements, zero past N and K.
  */
-export function gemvTiledRepackReference(w: ArrayLike<number>, N: number, K: number, ce: 4 | 8, T = GEMV_TILED_T): number[] {
+export function gemvTiledRepackReference(w: ArrayLike<number>, N: number, K: number, ce: 4 | 8, T: number): number[] {
   const kc = Math.ceil(K / ce);
   const tiles = Math.ceil(N / T);
   const out = new Array<number>(tiles * kc * T * ce).fill(0);
@@ -438,7 +454,7 @@ function launchGemvTiled(ctx: GpuContext, kernel: Kernel, desc: LinearKernelDesc
   const op = "linear";
   const pack = gemvPackOf(w);
   if (!pack) throw new UnsupportedError(`${op}: kernel ${linearLabel(desc)} needs the tiled copy of w ('${w.label}')`, "call packGemvWeight(ctx, w) first, or linear() with variant 'gemv_tiled'");
-  if (pack.N !== N || pack.K !== K || pack.T !== desc.wg[0]) {
+  if (pack.N !== N || pack.K !== K || pack.T !== desc.wg[0]) { // a copy made for another device class or tuning
     throw new ShapeError(`${op}: the tiled copy of w ('${w.label}') is [${pack.N}, ${pack.K}] with T=${pack.T}; kernel ${linearLabel(desc)} needs [${N}, ${K}] with T=${desc.wg[0]}`);
   }
   if (!desc.xScalar && K % 4 !== 0) throw new UnsupportedError(`${op}: kernel ${linearLabel(desc)} reads x as vec4; K = ${K} is not a multiple of 4`);
