@@ -11,9 +11,15 @@ import { Rng } from "../src/util/rng.js";
 import { f16ArrayToF32, f32ArrayToF16 } from "../src/util/f16.js";
 import { ShapeError, UnsupportedError } from "../src/errors.js";
 import type { GpuContext } from "../src/gpu/context.js";
+import type { Tensor } from "../src/gpu/tensor.js";
+import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
+import { Session } from "../src/model/session.js";
+import { TrainModel } from "../src/train/model.js";
+import { modelFixture } from "./helpers/fixtures.js";
 import {
   gemvPackBytes,
   gemvPackOf,
+  gemvTiledPreferred,
   gemvTiledShape,
   gemvTiledRepackReference,
   launchLinear,
@@ -179,6 +185,63 @@ test("refusals: the tiled kernel without a packed copy, a copy of another shape,
   await assertRejects(() => launchLinear(ctx, { ...desc, vec: 8 }, x, w, null, y, 1, 2, 16), UnsupportedError, [/16-byte chunks/], "f32 with vec8");
   await assertRejects(() => packGemvWeight(ctx, ctx.empty([4], "f32", "w1d")), ShapeError, [/w1d/, /\[N, K\]/], "rank");
   releaseGemvPack(w);
+});
+
+test("loadDecoder: tiled copies by default where gemv_tiled is preferred; decode logits match the rows layout; full fine-tuning frees the copies", async () => {
+  const ctx = await gpu();
+  const tiled = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true });
+  const rows = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true, gemvLayout: "rows" });
+  assert.is(rows.gemvLayout, "rows");
+  const L0 = tiled.decoder.weights.layers[0]!;
+  if (gemvTiledPreferred(ctx)) {
+    assert.match(tiled.gemvLayout, /^tiled \(/);
+    assert.ok(gemvPackOf(L0.q) && gemvPackOf(L0.down) && gemvPackOf(tiled.decoder.weights.lmHead), "projections and lm_head packed");
+  } else {
+    assert.match(tiled.gemvLayout, /^rows \(/);
+  }
+  assert.is(gemvPackOf(rows.decoder.weights.layers[0]!.q), undefined);
+  // prefill 5 tokens (matmul), then 2 decode steps (GEMV, M = 1): both layouts agree
+  const logits = async (m: LoadedDecoder): Promise<Float32Array[]> => {
+    const s = new Session(m.decoder, m.decoder.createCache(16, "f32"));
+    const got: Float32Array[] = [];
+    for (const ids of [[5, 17, 99, 3, 250], [42], [7]]) {
+      const out = await s.append(ids, { logits: "all" });
+      got.push((await (out.logits as Tensor).read()) as Float32Array);
+      out.logits?.dispose();
+    }
+    s.dispose();
+    return got;
+  };
+  const a = await logits(tiled);
+  const b = await logits(rows);
+  for (let i = 0; i < a.length; i++) assertClose(a[i]!, b[i]!, { atol: 1e-5, rtol: 1e-5 }, `step ${i}: tiled vs rows layout`);
+  // full fine-tuning changes W in place: the copies go first
+  TrainModel.create(tiled.decoder, { mode: "full" });
+  assert.is(gemvPackOf(L0.q), undefined, "released by TrainModel.create (full)");
+  assert.is(gemvPackOf(tiled.decoder.weights.lmHead), undefined);
+  tiled.dispose();
+  rows.dispose();
+});
+
+test("loadDecoder gemvLayout 'tiled' over budget is refused; 'auto' says why it kept rows", async () => {
+  const ctx = await gpu({ memoryBudgetBytes: 1 << 30 });
+  const first = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true, gemvLayout: "rows" });
+  // room for a second copy of the weights, not for the tiled copies beside them
+  ctx.memoryBudget = { bytes: ctx.pool.stats.liveBytes + first.weightBytes + 1024, source: "test budget" };
+  await assertRejects(
+    () => loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true, gemvLayout: "tiled" }),
+    UnsupportedError,
+    [/tiled GEMV copies need/, /test budget/],
+    "tiled over budget",
+  );
+  if (gemvTiledPreferred(ctx)) {
+    const auto = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true });
+    assert.match(auto.gemvLayout, /^rows \(tiled GEMV copies need .* MiB left of the GPU memory budget \(test budget\)\)$/);
+    assert.is(gemvPackOf(auto.decoder.weights.layers[0]!.q), undefined);
+    auto.dispose();
+  }
+  first.dispose();
+  ctx.memoryBudget = { bytes: 1 << 30, source: "given" };
 });
 
 test.run();

@@ -185,7 +185,7 @@ export async function trainCommand(argv: string[]): Promise<number> {
   const ctx = await openDevice();
   try {
     const bar = args.bools.has("quiet") ? null : createProgressBar("loading");
-    const loaded = await loadDecoder(ctx, modelDir, { dtype, noTokenizer: true, ...(bar ? { onProgress: (p) => bar.update(p) } : {}) });
+    const loaded = await loadDecoder(ctx, modelDir, { dtype, noTokenizer: true, gemvLayout: "rows", ...(bar ? { onProgress: (p) => bar.update(p) } : {}) });
     bar?.done();
     const unusedWarning = unusedTensorsWarning("train", modelDir, loaded.unusedTensors);
     if (unusedWarning) process.stderr.write(unusedWarning);

@@ -11,6 +11,7 @@ import { recoverOutput } from "../io/output.js";
 import { computeInvFreq, type ModelConfig } from "./config.js";
 import { Decoder, HF_LAYER_FIELDS, type DecoderWeights, type LayerWeights } from "./decoder.js";
 import { tryLoadTokenizer, type Tokenizer, type TokenizerOptions } from "../tokenizer.js";
+import { gemvPackBytes, gemvTiledPreferred, gemvTiledShape, packGemvWeight, releaseGemvPack } from "../ops/linear.js";
 
 export interface LoadDecoderOptions {
   /** Float weights on the GPU: "auto" (F32 stays f32, F16/BF16 become f16), or force "f16"/"f32". */
@@ -25,6 +26,15 @@ export interface LoadDecoderOptions {
   /** Skip the tokenizer even if the directory has one. */
   noTokenizer?: boolean;
   tokenizer?: TokenizerOptions;
+  /**
+   * Decode's GEMV weight layout (src/ops/linear.ts): "auto" (default) makes tiled copies of the
+   * projection weights where gemv_tiled measured faster (gemvTiledPreferred) and the memory budget
+   * has room for them; "tiled" always (refused when over budget); "rows" never. The row-major
+   * weights stay (prefill, training, LoRA merge and saving read them), so the copies are extra
+   * bytes (LoadedDecoder.gemvLayout says how many). Code that changes a weight in place releases its
+   * copy first (releaseGemvPack; TrainModel and AdamW do).
+   */
+  gemvLayout?: "auto" | "tiled" | "rows";
 }
 
 export interface LoadedDecoder {
@@ -39,6 +49,8 @@ export interface LoadedDecoder {
    * prints them as a warning line; an API caller decides.
    */
   unusedTensors: readonly string[];
+  /** What decode's GEMV reads: "rows", or "tiled (N MiB of copies)", or "rows (why not tiled)". */
+  gemvLayout: string;
   /** Frees every weight tensor. */
   dispose(): void;
 }
@@ -86,15 +98,43 @@ export async function loadDecoder(ctx: GpuContext, dir: string | ModelDir, opts:
     invFreq,
   };
   const tokenizer = opts.noTokenizer ? null : await tryLoadTokenizer(dir, opts.tokenizer ?? {});
+  const projections = [...new Set([...layers.flatMap((L) => [L.q, L.k, L.v, L.o, L.gate, L.up, L.down]), weights.lmHead])];
+  let gemvLayout: string;
+  try {
+    gemvLayout = await packProjections(ctx, projections, opts.gemvLayout ?? "auto");
+  } catch (e) {
+    for (const t of projections) releaseGemvPack(t);
+    for (const t of w.values()) t.dispose();
+    invFreq.dispose();
+    throw e;
+  }
   return {
     decoder: new Decoder(ctx, c, weights),
     config: c,
     tokenizer,
     weightBytes: loaded.plan.weightBytes,
     unusedTensors: loaded.check.unused,
+    gemvLayout,
     dispose: () => {
+      for (const t of projections) releaseGemvPack(t);
       for (const t of w.values()) t.dispose();
       invFreq.dispose();
     },
   };
+}
+
+/** Makes the tiled GEMV copies of `projections` per LoadDecoderOptions.gemvLayout; returns the layout's description. */
+async function packProjections(ctx: GpuContext, projections: readonly Tensor[], layout: "auto" | "tiled" | "rows"): Promise<string> {
+  if (layout === "rows") return "rows";
+  if (layout === "auto" && !gemvTiledPreferred(ctx)) return "rows (gemv_tiled not measured faster on this device class)";
+  const { T } = gemvTiledShape(ctx);
+  const bytes = projections.reduce((a, t) => a + gemvPackBytes(t.shape[0]!, t.shape[1]!, t.dtype as "f32" | "f16", T), 0);
+  const MiB = (n: number) => `${(n / 1024 ** 2).toFixed(1)} MiB`;
+  if (bytes > ctx.memoryAvailable) {
+    const why = `tiled GEMV copies need ${MiB(bytes)}, ${MiB(ctx.memoryAvailable)} left of the GPU memory budget (${ctx.memoryBudget.source})`;
+    if (layout === "tiled") throw new UnsupportedError(`loadDecoder: ${why}`, "load with gemvLayout 'rows' or raise the budget");
+    return `rows (${why})`;
+  }
+  for (const t of projections) await packGemvWeight(ctx, t);
+  return `tiled (${MiB(bytes)} of copies beside the row-major weights)`;
 }

@@ -247,7 +247,8 @@ export function gemvPackOf(w: Tensor): GemvPack | undefined {
 }
 
 /** Frees w's tiled copy (call it before changing W in place, or to reclaim the bytes). */
-export function releaseGemvPack(w: Tensor): void {
+export function releaseGemvPack(w: Tensor | null): void {
+  if (!w) return;
   const p = packs.get(w);
   if (p) {
     p.tensor.dispose();

@@ -23,7 +23,7 @@ import { HF_LAYER_FIELDS, type Decoder, type LayerWeights } from "../model/decod
 import { attention, kvAppend, packedCausalRanges } from "../ops/attention.js";
 import { add } from "../ops/elementwise.js";
 import { embedding } from "../ops/embedding.js";
-import { linear } from "../ops/linear.js";
+import { linear, releaseGemvPack } from "../ops/linear.js";
 import { rmsnorm } from "../ops/rmsnorm.js";
 import { rope } from "../ops/rope.js";
 import { swiglu } from "../ops/swiglu.js";
@@ -102,6 +102,12 @@ export class TrainModel {
     const ctx = decoder.ctx;
     const w = decoder.weights;
     if (mode.mode === "lora") LoraAdapters.validate(w.layers, mode.lora);
+    // Full fine-tuning changes every weight in place: tiled GEMV copies (loadDecoder's gemvLayout)
+    // would go stale, so they are freed before the budget check (LoRA leaves the base frozen).
+    if (mode.mode === "full") {
+      for (const L of w.layers) for (const [field] of HF_LAYER_FIELDS) releaseGemvPack(L[field] as Tensor | null);
+      releaseGemvPack(w.lmHead);
+    }
     const plan = trainingStateBytes(decoder, mode);
     if (plan.total > ctx.memoryAvailable) {
       const MiB = (n: number) => `${(n / 1024 ** 2).toFixed(1)} MiB`;

@@ -13,6 +13,7 @@
 // (trainStep's `accumulate`), then calls step() once and zeroGrad(). `gradScale` in step()
 // divides a plain sum (e.g. 1/microBatches) when the losses were not normalised globally.
 
+import { releaseGemvPack } from "../ops/linear.js";
 import { ShapeError, UnsupportedError, UsageError } from "../errors.js";
 import type { GpuContext } from "../gpu/context.js";
 import type { KernelVariant } from "../gpu/kernels.js";
@@ -119,6 +120,7 @@ export class AdamW {
 
   /** Creates moments (zero) and f32 masters (f16 weights are read back once and widened). */
   static async create(ctx: GpuContext, params: readonly TrainParam[], opts: AdamWOptions): Promise<AdamW> {
+    for (const p of params) releaseGemvPack(p.weight); // updated in place: a tiled GEMV copy would go stale
     const o = {
       lr: opts.lr,
       beta1: opts.beta1 ?? 0.9,
