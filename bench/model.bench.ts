@@ -18,6 +18,8 @@ import type { GpuContext } from "../src/gpu/context.js";
 import { Session } from "../src/model/session.js";
 import { Rng } from "../src/util/rng.js";
 import { buildSynthetic, type SyntheticModel, type SyntheticShapeName } from "./synthetic.js";
+import { packGemvWeight, releaseGemvPack } from "../src/ops/linear.js";
+import type { Tensor } from "../src/gpu/tensor.js";
 import { row, type BenchEnv, type BenchRow, type Timing } from "./harness.js";
 
 /**
@@ -236,8 +238,47 @@ async function benchModel(ctx: GpuContext, env: BenchEnv, m: SyntheticModel, mc:
           `CPU ${ref.cpu} tok/s → ×${(tokPerS / ref.cpu).toFixed(2)}; target CPU/2 ${ct.toFixed(1)} → ×${(tokPerS / ct).toFixed(2)}`,
       );
     }
+    rows.push(...(await decodeLayoutAB(ctx, env, m, session, mc.decodePrompt, rng)));
   } finally {
     session.dispose();
   }
   return rows;
+}
+
+/**
+ * Decode with the row-major GEMV (gemv) against the tiled copies (gemv_tiled, loadDecoder's
+ * gemvLayout), alternated round by round on the same session; the copies are made before each
+ * tiled round and freed after it (not timed). The synthetic decoder above runs rows.
+ */
+export async function decodeLayoutAB(ctx: GpuContext, env: BenchEnv, m: SyntheticModel, session: Session, prompt: number, rng: Rng, rounds = 3): Promise<BenchRow[]> {
+  const spr = STEPS_PER_READ;
+  const w = m.decoder.weights;
+  const projections: Tensor[] = [...new Set([...w.layers.flatMap((L) => [L.q, L.k, L.v, L.o, L.gate, L.up, L.down]), w.lmHead])];
+  const ms: Record<"rows" | "tiled", number[]> = { rows: [], tiled: [] };
+  const tokens = spr * 3;
+  for (let r = 0; r < rounds; r++) {
+    for (const layout of r % 2 === 0 ? (["rows", "tiled"] as const) : (["tiled", "rows"] as const)) {
+      if (layout === "tiled") for (const t of projections) await packGemvWeight(ctx, t);
+      session.truncate(0);
+      await session.append(randomIds(rng, prompt, m.config.vocabSize));
+      for await (const _ of session.generate({ maxNewTokens: spr, temperature: 0, stepsPerRead: spr })) void _; // warm-up batch
+      await ctx.sync();
+      const t0 = performance.now();
+      let n = 0;
+      for await (const _ of session.generate({ maxNewTokens: tokens, temperature: 0, stepsPerRead: spr })) n++;
+      ms[layout].push((performance.now() - t0) / n);
+      for (const t of projections) releaseGemvPack(t);
+    }
+  }
+  const out: BenchRow[] = [];
+  const rowsMs = median(ms.rows).medianMs;
+  for (const layout of ["rows", "tiled"] as const) {
+    const t = median(ms[layout]);
+    const r = row(env, { bench: "model", variant: `decode ${layout === "rows" ? "gemv" : "gemv_tiled"} A/B`, shape: `${m.name} ctx≈${prompt + spr}` }, t);
+    r.extra = { model: m.name, tokPerS: 1000 / t.medianMs, msPerToken: t.medianMs, speedup: rowsMs / t.medianMs, rounds };
+    out.push(r);
+  }
+  const tiledMs = median(ms.tiled).medianMs;
+  env.log(`model ${m.name} decode A/B (${rounds} alternated rounds of ${tokens} tokens): gemv ${(1000 / rowsMs).toFixed(2)} tok/s, gemv_tiled ${(1000 / tiledMs).toFixed(2)} tok/s → ×${(rowsMs / tiledMs).toFixed(2)}`);
+  return out;
 }
