@@ -176,10 +176,17 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
 }
 
 /**
- * Whether gemv_tiled beats gemv on this device class, by measurement (bench/linear.bench.ts,
- * alternated arms in one process). Device classes never measured keep gemv.
- *   software Vulkan (lavapipe/llvmpipe 8-wide, 2 shared cores, Node + Dawn, subgroups present),
- *   2026-12-02: see the figures below; TILED_SOFTWARE records the decision.
+ * Whether gemv_tiled beats gemv on this device class, by measurement (bench/linear.bench.ts "A/B"
+ * rows and bench/model.bench.ts "decode … A/B", alternated arms in one process). Device classes
+ * never measured keep gemv.
+ *   software Vulkan (lavapipe/llvmpipe 8-wide, 2 cores shared with other jobs at load 4–13, Node +
+ *   Dawn, subgroups present), 2026-12-02, gemv_tiled T=8 R=8 vs gemv, f16 M=1 unless noted
+ *   (bench/results/2026-12-02-gemv-tiled-ab.json, a --quick run, copy 13.8 GB/s beside):
+ *     768×2048 0.78, 2048×2048 0.81, 5632×2048 1.11, 2048×5632 1.17, 32000×2048 2.41,
+ *     4096×4096 0.83, M=2 2048×2048 1.87, f32 2048×2048 0.82 (single shapes swing ±40% between
+ *     runs on this machine; see gemvTiledShape); lm_head-sized N (32000, 49152) won in every run
+ *     (1.4–2.8×). Whole decode, which is what the choice is for: Llama 134M ×1.43
+ *     (3.41 → 4.88 tok/s), the quick "tiny" model ×1.32. → TILED_SOFTWARE = true.
  *   discrete/integrated GPUs (subgroups or not): not measured yet → gemv.
  */
 export function gemvTiledPreferred(ctx: GpuContext): boolean {
