@@ -186,7 +186,8 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
  *     4096×4096 0.83, M=2 2048×2048 1.87, f32 2048×2048 0.82 (single shapes swing ±40% between
  *     runs on this machine; see gemvTiledShape); lm_head-sized N (32000, 49152) won in every run
  *     (1.4–2.8×). Whole decode, which is what the choice is for: Llama 134M ×1.43
- *     (3.41 → 4.88 tok/s), the quick "tiny" model ×1.32. → TILED_SOFTWARE = true.
+ *     (3.41 → 4.88 tok/s), the quick "tiny" model ×1.32, TinyLlama 1.1B ×1.02 (0.65 → 0.66 tok/s,
+ *     2 rounds at load 8). Never slower end to end → TILED_SOFTWARE = true.
  *   discrete/integrated GPUs (subgroups or not): not measured yet → gemv.
  */
 export function gemvTiledPreferred(ctx: GpuContext): boolean {
