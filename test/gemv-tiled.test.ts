@@ -187,10 +187,11 @@ test("refusals: the tiled kernel without a packed copy, a copy of another shape,
   releaseGemvPack(w);
 });
 
-test("loadDecoder: tiled copies by default where gemv_tiled is preferred; decode logits match the rows layout; full fine-tuning frees the copies", async () => {
+test("loadDecoder gemvLayout 'auto': tiled copies where gemv_tiled is preferred (rows is the default); decode logits match the rows layout; full fine-tuning frees the copies", async () => {
   const ctx = await gpu();
-  const tiled = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true });
-  const rows = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true, gemvLayout: "rows" });
+  const tiled = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true, gemvLayout: "auto" });
+  const rows = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true });
+  assert.is(rows.gemvLayout, "rows", "the default makes no copies");
   assert.is(rows.gemvLayout, "rows");
   const L0 = tiled.decoder.weights.layers[0]!;
   if (gemvTiledPreferred(ctx)) {
@@ -235,7 +236,7 @@ test("loadDecoder gemvLayout 'tiled' over budget is refused; 'auto' says why it 
     "tiled over budget",
   );
   if (gemvTiledPreferred(ctx)) {
-    const auto = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true });
+    const auto = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true, gemvLayout: "auto" });
     assert.match(auto.gemvLayout, /^rows \(tiled GEMV copies need .* MiB left of the GPU memory budget \(test budget\)\)$/);
     assert.is(gemvPackOf(auto.decoder.weights.layers[0]!.q), undefined);
     auto.dispose();

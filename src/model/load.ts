@@ -27,9 +27,13 @@ export interface LoadDecoderOptions {
   noTokenizer?: boolean;
   tokenizer?: TokenizerOptions;
   /**
-   * Decode's GEMV weight layout (src/ops/linear.ts): "auto" (default) makes tiled copies of the
-   * projection weights where gemv_tiled measured faster (gemvTiledPreferred) and the memory budget
-   * has room for them; "tiled" always (refused when over budget); "rows" never. The row-major
+   * Decode's GEMV weight layout (src/ops/linear.ts): "rows" (default) makes no copies; "auto" makes
+   * tiled copies of the projection weights where gemv_tiled measured faster (gemvTiledPreferred)
+   * and the memory budget has room for them; "tiled" always (refused when over budget). Not the
+   * default yet: on lavapipe (2026-12-02, loaded 2-core machine) gemv_tiled won on lm_head-sized
+   * matrices (×1.4–2.8) and decode of the 134M shape (×1.43) but lost on 768×2048 and 2048×2048
+   * (×0.78–0.83) and tied on TinyLlama (×1.02), while its copies are not yet in the memory plan
+   * (MemoryPlan / onegen info): a per-shape choice counted in the plan comes first. The row-major
    * weights stay (prefill, training, LoRA merge and saving read them), so the copies are extra
    * bytes (LoadedDecoder.gemvLayout says how many). Code that changes a weight in place releases its
    * copy first (releaseGemvPack; TrainModel and AdamW do).
@@ -101,7 +105,7 @@ export async function loadDecoder(ctx: GpuContext, dir: string | ModelDir, opts:
   const projections = [...new Set([...layers.flatMap((L) => [L.q, L.k, L.v, L.o, L.gate, L.up, L.down]), weights.lmHead])];
   let gemvLayout: string;
   try {
-    gemvLayout = await packProjections(ctx, projections, opts.gemvLayout ?? "auto");
+    gemvLayout = await packProjections(ctx, projections, opts.gemvLayout ?? "rows");
   } catch (e) {
     for (const t of projections) releaseGemvPack(t);
     for (const t of w.values()) t.dispose();
