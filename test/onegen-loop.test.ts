@@ -1,4 +1,4 @@
-// OneGen in-loop retrieval (Session.generate with `retrieval`): the query token's hidden state is
+// OneGen in-loop retrieval (generateOnePass: Session.generate with the retrieval hook): the query token's hidden state is
 // searched and the best document injected on the GPU, with no host readback in between.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -6,7 +6,8 @@ import { gpu } from "./helpers/gpu.js";
 import { argmaxRow } from "./helpers/golden.js";
 import { modelFixture } from "./helpers/fixtures.js";
 import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
-import { Session, type GeneratedToken, type GenerateOptions } from "../src/model/session.js";
+import { Session } from "../src/model/session.js";
+import { generateOnePass, type RetrievalGenerateOptions as GenerateOptions, type RetrievalToken as GeneratedToken } from "../src/onegen/loop.js";
 import { encodeDocuments } from "../src/onegen/encode.js";
 import type { DocumentIndex } from "../src/onegen/index.js";
 import type { Tensor } from "../src/gpu/tensor.js";
@@ -45,7 +46,7 @@ async function lastHidden(m: LoadedDecoder, ids: number[]): Promise<Float32Array
 
 async function collect(s: Session, opts: GenerateOptions): Promise<{ toks: GeneratedToken[]; finish: string }> {
   const toks: GeneratedToken[] = [];
-  const it = s.generate(opts);
+  const it = generateOnePass(s, opts);
   for (let r = await it.next(); ; r = await it.next()) {
     if (r.done) return { toks, finish: r.value };
     toks.push(r.value);
