@@ -224,7 +224,6 @@ export class Session {
     // the steps: buffers are sized by them, never by a caller's maxNewTokens alone.
     const steps = Math.min(maxNew, this.capacity - this.length);
     const hooks = opts.hooks ?? [];
-    for (const h of hooks) await h.begin?.(steps);
     const injecting = hooks.some((h) => h.maxInjectRows > 0);
     const keepHidden = hooks.some((h) => h.needsHidden);
     // history[stride·j] = id sampled at step j, then one record word per hook that keeps one
@@ -245,6 +244,7 @@ export class Session {
     let encoded = 0;
     let fedDuringGenerate = 0;
     try {
+      for (const h of hooks) await h.begin?.(steps);
       while (encoded < steps) {
         const room = this.capacity - this.length;
         if (room <= 0) {

@@ -79,8 +79,7 @@ export function injectionFits(position: number, length: number, capacity: number
 export function generateOnePass(session: Session, opts: RetrievalGenerateOptions): AsyncGenerator<RetrievalToken, FinishReason> {
   const { retrieval, ...rest } = opts;
   if (!retrieval || retrieval.index.count === 0) return session.generate(rest);
-  const steps = Math.min(opts.maxNewTokens, session.capacity - session.length);
-  return session.generate({ ...rest, hooks: [...(opts.hooks ?? []), new RetrievalHook(session, retrieval, Math.max(0, steps))] });
+  return session.generate({ ...rest, hooks: [...(opts.hooks ?? []), new RetrievalHook(session, retrieval)] });
 }
 
 export const RECORD_SEARCHED = 0x80000000;
@@ -204,22 +203,22 @@ export class RetrievalHook implements DecodeHook {
   private readonly injecting: boolean;
   private readonly k: number;
   private readonly params: LoopParams;
-  private readonly st: LoopState;
-  private readonly hitIds: Tensor;
-  private readonly hitScores: Tensor;
-  private readonly ringIds: Tensor;
-  private readonly ringScores: Tensor;
+  private readonly lMax: number;
+  // GPU state, allocated by begin() for the steps of one generate() call
+  private st!: LoopState;
+  private hitIds!: Tensor;
+  private hitScores!: Tensor;
+  private ringIds!: Tensor;
+  private ringScores!: Tensor;
   private readonly inject: NonNullable<InLoopRetrieval["inject"]>;
   private retrievals = 0;
-  private disposed = false;
+  private live = false;
   private searchDispatches = 1024;
 
   constructor(
     private readonly session: Session,
     private readonly spec: InLoopRetrieval,
-    steps: number,
   ) {
-    const ctx = session.ctx;
     const index = spec.index;
     this.k = Math.max(1, spec.k ?? 1);
     this.injecting = !!spec.inject;
@@ -240,6 +239,17 @@ export class RetrievalHook implements DecodeHook {
       slot: 0,
       maxDocTokens,
     };
+    this.lMax = lMax;
+  }
+
+  begin(steps: number): void {
+    if (this.live) throw new Error("RetrievalHook: begin() twice (one hook per generate() call)");
+    const ctx = this.session.ctx;
+    const { prefix, suffix } = this.inject;
+    const lMax = this.lMax;
+    this.retrievals = 0;
+    this.searchDispatches = 1024;
+    this.live = true;
     this.st = {
       state: ctx.upload(new Uint32Array(8), [8], "u32", "onegen.state"),
       searchFlag: ctx.upload(Uint32Array.of(0), [1], "u32", "onegen.search_flag"),
@@ -320,8 +330,8 @@ export class RetrievalHook implements DecodeHook {
   }
 
   end(): void {
-    if (this.disposed) return;
-    this.disposed = true;
+    if (!this.live) return;
+    this.live = false;
     for (const t of Object.values(this.st)) t.dispose();
     for (const t of [this.hitIds, this.hitScores, this.ringIds, this.ringScores]) t.dispose();
   }
