@@ -39,7 +39,7 @@ export interface DecodeStep {
   logits: Tensor;
   /** u32: per step, the sampled id then the hooks' record words (stride words per step). */
   history: Tensor;
-  /** Word index in `history` of this hook's record word for this step (when recordWords is 1). */
+  /** Word index in `history` of this hook's record word for this step (-1 when recordWords is 0). */
   recordWord: number;
   /**
    * Encodes a forward of `rows` injected tokens on top of the cache, gated by flag[0] != 0 on

@@ -4,7 +4,8 @@
 // append(ids): a prefill of new ids on top of the cache (the prompt, or injected text mid-run).
 // generate(): the decode loop. Per step, all on the GPU and encoded without host writes:
 //   logits processors → sample into `token` → history[j] = token → advance position/ranges/context
-//   → forward(token) → logits for the next step.
+//   → forward(token) → logits for the next step; decode hooks (hooks.ts) add their work before and
+//   after that forward (none: exactly this).
 // The host reads back only the sampled ids, `readEvery` steps at a time (4 bytes per step), to
 // stream tokens and check EOS / stop strings. Steps past a stop within the last batch are wasted
 // work and are cut from the session (truncate), never returned. The id NONFINITE_ID (the step's
@@ -268,7 +269,7 @@ export class Session {
             // feed the sampled token: its logits are the next step's (and its hidden state a hook's)
             const step = (i: number): DecodeStep => ({
               ctx, j, token: this.token, position: this.position, ranges: this.ranges, context: this.context,
-              logits: this.lastLogits, history, recordWord: stride * j + recordAt[i]!, inject,
+              logits: this.lastLogits, history, recordWord: recordAt[i]! >= 0 ? stride * j + recordAt[i]! : -1, inject,
             });
             for (const [i, h] of hooks.entries()) await h.beforeForward?.(step(i));
             const out = await this.decoder.forward(this.cache, { ids: this.token, ropePositions: this.position, cacheRows: this.position, ranges: this.ranges }, {
