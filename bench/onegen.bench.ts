@@ -1,5 +1,5 @@
-// OneGen retrieval latency: the one-pass loop (Session.generate with `retrieval`: search and
-// injection encoded in the same submit as the query token's forward, src/model/session.ts) against
+// OneGen retrieval latency: the one-pass loop (generateOnePass: the retrieval decode hook; search and
+// injection encoded in the same submit as the query token's forward, src/onegen/loop.ts) against
 // the two-pass baseline (twoPassGenerate, src/onegen/baseline.ts: stop at the query token, re-encode
 // the whole sequence on a fresh cache, search on the CPU, prefill the document with append),
 // over context lengths and index sizes. Figures are reported, never asserted.
@@ -27,7 +27,8 @@
 // k = 4 hits. The top-1 entries of the two arms are compared (they should agree: same hidden
 // state up to summation order; an index of repeated synthetic vectors ties towards lower entries).
 import type { GpuContext } from "../src/gpu/context.js";
-import { Session, type GenerateOptions, type GeneratedToken } from "../src/model/session.js";
+import { Session } from "../src/model/session.js";
+import { generateOnePass, type RetrievalGenerateOptions, type RetrievalToken } from "../src/onegen/loop.js";
 import { DocumentIndex } from "../src/onegen/index.js";
 import { indexVectorsOnHost, searchOnHost, twoPassGenerate } from "../src/onegen/baseline.js";
 import { Rng } from "../src/util/rng.js";
@@ -114,7 +115,7 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
       s.truncate(c - 1);
       await s.append([LAST]);
       await ctx.sync();
-      const opts: GenerateOptions = {
+      const opts: RetrievalGenerateOptions = {
         maxNewTokens: measure === "hits" ? 1 : 2,
         // one-pass: both steps in one submit; two-pass: stop as soon as the query token is sampled
         stepsPerRead: arm === "one-pass" ? 2 : 1,
@@ -123,7 +124,7 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
         retrieval: { index, queryTokenId: QUERY, k: K, maxRetrievals: 1, inject: measure === "inject" ? inject : null },
       };
       const t0 = performance.now();
-      const it: AsyncGenerator<GeneratedToken, unknown> = arm === "one-pass" ? s.generate(opts) : twoPassGenerate(s, opts);
+      const it: AsyncGenerator<RetrievalToken, unknown> = arm === "one-pass" ? generateOnePass(s, opts) : twoPassGenerate(s, opts);
       let hitsAt = -1, firstAt = -1, top1 = -1;
       for await (const tok of it) {
         const t = performance.now() - t0;

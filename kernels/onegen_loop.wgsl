@@ -4,16 +4,16 @@
 //
 //   DETECT  (1 invocation), after sampling step j:
 //     0 token: array<u32> read [1]; 1 state: array<u32> read_write [8]; 2 search_flag: array<u32>
-//     read_write [1]; 3 history: array<u32> read_write [2·steps]; 4 params.
+//     read_write [1]; 3 history: array<u32> read_write (ids and record words); 4 params.
 //     search_flag = (token == query_id && state[0] < max_retrievals); if set, state[0] += 1;
-//     history[2j+1] = search_flag ? SEARCHED : 0.
+//     history[slot] = search_flag ? SEARCHED : 0 (slot: this step's record word).
 //   RESOLVE (1 invocation), after the (gated) top-k search over the query token's hidden state:
 //     0 search_flag r [1]; 1 hits r [k] (entry ids, best first); 2 entry_table r [entries, 2]
 //     (document, fragment); 3 document_table r [docs, 2] (token offset, token count); 4 position r [1]
 //     (position of the query token); 5 state rw [8]; 6 inject_flag rw [1]; 7 history rw; 8 params.
 //     With a hit, L = n_prefix + min(count, max_doc_tokens) + n_suffix tokens are injected if
 //     position + L + 1 ≤ capacity (room for them and one more token) and L ≤ l_max; otherwise the
-//     injection is refused and history[2j+1] gets OVERFLOW. state[1..3] = (offset, count, L).
+//     injection is refused and history[slot] gets OVERFLOW. state[1..3] = (offset, count, L).
 //   PLAN    (one workgroup, strided over l_max rows): the injection's forward plan.
 //     0 state r; 1 doc_tokens r [total]; 2 wrap r [n_prefix + n_suffix] (prefix ids then suffix ids);
 //     3 position r; 4 plan_ids rw [l_max]; 5 plan_pos rw [l_max]; 6 plan_ranges rw [l_max, 2];
@@ -33,7 +33,7 @@ struct Params {
   l_max: u32,
   capacity: u32,
   window: u32,
-  slot: u32,            // decode step j (DETECT, RESOLVE)
+  slot: u32,            // word of history holding this step's record (DETECT, RESOLVE)
   max_doc_tokens: u32,
   _pad0: u32,
   _pad1: u32,
@@ -60,7 +60,7 @@ fn main() {
   let hit = token[0] == params.query_id && state[0] < params.max_retrievals;
   search_flag[0] = select(0u, 1u, hit);
   if (hit) { state[0] = state[0] + 1u; }
-  history[2u * params.slot + 1u] = select(0u, SEARCHED, hit);
+  history[params.slot] = select(0u, SEARCHED, hit);
 }
 #endif
 
@@ -86,14 +86,14 @@ fn main() {
   let l = params.n_prefix + count + params.n_suffix;
   let p = position[0];
   if (l == 0u || l > params.l_max || p + l + 1u > params.capacity) {
-    history[2u * params.slot + 1u] = history[2u * params.slot + 1u] | OVERFLOW;
+    history[params.slot] = history[params.slot] | OVERFLOW;
     return;
   }
   state[1] = offset;
   state[2] = count;
   state[3] = l;
   inject_flag[0] = 1u;
-  history[2u * params.slot + 1u] = history[2u * params.slot + 1u] | l;
+  history[params.slot] = history[params.slot] | l;
 }
 #endif
 

@@ -38,6 +38,7 @@ export * from "./tokenizer.js";
 // Decoder, generation
 export * from "./model/decoder.js";
 export * from "./model/session.js";
+export * from "./model/hooks.js";
 export * from "./model/load.js";
 
 // OneGen retrieval
@@ -58,6 +59,12 @@ export {
   type LoopParams,
   type LoopState,
   type HostLoopState,
+  generateOnePass,
+  RetrievalHook,
+  type InLoopRetrieval,
+  type RetrievalHit,
+  type RetrievalToken,
+  type RetrievalGenerateOptions,
 } from "./onegen/loop.js";
 
 // Training: backward kernels

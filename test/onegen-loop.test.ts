@@ -1,4 +1,4 @@
-// OneGen in-loop retrieval (Session.generate with `retrieval`): the query token's hidden state is
+// OneGen in-loop retrieval (generateOnePass: Session.generate with the retrieval hook): the query token's hidden state is
 // searched and the best document injected on the GPU, with no host readback in between.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -6,9 +6,10 @@ import { gpu } from "./helpers/gpu.js";
 import { argmaxRow } from "./helpers/golden.js";
 import { modelFixture } from "./helpers/fixtures.js";
 import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
-import { Session, type GeneratedToken, type GenerateOptions } from "../src/model/session.js";
+import { Session } from "../src/model/session.js";
+import { generateOnePass, type RetrievalGenerateOptions as GenerateOptions, type RetrievalToken as GeneratedToken } from "../src/onegen/loop.js";
 import { encodeDocuments } from "../src/onegen/encode.js";
-import type { DocumentIndex } from "../src/onegen/index.js";
+import { DocumentIndex } from "../src/onegen/index.js";
 import type { Tensor } from "../src/gpu/tensor.js";
 import { Rng } from "../src/util/rng.js";
 
@@ -45,7 +46,7 @@ async function lastHidden(m: LoadedDecoder, ids: number[]): Promise<Float32Array
 
 async function collect(s: Session, opts: GenerateOptions): Promise<{ toks: GeneratedToken[]; finish: string }> {
   const toks: GeneratedToken[] = [];
-  const it = s.generate(opts);
+  const it = generateOnePass(s, opts);
   for (let r = await it.next(); ; r = await it.next()) {
     if (r.done) return { toks, finish: r.value };
     toks.push(r.value);
@@ -134,6 +135,34 @@ test("an injection that does not fit is refused and ends generation with context
   assert.equal(toks[0]!.injected, { refused: true });
   assert.is(toks.length, 1);
   s.dispose();
+});
+
+test("with no query token, the retrieval hook leaves the generated ids as plain decoding's; a hook-free call encodes no retrieval work", async () => {
+  const { m, index } = await world();
+  const ctx = m.decoder.ctx;
+  const N = 6;
+  const run = async (retrieval: GenerateOptions["retrieval"]) => {
+    const s = new Session(m.decoder, m.decoder.createCache(PROMPT.length + N + 40, "f32"));
+    await s.append(PROMPT);
+    await ctx.sync();
+    const d0 = ctx.stats.dispatches;
+    const { toks } = await collect(s, { maxNewTokens: N, bannedIds: [QUERY], stepsPerRead: 3, ...(retrieval ? { retrieval } : {}) });
+    const d = ctx.stats.dispatches - d0;
+    s.dispose();
+    return { ids: toks.map((t) => t.id), d, toks };
+  };
+  const plain = await run(undefined);
+  const search = await run({ index, queryTokenId: QUERY, k: 2 });
+  const inject = await run({ index, queryTokenId: QUERY, k: 2, inject: { prefix: [1], suffix: [2] } });
+  assert.equal(search.ids, plain.ids);
+  assert.equal(inject.ids, plain.ids);
+  assert.ok([...search.toks, ...inject.toks].every((t) => !t.retrieval && !t.injected));
+  // an empty index: plain decoding exactly
+  const none = DocumentIndex.create(ctx, index.dim);
+  const empty = await run({ index: none, queryTokenId: QUERY });
+  none.dispose();
+  assert.is(empty.d, plain.d);
+  assert.ok(search.d > plain.d && inject.d > search.d, `dispatches: plain ${plain.d}, search ${search.d}, inject ${inject.d}`);
 });
 
 test.run();

@@ -4,7 +4,8 @@
 // append(ids): a prefill of new ids on top of the cache (the prompt, or injected text mid-run).
 // generate(): the decode loop. Per step, all on the GPU and encoded without host writes:
 //   logits processors → sample into `token` → history[j] = token → advance position/ranges/context
-//   → forward(token) → logits for the next step.
+//   → forward(token) → logits for the next step; decode hooks (hooks.ts) add their work before and
+//   after that forward (none: exactly this).
 // The host reads back only the sampled ids, `readEvery` steps at a time (4 bytes per step), to
 // stream tokens and check EOS / stop strings. Steps past a stop within the last batch are wasted
 // work and are cut from the session (truncate), never returned. The id NONFINITE_ID (the step's
@@ -16,8 +17,7 @@ import { NonFiniteError, ShapeError, UsageError } from "../errors.js";
 import { Decoder, type ForwardOutputs, type KVCache } from "./decoder.js";
 import { advancePosition, copyInput, copyInputTable, forceAfter, type CopyInputRule } from "../ops/decode_state.js";
 import { sample, maskLogits, NONFINITE_ID } from "../ops/sample.js";
-import type { DocumentIndex } from "../onegen/index.js";
-import { detect, resolve, plan, commit, RECORD_LENGTH_MASK, RECORD_OVERFLOW, RECORD_SEARCHED, type LoopParams, type LoopState } from "../onegen/loop.js";
+import type { DecodeHook, DecodeStep, Injected, InjectionRows } from "./hooks.js";
 
 export interface SamplingOptions {
   /** 0 = greedy (argmax, lowest id on ties). */
@@ -45,35 +45,11 @@ export interface GenerateOptions extends SamplingOptions {
   stepsPerRead?: number;
   /** Turns ids into text for stop strings and streamed text. */
   decode?: (ids: number[]) => string;
-  /** OneGen in-loop retrieval (see InLoopRetrieval). */
-  retrieval?: InLoopRetrieval;
-}
-
-/**
- * OneGen retrieval inside the decode loop. When the token fed at a step is `queryTokenId`, the
- * same submit takes its final-norm hidden state, searches `index` (top-k cosine) and, with
- * `inject`, prefills the best entry's document wrapped in prefix/suffix ids on top of the cache,
- * continuing from the last injected token's logits. No host readback happens in between; the
- * host learns the hits from the small readback that follows. An injection that does not fit in
- * the context is refused on the GPU and ends generation with "context-full".
- */
-export interface InLoopRetrieval {
-  index: DocumentIndex;
-  queryTokenId: number;
-  /** Hits reported per retrieval (default 1). */
-  k?: number;
-  /** At most this many retrievals per generate() call (default unlimited). */
-  maxRetrievals?: number;
-  inject?: { prefix: readonly number[]; suffix: readonly number[]; maxDocTokens?: number } | null;
-}
-
-export interface RetrievalHit {
-  /** Document id. */
-  id: string;
-  fragment: number;
-  score: number;
-  /** Index entry number. */
-  entry: number;
+  /**
+   * Decode hooks (see hooks.ts), called in order at fixed points of every step; OneGen's in-loop
+   * retrieval is one (src/onegen/loop.ts). None: the step is plain decoding.
+   */
+  hooks?: readonly DecodeHook[];
 }
 
 export interface GeneratedToken {
@@ -82,10 +58,8 @@ export interface GeneratedToken {
   position: number;
   /** Text of all generated ids so far (when `decode` is given). */
   text?: string;
-  /** This token was a query token: what its hidden state retrieved (best first). */
-  retrieval?: { position: number; hits: RetrievalHit[] };
-  /** Ids injected after this token (document wrapped in prefix/suffix), or refused for lack of room. */
-  injected?: { ids: number[]; document: string; start: number } | { refused: true };
+  /** Ids a hook injected after this token (e.g. a retrieved document), or refused for lack of room. */
+  injected?: Injected;
 }
 
 export type FinishReason = "eos" | "stop-string" | "max-tokens" | "context-full";
@@ -127,7 +101,7 @@ export class Session {
     return new Session(decoder, decoder.createCache(capacity));
   }
 
-  /** GPU decode state, for the in-loop retrieval stages. */
+  /** GPU decode state (decode hooks see it through DecodeStep). */
   get tokenTensor(): Tensor {
     return this.token;
   }
@@ -250,15 +224,19 @@ export class Session {
     // Every step puts at least one token into the cache (an injection more), so the free rows bound
     // the steps: buffers are sized by them, never by a caller's maxNewTokens alone.
     const steps = Math.min(maxNew, this.capacity - this.length);
-    const rt = opts.retrieval && opts.retrieval.index.count > 0 ? new LoopRetrieval(this, opts.retrieval, steps) : null;
-    const injecting = rt?.injecting ?? false;
-    // history[stride·j] = id sampled at step j; with retrieval (stride 2) history[2j+1] = its record
-    const stride = rt ? 2 : 1;
+    const hooks = opts.hooks ?? [];
+    const injecting = hooks.some((h) => h.maxInjectRows > 0);
+    const keepHidden = hooks.some((h) => h.needsHidden);
+    // history[stride·j] = id sampled at step j, then one record word per hook that keeps one
+    const recordAt: number[] = [];
+    let stride = 1;
+    for (const h of hooks) recordAt.push(h.recordWords ? stride++ : -1);
     const history = ctx.empty([stride * Math.max(1, steps)], "u32", "generate.history");
-    if (rt) ctx.clear(history);
+    if (stride > 1) ctx.clear(history);
     // GPU decode state: the last fed token sits at position length-1.
     ctx.write(this.position, Uint32Array.of(this.length - 1));
     ctx.write(this.ranges, causalRangesFor(this.length - 1, 1, this.window));
+    const inject = (rows: InjectionRows) => this.injectRows(rows);
 
     const startLength = this.length;
     const generated: number[] = [];
@@ -266,8 +244,8 @@ export class Session {
     const t0 = performance.now();
     let encoded = 0;
     let fedDuringGenerate = 0;
-    let retrievals = 0;
     try {
+      for (const h of hooks) await h.begin?.(steps);
       while (encoded < steps) {
         const room = this.capacity - this.length;
         if (room <= 0) {
@@ -275,8 +253,9 @@ export class Session {
           break;
         }
         // With injection the host cannot know positions inside a batch: when a full batch with an
-        // injection at every remaining retrieval might not fit, go step by step.
-        const worst = injecting ? stepsPerRead + Math.min(stepsPerRead, rt!.remaining(retrievals)) * rt!.lMax : stepsPerRead;
+        // injection at every remaining chance might not fit, go step by step.
+        let worst = stepsPerRead;
+        for (const h of hooks) if (h.maxInjectRows > 0) worst += Math.min(stepsPerRead, h.injectionsLeft?.() ?? stepsPerRead) * h.maxInjectRows;
         const batch = Math.min(stepsPerRead, steps - encoded, injecting ? (room >= worst ? stepsPerRead : 1) : room);
         for (let b = 0; b < batch; b++) {
           const j = encoded + b;
@@ -286,15 +265,19 @@ export class Session {
           await sample(ctx, this.lastLogits, this.token, { temperature, topK: opts.topK, topP: opts.topP, seed, step: j });
           ctx.copy(this.token.buffer, 0, history.buffer, 4 * stride * j, 4);
           await advancePosition(ctx, this.token, this.position, this.ranges, this.context, this.window);
-          if (rt || j + 1 < steps) {
-            // feed the sampled token: its logits are the next step's (and its hidden state a query)
-            if (rt) await rt.detect(j, history);
+          if (hooks.length || j + 1 < steps) {
+            // feed the sampled token: its logits are the next step's (and its hidden state a hook's)
+            const step = (i: number): DecodeStep => ({
+              ctx, j, token: this.token, position: this.position, ranges: this.ranges, context: this.context,
+              logits: this.lastLogits, history, recordWord: recordAt[i]! >= 0 ? stride * j + recordAt[i]! : -1, inject,
+            });
+            for (const [i, h] of hooks.entries()) await h.beforeForward?.(step(i));
             const out = await this.decoder.forward(this.cache, { ids: this.token, ropePositions: this.position, cacheRows: this.position, ranges: this.ranges }, {
               logitsRows: "all",
               logitsOut: this.lastLogits,
-              keepHidden: rt !== null,
+              keepHidden,
             });
-            if (rt) await rt.searchAndInject(j, out.hidden!, history);
+            for (const [i, h] of hooks.entries()) await h.afterForward?.(step(i), out.hidden);
             out.hidden?.dispose();
           }
           ctx.submit();
@@ -310,24 +293,18 @@ export class Session {
               `the logits for position ${this.ids.length} hold NaN or infinity (the model's activations overflowed); stopped after ${generated.length} generated token(s)`,
             );
           }
-          const record = rt ? got[2 * b + 1]! : 0;
           generated.push(id);
           this.ids.push(id);
-          if (rt || j + 1 < steps) fedDuringGenerate++;
+          if (hooks.length || j + 1 < steps) fedDuringGenerate++;
           const tok: GeneratedToken = { id, position: this.ids.length - 1 };
-          if (rt && record & RECORD_SEARCHED) {
-            retrievals++;
-            tok.retrieval = { position: tok.position, hits: await rt.readHits(j) };
-            if (record & RECORD_OVERFLOW) {
-              tok.injected = { refused: true };
-              stop = "context-full";
-            } else if ((record & RECORD_LENGTH_MASK) > 0 && tok.retrieval.hits.length > 0) {
-              const ids = rt.injectedIds(tok.retrieval.hits[0]!.entry);
-              if (ids.length !== (record & RECORD_LENGTH_MASK)) throw new Error(`in-loop injection: GPU injected ${record & RECORD_LENGTH_MASK} tokens, the host expects ${ids.length}`);
-              tok.injected = { ids, document: tok.retrieval.hits[0]!.id, start: this.ids.length };
-              this.ids.push(...ids);
-              fedDuringGenerate += ids.length;
+          for (const [i, h] of hooks.entries()) {
+            const r = await h.onToken?.(tok, recordAt[i]! >= 0 ? got[stride * b + recordAt[i]!]! : 0, j);
+            if (!r) continue;
+            if (r.injectedIds?.length) {
+              this.ids.push(...r.injectedIds);
+              fedDuringGenerate += r.injectedIds.length;
             }
+            if (r.stop) stop = r.stop;
           }
           if (opts.decode) tok.text = opts.decode(generated);
           yield tok;
@@ -347,7 +324,7 @@ export class Session {
       banned?.dispose();
       copyTable?.dispose();
       for (const f of forced) f.pattern.dispose();
-      rt?.dispose();
+      for (const h of hooks) h.end?.();
       this.timings.decodeTokens += generated.length;
       this.timings.decodeMs += performance.now() - t0;
       // Steps past a stop (or an error, or the caller leaving early) are dropped: the cache keeps
@@ -359,6 +336,29 @@ export class Session {
     this.finishReason = finish;
     return finish;
   }
+
+  /** A hook's gated injection (DecodeStep.inject): forward of the planned rows on top of the cache. */
+  private async injectRows(rows: InjectionRows): Promise<void> {
+    const ctx = this.ctx;
+    const T = rows.ids.shape[0]!;
+    if (T > rows.maxRows) throw new UsageError(`injection: ${T} planned rows, more than maxRows ${rows.maxRows}`);
+    // The gate's argument block is sized by the dispatches this forward encoded last time (the same
+    // shapes encode the same dispatches), so a step where the flag is off writes ~70 words, not 4096.
+    await ctx.beginGate(rows.flag, "decode.inject", this.injectDispatches.get(T) ?? 4096);
+    let ok = false;
+    try {
+      await this.decoder.forward(this.cache, { ids: rows.ids, ropePositions: rows.positions, cacheRows: rows.positions, ranges: rows.ranges }, {
+        logitsRows: rows.lastRow,
+        logitsOut: this.lastLogits,
+      });
+      ok = true;
+    } finally {
+      const n = ctx.endGate();
+      if (ok) this.injectDispatches.set(T, Math.max(1, n));
+    }
+  }
+  /** Dispatches of an injection forward of T rows (learned from its first encoding). */
+  private readonly injectDispatches = new Map<number, number>();
 
   dispose(): void {
     this.cache.dispose();
@@ -391,124 +391,4 @@ export function causalRangesFor(p: number, T: number, window = 0): Uint32Array {
     r[2 * t + 1] = end;
   }
   return r;
-}
-
-/** Per-generate() GPU state of OneGen in-loop retrieval (see InLoopRetrieval). */
-class LoopRetrieval {
-  readonly injecting: boolean;
-  readonly lMax: number;
-  private readonly k: number;
-  private readonly params: LoopParams;
-  private readonly st: LoopState;
-  private readonly hitIds: Tensor;
-  private readonly hitScores: Tensor;
-  private readonly ringIds: Tensor;
-  private readonly ringScores: Tensor;
-  private readonly prefix: readonly number[];
-  private readonly suffix: readonly number[];
-  private readonly maxDocTokens: number;
-
-  constructor(
-    private readonly session: Session,
-    private readonly spec: InLoopRetrieval,
-    maxNew: number,
-  ) {
-    const ctx = session.ctx;
-    const index = spec.index;
-    this.k = Math.max(1, spec.k ?? 1);
-    this.injecting = !!spec.inject;
-    this.prefix = spec.inject?.prefix ?? [];
-    this.suffix = spec.inject?.suffix ?? [];
-    const longestDoc = index.documents.reduce((m, d) => Math.max(m, index.documentTokens(d.id).length), 0);
-    this.maxDocTokens = Math.min(spec.inject?.maxDocTokens ?? longestDoc, longestDoc);
-    this.lMax = this.injecting ? Math.max(1, this.prefix.length + this.maxDocTokens + this.suffix.length) : 1;
-    this.params = {
-      queryId: spec.queryTokenId,
-      maxRetrievals: Math.min(spec.maxRetrievals ?? 0xffffffff, 0xffffffff),
-      nPrefix: this.prefix.length,
-      nSuffix: this.suffix.length,
-      lMax: this.lMax,
-      capacity: session.capacity,
-      window: session.window,
-      slot: 0,
-      maxDocTokens: this.maxDocTokens,
-    };
-    const L = this.lMax;
-    this.st = {
-      state: ctx.upload(new Uint32Array(8), [8], "u32", "onegen.state"),
-      searchFlag: ctx.upload(Uint32Array.of(0), [1], "u32", "onegen.search_flag"),
-      injectFlag: ctx.upload(Uint32Array.of(0), [1], "u32", "onegen.inject_flag"),
-      planIds: ctx.empty([L], "u32", "onegen.plan_ids"),
-      planPos: ctx.empty([L], "u32", "onegen.plan_pos"),
-      planRanges: ctx.empty([L, 2], "u32", "onegen.plan_ranges"),
-      lastRow: ctx.empty([1], "u32", "onegen.last_row"),
-      wrap: ctx.upload(Uint32Array.from([...this.prefix, ...this.suffix, 0]), [this.prefix.length + this.suffix.length + 1], "u32", "onegen.wrap"),
-    };
-    this.hitIds = ctx.empty([1, this.k], "u32", "onegen.hits");
-    this.hitScores = ctx.empty([1, this.k], "f32", "onegen.scores");
-    const slots = Math.max(1, maxNew);
-    this.ringIds = ctx.empty([slots, this.k], "u32", "onegen.hit_ring");
-    this.ringScores = ctx.empty([slots, this.k], "f32", "onegen.score_ring");
-  }
-
-  /** Retrievals still allowed after `done` of them. */
-  remaining(done: number): number {
-    return Math.max(0, this.params.maxRetrievals - done);
-  }
-
-  private p(j: number): LoopParams {
-    return { ...this.params, slot: j };
-  }
-
-  async detect(j: number, history: Tensor): Promise<void> {
-    await detect(this.session.ctx, this.session.tokenTensor, this.st, history, this.p(j));
-  }
-
-  /** After the token's forward: gated search over its hidden state, then the gated injection. */
-  async searchAndInject(j: number, hidden: Tensor, history: Tensor): Promise<void> {
-    const ctx = this.session.ctx;
-    const index = this.spec.index;
-    await ctx.beginGate(this.st.searchFlag, "onegen.search");
-    await index.searchGpu(hidden, this.k, { outIds: this.hitIds, outScores: this.hitScores });
-    ctx.endGate();
-    ctx.copy(this.hitIds.buffer, 0, this.ringIds.buffer, 4 * this.k * j, 4 * this.k);
-    ctx.copy(this.hitScores.buffer, 0, this.ringScores.buffer, 4 * this.k * j, 4 * this.k);
-    if (!this.injecting) return;
-    const s = this.session;
-    await resolve(ctx, this.st, this.hitIds, index.entryTable, index.documentTable, s.positionTensor, history, this.p(j));
-    await plan(ctx, this.st, index.tokens, s.positionTensor, this.p(j));
-    await commit(ctx, this.st, s.positionTensor, s.rangesTensor, s.contextTensor, this.p(j));
-    await ctx.beginGate(this.st.injectFlag, "onegen.inject", 4096);
-    await s.decoder.forward(s.cache, { ids: this.st.planIds, ropePositions: this.st.planPos, cacheRows: this.st.planPos, ranges: this.st.planRanges }, {
-      logitsRows: this.st.lastRow,
-      logitsOut: s.logitsTensor,
-    });
-    ctx.endGate();
-  }
-
-  async readHits(j: number): Promise<RetrievalHit[]> {
-    const ctx = this.session.ctx;
-    const ids = new Uint32Array((await ctx.readBytes(this.ringIds.buffer, 4 * this.k * j, 4 * this.k)).buffer);
-    const scores = new Float32Array((await ctx.readBytes(this.ringScores.buffer, 4 * this.k * j, 4 * this.k)).buffer);
-    const hits: RetrievalHit[] = [];
-    for (let i = 0; i < this.k; i++) {
-      const e = ids[i]!;
-      if (e === 0xffffffff) break;
-      const { id, fragment } = this.spec.index.entry(e);
-      hits.push({ id, fragment, score: scores[i]!, entry: e });
-    }
-    return hits;
-  }
-
-  /** The ids the GPU injected for a hit on `entry` (mirrors the PLAN stage). */
-  injectedIds(entry: number): number[] {
-    const { document } = this.spec.index.entry(entry);
-    const doc = this.spec.index.documentTokens(document);
-    return [...this.prefix, ...Array.from(doc.subarray(0, Math.min(doc.length, this.maxDocTokens))), ...this.suffix];
-  }
-
-  dispose(): void {
-    for (const t of Object.values(this.st)) t.dispose();
-    for (const t of [this.hitIds, this.hitScores, this.ringIds, this.ringScores]) t.dispose();
-  }
 }

@@ -1,7 +1,7 @@
 // OneGen tasks on one session: entity linking, multi-hop QA and rerank, plus the event stream they
 // are built on. Everything here drives Session (src/model/session.ts): the one-pass work (search
 // and injection inside the decode loop) happens there; this file renders prompts, resolves token
-// names, turns GeneratedToken objects into events and a trace, and reads results out of the text.
+// names, turns RetrievalToken objects into events and a trace, and reads results out of the text.
 //
 // Defaults are OneGen's own (github.com/zjunlp/OneGen, config/eval_config/entity_linking/
 // llama2_wo_pkl.json, config/eval_config/multi_hop_qa/llama2_onegen.json, src/onegen/evaluator/
@@ -39,7 +39,8 @@ import type { DType, Tensor } from "../gpu/tensor.js";
 import type { Tokenizer } from "../tokenizer.js";
 import { resolveTokenId } from "../tokenizer.js";
 import { LoadError, UsageError } from "../errors.js";
-import { Session, type FinishReason, type GeneratedToken, type GenerateOptions, type RetrievalHit, type SamplingOptions } from "../model/session.js";
+import { Session, type FinishReason, type SamplingOptions } from "../model/session.js";
+import { generateOnePass, type RetrievalGenerateOptions, type RetrievalHit, type RetrievalToken } from "./loop.js";
 import { embedding } from "../ops/embedding.js";
 import { NO_ID, TOPK_MAX_K } from "../ops/search.js";
 import { COPY_NONE, type CopyInputRule } from "../ops/decode_state.js";
@@ -129,7 +130,7 @@ export function markerIdsOf(ref: MarkerRef, tokenizer: Tokenizer | null, vocabSi
 
 export type TokenKind = "generated" | "forced";
 
-/** What a run streams, in session order (a thin layer over Session.generate's GeneratedToken). */
+/** What a run streams, in session order (a thin layer over Session.generate's RetrievalToken). */
 export type TaskEvent =
   | { type: "token"; id: number; position: number; kind: TokenKind; text?: string }
   | { type: "retrieval"; position: number; source: "prompt" | "generated"; hits: RetrievalHit[] }
@@ -137,13 +138,13 @@ export type TaskEvent =
   | { type: "injection"; position: number; refused: true }
   | { type: "done"; finish: FinishReason; length: number };
 
-export interface StreamOptions extends GenerateOptions {
+export interface StreamOptions extends RetrievalGenerateOptions {
   /** Run retrieval as the two-pass baseline (src/onegen/baseline.ts) instead of in the loop. */
   twoPass?: boolean;
 }
 
 /** Whether a forceAfter rule produced `id` at `position` (its pattern ends just before it). */
-export function isForced(ids: readonly number[], position: number, id: number, rules: GenerateOptions["forceAfter"]): boolean {
+export function isForced(ids: readonly number[], position: number, id: number, rules: RetrievalGenerateOptions["forceAfter"]): boolean {
   for (const r of rules ?? []) {
     const n = r.pattern.length;
     if (r.token !== id || n === 0 || position < n) continue;
@@ -209,8 +210,8 @@ export async function* streamRun(session: Session, prompt: readonly number[], op
     yield { type: "injection", position: last.position, start: last.position + 1, ids, document: last.hits[0]!.id };
   }
   const left = maxRetrievals - used; // Infinity when unlimited
-  const gen: GenerateOptions = { ...opts, retrieval: spec ? { ...spec, ...(Number.isFinite(left) ? { maxRetrievals: left } : {}) } : undefined };
-  const it = opts.twoPass ? twoPassGenerate(session, gen) : session.generate(gen);
+  const gen: RetrievalGenerateOptions = { ...opts, retrieval: spec ? { ...spec, ...(Number.isFinite(left) ? { maxRetrievals: left } : {}) } : undefined };
+  const it = opts.twoPass ? twoPassGenerate(session, gen) : generateOnePass(session, gen);
   let finish: FinishReason;
   for (;;) {
     const r = await it.next();
@@ -224,7 +225,7 @@ export async function* streamRun(session: Session, prompt: readonly number[], op
   return finish;
 }
 
-function* tokenEvents(session: Session, tok: GeneratedToken, rules: GenerateOptions["forceAfter"]): Generator<TaskEvent> {
+function* tokenEvents(session: Session, tok: RetrievalToken, rules: RetrievalGenerateOptions["forceAfter"]): Generator<TaskEvent> {
   const kind: TokenKind = isForced(session.ids, tok.position, tok.id, rules) ? "forced" : "generated";
   yield { type: "token", id: tok.id, position: tok.position, kind, ...(tok.text !== undefined ? { text: tok.text } : {}) };
   if (tok.retrieval) yield { type: "retrieval", position: tok.retrieval.position, source: "generated", hits: tok.retrieval.hits };
@@ -609,7 +610,7 @@ interface Execution {
   writtenRuns: number[][];
 }
 
-async function execute(model: TaskModel, prompt: number[], gen: GenerateOptions, capacity: number, o: TaskRunOptions): Promise<Execution> {
+async function execute(model: TaskModel, prompt: number[], gen: RetrievalGenerateOptions, capacity: number, o: TaskRunOptions): Promise<Execution> {
   const decoder = model.decoder;
   const ctx = decoder.ctx;
   const session = new Session(decoder, decoder.createCache(capacity, o.cacheDtype));
@@ -790,7 +791,7 @@ export async function runEntityLinking(model: TaskModel, index: DocumentIndex, i
   const maxNew = o.maxNewTokens ?? ONEGEN_ENTITY_LINKING.maxNewTokens;
   const tk = model.tokenizer;
   const decode = tk ? (ids: number[]) => tk.decode(ids) : undefined;
-  const gen: GenerateOptions = {
+  const gen: RetrievalGenerateOptions = {
     ...samplingOf(o),
     maxNewTokens: maxNew,
     eosIds: o.eosIds ?? model.decoder.config.eosTokenIds,
@@ -867,7 +868,7 @@ export async function runMultiHopQa(model: TaskModel, index: DocumentIndex, inpu
   const answerCloseText = tk ? textMarker(o.answerClose ?? ONEGEN_MULTIHOP_QA.answerClose, tk, model, "multi-hop QA (answer close)") : null;
   if (o.stopAfterAnswer && !tk) throw new UsageError(`${what}: stopAfterAnswer needs a tokenizer`);
   const inject = { prefix: toks.prefix, suffix: toks.suffix, ...(o.maxDocTokens !== undefined ? { maxDocTokens: o.maxDocTokens } : {}) };
-  const gen: GenerateOptions = {
+  const gen: RetrievalGenerateOptions = {
     ...samplingOf(o),
     maxNewTokens: maxNew,
     eosIds: o.eosIds ?? model.decoder.config.eosTokenIds,
