@@ -74,14 +74,7 @@ fn load_x(m: u32, c: u32, cpr: u32) -> Chunk {
 #endif
 }
 
-fn load_bias(n: u32) -> f32 {
-  let e = params.b_base + n;
-  switch params.bias_kind {
-    case 1u: { return bitcast<f32>(bias[e]); }
-    case 2u: { return unpack2x16float((bias[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu).x; }
-    default: { return 0.0; }
-  }
-}
+#include linear_bias
 
 var<workgroup> red: array<f32, {{ACC}} * {{WG}}>;
 
