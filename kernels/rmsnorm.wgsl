@@ -1,5 +1,7 @@
 // rmsnorm.wgsl: y[t, i] = h[t, i] / sqrt(mean_j(h[t, j]²) + eps) · weight[i]
-//   where h = x                      (plain variant)
+//   where h = x                      (plain variant; LAST_ROW: only row t = step[STEP_ROWS] − 1 of
+//                                     the decode step's live rows, written to out row 0: the hidden
+//                                     state decode hooks read; binding 2 is then the step state)
 //   or    h = x + residual, and h is written back into residual (RESIDUAL variant: the fused
 //         residual add of a pre-norm decoder block; residual is the residual stream, updated in place).
 // Reference: rmsnormReference in src/ops/rmsnorm.ts.
@@ -31,6 +33,12 @@ struct Params {
 
 @group(0) @binding(0) var<storage, read> x: array<{{V}}>;
 @group(0) @binding(1) var<storage, read> weight: array<{{W}}>;
+#if LAST_ROW
+#include step_state
+@group(0) @binding(2) var<storage, read> step: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<{{V}}>;
+@group(0) @binding(4) var<uniform> params: Params;
+#else
 #if RESIDUAL
 @group(0) @binding(2) var<storage, read_write> residual: array<{{V}}>;
 @group(0) @binding(3) var<storage, read_write> out: array<{{V}}>;
@@ -38,6 +46,7 @@ struct Params {
 #else
 @group(0) @binding(2) var<storage, read_write> out: array<{{V}}>;
 @group(0) @binding(3) var<uniform> params: Params;
+#endif
 #endif
 
 // Weight element (or vec4 slot) i, widened to f32.
@@ -58,9 +67,15 @@ var<workgroup> partial: array<f32, {{WG}}>;
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
+#if LAST_ROW
+  let base = (step[STEP_ROWS] - 1u) * params.DV;
+  let obase = 0u;
+#else
   let row = wid.x + wid.y * nwg.x;   // workgroup-uniform
   if (row >= params.T) { return; }
   let base = row * params.DV;
+  let obase = base;
+#endif
   var ss = 0.0;
   for (var i = lid; i < params.DV; i += {{WG}}u) {
 #if RESIDUAL
@@ -89,6 +104,6 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
     let h = x[base + i];
 #endif
-    out[base + i] = h * inv * load_w(i);
+    out[obase + i] = h * inv * load_w(i);
   }
 }

@@ -2,11 +2,12 @@
 // (`ids`) and its length; the GPU holds everything else.
 //
 // append(ids): a prefill of new ids on top of the cache (the prompt, or injected text mid-run).
-// generate(): the decode loop. Per step, all on the GPU and encoded without host writes:
-//   logits processors → sample into `token` → history[j] = token → advance position/ranges/context
-//   → forward(token) → logits for the next step; decode hooks (hooks.ts) add their work before and
-//   after that forward (none: exactly this).
-// The host reads back only the sampled ids, `readEvery` steps at a time (4 bytes per step), to
+// generate(): the decode loop. The step (src/model/decode-step.ts: logits rules → sample →
+//   advance → forward of the step's rows → logits for the next step; decode hooks, hooks.ts, add
+//   their work before and after that forward) is built once per call and replayed per token, all
+//   on the GPU with no host writes. A step either feeds the sampled token or, after a hook planned
+//   an injection, the injected ids (that step yields no token).
+// The host reads back only the history words, `stepsPerRead` steps at a time (4 bytes per step), to
 // stream tokens and check EOS / stop strings. Steps past a stop within the last batch are wasted
 // work and are cut from the session (truncate), never returned. The id NONFINITE_ID (the step's
 // logits held NaN/+inf) ends generation with a NonFiniteError naming the position.
@@ -15,9 +16,11 @@ import type { GpuContext } from "../gpu/context.js";
 import type { Tensor } from "../gpu/tensor.js";
 import { NonFiniteError, ShapeError, UsageError } from "../errors.js";
 import { Decoder, type ForwardOutputs, type KVCache } from "./decoder.js";
-import { advancePosition, copyInput, copyInputTable, forceAfter, type CopyInputRule } from "../ops/decode_state.js";
-import { sample, maskLogits, NONFINITE_ID } from "../ops/sample.js";
-import type { DecodeHook, DecodeStep, Injected, InjectionRows } from "./hooks.js";
+import { copyInputTable, type CopyInputRule } from "../ops/decode_state.js";
+import { NONFINITE_ID } from "../ops/sample.js";
+import { INJECTED_ID, STEP_WORDS } from "../ops/step-state.js";
+import type { DecodeHook, Injected } from "./hooks.js";
+import { DecodeStepProgram } from "./decode-step.js";
 
 export interface SamplingOptions {
   /** 0 = greedy (argmax, lowest id on ties). */
@@ -74,15 +77,18 @@ export class Session {
   /** Ids in the cache, in order (host mirror). */
   readonly ids: number[] = [];
   finishReason: FinishReason | null = null;
-  readonly timings = { prefillTokens: 0, prefillMs: 0, decodeTokens: 0, decodeMs: 0 };
+  /**
+   * Prefill and decode totals. decodeMs is wall time of generate() calls; encodeMs the host time
+   * spent encoding and submitting replayed decode steps (`steps` of them) within it.
+   */
+  readonly timings = { prefillTokens: 0, prefillMs: 0, decodeTokens: 0, decodeMs: 0, encodeMs: 0, steps: 0 };
   private lastLogits: Tensor;
   private hasLogits = false;
   /** How many of `ids` have their k/v in the cache (all, or all but the last sampled one). */
   private fed = 0;
-  // GPU decode state (u32): current token, its position, the attention range, all context ids.
+  // GPU decode state (u32): the step state (src/ops/step-state.ts), the sampled id, all context ids.
+  private readonly step: Tensor;
   private readonly token: Tensor;
-  private readonly position: Tensor;
-  private readonly ranges: Tensor;
   private readonly context: Tensor;
 
   constructor(
@@ -92,30 +98,12 @@ export class Session {
     const ctx = decoder.ctx;
     this.lastLogits = ctx.empty([1, decoder.vocabSize], "f32", "session.logits");
     this.token = ctx.empty([1], "u32", "session.token");
-    this.position = ctx.empty([1], "u32", "session.position");
-    this.ranges = ctx.empty([1, 2], "u32", "session.ranges");
+    this.step = ctx.empty([STEP_WORDS], "u32", "session.step");
     this.context = ctx.empty([cache.capacity], "u32", "session.context");
   }
 
   static create(decoder: Decoder, capacity: number): Session {
     return new Session(decoder, decoder.createCache(capacity));
-  }
-
-  /** GPU decode state (decode hooks see it through DecodeStep). */
-  get tokenTensor(): Tensor {
-    return this.token;
-  }
-  get positionTensor(): Tensor {
-    return this.position;
-  }
-  get rangesTensor(): Tensor {
-    return this.ranges;
-  }
-  get contextTensor(): Tensor {
-    return this.context;
-  }
-  get logitsTensor(): Tensor {
-    return this.lastLogits;
   }
 
   /** Sliding-window span (Mistral-style), 0 = full causal attention. */
@@ -211,44 +199,58 @@ export class Session {
     if (stops.length && !opts.decode) throw new UsageError("stop strings need a tokenizer (decode)");
 
     const V = this.decoder.vocabSize;
-    const banned = opts.bannedIds?.length ? ctx.upload(Uint32Array.from(opts.bannedIds), [opts.bannedIds.length], "u32", "generate.banned") : null;
-    const forced = (opts.forceAfter ?? []).map((f) => {
-      if (f.token < 0 || f.token >= V) throw new UsageError(`forced token ${f.token} is out of the vocabulary`);
-      return { pattern: ctx.upload(Uint32Array.from(f.pattern), [f.pattern.length], "u32", "generate.pattern"), token: f.token };
-    });
     const copyRule = opts.copyInput ?? null;
     const copyFrom = opts.copyInputFrom ?? this.length;
     if (copyRule && (!Number.isInteger(copyFrom) || copyFrom < 0 || copyFrom > this.length)) throw new UsageError(`copyInputFrom ${copyFrom} must lie in [0, ${this.length}] (the cache holds ${this.length} ids)`);
-    const copyIds = copyRule ? copyInputTable(copyRule, V) : null;
-    const copyTable = copyIds ? ctx.upload(copyIds, [copyIds.length], "u32", "generate.copy") : null;
-    // Every step puts at least one token into the cache (an injection more), so the free rows bound
-    // the steps: buffers are sized by them, never by a caller's maxNewTokens alone.
-    const steps = Math.min(maxNew, this.capacity - this.length);
+    for (const f of opts.forceAfter ?? []) if (f.token < 0 || f.token >= V) throw new UsageError(`forced token ${f.token} is out of the vocabulary`);
     const hooks = opts.hooks ?? [];
     const injecting = hooks.some((h) => h.maxInjectRows > 0);
-    const keepHidden = hooks.some((h) => h.needsHidden);
-    // history[stride·j] = id sampled at step j, then one record word per hook that keeps one
+    // Every step puts at least one row into the cache, so the free rows bound the steps (a step
+    // that feeds an injection yields no token): buffers are sized by them, never by maxNewTokens alone.
+    const room0 = this.capacity - this.length;
+    const maxSteps = Math.min(room0, injecting ? 2 * maxNew : maxNew);
+    if (maxNew === 0 || room0 <= 0) {
+      this.finishReason = maxNew === 0 ? "max-tokens" : "context-full";
+      return this.finishReason;
+    }
+    const banned = opts.bannedIds?.length ? ctx.upload(Uint32Array.from(opts.bannedIds), [opts.bannedIds.length], "u32", "generate.banned") : null;
+    const forced = (opts.forceAfter ?? []).map((f) => ({ pattern: ctx.upload(Uint32Array.from(f.pattern), [f.pattern.length], "u32", "generate.pattern"), token: f.token }));
+    const copyIds = copyRule ? copyInputTable(copyRule, V) : null;
+    const copyTable = copyIds ? ctx.upload(copyIds, [copyIds.length], "u32", "generate.copy") : null;
+    // history[stride·j] = id fed at step j (or INJECTED_ID), then one record word per hook that keeps one
     const recordAt: number[] = [];
     let stride = 1;
     for (const h of hooks) recordAt.push(h.recordWords ? stride++ : -1);
-    const history = ctx.empty([stride * Math.max(1, steps)], "u32", "generate.history");
+    const history = ctx.empty([stride * maxSteps], "u32", "generate.history");
     if (stride > 1) ctx.clear(history);
-    // GPU decode state: the last fed token sits at position length-1.
-    ctx.write(this.position, Uint32Array.of(this.length - 1));
-    ctx.write(this.ranges, causalRangesFor(this.length - 1, 1, this.window));
-    const inject = (rows: InjectionRows) => this.injectRows(rows);
+    // GPU decode state: the last fed id sits at position length-1; no step has run.
+    ctx.write(this.step, Uint32Array.of(this.length - 1, 1, 0, 0, 0, 0, 0, 0));
 
     const startLength = this.length;
     const generated: number[] = [];
-    let finish: FinishReason = steps < maxNew ? "context-full" : "max-tokens";
+    let finish: FinishReason = "max-tokens";
     const t0 = performance.now();
-    let encoded = 0;
-    let fedDuringGenerate = 0;
+    let program: DecodeStepProgram | null = null;
+    let encoded = 0; // steps encoded
+    let fedRows = 0; // rows the encoded steps fed into the cache (known up to the last readback)
+    let lastFedKnown = this.length - 1; // position of the newest row in the cache, as of the last readback
+    let pendingRows = 0; // an injection announced by a hook whose feeding step is not encoded yet
     try {
-      for (const h of hooks) await h.begin?.(steps);
-      while (encoded < steps) {
-        const room = this.capacity - this.length;
-        if (room <= 0) {
+      for (const h of hooks) await h.begin?.(maxSteps);
+      program = await DecodeStepProgram.build({
+        decoder: this.decoder,
+        cache: this.cache,
+        state: { step: this.step, token: this.token, context: this.context, logits: this.lastLogits, history, stride, maxSteps },
+        rules: { banned, copy: copyTable ? { table: copyTable, from: copyFrom, rule: copyRule! } : null, forced },
+        sampling: { temperature, topK: opts.topK, topP: opts.topP, seed },
+        hooks,
+        recordOffsets: recordAt,
+        window: this.window,
+      });
+      this.stepDispatches = program.dispatches;
+      while (generated.length < maxNew) {
+        const room = this.capacity - 1 - lastFedKnown - pendingRows;
+        if (room <= 0 || encoded >= maxSteps) {
           finish = "context-full";
           break;
         }
@@ -256,38 +258,32 @@ export class Session {
         // injection at every remaining chance might not fit, go step by step.
         let worst = stepsPerRead;
         for (const h of hooks) if (h.maxInjectRows > 0) worst += Math.min(stepsPerRead, h.injectionsLeft?.() ?? stepsPerRead) * h.maxInjectRows;
-        const batch = Math.min(stepsPerRead, steps - encoded, injecting ? (room >= worst ? stepsPerRead : 1) : room);
+        const want = maxNew - generated.length + (pendingRows > 0 ? 1 : 0);
+        const batch = Math.min(stepsPerRead, want, maxSteps - encoded, injecting ? (room >= worst ? stepsPerRead : 1) : room);
+        const te = performance.now();
+        const forwardRan: boolean[] = [];
         for (let b = 0; b < batch; b++) {
-          const j = encoded + b;
-          if (banned) await maskLogits(ctx, this.lastLogits, banned);
-          if (copyTable) await copyInput(ctx, this.context, copyTable, this.position, this.lastLogits, copyFrom, copyRule!);
-          for (const f of forced) await forceAfter(ctx, this.context, f.pattern, this.lastLogits, this.position, f.token);
-          await sample(ctx, this.lastLogits, this.token, { temperature, topK: opts.topK, topP: opts.topP, seed, step: j });
-          ctx.copy(this.token.buffer, 0, history.buffer, 4 * stride * j, 4);
-          await advancePosition(ctx, this.token, this.position, this.ranges, this.context, this.window);
-          if (hooks.length || j + 1 < steps) {
-            // feed the sampled token: its logits are the next step's (and its hidden state a hook's)
-            const step = (i: number): DecodeStep => ({
-              ctx, j, token: this.token, position: this.position, ranges: this.ranges, context: this.context,
-              logits: this.lastLogits, history, recordWord: recordAt[i]! >= 0 ? stride * j + recordAt[i]! : -1, inject,
-            });
-            for (const [i, h] of hooks.entries()) await h.beforeForward?.(step(i));
-            const out = await this.decoder.forward(this.cache, { ids: this.token, ropePositions: this.position, cacheRows: this.position, ranges: this.ranges }, {
-              logitsRows: "all",
-              logitsOut: this.lastLogits,
-              keepHidden,
-            });
-            for (const [i, h] of hooks.entries()) await h.afterForward?.(step(i), out.hidden);
-            out.hidden?.dispose();
-          }
+          // Without hooks (so without injection steps), the forward of the very last token would be wasted work.
+          const forward = hooks.length > 0 || generated.length + b + 1 < maxNew;
+          program.replay(forward);
+          forwardRan.push(forward);
           ctx.submit();
         }
+        this.timings.encodeMs += performance.now() - te;
+        this.timings.steps += batch;
         const bytes = await ctx.readBytes(history.buffer, 4 * stride * encoded, 4 * stride * batch);
         const got = new Uint32Array(bytes.buffer, bytes.byteOffset, stride * batch);
         let stop: FinishReason | null = null;
         for (let b = 0; b < batch; b++) {
           const j = encoded + b;
           const id = got[stride * b]!;
+          if (id === INJECTED_ID) {
+            // this step fed the injection the previous token's hook announced
+            fedRows += pendingRows;
+            lastFedKnown += pendingRows;
+            pendingRows = 0;
+            continue;
+          }
           if (id === NONFINITE_ID) {
             throw new NonFiniteError(
               `the logits for position ${this.ids.length} hold NaN or infinity (the model's activations overflowed); stopped after ${generated.length} generated token(s)`,
@@ -295,14 +291,15 @@ export class Session {
           }
           generated.push(id);
           this.ids.push(id);
-          if (hooks.length || j + 1 < steps) fedDuringGenerate++;
+          if (forwardRan[b]) fedRows++;
+          lastFedKnown++;
           const tok: GeneratedToken = { id, position: this.ids.length - 1 };
           for (const [i, h] of hooks.entries()) {
             const r = await h.onToken?.(tok, recordAt[i]! >= 0 ? got[stride * b + recordAt[i]!]! : 0, j);
             if (!r) continue;
             if (r.injectedIds?.length) {
               this.ids.push(...r.injectedIds);
-              fedDuringGenerate += r.injectedIds.length;
+              pendingRows = r.injectedIds.length;
             }
             if (r.stop) stop = r.stop;
           }
@@ -319,7 +316,9 @@ export class Session {
           break;
         }
       }
+      if (finish === "max-tokens" && generated.length < maxNew) finish = "context-full";
     } finally {
+      program?.dispose();
       history.dispose();
       banned?.dispose();
       copyTable?.dispose();
@@ -328,8 +327,9 @@ export class Session {
       this.timings.decodeTokens += generated.length;
       this.timings.decodeMs += performance.now() - t0;
       // Steps past a stop (or an error, or the caller leaving early) are dropped: the cache keeps
-      // only what `ids` holds.
-      this.fed = Math.min(startLength + fedDuringGenerate, this.length);
+      // only what `ids` holds, and only the rows whose forward ran (an injection announced at the
+      // last token but not yet fed is fed again by the next append or generate).
+      this.fed = Math.min(startLength + fedRows, this.length);
       // lastLogits belong to the last fed token only when nothing after it was encoded.
       this.hasLogits = false;
     }
@@ -337,32 +337,12 @@ export class Session {
     return finish;
   }
 
-  /** A hook's gated injection (DecodeStep.inject): forward of the planned rows on top of the cache. */
-  private async injectRows(rows: InjectionRows): Promise<void> {
-    const ctx = this.ctx;
-    const T = rows.ids.shape[0]!;
-    if (T > rows.maxRows) throw new UsageError(`injection: ${T} planned rows, more than maxRows ${rows.maxRows}`);
-    // The gate's argument block is sized by the dispatches this forward encoded last time (the same
-    // shapes encode the same dispatches), so a step where the flag is off writes ~70 words, not 4096.
-    await ctx.beginGate(rows.flag, "decode.inject", this.injectDispatches.get(T) ?? 4096);
-    let ok = false;
-    try {
-      await this.decoder.forward(this.cache, { ids: rows.ids, ropePositions: rows.positions, cacheRows: rows.positions, ranges: rows.ranges }, {
-        logitsRows: rows.lastRow,
-        logitsOut: this.lastLogits,
-      });
-      ok = true;
-    } finally {
-      const n = ctx.endGate();
-      if (ok) this.injectDispatches.set(T, Math.max(1, n));
-    }
-  }
-  /** Dispatches of an injection forward of T rows (learned from its first encoding). */
-  private readonly injectDispatches = new Map<number, number>();
+  /** Dispatches one replayed decode step holds (the last generate() call's step program). */
+  stepDispatches = 0;
 
   dispose(): void {
     this.cache.dispose();
-    for (const t of [this.lastLogits, this.token, this.position, this.ranges, this.context]) t.dispose();
+    for (const t of [this.lastLogits, this.token, this.step, this.context]) t.dispose();
   }
 }
 

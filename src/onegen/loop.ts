@@ -1,9 +1,14 @@
 // OneGen in-loop retrieval: a decode hook (src/model/hooks.ts) for Session.generate, the launchers
-// for kernels/onegen_loop.wgsl, and their CPU references. Per decode step the hook encodes:
-//   beforeForward: detect (query token? record word ← SEARCHED)
-//   [the session's forward of the token, hidden state kept]
-//   afterForward:  [gated by search_flag] top-k search → resolve → plan → commit →
-//                  [gated by inject_flag] forward(injected tokens) → logits of the last one.
+// for kernels/onegen_loop.wgsl, and their CPU references. The hook encodes once, into the captured
+// decode step, work that runs at every step:
+//   beforeForward: DETECT (was the id fed at this step the query token? record word ← SEARCHED)
+//   [the session's forward of the step's rows, final-norm hidden state of the last row kept]
+//   afterForward:  top-k search (every dispatch returns at once unless the search flag is set) →
+//                  RECORD (hits into a per-step ring) → RESOLVE (plan the injection: its ids into
+//                  the session's plan buffer, L into the step state).
+// The next step's advance feeds the planned rows instead of a sampled token: the injection is a
+// forward of exactly L rows through the same dispatches as any step (their kernels read the row
+// count on the GPU), and its last row's logits continue the decode.
 // Everything stays on the GPU; the host learns what happened from the per-step record word in the
 // history buffer (bit 31: searched; bit 30: injection refused for lack of room; low bits: L).
 //
@@ -86,6 +91,8 @@ export const RECORD_SEARCHED = 0x80000000;
 export const RECORD_OVERFLOW = 0x40000000;
 export const RECORD_LENGTH_MASK = 0x3fffffff;
 const LOOP_WG = 64;
+/** Words of the loop state before the wrap ids (see kernels/onegen_loop.wgsl). */
+const STATE_WRAP = 8;
 
 export interface LoopParams {
   queryId: number;
@@ -94,61 +101,63 @@ export interface LoopParams {
   nSuffix: number;
   lMax: number;
   capacity: number;
-  window: number;
-  slot: number;
+  /** History words per step, and this hook's word within a step's record. */
+  stride: number;
+  record: number;
   maxDocTokens: number;
+  k: number;
 }
 
-function stage(name: "DETECT" | "RESOLVE" | "PLAN" | "COMMIT", bindings: KernelVariant["bindings"]): KernelVariant {
+function stage(name: "DETECT" | "RECORD" | "RESOLVE", bindings: KernelVariant["bindings"]): KernelVariant {
   return {
     file: "onegen_loop",
     name: `onegen_${name.toLowerCase()}`,
-    defines: { DETECT: name === "DETECT", RESOLVE: name === "RESOLVE", PLAN: name === "PLAN", COMMIT: name === "COMMIT", WG: LOOP_WG },
+    defines: { DETECT: name === "DETECT", RECORD: name === "RECORD", RESOLVE: name === "RESOLVE", WG: LOOP_WG },
     bindings,
   };
 }
-const DETECT = stage("DETECT", ["read", "read_write", "read_write", "read_write", "uniform"]);
-const RESOLVE = stage("RESOLVE", ["read", "read", "read", "read", "read", "read_write", "read_write", "read_write", "uniform"]);
-const PLAN = stage("PLAN", ["read", "read", "read", "read", "read_write", "read_write", "read_write", "read_write", "uniform"]);
-const COMMIT = stage("COMMIT", ["read", "read", "read_write", "read_write", "read_write", "uniform"]);
+const DETECT = stage("DETECT", ["read", "read_write", "read_write", "uniform"]);
+const RECORD = stage("RECORD", ["read", "read", "read", "read", "read_write", "read_write", "uniform"]);
+const RESOLVE = stage("RESOLVE", ["read", "read", "read", "read", "read_write", "read_write", "read_write", "read_write", "uniform"]);
 
 function params(p: LoopParams): Uint8Array {
   return new Params()
     .u32(p.queryId).u32(p.maxRetrievals).u32(p.nPrefix).u32(p.nSuffix)
-    .u32(p.lMax).u32(p.capacity).u32(p.window).u32(p.slot)
-    .u32(p.maxDocTokens).u32(0).u32(0).u32(0)
+    .u32(p.lMax).u32(p.capacity).u32(p.stride).u32(p.record)
+    .u32(p.maxDocTokens).u32(p.k).u32(0).u32(0)
     .bytes();
 }
 
-export interface LoopState {
-  /** u32 [8]: retrievals so far, doc token offset, doc token count, L. */
-  state: Tensor;
-  searchFlag: Tensor;
-  injectFlag: Tensor;
-  /** Injection plan (l_max rows). */
-  planIds: Tensor;
-  planPos: Tensor;
-  planRanges: Tensor;
-  lastRow: Tensor;
-  /** prefix ids then suffix ids (at least one element). */
-  wrap: Tensor;
+/** The loop's GPU state: [0] search flag, [1] searches so far, [8..) prefix ids then suffix ids. */
+export function loopStateWords(prefix: readonly number[], suffix: readonly number[]): Uint32Array {
+  const s = new Uint32Array(STATE_WRAP + prefix.length + suffix.length);
+  s.set(prefix, STATE_WRAP);
+  s.set(suffix, STATE_WRAP + prefix.length);
+  return s;
 }
 
-export async function detect(ctx: GpuContext, token: Tensor, s: LoopState, history: Tensor, p: LoopParams): Promise<void> {
-  expectDType(token, ["u32"], "onegen detect", "token");
-  ctx.dispatch(await ctx.kernels.get(DETECT), [token, s.state, s.searchFlag, history], params(p), [1]);
+export async function detect(ctx: GpuContext, step: Tensor, state: Tensor, history: Tensor, p: LoopParams): Promise<void> {
+  expectDType(step, ["u32"], "onegen detect", "step");
+  ctx.dispatch(await ctx.kernels.get(DETECT), [step, state, history], params(p), [1]);
 }
 
-export async function resolve(ctx: GpuContext, s: LoopState, hits: Tensor, entryTable: Tensor, documentTable: Tensor, position: Tensor, history: Tensor, p: LoopParams): Promise<void> {
-  ctx.dispatch(await ctx.kernels.get(RESOLVE), [s.searchFlag, hits, entryTable, documentTable, position, s.state, s.injectFlag, history], params(p), [1]);
+export async function record(ctx: GpuContext, state: Tensor, hits: Tensor, scores: Tensor, step: Tensor, ringIds: Tensor, ringScores: Tensor, p: LoopParams): Promise<void> {
+  ctx.dispatch(await ctx.kernels.get(RECORD), [state, hits, scores, step, ringIds, ringScores], params(p), [1]);
 }
 
-export async function plan(ctx: GpuContext, s: LoopState, docTokens: Tensor, position: Tensor, p: LoopParams): Promise<void> {
-  ctx.dispatch(await ctx.kernels.get(PLAN), [s.state, docTokens, s.wrap, position, s.planIds, s.planPos, s.planRanges, s.lastRow], params(p), [1]);
-}
-
-export async function commit(ctx: GpuContext, s: LoopState, position: Tensor, ranges: Tensor, context: Tensor, p: LoopParams): Promise<void> {
-  ctx.dispatch(await ctx.kernels.get(COMMIT), [s.state, s.planIds, position, ranges, context], params(p), [1]);
+export async function resolve(
+  ctx: GpuContext,
+  hits: Tensor,
+  entryTable: Tensor,
+  documentTable: Tensor,
+  docTokens: Tensor,
+  step: Tensor,
+  state: Tensor,
+  history: Tensor,
+  plan: Tensor,
+  p: LoopParams,
+): Promise<void> {
+  ctx.dispatch(await ctx.kernels.get(RESOLVE), [hits, entryTable, documentTable, docTokens, step, state, history, plan], params(p), [1]);
 }
 
 // ------------------------------------------------------------------ CPU references
@@ -187,7 +196,7 @@ export function resolveReference(
   return l;
 }
 
-/** The injected ids (first L rows of the plan). */
+/** The injected ids (the plan's first L rows). */
 export function planReference(st: HostLoopState, docTokens: ArrayLike<number>, prefix: readonly number[], suffix: readonly number[]): number[] {
   if (st.length === 0) return [];
   return [...prefix, ...Array.from({ length: st.count }, (_, i) => docTokens[st.offset + i]!), ...suffix];
@@ -202,10 +211,10 @@ export class RetrievalHook implements DecodeHook {
   readonly maxInjectRows: number;
   private readonly injecting: boolean;
   private readonly k: number;
-  private readonly params: LoopParams;
   private readonly lMax: number;
+  private readonly maxDocTokens: number;
   // GPU state, allocated by begin() for the steps of one generate() call
-  private st!: LoopState;
+  private state!: Tensor;
   private hitIds!: Tensor;
   private hitScores!: Tensor;
   private ringIds!: Tensor;
@@ -213,7 +222,6 @@ export class RetrievalHook implements DecodeHook {
   private readonly inject: NonNullable<InLoopRetrieval["inject"]>;
   private retrievals = 0;
   private live = false;
-  private searchDispatches = 1024;
 
   constructor(
     private readonly session: Session,
@@ -223,43 +231,36 @@ export class RetrievalHook implements DecodeHook {
     this.k = Math.max(1, spec.k ?? 1);
     this.injecting = !!spec.inject;
     const longestDoc = index.documents.reduce((m, d) => Math.max(m, index.documentTokens(d.id).length), 0);
-    const maxDocTokens = Math.min(spec.inject?.maxDocTokens ?? longestDoc, longestDoc);
-    this.inject = { prefix: spec.inject?.prefix ?? [], suffix: spec.inject?.suffix ?? [], maxDocTokens };
+    this.maxDocTokens = Math.min(spec.inject?.maxDocTokens ?? longestDoc, longestDoc);
+    this.inject = { prefix: spec.inject?.prefix ?? [], suffix: spec.inject?.suffix ?? [], maxDocTokens: this.maxDocTokens };
     const { prefix, suffix } = this.inject;
-    const lMax = this.injecting ? Math.max(1, prefix.length + maxDocTokens + suffix.length) : 1;
-    this.maxInjectRows = this.injecting ? lMax : 0;
-    this.params = {
-      queryId: spec.queryTokenId,
-      maxRetrievals: Math.min(spec.maxRetrievals ?? 0xffffffff, 0xffffffff),
+    this.lMax = this.injecting ? Math.max(1, prefix.length + this.maxDocTokens + suffix.length) : 1;
+    this.maxInjectRows = this.injecting ? this.lMax : 0;
+  }
+
+  private params(step: DecodeStep): LoopParams {
+    const { prefix, suffix } = this.inject;
+    return {
+      queryId: this.spec.queryTokenId,
+      maxRetrievals: Math.min(this.spec.maxRetrievals ?? 0xffffffff, 0xffffffff),
       nPrefix: prefix.length,
       nSuffix: suffix.length,
-      lMax,
-      capacity: session.capacity,
-      window: session.window,
-      slot: 0,
-      maxDocTokens,
+      lMax: this.lMax,
+      capacity: step.capacity,
+      stride: step.stride,
+      record: step.recordOffset,
+      maxDocTokens: this.maxDocTokens,
+      k: this.k,
     };
-    this.lMax = lMax;
   }
 
   begin(steps: number): void {
     if (this.live) throw new Error("RetrievalHook: begin() twice (one hook per generate() call)");
     const ctx = this.session.ctx;
-    const { prefix, suffix } = this.inject;
-    const lMax = this.lMax;
     this.retrievals = 0;
-    this.searchDispatches = 1024;
     this.live = true;
-    this.st = {
-      state: ctx.upload(new Uint32Array(8), [8], "u32", "onegen.state"),
-      searchFlag: ctx.upload(Uint32Array.of(0), [1], "u32", "onegen.search_flag"),
-      injectFlag: ctx.upload(Uint32Array.of(0), [1], "u32", "onegen.inject_flag"),
-      planIds: ctx.empty([lMax], "u32", "onegen.plan_ids"),
-      planPos: ctx.empty([lMax], "u32", "onegen.plan_pos"),
-      planRanges: ctx.empty([lMax, 2], "u32", "onegen.plan_ranges"),
-      lastRow: ctx.empty([1], "u32", "onegen.last_row"),
-      wrap: ctx.upload(Uint32Array.from([...prefix, ...suffix, 0]), [prefix.length + suffix.length + 1], "u32", "onegen.wrap"),
-    };
+    const words = loopStateWords(this.inject.prefix, this.inject.suffix);
+    this.state = ctx.upload(words, [words.length], "u32", "onegen.state");
     this.hitIds = ctx.empty([1, this.k], "u32", "onegen.hits");
     this.hitScores = ctx.empty([1, this.k], "f32", "onegen.scores");
     const slots = Math.max(1, steps);
@@ -268,34 +269,24 @@ export class RetrievalHook implements DecodeHook {
   }
 
   injectionsLeft(): number {
-    return Math.max(0, this.params.maxRetrievals - this.retrievals);
-  }
-
-  private p(step: DecodeStep): LoopParams {
-    return { ...this.params, slot: step.recordWord };
+    return Math.max(0, (this.spec.maxRetrievals ?? Infinity) - this.retrievals);
   }
 
   async beforeForward(step: DecodeStep): Promise<void> {
-    await detect(step.ctx, step.token, this.st, step.history, this.p(step));
+    if (step.maxSteps > this.ringIds.shape[0]!) throw new Error(`RetrievalHook: the step holds ${step.maxSteps} steps, begin() planned ${this.ringIds.shape[0]}`);
+    await detect(step.ctx, step.step, this.state, step.history, this.params(step));
   }
 
-  /** After the token's forward: gated search over its hidden state, then the gated injection. */
+  /** After the forward: the search (its dispatches return at once unless a query token was fed), its hits recorded, the injection planned. */
   async afterForward(step: DecodeStep, hidden: Tensor | null): Promise<void> {
     const ctx = step.ctx;
     const index = this.spec.index;
-    const j = step.j;
-    // the gate's argument block is sized by the search's dispatches (learned at the first step)
-    await ctx.beginGate(this.st.searchFlag, "onegen.search", this.searchDispatches);
-    await index.searchGpu(hidden!, this.k, { outIds: this.hitIds, outScores: this.hitScores });
-    this.searchDispatches = Math.max(1, ctx.endGate());
-    ctx.copy(this.hitIds.buffer, 0, this.ringIds.buffer, 4 * this.k * j, 4 * this.k);
-    ctx.copy(this.hitScores.buffer, 0, this.ringScores.buffer, 4 * this.k * j, 4 * this.k);
+    const p = this.params(step);
+    await index.searchGpu(hidden!, this.k, { outIds: this.hitIds, outScores: this.hitScores, gate: this.state });
+    await record(ctx, this.state, this.hitIds, this.hitScores, step.step, this.ringIds, this.ringScores, p);
     if (!this.injecting) return;
-    const p = this.p(step);
-    await resolve(ctx, this.st, this.hitIds, index.entryTable, index.documentTable, step.position, step.history, p);
-    await plan(ctx, this.st, index.tokens, step.position, p);
-    await commit(ctx, this.st, step.position, step.ranges, step.context, p);
-    await step.inject({ flag: this.st.injectFlag, ids: this.st.planIds, positions: this.st.planPos, ranges: this.st.planRanges, lastRow: this.st.lastRow, maxRows: this.maxInjectRows });
+    if (step.plan.numel < this.lMax) throw new Error(`RetrievalHook: the session's plan buffer holds ${step.plan.numel} rows, the hook needs ${this.lMax}`);
+    await resolve(ctx, this.hitIds, index.entryTable, index.documentTable, index.tokens, step.step, this.state, step.history, step.plan, p);
   }
 
   async onToken(tok: RetrievalToken, record: number, j: number): Promise<HookOutcome | void> {
@@ -332,7 +323,6 @@ export class RetrievalHook implements DecodeHook {
   end(): void {
     if (!this.live) return;
     this.live = false;
-    for (const t of Object.values(this.st)) t.dispose();
-    for (const t of [this.hitIds, this.hitScores, this.ringIds, this.ringScores]) t.dispose();
+    for (const t of [this.state, this.hitIds, this.hitScores, this.ringIds, this.ringScores]) t.dispose();
   }
 }

@@ -25,6 +25,8 @@ export interface RmsnormVariant {
   /** vec4 loads/stores; needs D % 4 == 0. */
   vec4: boolean;
   wg: number;
+  /** Decode step: only the last live row (row step[STEP_ROWS] − 1), into out row 0. */
+  lastRow?: boolean;
 }
 
 export function rmsnormKernel(v: RmsnormVariant): KernelVariant {
@@ -33,9 +35,9 @@ export function rmsnormKernel(v: RmsnormVariant): KernelVariant {
   const W = v.weight === "f16p" ? (v.vec4 ? "vec2<u32>" : "u32") : v.vec4 ? `vec4<${v.weight}>` : v.weight;
   return {
     file: "rmsnorm",
-    name: `rmsnorm_${v.weight}${v.residual ? "_residual" : ""}${v.vec4 ? "_vec4" : ""}_wg${v.wg}`,
-    defines: { F16: v.weight === "f16", PACKED: v.weight === "f16p", RESIDUAL: v.residual, VEC4: v.vec4, V, W, WG: v.wg },
-    bindings: v.residual ? ["read", "read", "read_write", "read_write", "uniform"] : ["read", "read", "read_write", "uniform"],
+    name: `rmsnorm_${v.weight}${v.residual ? "_residual" : ""}${v.lastRow ? "_lastrow" : ""}${v.vec4 ? "_vec4" : ""}_wg${v.wg}`,
+    defines: { F16: v.weight === "f16", PACKED: v.weight === "f16p", RESIDUAL: v.residual, LAST_ROW: !!v.lastRow, VEC4: v.vec4, V, W, WG: v.wg },
+    bindings: v.lastRow ? ["read", "read", "read", "read_write", "uniform"] : v.residual ? ["read", "read", "read_write", "read_write", "uniform"] : ["read", "read", "read_write", "uniform"],
     features: storeFeatures(v.weight),
   };
 }
@@ -93,6 +95,27 @@ export async function rmsnorm(ctx: GpuContext, x: Tensor, weight: Tensor, eps: n
     ctx.dispatch(kernel, res, params(w.rows), grid(ctx, w.rows));
   }
   return result;
+}
+
+/**
+ * The decode step's hidden state: out[0] = rmsnorm(x[T − 1]) · weight where T = step[STEP_ROWS]
+ * is read on the GPU (x [maxRows, D] f32 holds the step's live rows; out [1, D] f32). One
+ * dispatch; the reference is rmsnormReference on that row.
+ */
+export async function rmsnormLastRow(ctx: GpuContext, x: Tensor, weight: Tensor, eps: number, step: Tensor, out: Tensor): Promise<void> {
+  const op = "rmsnormLastRow";
+  if (x.shape.length !== 2) throw new ShapeError(`${op}: x ('${x.label}') has shape [${x.shape.join(", ")}], expected [rows, D]`);
+  const D = x.shape[1]!;
+  expectDType(x, ["f32"], op, "x");
+  expectDType(weight, ["f32", "f16"], op, "weight");
+  expectShape(weight, [D], op, "weight");
+  expectDType(step, ["u32"], op, "step");
+  expectDType(out, ["f32"], op, "out");
+  expectShape(out, [1, D], op, "out");
+  if (!(eps >= 0) || !Number.isFinite(eps)) throw new UsageError(`${op}: eps must be a finite number ≥ 0, got ${eps}`);
+  const v = { ...resolveRmsnorm(D, storeType(ctx, weight.dtype as "f32" | "f16"), {}, ctx.adapter.isSoftware), lastRow: true };
+  const kernel = await ctx.kernels.get(rmsnormKernel(v));
+  ctx.dispatch(kernel, [x, weight, step, out], new Params().u32(1).u32(v.vec4 ? D / 4 : D).f32(D).f32(eps).bytes(), [1]);
 }
 
 /**
