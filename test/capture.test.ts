@@ -127,7 +127,11 @@ test("interleaving replays with ordinary ops keeps queue order; params are baked
   clr.replay();
   prog.replay();
   assert.equal(Array.from(await acc.read()), [10, 10, 10]);
+  // disposing a program whose replay is still in the open batch: the batch still runs
+  prog.replay();
   for (const p of [prog, clr]) p.dispose();
+  await ctx.sync();
+  assert.equal(Array.from(await acc.read()), [20, 20, 20]);
   for (const v of [x, acc, y]) v.dispose();
 });
 

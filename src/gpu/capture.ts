@@ -71,7 +71,8 @@ export interface ReplayTarget {
 /** The context's side of a program: checks and bookkeeping around replay and dispose. */
 export interface ProgramHost {
   replayProgram(p: CapturedProgram): void;
-  releaseProgram(p: CapturedProgram): void;
+  /** Unpins the program's buffers and destroys its uniform buffer (after the open batch is submitted). */
+  releaseProgram(p: CapturedProgram, uniform: GPUBuffer | null): void;
   readonly isDestroyed: boolean;
 }
 
@@ -178,12 +179,14 @@ export class CapturedProgram {
     this.host.replayProgram(this);
   }
 
-  /** Frees the uniform buffer and returns the buffers the program pinned to the pool. Idempotent. */
+  /**
+   * Frees the uniform buffer (once the open batch, which may hold replays, is submitted) and
+   * returns the buffers the program pinned to the pool. Idempotent.
+   */
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
-    this.host.releaseProgram(this);
-    this.uniform?.destroy();
+    this.host.releaseProgram(this, this.uniform);
   }
 
   /** @internal The encoding loop (GpuContext.replayProgram times it and keeps the stats). */

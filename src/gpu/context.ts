@@ -127,6 +127,8 @@ export class GpuContext {
   private readonly deferredWrites: { buffer: GPUBuffer; data: Uint8Array }[] = [];
   /** Buffers to return to the pool once the open batch is submitted. */
   private readonly releaseAfterSubmit: GPUBuffer[] = [];
+  /** Buffers to destroy once the open batch is submitted (uniforms of disposed programs). */
+  private readonly destroyAfterSubmit: GPUBuffer[] = [];
   private gate: { flagName: string; counts: number[]; args: GPUBuffer; template: GPUBuffer; max: number; kernelName: string } | null = null;
   /** The open capture (beginCapture … endCapture): commands are recorded here instead of encoded. */
   private capture: { label: string; commands: RecordedCommand[] } | null = null;
@@ -159,9 +161,15 @@ export class GpuContext {
     };
     this.programHost = {
       replayProgram: (p) => this.replayProgram(p),
-      releaseProgram: (p) => {
+      releaseProgram: (p, uniform) => {
         this.programs.delete(p);
-        if (!this.destroyed) this.pool.unpin(p.pinned);
+        if (this.destroyed) return;
+        this.pool.unpin(p.pinned);
+        // The open batch may hold replays of it: destroyed buffers cannot be submitted.
+        if (uniform) {
+          if (this.encoder) this.destroyAfterSubmit.push(uniform);
+          else uniform.destroy();
+        }
       },
       get isDestroyed() {
         return ctx.destroyed;
@@ -505,6 +513,8 @@ export class GpuContext {
     this.stats.submits++;
     for (const b of this.releaseAfterSubmit) this.pool.release(b);
     this.releaseAfterSubmit.length = 0;
+    for (const b of this.destroyAfterSubmit) b.destroy();
+    this.destroyAfterSubmit.length = 0;
   }
 
   /** Submits and waits for the GPU to finish; throws any GPU error raised so far. */
