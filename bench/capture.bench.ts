@@ -1,7 +1,7 @@
 // Host cost of a decode step encoded op by op vs captured once and replayed (src/gpu/capture.ts).
 // The step: greedy sample of the last logits → advance position/ranges/context → Decoder.forward
 // of the sampled token (all state GPU-resident, nothing read back), on a synthetic checkpoint
-// (bench/synthetic.ts: llama-134m; quick mode: tiny). Per arm, per step:
+// (bench/synthetic.ts: llama-134m; quick mode: tiny) and the bundled demo model. Per arm, per step:
 //   encode ms   host time to encode the step into the batch: `await step()` (params packing, kernel
 //               and bind-group lookups, pool traffic) vs `prog.replay()` (ctx.stats.replayEncodeMs
 //               agrees with it, both are performance.now around the encoding), measured while the
@@ -19,17 +19,32 @@ import type { Tensor } from "../src/gpu/tensor.js";
 import { sample } from "../src/ops/sample.js";
 import { advancePosition } from "../src/ops/decode_state.js";
 import { causalRangesFor } from "../src/model/session.js";
-import { buildSynthetic, type SyntheticShapeName } from "./synthetic.js";
+import { loadDecoder } from "../src/model/load.js";
+import type { Decoder } from "../src/model/decoder.js";
+import { buildSynthetic } from "./synthetic.js";
+import { dirname, join } from "node:path";
+import { fileURLToPath } from "node:url";
 import { row, type BenchEnv, type BenchRow } from "./harness.js";
 
 type Arm = "encoded" | "replayed";
 
+const repoRoot = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
+
 export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
-  const shape: SyntheticShapeName = env.quick ? "tiny" : "llama-134m";
-  const K = env.quick ? 4 : 8; // steps per sample
-  const samples = env.quick ? 3 : 5;
+  const rows: BenchRow[] = [];
+  if (env.quick) {
+    rows.push(...(await benchModel(ctx, env, "tiny", await buildSynthetic(ctx, "tiny"), 4, 3)));
+    return rows;
+  }
+  // The bundled demo model (0.9 M parameters: host encoding is most of its step) and the 134M shape.
+  const demo = await loadDecoder(ctx, join(repoRoot, "demo", "model"), { dtype: "auto", noTokenizer: true });
+  rows.push(...(await benchModel(ctx, env, "demo", demo, 16, 7)));
+  rows.push(...(await benchModel(ctx, env, "llama-134m", await buildSynthetic(ctx, "llama-134m"), 8, 5)));
+  return rows;
+}
+
+async function benchModel(ctx: GpuContext, env: BenchEnv, shape: string, m: { decoder: Decoder; dispose(): void }, K: number, samples: number): Promise<BenchRow[]> {
   const P = 64; // prompt length: the context each step attends to (plus the steps of the sample)
-  const m = await buildSynthetic(ctx, shape);
   const dec = m.decoder;
   const V = dec.vocabSize;
   const cap = P + K + 1;

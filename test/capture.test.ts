@@ -225,7 +225,7 @@ test("pool ownership: buffers used inside a capture are the program's until disp
   });
 });
 
-test("a cancelled capture keeps nothing", async () => {
+test("a cancelled capture keeps nothing; captureProgram cancels when its body throws", async () => {
   const ctx = await gpu();
   const x = ctx.upload([1, 2, 3], [3], "f32", "x");
   const held0 = ctx.pool.stats.heldBytes;
@@ -235,6 +235,26 @@ test("a cancelled capture keeps nothing", async () => {
   assert.ok(ctx.pool.stats.heldBytes > held0);
   ctx.cancelCapture();
   assert.is(ctx.pool.stats.heldBytes, held0);
+  await assertRejects(
+    () =>
+      ctx.captureProgram("failing", async () => {
+        (await add(ctx, x, x)).dispose();
+        ctx.write(x, [0, 0, 0]);
+      }),
+    UnsupportedError,
+    [/inside the capture 'failing'/],
+    "a body that throws",
+  );
+  assert.is(ctx.capturing, null);
+  assert.is(ctx.pool.stats.heldBytes, held0);
+  let y: Tensor | null = null;
+  const prog = await ctx.captureProgram("ok", async () => {
+    y = await add(ctx, x, x);
+  });
+  prog.replay();
+  assert.equal(Array.from(await y!.read()), [2, 4, 6]);
+  prog.dispose();
+  y!.dispose();
   x.dispose();
 });
 

@@ -629,6 +629,21 @@ export class GpuContext {
     }
   }
 
+  /**
+   * beginCapture(label), `body()`, endCapture(): the program of what body encodes. When body
+   * throws, the capture is cancelled (nothing is kept) and the error is rethrown.
+   */
+  async captureProgram(label: string, body: () => Promise<void> | void): Promise<CapturedProgram> {
+    this.beginCapture(label);
+    try {
+      await body();
+    } catch (e) {
+      if (this.capture?.label === label) this.cancelCapture();
+      throw e;
+    }
+    return this.endCapture();
+  }
+
   /** Abandons the open capture (e.g. after an op failed inside it): nothing is kept, its pins are dropped. */
   cancelCapture(): void {
     if (!this.capture) return;
