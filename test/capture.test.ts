@@ -13,7 +13,8 @@ import type { GpuContext } from "../src/gpu/context.js";
 import type { Tensor } from "../src/gpu/tensor.js";
 import { rmsnorm } from "../src/ops/rmsnorm.js";
 import { linear } from "../src/ops/linear.js";
-import { add } from "../src/ops/elementwise.js";
+import { add, addVariant } from "../src/ops/elementwise.js";
+import { Params } from "../src/ops/common.js";
 import { sample } from "../src/ops/sample.js";
 import { advancePosition } from "../src/ops/decode_state.js";
 import { loadDecoder } from "../src/model/load.js";
@@ -133,6 +134,28 @@ test("interleaving replays with ordinary ops keeps queue order; params are baked
   await ctx.sync();
   assert.equal(Array.from(await acc.read()), [20, 20, 20]);
   for (const v of [x, acc, y]) v.dispose();
+});
+
+test("an indirect dispatch is recorded with its args buffer: the GPU-side counts of each replay apply", async () => {
+  const ctx = await gpu();
+  const a = ctx.upload([1, 2, 3], [3], "f32", "a");
+  const out = ctx.upload([0, 0, 0], [3], "f32", "out");
+  const args = ctx.pool.acquire(16, GPUBufferUsage.STORAGE | GPUBufferUsage.INDIRECT | GPUBufferUsage.COPY_DST, "args");
+  const kernel = await ctx.kernels.get(addVariant("f32"));
+  const prog = await ctx.captureProgram("indirect", () => {
+    ctx.clear(out);
+    ctx.dispatchIndirect(kernel, [a, a, out], new Params().u32(3).bytes(), args, 4);
+  });
+  assert.is(prog.dispatches, 1);
+  ctx.device.queue.writeBuffer(args, 0, Uint32Array.of(0, 1, 1, 1));
+  prog.replay();
+  assert.equal(Array.from(await out.read()), [2, 4, 6]);
+  ctx.device.queue.writeBuffer(args, 0, Uint32Array.of(0, 0, 1, 1));
+  prog.replay();
+  assert.equal(Array.from(await out.read()), [0, 0, 0], "zero workgroups: only the clear ran");
+  prog.dispose();
+  ctx.releaseBuffer(args);
+  for (const t of [a, out]) t.dispose();
 });
 
 test("refusals: write, upload, readback, submit, gates, nesting and replay inside a capture", async () => {
