@@ -216,7 +216,7 @@ test("pool ownership: buffers used inside a capture are the program's until disp
     // a later acquisition inside the same capture may reuse it (queue order keeps that safe)
     const tmp2 = ctx.empty([n], "f32", "tmp2");
     assert.ok(tmp2.buffer === tmpBuffer, "reuse inside the capture");
-    const out = await add(ctx, tmp2, x); // tmp2 is never written: an undefined temporary is enough here
+    const out = await add(ctx, tmp2, x);
     tmp2.dispose();
     const prog = ctx.endCapture();
     assert.ok(ctx.pool.stats.heldBytes > held0, "the released temporary is held for the program");
@@ -229,8 +229,12 @@ test("pool ownership: buffers used inside a capture are the program's until disp
       assert.ok(t.buffer !== tmpBuffer, "a temporary of the capture was handed out after endCapture");
       assert.ok(t.buffer !== boundBuffer, "a buffer the program binds was handed out after its owner disposed it");
     }
-    prog.replay(); // still valid: nothing it binds was handed to anyone else
     await ctx.sync();
+    ctx.pool.trim(); // destroys free buffers: none of the program's
+    prog.replay(); // still valid: nothing it binds was handed to anyone else or destroyed
+    await ctx.sync();
+    // tmp2 is tmp's buffer, written earlier in the same replay (x + bound = 3): out = 3 + x
+    assert.ok((await out.read()).every((v) => v === 4), "out after a replay");
     for (const t of outside) t.dispose();
     const before = ctx.pool.stats.heldBytes;
     prog.dispose();

@@ -187,6 +187,10 @@ export class CapturedProgram {
     if (this.disposed) return;
     this.disposed = true;
     this.host.releaseProgram(this, this.uniform);
+    // Let the bind groups (and the buffers they reference) be collected with the program's lists.
+    this.bindGroups.fill(null);
+    this.bufA.fill(null);
+    this.bufB.fill(null);
   }
 
   /** @internal The encoding loop (GpuContext.replayProgram times it and keeps the stats). */
