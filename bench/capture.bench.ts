@@ -12,7 +12,8 @@
 //               median; host work overlaps the GPU here, as in a decode loop);
 //   gpu ms      K steps encoded into ONE batch, then submit → onSubmittedWorkDone / K (the GPU's
 //               share, host encoding excluded; includes Dawn's submit-time work).
-// Arms alternate sample by sample; each sample resets the position to the same prompt length, so
+// Host times are kept per step and summarised by their median over all K × samples steps (and
+// their minimum: on a shared machine preemption only adds time). Arms alternate sample by sample; each sample resets the position to the same prompt length, so
 // both arms attend to the same context. Ratios are printed, never asserted.
 import type { GpuContext } from "../src/gpu/context.js";
 import type { Tensor } from "../src/gpu/tensor.js";
@@ -102,7 +103,6 @@ async function benchModel(ctx: GpuContext, env: BenchEnv, shape: string, m: { de
       // wall: K steps, each encoded and submitted, then one wait
       rewind();
       await ctx.sync();
-      let enc = 0, sub = 0;
       const t0 = performance.now();
       for (let k = 0; k < K; k++) {
         const a = performance.now();
@@ -110,20 +110,20 @@ async function benchModel(ctx: GpuContext, env: BenchEnv, shape: string, m: { de
         const b = performance.now();
         ctx.submit();
         const c = performance.now();
-        enc += b - a;
-        sub += c - b;
+        r.busy.push(b - a);
+        r.submit.push(c - b);
       }
       await ctx.sync();
       r.wall.push((performance.now() - t0) / K);
-      r.busy.push(enc / K);
-      r.submit.push(sub / K);
       // gpu: K steps in one batch, timed from submit to done
       rewind();
       await ctx.sync();
-      const e0 = performance.now();
-      for (let k = 0; k < K; k++) await encodeArm(arm);
+      for (let k = 0; k < K; k++) {
+        const e0 = performance.now();
+        await encodeArm(arm);
+        r.encode.push(performance.now() - e0);
+      }
       const g0 = performance.now();
-      r.encode.push((g0 - e0) / K);
       await ctx.sync();
       r.gpu.push((performance.now() - g0) / K);
     }
@@ -142,7 +142,7 @@ async function benchModel(ctx: GpuContext, env: BenchEnv, shape: string, m: { de
     `capture: ${label}: capture ${captureMs.toFixed(1)} ms once (${prog.bindGroupCount} bind groups, ${prog.uniformBytes} B params); ` +
       `encode ${med(enc.encode).toFixed(3)} → ${med(rep.encode).toFixed(3)} ms/step (×${ratioEncode.toFixed(1)} less; min ${min(enc.encode).toFixed(3)} → ${min(rep.encode).toFixed(3)}, ×${(min(enc.encode) / min(rep.encode)).toFixed(1)}), ` +
       `in the decode loop: encode ${med(enc.busy).toFixed(3)} → ${med(rep.busy).toFixed(3)} ms, encode+submit ${(med(enc.busy) + med(enc.submit)).toFixed(3)} → ${(med(rep.busy) + med(rep.submit)).toFixed(3)} ms (×${ratioHost.toFixed(1)}), wall ${med(enc.wall).toFixed(2)} → ${med(rep.wall).toFixed(2)} ms/step (×${ratioWall.toFixed(2)}), gpu ${med(enc.gpu).toFixed(2)} / ${med(rep.gpu).toFixed(2)} ms/step; ` +
-      `ctx.stats replay encode ${statsReplayMs.toFixed(3)} ms/replay`,
+      `ctx.stats: mean replay encode ${statsReplayMs.toFixed(3)} ms`,
   );
   const rows: BenchRow[] = [];
   for (const arm of ["encoded", "replayed"] as Arm[]) {
