@@ -9,6 +9,7 @@ export { Tensor, DTYPE_BYTES, numel, type DType, type HostArray } from "./gpu/te
 export { BufferPool, sizeClass, type PoolStats } from "./gpu/pool.js";
 export { KernelRegistry, type Kernel, type KernelVariant, type BindingKind } from "./gpu/kernels.js";
 export { Profiler, type KernelTiming } from "./gpu/profiler.js";
+export { CapturedProgram } from "./gpu/capture.js";
 export { preprocessWgsl, type Defines, type DefineValue } from "./gpu/wgsl.js";
 export { Params, grid } from "./ops/common.js";
 export * from "./util/f16.js";

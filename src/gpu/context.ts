@@ -8,11 +8,16 @@
 // Uniform parameters go to a per-batch arena of 64 KiB uniform buffers addressed with dynamic
 // offsets; the arena is written with writeBuffer just before its batch is submitted (queue order
 // keeps earlier batches' values intact), so a decode step allocates no GPU memory for them.
+//
+// Capture / replay (src/gpu/capture.ts): between beginCapture() and endCapture() dispatches,
+// copies and clears are recorded into a CapturedProgram instead of being encoded; its replay()
+// encodes them into the open batch with no host-side work besides the WebGPU calls.
 
 import type { MemoryBudget } from "./budget.js";
-import { DeviceLostError, GpuOutOfMemoryError, GpuValidationError, ShapeError, UnsupportedError } from "../errors.js";
+import { DeviceLostError, GpuOutOfMemoryError, GpuValidationError, ShapeError, UnsupportedError, UsageError } from "../errors.js";
 import { f16ArrayToF32, f32ArrayToF16 as float32ToF16 } from "../util/f16.js";
 import { BufferPool } from "./pool.js";
+import { CMD_CLEAR, CMD_COPY, CMD_DISPATCH, CMD_DISPATCH_INDIRECT, CapturedProgram, type ProgramHost, type RecordedCommand, type ReplayTarget } from "./capture.js";
 import { KernelRegistry, type Kernel, type KernelVariant } from "./kernels.js";
 import { Profiler } from "./profiler.js";
 import { DTYPE_BYTES, Tensor, checkShape, numel, type DType, type HostArray } from "./tensor.js";
@@ -54,6 +59,12 @@ export interface RuntimeStats {
   uploads: number;
   /** GPUBuffers created over the context's life (pool, staging and arena). */
   buffersCreated: number;
+  /** CapturedProgram.replay() calls (their dispatches are counted in `dispatches` too). */
+  replays: number;
+  /** Dispatches encoded by replays (per replay: replayDispatches / replays, or the program's `dispatches`). */
+  replayDispatches: number;
+  /** Cumulative host time spent encoding replays (performance.now around each replay's encoding), ms. */
+  replayEncodeMs: number;
 }
 
 /** A byte range of a tensor bound to one storage binding. */
@@ -90,7 +101,7 @@ const TENSOR_USAGE = 0x0080 /* STORAGE */ | 0x0004 /* COPY_SRC */ | 0x0008; /* C
 export class GpuContext {
   readonly pool: BufferPool;
   readonly kernels: KernelRegistry;
-  readonly stats: RuntimeStats = { submits: 0, dispatches: 0, readbacks: 0, bytesReadBack: 0, uploads: 0, buffersCreated: 0 };
+  readonly stats: RuntimeStats = { submits: 0, dispatches: 0, readbacks: 0, bytesReadBack: 0, uploads: 0, buffersCreated: 0, replays: 0, replayDispatches: 0, replayEncodeMs: 0 };
   profiler: Profiler | null = null;
   /**
    * GPU bytes this context may hold in tensors (src/gpu/budget.ts); openDevice sets it from the
@@ -116,7 +127,15 @@ export class GpuContext {
   private readonly deferredWrites: { buffer: GPUBuffer; data: Uint8Array }[] = [];
   /** Buffers to return to the pool once the open batch is submitted. */
   private readonly releaseAfterSubmit: GPUBuffer[] = [];
+  /** Buffers to destroy once the open batch is submitted (uniforms of disposed programs). */
+  private readonly destroyAfterSubmit: GPUBuffer[] = [];
   private gate: { flagName: string; counts: number[]; args: GPUBuffer; template: GPUBuffer; max: number; kernelName: string } | null = null;
+  /** The open capture (beginCapture … endCapture): commands are recorded here instead of encoded. */
+  private capture: { label: string; commands: RecordedCommand[] } | null = null;
+  /** Programs captured and not disposed. */
+  private readonly programs = new Set<CapturedProgram>();
+  private readonly replayTarget: ReplayTarget;
+  private readonly programHost: ProgramHost;
 
   constructor(
     readonly device: GPUDevice,
@@ -128,6 +147,34 @@ export class GpuContext {
   ) {
     this.pool = new BufferPool(device, () => this.stats.buffersCreated++, limits.maxBufferSize, () => this.memoryBudget, () => this.encoder === null);
     this.kernels = new KernelRegistry(device, features);
+    const ctx = this;
+    this.replayTarget = {
+      pass: (label) => this.beginPass(label),
+      afterDispatch: () => this.endPass(),
+      encoder: () => {
+        this.endPass();
+        return this.commandEncoder();
+      },
+      get profiling() {
+        return ctx.profiler !== null;
+      },
+    };
+    this.programHost = {
+      replayProgram: (p) => this.replayProgram(p),
+      releaseProgram: (p, uniform) => {
+        this.programs.delete(p);
+        if (this.destroyed) return;
+        this.pool.unpin(p.pinned);
+        // The open batch may hold replays of it: destroyed buffers cannot be submitted.
+        if (uniform) {
+          if (this.encoder) this.destroyAfterSubmit.push(uniform);
+          else uniform.destroy();
+        }
+      },
+      get isDestroyed() {
+        return ctx.destroyed;
+      },
+    };
     device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
       const e = ev.error;
       this.pendingErrors.push(
@@ -186,6 +233,7 @@ export class GpuContext {
   write(t: Tensor, data: ArrayLike<number> | ArrayBufferView, elementOffset = 0): void {
     t.assertLive();
     this.refuseInGate(`write to '${t.label}'`);
+    this.refuseInCapture(`write to '${t.label}'`, "a host write would have to be repeated by every replay: upload before beginCapture, or compute the data on the GPU");
     const bytes = toBytes(data, t.dtype, t.label);
     const elems = bytes.byteLength / DTYPE_BYTES[t.dtype];
     if (elementOffset + elems > t.numel) {
@@ -246,6 +294,7 @@ export class GpuContext {
    */
   async readBytes(buffer: GPUBuffer, byteOffset: number, byteLength: number): Promise<Uint8Array> {
     this.assertUsable();
+    this.refuseInCapture(`readback of '${buffer.label}'`, "read back after endCapture() and a replay");
     const start = byteOffset - (byteOffset % 4);
     const size = Math.max(4, Math.ceil((byteOffset + byteLength - start) / 4) * 4);
     const staging = this.acquireStaging(size);
@@ -336,6 +385,10 @@ export class GpuContext {
       throw new UnsupportedError(`kernel '${kernel.name}': dispatch [${x}, ${y}, ${z}] exceeds maxComputeWorkgroupsPerDimension (${maxWg})`);
     }
     if (x === 0 || y === 0 || z === 0) return;
+    if (this.capture) {
+      this.record(kernel, resources, params, x, y, z, null, 0);
+      return;
+    }
     const { bindGroup, dynamicOffset } = this.bind(kernel, resources, params);
     const pass = this.beginPass(kernel.name);
     pass.setPipeline(kernel.pipeline);
@@ -361,6 +414,7 @@ export class GpuContext {
    */
   async beginGate(flag: Tensor, label: string, maxDispatches = 1024): Promise<void> {
     if (this.gate) throw new UnsupportedError(`beginGate('${label}'): gated blocks do not nest (open: '${this.gate.kernelName}')`);
+    this.refuseInCapture(`beginGate('${label}')`, "gated blocks cannot be captured: make the kernels read their condition or row count from a GPU buffer");
     if (flag.dtype !== "u32") throw new ShapeError(`beginGate('${label}'): flag '${flag.label}' must be u32`);
     const kernel = await this.kernels.get(GATE_VARIANT);
     const bytes = 12 * maxDispatches;
@@ -385,6 +439,10 @@ export class GpuContext {
 
   /** Like dispatch(), with the workgroup counts read from `indirect` (3 × u32 at `offset` bytes) on the GPU. */
   dispatchIndirect(kernel: Kernel, resources: readonly BindingResource[], params: Uint8Array | null, indirect: GPUBuffer, offset = 0): void {
+    if (this.capture) {
+      this.record(kernel, resources, params, 0, 0, 0, indirect, offset);
+      return;
+    }
     const { bindGroup, dynamicOffset } = this.bind(kernel, resources, params);
     const pass = this.beginPass(kernel.name);
     pass.setPipeline(kernel.pipeline);
@@ -397,6 +455,12 @@ export class GpuContext {
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
     this.assertUsable();
     this.refuseInGate("copy");
+    if (this.capture) {
+      this.pool.pinForCapture(src);
+      this.pool.pinForCapture(dst);
+      this.capture.commands.push({ kind: CMD_COPY, src, srcOffset, dst, dstOffset, size });
+      return;
+    }
     this.endPass();
     this.commandEncoder().copyBufferToBuffer(src, srcOffset, dst, dstOffset, size);
   }
@@ -405,13 +469,21 @@ export class GpuContext {
   clear(t: Tensor): void {
     this.assertUsable();
     this.refuseInGate("clear");
+    t.assertLive();
+    const size = Math.ceil(t.byteLength / 4) * 4;
+    if (this.capture) {
+      this.pool.pinForCapture(t.buffer);
+      this.capture.commands.push({ kind: CMD_CLEAR, buffer: t.buffer, offset: 0, size });
+      return;
+    }
     this.endPass();
-    this.commandEncoder().clearBuffer(t.buffer, 0, Math.ceil(t.byteLength / 4) * 4);
+    this.commandEncoder().clearBuffer(t.buffer, 0, size);
   }
 
   /** Ends the current logical step: one queue.submit for everything encoded since the last one. */
   submit(): void {
     this.assertUsable();
+    this.refuseInCapture("submit()", "nothing runs while capturing: call endCapture(), then replay() and submit()");
     if (!this.encoder) return;
     this.endPass();
     this.profiler?.resolve(this.encoder);
@@ -441,6 +513,8 @@ export class GpuContext {
     this.stats.submits++;
     for (const b of this.releaseAfterSubmit) this.pool.release(b);
     this.releaseAfterSubmit.length = 0;
+    for (const b of this.destroyAfterSubmit) b.destroy();
+    this.destroyAfterSubmit.length = 0;
   }
 
   /** Submits and waits for the GPU to finish; throws any GPU error raised so far. */
@@ -464,6 +538,8 @@ export class GpuContext {
   destroy(): void {
     if (this.destroyed) return;
     this.destroyed = true;
+    this.capture = null;
+    this.programs.clear();
     this.encoder = null;
     this.pass = null;
     this.pool.trim();
@@ -475,7 +551,155 @@ export class GpuContext {
     return this.destroyed;
   }
 
+  // ---------------------------------------------------------------- capture / replay
+
+  /**
+   * Starts recording: until endCapture(), dispatch / dispatchIndirect / copy / clear are recorded
+   * into a program instead of being encoded (nothing runs). Refused inside a gated block, inside
+   * another capture; write(), readbacks, submit() and beginGate() are refused while it is open.
+   * See src/gpu/capture.ts.
+   */
+  beginCapture(label: string): void {
+    this.assertUsable();
+    if (this.capture) throw new UnsupportedError(`beginCapture('${label}') inside the capture '${this.capture.label}': captures do not nest`);
+    if (this.gate) throw new UnsupportedError(`beginCapture('${label}') inside the gated block '${this.gate.kernelName}'`);
+    this.pool.beginCapture();
+    this.capture = { label, commands: [] };
+  }
+
+  /** Whether a capture is open (its label), or null. */
+  get capturing(): string | null {
+    return this.capture?.label ?? null;
+  }
+
+  /**
+   * Ends the capture: writes the recorded params into one program-owned uniform buffer (once),
+   * creates the bind groups, and returns the program (replay() per step, dispose() at the end).
+   */
+  endCapture(): CapturedProgram {
+    const cap = this.capture;
+    if (!cap) throw new UsageError("endCapture() without beginCapture()");
+    this.capture = null;
+    const pinned = this.pool.endCapture();
+    try {
+      this.assertUsable();
+      const align = Math.max(this.limits.minUniformBufferOffsetAlignment, 16);
+      const offsets: number[] = new Array(cap.commands.length).fill(0);
+      let end = 0;
+      cap.commands.forEach((c, i) => {
+        if ((c.kind === CMD_DISPATCH || c.kind === CMD_DISPATCH_INDIRECT) && c.params) {
+          const at = roundUp(end, align);
+          offsets[i] = at;
+          end = at + roundUp(c.params.byteLength, 16);
+        }
+      });
+      let uniform: GPUBuffer | null = null;
+      if (end > 0) {
+        const host = new Uint8Array(roundUp(end, 16));
+        cap.commands.forEach((c, i) => {
+          if ((c.kind === CMD_DISPATCH || c.kind === CMD_DISPATCH_INDIRECT) && c.params) host.set(c.params, offsets[i]!);
+        });
+        uniform = this.device.createBuffer({ size: host.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: `capture.${cap.label}.params` });
+        this.stats.buffersCreated++;
+        this.device.queue.writeBuffer(uniform, 0, host.buffer, 0, host.byteLength);
+      }
+      const groups = new Map<string, GPUBindGroup>();
+      const prog = new CapturedProgram(
+        cap.label,
+        this.programHost,
+        cap.commands,
+        uniform,
+        offsets,
+        (c, uniformSize) => {
+          const key = `${c.key}|u${uniformSize}`;
+          const known = groups.get(key);
+          if (known) return { group: known, created: false };
+          const entries = uniformSize > 0 ? [...c.entries, { binding: c.entries.length, resource: { buffer: uniform!, offset: 0, size: uniformSize } }] : c.entries;
+          const group = this.device.createBindGroup({ label: `${cap.label}:${c.kernel}`, layout: c.layout, entries });
+          groups.set(key, group);
+          return { group, created: true };
+        },
+        pinned,
+      );
+      this.programs.add(prog);
+      return prog;
+    } catch (e) {
+      if (!this.destroyed) this.pool.unpin(pinned);
+      throw e;
+    }
+  }
+
+  /**
+   * beginCapture(label), `body()`, endCapture(): the program of what body encodes. When body
+   * throws, the capture is cancelled (nothing is kept) and the error is rethrown.
+   */
+  async captureProgram(label: string, body: () => Promise<void> | void): Promise<CapturedProgram> {
+    this.beginCapture(label);
+    try {
+      await body();
+    } catch (e) {
+      if (this.capture?.label === label) this.cancelCapture();
+      throw e;
+    }
+    return this.endCapture();
+  }
+
+  /** Abandons the open capture (e.g. after an op failed inside it): nothing is kept, its pins are dropped. */
+  cancelCapture(): void {
+    if (!this.capture) return;
+    this.capture = null;
+    this.pool.unpin(this.pool.endCapture());
+  }
+
+  /** Captured programs not yet disposed. */
+  get liveProgramCount(): number {
+    return this.programs.size;
+  }
+
+  private replayProgram(p: CapturedProgram): void {
+    this.assertUsable();
+    if (!this.programs.has(p)) throw new UsageError(`captured program '${p.label}' does not belong to this GpuContext`);
+    if (this.capture) throw new UnsupportedError(`replay of '${p.label}' inside the capture '${this.capture.label}': captures do not nest`);
+    if (this.gate) throw new UnsupportedError(`replay of '${p.label}' inside the gated block '${this.gate.kernelName}': only dispatches encoded one by one can be gated`);
+    const t0 = performance.now();
+    p.encodeInto(this.replayTarget);
+    const dt = performance.now() - t0;
+    p.replays++;
+    p.encodeMs += dt;
+    const s = this.stats;
+    s.replays++;
+    s.replayDispatches += p.dispatches;
+    s.replayEncodeMs += dt;
+    s.dispatches += p.dispatches;
+    for (const k of p.kernelNames) this.batchKernels.add(k);
+  }
+
+  private record(kernel: Kernel, resources: readonly BindingResource[], params: Uint8Array | null, x: number, y: number, z: number, indirect: GPUBuffer | null, indirectOffset: number): void {
+    const { entries, key, hasUniform } = this.bindEntries(kernel, resources, params);
+    for (const e of entries) this.pool.pinForCapture((e.resource as GPUBufferBinding).buffer);
+    if (indirect) this.pool.pinForCapture(indirect);
+    if (hasUniform) checkParamsSize(params!);
+    this.capture!.commands.push({
+      kind: indirect ? CMD_DISPATCH_INDIRECT : CMD_DISPATCH,
+      kernel: kernel.name,
+      pipeline: kernel.pipeline,
+      layout: kernel.layout,
+      entries,
+      key,
+      params: hasUniform ? params!.slice() : null,
+      x,
+      y,
+      z,
+      indirect,
+      indirectOffset,
+    });
+  }
+
   // ---------------------------------------------------------------- internals
+
+  private refuseInCapture(what: string, hint: string): void {
+    if (this.capture) throw new UnsupportedError(`${what} inside the capture '${this.capture.label}'`, hint);
+  }
 
   private refuseInGate(what: string): void {
     if (this.gate) throw new UnsupportedError(`${what} inside the gated block '${this.gate.kernelName}': only dispatches can be gated`);
@@ -522,6 +746,26 @@ export class GpuContext {
   }
 
   private bind(kernel: Kernel, resources: readonly BindingResource[], params: Uint8Array | null): { bindGroup: GPUBindGroup; dynamicOffset: number | null } {
+    const { entries, key: storageKey, hasUniform } = this.bindEntries(kernel, resources, params);
+    let key = storageKey;
+    let dynamicOffset: number | null = null;
+    if (hasUniform) {
+      const { chunk, offset } = this.allocUniform(params!);
+      dynamicOffset = offset;
+      entries.push({ binding: resources.length, resource: { buffer: chunk, offset: 0, size: roundUp(params!.byteLength, 16) } });
+      key += `|u${this.bufferId(chunk)}:${params!.byteLength}`;
+    }
+    let bindGroup = this.bindGroups.get(key);
+    if (!bindGroup) {
+      if (this.bindGroups.size > 8192) this.bindGroups.clear();
+      bindGroup = this.device.createBindGroup({ label: kernel.name, layout: kernel.layout, entries });
+      this.bindGroups.set(key, bindGroup);
+    }
+    return { bindGroup, dynamicOffset };
+  }
+
+  /** The storage entries of a dispatch, checked (count, alignment, binding limit, aliasing), and their cache key. */
+  private bindEntries(kernel: Kernel, resources: readonly BindingResource[], params: Uint8Array | null): { entries: GPUBindGroupEntry[]; key: string; hasUniform: boolean } {
     const kinds = kernel.variant.bindings;
     const hasUniform = kinds[kinds.length - 1] === "uniform";
     const expected = hasUniform ? kinds.length - 1 : kinds.length;
@@ -580,26 +824,13 @@ export class GpuContext {
         }
       }
     }
-    let dynamicOffset: number | null = null;
-    if (hasUniform) {
-      const { chunk, offset } = this.allocUniform(params!);
-      dynamicOffset = offset;
-      entries.push({ binding: resources.length, resource: { buffer: chunk, offset: 0, size: roundUp(params!.byteLength, 16) } });
-      key += `|u${this.bufferId(chunk)}:${params!.byteLength}`;
-    }
-    let bindGroup = this.bindGroups.get(key);
-    if (!bindGroup) {
-      if (this.bindGroups.size > 8192) this.bindGroups.clear();
-      bindGroup = this.device.createBindGroup({ label: kernel.name, layout: kernel.layout, entries });
-      this.bindGroups.set(key, bindGroup);
-    }
-    return { bindGroup, dynamicOffset };
+    return { entries, key, hasUniform };
   }
 
   private allocUniform(params: Uint8Array): { chunk: GPUBuffer; offset: number } {
     const align = Math.max(this.limits.minUniformBufferOffsetAlignment, 16);
     const size = roundUp(params.byteLength, 16);
-    if (size > 256) throw new ShapeError(`params of ${params.byteLength} bytes: at most 256 bytes per dispatch`);
+    checkParamsSize(params);
     if (this.arenaOffset + size > ARENA_CHUNK_BYTES) {
       this.arenaChunk++;
       this.arenaOffset = 0;
@@ -618,6 +849,10 @@ export class GpuContext {
     this.arenaOffset = roundUp(offset + size, align);
     return { chunk: c.buffer, offset };
   }
+}
+
+function checkParamsSize(params: Uint8Array): void {
+  if (params.byteLength > 256) throw new ShapeError(`params of ${params.byteLength} bytes: at most 256 bytes per dispatch`);
 }
 
 function roundUp(n: number, m: number): number {
