@@ -63,9 +63,7 @@ struct Params {
 const R: u32 = {{R}}u;
 const MB: u32 = {{MB}}u;
 
-// One VEC-wide chunk of W row `row`, chunk `c`, widened to f32 (lo = elements 0..3, hi = 4..7).
-struct Chunk { lo: vec4<f32>, hi: vec4<f32> }
-
+// One VEC-wide chunk of W row `row`, chunk `c`, widened to f32 (kernels/gemv_chunk.wgsl).
 fn load_w(row: u32, c: u32, cpr: u32) -> Chunk {
 #if NATIVE_F16
   let i = (row * cpr + c) * 2u;
@@ -73,19 +71,16 @@ fn load_w(row: u32, c: u32, cpr: u32) -> Chunk {
 #else
 #if WF16
 #if VEC8
-  let p = w[row * cpr + c];
-  return Chunk(vec4<f32>(unpack2x16float(p.x), unpack2x16float(p.y)),
-               vec4<f32>(unpack2x16float(p.z), unpack2x16float(p.w)));
+  return chunk_f16x8(w[row * cpr + c]);
 #else
   let e = row * params.K + c;           // element index of a half
-  let bits = (w[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu;
-  return Chunk(vec4<f32>(unpack2x16float(bits).x, 0.0, 0.0, 0.0), vec4<f32>());
+  return chunk_f16x1(w[e >> 1u], e);
 #endif
 #else
 #if VEC4
-  return Chunk(w[row * cpr + c], vec4<f32>());
+  return chunk_f32x4(w[row * cpr + c]);
 #else
-  return Chunk(vec4<f32>(w[row * cpr + c], 0.0, 0.0, 0.0), vec4<f32>());
+  return chunk_f32x1(w[row * cpr + c]);
 #endif
 #endif
 #endif
@@ -104,6 +99,7 @@ fn load_x(m: u32, c: u32, cpr: u32) -> Chunk {
 #endif
 }
 
+#include gemv_chunk
 #include linear_bias
 
 @compute @workgroup_size({{WG}})

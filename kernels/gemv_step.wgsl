@@ -1,0 +1,323 @@
+// gemv_step.wgsl: the fused decode GEMV of the step program (API: src/ops/gemv-step.ts):
+//   y[m', col] = epilogue( Σ_k prologue(x[m])[k] · W[n, k] + bias[col] )   for the live rows m
+// Reference: gemvStepReference in src/ops/gemv-step.ts.
+//   prologue NORM:  x̂[k] = x[m, k] · rsqrt(mean_j x[m, j]² + eps) · g[k]   (Llama RMSNorm; g f32 or
+//                   f16); without NORM x̂ = x.
+//   W: one matrix [N, K] (windows of it, one dispatch each), or MULTI: two or three matrices
+//   W0 [N0, K], W1 [N1, K], W2 [N2, K] bound separately whose output rows are concatenated
+//   (col = n, N0 + n, N0 + N1 + n: q, k, v), or SWIGLU: W0 = gate [I, K], W1 = up [I, K].
+//   epilogue STORE:    y[m', col] = acc + bias[col]
+//            RESIDUAL: y[m', col] += acc + bias[col]      (y is the residual stream, in place)
+//            SWIGLU:   y[m', i] = silu(accg_i + bias[i]) · (accu_i + bias[I + i])
+//   rows: FROM_STEP: m = 0..T−1 with T = step[STEP_ROWS] (clamped to params.M, the row capacity);
+//         otherwise T = params.M (host rows). LAST_ROW: only m = T − 1, written to y row 0.
+//         m' = m (or 0 with LAST_ROW).
+//
+// Bindings (group 0); 8 storage bindings, the WebGPU default maximum per stage:
+//   0 x:      array<XT>  read        [rows, K] f32 (XT = vec4<f32> when VEC ≥ 4, else f32), whole
+//   1 g:      array<u32> read        [K] RMSNorm weight, f32 bits or f16 packed pairs (GF16);
+//                                    a dummy without NORM
+//   2 w0:     array<WT>  read        [nw, K] rows n0.. of W0 (a window of it in single-matrix mode);
+//                                    f16 as packed u32 pairs (vec4<u32> = 8 halves) or f32
+//   3 w1:     array<WT>  read        [N1, K] (MULTI) or up [I, K] (SWIGLU); else a dummy
+//   4 w2:     array<WT>  read        [N2, K] (MULTI with three matrices); else a dummy
+//   5 bias:   array<u32> read        concatenated bias (f32 bits or f16 pairs) from element
+//                                    params.b_base; a dummy when params.bias_kind = 0
+//   6 step:   array<u32> read        the step state u32[8] (kernels/step_state.wgsl); a dummy
+//                                    without FROM_STEP
+//   7 y:      array<f32> read_write  [rows (1 with LAST_ROW), N], whole
+//   8 params: Params     uniform
+//
+// Mapping: the rows design of gemv.wgsl (neighbouring invocations own neighbouring groups of R
+// rows of W; each invocation walks the whole K reduction with VEC-element chunks, helpers in
+// gemv_chunk.wgsl). A workgroup belongs to exactly one matrix (MULTI: workgroups [0, g1) → W0,
+// [g1, g2) → W1, [g2, groups) → W2), so the matrix choice is workgroup-uniform. The grid is fixed
+// (sized for one row's work); the kernel loops over the T live rows inside, reading W once per row.
+// NORM: per row, the workgroup computes the row's Σx² itself (lanes stride over x, tree reduction
+// in workgroup memory, as rmsnorm.wgsl), then either (XSHARED) writes x̂ = x·inv·g into workgroup
+// memory for the K loop to read, or (inline) multiplies each x chunk by its g chunk in the K loop
+// and the sum by inv at the end. Barriers sit outside every lane-dependent branch.
+// Accumulation: f32 per lane of a vec4, lanes summed at the end, bias added last (as gemv.wgsl).
+//
+// Measured (lavapipe, see bench/gemv-step.bench.ts and the figures in src/ops/gemv-step.ts).
+#include gemv_chunk
+#include linear_bias
+#include step_state
+#if GF16
+#include f16_packed
+#endif
+#if SWIGLU
+#include silu
+#endif
+
+struct Params {
+  K: u32,         // reduction length, elements
+  N: u32,         // y row stride, elements
+  M: u32,         // host rows (without FROM_STEP), else the row capacity of x and y
+  nw: u32,        // rows of W0 in this window (SWIGLU: I)
+  n1: u32,        // rows of W1 (MULTI)
+  n2: u32,        // rows of W2 (MULTI; 0 with two matrices)
+  n0: u32,        // y column of W0's first row in this window
+  g1: u32,        // first workgroup of W1 (MULTI)
+  g2: u32,        // first workgroup of W2 (MULTI; = groups with two matrices)
+  groups: u32,    // workgroups of this dispatch (the 2-D grid may overshoot)
+  b_base: u32,    // bias element of W0's first row in this window, inside the bias binding
+  bias_kind: u32, // 0: none, 1: f32, 2: f16
+  eps: f32,       // RMSNorm epsilon (NORM)
+  kf: f32,        // K as f32 (the mean's divisor)
+}
+
+@group(0) @binding(0) var<storage, read> x: array<{{XT}}>;
+@group(0) @binding(1) var<storage, read> g: array<u32>;
+@group(0) @binding(2) var<storage, read> w0: array<{{WT}}>;
+@group(0) @binding(3) var<storage, read> w1: array<{{WT}}>;
+@group(0) @binding(4) var<storage, read> w2: array<{{WT}}>;
+@group(0) @binding(5) var<storage, read> bias: array<u32>;
+@group(0) @binding(6) var<storage, read> step: array<u32>;
+@group(0) @binding(7) var<storage, read_write> y: array<f32>;
+@group(0) @binding(8) var<uniform> params: Params;
+
+const R: u32 = {{R}}u;
+const XW: u32 = {{XW}}u;   // elements per x unit (4: vec4<f32>, 1: f32)
+
+#if NORM
+var<workgroup> partial: array<f32, {{WG}}>;
+#endif
+#if XSHARED
+var<workgroup> xs: array<{{XT}}, {{XCAP}}>;   // x̂ of the current row
+#endif
+
+// Word i of matrix `mat` (workgroup-uniform; constant with SWIGLU).
+fn w_at(mat: u32, i: u32) -> {{WT}} {
+#if MULTI
+  if (mat == 2u) { return w2[i]; }
+  if (mat == 1u) { return w1[i]; }
+#endif
+#if SWIGLU
+  if (mat == 1u) { return w1[i]; }
+#endif
+  return w0[i];
+}
+
+fn load_w(mat: u32, row: u32, c: u32, cpr: u32) -> Chunk {
+#if WF16
+#if VEC8
+  return chunk_f16x8(w_at(mat, row * cpr + c));
+#else
+  let e = row * params.K + c;           // element index of a half
+  return chunk_f16x1(w_at(mat, e >> 1u), e);
+#endif
+#else
+#if VEC4
+  return chunk_f32x4(w_at(mat, row * cpr + c));
+#else
+  return chunk_f32x1(w_at(mat, row * cpr + c));
+#endif
+#endif
+}
+
+// Chunk c of the x row starting at x unit xb.
+fn load_x(xb: u32, c: u32) -> Chunk {
+#if VEC8
+  return Chunk(x[xb + 2u * c], x[xb + 2u * c + 1u]);
+#else
+#if VEC4
+  return Chunk(x[xb + c], vec4<f32>());
+#else
+  return chunk_f32x1(x[xb + c]);
+#endif
+#endif
+}
+
+#if NORM
+// RMSNorm weight elements e (scalar) and e..e+3 (e a multiple of 4), widened to f32.
+fn g1(e: u32) -> f32 {
+#if GF16
+  return f16p_at(g[e >> 1u], e);
+#else
+  return bitcast<f32>(g[e]);
+#endif
+}
+
+fn g4(e: u32) -> vec4<f32> {
+#if GF16
+  return f16p_vec4(vec2<u32>(g[e >> 1u], g[(e >> 1u) + 1u]));
+#else
+  return bitcast<vec4<f32>>(vec4<u32>(g[e], g[e + 1u], g[e + 2u], g[e + 3u]));
+#endif
+}
+
+// g for x unit i.
+fn g_unit(i: u32) -> {{XT}} {
+#if XVEC
+  return g4(4u * i);
+#else
+  return g1(i);
+#endif
+}
+
+fn sq(h: {{XT}}) -> f32 {
+#if XVEC
+  return dot(h, h);
+#else
+  return h * h;
+#endif
+}
+
+// Σx² of the row at x unit xb → inv = 1 / sqrt(mean + eps); with XSHARED also xs = x·inv·g.
+// Called by every invocation of the workgroup (uniform control flow: it holds barriers).
+fn norm_prologue(xb: u32, lid: u32, xw: u32) -> f32 {
+  workgroupBarrier();   // the previous row's readers of partial and xs are done
+  var ss = 0.0;
+  for (var i = lid; i < xw; i += {{WG}}u) { ss += sq(x[xb + i]); }
+  partial[lid] = ss;
+  workgroupBarrier();
+  for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {
+    if (lid < s) { partial[lid] += partial[lid + s]; }
+    workgroupBarrier();
+  }
+  let inv = 1.0 / sqrt(partial[0] / params.kf + params.eps);
+#if XSHARED
+  for (var i = lid; i < xw; i += {{WG}}u) { xs[i] = x[xb + i] * inv * g_unit(i); }
+  workgroupBarrier();
+#endif
+  return inv;
+}
+
+#if !XSHARED
+// Chunk c of g (inline NORM).
+fn load_g(c: u32) -> Chunk {
+#if VEC8
+  return Chunk(g4(8u * c), g4(8u * c + 4u));
+#else
+#if VEC4
+  return Chunk(g4(4u * c), vec4<f32>());
+#else
+  return chunk_f32x1(g1(c));
+#endif
+#endif
+}
+#endif
+#endif
+
+// Chunk c of x̂ (the prologue's output) for the row at x unit xb.
+fn load_xhat(xb: u32, c: u32) -> Chunk {
+#if XSHARED
+#if VEC8
+  return Chunk(xs[2u * c], xs[2u * c + 1u]);
+#else
+#if VEC4
+  return Chunk(xs[c], vec4<f32>());
+#else
+  return chunk_f32x1(xs[c]);
+#endif
+#endif
+#else
+#if NORM
+  let a = load_x(xb, c);
+  let b = load_g(c);
+  return Chunk(a.lo * b.lo, a.hi * b.hi);
+#else
+  return load_x(xb, c);
+#endif
+#endif
+}
+
+fn fmac(w: Chunk, v: Chunk, acc: vec4<f32>) -> vec4<f32> {
+#if VEC8
+  return fma(w.lo, v.lo, fma(w.hi, v.hi, acc));
+#else
+  return fma(w.lo, v.lo, acc);
+#endif
+}
+
+fn hsum(a: vec4<f32>) -> f32 {
+  return (a.x + a.y) + (a.z + a.w);
+}
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let gw = wid.x + wid.y * nwg.x;    // workgroup-uniform
+  if (gw >= params.groups) { return; }
+  // This workgroup's matrix: its index, first workgroup, rows, and first bias element (after b_base).
+  var mat = 0u;
+  var gl = gw;
+  var nm = params.nw;
+  var brow0 = 0u;
+#if MULTI
+  if (gw >= params.g2) {
+    mat = 2u; gl = gw - params.g2; nm = params.n2; brow0 = params.nw + params.n1;
+  } else if (gw >= params.g1) {
+    mat = 1u; gl = gw - params.g1; nm = params.n1; brow0 = params.nw;
+  }
+#endif
+  let col0 = params.n0 + brow0;      // y column of this matrix's row 0
+  let row0 = (gl * {{WG}}u + lid) * R;
+  let live = row0 < nm;
+  let cpr = params.K / {{VECN}}u;    // chunks per W row
+  let xw = params.K / XW;            // x units per row
+  var rows: array<u32, {{R}}>;
+  for (var r = 0u; r < R; r++) { rows[r] = min(row0 + r, nm - 1u); }
+
+#if FROM_STEP
+  let T = min(step[STEP_ROWS], params.M);
+#else
+  let T = params.M;
+#endif
+  if (T == 0u) { return; }
+#if LAST_ROW
+  let m_first = T - 1u;
+#else
+  let m_first = 0u;
+#endif
+  for (var m = m_first; m < T; m++) {
+    let xb = m * xw;
+#if NORM
+    let inv = norm_prologue(xb, lid, xw);
+#endif
+    if (live) {
+      // [R] (SWIGLU: [2][R], up after gate). Zeroed explicitly: lavapipe kept the previous row's
+      // sums in a `var` declared (zero-initialised by WGSL) inside the row loop (2026-12-02).
+      var acc: array<vec4<f32>, {{ACC}}>;
+      for (var i = 0u; i < {{ACC}}u; i++) { acc[i] = vec4<f32>(); }
+      for (var c = 0u; c < cpr; c++) {
+        let xc = load_xhat(xb, c);
+        for (var r = 0u; r < R; r++) {
+          acc[r] = fmac(load_w(mat, rows[r], c, cpr), xc, acc[r]);
+#if SWIGLU
+          acc[R + r] = fmac(load_w(1u, rows[r], c, cpr), xc, acc[R + r]);
+#endif
+        }
+      }
+      let yrow = (m - m_first) * params.N;
+      for (var r = 0u; r < R; r++) {
+        let n = row0 + r;
+        if (n >= nm) { break; }
+        var v = hsum(acc[r]);
+#if NORM
+#if !XSHARED
+        v = v * inv;
+#endif
+#endif
+        v += load_bias(brow0 + n);
+#if SWIGLU
+        var u = hsum(acc[R + r]);
+#if NORM
+#if !XSHARED
+        u = u * inv;
+#endif
+#endif
+        u += load_bias(params.nw + n);
+        y[yrow + col0 + n] = silu(v) * u;
+#else
+#if RESIDUAL
+        y[yrow + col0 + n] = y[yrow + col0 + n] + v;
+#else
+        y[yrow + col0 + n] = v;
+#endif
+#endif
+      }
+    }
+  }
+}

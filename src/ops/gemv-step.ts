@@ -1,0 +1,441 @@
+// gemv_step: the fused decode GEMV of the step program (kernels/gemv_step.wgsl).
+//   y = epilogue(prologue(x) · Wᵀ + b) for the live rows of x.
+// x: f32 activations [rows, K]; W: one to three f32|f16 [N_i, K] row-major matrices (as in the
+// checkpoint, bound separately, no copy); y: f32 [rows, N_out]. f32 accumulation.
+//   prologue  norm: { weight [K] f32|f16, eps }: Llama RMSNorm of each x row, computed by every
+//             workgroup itself (x rows are short); absent: x as is.
+//   matrices  one W (windows along N above the storage binding limit, one dispatch each: lm_head);
+//             or 2–3 matrices whose output rows are concatenated (q, k, v → y [rows, N0+N1+N2]),
+//             each of which must fit one binding; or SWIGLU: [gate, up] [I, K] each → y [rows, I].
+//   bias      optional: one concatenated f32|f16 tensor [ΣN_i] (SWIGLU: [2I], gate then up), or
+//             one entry per matrix (null = zeros), concatenated once when the plan is built
+//             (concatBiases; a caller that builds plans often should concatenate once itself).
+//   epilogue  "store": y = acc + b; "residual": y += acc + b (y is the residual stream, updated in
+//             place; it must not be an input of the same dispatch); "swiglu": y = silu(g)·u.
+//   rows      step: the u32[STEP_WORDS] step state (src/ops/step-state.ts): T = step[STEP_ROWS]
+//             read on the GPU (clamped to x's rows), rows 0..T−1; no step: host `rows` (default
+//             all of x). lastRow: only row T−1, written to y row 0 (the lm_head path; y [1, N]).
+//
+// API, for a captured step program (build once, replay every token):
+//   const plan = await planGemvStep(ctx, { x, w: [wq, wk, wv], y: qkv, norm: { weight, eps },
+//                                          bias: [bq, bk, bv], step });
+//   plan.encode(ctx);   // per token: just the dispatch(es): bindings, params, grid prepared
+//   plan.dispose();     // frees what the plan owns (a concatenated bias)
+// plan.label names the kernel variant, plan.dispatches the dispatch count (1 except W windows).
+// gemvStep(ctx, spec) = plan + encode + dispose, for one-off calls and tests.
+// The tensors bound must stay alive (and in place) while the plan is used.
+// resolveGemvStep is the one place that chooses the kernel variant; `force` overrides it (an
+// impossible forced choice throws UnsupportedError, never a silent substitute).
+
+import { ShapeError, UnsupportedError, UsageError } from "../errors.js";
+import type { BindingResource, BufferWindow, GpuContext } from "../gpu/context.js";
+import type { Kernel, KernelVariant } from "../gpu/kernels.js";
+import { DTYPE_BYTES, type Tensor } from "../gpu/tensor.js";
+import { expectDType, grid, Params } from "./common.js";
+import { siluReference } from "./swiglu.js";
+import { STEP_WORDS } from "./step-state.js";
+
+export type GemvStepEpilogue = "store" | "residual" | "swiglu";
+type FDType = "f32" | "f16";
+
+/**
+ * Tuning constants (lavapipe measurements in bench/gemv-step.bench.ts, recorded below and in
+ * kernels/gemv_step.wgsl): rows of W per invocation and invocations per workgroup, as gemv's
+ * rows design (GEMV_R / GEMV_WG in src/ops/linear.ts).
+ */
+const STEP_R = 4;
+const STEP_WG = 64;
+
+/** A fully specified gemv_step kernel: everything that changes its WGSL. */
+export interface GemvStepDesc {
+  wDtype: FDType;
+  /** Elements per K chunk: 8 (f16) / 4 (f32) when K is a multiple, else 1. */
+  vec: 1 | 4 | 8;
+  /** Matrices bound (SWIGLU: 2 = gate, up). */
+  mats: 1 | 2 | 3;
+  epilogue: GemvStepEpilogue;
+  /** RMSNorm prologue with a weight of this dtype, or null. */
+  norm: FDType | null;
+  /** NORM: x̂ staged in workgroup memory (true) or x·g applied inside the K loop (false). */
+  xShared: boolean;
+  /** xShared: K (the workgroup array's length follows it). 0 otherwise. */
+  k: number;
+  /** T from the step state (true) or host rows in params (false). */
+  fromStep: boolean;
+  /** Only the last live row, written to y row 0. */
+  lastRow: boolean;
+  /** Rows of W per invocation. */
+  rows: number;
+  wg: number;
+}
+
+/** Stable name, e.g. "gemv_step_f16_vec8_m3_store_norm16s576_step_r4_wg64". */
+export function gemvStepLabel(d: GemvStepDesc): string {
+  const norm = d.norm ? `_norm${d.norm === "f16" ? 16 : 32}${d.xShared ? `s${d.k}` : "i"}` : "";
+  return `gemv_step_${d.wDtype}_vec${d.vec}_m${d.mats}_${d.epilogue}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}_r${d.rows}_wg${d.wg}`;
+}
+
+/** Workgroup memory bytes of a variant (x̂ row + reduction scratch). */
+function sharedBytes(d: Pick<GemvStepDesc, "norm" | "xShared" | "k" | "wg">): number {
+  return d.norm ? d.wg * 4 + (d.xShared ? d.k * 4 : 0) : 0;
+}
+
+export function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
+  const name = gemvStepLabel(d);
+  const f16 = d.wDtype === "f16";
+  if (d.vec === 8 && !f16) throw new UnsupportedError(`gemv_step: vec8 is the f16 chunk width (${name})`);
+  if (d.vec === 4 && f16) throw new UnsupportedError(`gemv_step: f16 reads 8 halves per chunk or 1, not 4 (${name})`);
+  if (d.epilogue === "swiglu" && d.mats !== 2) throw new UnsupportedError(`gemv_step: swiglu needs exactly two matrices (gate, up) (${name})`);
+  if (d.xShared && (!d.norm || d.k <= 0)) throw new UnsupportedError(`gemv_step: xShared needs the norm prologue and K (${name})`);
+  if (d.norm && (d.wg & (d.wg - 1)) !== 0) throw new UnsupportedError(`gemv_step: the norm prologue reduces over a power-of-two workgroup (${name})`);
+  const xvec = d.vec !== 1;
+  return {
+    file: "gemv_step",
+    name,
+    defines: {
+      WF16: f16,
+      VEC8: d.vec === 8,
+      VEC4: d.vec === 4,
+      VECN: d.vec,
+      XVEC: xvec,
+      XT: xvec ? "vec4<f32>" : "f32",
+      XW: xvec ? 4 : 1,
+      WT: f16 ? (d.vec === 8 ? "vec4<u32>" : "u32") : d.vec === 4 ? "vec4<f32>" : "f32",
+      R: d.rows,
+      WG: d.wg,
+      ACC: d.epilogue === "swiglu" ? 2 * d.rows : d.rows,
+      MULTI: d.mats > 1 && d.epilogue !== "swiglu",
+      SWIGLU: d.epilogue === "swiglu",
+      RESIDUAL: d.epilogue === "residual",
+      NORM: d.norm !== null,
+      GF16: d.norm === "f16",
+      XSHARED: d.xShared,
+      XCAP: d.xShared ? (xvec ? d.k / 4 : d.k) : 1,
+      FROM_STEP: d.fromStep,
+      LAST_ROW: d.lastRow,
+      V: "f32",
+    },
+    bindings: ["read", "read", "read", "read", "read", "read", "read", "read_write", "uniform"],
+  };
+}
+
+/** What the resolver needs to know about a call. */
+export interface GemvStepShape {
+  K: number;
+  wDtype: FDType;
+  mats: 1 | 2 | 3;
+  epilogue: GemvStepEpilogue;
+  norm: FDType | null;
+  fromStep: boolean;
+  lastRow: boolean;
+}
+
+/** Overrides of the resolver's choices (benchmarks, tests). */
+export interface GemvStepForce {
+  xShared?: boolean;
+  rows?: number;
+  wg?: number;
+}
+
+/**
+ * The one place that chooses a gemv_step kernel. NORM stages x̂ in workgroup memory when the row
+ * fits the device's workgroup storage (else inline); see the measurements in the file header.
+ */
+export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvStepForce = {}): GemvStepDesc {
+  const vec: 1 | 4 | 8 = s.wDtype === "f16" ? (s.K % 8 === 0 ? 8 : 1) : s.K % 4 === 0 ? 4 : 1;
+  const wg = force.wg ?? STEP_WG;
+  const rows = force.rows ?? STEP_R;
+  if (!Number.isInteger(rows) || rows < 1 || rows > 16) throw new UsageError(`gemv_step: rows per invocation must be an integer in 1..16, got ${rows}`);
+  if (!Number.isInteger(wg) || wg < 1 || wg > ctx.limits.maxComputeInvocationsPerWorkgroup) throw new UsageError(`gemv_step: workgroup size must be an integer in 1..${ctx.limits.maxComputeInvocationsPerWorkgroup}, got ${wg}`);
+  const limit = ctx.limits.maxComputeWorkgroupStorageSize;
+  const fits = sharedBytes({ norm: s.norm, xShared: true, k: s.K, wg }) <= limit;
+  let xShared = false;
+  if (s.norm) {
+    if (force.xShared === true && !fits) {
+      throw new UnsupportedError(`gemv_step: xShared needs ${sharedBytes({ norm: s.norm, xShared: true, k: s.K, wg })} bytes of workgroup memory for K = ${s.K}; the device allows ${limit}`, "leave xShared unforced (the inline norm has no limit)");
+    }
+    xShared = force.xShared ?? (XSHARED_PREFERRED && fits);
+  } else if (force.xShared === true) {
+    throw new UnsupportedError("gemv_step: xShared applies to the norm prologue only");
+  }
+  return { wDtype: s.wDtype, vec, mats: s.mats, epilogue: s.epilogue, norm: s.norm, xShared, k: xShared ? s.K : 0, fromStep: s.fromStep, lastRow: s.lastRow, rows, wg };
+}
+const XSHARED_PREFERRED = true;
+
+/** The arguments of one fused GEMV (see the file header). */
+export interface GemvStepSpec {
+  /** Activations [rows, K] f32 (all rows are the capacity; the live ones come from step/rows). */
+  x: Tensor;
+  /** W [N, K], or 1–3 matrices concatenated along outputs, or [gate, up] with "swiglu". f32|f16. */
+  w: Tensor | readonly Tensor[];
+  /** Output [rows (1 with lastRow), N_out] f32; read too with "residual". */
+  y: Tensor;
+  epilogue?: GemvStepEpilogue;
+  norm?: { weight: Tensor; eps: number } | null;
+  bias?: Tensor | readonly (Tensor | null | undefined)[] | null;
+  /** Step state u32[STEP_WORDS]: T read on the GPU. */
+  step?: Tensor | null;
+  /** Host row count when no step (default: x's rows). */
+  rows?: number;
+  lastRow?: boolean;
+  force?: GemvStepForce;
+}
+
+interface Call {
+  res: BindingResource[];
+  params: Uint8Array;
+  groups: [number, number, number];
+}
+
+/** A prepared gemv_step: kernel, bindings, params and grids; encode() only dispatches. */
+export class GemvStepPlan {
+  constructor(
+    private readonly ctx: GpuContext,
+    readonly label: string,
+    readonly desc: GemvStepDesc,
+    private readonly kernel: Kernel,
+    private readonly calls: readonly Call[],
+    private readonly owned: readonly Tensor[],
+  ) {}
+
+  /** Dispatches per encode(): 1, or one per W window. */
+  get dispatches(): number {
+    return this.calls.length;
+  }
+
+  encode(ctx: GpuContext = this.ctx): void {
+    if (ctx !== this.ctx) throw new UsageError(`gemv_step plan '${this.label}' was built for another GPU context`);
+    for (const c of this.calls) ctx.dispatch(this.kernel, c.res, c.params, c.groups);
+  }
+
+  dispose(): void {
+    for (const t of this.owned) t.dispose();
+  }
+}
+
+/**
+ * Concatenates per-matrix biases (f32 or f16, one dtype; null entries are zeros) into one tensor
+ * [ΣN_i] with buffer copies (encoded into the current batch). Returns null when all are null.
+ */
+export function concatBiases(ctx: GpuContext, biases: readonly (Tensor | null | undefined)[], Ns: readonly number[], label: string): Tensor | null {
+  const op = "gemv_step";
+  if (biases.length !== Ns.length) throw new ShapeError(`${op}: ${biases.length} biases for ${Ns.length} matrices`);
+  const present = biases.filter((b): b is Tensor => !!b);
+  if (present.length === 0) return null;
+  const dtype = present[0]!.dtype;
+  biases.forEach((b, i) => {
+    if (!b) return;
+    expectDType(b, ["f32", "f16"], op, `bias[${i}]`);
+    if (b.dtype !== dtype) throw new UnsupportedError(`${op}: bias[${i}] ('${b.label}') is ${b.dtype}, bias[0..] are ${dtype}; concatenated biases share one dtype`);
+    if (b.shape.length !== 1 || b.shape[0] !== Ns[i]) throw new ShapeError(`${op}: bias[${i}] ('${b.label}') has shape [${b.shape.join(", ")}], expected [${Ns[i]}]`);
+  });
+  const e = DTYPE_BYTES[dtype];
+  const total = Ns.reduce((a, b) => a + b, 0);
+  const out = ctx.empty([total], dtype, label);
+  if (present.length < biases.length) ctx.clear(out);
+  let off = 0;
+  biases.forEach((b, i) => {
+    const bytes = Ns[i]! * e;
+    if (b) {
+      if (off % 4 !== 0) throw new UnsupportedError(`${op}: bias[${i}] ('${b.label}') would start at byte ${off} of the concatenated f16 bias, not a multiple of 4`, "pass f32 biases, or one concatenated bias tensor");
+      ctx.copy(b.buffer, 0, out.buffer, off, Math.ceil(bytes / 4) * 4);
+    }
+    off += bytes;
+  });
+  return out;
+}
+
+/** Builds a plan (kernel compiled, bindings and params prepared). Checks every argument. */
+export async function planGemvStep(ctx: GpuContext, spec: GemvStepSpec): Promise<GemvStepPlan> {
+  const op = "gemv_step";
+  const { x, y } = spec;
+  const epilogue = spec.epilogue ?? "store";
+  const ws: readonly Tensor[] = Array.isArray(spec.w) ? spec.w : [spec.w as Tensor];
+  expectDType(x, ["f32"], op, "x");
+  if (x.shape.length !== 2) throw new ShapeError(`${op}: x ('${x.label}') has shape [${x.shape.join(", ")}], expected [rows, K]`);
+  const [cap, K] = x.shape as [number, number];
+  if (K === 0 || cap === 0) throw new ShapeError(`${op}: x ('${x.label}') has shape [${cap}, ${K}]; rows and K must be ≥ 1`);
+  if (ws.length < 1 || ws.length > 3) throw new ShapeError(`${op}: ${ws.length} weight matrices; 1 to 3 are allowed`);
+  if (epilogue === "swiglu" && ws.length !== 2) throw new ShapeError(`${op}: epilogue swiglu takes [gate, up], got ${ws.length} matrices`);
+  const wDtype = ws[0]!.dtype as FDType;
+  ws.forEach((w, i) => {
+    expectDType(w, ["f32", "f16"], op, `w[${i}]`);
+    if (w.dtype !== wDtype) throw new UnsupportedError(`${op}: w[${i}] ('${w.label}') is ${w.dtype}, w[0] is ${wDtype}; fused matrices share one dtype`);
+    if (w.shape.length !== 2 || w.shape[1] !== K || w.shape[0] === 0) throw new ShapeError(`${op}: w[${i}] ('${w.label}') has shape [${w.shape.join(", ")}], expected [N ≥ 1, ${K}] (K of x '${x.label}')`);
+  });
+  const Ns = ws.map((w) => w.shape[0]!);
+  if (epilogue === "swiglu" && Ns[0] !== Ns[1]) throw new ShapeError(`${op}: gate ('${ws[0]!.label}') has ${Ns[0]} rows and up ('${ws[1]!.label}') ${Ns[1]}; they must match`);
+  const Nout = epilogue === "swiglu" ? Ns[0]! : Ns.reduce((a, b) => a + b, 0);
+  const lastRow = spec.lastRow ?? false;
+  expectDType(y, ["f32"], op, "y");
+  const yRows = lastRow ? 1 : cap;
+  if (y.shape.length !== 2 || y.shape[0] !== yRows || y.shape[1] !== Nout) throw new ShapeError(`${op}: y ('${y.label}') has shape [${y.shape.join(", ")}], expected [${yRows}, ${Nout}]`);
+  const norm = spec.norm ?? null;
+  if (norm) {
+    expectDType(norm.weight, ["f32", "f16"], op, "norm.weight");
+    if (norm.weight.shape.length !== 1 || norm.weight.shape[0] !== K) throw new ShapeError(`${op}: norm.weight ('${norm.weight.label}') has shape [${norm.weight.shape.join(", ")}], expected [${K}]`);
+    if (!(norm.eps >= 0) || !Number.isFinite(norm.eps)) throw new UsageError(`${op}: norm eps must be a finite number ≥ 0, got ${norm.eps}`);
+  }
+  const step = spec.step ?? null;
+  if (step) {
+    expectDType(step, ["u32"], op, "step");
+    if (step.numel < STEP_WORDS) throw new ShapeError(`${op}: step ('${step.label}') has ${step.numel} words, expected ${STEP_WORDS}`);
+    if (spec.rows !== undefined) throw new UsageError(`${op}: give either step (rows read on the GPU) or rows, not both`);
+  }
+  const M = step ? cap : spec.rows ?? cap;
+  if (!Number.isInteger(M) || M < 0 || M > cap) throw new UsageError(`${op}: rows must be an integer in 0..${cap} (x '${x.label}' rows), got ${M}`);
+  // Bias: one concatenated tensor, or per matrix (concatenated here, owned by the plan).
+  const biasLen = epilogue === "swiglu" ? 2 * Ns[0]! : Nout;
+  const owned: Tensor[] = [];
+  let bias: Tensor | null = null;
+  if (spec.bias && !Array.isArray(spec.bias)) {
+    bias = spec.bias as Tensor;
+    expectDType(bias, ["f32", "f16"], op, "bias");
+    if (bias.shape.length !== 1 || bias.shape[0] !== biasLen) throw new ShapeError(`${op}: bias ('${bias.label}') has shape [${bias.shape.join(", ")}], expected [${biasLen}] (the matrices' outputs concatenated)`);
+  } else if (spec.bias) {
+    bias = concatBiases(ctx, spec.bias as readonly (Tensor | null)[], Ns, `${op}.bias`);
+    if (bias) owned.push(bias);
+  }
+  const inputs: (Tensor | null)[] = [x, ...ws, bias, norm?.weight ?? null, step];
+  for (const t of inputs) if (t && t.buffer === y.buffer) throw new ShapeError(`${op}: y ('${y.label}') shares its buffer with input '${t.label}'`);
+  const limit = ctx.limits.maxStorageBufferBindingSize;
+  for (const t of [x, y]) {
+    if (t.byteLength > limit) throw new UnsupportedError(`${op}: '${t.label}' (${t.byteLength} bytes) exceeds the storage binding limit of ${limit} bytes; gemv_step binds activations whole`, "process fewer rows per step");
+  }
+  const multi = ws.length > 1;
+  if (multi) {
+    ws.forEach((w, i) => {
+      if (w.byteLength > limit) throw new UnsupportedError(`${op}: w[${i}] ('${w.label}', ${w.byteLength} bytes) exceeds the storage binding limit of ${limit} bytes; fused multi-matrix mode binds each matrix whole`, "use one single-matrix gemv_step (or linear) per matrix");
+    });
+    if (bias && bias.byteLength > limit) throw new UnsupportedError(`${op}: bias ('${bias.label}') exceeds the storage binding limit of ${limit} bytes`);
+  }
+
+  const desc = resolveGemvStep(ctx, { K, wDtype, mats: ws.length as 1 | 2 | 3, epilogue, norm: norm ? (norm.weight.dtype as FDType) : null, fromStep: step !== null, lastRow }, spec.force);
+  const kernel = await ctx.kernels.get(gemvStepKernelVariant(desc));
+  const label = gemvStepLabel(desc);
+  const perGroup = desc.rows * desc.wg;
+  const eps = norm ? norm.eps : 0;
+  const biasKind = bias ? (bias.dtype === "f32" ? 1 : 2) : 0;
+  const params = (p: { nw: number; n1: number; n2: number; n0: number; g1: number; g2: number; groups: number; bBase: number }) =>
+    new Params().u32(K).u32(Nout).u32(M).u32(p.nw).u32(p.n1).u32(p.n2).u32(p.n0).u32(p.g1).u32(p.g2).u32(p.groups).u32(p.bBase).u32(biasKind).f32(eps).f32(K).bytes();
+  const calls: Call[] = [];
+  const common = (w0: BindingResource, w1: BindingResource, w2: BindingResource, b: BindingResource | null): BindingResource[] => [
+    x,
+    norm ? norm.weight : w0,
+    w0,
+    w1,
+    w2,
+    b ?? w0,
+    step ?? w0,
+    y,
+  ];
+  const groups3 = (n: number): [number, number, number] => {
+    const [gx, gy] = grid(ctx, n);
+    return [gx, gy, 1];
+  };
+  if (multi) {
+    const G = Ns.map((n) => Math.ceil(n / perGroup));
+    const total = G.reduce((a, b) => a + b, 0);
+    const swiglu = epilogue === "swiglu";
+    const g1 = swiglu ? total : G[0]!;
+    const g2 = swiglu || ws.length < 3 ? total : G[0]! + G[1]!;
+    const groups = swiglu ? G[0]! : total;
+    const p = params({ nw: Ns[0]!, n1: swiglu ? 0 : Ns[1]!, n2: swiglu ? 0 : Ns[2] ?? 0, n0: 0, g1, g2, groups, bBase: 0 });
+    calls.push({ res: common(ws[0]!, ws[1]!, ws[2] ?? ws[0]!, bias), params: p, groups: groups3(groups) });
+  } else {
+    const w = ws[0]!;
+    const N = Ns[0]!;
+    const eW = DTYPE_BYTES[w.dtype];
+    const align = ctx.limits.minStorageBufferOffsetAlignment;
+    const eB = bias ? DTYPE_BYTES[bias.dtype] : 1;
+    const windows = ctx.bindingWindows(N, K * eW, `${op}: w '${w.label}' [${N}, ${K}] ${w.dtype}`, Math.max(1, Math.floor((limit - align) / eB)));
+    for (const win of windows) {
+      const wRes: BufferWindow = { tensor: w, byteOffset: win.byteOffset, byteSize: win.rows * K * eW };
+      let bRes: BufferWindow | null = null;
+      let bBase = 0;
+      if (bias) {
+        const start = win.firstRow * eB;
+        const at = start - (start % align);
+        bRes = { tensor: bias, byteOffset: at, byteSize: Math.ceil((start + win.rows * eB - at) / 4) * 4 };
+        bBase = (start - at) / eB;
+      }
+      const groups = Math.ceil(win.rows / perGroup);
+      calls.push({ res: common(wRes, wRes, wRes, bRes), params: params({ nw: win.rows, n1: 0, n2: 0, n0: win.firstRow, g1: groups, g2: groups, groups, bBase }), groups: groups3(groups) });
+    }
+  }
+  return new GemvStepPlan(ctx, label, desc, kernel, calls, owned);
+}
+
+/** One fused GEMV now: plan, encode, dispose (the plan's own bias copy is released after use). */
+export async function gemvStep(ctx: GpuContext, spec: GemvStepSpec): Promise<string> {
+  const plan = await planGemvStep(ctx, spec);
+  plan.encode(ctx);
+  plan.dispose();
+  return plan.label;
+}
+
+/** Arguments of the CPU reference (host arrays; f16 values given as their f32 values). */
+export interface GemvStepReferenceArgs {
+  /** x [rows, K]. */
+  x: Float32Array;
+  K: number;
+  /** W_i [N_i, K] (SWIGLU: [gate, up]). */
+  w: readonly Float32Array[];
+  N: readonly number[];
+  epilogue: GemvStepEpilogue;
+  norm?: { weight: Float32Array; eps: number } | null;
+  /** Concatenated bias [ΣN_i] (SWIGLU [2I]) or null. */
+  bias?: Float32Array | null;
+  /** y before the call [yRows, N_out]: RESIDUAL adds to it; rows not computed keep it. */
+  y: Float32Array;
+  /** Live rows T (rows 0..T−1 of x). */
+  T: number;
+  lastRow?: boolean;
+}
+
+/**
+ * CPU reference (the spec), float64: for each computed row m (0..T−1, or only T−1 → y row 0):
+ * x̂ = x[m] (or RMSNorm: x[m] / sqrt(mean x[m]² + eps) · g), a_n = Σ_k x̂_k·W[n, k] + bias[n] over
+ * the concatenated rows; y = a (store), y + a (residual) or silu(a_gate)·a_up (swiglu).
+ * Returns the new y [yRows, N_out] (rounded to f32).
+ */
+export function gemvStepReference(a: GemvStepReferenceArgs): Float32Array {
+  const { x, K, w, N, epilogue, T } = a;
+  const y = Float32Array.from(a.y);
+  const Nout = epilogue === "swiglu" ? N[0]! : N.reduce((p, q) => p + q, 0);
+  const first = a.lastRow ? T - 1 : 0;
+  const xh = new Float64Array(K);
+  for (let m = Math.max(first, 0); m < T; m++) {
+    let inv = 1;
+    if (a.norm) {
+      let ss = 0;
+      for (let k = 0; k < K; k++) ss += x[m * K + k]! * x[m * K + k]!;
+      inv = 1 / Math.sqrt(ss / K + a.norm.eps);
+    }
+    for (let k = 0; k < K; k++) xh[k] = a.norm ? x[m * K + k]! * inv * a.norm.weight[k]! : x[m * K + k]!;
+    const dot = (mat: number, n: number) => {
+      let s = 0;
+      const wm = w[mat]!;
+      for (let k = 0; k < K; k++) s += xh[k]! * wm[n * K + k]!;
+      return s;
+    };
+    const yr = (m - first) * Nout;
+    if (epilogue === "swiglu") {
+      const I = N[0]!;
+      for (let i = 0; i < I; i++) {
+        const gv = dot(0, i) + (a.bias ? a.bias[i]! : 0);
+        const uv = dot(1, i) + (a.bias ? a.bias[I + i]! : 0);
+        y[yr + i] = siluReference(gv) * uv;
+      }
+      continue;
+    }
+    let col = 0;
+    for (let mat = 0; mat < w.length; mat++) {
+      for (let n = 0; n < N[mat]!; n++, col++) {
+        const v = dot(mat, n) + (a.bias ? a.bias[col]! : 0);
+        y[yr + col] = epilogue === "residual" ? y[yr + col]! + v : v;
+      }
+    }
+  }
+  return y;
+}

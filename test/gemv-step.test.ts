@@ -1,0 +1,331 @@
+// gemv_step (fused decode GEMV: RMSNorm prologue, 1–3 matrices, store/residual/swiglu epilogues,
+// rows from the step state / host / last row only): against gemvStepReference over awkward shapes
+// (odd K and N, N not a multiple of a workgroup's rows), f16 and f32 W, f32/f16 norm weights,
+// biases none/f32/f16/per matrix, T = 1, 2, 5 from a step buffer, both NORM paths (x̂ in
+// workgroup memory and inline), W windows above a forced binding limit, on the default and the
+// browser-like device; then against the unfused composition of the existing ops; then refusals.
+//
+// Tolerance: test/linear.test.ts's (f32 rounding of a K-term sum in another order: atol
+// 8·eps·K/3, rtol 2⁻²⁰), doubled with the norm prologue (|x̂| ≤ √3·|g| for x, g ~ U(−1, 1), and
+// x̂ rounded to f32), and for swiglu scaled by 1 + 2·max|pre-activation| (silu(g)·u propagates
+// both errors). Outputs are NaN-prefilled (store/swiglu): rows past T must stay NaN.
+import { test } from "uvu";
+import * as assert from "uvu/assert";
+import { forDevices, gpu } from "./helpers/gpu.js";
+import { assertClose, assertRejects } from "./helpers/check.js";
+import { Rng } from "../src/util/rng.js";
+import { f16ArrayToF32, f32ArrayToF16 } from "../src/util/f16.js";
+import { ShapeError, UnsupportedError, UsageError } from "../src/errors.js";
+import type { GpuContext } from "../src/gpu/context.js";
+import type { Tensor } from "../src/gpu/tensor.js";
+import { gemvStep, gemvStepReference, planGemvStep, type GemvStepEpilogue } from "../src/ops/gemv-step.js";
+import { STEP_COUNT, STEP_LAST, STEP_ROWS, STEP_WORDS } from "../src/ops/step-state.js";
+import { linear } from "../src/ops/linear.js";
+import { rmsnorm } from "../src/ops/rmsnorm.js";
+import { swiglu } from "../src/ops/swiglu.js";
+import { add } from "../src/ops/elementwise.js";
+
+const EPS32 = 2 ** -24;
+function tolFor(K: number, norm: boolean, scale = 1) {
+  return { atol: ((8 * EPS32 * K) / 3) * (norm ? 2 : 1) * scale + 1e-7, rtol: 2 ** -20 };
+}
+
+type WD = "f32" | "f16";
+interface Case {
+  K: number;
+  /** Rows of each matrix (swiglu: [I, I]). */
+  Ns: number[];
+  wd: WD;
+  epi: GemvStepEpilogue;
+  norm: "none" | WD;
+  /** Concatenated f32/f16 bias, or one f32 tensor per matrix with the middle one (or the last) missing. */
+  bias: "none" | WD | "parts";
+  /** Rows of x (the capacity). */
+  cap: number;
+  /** Live rows. */
+  T: number;
+  mode: "step" | "host";
+  lastRow?: boolean;
+  xShared?: boolean;
+  rows?: number;
+}
+
+const rng = new Rng(1616);
+
+function stepState(T: number): Uint32Array {
+  const s = new Uint32Array(STEP_WORDS);
+  s[STEP_LAST] = T + 9;
+  s[STEP_ROWS] = T;
+  s[STEP_COUNT] = 3;
+  return s;
+}
+
+function roundTo(wd: WD, a: Float32Array): { bits: Float32Array | Uint16Array; vals: Float32Array } {
+  if (wd === "f32") return { bits: a, vals: a };
+  const b = f32ArrayToF16(a);
+  return { bits: b, vals: f16ArrayToF32(b) };
+}
+
+/** Runs one case; returns the plan's label. */
+async function check(ctx: GpuContext, c: Case, what = ""): Promise<string> {
+  const { K, Ns, wd, epi, cap, T } = c;
+  const Nout = epi === "swiglu" ? Ns[0]! : Ns.reduce((a, b) => a + b, 0);
+  const biasLen = epi === "swiglu" ? 2 * Ns[0]! : Nout;
+  const owned: Tensor[] = [];
+  const up = <T extends Tensor>(t: T) => (owned.push(t), t);
+  const xh = rng.fillUniform(cap * K);
+  const x = up(ctx.upload(xh, [cap, K], "f32", "x"));
+  const wVals: Float32Array[] = [];
+  const ws: Tensor[] = Ns.map((N, i) => {
+    const r = roundTo(wd, rng.fillUniform(N * K));
+    wVals.push(r.vals);
+    return up(ctx.upload(r.bits, [N, K], wd, `w${i}`));
+  });
+  let norm: { weight: Tensor; eps: number } | null = null;
+  let gVals: Float32Array | null = null;
+  if (c.norm !== "none") {
+    const r = roundTo(c.norm, rng.fillUniform(K));
+    gVals = r.vals;
+    norm = { weight: up(ctx.upload(r.bits, [K], c.norm, "g")), eps: 1e-5 };
+  }
+  let bias: Tensor | (Tensor | null)[] | null = null;
+  let bVals: Float32Array | null = null;
+  if (c.bias === "f32" || c.bias === "f16") {
+    const r = roundTo(c.bias, rng.fillUniform(biasLen));
+    bVals = r.vals;
+    bias = up(ctx.upload(r.bits, [biasLen], c.bias, "bias"));
+  } else if (c.bias === "parts") {
+    const lens = epi === "swiglu" ? [Ns[0]!, Ns[0]!] : Ns;
+    const missing = lens.length === 3 ? 1 : lens.length - 1;
+    bVals = new Float32Array(biasLen);
+    let off = 0;
+    bias = lens.map((n, i) => {
+      const v = i === missing ? null : rng.fillUniform(n);
+      if (v) bVals!.set(v, off);
+      off += n;
+      return v ? up(ctx.upload(v, [n], "f32", `bias${i}`)) : null;
+    });
+  }
+  const yRows = c.lastRow ? 1 : cap;
+  const y0 = epi === "residual" ? rng.fillUniform(yRows * Nout) : new Float32Array(yRows * Nout).fill(NaN);
+  const y = up(ctx.upload(y0, [yRows, Nout], "f32", "y"));
+  const step = c.mode === "step" ? up(ctx.upload(stepState(T), [STEP_WORDS], "u32", "step")) : null;
+  const force = { ...(c.xShared !== undefined ? { xShared: c.xShared } : {}), ...(c.rows !== undefined ? { rows: c.rows } : {}) };
+  const label = await gemvStep(ctx, { x, w: ws, y, epilogue: epi, norm, bias, step, ...(c.mode === "host" ? { rows: T } : {}), lastRow: c.lastRow ?? false, force });
+  const want = gemvStepReference({ x: xh, K, w: wVals, N: Ns, epilogue: epi, norm: gVals ? { weight: gVals, eps: 1e-5 } : null, bias: bVals, y: y0, T, lastRow: c.lastRow ?? false });
+  let scale = 1;
+  if (epi === "swiglu") {
+    const pre = gemvStepReference({ x: xh, K, w: wVals, N: Ns, epilogue: "store", norm: gVals ? { weight: gVals, eps: 1e-5 } : null, bias: bVals, y: new Float32Array(cap * biasLen), T });
+    scale = 1 + 2 * pre.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
+  }
+  const name = `${what}${label} K=${K} N=[${Ns.join(",")}] w=${wd} norm=${c.norm} bias=${c.bias} ${c.mode} T=${T}/${cap}${c.lastRow ? " last" : ""}`;
+  assertClose(await y.read(), want, tolFor(K, c.norm !== "none", scale), name);
+  for (const t of owned) t.dispose();
+  return label;
+}
+
+test("single matrix, host rows: awkward N and K (vec and scalar K), f32/f16 W, norm none/f32/f16, bias none/f32/f16, store and residual", async () => {
+  await forDevices({}, async (ctx) => {
+    const nk: [number, number][] = [
+      [1, 1],
+      [3, 7],
+      [17, 33],
+      [65, 129],
+      [257, 64], // N > one workgroup's 256 rows, not a multiple
+      [33, 96],
+      [31, 17],
+      [100, 40],
+    ];
+    const norms = ["none", "f32", "f16"] as const;
+    const biases = ["none", "f32", "f16"] as const;
+    let i = 0;
+    for (const wd of ["f32", "f16"] as const) {
+      for (const [N, K] of nk) {
+        for (const epi of ["store", "residual"] as const) {
+          await check(ctx, { K, Ns: [N], wd, epi, norm: norms[i % 3]!, bias: biases[(i >> 1) % 3]!, cap: 3, T: 1 + (i % 3), mode: "host" });
+          i++;
+        }
+      }
+    }
+  });
+});
+
+test("rows from the step state: T = 1, 2, 5 of 6 rows; q/k/v concatenated (3 and 2 matrices) with norm and biases, f16 and f32", async () => {
+  await forDevices({}, async (ctx) => {
+    for (const T of [1, 2, 5]) {
+      await check(ctx, { K: 64, Ns: [48, 16, 16], wd: "f16", epi: "store", norm: "f16", bias: "parts", cap: 6, T, mode: "step" });
+      await check(ctx, { K: 40, Ns: [300, 20, 33], wd: "f32", epi: "store", norm: "f32", bias: "f32", cap: 6, T, mode: "step" });
+      await check(ctx, { K: 37, Ns: [9, 270], wd: "f16", epi: "residual", norm: "none", bias: "f16", cap: 6, T, mode: "step" });
+      await check(ctx, { K: 33, Ns: [5, 7, 3], wd: "f32", epi: "store", norm: "f16", bias: "none", cap: 6, T, mode: "step" });
+    }
+  });
+});
+
+test("swiglu epilogue (gate, up): norm f32/f16, biases, odd I and K, T from the step state", async () => {
+  await forDevices({}, async (ctx) => {
+    await check(ctx, { K: 64, Ns: [77, 77], wd: "f16", epi: "swiglu", norm: "f32", bias: "none", cap: 4, T: 1, mode: "step" });
+    await check(ctx, { K: 48, Ns: [300, 300], wd: "f32", epi: "swiglu", norm: "f16", bias: "f32", cap: 4, T: 2, mode: "step" });
+    await check(ctx, { K: 35, Ns: [33, 33], wd: "f16", epi: "swiglu", norm: "none", bias: "parts", cap: 5, T: 5, mode: "step" });
+    await check(ctx, { K: 19, Ns: [9, 9], wd: "f32", epi: "swiglu", norm: "f32", bias: "f16", cap: 3, T: 2, mode: "host" });
+  });
+});
+
+test("last row only (lm_head path): from the step state and from host rows, with norm; y has one row", async () => {
+  await forDevices({}, async (ctx) => {
+    for (const T of [1, 2, 5]) await check(ctx, { K: 72, Ns: [131], wd: "f16", epi: "store", norm: "f16", bias: "none", cap: 6, T, mode: "step", lastRow: true });
+    await check(ctx, { K: 21, Ns: [70], wd: "f32", epi: "store", norm: "f32", bias: "f32", cap: 4, T: 3, mode: "host", lastRow: true });
+    await check(ctx, { K: 16, Ns: [12, 4, 4], wd: "f16", epi: "store", norm: "f32", bias: "none", cap: 4, T: 4, mode: "step", lastRow: true });
+  });
+});
+
+test("both norm paths forced (x̂ in workgroup memory, inline), other rows per invocation, T = 0 writes nothing", async () => {
+  await forDevices({}, async (ctx) => {
+    for (const xShared of [true, false]) {
+      const a = await check(ctx, { K: 64, Ns: [48, 16, 16], wd: "f16", epi: "store", norm: "f32", bias: "f32", cap: 3, T: 2, mode: "step", xShared });
+      assert.ok(a.includes(xShared ? "norm32s64" : "norm32i"), `label ${a} names the norm path`);
+      await check(ctx, { K: 27, Ns: [40, 40], wd: "f32", epi: "swiglu", norm: "f16", bias: "none", cap: 3, T: 3, mode: "host", xShared });
+      await check(ctx, { K: 72, Ns: [100], wd: "f16", epi: "residual", norm: "f16", bias: "f16", cap: 2, T: 2, mode: "step", xShared, rows: 2 });
+    }
+    await check(ctx, { K: 24, Ns: [10], wd: "f32", epi: "store", norm: "f32", bias: "none", cap: 2, T: 0, mode: "step" });
+    await check(ctx, { K: 24, Ns: [10], wd: "f32", epi: "store", norm: "none", bias: "none", cap: 2, T: 0, mode: "host", lastRow: true });
+  });
+});
+
+test("W windows above a forced 64 KiB binding limit (single matrix, f32 and f16, K even and odd, lastRow with norm)", async () => {
+  const limit = 64 * 1024;
+  await forDevices({ maxStorageBufferBindingSize: limit }, async (ctx) => {
+    let windows = 0;
+    const cases: Case[] = [
+      { K: 255, Ns: [300], wd: "f32", epi: "store", norm: "f32", bias: "f32", cap: 3, T: 2, mode: "step" }, // 64-row windows
+      { K: 255, Ns: [600], wd: "f16", epi: "residual", norm: "none", bias: "f16", cap: 2, T: 2, mode: "host" }, // 128-row windows
+      { K: 1000, Ns: [300], wd: "f16", epi: "store", norm: "f16", bias: "none", cap: 4, T: 3, mode: "step", lastRow: true },
+    ];
+    for (const c of cases) {
+      await check(ctx, c, `limit ${limit}: `);
+      const x = ctx.empty([1, c.K], "f32", "x");
+      const w = ctx.empty([c.Ns[0]!, c.K], c.wd, "w");
+      const y = ctx.empty([1, c.Ns[0]!], "f32", "y");
+      const plan = await planGemvStep(ctx, { x, w, y });
+      windows += plan.dispatches;
+      assert.ok(plan.dispatches > 1, `W [${c.Ns[0]}, ${c.K}] ${c.wd} is split (${plan.dispatches} dispatches)`);
+      plan.dispose();
+      for (const t of [x, w, y]) t.dispose();
+    }
+    assert.ok(windows >= 9);
+  });
+});
+
+/** Fused vs the unfused sequence of existing ops, on the same tensors. */
+test("fused results equal the unfused composition: rmsnorm + 3 linears (qkv), linear + add (residual), rmsnorm + 2 linears + swiglu, rmsnorm + linear (lm_head, last row)", async () => {
+  await forDevices({}, async (ctx) => {
+    const T = 3;
+    const D = 64;
+    const I = 96;
+    const eps = 1e-5;
+    const mk = (shape: number[], dt: WD, label: string, lo = -1, hi = 1) => {
+      const n = shape.reduce((a, b) => a * b, 1);
+      return ctx.upload(roundTo(dt, rng.fillUniform(n, lo, hi)).bits, shape, dt, label);
+    };
+    const x = mk([T, D], "f32", "x");
+    const g = mk([D], "f16", "g", 0.5, 1.5);
+    const wq = mk([D, D], "f16", "wq");
+    const wk = mk([16, D], "f16", "wk");
+    const wv = mk([16, D], "f16", "wv");
+    const bq = mk([D], "f32", "bq");
+    const bv = mk([16], "f32", "bv");
+    const step = ctx.upload(stepState(T), [STEP_WORDS], "u32", "step");
+    const h = await rmsnorm(ctx, x, g, eps);
+    const tol = { atol: 2 * tolFor(I, true).atol, rtol: 2 ** -18 };
+    // qkv
+    const q = await linear(ctx, h, wq, { bias: bq });
+    const k = await linear(ctx, h, wk);
+    const v = await linear(ctx, h, wv, { bias: bv });
+    const qkv = ctx.empty([T, D + 32], "f32", "qkv");
+    await gemvStep(ctx, { x, w: [wq, wk, wv], y: qkv, norm: { weight: g, eps }, bias: [bq, null, bv], step });
+    const [qh, kh, vh, fused] = await Promise.all([q.read(), k.read(), v.read(), qkv.read()]);
+    const unfused = new Float32Array(T * (D + 32));
+    for (let t = 0; t < T; t++) {
+      unfused.set(qh.subarray(t * D, (t + 1) * D), t * (D + 32));
+      unfused.set(kh.subarray(t * 16, (t + 1) * 16), t * (D + 32) + D);
+      unfused.set(vh.subarray(t * 16, (t + 1) * 16), t * (D + 32) + D + 16);
+    }
+    assertClose(fused, unfused, tol, "qkv fused vs rmsnorm + 3 linears");
+    // o projection + residual
+    const att = mk([T, D], "f32", "att");
+    const wo = mk([D, D], "f16", "wo");
+    const resid = mk([T, D], "f32", "resid");
+    const o = await linear(ctx, att, wo);
+    const sum = await add(ctx, resid, o);
+    await gemvStep(ctx, { x: att, w: wo, y: resid, epilogue: "residual", step });
+    assertClose(await resid.read(), await sum.read(), tol, "o + residual fused vs linear + add");
+    // gate/up + swiglu
+    const wg = mk([I, D], "f16", "wg");
+    const wu = mk([I, D], "f16", "wu");
+    const gate = await linear(ctx, h, wg);
+    const upv = await linear(ctx, h, wu);
+    const act = await swiglu(ctx, gate, upv);
+    const fusedAct = ctx.empty([T, I], "f32", "act");
+    await gemvStep(ctx, { x, w: [wg, wu], y: fusedAct, epilogue: "swiglu", norm: { weight: g, eps }, step });
+    assertClose(await fusedAct.read(), await act.read(), { atol: tol.atol * 10, rtol: 2 ** -16 }, "gate/up/swiglu fused vs rmsnorm + 2 linears + swiglu");
+    // lm_head on the last row
+    const wl = mk([200, D], "f16", "wl");
+    const logitsAll = await linear(ctx, h, wl);
+    const logits = ctx.empty([1, 200], "f32", "logits");
+    await gemvStep(ctx, { x, w: wl, y: logits, norm: { weight: g, eps }, step, lastRow: true });
+    assertClose(await logits.read(), (await logitsAll.read()).subarray((T - 1) * 200), tol, "lm_head fused (last row) vs rmsnorm + linear");
+    for (const t of [x, g, wq, wk, wv, bq, bv, step, h, q, k, v, qkv, att, wo, resid, o, sum, wg, wu, gate, upv, act, fusedAct, wl, logitsAll, logits]) t.dispose();
+  });
+});
+
+test("a plan replays: encode() twice with a changed step state gives both results", async () => {
+  const ctx = await gpu();
+  const K = 40;
+  const N = 50;
+  const xh = rng.fillUniform(4 * K);
+  const wh = rng.fillUniform(N * K);
+  const x = ctx.upload(xh, [4, K], "f32", "x");
+  const w = ctx.upload(wh, [N, K], "f32", "w");
+  const y = ctx.upload(new Float32Array(4 * N).fill(NaN), [4, N], "f32", "y");
+  const step = ctx.upload(stepState(1), [STEP_WORDS], "u32", "step");
+  const plan = await planGemvStep(ctx, { x, w, y, step });
+  plan.encode(ctx);
+  const ref = (T: number, y0: Float32Array) => gemvStepReference({ x: xh, K, w: [wh], N: [N], epilogue: "store", y: y0, T });
+  const first = ref(1, new Float32Array(4 * N).fill(NaN));
+  assertClose(await y.read(), first, tolFor(K, false), "T = 1");
+  ctx.write(step, stepState(4));
+  plan.encode(ctx);
+  assertClose(await y.read(), ref(4, first), tolFor(K, false), "T = 4 after replay");
+  plan.dispose();
+  for (const t of [x, w, y, step]) t.dispose();
+});
+
+test("refusals: shapes, dtypes, aliasing, swiglu arity, a multi-matrix W over the binding limit, forced xShared over workgroup memory", async () => {
+  const ctx = await gpu({ maxStorageBufferBindingSize: 64 * 1024 });
+  const x = ctx.empty([2, 64], "f32", "x");
+  const w = ctx.empty([32, 64], "f16", "w");
+  const wBig = ctx.empty([1200, 64], "f16", "w-big"); // 150 KiB
+  const y = ctx.empty([2, 32], "f32", "y");
+  const y2 = ctx.empty([2, 1232], "f32", "y2");
+  const step = ctx.empty([8], "u32", "step");
+  await assertRejects(() => planGemvStep(ctx, { x, w: ctx.empty([32, 63], "f16", "w-k"), y }), ShapeError, [/w\[0\] \('w-k'\)/, /\[N ≥ 1, 64\]/], "K mismatch");
+  await assertRejects(() => planGemvStep(ctx, { x, w, y: ctx.empty([2, 31], "f32", "y-n") }), ShapeError, [/y \('y-n'\)/, /\[2, 32\]/], "y shape");
+  await assertRejects(() => planGemvStep(ctx, { x, w: [w, ctx.empty([32, 64], "f32", "w32")], y: ctx.empty([2, 64], "f32", "y64") }), UnsupportedError, [/share one dtype/], "mixed W dtypes");
+  await assertRejects(() => planGemvStep(ctx, { x, w: [w, w, w], y: ctx.empty([2, 32], "f32", "ys"), epilogue: "swiglu" }), ShapeError, [/swiglu takes \[gate, up\]/], "swiglu arity");
+  await assertRejects(() => planGemvStep(ctx, { x, w: [w, wBig], y: y2 }), UnsupportedError, [/w\[1\] \('w-big'/, /multi-matrix/], "multi-matrix over the limit");
+  await assertRejects(() => planGemvStep(ctx, { x, w, y, step: ctx.empty([8], "f32", "step-f32") }), ShapeError, [/step/, /u32/], "step dtype");
+  await assertRejects(() => planGemvStep(ctx, { x, w, y, step, rows: 1 }), UsageError, [/either step/], "step and rows");
+  await assertRejects(() => planGemvStep(ctx, { x, w, y, rows: 3 }), UsageError, [/rows must be an integer in 0\.\.2/], "rows over capacity");
+  await assertRejects(() => planGemvStep(ctx, { x, w, y, norm: { weight: ctx.empty([64], "f32", "g"), eps: NaN } }), UsageError, [/eps/], "eps");
+  const wx = ctx.empty([64, 64], "f32", "wx");
+  await assertRejects(() => planGemvStep(ctx, { x, w: wx, y: x }), ShapeError, [/shares its buffer/], "y aliases x");
+  const xWide = ctx.empty([1, 8192], "f32", "x-wide");
+  await assertRejects(
+    () => planGemvStep(ctx, { x: xWide, w: ctx.empty([1, 8192], "f16", "w-wide"), y: ctx.empty([1, 1], "f32", "y1"), norm: { weight: ctx.empty([8192], "f32", "g-wide"), eps: 1e-5 }, force: { xShared: true } }),
+    UnsupportedError,
+    [/workgroup memory/],
+    "xShared over the workgroup storage",
+  );
+  await assertRejects(() => planGemvStep(ctx, { x, w, y, force: { xShared: true } }), UnsupportedError, [/norm prologue only/], "xShared without norm");
+});
+
+test.run();
