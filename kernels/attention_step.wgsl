@@ -21,8 +21,10 @@
 //   5 part_ml:  array<f32> read_write  [maxRows, H, n_splits, 2]   (running max m, Σ p_j)
 //   6 params:   Params     uniform
 //
-// Mapping: a fixed grid of H · n_splits invocations (independent of T): invocation (h, split),
-// consecutive invocations consecutive splits then heads; each loops over the rows t < T. Split
+// Mapping: a fixed grid of H · n_splits invocations (independent of T): invocation (h, split);
+// with heads_inner consecutive invocations are the query heads of one GQA group (then splits,
+// then kv heads: neighbouring lanes read the same K/V rows), else consecutive splits then heads
+// (the decode attention's order); each loops over the rows t < T. Split
 // `split` of row t covers keys [lo + split·c, lo + (split+1)·c) of the row's range, the last split
 // runs to hi. c = params.chunk when nonzero (fixed, as the decode attention's host chunk), else
 // per row on the GPU: c = max(min_chunk, ceil(len_t / n_splits)), so a short context does not
@@ -50,6 +52,10 @@ struct Params {
   q_stride: u32,   // V elements per qkv row: (H + 2·Hkv)·slots
   window: u32,     // sliding window in keys, 0 = full causal
   max_rows: u32,   // rows the activations hold (T is clamped to it)
+  heads_inner: u32, // 1: consecutive invocations are the heads of one GQA group (same keys), else splits
+  _pad0: u32,
+  _pad1: u32,
+  _pad2: u32,
 }
 
 alias V = {{V}};
@@ -73,8 +79,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
         @builtin(local_invocation_index) lid: u32) {
   let unit = (wid.x + wid.y * nwg.x) * {{WG}}u + lid;
   if (unit >= params.units) { return; }
-  let split = unit % params.n_splits;
-  let h = unit / params.n_splits;
+  var split = unit % params.n_splits;
+  var h = unit / params.n_splits;
+  if (params.heads_inner != 0u) {
+    let r = unit / params.group;
+    split = r % params.n_splits;
+    h = (r / params.n_splits) * params.group + unit % params.group;
+  }
   let kbase = (h / params.group) * params.S;
   let ns = params.slots;
   let rows = min(step[STEP_ROWS], params.max_rows);

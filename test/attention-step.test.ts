@@ -27,6 +27,7 @@ interface Case {
   window?: number;
   splits?: number;
   chunk?: number;
+  headsInner?: boolean;
 }
 
 interface Data {
@@ -55,7 +56,7 @@ async function runCase(ctx: GpuContext, c: Case, d: Data, what: string): Promise
   const vc = ctx.upload(d.vHost, [Hkv, S, hd], cache, "vCache");
   const step = ctx.upload(stepWords(c.last, c.rows, 3, 0), [8], "u32", "step");
   const out = ctx.upload(new Float32Array(maxRows * H * hd).fill(NaN), [maxRows, H * hd], "f32", "out");
-  const opts = { ...(c.window !== undefined ? { window: c.window } : {}), ...(c.splits !== undefined ? { splits: c.splits } : {}), ...(c.chunk !== undefined ? { chunk: c.chunk } : {}) };
+  const opts = { ...(c.window !== undefined ? { window: c.window } : {}), ...(c.splits !== undefined ? { splits: c.splits } : {}), ...(c.chunk !== undefined ? { chunk: c.chunk } : {}), ...(c.headsInner !== undefined ? { headsInner: c.headsInner } : {}) };
   await attentionStep(ctx, qkvT, kc, vc, step, out, opts);
   const got = await out.read();
   const T = Math.min(c.rows, maxRows);
@@ -103,6 +104,7 @@ test("attentionStep: forced splits, a fixed chunk, one split, a window longer th
     const base = { H: 4, Hkv: 2, hd: 16, S: 400, maxRows: 4, cache: "f16" as const };
     const cases: Case[] = [
       { ...base, rows: 3, last: 399, splits: 7 },
+      { ...base, rows: 3, last: 399, splits: 7, headsInner: false },
       { ...base, rows: 3, last: 250, splits: 5, chunk: 64 },
       { ...base, rows: 2, last: 399, splits: 1 },
       { ...base, rows: 4, last: 150, window: 1000 },
@@ -131,6 +133,8 @@ test("attentionStep: bit-identical to the decode attention (host ranges, the sam
       const chunk = Math.max(DECODE_MIN_CHUNK, Math.ceil(len / n));
       const ref = await (await attention(ctx, q, kc, vc, ranges, { variant: "decode", chunk, maxKeys: len })).read();
       assertEqualArrays(got.subarray(0, H * hd), ref, `[${device}] H=${H} hd=${hd} ${cache}: as attention(decode, chunk ${chunk})`);
+      const gotSplits = await runCase(ctx, { ...c, headsInner: false }, d, `[${device}] H=${H} hd=${hd} ${cache} splits-inner`);
+      assertEqualArrays(gotSplits.subarray(0, H * hd), ref, `[${device}] H=${H} hd=${hd} ${cache}: splits-inner order, the same bits`);
       // one split: the prefill kernel's single pass
       const c1: Case = { ...c, splits: 1 };
       const got1 = await runCase(ctx, c1, d, `[${device}] H=${H} hd=${hd} ${cache} splits=1`);
