@@ -45,6 +45,8 @@ enable f16;
 #if PACKED
 #include f16_packed
 #endif
+// The key loop (online softmax over 4-key tiles) is attend_keys in kernels/attention_core.wgsl,
+// shared with attention_step.wgsl.
 
 struct Params {
   T: u32,
@@ -77,37 +79,7 @@ const NEG: f32 = -3.0e38;
 @group(0) @binding(5) var<uniform> params: Params;
 #endif
 
-// Cache element (or vec4 slot) i widened to f32.
-fn load_k(i: u32) -> V {
-#if PACKED
-#if VEC4
-  return f16p_vec4(k_cache[i]);
-#else
-  return f16p_at(k_cache[i >> 1u], i);
-#endif
-#else
-  return V(k_cache[i]);
-#endif
-}
-fn load_v(i: u32) -> V {
-#if PACKED
-#if VEC4
-  return f16p_vec4(v_cache[i]);
-#else
-  return f16p_at(v_cache[i >> 1u], i);
-#endif
-#else
-  return V(v_cache[i]);
-#endif
-}
-
-fn hsum(x: V) -> f32 {
-#if VEC4
-  return (x.x + x.y) + (x.z + x.w);
-#else
-  return x;
-#endif
-}
+#include attention_core
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -132,43 +104,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let a0 = row * ns;
 #endif
   let q0 = row * ns;
-  for (var i = 0u; i < ns; i++) { acc[a0 + i] = V(0.0); }
-
-  var m = NEG;
-  var l = 0.0;
-  for (var j0 = lo; j0 < hi; j0 += 4u) {
-    let valid = vec4<u32>(j0, j0 + 1u, j0 + 2u, j0 + 3u) < vec4<u32>(hi);
-    let base = g * params.S;
-    let r0 = (base + j0) * ns;
-    let r1 = (base + select(j0, j0 + 1u, valid.y)) * ns;
-    let r2 = (base + select(j0, j0 + 2u, valid.z)) * ns;
-    let r3 = (base + select(j0, j0 + 3u, valid.w)) * ns;
-    var d0 = V(0.0);
-    var d1 = V(0.0);
-    var d2 = V(0.0);
-    var d3 = V(0.0);
-    for (var i = 0u; i < ns; i++) {
-      let qq = q[q0 + i];
-      d0 = fma(qq, load_k(r0 + i), d0);
-      d1 = fma(qq, load_k(r1 + i), d1);
-      d2 = fma(qq, load_k(r2 + i), d2);
-      d3 = fma(qq, load_k(r3 + i), d3);
-    }
-    let sc = select(vec4<f32>(NEG), vec4<f32>(hsum(d0), hsum(d1), hsum(d2), hsum(d3)) * params.scale, valid);
-    let m_new = max(m, max(max(sc.x, sc.y), max(sc.z, sc.w)));
-    let alpha = exp(m - m_new);
-    let p = exp(sc - vec4<f32>(m_new));
-    l = l * alpha + ((p.x + p.y) + (p.z + p.w));
-    m = m_new;
-    for (var i = 0u; i < ns; i++) {
-      var o = acc[a0 + i] * alpha;
-      o = fma(V(p.x), load_v(r0 + i), o);
-      o = fma(V(p.y), load_v(r1 + i), o);
-      o = fma(V(p.z), load_v(r2 + i), o);
-      o = fma(V(p.w), load_v(r3 + i), o);
-      acc[a0 + i] = o;
-    }
-  }
+  let ml = attend_keys(q0, a0, g * params.S, lo, hi);
+  let m = ml.x;
+  let l = ml.y;
 
 #if SPLIT
   let p_idx = row * params.n_splits + split;

@@ -35,6 +35,25 @@
 // open when m 0); else source[i] (i < n), the lone space when m 0 and twin[i] exists, open when
 // m 0 and i < n, close when m 2, an end id when m 0 and i = n. An id outside these (written by
 // another rule) ends the constraint: nothing is masked from then on.
+//
+// Entry point `advance_rows` (define ADVANCE_ROWS; one workgroup of WG invocations): the decode
+// step's advance (reference: advanceRowsReference in src/ops/decode_state.ts). It runs after
+// sampling step j and decides the rows the step feeds:
+//   0 token:   array<u32>  read        [1]        id just sampled
+//   1 plan:    array<u32>  read        [maxRows]  ids of an injection a hook planned (a dummy when none)
+//   2 step:    array<u32>  read_write  [8]        step state (kernels/step_state.wgsl)
+//   3 rows:    array<u32>  read_write  [maxRows]  ids fed this step
+//   4 context: array<u32>  read_write  [capacity] every id in the cache
+//   5 history: array<u32>  read_write  [≥ stride·steps]  one word per step at history[stride·j]
+//   6 params:  RowsParams  uniform     (capacity, stride, maxRows)
+//   j = step[COUNT]
+//   PENDING > 0: T = min(PENDING, maxRows); rows[0..T) = plan[0..T); history[stride·j] = INJECTED_ID; PENDING = 0
+//   else:        T = 1; rows[0] = token[0], NONFINITE_ID (0xffffffff) clamped to id 0 so the
+//                forward stays harmless; history[stride·j] = token[0] unchanged (the host stops on it)
+//   context[LAST+1+t] = rows[t] (positions < capacity); LAST += T; ROWS = T; COUNT = j + 1
+//   (history beyond its length is not written).
+// Every invocation reads the state, a storage barrier separates the reads from invocation 0's
+// writes; rows and context are written strided over the workgroup.
 
 struct Params {
   a: u32,
@@ -47,6 +66,53 @@ struct Params {
   _pad2: u32,
 }
 
+#if ADVANCE_ROWS
+#include step_state
+
+struct RowsParams {
+  capacity: u32,
+  stride: u32,    // history words per step
+  max_rows: u32,
+  _pad0: u32,
+}
+
+const NONFINITE_ID: u32 = 0xffffffffu;
+const INJECTED_ID: u32 = 0xfffffffeu;
+
+@group(0) @binding(0) var<storage, read> token: array<u32>;
+@group(0) @binding(1) var<storage, read> plan: array<u32>;
+@group(0) @binding(2) var<storage, read_write> step: array<u32>;
+@group(0) @binding(3) var<storage, read_write> rows: array<u32>;
+@group(0) @binding(4) var<storage, read_write> context: array<u32>;
+@group(0) @binding(5) var<storage, read_write> history: array<u32>;
+@group(0) @binding(6) var<uniform> params: RowsParams;
+
+@compute @workgroup_size({{WG}})
+fn advance_rows(@builtin(local_invocation_index) lid: u32) {
+  let j = step[STEP_COUNT];
+  let pending = step[STEP_PENDING];
+  let last = step[STEP_LAST];
+  let tok = token[0];
+  storageBarrier();
+  let inject = pending > 0u;
+  let T = select(1u, min(pending, params.max_rows), inject);
+  for (var t = lid; t < T; t += {{WG}}u) {
+    var id = select(tok, plan[t], inject);
+    if (id == NONFINITE_ID) { id = 0u; }
+    rows[t] = id;
+    let p = last + 1u + t;
+    if (p < params.capacity) { context[p] = id; }
+  }
+  if (lid == 0u) {
+    let h = params.stride * j;
+    if (h < arrayLength(&history)) { history[h] = select(tok, INJECTED_ID, inject); }
+    step[STEP_LAST] = last + T;
+    step[STEP_ROWS] = T;
+    step[STEP_COUNT] = j + 1u;
+    step[STEP_PENDING] = 0u;
+  }
+}
+#else
 #if ADVANCE
 @group(0) @binding(0) var<storage, read> token: array<u32>;
 @group(0) @binding(1) var<storage, read_write> position: array<u32>;
@@ -169,5 +235,6 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     if (v != params.c) { logits[v] = params.neg_inf; }
   }
 }
+#endif
 #endif
 #endif

@@ -20,7 +20,10 @@
 //
 // Bindings (group 0):
 //   0 logits:  array<f32>  read        [rows, V] window of the [B, V] logits, from element elemBase
-//   1 step:    array<u32>  read        [1]  (read when STEP_FROM_BUFFER: step = step[0] + params.step)
+//   1 step:    array<u32>  read        [> stepWord]  (read when params.stepFromBuffer:
+//                                          step = step[params.stepWord] + params.step; the decode
+//                                          step binds its step state with stepWord = STEP_COUNT, so
+//                                          the captured step needs no per-token parameter)
 //   2 out_ids: array<u32>  read_write  [≥ outOffset + B]
 //   3 params:  Params      uniform
 // Mapping: one workgroup of WG invocations per row. Passes over the row are strided
@@ -40,6 +43,10 @@ struct Params {
   stepFromBuffer: u32,
   neg_inf: f32,       // −inf (WGSL constant expressions cannot hold infinities)
   elemBase: u32,      // elements from the binding's (aligned) start to the window's first row
+  stepWord: u32,      // word of step_buf holding the RNG step (with stepFromBuffer)
+  _pad0: u32,
+  _pad1: u32,
+  _pad2: u32,
 }
 
 @group(0) @binding(0) var<storage, read> logits: array<f32>;
@@ -235,7 +242,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let excl = red_f[lid];
   let incl = excl + local;
   var step = params.step;
-  if (params.stepFromBuffer != 0u) { step = step_buf[0] + params.step; }
+  if (params.stepFromBuffer != 0u) { step = step_buf[params.stepWord] + params.step; }
   let u_mass = uniform01(params.seed, step, params.rowBase + row) * total;
   // The chunk holding u_mass walks; if rounding put u_mass at or past the total, the chunk(s)
   // ending at the total walk too and pick their last kept id. atomicMin keeps one winner.

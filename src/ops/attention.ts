@@ -43,14 +43,14 @@ import { expectDType, expectShape, grid, Params, storeFeatures, storeType, type 
 import { f16BitsToF32, f32ToF16Bits } from "../util/f16.js";
 
 /** Invocations per workgroup of the attention kernels (not tuned yet; 32 gives decode ≥ 2 workgroups per core). */
-const ATTN_WG = 32;
+export const ATTN_WG = 32;
 /** Decode: the resolver splits keys until this many invocations run (or chunks reach the minimum). */
-const DECODE_TARGET_UNITS = 512;
+export const DECODE_TARGET_UNITS = 512;
 /** Decode: fewest keys per split. */
-const DECODE_MIN_CHUNK = 64;
+export const DECODE_MIN_CHUNK = 64;
 /** Invocations per workgroup of kv_append and the combine pass. */
 const KV_APPEND_WG = 64;
-const COMBINE_WG = 64;
+export const COMBINE_WG = 64;
 
 export type AttentionKind = "prefill" | "decode";
 export type CacheDType = "f32" | "f16";
@@ -86,12 +86,13 @@ export function attentionVariant(spec: AttentionVariantSpec): KernelVariant {
   };
 }
 
-export function attentionCombineVariant(vec4: boolean): KernelVariant {
+/** The split-K combine pass; `step`: the decode-step form (T from the step state, src/ops/attention-step.ts). */
+export function attentionCombineVariant(vec4: boolean, step = false): KernelVariant {
   return {
     file: "attention_combine",
-    name: `attention_combine_${vec4 ? "v4" : "s1"}_wg${COMBINE_WG}`,
-    defines: { WG: COMBINE_WG, V: vec4 ? "vec4<f32>" : "f32" },
-    bindings: ["read", "read", "read_write", "uniform"],
+    name: `attention_combine${step ? "_step" : ""}_${vec4 ? "v4" : "s1"}_wg${COMBINE_WG}`,
+    defines: { WG: COMBINE_WG, V: vec4 ? "vec4<f32>" : "f32", STEP: step },
+    bindings: step ? ["read", "read", "read", "read_write", "uniform"] : ["read", "read", "read_write", "uniform"],
   };
 }
 

@@ -6,27 +6,41 @@ import type { GpuContext } from "../gpu/context.js";
 import type { KernelVariant } from "../gpu/kernels.js";
 import type { Tensor } from "../gpu/tensor.js";
 import { ShapeError } from "../errors.js";
-import { expectDType, Params } from "./common.js";
+import { expectDType, expectShape, Params } from "./common.js";
+import { dispatchPlan, type DispatchPlan } from "./dispatch-plan.js";
+import { expectStepState } from "./step-checks.js";
+import { INJECTED_ID, STEP_COUNT, STEP_LAST, STEP_PENDING, STEP_ROWS } from "./step-state.js";
+import { NONFINITE_ID } from "./sample.js";
 
 const FORCE_WG = 256;
+const ADVANCE_ROWS_WG = 64;
 
 const ADVANCE: KernelVariant = {
   file: "decode_state",
   name: "decode_advance",
-  defines: { ADVANCE: true, COPY: false },
+  defines: { ADVANCE_ROWS: false, ADVANCE: true, COPY: false },
   bindings: ["read", "read_write", "read_write", "read_write", "uniform"],
 };
 const FORCE: KernelVariant = {
   file: "decode_state",
   name: `force_after_wg${FORCE_WG}`,
-  defines: { ADVANCE: false, COPY: false, WG: FORCE_WG },
+  defines: { ADVANCE_ROWS: false, ADVANCE: false, COPY: false, WG: FORCE_WG },
   bindings: ["read", "read", "read", "read_write", "uniform"],
 };
 const COPY: KernelVariant = {
   file: "decode_state",
   name: `copy_input_wg${FORCE_WG}`,
-  defines: { ADVANCE: false, COPY: true, WG: FORCE_WG },
+  defines: { ADVANCE_ROWS: false, ADVANCE: false, COPY: true, WG: FORCE_WG },
   bindings: ["read", "read", "read", "read_write", "uniform"],
+};
+
+/** The decode step's advance (entry point advance_rows, see advanceRows). */
+export const ADVANCE_ROWS: KernelVariant = {
+  file: "decode_state",
+  name: `decode_advance_rows_wg${ADVANCE_ROWS_WG}`,
+  defines: { ADVANCE_ROWS: true, ADVANCE: false, COPY: false, WG: ADVANCE_ROWS_WG },
+  bindings: ["read", "read", "read_write", "read_write", "read_write", "read_write", "uniform"],
+  entryPoint: "advance_rows",
 };
 
 /** "No id" in a copy-input table. */
@@ -174,4 +188,79 @@ export function forceAfterReference(context: ArrayLike<number>, pattern: ArrayLi
   for (let i = 0; i < n; i++) if (context[last + 1 - n + i] !== pattern[i]) return out;
   for (let v = 0; v < out.length; v++) if (v !== forcedId) out[v] = -Infinity;
   return out;
+}
+
+// ------------------------------------------------------------------ the decode step's advance
+
+export interface AdvanceRowsBuffers {
+  /** u32 [1]: the id just sampled. */
+  token: Tensor;
+  /** u32 [maxRows]: a hook's planned injection ids (any u32 [maxRows] when no hook plans). */
+  plan: Tensor;
+  /** u32 [8]: the step state (read and written). */
+  step: Tensor;
+  /** u32 [maxRows]: the ids fed this step (written). */
+  rows: Tensor;
+  /** u32 [capacity]: every id in the cache (written at LAST + 1 .. LAST + T). */
+  context: Tensor;
+  /** u32: one word per step at history[stride·j] (the sampled id, or INJECTED_ID); words past its end are not written. */
+  history: Tensor;
+  /** History words per step (default 1). */
+  stride?: number;
+}
+
+/**
+ * Plans the decode step's advance (kernels/decode_state.wgsl, entry point advance_rows): with
+ * j = step[COUNT], either the planned injection (PENDING = L > 0: T = min(L, maxRows) rows from
+ * `plan`, history[stride·j] = INJECTED_ID, PENDING cleared) or the sampled token (T = 1,
+ * NONFINITE_ID fed as id 0 but recorded unchanged in history); the rows are appended to `context`,
+ * LAST += T, ROWS = T, COUNT = j + 1. One dispatch of one workgroup; encode() per token.
+ */
+export async function planAdvanceRows(ctx: GpuContext, b: AdvanceRowsBuffers): Promise<DispatchPlan> {
+  const op = "advanceRows";
+  const stride = b.stride ?? 1;
+  for (const n of ["token", "plan", "step", "rows", "context", "history"] as const) expectDType(b[n], ["u32"], op, n);
+  expectStepState(op, b.step);
+  expectShape(b.token, [1], op, "token");
+  if (b.rows.shape.length !== 1) throw new ShapeError(`${op}: rows ('${b.rows.label}') has shape [${b.rows.shape.join(", ")}], expected [maxRows]`);
+  const maxRows = b.rows.shape[0]!;
+  if (b.plan.numel < maxRows) throw new ShapeError(`${op}: plan ('${b.plan.label}') holds ${b.plan.numel} ids, fewer than maxRows ${maxRows} (rows '${b.rows.label}')`);
+  if (!Number.isInteger(stride) || stride < 1) throw new ShapeError(`${op}: history stride ${stride} must be a positive integer`);
+  const kernel = await ctx.kernels.get(ADVANCE_ROWS);
+  const params = new Params().u32(b.context.numel).u32(stride).u32(maxRows).u32(0).bytes();
+  return dispatchPlan(ctx, ADVANCE_ROWS.name, [{ kernel, resources: [b.token, b.plan, b.step, b.rows, b.context, b.history], params, workgroups: [1] }]);
+}
+
+/** One-shot (tests). */
+export async function advanceRows(ctx: GpuContext, b: AdvanceRowsBuffers): Promise<void> {
+  (await planAdvanceRows(ctx, b)).encode(ctx);
+}
+
+/** CPU reference of advanceRows: returns updated copies of step, rows, context and history. */
+export function advanceRowsReference(
+  s: { token: number; plan: ArrayLike<number>; step: Uint32Array; rows: Uint32Array; context: Uint32Array; history: Uint32Array },
+  stride = 1,
+): { step: Uint32Array; rows: Uint32Array; context: Uint32Array; history: Uint32Array } {
+  const step = s.step.slice();
+  const rows = s.rows.slice();
+  const context = s.context.slice();
+  const history = s.history.slice();
+  const j = step[STEP_COUNT]!;
+  const pending = step[STEP_PENDING]!;
+  const last = step[STEP_LAST]!;
+  const inject = pending > 0;
+  const T = inject ? Math.min(pending, rows.length) : 1;
+  for (let t = 0; t < T; t++) {
+    const raw = inject ? s.plan[t]! : s.token;
+    const id = raw === NONFINITE_ID ? 0 : raw;
+    rows[t] = id;
+    if (last + 1 + t < context.length) context[last + 1 + t] = id;
+  }
+  const h = stride * j;
+  if (h < history.length) history[h] = inject ? INJECTED_ID : s.token;
+  step[STEP_LAST] = last + T;
+  step[STEP_ROWS] = T;
+  step[STEP_COUNT] = j + 1;
+  step[STEP_PENDING] = 0;
+  return { step, rows, context, history };
 }

@@ -18,6 +18,7 @@ import type { KernelVariant } from "../gpu/kernels.js";
 import { Tensor } from "../gpu/tensor.js";
 import { ShapeError, UsageError } from "../errors.js";
 import { expectDType, grid, Params } from "./common.js";
+import { dispatchPlan, type DispatchPlan } from "./dispatch-plan.js";
 
 /** The id sample() writes for a row of logits holding NaN or +inf (never a vocabulary id). */
 export const NONFINITE_ID = 0xffffffff;
@@ -44,8 +45,15 @@ export interface SampleOptions {
   topP?: number;
   /** RNG seed (u32). */
   seed: number;
-  /** RNG counter: a number, or a u32 [1] tensor read on the GPU (plus `stepAdd`). */
+  /**
+   * RNG counter: a number, or a u32 tensor read on the GPU: word `stepWord` (plus `stepAdd`). The
+   * decode step passes its step state with stepWord = STEP_COUNT (src/ops/step-state.ts: the index
+   * j of the step being sampled, read before advance runs), so a captured step program needs no
+   * per-token parameter and draws what a numeric step j draws.
+   */
   step: Tensor | number;
+  /** The word of a tensor step holding the counter (default 0). */
+  stepWord?: number;
   /** Added to a tensor step (default 0). */
   stepAdd?: number;
   /** Element offset into outIds: row b writes outIds[outOffset + b] (default 0). */
@@ -68,6 +76,14 @@ function validate(opts: { temperature: number; topK?: number | undefined; topP?:
  * elements). Encodes one dispatch per binding window of rows; nothing is read back.
  */
 export async function sample(ctx: GpuContext, logits: Tensor, outIds: Tensor, opts: SampleOptions): Promise<void> {
+  (await planSample(ctx, logits, outIds, opts)).encode(ctx);
+}
+
+/**
+ * sample() as a plan (src/ops/dispatch-plan.ts): checks, kernel and params once, then
+ * plan.encode(ctx) per use. With a tensor step nothing in the params changes per token.
+ */
+export async function planSample(ctx: GpuContext, logits: Tensor, outIds: Tensor, opts: SampleOptions): Promise<DispatchPlan> {
   const op = "sample";
   expectDType(logits, ["f32"], op, "logits");
   expectDType(outIds, ["u32"], op, "outIds");
@@ -84,23 +100,30 @@ export async function sample(ctx: GpuContext, logits: Tensor, outIds: Tensor, op
   let stepT: Tensor;
   let stepConst: number;
   const fromBuffer = opts.step instanceof Tensor;
+  const stepWord = opts.stepWord ?? 0;
   if (opts.step instanceof Tensor) {
     expectDType(opts.step, ["u32"], op, "step");
-    if (opts.step.numel < 1) throw new ShapeError(`${op}: step ('${opts.step.label}') is empty`);
+    if (!Number.isInteger(stepWord) || stepWord < 0 || stepWord >= opts.step.numel) {
+      throw new ShapeError(`${op}: step ('${opts.step.label}') holds ${opts.step.numel} words, stepWord ${stepWord} is not one of them`);
+    }
     stepT = opts.step;
     stepConst = opts.stepAdd ?? 0;
   } else {
+    if (opts.stepWord !== undefined) throw new UsageError(`${op}: stepWord applies to a tensor step, not to the number ${opts.step}`);
     let d = dummySteps.get(ctx);
     if (!d || d.isDisposed) dummySteps.set(ctx, (d = ctx.upload([0], [1], "u32", "sample.step-unused")));
     stepT = d;
     stepConst = opts.step;
   }
   if (!Number.isInteger(stepConst) || stepConst < 0 || stepConst > 0xffffffff) throw new UsageError(`${op}: step must be a u32, got ${stepConst}`);
-  const kernel = await ctx.kernels.get(sampleKernel(opts.wg ?? SAMPLE_WG));
+  const variant = sampleKernel(opts.wg ?? SAMPLE_WG);
+  const kernel = await ctx.kernels.get(variant);
   const topK = opts.topK ?? 0;
   const topP = opts.topP ?? 1;
-  for (const w of ctx.bindingSpans(B, V * 4, 4, `${op} logits '${logits.label}'`)) {
-    const params = new Params()
+  const dispatches = ctx.bindingSpans(B, V * 4, 4, `${op} logits '${logits.label}'`).map((w) => ({
+    kernel,
+    resources: [{ tensor: logits, byteOffset: w.byteOffset, byteSize: w.byteSize }, stepT, outIds],
+    params: new Params()
       .u32(V)
       .u32(w.rows)
       .u32(w.firstRow)
@@ -113,9 +136,11 @@ export async function sample(ctx: GpuContext, logits: Tensor, outIds: Tensor, op
       .u32(fromBuffer ? 1 : 0)
       .f32(-Infinity)
       .u32(w.elementBase)
-      .bytes();
-    ctx.dispatch(kernel, [{ tensor: logits, byteOffset: w.byteOffset, byteSize: w.byteSize }, stepT, outIds], params, grid(ctx, w.rows));
-  }
+      .u32(stepWord)
+      .bytes(),
+    workgroups: grid(ctx, w.rows),
+  }));
+  return dispatchPlan(ctx, variant.name, dispatches);
 }
 
 /** Sets logits[b, id] = −inf for every row b and every id in bannedIds (u32 [n]; ids ≥ V ignored). In place. */
