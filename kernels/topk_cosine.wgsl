@@ -1,11 +1,20 @@
 // topk_cosine.wgsl: fused top-k cosine search, two stages in one command buffer.
 //   score(q, r) = dot(q̂, index[r]),  q̂ = q / ‖q‖ (q̂ = 0 for a zero query: every score is 0)
+//   with QNORM: q = h ∘ g (h a raw pre-final-norm hidden row, g the final RMSNorm weight; the
+//   norm's 1/rms factor is a positive scale, which cosine cancels)
 //   result = the k best (score, id) pairs, best first; "better" = higher score, then lower id.
-// Reference: cosineTopKReference in src/ops/search.ts.
+// Reference: cosineTopKReference in src/ops/search.ts (the tiled layout: cosineIndexPackReference).
 //
 // Stage 1 (MERGE off): a window of index rows [firstRow, firstRow + rows) is bound; workgroup
 //   (g, q) scans rows [g·rowsPerWg, min((g+1)·rowsPerWg, rows)) of it for query q and writes its
 //   k best as group (q, groupBase + g) of the candidates buffer.
+//   Two layouts of the index (the variant's "layout"):
+//   rows  (TILED off): the index as stored, [N, D] row-major: invocation lid of a batch owns row
+//         b + lid and walks its D elements, so neighbouring invocations read addresses D apart.
+//   tiled (TILED on): a copy made once (cosineIndexPack: kernels/gemv_repack.wgsl with T = WG),
+//         lane-interleaved 16-byte chunks of CE elements (8 halves or 4 f32):
+//         P[tile][c][lane] = index[tile·WG + lane, c·CE .. c·CE + CE), zero past N and D;
+//         at every step c the WG invocations of a batch (= one tile) read WG consecutive chunks.
 // Stage 2 (MERGE on): workgroup q merges the groupsTotal groups of query q into the final k.
 //
 // Both stages run the same selection loop over batches of WG items (one per invocation):
@@ -16,55 +25,69 @@
 // NaN scores are never better than anything, so rows whose score is NaN are never returned.
 // Empty slots are sentinels (score −inf, id 0xFFFFFFFF): when fewer than k rows exist, the
 // output's tail holds sentinels.
+// GATE: every workgroup of both stages first reads gate[0] and returns at once when it is 0, so a
+//   gated-off search costs its (fixed-grid) dispatches' launch and nothing else, and leaves the
+//   candidates and the outputs untouched.
 //
 // Bindings (group 0), stage 1:
-//   0 query:  array<Q>            read        [Q, D] f32 (Q = f32, or vec4<f32> with VEC4)
-//   1 index:  array<R>            read        [rows, D] window, R = f32|f16 (F16), vec4 with VEC4
+//   0 query:  array<Q>            read        [Q, D] f32 (Q = f32, or vec4<f32> with VEC4; tiled: f32)
+//   1 index:  array<R>            read        rows: [rows, D] window, R = f32|f16 (F16), vec4 with
+//                                             VEC4, u32/vec2<u32> pairs with PACKED;
+//                                             tiled: the packed tiles of this window, R = vec4<u32>
+//                                             (WF16: 8 halves as pairs, no shader-f16) or vec4<f32>
 //   2 cand:   array<vec2<u32>>    read_write  [Q, groupsTotal, k] (bitcast score, id)
-//   3 params: Params              uniform
+//   B_GATE  gate:  array<u32>     read        [1] (GATE only)
+//   B_NORM  normw: array<u32>     read        [D] f32 bits, or f16 packed pairs with GF16 (QNORM only)
+//   B_PARAMS params: Params       uniform
 // Stage 2:
 //   0 cand:   array<vec2<u32>>    read        [Q, groupsTotal, k]
 //   1 ids:    array<u32>          read_write  [Q, k]
 //   2 scores: array<f32>          read_write  [Q, k]
-//   3 params: Params              uniform
-// Precision: dot products accumulate in f32 (four vec4 lanes summed at the end with VEC4); f16
-// rows are widened to f32. ‖q‖² is a workgroup tree sum in f32.
-// Constraints: k ≤ S − WG (the launcher allows k ≤ 256); D % 4 == 0 for VEC4.
-// PACKED (f16 index without shader-f16): R = u32 (scalar) or vec2<u32> (VEC4), packed pairs,
-// widened exactly as the native path does.
+//   B_GATE  gate: array<u32>      read        [1] (GATE only)
+//   B_PARAMS params: Params       uniform
+// Precision: dot products accumulate in f32 (four vec4 lanes summed at the end with VEC4 or
+// TILED); f16 rows are widened to f32 exactly. ‖q‖² is a workgroup tree sum in f32.
+// Constraints: k ≤ S − WG; D % 4 == 0 for VEC4 (rows layout); tiled: any D.
 #if F16
 enable f16;
 #endif
-#if PACKED
+#if NEEDP
 #include f16_packed
 #endif
 
 struct Params {
   rows: u32,        // stage 1: rows in this window; stage 2: groups per query (groupsTotal)
-  D: u32,           // stage 1: row length in R units (D, or D / 4 with VEC4)
+  D: u32,           // stage 1: row length in query units (D, or D / 4 with VEC4); tiled: D elements
   firstRow: u32,    // stage 1: global id of the window's first row
   rowsPerWg: u32,   // stage 1: rows scanned per workgroup (a multiple of WG)
   k: u32,
   groupsTotal: u32, // groups per query in the candidates buffer
   groupBase: u32,   // stage 1: group index of this dispatch's workgroup 0
   neg_inf: f32,     // −inf (WGSL constant expressions cannot hold infinities)
+  kc: u32,          // tiled: chunks per packed row, ceil(D / CE)
 }
 
 const S: u32 = {{S}}u;          // slots in the workgroup list (power of two)
 const WG: u32 = {{WG}}u;
+const CE: u32 = {{CE}}u;        // tiled: elements per 16-byte chunk
 const NONE: u32 = 0xffffffffu;
 
 #if MERGE
 @group(0) @binding(0) var<storage, read> cand_in: array<vec2<u32>>;
 @group(0) @binding(1) var<storage, read_write> out_ids: array<u32>;
 @group(0) @binding(2) var<storage, read_write> out_scores: array<f32>;
-@group(0) @binding(3) var<uniform> params: Params;
 #else
 @group(0) @binding(0) var<storage, read> query: array<{{QV}}>;
 @group(0) @binding(1) var<storage, read> index: array<{{RV}}>;
 @group(0) @binding(2) var<storage, read_write> cand: array<vec2<u32>>;
-@group(0) @binding(3) var<uniform> params: Params;
 #endif
+#if GATE
+@group(0) @binding({{B_GATE}}) var<storage, read> gate: array<u32>;
+#endif
+#if QNORM
+@group(0) @binding({{B_NORM}}) var<storage, read> normw: array<u32>;
+#endif
+@group(0) @binding({{B_PARAMS}}) var<uniform> params: Params;
 
 var<workgroup> sc: array<f32, S>;
 var<workgroup> sid: array<u32, S>;
@@ -75,6 +98,57 @@ var<workgroup> red: array<f32, WG>;
 fn better(as_: f32, ai: u32, bs: f32, bi: u32) -> bool {
   return as_ > bs || (as_ == bs && ai < bi);
 }
+
+#if !MERGE
+// Element e of the norm weight g (QNORM), else 1.
+fn gw(e: u32) -> f32 {
+#if QNORM
+#if GF16
+  return f16p_at(normw[e >> 1u], e);
+#else
+  return bitcast<f32>(normw[e]);
+#endif
+#else
+  return 1.0;
+#endif
+}
+
+// Unit i (a scalar, or a vec4 with VEC4) of the query row starting at unit qb, times g (QNORM).
+fn qload(qb: u32, i: u32) -> {{QV}} {
+#if QNORM
+#if VEC4
+  let e = 4u * i;
+  return query[qb + i] * vec4<f32>(gw(e), gw(e + 1u), gw(e + 2u), gw(e + 3u));
+#else
+  return query[qb + i] * gw(i);
+#endif
+#else
+  return query[qb + i];
+#endif
+}
+#endif
+
+#if TILED
+struct Chunk { lo: vec4<f32>, hi: vec4<f32> }
+
+// Query elements c·CE .. c·CE + CE of the row starting at element qb (times g), 0 past D.
+fn qchunk(qb: u32, c: u32) -> Chunk {
+  let e0 = c * CE;
+  if (e0 + CE <= params.D) {
+#if WF16
+    return Chunk(vec4<f32>(qload(qb, e0), qload(qb, e0 + 1u), qload(qb, e0 + 2u), qload(qb, e0 + 3u)),
+                 vec4<f32>(qload(qb, e0 + 4u), qload(qb, e0 + 5u), qload(qb, e0 + 6u), qload(qb, e0 + 7u)));
+#else
+    return Chunk(vec4<f32>(qload(qb, e0), qload(qb, e0 + 1u), qload(qb, e0 + 2u), qload(qb, e0 + 3u)), vec4<f32>());
+#endif
+  }
+  var v = array<f32, 8>(0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0);
+  for (var e = 0u; e < CE; e++) {
+    if (e0 + e < params.D) { v[e] = qload(qb, e0 + e); }
+  }
+  return Chunk(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
+}
+#endif
 
 // Pads slots [n, S) with sentinels, then sorts all S slots best-first (bitonic network).
 fn sort_list(lid: u32, n: u32) {
@@ -102,6 +176,10 @@ fn sort_list(lid: u32, n: u32) {
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) lid: u32) {
+#if GATE
+  // gate lives in a read-only binding: a uniform value, so this return keeps the barriers uniform.
+  if (gate[0] == 0u) { return; }
+#endif
   let k = params.k;
 #if MERGE
   let q = wid.x;
@@ -117,7 +195,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   let qb = q * params.D;
   var ss = 0.0;
   for (var i = lid; i < params.D; i += WG) {
-    let v = query[qb + i];
+    let v = qload(qb, i);
 #if VEC4
     ss += dot(v, v);
 #else
@@ -156,14 +234,30 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
 #else
       let r = item;
       let id = params.firstRow + r;
+#if TILED
+      // b is a multiple of WG: this batch is tile b / WG of the window, lane lid its row r.
+      let base = (b / WG) * params.kc * WG + lid;
+      var acc = vec4<f32>(0.0);
+      for (var c = 0u; c < params.kc; c++) {
+        let p = index[base + c * WG];
+        let x = qchunk(qb, c);
+#if WF16
+        acc = fma(vec4<f32>(unpack2x16float(p.x), unpack2x16float(p.y)), x.lo,
+                  fma(vec4<f32>(unpack2x16float(p.z), unpack2x16float(p.w)), x.hi, acc));
+#else
+        acc = fma(p, x.lo, acc);
+#endif
+      }
+      let s = ((acc.x + acc.y) + (acc.z + acc.w)) * inv;
+#else
       let rb = r * params.D;
 #if VEC4
       var acc = vec4<f32>(0.0);
       for (var i = 0u; i < params.D; i++) {
 #if PACKED
-        acc += query[qb + i] * f16p_vec4(index[rb + i]);
+        acc += qload(qb, i) * f16p_vec4(index[rb + i]);
 #else
-        acc += query[qb + i] * vec4<f32>(index[rb + i]);
+        acc += qload(qb, i) * vec4<f32>(index[rb + i]);
 #endif
       }
       let s = (acc.x + acc.y + acc.z + acc.w) * inv;
@@ -171,12 +265,13 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
       var acc = 0.0;
       for (var i = 0u; i < params.D; i++) {
 #if PACKED
-        acc += query[qb + i] * f16p_at(index[(rb + i) >> 1u], rb + i);
+        acc += qload(qb, i) * f16p_at(index[(rb + i) >> 1u], rb + i);
 #else
-        acc += query[qb + i] * f32(index[rb + i]);
+        acc += qload(qb, i) * f32(index[rb + i]);
 #endif
       }
       let s = acc * inv;
+#endif
 #endif
 #endif
       if (better(s, id, thr_s, thr_i)) {
