@@ -70,6 +70,8 @@ struct Params {
 const S: u32 = {{S}}u;          // slots in the workgroup list (power of two)
 const WG: u32 = {{WG}}u;
 const CE: u32 = {{CE}}u;        // tiled: elements per 16-byte chunk
+const T: u32 = {{T}}u;          // tiled: rows per tile (WG is a multiple of T)
+const RB: u32 = {{RB}}u;        // items per invocation per batch (tiled: R rows sharing query loads; else 1)
 const NONE: u32 = 0xffffffffu;
 
 #if MERGE
@@ -150,15 +152,20 @@ fn qchunk(qb: u32, c: u32) -> Chunk {
 }
 #endif
 
-// Pads slots [n, S) with sentinels, then sorts all S slots best-first (bitonic network).
+// Sorts slots [0, P) best-first (bitonic network), P = the smallest power of two ≥ max(n, k, 2),
+// after padding slots [n, P) with sentinels; slots past P are not read before they are written
+// again. (Sorting P instead of all S slots: the merge of a few groups and small scans sort 8–64
+// slots instead of 1,024, 55 barrier stages → 6–21.)
 fn sort_list(lid: u32, n: u32) {
-  for (var j = lid; j < S; j += WG) {
+  var P = 2u;
+  while (P < max(n, params.k)) { P <<= 1u; }
+  for (var j = lid; j < P; j += WG) {
     if (j >= n) { sc[j] = params.neg_inf; sid[j] = NONE; }
   }
   workgroupBarrier();
-  for (var size = 2u; size <= S; size <<= 1u) {
+  for (var size = 2u; size <= P; size <<= 1u) {
     for (var stride = size >> 1u; stride > 0u; stride >>= 1u) {
-      for (var t = lid; t < S / 2u; t += WG) {
+      for (var t = lid; t < P / 2u; t += WG) {
         let i = 2u * t - (t & (stride - 1u));
         let j = i + stride;
         let a_s = sc[i]; let a_i = sid[i];
@@ -216,73 +223,87 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
   var thr_i = NONE;
   workgroupBarrier();
   var n = 0u;       // items in the list (uniform: read back with workgroupUniformLoad)
-  for (var b = start; b < end; b += WG) {
-    if (n > S - WG) {
-      sort_list(lid, n);
-      n = k;
-      thr_s = sc[k - 1u];
-      thr_i = sid[k - 1u];
-      if (lid == 0u) { atomicStore(&count, k); }
-      workgroupBarrier();
-    }
-    let item = b + lid;
-    if (item < end) {
+  for (var b = start; b < end; b += WG * RB) {
+    // This invocation's RB items of the batch: b + j·WG + lid (scores in sv, ids in iv).
+    var sv: array<f32, RB>;
+    var iv: array<u32, RB>;
 #if MERGE
-      let c = cand_in[item];
-      let s = bitcast<f32>(c.x);
-      let id = c.y;
+    let c = cand_in[min(b + lid, end - 1u)];
+    sv[0] = bitcast<f32>(c.x);
+    iv[0] = c.y;
 #else
-      let r = item;
-      let id = params.firstRow + r;
 #if TILED
-      // b is a multiple of WG: this batch is tile b / WG of the window, lane lid its row r.
-      let base = (b / WG) * params.kc * WG + lid;
-      var acc = vec4<f32>(0.0);
-      for (var c = 0u; c < params.kc; c++) {
-        let p = index[base + c * WG];
-        let x = qchunk(qb, c);
+    // Row r of the window sits at P[r / T][c][r % T]; RB rows share each query chunk load.
+    var acc: array<vec4<f32>, RB>;
+    var base: array<u32, RB>;
+    for (var j = 0u; j < RB; j++) {
+      let r = min(b + j * WG + lid, params.rows - 1u);
+      base[j] = (r / T) * params.kc * T + r % T;
+      iv[j] = params.firstRow + b + j * WG + lid;
+      acc[j] = vec4<f32>(0.0);
+    }
+    for (var c = 0u; c < params.kc; c++) {
+      let x = qchunk(qb, c);
+      for (var j = 0u; j < RB; j++) {
+        let p = index[base[j] + c * T];
 #if WF16
-        acc = fma(vec4<f32>(unpack2x16float(p.x), unpack2x16float(p.y)), x.lo,
-                  fma(vec4<f32>(unpack2x16float(p.z), unpack2x16float(p.w)), x.hi, acc));
+        acc[j] = fma(vec4<f32>(unpack2x16float(p.x), unpack2x16float(p.y)), x.lo,
+                     fma(vec4<f32>(unpack2x16float(p.z), unpack2x16float(p.w)), x.hi, acc[j]));
 #else
-        acc = fma(p, x.lo, acc);
+        acc[j] = fma(p, x.lo, acc[j]);
 #endif
-      }
-      let s = ((acc.x + acc.y) + (acc.z + acc.w)) * inv;
-#else
-      let rb = r * params.D;
-#if VEC4
-      var acc = vec4<f32>(0.0);
-      for (var i = 0u; i < params.D; i++) {
-#if PACKED
-        acc += qload(qb, i) * f16p_vec4(index[rb + i]);
-#else
-        acc += qload(qb, i) * vec4<f32>(index[rb + i]);
-#endif
-      }
-      let s = (acc.x + acc.y + acc.z + acc.w) * inv;
-#else
-      var acc = 0.0;
-      for (var i = 0u; i < params.D; i++) {
-#if PACKED
-        acc += qload(qb, i) * f16p_at(index[(rb + i) >> 1u], rb + i);
-#else
-        acc += qload(qb, i) * f32(index[rb + i]);
-#endif
-      }
-      let s = acc * inv;
-#endif
-#endif
-#endif
-      if (better(s, id, thr_s, thr_i)) {
-        let slot = atomicAdd(&count, 1u);
-        sc[slot] = s;
-        sid[slot] = id;
       }
     }
-    workgroupBarrier();
-    if (lid == 0u) { fill = atomicLoad(&count); }
-    n = workgroupUniformLoad(&fill);
+    for (var j = 0u; j < RB; j++) {
+      let a = acc[j];
+      sv[j] = ((a.x + a.y) + (a.z + a.w)) * inv;
+    }
+#else
+    let r = min(b + lid, end - 1u);
+    iv[0] = params.firstRow + b + lid;
+    let rb = r * params.D;
+#if VEC4
+    var acc = vec4<f32>(0.0);
+    for (var i = 0u; i < params.D; i++) {
+#if PACKED
+      acc += qload(qb, i) * f16p_vec4(index[rb + i]);
+#else
+      acc += qload(qb, i) * vec4<f32>(index[rb + i]);
+#endif
+    }
+    sv[0] = (acc.x + acc.y + acc.z + acc.w) * inv;
+#else
+    var acc = 0.0;
+    for (var i = 0u; i < params.D; i++) {
+#if PACKED
+      acc += qload(qb, i) * f16p_at(index[(rb + i) >> 1u], rb + i);
+#else
+      acc += qload(qb, i) * f32(index[rb + i]);
+#endif
+    }
+    sv[0] = acc * inv;
+#endif
+#endif
+#endif
+    for (var j = 0u; j < RB; j++) {
+      if (n > S - WG) {
+        sort_list(lid, n);
+        n = k;
+        thr_s = sc[k - 1u];
+        thr_i = sid[k - 1u];
+        if (lid == 0u) { atomicStore(&count, k); }
+        workgroupBarrier();
+      }
+      let item = b + j * WG + lid;
+      if (item < end && better(sv[j], iv[j], thr_s, thr_i)) {
+        let slot = atomicAdd(&count, 1u);
+        sc[slot] = sv[j];
+        sid[slot] = iv[j];
+      }
+      workgroupBarrier();
+      if (lid == 0u) { fill = atomicLoad(&count); }
+      n = workgroupUniformLoad(&fill);
+    }
   }
   sort_list(lid, n);
 #if MERGE

@@ -2,7 +2,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { forDevices, gpu } from "./helpers/gpu.js";
 import { assertClose, assertEqualArrays, assertRejects } from "./helpers/check.js";
-import { COSINE_TOPK_LAYOUTS, cosineIndexPack, cosineIndexPackOf, cosineIndexPackReference, cosineTopK, cosineTopKReference, NO_ID, TOPK_MAX_K, type CosineTopKLayout } from "../src/ops/search.js";
+import { COSINE_TOPK_LAYOUTS, cosineIndexPack, cosineIndexPackOf, cosineIndexPackReference, cosineTopK, cosineTopKReference, NO_ID, TOPK_MAX_K, type CosineTopKLayout, type TopkTileShape } from "../src/ops/search.js";
 import type { GpuContext } from "../src/gpu/context.js";
 import { ShapeError, UsageError } from "../src/errors.js";
 import { Rng } from "../src/util/rng.js";
@@ -26,17 +26,17 @@ function unitRows(n: number, D: number): Float32Array {
   return a;
 }
 
-async function check(ctx: GpuContext, q: Float32Array, Q: number | null, rows: Float32Array, N: number, D: number, k: number, dt: "f32" | "f16", what: string, count?: number, layout: CosineTopKLayout | "auto" = "auto"): Promise<void> {
+async function check(ctx: GpuContext, q: Float32Array, Q: number | null, rows: Float32Array, N: number, D: number, k: number, dt: "f32" | "f16", what: string, count?: number, layout: CosineTopKLayout | "auto" = "auto", tile?: TopkTileShape): Promise<void> {
   const vals = dt === "f16" ? f16ArrayToF32(f32ArrayToF16(rows)) : rows;
   const index = ctx.upload(vals, [N, D], dt, "index");
   const query = ctx.upload(q, Q === null ? [D] : [Q, D], "f32", "query");
   const nq = Q ?? 1;
   const outIds = ctx.upload(new Uint32Array(nq * k).fill(12345), Q === null ? [k] : [Q, k], "u32", "ids");
   const outScores = ctx.upload(new Float32Array(nq * k).fill(NaN), Q === null ? [k] : [Q, k], "f32", "scores");
-  await cosineTopK(ctx, query, index, k, { outIds, outScores, layout, ...(count === undefined ? {} : { count }) });
+  await cosineTopK(ctx, query, index, k, { outIds, outScores, layout, ...(tile ? { tile } : {}), ...(count === undefined ? {} : { count }) });
   const ref = cosineTopKReference(q, vals, count ?? N, D, k);
-  assertEqualArrays(await outIds.read(), ref.ids, `${what} ${layout}: ids`);
-  assertClose(await outScores.read(), ref.scores, TOL, `${what} ${layout}: scores`);
+  assertEqualArrays(await outIds.read(), ref.ids, `${what} ${layout}${tile ? ` T=${tile.T} R=${tile.R}` : ""}: ids`);
+  assertClose(await outScores.read(), ref.scores, TOL, `${what} ${layout}${tile ? ` T=${tile.T} R=${tile.R}` : ""}: scores`);
   index.dispose();
 }
 
@@ -56,6 +56,17 @@ test("cosineTopK: f32/f16, vec4 and scalar D, N not a multiple of the workgroup,
         const rows = unitRows(N, D);
         const q = rng.fillNormal((Q ?? 1) * D);
         for (const layout of COSINE_TOPK_LAYOUTS) await check(ctx, q, Q, rows, N, D, k, dt, `N=${N} D=${D} k=${k} Q=${Q} ${dt}`, undefined, layout);
+      }
+    }
+  });
+});
+
+test("cosineTopK tiled: other tile shapes (T rows per tile, R rows per invocation), rows not a multiple of T·R, D odd", async () => {
+  await forDevices({}, async (ctx) => {
+    for (const tile of [{ T: 1, R: 1 }, { T: 64, R: 3 }, { T: 256, R: 2 }]) {
+      for (const [N, D, k, Q] of [[2100, 9, 6, 2], [70, 16, 3, null]] as const) {
+        const rows = unitRows(N, D);
+        await check(ctx, rng.fillNormal((Q ?? 1) * D), Q, rows, N, D, k, "f16", `N=${N} D=${D}`, undefined, "tiled", tile);
       }
     }
   });
@@ -114,7 +125,7 @@ test("cosineTopK: N = 1,000,000 at D = 8 f16 over binding windows (forced 1 MiB)
     const q = Float32Array.from([3, -1, 2, 0, 1, -2, 3, 1]);
     const index = ctx.upload(rows, [N, D], "f16", "index-1M");
     const ref = cosineTopKReference(q, vals, N, D, k);
-    for (const layout of COSINE_TOPK_LAYOUTS) {
+    for (const layout of ["tiled"] as const) { // the rows layout's windows: the 64 KiB test above
       const before = ctx.stats.dispatches;
       const { ids, scores } = await cosineTopK(ctx, ctx.upload(q, [D], "f32", "q"), index, k, { layout });
       assert.ok(ctx.stats.dispatches - before >= 16, "windows");
@@ -148,7 +159,7 @@ test("cosineIndexPack: the tiled copy matches cosineIndexPackReference (f32, f16
         assert.is(await cosineIndexPack(ctx, index, count), pack, "same count: reused");
         const words = await pack.tensor.read();
         const got = dt === "f32" ? Array.from(new Float32Array(words.buffer, words.byteOffset, words.length)) : Array.from(f16ArrayToF32(new Uint16Array(words.buffer, words.byteOffset, words.length * 2)));
-        assertEqualArrays(got, cosineIndexPackReference(vals, count, D, dt === "f16" ? 8 : 4), `pack N=${N} D=${D} count=${count} ${dt}`);
+        assertEqualArrays(got, cosineIndexPackReference(vals, count, D, dt === "f16" ? 8 : 4, pack.T), `pack N=${N} D=${D} count=${count} ${dt}`);
         if (count > 1) assert.is.not((await cosineIndexPack(ctx, index, count - 1)).count, count, "other count: remade");
         index.dispose();
       }

@@ -54,12 +54,20 @@ export interface CosineTopKVariant {
   gate?: boolean;
   /** scan only: the query is a raw hidden row h, scored as h ∘ g with g the norm weight in this dtype. */
   qnorm?: "f32" | "f16";
+  /** tiled only: rows per tile (a divisor of TOPK_WG) and rows per invocation per batch. Default cosineTopKTiledShape's. */
+  tile?: TopkTileShape;
+}
+
+/** Tile height T of the tiled copy and rows per invocation R of the tiled scan. */
+export interface TopkTileShape {
+  T: number;
+  R: number;
 }
 
 export function cosineTopKKernel(v: CosineTopKVariant): KernelVariant {
   const gate = v.gate ?? false;
   const gateTag = gate ? "_gate" : "";
-  const common = { S: TOPK_SLOTS, WG: TOPK_WG, GATE: gate, TILED: false, WF16: false, CE: 4, QNORM: false, GF16: false };
+  const common = { S: TOPK_SLOTS, WG: TOPK_WG, GATE: gate, TILED: false, WF16: false, CE: 4, T: 1, RB: 1, QNORM: false, GF16: false };
   if (v.stage === "merge") {
     if (v.layout !== undefined || v.index !== undefined || v.vec4 !== undefined || v.qnorm !== undefined) throw new UsageError("cosineTopKKernel: the merge stage takes only 'gate'");
     return {
@@ -79,10 +87,13 @@ export function cosineTopKKernel(v: CosineTopKVariant): KernelVariant {
     if (dt === "f16p") throw new UsageError("cosineTopKKernel: the tiled layout reads f16 as packed pairs always; give index 'f16'");
     if (v.vec4) throw new UsageError("cosineTopKKernel: vec4 is a rows-layout option (the tiled layout reads 16-byte chunks)");
     const wf16 = dt === "f16";
+    const { T, R } = v.tile ?? TOPK_TILE.software;
+    if (!Number.isInteger(T) || T < 1 || TOPK_WG % T !== 0) throw new UsageError(`cosineTopKKernel: tile T = ${T}, expected a divisor of ${TOPK_WG}`);
+    if (!Number.isInteger(R) || R < 1 || R > 16) throw new UsageError(`cosineTopKKernel: tile R = ${R}, expected an integer in [1, 16]`);
     return {
       file: "topk_cosine",
-      name: `topk_cosine_tiled_${dt}${qTag}${gateTag}_s${TOPK_SLOTS}_wg${TOPK_WG}`,
-      defines: { ...common, ...slots, MERGE: false, TILED: true, WF16: wf16, CE: wf16 ? 8 : 4, QNORM: !!qnorm, GF16: qnorm === "f16", F16: false, PACKED: false, NEEDP: qnorm === "f16", VEC4: false, QV: "f32", RV: wf16 ? "vec4<u32>" : "vec4<f32>" },
+      name: `topk_cosine_tiled_${dt}_t${T}_r${R}${qTag}${gateTag}_s${TOPK_SLOTS}_wg${TOPK_WG}`,
+      defines: { ...common, ...slots, MERGE: false, TILED: true, WF16: wf16, CE: wf16 ? 8 : 4, T, RB: R, QNORM: !!qnorm, GF16: qnorm === "f16", F16: false, PACKED: false, NEEDP: qnorm === "f16", VEC4: false, QV: "f32", RV: wf16 ? "vec4<u32>" : "vec4<f32>" },
       bindings,
     };
   }
@@ -111,7 +122,7 @@ export function cosineTopKKernel(v: CosineTopKVariant): KernelVariant {
 
 // ------------------------------------------------------------------ the tiled copy of an index
 
-/** A lane-interleaved copy of rows [0, count) of an index [N, D]: u32 words [tiles, kc, T, 4], T = TOPK_WG. */
+/** A lane-interleaved copy of rows [0, count) of an index [N, D]: u32 words [tiles, kc, T, 4]. */
 export interface CosineIndexPack {
   tensor: Tensor;
   /** Rows copied (the `count` it was made for). */
@@ -120,14 +131,16 @@ export interface CosineIndexPack {
   dtype: "f32" | "f16";
   /** 16-byte chunks per packed row, ceil(D / CE), CE = 8 halves or 4 f32. */
   kc: number;
+  /** Rows per tile. */
+  T: number;
   tiles: number;
 }
 
 const indexPacks = new WeakMap<Tensor, CosineIndexPack>();
 
 /** Bytes of the tiled copy of `count` rows of D elements. */
-export function cosineIndexPackBytes(count: number, D: number, dtype: "f32" | "f16"): number {
-  return Math.ceil(count / TOPK_WG) * TOPK_WG * Math.ceil(D / (dtype === "f16" ? 8 : 4)) * 16;
+export function cosineIndexPackBytes(count: number, D: number, dtype: "f32" | "f16", T: number): number {
+  return Math.ceil(count / T) * T * Math.ceil(D / (dtype === "f16" ? 8 : 4)) * 16;
 }
 
 /** The tiled copy of `index`, if one exists (whatever count it was made for). */
@@ -154,17 +167,17 @@ export function releaseCosineIndexPack(index: Tensor): void {
  * call releaseCosineIndexPack). Call it before capturing a decode step, so that a replay never
  * contains the repack.
  */
-export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = index.shape[0]!): Promise<CosineIndexPack> {
+export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = index.shape[0]!, T = cosineTopKTiledShape(ctx).T): Promise<CosineIndexPack> {
   const op = "cosineIndexPack";
   expectDType(index, ["f32", "f16"], op, "index");
   if (index.shape.length !== 2) throw new ShapeError(`${op}: index ('${index.label}') has shape [${index.shape.join(", ")}], expected [N, D]`);
   const [N, D] = index.shape as [number, number];
   if (!Number.isInteger(count) || count < 1 || count > N) throw new UsageError(`${op}: count = ${count}, expected an integer in [1, ${N}] (rows of '${index.label}')`);
+  if (!Number.isInteger(T) || T < 1 || TOPK_WG % T !== 0) throw new UsageError(`${op}: T = ${T}, expected a divisor of ${TOPK_WG}`);
   const have = cosineIndexPackOf(index);
-  if (have && have.count === count) return have;
+  if (have && have.count === count && have.T === T) return have;
   if (have) releaseCosineIndexPack(index);
   const dtype = index.dtype as "f32" | "f16";
-  const T = TOPK_WG;
   const ce = dtype === "f16" ? 8 : 4;
   const kc = Math.ceil(D / ce);
   const tiles = Math.ceil(count / T);
@@ -200,7 +213,7 @@ export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = in
       grid(ctx, Math.ceil(words / 256)),
     );
   }
-  const pack: CosineIndexPack = { tensor: out, count, D, dtype, kc, tiles };
+  const pack: CosineIndexPack = { tensor: out, count, D, dtype, kc, T, tiles };
   indexPacks.set(index, pack);
   return pack;
 }
@@ -209,8 +222,7 @@ export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = in
  * CPU reference of the tiled layout (the spec of the copy cosineIndexPack makes): rows [0, count)
  * of index [N, D] as element values → [tiles, kc, T, CE] elements, zero past count and D.
  */
-export function cosineIndexPackReference(index: ArrayLike<number>, count: number, D: number, ce: 4 | 8): number[] {
-  const T = TOPK_WG;
+export function cosineIndexPackReference(index: ArrayLike<number>, count: number, D: number, ce: 4 | 8, T: number): number[] {
   const kc = Math.ceil(D / ce);
   const tiles = Math.ceil(count / T);
   const out = new Array<number>(tiles * kc * T * ce).fill(0);
@@ -232,7 +244,13 @@ export function cosineIndexPackReference(index: ArrayLike<number>, count: number
 export function cosineTopKPreferredLayout(ctx: GpuContext): CosineTopKLayout {
   return ctx.adapter.isSoftware ? TOPK_LAYOUT.software : TOPK_LAYOUT.hardware;
 }
-const TOPK_LAYOUT: { software: CosineTopKLayout; hardware: CosineTopKLayout } = { software: "tiled", hardware: "tiled" };
+const TOPK_LAYOUT: { software: CosineTopKLayout; hardware: CosineTopKLayout } = { software: "tiled", hardware: "rows" };
+
+/** The tiled scan's tile shape per device class (figures in the file header). */
+export function cosineTopKTiledShape(ctx: GpuContext): TopkTileShape {
+  return ctx.adapter.isSoftware ? TOPK_TILE.software : TOPK_TILE.hardware;
+}
+const TOPK_TILE: { software: TopkTileShape; hardware: TopkTileShape } = { software: { T: 8, R: 4 }, hardware: { T: 64, R: 1 } };
 
 export interface CosineTopKOptions {
   /** Output ids u32 [Q, k] (or [k] for a 1-D query). */
@@ -241,6 +259,8 @@ export interface CosineTopKOptions {
   outScores?: Tensor;
   /** Valid rows (≤ N): the index may have spare capacity. Default N. */
   count?: number;
+  /** Tiled layout only: tile shape (benchmarks); default cosineTopKTiledShape(ctx). */
+  tile?: TopkTileShape;
   /** Rows layout only: forces vec4 loads on (throws if D % 4 != 0) or off; default: on when D % 4 == 0. */
   vec4?: boolean;
   /**
@@ -313,23 +333,28 @@ export async function cosineTopK(ctx: GpuContext, query: Tensor, index: Tensor, 
   const maxWg = ctx.limits.maxComputeWorkgroupsPerDimension;
   if (Q > maxWg) throw new UnsupportedError(`${op}: ${Q} queries exceed maxComputeWorkgroupsPerDimension (${maxWg})`, "split the queries into batches");
   const gate = !!opts.gate;
+  if (opts.tile && layout !== "tiled") throw new UsageError(`${op}: tile is an option of the tiled layout; this search scans the rows layout`);
+  const tile = opts.tile ?? cosineTopKTiledShape(ctx);
   const qnorm = opts.normWeight ? (opts.normWeight.dtype as "f32" | "f16") : undefined;
   const scanVariant: CosineTopKVariant =
     layout === "tiled"
-      ? { stage: "scan", layout, index: dt, gate, ...(qnorm ? { qnorm } : {}) }
+      ? { stage: "scan", layout, index: dt, gate, tile, ...(qnorm ? { qnorm } : {}) }
       : { stage: "scan", layout, index: storeType(ctx, dt), vec4, gate, ...(qnorm ? { qnorm } : {}) };
   const [scan, merge] = await Promise.all([ctx.kernels.get(cosineTopKKernel(scanVariant)), ctx.kernels.get(cosineTopKKernel({ stage: "merge", gate }))]);
-  const pack = layout === "tiled" && count > 0 ? await cosineIndexPack(ctx, index, count) : null;
+  const pack = layout === "tiled" && count > 0 ? await cosineIndexPack(ctx, index, count, tile.T) : null;
   // Windows of the index (rows layout) or of whole tiles of its copy (tiled), in rows of the index.
   let windows: { firstRow: number; rows: number; byteOffset: number; byteSize: number }[];
   if (count === 0) windows = [];
   else if (pack) {
-    const tileBytes = pack.kc * TOPK_WG * 16;
-    windows = ctx.bindingWindows(pack.tiles, tileBytes, `${op} tiled copy of index '${index.label}'`).map((w) => ({
+    // windows of whole groups of TOPK_WG / T tiles, so that every window starts at a multiple of
+    // TOPK_WG rows (the scan's batches are tile-aligned)
+    const tileBytes = pack.kc * pack.T * 16;
+    const per = TOPK_WG / pack.T;
+    windows = ctx.bindingWindows(Math.ceil(pack.tiles / per), tileBytes * per, `${op} tiled copy of index '${index.label}'`).map((w) => ({
       firstRow: w.firstRow * TOPK_WG,
       rows: Math.min(w.rows * TOPK_WG, count - w.firstRow * TOPK_WG),
       byteOffset: w.byteOffset,
-      byteSize: w.rows * tileBytes,
+      byteSize: Math.min(w.rows * per, pack.tiles - w.firstRow * per) * tileBytes,
     }));
   } else {
     const rowBytes = D * DTYPE_BYTES[dt];
