@@ -16,7 +16,7 @@ import type { KernelVariant } from "../gpu/kernels.js";
 import type { Tensor } from "../gpu/tensor.js";
 import { DTYPE_BYTES } from "../gpu/tensor.js";
 import { ShapeError, UnsupportedError, UsageError } from "../errors.js";
-import { expectDType, expectShape, Params, storeFeatures, storeType, type StoreType } from "./common.js";
+import { expectDType, expectShape, grid, Params, storeFeatures, storeType, type StoreType } from "./common.js";
 
 /** Invocations per workgroup: one item (row or candidate) each per batch. */
 export const TOPK_WG = 256;
@@ -38,42 +38,219 @@ export const TOPK_MIN_ROWS_PER_WG = 4 * TOPK_WG;
 /** The sentinel id of empty result slots. */
 export const NO_ID = 0xffffffff;
 
+/** Layouts of the index the scan reads (see kernels/topk_cosine.wgsl). */
+export type CosineTopKLayout = "rows" | "tiled";
+export const COSINE_TOPK_LAYOUTS: readonly CosineTopKLayout[] = ["rows", "tiled"];
+
 export interface CosineTopKVariant {
   stage: "scan" | "merge";
-  /** scan only: index store type ("f16p": f16 rows read as packed pairs, no shader-f16). */
+  /** scan only: "rows" reads the index as stored; "tiled" its lane-interleaved copy (cosineIndexPack). Default rows. */
+  layout?: CosineTopKLayout;
+  /** scan, rows layout: index store type ("f16p": f16 rows read as packed pairs, no shader-f16). Tiled: f32 or f16 (read as packed pairs always). */
   index?: StoreType;
-  /** scan only: vec4 loads (D % 4 == 0). */
+  /** scan, rows layout only: vec4 loads (D % 4 == 0). */
   vec4?: boolean;
+  /** Every workgroup returns at once when gate[0] == 0 (an extra read-only binding). */
+  gate?: boolean;
+  /** scan only: the query is a raw hidden row h, scored as h ∘ g with g the norm weight in this dtype. */
+  qnorm?: "f32" | "f16";
+  /** tiled only: rows per tile (a divisor of TOPK_WG) and rows per invocation per batch. Default cosineTopKTiledShape's. */
+  tile?: TopkTileShape;
+}
+
+/** Tile height T of the tiled copy and rows per invocation R of the tiled scan. */
+export interface TopkTileShape {
+  T: number;
+  R: number;
 }
 
 export function cosineTopKKernel(v: CosineTopKVariant): KernelVariant {
-  const common = { S: TOPK_SLOTS, WG: TOPK_WG };
+  const gate = v.gate ?? false;
+  const gateTag = gate ? "_gate" : "";
+  const common = { S: TOPK_SLOTS, WG: TOPK_WG, GATE: gate, TILED: false, WF16: false, CE: 4, T: 1, RB: 1, QNORM: false, GF16: false };
   if (v.stage === "merge") {
+    if (v.layout !== undefined || v.index !== undefined || v.vec4 !== undefined || v.qnorm !== undefined) throw new UsageError("cosineTopKKernel: the merge stage takes only 'gate'");
     return {
       file: "topk_cosine",
-      name: `topk_merge_s${TOPK_SLOTS}_wg${TOPK_WG}`,
-      defines: { ...common, MERGE: true, F16: false, PACKED: false, VEC4: false, QV: "f32", RV: "f32" },
-      bindings: ["read", "read_write", "read_write", "uniform"],
+      name: `topk_merge${gateTag}_s${TOPK_SLOTS}_wg${TOPK_WG}`,
+      defines: { ...common, MERGE: true, F16: false, PACKED: false, NEEDP: false, VEC4: false, QV: "f32", RV: "f32", B_GATE: 3, B_NORM: 0, B_PARAMS: gate ? 4 : 3 },
+      bindings: ["read", "read_write", "read_write", ...(gate ? (["read"] as const) : []), "uniform"],
+    };
+  }
+  const layout = v.layout ?? "rows";
+  const qnorm = v.qnorm;
+  const bindings = ["read", "read", "read_write", ...(gate ? (["read"] as const) : []), ...(qnorm ? (["read"] as const) : []), "uniform"] as const;
+  const slots = { B_GATE: 3, B_NORM: gate ? 4 : 3, B_PARAMS: 3 + (gate ? 1 : 0) + (qnorm ? 1 : 0) };
+  const qTag = qnorm ? `_qnorm${qnorm}` : "";
+  if (layout === "tiled") {
+    const dt = v.index ?? "f32";
+    if (dt === "f16p") throw new UsageError("cosineTopKKernel: the tiled layout reads f16 as packed pairs always; give index 'f16'");
+    if (v.vec4) throw new UsageError("cosineTopKKernel: vec4 is a rows-layout option (the tiled layout reads 16-byte chunks)");
+    const wf16 = dt === "f16";
+    const { T, R } = v.tile ?? TOPK_TILE.software;
+    if (!Number.isInteger(T) || T < 1 || TOPK_WG % T !== 0) throw new UsageError(`cosineTopKKernel: tile T = ${T}, expected a divisor of ${TOPK_WG}`);
+    if (!Number.isInteger(R) || R < 1 || R > 16) throw new UsageError(`cosineTopKKernel: tile R = ${R}, expected an integer in [1, 16]`);
+    return {
+      file: "topk_cosine",
+      name: `topk_cosine_tiled_${dt}_t${T}_r${R}${qTag}${gateTag}_s${TOPK_SLOTS}_wg${TOPK_WG}`,
+      defines: { ...common, ...slots, MERGE: false, TILED: true, WF16: wf16, CE: wf16 ? 8 : 4, T, RB: R, QNORM: !!qnorm, GF16: qnorm === "f16", F16: false, PACKED: false, NEEDP: qnorm === "f16", VEC4: false, QV: "f32", RV: wf16 ? "vec4<u32>" : "vec4<f32>" },
+      bindings,
     };
   }
   const dt = v.index ?? "f32";
   const vec4 = v.vec4 ?? false;
   return {
     file: "topk_cosine",
-    name: `topk_cosine_${dt}${vec4 ? "_vec4" : ""}_s${TOPK_SLOTS}_wg${TOPK_WG}`,
+    name: `topk_cosine_${dt}${vec4 ? "_vec4" : ""}${qTag}${gateTag}_s${TOPK_SLOTS}_wg${TOPK_WG}`,
     defines: {
       ...common,
+      ...slots,
       MERGE: false,
+      QNORM: !!qnorm,
+      GF16: qnorm === "f16",
       F16: dt === "f16",
       PACKED: dt === "f16p",
+      NEEDP: dt === "f16p" || qnorm === "f16",
       VEC4: vec4,
       QV: vec4 ? "vec4<f32>" : "f32",
       RV: dt === "f16p" ? (vec4 ? "vec2<u32>" : "u32") : vec4 ? `vec4<${dt}>` : dt,
     },
-    bindings: ["read", "read", "read_write", "uniform"],
+    bindings,
     features: storeFeatures(dt),
   };
 }
+
+// ------------------------------------------------------------------ the tiled copy of an index
+
+/** A lane-interleaved copy of rows [0, count) of an index [N, D]: u32 words [tiles, kc, T, 4]. */
+export interface CosineIndexPack {
+  tensor: Tensor;
+  /** Rows copied (the `count` it was made for). */
+  count: number;
+  D: number;
+  dtype: "f32" | "f16";
+  /** 16-byte chunks per packed row, ceil(D / CE), CE = 8 halves or 4 f32. */
+  kc: number;
+  /** Rows per tile. */
+  T: number;
+  tiles: number;
+}
+
+const indexPacks = new WeakMap<Tensor, CosineIndexPack>();
+
+/** Bytes of the tiled copy of `count` rows of D elements. */
+export function cosineIndexPackBytes(count: number, D: number, dtype: "f32" | "f16", T: number): number {
+  return Math.ceil(count / T) * T * Math.ceil(D / (dtype === "f16" ? 8 : 4)) * 16;
+}
+
+/** The tiled copy of `index`, if one exists (whatever count it was made for). */
+export function cosineIndexPackOf(index: Tensor): CosineIndexPack | undefined {
+  const p = indexPacks.get(index);
+  return p && !p.tensor.isDisposed ? p : undefined;
+}
+
+/** Frees the tiled copy of `index` (call it before changing rows of the index in place). */
+export function releaseCosineIndexPack(index: Tensor): void {
+  const p = indexPacks.get(index);
+  if (p) {
+    p.tensor.dispose();
+    indexPacks.delete(index);
+  }
+}
+
+/**
+ * Makes the tiled copy of rows [0, count) of `index` [N, D] f32|f16 on the GPU (one dispatch per
+ * binding window of kernels/gemv_repack.wgsl with T = TOPK_WG; no submit), cached beside the
+ * tensor. An existing copy of the same count is returned as is; another count is remade whole.
+ * The caller promises rows [0, count) do not change in place while the copy lives (an append-only
+ * index such as DocumentIndex, whose growth reallocates the tensor, keeps that promise; otherwise
+ * call releaseCosineIndexPack). Call it before capturing a decode step, so that a replay never
+ * contains the repack.
+ */
+export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = index.shape[0]!, T = cosineTopKTiledShape(ctx).T): Promise<CosineIndexPack> {
+  const op = "cosineIndexPack";
+  expectDType(index, ["f32", "f16"], op, "index");
+  if (index.shape.length !== 2) throw new ShapeError(`${op}: index ('${index.label}') has shape [${index.shape.join(", ")}], expected [N, D]`);
+  const [N, D] = index.shape as [number, number];
+  if (!Number.isInteger(count) || count < 1 || count > N) throw new UsageError(`${op}: count = ${count}, expected an integer in [1, ${N}] (rows of '${index.label}')`);
+  if (!Number.isInteger(T) || T < 1 || TOPK_WG % T !== 0) throw new UsageError(`${op}: T = ${T}, expected a divisor of ${TOPK_WG}`);
+  const have = cosineIndexPackOf(index);
+  if (have && have.count === count && have.T === T) return have;
+  if (have) releaseCosineIndexPack(index);
+  const dtype = index.dtype as "f32" | "f16";
+  const ce = dtype === "f16" ? 8 : 4;
+  const kc = Math.ceil(D / ce);
+  const tiles = Math.ceil(count / T);
+  const tileBytes = kc * T * 16;
+  const eW = DTYPE_BYTES[dtype];
+  const limit = ctx.limits.maxStorageBufferBindingSize;
+  const align = ctx.limits.minStorageBufferOffsetAlignment;
+  const out = ctx.empty([tiles, kc, T, 4], "u32", `${index.label}.topk_tiled`);
+  const kernel = await ctx.kernels.get({
+    file: "gemv_repack",
+    name: `gemv_repack_${dtype}_t${T}`,
+    defines: { WF16: dtype === "f16", T, CE: ce },
+    bindings: ["read", "read_write", "uniform"],
+  });
+  // Windows of whole tiles; the source rows of a window (plus alignment slack) must fit a binding too.
+  const srcTileBytes = T * D * eW;
+  const windows = ctx.bindingWindows(tiles, tileBytes, `${op}: tiled copy of '${index.label}' [${count}, ${D}] ${dtype}`, Math.max(1, Math.floor((limit - align - 4) / srcTileBytes)));
+  for (const win of windows) {
+    const n0 = win.firstRow * T;
+    const rows = Math.min(win.rows * T, count - n0);
+    const start = n0 * D * eW;
+    const at = start - (start % align);
+    const end = Math.ceil((start + rows * D * eW) / 4) * 4;
+    const words = win.rows * kc * T * 4;
+    const params = new Params().u32(rows).u32(D).u32(kc).u32(words).u32((start - at) / eW).bytes();
+    ctx.dispatch(
+      kernel,
+      [
+        { tensor: index, byteOffset: at, byteSize: end - at },
+        { tensor: out, byteOffset: win.byteOffset, byteSize: words * 4 },
+      ],
+      params,
+      grid(ctx, Math.ceil(words / 256)),
+    );
+  }
+  const pack: CosineIndexPack = { tensor: out, count, D, dtype, kc, T, tiles };
+  indexPacks.set(index, pack);
+  return pack;
+}
+
+/**
+ * CPU reference of the tiled layout (the spec of the copy cosineIndexPack makes): rows [0, count)
+ * of index [N, D] as element values → [tiles, kc, T, CE] elements, zero past count and D.
+ */
+export function cosineIndexPackReference(index: ArrayLike<number>, count: number, D: number, ce: 4 | 8, T: number): number[] {
+  const kc = Math.ceil(D / ce);
+  const tiles = Math.ceil(count / T);
+  const out = new Array<number>(tiles * kc * T * ce).fill(0);
+  for (let r = 0; r < count; r++) {
+    for (let d = 0; d < D; d++) {
+      const tile = Math.floor(r / T), lane = r % T, c = Math.floor(d / ce);
+      out[((tile * kc + c) * T + lane) * ce + (d % ce)] = index[r * D + d]!;
+    }
+  }
+  return out;
+}
+
+// ------------------------------------------------------------------ the search
+
+/**
+ * Which layout "auto" scans on this device class, by measurement (bench/search.bench.ts, "A/B"
+ * rows; figures in the file header). Device classes never measured keep what the header says.
+ */
+export function cosineTopKPreferredLayout(ctx: GpuContext): CosineTopKLayout {
+  return ctx.adapter.isSoftware ? TOPK_LAYOUT.software : TOPK_LAYOUT.hardware;
+}
+const TOPK_LAYOUT: { software: CosineTopKLayout; hardware: CosineTopKLayout } = { software: "tiled", hardware: "rows" };
+
+/** The tiled scan's tile shape per device class (figures in the file header). */
+export function cosineTopKTiledShape(ctx: GpuContext): TopkTileShape {
+  return ctx.adapter.isSoftware ? TOPK_TILE.software : TOPK_TILE.hardware;
+}
+const TOPK_TILE: { software: TopkTileShape; hardware: TopkTileShape } = { software: { T: 8, R: 4 }, hardware: { T: 64, R: 1 } };
 
 export interface CosineTopKOptions {
   /** Output ids u32 [Q, k] (or [k] for a 1-D query). */
@@ -82,8 +259,27 @@ export interface CosineTopKOptions {
   outScores?: Tensor;
   /** Valid rows (≤ N): the index may have spare capacity. Default N. */
   count?: number;
-  /** Forces vec4 loads on (throws if D % 4 != 0) or off; default: on when D % 4 == 0. */
+  /** Tiled layout only: tile shape (benchmarks); default cosineTopKTiledShape(ctx). */
+  tile?: TopkTileShape;
+  /** Rows layout only: forces vec4 loads on (throws if D % 4 != 0) or off; default: on when D % 4 == 0. */
   vec4?: boolean;
+  /**
+   * The index layout the scan reads. "auto" (default): cosineTopKPreferredLayout. "tiled" uses
+   * (and makes on first use, or when `count` changed: an extra dispatch) the lane-interleaved copy
+   * of rows [0, count) (cosineIndexPack; the caller promises those rows do not change in place).
+   */
+  layout?: CosineTopKLayout | "auto";
+  /**
+   * u32 [1]: every dispatch of the search reads gate[0] first and returns at once when it is 0,
+   * leaving outIds/outScores untouched (give them, or the fresh outputs hold garbage). Fixed
+   * grids: the dispatch count does not depend on the gate. The copy of a tiled index is never gated.
+   */
+  gate?: Tensor;
+  /**
+   * The final RMSNorm weight g [D] (f32|f16): the query is then a raw (pre-norm) hidden row h and
+   * is scored as h ∘ g (the norm's 1/rms factor cancels in a cosine). Saves the final-norm dispatch.
+   */
+  normWeight?: Tensor;
 }
 
 /** Stage-1 rows per workgroup for a window of `rows` rows (a multiple of TOPK_WG). */
@@ -95,6 +291,7 @@ export function topkRowsPerWorkgroup(rows: number, software: boolean): number {
 /**
  * The k best rows of `index` [N, D] (f16|f32) by cosine similarity with `query` [D] or [Q, D] f32.
  * Returns { ids u32, scores f32 }, shaped [k] for a 1-D query and [Q, k] otherwise, best first.
+ * Encodes 1 + (binding windows of the index) dispatches (+ the tiled copy's when it is (re)made).
  */
 export async function cosineTopK(ctx: GpuContext, query: Tensor, index: Tensor, k: number, opts: CosineTopKOptions = {}): Promise<{ ids: Tensor; scores: Tensor }> {
   const op = "cosineTopK";
@@ -118,14 +315,51 @@ export async function cosineTopK(ctx: GpuContext, query: Tensor, index: Tensor, 
     expectDType(opts.outScores, ["f32"], op, "outScores");
     expectShape(opts.outScores, outShape, op, "outScores");
   }
+  if (opts.gate) {
+    expectDType(opts.gate, ["u32"], op, "gate");
+    if (opts.gate.numel < 1) throw new ShapeError(`${op}: gate ('${opts.gate.label}') has shape [${opts.gate.shape.join(", ")}], expected [1]`);
+  }
+  if (opts.normWeight) {
+    expectDType(opts.normWeight, ["f32", "f16"], op, "normWeight");
+    expectShape(opts.normWeight, [D], op, "normWeight");
+  }
+  const layoutOpt = opts.layout ?? "auto";
+  if (layoutOpt !== "auto" && !COSINE_TOPK_LAYOUTS.includes(layoutOpt)) throw new UsageError(`${op}: layout '${String(layoutOpt)}', expected one of ${COSINE_TOPK_LAYOUTS.join(", ")} or "auto"`);
+  const layout = layoutOpt === "auto" ? cosineTopKPreferredLayout(ctx) : layoutOpt;
   const dt = index.dtype as "f32" | "f16";
+  if (opts.vec4 !== undefined && layout === "tiled") throw new UsageError(`${op}: vec4 is an option of the rows layout; this search scans the tiled layout`);
   if (opts.vec4 === true && D % 4 !== 0) throw new UsageError(`${op}: vec4 requested but D = ${D} is not a multiple of 4`);
-  const vec4 = opts.vec4 ?? D % 4 === 0;
+  const vec4 = layout === "rows" && (opts.vec4 ?? D % 4 === 0);
   const maxWg = ctx.limits.maxComputeWorkgroupsPerDimension;
   if (Q > maxWg) throw new UnsupportedError(`${op}: ${Q} queries exceed maxComputeWorkgroupsPerDimension (${maxWg})`, "split the queries into batches");
-  const [scan, merge] = await Promise.all([ctx.kernels.get(cosineTopKKernel({ stage: "scan", index: storeType(ctx, dt), vec4 })), ctx.kernels.get(cosineTopKKernel({ stage: "merge" }))]);
-  const rowBytes = D * DTYPE_BYTES[dt];
-  const windows = count > 0 ? ctx.bindingWindows(count, rowBytes, `${op} index '${index.label}'`) : [];
+  const gate = !!opts.gate;
+  if (opts.tile && layout !== "tiled") throw new UsageError(`${op}: tile is an option of the tiled layout; this search scans the rows layout`);
+  const tile = opts.tile ?? cosineTopKTiledShape(ctx);
+  const qnorm = opts.normWeight ? (opts.normWeight.dtype as "f32" | "f16") : undefined;
+  const scanVariant: CosineTopKVariant =
+    layout === "tiled"
+      ? { stage: "scan", layout, index: dt, gate, tile, ...(qnorm ? { qnorm } : {}) }
+      : { stage: "scan", layout, index: storeType(ctx, dt), vec4, gate, ...(qnorm ? { qnorm } : {}) };
+  const [scan, merge] = await Promise.all([ctx.kernels.get(cosineTopKKernel(scanVariant)), ctx.kernels.get(cosineTopKKernel({ stage: "merge", gate }))]);
+  const pack = layout === "tiled" && count > 0 ? await cosineIndexPack(ctx, index, count, tile.T) : null;
+  // Windows of the index (rows layout) or of whole tiles of its copy (tiled), in rows of the index.
+  let windows: { firstRow: number; rows: number; byteOffset: number; byteSize: number }[];
+  if (count === 0) windows = [];
+  else if (pack) {
+    // windows of whole groups of TOPK_WG / T tiles, so that every window starts at a multiple of
+    // TOPK_WG rows (the scan's batches are tile-aligned)
+    const tileBytes = pack.kc * pack.T * 16;
+    const per = TOPK_WG / pack.T;
+    windows = ctx.bindingWindows(Math.ceil(pack.tiles / per), tileBytes * per, `${op} tiled copy of index '${index.label}'`).map((w) => ({
+      firstRow: w.firstRow * TOPK_WG,
+      rows: Math.min(w.rows * TOPK_WG, count - w.firstRow * TOPK_WG),
+      byteOffset: w.byteOffset,
+      byteSize: Math.min(w.rows * per, pack.tiles - w.firstRow * per) * tileBytes,
+    }));
+  } else {
+    const rowBytes = D * DTYPE_BYTES[dt];
+    windows = ctx.bindingWindows(count, rowBytes, `${op} index '${index.label}'`).map((w) => ({ ...w, byteSize: w.rows * rowBytes }));
+  }
   const plan = windows.map((w) => {
     let rowsPerWg = topkRowsPerWorkgroup(w.rows, ctx.adapter.isSoftware);
     let groups = Math.ceil(w.rows / rowsPerWg);
@@ -146,16 +380,19 @@ export async function cosineTopK(ctx: GpuContext, query: Tensor, index: Tensor, 
   const cand = ctx.empty([Q * groupsTotal * k * 2], "u32", "cosineTopK.candidates");
   const ids = opts.outIds ?? ctx.empty(outShape, "u32", "cosineTopK.ids");
   const scores = opts.outScores ?? ctx.empty(outShape, "f32", "cosineTopK.scores");
+  const extra = [...(opts.gate ? [opts.gate] : []), ...(opts.normWeight ? [opts.normWeight] : [])];
   const qUnits = vec4 ? D / 4 : D;
+  const kc = pack ? pack.kc : 0;
   let groupBase = 0;
   for (const p of plan) {
-    const params = new Params().u32(p.rows).u32(qUnits).u32(p.firstRow).u32(p.rowsPerWg).u32(k).u32(groupsTotal).u32(groupBase).f32(-Infinity).bytes();
-    ctx.dispatch(scan, [query, { tensor: index, byteOffset: p.byteOffset, byteSize: p.rows * rowBytes }, cand], params, [p.groups, Q]);
+    const params = new Params().u32(p.rows).u32(qUnits).u32(p.firstRow).u32(p.rowsPerWg).u32(k).u32(groupsTotal).u32(groupBase).f32(-Infinity).u32(kc).bytes();
+    const src = pack ? pack.tensor : index;
+    ctx.dispatch(scan, [query, { tensor: src, byteOffset: p.byteOffset, byteSize: p.byteSize }, cand, ...extra], params, [p.groups, Q]);
     groupBase += p.groups;
   }
   // count 0: nothing was scanned; merging 0 groups outputs sentinels only.
   const mergeGroups = count === 0 ? 0 : groupsTotal;
-  ctx.dispatch(merge, [cand, ids, scores], new Params().u32(mergeGroups).u32(0).u32(0).u32(0).u32(k).u32(groupsTotal).u32(0).f32(-Infinity).bytes(), [Q]);
+  ctx.dispatch(merge, [cand, ids, scores, ...(opts.gate ? [opts.gate] : [])], new Params().u32(mergeGroups).u32(0).u32(0).u32(0).u32(k).u32(groupsTotal).u32(0).f32(-Infinity).u32(0).bytes(), [Q]);
   cand.dispose();
   return { ids, scores };
 }
