@@ -49,8 +49,8 @@ export * from "./onegen/fingerprint.js";
 export {
   detect as onegenDetect,
   resolve as onegenResolve,
-  plan as onegenPlan,
-  commit as onegenCommit,
+  record as onegenRecord,
+  loopStateWords as onegenLoopStateWords,
   detectReference as onegenDetectReference,
   resolveReference as onegenResolveReference,
   planReference as onegenPlanReference,
@@ -58,7 +58,6 @@ export {
   RECORD_OVERFLOW,
   RECORD_LENGTH_MASK,
   type LoopParams,
-  type LoopState,
   type HostLoopState,
   generateOnePass,
   RetrievalHook,

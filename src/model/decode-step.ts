@@ -25,14 +25,20 @@ import type { CapturedProgram } from "../gpu/capture.js";
 import type { Tensor } from "../gpu/tensor.js";
 import type { Decoder, KVCache } from "./decoder.js";
 import type { DecodeHook, DecodeStep } from "./hooks.js";
-import { copyInput, forceAfter, advanceRows, type CopyInputRule } from "../ops/decode_state.js";
-import { maskLogits, sample } from "../ops/sample.js";
+import { copyInput, forceAfter, planAdvanceRows, type CopyInputRule } from "../ops/decode_state.js";
+import { maskLogits, planSample } from "../ops/sample.js";
 import { rmsnormLastRow } from "../ops/rmsnorm.js";
-import { gemvStep } from "../ops/gemv-step.js";
-import { ropeKv } from "../ops/rope-kv.js";
-import { attentionStep } from "../ops/attention-step.js";
-import { embedRows } from "../ops/embedding.js";
+import { planGemvStep } from "../ops/gemv-step.js";
+import { planRopeKv } from "../ops/rope-kv.js";
+import { planAttentionStep } from "../ops/attention-step.js";
+import { planEmbedRows } from "../ops/embed-rows.js";
 import { STEP_COUNT } from "../ops/step-state.js";
+
+/** What the step's launchers prepare once (kernels, bindings, params, owned scratch). */
+interface Plan {
+  encode(ctx: GpuContext): void;
+  dispose(): void;
+}
 
 export interface StepRules {
   banned: Tensor | null;
@@ -94,6 +100,7 @@ export class DecodeStepProgram {
     private readonly acts: StepActivations,
     /** Rows one step can feed (1, or the largest injection a hook may plan). */
     readonly maxRows: number,
+    private readonly plans: readonly Plan[],
   ) {}
 
   /** Dispatches a full step replays. */
@@ -110,6 +117,7 @@ export class DecodeStepProgram {
   dispose(): void {
     this.head.dispose();
     this.body.dispose();
+    for (const p of this.plans) p.dispose();
     const a = this.acts;
     for (const t of [a.rows, a.plan, a.resid, a.qkv, a.att, a.mlp, a.hidden]) t?.dispose();
   }
@@ -130,54 +138,76 @@ export class DecodeStepProgram {
       mlp: ctx.empty([maxRows, I], "f32", "step.mlp"),
       hidden: hooks.some((h) => h.needsHidden) ? ctx.empty([1, D], "f32", "step.hidden") : null,
     };
+    const plans: Plan[] = [];
     let head: CapturedProgram | null = null;
+    let body: CapturedProgram | null = null;
     try {
+      const sampler = await planSample(ctx, s.logits, s.token, { ...sampling, step: s.step, stepWord: STEP_COUNT });
+      plans.push(sampler);
+      const advance = await planAdvanceRows(ctx, { token: s.token, plan: acts.plan, step: s.step, rows: acts.rows, context: s.context, history: s.history, stride: s.stride });
+      plans.push(advance);
+      const forward = await planStepForward(decoder, cache, acts, s.step, s.logits, o.window);
+      plans.push(...forward);
       ctx.beginCapture("decode.head");
       try {
         if (rules.banned) await maskLogits(ctx, s.logits, rules.banned);
         if (rules.copy) await copyInput(ctx, s.context, rules.copy.table, s.step, s.logits, rules.copy.from, rules.copy.rule);
         for (const f of rules.forced) await forceAfter(ctx, s.context, f.pattern, s.logits, s.step, f.token);
-        await sample(ctx, s.logits, s.token, { ...sampling, step: s.step, stepWord: STEP_COUNT });
-        await advanceRows(ctx, { token: s.token, plan: acts.plan, step: s.step, rows: acts.rows, context: s.context, history: s.history, stride: s.stride });
+        sampler.encode(ctx);
+        advance.encode(ctx);
       } finally {
         head = ctx.endCapture();
       }
       ctx.beginCapture("decode.body");
-      let body: CapturedProgram;
       try {
         const view = (i: number): DecodeStep => ({
           ctx, step: s.step, token: s.token, rows: acts.rows, context: s.context, logits: s.logits, history: s.history,
           stride: s.stride, recordOffset: o.recordOffsets[i] ?? -1, maxSteps: s.maxSteps, plan: acts.plan, capacity: cache.capacity, window: o.window,
         });
         for (const [i, h] of hooks.entries()) await h.beforeForward?.(view(i));
-        await encodeStepForward(decoder, cache, acts, s.step, s.logits, o.window);
+        for (const p of forward.slice(0, -1)) p.encode(ctx);
+        if (acts.hidden) await rmsnormLastRow(ctx, acts.resid, decoder.weights.norm, decoder.config.rmsNormEps, s.step, acts.hidden);
         for (const [i, h] of hooks.entries()) await h.afterForward?.(view(i), acts.hidden);
+        // lm_head last: a hook's search reads the hidden state; the logits are the next step's
+        forward[forward.length - 1]!.encode(ctx);
       } finally {
         body = ctx.endCapture();
       }
-      return new DecodeStepProgram(ctx, head, body, acts, maxRows);
+      return new DecodeStepProgram(ctx, head, body, acts, maxRows, plans);
     } catch (e) {
       head?.dispose();
+      body?.dispose();
+      for (const p of plans) p.dispose();
       for (const t of Object.values(acts)) (t as Tensor | null)?.dispose();
       throw e;
     }
   }
 }
 
-/** The forward of the step's live rows (see the file header), encoded once. */
-async function encodeStepForward(decoder: Decoder, cache: KVCache, a: StepActivations, step: Tensor, logits: Tensor, window: number): Promise<void> {
+/**
+ * Plans the forward of the step's live rows (see the file header): embed, 6 plans per layer, and
+ * lm_head (last). Built once per generate() call; encoded once into the captured body.
+ */
+async function planStepForward(decoder: Decoder, cache: KVCache, a: StepActivations, step: Tensor, logits: Tensor, window: number): Promise<Plan[]> {
   const { ctx, config: c, weights: w } = decoder;
   const eps = c.rmsNormEps;
-  await embedRows(ctx, a.rows, w.embed, step, a.resid);
-  for (let l = 0; l < c.numLayers; l++) {
-    const L = w.layers[l]!;
-    await gemvStep(ctx, { x: a.resid, weights: [L.q, L.k, L.v], biases: [L.qBias, L.kBias, L.vBias], norm: { weight: L.inputNorm, eps }, step, out: a.qkv });
-    await ropeKv(ctx, a.qkv, w.invFreq, cache.k[l]!, cache.v[l]!, step, { heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim });
-    await attentionStep(ctx, a.qkv, cache.k[l]!, cache.v[l]!, step, a.att, { heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, window });
-    await gemvStep(ctx, { x: a.att, weights: [L.o], biases: [L.oBias], epilogue: "residual", step, out: a.resid });
-    await gemvStep(ctx, { x: a.resid, weights: [L.gate, L.up], biases: [L.gateBias, L.upBias], norm: { weight: L.postNorm, eps }, epilogue: "swiglu", step, out: a.mlp });
-    await gemvStep(ctx, { x: a.mlp, weights: [L.down], biases: [L.downBias], epilogue: "residual", step, out: a.resid });
+  const heads = { heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim };
+  const plans: Plan[] = [];
+  try {
+    plans.push(await planEmbedRows(ctx, a.rows, w.embed, step, a.resid));
+    for (let l = 0; l < c.numLayers; l++) {
+      const L = w.layers[l]!;
+      plans.push(await planGemvStep(ctx, { x: a.resid, w: [L.q, L.k, L.v], bias: [L.qBias, L.kBias, L.vBias], norm: { weight: L.inputNorm, eps }, step, y: a.qkv }));
+      plans.push(await planRopeKv(ctx, a.qkv, w.invFreq, cache.k[l]!, cache.v[l]!, step, heads));
+      plans.push(await planAttentionStep(ctx, a.qkv, cache.k[l]!, cache.v[l]!, step, { ...heads, out: a.att, window }));
+      plans.push(await planGemvStep(ctx, { x: a.att, w: L.o, bias: L.oBias ? [L.oBias] : null, epilogue: "residual", step, y: a.resid }));
+      plans.push(await planGemvStep(ctx, { x: a.resid, w: [L.gate, L.up], bias: L.gateBias || L.upBias ? [L.gateBias, L.upBias] : null, norm: { weight: L.postNorm, eps }, epilogue: "swiglu", step, y: a.mlp }));
+      plans.push(await planGemvStep(ctx, { x: a.mlp, w: L.down, bias: L.downBias ? [L.downBias] : null, epilogue: "residual", step, y: a.resid }));
+    }
+    plans.push(await planGemvStep(ctx, { x: a.resid, w: w.lmHead, norm: { weight: w.norm, eps }, lastRow: true, step, y: logits }));
+  } catch (e) {
+    for (const p of plans) p.dispose();
+    throw e;
   }
-  if (a.hidden) await rmsnormLastRow(ctx, a.resid, w.norm, eps, step, a.hidden);
-  await gemvStep(ctx, { x: a.resid, weights: [w.lmHead], norm: { weight: w.norm, eps }, rows: "last", step, out: logits });
+  return plans;
 }

@@ -29,7 +29,7 @@ import type { Tensor } from "../gpu/tensor.js";
 import { DTYPE_BYTES } from "../gpu/tensor.js";
 import type { Decoder } from "../model/decoder.js";
 import { LoadError, ShapeError, UsageError } from "../errors.js";
-import { cosineTopK, NO_ID, TOPK_MAX_K } from "../ops/search.js";
+import { cosineTopK, NO_ID, TOPK_MAX_K, type CosineTopKOptions } from "../ops/search.js";
 import { l2normRows } from "../ops/l2norm.js";
 import { layoutSafetensors, SafetensorsFile, type SafetensorsDtype } from "../io/safetensors.js";
 import { joinName, readJson, toModelDir, type ModelDir } from "../io/source.js";
@@ -303,7 +303,7 @@ export class DocumentIndex {
    * scores f32, shaped [k] for a query [D] (or [Q, k] for [Q, D]). Entry ids; the tail past count
    * holds NO_ID / −inf. Throws UsageError on an empty index (the host cannot make hits of nothing).
    */
-  async searchGpu(query: Tensor, k: number, opts: { outIds?: Tensor; outScores?: Tensor } = {}): Promise<{ ids: Tensor; scores: Tensor }> {
+  async searchGpu(query: Tensor, k: number, opts: Pick<CosineTopKOptions, "outIds" | "outScores" | "gate" | "normWeight"> = {}): Promise<{ ids: Tensor; scores: Tensor }> {
     this.assertLive();
     if (this._count === 0) throw new UsageError("DocumentIndex.searchGpu: the index is empty");
     return cosineTopK(this.ctx, query, this._vectors, k, { count: this._count, ...opts });
