@@ -29,7 +29,7 @@ import type { Tensor } from "../gpu/tensor.js";
 import { DTYPE_BYTES } from "../gpu/tensor.js";
 import type { Decoder } from "../model/decoder.js";
 import { LoadError, ShapeError, UsageError } from "../errors.js";
-import { cosineTopK, NO_ID, TOPK_MAX_K, type CosineTopKOptions } from "../ops/search.js";
+import { cosineIndexPack, cosineTopK, cosineTopKPreferredLayout, NO_ID, TOPK_MAX_K, type CosineTopKOptions } from "../ops/search.js";
 import { l2normRows } from "../ops/l2norm.js";
 import { layoutSafetensors, SafetensorsFile, type SafetensorsDtype } from "../io/safetensors.js";
 import { joinName, readJson, toModelDir, type ModelDir } from "../io/source.js";
@@ -303,6 +303,16 @@ export class DocumentIndex {
    * scores f32, shaped [k] for a query [D] (or [Q, k] for [Q, D]). Entry ids; the tail past count
    * holds NO_ID / −inf. Throws UsageError on an empty index (the host cannot make hits of nothing).
    */
+  /**
+   * Makes ahead of time what searchGpu reads (the lane-interleaved copy of the vectors on devices
+   * that scan that layout, src/ops/search.ts), so that a decode step captured after this call
+   * never contains the copy. The copy is remade when entries are added.
+   */
+  async prepareSearchGpu(): Promise<void> {
+    this.assertLive();
+    if (this._count > 0 && cosineTopKPreferredLayout(this.ctx) === "tiled") await cosineIndexPack(this.ctx, this._vectors, this._count);
+  }
+
   async searchGpu(query: Tensor, k: number, opts: Pick<CosineTopKOptions, "outIds" | "outScores" | "gate" | "normWeight"> = {}): Promise<{ ids: Tensor; scores: Tensor }> {
     this.assertLive();
     if (this._count === 0) throw new UsageError("DocumentIndex.searchGpu: the index is empty");

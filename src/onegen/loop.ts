@@ -254,8 +254,10 @@ export class RetrievalHook implements DecodeHook {
     };
   }
 
-  begin(steps: number): void {
+  async begin(steps: number): Promise<void> {
     if (this.live) throw new Error("RetrievalHook: begin() twice (one hook per generate() call)");
+    // the search's own preparation (a layout copy of the index) must not land in the captured step
+    await this.spec.index.prepareSearchGpu();
     const ctx = this.session.ctx;
     this.retrievals = 0;
     this.live = true;
