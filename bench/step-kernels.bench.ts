@@ -5,7 +5,8 @@
 //   attention: attention() with host ranges, maxKeys = capacity (as the decoder calls it: fixed
 //          chunk) and maxKeys = context (best case, the host knowing the length), vs
 //          attention_step (T and ranges from the step state) with the chunk chosen per row on the
-//          GPU (default; GQA heads inner, and the splits-inner order) and with the decoder's fixed chunk
+//          GPU (default; GQA heads inner, and the splits-inner order), with the decoder's fixed
+//          chunk, and the lanes kernel (attention_step_lanes.wgsl, a losing arm on lavapipe)
 //   embed: embedding(ids tensor) vs embed_rows
 // Step arms encode a plan made once (plan.encode: what a captured step replays); unfused arms call
 // the async ops as the decoder does. Time per call = wall time of `reps` encodes + one submit and
@@ -89,8 +90,9 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
         rows.push(row(env, { bench: "step-kernels", variant: `attention host ranges maxKeys=${maxKeys}: ${plan.label}`, shape, bytes: kvBytes, extra: { dispatches: 2 } }, ta));
       }
       const fixedChunk = Math.ceil(CAPACITY / attentionStepSplits(H, CAPACITY));
-      for (const [chunk, headsInner] of [[0, true], [0, false], [fixedChunk, true]] as const) {
-        const as = await planAttentionStep(ctx, qkv, kc, vc, step, { out: att, headsInner, ...(chunk ? { chunk } : {}) });
+      for (const [chunk, headsInner, kernel] of [[0, true, "split"], [0, false, "split"], [fixedChunk, true, "split"], [0, true, "lanes"]] as const) {
+        if (kernel === "lanes" && env.quick) continue;
+        const as = await planAttentionStep(ctx, qkv, kc, vc, step, { out: att, headsInner, kernel, ...(chunk ? { chunk } : {}) });
         const t = await time(() => as.encode(ctx));
         rows.push(row(env, { bench: "step-kernels", variant: as.label, shape, bytes: kvBytes, extra: { dispatches: as.dispatches.length } }, t));
         as.dispose();
