@@ -5,11 +5,13 @@
 //   attention: attention() with host ranges, maxKeys = capacity (as the decoder calls it: fixed
 //          chunk) and maxKeys = context (best case, the host knowing the length), vs
 //          attention_step (T and ranges from the step state) with the chunk chosen per row on the
-//          GPU (default; GQA heads inner, and the splits-inner order) and with the decoder's fixed chunk
+//          GPU (default; GQA heads inner, and the splits-inner order), with the decoder's fixed
+//          chunk, and the lanes kernel (attention_step_lanes.wgsl, a losing arm on lavapipe)
 //   embed: embedding(ids tensor) vs embed_rows
 // Step arms encode a plan made once (plan.encode: what a captured step replays); unfused arms call
 // the async ops as the decoder does. Time per call = wall time of `reps` encodes + one submit and
-// wait (bench/harness.ts), so it includes each arm's host encode cost; `extra.dispatches` says
+// wait, so it includes each arm's host encode cost; the arms of one group are timed interleaved
+// (timeArms) so that load from other processes does not favour one arm; `extra.dispatches` says
 // how many dispatches one call is. Figures only; nothing is asserted.
 import type { GpuContext } from "../src/gpu/context.js";
 import type { Tensor } from "../src/gpu/tensor.js";
@@ -22,7 +24,7 @@ import { attentionStepSplits, planAttentionStep, stepRanges } from "../src/ops/a
 import { planEmbedRows } from "../src/ops/embed-rows.js";
 import { STEP_LAST, STEP_ROWS, STEP_WORDS } from "../src/ops/step-state.js";
 import { Rng } from "../src/util/rng.js";
-import { row, timeGpu, type BenchEnv, type BenchRow } from "./harness.js";
+import { row, type BenchEnv, type BenchRow, type Timing } from "./harness.js";
 
 interface Shape {
   name: string;
@@ -43,13 +45,46 @@ function stepState(ctx: GpuContext, last: number): Tensor {
   return ctx.upload(s, [STEP_WORDS], "u32", "step");
 }
 
+interface Arm {
+  variant: string;
+  shape: string;
+  bytes: number;
+  dispatches: number;
+  encode: () => Promise<unknown> | void;
+}
+
+/**
+ * Times arms interleaved (sample s of every arm before sample s + 1 of any), so that load from
+ * other processes on a shared machine spreads over all arms instead of favouring one; per sample:
+ * `reps` encodes, one submit, wait (as timeGpu).
+ */
+async function timeArms(ctx: GpuContext, arms: readonly Arm[], opts: { warmup: number; samples: number; reps: number }): Promise<Timing[]> {
+  const times: number[][] = arms.map(() => []);
+  for (let s = 0; s < opts.warmup + opts.samples; s++) {
+    for (const [i, arm] of arms.entries()) {
+      await ctx.sync();
+      const t0 = performance.now();
+      for (let r = 0; r < opts.reps; r++) await arm.encode();
+      await ctx.sync();
+      if (s >= opts.warmup) times[i]!.push((performance.now() - t0) / opts.reps);
+    }
+  }
+  return times.map((t) => {
+    t.sort((a, b) => a - b);
+    return { medianMs: t[Math.floor(t.length / 2)]!, minMs: t[0]!, maxMs: t[t.length - 1]!, samples: t.length };
+  });
+}
+
 export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
   const rng = new Rng(7);
   const cache = ctx.hasF16 ? "f16" : "f32";
-  const samples = env.quick ? 3 : 7;
-  const reps = env.quick ? 4 : 8;
-  const time = (f: () => Promise<void> | void) => timeGpu(ctx, f, { reps, samples });
+  const timing = { warmup: 2, samples: env.quick ? 3 : 9, reps: env.quick ? 4 : 8 };
+  const run = async (arms: Arm[]) => {
+    const ts = await timeArms(ctx, arms, timing);
+    arms.forEach((a, i) => rows.push(row(env, { bench: "step-kernels", variant: a.variant, shape: a.shape, bytes: a.bytes, extra: { dispatches: a.dispatches } }, ts[i]!)));
+  };
+  const disposeLater: { dispose(): void }[] = [];
   for (const s of [M134, TINYLLAMA]) {
     const { H, Hkv, hd } = s;
     const W = (H + 2 * Hkv) * hd;
@@ -70,31 +105,33 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
       const shape = `${s.name} ctx=${ctxLen} ${cache}`;
       // rope + KV append (the same bytes either way: q, k read and written, k and v to the cache)
       const ropeBytes = 2 * H * hd * 4 + Hkv * hd * (4 + 4) + 2 * Hkv * hd * (cache === "f16" ? 2 : 4);
-      const tu = await time(async () => {
-        await rope(ctx, q, pos, inv);
-        await rope(ctx, k, pos, inv);
-        await kvAppend(ctx, k, v, kc, vc, pos);
-      });
-      rows.push(row(env, { bench: "step-kernels", variant: "rope q + rope k + kv_append (unfused)", shape, bytes: ropeBytes, extra: { dispatches: 3 } }, tu));
       const rk = await planRopeKv(ctx, qkv, inv, kc, vc, step);
-      const tr = await time(() => rk.encode(ctx));
-      rows.push(row(env, { bench: "step-kernels", variant: rk.label, shape, bytes: ropeBytes, extra: { dispatches: rk.dispatches.length } }, tr));
+      await run([
+        {
+          variant: "rope q + rope k + kv_append (unfused)", shape, bytes: ropeBytes, dispatches: 3,
+          encode: async () => {
+            await rope(ctx, q, pos, inv);
+            await rope(ctx, k, pos, inv);
+            await kvAppend(ctx, k, v, kc, vc, pos);
+          },
+        },
+        { variant: rk.label, shape, bytes: ropeBytes, dispatches: rk.dispatches.length, encode: () => rk.encode(ctx) },
+      ]);
       // attention over ctxLen keys
       const kvBytes = 2 * Hkv * ctxLen * hd * (cache === "f16" ? 2 : 4);
+      const arms: Arm[] = [];
       for (const maxKeys of [CAPACITY, ctxLen]) {
         const plan = resolveAttention(ctx, { T: 1, H, Hkv, hd, S: CAPACITY, cache }, { maxKeys });
-        const ta = await time(async () => {
-          await attention(ctx, q, kc, vc, ranges, { out: out3, maxKeys });
-        });
-        rows.push(row(env, { bench: "step-kernels", variant: `attention host ranges maxKeys=${maxKeys}: ${plan.label}`, shape, bytes: kvBytes, extra: { dispatches: 2 } }, ta));
+        arms.push({ variant: `attention host ranges maxKeys=${maxKeys}: ${plan.label}`, shape, bytes: kvBytes, dispatches: 2, encode: () => attention(ctx, q, kc, vc, ranges, { out: out3, maxKeys }) });
       }
       const fixedChunk = Math.ceil(CAPACITY / attentionStepSplits(H, CAPACITY));
-      for (const [chunk, headsInner] of [[0, true], [0, false], [fixedChunk, true]] as const) {
-        const as = await planAttentionStep(ctx, qkv, kc, vc, step, { out: att, headsInner, ...(chunk ? { chunk } : {}) });
-        const t = await time(() => as.encode(ctx));
-        rows.push(row(env, { bench: "step-kernels", variant: as.label, shape, bytes: kvBytes, extra: { dispatches: as.dispatches.length } }, t));
-        as.dispose();
+      for (const [chunk, headsInner, kernel] of [[0, true, "split"], [0, false, "split"], [fixedChunk, true, "split"], [0, true, "lanes"]] as const) {
+        if (kernel === "lanes" && env.quick) continue;
+        const as = await planAttentionStep(ctx, qkv, kc, vc, step, { out: att, headsInner, kernel, ...(chunk ? { chunk } : {}) });
+        disposeLater.push(as);
+        arms.push({ variant: as.label, shape, bytes: kvBytes, dispatches: as.dispatches.length, encode: () => as.encode(ctx) });
       }
+      await run(arms);
       for (const x of [step, pos, ranges]) x.dispose();
     }
     // embedding of one row (context-independent)
@@ -103,15 +140,15 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
     const resid = ctx.empty([1, s.D], "f32", "resid");
     const step = stepState(ctx, 10);
     const embBytes = s.D * ((cache === "f16" ? 2 : 4) + 4);
-    const te = await time(async () => {
-      await embedding(ctx, ids, table, { out: resid });
-    });
-    rows.push(row(env, { bench: "step-kernels", variant: "embedding (ids tensor)", shape: `${s.name} D=${s.D} V=${s.V} ${cache}`, bytes: embBytes, extra: { dispatches: 1 } }, te));
+    const eshape = `${s.name} D=${s.D} V=${s.V} ${cache}`;
     const er = await planEmbedRows(ctx, ids, table, step, resid);
-    const tr = await time(() => er.encode(ctx));
-    rows.push(row(env, { bench: "step-kernels", variant: er.label, shape: `${s.name} D=${s.D} V=${s.V} ${cache}`, bytes: embBytes, extra: { dispatches: er.dispatches.length } }, tr));
+    await run([
+      { variant: "embedding (ids tensor)", shape: eshape, bytes: embBytes, dispatches: 1, encode: () => embedding(ctx, ids, table, { out: resid }) },
+      { variant: er.label, shape: eshape, bytes: embBytes, dispatches: er.dispatches.length, encode: () => er.encode(ctx) },
+    ]);
+    for (const p of disposeLater.splice(0)) p.dispose();
     for (const x of [kc, vc, qkv, q, k, v, inv, att, table, ids, resid, step]) x.dispose();
   }
-  env.log(`step-kernels: storeType ${storeType(ctx, cache)}`);
+  env.log(`step-kernels: cache store ${storeType(ctx, cache)}; arms of a group timed interleaved, ${timing.samples} samples × ${timing.reps} reps`);
   return rows;
 }

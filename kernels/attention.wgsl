@@ -79,6 +79,7 @@ const NEG: f32 = -3.0e38;
 @group(0) @binding(5) var<uniform> params: Params;
 #endif
 
+#include attention_load
 #include attention_core
 
 @compute @workgroup_size({{WG}})

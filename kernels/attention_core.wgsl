@@ -1,7 +1,8 @@
 // attention_core.wgsl: the key loop shared by attention.wgsl and attention_step.wgsl (included
 // with `#include attention_core`; not a kernel). Reference: attentionReference in
 // src/ops/attention.ts. The including kernel declares q, k_cache, v_cache (array<CV>), acc
-// (array<V>), `alias V`, NEG, and a `params` with `scale` and `slots`; defines VEC4 and PACKED.
+// (array<V>), `alias V`, NEG, and a `params` with `scale` and `slots`, and includes
+// attention_load (load_k, load_v, hsum).
 //
 // attend_keys: online softmax of the query q[q0 .. q0 + slots) over cache rows [lo, hi) of the kv
 // head whose first row is kbase (g·S): keys in tiles of 4 held as one vec4 of scores (one pass
@@ -9,38 +10,6 @@
 // acc = α·acc + Σ_k p_k·v_k. Tail keys of a tile are masked (score NEG → p = 0, their row index
 // clamped to a valid key). acc[a0 ..] is zeroed first and holds the unnormalised Σ p_j·v_j;
 // returns (m, l) (NEG, 0 for an empty range). All f32; f16 cache values widened on load.
-
-// Cache element (or vec4 slot) i widened to f32.
-fn load_k(i: u32) -> V {
-#if PACKED
-#if VEC4
-  return f16p_vec4(k_cache[i]);
-#else
-  return f16p_at(k_cache[i >> 1u], i);
-#endif
-#else
-  return V(k_cache[i]);
-#endif
-}
-fn load_v(i: u32) -> V {
-#if PACKED
-#if VEC4
-  return f16p_vec4(v_cache[i]);
-#else
-  return f16p_at(v_cache[i >> 1u], i);
-#endif
-#else
-  return V(v_cache[i]);
-#endif
-}
-
-fn hsum(x: V) -> f32 {
-#if VEC4
-  return (x.x + x.y) + (x.z + x.w);
-#else
-  return x;
-#endif
-}
 
 fn attend_keys(q0: u32, a0: u32, kbase: u32, lo: u32, hi: u32) -> vec2<f32> {
   let ns = params.slots;

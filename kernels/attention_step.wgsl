@@ -37,6 +37,7 @@ enable f16;
 #include f16_packed
 #endif
 #include step_state
+#include attention_load
 #include attention_core
 
 struct Params {

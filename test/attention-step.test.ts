@@ -28,6 +28,7 @@ interface Case {
   splits?: number;
   chunk?: number;
   headsInner?: boolean;
+  kernel?: "split" | "lanes";
 }
 
 interface Data {
@@ -56,7 +57,7 @@ async function runCase(ctx: GpuContext, c: Case, d: Data, what: string): Promise
   const vc = ctx.upload(d.vHost, [Hkv, S, hd], cache, "vCache");
   const step = ctx.upload(stepWords(c.last, c.rows, 3, 0), [8], "u32", "step");
   const out = ctx.upload(new Float32Array(maxRows * H * hd).fill(NaN), [maxRows, H * hd], "f32", "out");
-  const opts = { ...(c.window !== undefined ? { window: c.window } : {}), ...(c.splits !== undefined ? { splits: c.splits } : {}), ...(c.chunk !== undefined ? { chunk: c.chunk } : {}), ...(c.headsInner !== undefined ? { headsInner: c.headsInner } : {}) };
+  const opts = { ...(c.window !== undefined ? { window: c.window } : {}), ...(c.splits !== undefined ? { splits: c.splits } : {}), ...(c.chunk !== undefined ? { chunk: c.chunk } : {}), ...(c.headsInner !== undefined ? { headsInner: c.headsInner } : {}), ...(c.kernel !== undefined ? { kernel: c.kernel } : {}) };
   await attentionStep(ctx, qkvT, kc, vc, step, out, opts);
   const got = await out.read();
   const T = Math.min(c.rows, maxRows);
@@ -112,6 +113,26 @@ test("attentionStep: forced splits, a fixed chunk, one split, a window longer th
       { ...base, rows: 9, last: 399 },
     ];
     for (const c of cases) await runCase(ctx, c, data(rng, c), JSON.stringify({ ...c, cache: c.cache }));
+  });
+});
+
+test("attentionStep, the lanes kernel: matches the reference over GQA 1 and 3, odd head dims, f32/f16 caches, T = 1, 2, 5, windows, fixed chunks, T clamped", async () => {
+  await forDevices({}, async (ctx) => {
+    const rng = new Rng(25);
+    for (const { H, Hkv, hd } of [{ H: 3, Hkv: 1, hd: 8 }, { H: 2, Hkv: 2, hd: 5 }, { H: 6, Hkv: 2, hd: 12 }]) {
+      for (const cache of ["f32", "f16"] as const) {
+        for (const rows of [1, 2, 5]) {
+          for (const [S, last, window] of [[37, rows - 1, 0], [300, 299, 0], [300, 150, 7], [37, 36, 7]] as const) {
+            const c: Case = { H, Hkv, hd, S, maxRows: 5, rows, last, cache, window, kernel: "lanes" };
+            await runCase(ctx, c, data(rng, c), `lanes H=${H} Hkv=${Hkv} hd=${hd} ${cache} S=${S} T=${rows} last=${last} window=${window}`);
+          }
+        }
+      }
+    }
+    const base = { H: 4, Hkv: 2, hd: 16, S: 400, maxRows: 4, cache: "f16" as const, kernel: "lanes" as const };
+    for (const c of [{ ...base, rows: 3, last: 250, splits: 5, chunk: 64 }, { ...base, rows: 9, last: 399 }, { ...base, rows: 2, last: 399, splits: 1 }] as Case[]) {
+      await runCase(ctx, c, data(rng, c), JSON.stringify(c));
+    }
   });
 });
 
@@ -176,6 +197,8 @@ test("attentionStep: argument errors", async () => {
   await assertRejects(() => planAttentionStep(ctx, ctx.empty([2, 4 * 7], "f32", "qkv"), kc, vc, step), ShapeError, [/3 query heads are not a multiple of 2 kv heads/], "GQA");
   await assertRejects(() => planAttentionStep(ctx, ctx.empty([2, 4 * 8], "f32", "qkv"), kc, vc, step, { chunk: 16 }), UnsupportedError, [/fixed chunk/, /splits > 1/], "chunk without splits");
   await assertRejects(() => planAttentionStep(ctx, ctx.empty([2, 4 * 8], "f32", "qkv"), kc, ctx.empty([2, 8, 4], "f16", "vh"), step), ShapeError, [/vCache/, /f32/], "cache dtypes");
+  const huge = ctx.empty([1, (2048 + 2) * 128], "f32", "huge"); // GQA 2048 × 32 slots: over any workgroup
+  await assertRejects(() => planAttentionStep(ctx, huge, ctx.empty([1, 8, 128], "f32", "k1"), ctx.empty([1, 8, 128], "f32", "v1"), step, { kernel: "lanes" }), UnsupportedError, [/lanes kernel needs 2048·32 = 65536 lanes/, /kernel 'split'/], "lanes over the workgroup limit");
   await assertRejects(() => planAttentionStep(ctx, ctx.empty([2, 4 * 8], "f32", "qkv"), kc, vc, step, { heads: 6, kvHeads: 2 }), ShapeError, [/heads 6 does not match qkv \('qkv'\) \[2, 32\]/, /imply heads 4/], "stated heads");
 });
 

@@ -16,6 +16,15 @@
 //     else 0: the ranges Session uses (causalRangesFor), see stepRanges. GQA: query head h reads
 //     kv head h / (H/Hkv).
 //   attentionStepReference(...): attentionReference over stepRanges (float64).
+// Kernels (opts.kernel): "split" (default) kernels/attention_step.wgsl; "lanes"
+// kernels/attention_step_lanes.wgsl (lanes over GQA heads × head-dim slots, coalesced loads,
+// scores reduced through workgroup memory): the classic GPU mapping, kept runnable for devices
+// where barriers are cheap. Measured 2026-12-02 on lavapipe (2 cores, load ~20, interleaved,
+// f16, min of 7 rounds): lanes 4.7–14× slower than split (TinyLlama ctx 2048 311 vs 48 ms; 134M
+// ctx 2048 82 vs 3.8 ms): llvmpipe runs a workgroup barrier as a coroutine switch per 8-lane
+// chunk, two per 4-key tile. A subgroup variant (one subgroup per (head, split), lanes over slots,
+// subgroupAdd for the scores, no barriers) measured equal or slower (TinyLlama 2048: 28 vs 22 ms;
+// 134M 2048: 4.0 vs 3.4 ms) and was not kept.
 // Grid: H · nSplits invocations, fixed (independent of T); each loops over the live rows;
 // consecutive invocations are the heads of one GQA group (opts.headsInner, measured). nSplits
 // as the decode resolver picks it for one row (≈ 512 invocations, ≥ 64 keys per split, from the
@@ -49,6 +58,26 @@ export function attentionStepVariant(cache: StoreType, vec4: boolean, split: boo
   };
 }
 
+/** The lanes kernel (kernels/attention_step_lanes.wgsl): workgroup of WG ≥ group·slots lanes. */
+export function attentionStepLanesVariant(cache: StoreType, vec4: boolean, wg: number): KernelVariant {
+  return {
+    file: "attention_step_lanes",
+    name: `attention_step_lanes_${cache}_${vec4 ? "v4" : "s1"}_wg${wg}`,
+    defines: {
+      F16: cache === "f16",
+      PACKED: cache === "f16p",
+      VEC4: vec4,
+      WG: wg,
+      V: vec4 ? "vec4<f32>" : "f32",
+      CV: cache === "f16p" ? (vec4 ? "vec2<u32>" : "u32") : vec4 ? `vec4<${cache}>` : cache,
+    },
+    bindings: ["read", "read", "read", "read", "read_write", "read_write", "uniform"],
+    features: storeFeatures(cache),
+  };
+}
+
+export type AttentionStepKernel = "split" | "lanes";
+
 export interface AttentionStepOptions extends StepHeads {
   /** Output f32 [maxRows, H·hd] (allocated, and owned by the plan, if absent). */
   out?: Tensor;
@@ -68,6 +97,15 @@ export interface AttentionStepOptions extends StepHeads {
    * (32/4 heads) min 6.1 vs 8.5 ms and 15.5 vs 33 ms in two runs; 134M (9/3) 2.4 vs 2.7, 2.6 vs 4.4.
    */
   headsInner?: boolean;
+  /**
+   * "split" (default): kernels/attention_step.wgsl, one invocation per (head, split) looping over
+   * head-dim slots (the decode attention's key loop: the same bits). "lanes":
+   * kernels/attention_step_lanes.wgsl, one workgroup per (kv head, split) with lanes over (GQA
+   * head, slot): neighbouring lanes read neighbouring memory, a group's heads share K/V loads,
+   * scores reduced through workgroup memory (always + combine; needs group·slots ≤ the device's
+   * invocations per workgroup).
+   */
+  kernel?: AttentionStepKernel;
 }
 
 export interface AttentionStepPlan extends DispatchPlan {
@@ -104,12 +142,14 @@ export async function planAttentionStep(ctx: GpuContext, qkv: Tensor, kCache: Te
   if (!Number.isInteger(nSplits) || nSplits < 1) throw new ShapeError(`${op}: splits ${nSplits} must be a positive integer`);
   const chunk = opts.chunk ?? 0;
   if (!Number.isInteger(chunk) || chunk < 0) throw new ShapeError(`${op}: chunk ${chunk} must be a non-negative integer`);
-  if (chunk > 0 && nSplits === 1) throw new UnsupportedError(`${op}: a fixed chunk (${chunk}) needs splits > 1`);
+  if (chunk > 0 && nSplits === 1 && opts.kernel !== "lanes") throw new UnsupportedError(`${op}: a fixed chunk (${chunk}) needs splits > 1`);
   if (opts.out) {
     expectDType(opts.out, ["f32"], op, "out");
     expectShape(opts.out, [maxRows, H * hd], op, "out");
   }
-  const split = nSplits > 1;
+  const lanesKernel = opts.kernel === "lanes";
+  if (opts.kernel !== undefined && opts.kernel !== "split" && opts.kernel !== "lanes") throw new UnsupportedError(`${op}: kernel '${String(opts.kernel)}' is not one of split, lanes`);
+  const split = nSplits > 1 || lanesKernel;
   const vec4 = hd % 4 === 0;
   const slots = vec4 ? hd / 4 : hd;
   const partBytes = maxRows * H * nSplits * hd * 4;
@@ -120,21 +160,35 @@ export async function planAttentionStep(ctx: GpuContext, qkv: Tensor, kCache: Te
     );
   }
   for (const [t, what] of [[qkv, "qkv"], [kCache, "kCache"], [vCache, "vCache"], ...(opts.out ? [[opts.out, "out"] as const] : [])] as const) checkStepBinding(ctx, op, t, what);
-  const variant = attentionStepVariant(storeType(ctx, kCache.dtype as "f32" | "f16"), vec4, split);
+  const group = H / Hkv;
+  let lanesWg = 8;
+  while (lanesWg < group * slots) lanesWg *= 2;
+  if (lanesKernel && lanesWg > ctx.limits.maxComputeInvocationsPerWorkgroup) {
+    throw new UnsupportedError(`${op}: the lanes kernel needs ${group}·${slots} = ${group * slots} lanes (GQA group × head-dim slots), over this device's ${ctx.limits.maxComputeInvocationsPerWorkgroup} invocations per workgroup`, "use kernel 'split'");
+  }
+  const cacheStore = storeType(ctx, kCache.dtype as "f32" | "f16");
+  const variant = lanesKernel ? attentionStepLanesVariant(cacheStore, vec4, lanesWg) : attentionStepVariant(cacheStore, vec4, split);
   const kernel = await ctx.kernels.get(variant);
   const combine = split ? await ctx.kernels.get(attentionCombineVariant(vec4, true)) : null;
   const scale = opts.scale ?? 1 / Math.sqrt(hd);
   const units = H * nSplits;
-  const params = new Params()
-    .u32(H).u32(S).u32(H / Hkv).u32(nSplits)
-    .u32(chunk).u32(DECODE_MIN_CHUNK).u32(units).f32(scale)
-    .u32(slots).u32((H + 2 * Hkv) * slots).u32(window).u32(maxRows)
-    .u32(opts.headsInner === false ? 0 : 1)
-    .bytes();
+  const params = lanesKernel
+    ? new Params()
+      .u32(H).u32(Hkv).u32(S).u32(group)
+      .u32(nSplits).u32(chunk).u32(DECODE_MIN_CHUNK).u32(group * slots)
+      .f32(scale).u32(slots).u32((H + 2 * Hkv) * slots).u32(window)
+      .u32(maxRows)
+      .bytes()
+    : new Params()
+      .u32(H).u32(S).u32(group).u32(nSplits)
+      .u32(chunk).u32(DECODE_MIN_CHUNK).u32(units).f32(scale)
+      .u32(slots).u32((H + 2 * Hkv) * slots).u32(window).u32(maxRows)
+      .u32(opts.headsInner === false ? 0 : 1)
+      .bytes();
   const owned: Tensor[] = [];
   const out = opts.out ?? ctx.empty([maxRows, H * hd], "f32", "attention_step.out");
   if (!opts.out) owned.push(out);
-  const groups = grid(ctx, Math.ceil(units / ATTN_WG));
+  const groups = lanesKernel ? grid(ctx, Hkv * nSplits) : grid(ctx, Math.ceil(units / ATTN_WG));
   let label = `${variant.name}${opts.headsInner === false ? " splits-inner" : ""}`;
   let plan: DispatchPlan;
   if (!combine) {

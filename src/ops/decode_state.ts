@@ -250,15 +250,17 @@ export function advanceRowsReference(
   const last = step[STEP_LAST]!;
   const inject = pending > 0;
   const T = inject ? Math.min(pending, rows.length) : 1;
+  // u32 arithmetic, as the kernel's (LAST = 0xffffffff before anything is fed wraps to 0)
   for (let t = 0; t < T; t++) {
     const raw = inject ? s.plan[t]! : s.token;
     const id = raw === NONFINITE_ID ? 0 : raw;
     rows[t] = id;
-    if (last + 1 + t < context.length) context[last + 1 + t] = id;
+    const p = (last + 1 + t) >>> 0;
+    if (p < context.length) context[p] = id;
   }
-  const h = stride * j;
+  const h = Math.imul(stride, j) >>> 0;
   if (h < history.length) history[h] = inject ? INJECTED_ID : s.token;
-  step[STEP_LAST] = last + T;
+  step[STEP_LAST] = (last + T) >>> 0;
   step[STEP_ROWS] = T;
   step[STEP_COUNT] = j + 1;
   step[STEP_PENDING] = 0;
