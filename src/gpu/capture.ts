@@ -6,6 +6,8 @@
 //   const prog = ctx.endCapture();
 //   prog.replay(); ctx.submit();   // per token: the recorded commands, encoded into the open batch
 //   prog.dispose();                // when the shape changes or the session ends
+// (or `const prog = await ctx.captureProgram("step", async () => { … })`, which cancels the capture
+// with ctx.cancelCapture() when the body throws.)
 //
 // What is recorded: per dispatch its pipeline, a bind group made once, its workgroup counts (or
 // indirect buffer) and its params, baked into one program-owned uniform buffer written once at
