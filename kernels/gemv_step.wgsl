@@ -80,10 +80,8 @@ struct Params {
 const R: u32 = {{R}}u;
 const XW: u32 = {{XW}}u;   // elements per x unit (4: vec4<f32>, 1: f32)
 
-#if NORM
-var<workgroup> partial: array<f32, {{WG}}>;
-#endif
 #if XSHARED
+var<workgroup> partial: array<f32, {{WG}}>;
 var<workgroup> xs: array<{{XT}}, {{XCAP}}>;   // x̂ of the current row
 #endif
 
@@ -156,6 +154,7 @@ fn g_unit(i: u32) -> {{XT}} {
 #endif
 }
 
+#if XSHARED
 fn sq(h: {{XT}}) -> f32 {
 #if XVEC
   return dot(h, h);
@@ -177,12 +176,11 @@ fn norm_prologue(xb: u32, lid: u32, xw: u32) -> f32 {
     workgroupBarrier();
   }
   let inv = 1.0 / sqrt(partial[0] / params.kf + params.eps);
-#if XSHARED
   for (var i = lid; i < xw; i += {{WG}}u) { xs[i] = x[xb + i] * inv * g_unit(i); }
   workgroupBarrier();
-#endif
   return inv;
 }
+#endif
 
 #if !XSHARED
 // Chunk c of g (inline NORM).
@@ -213,13 +211,7 @@ fn load_xhat(xb: u32, c: u32) -> Chunk {
 #endif
 #endif
 #else
-#if NORM
-  let a = load_x(xb, c);
-  let b = load_g(c);
-  return Chunk(a.lo * b.lo, a.hi * b.hi);
-#else
   return load_x(xb, c);
-#endif
 #endif
 }
 
@@ -273,7 +265,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
   for (var m = m_first; m < T; m++) {
     let xb = m * xw;
-#if NORM
+#if XSHARED
     let inv = norm_prologue(xb, lid, xw);
 #endif
     if (live) {
@@ -281,8 +273,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       // sums in a `var` declared (zero-initialised by WGSL) inside the row loop (2026-12-02).
       var acc: array<vec4<f32>, {{ACC}}>;
       for (var i = 0u; i < {{ACC}}u; i++) { acc[i] = vec4<f32>(); }
+#if NORM
+#if !XSHARED
+      var ss = vec4<f32>();                   // Σx² of the row, from the chunks this loop loads anyway
+#endif
+#endif
       for (var c = 0u; c < cpr; c++) {
+#if NORM
+#if XSHARED
         let xc = load_xhat(xb, c);
+#else
+        let xr = load_x(xb, c);
+        ss = fma(xr.lo, xr.lo, fma(xr.hi, xr.hi, ss));
+        let gc = load_g(c);
+        let xc = Chunk(xr.lo * gc.lo, xr.hi * gc.hi);
+#endif
+#else
+        let xc = load_xhat(xb, c);
+#endif
         for (var r = 0u; r < R; r++) {
           acc[r] = fmac(load_w(mat, rows[r], c, cpr), xc, acc[r]);
 #if SWIGLU
@@ -290,6 +298,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
         }
       }
+#if NORM
+#if !XSHARED
+      let inv = 1.0 / sqrt(hsum(ss) / params.kf + params.eps);
+#endif
+#endif
       let yrow = (m - m_first) * params.N;
       for (var r = 0u; r < R; r++) {
         let n = row0 + r;

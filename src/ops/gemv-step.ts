@@ -56,7 +56,7 @@ export interface GemvStepDesc {
   epilogue: GemvStepEpilogue;
   /** RMSNorm prologue with a weight of this dtype, or null. */
   norm: FDType | null;
-  /** NORM: x̂ staged in workgroup memory (true) or x·g applied inside the K loop (false). */
+  /** NORM: x̂ staged in workgroup memory behind barriers (true) or in-loop (false: Σx² and x·g inside the K loop). */
   xShared: boolean;
   /** xShared: K (the workgroup array's length follows it). 0 otherwise. */
   k: number;
@@ -154,13 +154,19 @@ export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvSt
     if (force.xShared === true && !fits) {
       throw new UnsupportedError(`gemv_step: xShared needs ${sharedBytes({ norm: s.norm, xShared: true, k: s.K, wg })} bytes of workgroup memory for K = ${s.K}; the device allows ${limit}`, "leave xShared unforced (the inline norm has no limit)");
     }
-    xShared = force.xShared ?? (XSHARED_PREFERRED && fits);
+    xShared = force.xShared ?? (XSHARED_PREFERRED[ctx.adapter.isSoftware ? "software" : "hardware"] && fits);
   } else if (force.xShared === true) {
     throw new UnsupportedError("gemv_step: xShared applies to the norm prologue only");
   }
   return { wDtype: s.wDtype, vec, mats: s.mats, epilogue: s.epilogue, norm: s.norm, xShared, k: xShared ? s.K : 0, fromStep: s.fromStep, lastRow: s.lastRow, rows, wg };
 }
-const XSHARED_PREFERRED = true;
+/**
+ * NORM path per device class. software (lavapipe): the in-loop norm (Σx² from the x chunks the K
+ * loop loads anyway, g applied per chunk, inv at the end; no barrier) — any barrier made the
+ * kernel ~1.3× slower there (llvmpipe runs barrier shaders as coroutines), see the file header.
+ * hardware: not measured; the in-loop norm too (no workgroup-memory limit on K).
+ */
+const XSHARED_PREFERRED = { software: false, hardware: false } as const;
 
 /** The arguments of one fused GEMV (see the file header). */
 export interface GemvStepSpec {

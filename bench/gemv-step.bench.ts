@@ -1,0 +1,236 @@
+// gemv_step (kernels/gemv_step.wgsl): the fused decode GEMVs against the unfused sequences of
+// existing ops they replace, A/B arms alternated round by round in one process, on the decode
+// shapes (T = 1 row from a step state, f16 weights) of the Llama 134M model (D=576, I=1536, H=9,
+// Hkv=3, hd=64, V=49152) and TinyLlama 1.1B (D=2048, I=5632, H=32, Hkv=4, hd=64, V=32000):
+//   qkv:     rmsnorm + linear q + linear k + linear v      vs gemv_step(norm; q,k,v concatenated)
+//   o:       linear + add                                   vs gemv_step(residual)
+//   gate/up: rmsnorm + linear gate + linear up + swiglu     vs gemv_step(norm; swiglu)
+//   down:    linear + add                                   vs gemv_step(residual)
+//   lm_head: rmsnorm + linear                               vs gemv_step(norm; last row)
+// Extra arms: x̂ staged in workgroup memory behind barriers (shared-norm), and for qkv one
+// matrix holding q,k,v concatenated (a bench-only copy), which measures the workgroup-uniform
+// matrix switch (same rows, same work, no switch). Unfused linears use the resolver's choice
+// without a tiled copy (gemv, the rows design); fused arms encode prepared plans. Each arm's
+// figure is the median of its round medians; extra.speedup = unfused ms / arm ms.
+import type { GpuContext } from "../src/gpu/context.js";
+import type { Tensor } from "../src/gpu/tensor.js";
+import { linear } from "../src/ops/linear.js";
+import { rmsnorm } from "../src/ops/rmsnorm.js";
+import { swiglu } from "../src/ops/swiglu.js";
+import { add } from "../src/ops/elementwise.js";
+import { planGemvStep, type GemvStepPlan } from "../src/ops/gemv-step.js";
+import { STEP_ROWS, STEP_WORDS } from "../src/ops/step-state.js";
+import { Rng } from "../src/util/rng.js";
+import { f32ArrayToF16 } from "../src/util/f16.js";
+import { measureCopy, row, timeGpu, type BenchEnv, type BenchRow } from "./harness.js";
+
+interface ModelShape {
+  name: string;
+  D: number;
+  I: number;
+  H: number;
+  Hkv: number;
+  hd: number;
+  V: number;
+}
+const MODELS: ModelShape[] = [
+  { name: "llama-134M", D: 576, I: 1536, H: 9, Hkv: 3, hd: 64, V: 49152 },
+  { name: "tinyllama-1.1B", D: 2048, I: 5632, H: 32, Hkv: 4, hd: 64, V: 32000 },
+];
+
+interface Arm {
+  label: string;
+  encode: () => Promise<void> | void;
+  /** Counted in the per-layer sum as this side. */
+  layer?: "unfused" | "fused";
+}
+interface Group {
+  what: string;
+  /** Bytes of weights read (the figure GB/s is computed from). */
+  bytes: number;
+  arms: Arm[];
+}
+
+function fillRandom(ctx: GpuContext, t: Tensor, rng: Rng, lo = -1, hi = 1): void {
+  const block = Math.min(t.numel, 1 << 20);
+  const data = rng.fillUniform(block, lo, hi);
+  const src = t.dtype === "f16" ? f32ArrayToF16(data) : data;
+  for (let off = 0; off < t.numel; off += block) ctx.write(t, src.subarray(0, Math.min(block, t.numel - off)), off);
+}
+
+export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  const rng = new Rng(1616);
+  const models = env.quick ? MODELS.slice(0, 1) : MODELS;
+  const rounds = env.quick ? 5 : 7;
+  for (const m of models) {
+    const { D, I, H, Hkv, hd, V } = m;
+    const Nq = H * hd;
+    const Nkv = Hkv * hd;
+    const Nqkv = Nq + 2 * Nkv;
+    const eps = 1e-5;
+    const owned: Tensor[] = [];
+    const t = (shape: number[], dtype: "f32" | "f16" | "u32", label: string, lo = -1, hi = 1): Tensor => {
+      const x = ctx.empty(shape, dtype, label);
+      if (dtype !== "u32") fillRandom(ctx, x, rng, lo, hi);
+      owned.push(x);
+      return x;
+    };
+    const x = t([1, D], "f32", "x");
+    const g = t([D], "f16", "g", 0.5, 1.5);
+    const wq = t([Nq, D], "f16", "wq");
+    const wk = t([Nkv, D], "f16", "wk");
+    const wv = t([Nkv, D], "f16", "wv");
+    const wqkv = t([Nqkv, D], "f16", "wqkv"); // bench-only: the switch-cost arm
+    const wo = t([D, Nq], "f16", "wo");
+    const wg = t([I, D], "f16", "wgate");
+    const wu = t([I, D], "f16", "wup");
+    const wd = t([D, I], "f16", "wdown");
+    const wl = t([V, D], "f16", "wlm");
+    const att = t([1, Nq], "f32", "att");
+    const act = t([1, I], "f32", "act");
+    const resid = t([1, D], "f32", "resid");
+    const h = t([1, D], "f32", "h");
+    const q = t([1, Nq], "f32", "q");
+    const k = t([1, Nkv], "f32", "k");
+    const v = t([1, Nkv], "f32", "v");
+    const qkv = t([1, Nqkv], "f32", "qkv");
+    const o = t([1, D], "f32", "o");
+    const gate = t([1, I], "f32", "gate");
+    const up = t([1, I], "f32", "up");
+    const logits = t([1, V], "f32", "logits");
+    const step = t([STEP_WORDS], "u32", "step");
+    const s = new Uint32Array(STEP_WORDS);
+    s[STEP_ROWS] = 1;
+    ctx.write(step, s);
+    const norm = { weight: g, eps };
+    const plans: GemvStepPlan[] = [];
+    const plan = async (spec: Parameters<typeof planGemvStep>[1]) => {
+      const p = await planGemvStep(ctx, { step, ...spec });
+      plans.push(p);
+      return p;
+    };
+    const fused = (label: string, p: GemvStepPlan): Arm => ({ label: `${label} ${p.label}`, encode: () => p.encode(ctx), ...(label === "fused" ? { layer: "fused" as const } : {}) });
+    const groups: Group[] = [
+      {
+        what: `qkv D=${D} N=${Nq}+${Nkv}+${Nkv}`,
+        bytes: Nqkv * D * 2,
+        arms: [
+          {
+            label: "unfused rmsnorm+3×linear",
+            encode: async () => {
+              await rmsnorm(ctx, x, g, eps, { out: h });
+              await linear(ctx, h, wq, { out: q });
+              await linear(ctx, h, wk, { out: k });
+              await linear(ctx, h, wv, { out: v });
+            },
+          },
+          fused("fused", await plan({ x, w: [wq, wk, wv], y: qkv, norm })),
+          fused("fused shared-norm", await plan({ x, w: [wq, wk, wv], y: qkv, norm, force: { xShared: true } })),
+          fused("one matrix (no switch)", await plan({ x, w: wqkv, y: qkv, norm })),
+        ],
+      },
+      {
+        what: `o+residual N=${D} K=${Nq}`,
+        bytes: D * Nq * 2,
+        arms: [
+          {
+            label: "unfused linear+add",
+            encode: async () => {
+              await linear(ctx, att, wo, { out: o });
+              await add(ctx, resid, o, h);
+            },
+          },
+          fused("fused", await plan({ x: att, w: wo, y: resid, epilogue: "residual" })),
+        ],
+      },
+      {
+        what: `gate/up+swiglu D=${D} I=${I}`,
+        bytes: 2 * I * D * 2,
+        arms: [
+          {
+            label: "unfused rmsnorm+2×linear+swiglu",
+            encode: async () => {
+              await rmsnorm(ctx, x, g, eps, { out: h });
+              await linear(ctx, h, wg, { out: gate });
+              await linear(ctx, h, wu, { out: up });
+              await swiglu(ctx, gate, up, act);
+            },
+          },
+          fused("fused", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm })),
+          fused("fused shared-norm", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { xShared: true } })),
+        ],
+      },
+      {
+        what: `down+residual N=${D} K=${I}`,
+        bytes: D * I * 2,
+        arms: [
+          {
+            label: "unfused linear+add",
+            encode: async () => {
+              await linear(ctx, act, wd, { out: o });
+              await add(ctx, resid, o, h);
+            },
+          },
+          fused("fused", await plan({ x: act, w: wd, y: resid, epilogue: "residual" })),
+        ],
+      },
+      {
+        what: `lm_head V=${V} D=${D}`,
+        bytes: V * D * 2,
+        arms: [
+          {
+            label: "unfused rmsnorm+linear",
+            encode: async () => {
+              await rmsnorm(ctx, x, g, eps, { out: h });
+              await linear(ctx, h, wl, { out: logits });
+            },
+          },
+          fused("fused", await plan({ x, w: wl, y: logits, norm, lastRow: true })),
+        ],
+      },
+    ];
+    const copy = await measureCopy(ctx, 32 << 20, 5);
+    env.log(`  gemv_step ${m.name}: copy ${copy.gbps.toFixed(1)} GB/s beside`);
+    const layerMs = new Map<string, number>(); // "unfused"/"fused" per-layer sums (lm_head excluded)
+    for (const grp of groups) {
+      const stats = grp.arms.map(() => ({ medians: [] as number[], mins: [] as number[], maxs: [] as number[] }));
+      const reps = grp.bytes >= 32e6 ? 1 : grp.bytes >= 4e6 ? 2 : 8;
+      for (let r = 0; r < rounds; r++) {
+        const order = grp.arms.map((_, i) => i);
+        if (r % 2 === 1) order.reverse();
+        for (const i of order) {
+          const tm = await timeGpu(ctx, async () => void (await grp.arms[i]!.encode()), { warmup: r === 0 ? 2 : 0, samples: 3, reps });
+          stats[i]!.medians.push(tm.medianMs);
+          stats[i]!.mins.push(tm.minMs);
+          stats[i]!.maxs.push(tm.maxMs);
+        }
+      }
+      const med = (a: number[]) => [...a].sort((p, q) => p - q)[Math.floor(a.length / 2)]!;
+      const base = med(stats[0]!.medians);
+      const baseMin = med(stats[0]!.mins);
+      grp.arms.forEach((arm, i) => {
+        const ms = med(stats[i]!.medians);
+        const minRatio = baseMin / med(stats[i]!.mins); // robust to a loaded machine's long samples
+        const gbps = grp.bytes / (ms / 1e3) / 1e9;
+        const tm = { medianMs: ms, minMs: Math.min(...stats[i]!.mins), maxMs: Math.max(...stats[i]!.maxs), samples: stats[i]!.medians.length * 3 };
+        rows.push(row(env, { bench: "gemv-step", variant: arm.label, shape: `${m.name} ${grp.what} T=1 f16`, bytes: grp.bytes, extra: { speedup: +(base / ms).toFixed(3), speedupOfMins: +minRatio.toFixed(3), copyGBps: +copy.gbps.toFixed(2), ofCopy: +(gbps / copy.gbps).toFixed(3) } }, tm));
+        env.log(`  ${m.name} ${grp.what.padEnd(34)} ${arm.label.padEnd(70)} ${ms.toFixed(3).padStart(8)} ms  ${gbps.toFixed(2)} GB/s  ×${(base / ms).toFixed(2)} vs unfused (of round minima ×${minRatio.toFixed(2)})`);
+        const side = i === 0 ? "unfused" : arm.layer;
+        if (!grp.what.startsWith("lm_head") && side) {
+          layerMs.set(side, (layerMs.get(side) ?? 0) + ms);
+          layerMs.set(side + "Min", (layerMs.get(side + "Min") ?? 0) + med(stats[i]!.mins));
+        }
+      });
+    }
+    const un = layerMs.get("unfused") ?? NaN;
+    const fu = layerMs.get("fused") ?? NaN;
+    const unMin = layerMs.get("unfusedMin") ?? NaN;
+    const fuMin = layerMs.get("fusedMin") ?? NaN;
+    env.log(`  ${m.name} one layer's GEMVs (sum of the group medians): unfused ${un.toFixed(2)} ms, fused ${fu.toFixed(2)} ms, ×${(un / fu).toFixed(2)} (of round minima: ${unMin.toFixed(2)} vs ${fuMin.toFixed(2)} ms, ×${(unMin / fuMin).toFixed(2)})`);
+    rows.push(row(env, { bench: "gemv-step", variant: "fused layer (sum of group medians)", shape: `${m.name} layer T=1 f16`, extra: { unfusedMs: +un.toFixed(3), speedup: +(un / fu).toFixed(3), speedupOfMins: +(unMin / fuMin).toFixed(3) } }, { medianMs: fu, minMs: fu, maxMs: fu, samples: 1 }));
+    for (const p of plans) p.dispose();
+    for (const x2 of owned) x2.dispose();
+  }
+  return rows;
+}
