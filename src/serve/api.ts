@@ -125,7 +125,7 @@ export class OpenAiApi {
         throw badRequest(`the ${param} has ${ids.length} tokens and max_tokens is ${s.maxTokens}: ${ids.length + s.maxTokens} tokens, more than this server's context of ${slot} per sequence`, "max_tokens", "context_length_exceeded");
       }
       for (let i = 0; i < req.n; i++) {
-        params.push({ prompt: ids, temperature: s.temperature, topP: s.topP, topK: s.topK, seed: (s.seed + i) >>> 0, maxTokens: s.maxTokens ?? slot - ids.length, stop: s.stop });
+        params.push({ prompt: ids, temperature: s.temperature, topP: s.topP, topK: s.topK, seed: (s.seed + i) >>> 0, maxTokens: s.maxTokens ?? slot - ids.length, stop: s.stop, ignoreEos: s.ignoreEos });
       }
     });
     const id = newId(kind === "chat" ? "chatcmpl" : "cmpl");

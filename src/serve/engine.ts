@@ -57,6 +57,8 @@ export interface SequenceParams {
   /** Most tokens to generate. */
   maxTokens: number;
   stop: readonly string[];
+  /** Generate past the end-of-sequence ids. */
+  ignoreEos?: boolean;
 }
 
 export interface SequenceEvents {
@@ -393,7 +395,7 @@ export class BatchEngine {
     s.generated.push(id);
     let finish: "stop" | "length" | null = null;
     let delta: string;
-    if (this.eos.has(id)) {
+    if (this.eos.has(id) && !s.params.ignoreEos) {
       finish = "stop";
       delta = s.text.finish(s.generated);
     } else {

@@ -62,6 +62,8 @@ export interface SamplingParams {
   /** Explicit max_tokens, or undefined: the room left in the slot. */
   maxTokens: number | undefined;
   stop: string[];
+  /** vLLM's extension: generate past the model's end-of-sequence ids (benchmarks, fixed lengths). */
+  ignoreEos: boolean;
 }
 
 /** A prompt: text, or token ids. */
@@ -192,7 +194,11 @@ function sampling(body: Obj, limits: RequestLimits): SamplingParams {
     const v = num(body, k, { min: -2, max: 2 });
     if (v !== undefined && v !== 0) throw badRequest(`'${k}' is not supported by this server (only 0)`, k, "unsupported_parameter");
   }
-  if (bool(body, "logprobs") === true || (typeof body.logprobs === "number" && body.logprobs > 0)) throw badRequest("'logprobs' is not supported by this server", "logprobs", "unsupported_parameter");
+  const lp = body.logprobs;
+  if (lp !== undefined && lp !== null && lp !== false && lp !== 0) {
+    if (lp === true || typeof lp === "number") throw badRequest("'logprobs' is not supported by this server", "logprobs", "unsupported_parameter");
+    throw badRequest("'logprobs' must be a boolean (chat) or an integer (completions)", "logprobs");
+  }
   if (body.logit_bias !== undefined && body.logit_bias !== null && !(isObj(body.logit_bias) && Object.keys(body.logit_bias).length === 0)) {
     throw badRequest("'logit_bias' is not supported by this server", "logit_bias", "unsupported_parameter");
   }
@@ -208,7 +214,8 @@ function sampling(body: Obj, limits: RequestLimits): SamplingParams {
     if (x === "") throw badRequest("'stop' strings must not be empty", "stop");
     if (x.length > limits.maxStopChars) throw badRequest(`a 'stop' string has ${x.length} characters, at most ${limits.maxStopChars}`, "stop");
   }
-  return { temperature, topP: topP === 1 ? undefined : topP, topK: topK === 0 ? undefined : topK, seed: seed ?? randomSeed(), maxTokens, stop };
+  const ignoreEos = bool(body, "ignore_eos") ?? false;
+  return { temperature, topP: topP === 1 ? undefined : topP, topK: topK === 0 ? undefined : topK, seed: seed ?? randomSeed(), maxTokens, stop, ignoreEos };
 }
 
 function randomSeed(): number {
@@ -242,7 +249,7 @@ function onegen(body: Obj): OnegenExtension | null {
   return { index, task: (task as string | undefined) ?? null, k, inject };
 }
 
-const COMMON = ["model", "n", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop", "presence_penalty", "frequency_penalty", "logprobs", "logit_bias", "user", "onegen"];
+const COMMON = ["model", "n", "stream", "stream_options", "max_tokens", "max_completion_tokens", "temperature", "top_p", "top_k", "seed", "stop", "presence_penalty", "frequency_penalty", "logprobs", "logit_bias", "user", "onegen", "ignore_eos"];
 const COMPLETION_FIELDS = new Set([...COMMON, "prompt", "echo", "best_of", "suffix"]);
 const CHAT_FIELDS = new Set([...COMMON, "messages", "top_logprobs", "parallel_tool_calls"]);
 
