@@ -189,8 +189,8 @@ export class BatchEngine {
         throw new ApiError(400, `the prompt has ${p.prompt.length} tokens; this server's context holds ${this.opts.slotTokens} per sequence (prompt and completion)`, "invalid_request_error", "prompt", "context_length_exceeded");
       }
     }
-    const free = this.freeSlots.length - this.queue.length;
-    const waiting = this.queue.length + Math.max(0, params.length - Math.max(0, free));
+    // queued sequences take the free slots at the next step; the rest wait
+    const waiting = Math.max(0, this.queue.length + params.length - this.freeSlots.length);
     if (waiting > this.opts.maxQueue) {
       throw new ApiError(429, `the server is busy: ${this.active.length} sequences running and ${this.queue.length} waiting (queue limit ${this.opts.maxQueue}); retry later`, "rate_limit_exceeded", null, "rate_limit_exceeded", {
         "Retry-After": "1",
