@@ -1,11 +1,13 @@
 // `onegen serve --model DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--max-batch N]
 //  [--max-queue N] [--context N] [--max-tokens N] [--max-n N] [--max-body SIZE] [--model-name ID]
-//  [--chat-template FILE] [--doc-token TOKEN] [--drain-seconds S] [--gpu-memory SIZE] [--dtype D]`
+//  [--chat-template FILE] [--doc-token TOKEN] [--index NAME=DIR[,NAME=DIR…]] [--drain-seconds S] [--gpu-memory SIZE] [--dtype D]`
 // An OpenAI-compatible HTTP server (src/serve/): concurrent requests share decode steps. Binds
 // 127.0.0.1 unless --host says otherwise. The KV cache ((max-batch + 1) × context tokens) is
 // planned with the weights against the GPU memory budget before loading. SIGTERM or SIGINT:
 // stop accepting, let running sequences finish for --drain-seconds, cancel the rest, exit 0.
-// A lost GPU device: in-flight requests get 503, the process exits 1.
+// A lost GPU device: in-flight requests get 503, the process exits 1. --index loads OneGen
+// indexes that requests name in `onegen: {index, task, k, inject}` (planned with the weights, and
+// one more cache of --context rows for the retrieval request's own session).
 import { readFile } from "node:fs/promises";
 import { basename, resolve } from "node:path";
 import { numberFlag, parseArgs, sizeFlag } from "./args.js";
@@ -17,18 +19,33 @@ import { LoadError, UsageError } from "../errors.js";
 import { kvCacheBytes } from "../model/config.js";
 import { startServer } from "../serve/server.js";
 import { createProgressBar } from "./progress.js";
+import { indexGpuBytesOf, loadIndex } from "../onegen/index.js";
+import type { ServedIndex } from "../serve/retrieval.js";
+
+/** --index NAME=DIR[,NAME=DIR…] */
+export function parseIndexFlag(v: string | undefined): { name: string; dir: string }[] {
+  if (v === undefined) return [];
+  const out: { name: string; dir: string }[] = [];
+  for (const part of v.split(",")) {
+    const m = /^([A-Za-z0-9_.-]+)=(.+)$/.exec(part.trim());
+    if (!m) throw new UsageError(`serve: --index takes NAME=DIR[,NAME=DIR…] (names of letters, digits, _ . -), got '${part}'`);
+    if (out.some((x) => x.name === m[1])) throw new UsageError(`serve: --index names '${m[1]}' twice`);
+    out.push({ name: m[1]!, dir: m[2]! });
+  }
+  return out;
+}
 
 const USAGE =
   "usage: onegen serve --model DIR [--host H (default 127.0.0.1)] [--port N (default 8000; 0: any free port)] [--api-key KEY] " +
   "[--max-batch N (default 8)] [--max-queue N (default 64)] [--context N (tokens per sequence; default min(model, 2048))] [--max-tokens N] [--max-n N (default 4)] " +
   "[--max-body SIZE (default 1M)] [--model-name ID (default: the directory's name)] [--chat-template FILE] [--doc-token TOKEN|#ID (default [SE])] " +
-  "[--drain-seconds S (default 10)] [--gpu-memory SIZE] [--dtype auto|f16|f32] [--quiet]";
+  "[--index NAME=DIR[,NAME=DIR…] (OneGen indexes for the onegen extension)] [--drain-seconds S (default 10)] [--gpu-memory SIZE] [--dtype auto|f16|f32] [--quiet]";
 
 export async function serveCommand(argv: string[]): Promise<number> {
   const args = parseArgs(
     argv,
     {
-      values: [...MODEL_FLAGS, "host", "port", "api-key", "max-batch", "max-queue", "max-tokens", "max-n", "max-body", "model-name", "chat-template", "doc-token", "drain-seconds"],
+      values: [...MODEL_FLAGS, "host", "port", "api-key", "max-batch", "max-queue", "max-tokens", "max-n", "max-body", "model-name", "chat-template", "doc-token", "index", "drain-seconds"],
       booleans: ["help", "quiet"],
     },
     "serve",
@@ -67,6 +84,10 @@ export async function serveCommand(argv: string[]): Promise<number> {
       throw new LoadError(`--chat-template '${templateFile}' cannot be read: ${(e as NodeJS.ErrnoException).code ?? (e as Error).message}`);
     }
   }
+  const indexSpecs = parseIndexFlag(args.flags.get("index"));
+  const indexReserve: { what: string; bytes: number }[] = [];
+  for (const { name, dir: d } of indexSpecs) indexReserve.push({ what: `index '${name}' (${d})`, bytes: await indexGpuBytesOf(d) });
+  if (indexSpecs.length) indexReserve.push({ what: `the retrieval session's KV cache (${context} tokens)`, bytes: kvCacheBytes(config, context, 2) });
   const quiet = args.bools.has("quiet");
   const ctx = await openDevice(budget !== undefined ? { memoryBudgetBytes: budget } : {});
   try {
@@ -74,7 +95,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
     const model = await loadDecoder(ctx, dir, {
       dtype,
       // the serving cache: (max-batch + 1) slots of --context rows, planned with the weights
-      reserve: [{ what: `KV cache (${maxBatch} + 1 slots × ${context} tokens)`, bytes: kvCacheBytes(config, (maxBatch + 1) * context, 2) }],
+      reserve: [{ what: `KV cache (${maxBatch} + 1 slots × ${context} tokens)`, bytes: kvCacheBytes(config, (maxBatch + 1) * context, 2) }, ...indexReserve],
       ...(chatTemplate !== undefined ? { tokenizer: { chatTemplate } } : {}),
       ...(bar ? { onProgress: (p) => bar.update(p) } : {}),
     });
@@ -82,6 +103,8 @@ export async function serveCommand(argv: string[]): Promise<number> {
     const warn = unusedTensorsWarning("serve", dir, model.unusedTensors);
     if (warn) process.stderr.write(warn);
     const modelId = args.flags.get("model-name") ?? basename(resolve(dir));
+    const indexes = new Map<string, ServedIndex>();
+    for (const { name, dir: d } of indexSpecs) indexes.set(name, { name, index: await loadIndex(ctx, d, model.decoder) });
     let server;
     try {
       server = await startServer(model, {
@@ -96,6 +119,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
         ...(maxN !== undefined ? { maxN } : {}),
         maxBodyBytes: maxBody,
         ...(args.flags.has("doc-token") ? { docToken: args.flags.get("doc-token")! } : {}),
+        indexes,
         onInternalError: (e) => process.stderr.write(`onegen serve: internal error: ${(e as Error)?.stack ?? String(e)}\n`),
       });
     } catch (e) {

@@ -6,6 +6,8 @@
 
 import type { Tokenizer } from "../tokenizer.js";
 import type { Decoder } from "../model/decoder.js";
+import type { LoadedDecoder } from "../model/load.js";
+import { runRetrieval, type RetrievalReport, type ServedIndex } from "./retrieval.js";
 import { DEFAULT_DOCUMENT_TEMPLATE } from "../onegen/encode.js";
 import { LoadError } from "../errors.js";
 import type { BatchEngine, SequenceEvents, SequenceHandle, SequenceParams } from "./engine.js";
@@ -50,6 +52,9 @@ export interface ApiOptions {
   docToken: { id: number; name: string } | null;
   /** Seconds since the epoch, for `created`. */
   created?: number;
+  /** Indexes requests may name in `onegen.index`, and the model the tasks run on. */
+  indexes?: ReadonlyMap<string, ServedIndex>;
+  model?: LoadedDecoder;
 }
 
 let counter = 0;
@@ -81,8 +86,17 @@ export class OpenAiApi {
     if (model !== this.o.modelId) throw new ApiError(404, `The model '${model}' does not exist (this server serves '${this.o.modelId}')`, "invalid_request_error", "model", "model_not_found");
   }
 
-  private checkOnegen(req: CompletionRequest | ChatRequest): void {
-    if (req.onegen) throw badRequest(`'onegen.index': no index named '${req.onegen.index}' is loaded on this server`, "onegen.index", "unknown_index");
+  private servedIndex(req: CompletionRequest | ChatRequest): ServedIndex | null {
+    if (!req.onegen) return null;
+    const s = this.o.indexes?.get(req.onegen.index);
+    if (!s || !this.o.model) {
+      const names = [...(this.o.indexes?.keys() ?? [])];
+      throw badRequest(`'onegen.index': no index named '${req.onegen.index}' is loaded on this server (${names.length ? `loaded: ${names.join(", ")}` : "none loaded: start it with --index NAME=DIR"})`, "onegen.index", "unknown_index");
+    }
+    if (req.n !== 1) throw badRequest("'n' must be 1 with 'onegen' (a retrieval request runs one sequence)", "n");
+    if (req.sampling.stop.length) throw badRequest("'stop' is not supported with 'onegen' (the task decides where it ends)", "stop", "unsupported_parameter");
+    if (req.sampling.ignoreEos) throw badRequest("'ignore_eos' is not supported with 'onegen'", "ignore_eos", "unsupported_parameter");
+    return s;
   }
 
   private encodePrompt(p: PromptInput): number[] {
@@ -92,7 +106,12 @@ export class OpenAiApi {
   async completions(body: unknown, reply: Reply): Promise<void> {
     const req = parseCompletionRequest(body, this.o.limits, this.o.decoder.vocabSize);
     this.checkModel(req.model);
-    this.checkOnegen(req);
+    const served = this.servedIndex(req);
+    if (served) {
+      if (req.prompts.length !== 1) throw badRequest("'prompt' must be a single prompt with 'onegen'", "prompt");
+      const p = req.prompts[0]!;
+      return this.retrieve(req, served, "ids" in p ? { ids: p.ids } : { text: p.text }, reply, "completion");
+    }
     const prompts = req.prompts.map((p) => this.encodePrompt(p));
     await this.generate(req, prompts, reply, "completion");
   }
@@ -100,7 +119,13 @@ export class OpenAiApi {
   async chat(body: unknown, reply: Reply): Promise<void> {
     const req = parseChatRequest(body, this.o.limits);
     this.checkModel(req.model);
-    this.checkOnegen(req);
+    const served = this.servedIndex(req);
+    if (served) {
+      // the task renders its own prompt around the input: the last user message
+      const last = [...req.messages].reverse().find((m) => m.role === "user");
+      if (!last) throw badRequest("with 'onegen', 'messages' must hold a user message (the task's input)", "messages");
+      return this.retrieve(req, served, { text: last.content }, reply, "chat");
+    }
     const tok = this.o.tokenizer;
     if (tok.chatTemplate === null) throw badRequest(`the model '${this.o.modelId}' has no chat template (start the server with --chat-template FILE, or use /v1/completions)`, "messages", "no_chat_template");
     let text: string;
@@ -198,6 +223,71 @@ export class OpenAiApi {
         : { text: r.text, index, logprobs: null, finish_reason: r.finish },
     );
     reply.json(200, { id, object: kind === "chat" ? "chat.completion" : "text_completion", created, model, system_fingerprint: null, choices, usage: u });
+  }
+
+  /** A OneGen request: the task with in-loop retrieval on its own session, alone between batch steps. */
+  private async retrieve(req: CompletionRequest | ChatRequest, served: ServedIndex, input: { text: string } | { ids: number[] }, reply: Reply, kind: "completion" | "chat"): Promise<void> {
+    const slot = this.o.limits.contextTokens;
+    const s = req.sampling;
+    const id = newId(kind === "chat" ? "chatcmpl" : "cmpl");
+    const created = Math.floor(Date.now() / 1000);
+    const model = this.o.modelId;
+    const object = kind === "chat" ? "chat.completion.chunk" : "text_completion";
+    const includeUsage = req.includeUsage;
+    let gone = false;
+    reply.onClose(() => (gone = true));
+    let first = true;
+    const piece = (text: string | null, finish: string | null): unknown => {
+      if (kind === "completion") return { text: text ?? "", index: 0, logprobs: null, finish_reason: finish };
+      const delta = finish !== null && text === null ? {} : { ...(first ? { role: "assistant" } : {}), content: text ?? "" };
+      first = false;
+      return { index: 0, delta, logprobs: null, finish_reason: finish };
+    };
+    const chunk = (choices: unknown[], extra: Record<string, unknown> = {}): unknown => ({ id, object, created, model, system_fingerprint: null, choices, ...(includeUsage ? { usage: null } : {}), ...extra });
+    let started = false;
+    const start = (): void => {
+      if (!req.stream || started) return;
+      started = true;
+      reply.startStream();
+      if (kind === "chat") reply.event(chunk([piece("", null)]));
+    };
+    const run = () =>
+      runRetrieval(
+        this.o.model!,
+        served,
+        req.onegen!,
+        input,
+        { maxTokens: s.maxTokens ?? slot, temperature: s.temperature, topP: s.topP, topK: s.topK, seed: s.seed, capacity: slot },
+        {
+          onDelta: (d) => {
+            if (!req.stream || gone) return;
+            start();
+            reply.event(chunk([piece(d, null)]));
+          },
+          onRetrieval: (r: RetrievalReport) => {
+            if (!req.stream || gone) return;
+            start();
+            reply.event(chunk([], { retrieval: r }));
+          },
+          gone: () => gone,
+        },
+      );
+    const out = await this.o.engine.exclusive(run);
+    if (!out || gone) return;
+    const u = usage(out.promptTokens, out.completionTokens);
+    const onegen = { index: served.name, task: out.task, retrievals: out.retrievals, ...(out.mentions ? { mentions: out.mentions } : {}), ...(out.answer !== undefined ? { answer: out.answer } : {}) };
+    if (req.stream) {
+      start();
+      reply.event(chunk([piece(null, out.finish)], { onegen }));
+      if (includeUsage) reply.event({ id, object, created, model, system_fingerprint: null, choices: [], usage: u });
+      reply.done();
+      return;
+    }
+    const choice =
+      kind === "chat"
+        ? { index: 0, message: { role: "assistant", content: out.text, refusal: null }, logprobs: null, finish_reason: out.finish }
+        : { text: out.text, index: 0, logprobs: null, finish_reason: out.finish };
+    reply.json(200, { id, object: kind === "chat" ? "chat.completion" : "text_completion", created, model, system_fingerprint: null, choices: [choice], usage: u, onegen });
   }
 
   async embeddings(body: unknown, reply: Reply): Promise<void> {

@@ -103,11 +103,10 @@ class Sequence implements SequenceHandle {
   }
 }
 
-interface EmbedJob {
-  ids: number[];
-  /** Row whose hidden state is the embedding. */
-  row: number;
-  resolve: (v: Float32Array) => void;
+/** Work that runs alone between steps (embeddings, retrieval requests on their own session). */
+interface ExclusiveJob {
+  run: () => Promise<void>;
+  /** Fails the job without running it (shutdown, GPU failure). */
   reject: (e: unknown) => void;
 }
 
@@ -134,7 +133,7 @@ export class BatchEngine {
   private readonly queue: Sequence[] = [];
   private readonly active: Sequence[] = [];
   private readonly freeSlots: number[];
-  private readonly embeds: EmbedJob[] = [];
+  private readonly jobs: ExclusiveJob[] = [];
   private readonly eos: Set<number>;
   private readonly stepTokens: number;
   private wakeUp: (() => void) | null = null;
@@ -204,15 +203,40 @@ export class BatchEngine {
 
   /** The normalised hidden state at `row` of `ids` (run between steps). */
   embed(ids: readonly number[], row: number): Promise<Float32Array> {
-    this.refuseIfClosed();
     if (ids.length > this.opts.slotTokens) {
       return Promise.reject(new ApiError(400, `the input has ${ids.length} tokens, more than this server's context of ${this.opts.slotTokens}`, "invalid_request_error", "input", "context_length_exceeded"));
     }
-    if (this.embeds.length >= this.opts.maxQueue) {
-      return Promise.reject(new ApiError(429, `the server is busy: ${this.embeds.length} embeddings waiting; retry later`, "rate_limit_exceeded", null, "rate_limit_exceeded", { "Retry-After": "1" }));
+    const copy = [...ids];
+    return this.exclusive(() => this.runEmbedding(copy, row));
+  }
+
+  /**
+   * Runs `fn` alone on the device between two steps (the batch waits): work that encodes its
+   * own forwards (a retrieval request on its own Session) must not interleave with a step's.
+   * Bounded by maxQueue like sequences (429 past it).
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      this.refuseIfClosed();
+    } catch (e) {
+      return Promise.reject(e);
     }
-    return new Promise((resolve, reject) => {
-      this.embeds.push({ ids: [...ids], row, resolve, reject });
+    if (this.jobs.length >= Math.max(1, this.opts.maxQueue)) {
+      return Promise.reject(new ApiError(429, `the server is busy: ${this.jobs.length} requests waiting to run alone; retry later`, "rate_limit_exceeded", null, "rate_limit_exceeded", { "Retry-After": "1" }));
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.jobs.push({
+        run: async () => {
+          try {
+            resolve(await fn());
+          } catch (e) {
+            // a lost device surfaces here first: fail the engine too
+            if (e instanceof DeviceLostError) throw e;
+            reject(e);
+          }
+        },
+        reject,
+      });
       this.wake();
     });
   }
@@ -230,7 +254,7 @@ export class BatchEngine {
   async drain(graceMs: number): Promise<void> {
     this.stopping = true;
     for (const s of this.queue.splice(0)) this.endWithError(s, new ApiError(503, "the server is shutting down", "server_error", null, "server_shutting_down"));
-    for (const j of this.embeds.splice(0)) j.reject(new ApiError(503, "the server is shutting down", "server_error", null, "server_shutting_down"));
+    for (const j of this.jobs.splice(0)) j.reject(new ApiError(503, "the server is shutting down", "server_error", null, "server_shutting_down"));
     const timer = setTimeout(() => {
       for (const s of this.active) if (!s.done) this.endWithError(s, new ApiError(503, "the server is shutting down; the sequence was cancelled", "server_error", null, "server_shutting_down"));
       this.wake();
@@ -261,7 +285,7 @@ export class BatchEngine {
     this.fatalError = e;
     const err = new ApiError(503, `the server's GPU failed: ${e.message}`, "server_error", null, "device_lost");
     for (const s of [...this.queue.splice(0), ...this.active]) this.endWithError(s, err);
-    for (const j of this.embeds.splice(0)) j.reject(err);
+    for (const j of this.jobs.splice(0)) j.reject(err);
     this.opts.onFatal?.(e);
     this.wake();
   }
@@ -276,10 +300,12 @@ export class BatchEngine {
     for (;;) {
       this.retire();
       if (this.fatalError) return;
-      if (this.stopping && this.active.length === 0 && this.queue.length === 0 && this.embeds.length === 0) return;
+      if (this.stopping && this.active.length === 0 && this.queue.length === 0 && this.jobs.length === 0) return;
+      let job: ExclusiveJob | undefined;
       try {
-        if (this.embeds.length) {
-          await this.runEmbedding(this.embeds.shift()!);
+        if (this.jobs.length) {
+          job = this.jobs.shift()!;
+          await job.run();
           continue;
         }
         this.admit();
@@ -290,7 +316,9 @@ export class BatchEngine {
         await this.step();
       } catch (e) {
         // After a GPU error the cache and the step's state cannot be trusted: stop serving.
-        this.fail(e instanceof Error ? e : new Error(String(e)));
+        const err = e instanceof Error ? e : new Error(String(e));
+        this.fail(err);
+        job?.reject(new ApiError(503, `the server's GPU failed: ${err.message}`, "server_error", null, "device_lost"));
         return;
       }
     }
@@ -416,11 +444,11 @@ export class BatchEngine {
     s.pending = [id];
   }
 
-  private async runEmbedding(job: EmbedJob): Promise<void> {
+  private async runEmbedding(ids: number[], row: number): Promise<Float32Array> {
     const ctx = this.ctx;
     const R = this.opts.slotTokens;
     const base = this.opts.maxBatch * R; // the embedding slot
-    const T = job.ids.length;
+    const T = ids.length;
     const window = this.decoder.config.slidingWindow ?? 0;
     const ranges = new Uint32Array(2 * T);
     for (let p = 0; p < T; p++) {
@@ -428,7 +456,7 @@ export class BatchEngine {
       ranges[2 * p + 1] = base + p + 1;
     }
     const plan = {
-      ids: ctx.upload(Uint32Array.from(job.ids), [T], "u32", "serve.embed.ids"),
+      ids: ctx.upload(Uint32Array.from(ids), [T], "u32", "serve.embed.ids"),
       ropePositions: ctx.upload(Uint32Array.from({ length: T }, (_, p) => p), [T], "u32", "serve.embed.positions"),
       cacheRows: ctx.upload(Uint32Array.from({ length: T }, (_, p) => base + p), [T], "u32", "serve.embed.rows"),
       ranges: ctx.upload(ranges, [T, 2], "u32", "serve.embed.ranges"),
@@ -439,13 +467,12 @@ export class BatchEngine {
     const out = ctx.empty([1, D], "f32", "serve.embedding");
     try {
       hidden = (await this.decoder.forward(this.cache, plan, { logitsRows: "none", keepHidden: true })).hidden!;
-      picked = await embedding(ctx, [job.row], hidden);
+      picked = await embedding(ctx, [row], hidden);
       await l2normRows(ctx, picked, out);
       const v = await out.readF32();
       ctx.throwPendingErrors();
-      if (v.some((x) => !Number.isFinite(x))) {
-        job.reject(new ApiError(500, "the embedding holds NaN or infinity (the model's activations overflowed)", "server_error", null, "non_finite"));
-      } else job.resolve(v);
+      if (v.some((x) => !Number.isFinite(x))) throw new ApiError(500, "the embedding holds NaN or infinity (the model's activations overflowed)", "server_error", null, "non_finite");
+      return v;
     } finally {
       for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, hidden, picked, out]) x?.dispose();
     }

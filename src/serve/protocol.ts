@@ -74,7 +74,8 @@ export interface OnegenExtension {
   index: string;
   task: string | null;
   k: number;
-  inject: boolean;
+  /** null: what the task does (multi-hop QA injects, entity linking does not). */
+  inject: boolean | null;
 }
 
 export interface CompletionRequest {
@@ -244,8 +245,8 @@ function onegen(body: Obj): OnegenExtension | null {
   if (task !== undefined && task !== null && typeof task !== "string") throw badRequest("'onegen.task' must be a string", "onegen.task");
   const k = v.k ?? 1;
   if (typeof k !== "number" || !Number.isInteger(k) || k < 1 || k > 64) throw badRequest("'onegen.k' must be an integer in [1, 64]", "onegen.k");
-  const inject = v.inject ?? false;
-  if (typeof inject !== "boolean") throw badRequest("'onegen.inject' must be a boolean", "onegen.inject");
+  const inject = v.inject ?? null;
+  if (inject !== null && typeof inject !== "boolean") throw badRequest("'onegen.inject' must be a boolean", "onegen.inject");
   return { index, task: (task as string | undefined) ?? null, k, inject };
 }
 

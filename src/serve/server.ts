@@ -15,6 +15,7 @@ import { BatchEngine, checkEngineFits } from "./engine.js";
 import { OpenAiApi } from "./api.js";
 import { startHttp, type HttpServer } from "./http.js";
 import { ApiError, DEFAULT_LIMITS, type RequestLimits } from "./protocol.js";
+import type { ServedIndex } from "./retrieval.js";
 
 export interface ServeOptions {
   host?: string;
@@ -36,6 +37,8 @@ export interface ServeOptions {
   maxBodyBytes?: number;
   /** Document-side token for /v1/embeddings (name or '#id'). Default "[SE]" when the tokenizer has it. */
   docToken?: string | null;
+  /** Indexes requests may name in `onegen.index` (loaded for this model). */
+  indexes?: ReadonlyMap<string, ServedIndex>;
   onInternalError?: (e: unknown) => void;
 }
 
@@ -88,7 +91,7 @@ export async function startServer(model: LoadedDecoder, opts: ServeOptions = {})
       onFail(e);
     },
   });
-  const api = new OpenAiApi({ modelId: opts.modelId ?? "onegen", engine, decoder: model.decoder, tokenizer, limits, docToken });
+  const api = new OpenAiApi({ modelId: opts.modelId ?? "onegen", engine, decoder: model.decoder, tokenizer, limits, docToken, model, ...(opts.indexes ? { indexes: opts.indexes } : {}) });
   try {
     http = await startHttp(api, {
       host: opts.host ?? "127.0.0.1",
