@@ -16,12 +16,14 @@ import { openDevice } from "../src/gpu/device.js";
 import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
 import { Session } from "../src/model/session.js";
 import { startServer, type RunningServer } from "../src/serve/server.js";
+import { loadIndex, type DocumentIndex } from "../src/onegen/index.js";
+import { runEntityLinking } from "../src/onegen/tasks.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const DEMO_MODEL = join(ROOT, "demo", "model");
 const TEMPLATE = "{% for m in messages %}{{ m['role'] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}assistant:{% endif %}";
 const KEY = "test-key-123";
-const CONTEXT = 96;
+const CONTEXT = 160;
 const PROMPTS = [
   "Marwick is a city in",
   "Kestport is known for",
@@ -36,6 +38,7 @@ const PROMPTS = [
 let model: LoadedDecoder;
 let server: RunningServer;
 let client: OpenAI;
+let elIndex: DocumentIndex;
 
 /** Extra body fields the client's types do not know (vLLM's ignore_eos). */
 function body<T>(x: Record<string, unknown>): T {
@@ -91,12 +94,15 @@ async function sessionGreedy(prompt: string, maxNew: number, sampling: { tempera
 test.before(async () => {
   const ctx = await gpu();
   model = await loadDecoder(ctx, DEMO_MODEL, { tokenizer: { chatTemplate: TEMPLATE } });
-  server = await startServer(model, { apiKey: KEY, modelId: "demo", maxBatch: 8, maxQueue: 8, contextTokens: CONTEXT, maxN: 4, maxBodyBytes: 64 * 1024 });
+  elIndex = await loadIndex(ctx, join(ROOT, "demo", "index", "el"), model.decoder);
+  const indexes = new Map([["el", { name: "el", index: elIndex }]]);
+  server = await startServer(model, { apiKey: KEY, modelId: "demo", maxBatch: 8, maxQueue: 8, contextTokens: CONTEXT, maxN: 4, maxBodyBytes: 64 * 1024, indexes });
   client = new OpenAI({ apiKey: KEY, baseURL: server.url + "/v1", maxRetries: 0, timeout: 60_000 });
 });
 
 test.after(async () => {
   await server?.shutdown(0);
+  elIndex?.dispose();
   model?.dispose();
 });
 
@@ -236,6 +242,34 @@ test("embeddings: normalised hidden state at the document token, float and base6
   assert.equal(byIds.data[0]!.embedding, got, "ids without the doc token get it appended");
 });
 
+test("onegen extension: entity linking with in-loop retrieval equals runEntityLinking; retrieval objects on the stream and in the response", async () => {
+  const sentence = "As a young engineer, Casimir Dalley left Marwick for Kestport.";
+  const ref = await runEntityLinking(model, elIndex, { text: sentence }, { maxNewTokens: 64, temperature: 0, capacity: CONTEXT });
+  assert.ok(ref.retrievals.length > 0, "the reference retrieves");
+  type OnegenBody = { onegen: { task: string; retrievals: { position: number; hits: { id: string; score: number }[]; injected: unknown }[]; mentions: { entity: string | null }[] } };
+  const r = (await client.completions.create(body<OpenAI.CompletionCreateParamsNonStreaming>({ model: "demo", prompt: sentence, max_tokens: 64, temperature: 0, onegen: { index: "el", k: 2 } }))) as unknown as OpenAI.Completion & OnegenBody;
+  assert.is(r.choices[0]!.text, ref.output);
+  assert.is(r.onegen.task, "entity-linking");
+  assert.equal(r.onegen.retrievals.map((x) => [x.position, x.hits[0]!.id]), ref.retrievals.map((x) => [x.position, x.hits[0]!.id]));
+  assert.ok(r.onegen.retrievals.every((x) => x.hits.length === 2 && x.injected === null), "k hits, no injection");
+  assert.equal(r.onegen.mentions.map((m) => m.entity), ref.mentions.map((m) => m.entity));
+  assert.is(r.usage!.prompt_tokens, ref.promptIds.length);
+  // streamed: the same text, one retrieval object per query token, in order
+  const stream = await client.completions.create(body<OpenAI.CompletionCreateParamsStreaming>({ model: "demo", prompt: sentence, max_tokens: 64, temperature: 0, stream: true, onegen: { index: "el" } }));
+  let text = "";
+  const seen: number[] = [];
+  for await (const c of stream) {
+    text += c.choices.map((x) => x.text).join("");
+    const rr = (c as unknown as { retrieval?: { position: number } }).retrieval;
+    if (rr) seen.push(rr.position);
+  }
+  assert.is(text, ref.output);
+  assert.equal(seen, ref.retrievals.map((x) => x.position));
+  // a client ignoring the extension gets plain chat text
+  const chat = await client.chat.completions.create(body<OpenAI.ChatCompletionCreateParamsNonStreaming>({ model: "demo", messages: [{ role: "user", content: sentence }], max_tokens: 64, temperature: 0, onegen: { index: "el" } }));
+  assert.is(chat.choices[0]!.message.content, ref.output);
+});
+
 test("auth: no key or a wrong key gets 401 in OpenAI's shape", async () => {
   const wrong = new OpenAI({ apiKey: "nope", baseURL: server.url + "/v1", maxRetries: 0 });
   await expectApiError(wrong.models.list(), 401, /Incorrect API key/);
@@ -251,8 +285,8 @@ test("malformed requests: 400 in OpenAI's shape naming the parameter; 404, 405, 
   await expectApiError(c.completions.create(body({ prompt: "x" })), 400, /'model' is required/, "model");
   await expectApiError(c.completions.create(body({ model: "demo" })), 400, /'prompt' is required/, "prompt");
   await expectApiError(c.completions.create({ ...p, model: "gpt-9" }), 404, /The model 'gpt-9' does not exist/, "model");
-  await expectApiError(c.completions.create({ ...p, max_tokens: CONTEXT + 1 }), 400, /max_tokens is 97, more than this server's limit of 96/, "max_tokens");
-  await expectApiError(c.completions.create({ ...p, max_tokens: CONTEXT }), 400, /more than this server's context of 96 per sequence/, "max_tokens");
+  await expectApiError(c.completions.create({ ...p, max_tokens: CONTEXT + 1 }), 400, /max_tokens is 161, more than this server's limit of 160/, "max_tokens");
+  await expectApiError(c.completions.create({ ...p, max_tokens: CONTEXT }), 400, /more than this server's context of 160 per sequence/, "max_tokens");
   await expectApiError(c.completions.create({ ...p, max_tokens: 0 }), 400, /'max_tokens' must be ≥ 1/, "max_tokens");
   await expectApiError(c.completions.create({ ...p, n: 5 }), 400, /'n' is 5, more than this server's limit of 4/, "n");
   await expectApiError(c.completions.create({ ...p, temperature: 3 }), 400, /'temperature' must be ≤ 2/, "temperature");
@@ -260,10 +294,14 @@ test("malformed requests: 400 in OpenAI's shape naming the parameter; 404, 405, 
   await expectApiError(c.completions.create(body({ ...p, temperature: "hot" })), 400, /'temperature' must be a finite number/, "temperature");
   await expectApiError(c.completions.create({ ...p, logprobs: 2 }), 400, /'logprobs' is not supported/, "logprobs");
   await expectApiError(c.completions.create({ ...p, stop: ["a", "b", "c", "d", "e"] }), 400, /'stop' holds 5 strings, at most 4/, "stop");
-  await expectApiError(c.completions.create({ ...p, prompt: "city ".repeat(200) }), 400, /the prompt has \d+ tokens; this server's context holds 96/, "prompt");
+  await expectApiError(c.completions.create({ ...p, prompt: "city ".repeat(200) }), 400, /the prompt has \d+ tokens; this server's context holds 160/, "prompt");
   await expectApiError(c.completions.create({ ...p, prompt: [1, 2, 99999] }), 400, /token id 99999, outside the vocabulary/, "prompt");
   await expectApiError(c.completions.create({ ...p, stream_options: { include_usage: true } }), 400, /only allowed when 'stream' is true/, "stream_options");
-  await expectApiError(c.completions.create(body({ ...p, onegen: { index: "wiki" } })), 400, /no index named 'wiki'/, "onegen.index");
+  await expectApiError(c.completions.create(body({ ...p, onegen: { index: "wiki" } })), 400, /no index named 'wiki' is loaded on this server \(loaded: el\)/, "onegen.index");
+  await expectApiError(c.completions.create(body({ ...p, onegen: { index: "el", inject: true } })), 400, /'onegen.inject' true is not what entity-linking does/, "onegen.inject");
+  await expectApiError(c.completions.create(body({ ...p, onegen: { index: "el", task: "poetry" } })), 400, /'onegen.task' must be one of entity-linking, multihop-qa/, "onegen.task");
+  await expectApiError(c.completions.create(body({ ...p, n: 2, onegen: { index: "el" } })), 400, /'n' must be 1 with 'onegen'/, "n");
+  await expectApiError(c.completions.create(body({ ...p, onegen: { index: "el", k: 0 } })), 400, /'onegen.k' must be an integer/, "onegen.k");
   await expectApiError(c.chat.completions.create(body({ model: "demo", messages: [] })), 400, /'messages' must be a non-empty array/, "messages");
   await expectApiError(c.chat.completions.create(body({ model: "demo", messages: [{ role: "wizard", content: "x" }] })), 400, /role must be one of/, "messages[0].role");
   await expectApiError(c.embeddings.create(body({ model: "demo", input: "x", dimensions: 8 })), 400, /'dimensions' is not supported/, "dimensions");
