@@ -155,6 +155,7 @@ test("completions: sampled text (temperature, top_p, seed) equals Session.genera
   assert.is(byIds.choices[0]!.text, ref.text, "a prompt given as token ids");
   const many = await client.completions.create({ model: "demo", prompt: [prompt, PROMPTS[0]!], n: 2, max_tokens: 6, temperature: 0 });
   assert.equal(many.choices.map((c) => c.index), [0, 1, 2, 3]);
+  assert.is(many.usage!.prompt_tokens, ids.length + model.tokenizer!.encode(PROMPTS[0]!).length, "each prompt counted once, whatever n");
   assert.is(many.choices[0]!.text, many.choices[1]!.text, "greedy choices of one prompt agree");
   assert.is(many.choices[2]!.text, (await sessionGreedy(PROMPTS[0]!, 6)).text);
 });
@@ -390,6 +391,7 @@ test("a lost device: in-flight and later requests get 503, `failed` resolves", a
   const c = new OpenAI({ apiKey: "none", baseURL: s.url + "/v1", maxRetries: 0 });
   try {
     assert.ok((await c.completions.create({ model: "demo", prompt: "Marwick is", max_tokens: 3, temperature: 0 })).choices[0]!.text.length > 0);
+    await expectApiError(c.chat.completions.create({ model: "demo", messages: [{ role: "user", content: "x" }] }), 400, /has no chat template/, "messages");
     const streamed = (async () => {
       const st = await c.completions.create(body<OpenAI.CompletionCreateParamsStreaming>({ model: "demo", prompt: "Marwick is", max_tokens: 60, temperature: 0, stream: true, ignore_eos: true }));
       let text = "";

@@ -157,7 +157,7 @@ export class OpenAiApi {
     const created = Math.floor(Date.now() / 1000);
     const model = this.o.modelId;
     const object = kind === "chat" ? "chat.completion.chunk" : "text_completion";
-    const promptTokens = prompts.reduce((n, p) => n + p.length, 0) * req.n;
+    const promptTokens = prompts.reduce((n, p) => n + p.length, 0); // each prompt once, whatever n (as OpenAI counts)
     const results: { text: string; finish: string; tokens: number }[] = [];
     let pending = params.length;
     let failed = false;
