@@ -163,10 +163,7 @@ export class OpenAiApi {
     let failed = false;
     let handles: SequenceHandle[] = [];
     const includeUsage = req.includeUsage;
-    const chunk = (choices: unknown[]): unknown =>
-      kind === "chat"
-        ? { id, object, created, model, system_fingerprint: null, choices, ...(includeUsage ? { usage: null } : {}) }
-        : { id, object, created, model, system_fingerprint: null, choices, ...(includeUsage ? { usage: null } : {}) };
+    const chunk = (choices: unknown[]): unknown => ({ id, object, created, model, system_fingerprint: null, choices, ...(includeUsage ? { usage: null } : {}) });
     const choiceDelta = (index: number, text: string | null, finish: string | null, role = false): unknown =>
       kind === "chat"
         ? { index, delta: finish !== null && text === null ? {} : { ...(role ? { role: "assistant" } : {}), content: text ?? "" }, logprobs: null, finish_reason: finish }
