@@ -38,7 +38,7 @@ export interface EngineOptions {
   slotTokens: number;
   /** Sequences that may wait for a slot; past it submit() throws a 429. */
   maxQueue: number;
-  /** Most tokens one step's forward may hold (joining prompts wait past it). Default max(slotTokens, 256). */
+  /** Most tokens one step's forward may hold (further joining prompts wait a step); at least slotTokens + maxBatch. */
   stepTokens?: number;
   /** Ids that end a sequence (finish "stop"). */
   eosIds: readonly number[];
@@ -149,7 +149,8 @@ export class BatchEngine {
     const { maxBatch, slotTokens } = opts;
     if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new ApiError(500, `engine: maxBatch must be a positive integer, got ${maxBatch}`);
     if (!Number.isInteger(slotTokens) || slotTokens < 2) throw new ApiError(500, `engine: slotTokens must be an integer ≥ 2, got ${slotTokens}`);
-    this.stepTokens = opts.stepTokens ?? Math.max(slotTokens, 256);
+    // any one prompt fits beside a full batch's decode tokens, so a long prompt never starves
+    this.stepTokens = Math.max(opts.stepTokens ?? 0, slotTokens + maxBatch);
     this.eos = new Set(opts.eosIds);
     this.cache = decoder.createCache((maxBatch + 1) * slotTokens);
     this.outIds = ctx.empty([maxBatch], "u32", "serve.ids");

@@ -19,6 +19,8 @@ export interface HttpOptions {
   apiKey: string | null;
   /** Largest request body in bytes. */
   maxBodyBytes: number;
+  /** Open connections at most (default 1024); more are refused by the socket layer. */
+  maxConnections?: number;
   /** Called with errors that are bugs of ours (500), for the log. */
   onInternalError?: (e: unknown) => void;
 }
@@ -184,8 +186,10 @@ export async function startHttp(api: OpenAiApi, opts: HttpOptions): Promise<Http
       }
     });
   });
+  // a request (headers and body) must arrive within a minute; the answer (a long stream) has no limit
   server.headersTimeout = 30_000;
-  server.requestTimeout = 0; // streams may run long; idle sockets close by keepAliveTimeout
+  server.requestTimeout = 60_000;
+  server.maxConnections = opts.maxConnections ?? 1024;
   await new Promise<void>((resolve, reject) => {
     server.once("error", reject);
     server.listen(opts.port, opts.host, () => {
