@@ -111,6 +111,9 @@ test("binds 127.0.0.1; /v1/models lists the model; /v1/models/{id}", async () =>
   const list = await client.models.list();
   assert.equal(list.data.map((m) => [m.id, m.object, m.owned_by]), [["demo", "model", "onegen"]]);
   assert.is((await client.models.retrieve("demo")).id, "demo");
+  const health = await fetch(server.url + "/health");
+  assert.is(health.status, 200, "health needs no key");
+  assert.equal(await health.json(), { status: "ok" });
   await expectApiError(client.models.retrieve("other"), 404, /does not exist/);
 });
 
@@ -412,6 +415,7 @@ test("a lost device: in-flight and later requests get 503, `failed` resolves", a
     }
     await expectApiError(c.completions.create({ model: "demo", prompt: "x", max_tokens: 2 }), 503, /GPU failed/);
     await expectApiError(c.models.list(), 503, /GPU failed/);
+    assert.is((await fetch(s.url + "/health")).status, 503, "health tells the load balancer");
   } finally {
     await s.shutdown(0);
     ctx.destroy();

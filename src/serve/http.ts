@@ -2,6 +2,7 @@
 // JSON and server-sent-event answers, client disconnects, and closing.
 //   GET  /v1/models, /v1/models/{id}
 //   POST /v1/completions, /v1/chat/completions, /v1/embeddings
+//   GET  /health (no key: 200 while serving, 503 when shutting down or the GPU failed)
 // Every error is OpenAI's `{error: {message, type, param, code}}` with its status: 400 malformed,
 // 401 missing or wrong key, 404 unknown route or model, 405 wrong method, 413 body too large,
 // 429 queue full (Retry-After), 503 shutting down or GPU lost, 500 a bug of ours.
@@ -132,6 +133,13 @@ export async function startHttp(api: OpenAiApi, opts: HttpOptions): Promise<Http
   const handle = async (req: IncomingMessage, reply: HttpReply): Promise<void> => {
     const url = new URL(req.url ?? "/", "http://localhost");
     const path = url.pathname.replace(/\/+$/, "");
+    // for load balancers: no key needed, nothing about the model told
+    if (path === "/health") {
+      req.resume();
+      if (refusal) throw refusal;
+      reply.json(200, { status: "ok" });
+      return;
+    }
     if (key) {
       const m = /^Bearer\s+(.+)$/i.exec(req.headers.authorization ?? "");
       if (!m || !timingSafeEqual(digest(m[1]!.trim()), key)) {
