@@ -9,7 +9,7 @@
 import type { DocumentIndex } from "../onegen/index.js";
 import type { LoadedDecoder } from "../model/load.js";
 import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA, runEntityLinking, runMultiHopQa, type TaskEvent, type TaskRunOptions } from "../onegen/tasks.js";
-import { OnegenError, UsageError } from "../errors.js";
+import { GpuOutOfMemoryError, OnegenError, UsageError } from "../errors.js";
 import { ApiError, badRequest, type OnegenExtension } from "./protocol.js";
 
 export type TaskName = "entity-linking" | "multihop-qa";
@@ -145,7 +145,7 @@ export async function runRetrieval(
     if (e instanceof Cancelled) return null;
     // the task's own refusals (a prompt that does not fit, an index built at another token) are the request's fault
     if (e instanceof UsageError || (e instanceof OnegenError && e.name === "LoadError")) throw badRequest(e.message, "onegen");
-    if (e instanceof ApiError) throw e;
+    if (e instanceof GpuOutOfMemoryError) throw new ApiError(503, `not enough GPU memory for this request's session: ${e.message}`, "server_error", null, "insufficient_memory", { "Retry-After": "5" });
     throw e;
   }
 }
