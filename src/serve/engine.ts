@@ -23,7 +23,7 @@
 import type { GpuContext } from "../gpu/context.js";
 import type { Tensor } from "../gpu/tensor.js";
 import type { Decoder, KVCache } from "../model/decoder.js";
-import { DeviceLostError, GpuOutOfMemoryError } from "../errors.js";
+import { DeviceLostError, GpuOutOfMemoryError, UsageError } from "../errors.js";
 import { kvCacheBytes } from "../model/config.js";
 import { sample, NONFINITE_ID } from "../ops/sample.js";
 import { embedding } from "../ops/embedding.js";
@@ -147,8 +147,8 @@ export class BatchEngine {
   ) {
     const ctx = decoder.ctx;
     const { maxBatch, slotTokens } = opts;
-    if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new ApiError(500, `engine: maxBatch must be a positive integer, got ${maxBatch}`);
-    if (!Number.isInteger(slotTokens) || slotTokens < 2) throw new ApiError(500, `engine: slotTokens must be an integer ≥ 2, got ${slotTokens}`);
+    if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new UsageError(`serve engine: maxBatch must be a positive integer, got ${maxBatch}`);
+    if (!Number.isInteger(slotTokens) || slotTokens < 2) throw new UsageError(`serve engine: slotTokens must be an integer ≥ 2, got ${slotTokens}`);
     // any one prompt fits beside a full batch's decode tokens, so a long prompt never starves
     this.stepTokens = Math.max(opts.stepTokens ?? 0, slotTokens + maxBatch);
     this.eos = new Set(opts.eosIds);
