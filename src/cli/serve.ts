@@ -36,7 +36,7 @@ export function parseIndexFlag(v: string | undefined): { name: string; dir: stri
 }
 
 const USAGE =
-  "usage: onegen serve --model DIR [--host H (default 127.0.0.1)] [--port N (default 8000; 0: any free port)] [--api-key KEY] " +
+  "usage: onegen serve --model DIR [--host H (default 127.0.0.1)] [--port N (default 8000; 0: any free port)] [--api-key KEY (or env ONEGEN_API_KEY)] " +
   "[--max-batch N (default 8)] [--max-queue N (default 64)] [--context N (tokens per sequence; default min(model, 2048))] [--max-tokens N] [--max-n N (default 4)] " +
   "[--max-body SIZE (default 1M)] [--model-name ID (default: the directory's name)] [--chat-template FILE] [--doc-token TOKEN|#ID (default [SE])] " +
   "[--index NAME=DIR[,NAME=DIR…] (OneGen indexes for the onegen extension)] [--drain-seconds S (default 10)] [--gpu-memory SIZE] [--dtype auto|f16|f32] [--quiet]";
@@ -59,8 +59,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const port = numberFlag(args, "port", "serve", { integer: true, min: 0, max: 65535 }) ?? 8000;
   const host = args.flags.get("host") ?? "127.0.0.1";
   if (host.trim() === "" || /[\s/]/.test(host)) throw new UsageError(`serve: --host must be a host name or IP address, got '${host}'`);
-  const apiKey = args.flags.get("api-key") ?? null;
-  if (apiKey !== null && apiKey.trim() === "") throw new UsageError("serve: --api-key must not be empty");
+  // the environment keeps the key out of `ps`; the flag wins when both are given
+  const apiKey = args.flags.get("api-key") ?? process.env.ONEGEN_API_KEY ?? null;
+  if (apiKey !== null && apiKey.trim() === "") throw new UsageError(`serve: ${args.flags.has("api-key") ? "--api-key" : "ONEGEN_API_KEY"} must not be empty`);
   const maxBatch = numberFlag(args, "max-batch", "serve", { integer: true, min: 1, max: 256 }) ?? 8;
   const maxQueue = numberFlag(args, "max-queue", "serve", { integer: true, min: 0, max: 1_000_000 }) ?? 64;
   const maxN = numberFlag(args, "max-n", "serve", { integer: true, min: 1, max: 64 });
