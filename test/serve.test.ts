@@ -422,10 +422,10 @@ test("a lost device: in-flight and later requests get 503, `failed` resolves", a
   }
 });
 
-test("the command: prints its URL on 127.0.0.1, serves, and drains on SIGTERM, exit 0", async () => {
+test("the command: prints its URL on 127.0.0.1, takes the key from ONEGEN_API_KEY, serves, and drains on SIGTERM, exit 0", async () => {
   const child = spawn(process.execPath, [join(ROOT, "dist", "src", "cli.js"), "serve", "--model", DEMO_MODEL, "--port", "0", "--quiet", "--context", "64", "--max-batch", "2", "--model-name", "demo"], {
     stdio: ["ignore", "pipe", "pipe"],
-    env: { ...process.env },
+    env: { ...process.env, ONEGEN_API_KEY: "env-key" },
   });
   let out = "";
   let err = "";
@@ -436,7 +436,9 @@ test("the command: prints its URL on 127.0.0.1, serves, and drains on SIGTERM, e
     await until(() => /serving 'demo' at (http:\S+)\/v1/.test(out), `the URL line (stdout: ${out} stderr: ${err})`, 50_000);
     const url = /serving 'demo' at (http:\S+)\/v1/.exec(out)![1]!;
     assert.match(url, /^http:\/\/127\.0\.0\.1:\d+$/);
-    const c = new OpenAI({ apiKey: "none", baseURL: url + "/v1", maxRetries: 0 });
+    assert.match(out, /API key required/);
+    assert.is((await fetch(url + "/v1/models")).status, 401, "the key from ONEGEN_API_KEY is required");
+    const c = new OpenAI({ apiKey: "env-key", baseURL: url + "/v1", maxRetries: 0 });
     const st = await c.completions.create(body<OpenAI.CompletionCreateParamsStreaming>({ model: "demo", prompt: "Marwick is", max_tokens: 30, temperature: 0, stream: true, ignore_eos: true }));
     let text = "";
     let finish: string | null = null;
