@@ -58,6 +58,10 @@ const COMMANDS: Record<string, Command> = {
     summary: "serve the demo page with the model, its indexes and data on 127.0.0.1 (--port N); Ctrl-C stops",
     run: async (argv) => (await import("./cli/web.js")).webCommand(argv),
   },
+  serve: {
+    summary: "an OpenAI-compatible HTTP server on 127.0.0.1 (completions, chat, embeddings; concurrent requests share decode steps)",
+    run: async (argv) => (await import("./cli/serve.js")).serveCommand(argv),
+  },
   bench: {
     summary: "run the benchmarks and write bench/results/ (--quick for small sizes, --only a,b)",
     run: async (argv) => {

@@ -30,7 +30,7 @@ function assertOneLine(r: ReturnType<typeof run>, status: number, patterns: read
   for (const p of patterns) assert.match(r.lines[0]!, p, what);
 }
 
-const COMMANDS = ["device", "info", "forward", "generate", "index", "search", "run", "train", "eval", "demo", "web", "bench"];
+const COMMANDS = ["device", "info", "forward", "generate", "index", "search", "run", "train", "eval", "demo", "web", "serve", "bench"];
 
 test("every command refuses a stray word: exit 2, one line naming it", () => {
   for (const c of COMMANDS) {
@@ -56,6 +56,11 @@ test("unknown options, single-dash options and missing values: exit 2, one line"
   assertOneLine(run(["forward", "--model", MODEL]), 2, [/--out FILE\.safetensors is required/], "forward without --out");
   assertOneLine(run(["train"]), 2, [/--model is required/], "train without flags");
   assertOneLine(run(["bench", "--only", "nope"]), 2, [/--only names no suite .nope. \(suites: .*attention/], "bench --only nope");
+  assertOneLine(run(["serve"]), 2, [/^onegen serve: --model DIR is required/], "serve without --model");
+  assertOneLine(run(["serve", "--model", MODEL, "--index", "nodir"]), 2, [/--index takes NAME=DIR/], "serve --index without a name");
+  assertOneLine(run(["serve", "--model", MODEL, "--port", "70000"]), 2, [/--port must be ≤ 65535/], "serve --port");
+  assertOneLine(run(["serve", "--model", MODEL, "--context", "999999"]), 2, [/--context 999999 exceeds the model's context/], "serve --context");
+  assertOneLine(run(["serve", "--model", MODEL, "--api-key", " "]), 2, [/--api-key must not be empty/], "serve --api-key");
 });
 
 test("a missing input file or directory: exit 1, one line naming the path, no stack", () => {
@@ -69,6 +74,7 @@ test("a missing input file or directory: exit 1, one line naming the path, no st
     ["train", ["train", "--model", MODEL, "--train", missing, "--db", missing, "--out", join(tmp, "out"), "--retrieval-token", "#5", "--doc-token", "#6", "--quiet"]],
     ["eval", ["eval", "--model", missing, "--quiet"]],
     ["demo", ["demo", "--model", missing, "--quiet"]],
+    ["serve", ["serve", "--model", missing, "--quiet"]],
   ];
   for (const [what, args] of cases) assertOneLine(run(args), 1, [new RegExp(`^onegen ${what}: `), new RegExp(missing.replace(/[.*+?^${}()|[\]\\]/g, "\\$&"))], what);
   // the reason, not Node's raw errno text

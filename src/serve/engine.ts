@@ -1,0 +1,492 @@
+// The batching engine of `onegen serve`: concurrent sequences share decode steps.
+//
+// One KV cache is divided into `maxBatch` slots of `slotTokens` rows (plus one slot for
+// embeddings); a sequence owns a slot from the step it joins to the step it leaves. One step is
+// one Decoder.forward over the tokens of every active sequence (ForwardPlan: per-token RoPE
+// positions within the sequence, cache rows inside its slot, attention ranges over its slot
+// only), so the weights are read once for all of them:
+//   - a sequence joining feeds its whole prompt in that step (prefill rides along with the
+//     others' decode tokens; the step's tokens are bounded by `stepTokens`),
+//   - a decoding sequence feeds the id it sampled at the previous step,
+//   - logits are computed only at each sequence's last row ([B, V]) and sampled per sequence
+//     (src/ops/sample.ts: greedy rows in one dispatch, a sampled row on its own with its seed and
+//     step, as Session.generate samples it), and the B ids are read back (4·B bytes, one host
+//     sync per step).
+// Between steps the host checks EOS, stop strings and max_tokens, releases the text that can no
+// longer change, frees the slots of finished or cancelled sequences and admits queued ones.
+// Waiting sequences are bounded (maxQueue): past it submit() refuses with 429.
+// A lost device (or any GPU error, after which the cache cannot be trusted) fails every sequence
+// and makes the engine refuse all later work (onFatal).
+// Embeddings (normalised final-norm hidden state at the document token, as the index builder
+// embeds documents: src/onegen/encode.ts) run between steps in the embedding slot.
+
+import type { GpuContext } from "../gpu/context.js";
+import type { Tensor } from "../gpu/tensor.js";
+import type { Decoder, KVCache } from "../model/decoder.js";
+import { DeviceLostError, GpuOutOfMemoryError, UsageError } from "../errors.js";
+import { kvCacheBytes } from "../model/config.js";
+import { sample, NONFINITE_ID } from "../ops/sample.js";
+import { embedding } from "../ops/embedding.js";
+import { l2normRows } from "../ops/l2norm.js";
+import { ApiError } from "./protocol.js";
+import { StreamText } from "./text.js";
+
+export interface EngineOptions {
+  /** Sequences decoded together (KV cache slots). */
+  maxBatch: number;
+  /** Rows of one slot: prompt + generated tokens of one sequence. */
+  slotTokens: number;
+  /** Sequences that may wait for a slot; past it submit() throws a 429. */
+  maxQueue: number;
+  /** Most tokens one step's forward may hold (further joining prompts wait a step); at least slotTokens + maxBatch. */
+  stepTokens?: number;
+  /** Ids that end a sequence (finish "stop"). */
+  eosIds: readonly number[];
+  /** Text of generated ids (special tokens skipped). */
+  decode: (ids: number[]) => string;
+  /** Called once when the engine fails for good (device lost, GPU error). */
+  onFatal?: (e: Error) => void;
+}
+
+export interface SequenceParams {
+  prompt: readonly number[];
+  temperature: number;
+  topP?: number | undefined;
+  topK?: number | undefined;
+  seed: number;
+  /** Most tokens to generate. */
+  maxTokens: number;
+  stop: readonly string[];
+  /** Generate past the end-of-sequence ids. */
+  ignoreEos?: boolean;
+}
+
+export interface SequenceEvents {
+  /** A sampled token and the text it released (possibly ""). */
+  onToken?: (id: number, delta: string) => void;
+  /** The sequence ended (finish "stop": EOS or a stop string; "length": max_tokens or its slot is full). */
+  onEnd: (r: { finish: "stop" | "length"; completionTokens: number; text: string }) => void;
+  /** The sequence failed (its request answers with this error). */
+  onError: (e: ApiError) => void;
+}
+
+export interface SequenceHandle {
+  /** Frees the sequence: removed from the queue at once, or from the batch before the next step. */
+  cancel(): void;
+}
+
+class Sequence implements SequenceHandle {
+  slot = -1;
+  /** Tokens of this sequence in its slot's cache rows. */
+  fed = 0;
+  /** Ids to feed at the next step (the prompt, then the last sampled id). */
+  pending: number[];
+  readonly generated: number[] = [];
+  cancelled = false;
+  done = false;
+  readonly text: StreamText;
+
+  constructor(
+    readonly engine: BatchEngine,
+    readonly params: SequenceParams,
+    readonly events: SequenceEvents,
+    decode: (ids: number[]) => string,
+  ) {
+    this.pending = [...params.prompt];
+    this.text = new StreamText(decode, params.stop);
+  }
+
+  cancel(): void {
+    if (this.done) return;
+    this.cancelled = true;
+    this.engine.wake();
+  }
+}
+
+/** Work that runs alone between steps (embeddings, retrieval requests on their own session). */
+interface ExclusiveJob {
+  run: () => Promise<void>;
+  /** Fails the job without running it (shutdown, GPU failure). */
+  reject: (e: unknown) => void;
+}
+
+export interface EngineStats {
+  steps: number;
+  /** Tokens fed to forwards (prompts + decode). */
+  tokensFed: number;
+  /** Tokens sampled. */
+  tokensGenerated: number;
+  /** Largest number of sequences in one step. */
+  maxBatchSeen: number;
+}
+
+/** GPU bytes of the engine's KV cache. */
+export function engineCacheBytes(decoder: Pick<Decoder, "config">, maxBatch: number, slotTokens: number, dtypeBytes = 2): number {
+  return kvCacheBytes(decoder.config, (maxBatch + 1) * slotTokens, dtypeBytes);
+}
+
+export class BatchEngine {
+  readonly stats: EngineStats = { steps: 0, tokensFed: 0, tokensGenerated: 0, maxBatchSeen: 0 };
+  private readonly cache: KVCache;
+  private readonly outIds: Tensor;
+  private readonly scratch: Tensor;
+  private readonly queue: Sequence[] = [];
+  private readonly active: Sequence[] = [];
+  private readonly freeSlots: number[];
+  private readonly jobs: ExclusiveJob[] = [];
+  private readonly eos: Set<number>;
+  private readonly stepTokens: number;
+  private wakeUp: (() => void) | null = null;
+  private stopping = false;
+  private fatalError: Error | null = null;
+  private readonly loop: Promise<void>;
+
+  constructor(
+    readonly decoder: Decoder,
+    readonly opts: EngineOptions,
+  ) {
+    const ctx = decoder.ctx;
+    const { maxBatch, slotTokens } = opts;
+    if (!Number.isInteger(maxBatch) || maxBatch < 1) throw new UsageError(`serve engine: maxBatch must be a positive integer, got ${maxBatch}`);
+    if (!Number.isInteger(slotTokens) || slotTokens < 2) throw new UsageError(`serve engine: slotTokens must be an integer ≥ 2, got ${slotTokens}`);
+    // any one prompt fits beside a full batch's decode tokens, so a long prompt never starves
+    this.stepTokens = Math.max(opts.stepTokens ?? 0, slotTokens + maxBatch);
+    this.eos = new Set(opts.eosIds);
+    this.cache = decoder.createCache((maxBatch + 1) * slotTokens);
+    this.outIds = ctx.empty([maxBatch], "u32", "serve.ids");
+    this.scratch = ctx.empty([1, decoder.vocabSize], "f32", "serve.row");
+    this.freeSlots = Array.from({ length: maxBatch }, (_, i) => maxBatch - 1 - i);
+    void decoder.ctx.device.lost.then((info) => {
+      if (!ctx.isDestroyed) this.fail(new DeviceLostError(`GPU device lost: ${info.reason}: ${info.message}`));
+    });
+    this.loop = this.run();
+  }
+
+  get ctx(): GpuContext {
+    return this.decoder.ctx;
+  }
+  /** Sequences waiting for a slot. */
+  get queued(): number {
+    return this.queue.length;
+  }
+  /** Sequences in the batch. */
+  get running(): number {
+    return this.active.length;
+  }
+  get fatal(): Error | null {
+    return this.fatalError;
+  }
+
+  /**
+   * Queues sequences (all or none). Throws 429 when the queue would pass maxQueue, 503 when the
+   * engine is stopping or failed.
+   */
+  submit(params: readonly SequenceParams[], events: readonly SequenceEvents[]): SequenceHandle[] {
+    this.refuseIfClosed();
+    for (const p of params) {
+      if (p.prompt.length === 0) throw new ApiError(400, "the prompt has no tokens", "invalid_request_error", "prompt");
+      if (p.prompt.length >= this.opts.slotTokens) {
+        throw new ApiError(400, `the prompt has ${p.prompt.length} tokens; this server's context holds ${this.opts.slotTokens} per sequence (prompt and completion)`, "invalid_request_error", "prompt", "context_length_exceeded");
+      }
+    }
+    // queued sequences take the free slots at the next step; the rest wait
+    const waiting = Math.max(0, this.queue.length + params.length - this.freeSlots.length);
+    if (waiting > this.opts.maxQueue) {
+      throw new ApiError(429, `the server is busy: ${this.active.length} sequences running and ${this.queue.length} waiting (queue limit ${this.opts.maxQueue}); retry later`, "rate_limit_exceeded", null, "rate_limit_exceeded", {
+        "Retry-After": "1",
+      });
+    }
+    const seqs = params.map((p, i) => new Sequence(this, p, events[i]!, this.opts.decode));
+    this.queue.push(...seqs);
+    this.wake();
+    return seqs;
+  }
+
+  /** The normalised hidden state at `row` of `ids` (run between steps). */
+  embed(ids: readonly number[], row: number): Promise<Float32Array> {
+    if (ids.length > this.opts.slotTokens) {
+      return Promise.reject(new ApiError(400, `the input has ${ids.length} tokens, more than this server's context of ${this.opts.slotTokens}`, "invalid_request_error", "input", "context_length_exceeded"));
+    }
+    const copy = [...ids];
+    return this.exclusive(() => this.runEmbedding(copy, row));
+  }
+
+  /**
+   * Runs `fn` alone on the device between two steps (the batch waits): work that encodes its
+   * own forwards (a retrieval request on its own Session) must not interleave with a step's.
+   * Bounded by maxQueue like sequences (429 past it).
+   */
+  exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    try {
+      this.refuseIfClosed();
+    } catch (e) {
+      return Promise.reject(e);
+    }
+    if (this.jobs.length >= Math.max(1, this.opts.maxQueue)) {
+      return Promise.reject(new ApiError(429, `the server is busy: ${this.jobs.length} requests waiting to run alone; retry later`, "rate_limit_exceeded", null, "rate_limit_exceeded", { "Retry-After": "1" }));
+    }
+    return new Promise<T>((resolve, reject) => {
+      this.jobs.push({
+        run: async () => {
+          try {
+            resolve(await fn());
+          } catch (e) {
+            // a lost device surfaces here first: fail the engine too
+            if (e instanceof DeviceLostError) throw e;
+            reject(e);
+          }
+        },
+        reject,
+      });
+      this.wake();
+    });
+  }
+
+  wake(): void {
+    const w = this.wakeUp;
+    this.wakeUp = null;
+    w?.();
+  }
+
+  /**
+   * Stops admitting work: queued sequences fail with 503; running ones finish within
+   * `graceMs`, then are cancelled (their requests get a 503 error). Resolves when the loop ended.
+   */
+  async drain(graceMs: number): Promise<void> {
+    this.stopping = true;
+    for (const s of this.queue.splice(0)) this.endWithError(s, new ApiError(503, "the server is shutting down", "server_error", null, "server_shutting_down"));
+    for (const j of this.jobs.splice(0)) j.reject(new ApiError(503, "the server is shutting down", "server_error", null, "server_shutting_down"));
+    const timer = setTimeout(() => {
+      for (const s of this.active) if (!s.done) this.endWithError(s, new ApiError(503, "the server is shutting down; the sequence was cancelled", "server_error", null, "server_shutting_down"));
+      this.wake();
+    }, graceMs);
+    this.wake();
+    try {
+      await this.loop;
+    } finally {
+      clearTimeout(timer);
+    }
+  }
+
+  /** Frees the cache and buffers (after drain). */
+  dispose(): void {
+    if (this.ctx.isDestroyed) return;
+    this.cache.dispose();
+    this.outIds.dispose();
+    this.scratch.dispose();
+  }
+
+  private refuseIfClosed(): void {
+    if (this.fatalError) throw new ApiError(503, `the server's GPU failed: ${this.fatalError.message}`, "server_error", null, "device_lost");
+    if (this.stopping) throw new ApiError(503, "the server is shutting down", "server_error", null, "server_shutting_down");
+  }
+
+  private fail(e: Error): void {
+    if (this.fatalError) return;
+    this.fatalError = e;
+    const err = new ApiError(503, `the server's GPU failed: ${e.message}`, "server_error", null, "device_lost");
+    for (const s of [...this.queue.splice(0), ...this.active]) this.endWithError(s, err);
+    for (const j of this.jobs.splice(0)) j.reject(err);
+    this.opts.onFatal?.(e);
+    this.wake();
+  }
+
+  private endWithError(s: Sequence, e: ApiError): void {
+    if (s.done) return;
+    s.done = true;
+    s.events.onError(e);
+  }
+
+  private async run(): Promise<void> {
+    for (;;) {
+      this.retire();
+      if (this.fatalError) return;
+      if (this.stopping && this.active.length === 0 && this.queue.length === 0 && this.jobs.length === 0) return;
+      let job: ExclusiveJob | undefined;
+      try {
+        if (this.jobs.length) {
+          job = this.jobs.shift()!;
+          await job.run();
+          continue;
+        }
+        this.admit();
+        if (this.active.length === 0) {
+          await new Promise<void>((r) => (this.wakeUp = r));
+          continue;
+        }
+        await this.step();
+      } catch (e) {
+        // After a GPU error the cache and the step's state cannot be trusted: stop serving.
+        const err = e instanceof Error ? e : new Error(String(e));
+        this.fail(err);
+        job?.reject(new ApiError(503, `the server's GPU failed: ${err.message}`, "server_error", null, "device_lost"));
+        return;
+      }
+    }
+  }
+
+  /** Removes finished and cancelled sequences, freeing their slots. */
+  private retire(): void {
+    for (let i = this.active.length - 1; i >= 0; i--) {
+      const s = this.active[i]!;
+      if (s.done || s.cancelled) {
+        s.done = true;
+        this.active.splice(i, 1);
+        this.freeSlots.push(s.slot);
+      }
+    }
+    for (let i = this.queue.length - 1; i >= 0; i--) if (this.queue[i]!.cancelled || this.queue[i]!.done) this.queue.splice(i, 1);
+  }
+
+  private admit(): void {
+    let tokens = this.active.reduce((n, s) => n + s.pending.length, 0);
+    while (this.queue.length && this.freeSlots.length) {
+      const s = this.queue[0]!;
+      if (this.active.length > 0 && tokens + s.pending.length > this.stepTokens) break;
+      this.queue.shift();
+      s.slot = this.freeSlots.pop()!;
+      this.active.push(s);
+      tokens += s.pending.length;
+    }
+  }
+
+  private async step(): Promise<void> {
+    const ctx = this.ctx;
+    const R = this.opts.slotTokens;
+    const window = this.decoder.config.slidingWindow ?? 0;
+    const batch = this.active;
+    const B = batch.length;
+    const T = batch.reduce((n, s) => n + s.pending.length, 0);
+    const ids = new Uint32Array(T);
+    const pos = new Uint32Array(T);
+    const rows = new Uint32Array(T);
+    const ranges = new Uint32Array(2 * T);
+    const last = new Uint32Array(B);
+    let t = 0;
+    batch.forEach((s, b) => {
+      const base = s.slot * R;
+      for (const id of s.pending) {
+        const p = s.fed++;
+        ids[t] = id;
+        pos[t] = p;
+        rows[t] = base + p;
+        ranges[2 * t] = base + (window > 0 && p + 1 > window ? p + 1 - window : 0);
+        ranges[2 * t + 1] = base + p + 1;
+        t++;
+      }
+      last[b] = t - 1;
+      s.pending = [];
+    });
+    const plan = {
+      ids: ctx.upload(ids, [T], "u32", "serve.step.ids"),
+      ropePositions: ctx.upload(pos, [T], "u32", "serve.step.positions"),
+      cacheRows: ctx.upload(rows, [T], "u32", "serve.step.rows"),
+      ranges: ctx.upload(ranges, [T, 2], "u32", "serve.step.ranges"),
+    };
+    const lastRows = ctx.upload(last, [B], "u32", "serve.step.last");
+    let logits: Tensor | null = null;
+    try {
+      logits = (await this.decoder.forward(this.cache, plan, { logitsRows: lastRows })).logits!;
+      const V = this.decoder.vocabSize;
+      if (batch.some((s) => s.params.temperature === 0)) await sample(ctx, logits, this.outIds, { temperature: 0, seed: 0, step: 0 });
+      for (const [b, s] of batch.entries()) {
+        if (s.params.temperature === 0) continue;
+        ctx.copy(logits.buffer, 4 * V * b, this.scratch.buffer, 0, 4 * V);
+        await sample(ctx, this.scratch, this.outIds, {
+          temperature: s.params.temperature,
+          ...(s.params.topK !== undefined ? { topK: s.params.topK } : {}),
+          ...(s.params.topP !== undefined ? { topP: s.params.topP } : {}),
+          seed: s.params.seed,
+          step: s.generated.length,
+          outOffset: b,
+        });
+      }
+    } finally {
+      for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, lastRows, logits]) x?.dispose();
+    }
+    const bytes = await ctx.readBytes(this.outIds.buffer, 0, 4 * B);
+    ctx.throwPendingErrors();
+    const got = new Uint32Array(bytes.buffer, bytes.byteOffset, B);
+    this.stats.steps++;
+    this.stats.tokensFed += T;
+    this.stats.tokensGenerated += B;
+    this.stats.maxBatchSeen = Math.max(this.stats.maxBatchSeen, B);
+    batch.forEach((s, b) => this.accept(s, got[b]!));
+  }
+
+  /** The id sampled for `s` at this step: stream it, and decide whether the sequence goes on. */
+  private accept(s: Sequence, id: number): void {
+    if (s.done || s.cancelled) return;
+    if (id === NONFINITE_ID) {
+      this.endWithError(s, new ApiError(500, `the logits for position ${s.fed} hold NaN or infinity (the model's activations overflowed); stopped after ${s.generated.length} generated token(s)`, "server_error", null, "non_finite_logits"));
+      return;
+    }
+    s.generated.push(id);
+    let finish: "stop" | "length" | null = null;
+    let delta: string;
+    if (this.eos.has(id) && !s.params.ignoreEos) {
+      finish = "stop";
+      delta = s.text.finish(s.generated);
+    } else {
+      const r = s.text.push(s.generated);
+      delta = r.delta;
+      if (r.stop) finish = "stop";
+      else if (s.generated.length >= s.params.maxTokens || s.params.prompt.length + s.generated.length >= this.opts.slotTokens) {
+        finish = "length";
+        delta += s.text.finish(s.generated);
+      }
+    }
+    s.events.onToken?.(id, delta);
+    if (finish) {
+      s.done = true;
+      s.events.onEnd({ finish, completionTokens: s.generated.length, text: s.text.text });
+      return;
+    }
+    s.pending = [id];
+  }
+
+  private async runEmbedding(ids: number[], row: number): Promise<Float32Array> {
+    const ctx = this.ctx;
+    const R = this.opts.slotTokens;
+    const base = this.opts.maxBatch * R; // the embedding slot
+    const T = ids.length;
+    const window = this.decoder.config.slidingWindow ?? 0;
+    const ranges = new Uint32Array(2 * T);
+    for (let p = 0; p < T; p++) {
+      ranges[2 * p] = base + (window > 0 && p + 1 > window ? p + 1 - window : 0);
+      ranges[2 * p + 1] = base + p + 1;
+    }
+    const plan = {
+      ids: ctx.upload(Uint32Array.from(ids), [T], "u32", "serve.embed.ids"),
+      ropePositions: ctx.upload(Uint32Array.from({ length: T }, (_, p) => p), [T], "u32", "serve.embed.positions"),
+      cacheRows: ctx.upload(Uint32Array.from({ length: T }, (_, p) => base + p), [T], "u32", "serve.embed.rows"),
+      ranges: ctx.upload(ranges, [T, 2], "u32", "serve.embed.ranges"),
+    };
+    const D = this.decoder.hiddenSize;
+    let hidden: Tensor | null = null;
+    let picked: Tensor | null = null;
+    const out = ctx.empty([1, D], "f32", "serve.embedding");
+    try {
+      hidden = (await this.decoder.forward(this.cache, plan, { logitsRows: "none", keepHidden: true })).hidden!;
+      picked = await embedding(ctx, [row], hidden);
+      await l2normRows(ctx, picked, out);
+      const v = await out.readF32();
+      ctx.throwPendingErrors();
+      if (v.some((x) => !Number.isFinite(x))) throw new ApiError(500, "the embedding holds NaN or infinity (the model's activations overflowed)", "server_error", null, "non_finite");
+      return v;
+    } finally {
+      for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, hidden, picked, out]) x?.dispose();
+    }
+  }
+}
+
+/** Refuses an engine whose cache does not fit what is left of the GPU memory budget (before allocating). */
+export function checkEngineFits(ctx: GpuContext, decoder: Pick<Decoder, "config">, maxBatch: number, slotTokens: number): void {
+  const bytes = engineCacheBytes(decoder, maxBatch, slotTokens);
+  if (bytes > ctx.memoryAvailable) {
+    throw new GpuOutOfMemoryError(
+      `serve: the KV cache of ${maxBatch} + 1 slots × ${slotTokens} tokens needs ${bytes} bytes, more than the ${ctx.memoryAvailable} bytes left of the GPU memory budget (${ctx.memoryBudget.source})`,
+      "lower --max-batch or --context, or raise --gpu-memory",
+    );
+  }
+}
