@@ -36,7 +36,7 @@ import { demoCommand } from "../src/cli/demo.js";
 import { LoadError, UsageError } from "../src/errors.js";
 import { gpu } from "./helpers/gpu.js";
 import { loadDecoder } from "../src/model/load.js";
-import { runEntityLinking } from "../src/onegen/tasks.js";
+import { runEntityLinking } from "../src/onegen/entity-linking.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const DATA = join(ROOT, "demo", "data");

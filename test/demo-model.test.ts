@@ -15,7 +15,9 @@ import { fileURLToPath } from "node:url";
 import { gpu } from "./helpers/gpu.js";
 import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
 import { DEFAULT_EL_DECODING, evaluateModel, loadDemoData, openDemoIndexes, trivialScores, type DemoData, type DemoIndexes, type ElDecoding } from "../src/demo/eval.js";
-import { ONEGEN_ENTITY_LINKING, runEntityLinking, runMultiHopQa } from "../src/onegen/tasks.js";
+import { ONEGEN_ENTITY_LINKING } from "../src/onegen/defaults.js";
+import { runEntityLinking } from "../src/onegen/entity-linking.js";
+import { runMultiHopQa } from "../src/onegen/multihop-qa.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const MODEL = join(ROOT, "demo", "model");

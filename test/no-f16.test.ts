@@ -13,7 +13,8 @@ import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
 import { Session } from "../src/model/session.js";
 import { loadIndex, type DocumentIndex } from "../src/onegen/index.js";
 import { loadDemoData } from "../src/demo/eval.js";
-import { runEntityLinking, runMultiHopQa } from "../src/onegen/tasks.js";
+import { runEntityLinking } from "../src/onegen/entity-linking.js";
+import { runMultiHopQa } from "../src/onegen/multihop-qa.js";
 import type { GpuContext } from "../src/gpu/context.js";
 import type { Tensor } from "../src/gpu/tensor.js";
 

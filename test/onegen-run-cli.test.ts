@@ -12,7 +12,7 @@ import { assertRejects } from "./helpers/check.js";
 import { FIXTURE_ROOT } from "./helpers/golden.js";
 import { loadDecoder } from "../src/model/load.js";
 import { loadIndex } from "../src/onegen/index.js";
-import { runMultiHopQa } from "../src/onegen/tasks.js";
+import { runMultiHopQa } from "../src/onegen/multihop-qa.js";
 import { checkTrace, type Trace } from "../src/onegen/trace.js";
 import { indexCommand } from "../src/cli/index.js";
 import { searchCommand } from "../src/cli/search.js";

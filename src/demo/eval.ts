@@ -10,7 +10,7 @@
 //   occurrence of the same unit is its own key, so duplicates count as often as they occur
 //   (OneGen's my_f1). Micro P/R/F1 over all documents; F1 = 0 when there is no true positive.
 //   Difference: OneGen pairs the i-th `<MENTION>m</MENTION>[LK][_CONTINUE_]` match with the i-th
-//   [LK] hit; here each [LK] carries its own mention (src/onegen/tasks.ts), which is the same
+//   [LK] hit; here each [LK] carries its own mention (src/onegen/entity-linking.ts), which is the same
 //   for well-formed output and does not shift the pairs when one annotation is malformed.
 // - Mention detection F1: surfaces between <MENTION> and </MENTION> in the output against the gold
 //   surfaces, multiset keys as above, keyed by document (a mention counts only in its own
@@ -23,7 +23,7 @@
 // - Retrieval accuracy@1: the fraction of retrieval tokens whose best hit is the gold document,
 //   measured teacher-forced: the prompt followed by the GOLD output (annotated sentence / reasoning
 //   chain with gold paragraphs) is prefilled once, and every [LK] / [Question Representation] in
-//   it is searched (prompt-side retrieval, src/onegen/tasks.ts), so the number does not depend on
+//   it is searched (prompt-side retrieval, src/onegen/stream.ts), so the number does not depend on
 //   what the model generates.
 // Trivial baselines (no model):
 // - most-frequent entity: mentions found by dictionary match of every knowledge-base name (longest
@@ -43,7 +43,10 @@ import type { GpuContext } from "../gpu/context.js";
 import type { LoadedDecoder } from "../model/load.js";
 import { encodeDocuments, type EncodeProgress } from "../onegen/encode.js";
 import { loadIndex, saveIndex, type DocumentIndex } from "../onegen/index.js";
-import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA, runEntityLinking, runMultiHopQa, type EntityLinkingResult, type MultiHopResult, type TaskEvent, type TaskModel } from "../onegen/tasks.js";
+import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA } from "../onegen/defaults.js";
+import type { EntityLinkingResult, MultiHopResult, TaskEvent, TaskModel } from "../onegen/protocol.js";
+import { runEntityLinking } from "../onegen/entity-linking.js";
+import { runMultiHopQa } from "../onegen/multihop-qa.js";
 
 // ==================================================================== data
 

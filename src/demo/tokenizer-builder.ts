@@ -20,11 +20,11 @@ import { fileIsOurs, writeFileAtomic } from "../io/output.js";
 import { join } from "node:path";
 import { LoadError, UsageError } from "../errors.js";
 import { Tokenizer } from "../tokenizer.js";
-import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA } from "../onegen/tasks.js";
+import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA } from "../onegen/defaults.js";
 
 export const BASE_SPECIAL_TOKENS = { pad: "<pad>", bos: "<s>", eos: "</s>", unk: "<unk>" } as const;
 
-/** OneGen's token conventions (src/onegen/tasks.ts defaults), each one id. */
+/** OneGen's token conventions (src/onegen/defaults.ts), each one id. */
 export const ONEGEN_TOKENS = [
   "[LK]",
   "[SE]",
@@ -144,7 +144,7 @@ function collectTexts(v: unknown, out: string[]): void {
 
 /**
  * Every text of the demo data folder (the .jsonl files under el/ and mhqa/: prompts, targets,
- * documents, gold sentences and questions) plus the OneGen task templates of src/onegen/tasks.ts.
+ * documents, gold sentences and questions) plus the OneGen task templates of src/onegen/defaults.ts.
  */
 export async function demoCorpusTexts(dataDir: string): Promise<string[]> {
   const texts: string[] = [ONEGEN_ENTITY_LINKING.inputTemplate, ONEGEN_MULTIHOP_QA.inputTemplate, ONEGEN_MULTIHOP_QA.embedTemplate];
