@@ -43,6 +43,8 @@ export * from "./model/load.js";
 
 // OneGen retrieval
 export * from "./onegen/index.js";
+export * from "./onegen/index-format.js";
+export * from "./onegen/index-files.js";
 export * from "./onegen/encode.js";
 export * from "./onegen/fingerprint.js";
 export {

@@ -11,7 +11,7 @@ import { gpu } from "./helpers/gpu.js";
 import { assertRejects } from "./helpers/check.js";
 import { FIXTURE_ROOT } from "./helpers/golden.js";
 import { loadDecoder } from "../src/model/load.js";
-import { loadIndex } from "../src/onegen/index.js";
+import { loadIndex } from "../src/onegen/index-files.js";
 import { runMultiHopQa } from "../src/onegen/multihop-qa.js";
 import { checkTrace, type Trace } from "../src/onegen/trace.js";
 import { indexCommand } from "../src/cli/index.js";

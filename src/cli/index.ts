@@ -3,7 +3,7 @@
 // Builds a OneGen document index: every line of FILE.jsonl is {"id": "...", "text": "..."} or
 // {"id": "...", "ids": [int, ...]} (pre-tokenized; works without tokenizer files). Each
 // occurrence of the doc token (default [SE]; '#ID' names it by id) becomes one entry. Progress
-// goes to stderr; the index is saved atomically (src/onegen/index.ts saveIndex). --out is checked
+// goes to stderr; the index is saved atomically (src/onegen/index-files.ts saveIndex). --out is checked
 // before the model is loaded: absent, empty or an index (never a directory holding other files,
 // an input, or a path whose directory is missing).
 import { parseJsonlObjects } from "../util/jsonl.js";
@@ -13,7 +13,7 @@ import { openModel, MODEL_FLAGS } from "./model.js";
 import { LoadError, UsageError } from "../errors.js";
 import { resolveTokenId } from "../tokenizer.js";
 import { DEFAULT_BATCH_TOKENS, encodeDocuments, type DocumentInput } from "../onegen/encode.js";
-import { saveIndex } from "../onegen/index.js";
+import { saveIndex } from "../onegen/index-files.js";
 import { checkOutput, type InputPath } from "../io/output.js";
 
 const USAGE =

@@ -21,7 +21,7 @@ import { numberFlag, parseArgs, type ParsedArgs } from "./args.js";
 import { openModel, MODEL_FLAGS } from "./model.js";
 import { LoadError, UsageError } from "../errors.js";
 import { loadTokenizer, parseIdList } from "../tokenizer.js";
-import { indexGpuBytesOf, loadIndex } from "../onegen/index.js";
+import { indexGpuBytesOf, loadIndex } from "../onegen/index-files.js";
 import type { EntityLinkingOptions, MultiHopOptions, TaskInput, TaskResult } from "../onegen/protocol.js";
 import { runEntityLinking } from "../onegen/entity-linking.js";
 import { runMultiHopQa } from "../onegen/multihop-qa.js";
