@@ -14,7 +14,7 @@ import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA } from "../src/onegen/default
 import { markerIdsOf } from "../src/onegen/token-names.js";
 import { Tokenizer } from "../src/tokenizer.js";
 import { allSpecialTokens, buildDemoTokenizer, demoCorpusTexts, ONEGEN_TOKENS, pretokenize, writeDemoTokenizer } from "../src/demo/tokenizer-builder.js";
-import { loadDemoData, type ElGold, type MhGold } from "../src/demo/eval.js";
+import { loadDemoData, type ElGold, type MhGold } from "../src/demo/data.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const DATA = join(ROOT, "demo", "data");

@@ -1,4 +1,5 @@
-// The demo's metrics (src/demo/eval.ts) against hand-computed examples, the trivial baselines,
+// The demo's metrics (src/demo/metrics.ts) against hand-computed examples, the trivial baselines
+// (src/demo/baselines.ts),
 // and `onegen eval` / `onegen demo` end to end on a stand-in model: a tiny random
 // LlamaForCausalLM written with the safetensors writer, with the demo tokenizer (scores near
 // zero: only the mechanics and the JSON shape are checked), plus the "absent model" errors.
@@ -9,28 +10,10 @@ import { tmpdir } from "node:os";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { mkdtemp, rm, readdir } from "node:fs/promises";
 import { assertRejects } from "./helpers/check.js";
-import {
-  accuracyAt1,
-  answerF1,
-  dictionaryMentions,
-  entityLinkingF1,
-  exactMatch,
-  extractMentions,
-  lexicalRetrieve,
-  lexicalDocs,
-  loadDemoData,
-  openDemoIndexes,
-  mentionDetectionF1,
-  mostFrequentEntity,
-  mostFrequentEntityLinking,
-  multiHopScores,
-  multisetPrf,
-  normalizeAnswer,
-  surfaceTable,
-  trivialScores,
-  type ElGold,
-  type ElPrediction,
-} from "../src/demo/eval.js";
+import { loadDemoData, type ElGold } from "../src/demo/data.js";
+import { accuracyAt1, answerF1, entityLinkingF1, exactMatch, extractMentions, mentionDetectionF1, multiHopScores, multisetPrf, normalizeAnswer, type ElPrediction } from "../src/demo/metrics.js";
+import { dictionaryMentions, lexicalRetrieve, lexicalDocs, mostFrequentEntity, mostFrequentEntityLinking, surfaceTable, trivialScores } from "../src/demo/baselines.js";
+import { openDemoIndexes } from "../src/demo/indexes.js";
 import { evalCommand } from "../src/cli/eval.js";
 import { demoCommand } from "../src/cli/demo.js";
 import { LoadError, UsageError } from "../src/errors.js";

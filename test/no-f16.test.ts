@@ -13,7 +13,7 @@ import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
 import { Session } from "../src/model/session.js";
 import type { DocumentIndex } from "../src/onegen/index.js";
 import { loadIndex } from "../src/onegen/index-files.js";
-import { loadDemoData } from "../src/demo/eval.js";
+import { loadDemoData } from "../src/demo/data.js";
 import { runEntityLinking } from "../src/onegen/entity-linking.js";
 import { runMultiHopQa } from "../src/onegen/multihop-qa.js";
 import type { GpuContext } from "../src/gpu/context.js";
