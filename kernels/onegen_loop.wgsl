@@ -1,6 +1,7 @@
 // onegen_loop.wgsl: the OneGen retrieval step inside the GPU decode loop, with no host readback
 // between the query token and the continuation (references: detectReference, resolveReference,
-// planReference, commitReference in src/onegen/loop.ts). Four entry points, one per stage:
+// planReference, commitReference in src/onegen/loop.ts). Four kernels, one per stage, chosen by
+// defines (DETECT, RESOLVE, PLAN, COMMIT; each has the one entry point `main`):
 //
 //   DETECT  (1 invocation), after sampling step j:
 //     0 token: array<u32> read [1]; 1 state: array<u32> read_write [8]; 2 search_flag: array<u32>

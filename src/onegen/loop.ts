@@ -193,6 +193,25 @@ export function planReference(st: HostLoopState, docTokens: ArrayLike<number>, p
   return [...prefix, ...Array.from({ length: st.count }, (_, i) => docTokens[st.offset + i]!), ...suffix];
 }
 
+/**
+ * COMMIT: the L = st.length planned ids written into `context` after the query token at
+ * `position` (rows at or past capacity dropped), the position moved to the last injected token
+ * and the decode range to [start, position + L + 1); nothing changes when L = 0.
+ */
+export function commitReference(
+  st: HostLoopState,
+  planIds: ArrayLike<number>,
+  position: number,
+  ranges: readonly [number, number],
+  context: number[] | Uint32Array,
+  p: Pick<LoopParams, "capacity" | "window">,
+): { position: number; ranges: [number, number] } {
+  if (st.length === 0) return { position, ranges: [ranges[0], ranges[1]] };
+  for (let i = 0; i < st.length; i++) if (position + 1 + i < p.capacity) context[position + 1 + i] = planIds[i]!;
+  const end = position + st.length + 1;
+  return { position: end - 1, ranges: [p.window > 0 && end > p.window ? end - p.window : 0, end] };
+}
+
 // ------------------------------------------------------------------ the decode hook
 
 /** Per-generate() GPU state of OneGen in-loop retrieval (see InLoopRetrieval), as a decode hook. */
