@@ -219,6 +219,14 @@ export async function loadIndex(ctx: GpuContext, dir: string | ModelDir, decoder
           throw new LoadError(`'${fname}': entries[${e}] is (${entries[2 * e]}, ${entries[2 * e + 1]}), the manifest says (document ${i} '${d.id}', fragment ${f})`);
         }
       }
+      // Injection feeds these ids to the model's embedding gather on the GPU, which cannot refuse one.
+      if (decoder) {
+        for (let t = d.tokenOffset; t < d.tokenOffset + d.tokenCount; t++) {
+          if (tokens[t]! >= decoder.vocabSize) {
+            throw new LoadError(`'${fname}': document '${d.id}' holds token id ${tokens[t]} (token ${t - d.tokenOffset}), outside the model's vocabulary (0..${decoder.vocabSize - 1})`);
+          }
+        }
+      }
     });
     const parts: IndexParts = {
       dim,

@@ -83,6 +83,7 @@ export class DocumentIndex {
   private _docTable: Tensor;
   private _count = 0;
   private _tokenCount = 0;
+  private _maxTokenId = -1;
   private entryDoc: Uint32Array = new Uint32Array(0);
   private entryFragment: Uint32Array = new Uint32Array(0);
   private hostTokens: Uint32Array = new Uint32Array(0);
@@ -131,6 +132,14 @@ export class DocumentIndex {
   }
   get totalTokens(): number {
     return this._tokenCount;
+  }
+  /**
+   * The largest token id of any document (−1 without tokens). Injected documents are fed to the
+   * model's embedding gather on the GPU, which cannot refuse an id: a model must have more ids
+   * than this (checked by loadIndex with a decoder and by streamRun before a run that injects).
+   */
+  get maxTokenId(): number {
+    return this._maxTokenId;
   }
   /** Rows allocated for vectors (≥ count). */
   get capacity(): number {
@@ -193,6 +202,7 @@ export class DocumentIndex {
     this.docs.push({ id, firstEntry: this._count, fragments: 0, tokenOffset: this._tokenCount, tokenCount: toks.length });
     this.byId.set(id, docNum);
     this._tokenCount += toks.length;
+    for (const t of toks) if (t > this._maxTokenId) this._maxTokenId = t;
     return docNum;
   }
 
@@ -382,6 +392,7 @@ export class DocumentIndex {
       }
       ix.hostTokens = parts.tokens;
       ix._tokenCount = parts.tokens.length;
+      for (const t of parts.tokens) if (t > ix._maxTokenId) ix._maxTokenId = t;
       if (parts.tokens.length) ctx.write(ix._tokens, parts.tokens);
       if (parts.documents.length) ctx.write(ix._docTable, Uint32Array.from(parts.documents.flatMap((d) => [d.tokenOffset, d.tokenCount])));
       const table = new Uint32Array(2 * parts.count);

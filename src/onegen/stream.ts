@@ -53,6 +53,10 @@ export async function* streamRun(session: Session, prompt: readonly number[], op
   const spec = opts.retrieval && opts.retrieval.index.count > 0 ? opts.retrieval : null;
   const k = Math.max(1, spec?.k ?? 1);
   if (spec && k > TOPK_MAX_K) throw new UsageError(`k = ${k} exceeds the largest supported k (${TOPK_MAX_K})`);
+  // Injected documents go through the embedding gather on the GPU, which cannot refuse an id.
+  if (spec?.inject && spec.index.maxTokenId >= session.decoder.vocabSize) {
+    throw new UsageError(`streamRun: the index holds token id ${spec.index.maxTokenId}, outside the model's vocabulary (0..${session.decoder.vocabSize - 1}): its documents cannot be injected`);
+  }
   const maxRetrievals = spec?.maxRetrievals ?? Infinity;
   const base = session.length;
   const promptQueries: number[] = [];
