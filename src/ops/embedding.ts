@@ -11,8 +11,10 @@
 // (< V by construction; the NaN marker NONFINITE_ID is caught from the session's history readback
 // as a NonFiniteError) and injected document tokens (checked against the vocabulary by
 // encodeDocuments, by loadIndex given the model, and by streamRun before a run that injects:
-// test/injection-ids.test.ts). A hand-built DocumentIndex injected through generateOnePass
-// directly has no such check: keep its tokens < V (DocumentIndex.maxTokenId).
+// test/injection-ids.test.ts); training uploads batch ids that src/train/data.ts checked against
+// the vocabulary, and row numbers it computed (so does its backward, kernels/embedding_backward.wgsl).
+// A hand-built DocumentIndex injected through generateOnePass directly has no such check: keep
+// its tokens < V (DocumentIndex.maxTokenId).
 
 import type { GpuContext } from "../gpu/context.js";
 import type { KernelVariant } from "../gpu/kernels.js";
