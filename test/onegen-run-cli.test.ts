@@ -151,8 +151,9 @@ test("onegen run: usage errors and input parsing", async () => {
   assert.match(help.out, /--two-pass/);
 });
 
-test("cleanup", async () => {
-  const { root } = await fixture();
+test.after(async () => {
+  if (!built) return;
+  const { root } = await built;
   await rm(root, { recursive: true, force: true });
 });
 
