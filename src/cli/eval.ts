@@ -23,7 +23,7 @@ import { evaluateModel, type ModelScores } from "../demo/eval.js";
 import type { GpuContext } from "../gpu/context.js";
 
 /** The package's demo folder (dist/src/cli/*.js → ../../../demo). */
-export const DEMO_ROOT = fileURLToPath(new URL("../../../demo/", import.meta.url));
+const DEMO_ROOT = fileURLToPath(new URL("../../../demo/", import.meta.url));
 export const DEFAULT_DEMO_MODEL = DEMO_ROOT + "model";
 export const DEFAULT_DEMO_INDEX = DEMO_ROOT + "index";
 export const DEFAULT_DEMO_DATA = DEMO_ROOT + "data";

@@ -20,10 +20,10 @@ const USAGE =
   "usage: onegen index --model DIR --docs FILE.jsonl --out INDEX_DIR [--doc-token TOKEN|#ID (default [SE])] [--skip-first N] " +
   `[--batch-tokens N (default ${DEFAULT_BATCH_TOKENS})] [--template 'TEXT with {text} and {doc_token}'] [--f32] [--dtype auto|f16|f32] [--quiet]`;
 
-export const DEFAULT_DOC_TOKEN = "[SE]";
+const DEFAULT_DOC_TOKEN = "[SE]";
 
 /** Parses a JSONL document file; errors name the file and line. Blank lines are skipped. */
-export function parseDocumentsJsonl(text: string, file: string): DocumentInput[] {
+function parseDocumentsJsonl(text: string, file: string): DocumentInput[] {
   const docs: DocumentInput[] = [];
   for (const { where, value: o } of parseJsonlObjects(text, file, (m) => new LoadError(m))) {
     if (typeof o.id !== "string" || o.id === "") throw new LoadError(`${where}: "id" must be a non-empty string`);

@@ -88,12 +88,12 @@ export function mostFrequentEntityLinking(text: string, table: ReadonlyMap<strin
 const STOPWORDS = new Set(["a", "an", "the", "of", "in", "is", "was", "at", "by", "for", "to", "and", "its", "it", "as", "from", "on", "who", "where", "what", "which", "does", "did", "how"]);
 
 /** Lowercased content words (letters/digits runs minus stopwords), with repeats. */
-export function contentWords(text: string): string[] {
+function contentWords(text: string): string[] {
   return (text.toLowerCase().match(/[a-z0-9]+/g) ?? []).filter((w) => !STOPWORDS.has(w));
 }
 
 /** Token-overlap score: occurrences of query words that appear in the document. */
-export function lexicalScore(query: readonly string[], doc: ReadonlySet<string>): number {
+function lexicalScore(query: readonly string[], doc: ReadonlySet<string>): number {
   let s = 0;
   for (const w of query) if (doc.has(w)) s++;
   return s;

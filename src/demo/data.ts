@@ -7,7 +7,7 @@
 import { parseJsonlObjects } from "../util/jsonl.js";
 import { LoadError } from "../errors.js";
 
-export interface ElLabel {
+interface ElLabel {
   span: [number, number];
   entity_id: string;
   name?: string;
@@ -20,7 +20,7 @@ export interface ElGold {
   annotated?: string;
   labels: ElLabel[];
 }
-export interface MhHop {
+interface MhHop {
   sub_question: string;
   doc: string;
   fragment: number;
@@ -66,7 +66,7 @@ export type Split = (typeof SPLITS)[number];
  * A folder of text files addressed by relative paths with '/' (e.g. "el/docs.jsonl"): the demo
  * data folder, on disk (Node, Deno) or served over HTTP (a page).
  */
-export interface DemoFiles {
+interface DemoFiles {
   /** Shown in errors: a path or URL. */
   readonly name: string;
   /** Reads a text file; failure throws an Error whose message says why (the caller names the file). */
@@ -79,7 +79,7 @@ export function joinPath(dir: string, rel: string): string {
 }
 
 /** A local folder (Node, Deno): node:fs/promises is imported on first read. */
-export function localDemoFiles(dir: string): DemoFiles {
+function localDemoFiles(dir: string): DemoFiles {
   return {
     name: dir,
     async readText(rel: string): Promise<string> {

@@ -19,7 +19,7 @@ import { accuracyAt1, ambiguousF1, combineRetrieval, entityLinkingF1, mentionDet
 import { surfaceTable } from "./baselines.js";
 import { answerQuestion, linkSentence } from "./tasks.js";
 
-export interface EvalOptions {
+interface EvalOptions {
   twoPass?: boolean;
   /** Entity linking with copy-input constrained decoding (see EntityLinkingOptions.copyInput). */
   copyInput?: boolean;

@@ -31,7 +31,7 @@ async function isDir(path: string): Promise<boolean> {
 }
 
 /** The demo's two indexes somewhere other than a local folder (e.g. served beside a page). */
-export interface DemoIndexDirs {
+interface DemoIndexDirs {
   /** Shown in messages: a URL or description. */
   readonly name: string;
   dir(sub: "el" | "mhqa"): ModelDir;

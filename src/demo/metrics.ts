@@ -23,7 +23,7 @@ import { UsageError } from "../errors.js";
 import { ONEGEN_ENTITY_LINKING } from "../onegen/defaults.js";
 import type { ElGold } from "./data.js";
 
-export interface Prf {
+interface Prf {
   precision: number;
   recall: number;
   f1: number;

@@ -19,13 +19,13 @@ export type ElDecoding = (typeof EL_DECODINGS)[number];
 export const DEFAULT_EL_DECODING: ElDecoding = "free";
 
 /** Generated-token cap for one sentence: the annotated sentence is the input plus 3 tokens per mention. */
-export function elMaxNewTokens(model: TaskModel, text: string): number {
+function elMaxNewTokens(model: TaskModel, text: string): number {
   if (!model.tokenizer) throw new LoadError("the model directory has no tokenizer.json: the demo works on text");
   return Math.min(ONEGEN_ENTITY_LINKING.maxNewTokens, 3 * model.tokenizer.encode(text, { addSpecialTokens: false }).length + 16);
 }
 
 /** Generated-token cap per question (reasoning chain with two injected paragraphs and the answer). */
-export const MH_MAX_NEW_TOKENS = 256;
+const MH_MAX_NEW_TOKENS = 256;
 
 /** The demo's entity linking of one sentence (the CLI, the evaluation and the page run exactly this). */
 export function linkSentence(

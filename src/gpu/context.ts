@@ -65,7 +65,7 @@ export interface BufferWindow {
 export type BindingResource = Tensor | BufferWindow | { readonly buffer: GPUBuffer; readonly offset?: number; readonly size?: number };
 
 /** A window of whole rows bound at the aligned offset at or below its first row (see bindingSpans). */
-export interface SpanPlan {
+interface SpanPlan {
   /** Aligned byte offset of the binding. */
   byteOffset: number;
   byteSize: number;
