@@ -17,6 +17,7 @@ import type { KernelVariant } from "../../gpu/kernels.js";
 import type { Tensor } from "../../gpu/tensor.js";
 import { expectDType, expectShape, grid, Params } from "../../ops/common.js";
 import { requireOneBinding } from "./common.js";
+import type { AttentionDims64 } from "../../ops/attention.js";
 
 const ATTN_BWD_WG = 32;
 const KV_BWD_WG = 64;
@@ -118,45 +119,6 @@ export async function kvAppendBackward(ctx: GpuContext, dkCache: Tensor, dvCache
   const n = T * Hkv * hd;
   if (n > 0) ctx.dispatch(kernel, [dkCache, dvCache, positions, dk, dv], new Params().u32(T).u32(Hkv).u32(S).u32(hd).bytes(), grid(ctx, Math.ceil(n / KV_BWD_WG)));
   return { dk, dv };
-}
-
-export interface AttentionDims64 {
-  T: number;
-  H: number;
-  Hkv: number;
-  S: number;
-  hd: number;
-}
-
-/** Forward in float64 (for finite differences): as attentionReference, without rounding. */
-export function attentionForward64(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, ranges: ArrayLike<number>, dims: AttentionDims64, scale = 1 / Math.sqrt(dims.hd)): Float64Array {
-  const { T, H, Hkv, S, hd } = dims;
-  const group = H / Hkv;
-  const out = new Float64Array(T * H * hd);
-  for (let t = 0; t < T; t++) {
-    const hi = Math.min(ranges[2 * t + 1]!, S);
-    const lo = Math.min(ranges[2 * t]!, hi);
-    for (let h = 0; h < H; h++) {
-      const g = Math.floor(h / group);
-      const qo = (t * H + h) * hd;
-      const sc: number[] = [];
-      let mx = -Infinity;
-      for (let j = lo; j < hi; j++) {
-        let s = 0;
-        for (let d = 0; d < hd; d++) s += q[qo + d]! * k[(g * S + j) * hd + d]!;
-        sc.push(s * scale);
-        mx = Math.max(mx, s * scale);
-      }
-      let sum = 0;
-      for (let i = 0; i < sc.length; i++) sum += sc[i] = Math.exp(sc[i]! - mx);
-      for (let d = 0; d < hd; d++) {
-        let a = 0;
-        for (let j = lo; j < hi; j++) a += sc[j - lo]! * v[(g * S + j) * hd + d]!;
-        out[qo + d] = sum > 0 ? a / sum : 0;
-      }
-    }
-  }
-  return out;
 }
 
 /**
