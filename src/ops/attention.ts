@@ -324,24 +324,35 @@ export function attentionForward64(q: ArrayLike<number>, k: ArrayLike<number>, v
     for (let h = 0; h < H; h++) {
       const g = Math.floor(h / group);
       const qo = (t * H + h) * hd;
-      const sc: number[] = [];
-      let mx = -Infinity;
-      for (let j = lo; j < hi; j++) {
-        let s = 0;
-        for (let d = 0; d < hd; d++) s += q[qo + d]! * k[(g * S + j) * hd + d]!;
-        sc.push(s * scale);
-        mx = Math.max(mx, s * scale);
-      }
-      let sum = 0;
-      for (let i = 0; i < sc.length; i++) sum += sc[i] = Math.exp(sc[i]! - mx);
+      const p = attentionProbs64(q, k, qo, g, lo, hi, dims, scale);
       for (let d = 0; d < hd; d++) {
         let a = 0;
-        for (let j = lo; j < hi; j++) a += sc[j - lo]! * v[(g * S + j) * hd + d]!;
-        out[qo + d] = sum > 0 ? a / sum : 0;
+        for (let j = lo; j < hi; j++) a += p[j - lo]! * v[(g * S + j) * hd + d]!;
+        out[qo + d] = a;
       }
     }
   }
   return out;
+}
+
+/**
+ * Softmax probabilities (float64) of the query row at q[qo, qo + hd) over keys [lo, hi) of kv
+ * head g in k [Hkv, S, hd]: p[j − lo]. Shared by the forward and backward references.
+ */
+export function attentionProbs64(q: ArrayLike<number>, k: ArrayLike<number>, qo: number, g: number, lo: number, hi: number, dims: Pick<AttentionDims64, "S" | "hd">, scale: number): Float64Array {
+  const { S, hd } = dims;
+  const p = new Float64Array(hi - lo);
+  let mx = -Infinity;
+  for (let j = lo; j < hi; j++) {
+    let s = 0;
+    for (let d = 0; d < hd; d++) s += q[qo + d]! * k[(g * S + j) * hd + d]!;
+    p[j - lo] = s * scale;
+    mx = Math.max(mx, p[j - lo]!);
+  }
+  let sum = 0;
+  for (let j = 0; j < p.length; j++) sum += p[j] = Math.exp(p[j]! - mx);
+  for (let j = 0; j < p.length; j++) p[j] = p[j]! / sum;
+  return p;
 }
 
 /**

@@ -17,7 +17,7 @@ import type { KernelVariant } from "../../gpu/kernels.js";
 import type { Tensor } from "../../gpu/tensor.js";
 import { expectDType, expectShape, grid, Params } from "../../ops/common.js";
 import { requireOneBinding } from "./common.js";
-import type { AttentionDims64 } from "../../ops/attention.js";
+import { attentionProbs64, type AttentionDims64 } from "../../ops/attention.js";
 
 const ATTN_BWD_WG = 32;
 const KV_BWD_WG = 64;
@@ -146,17 +146,7 @@ export function attentionBackwardReference(
       const g = Math.floor(h / group);
       const qo = (t * H + h) * hd;
       const n = hi - lo;
-      const p = new Float64Array(n);
-      let mx = -Infinity;
-      for (let j = 0; j < n; j++) {
-        let s = 0;
-        for (let d = 0; d < hd; d++) s += q[qo + d]! * k[(g * S + lo + j) * hd + d]!;
-        p[j] = s * scale;
-        mx = Math.max(mx, p[j]!);
-      }
-      let sum = 0;
-      for (let j = 0; j < n; j++) sum += p[j] = Math.exp(p[j]! - mx);
-      for (let j = 0; j < n; j++) p[j] = p[j]! / sum;
+      const p = attentionProbs64(q, k, qo, g, lo, hi, dims, scale);
       // dp_j = dout·v_j; ds_j = p_j (dp_j − Σ_i p_i dp_i)
       const dp = new Float64Array(n);
       let dsum = 0;
