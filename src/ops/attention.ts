@@ -315,24 +315,30 @@ export interface AttentionDims64 {
  * S, lo to hi, as the kernel does). Empty range → zeros.
  */
 export function attentionForward64(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, ranges: ArrayLike<number>, dims: AttentionDims64, scale = 1 / Math.sqrt(dims.hd)): Float64Array {
-  const { T, H, Hkv, S, hd } = dims;
-  const group = H / Hkv;
+  const { T, H, S, hd } = dims;
   const out = new Float64Array(T * H * hd);
+  forEachAttentionRow(ranges, dims, (qo, g, lo, hi) => {
+    const p = attentionProbs64(q, k, qo, g, lo, hi, dims, scale);
+    for (let d = 0; d < hd; d++) {
+      let a = 0;
+      for (let j = lo; j < hi; j++) a += p[j - lo]! * v[(g * S + j) * hd + d]!;
+      out[qo + d] = a;
+    }
+  });
+  return out;
+}
+
+/**
+ * Visits every query row (t, h) of the CPU references: its offset qo in q [T, H, hd], its kv head
+ * g (GQA) and its key range [lo, hi) from ranges [T, 2] (hi clamped to S, lo to hi, as the kernel).
+ */
+export function forEachAttentionRow(ranges: ArrayLike<number>, dims: AttentionDims64, fn: (qo: number, g: number, lo: number, hi: number) => void): void {
+  const { T, H, Hkv, S, hd } = dims;
   for (let t = 0; t < T; t++) {
     const hi = Math.min(ranges[2 * t + 1]!, S);
     const lo = Math.min(ranges[2 * t]!, hi);
-    for (let h = 0; h < H; h++) {
-      const g = Math.floor(h / group);
-      const qo = (t * H + h) * hd;
-      const p = attentionProbs64(q, k, qo, g, lo, hi, dims, scale);
-      for (let d = 0; d < hd; d++) {
-        let a = 0;
-        for (let j = lo; j < hi; j++) a += p[j - lo]! * v[(g * S + j) * hd + d]!;
-        out[qo + d] = a;
-      }
-    }
+    for (let h = 0; h < H; h++) fn((t * H + h) * hd, Math.floor(h / (H / Hkv)), lo, hi);
   }
-  return out;
 }
 
 /**

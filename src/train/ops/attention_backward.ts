@@ -17,7 +17,7 @@ import type { KernelVariant } from "../../gpu/kernels.js";
 import type { Tensor } from "../../gpu/tensor.js";
 import { expectDType, expectShape, grid, Params } from "../../ops/common.js";
 import { requireOneBinding } from "./common.js";
-import { attentionProbs64, type AttentionDims64 } from "../../ops/attention.js";
+import { attentionProbs64, forEachAttentionRow, type AttentionDims64 } from "../../ops/attention.js";
 
 const ATTN_BWD_WG = 32;
 const KV_BWD_WG = 64;
@@ -135,38 +135,31 @@ export function attentionBackwardReference(
   scale = 1 / Math.sqrt(dims.hd),
 ): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
   const { T, H, Hkv, S, hd } = dims;
-  const group = H / Hkv;
   const dq = new Float64Array(T * H * hd);
   const dk = new Float64Array(Hkv * S * hd);
   const dv = new Float64Array(Hkv * S * hd);
-  for (let t = 0; t < T; t++) {
-    const hi = Math.min(ranges[2 * t + 1]!, S);
-    const lo = Math.min(ranges[2 * t]!, hi);
-    for (let h = 0; h < H; h++) {
-      const g = Math.floor(h / group);
-      const qo = (t * H + h) * hd;
-      const n = hi - lo;
-      const p = attentionProbs64(q, k, qo, g, lo, hi, dims, scale);
-      // dp_j = dout·v_j; ds_j = p_j (dp_j − Σ_i p_i dp_i)
-      const dp = new Float64Array(n);
-      let dsum = 0;
-      for (let j = 0; j < n; j++) {
-        let s = 0;
-        for (let d = 0; d < hd; d++) s += dout[qo + d]! * v[(g * S + lo + j) * hd + d]!;
-        dp[j] = s;
-        dsum += p[j]! * s;
-      }
-      for (let j = 0; j < n; j++) {
-        const row = (g * S + lo + j) * hd;
-        const ds = p[j]! * (dp[j]! - dsum);
-        for (let d = 0; d < hd; d++) {
-          dq[qo + d]! += scale * ds * k[row + d]!;
-          dk[row + d]! += scale * ds * q[qo + d]!;
-          dv[row + d]! += p[j]! * dout[qo + d]!;
-        }
+  forEachAttentionRow(ranges, dims, (qo, g, lo, hi) => {
+    const n = hi - lo;
+    const p = attentionProbs64(q, k, qo, g, lo, hi, dims, scale);
+    // dp_j = dout·v_j; ds_j = p_j (dp_j − Σ_i p_i dp_i)
+    const dp = new Float64Array(n);
+    let dsum = 0;
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let d = 0; d < hd; d++) s += dout[qo + d]! * v[(g * S + lo + j) * hd + d]!;
+      dp[j] = s;
+      dsum += p[j]! * s;
+    }
+    for (let j = 0; j < n; j++) {
+      const row = (g * S + lo + j) * hd;
+      const ds = p[j]! * (dp[j]! - dsum);
+      for (let d = 0; d < hd; d++) {
+        dq[qo + d]! += scale * ds * k[row + d]!;
+        dk[row + d]! += scale * ds * q[qo + d]!;
+        dv[row + d]! += p[j]! * dout[qo + d]!;
       }
     }
-  }
+  });
   return { dq, dk, dv };
 }
 
