@@ -22,6 +22,7 @@ interface Prepared {
   input: { text: string } | { ids: number[] };
 }
 
+/** The prompt ids of a run: text rendered with the template and tokenized, or ids wrapped by idsTemplate; checked. */
 export function preparePrompt(model: TaskModel, input: TaskInput, defaultTemplate: string, o: TaskRunOptions, what: string): Prepared {
   const V = model.decoder.vocabSize;
   if ("text" in input) {
@@ -44,6 +45,7 @@ export function preparePrompt(model: TaskModel, input: TaskInput, defaultTemplat
   return { prompt, input: { ids } };
 }
 
+/** KV cache rows of a run: the given capacity (checked), else prompt + new tokens + every injection, at most the model's context. */
 export function capacityFor(model: TaskModel, promptLength: number, maxNew: number, perInjection: number, injections: number, o: TaskRunOptions, what: string): number {
   const maxPos = model.decoder.config.maxPositionEmbeddings;
   if (promptLength > maxPos) throw new UsageError(`${what}: the prompt has ${promptLength} tokens, more than the model's context of ${maxPos}`);
@@ -62,6 +64,7 @@ interface Execution {
   writtenRuns: number[][];
 }
 
+/** Runs the event stream on a fresh session and collects the result, the trace and the model-written runs. */
 export async function execute(model: TaskModel, prompt: number[], gen: RetrievalGenerateOptions, capacity: number, o: TaskRunOptions): Promise<Execution> {
   const decoder = model.decoder;
   const ctx = decoder.ctx;
@@ -123,6 +126,7 @@ export async function execute(model: TaskModel, prompt: number[], gen: Retrieval
   }
 }
 
+/** The sampling options given (absent ones stay absent: greedy by default). */
 export function samplingOf(o: TaskRunOptions): SamplingOptions {
   return {
     ...(o.temperature !== undefined ? { temperature: o.temperature } : {}),
@@ -143,6 +147,7 @@ export function undecodableIds(model: TaskModel): number[] {
   return Array.from({ length: V - tv }, (_, i) => tv + i);
 }
 
+/** The index against the model (vector size) and, for a task, its document token (checkDocToken). */
 export function checkIndex(model: TaskModel, index: DocumentIndex, what: string, o: TaskRunOptions & { queryToken?: TokenRef } = {}, task?: "entity-linking" | "multihop-qa"): void {
   if (index.dim !== model.decoder.hiddenSize) throw new UsageError(`${what}: the index holds ${index.dim}-dimensional vectors, the model's hidden size is ${model.decoder.hiddenSize}`);
   // A run with its own query token is a custom setup: only an explicit docToken is checked then.
