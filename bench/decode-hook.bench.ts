@@ -13,7 +13,7 @@ import { fileURLToPath } from "node:url";
 import type { GpuContext } from "../src/gpu/context.js";
 import { loadDecoder } from "../src/model/load.js";
 import { Session } from "../src/model/session.js";
-import { loadIndex } from "../src/onegen/index.js";
+import { loadIndex } from "../src/onegen/index-files.js";
 import { generateOnePass, type RetrievalGenerateOptions } from "../src/onegen/loop.js";
 import { row, type BenchEnv, type BenchRow } from "./harness.js";
 

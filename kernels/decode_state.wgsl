@@ -1,8 +1,10 @@
 // decode_state.wgsl: GPU-side bookkeeping between decode steps, so consecutive steps can be
-// encoded into one submit without the host writing anything (reference: advanceReference and
-// forceAfterReference in src/ops/decode_state.ts).
+// encoded into one submit without the host writing anything (references: advanceReference,
+// forceAfterReference and copyInputAllowed in src/ops/decode_state.ts). Three kernels in one
+// file, chosen by defines (each has the one entry point `main`; src/ops/decode_state.ts names the
+// variants decode_advance, force_after_wgN and copy_input_wgN):
 //
-// Entry point `advance` (one invocation):
+// ADVANCE (one invocation):
 //   0 token:    array<u32>  read        [1]   id just sampled (input of the next step)
 //   1 position: array<u32>  read_write  [1]   position of the token being fed; += 1
 //   2 ranges:   array<u32>  read_write  [2]   attention range of the next step: [start, position + 1),
@@ -11,7 +13,8 @@
 //   4 params:   Params      uniform     (a = capacity of `context`, b = sliding window or 0)
 // It runs after sampling step j: the sampled token will sit at position + 1.
 //
-// Entry point `force_after` (one workgroup of WG invocations, strided over the vocabulary):
+// Neither ADVANCE nor COPY: force_after (one workgroup of WG invocations, strided over the
+// vocabulary):
 //   0 context:  array<u32>  read        [capacity]  ids fed so far (context[0..=last])
 //   1 pattern:  array<u32>  read        [n]         the trigger sequence
 //   2 position: array<u32>  read        [1]         last = position[0], the newest id's index
@@ -20,7 +23,7 @@
 // `last` is read on the GPU so the rule sees injected text too (the host may not know it yet).
 // If context[last-n+1 ..= last] == pattern, every logit except the forced id becomes -inf.
 //
-// Entry point `copy_input` (one workgroup of WG invocations; invocation 0 replays the state
+// COPY: copy_input (one workgroup of WG invocations; invocation 0 replays the state
 // machine, all then mask strided over the vocabulary): entity-linking output constrained to be
 // the source text with mention markup (reference: copyInputAllowed in src/ops/decode_state.ts).
 //   0 context:  array<u32>  read        [capacity]  ids fed so far; the generated ones start at params.start

@@ -5,7 +5,8 @@
 // [firstRow, firstRow + rows) and dispatches once per window; each dispatch copies only the tokens
 // whose id falls in its window. ids are read on the GPU (a decode loop writes the sampled id there).
 // Out-of-range ids (id ≥ V): the dispatch of the first window (firstRow == 0) writes a zero row
-// and sets errors[0] |= 1; no other dispatch touches that row.
+// and sets errors[0] |= 1; no other dispatch touches that row. Who checks ids and who reads the
+// flag: the header of src/ops/embedding.ts.
 //
 // Bindings (group 0):
 //   0 ids:    array<u32>          read        [T]

@@ -1,6 +1,6 @@
 // gate.wgsl: turns a GPU-side condition into indirect dispatch arguments, so a block of already
 // encoded dispatches runs or not without the host knowing the condition
-// (reference: gateReference in src/gpu/gate.ts).
+// (reference: gateArgsReference in src/gpu/context.ts, whose beginGate launches it).
 //
 // Bindings (group 0):
 //   0 flag:     array<u32>  read        [1]       run the gated block when flag[0] != 0

@@ -44,6 +44,8 @@ export * from "./model/load.js";
 
 // OneGen retrieval
 export * from "./onegen/index.js";
+export * from "./onegen/index-format.js";
+export * from "./onegen/index-files.js";
 export * from "./onegen/encode.js";
 export * from "./onegen/fingerprint.js";
 export {
@@ -78,8 +80,16 @@ export * from "./train/ops/residual_backward.js";
 export * from "./train/ops/cross_entropy.js";
 export { numericGrad, dot64 } from "./train/ops/gradcheck.js";
 
-// OneGen tasks, two-pass baseline, traces
-export * from "./onegen/tasks.js";
+// OneGen tasks (protocol, event stream, the tasks, output parsing), two-pass baseline, traces
+export * from "./onegen/defaults.js";
+export * from "./onegen/token-names.js";
+export * from "./onegen/protocol.js";
+export * from "./onegen/stream.js";
+export { checkDocToken } from "./onegen/task-runner.js";
+export * from "./onegen/entity-linking.js";
+export * from "./onegen/multihop-qa.js";
+export * from "./onegen/rerank.js";
+export * from "./onegen/parse-output.js";
 export * from "./onegen/baseline.js";
 export * from "./onegen/trace.js";
 

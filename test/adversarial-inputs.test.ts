@@ -20,8 +20,10 @@ import { checkWeights, CONFIG_LIMITS, parseModelConfig, type ModelConfig } from 
 import { loadDecoder } from "../src/model/load.js";
 import { Session } from "../src/model/session.js";
 import { TrainModel, trainingStateBytes } from "../src/train/model.js";
-import { loadIndex, parseManifest } from "../src/onegen/index.js";
-import { runEntityLinking, runMultiHopQa } from "../src/onegen/tasks.js";
+import { parseManifest } from "../src/onegen/index-format.js";
+import { loadIndex } from "../src/onegen/index-files.js";
+import { runEntityLinking } from "../src/onegen/entity-linking.js";
+import { runMultiHopQa } from "../src/onegen/multihop-qa.js";
 import { SafetensorsFile, layoutSafetensors, writeSafetensors, type SafetensorsDtype } from "../src/io/safetensors.js";
 import { openFileSource } from "../src/io/source.js";
 import { uploadTensor } from "../src/io/checkpoint.js";

@@ -19,7 +19,8 @@ import { FIXTURE_ROOT } from "./helpers/golden.js";
 import { gpu } from "./helpers/gpu.js";
 import { assertRejects } from "./helpers/check.js";
 import { UsageError } from "../src/errors.js";
-import { DocumentIndex, saveIndex } from "../src/onegen/index.js";
+import { DocumentIndex } from "../src/onegen/index.js";
+import { saveIndex } from "../src/onegen/index-files.js";
 import { loadDecoder } from "../src/model/load.js";
 import { saveModelDir } from "../src/train/save.js";
 

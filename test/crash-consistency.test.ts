@@ -17,7 +17,7 @@ import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { FIXTURE_ROOT } from "./helpers/golden.js";
 import { gpu } from "./helpers/gpu.js";
-import { loadIndex } from "../src/onegen/index.js";
+import { loadIndex } from "../src/onegen/index-files.js";
 import { loadDecoder } from "../src/model/load.js";
 import { readCheckpoint } from "../src/train/trainer.js";
 import { toyTask, writeToyModelDir } from "./fixtures/train-data/toy.js";

@@ -10,10 +10,11 @@ import { join, dirname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { readFile, stat, mkdtemp, rm } from "node:fs/promises";
 import { tmpdir } from "node:os";
-import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA, markerIdsOf } from "../src/onegen/tasks.js";
+import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA } from "../src/onegen/defaults.js";
+import { markerIdsOf } from "../src/onegen/token-names.js";
 import { Tokenizer } from "../src/tokenizer.js";
 import { allSpecialTokens, buildDemoTokenizer, demoCorpusTexts, ONEGEN_TOKENS, pretokenize, writeDemoTokenizer } from "../src/demo/tokenizer-builder.js";
-import { loadDemoData, type ElGold, type MhGold } from "../src/demo/eval.js";
+import { loadDemoData, type ElGold, type MhGold } from "../src/demo/data.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const DATA = join(ROOT, "demo", "data");
@@ -54,7 +55,7 @@ test("make_data: deterministic for a seed, different for another, and the commit
   assert.ok(bytes < 4 << 20, `demo/data is ${bytes} bytes (keep it a few MB)`);
 });
 
-test("make_data: templates and token names are OneGen's (src/onegen/tasks.ts)", async () => {
+test("make_data: templates and token names are OneGen's (src/onegen/defaults.ts)", async () => {
   const m = await makeData();
   assert.is(m.EL_INPUT_TEMPLATE, ONEGEN_ENTITY_LINKING.inputTemplate);
   assert.is(m.MH_INPUT_TEMPLATE, ONEGEN_MULTIHOP_QA.inputTemplate);
@@ -210,7 +211,7 @@ test("demo tokenizer: loads with src/tokenizer.ts, each special token is one id,
     assert.equal(ids.map((id) => tok.idToToken(id)), pretokenize(t), "tokenizer.json splits as the reference pretokenize()");
   }
   assert.ok(tokens > 100_000, `${tokens} tokens in the corpus`);
-  // unknown words become <unk>; markers tokenize the same after text as alone (tasks.ts's rule)
+  // unknown words become <unk>; markers tokenize the same after text as alone (src/onegen/token-names.ts's rule)
   assert.equal(tok.encode("Zyx"), [3]);
   const V = tok.vocabSize;
   assert.equal(markerIdsOf("</MENTION>", tok, V, "t", "after-text"), markerIdsOf("</MENTION>", tok, V, "t", "standalone"));

@@ -1,4 +1,5 @@
-// The demo's metrics (src/demo/eval.ts) against hand-computed examples, the trivial baselines,
+// The demo's metrics (src/demo/metrics.ts) against hand-computed examples, the trivial baselines
+// (src/demo/baselines.ts),
 // and `onegen eval` / `onegen demo` end to end on a stand-in model: a tiny random
 // LlamaForCausalLM written with the safetensors writer, with the demo tokenizer (scores near
 // zero: only the mechanics and the JSON shape are checked), plus the "absent model" errors.
@@ -9,34 +10,16 @@ import { tmpdir } from "node:os";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { mkdtemp, rm, readdir } from "node:fs/promises";
 import { assertRejects } from "./helpers/check.js";
-import {
-  accuracyAt1,
-  answerF1,
-  dictionaryMentions,
-  entityLinkingF1,
-  exactMatch,
-  extractMentions,
-  lexicalRetrieve,
-  lexicalDocs,
-  loadDemoData,
-  openDemoIndexes,
-  mentionDetectionF1,
-  mostFrequentEntity,
-  mostFrequentEntityLinking,
-  multiHopScores,
-  multisetPrf,
-  normalizeAnswer,
-  surfaceTable,
-  trivialScores,
-  type ElGold,
-  type ElPrediction,
-} from "../src/demo/eval.js";
-import { evalCommand } from "../src/cli/eval.js";
+import { loadDemoData, type ElGold } from "../src/demo/data.js";
+import { accuracyAt1, answerF1, entityLinkingF1, exactMatch, extractMentions, mentionDetectionF1, multiHopScores, multisetPrf, normalizeAnswer, type ElPrediction } from "../src/demo/metrics.js";
+import { dictionaryMentions, lexicalRetrieve, lexicalDocs, mostFrequentEntity, mostFrequentEntityLinking, surfaceTable, trivialScores } from "../src/demo/baselines.js";
+import { openDemoIndexes } from "../src/demo/indexes.js";
+import { evalCommand, requireModelDir } from "../src/cli/eval.js";
 import { demoCommand } from "../src/cli/demo.js";
 import { LoadError, UsageError } from "../src/errors.js";
 import { gpu } from "./helpers/gpu.js";
 import { loadDecoder } from "../src/model/load.js";
-import { runEntityLinking } from "../src/onegen/tasks.js";
+import { runEntityLinking } from "../src/onegen/entity-linking.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const DATA = join(ROOT, "demo", "data");
@@ -315,13 +298,9 @@ test("absent model: `onegen eval` / `onegen demo` say how to produce it; a missi
   const missing = join(root, "no-model");
   await assertRejects(() => evalCommand(["--model", missing, "--data", DATA, "--json"]), LoadError, [/no-model' has no config\.json/], "eval, missing --model");
   await assertRejects(() => demoCommand(["--model", missing, "--data", DATA]), LoadError, [/no-model' has no config\.json/], "demo, missing --model");
-  // the bundled default: only while demo/model is absent (until the trained model is committed)
-  const { existsSync } = await import("node:fs");
-  if (!existsSync(join(ROOT, "demo", "model", "config.json"))) {
-    const b = (await assertRejects(() => demoCommand([]), LoadError, [/bundled demo model .* does not exist/], "demo, no bundled model")) as LoadError;
-    assert.match(b.hint ?? "", /make_data\.mjs.*onegen train/);
-    await assertRejects(() => evalCommand(["--json"]), LoadError, [/bundled demo model .* does not exist/], "eval, no bundled model");
-  }
+  // the bundled default (demo/model ships with the package): its own message and how to produce it
+  const b = (await assertRejects(() => requireModelDir(missing, true), LoadError, [/bundled demo model .*no-model' does not exist/], "bundled default missing")) as LoadError;
+  assert.match(b.hint ?? "", /make_data\.mjs.*onegen train/);
   await assertRejects(
     () => evalCommand(["--model", model, "--index", join(root, "no-index"), "--data", DATA, "--json", "--limit", "1"]),
     LoadError,

@@ -9,7 +9,9 @@ import { gpu } from "./helpers/gpu.js";
 import { startStaticServer } from "../src/web/static-server.js";
 import { loadDecoder } from "../src/model/load.js";
 import { LoadError, UsageError } from "../src/errors.js";
-import { linkSentence, loadDemoData, openDemoIndexes, urlDemoFiles, urlDemoIndexDirs } from "../src/demo/eval.js";
+import { loadDemoData, urlDemoFiles } from "../src/demo/data.js";
+import { openDemoIndexes, urlDemoIndexDirs } from "../src/demo/indexes.js";
+import { linkSentence } from "../src/demo/tasks.js";
 
 const DEMO = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "demo");
 

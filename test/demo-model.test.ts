@@ -7,6 +7,9 @@
 // EL_SUBSET test sentences, with the default decoding, stays ≥ 0.8 and above the trivial baseline
 // on the same sentences; multi-hop exact match on the whole test split stays ≥ MH_EM_FLOOR and
 // above the trivial baseline. No skip when the model is absent: the model is part of the package.
+// The recorded values hold on the device they were recorded on; what must hold on any device is
+// checked against an independent computation: a CPU forward composed of the ops' float64
+// references (test/helpers/reference-forward.ts) over the ids a run produced, within tolerances.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { existsSync } from "node:fs";
@@ -14,8 +17,18 @@ import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gpu } from "./helpers/gpu.js";
 import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
-import { DEFAULT_EL_DECODING, evaluateModel, loadDemoData, openDemoIndexes, trivialScores, type DemoData, type DemoIndexes, type ElDecoding } from "../src/demo/eval.js";
-import { ONEGEN_ENTITY_LINKING, runEntityLinking, runMultiHopQa } from "../src/onegen/tasks.js";
+import { loadDemoData, type DemoData } from "../src/demo/data.js";
+import { trivialScores } from "../src/demo/baselines.js";
+import { openDemoIndexes, type DemoIndexes } from "../src/demo/indexes.js";
+import { DEFAULT_EL_DECODING, type ElDecoding } from "../src/demo/tasks.js";
+import { evaluateModel } from "../src/demo/eval.js";
+import { ONEGEN_ENTITY_LINKING } from "../src/onegen/defaults.js";
+import { runEntityLinking } from "../src/onegen/entity-linking.js";
+import { runMultiHopQa } from "../src/onegen/multihop-qa.js";
+import type { TaskResult } from "../src/onegen/protocol.js";
+import type { DocumentIndex } from "../src/onegen/index.js";
+import { cosineTopKReference } from "../src/ops/search.js";
+import { loadReferenceModel, referenceForward, type ReferenceModel } from "./helpers/reference-forward.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const MODEL = join(ROOT, "demo", "model");
@@ -110,6 +123,78 @@ test("bundled demo model: multi-hop QA on 5 fixed held-out questions gives the r
     assert.is(r.answer, rec.answer, `${rec.id}: answer`);
   }
   if (RECORD) console.log(got.join("\n"));
+});
+
+/** Slack of the float64 reference check: logits (a generated id's logit vs the best) and cosine scores. */
+const LOGIT_TOL = 2e-3;
+const SCORE_TOL = 1e-3;
+
+/**
+ * Every generated id of a greedy run is the reference's best pick (within LOGIT_TOL of its best
+ * logit: a near-tie may go either way on another device), and every retrieval's best hit scores
+ * within SCORE_TOL of the reference's score for that entry and of the reference's best entry.
+ */
+function checkAgainstReference(ref: ReferenceModel, r: TaskResult, index: DocumentIndex, vectors: Float32Array, allowed: number, what: string): { worstGap: number; worstScore: number } {
+  const V = ref.config.vocabSize;
+  const D = ref.config.hiddenSize;
+  const { hidden, logits } = referenceForward(ref, r.ids, "f16");
+  let worstGap = 0;
+  let worstScore = 0;
+  let generated = 0;
+  for (const s of r.trace.segments) {
+    if (s.kind !== "generated") continue;
+    for (let p = s.start; p < s.end; p++) {
+      const row = logits.subarray((p - 1) * V, p * V);
+      let best = -Infinity;
+      for (let v = 0; v < allowed; v++) best = Math.max(best, row[v]!);
+      const gap = best - row[r.ids[p]!]!;
+      worstGap = Math.max(worstGap, gap);
+      assert.ok(gap <= LOGIT_TOL, `${what}: id ${r.ids[p]} at position ${p} is ${gap} below the reference's best logit`);
+      generated++;
+    }
+  }
+  assert.ok(generated > 0, `${what}: no generated ids`);
+  assert.ok(r.retrievals.length > 0, `${what}: no retrievals`);
+  for (const ret of r.retrievals) {
+    const hit = ret.hits[0]!;
+    const q = hidden.slice(ret.position * D, (ret.position + 1) * D);
+    const all = cosineTopKReference(q, vectors, index.count, D, index.count);
+    const mine = all.scores[Array.from(all.ids).indexOf(hit.entry)]!;
+    worstScore = Math.max(worstScore, Math.abs(hit.score - mine), all.scores[0]! - mine);
+    assert.ok(Math.abs(hit.score - mine) <= SCORE_TOL, `${what}: retrieval at ${ret.position}: score ${hit.score}, reference ${mine}`);
+    assert.ok(all.scores[0]! - mine <= SCORE_TOL, `${what}: retrieval at ${ret.position}: entry ${hit.entry} scores ${mine}, the reference's best ${all.ids[0]} ${all.scores[0]}`);
+  }
+  return { worstGap, worstScore };
+}
+
+test("bundled demo model: runs agree with a CPU forward of the float64 op references (greedy picks and retrieval scores, within tolerances)", async () => {
+  const { model, indexes, data } = await bundled();
+  const ref = await loadReferenceModel(join(MODEL, "model.safetensors"), model.config);
+  const allowed = Math.min(model.decoder.vocabSize, model.tokenizer!.vocabSize);
+  const elVectors = await indexes.el.readVectors();
+  const mhVectors = await indexes.mh.readVectors();
+  let gap = 0;
+  let score = 0;
+  const t0 = performance.now();
+  let tokens = 0;
+  for (const id of ["el-test-001"]) {
+    const s = data.elTest.find((x) => x.id === id)!;
+    const maxNewTokens = Math.min(ONEGEN_ENTITY_LINKING.maxNewTokens, 3 * model.tokenizer!.encode(s.text, { addSpecialTokens: false }).length + 16);
+    const r = await runEntityLinking(model, indexes.el, { text: s.text }, { maxNewTokens });
+    const w = checkAgainstReference(ref, r, indexes.el, elVectors, allowed, id);
+    tokens += r.ids.length;
+    gap = Math.max(gap, w.worstGap);
+    score = Math.max(score, w.worstScore);
+  }
+  for (const id of ["mh-test-003"]) {
+    const q = data.mhTest.find((x) => x._id === id)!;
+    const r = await runMultiHopQa(model, indexes.mh, { text: q.question }, { maxNewTokens: 256, stopAfterAnswer: true });
+    const w = checkAgainstReference(ref, r, indexes.mh, mhVectors, allowed, id);
+    tokens += r.ids.length;
+    gap = Math.max(gap, w.worstGap);
+    score = Math.max(score, w.worstScore);
+  }
+  console.log(`  demo model vs the float64 reference forward: worst logit gap of a pick ${gap.toExponential(2)} (tolerance ${LOGIT_TOL}), worst retrieval score difference ${score.toExponential(2)} (tolerance ${SCORE_TOL}); ${tokens} tokens, ${Math.round(performance.now() - t0)} ms`);
 });
 
 test(`bundled demo model: multi-hop exact match on the held-out questions ≥ ${MH_EM_FLOOR} and above the trivial baseline`, async () => {

@@ -11,9 +11,11 @@ import { browserLike, gpu } from "./helpers/gpu.js";
 import { FIXTURE_ROOT, fixtureNames, readGolden, relL2 } from "./helpers/golden.js";
 import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
 import { Session } from "../src/model/session.js";
-import { loadIndex, type DocumentIndex } from "../src/onegen/index.js";
-import { loadDemoData } from "../src/demo/eval.js";
-import { runEntityLinking, runMultiHopQa } from "../src/onegen/tasks.js";
+import type { DocumentIndex } from "../src/onegen/index.js";
+import { loadIndex } from "../src/onegen/index-files.js";
+import { loadDemoData } from "../src/demo/data.js";
+import { runEntityLinking } from "../src/onegen/entity-linking.js";
+import { runMultiHopQa } from "../src/onegen/multihop-qa.js";
 import type { GpuContext } from "../src/gpu/context.js";
 import type { Tensor } from "../src/gpu/tensor.js";
 

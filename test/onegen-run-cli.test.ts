@@ -11,8 +11,8 @@ import { gpu } from "./helpers/gpu.js";
 import { assertRejects } from "./helpers/check.js";
 import { FIXTURE_ROOT } from "./helpers/golden.js";
 import { loadDecoder } from "../src/model/load.js";
-import { loadIndex } from "../src/onegen/index.js";
-import { runMultiHopQa } from "../src/onegen/tasks.js";
+import { loadIndex } from "../src/onegen/index-files.js";
+import { runMultiHopQa } from "../src/onegen/multihop-qa.js";
 import { checkTrace, type Trace } from "../src/onegen/trace.js";
 import { indexCommand } from "../src/cli/index.js";
 import { searchCommand } from "../src/cli/search.js";
@@ -151,8 +151,9 @@ test("onegen run: usage errors and input parsing", async () => {
   assert.match(help.out, /--two-pass/);
 });
 
-test("cleanup", async () => {
-  const { root } = await fixture();
+test.after(async () => {
+  if (!built) return;
+  const { root } = await built;
   await rm(root, { recursive: true, force: true });
 });
 

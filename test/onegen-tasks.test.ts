@@ -1,5 +1,6 @@
-// OneGen tasks (src/onegen/tasks.ts) and the two-pass baseline (src/onegen/baseline.ts) on the tiny
-// random fixture (untrained: these tests check mechanics, never answer quality). No tokenizer
+// OneGen tasks (src/onegen/stream.ts, entity-linking.ts, multihop-qa.ts, rerank.ts, parse-output.ts)
+// and the two-pass baseline (src/onegen/baseline.ts) on the tiny random fixture (untrained: these
+// tests check mechanics, never answer quality). No tokenizer
 // there, so tokens are ids: doc token 7, query token 9, [_CONTINUE_] 10, markers 300-306.
 // The model is steered with extra forcing rules where a test needs an annotated mention or a
 // second query token. Text-side pieces (mention spans, answers) use the real Llama-2 tokenizer.
@@ -18,21 +19,13 @@ import { cosineTopKReference } from "../src/ops/search.js";
 import { Rng } from "../src/util/rng.js";
 import { UsageError } from "../src/errors.js";
 import { loadTokenizer, type Tokenizer } from "../src/tokenizer.js";
-import {
-  annotatedMentions,
-  extractAnswer,
-  extractAnswerIds,
-  mapMentionsToInput,
-  markerIdsOf,
-  rerank,
-  runEntityLinking,
-  runMultiHopQa,
-  streamRun,
-  type EntityLinkingOptions,
-  type MultiHopOptions,
-  type TaskEvent,
-  type TaskResult,
-} from "../src/onegen/tasks.js";
+import { markerIdsOf } from "../src/onegen/token-names.js";
+import type { EntityLinkingOptions, MultiHopOptions, TaskEvent, TaskResult } from "../src/onegen/protocol.js";
+import { streamRun } from "../src/onegen/stream.js";
+import { annotatedMentions, extractAnswer, extractAnswerIds, mapMentionsToInput } from "../src/onegen/parse-output.js";
+import { runEntityLinking } from "../src/onegen/entity-linking.js";
+import { runMultiHopQa } from "../src/onegen/multihop-qa.js";
+import { rerank } from "../src/onegen/rerank.js";
 import { checkTrace } from "../src/onegen/trace.js";
 
 const DOC = 7;

@@ -16,8 +16,9 @@ import { openDevice } from "../src/gpu/device.js";
 import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
 import { Session } from "../src/model/session.js";
 import { startServer, type RunningServer } from "../src/serve/server.js";
-import { loadIndex, type DocumentIndex } from "../src/onegen/index.js";
-import { runEntityLinking } from "../src/onegen/tasks.js";
+import type { DocumentIndex } from "../src/onegen/index.js";
+import { loadIndex } from "../src/onegen/index-files.js";
+import { runEntityLinking } from "../src/onegen/entity-linking.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const DEMO_MODEL = join(ROOT, "demo", "model");

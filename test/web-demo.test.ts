@@ -18,7 +18,9 @@ import puppeteer, { type Browser, type Page } from "puppeteer-core";
 import { gpu } from "./helpers/gpu.js";
 import { loadDecoder } from "../src/model/load.js";
 import { Session } from "../src/model/session.js";
-import { answerQuestion, linkSentence, loadDemoData, openDemoIndexes } from "../src/demo/eval.js";
+import { loadDemoData } from "../src/demo/data.js";
+import { openDemoIndexes } from "../src/demo/indexes.js";
+import { answerQuestion, linkSentence } from "../src/demo/tasks.js";
 import type { DemoPageState } from "../web/main.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");

@@ -1,26 +1,20 @@
 // The demo page (web/index.html): loads a model directory, the demo's two indexes and its data
 // folder from URLs (default: demo/model/, demo/index/, demo/data/ beside the page, as
 // `onegen web` serves them; ?model=URL&index=URL&data=URL override), keeps the files in the Cache
-// API (web/cached-fetch.ts), and runs the same task code as `onegen demo` (src/demo/eval.ts:
-// linkSentence, answerQuestion, evaluateModel) plus free generation with streamed tokens.
+// API (web/cached-fetch.ts), and runs the same task code as `onegen demo` (src/demo/tasks.ts:
+// linkSentence, answerQuestion; src/demo/eval.ts: evaluateModel) plus free generation with
+// streamed tokens.
 // Bundled by scripts/build-web.mjs into dist/web/demo.js.
 //
 // For the browser test (test/web-demo.test.ts) the page publishes its state and last results on
 // `window.onegenDemo` (plain JSON values) and `document.body.dataset.state`.
 
 import { describeContext, loadDecoder, openDevice, Session, urlDir, type GpuContext, type LoadedDecoder, type TaskEvent } from "../src/index.js";
-import {
-  answerQuestion,
-  evaluateModel,
-  linkSentence,
-  loadDemoData,
-  openDemoIndexes,
-  trivialScores,
-  urlDemoFiles,
-  urlDemoIndexDirs,
-  type DemoData,
-  type DemoIndexes,
-} from "../src/demo/eval.js";
+import { loadDemoData, urlDemoFiles, type DemoData } from "../src/demo/data.js";
+import { trivialScores } from "../src/demo/baselines.js";
+import { openDemoIndexes, urlDemoIndexDirs, type DemoIndexes } from "../src/demo/indexes.js";
+import { answerQuestion, linkSentence } from "../src/demo/tasks.js";
+import { evaluateModel } from "../src/demo/eval.js";
 import { cachingFetch, openFileCache, type CacheStats, type FileProgress } from "./cached-fetch.js";
 
 const CACHE_NAME = "onegen-demo-files-v1";

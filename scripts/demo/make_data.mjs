@@ -49,7 +49,7 @@ import { fileURLToPath } from "node:url";
 
 export const DEMO_SEED = 20261124;
 
-// Templates, as in src/onegen/tasks.ts (ONEGEN_ENTITY_LINKING / ONEGEN_MULTIHOP_QA); the test
+// Templates, as in src/onegen/defaults.ts (ONEGEN_ENTITY_LINKING / ONEGEN_MULTIHOP_QA); the test
 // checks they are equal.
 export const EL_INPUT_TEMPLATE =
   "[INST] You are good at mention detection. Identify and extract mentions of entities from the text. Please output the original text with annotations. " +

@@ -6,7 +6,7 @@ import { UsageError } from "../errors.js";
 import { parseByteSize } from "../gpu/budget.js";
 import { F32_MAX } from "../model/config.js";
 
-export interface FlagSpec {
+interface FlagSpec {
   /** Flags that take a value. */
   values?: readonly string[];
   /** Flags without a value. */

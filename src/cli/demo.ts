@@ -10,8 +10,12 @@
 //     --el-decoding names one).
 import { numberFlag, parseArgs, sizeFlag } from "./args.js";
 import { UsageError } from "../errors.js";
-import type { EntityLinkingResult, MultiHopResult } from "../onegen/tasks.js";
-import { DEFAULT_EL_DECODING, evaluateModel, linkSentence, loadDemoData, openDemoIndexes, trivialScores, type DemoData, type ElGold, type MhGold } from "../demo/eval.js";
+import type { EntityLinkingResult, MultiHopResult } from "../onegen/protocol.js";
+import { loadDemoData, type DemoData, type ElGold, type MhGold } from "../demo/data.js";
+import { trivialScores } from "../demo/baselines.js";
+import { openDemoIndexes } from "../demo/indexes.js";
+import { DEFAULT_EL_DECODING, linkSentence } from "../demo/tasks.js";
+import { evaluateModel } from "../demo/eval.js";
 import { DEFAULT_DEMO_DATA, DEFAULT_DEMO_INDEX, DEFAULT_DEMO_MODEL, elDecodingFlag, openDemoModel, requireModelDir } from "./eval.js";
 
 const DEFAULT_EXAMPLES = 3;

@@ -15,11 +15,15 @@ import { openDevice } from "../gpu/device.js";
 import { loadDecoder, type LoadedDecoder } from "../model/load.js";
 import { unusedTensorsWarning } from "./model.js";
 import { createProgressBar } from "./progress.js";
-import { DEFAULT_EL_DECODING, EL_DECODINGS, evaluateModel, loadDemoData, openDemoIndexes, SPLITS, trivialScores, type ElDecoding, type ModelScores, type Split } from "../demo/eval.js";
+import { loadDemoData, SPLITS, type Split } from "../demo/data.js";
+import { trivialScores } from "../demo/baselines.js";
+import { openDemoIndexes } from "../demo/indexes.js";
+import { DEFAULT_EL_DECODING, EL_DECODINGS, type ElDecoding } from "../demo/tasks.js";
+import { evaluateModel, type ModelScores } from "../demo/eval.js";
 import type { GpuContext } from "../gpu/context.js";
 
 /** The package's demo folder (dist/src/cli/*.js → ../../../demo). */
-export const DEMO_ROOT = fileURLToPath(new URL("../../../demo/", import.meta.url));
+const DEMO_ROOT = fileURLToPath(new URL("../../../demo/", import.meta.url));
 export const DEFAULT_DEMO_MODEL = DEMO_ROOT + "model";
 export const DEFAULT_DEMO_INDEX = DEMO_ROOT + "index";
 export const DEFAULT_DEMO_DATA = DEMO_ROOT + "data";

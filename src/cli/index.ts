@@ -3,7 +3,7 @@
 // Builds a OneGen document index: every line of FILE.jsonl is {"id": "...", "text": "..."} or
 // {"id": "...", "ids": [int, ...]} (pre-tokenized; works without tokenizer files). Each
 // occurrence of the doc token (default [SE]; '#ID' names it by id) becomes one entry. Progress
-// goes to stderr; the index is saved atomically (src/onegen/index.ts saveIndex). --out is checked
+// goes to stderr; the index is saved atomically (src/onegen/index-files.ts saveIndex). --out is checked
 // before the model is loaded: absent, empty or an index (never a directory holding other files,
 // an input, or a path whose directory is missing).
 import { parseJsonlObjects } from "../util/jsonl.js";
@@ -13,17 +13,17 @@ import { openModel, MODEL_FLAGS } from "./model.js";
 import { LoadError, UsageError } from "../errors.js";
 import { resolveTokenId } from "../tokenizer.js";
 import { DEFAULT_BATCH_TOKENS, encodeDocuments, type DocumentInput } from "../onegen/encode.js";
-import { saveIndex } from "../onegen/index.js";
+import { saveIndex } from "../onegen/index-files.js";
 import { checkOutput, type InputPath } from "../io/output.js";
 
 const USAGE =
   "usage: onegen index --model DIR --docs FILE.jsonl --out INDEX_DIR [--doc-token TOKEN|#ID (default [SE])] [--skip-first N] " +
   `[--batch-tokens N (default ${DEFAULT_BATCH_TOKENS})] [--template 'TEXT with {text} and {doc_token}'] [--f32] [--dtype auto|f16|f32] [--quiet]`;
 
-export const DEFAULT_DOC_TOKEN = "[SE]";
+const DEFAULT_DOC_TOKEN = "[SE]";
 
 /** Parses a JSONL document file; errors name the file and line. Blank lines are skipped. */
-export function parseDocumentsJsonl(text: string, file: string): DocumentInput[] {
+function parseDocumentsJsonl(text: string, file: string): DocumentInput[] {
   const docs: DocumentInput[] = [];
   for (const { where, value: o } of parseJsonlObjects(text, file, (m) => new LoadError(m))) {
     if (typeof o.id !== "string" || o.id === "") throw new LoadError(`${where}: "id" must be a non-empty string`);

@@ -14,7 +14,7 @@ import { tryLoadTokenizer } from "../tokenizer.js";
 import { cliDebug, numberFlag, parseArgs, sizeFlag } from "./args.js";
 import { formatError, oneLine } from "./report-error.js";
 
-export interface CommandIo {
+interface CommandIo {
   stdout(s: string): void;
   stderr(s: string): void;
   /** The GPU context to describe (tests pass a shared one); default: openDevice(), destroyed after. */
@@ -28,7 +28,7 @@ function defaultIo(): CommandIo {
   return { stdout: (s) => void proc?.stdout.write(s), stderr: (s) => void proc?.stderr.write(s) };
 }
 
-export interface ModelInfo {
+interface ModelInfo {
   model: string;
   architecture: string;
   config: ModelConfig;
@@ -94,7 +94,7 @@ export async function infoCommand(argv: string[], io: CommandIo = defaultIo()): 
 }
 
 /** Everything `onegen info` reports, as data. Opens the GPU only to read its limits. */
-export async function modelInfo(
+async function modelInfo(
   path: string,
   options: { dtype?: "auto" | "f16" | "f32"; contextLength?: number | null; openDevice?: (() => Promise<GpuContext>) | undefined; memoryBudgetBytes?: number } = {},
 ): Promise<ModelInfo> {
@@ -183,7 +183,7 @@ function count(n: number): string {
   return String(n);
 }
 
-export function formatInfo(i: ModelInfo): string {
+function formatInfo(i: ModelInfo): string {
   const c = i.config;
   const rope =
     c.ropeScaling.type === "none"

@@ -25,7 +25,7 @@ export function closeProgressLine(sink: ProgressSink = stderrSink()): void {
   lineOpen = false;
 }
 
-export interface ProgressBar {
+interface ProgressBar {
   update(p: LoadProgress): void;
   /** Ends the bar (a final newline on a TTY). */
   done(): void;

@@ -79,7 +79,7 @@ export function systemErrorReason(e: unknown): string {
 }
 
 /** A Node system error as one line naming the path: "cannot open 'x.jsonl': no such file or directory (ENOENT)". */
-export function systemErrorLine(e: SystemError): string {
+function systemErrorLine(e: SystemError): string {
   const reason = systemErrorReason(e);
   if (e.path === undefined) return `${e.syscall ?? "system call"} failed: ${reason}`;
   const action = ACTIONS[e.syscall ?? ""] ?? e.syscall ?? "use";
@@ -94,7 +94,7 @@ export function oneLine(message: string): string {
 
 const DEBUG_HINT = " (run with --debug for the stack trace)";
 
-export interface ErrorReport {
+interface ErrorReport {
   /** The message, one line, without "onegen CMD: " (the caller adds it). */
   line: string;
   /** The process exit code: 2 usage, 1 anything else. */
@@ -104,7 +104,7 @@ export interface ErrorReport {
 }
 
 /** Classifies an error thrown by a command; strips a leading "CMD: " that the caller prints itself. */
-export function reportError(e: unknown, command: string | null): ErrorReport {
+function reportError(e: unknown, command: string | null): ErrorReport {
   const strip = (m: string): string => (command !== null && m.startsWith(`${command}: `) ? m.slice(command.length + 2) : m);
   if (e instanceof UsageError) {
     const help = command !== null ? ` (see onegen ${command} --help)` : " (see onegen --help)";

@@ -1,7 +1,7 @@
 // `onegen run --model DIR --index INDEX_DIR --task entity-linking|multihop-qa
 //  (--input FILE.jsonl | --text T | --ids LIST) [--max-new-tokens N] [--out FILE.jsonl] [--trace FILE.json]
 //  [--two-pass] [--temperature T] [--top-k K] [--top-p P] [--seed S] [--k K] [--max-retrievals N] …`
-// Runs a OneGen task (src/onegen/tasks.ts) on each input: greedy unless sampling options are given;
+// Runs a OneGen task (src/onegen/entity-linking.ts, src/onegen/multihop-qa.ts) on each input: greedy unless sampling options are given;
 // one-pass retrieval in the decode loop, or the two-pass baseline with --two-pass. Prints one JSON
 // line per input (or writes them to --out), each tagged "format": "onegen-run". --trace writes the
 // run's trace (src/onegen/trace.ts) tagged {"format": "onegen-trace", "version": 1}: one input →
@@ -21,8 +21,10 @@ import { numberFlag, parseArgs, type ParsedArgs } from "./args.js";
 import { openModel, MODEL_FLAGS } from "./model.js";
 import { LoadError, UsageError } from "../errors.js";
 import { loadTokenizer, parseIdList } from "../tokenizer.js";
-import { indexGpuBytesOf, loadIndex } from "../onegen/index.js";
-import { runEntityLinking, runMultiHopQa, type EntityLinkingOptions, type MultiHopOptions, type TaskInput, type TaskResult } from "../onegen/tasks.js";
+import { indexGpuBytesOf, loadIndex } from "../onegen/index-files.js";
+import type { EntityLinkingOptions, MultiHopOptions, TaskInput, TaskResult } from "../onegen/protocol.js";
+import { runEntityLinking } from "../onegen/entity-linking.js";
+import { runMultiHopQa } from "../onegen/multihop-qa.js";
 import type { Trace } from "../onegen/trace.js";
 import { checkOutputs, FILE_FORMATS, writeFileAtomic, type InputPath } from "../io/output.js";
 import { TOPK_MAX_K } from "../ops/search.js";

@@ -8,7 +8,7 @@ import { inputIds, openModel, MODEL_FLAGS } from "./model.js";
 import { UsageError } from "../errors.js";
 import { Session } from "../model/session.js";
 import { embedding } from "../ops/embedding.js";
-import { indexGpuBytesOf, loadIndex } from "../onegen/index.js";
+import { indexGpuBytesOf, loadIndex } from "../onegen/index-files.js";
 import { TOPK_MAX_K } from "../ops/search.js";
 
 const USAGE = "usage: onegen search --model DIR --index INDEX_DIR (--text TEXT | --ids LIST) [--k K (default 5)] [--json] [--dtype auto|f16|f32] [--quiet]";

@@ -19,7 +19,7 @@ import { LoadError, UsageError } from "../errors.js";
 import { kvCacheBytes } from "../model/config.js";
 import { startServer } from "../serve/server.js";
 import { createProgressBar } from "./progress.js";
-import { indexGpuBytesOf, loadIndex } from "../onegen/index.js";
+import { indexGpuBytesOf, loadIndex } from "../onegen/index-files.js";
 import type { ServedIndex } from "../serve/retrieval.js";
 
 /** --index NAME=DIR[,NAME=DIR…] */

@@ -84,7 +84,7 @@ async function findCheckpoint(dir: string): Promise<string> {
 }
 
 /** The training progress line: step, loss (gen + ret), tokens/s, lr. */
-export function formatStep(r: StepRecord, total: number): string {
+function formatStep(r: StepRecord, total: number): string {
   const acc = r.pairs > 0 ? ` ret@1 ${((100 * r.pairs_correct) / r.pairs).toFixed(0)}%` : "";
   return `step ${r.step}/${total} loss ${r.loss.toFixed(4)} (gen ${r.loss_gen.toFixed(4)}, ret ${r.loss_ret.toFixed(4)})${acc} ${r.tokens_per_s.toFixed(0)} tok/s lr ${r.lr.toExponential(2)}`;
 }

@@ -17,7 +17,7 @@ import { startStaticServer } from "../web/static-server.js";
 import { DEFAULT_DEMO_DATA, DEFAULT_DEMO_INDEX, DEFAULT_DEMO_MODEL, DEMO_MODEL_HINT } from "./eval.js";
 
 /** The built page (dist/src/cli/web.js → dist/web/). */
-export const WEB_ROOT = fileURLToPath(new URL("../../web/", import.meta.url));
+const WEB_ROOT = fileURLToPath(new URL("../../web/", import.meta.url));
 
 const USAGE =
   "usage: onegen web [--port N (default 8080; 0: any free port)] [--host H (default 127.0.0.1)] [--model DIR (default demo/model)] [--index DIR (default demo/index)] [--data DIR (default demo/data)]";

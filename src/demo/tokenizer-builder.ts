@@ -20,11 +20,11 @@ import { fileIsOurs, writeFileAtomic } from "../io/output.js";
 import { join } from "node:path";
 import { LoadError, UsageError } from "../errors.js";
 import { Tokenizer } from "../tokenizer.js";
-import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA } from "../onegen/tasks.js";
+import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA } from "../onegen/defaults.js";
 
-export const BASE_SPECIAL_TOKENS = { pad: "<pad>", bos: "<s>", eos: "</s>", unk: "<unk>" } as const;
+const BASE_SPECIAL_TOKENS = { pad: "<pad>", bos: "<s>", eos: "</s>", unk: "<unk>" } as const;
 
-/** OneGen's token conventions (src/onegen/tasks.ts defaults), each one id. */
+/** OneGen's token conventions (src/onegen/defaults.ts), each one id. */
 export const ONEGEN_TOKENS = [
   "[LK]",
   "[SE]",
@@ -40,7 +40,7 @@ export const ONEGEN_TOKENS = [
 ] as const;
 
 /** Words with their leading space, single digits, single punctuation marks, whitespace runs. */
-export const PRETOKENIZE_PATTERN = " ?[A-Za-z]+| ?[0-9]| ?[^\\sA-Za-z0-9]|\\s+(?!\\S)|\\s+";
+const PRETOKENIZE_PATTERN = " ?[A-Za-z]+| ?[0-9]| ?[^\\sA-Za-z0-9]|\\s+(?!\\S)|\\s+";
 
 export function allSpecialTokens(): string[] {
   return [BASE_SPECIAL_TOKENS.pad, BASE_SPECIAL_TOKENS.bos, BASE_SPECIAL_TOKENS.eos, BASE_SPECIAL_TOKENS.unk, ...ONEGEN_TOKENS];
@@ -76,7 +76,7 @@ export function pretokenize(text: string): string[] {
   return out;
 }
 
-export interface DemoTokenizerFiles {
+interface DemoTokenizerFiles {
   /** tokenizer.json contents. */
   tokenizerJson: Record<string, unknown>;
   /** tokenizer_config.json contents. */
@@ -85,7 +85,7 @@ export interface DemoTokenizerFiles {
   vocabSize: number;
 }
 
-export interface BuildTokenizerOptions {
+interface BuildTokenizerOptions {
   /** Keep pieces seen at least this often (default 1: every piece of the corpus). */
   minCount?: number;
   /** model_max_length in tokenizer_config.json (default 1024). */
@@ -144,7 +144,7 @@ function collectTexts(v: unknown, out: string[]): void {
 
 /**
  * Every text of the demo data folder (the .jsonl files under el/ and mhqa/: prompts, targets,
- * documents, gold sentences and questions) plus the OneGen task templates of src/onegen/tasks.ts.
+ * documents, gold sentences and questions) plus the OneGen task templates of src/onegen/defaults.ts.
  */
 export async function demoCorpusTexts(dataDir: string): Promise<string[]> {
   const texts: string[] = [ONEGEN_ENTITY_LINKING.inputTemplate, ONEGEN_MULTIHOP_QA.inputTemplate, ONEGEN_MULTIHOP_QA.embedTemplate];

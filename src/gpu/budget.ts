@@ -27,13 +27,13 @@ function gib(n: number): string {
 }
 
 /** What bounds the host memory this process can still use, and by how much. */
-export interface HostMemory {
+interface HostMemory {
   bytes: number;
   /** "MemAvailable", "cgroup memory limit" or "address-space limit (ulimit -v)". */
   bound: string;
 }
 
-export type ReadText = (p: string) => Promise<string | null>;
+type ReadText = (p: string) => Promise<string | null>;
 
 /**
  * The host memory this process can still use (Node/Deno), or null where it cannot be read: the
@@ -43,7 +43,7 @@ export type ReadText = (p: string) => Promise<string | null>;
  * memory, and it crashes (SIGSEGV, measured under ulimit -v) rather than report an allocation it
  * cannot back, so every one of these bounds must hold before a buffer is made.
  */
-export async function hostAvailableBytes(): Promise<HostMemory | null> {
+async function hostAvailableBytes(): Promise<HostMemory | null> {
   const proc = (globalThis as { process?: { versions?: { node?: string } } }).process;
   if (typeof proc?.versions?.node !== "string") return null;
   let read: ReadText;

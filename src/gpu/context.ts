@@ -76,7 +76,7 @@ export interface BufferWindow {
 export type BindingResource = Tensor | BufferWindow | { readonly buffer: GPUBuffer; readonly offset?: number; readonly size?: number };
 
 /** A window of whole rows bound at the aligned offset at or below its first row (see bindingSpans). */
-export interface SpanPlan {
+interface SpanPlan {
   /** Aligned byte offset of the binding. */
   byteOffset: number;
   byteSize: number;
@@ -94,8 +94,22 @@ export interface WindowPlan {
 }
 
 const ARENA_CHUNK_BYTES = 64 * 1024;
-/** kernels/gate.wgsl: condition → indirect arguments for a gated block of dispatches. */
-const GATE_VARIANT: KernelVariant = { file: "gate", name: "gate_args", defines: {}, bindings: ["read", "read", "read_write", "uniform"] };
+/** kernels/gate.wgsl: condition → indirect arguments for a gated block of dispatches (launched by beginGate). */
+export const GATE_VARIANT: KernelVariant = { file: "gate", name: "gate_args", defines: {}, bindings: ["read", "read", "read_write", "uniform"] };
+
+/**
+ * CPU reference of kernels/gate.wgsl: the indirect arguments of a block of n dispatches, the
+ * workgroup counts (x, y, z) of `template` when flag != 0, else (0, 1, 1) (an empty dispatch).
+ */
+export function gateArgsReference(flag: number, template: ArrayLike<number>, n: number): Uint32Array {
+  const out = new Uint32Array(3 * n);
+  for (let i = 0; i < n; i++) {
+    out[3 * i] = flag !== 0 ? template[3 * i]! : 0;
+    out[3 * i + 1] = flag !== 0 ? template[3 * i + 1]! : 1;
+    out[3 * i + 2] = flag !== 0 ? template[3 * i + 2]! : 1;
+  }
+  return out;
+}
 const TENSOR_USAGE = 0x0080 /* STORAGE */ | 0x0004 /* COPY_SRC */ | 0x0008; /* COPY_DST */
 
 export class GpuContext {

@@ -15,7 +15,7 @@ import { defaultMemoryBudget } from "./budget.js";
 /** Features requested whenever the adapter offers them. */
 export const OPTIONAL_FEATURES: readonly GPUFeatureName[] = ["shader-f16", "subgroups"];
 /** Requested only by openDevice({ profiling: true }) (src/gpu/profiler.ts needs it). */
-export const PROFILING_FEATURE: GPUFeatureName = "timestamp-query";
+const PROFILING_FEATURE: GPUFeatureName = "timestamp-query";
 
 /** Limits requested at the adapter's own values. */
 const REQUESTED_LIMITS = [

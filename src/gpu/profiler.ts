@@ -8,7 +8,7 @@ import { UnsupportedError } from "../errors.js";
 import type { GpuContext } from "./context.js";
 
 /** Most dispatches one query set can time (WebGPU's 4,096-query limit, two per dispatch). */
-export const MAX_TIMED_DISPATCHES = 2048;
+const MAX_TIMED_DISPATCHES = 2048;
 
 export interface KernelTiming {
   kernel: string;

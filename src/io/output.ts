@@ -61,7 +61,7 @@ interface NodeStats {
   ino: number;
   mode: number;
 }
-export interface NodeFileHandle {
+interface NodeFileHandle {
   write(b: Uint8Array | string): Promise<unknown>;
   read(b: Uint8Array, off: number, len: number, pos: number): Promise<{ bytesRead: number }>;
   sync(): Promise<void>;
@@ -87,7 +87,7 @@ export interface NodeFs {
   chmod(p: string, mode: number): Promise<void>;
   constants: { W_OK: number; X_OK: number };
 }
-export interface NodePath {
+interface NodePath {
   resolve(...p: string[]): string;
   dirname(p: string): string;
   basename(p: string): string;
@@ -117,16 +117,16 @@ const errCode = (e: unknown): string | undefined => (e as { code?: string } | nu
 
 // ------------------------------------------------------------------ kinds and tags
 
-export type DirKind = "index" | "model" | "adapter" | "checkpoint";
-export type FileKind = "forward" | "trace" | "run-results" | "train-log" | "bench-results" | "bench-report" | "demo-tokenizer";
-export type OutputKind = DirKind | FileKind;
+type DirKind = "index" | "model" | "adapter" | "checkpoint";
+type FileKind = "forward" | "trace" | "run-results" | "train-log" | "bench-results" | "bench-report" | "demo-tokenizer";
+type OutputKind = DirKind | FileKind;
 
 const DIR_KINDS: readonly string[] = ["index", "model", "adapter", "checkpoint"];
-export const isDirKind = (k: OutputKind): k is DirKind => DIR_KINDS.includes(k);
+const isDirKind = (k: OutputKind): k is DirKind => DIR_KINDS.includes(k);
 
 /** The tag file inside every directory we write. */
 export const OUTPUT_TAG_FILE = "onegen-output.json";
-export const OUTPUT_TAG_FORMAT = "onegen-output";
+const OUTPUT_TAG_FORMAT = "onegen-output";
 /** Format values written inside file outputs (see the table at the top). */
 export const FILE_FORMATS = {
   forward: "onegen-forward",
@@ -260,7 +260,7 @@ const TAG_DESCRIPTION: Record<OutputKind, string> = {
 
 // ------------------------------------------------------------------ fault injection (tests)
 
-export type CrashPoint = "tmp-partial" | "tmp-written" | "old-aside" | "new-in";
+type CrashPoint = "tmp-partial" | "tmp-written" | "old-aside" | "new-in";
 
 let crashCount = 0;
 /** Test-only: ONEGEN_TEST_CRASH_AT=POINT[@KIND][#N] kills the process with SIGKILL the N-th time (default 1) it gets here. */
@@ -321,14 +321,14 @@ export interface InputPath {
   path: string;
 }
 
-export interface OutputTarget {
+interface OutputTarget {
   /** The flag (or API argument) that names the output, e.g. "--out"; used in messages. */
   flag: string;
   path: string;
   kind: OutputKind;
 }
 
-export interface CheckOutputOptions {
+interface CheckOutputOptions {
   /** Receives notes of the recovery step (default: written to stderr). */
   onNote?: (line: string) => void;
 }
@@ -542,7 +542,7 @@ export async function recoverIn(dir: string, only?: string, opts: CheckOutputOpt
 // ------------------------------------------------------------------ writing
 
 /** A sink for one file being written (exclusively created; sync before close). */
-export interface FileSink {
+interface FileSink {
   write(bytes: Uint8Array): Promise<void>;
   sync(): Promise<void>;
   close(): Promise<void>;
@@ -580,7 +580,7 @@ async function writeWhole(fs: NodeFs, p: string, data: Uint8Array | string): Pro
   }
 }
 
-export interface WriteFileOptions extends CheckOutputOptions {
+interface WriteFileOptions extends CheckOutputOptions {
   /** Names the output in messages (default "output file"). */
   flag?: string;
   inputs?: readonly (InputPath | null | undefined)[];
@@ -638,7 +638,7 @@ export async function appendToOutput(file: string, text: string): Promise<void> 
 }
 
 /** What fills a directory being written: files are created exclusively and fsync'd. */
-export interface DirWriter {
+interface DirWriter {
   /** The temporary directory being filled. */
   readonly dir: string;
   writeFile(name: string, data: Uint8Array | string): Promise<void>;
@@ -648,7 +648,7 @@ export interface DirWriter {
   mkdir(name: string): Promise<void>;
 }
 
-export interface WriteDirOptions extends CheckOutputOptions {
+interface WriteDirOptions extends CheckOutputOptions {
   /** Names the output in messages (default "output directory"). */
   flag?: string;
   inputs?: readonly (InputPath | null | undefined)[];

@@ -18,7 +18,8 @@ import { GpuOutOfMemoryError, UsageError } from "../errors.js";
 import { DTYPE_BYTES } from "../gpu/tensor.js";
 import { kvCacheBytes } from "../model/config.js";
 import { embedding } from "../ops/embedding.js";
-import { DocumentIndex, indexGpuBytes, type IndexDtype } from "./index.js";
+import { DocumentIndex, type IndexDtype } from "./index.js";
+import { indexGpuBytes } from "./index-format.js";
 import { modelFingerprint } from "./fingerprint.js";
 
 /** A document: pre-tokenized `ids`, or `text` rendered with the template and tokenized. */

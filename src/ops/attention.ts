@@ -40,7 +40,7 @@ import type { KernelVariant } from "../gpu/kernels.js";
 import type { Tensor } from "../gpu/tensor.js";
 import { ShapeError, UnsupportedError } from "../errors.js";
 import { expectDType, expectShape, grid, Params, storeFeatures, storeType, type StoreType } from "./common.js";
-import { f16BitsToF32, f32ToF16Bits } from "../util/f16.js";
+import { f16ArrayToF32, f16BitsToF32, f32ToF16Bits } from "../util/f16.js";
 
 /** Invocations per workgroup of the attention kernels (not tuned yet; 32 gives decode ≥ 2 workgroups per core). */
 export const ATTN_WG = 32;
@@ -301,50 +301,81 @@ export function packedCausalRanges(lengths: readonly number[], start = 0): Uint3
 
 /** Cache contents as numbers: f32 arrays as is, f16 as raw bits. */
 type CacheHost = Float32Array | Uint16Array;
-function cacheValue(c: CacheHost, i: number): number {
-  return c instanceof Uint16Array ? f16BitsToF32(c[i]!) : c[i]!;
+
+export interface AttentionDims64 {
+  T: number;
+  H: number;
+  Hkv: number;
+  S: number;
+  hd: number;
 }
 
 /**
- * CPU reference of attention, float64 naive softmax. q [T, H, hd]; caches [Hkv, S, hd] (f16 as raw
- * bits); ranges [T, 2] (hi clamped to S, lo to hi, as the kernel does). Empty range → zeros.
+ * CPU reference of attention in float64, naive softmax, without rounding (the spec; the training
+ * gradient checks difference it): q [T, H, hd]; k, v [Hkv, S, hd]; ranges [T, 2] (hi clamped to
+ * S, lo to hi, as the kernel does). Empty range → zeros.
+ */
+export function attentionForward64(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, ranges: ArrayLike<number>, dims: AttentionDims64, scale = 1 / Math.sqrt(dims.hd)): Float64Array {
+  const { T, H, S, hd } = dims;
+  const out = new Float64Array(T * H * hd);
+  forEachAttentionRow(ranges, dims, (qo, g, lo, hi) => {
+    const p = attentionProbs64(q, k, qo, g, lo, hi, dims, scale);
+    for (let d = 0; d < hd; d++) {
+      let a = 0;
+      for (let j = lo; j < hi; j++) a += p[j - lo]! * v[(g * S + j) * hd + d]!;
+      out[qo + d] = a;
+    }
+  });
+  return out;
+}
+
+/**
+ * Visits every query row (t, h) of the CPU references: its offset qo in q [T, H, hd], its kv head
+ * g (GQA) and its key range [lo, hi) from ranges [T, 2] (hi clamped to S, lo to hi, as the kernel).
+ */
+export function forEachAttentionRow(ranges: ArrayLike<number>, dims: AttentionDims64, fn: (qo: number, g: number, lo: number, hi: number) => void): void {
+  const { T, H, Hkv, S, hd } = dims;
+  for (let t = 0; t < T; t++) {
+    const hi = Math.min(ranges[2 * t + 1]!, S);
+    const lo = Math.min(ranges[2 * t]!, hi);
+    for (let h = 0; h < H; h++) fn((t * H + h) * hd, Math.floor(h / (H / Hkv)), lo, hi);
+  }
+}
+
+/**
+ * Softmax probabilities (float64) of the query row at q[qo, qo + hd) over keys [lo, hi) of kv
+ * head g in k [Hkv, S, hd]: p[j − lo]. Shared by the forward and backward references.
+ */
+export function attentionProbs64(q: ArrayLike<number>, k: ArrayLike<number>, qo: number, g: number, lo: number, hi: number, dims: Pick<AttentionDims64, "S" | "hd">, scale: number): Float64Array {
+  const { S, hd } = dims;
+  const p = new Float64Array(hi - lo);
+  let mx = -Infinity;
+  for (let j = lo; j < hi; j++) {
+    let s = 0;
+    for (let d = 0; d < hd; d++) s += q[qo + d]! * k[(g * S + j) * hd + d]!;
+    p[j - lo] = s * scale;
+    mx = Math.max(mx, p[j - lo]!);
+  }
+  let sum = 0;
+  for (let j = 0; j < p.length; j++) sum += p[j] = Math.exp(p[j]! - mx);
+  for (let j = 0; j < p.length; j++) p[j] = p[j]! / sum;
+  return p;
+}
+
+/**
+ * CPU reference of the attention kernel: attentionForward64 over the caches' values (f16 given
+ * as raw bits), rounded once to f32.
  */
 export function attentionReference(
   q: Float32Array,
   kCache: CacheHost,
   vCache: CacheHost,
   ranges: Uint32Array,
-  dims: { T: number; H: number; Hkv: number; S: number; hd: number },
+  dims: AttentionDims64,
   scale = 1 / Math.sqrt(dims.hd),
 ): Float32Array {
-  const { T, H, Hkv, S, hd } = dims;
-  const group = H / Hkv;
-  const out = new Float32Array(T * H * hd);
-  for (let t = 0; t < T; t++) {
-    const hi = Math.min(ranges[2 * t + 1]!, S);
-    const lo = Math.min(ranges[2 * t]!, hi);
-    for (let h = 0; h < H; h++) {
-      const g = Math.floor(h / group);
-      const qo = (t * H + h) * hd;
-      const scores: number[] = [];
-      let mx = -Infinity;
-      for (let j = lo; j < hi; j++) {
-        let s = 0;
-        for (let d = 0; d < hd; d++) s += q[qo + d]! * cacheValue(kCache, (g * S + j) * hd + d);
-        s *= scale;
-        scores.push(s);
-        mx = Math.max(mx, s);
-      }
-      let sum = 0;
-      for (let i = 0; i < scores.length; i++) sum += (scores[i] = Math.exp(scores[i]! - mx));
-      for (let d = 0; d < hd; d++) {
-        let acc = 0;
-        for (let j = lo; j < hi; j++) acc += scores[j - lo]! * cacheValue(vCache, (g * S + j) * hd + d);
-        out[qo + d] = sum > 0 ? acc / sum : 0;
-      }
-    }
-  }
-  return out;
+  const values = (c: CacheHost): Float32Array => (c instanceof Uint16Array ? f16ArrayToF32(c) : c);
+  return Float32Array.from(attentionForward64(q, values(kCache), values(vCache), ranges, dims, scale));
 }
 
 /** CPU reference of kvAppend (returns updated copies). f16 caches as raw bits, stored round-to-nearest-even. */

@@ -4,8 +4,17 @@
 //
 // Out-of-range ids (≥ V): ids given from the host are validated (UsageError). Ids already on the
 // GPU cannot be checked on the host; for them the kernel writes a zero row and sets bit 0 of
-// opts.errors[0] (a u32 [1] tensor the caller clears and reads when convenient), never reading
-// outside the table.
+// opts.errors[0] (a u32 [1] tensor the caller clears and reads with its next readback), never
+// reading outside the table. The rule: GPU-resident ids are checked before they reach the GPU, or
+// the caller passes `errors` and reads it. The library's own GPU ids are checked before, so its
+// calls pass no `errors` (the flag lands in a scratch word): the decode loop feeds sampled ids
+// (< V by construction; the NaN marker NONFINITE_ID is caught from the session's history readback
+// as a NonFiniteError) and injected document tokens (checked against the vocabulary by
+// encodeDocuments, by loadIndex given the model, and by streamRun before a run that injects:
+// test/injection-ids.test.ts); training uploads batch ids that src/train/data.ts checked against
+// the vocabulary, and row numbers it computed (so does its backward, kernels/embedding_backward.wgsl).
+// A hand-built DocumentIndex injected through generateOnePass directly has no such check: keep
+// its tokens < V (DocumentIndex.maxTokenId).
 
 import type { GpuContext } from "../gpu/context.js";
 import type { KernelVariant } from "../gpu/kernels.js";

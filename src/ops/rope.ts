@@ -42,29 +42,32 @@ export async function rope(ctx: GpuContext, x: Tensor, positions: Tensor, invFre
 }
 
 /**
- * CPU reference of rope (returns a new array): x [T, nHeads, hd], positions [T], invFreq [hd/2].
- * The angle is the f32 product fround(pos·invFreq[i]) (what HF computes); cos/sin and the rotation
- * are evaluated in float64 and rounded once to f32.
+ * CPU reference of rope in float64, without rounding: x [T, nHeads, hd] rotated pairwise (i,
+ * i + hd/2) by the angle a = fround(f32(pos)·invFreq[i]) (what HF computes), cos/sin in float64;
+ * sign −1 rotates by −a (the backward: the Jacobian's transpose). invFreq [hd/2].
  */
-export function ropeReference(x: Float32Array, positions: Uint32Array, invFreq: Float32Array, nHeads: number, hd: number): Float32Array {
+export function ropeForward64(x: ArrayLike<number>, positions: ArrayLike<number>, invFreq: ArrayLike<number>, nHeads: number, hd: number, sign: 1 | -1 = 1): Float64Array {
   const half = hd / 2;
   const T = positions.length;
-  if (x.length !== T * nHeads * hd || invFreq.length !== half) throw new ShapeError(`ropeReference: sizes do not match T=${T}, nHeads=${nHeads}, hd=${hd}`);
-  const out = new Float32Array(x.length);
+  if (x.length !== T * nHeads * hd || invFreq.length !== half) throw new ShapeError(`rope reference: sizes do not match T=${T}, nHeads=${nHeads}, hd=${hd}`);
+  const y = new Float64Array(x.length);
   for (let t = 0; t < T; t++) {
-    for (let h = 0; h < nHeads; h++) {
-      const base = (t * nHeads + h) * hd;
-      for (let i = 0; i < half; i++) {
-        const a = Math.fround(Math.fround(positions[t]!) * invFreq[i]!);
-        const c = Math.cos(a);
-        const s = Math.sin(a);
-        const x0 = x[base + i]!;
-        const x1 = x[base + i + half]!;
-        out[base + i] = x0 * c - x1 * s;
-        out[base + i + half] = x1 * c + x0 * s;
+    for (let i = 0; i < half; i++) {
+      const a = Math.fround(Math.fround(positions[t]!) * invFreq[i]!);
+      const c = Math.cos(a);
+      const s = sign * Math.sin(a);
+      for (let h = 0; h < nHeads; h++) {
+        const j = (t * nHeads + h) * hd + i;
+        y[j] = x[j]! * c - x[j + half]! * s;
+        y[j + half] = x[j + half]! * c + x[j]! * s;
       }
     }
   }
-  return out;
+  return y;
+}
+
+/** CPU reference of the rope kernel: ropeForward64 rounded once to f32 (returns a new array). */
+export function ropeReference(x: Float32Array, positions: Uint32Array, invFreq: Float32Array, nHeads: number, hd: number): Float32Array {
+  return Float32Array.from(ropeForward64(x, positions, invFreq, nHeads, hd));
 }
 

@@ -8,7 +8,10 @@
 
 import type { DocumentIndex } from "../onegen/index.js";
 import type { LoadedDecoder } from "../model/load.js";
-import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA, runEntityLinking, runMultiHopQa, type TaskEvent, type TaskRunOptions } from "../onegen/tasks.js";
+import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA } from "../onegen/defaults.js";
+import { runEntityLinking } from "../onegen/entity-linking.js";
+import { runMultiHopQa } from "../onegen/multihop-qa.js";
+import type { TaskEvent, TaskRunOptions } from "../onegen/protocol.js";
 import { GpuOutOfMemoryError, OnegenError, UsageError } from "../errors.js";
 import { ApiError, badRequest, type OnegenExtension } from "./protocol.js";
 

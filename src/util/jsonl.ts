@@ -2,7 +2,7 @@
 // use the caller's error class (UsageError for command-line inputs, LoadError for data files).
 import { LoadError } from "../errors.js";
 
-export interface JsonlRow {
+interface JsonlRow {
   /** 1-based line number. */
   line: number;
   /** "file:line", for error messages. */

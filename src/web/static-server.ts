@@ -12,7 +12,7 @@ import { createReadStream } from "node:fs";
 import { realpath, stat } from "node:fs/promises";
 import { extname, join, resolve, sep } from "node:path";
 
-export interface StaticServerOptions {
+interface StaticServerOptions {
   /** URL prefix → directory, e.g. { "/": "dist/web", "/demo/": "demo" }; the longest prefix wins. */
   mounts: Record<string, string>;
   /** Default 127.0.0.1. */
@@ -23,7 +23,7 @@ export interface StaticServerOptions {
   headers?: Record<string, string>;
 }
 
-export interface StaticServer {
+interface StaticServer {
   /** Base URL, e.g. http://127.0.0.1:41234/ */
   url: string;
   port: number;

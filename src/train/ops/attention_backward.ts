@@ -17,6 +17,7 @@ import type { KernelVariant } from "../../gpu/kernels.js";
 import type { Tensor } from "../../gpu/tensor.js";
 import { expectDType, expectShape, grid, Params } from "../../ops/common.js";
 import { requireOneBinding } from "./common.js";
+import { attentionProbs64, forEachAttentionRow, type AttentionDims64 } from "../../ops/attention.js";
 
 const ATTN_BWD_WG = 32;
 const KV_BWD_WG = 64;
@@ -120,45 +121,6 @@ export async function kvAppendBackward(ctx: GpuContext, dkCache: Tensor, dvCache
   return { dk, dv };
 }
 
-export interface AttentionDims64 {
-  T: number;
-  H: number;
-  Hkv: number;
-  S: number;
-  hd: number;
-}
-
-/** Forward in float64 (for finite differences): as attentionReference, without rounding. */
-export function attentionForward64(q: ArrayLike<number>, k: ArrayLike<number>, v: ArrayLike<number>, ranges: ArrayLike<number>, dims: AttentionDims64, scale = 1 / Math.sqrt(dims.hd)): Float64Array {
-  const { T, H, Hkv, S, hd } = dims;
-  const group = H / Hkv;
-  const out = new Float64Array(T * H * hd);
-  for (let t = 0; t < T; t++) {
-    const hi = Math.min(ranges[2 * t + 1]!, S);
-    const lo = Math.min(ranges[2 * t]!, hi);
-    for (let h = 0; h < H; h++) {
-      const g = Math.floor(h / group);
-      const qo = (t * H + h) * hd;
-      const sc: number[] = [];
-      let mx = -Infinity;
-      for (let j = lo; j < hi; j++) {
-        let s = 0;
-        for (let d = 0; d < hd; d++) s += q[qo + d]! * k[(g * S + j) * hd + d]!;
-        sc.push(s * scale);
-        mx = Math.max(mx, s * scale);
-      }
-      let sum = 0;
-      for (let i = 0; i < sc.length; i++) sum += sc[i] = Math.exp(sc[i]! - mx);
-      for (let d = 0; d < hd; d++) {
-        let a = 0;
-        for (let j = lo; j < hi; j++) a += sc[j - lo]! * v[(g * S + j) * hd + d]!;
-        out[qo + d] = sum > 0 ? a / sum : 0;
-      }
-    }
-  }
-  return out;
-}
-
 /**
  * CPU reference (float64, materialises each row's probabilities): dq [T, H, hd], dk, dv
  * [Hkv, S, hd] of out = attention(q, k, v, ranges) for upstream gradient dout.
@@ -173,48 +135,31 @@ export function attentionBackwardReference(
   scale = 1 / Math.sqrt(dims.hd),
 ): { dq: Float64Array; dk: Float64Array; dv: Float64Array } {
   const { T, H, Hkv, S, hd } = dims;
-  const group = H / Hkv;
   const dq = new Float64Array(T * H * hd);
   const dk = new Float64Array(Hkv * S * hd);
   const dv = new Float64Array(Hkv * S * hd);
-  for (let t = 0; t < T; t++) {
-    const hi = Math.min(ranges[2 * t + 1]!, S);
-    const lo = Math.min(ranges[2 * t]!, hi);
-    for (let h = 0; h < H; h++) {
-      const g = Math.floor(h / group);
-      const qo = (t * H + h) * hd;
-      const n = hi - lo;
-      const p = new Float64Array(n);
-      let mx = -Infinity;
-      for (let j = 0; j < n; j++) {
-        let s = 0;
-        for (let d = 0; d < hd; d++) s += q[qo + d]! * k[(g * S + lo + j) * hd + d]!;
-        p[j] = s * scale;
-        mx = Math.max(mx, p[j]!);
-      }
-      let sum = 0;
-      for (let j = 0; j < n; j++) sum += p[j] = Math.exp(p[j]! - mx);
-      for (let j = 0; j < n; j++) p[j] = p[j]! / sum;
-      // dp_j = dout·v_j; ds_j = p_j (dp_j − Σ_i p_i dp_i)
-      const dp = new Float64Array(n);
-      let dsum = 0;
-      for (let j = 0; j < n; j++) {
-        let s = 0;
-        for (let d = 0; d < hd; d++) s += dout[qo + d]! * v[(g * S + lo + j) * hd + d]!;
-        dp[j] = s;
-        dsum += p[j]! * s;
-      }
-      for (let j = 0; j < n; j++) {
-        const row = (g * S + lo + j) * hd;
-        const ds = p[j]! * (dp[j]! - dsum);
-        for (let d = 0; d < hd; d++) {
-          dq[qo + d]! += scale * ds * k[row + d]!;
-          dk[row + d]! += scale * ds * q[qo + d]!;
-          dv[row + d]! += p[j]! * dout[qo + d]!;
-        }
+  forEachAttentionRow(ranges, dims, (qo, g, lo, hi) => {
+    const n = hi - lo;
+    const p = attentionProbs64(q, k, qo, g, lo, hi, dims, scale);
+    // dp_j = dout·v_j; ds_j = p_j (dp_j − Σ_i p_i dp_i)
+    const dp = new Float64Array(n);
+    let dsum = 0;
+    for (let j = 0; j < n; j++) {
+      let s = 0;
+      for (let d = 0; d < hd; d++) s += dout[qo + d]! * v[(g * S + lo + j) * hd + d]!;
+      dp[j] = s;
+      dsum += p[j]! * s;
+    }
+    for (let j = 0; j < n; j++) {
+      const row = (g * S + lo + j) * hd;
+      const ds = p[j]! * (dp[j]! - dsum);
+      for (let d = 0; d < hd; d++) {
+        dq[qo + d]! += scale * ds * k[row + d]!;
+        dk[row + d]! += scale * ds * q[qo + d]!;
+        dv[row + d]! += p[j]! * dout[qo + d]!;
       }
     }
-  }
+  });
   return { dq, dk, dv };
 }
 

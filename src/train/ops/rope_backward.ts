@@ -8,6 +8,7 @@ import type { KernelVariant } from "../../gpu/kernels.js";
 import type { Tensor } from "../../gpu/tensor.js";
 import { expectDType, expectShape, grid, Params } from "../../ops/common.js";
 import { requireOneBinding } from "./common.js";
+import { ropeForward64 } from "../../ops/rope.js";
 
 /** Invocations per workgroup; one invocation per (row, pair), as the forward. */
 const ROPE_BWD_WG = 64;
@@ -36,43 +37,5 @@ export async function ropeBackward(ctx: GpuContext, dy: Tensor, positions: Tenso
 
 /** CPU reference (float64 rotation by −a, a = fround(f32(pos)·invFreq[i]) as the forward). dy [T, nHeads, hd]; returns dx. */
 export function ropeBackwardReference(dy: ArrayLike<number>, positions: ArrayLike<number>, invFreq: ArrayLike<number>, nHeads: number, hd: number): Float64Array {
-  const half = hd / 2;
-  const T = positions.length;
-  if (dy.length !== T * nHeads * hd || invFreq.length !== half) throw new ShapeError(`ropeBackwardReference: sizes do not match T=${T}, nHeads=${nHeads}, hd=${hd}`);
-  const dx = new Float64Array(dy.length);
-  for (let t = 0; t < T; t++) {
-    for (let i = 0; i < half; i++) {
-      const a = Math.fround(Math.fround(positions[t]!) * invFreq[i]!);
-      const c = Math.cos(a);
-      const s = Math.sin(a);
-      for (let h = 0; h < nHeads; h++) {
-        const j = (t * nHeads + h) * hd + i;
-        const g0 = dy[j]!;
-        const g1 = dy[j + half]!;
-        dx[j] = g0 * c + g1 * s;
-        dx[j + half] = g1 * c - g0 * s;
-      }
-    }
-  }
-  return dx;
-}
-
-/** Forward in float64 (for finite differences), same angles as ropeReference. */
-export function ropeForward64(x: ArrayLike<number>, positions: ArrayLike<number>, invFreq: ArrayLike<number>, nHeads: number, hd: number): Float64Array {
-  const half = hd / 2;
-  const T = positions.length;
-  const y = new Float64Array(x.length);
-  for (let t = 0; t < T; t++) {
-    for (let i = 0; i < half; i++) {
-      const a = Math.fround(Math.fround(positions[t]!) * invFreq[i]!);
-      const c = Math.cos(a);
-      const s = Math.sin(a);
-      for (let h = 0; h < nHeads; h++) {
-        const j = (t * nHeads + h) * hd + i;
-        y[j] = x[j]! * c - x[j + half]! * s;
-        y[j + half] = x[j + half]! * c + x[j]! * s;
-      }
-    }
-  }
-  return y;
+  return ropeForward64(dy, positions, invFreq, nHeads, hd, -1);
 }
