@@ -111,7 +111,7 @@ test("RESOLVE equals resolveReference + planReference: the plan, STEP_PENDING an
     assert.equal(plan.slice(0, want.length), want, `${what}: plan`);
     assert.ok(plan.slice(want.length).every((x) => x === 77), `${what}: rows past L untouched`);
     assert.is(step[STEP_PENDING], host.length, `${what}: STEP_PENDING`);
-    assert.is(record, (flag ? 0x80000000 : 0) | bits, `${what}: record`);
+    assert.is(record, ((flag ? 0x80000000 : 0) | bits) >>> 0, `${what}: record`);
     if (pos === 30) assert.is(bits, RECORD_OVERFLOW, `${what}: refused`);
     for (const x of Object.values(b)) x.dispose();
   }
