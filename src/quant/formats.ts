@@ -110,28 +110,34 @@ export function quantizeBlockQ4_0(x: ArrayLike<number>, off: number, qs: Uint8Ar
 }
 
 /**
- * Quantizes W [N, K] (f32 values, row-major) into the split-blocks arrays. `what` names the tensor
- * in errors. Non-finite weights are refused (a NaN block would poison its whole scale).
+ * Quantizes `blocks` consecutive blocks of w (from element 0) into qs / scales starting at block
+ * `firstBlock` of those arrays (so a tensor can be quantized in chunks of whole rows). Non-finite
+ * weights and scales past f16 are refused (UnsupportedError naming `what`).
  */
-export function quantizeMatrix(w: ArrayLike<number>, N: number, K: number, format: QuantFormat, what = "weight"): QuantizedMatrix {
-  checkQuantShape([N, K], format, what);
-  if (w.length !== N * K) throw new ShapeError(`${what}: ${w.length} values given for [${N}, ${K}]`);
-  const { qsBytes } = quantBytes(N, K, format);
-  const blocks = (N * K) / QK;
-  const qs = new Uint8Array(qsBytes);
-  const scales = new Uint16Array(blocks);
+export function quantizeBlocksInto(w: ArrayLike<number>, blocks: number, format: QuantFormat, qs: Uint8Array, scales: Uint16Array, firstBlock: number, what: string): void {
   const bb = quantBlockBytes(format);
   const block = format === "q8_0" ? quantizeBlockQ8_0 : quantizeBlockQ4_0;
   for (let i = 0; i < blocks; i++) {
     const off = i * QK;
     for (let j = 0; j < QK; j++) {
-      if (!Number.isFinite(w[off + j]!)) throw new UnsupportedError(`${what}: element ${off + j} is ${w[off + j]}; non-finite weights cannot be quantized`);
+      if (!Number.isFinite(w[off + j]!)) throw new UnsupportedError(`${what}: element ${(firstBlock + i) * QK + j} is ${w[off + j]}; non-finite weights cannot be quantized`);
     }
-    scales[i] = block(w, off, qs, i * bb);
-    if ((scales[i]! & 0x7c00) === 0x7c00) {
-      throw new UnsupportedError(`${what}: block ${i} (row ${Math.floor(i / (K / QK))}) needs a scale of ${f16BitsToF32(scales[i]!)}, past f16's range (weights beyond ±${format === "q8_0" ? "8.3e6" : "5.2e5"}); it cannot be stored as ${format}`);
+    const s = block(w, off, qs, (firstBlock + i) * bb);
+    if ((s & 0x7c00) === 0x7c00) {
+      throw new UnsupportedError(`${what}: block ${firstBlock + i} needs a scale of ${f16BitsToF32(s)}, past f16's range (weights beyond ±${format === "q8_0" ? "8.3e6" : "5.2e5"}); it cannot be stored as ${format}`);
     }
+    scales[firstBlock + i] = s;
   }
+}
+
+/** Quantizes W [N, K] (f32 values, row-major) into the split-blocks arrays. `what` names the tensor in errors. */
+export function quantizeMatrix(w: ArrayLike<number>, N: number, K: number, format: QuantFormat, what = "weight"): QuantizedMatrix {
+  checkQuantShape([N, K], format, what);
+  if (w.length !== N * K) throw new ShapeError(`${what}: ${w.length} values given for [${N}, ${K}]`);
+  const { qsBytes } = quantBytes(N, K, format);
+  const qs = new Uint8Array(qsBytes);
+  const scales = new Uint16Array((N * K) / QK);
+  quantizeBlocksInto(w, scales.length, format, qs, scales, 0, what);
   return { format, N, K, qs, scales };
 }
 
