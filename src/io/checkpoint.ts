@@ -570,22 +570,33 @@ export interface LoadedModel {
   vocabFromCheckpoint: boolean;
 }
 
+/** A model directory's config and checkpoint, checked against each other; nothing uploaded. */
+export interface ModelCheckpoint {
+  config: ModelConfig;
+  /** True when the embedding's row count replaced config.json's vocab_size. */
+  vocabFromCheckpoint: boolean;
+  ckpt: Checkpoint;
+  /** config.json's "quantization" record of a directory saved quantized (null otherwise). */
+  quantization: QuantizationRecord | null;
+  /** Its weights stored quantized, by `.weight` name (empty otherwise). */
+  stored: Map<string, StoredQuant>;
+  check: WeightCheck;
+  /** The tensors the architecture uses, in load order. */
+  names: string[];
+}
+
 /**
- * Loads a model directory: config (+ generation config), checkpoint headers, vocabulary size
- * from the embedding, tensor names and shapes checked against the config, memory plan checked,
- * then the weights the architecture uses are uploaded (unused tensors are skipped).
+ * Opens a model directory's config and checkpoint and checks them against each other (names,
+ * shapes, layer count, vocabulary). A directory saved quantized has PREFIX.qweight/.scales pairs
+ * standing for PREFIX.weight. The caller closes `ckpt`.
  */
-export async function loadModel(ctx: GpuContext, dirOrPath: string | ModelDir, options: Omit<LoadOptions, "names" | "kvCache" | "stored"> & { contextLength?: number } = {}): Promise<LoadedModel> {
+export async function openModelCheckpoint(dirOrPath: string | ModelDir): Promise<ModelCheckpoint> {
   const dir = await toModelDir(dirOrPath);
   const base = await loadModelConfig(dir);
   const quantization = parseQuantizationRecord(await readJson(dir, "config.json"), joinName(dir.name, "config.json"));
   const ckpt = await openCheckpoint(dir);
   try {
-    // A directory saved quantized: its PREFIX.qweight/.scales pairs stand for PREFIX.weight.
     const stored = quantization ? storedQuantWeights(ckpt, quantization) : new Map<string, StoredQuant>();
-    if (quantization && options.quantize && options.quantize !== quantization.format) {
-      throw new UnsupportedError(`model directory '${dir.name}' is stored as ${quantization.format} (config.json "quantization"); it cannot be loaded as ${options.quantize}`, "load it without --quantize, or quantize the unquantized model");
-    }
     const shapes = ckpt.shapes();
     for (const [weight, s] of stored) {
       const n = storedQuantNames(weight);
@@ -596,11 +607,31 @@ export async function loadModel(ctx: GpuContext, dirOrPath: string | ModelDir, o
     const { config, changed } = reconcileVocabSize(base, (n) => shapes.get(n));
     const check = checkWeights(config, shapes, `checkpoint '${dir.name}'`);
     const names = expectedTensors(config).map((e) => e.name);
+    return { config, vocabFromCheckpoint: changed, ckpt, quantization, stored, check, names };
+  } catch (e) {
+    await ckpt.close();
+    throw e;
+  }
+}
+
+/**
+ * Loads a model directory: config (+ generation config), checkpoint headers, vocabulary size
+ * from the embedding, tensor names and shapes checked against the config, memory plan checked,
+ * then the weights the architecture uses are uploaded (unused tensors are skipped).
+ */
+export async function loadModel(ctx: GpuContext, dirOrPath: string | ModelDir, options: Omit<LoadOptions, "names" | "kvCache" | "stored"> & { contextLength?: number } = {}): Promise<LoadedModel> {
+  const dir = await toModelDir(dirOrPath);
+  const m = await openModelCheckpoint(dir);
+  const { config, ckpt, quantization, stored, check, names } = m;
+  try {
+    if (quantization && options.quantize && options.quantize !== quantization.format) {
+      throw new UnsupportedError(`model directory '${dir.name}' is stored as ${quantization.format} (config.json "quantization"); it cannot be loaded as ${options.quantize}`, "load it without --quantize, or quantize the unquantized model");
+    }
     const loadOptions: LoadOptions = { ...options, names, stored };
     if (options.contextLength !== undefined) loadOptions.kvCache = { config, contextLength: options.contextLength };
     const plan = planMemory(ckpt, loadOptions);
     const weights = await loadTensors(ctx, ckpt, loadOptions);
-    return { config, quantization, weights, plan, check, vocabFromCheckpoint: changed };
+    return { config, quantization, weights, plan, check, vocabFromCheckpoint: m.vocabFromCheckpoint };
   } finally {
     await ckpt.close();
   }
