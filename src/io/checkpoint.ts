@@ -310,7 +310,11 @@ export function checkMemoryPlan(plan: MemoryPlan, limits: Pick<RuntimeLimits, "m
       `the model needs ${formatBytes(plan.totalBytes)} of GPU memory (weights ${formatBytes(plan.weightBytes)}` +
         `${plan.kvCacheBytes ? ` + KV cache ${formatBytes(plan.kvCacheBytes)}` : ""}${plan.reserved.map((r) => ` + ${r.what} ${formatBytes(r.bytes)}`).join("")}), over the budget of ${formatBytes(budgetBytes)}` +
         `${budgetSource ? ` (${budgetSource})` : ""}; nothing was uploaded`,
-      plan.tensors.some((t) => t.dtype === "f32") ? "store the weights as f16 (dtype: 'f16') or shorten the context" : "shorten the context or raise the budget (--gpu-memory SIZE)",
+      plan.tensors.some((t) => t.dtype === "f32")
+        ? "store the weights as f16 (dtype: 'f16'), quantize them (--quantize q8_0|q4_0) or shorten the context"
+        : plan.tensors.some((t) => t.dtype === "f16")
+          ? "quantize the weights (--quantize q8_0|q4_0), shorten the context or raise the budget (--gpu-memory SIZE)"
+          : "shorten the context or raise the budget (--gpu-memory SIZE)",
     );
   }
 }
