@@ -2,11 +2,12 @@
 // round by round in one process: decode GEMV (M = 1) f16 `gemv` vs q8_0 / q4_0 `gemv_q`, and a
 // prefill block (M = 64) f16 `matmul` vs `matmul_q`. GB/s counts the bytes each arm reads of W
 // (f16: 2 per weight; q8_0 1.0625; q4_0 0.5625) plus x and y; extra.speedup is the ratio to the
-// f16 arm's median. Copy bandwidth is measured beside each shape (the machine's load drifts).
+// f16 arm's median. Each quantized kernel also runs as its BLOCKSUM experiment ("_bs": the scale
+// applied once per block). Copy bandwidth is measured beside each shape (the machine's load drifts).
 import type { GpuContext } from "../src/gpu/context.js";
 import type { QuantDType, Tensor } from "../src/gpu/tensor.js";
 import { launchLinear, resolveLinear } from "../src/ops/linear.js";
-import { launchLinearQ, resolveLinearQ } from "../src/ops/linear_q.js";
+import { launchLinearQ, linearQLabel, resolveLinearQ } from "../src/ops/linear_q.js";
 import { packQuantized, quantBytes, quantizeMatrix } from "../src/quant/formats.js";
 import { Rng } from "../src/util/rng.js";
 import { f32ArrayToF16 } from "../src/util/f16.js";
@@ -29,10 +30,11 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
     const f16Plan = resolveLinear(ctx, M, N, K, "f16");
     const arms = [
       { label: f16Plan.label, wBytes: N * K * 2, go: () => launchLinear(ctx, f16Plan.desc, x, w16, null, y, M, N, K), ms: [] as number[], mins: [] as number[], maxs: [] as number[] },
-      ...(["q8_0", "q4_0"] as const).map((f) => {
-        const p = resolveLinearQ(M, f);
+      ...(["q8_0", "q4_0"] as const).flatMap((f) => [false, true].map((blockSum) => {
+        const p0 = resolveLinearQ(M, f);
+        const p = { label: linearQLabel({ ...p0.desc, blockSum }), desc: { ...p0.desc, blockSum } };
         return { label: p.label, wBytes: quantBytes(N, K, f).total, go: () => launchLinearQ(ctx, p.desc, x, wq[f]!, null, y, M, N, K), ms: [] as number[], mins: [] as number[], maxs: [] as number[] };
-      }),
+      })),
     ];
     const reps = N * K * M >= 32e6 ? 1 : 4;
     const copy = await measureCopy(ctx, 32 << 20, 5);

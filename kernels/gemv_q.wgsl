@@ -32,8 +32,22 @@
 // unpack2x16float), no packed-integer builtins (bytes and nibbles by shifts).
 // Accumulation: f32, per lane of a vec4 accumulator; each weight chunk is dequantized exactly
 // (q · d, ≤ 19 significant bits) before its fma, so only the summation order differs from the
-// reference. Bias (f32 or f16 widened) added last.
+// reference. Bias (f32 or f16 widened) added last. BLOCKSUM (experiment, A/B arm in
+// bench/linear-q): the block's Σ q·x is summed unscaled and multiplied by d once per block (Q4_0:
+// Σ n·x − 8·Σ x with the nibbles n unshifted), saving a multiply (and a subtract) per weight chunk;
+// still f32 throughout, another summation order.
 // Constraints: K a multiple of 32 (the launcher refuses others, naming the tensor).
+//
+// Measured (bench/linear-q --quick, lavapipe, 2-core machine at load average 12–16, 2026-12-02,
+// bench/results/2026-12-02-linear-q-ab.json; alternated rounds, speed relative to f16 gemv/matmul
+// on the same shape; the spread within one arm was 2–10×, so only large gaps mean anything):
+//   M=1 2048×2048:  q8_0 ×0.44, q8_0 BLOCKSUM ×0.75, q4_0 ×0.33, q4_0 BLOCKSUM ×0.46
+//   M=1 5632×2048:  q8_0 ×0.89, BLOCKSUM ×1.05;      q4_0 ×0.85, BLOCKSUM ×0.91
+//   M=64 1024×1024: q8_0 ×0.54, BLOCKSUM ×0.70;      q4_0 ×0.78, BLOCKSUM ×0.58
+// So this rows-layout design does not yet beat f16 on lavapipe although it loads 1.9–3.6× fewer
+// bytes of W: its per-lane unpacking costs as much as the saved loads. The standalone experiments
+// of the GPU notes (2.4–3.3× over f16) read lane-interleaved tiles; that layout (as gemv_tiled's)
+// is the next step. Unmeasured on hardware GPUs (memory-bound there, where fewer bytes should win).
 
 struct Params {
   K: u32,         // reduction length, elements (multiple of 32)
@@ -84,16 +98,26 @@ fn load_w(row: u32, b: u32, h: u32, nb: u32, d: f32) -> array<vec4<f32>, 4> {
   let w1 = vec4<f32>((vec4<i32>(bitcast<i32>(p.y)) << sh) >> vec4<u32>(24u));
   let w2 = vec4<f32>((vec4<i32>(bitcast<i32>(p.z)) << sh) >> vec4<u32>(24u));
   let w3 = vec4<f32>((vec4<i32>(bitcast<i32>(p.w)) << sh) >> vec4<u32>(24u));
+#if BLOCKSUM
+  return array<vec4<f32>, 4>(w0, w1, w2, w3);
+#else
   return array<vec4<f32>, 4>(w0 * d, w1 * d, w2 * d, w3 * d);
+#endif
 #else
   let lo = vec4<u32>(0u, 8u, 16u, 24u);
   let hi = vec4<u32>(4u, 12u, 20u, 28u);
   let m = vec4<u32>(15u);
+#if BLOCKSUM
+  // nibbles n unshifted: Σ (n − 8)·x = Σ n·x − 8·Σ x, the second term once per block (main)
+  return array<vec4<f32>, 4>(vec4<f32>((vec4<u32>(p.x) >> lo) & m), vec4<f32>((vec4<u32>(p.y) >> lo) & m),
+                             vec4<f32>((vec4<u32>(p.x) >> hi) & m), vec4<f32>((vec4<u32>(p.y) >> hi) & m));
+#else
   let w0 = vec4<f32>((vec4<u32>(p.x) >> lo) & m) - 8.0;
   let w1 = vec4<f32>((vec4<u32>(p.y) >> lo) & m) - 8.0;
   let w2 = vec4<f32>((vec4<u32>(p.x) >> hi) & m) - 8.0;
   let w3 = vec4<f32>((vec4<u32>(p.y) >> hi) & m) - 8.0;
   return array<vec4<f32>, 4>(w0 * d, w1 * d, w2 * d, w3 * d);
+#endif
 #endif
 }
 
@@ -116,23 +140,53 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   for (var b = 0u; b < nb; b++) {
     var ds: array<f32, {{R}}>;
     for (var r = 0u; r < R; r++) { ds[r] = scale(rows[r], b, nb); }
+#if BLOCKSUM
+    var bacc = array<vec4<f32>, {{ACC}}>();  // [MB][R] this block's Σ q·x, unscaled (explicitly zeroed each block)
+#if !Q8
+    var xsum = array<vec4<f32>, {{MB}}>();   // [MB] this block's Σ x (lanes)
+#endif
+#endif
     for (var h = 0u; h < 2u; h++) {
       var xs: array<vec4<f32>, {{XS}}>;  // [MB][4]
       for (var i = 0u; i < MB; i++) {
         for (var c = 0u; c < 4u; c++) { xs[i * 4u + c] = x[x_index(ms[i], b, h, c, cpr)]; }
+#if BLOCKSUM
+#if !Q8
+        xsum[i] += (xs[i * 4u] + xs[i * 4u + 1u]) + (xs[i * 4u + 2u] + xs[i * 4u + 3u]);
+#endif
+#endif
       }
       for (var r = 0u; r < R; r++) {
         let wc = load_w(rows[r], b, h, nb, ds[r]);
         for (var i = 0u; i < MB; i++) {
+#if BLOCKSUM
+          var a = bacc[i * R + r];
+#else
           var a = acc[i * R + r];
+#endif
           a = fma(wc[0], xs[i * 4u], a);
           a = fma(wc[1], xs[i * 4u + 1u], a);
           a = fma(wc[2], xs[i * 4u + 2u], a);
           a = fma(wc[3], xs[i * 4u + 3u], a);
+#if BLOCKSUM
+          bacc[i * R + r] = a;
+#else
           acc[i * R + r] = a;
+#endif
         }
       }
     }
+#if BLOCKSUM
+    for (var r = 0u; r < R; r++) {
+      for (var i = 0u; i < MB; i++) {
+#if Q8
+        acc[i * R + r] = fma(vec4<f32>(ds[r]), bacc[i * R + r], acc[i * R + r]);
+#else
+        acc[i * R + r] = fma(vec4<f32>(ds[r]), fma(vec4<f32>(-8.0), xsum[i], bacc[i * R + r]), acc[i * R + r]);
+#endif
+      }
+    }
+#endif
   }
   for (var r = 0u; r < R; r++) {
     let n = row0 + r;

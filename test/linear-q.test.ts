@@ -17,7 +17,7 @@ import { ShapeError, UnsupportedError } from "../src/errors.js";
 import type { GpuContext } from "../src/gpu/context.js";
 import type { QuantDType } from "../src/gpu/tensor.js";
 import { linear } from "../src/ops/linear.js";
-import { linearQReference, resolveLinearQ } from "../src/ops/linear_q.js";
+import { launchLinearQ, linearQReference, resolveLinearQ } from "../src/ops/linear_q.js";
 import { packQuantized, quantizeMatrix } from "../src/quant/formats.js";
 
 const EPS32 = 2 ** -24;
@@ -67,6 +67,24 @@ test("q8_0 and q4_0: M 1..5 and 37 × awkward N, K multiples of 32, bias none/f3
       // each tiling forced on the other's M
       await check(ctx, { M: 7, N: 19, K: 64, format, bias: "f16", variant: "gemv" });
       await check(ctx, { M: 1, N: 19, K: 64, format, bias: "none", variant: "matmul" });
+    }
+  });
+});
+
+test("BLOCKSUM experiment (bench A/B arm): gemv_q and matmul_q tilings, both formats, against the reference", async () => {
+  await forDevices({}, async (ctx) => {
+    for (const format of ["q8_0", "q4_0"] as const) {
+      for (const [M, N, K] of [[1, 33, 96], [2, 65, 64], [5, 19, 224]] as const) {
+        const xh = rng.fillUniform(M * K);
+        const q = quantizeMatrix(rng.fillUniform(N * K), N, K, format, "w");
+        const x = ctx.upload(xh, [M, K], "f32", "x");
+        const w = ctx.upload(packQuantized(q), [N, K], format, "w");
+        const y = ctx.upload(new Float32Array(M * N).fill(NaN), [M, N], "f32", "y");
+        const desc = { ...resolveLinearQ(M, format).desc, blockSum: true };
+        await launchLinearQ(ctx, desc, x, w, null, y, M, N, K);
+        assertClose(await y.read(), linearQReference(xh, q, null, M), tolFor(K), `blocksum ${format} M=${M} N=${N} K=${K}`);
+        for (const t of [x, w, y]) t.dispose();
+      }
     }
   });
 });

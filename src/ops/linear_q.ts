@@ -25,6 +25,8 @@ export interface LinearQDesc {
   /** Activation rows per invocation (M-block). */
   mb: number;
   wg: number;
+  /** Experiment: scale once per block (kernels/gemv_q.wgsl BLOCKSUM); an A/B arm of bench/linear-q. */
+  blockSum?: boolean;
 }
 
 // Tile sizes: gemv_q copies gemv's R = 4 / WG = 64 (kernels/gemv.wgsl's measurements); matmul_q
@@ -38,7 +40,7 @@ const MATMUL_Q_WG = 64;
 
 /** Stable name of a quantized kernel, e.g. "gemv_q4_0_r4_mb1_wg64". */
 export function linearQLabel(d: LinearQDesc): string {
-  return `${d.algo.replace("_q", "")}_${d.format}_r${d.rows}_mb${d.mb}_wg${d.wg}`;
+  return `${d.algo.replace("_q", "")}_${d.format}${d.blockSum ? "_bs" : ""}_r${d.rows}_mb${d.mb}_wg${d.wg}`;
 }
 
 export function linearQKernelVariant(d: LinearQDesc): KernelVariant {
@@ -47,6 +49,7 @@ export function linearQKernelVariant(d: LinearQDesc): KernelVariant {
     name: linearQLabel(d),
     defines: {
       Q8: d.format === "q8_0",
+      BLOCKSUM: d.blockSum === true,
       QT: d.format === "q8_0" ? "vec4<u32>" : "vec2<u32>",
       R: d.rows,
       MB: d.mb,
