@@ -44,6 +44,9 @@
 //   M=1 2048×2048:  q8_0 ×0.44, q8_0 BLOCKSUM ×0.75, q4_0 ×0.33, q4_0 BLOCKSUM ×0.46
 //   M=1 5632×2048:  q8_0 ×0.89, BLOCKSUM ×1.05;      q4_0 ×0.85, BLOCKSUM ×0.91
 //   M=64 1024×1024: q8_0 ×0.54, BLOCKSUM ×0.70;      q4_0 ×0.78, BLOCKSUM ×0.58
+// Three more alternated runs of M=1 (7 rounds each, load average 8–10, after making the weight
+// chunks struct members and unrolling the x loads): q4_0 ×0.71–1.36 (BLOCKSUM ×0.76–1.83),
+// q8_0 ×0.47–0.99 (BLOCKSUM ×0.49–1.22) of f16 gemv; the same arm moved 2× between runs.
 // So this rows-layout design does not yet beat f16 on lavapipe although it loads 1.9–3.6× fewer
 // bytes of W: its per-lane unpacking costs as much as the saved loads. The standalone experiments
 // of the GPU notes (2.4–3.3× over f16) read lane-interleaved tiles; that layout (as gemv_tiled's)
@@ -90,7 +93,10 @@ fn x_index(m: u32, b: u32, h: u32, c: u32, cpr: u32) -> u32 {
 }
 
 // The 4 weight chunks of half-block h of block b of W row `row`, dequantized (· d).
-fn load_w(row: u32, b: u32, h: u32, nb: u32, d: f32) -> array<vec4<f32>, 4> {
+// Four weight chunks as struct members (static access only: no array a compiler could spill).
+struct W4 { w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32> }
+
+fn load_w(row: u32, b: u32, h: u32, nb: u32, d: f32) -> W4 {
   let p = q[params.q_base + (row * nb + b) * 2u + h];
 #if Q8
   let sh = vec4<u32>(24u, 16u, 8u, 0u);
@@ -99,9 +105,9 @@ fn load_w(row: u32, b: u32, h: u32, nb: u32, d: f32) -> array<vec4<f32>, 4> {
   let w2 = vec4<f32>((vec4<i32>(bitcast<i32>(p.z)) << sh) >> vec4<u32>(24u));
   let w3 = vec4<f32>((vec4<i32>(bitcast<i32>(p.w)) << sh) >> vec4<u32>(24u));
 #if BLOCKSUM
-  return array<vec4<f32>, 4>(w0, w1, w2, w3);
+  return W4(w0, w1, w2, w3);
 #else
-  return array<vec4<f32>, 4>(w0 * d, w1 * d, w2 * d, w3 * d);
+  return W4(w0 * d, w1 * d, w2 * d, w3 * d);
 #endif
 #else
   let lo = vec4<u32>(0u, 8u, 16u, 24u);
@@ -109,14 +115,14 @@ fn load_w(row: u32, b: u32, h: u32, nb: u32, d: f32) -> array<vec4<f32>, 4> {
   let m = vec4<u32>(15u);
 #if BLOCKSUM
   // nibbles n unshifted: Σ (n − 8)·x = Σ n·x − 8·Σ x, the second term once per block (main)
-  return array<vec4<f32>, 4>(vec4<f32>((vec4<u32>(p.x) >> lo) & m), vec4<f32>((vec4<u32>(p.y) >> lo) & m),
-                             vec4<f32>((vec4<u32>(p.x) >> hi) & m), vec4<f32>((vec4<u32>(p.y) >> hi) & m));
+  return W4(vec4<f32>((vec4<u32>(p.x) >> lo) & m), vec4<f32>((vec4<u32>(p.y) >> lo) & m),
+            vec4<f32>((vec4<u32>(p.x) >> hi) & m), vec4<f32>((vec4<u32>(p.y) >> hi) & m));
 #else
   let w0 = vec4<f32>((vec4<u32>(p.x) >> lo) & m) - 8.0;
   let w1 = vec4<f32>((vec4<u32>(p.y) >> lo) & m) - 8.0;
   let w2 = vec4<f32>((vec4<u32>(p.x) >> hi) & m) - 8.0;
   let w3 = vec4<f32>((vec4<u32>(p.y) >> hi) & m) - 8.0;
-  return array<vec4<f32>, 4>(w0 * d, w1 * d, w2 * d, w3 * d);
+  return W4(w0 * d, w1 * d, w2 * d, w3 * d);
 #endif
 #endif
 }
@@ -149,7 +155,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var h = 0u; h < 2u; h++) {
       var xs: array<vec4<f32>, {{XS}}>;  // [MB][4]
       for (var i = 0u; i < MB; i++) {
-        for (var c = 0u; c < 4u; c++) { xs[i * 4u + c] = x[x_index(ms[i], b, h, c, cpr)]; }
+        xs[i * 4u] = x[x_index(ms[i], b, h, 0u, cpr)];
+        xs[i * 4u + 1u] = x[x_index(ms[i], b, h, 1u, cpr)];
+        xs[i * 4u + 2u] = x[x_index(ms[i], b, h, 2u, cpr)];
+        xs[i * 4u + 3u] = x[x_index(ms[i], b, h, 3u, cpr)];
 #if BLOCKSUM
 #if !Q8
         xsum[i] += (xs[i * 4u] + xs[i * 4u + 1u]) + (xs[i * 4u + 2u] + xs[i * 4u + 3u]);
@@ -164,10 +173,10 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
           var a = acc[i * R + r];
 #endif
-          a = fma(wc[0], xs[i * 4u], a);
-          a = fma(wc[1], xs[i * 4u + 1u], a);
-          a = fma(wc[2], xs[i * 4u + 2u], a);
-          a = fma(wc[3], xs[i * 4u + 3u], a);
+          a = fma(wc.w0, xs[i * 4u], a);
+          a = fma(wc.w1, xs[i * 4u + 1u], a);
+          a = fma(wc.w2, xs[i * 4u + 2u], a);
+          a = fma(wc.w3, xs[i * 4u + 3u], a);
 #if BLOCKSUM
           bacc[i * R + r] = a;
 #else
