@@ -22,6 +22,10 @@ const COMMANDS: Record<string, Command> = {
     summary: "describe a model directory: architecture, parameters, dtypes, GPU bytes, special tokens",
     run: async (argv) => (await import("./cli/info.js")).infoCommand(argv),
   },
+  quantize: {
+    summary: "write a copy of a model directory with its projection weights quantized (--format q8_0|q4_0); loads without re-quantizing",
+    run: async (argv) => (await import("./cli/quantize.js")).quantizeCommand(argv),
+  },
   forward: {
     summary: "run one forward pass and write logits and final-norm hidden states to a safetensors file",
     run: async (argv) => (await import("./cli/forward.js")).forwardCommand(argv),

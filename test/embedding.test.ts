@@ -6,6 +6,7 @@ import { embedding, embeddingReference } from "../src/ops/embedding.js";
 import { UsageError } from "../src/errors.js";
 import { Rng } from "../src/util/rng.js";
 import { f32ArrayToF16, f16ArrayToF32 } from "../src/util/f16.js";
+import { dequantizeMatrix, packQuantized, quantizeMatrix } from "../src/quant/formats.js";
 
 // A gather is a copy (f16 → f32 widening is exact): every comparison is bit-exact.
 const rng = new Rng(7);
@@ -24,6 +25,29 @@ test("embedding: f32 and f16 tables, ids from a GPU buffer, T=1 and odd D, NaN-p
       }
     }
   });
+});
+
+test("embedding: q8_0 and q4_0 tables gather exactly dequantized rows; windows above a forced 64 KiB limit; out-of-range ids flagged", async () => {
+  for (const limit of [undefined, 65536]) {
+    await forDevices(limit ? { maxStorageBufferBindingSize: limit } : {}, async (ctx) => {
+      for (const format of ["q8_0", "q4_0"] as const) {
+        for (const [V, D, ids] of [[5, 32, [4, 0, 4]], [1000, 96, [0, 999, 5, 512, 3, 1000]], [3, 4096, [2, 1]]] as [number, number, number[]][]) {
+          const q = quantizeMatrix(rng.fillNormal(V * D), V, D, format);
+          const tab = ctx.upload(packQuantized(q), [V, D], format, "qtable");
+          const idsT = ctx.upload(Uint32Array.from(ids), [ids.length], "u32", "ids");
+          const out = ctx.upload(new Float32Array(ids.length * D).fill(NaN), [ids.length, D], "f32", "out");
+          const errors = ctx.upload(new Uint32Array(1), [1], "u32", "errors");
+          const before = ctx.stats.dispatches;
+          await embedding(ctx, idsT, tab, { out, errors });
+          const want = embeddingReference(ids, dequantizeMatrix(q), V, D);
+          assertEqualArrays(await out.read(), want.out, `embedding ${format} V=${V} D=${D} limit ${limit ?? "default"}`);
+          assert.is((await errors.read())[0], want.outOfRange ? 1 : 0, "error flag");
+          if (limit && (format === "q8_0" ? V * D : (V * D) / 2) > limit) assert.ok(ctx.stats.dispatches - before > 1, `windowed ${format} V=${V} D=${D}`);
+          for (const t of [tab, idsT, out, errors]) t.dispose();
+        }
+      }
+    });
+  }
 });
 
 test("embedding: table above the binding limit (forced 64 KiB): one dispatch per row window", async () => {

@@ -1,5 +1,5 @@
 // `onegen demo [--input "…"] [--model DIR] [--index DIR] [--data DIR] [--examples N] [--limit N]
-//  [--rebuild-index] [--el-decoding copy-input|free] [--dtype auto|f16|f32] [--quiet]`
+//  [--rebuild-index] [--el-decoding copy-input|free] [--dtype auto|f16|f32] [--quantize q8_0|q4_0] [--quiet]`
 // The bundled demo: loads the demo model (demo/model), loads its indexes (demo/index/{el,mhqa};
 // built from demo/data and saved there when absent), then
 //   - without --input: runs entity linking and multi-hop QA on held-out examples, printing the
@@ -17,13 +17,14 @@ import { openDemoIndexes } from "../demo/indexes.js";
 import { DEFAULT_EL_DECODING, linkSentence } from "../demo/tasks.js";
 import { evaluateModel } from "../demo/eval.js";
 import { DEFAULT_DEMO_DATA, DEFAULT_DEMO_INDEX, DEFAULT_DEMO_MODEL, elDecodingFlag, openDemoModel, requireModelDir } from "./eval.js";
+import { quantizeFlag } from "./model.js";
 
 const DEFAULT_EXAMPLES = 3;
 const DEFAULT_LIMIT = 40;
 
 const USAGE = [
   "usage: onegen demo [--input 'a sentence to link'] [--model DIR (default demo/model)] [--index DIR (default demo/index)] [--data DIR (default demo/data)]",
-  `  [--el-decoding copy-input|free (default ${DEFAULT_EL_DECODING})] [--examples N (shown per task, default ${DEFAULT_EXAMPLES})] [--limit N (held-out sentences and questions scored, default ${DEFAULT_LIMIT})] [--rebuild-index] [--dtype auto|f16|f32] [--gpu-memory SIZE] [--quiet]`,
+  `  [--el-decoding copy-input|free (default ${DEFAULT_EL_DECODING})] [--examples N (shown per task, default ${DEFAULT_EXAMPLES})] [--limit N (held-out sentences and questions scored, default ${DEFAULT_LIMIT})] [--rebuild-index] [--dtype auto|f16|f32] [--quantize q8_0|q4_0] [--gpu-memory SIZE] [--quiet]`,
 ].join("\n");
 
 
@@ -60,7 +61,7 @@ function printMultiHop(w: (s: string) => void, data: DemoData, r: MultiHopResult
 }
 
 export async function demoCommand(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ["model", "index", "data", "input", "examples", "limit", "dtype", "el-decoding", "gpu-memory"], booleans: ["help", "rebuild-index", "quiet"] }, "demo");
+  const args = parseArgs(argv, { values: ["model", "index", "data", "input", "examples", "limit", "dtype", "el-decoding", "gpu-memory", "quantize"], booleans: ["help", "rebuild-index", "quiet"] }, "demo");
   const decoding = elDecodingFlag(args, "demo");
   const copyInput = decoding === "copy-input";
   if (args.bools.has("help")) {
@@ -78,7 +79,7 @@ export async function demoCommand(argv: string[]): Promise<number> {
   await requireModelDir(modelDir, !args.flags.has("model"));
   const data = await loadDemoData(args.flags.get("data") ?? DEFAULT_DEMO_DATA, "test");
   const w = (s: string) => void process.stdout.write(s);
-  const { ctx, model } = await openDemoModel(modelDir, args.flags.get("dtype") ?? "auto", quiet, "demo", sizeFlag(args, "gpu-memory", "demo"));
+  const { ctx, model } = await openDemoModel(modelDir, args.flags.get("dtype") ?? "auto", quiet, "demo", sizeFlag(args, "gpu-memory", "demo"), quantizeFlag(args, "demo"));
   try {
     const t0 = performance.now();
     const indexes = await openDemoIndexes(ctx, model, indexDir, data, {

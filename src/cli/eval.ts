@@ -13,7 +13,8 @@ import { choiceFlag, numberFlag, parseArgs, sizeFlag, type ParsedArgs } from "./
 import { LoadError, UsageError } from "../errors.js";
 import { openDevice } from "../gpu/device.js";
 import { loadDecoder, type LoadedDecoder } from "../model/load.js";
-import { unusedTensorsWarning } from "./model.js";
+import { quantizeFlag, unusedTensorsWarning } from "./model.js";
+import type { QuantFormat } from "../quant/formats.js";
 import { createProgressBar } from "./progress.js";
 import { loadDemoData, SPLITS, type Split } from "../demo/data.js";
 import { trivialScores } from "../demo/baselines.js";
@@ -35,7 +36,7 @@ export const DEMO_MODEL_HINT =
 const USAGE = [
   "usage: onegen eval [--model DIR (default demo/model)] [--index DIR (default demo/index: el/ and mhqa/)] [--data DIR (default demo/data)]",
   `  [--split test|dev|train (default test)] [--json] [--no-two-pass (skip the two-pass baseline)] [--el-decoding copy-input|free (default ${DEFAULT_EL_DECODING})] [--limit N (first N sentences and questions)]`,
-  "  [--build-index (encode and save missing indexes)] [--max-new-tokens N] [--dtype auto|f16|f32] [--gpu-memory SIZE] [--quiet]",
+  "  [--build-index (encode and save missing indexes)] [--max-new-tokens N] [--dtype auto|f16|f32] [--quantize q8_0|q4_0] [--gpu-memory SIZE] [--quiet]",
 ].join("\n");
 
 async function exists(path: string): Promise<boolean> {
@@ -55,12 +56,12 @@ export async function requireModelDir(dir: string, isDefault: boolean): Promise<
 }
 
 /** Opens the device and loads the model (progress on stderr unless quiet). */
-export async function openDemoModel(dir: string, dtype: string, quiet: boolean, command: string, memoryBudgetBytes?: number): Promise<{ ctx: GpuContext; model: LoadedDecoder }> {
+export async function openDemoModel(dir: string, dtype: string, quiet: boolean, command: string, memoryBudgetBytes?: number, quantize?: QuantFormat): Promise<{ ctx: GpuContext; model: LoadedDecoder }> {
   if (dtype !== "auto" && dtype !== "f16" && dtype !== "f32") throw new UsageError(`${command}: --dtype must be auto, f16 or f32, got '${dtype}'`);
   const ctx = await openDevice(memoryBudgetBytes !== undefined ? { memoryBudgetBytes } : {});
   try {
     const bar = quiet ? null : createProgressBar("loading");
-    const model = await loadDecoder(ctx, dir, { dtype, ...(bar ? { onProgress: (p) => bar.update(p) } : {}) });
+    const model = await loadDecoder(ctx, dir, { dtype, ...(quantize ? { quantize } : {}), ...(bar ? { onProgress: (p) => bar.update(p) } : {}) });
     bar?.done();
     const warn = unusedTensorsWarning(command, dir, model.unusedTensors);
     if (warn) process.stderr.write(warn);
@@ -96,7 +97,7 @@ export function elDecodingFlag(args: ParsedArgs, command: string): ElDecoding {
 }
 
 export async function evalCommand(argv: string[]): Promise<number> {
-  const args = parseArgs(argv, { values: ["model", "index", "data", "split", "limit", "max-new-tokens", "dtype", "el-decoding", "gpu-memory"], booleans: ["help", "json", "two-pass", "no-two-pass", "build-index", "quiet"] }, "eval");
+  const args = parseArgs(argv, { values: ["model", "index", "data", "split", "limit", "max-new-tokens", "dtype", "el-decoding", "gpu-memory", "quantize"], booleans: ["help", "json", "two-pass", "no-two-pass", "build-index", "quiet"] }, "eval");
   if (args.bools.has("help")) {
     process.stdout.write(USAGE + "\n");
     return 0;
@@ -115,7 +116,7 @@ export async function evalCommand(argv: string[]): Promise<number> {
   const data = await loadDemoData(dataDir, split);
   const limits = limit !== undefined ? { el: limit, mh: limit } : {};
   const trivial = trivialScores(data, limits);
-  const { ctx, model } = await openDemoModel(modelDir, args.flags.get("dtype") ?? "auto", quiet, "eval", sizeFlag(args, "gpu-memory", "eval"));
+  const { ctx, model } = await openDemoModel(modelDir, args.flags.get("dtype") ?? "auto", quiet, "eval", sizeFlag(args, "gpu-memory", "eval"), quantizeFlag(args, "eval"));
   try {
     const indexes = await openDemoIndexes(ctx, model, indexDir, data, { build: args.bools.has("build-index") });
     try {

@@ -10,7 +10,7 @@ import { writeSafetensors } from "../io/safetensors.js";
 import { NonFiniteError, UsageError } from "../errors.js";
 import { checkOutput, FILE_FORMATS, writeFileAtomic, type InputPath } from "../io/output.js";
 
-const USAGE = "usage: onegen forward --model DIR (--ids 1,2,3 | --text TEXT) --out FILE.safetensors [--dtype auto|f16|f32] [--quiet]";
+const USAGE = "usage: onegen forward --model DIR (--ids 1,2,3 | --text TEXT) --out FILE.safetensors [--dtype auto|f16|f32] [--quantize q8_0|q4_0] [--quiet]";
 
 export async function forwardCommand(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { values: [...MODEL_FLAGS, "ids", "text", "out"], booleans: ["help", "quiet"] }, "forward");

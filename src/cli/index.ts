@@ -18,7 +18,7 @@ import { checkOutput, type InputPath } from "../io/output.js";
 
 const USAGE =
   "usage: onegen index --model DIR --docs FILE.jsonl --out INDEX_DIR [--doc-token TOKEN|#ID (default [SE])] [--skip-first N] " +
-  `[--batch-tokens N (default ${DEFAULT_BATCH_TOKENS})] [--template 'TEXT with {text} and {doc_token}'] [--f32] [--dtype auto|f16|f32] [--quiet]`;
+  `[--batch-tokens N (default ${DEFAULT_BATCH_TOKENS})] [--template 'TEXT with {text} and {doc_token}'] [--f32] [--dtype auto|f16|f32] [--quantize q8_0|q4_0] [--quiet]`;
 
 const DEFAULT_DOC_TOKEN = "[SE]";
 

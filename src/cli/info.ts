@@ -7,9 +7,11 @@
 import { OnegenError, UsageError } from "../errors.js";
 import type { GpuContext } from "../gpu/context.js";
 import { openDevice } from "../gpu/device.js";
-import { checkMemoryPlan, formatBytes, loadModelConfig, openCheckpoint, planMemory, type MemoryPlan } from "../io/checkpoint.js";
+import { checkMemoryPlan, formatBytes, loadModelConfig, openModelCheckpoint, planMemory, type MemoryPlan } from "../io/checkpoint.js";
 import { joinName, toModelDir } from "../io/source.js";
-import { checkWeights, expectedTensors, parameterCount, reconcileVocabSize, type ModelConfig } from "../model/config.js";
+import { parameterCount, type ModelConfig } from "../model/config.js";
+import type { QuantFormat } from "../quant/formats.js";
+import { quantizeFlag } from "./model.js";
 import { tryLoadTokenizer } from "../tokenizer.js";
 import { cliDebug, numberFlag, parseArgs, sizeFlag } from "./args.js";
 import { formatError, oneLine } from "./report-error.js";
@@ -21,7 +23,7 @@ interface CommandIo {
   openDevice?: () => Promise<GpuContext>;
 }
 
-const USAGE = "usage: onegen info --model DIR [--json] [--dtype auto|f16|f32] [--context N] [--gpu-memory SIZE (default: see src/gpu/budget.ts)]";
+const USAGE = "usage: onegen info --model DIR [--json] [--dtype auto|f16|f32] [--quantize q8_0|q4_0] [--context N] [--gpu-memory SIZE (default: see src/gpu/budget.ts)]";
 
 function defaultIo(): CommandIo {
   const proc = (globalThis as { process?: { stdout: { write(s: string): unknown }; stderr: { write(s: string): unknown } } }).process;
@@ -40,6 +42,8 @@ interface ModelInfo {
   dtypes: Record<string, number>;
   gpu: {
     dtype: string;
+    /** The projections' block format: as --quantize asks, or as the directory stores them; null for float. */
+    quantization: string | null;
     weightBytes: number;
     kvCacheBytes: number;
     contextLength: number | null;
@@ -61,8 +65,9 @@ export async function infoCommand(argv: string[], io: CommandIo = defaultIo()): 
   let args;
   let contextLength: number | null;
   let memoryBudgetBytes: number | undefined;
+  let quantize: QuantFormat | undefined;
   try {
-    args = parseArgs(argv, { values: ["model", "dtype", "context", "gpu-memory"], booleans: ["json", "help"] }, "info");
+    args = parseArgs(argv, { values: ["model", "dtype", "context", "gpu-memory", "quantize"], booleans: ["json", "help"] }, "info");
     if (args.bools.has("help")) {
       io.stdout(USAGE + "\n");
       return 0;
@@ -72,6 +77,7 @@ export async function infoCommand(argv: string[], io: CommandIo = defaultIo()): 
     if (dt !== "auto" && dt !== "f16" && dt !== "f32") throw new UsageError(`info: --dtype must be auto, f16 or f32, got '${dt}'`);
     contextLength = numberFlag(args, "context", "info", { integer: true, min: 1 }) ?? null;
     memoryBudgetBytes = sizeFlag(args, "gpu-memory", "info");
+    quantize = quantizeFlag(args, "info");
   } catch (e) {
     if (!(e instanceof UsageError)) throw e;
     io.stderr(formatError(e, "info", cliDebug.enabled).text);
@@ -81,6 +87,7 @@ export async function infoCommand(argv: string[], io: CommandIo = defaultIo()): 
     const info = await modelInfo(args.flags.get("model")!, {
       dtype: (args.flags.get("dtype") ?? "auto") as "auto" | "f16" | "f32",
       contextLength,
+      ...(quantize ? { quantize } : {}),
       openDevice: io.openDevice,
       ...(memoryBudgetBytes !== undefined ? { memoryBudgetBytes } : {}),
     });
@@ -96,20 +103,20 @@ export async function infoCommand(argv: string[], io: CommandIo = defaultIo()): 
 /** Everything `onegen info` reports, as data. Opens the GPU only to read its limits. */
 async function modelInfo(
   path: string,
-  options: { dtype?: "auto" | "f16" | "f32"; contextLength?: number | null; openDevice?: (() => Promise<GpuContext>) | undefined; memoryBudgetBytes?: number } = {},
+  options: { dtype?: "auto" | "f16" | "f32"; quantize?: QuantFormat; contextLength?: number | null; openDevice?: (() => Promise<GpuContext>) | undefined; memoryBudgetBytes?: number } = {},
 ): Promise<ModelInfo> {
   const dir = await toModelDir(path);
   const base = await loadModelConfig(dir);
-  const ckpt = await openCheckpoint(dir);
+  const { config, vocabFromCheckpoint: changed, ckpt, check, names, stored, quantization } = await openModelCheckpoint(dir);
   try {
-    const { config, changed } = reconcileVocabSize(base, (n) => ckpt.tensors.get(n)?.info.shape);
-    const check = checkWeights(config, ckpt.shapes(), `checkpoint '${dir.name}'`);
-    const names = expectedTensors(config).map((e) => e.name);
+    if (quantization && options.quantize && options.quantize !== quantization.format) {
+      throw new UsageError(`--quantize ${options.quantize}: '${dir.name}' is stored as ${quantization.format} (config.json "quantization")`);
+    }
     const ctxLen = options.contextLength ?? null;
     if (ctxLen !== null && ctxLen > config.maxPositionEmbeddings) {
       throw new UsageError(`--context ${ctxLen} exceeds the model's context of ${config.maxPositionEmbeddings} positions (max_position_embeddings in '${joinName(dir.name, "config.json")}')`);
     }
-    const plan: MemoryPlan = planMemory(ckpt, { names, dtype: options.dtype ?? "auto", ...(ctxLen !== null ? { kvCache: { config, contextLength: ctxLen } } : {}) });
+    const plan: MemoryPlan = planMemory(ckpt, { names, stored, dtype: options.dtype ?? "auto", ...(options.quantize ? { quantize: options.quantize } : {}), ...(ctxLen !== null ? { kvCache: { config, contextLength: ctxLen } } : {}) });
     const dtypes: Record<string, number> = {};
     for (const t of plan.tensors) dtypes[t.source] = (dtypes[t.source] ?? 0) + t.shape.reduce((a, b) => a * b, 1);
 
@@ -157,6 +164,7 @@ async function modelInfo(
       dtypes,
       gpu: {
         dtype: options.dtype ?? "auto",
+        quantization: quantization ? `${quantization.format} (stored)` : options.quantize ? `${options.quantize} (quantized while loading)` : null,
         weightBytes: plan.weightBytes,
         kvCacheBytes: plan.kvCacheBytes,
         contextLength: ctxLen,
@@ -203,7 +211,7 @@ function formatInfo(i: ModelInfo): string {
     `parameters:     ${i.parameters.toLocaleString("en-US")} (${count(i.parameters)})`,
     `checkpoint:     ${i.checkpoint.files.length} file(s), ${i.checkpoint.tensors} tensors${i.checkpoint.unusedTensors.length ? ` (${i.checkpoint.unusedTensors.length} unused: ${i.checkpoint.unusedTensors.slice(0, 3).join(", ")}${i.checkpoint.unusedTensors.length > 3 ? ", ..." : ""})` : ""}`,
     `dtypes:         ${Object.entries(i.dtypes).map(([d, n]) => `${d} ${count(n)}`).join(", ")}`,
-    `gpu bytes:      ${formatBytes(i.gpu.weightBytes)} weights (--dtype ${i.gpu.dtype})` +
+    `gpu bytes:      ${formatBytes(i.gpu.weightBytes)} weights (--dtype ${i.gpu.dtype}${i.gpu.quantization ? `; projections ${i.gpu.quantization}` : ""})` +
       (i.gpu.contextLength !== null ? ` + ${formatBytes(i.gpu.kvCacheBytes)} KV cache for ${i.gpu.contextLength} tokens = ${formatBytes(i.gpu.totalBytes)}` : "") +
       (i.gpu.largestTensor ? `; largest tensor ${i.gpu.largestTensor.name} ${formatBytes(i.gpu.largestTensor.bytes)}` : ""),
     i.gpu.adapter !== null

@@ -8,8 +8,17 @@ import { parseIdList, type Tokenizer } from "../tokenizer.js";
 import { createProgressBar } from "./progress.js";
 import { numberFlag, sizeFlag, type ParsedArgs } from "./args.js";
 import { loadModelConfig } from "../io/checkpoint.js";
+import { isQuantFormat, QUANT_FORMATS, type QuantFormat } from "../quant/formats.js";
 
-export const MODEL_FLAGS = ["model", "dtype", "context", "gpu-memory"] as const;
+export const MODEL_FLAGS = ["model", "dtype", "context", "gpu-memory", "quantize"] as const;
+
+/** --quantize FORMAT (q8_0 | q4_0): the projections' block format when loading (src/quant/policy.ts). */
+export function quantizeFlag(args: ParsedArgs, command: string): QuantFormat | undefined {
+  const v = args.flags.get("quantize");
+  if (v === undefined) return undefined;
+  if (!isQuantFormat(v)) throw new UsageError(`${command}: --quantize must be ${QUANT_FORMATS.join(" or ")}, got '${v}'`);
+  return v;
+}
 
 /** The warning line for checkpoint tensors the architecture does not use (they are not loaded). */
 export function unusedTensorsWarning(command: string, dir: string, unused: readonly string[]): string | null {
@@ -28,6 +37,7 @@ export async function openModel(
   const dtype = args.flags.get("dtype") ?? "auto";
   if (dtype !== "auto" && dtype !== "f16" && dtype !== "f32") throw new UsageError(`${command}: --dtype must be auto, f16 or f32, got '${dtype}'`);
   const budget = sizeFlag(args, "gpu-memory", command);
+  const quantize = quantizeFlag(args, command);
   // --context bounds the KV cache: checked against the config before anything is loaded, then
   // added to the memory plan with the weights.
   const context = numberFlag(args, "context", command, { integer: true, min: 1 }) ?? opts.contextLength;
@@ -40,6 +50,7 @@ export async function openModel(
     const bar = args.bools.has("quiet") ? null : createProgressBar("loading");
     const model = await loadDecoder(ctx, dir, {
       dtype,
+      ...(quantize ? { quantize } : {}),
       ...(context !== undefined ? { contextLength: context } : {}),
       ...(opts.reserve ? { reserve: opts.reserve } : {}),
       ...(bar ? { onProgress: (p) => bar.update(p) } : {}),

@@ -32,7 +32,7 @@ import { TOPK_MAX_K } from "../ops/search.js";
 const USAGE = [
   "usage: onegen run --model DIR --index INDEX_DIR --task entity-linking|multihop-qa (--input FILE.jsonl | --text TEXT | --ids LIST)",
   "  [--max-new-tokens N] [--out FILE.jsonl] [--trace FILE.json] [--two-pass] [--k K (hits per retrieval, default 1)]",
-  "  [--temperature T] [--top-k K] [--top-p P] [--seed S] [--context N (KV cache rows)] [--dtype auto|f16|f32] [--quiet]",
+  "  [--temperature T] [--top-k K] [--top-p P] [--seed S] [--context N (KV cache rows)] [--dtype auto|f16|f32] [--quantize q8_0|q4_0] [--quiet]",
   "  [--template 'TEXT with {input}' | --no-template] [--template-ids 'ID,…,{input},ID,…'] [--bos] [--add-tokens '[LK],[SE],…']",
   "  [--doc-token TOKEN|#ID (the index's doc token must be this one; default: refuse an index built at the other task's)] [--gpu-memory SIZE]",
   "  entity linking: [--query-token [LK]|#ID] [--continue-token [_CONTINUE_]|#ID] [--mention-open <MENTION>|#ID,…] [--mention-close </MENTION>|#ID,…] [--max-retrievals N]",

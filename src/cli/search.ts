@@ -11,7 +11,7 @@ import { embedding } from "../ops/embedding.js";
 import { indexGpuBytesOf, loadIndex } from "../onegen/index-files.js";
 import { TOPK_MAX_K } from "../ops/search.js";
 
-const USAGE = "usage: onegen search --model DIR --index INDEX_DIR (--text TEXT | --ids LIST) [--k K (default 5)] [--json] [--dtype auto|f16|f32] [--quiet]";
+const USAGE = "usage: onegen search --model DIR --index INDEX_DIR (--text TEXT | --ids LIST) [--k K (default 5)] [--json] [--dtype auto|f16|f32] [--quantize q8_0|q4_0] [--quiet]";
 
 export async function searchCommand(argv: string[]): Promise<number> {
   const args = parseArgs(argv, { values: [...MODEL_FLAGS, "index", "text", "ids", "k"], booleans: ["help", "json", "quiet"] }, "search");

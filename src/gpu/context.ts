@@ -20,7 +20,7 @@ import { BufferPool } from "./pool.js";
 import { CMD_CLEAR, CMD_COPY, CMD_DISPATCH, CMD_DISPATCH_INDIRECT, CapturedProgram, type ProgramHost, type RecordedCommand, type ReplayTarget } from "./capture.js";
 import { KernelRegistry, type Kernel, type KernelVariant } from "./kernels.js";
 import { Profiler } from "./profiler.js";
-import { DTYPE_BYTES, Tensor, checkShape, numel, type DType, type HostArray } from "./tensor.js";
+import { DTYPE_BYTES, Tensor, checkQuantShape, checkShape, isQuantDType, numel, type DType, type HostArray } from "./tensor.js";
 
 /** Limits this runtime honours (may be stricter than the device's, e.g. a forced binding size for tests). */
 export interface RuntimeLimits {
@@ -221,6 +221,7 @@ export class GpuContext {
   empty<D extends DType>(shape: readonly number[], dtype: D, label = "tensor"): Tensor<D> {
     this.assertUsable();
     checkShape(shape, `tensor '${label}'`);
+    if (isQuantDType(dtype)) checkQuantShape(shape, dtype, `tensor '${label}'`);
     const bytes = numel(shape) * DTYPE_BYTES[dtype];
     if (bytes > this.limits.maxBufferSize) {
       throw new UnsupportedError(
@@ -249,6 +250,10 @@ export class GpuContext {
     this.refuseInGate(`write to '${t.label}'`);
     this.refuseInCapture(`write to '${t.label}'`, "a host write would have to be repeated by every replay: upload before beginCapture, or compute the data on the GPU");
     const bytes = toBytes(data, t.dtype, t.label);
+    if (isQuantDType(t.dtype) && (elementOffset !== 0 || bytes.byteLength !== t.byteLength)) {
+      // Quantized data is two arrays (quants, then scales): only whole-tensor writes are meaningful.
+      throw new ShapeError(`write to '${t.label}': ${t.dtype} tensors are written whole (${t.byteLength} bytes at offset 0), got ${bytes.byteLength} bytes at element ${elementOffset}`);
+    }
     const elems = bytes.byteLength / DTYPE_BYTES[t.dtype];
     if (elementOffset + elems > t.numel) {
       throw new ShapeError(`write to '${t.label}': ${elems} elements at offset ${elementOffset} exceed its ${t.numel} elements`);
@@ -290,12 +295,16 @@ export class GpuContext {
         return new Uint16Array(buf, 0, t.numel) as HostArray<D>;
       case "u32":
         return new Uint32Array(buf, 0, t.numel) as HostArray<D>;
+      case "q8_0":
+      case "q4_0":
+        return new Uint8Array(buf, 0, t.byteLength) as HostArray<D>;
       default:
         return new Int32Array(buf, 0, t.numel) as HostArray<D>;
     }
   }
 
   async readF32(t: Tensor): Promise<Float32Array> {
+    if (isQuantDType(t.dtype)) throw new UnsupportedError(`readF32('${t.label}'): ${t.dtype} is read as bytes (read(), then dequantizeMatrix of src/quant/formats.ts)`);
     const data = await this.read(t);
     if (data instanceof Float32Array) return data;
     if (data instanceof Uint16Array) return f16ArrayToF32(data);
@@ -884,7 +893,8 @@ function toBytes(data: ArrayLike<number> | ArrayBufferView, dtype: DType, label:
       (dtype === "f32" && data instanceof Float32Array) ||
       (dtype === "f16" && data instanceof Uint16Array) ||
       (dtype === "u32" && data instanceof Uint32Array) ||
-      (dtype === "i32" && data instanceof Int32Array);
+      (dtype === "i32" && data instanceof Int32Array) ||
+      (isQuantDType(dtype) && data instanceof Uint8Array);
     if (ok) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
     if (dtype === "f16" && data instanceof Float32Array) return new Uint8Array(float32ToF16(data).buffer);
     if (data instanceof DataView) throw new ShapeError(`upload to '${label}': pass a typed array, not a DataView`);
@@ -899,5 +909,8 @@ function toBytes(data: ArrayLike<number> | ArrayBufferView, dtype: DType, label:
       return new Uint8Array(Uint32Array.from(arr).buffer);
     case "i32":
       return new Uint8Array(Int32Array.from(arr).buffer);
+    case "q8_0":
+    case "q4_0":
+      throw new ShapeError(`upload to '${label}': ${dtype} data is given as its bytes (a Uint8Array, src/quant/formats.ts packQuantized)`);
   }
 }

@@ -7,14 +7,32 @@ import type { GpuContext } from "./context.js";
 
 /**
  * Element types. f16 is IEEE binary16 (needs the shader-f16 feature in kernels that compute on it;
- * storage and copies work without). Packed quantized types (q8/q4 blocks) will join this union.
+ * storage and copies work without). q8_0 / q4_0 are GGUF's 32-weight blocks with an f16 scale,
+ * for weight matrices [N, K] with K a multiple of 32 only, stored as the split-blocks layout of
+ * src/quant/formats.ts (all quants, then all scales): 34 / 18 bytes per 32 weights, hence the
+ * fractional bytes per element below (a whole number for every legal shape).
  */
-export type DType = "f32" | "f16" | "u32" | "i32";
+export type DType = "f32" | "f16" | "u32" | "i32" | "q8_0" | "q4_0";
 
-export const DTYPE_BYTES: Readonly<Record<DType, number>> = { f32: 4, f16: 2, u32: 4, i32: 4 };
+export const DTYPE_BYTES: Readonly<Record<DType, number>> = { f32: 4, f16: 2, u32: 4, i32: 4, q8_0: 34 / 32, q4_0: 18 / 32 };
 
-/** The host array a dtype reads back as (f16 as raw bits in a Uint16Array). */
-export type HostArray<D extends DType> = D extends "f32"
+/** Block-quantized weight dtypes (src/quant/formats.ts). */
+export type QuantDType = "q8_0" | "q4_0";
+export function isQuantDType(d: DType): d is QuantDType {
+  return d === "q8_0" || d === "q4_0";
+}
+
+/** Refuses a shape a block-quantized dtype cannot hold: [N, K] with K a positive multiple of 32. */
+export function checkQuantShape(shape: readonly number[], dtype: QuantDType, what: string): void {
+  if (shape.length !== 2 || !(shape[0]! >= 1) || !(shape[1]! >= 1) || shape[1]! % 32 !== 0) {
+    throw new ShapeError(`${what} has shape [${shape.join(", ")}]; ${dtype} holds [N, K] with K a positive multiple of 32`);
+  }
+}
+
+/** The host array a dtype reads back as (f16 as raw bits in a Uint16Array, quantized as their bytes). */
+export type HostArray<D extends DType> = D extends QuantDType
+  ? Uint8Array
+  : D extends "f32"
   ? Float32Array
   : D extends "f16"
     ? Uint16Array

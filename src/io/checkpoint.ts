@@ -9,7 +9,9 @@
 
 import { LoadError, ShapeError, UnsupportedError } from "../errors.js";
 import type { GpuContext, RuntimeLimits } from "../gpu/context.js";
-import { DTYPE_BYTES, type DType, type Tensor } from "../gpu/tensor.js";
+import { DTYPE_BYTES, isQuantDType, type DType, type QuantDType, type Tensor } from "../gpu/tensor.js";
+import { QK, quantBytes, quantizeBlocksInto, type QuantFormat } from "../quant/formats.js";
+import { isQuantizedWeight, parseQuantizationRecord, storedQuantNames, type QuantizationRecord } from "../quant/policy.js";
 import { bf16ArrayToF32 } from "../util/f16.js";
 import { checkWeights, expectedTensors, kvCacheBytes, parseModelConfig, reconcileVocabSize, type ModelConfig, type WeightCheck } from "../model/config.js";
 import {
@@ -152,6 +154,12 @@ export async function loadModelConfig(dirOrPath: string | ModelDir): Promise<Mod
 export interface DtypeOptions {
   /** Float weights on the GPU: "auto" keeps F32 as f32 and stores F16/BF16 as f16; "f16"/"f32" force one. */
   dtype?: "auto" | "f16" | "f32";
+  /**
+   * Quantize the decoder layers' projection weights (src/quant/policy.ts isQuantizedWeight) to
+   * GGUF Q8_0 / Q4_0 blocks on the host while streaming them, one tensor at a time; every other
+   * tensor follows `dtype`. Each such weight's K must be a multiple of 32 (refused in the plan).
+   */
+  quantize?: QuantFormat;
   /** Per-tensor override (e.g. norms in f32); return undefined to use `dtype`. */
   dtypeFor?: (name: string, source: SafetensorsDtype) => DType | undefined;
 }
@@ -167,6 +175,7 @@ export function gpuDtypeFor(name: string, source: SafetensorsDtype, options: Dty
     return override;
   }
   if (isFloat) {
+    if (options.quantize && isQuantizedWeight(name)) return options.quantize;
     const policy = options.dtype ?? "auto";
     if (policy !== "auto") return policy;
     return source === "F32" || source === "F64" ? "f32" : "f16";
@@ -212,7 +221,20 @@ export interface MemoryPlan {
   largest: PlannedTensor | null;
 }
 
+/**
+ * A weight stored quantized in a model directory (src/quant/save.ts): `PREFIX.qweight` U8 and
+ * `PREFIX.scales` F16 standing for `PREFIX.weight` [N, K]; loaded as they are (no re-quantizing).
+ */
+export interface StoredQuant {
+  format: QuantFormat;
+  shape: readonly [number, number];
+  qweight: CheckpointTensor;
+  scales: CheckpointTensor;
+}
+
 export interface PlanOptions extends DtypeOptions {
+  /** Weights stored quantized, by their `.weight` name (storedQuantWeights). */
+  stored?: ReadonlyMap<string, StoredQuant>;
   /** Tensors to load (default: all in the checkpoint). */
   names?: readonly string[];
   /** GPU memory the caller will add after loading (e.g. { what: "index 'DIR'", bytes }), planned with the weights. */
@@ -229,14 +251,27 @@ export function planMemory(ckpt: Checkpoint, options: PlanOptions = {}): MemoryP
   let fileBytes = 0;
   let largest: PlannedTensor | null = null;
   for (const name of names) {
-    const { info } = ckpt.get(name);
-    const dtype = gpuDtypeFor(name, info.dtype, options);
-    const gpuBytes = Math.ceil((info.numel * DTYPE_BYTES[dtype]) / 4) * 4;
-    const p: PlannedTensor = { name, shape: info.shape, source: info.dtype, dtype, fileBytes: info.byteLength, gpuBytes };
+    const stored = options.stored?.get(name);
+    let p: PlannedTensor;
+    if (stored) {
+      const gpuBytes = quantBytes(stored.shape[0], stored.shape[1], stored.format).total;
+      p = { name, shape: stored.shape, source: stored.qweight.info.dtype, dtype: stored.format, fileBytes: stored.qweight.info.byteLength + stored.scales.info.byteLength, gpuBytes };
+    } else {
+      const { info } = ckpt.get(name);
+      const dtype = gpuDtypeFor(name, info.dtype, options);
+      if (isQuantDType(dtype) && (info.shape.length !== 2 || info.shape[1]! % QK !== 0)) {
+        throw new UnsupportedError(
+          `tensor '${name}' [${info.shape.join(", ")}] cannot be quantized to ${dtype}: its rows (K = ${info.shape[info.shape.length - 1]}) are not a multiple of ${QK}; nothing was uploaded`,
+          "load this model without --quantize",
+        );
+      }
+      const gpuBytes = Math.ceil((info.numel * DTYPE_BYTES[dtype]) / 4) * 4;
+      p = { name, shape: info.shape, source: info.dtype, dtype, fileBytes: info.byteLength, gpuBytes };
+    }
     tensors.push(p);
-    weightBytes += gpuBytes;
-    fileBytes += info.byteLength;
-    if (!largest || gpuBytes > largest.gpuBytes) largest = p;
+    weightBytes += p.gpuBytes;
+    fileBytes += p.fileBytes;
+    if (!largest || p.gpuBytes > largest.gpuBytes) largest = p;
   }
   const kv = options.kvCache;
   const kvBytes = kv ? kvCacheBytes(kv.config, kv.contextLength, kv.bytesPerElement ?? 2, kv.batch ?? 1) : 0;
@@ -275,7 +310,11 @@ export function checkMemoryPlan(plan: MemoryPlan, limits: Pick<RuntimeLimits, "m
       `the model needs ${formatBytes(plan.totalBytes)} of GPU memory (weights ${formatBytes(plan.weightBytes)}` +
         `${plan.kvCacheBytes ? ` + KV cache ${formatBytes(plan.kvCacheBytes)}` : ""}${plan.reserved.map((r) => ` + ${r.what} ${formatBytes(r.bytes)}`).join("")}), over the budget of ${formatBytes(budgetBytes)}` +
         `${budgetSource ? ` (${budgetSource})` : ""}; nothing was uploaded`,
-      plan.tensors.some((t) => t.dtype === "f32") ? "store the weights as f16 (dtype: 'f16') or shorten the context" : "shorten the context or raise the budget (--gpu-memory SIZE)",
+      plan.tensors.some((t) => t.dtype === "f32")
+        ? "store the weights as f16 (dtype: 'f16'), quantize them (--quantize q8_0|q4_0) or shorten the context"
+        : plan.tensors.some((t) => t.dtype === "f16")
+          ? "quantize the weights (--quantize q8_0|q4_0), shorten the context or raise the budget (--gpu-memory SIZE)"
+          : "shorten the context or raise the budget (--gpu-memory SIZE)",
     );
   }
 }
@@ -357,6 +396,7 @@ export async function uploadTensor(
   dtype: DType,
   options: { chunkBytes?: number; label?: string; onBytes?: (n: number) => void } = {},
 ): Promise<Tensor> {
+  if (isQuantDType(dtype)) return uploadQuantized(ctx, entry, dtype, options);
   const { file, info } = entry;
   const what = `'${file.name}', tensor '${info.name}'`;
   const t = ctx.empty(info.shape, dtype, options.label ?? info.name);
@@ -379,6 +419,88 @@ export async function uploadTensor(
     if (e instanceof RangeError) throw new LoadError(`${what}: host memory ran out while reading it (${e.message})`, "lower chunkBytes, or free host memory");
     throw e;
   }
+}
+
+/**
+ * Quantizes one float checkpoint tensor W [N, K] on the host while streaming it (chunks of whole
+ * rows, each converted to f32 and quantized into the split-blocks arrays), then uploads the packed
+ * bytes in one write. Host memory: the quantized tensor (1.06 / 0.56 bytes per weight) plus one
+ * chunk. Non-finite weights are refused here (the GPU scan only sees float tensors).
+ */
+async function uploadQuantized(
+  ctx: GpuContext,
+  entry: CheckpointTensor,
+  format: QuantDType,
+  options: { chunkBytes?: number; label?: string; onBytes?: (n: number) => void },
+): Promise<Tensor> {
+  const { file, info } = entry;
+  const what = `'${file.name}', tensor '${info.name}'`;
+  const [N, K] = info.shape as [number, number];
+  const { qsBytes, total } = quantBytes(N, K, format);
+  let packed: Uint8Array;
+  try {
+    packed = new Uint8Array(total);
+  } catch (e) {
+    if (e instanceof RangeError) throw new LoadError(`${what}: host memory ran out while quantizing it (${e.message})`, "free host memory");
+    throw e;
+  }
+  const qs = packed.subarray(0, qsBytes);
+  const scales = new Uint16Array(packed.buffer, qsBytes, (N * K) / QK);
+  const srcElemBytes = dtypeBits(info.dtype) / 8;
+  const rowsPer = Math.max(1, Math.floor((options.chunkBytes ?? DEFAULT_CHUNK) / (K * srcElemBytes)));
+  for (let r = 0; r < N; r += rowsPer) {
+    const n = Math.min(rowsPer, N - r);
+    const bytes = await file.readBytes(info.name, r * K * srcElemBytes, n * K * srcElemBytes);
+    const f = convertForGpu(bytes, info.dtype, "f32", what) as Float32Array;
+    let bad = 0;
+    for (let i = 0; i < f.length; i++) if (!Number.isFinite(f[i]!)) bad++;
+    if (bad > 0) throw new LoadError(`${what}: ${bad} NaN/infinite value(s) in rows ${r}..${r + n - 1}; a model with non-finite weights cannot run`);
+    quantizeBlocksInto(f, (n * K) / QK, format, qs, scales, (r * K) / QK, what);
+    options.onBytes?.(n * K * srcElemBytes);
+  }
+  return ctx.upload(packed, info.shape, format, options.label ?? info.name);
+}
+
+/** Uploads a weight stored quantized (PREFIX.qweight + PREFIX.scales) as they are: one packed write. */
+async function uploadStoredQuant(ctx: GpuContext, name: string, s: StoredQuant, options: { label?: string; onBytes?: (n: number) => void }): Promise<Tensor> {
+  const [N, K] = s.shape;
+  const { qsBytes, total } = quantBytes(N, K, s.format);
+  const packed = new Uint8Array(total);
+  packed.set(await s.qweight.file.readBytes(s.qweight.info.name, 0, qsBytes), 0);
+  const scaleBytes = await s.scales.file.readBytes(s.scales.info.name, 0, total - qsBytes);
+  for (let i = 0; i + 1 < scaleBytes.length; i += 2) {
+    if ((scaleBytes[i + 1]! & 0x7c) === 0x7c) throw new LoadError(`'${s.scales.file.name}', tensor '${s.scales.info.name}': scale ${i / 2} is NaN/infinite; a model with non-finite weights cannot run`);
+  }
+  packed.set(scaleBytes, qsBytes);
+  options.onBytes?.(total);
+  return ctx.upload(packed, s.shape, s.format, options.label ?? name);
+}
+
+/**
+ * The weights a quantized model directory stores as PREFIX.qweight + PREFIX.scales, by their
+ * `.weight` names, with shapes checked against the record's format: qweight U8 [N, K] (q8_0) or
+ * [N, K/2] (q4_0), scales F16 [N, K/32]. K comes from the scales' width.
+ */
+export function storedQuantWeights(ckpt: Checkpoint, record: QuantizationRecord): Map<string, StoredQuant> {
+  const out = new Map<string, StoredQuant>();
+  for (const [name, t] of ckpt.tensors) {
+    if (!name.endsWith(".qweight")) continue;
+    const weight = name.replace(/\.qweight$/, ".weight");
+    const { scales: sName } = storedQuantNames(weight);
+    const scales = ckpt.tensors.get(sName);
+    const where = `checkpoint '${ckpt.name}'`;
+    if (!scales) throw new LoadError(`${where}: '${name}' has no '${sName}' beside it`);
+    const [N, B] = scales.info.shape as [number, number];
+    const K = B * QK;
+    const qCols = record.format === "q8_0" ? K : K / 2;
+    if (t.info.dtype !== "U8" || scales.info.dtype !== "F16" || scales.info.shape.length !== 2 || t.info.shape.length !== 2 || t.info.shape[0] !== N || t.info.shape[1] !== qCols) {
+      throw new LoadError(
+        `${where}: '${name}' ${t.info.dtype} [${t.info.shape.join(", ")}] and '${sName}' ${scales.info.dtype} [${scales.info.shape.join(", ")}] are not a ${record.format} weight (expected U8 [N, ${record.format === "q8_0" ? "K" : "K/2"}] and F16 [N, K/32])`,
+      );
+    }
+    out.set(weight, { format: record.format, shape: [N, K], qweight: t, scales });
+  }
+  return out;
 }
 
 /**
@@ -405,14 +527,16 @@ export async function loadTensors(ctx: GpuContext, ckpt: Checkpoint, options: Lo
   try {
     for (const p of plan.tensors) {
       progress.tensor = p.name;
-      const t = await uploadTensor(ctx, ckpt.get(p.name), p.dtype, {
+      const upOpts = {
         chunkBytes: options.chunkBytes,
         label: `${options.labelPrefix ?? ""}${p.name}`,
-        onBytes: (n) => {
+        onBytes: (n: number) => {
           progress.bytesDone += n;
           options.onProgress?.({ ...progress });
         },
-      });
+      };
+      const stored = options.stored?.get(p.name);
+      const t = stored ? await uploadStoredQuant(ctx, p.name, stored, upOpts) : await uploadTensor(ctx, ckpt.get(p.name), p.dtype, upOpts);
       out.set(p.name, t);
       if (t.dtype === "f32" || t.dtype === "f16") await scan.add(t, p.name);
       progress.tensorsDone++;
@@ -441,6 +565,8 @@ export async function loadTensors(ctx: GpuContext, ckpt: Checkpoint, options: Lo
 
 export interface LoadedModel {
   config: ModelConfig;
+  /** config.json's "quantization" record of a directory saved quantized (null otherwise). */
+  quantization: QuantizationRecord | null;
   weights: Map<string, Tensor>;
   plan: MemoryPlan;
   check: WeightCheck;
@@ -448,24 +574,68 @@ export interface LoadedModel {
   vocabFromCheckpoint: boolean;
 }
 
+/** A model directory's config and checkpoint, checked against each other; nothing uploaded. */
+export interface ModelCheckpoint {
+  config: ModelConfig;
+  /** True when the embedding's row count replaced config.json's vocab_size. */
+  vocabFromCheckpoint: boolean;
+  ckpt: Checkpoint;
+  /** config.json's "quantization" record of a directory saved quantized (null otherwise). */
+  quantization: QuantizationRecord | null;
+  /** Its weights stored quantized, by `.weight` name (empty otherwise). */
+  stored: Map<string, StoredQuant>;
+  check: WeightCheck;
+  /** The tensors the architecture uses, in load order. */
+  names: string[];
+}
+
+/**
+ * Opens a model directory's config and checkpoint and checks them against each other (names,
+ * shapes, layer count, vocabulary). A directory saved quantized has PREFIX.qweight/.scales pairs
+ * standing for PREFIX.weight. The caller closes `ckpt`.
+ */
+export async function openModelCheckpoint(dirOrPath: string | ModelDir): Promise<ModelCheckpoint> {
+  const dir = await toModelDir(dirOrPath);
+  const base = await loadModelConfig(dir);
+  const quantization = parseQuantizationRecord(await readJson(dir, "config.json"), joinName(dir.name, "config.json"));
+  const ckpt = await openCheckpoint(dir);
+  try {
+    const stored = quantization ? storedQuantWeights(ckpt, quantization) : new Map<string, StoredQuant>();
+    const shapes = ckpt.shapes();
+    for (const [weight, s] of stored) {
+      const n = storedQuantNames(weight);
+      shapes.delete(n.qweight);
+      shapes.delete(n.scales);
+      shapes.set(weight, s.shape);
+    }
+    const { config, changed } = reconcileVocabSize(base, (n) => shapes.get(n));
+    const check = checkWeights(config, shapes, `checkpoint '${dir.name}'`);
+    const names = expectedTensors(config).map((e) => e.name);
+    return { config, vocabFromCheckpoint: changed, ckpt, quantization, stored, check, names };
+  } catch (e) {
+    await ckpt.close();
+    throw e;
+  }
+}
+
 /**
  * Loads a model directory: config (+ generation config), checkpoint headers, vocabulary size
  * from the embedding, tensor names and shapes checked against the config, memory plan checked,
  * then the weights the architecture uses are uploaded (unused tensors are skipped).
  */
-export async function loadModel(ctx: GpuContext, dirOrPath: string | ModelDir, options: Omit<LoadOptions, "names" | "kvCache"> & { contextLength?: number } = {}): Promise<LoadedModel> {
+export async function loadModel(ctx: GpuContext, dirOrPath: string | ModelDir, options: Omit<LoadOptions, "names" | "kvCache" | "stored"> & { contextLength?: number } = {}): Promise<LoadedModel> {
   const dir = await toModelDir(dirOrPath);
-  const base = await loadModelConfig(dir);
-  const ckpt = await openCheckpoint(dir);
+  const m = await openModelCheckpoint(dir);
+  const { config, ckpt, quantization, stored, check, names } = m;
   try {
-    const { config, changed } = reconcileVocabSize(base, (n) => ckpt.tensors.get(n)?.info.shape);
-    const check = checkWeights(config, ckpt.shapes(), `checkpoint '${dir.name}'`);
-    const names = expectedTensors(config).map((e) => e.name);
-    const loadOptions: LoadOptions = { ...options, names };
+    if (quantization && options.quantize && options.quantize !== quantization.format) {
+      throw new UnsupportedError(`model directory '${dir.name}' is stored as ${quantization.format} (config.json "quantization"); it cannot be loaded as ${options.quantize}`, "load it without --quantize, or quantize the unquantized model");
+    }
+    const loadOptions: LoadOptions = { ...options, names, stored };
     if (options.contextLength !== undefined) loadOptions.kvCache = { config, contextLength: options.contextLength };
     const plan = planMemory(ckpt, loadOptions);
     const weights = await loadTensors(ctx, ckpt, loadOptions);
-    return { config, weights, plan, check, vocabFromCheckpoint: changed };
+    return { config, quantization, weights, plan, check, vocabFromCheckpoint: m.vocabFromCheckpoint };
   } finally {
     await ckpt.close();
   }

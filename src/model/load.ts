@@ -3,7 +3,8 @@
 // when the directory has one (commands given token ids work without it).
 
 import type { GpuContext } from "../gpu/context.js";
-import type { Tensor } from "../gpu/tensor.js";
+import { isQuantDType, type Tensor } from "../gpu/tensor.js";
+import type { QuantFormat } from "../quant/formats.js";
 import { UnsupportedError } from "../errors.js";
 import { loadModel, type LoadProgress } from "../io/checkpoint.js";
 import type { ModelDir } from "../io/source.js";
@@ -16,6 +17,13 @@ import { gemvPackBytes, gemvTiledPreferred, gemvTiledShape, packGemvWeight, rele
 export interface LoadDecoderOptions {
   /** Float weights on the GPU: "auto" (F32 stays f32, F16/BF16 become f16), or force "f16"/"f32". */
   dtype?: "auto" | "f16" | "f32";
+  /**
+   * Quantize the decoder layers' projection weights while loading (GGUF Q8_0 / Q4_0 blocks, host
+   * per tensor; src/quant/policy.ts says which tensors and why). Embeddings, norms, biases and
+   * lm_head stay as `dtype` says. A directory saved quantized (`onegen quantize`) loads as stored
+   * without this option; giving another format for it is refused.
+   */
+  quantize?: QuantFormat;
   /** Context length the caller plans to use (added to the memory plan). */
   contextLength?: number;
   /** Refuse to load when weights + KV cache (+ reserve) exceed this many bytes (default: the context's budget). */
@@ -45,8 +53,10 @@ export interface LoadedDecoder {
   decoder: Decoder;
   config: ModelConfig;
   tokenizer: Tokenizer | null;
-  /** GPU bytes of the weights. */
+  /** GPU bytes of the weights (quantized weights at their packed size). */
   weightBytes: number;
+  /** The projections' block format: "q4_0 (quantized while loading)", "q8_0 (stored)", or null (float). */
+  quantization: string | null;
   /**
    * Checkpoint tensors this architecture does not use (not uploaded), e.g. an old checkpoint's
    * rotary_emb.inv_freq or a head another model added. Reported, never silently dropped: the CLI
@@ -67,6 +77,7 @@ export async function loadDecoder(ctx: GpuContext, dir: string | ModelDir, opts:
   // f16 weights need no shader-f16: every kernel that reads them has a packed-pairs path.
   const loaded = await loadModel(ctx, dir, {
     dtype,
+    ...(opts.quantize !== undefined ? { quantize: opts.quantize } : {}),
     ...(opts.contextLength !== undefined ? { contextLength: opts.contextLength } : {}),
     ...(opts.budgetBytes !== undefined ? { budgetBytes: opts.budgetBytes } : {}),
     ...(opts.reserve !== undefined ? { reserve: opts.reserve } : {}),
@@ -102,7 +113,8 @@ export async function loadDecoder(ctx: GpuContext, dir: string | ModelDir, opts:
     invFreq,
   };
   const tokenizer = opts.noTokenizer ? null : await tryLoadTokenizer(dir, opts.tokenizer ?? {});
-  const projections = [...new Set([...layers.flatMap((L) => [L.q, L.k, L.v, L.o, L.gate, L.up, L.down]), weights.lmHead])];
+  // Tiled GEMV copies exist for float weights only (quantized ones are read in their blocks).
+  const projections = [...new Set([...layers.flatMap((L) => [L.q, L.k, L.v, L.o, L.gate, L.up, L.down]), weights.lmHead])].filter((t) => !isQuantDType(t.dtype));
   let gemvLayout: string;
   try {
     gemvLayout = await packProjections(ctx, projections, opts.gemvLayout ?? "rows");
@@ -117,6 +129,7 @@ export async function loadDecoder(ctx: GpuContext, dir: string | ModelDir, opts:
     config: c,
     tokenizer,
     weightBytes: loaded.plan.weightBytes,
+    quantization: loaded.quantization ? `${loaded.quantization.format} (stored)` : opts.quantize ? `${opts.quantize} (quantized while loading)` : null,
     unusedTensors: loaded.check.unused,
     gemvLayout,
     dispose: () => {

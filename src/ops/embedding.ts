@@ -19,7 +19,8 @@
 import type { GpuContext } from "../gpu/context.js";
 import type { KernelVariant } from "../gpu/kernels.js";
 import { Tensor } from "../gpu/tensor.js";
-import { DTYPE_BYTES } from "../gpu/tensor.js";
+import { DTYPE_BYTES, isQuantDType, type QuantDType } from "../gpu/tensor.js";
+import { quantBytes } from "../quant/formats.js";
 import { ShapeError, UsageError } from "../errors.js";
 import { expectDType, expectShape, grid, Params, storeFeatures, storeType, type StoreType } from "./common.js";
 
@@ -34,6 +35,16 @@ export function embeddingKernel(table: StoreType): KernelVariant {
     defines: { F16: table === "f16", PACKED: table === "f16p", E: table === "f16p" ? "u32" : table, WG: EMBEDDING_WG },
     bindings: ["read", "read", "read_write", "read_write", "uniform"],
     features: storeFeatures(table),
+  };
+}
+
+/** The gather kernel for a block-quantized table (kernels/embedding_q.wgsl). */
+export function embeddingQKernel(format: QuantDType): KernelVariant {
+  return {
+    file: "embedding_q",
+    name: `embedding_${format}_wg${EMBEDDING_WG}`,
+    defines: { Q8: format === "q8_0", WG: EMBEDDING_WG },
+    bindings: ["read", "read", "read", "read_write", "read_write", "uniform"],
   };
 }
 
@@ -66,13 +77,14 @@ export function idsTensor(ctx: GpuContext, ids: Tensor | ArrayLike<number>, V: n
 
 /**
  * out[t, :] = table[ids[t], :] for ids u32 [T] (a GPU tensor, or host ids that are validated and
- * uploaded) and table [V, D] f32 or f16. Returns out [T, D] f32.
+ * uploaded) and table [V, D] f32, f16, or q8_0 / q4_0 (rows dequantized exactly: a quantized
+ * projection's rows, e.g. for the model fingerprint). Returns out [T, D] f32.
  */
 export async function embedding(ctx: GpuContext, ids: Tensor | ArrayLike<number>, table: Tensor, opts: EmbeddingOptions = {}): Promise<Tensor> {
   const op = "embedding";
   if (table.shape.length !== 2) throw new ShapeError(`${op}: table ('${table.label}') has shape [${table.shape.join(", ")}], expected [V, D]`);
   const [V, D] = table.shape as [number, number];
-  expectDType(table, ["f32", "f16"], op, "table");
+  expectDType(table, ["f32", "f16", "q8_0", "q4_0"], op, "table");
   const { ids: idsT, uploaded } = idsTensor(ctx, ids, V, table.label, op);
   const T = idsT.shape[0]!;
   const { out, errors } = opts;
@@ -84,15 +96,34 @@ export async function embedding(ctx: GpuContext, ids: Tensor | ArrayLike<number>
     expectDType(errors, ["u32"], op, "errors");
     expectShape(errors, [1], op, "errors");
   }
-  const dtype = table.dtype as "f32" | "f16";
-  const kernel = await ctx.kernels.get(embeddingKernel(storeType(ctx, dtype)));
+  const dtype = table.dtype;
+  const kernel = await ctx.kernels.get(isQuantDType(dtype) ? embeddingQKernel(dtype) : embeddingKernel(storeType(ctx, dtype as "f32" | "f16")));
   const result = out ?? ctx.empty([T, D], "f32", "embedding.out");
   let err = errors;
   if (!err) {
     err = scratchErrors.get(ctx);
     if (!err || err.isDisposed) scratchErrors.set(ctx, (err = ctx.empty([1], "u32", "embedding.errors-scratch")));
   }
-  if (T > 0 && D > 0) {
+  if (T > 0 && D > 0 && isQuantDType(dtype)) {
+    // Windows of whole rows; quants and scales bound at the aligned offset at or below their start.
+    const limit = ctx.limits.maxStorageBufferBindingSize;
+    const align = ctx.limits.minStorageBufferOffsetAlignment;
+    const { qsBytes } = quantBytes(V, D, dtype);
+    const rowQ = qsBytes / V;
+    const per = Math.floor((limit - align - 4) / rowQ);
+    if (per < 1) throw new ShapeError(`${op}: one row of table '${table.label}' (${rowQ} bytes of quants) exceeds the storage binding limit of ${limit} bytes`);
+    const bind = (start: number, size: number) => {
+      const at = start - (start % align);
+      return { res: { tensor: table, byteOffset: at, byteSize: Math.ceil((start + size - at) / 4) * 4 }, skew: start - at };
+    };
+    for (let r0 = 0; r0 < V; r0 += per) {
+      const rows = Math.min(per, V - r0);
+      const qb = bind(r0 * rowQ, rows * rowQ);
+      const sb = bind(qsBytes + (r0 * D * 2) / 32, (rows * D * 2) / 32);
+      const params = new Params().u32(T).u32(D).u32(V).u32(r0).u32(rows).u32(qb.skew / 4).u32(sb.skew / 2).u32(0).bytes();
+      ctx.dispatch(kernel, [idsT, qb.res, sb.res, result, err], params, grid(ctx, T));
+    }
+  } else if (T > 0 && D > 0) {
     const rowBytes = D * DTYPE_BYTES[dtype];
     for (const w of ctx.bindingWindows(V, rowBytes, `${op} table '${table.label}'`)) {
       const params = new Params().u32(T).u32(D).u32(V).u32(w.firstRow).u32(w.rows).bytes();

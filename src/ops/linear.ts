@@ -23,8 +23,9 @@
 import { ShapeError, UnsupportedError } from "../errors.js";
 import type { BufferWindow, GpuContext } from "../gpu/context.js";
 import type { Kernel, KernelVariant } from "../gpu/kernels.js";
-import { DTYPE_BYTES, type Tensor } from "../gpu/tensor.js";
+import { DTYPE_BYTES, isQuantDType, type Tensor } from "../gpu/tensor.js";
 import { expectDType, grid, Params } from "./common.js";
+import { launchLinearQ, resolveLinearQ } from "./linear_q.js";
 
 export type WDType = "f32" | "f16";
 /** Algorithms a caller may force. "auto" (default) lets resolveLinear choose. */
@@ -343,11 +344,14 @@ export interface LinearOptions {
   variant?: LinearVariantName | "auto";
 }
 
-/** y = x·Wᵀ (+ bias). x [..., K] f32, w [N, K] f32|f16, bias [N] f32|f16; returns y [..., N] f32. */
+/**
+ * y = x·Wᵀ (+ bias). x [..., K] f32, w [N, K] f32|f16|q8_0|q4_0, bias [N] f32|f16; returns y [..., N]
+ * f32. Block-quantized W runs src/ops/linear_q.ts's kernels (resolveLinearQ), reading its packed bytes.
+ */
 export async function linear(ctx: GpuContext, x: Tensor, w: Tensor, opts: LinearOptions = {}): Promise<Tensor> {
   const op = "linear";
   expectDType(x, ["f32"], op, "x");
-  expectDType(w, ["f32", "f16"], op, "w");
+  expectDType(w, ["f32", "f16", "q8_0", "q4_0"], op, "w");
   if (w.shape.length !== 2) throw new ShapeError(`${op}: w ('${w.label}') has shape [${w.shape.join(", ")}], expected [N, K]`);
   const N = w.shape[0]!;
   const K = w.shape[1]!;
@@ -371,6 +375,12 @@ export async function linear(ctx: GpuContext, x: Tensor, w: Tensor, opts: Linear
     if (out.buffer === x.buffer || out.buffer === w.buffer || (bias && out.buffer === bias.buffer)) {
       throw new ShapeError(`${op}: out ('${out.label}') shares its buffer with an input`);
     }
+  }
+  if (isQuantDType(w.dtype)) {
+    const qplan = resolveLinearQ(M, w.dtype, opts.variant ?? "auto");
+    const y = out ?? ctx.empty(outShape, "f32", "linear.out");
+    await launchLinearQ(ctx, qplan.desc, x, w, bias ?? null, y, M, N, K);
+    return y;
   }
   const plan = resolveLinear(ctx, M, N, K, w.dtype as WDType, opts.variant ?? "auto", gemvPackOf(w) !== undefined);
   // An explicit request for gemv_tiled packs W on first use (the request is the promise that W

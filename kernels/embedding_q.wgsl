@@ -1,0 +1,71 @@
+// embedding_q.wgsl: out[t, :] = deq(table)[ids[t], :]   (gather of rows of a Q8_0 / Q4_0 table)
+// Reference: embeddingReference in src/ops/embedding.ts over dequantizeMatrix (src/quant/formats.ts)
+// of the table: element k of row v is q · d, q the integer of block k/32 and d its f16 scale.
+//
+// The table [V, D] is in the split-blocks layout (src/quant/formats.ts): quants of every block
+// row-major (Q8_0: 32 bytes per block, int8; Q4_0: 16 bytes, byte j = element j (low nibble) and
+// j + 16 (high nibble)), then the scales f16 [V, D/32]. The launcher binds, per window of whole
+// rows [firstRow, firstRow + rows), the window's quants and its scales at the aligned offset at or
+// below their start (q_base words, s_base halves). Ids and out-of-range handling as embedding.wgsl.
+//
+// Bindings (group 0):
+//   0 ids:    array<u32>          read        [T]
+//   1 q:      array<u32>          read        quants of the window's rows, from word params.q_base
+//   2 s:      array<u32>          read        scales f16 [rows, D/32] (packed pairs) from half params.s_base
+//   3 out:    array<f32>          read_write  [T, D]
+//   4 errors: array<atomic<u32>>  read_write  [1]    (bit 0: an id was ≥ V)
+//   5 params: Params              uniform
+// Mapping: one workgroup per token (linear workgroup index x + y·num_x); WG invocations stride over
+// the row, one element each. Exact: q · d is exact in f32.
+
+struct Params {
+  T: u32,         // tokens
+  D: u32,         // row length in elements (multiple of 32)
+  V: u32,         // rows of the whole table
+  firstRow: u32,  // first table row in this window
+  rows: u32,      // rows in this window
+  q_base: u32,    // word offset of the window's first quant inside the q binding
+  s_base: u32,    // half offset of the window's first scale inside the s binding
+  _pad: u32,
+}
+
+@group(0) @binding(0) var<storage, read> ids: array<u32>;
+@group(0) @binding(1) var<storage, read> q: array<u32>;
+@group(0) @binding(2) var<storage, read> s: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out: array<f32>;
+@group(0) @binding(4) var<storage, read_write> errors: array<atomic<u32>>;
+@group(0) @binding(5) var<uniform> params: Params;
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let t = wid.x + wid.y * nwg.x;
+  if (t >= params.T) { return; }
+  let id = ids[t];
+  let dst = t * params.D;
+  if (id >= params.V) {
+    if (params.firstRow == 0u) {
+      for (var i = lid; i < params.D; i += {{WG}}u) { out[dst + i] = 0.0; }
+      if (lid == 0u) { atomicOr(&errors[0], 1u); }
+    }
+    return;
+  }
+  if (id < params.firstRow || id - params.firstRow >= params.rows) { return; }
+  let row = id - params.firstRow;
+  let nb = params.D / 32u;
+  for (var i = lid; i < params.D; i += {{WG}}u) {
+    let b = row * nb + i / 32u;  // block index in the window
+    let j = i % 32u;
+    let e = params.s_base + b;
+    let d = unpack2x16float((s[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu).x;
+#if Q8
+    let byte = b * 32u + j;
+    let v = (bitcast<i32>(q[params.q_base + (byte >> 2u)]) << (24u - 8u * (byte & 3u))) >> 24u;
+    out[dst + i] = f32(v) * d;
+#else
+    let byte = b * 16u + (j & 15u);
+    let nib = (q[params.q_base + (byte >> 2u)] >> (8u * (byte & 3u) + 4u * (j >> 4u))) & 15u;
+    out[dst + i] = (f32(nib) - 8.0) * d;
+#endif
+  }
+}

@@ -1,0 +1,141 @@
+// Linear layers on block-quantized weights (GGUF Q8_0 / Q4_0, src/quant/formats.ts):
+// y[M, N] = x[M, K] · deq(W)[N, K]ᵀ (+ bias[N]), reading W's packed bytes directly
+// (kernels/gemv_q.wgsl; no dequantized copy of W exists anywhere).
+//
+// One kernel file, two tilings chosen by resolveLinearQ (linear() calls it for q8_0/q4_0 weights):
+//   gemv_q   (M ≤ GEMV_MAX_M: decode): R = 4 rows of W per invocation, MB = 1 or 2 activation rows.
+//   matmul_q (M > GEMV_MAX_M: prefill, batches): R = 8, MB = 4: each W word serves 4 rows of x.
+// Windows: W along N (its quants and its scales are two bindings of the same buffer, each bound
+// at the aligned offset at or below the window's first row), x and y along M, as in linear.ts.
+
+import { ShapeError, UnsupportedError } from "../errors.js";
+import type { BufferWindow, GpuContext } from "../gpu/context.js";
+import type { KernelVariant } from "../gpu/kernels.js";
+import { DTYPE_BYTES, isQuantDType, type QuantDType, type Tensor } from "../gpu/tensor.js";
+import { dequantizeMatrix, quantBytes, type QuantizedMatrix } from "../quant/formats.js";
+import { grid, Params } from "./common.js";
+import { GEMV_MAX_M, linearReference, type LinearVariantName } from "./linear.js";
+
+/** A quantized linear kernel: everything that changes its WGSL. */
+export interface LinearQDesc {
+  algo: "gemv_q" | "matmul_q";
+  format: QuantDType;
+  /** Rows of W per invocation. */
+  rows: number;
+  /** Activation rows per invocation (M-block). */
+  mb: number;
+  wg: number;
+  /** Experiment: scale once per block (kernels/gemv_q.wgsl BLOCKSUM); an A/B arm of bench/linear-q. */
+  blockSum?: boolean;
+}
+
+// Tile sizes: gemv_q copies gemv's R = 4 / WG = 64 (kernels/gemv.wgsl's measurements); matmul_q
+// takes matmul's 4 activation rows per invocation with 8 rows of W. Not yet measured on their own
+// (bench/ has no quantized arm yet).
+const GEMV_Q_R = 4;
+const GEMV_Q_WG = 64;
+const MATMUL_Q_R = 8;
+const MATMUL_Q_MB = 4;
+const MATMUL_Q_WG = 64;
+
+/** Stable name of a quantized kernel, e.g. "gemv_q4_0_r4_mb1_wg64". */
+export function linearQLabel(d: LinearQDesc): string {
+  return `${d.algo.replace("_q", "")}_${d.format}${d.blockSum ? "_bs" : ""}_r${d.rows}_mb${d.mb}_wg${d.wg}`;
+}
+
+export function linearQKernelVariant(d: LinearQDesc): KernelVariant {
+  return {
+    file: "gemv_q",
+    name: linearQLabel(d),
+    defines: {
+      Q8: d.format === "q8_0",
+      BLOCKSUM: d.blockSum === true,
+      QT: d.format === "q8_0" ? "vec4<u32>" : "vec2<u32>",
+      R: d.rows,
+      MB: d.mb,
+      WG: d.wg,
+      ACC: d.rows * d.mb,
+      XS: d.mb * 4,
+    },
+    bindings: ["read", "read", "read", "read", "read_write", "uniform"],
+  };
+}
+
+/**
+ * The kernel for y = x·deq(W)ᵀ with M activation rows: gemv_q up to GEMV_MAX_M, matmul_q above.
+ * `variant` "gemv" / "matmul" force one tiling; the f16/f32-only variants are refused.
+ */
+export function resolveLinearQ(M: number, format: QuantDType, variant: LinearVariantName | "auto" = "auto"): { label: string; desc: LinearQDesc } {
+  if (variant !== "auto" && variant !== "gemv" && variant !== "matmul") {
+    throw new UnsupportedError(`linear: variant '${variant}' has no ${format} kernel (quantized weights run 'gemv' or 'matmul', i.e. gemv_q / matmul_q)`);
+  }
+  const algo = variant === "gemv" || (variant === "auto" && M <= GEMV_MAX_M) ? "gemv_q" : "matmul_q";
+  const desc: LinearQDesc =
+    algo === "gemv_q" ? { algo, format, rows: GEMV_Q_R, mb: M <= 1 ? 1 : 2, wg: GEMV_Q_WG } : { algo, format, rows: MATMUL_Q_R, mb: MATMUL_Q_MB, wg: MATMUL_Q_WG };
+  return { label: linearQLabel(desc), desc };
+}
+
+/**
+ * Encodes y = x·deq(W)ᵀ (+ bias) with a given kernel. Arguments are assumed checked by linear():
+ * x [M, K] f32, w [N, K] q8_0|q4_0, bias [N] f32|f16 or null, y [M, N] f32.
+ */
+export async function launchLinearQ(ctx: GpuContext, desc: LinearQDesc, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor, M: number, N: number, K: number): Promise<void> {
+  const op = "linear";
+  if (!isQuantDType(w.dtype) || w.dtype !== desc.format) throw new ShapeError(`${op}: kernel ${linearQLabel(desc)} is for ${desc.format} weights, w ('${w.label}') is ${w.dtype}`);
+  if (K % 32 !== 0) throw new UnsupportedError(`${op}: w ('${w.label}') [${N}, ${K}] ${w.dtype}: K must be a multiple of 32`);
+  const kernel = await ctx.kernels.get(linearQKernelVariant(desc));
+  if (M === 0) return;
+  const limit = ctx.limits.maxStorageBufferBindingSize;
+  const align = ctx.limits.minStorageBufferOffsetAlignment;
+  const nb = K / 32;
+  const { qsBytes } = quantBytes(N, K, desc.format);
+  const rowQ = qsBytes / N; // quant bytes per row: K (q8_0) or K/2 (q4_0)
+  const qUnit = desc.format === "q8_0" ? 16 : 8; // bytes of one half-block (q binding element)
+  const eB = bias ? DTYPE_BYTES[bias.dtype] : 1;
+  // Rows per W window: its quants, scales and bias slice (each plus alignment slack) fit a binding.
+  const perWin = Math.floor((limit - align - 4) / Math.max(rowQ, nb * 2, eB));
+  if (perWin < 1) throw new UnsupportedError(`${op}: one row of w ('${w.label}', ${rowQ} bytes of quants) exceeds the storage binding limit of ${limit} bytes`);
+  const rowBytes = Math.max(K, N) * 4;
+  const mPer = Math.floor((limit - align) / rowBytes);
+  if (mPer < 1) throw new UnsupportedError(`${op}: one row of x ('${x.label}', ${K * 4} bytes) or y (${N * 4} bytes) exceeds the storage binding limit of ${limit} bytes`);
+  const mStep = Math.min(mPer, desc.mb * ctx.limits.maxComputeWorkgroupsPerDimension);
+  // A byte range [start, start + size) of t bound at the aligned offset at or below start.
+  const bind = (t: Tensor, start: number, size: number): { res: BufferWindow; skew: number } => {
+    const at = start - (start % align);
+    return { res: { tensor: t, byteOffset: at, byteSize: Math.ceil((start + size - at) / 4) * 4 }, skew: start - at };
+  };
+  for (let m0 = 0; m0 < M; m0 += mStep) {
+    const mw = Math.min(mStep, M - m0);
+    const xs = bind(x, m0 * K * 4, mw * K * 4);
+    const ys = bind(y, m0 * N * 4, mw * N * 4);
+    for (let n0 = 0; n0 < N; n0 += perWin) {
+      const nw = Math.min(perWin, N - n0);
+      const qs = bind(w, n0 * rowQ, nw * rowQ);
+      const ss = bind(w, qsBytes + n0 * nb * 2, nw * nb * 2);
+      const bs = bias ? bind(bias, n0 * eB, nw * eB) : null;
+      const params = new Params()
+        .u32(K)
+        .u32(nw)
+        .u32(mw)
+        .u32(N)
+        .u32(n0)
+        .u32(xs.skew / 16)
+        .u32(ys.skew / 4)
+        .u32(bs ? bs.skew / eB : 0)
+        .u32(bias ? (bias.dtype === "f32" ? 1 : 2) : 0)
+        .u32(qs.skew / qUnit)
+        .u32(ss.skew / 2)
+        .bytes();
+      const [gx, gy] = grid(ctx, Math.ceil(nw / (desc.rows * desc.wg)));
+      ctx.dispatch(kernel, [xs.res, qs.res, ss.res, bs ? bs.res : ss.res, ys.res], params, [gx, gy, Math.ceil(mw / desc.mb)]);
+    }
+  }
+}
+
+/**
+ * CPU reference (the spec of gemv_q.wgsl): y = x · deq(W)ᵀ + bias in f64 over the exactly
+ * dequantized weights. x [M, K], bias [N] (f16 given as its f32 values) or null; returns y [M, N].
+ */
+export function linearQReference(x: Float32Array, w: QuantizedMatrix, bias: Float32Array | null, M: number): Float32Array {
+  return linearReference(x, dequantizeMatrix(w), bias, M, w.N, w.K);
+}
