@@ -29,7 +29,7 @@ import type { Tensor } from "../gpu/tensor.js";
 import { DTYPE_BYTES } from "../gpu/tensor.js";
 import type { Decoder } from "../model/decoder.js";
 import { LoadError, ShapeError, UsageError } from "../errors.js";
-import { cosineTopK, NO_ID, TOPK_MAX_K } from "../ops/search.js";
+import { cosineTopK, NO_ID, releaseCosineIndexPack, TOPK_MAX_K, type CosineTopKOptions } from "../ops/search.js";
 import { l2normRows } from "../ops/l2norm.js";
 import { layoutSafetensors, SafetensorsFile, type SafetensorsDtype } from "../io/safetensors.js";
 import { joinName, readJson, toModelDir, type ModelDir } from "../io/source.js";
@@ -280,6 +280,7 @@ export class DocumentIndex {
     const next = (have: number, need: number): number => Math.max(need, have * 2, GROWTH_MIN);
     if (entries > this._vectors.shape[0]!) {
       const cap = next(this._vectors.shape[0]!, entries);
+      releaseCosineIndexPack(this._vectors); // the search's tiled copy of the old tensor, if any
       this._vectors = regrow(ctx, this._vectors, [cap, this.dim], this._count * this.dim * DTYPE_BYTES[this.dtype]);
       this._entryTable = regrow(ctx, this._entryTable, [cap, 2], this._count * 8);
     }
@@ -302,8 +303,10 @@ export class DocumentIndex {
    * Encodes a top-k search over the entries on the GPU (no submit, no readback): ids u32 and
    * scores f32, shaped [k] for a query [D] (or [Q, k] for [Q, D]). Entry ids; the tail past count
    * holds NO_ID / −inf. Throws UsageError on an empty index (the host cannot make hits of nothing).
+   * `gate` (u32 [1]): the search's dispatches return at once when gate[0] = 0, leaving the outputs
+   * untouched (cosineTopK's option); `normWeight`: the query is a raw hidden row scored as h ∘ g.
    */
-  async searchGpu(query: Tensor, k: number, opts: { outIds?: Tensor; outScores?: Tensor } = {}): Promise<{ ids: Tensor; scores: Tensor }> {
+  async searchGpu(query: Tensor, k: number, opts: Pick<CosineTopKOptions, "outIds" | "outScores" | "gate" | "normWeight"> = {}): Promise<{ ids: Tensor; scores: Tensor }> {
     this.assertLive();
     if (this._count === 0) throw new UsageError("DocumentIndex.searchGpu: the index is empty");
     return cosineTopK(this.ctx, query, this._vectors, k, { count: this._count, ...opts });
@@ -365,6 +368,7 @@ export class DocumentIndex {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    releaseCosineIndexPack(this._vectors);
     for (const t of [this._vectors, this._entryTable, this._tokens, this._docTable]) t.dispose();
   }
 

@@ -136,32 +136,25 @@ export interface CosineIndexPack {
   tiles: number;
 }
 
-const indexPacks = new WeakMap<Tensor, CosineIndexPack>();
+/** Tiled copies per index tensor, one per tile height T (benchmarks compare several). */
+const indexPacks = new WeakMap<Tensor, Map<number, CosineIndexPack>>();
 
-/** Bytes of the tiled copy of `count` rows of D elements. */
-export function cosineIndexPackBytes(count: number, D: number, dtype: "f32" | "f16", T: number): number {
-  return Math.ceil(count / T) * T * Math.ceil(D / (dtype === "f16" ? 8 : 4)) * 16;
-}
-
-/** The tiled copy of `index`, if one exists (whatever count it was made for). */
-export function cosineIndexPackOf(index: Tensor): CosineIndexPack | undefined {
-  const p = indexPacks.get(index);
+/** The tiled copy of `index` with tile height T, if one exists (whatever count it was made for). */
+export function cosineIndexPackOf(index: Tensor, T: number): CosineIndexPack | undefined {
+  const p = indexPacks.get(index)?.get(T);
   return p && !p.tensor.isDisposed ? p : undefined;
 }
 
-/** Frees the tiled copy of `index` (call it before changing rows of the index in place). */
+/** Frees the tiled copies of `index` (call it before changing rows of the index in place). */
 export function releaseCosineIndexPack(index: Tensor): void {
-  const p = indexPacks.get(index);
-  if (p) {
-    p.tensor.dispose();
-    indexPacks.delete(index);
-  }
+  for (const p of indexPacks.get(index)?.values() ?? []) p.tensor.dispose();
+  indexPacks.delete(index);
 }
 
 /**
  * Makes the tiled copy of rows [0, count) of `index` [N, D] f32|f16 on the GPU (one dispatch per
  * binding window of kernels/gemv_repack.wgsl with T = TOPK_WG; no submit), cached beside the
- * tensor. An existing copy of the same count is returned as is; another count is remade whole.
+ * tensor (one per T). An existing copy of the same count is returned as is; another count is remade whole.
  * The caller promises rows [0, count) do not change in place while the copy lives (an append-only
  * index such as DocumentIndex, whose growth reallocates the tensor, keeps that promise; otherwise
  * call releaseCosineIndexPack). Call it before capturing a decode step, so that a replay never
@@ -174,9 +167,9 @@ export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = in
   const [N, D] = index.shape as [number, number];
   if (!Number.isInteger(count) || count < 1 || count > N) throw new UsageError(`${op}: count = ${count}, expected an integer in [1, ${N}] (rows of '${index.label}')`);
   if (!Number.isInteger(T) || T < 1 || TOPK_WG % T !== 0) throw new UsageError(`${op}: T = ${T}, expected a divisor of ${TOPK_WG}`);
-  const have = cosineIndexPackOf(index);
-  if (have && have.count === count && have.T === T) return have;
-  if (have) releaseCosineIndexPack(index);
+  const have = cosineIndexPackOf(index, T);
+  if (have && have.count === count) return have;
+  if (have) have.tensor.dispose();
   const dtype = index.dtype as "f32" | "f16";
   const ce = dtype === "f16" ? 8 : 4;
   const kc = Math.ceil(D / ce);
@@ -214,7 +207,9 @@ export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = in
     );
   }
   const pack: CosineIndexPack = { tensor: out, count, D, dtype, kc, T, tiles };
-  indexPacks.set(index, pack);
+  const m = indexPacks.get(index) ?? new Map<number, CosineIndexPack>();
+  m.set(T, pack);
+  indexPacks.set(index, m);
   return pack;
 }
 
