@@ -147,20 +147,26 @@ test("cosineTopK: argument errors", async () => {
   await assertRejects(() => cosineTopK(ctx, ctx.empty([4], "f32", "q"), ix, 2, { normWeight: ctx.empty([5], "f32", "g") }), ShapeError, [/normWeight/], "norm weight shape");
 });
 
-test("cosineIndexPack: the tiled copy matches cosineIndexPackReference (f32, f16; D odd; count < N; remade when count changes)", async () => {
+test("cosineIndexPack: the tiled copy matches cosineIndexPackReference (f32, f16; D odd; count < N; extended when count grows)", async () => {
   await forDevices({}, async (ctx) => {
-    for (const [N, D, count] of [[600, 13, 600], [600, 13, 257], [40, 8, 40], [3, 1, 3]] as const) {
+    for (const [N, D, counts, T] of [[600, 13, [600], 8], [600, 13, [257, 300, 599], 8], [40, 8, [3, 40], 1], [3, 1, [3], 8], [700, 6, [100, 650], 64]] as const) {
       for (const dt of ["f32", "f16"] as const) {
         const rows = unitRows(N, D);
         const vals = dt === "f16" ? f16ArrayToF32(f32ArrayToF16(rows)) : rows;
         const index = ctx.upload(vals, [N, D], dt, "index");
-        const pack = await cosineIndexPack(ctx, index, count);
-        assert.is(cosineIndexPackOf(index, pack.T), pack, "cached");
-        assert.is(await cosineIndexPack(ctx, index, count), pack, "same count: reused");
-        const words = await pack.tensor.read();
-        const got = dt === "f32" ? Array.from(new Float32Array(words.buffer, words.byteOffset, words.length)) : Array.from(f16ArrayToF32(new Uint16Array(words.buffer, words.byteOffset, words.length * 2)));
-        assertEqualArrays(got, cosineIndexPackReference(vals, count, D, dt === "f16" ? 8 : 4, pack.T), `pack N=${N} D=${D} count=${count} ${dt}`);
-        if (count > 1) assert.is.not((await cosineIndexPack(ctx, index, count - 1)).count, count, "other count: remade");
+        for (const count of counts) {
+          const pack = await cosineIndexPack(ctx, index, count, T);
+          assert.is(cosineIndexPackOf(index, T), pack, "cached");
+          assert.is(await cosineIndexPack(ctx, index, count, T), pack, "same count: reused");
+          assert.is((await cosineIndexPack(ctx, index, Math.max(1, count - 1), T)).count, count, "fewer rows: the copy holds them already");
+          const words = await pack.tensor.read();
+          const want = cosineIndexPackReference(vals, count, D, dt === "f16" ? 8 : 4, T);
+          const all = dt === "f32" ? Array.from(new Float32Array(words.buffer, words.byteOffset, words.length)) : Array.from(f16ArrayToF32(new Uint16Array(words.buffer, words.byteOffset, words.length * 2)));
+          assertEqualArrays(all.slice(0, want.length), want, `pack N=${N} D=${D} T=${T} count=${count} (after ${counts.join(", ")}) ${dt}`);
+          const q = vals.slice((count - 1) * D, count * D); // the last row copied finds itself
+          const { ids } = await cosineTopK(ctx, ctx.upload(q, [D], "f32", "q"), index, 1, { count, layout: "tiled", tile: { T, R: 2 } });
+          assertEqualArrays(await ids.read(), cosineTopKReference(q, vals, count, D, 1).ids, `search after the copy of ${count} rows`);
+        }
         index.dispose();
       }
     }

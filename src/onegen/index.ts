@@ -29,7 +29,7 @@ import type { Tensor } from "../gpu/tensor.js";
 import { DTYPE_BYTES } from "../gpu/tensor.js";
 import type { Decoder } from "../model/decoder.js";
 import { LoadError, ShapeError, UsageError } from "../errors.js";
-import { cosineTopK, NO_ID, releaseCosineIndexPack, TOPK_MAX_K, type CosineTopKOptions } from "../ops/search.js";
+import { cosineIndexPack, cosineTopK, cosineTopKPreferredLayout, NO_ID, releaseCosineIndexPack, TOPK_MAX_K, type CosineTopKOptions } from "../ops/search.js";
 import { l2normRows } from "../ops/l2norm.js";
 import { layoutSafetensors, SafetensorsFile, type SafetensorsDtype } from "../io/safetensors.js";
 import { joinName, readJson, toModelDir, type ModelDir } from "../io/source.js";
@@ -251,6 +251,16 @@ export class DocumentIndex {
     }
     this.ctx.write(this._entryTable, table, n0 * 2);
     this._count = n0 + R;
+    await this.keepSearchCopy();
+  }
+
+  /**
+   * Extends the search's tiled copy of the vectors (cosineIndexPack) to the current count where
+   * this device class scans that layout, so that no search has to make it (a search may be
+   * encoded inside a gated block or a captured step, where a copy must not happen).
+   */
+  private async keepSearchCopy(): Promise<void> {
+    if (this._count > 0 && cosineTopKPreferredLayout(this.ctx) === "tiled") await cosineIndexPack(this.ctx, this._vectors, this._count);
   }
 
   /**
@@ -410,6 +420,7 @@ export class DocumentIndex {
       if (parts.count) ctx.write(ix._entryTable, table);
       ix._count = parts.count;
       await writeVectors(ix);
+      await ix.keepSearchCopy();
       return ix;
     } catch (e) {
       ix.dispose();

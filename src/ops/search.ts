@@ -8,6 +8,46 @@
 //   stage 2: one workgroup per query merges all groups into the final k.
 // The index may exceed one storage binding (N in the millions): it is bound in row windows.
 //
+// Two layouts of the index for stage 1 (CosineTopKOptions.layout; both stay runnable, A/B arms in
+// bench/search.bench.ts):
+//   rows:  the index as stored; invocation i of a batch owns row b + i and walks its D elements,
+//          so neighbouring invocations read addresses D elements apart (lavapipe gathers every
+//          load; a real GPU cannot coalesce them), and every lane reloads the query per row.
+//   tiled: a lane-interleaved copy made once per (index, count) by cosineIndexPack (the
+//          kernels/gemv_repack.wgsl layout, T rows per tile): neighbouring invocations read
+//          neighbouring 16-byte chunks, and each invocation scores R rows per query-chunk load.
+//          Costs a copy as large as the index (made on the first tiled search, or explicitly).
+// Choice per device class (cosineTopKPreferredLayout, cosineTopKTiledShape), measured on lavapipe
+// (llvmpipe 8-wide, 2 cores shared with ~8 other jobs at load average 15–24, Node + Dawn,
+// 2026-12-02; f16 index, one query, arms alternated round by round in one process; copy bandwidth
+// beside 0.6–2 GB/s instead of ~14 on a quiet machine, so single figures swing ±50%):
+//   N × D (k)            rows ms   tiled T8 R4        other tiled shapes (× vs rows)
+//   721 × 128 (5)  demo   1.9      1.8  (×1.09)       T64R4 ×1.03; quick runs ×0.74–1.61 (noise: fixed cost)
+//   721 × 576 (5)         32       26   (×1.25)       T64R4 ×1.16; quick runs ×1.08, ×1.45
+//   10k × 2048 (10)       473      289  (×1.64)       T64R4 ×1.59; quick runs ×1.69, ×1.92; T8R1 ×0.75,
+//                                                     T8R8 ×1.07, T256R1 ×0.88 (R shares query loads:
+//                                                     f16 rows need 2 query words per index word)
+//   100k × 2048 (10)      4882     3186 (×1.53)       T64R4 ×1.50
+//   f32 721 × 128 / 576   quick runs ×1.08–1.14 / ×0.69 (noise-dominated, like the f16 demo shape)
+// The demo's index (721 entries, D = 128) costs ~2 ms per search in either layout: the fixed cost
+// (2 dispatches, a 256-invocation workgroup's barriers and its sort) dominates there.
+// → software: tiled T=8 (one llvmpipe SIMD group per tile, so a group's walk is contiguous) R=4.
+// The copy itself: 721 × 128 2–20 ms, 10k × 2048 1.8–2 s, 100k × 2048 30–40 s at that load.
+// Hardware GPUs: not measured (no GPU lent to this session) → rows, as before; tiled T=64 R=4
+// (64 lanes read 1 KiB contiguous, as coalescing wants) is the first candidate to measure.
+//
+// Gate (CosineTopKOptions.gate, u32 [1]): every dispatch of the search reads gate[0] first and
+// returns at once when it is 0 (fixed grids, no indirect dispatch), leaving the outputs untouched:
+// what a decode token that is not a query token pays. Measured (same runs, 16 calls per submit,
+// wall time per call, host encode included): 2 dispatches per call for an index in one binding
+// window, whatever the gate; gate 0: 0.20–0.30 ms per call at the demo shape (outliers to 0.8 under
+// load) and 0.31–0.51 ms at 10k × 2048; gate 1: 1.6–3 ms (demo) and ~170–290 ms (10k × 2048),
+// like the ungated search.
+// normWeight: the query is a raw (pre-final-norm) hidden row h scored as h ∘ g (the norm's
+// 1/rms factor is a positive scale, which cosine cancels), so a hook needs no final-norm dispatch;
+// it costs an extra load of g per query element in the scan (gate 1 at the demo shape: 1.6–4.7
+// ms vs 1.6–2.9 without, within the noise of those runs).
+//
 // Defined edge cases: a zero query scores 0 against every row (so the k lowest ids win);
 // k > count fills the tail with id 0xFFFFFFFF and score −inf; rows scoring NaN are never returned.
 
@@ -122,10 +162,10 @@ export function cosineTopKKernel(v: CosineTopKVariant): KernelVariant {
 
 // ------------------------------------------------------------------ the tiled copy of an index
 
-/** A lane-interleaved copy of rows [0, count) of an index [N, D]: u32 words [tiles, kc, T, 4]. */
+/** A lane-interleaved copy of rows [0, count) of an index [N, D]: u32 words [tiles, kc, T, 4], tiles = ceil(N / T). */
 export interface CosineIndexPack {
   tensor: Tensor;
-  /** Rows copied (the `count` it was made for). */
+  /** Rows copied: [0, count). */
   count: number;
   D: number;
   dtype: "f32" | "f16";
@@ -152,13 +192,16 @@ export function releaseCosineIndexPack(index: Tensor): void {
 }
 
 /**
- * Makes the tiled copy of rows [0, count) of `index` [N, D] f32|f16 on the GPU (one dispatch per
- * binding window of kernels/gemv_repack.wgsl with T = TOPK_WG; no submit), cached beside the
- * tensor (one per T). An existing copy of the same count is returned as is; another count is remade whole.
- * The caller promises rows [0, count) do not change in place while the copy lives (an append-only
- * index such as DocumentIndex, whose growth reallocates the tensor, keeps that promise; otherwise
- * call releaseCosineIndexPack). Call it before capturing a decode step, so that a replay never
- * contains the repack.
+ * Makes or extends the tiled copy of rows [0, count) of `index` [N, D] f32|f16 on the GPU
+ * (kernels/gemv_repack.wgsl, one dispatch per binding window; no submit), cached beside the tensor
+ * (one copy per T, sized for all N rows). A copy that already holds ≥ count rows is returned as
+ * is; one holding fewer rows is extended: only the tiles from the one holding its old last row on
+ * are copied (an append-only index pays O(new rows) per append). The caller promises rows that
+ * were copied do not change in place while the copy lives (an append-only index such as
+ * DocumentIndex, whose growth reallocates the tensor, keeps it; otherwise releaseCosineIndexPack).
+ * Encode it outside gated blocks (ctx.beginGate) and captures: a gated-off or replayed copy would
+ * leave the cache believing in rows it does not hold. DocumentIndex keeps its copy current after
+ * every change, so its searches never copy.
  */
 export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = index.shape[0]!, T = cosineTopKTiledShape(ctx).T): Promise<CosineIndexPack> {
   const op = "cosineIndexPack";
@@ -168,28 +211,33 @@ export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = in
   if (!Number.isInteger(count) || count < 1 || count > N) throw new UsageError(`${op}: count = ${count}, expected an integer in [1, ${N}] (rows of '${index.label}')`);
   if (!Number.isInteger(T) || T < 1 || TOPK_WG % T !== 0) throw new UsageError(`${op}: T = ${T}, expected a divisor of ${TOPK_WG}`);
   const have = cosineIndexPackOf(index, T);
-  if (have && have.count === count) return have;
-  if (have) have.tensor.dispose();
+  if (have && have.count >= count) return have;
   const dtype = index.dtype as "f32" | "f16";
   const ce = dtype === "f16" ? 8 : 4;
   const kc = Math.ceil(D / ce);
-  const tiles = Math.ceil(count / T);
+  const tiles = Math.ceil(N / T);
   const tileBytes = kc * T * 16;
   const eW = DTYPE_BYTES[dtype];
   const limit = ctx.limits.maxStorageBufferBindingSize;
   const align = ctx.limits.minStorageBufferOffsetAlignment;
-  const out = ctx.empty([tiles, kc, T, 4], "u32", `${index.label}.topk_tiled`);
+  const out = have ? have.tensor : ctx.empty([tiles, kc, T, 4], "u32", `${index.label}.topk_tiled`);
   const kernel = await ctx.kernels.get({
     file: "gemv_repack",
     name: `gemv_repack_${dtype}_t${T}`,
     defines: { WF16: dtype === "f16", T, CE: ce },
     bindings: ["read", "read_write", "uniform"],
   });
+  // Tiles [from, need): from = the tile holding the old copy's last row, rounded down so that its
+  // byte offset in the copy is aligned.
+  const tileAlign = align / gcd(tileBytes, align);
+  const from = have ? Math.floor(Math.floor(have.count / T) / tileAlign) * tileAlign : 0;
+  const need = Math.ceil(count / T);
   // Windows of whole tiles; the source rows of a window (plus alignment slack) must fit a binding too.
   const srcTileBytes = T * D * eW;
-  const windows = ctx.bindingWindows(tiles, tileBytes, `${op}: tiled copy of '${index.label}' [${count}, ${D}] ${dtype}`, Math.max(1, Math.floor((limit - align - 4) / srcTileBytes)));
+  const windows = ctx.bindingWindows(need - from, tileBytes, `${op}: tiled copy of '${index.label}' [${count}, ${D}] ${dtype}`, Math.max(1, Math.floor((limit - align - 4) / srcTileBytes)));
   for (const win of windows) {
-    const n0 = win.firstRow * T;
+    const t0 = from + win.firstRow;
+    const n0 = t0 * T;
     const rows = Math.min(win.rows * T, count - n0);
     const start = n0 * D * eW;
     const at = start - (start % align);
@@ -200,7 +248,7 @@ export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = in
       kernel,
       [
         { tensor: index, byteOffset: at, byteSize: end - at },
-        { tensor: out, byteOffset: win.byteOffset, byteSize: words * 4 },
+        { tensor: out, byteOffset: t0 * tileBytes, byteSize: words * 4 },
       ],
       params,
       grid(ctx, Math.ceil(words / 256)),
@@ -211,6 +259,11 @@ export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = in
   m.set(T, pack);
   indexPacks.set(index, m);
   return pack;
+}
+
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
 }
 
 /**
@@ -234,7 +287,7 @@ export function cosineIndexPackReference(index: ArrayLike<number>, count: number
 
 /**
  * Which layout "auto" scans on this device class, by measurement (bench/search.bench.ts, "A/B"
- * rows; figures in the file header). Device classes never measured keep what the header says.
+ * rows; figures in the file header): software Vulkan → tiled; hardware (not measured) → rows.
  */
 export function cosineTopKPreferredLayout(ctx: GpuContext): CosineTopKLayout {
   return ctx.adapter.isSoftware ? TOPK_LAYOUT.software : TOPK_LAYOUT.hardware;
@@ -245,7 +298,7 @@ const TOPK_LAYOUT: { software: CosineTopKLayout; hardware: CosineTopKLayout } = 
 export function cosineTopKTiledShape(ctx: GpuContext): TopkTileShape {
   return ctx.adapter.isSoftware ? TOPK_TILE.software : TOPK_TILE.hardware;
 }
-const TOPK_TILE: { software: TopkTileShape; hardware: TopkTileShape } = { software: { T: 8, R: 4 }, hardware: { T: 64, R: 1 } };
+const TOPK_TILE: { software: TopkTileShape; hardware: TopkTileShape } = { software: { T: 8, R: 4 }, hardware: { T: 64, R: 4 } };
 
 export interface CosineTopKOptions {
   /** Output ids u32 [Q, k] (or [k] for a 1-D query). */
@@ -345,11 +398,12 @@ export async function cosineTopK(ctx: GpuContext, query: Tensor, index: Tensor, 
     // TOPK_WG rows (the scan's batches are tile-aligned)
     const tileBytes = pack.kc * pack.T * 16;
     const per = TOPK_WG / pack.T;
-    windows = ctx.bindingWindows(Math.ceil(pack.tiles / per), tileBytes * per, `${op} tiled copy of index '${index.label}'`).map((w) => ({
+    const used = Math.ceil(count / pack.T); // tiles holding rows [0, count)
+    windows = ctx.bindingWindows(Math.ceil(used / per), tileBytes * per, `${op} tiled copy of index '${index.label}'`).map((w) => ({
       firstRow: w.firstRow * TOPK_WG,
       rows: Math.min(w.rows * TOPK_WG, count - w.firstRow * TOPK_WG),
       byteOffset: w.byteOffset,
-      byteSize: Math.min(w.rows * per, pack.tiles - w.firstRow * per) * tileBytes,
+      byteSize: Math.min(w.rows * per, used - w.firstRow * per) * tileBytes,
     }));
   } else {
     const rowBytes = D * DTYPE_BYTES[dt];
