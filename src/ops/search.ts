@@ -16,7 +16,9 @@
 //   tiled: a lane-interleaved copy made once per (index, count) by cosineIndexPack (the
 //          kernels/gemv_repack.wgsl layout, T rows per tile): neighbouring invocations read
 //          neighbouring 16-byte chunks, and each invocation scores R rows per query-chunk load.
-//          Costs a copy as large as the index (made on the first tiled search, or explicitly).
+//          Costs a copy as large as the index's capacity, made and extended by cosineIndexPack
+//          (DocumentIndex keeps its copy current after every append and at load; "auto" scans
+//          the tiled layout only where such a copy exists, so a search never copies implicitly).
 // Choice per device class (cosineTopKPreferredLayout, cosineTopKTiledShape), measured on lavapipe
 // (llvmpipe 8-wide, 2 cores shared with ~8 other jobs at load average 15–24, Node + Dawn,
 // 2026-12-02; f16 index, one query, arms alternated round by round in one process; copy bandwidth
@@ -312,9 +314,11 @@ export interface CosineTopKOptions {
   /** Rows layout only: forces vec4 loads on (throws if D % 4 != 0) or off; default: on when D % 4 == 0. */
   vec4?: boolean;
   /**
-   * The index layout the scan reads. "auto" (default): cosineTopKPreferredLayout. "tiled" uses
-   * (and makes on first use, or when `count` changed: an extra dispatch) the lane-interleaved copy
-   * of rows [0, count) (cosineIndexPack; the caller promises those rows do not change in place).
+   * The index layout the scan reads. "auto" (default): "tiled" where this device class prefers it
+   * (cosineTopKPreferredLayout) and a tiled copy holding rows [0, count) exists (cosineIndexPack;
+   * DocumentIndex keeps one), else "rows": auto never makes a copy. "tiled" uses the copy, making or
+   * extending it first when needed (extra dispatches, cached: then encode the search outside gated
+   * blocks and captures; the caller promises the copied rows do not change in place).
    */
   layout?: CosineTopKLayout | "auto";
   /**
@@ -373,7 +377,9 @@ export async function cosineTopK(ctx: GpuContext, query: Tensor, index: Tensor, 
   }
   const layoutOpt = opts.layout ?? "auto";
   if (layoutOpt !== "auto" && !COSINE_TOPK_LAYOUTS.includes(layoutOpt)) throw new UsageError(`${op}: layout '${String(layoutOpt)}', expected one of ${COSINE_TOPK_LAYOUTS.join(", ")} or "auto"`);
-  const layout = layoutOpt === "auto" ? cosineTopKPreferredLayout(ctx) : layoutOpt;
+  const tileT = (opts.tile ?? cosineTopKTiledShape(ctx)).T;
+  const copied = count === 0 || (cosineIndexPackOf(index, tileT)?.count ?? 0) >= count;
+  const layout = layoutOpt === "auto" ? (cosineTopKPreferredLayout(ctx) === "tiled" && copied ? "tiled" : "rows") : layoutOpt;
   const dt = index.dtype as "f32" | "f16";
   if (opts.vec4 !== undefined && layout === "tiled") throw new UsageError(`${op}: vec4 is an option of the rows layout; this search scans the tiled layout`);
   if (opts.vec4 === true && D % 4 !== 0) throw new UsageError(`${op}: vec4 requested but D = ${D} is not a multiple of 4`);
