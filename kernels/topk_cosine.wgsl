@@ -40,6 +40,8 @@
 //                                             tiled: the packed tiles of this window, R = vec4<u32>
 //                                             (WF16: 8 halves as pairs, no shader-f16) or vec4<f32>
 //   2 cand:   array<vec2<u32>>    read_write  [Q, groupsTotal, k] (bitcast score, id)
+//     DIRECT (the whole index is one workgroup's rows: one window, one group, so its k best are
+//     the result and stage 2 is skipped): 2 ids array<u32> [Q, k], 3 scores array<f32> [Q, k]
 //   B_GATE  gate:  array<u32>     read        [1] (GATE only)
 //   B_NORM  normw: array<u32>     read        [D] f32 bits, or f16 packed pairs with GF16 (QNORM only)
 //   B_PARAMS params: Params       uniform
@@ -85,7 +87,12 @@ const NONE: u32 = 0xffffffffu;
 #else
 @group(0) @binding(0) var<storage, read> query: array<{{QV}}>;
 @group(0) @binding(1) var<storage, read> index: array<{{RV}}>;
+#if DIRECT
+@group(0) @binding(2) var<storage, read_write> out_ids: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out_scores: array<f32>;
+#else
 @group(0) @binding(2) var<storage, read_write> cand: array<vec2<u32>>;
+#endif
 #endif
 #if GATE
 @group(0) @binding({{B_GATE}}) var<storage, read> gate: array<u32>;
@@ -316,9 +323,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     out_scores[q * k + j] = sc[j];
   }
 #else
+#if DIRECT
+  for (var j = lid; j < k; j += WG) {
+    out_ids[q * k + j] = sid[j];
+    out_scores[q * k + j] = sc[j];
+  }
+#else
   let dst = (q * params.groupsTotal + params.groupBase + g) * k;
   for (var j = lid; j < k; j += WG) {
     cand[dst + j] = vec2<u32>(bitcast<u32>(sc[j]), sid[j]);
   }
+#endif
 #endif
 }

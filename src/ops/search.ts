@@ -98,6 +98,8 @@ export interface CosineTopKVariant {
   qnorm?: "f32" | "f16";
   /** tiled only: rows per tile (a divisor of TOPK_WG) and rows per invocation per batch. Default cosineTopKTiledShape's. */
   tile?: TopkTileShape;
+  /** scan only: write the final ids/scores instead of candidates (the index is one workgroup's rows; no merge). */
+  direct?: boolean;
 }
 
 /** Tile height T of the tiled copy and rows per invocation R of the tiled scan. */
@@ -109,9 +111,9 @@ export interface TopkTileShape {
 export function cosineTopKKernel(v: CosineTopKVariant): KernelVariant {
   const gate = v.gate ?? false;
   const gateTag = gate ? "_gate" : "";
-  const common = { S: TOPK_SLOTS, WG: TOPK_WG, GATE: gate, TILED: false, WF16: false, CE: 4, T: 1, RB: 1, QNORM: false, GF16: false };
+  const common = { S: TOPK_SLOTS, WG: TOPK_WG, GATE: gate, TILED: false, WF16: false, CE: 4, T: 1, RB: 1, QNORM: false, GF16: false, DIRECT: false };
   if (v.stage === "merge") {
-    if (v.layout !== undefined || v.index !== undefined || v.vec4 !== undefined || v.qnorm !== undefined) throw new UsageError("cosineTopKKernel: the merge stage takes only 'gate'");
+    if (v.layout !== undefined || v.index !== undefined || v.vec4 !== undefined || v.qnorm !== undefined || v.direct !== undefined) throw new UsageError("cosineTopKKernel: the merge stage takes only 'gate'");
     return {
       file: "topk_cosine",
       name: `topk_merge${gateTag}_s${TOPK_SLOTS}_wg${TOPK_WG}`,
@@ -121,9 +123,11 @@ export function cosineTopKKernel(v: CosineTopKVariant): KernelVariant {
   }
   const layout = v.layout ?? "rows";
   const qnorm = v.qnorm;
-  const bindings = ["read", "read", "read_write", ...(gate ? (["read"] as const) : []), ...(qnorm ? (["read"] as const) : []), "uniform"] as const;
-  const slots = { B_GATE: 3, B_NORM: gate ? 4 : 3, B_PARAMS: 3 + (gate ? 1 : 0) + (qnorm ? 1 : 0) };
-  const qTag = qnorm ? `_qnorm${qnorm}` : "";
+  const direct = v.direct ?? false;
+  const bindings = ["read", "read", "read_write", ...(direct ? (["read_write"] as const) : []), ...(gate ? (["read"] as const) : []), ...(qnorm ? (["read"] as const) : []), "uniform"] as const;
+  const b0 = direct ? 4 : 3;
+  const slots = { B_GATE: b0, B_NORM: b0 + (gate ? 1 : 0), B_PARAMS: b0 + (gate ? 1 : 0) + (qnorm ? 1 : 0), DIRECT: direct };
+  const qTag = (qnorm ? `_qnorm${qnorm}` : "") + (direct ? "_direct" : "");
   if (layout === "tiled") {
     const dt = v.index ?? "f32";
     if (dt === "f16p") throw new UsageError("cosineTopKKernel: the tiled layout reads f16 as packed pairs always; give index 'f16'");
@@ -343,7 +347,8 @@ export function topkRowsPerWorkgroup(rows: number, software: boolean): number {
 /**
  * The k best rows of `index` [N, D] (f16|f32) by cosine similarity with `query` [D] or [Q, D] f32.
  * Returns { ids u32, scores f32 }, shaped [k] for a 1-D query and [Q, k] otherwise, best first.
- * Encodes 1 + (binding windows of the index) dispatches (+ the tiled copy's when it is (re)made).
+ * Encodes 1 + (binding windows of the index) dispatches, or 1 when one workgroup scans the whole
+ * index (≤ TOPK_MIN_ROWS_PER_WG rows, one window) (+ the tiled copy's when an explicit "tiled" makes it).
  */
 export async function cosineTopK(ctx: GpuContext, query: Tensor, index: Tensor, k: number, opts: CosineTopKOptions = {}): Promise<{ ids: Tensor; scores: Tensor }> {
   const op = "cosineTopK";
@@ -394,7 +399,7 @@ export async function cosineTopK(ctx: GpuContext, query: Tensor, index: Tensor, 
     layout === "tiled"
       ? { stage: "scan", layout, index: dt, gate, tile, ...(qnorm ? { qnorm } : {}) }
       : { stage: "scan", layout, index: storeType(ctx, dt), vec4, gate, ...(qnorm ? { qnorm } : {}) };
-  const [scan, merge] = await Promise.all([ctx.kernels.get(cosineTopKKernel(scanVariant)), ctx.kernels.get(cosineTopKKernel({ stage: "merge", gate }))]);
+  const [scanK, merge] = await Promise.all([ctx.kernels.get(cosineTopKKernel(scanVariant)), ctx.kernels.get(cosineTopKKernel({ stage: "merge", gate }))]);
   const pack = layout === "tiled" && count > 0 ? await cosineIndexPack(ctx, index, count, tile.T) : null;
   // Windows of the index (rows layout) or of whole tiles of its copy (tiled), in rows of the index.
   let windows: { firstRow: number; rows: number; byteOffset: number; byteSize: number }[];
@@ -425,6 +430,10 @@ export async function cosineTopK(ctx: GpuContext, query: Tensor, index: Tensor, 
     return { ...w, rowsPerWg, groups };
   });
   const groupsTotal = Math.max(1, plan.reduce((s, p) => s + p.groups, 0));
+  // One window scanned by one workgroup (the demo's indexes): its k best are the result, written
+  // directly; the merge dispatch is skipped (1 dispatch per search instead of 2).
+  const direct = plan.length === 1 && plan[0]!.groups === 1;
+  const scan = direct ? await ctx.kernels.get(cosineTopKKernel({ ...scanVariant, direct: true })) : scanK;
   const candBytes = Q * groupsTotal * k * 8;
   if (candBytes > ctx.limits.maxStorageBufferBindingSize) {
     throw new UnsupportedError(
@@ -432,12 +441,18 @@ export async function cosineTopK(ctx: GpuContext, query: Tensor, index: Tensor, 
       "use fewer queries per call or a smaller k",
     );
   }
-  const cand = ctx.empty([Q * groupsTotal * k * 2], "u32", "cosineTopK.candidates");
   const ids = opts.outIds ?? ctx.empty(outShape, "u32", "cosineTopK.ids");
   const scores = opts.outScores ?? ctx.empty(outShape, "f32", "cosineTopK.scores");
   const extra = [...(opts.gate ? [opts.gate] : []), ...(opts.normWeight ? [opts.normWeight] : [])];
   const qUnits = vec4 ? D / 4 : D;
   const kc = pack ? pack.kc : 0;
+  if (direct) {
+    const p = plan[0]!;
+    const params = new Params().u32(p.rows).u32(qUnits).u32(p.firstRow).u32(p.rowsPerWg).u32(k).u32(1).u32(0).f32(-Infinity).u32(kc).bytes();
+    ctx.dispatch(scan, [query, { tensor: pack ? pack.tensor : index, byteOffset: p.byteOffset, byteSize: p.byteSize }, ids, scores, ...extra], params, [1, Q]);
+    return { ids, scores };
+  }
+  const cand = ctx.empty([Q * groupsTotal * k * 2], "u32", "cosineTopK.candidates");
   let groupBase = 0;
   for (const p of plan) {
     const params = new Params().u32(p.rows).u32(qUnits).u32(p.firstRow).u32(p.rowsPerWg).u32(k).u32(groupsTotal).u32(groupBase).f32(-Infinity).u32(kc).bytes();
