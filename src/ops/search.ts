@@ -5,7 +5,8 @@
 // A short chain in one command buffer (kernels/topk_cosine.wgsl):
 //   stage 1, once per binding window of index rows: workgroups scan rowsPerWg rows each and
 //            write their k best to a candidates buffer [Q, groups, k];
-//   stage 2: one workgroup per query merges all groups into the final k.
+//   stage 2: one workgroup per query merges all groups into the final k (skipped when one
+//            workgroup scans the whole index: it writes the result itself, 1 dispatch in all).
 // The index may exceed one storage binding (N in the millions): it is bound in row windows.
 //
 // Two layouts of the index for stage 1 (CosineTopKOptions.layout; both stay runnable, A/B arms in
@@ -32,7 +33,7 @@
 //   100k × 2048 (10)      4882     3186 (×1.53)       T64R4 ×1.50
 //   f32 721 × 128 / 576   quick runs ×1.08–1.14 / ×0.69 (noise-dominated, like the f16 demo shape)
 // The demo's index (721 entries, D = 128) costs ~2 ms per search in either layout: the fixed cost
-// (2 dispatches, a 256-invocation workgroup's barriers and its sort) dominates there.
+// (dispatch and submit, a 256-invocation workgroup's barriers and its sort) dominates there.
 // → software: tiled T=8 (one llvmpipe SIMD group per tile, so a group's walk is contiguous) R=4.
 // The copy itself: 721 × 128 2–20 ms, 10k × 2048 1.8–2 s, 100k × 2048 30–40 s at that load.
 // Hardware GPUs: not measured (no GPU lent to this session) → rows, as before; tiled T=64 R=4
@@ -40,11 +41,13 @@
 //
 // Gate (CosineTopKOptions.gate, u32 [1]): every dispatch of the search reads gate[0] first and
 // returns at once when it is 0 (fixed grids, no indirect dispatch), leaving the outputs untouched:
-// what a decode token that is not a query token pays. Measured (same runs, 16 calls per submit,
-// wall time per call, host encode included): 2 dispatches per call for an index in one binding
-// window, whatever the gate; gate 0: 0.20–0.30 ms per call at the demo shape (outliers to 0.8 under
-// load) and 0.31–0.51 ms at 10k × 2048; gate 1: 1.6–3 ms (demo) and ~170–290 ms (10k × 2048),
-// like the ungated search.
+// what a decode token that is not a query token pays. Measured (same machine and load, 16 calls
+// per submit, wall time per call with host encode, median of 9 rounds, min in brackets): the
+// demo's index (one workgroup: 1 dispatch per call, whatever the gate): gate 0 0.17–0.27 ms
+// (0.11–0.15), gate 1 1.6–2.9 ms (1.1–1.3), ungated the same as gate 1; 10k × 2048 (2 dispatches:
+// scan + merge): gate 0 0.6–1.7 ms (0.23–0.25; the medians are the machine's load), gate 1
+// 150–260 ms. Before the one-workgroup case skipped the merge, the demo shape paid 2 dispatches,
+// 0.20–0.30 ms with gate 0.
 // normWeight: the query is a raw (pre-final-norm) hidden row h scored as h ∘ g (the norm's
 // 1/rms factor is a positive scale, which cosine cancels), so a hook needs no final-norm dispatch;
 // it costs an extra load of g per query element in the scan (gate 1 at the demo shape: 1.6–4.7
