@@ -11,7 +11,7 @@
 import type { GpuContext } from "../src/gpu/context.js";
 import type { Tensor } from "../src/gpu/tensor.js";
 import { storeType } from "../src/ops/common.js";
-import { COSINE_TOPK_LAYOUTS, cosineIndexPack, cosineTopK, cosineTopKKernel, cosineTopKPreferredLayout, releaseCosineIndexPack, type CosineTopKLayout } from "../src/ops/search.js";
+import { COSINE_TOPK_LAYOUTS, cosineIndexPack, cosineTopK, cosineTopKKernel, cosineTopKPreferredLayout, cosineTopKTiledShape, releaseCosineIndexPack, type CosineTopKLayout, type TopkTileShape } from "../src/ops/search.js";
 import { f32ArrayToF16 } from "../src/util/f16.js";
 import { Rng } from "../src/util/rng.js";
 import { measureCopy, row, timeGpu, type BenchEnv, type BenchRow } from "./harness.js";
@@ -76,16 +76,26 @@ async function layoutAB(ctx: GpuContext, env: BenchEnv, rng: Rng, rows: BenchRow
       const outScores = ctx.empty([k], "f32", "scores");
       await ctx.sync();
       const p0 = performance.now();
-      await cosineIndexPack(ctx, index, N);
+      await cosineIndexPack(ctx, index, N, cosineTopKTiledShape(ctx).T);
       await ctx.sync();
       const packMs = performance.now() - p0;
       const bytes = N * D * (dt === "f16" ? 2 : 4);
       const reps = bytes > 8e6 ? 1 : 8;
       const copy = await measureCopy(ctx, 32 << 20, 5);
-      const arms = COSINE_TOPK_LAYOUTS.map((layout) => ({ layout, medians: [] as number[], mins: [] as number[], maxs: [] as number[] }));
+      // the rows layout, the tiled one with this device class's tile shape, and other tile shapes
+      // (T rows per tile, R rows per invocation; T8 R1 = without query-load sharing, T256 R1 = one
+      // tile per batch of the workgroup)
+      const def = cosineTopKTiledShape(ctx);
+      const shapes: TopkTileShape[] = [def, ...[{ T: 8, R: 1 }, { T: 8, R: 8 }, { T: 64, R: 4 }, { T: 256, R: 1 }].filter((t) => t.T !== def.T || t.R !== def.R)];
+      const arms = [
+        { label: "rows", layout: "rows" as const, medians: [] as number[], mins: [] as number[], maxs: [] as number[] },
+        ...shapes.map((tile) => ({ label: `tiled T${tile.T} R${tile.R}`, layout: "tiled" as const, tile, medians: [] as number[], mins: [] as number[], maxs: [] as number[] })),
+      ];
       for (let r = 0; r < rounds; r++) {
         for (const arm of r % 2 === 0 ? arms : [...arms].reverse()) {
-          const t = await timeGpu(ctx, () => cosineTopK(ctx, q, index, k, { outIds, outScores, layout: arm.layout }).then(() => undefined), { warmup: r === 0 ? 1 : 0, samples: 3, reps });
+          const opts = { outIds, outScores, layout: arm.layout, ...("tile" in arm ? { tile: arm.tile } : {}) };
+          if ("tile" in arm) await cosineIndexPack(ctx, index, N, arm.tile.T); // outside the timing
+          const t = await timeGpu(ctx, () => cosineTopK(ctx, q, index, k, opts).then(() => undefined), { warmup: r === 0 ? 1 : 0, samples: 3, reps });
           arm.medians.push(t.medianMs);
           arm.mins.push(t.minMs);
           arm.maxs.push(t.maxMs);
@@ -96,8 +106,8 @@ async function layoutAB(ctx: GpuContext, env: BenchEnv, rng: Rng, rows: BenchRow
         const ms = med(arm.medians);
         const t = { medianMs: ms, minMs: Math.min(...arm.mins), maxMs: Math.max(...arm.maxs), samples: arm.medians.length * 3 };
         const gbps = bytes / (ms / 1e3) / 1e9;
-        rows.push(row(env, { bench: "search", variant: `topk_cosine_${arm.layout}`, shape: `A/B N=${N} D=${D} k=${k} ${dt}`, bytes, extra: { copyGBps: +copy.gbps.toFixed(2), ofCopy: +(gbps / copy.gbps).toFixed(3), speedup: +(rowsMs / ms).toFixed(2), ...(arm.layout === "tiled" ? { packMs: +packMs.toFixed(2) } : {}) } }, t));
-        env.log(`  A/B ${arm.layout.padEnd(6)} N=${N} D=${D} k=${k} ${dt}: ${ms.toFixed(3)} ms  ${gbps.toFixed(2)} GB/s  ${(gbps / copy.gbps).toFixed(3)} of copy (${copy.gbps.toFixed(1)} GB/s beside)  ×${(rowsMs / ms).toFixed(2)} vs rows${arm.layout === "tiled" ? `  (copy made once in ${packMs.toFixed(1)} ms)` : ""}`);
+        rows.push(row(env, { bench: "search", variant: `topk_cosine_${arm.label}`, shape: `A/B N=${N} D=${D} k=${k} ${dt}`, bytes, extra: { copyGBps: +copy.gbps.toFixed(2), ofCopy: +(gbps / copy.gbps).toFixed(3), speedup: +(rowsMs / ms).toFixed(2), ...(arm.layout === "tiled" ? { packMs: +packMs.toFixed(2) } : {}) } }, t));
+        env.log(`  A/B ${arm.label.padEnd(14)} N=${N} D=${D} k=${k} ${dt}: ${ms.toFixed(3)} ms  ${gbps.toFixed(2)} GB/s  ${(gbps / copy.gbps).toFixed(3)} of copy (${copy.gbps.toFixed(1)} GB/s beside)  ×${(rowsMs / ms).toFixed(2)} vs rows${arm.label === arms[1]!.label ? `  (copy made once in ${packMs.toFixed(1)} ms)` : ""}`);
       }
       releaseCosineIndexPack(index);
       for (const x of [index, q, outIds, outScores]) x.dispose();

@@ -11,13 +11,17 @@
 //   Two layouts of the index (the variant's "layout"):
 //   rows  (TILED off): the index as stored, [N, D] row-major: invocation lid of a batch owns row
 //         b + lid and walks its D elements, so neighbouring invocations read addresses D apart.
-//   tiled (TILED on): a copy made once (cosineIndexPack: kernels/gemv_repack.wgsl with T = WG),
-//         lane-interleaved 16-byte chunks of CE elements (8 halves or 4 f32):
-//         P[tile][c][lane] = index[tile·WG + lane, c·CE .. c·CE + CE), zero past N and D;
-//         at every step c the WG invocations of a batch (= one tile) read WG consecutive chunks.
+//   tiled (TILED on): a copy made once (cosineIndexPack: kernels/gemv_repack.wgsl, T rows per
+//         tile, T a divisor of WG), lane-interleaved 16-byte chunks of CE elements (8 halves or 4 f32):
+//         P[tile][c][lane] = index[tile·T + lane, c·CE .. c·CE + CE), zero past N and D;
+//         a batch is WG·RB rows; invocation lid scores rows b + j·WG + lid (j < RB) in one walk
+//         over c, loading each query chunk once for its RB rows; at every step the T invocations
+//         of a tile read T consecutive chunks (T = 8: one llvmpipe SIMD group walks contiguous
+//         memory). Windows of the copy start at multiples of WG rows (whole tiles).
 // Stage 2 (MERGE on): workgroup q merges the groupsTotal groups of query q into the final k.
 //
-// Both stages run the same selection loop over batches of WG items (one per invocation):
+// Both stages run the same selection loop over batches of WG·RB items (RB per invocation, RB = 1
+//   except in the tiled scan; each of the RB sub-rounds appends at most WG items):
 //   an item is appended to a workgroup list of S slots (atomic counter) only if it is better
 //   than the current k-th best (thr). When the list could overflow on the next batch it is
 //   bitonic-sorted (S items, sentinel-padded), its first k become the new best, thr = item k−1.
@@ -36,6 +40,8 @@
 //                                             tiled: the packed tiles of this window, R = vec4<u32>
 //                                             (WF16: 8 halves as pairs, no shader-f16) or vec4<f32>
 //   2 cand:   array<vec2<u32>>    read_write  [Q, groupsTotal, k] (bitcast score, id)
+//     DIRECT (the whole index is one workgroup's rows: one window, one group, so its k best are
+//     the result and stage 2 is skipped): 2 ids array<u32> [Q, k], 3 scores array<f32> [Q, k]
 //   B_GATE  gate:  array<u32>     read        [1] (GATE only)
 //   B_NORM  normw: array<u32>     read        [D] f32 bits, or f16 packed pairs with GF16 (QNORM only)
 //   B_PARAMS params: Params       uniform
@@ -47,7 +53,7 @@
 //   B_PARAMS params: Params       uniform
 // Precision: dot products accumulate in f32 (four vec4 lanes summed at the end with VEC4 or
 // TILED); f16 rows are widened to f32 exactly. ‖q‖² is a workgroup tree sum in f32.
-// Constraints: k ≤ S − WG; D % 4 == 0 for VEC4 (rows layout); tiled: any D.
+// Constraints: k ≤ S − WG; D % 4 == 0 for VEC4 (rows layout); tiled: any D, WG % T == 0.
 #if F16
 enable f16;
 #endif
@@ -81,7 +87,12 @@ const NONE: u32 = 0xffffffffu;
 #else
 @group(0) @binding(0) var<storage, read> query: array<{{QV}}>;
 @group(0) @binding(1) var<storage, read> index: array<{{RV}}>;
+#if DIRECT
+@group(0) @binding(2) var<storage, read_write> out_ids: array<u32>;
+@group(0) @binding(3) var<storage, read_write> out_scores: array<f32>;
+#else
 @group(0) @binding(2) var<storage, read_write> cand: array<vec2<u32>>;
+#endif
 #endif
 #if GATE
 @group(0) @binding({{B_GATE}}) var<storage, read> gate: array<u32>;
@@ -312,9 +323,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(local_invocation_index) 
     out_scores[q * k + j] = sc[j];
   }
 #else
+#if DIRECT
+  for (var j = lid; j < k; j += WG) {
+    out_ids[q * k + j] = sid[j];
+    out_scores[q * k + j] = sc[j];
+  }
+#else
   let dst = (q * params.groupsTotal + params.groupBase + g) * k;
   for (var j = lid; j < k; j += WG) {
     cand[dst + j] = vec2<u32>(bitcast<u32>(sc[j]), sid[j]);
   }
+#endif
 #endif
 }

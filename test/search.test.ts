@@ -147,20 +147,26 @@ test("cosineTopK: argument errors", async () => {
   await assertRejects(() => cosineTopK(ctx, ctx.empty([4], "f32", "q"), ix, 2, { normWeight: ctx.empty([5], "f32", "g") }), ShapeError, [/normWeight/], "norm weight shape");
 });
 
-test("cosineIndexPack: the tiled copy matches cosineIndexPackReference (f32, f16; D odd; count < N; remade when count changes)", async () => {
+test("cosineIndexPack: the tiled copy matches cosineIndexPackReference (f32, f16; D odd; count < N; extended when count grows)", async () => {
   await forDevices({}, async (ctx) => {
-    for (const [N, D, count] of [[600, 13, 600], [600, 13, 257], [40, 8, 40], [3, 1, 3]] as const) {
+    for (const [N, D, counts, T] of [[600, 13, [600], 8], [600, 13, [257, 300, 599], 8], [40, 8, [3, 40], 1], [3, 1, [3], 8], [700, 6, [100, 650], 64]] as const) {
       for (const dt of ["f32", "f16"] as const) {
         const rows = unitRows(N, D);
         const vals = dt === "f16" ? f16ArrayToF32(f32ArrayToF16(rows)) : rows;
         const index = ctx.upload(vals, [N, D], dt, "index");
-        const pack = await cosineIndexPack(ctx, index, count);
-        assert.is(cosineIndexPackOf(index), pack, "cached");
-        assert.is(await cosineIndexPack(ctx, index, count), pack, "same count: reused");
-        const words = await pack.tensor.read();
-        const got = dt === "f32" ? Array.from(new Float32Array(words.buffer, words.byteOffset, words.length)) : Array.from(f16ArrayToF32(new Uint16Array(words.buffer, words.byteOffset, words.length * 2)));
-        assertEqualArrays(got, cosineIndexPackReference(vals, count, D, dt === "f16" ? 8 : 4, pack.T), `pack N=${N} D=${D} count=${count} ${dt}`);
-        if (count > 1) assert.is.not((await cosineIndexPack(ctx, index, count - 1)).count, count, "other count: remade");
+        for (const count of counts) {
+          const pack = await cosineIndexPack(ctx, index, count, T);
+          assert.is(cosineIndexPackOf(index, T), pack, "cached");
+          assert.is(await cosineIndexPack(ctx, index, count, T), pack, "same count: reused");
+          assert.is((await cosineIndexPack(ctx, index, Math.max(1, count - 1), T)).count, count, "fewer rows: the copy holds them already");
+          const words = await pack.tensor.read();
+          const want = cosineIndexPackReference(vals, count, D, dt === "f16" ? 8 : 4, T);
+          const all = dt === "f32" ? Array.from(new Float32Array(words.buffer, words.byteOffset, words.length)) : Array.from(f16ArrayToF32(new Uint16Array(words.buffer, words.byteOffset, words.length * 2)));
+          assertEqualArrays(all.slice(0, want.length), want, `pack N=${N} D=${D} T=${T} count=${count} (after ${counts.join(", ")}) ${dt}`);
+          const q = vals.slice((count - 1) * D, count * D); // the last row copied finds itself
+          const { ids } = await cosineTopK(ctx, ctx.upload(q, [D], "f32", "q"), index, 1, { count, layout: "tiled", tile: { T, R: 2 } });
+          assertEqualArrays(await ids.read(), cosineTopKReference(q, vals, count, D, 1).ids, `search after the copy of ${count} rows`);
+        }
         index.dispose();
       }
     }
@@ -169,7 +175,8 @@ test("cosineIndexPack: the tiled copy matches cosineIndexPackReference (f32, f16
 
 test("cosineTopK gate: gate 0 leaves the outputs untouched with the same dispatches, gate 1 searches (both layouts, merge and scan)", async () => {
   await forDevices({}, async (ctx) => {
-    const N = 700, D = 20, k = 5;
+    for (const N of [700, 2500]) { // one workgroup (1 dispatch: no merge), three (scan + merge)
+    const D = 20, k = 5;
     const rows = unitRows(N, D);
     const q = rng.fillNormal(2 * D);
     const index = ctx.upload(rows, [N, D], "f16", "index");
@@ -194,13 +201,14 @@ test("cosineTopK gate: gate 0 leaves the outputs untouched with the same dispatc
           assertClose(await outScores.read(), ref.scores, TOL, `gate 1 ${layout}: scores`);
         }
       }
-      assert.ok(counts[0] === counts[1] && counts[1] === counts[2] && counts[0]! >= 2, `fixed dispatches: ${counts.join(", ")}`);
+      assert.ok(counts[0] === counts[1] && counts[1] === counts[2] && counts[0]! === (N > 1024 ? 2 : 1), `fixed dispatches: ${counts.join(", ")}`);
     }
     // a gate word inside a larger buffer at another value than 0/1 counts as on
     const gate = ctx.upload(Uint32Array.of(5), [1], "u32", "gate5");
     const { ids } = await cosineTopK(ctx, query, index, k, { gate });
     assertEqualArrays(await ids.read(), ref.ids, "gate 5: on");
     index.dispose();
+    }
   });
 });
 

@@ -23,7 +23,7 @@ import type { GpuContext } from "../gpu/context.js";
 import type { Tensor } from "../gpu/tensor.js";
 import { DTYPE_BYTES } from "../gpu/tensor.js";
 import { ShapeError, UsageError } from "../errors.js";
-import { cosineIndexPack, cosineTopK, cosineTopKPreferredLayout, NO_ID, TOPK_MAX_K, type CosineTopKOptions } from "../ops/search.js";
+import { cosineIndexPack, cosineTopK, cosineTopKPreferredLayout, NO_ID, releaseCosineIndexPack, TOPK_MAX_K, type CosineTopKOptions } from "../ops/search.js";
 import { l2normRows } from "../ops/l2norm.js";
 import { f16ArrayToF32 } from "../util/f16.js";
 import type { ModelFingerprint } from "./fingerprint.js";
@@ -252,6 +252,16 @@ export class DocumentIndex {
     }
     this.ctx.write(this._entryTable, table, n0 * 2);
     this._count = n0 + R;
+    await this.keepSearchCopy();
+  }
+
+  /**
+   * Extends the search's tiled copy of the vectors (cosineIndexPack) to the current count where
+   * this device class scans that layout, so that no search has to make it (a search may be
+   * encoded inside a gated block or a captured step, where a copy must not happen).
+   */
+  private async keepSearchCopy(): Promise<void> {
+    if (this._count > 0 && cosineTopKPreferredLayout(this.ctx) === "tiled") await cosineIndexPack(this.ctx, this._vectors, this._count);
   }
 
   /**
@@ -281,6 +291,7 @@ export class DocumentIndex {
     const next = (have: number, need: number): number => Math.max(need, have * 2, GROWTH_MIN);
     if (entries > this._vectors.shape[0]!) {
       const cap = next(this._vectors.shape[0]!, entries);
+      releaseCosineIndexPack(this._vectors); // the search's tiled copy of the old tensor, if any
       this._vectors = regrow(ctx, this._vectors, [cap, this.dim], this._count * this.dim * DTYPE_BYTES[this.dtype]);
       this._entryTable = regrow(ctx, this._entryTable, [cap, 2], this._count * 8);
     }
@@ -303,15 +314,17 @@ export class DocumentIndex {
    * Encodes a top-k search over the entries on the GPU (no submit, no readback): ids u32 and
    * scores f32, shaped [k] for a query [D] (or [Q, k] for [Q, D]). Entry ids; the tail past count
    * holds NO_ID / −inf. Throws UsageError on an empty index (the host cannot make hits of nothing).
+   * `gate` (u32 [1]): the search's dispatches return at once when gate[0] = 0, leaving the outputs
+   * untouched (cosineTopK's option); `normWeight`: the query is a raw hidden row scored as h ∘ g.
    */
   /**
    * Makes ahead of time what searchGpu reads (the lane-interleaved copy of the vectors on devices
-   * that scan that layout, src/ops/search.ts), so that a decode step captured after this call
-   * never contains the copy. The copy is remade when entries are added.
+   * that scan that layout; kept up to date by every add, so this is a check), so that a decode step
+   * captured after this call never contains the copy.
    */
   async prepareSearchGpu(): Promise<void> {
     this.assertLive();
-    if (this._count > 0 && cosineTopKPreferredLayout(this.ctx) === "tiled") await cosineIndexPack(this.ctx, this._vectors, this._count);
+    await this.keepSearchCopy();
   }
 
   async searchGpu(query: Tensor, k: number, opts: Pick<CosineTopKOptions, "outIds" | "outScores" | "gate" | "normWeight"> = {}): Promise<{ ids: Tensor; scores: Tensor }> {
@@ -376,6 +389,7 @@ export class DocumentIndex {
   dispose(): void {
     if (this.disposed) return;
     this.disposed = true;
+    releaseCosineIndexPack(this._vectors);
     for (const t of [this._vectors, this._entryTable, this._tokens, this._docTable]) t.dispose();
   }
 
@@ -418,6 +432,7 @@ export class DocumentIndex {
       if (parts.count) ctx.write(ix._entryTable, table);
       ix._count = parts.count;
       await writeVectors(ix);
+      await ix.keepSearchCopy();
       return ix;
     } catch (e) {
       ix.dispose();

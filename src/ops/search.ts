@@ -5,8 +5,53 @@
 // A short chain in one command buffer (kernels/topk_cosine.wgsl):
 //   stage 1, once per binding window of index rows: workgroups scan rowsPerWg rows each and
 //            write their k best to a candidates buffer [Q, groups, k];
-//   stage 2: one workgroup per query merges all groups into the final k.
+//   stage 2: one workgroup per query merges all groups into the final k (skipped when one
+//            workgroup scans the whole index: it writes the result itself, 1 dispatch in all).
 // The index may exceed one storage binding (N in the millions): it is bound in row windows.
+//
+// Two layouts of the index for stage 1 (CosineTopKOptions.layout; both stay runnable, A/B arms in
+// bench/search.bench.ts):
+//   rows:  the index as stored; invocation i of a batch owns row b + i and walks its D elements,
+//          so neighbouring invocations read addresses D elements apart (lavapipe gathers every
+//          load; a real GPU cannot coalesce them), and every lane reloads the query per row.
+//   tiled: a lane-interleaved copy made once per (index, count) by cosineIndexPack (the
+//          kernels/gemv_repack.wgsl layout, T rows per tile): neighbouring invocations read
+//          neighbouring 16-byte chunks, and each invocation scores R rows per query-chunk load.
+//          Costs a copy as large as the index's capacity, made and extended by cosineIndexPack
+//          (DocumentIndex keeps its copy current after every append and at load; "auto" scans
+//          the tiled layout only where such a copy exists, so a search never copies implicitly).
+// Choice per device class (cosineTopKPreferredLayout, cosineTopKTiledShape), measured on lavapipe
+// (llvmpipe 8-wide, 2 cores shared with ~8 other jobs at load average 15–24, Node + Dawn,
+// 2026-12-02; f16 index, one query, arms alternated round by round in one process; copy bandwidth
+// beside 0.6–2 GB/s instead of ~14 on a quiet machine, so single figures swing ±50%):
+//   N × D (k)            rows ms   tiled T8 R4        other tiled shapes (× vs rows)
+//   721 × 128 (5)  demo   1.9      1.8  (×1.09)       T64R4 ×1.03; quick runs ×0.74–1.61 (noise: fixed cost)
+//   721 × 576 (5)         32       26   (×1.25)       T64R4 ×1.16; quick runs ×1.08, ×1.45
+//   10k × 2048 (10)       473      289  (×1.64)       T64R4 ×1.59; quick runs ×1.69, ×1.92; T8R1 ×0.75,
+//                                                     T8R8 ×1.07, T256R1 ×0.88 (R shares query loads:
+//                                                     f16 rows need 2 query words per index word)
+//   100k × 2048 (10)      4882     3186 (×1.53)       T64R4 ×1.50
+//   f32 721 × 128 / 576   quick runs ×1.08–1.14 / ×0.69 (noise-dominated, like the f16 demo shape)
+// The demo's index (721 entries, D = 128) costs ~2 ms per search in either layout: the fixed cost
+// (dispatch and submit, a 256-invocation workgroup's barriers and its sort) dominates there.
+// → software: tiled T=8 (one llvmpipe SIMD group per tile, so a group's walk is contiguous) R=4.
+// The copy itself: 721 × 128 2–20 ms, 10k × 2048 1.8–2 s, 100k × 2048 30–40 s at that load.
+// Hardware GPUs: not measured (no GPU lent to this session) → rows, as before; tiled T=64 R=4
+// (64 lanes read 1 KiB contiguous, as coalescing wants) is the first candidate to measure.
+//
+// Gate (CosineTopKOptions.gate, u32 [1]): every dispatch of the search reads gate[0] first and
+// returns at once when it is 0 (fixed grids, no indirect dispatch), leaving the outputs untouched:
+// what a decode token that is not a query token pays. Measured (same machine and load, 16 calls
+// per submit, wall time per call with host encode, median of 9 rounds, min in brackets): the
+// demo's index (one workgroup: 1 dispatch per call, whatever the gate): gate 0 0.17–0.27 ms
+// (0.11–0.15), gate 1 1.6–2.9 ms (1.1–1.3), ungated the same as gate 1; 10k × 2048 (2 dispatches:
+// scan + merge): gate 0 0.6–1.7 ms (0.23–0.25; the medians are the machine's load), gate 1
+// 150–260 ms. Before the one-workgroup case skipped the merge, the demo shape paid 2 dispatches,
+// 0.20–0.30 ms with gate 0.
+// normWeight: the query is a raw (pre-final-norm) hidden row h scored as h ∘ g (the norm's
+// 1/rms factor is a positive scale, which cosine cancels), so a hook needs no final-norm dispatch;
+// it costs an extra load of g per query element in the scan (gate 1 at the demo shape: 1.6–4.7
+// ms vs 1.6–2.9 without, within the noise of those runs).
 //
 // Defined edge cases: a zero query scores 0 against every row (so the k lowest ids win);
 // k > count fills the tail with id 0xFFFFFFFF and score −inf; rows scoring NaN are never returned.
@@ -56,6 +101,8 @@ export interface CosineTopKVariant {
   qnorm?: "f32" | "f16";
   /** tiled only: rows per tile (a divisor of TOPK_WG) and rows per invocation per batch. Default cosineTopKTiledShape's. */
   tile?: TopkTileShape;
+  /** scan only: write the final ids/scores instead of candidates (the index is one workgroup's rows; no merge). */
+  direct?: boolean;
 }
 
 /** Tile height T of the tiled copy and rows per invocation R of the tiled scan. */
@@ -67,9 +114,9 @@ export interface TopkTileShape {
 export function cosineTopKKernel(v: CosineTopKVariant): KernelVariant {
   const gate = v.gate ?? false;
   const gateTag = gate ? "_gate" : "";
-  const common = { S: TOPK_SLOTS, WG: TOPK_WG, GATE: gate, TILED: false, WF16: false, CE: 4, T: 1, RB: 1, QNORM: false, GF16: false };
+  const common = { S: TOPK_SLOTS, WG: TOPK_WG, GATE: gate, TILED: false, WF16: false, CE: 4, T: 1, RB: 1, QNORM: false, GF16: false, DIRECT: false };
   if (v.stage === "merge") {
-    if (v.layout !== undefined || v.index !== undefined || v.vec4 !== undefined || v.qnorm !== undefined) throw new UsageError("cosineTopKKernel: the merge stage takes only 'gate'");
+    if (v.layout !== undefined || v.index !== undefined || v.vec4 !== undefined || v.qnorm !== undefined || v.direct !== undefined) throw new UsageError("cosineTopKKernel: the merge stage takes only 'gate'");
     return {
       file: "topk_cosine",
       name: `topk_merge${gateTag}_s${TOPK_SLOTS}_wg${TOPK_WG}`,
@@ -79,9 +126,11 @@ export function cosineTopKKernel(v: CosineTopKVariant): KernelVariant {
   }
   const layout = v.layout ?? "rows";
   const qnorm = v.qnorm;
-  const bindings = ["read", "read", "read_write", ...(gate ? (["read"] as const) : []), ...(qnorm ? (["read"] as const) : []), "uniform"] as const;
-  const slots = { B_GATE: 3, B_NORM: gate ? 4 : 3, B_PARAMS: 3 + (gate ? 1 : 0) + (qnorm ? 1 : 0) };
-  const qTag = qnorm ? `_qnorm${qnorm}` : "";
+  const direct = v.direct ?? false;
+  const bindings = ["read", "read", "read_write", ...(direct ? (["read_write"] as const) : []), ...(gate ? (["read"] as const) : []), ...(qnorm ? (["read"] as const) : []), "uniform"] as const;
+  const b0 = direct ? 4 : 3;
+  const slots = { B_GATE: b0, B_NORM: b0 + (gate ? 1 : 0), B_PARAMS: b0 + (gate ? 1 : 0) + (qnorm ? 1 : 0), DIRECT: direct };
+  const qTag = (qnorm ? `_qnorm${qnorm}` : "") + (direct ? "_direct" : "");
   if (layout === "tiled") {
     const dt = v.index ?? "f32";
     if (dt === "f16p") throw new UsageError("cosineTopKKernel: the tiled layout reads f16 as packed pairs always; give index 'f16'");
@@ -122,10 +171,10 @@ export function cosineTopKKernel(v: CosineTopKVariant): KernelVariant {
 
 // ------------------------------------------------------------------ the tiled copy of an index
 
-/** A lane-interleaved copy of rows [0, count) of an index [N, D]: u32 words [tiles, kc, T, 4]. */
+/** A lane-interleaved copy of rows [0, count) of an index [N, D]: u32 words [tiles, kc, T, 4], tiles = ceil(N / T). */
 export interface CosineIndexPack {
   tensor: Tensor;
-  /** Rows copied (the `count` it was made for). */
+  /** Rows copied: [0, count). */
   count: number;
   D: number;
   dtype: "f32" | "f16";
@@ -136,36 +185,32 @@ export interface CosineIndexPack {
   tiles: number;
 }
 
-const indexPacks = new WeakMap<Tensor, CosineIndexPack>();
+/** Tiled copies per index tensor, one per tile height T (benchmarks compare several). */
+const indexPacks = new WeakMap<Tensor, Map<number, CosineIndexPack>>();
 
-/** Bytes of the tiled copy of `count` rows of D elements. */
-export function cosineIndexPackBytes(count: number, D: number, dtype: "f32" | "f16", T: number): number {
-  return Math.ceil(count / T) * T * Math.ceil(D / (dtype === "f16" ? 8 : 4)) * 16;
-}
-
-/** The tiled copy of `index`, if one exists (whatever count it was made for). */
-export function cosineIndexPackOf(index: Tensor): CosineIndexPack | undefined {
-  const p = indexPacks.get(index);
+/** The tiled copy of `index` with tile height T, if one exists (whatever count it was made for). */
+export function cosineIndexPackOf(index: Tensor, T: number): CosineIndexPack | undefined {
+  const p = indexPacks.get(index)?.get(T);
   return p && !p.tensor.isDisposed ? p : undefined;
 }
 
-/** Frees the tiled copy of `index` (call it before changing rows of the index in place). */
+/** Frees the tiled copies of `index` (call it before changing rows of the index in place). */
 export function releaseCosineIndexPack(index: Tensor): void {
-  const p = indexPacks.get(index);
-  if (p) {
-    p.tensor.dispose();
-    indexPacks.delete(index);
-  }
+  for (const p of indexPacks.get(index)?.values() ?? []) p.tensor.dispose();
+  indexPacks.delete(index);
 }
 
 /**
- * Makes the tiled copy of rows [0, count) of `index` [N, D] f32|f16 on the GPU (one dispatch per
- * binding window of kernels/gemv_repack.wgsl with T = TOPK_WG; no submit), cached beside the
- * tensor. An existing copy of the same count is returned as is; another count is remade whole.
- * The caller promises rows [0, count) do not change in place while the copy lives (an append-only
- * index such as DocumentIndex, whose growth reallocates the tensor, keeps that promise; otherwise
- * call releaseCosineIndexPack). Call it before capturing a decode step, so that a replay never
- * contains the repack.
+ * Makes or extends the tiled copy of rows [0, count) of `index` [N, D] f32|f16 on the GPU
+ * (kernels/gemv_repack.wgsl, one dispatch per binding window; no submit), cached beside the tensor
+ * (one copy per T, sized for all N rows). A copy that already holds ≥ count rows is returned as
+ * is; one holding fewer rows is extended: only the tiles from the one holding its old last row on
+ * are copied (an append-only index pays O(new rows) per append). The caller promises rows that
+ * were copied do not change in place while the copy lives (an append-only index such as
+ * DocumentIndex, whose growth reallocates the tensor, keeps it; otherwise releaseCosineIndexPack).
+ * Encode it outside gated blocks (ctx.beginGate) and captures: a gated-off or replayed copy would
+ * leave the cache believing in rows it does not hold. DocumentIndex keeps its copy current after
+ * every change, so its searches never copy.
  */
 export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = index.shape[0]!, T = cosineTopKTiledShape(ctx).T): Promise<CosineIndexPack> {
   const op = "cosineIndexPack";
@@ -174,29 +219,34 @@ export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = in
   const [N, D] = index.shape as [number, number];
   if (!Number.isInteger(count) || count < 1 || count > N) throw new UsageError(`${op}: count = ${count}, expected an integer in [1, ${N}] (rows of '${index.label}')`);
   if (!Number.isInteger(T) || T < 1 || TOPK_WG % T !== 0) throw new UsageError(`${op}: T = ${T}, expected a divisor of ${TOPK_WG}`);
-  const have = cosineIndexPackOf(index);
-  if (have && have.count === count && have.T === T) return have;
-  if (have) releaseCosineIndexPack(index);
+  const have = cosineIndexPackOf(index, T);
+  if (have && have.count >= count) return have;
   const dtype = index.dtype as "f32" | "f16";
   const ce = dtype === "f16" ? 8 : 4;
   const kc = Math.ceil(D / ce);
-  const tiles = Math.ceil(count / T);
+  const tiles = Math.ceil(N / T);
   const tileBytes = kc * T * 16;
   const eW = DTYPE_BYTES[dtype];
   const limit = ctx.limits.maxStorageBufferBindingSize;
   const align = ctx.limits.minStorageBufferOffsetAlignment;
-  const out = ctx.empty([tiles, kc, T, 4], "u32", `${index.label}.topk_tiled`);
+  const out = have ? have.tensor : ctx.empty([tiles, kc, T, 4], "u32", `${index.label}.topk_tiled`);
   const kernel = await ctx.kernels.get({
     file: "gemv_repack",
     name: `gemv_repack_${dtype}_t${T}`,
     defines: { WF16: dtype === "f16", T, CE: ce },
     bindings: ["read", "read_write", "uniform"],
   });
+  // Tiles [from, need): from = the tile holding the old copy's last row, rounded down so that its
+  // byte offset in the copy is aligned.
+  const tileAlign = align / gcd(tileBytes, align);
+  const from = have ? Math.floor(Math.floor(have.count / T) / tileAlign) * tileAlign : 0;
+  const need = Math.ceil(count / T);
   // Windows of whole tiles; the source rows of a window (plus alignment slack) must fit a binding too.
   const srcTileBytes = T * D * eW;
-  const windows = ctx.bindingWindows(tiles, tileBytes, `${op}: tiled copy of '${index.label}' [${count}, ${D}] ${dtype}`, Math.max(1, Math.floor((limit - align - 4) / srcTileBytes)));
+  const windows = ctx.bindingWindows(need - from, tileBytes, `${op}: tiled copy of '${index.label}' [${count}, ${D}] ${dtype}`, Math.max(1, Math.floor((limit - align - 4) / srcTileBytes)));
   for (const win of windows) {
-    const n0 = win.firstRow * T;
+    const t0 = from + win.firstRow;
+    const n0 = t0 * T;
     const rows = Math.min(win.rows * T, count - n0);
     const start = n0 * D * eW;
     const at = start - (start % align);
@@ -207,15 +257,22 @@ export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = in
       kernel,
       [
         { tensor: index, byteOffset: at, byteSize: end - at },
-        { tensor: out, byteOffset: win.byteOffset, byteSize: words * 4 },
+        { tensor: out, byteOffset: t0 * tileBytes, byteSize: words * 4 },
       ],
       params,
       grid(ctx, Math.ceil(words / 256)),
     );
   }
   const pack: CosineIndexPack = { tensor: out, count, D, dtype, kc, T, tiles };
-  indexPacks.set(index, pack);
+  const m = indexPacks.get(index) ?? new Map<number, CosineIndexPack>();
+  m.set(T, pack);
+  indexPacks.set(index, m);
   return pack;
+}
+
+function gcd(a: number, b: number): number {
+  while (b) [a, b] = [b, a % b];
+  return a;
 }
 
 /**
@@ -239,7 +296,7 @@ export function cosineIndexPackReference(index: ArrayLike<number>, count: number
 
 /**
  * Which layout "auto" scans on this device class, by measurement (bench/search.bench.ts, "A/B"
- * rows; figures in the file header). Device classes never measured keep what the header says.
+ * rows; figures in the file header): software Vulkan → tiled; hardware (not measured) → rows.
  */
 export function cosineTopKPreferredLayout(ctx: GpuContext): CosineTopKLayout {
   return ctx.adapter.isSoftware ? TOPK_LAYOUT.software : TOPK_LAYOUT.hardware;
@@ -250,7 +307,7 @@ const TOPK_LAYOUT: { software: CosineTopKLayout; hardware: CosineTopKLayout } = 
 export function cosineTopKTiledShape(ctx: GpuContext): TopkTileShape {
   return ctx.adapter.isSoftware ? TOPK_TILE.software : TOPK_TILE.hardware;
 }
-const TOPK_TILE: { software: TopkTileShape; hardware: TopkTileShape } = { software: { T: 8, R: 4 }, hardware: { T: 64, R: 1 } };
+const TOPK_TILE: { software: TopkTileShape; hardware: TopkTileShape } = { software: { T: 8, R: 4 }, hardware: { T: 64, R: 4 } };
 
 export interface CosineTopKOptions {
   /** Output ids u32 [Q, k] (or [k] for a 1-D query). */
@@ -264,9 +321,11 @@ export interface CosineTopKOptions {
   /** Rows layout only: forces vec4 loads on (throws if D % 4 != 0) or off; default: on when D % 4 == 0. */
   vec4?: boolean;
   /**
-   * The index layout the scan reads. "auto" (default): cosineTopKPreferredLayout. "tiled" uses
-   * (and makes on first use, or when `count` changed: an extra dispatch) the lane-interleaved copy
-   * of rows [0, count) (cosineIndexPack; the caller promises those rows do not change in place).
+   * The index layout the scan reads. "auto" (default): "tiled" where this device class prefers it
+   * (cosineTopKPreferredLayout) and a tiled copy holding rows [0, count) exists (cosineIndexPack;
+   * DocumentIndex keeps one), else "rows": auto never makes a copy. "tiled" uses the copy, making or
+   * extending it first when needed (extra dispatches, cached: then encode the search outside gated
+   * blocks and captures; the caller promises the copied rows do not change in place).
    */
   layout?: CosineTopKLayout | "auto";
   /**
@@ -291,7 +350,8 @@ export function topkRowsPerWorkgroup(rows: number, software: boolean): number {
 /**
  * The k best rows of `index` [N, D] (f16|f32) by cosine similarity with `query` [D] or [Q, D] f32.
  * Returns { ids u32, scores f32 }, shaped [k] for a 1-D query and [Q, k] otherwise, best first.
- * Encodes 1 + (binding windows of the index) dispatches (+ the tiled copy's when it is (re)made).
+ * Encodes 1 + (binding windows of the index) dispatches, or 1 when one workgroup scans the whole
+ * index (≤ TOPK_MIN_ROWS_PER_WG rows, one window) (+ the tiled copy's when an explicit "tiled" makes it).
  */
 export async function cosineTopK(ctx: GpuContext, query: Tensor, index: Tensor, k: number, opts: CosineTopKOptions = {}): Promise<{ ids: Tensor; scores: Tensor }> {
   const op = "cosineTopK";
@@ -325,7 +385,9 @@ export async function cosineTopK(ctx: GpuContext, query: Tensor, index: Tensor, 
   }
   const layoutOpt = opts.layout ?? "auto";
   if (layoutOpt !== "auto" && !COSINE_TOPK_LAYOUTS.includes(layoutOpt)) throw new UsageError(`${op}: layout '${String(layoutOpt)}', expected one of ${COSINE_TOPK_LAYOUTS.join(", ")} or "auto"`);
-  const layout = layoutOpt === "auto" ? cosineTopKPreferredLayout(ctx) : layoutOpt;
+  const tileT = (opts.tile ?? cosineTopKTiledShape(ctx)).T;
+  const copied = count === 0 || (cosineIndexPackOf(index, tileT)?.count ?? 0) >= count;
+  const layout = layoutOpt === "auto" ? (cosineTopKPreferredLayout(ctx) === "tiled" && copied ? "tiled" : "rows") : layoutOpt;
   const dt = index.dtype as "f32" | "f16";
   if (opts.vec4 !== undefined && layout === "tiled") throw new UsageError(`${op}: vec4 is an option of the rows layout; this search scans the tiled layout`);
   if (opts.vec4 === true && D % 4 !== 0) throw new UsageError(`${op}: vec4 requested but D = ${D} is not a multiple of 4`);
@@ -340,7 +402,7 @@ export async function cosineTopK(ctx: GpuContext, query: Tensor, index: Tensor, 
     layout === "tiled"
       ? { stage: "scan", layout, index: dt, gate, tile, ...(qnorm ? { qnorm } : {}) }
       : { stage: "scan", layout, index: storeType(ctx, dt), vec4, gate, ...(qnorm ? { qnorm } : {}) };
-  const [scan, merge] = await Promise.all([ctx.kernels.get(cosineTopKKernel(scanVariant)), ctx.kernels.get(cosineTopKKernel({ stage: "merge", gate }))]);
+  const [scanK, merge] = await Promise.all([ctx.kernels.get(cosineTopKKernel(scanVariant)), ctx.kernels.get(cosineTopKKernel({ stage: "merge", gate }))]);
   const pack = layout === "tiled" && count > 0 ? await cosineIndexPack(ctx, index, count, tile.T) : null;
   // Windows of the index (rows layout) or of whole tiles of its copy (tiled), in rows of the index.
   let windows: { firstRow: number; rows: number; byteOffset: number; byteSize: number }[];
@@ -350,11 +412,12 @@ export async function cosineTopK(ctx: GpuContext, query: Tensor, index: Tensor, 
     // TOPK_WG rows (the scan's batches are tile-aligned)
     const tileBytes = pack.kc * pack.T * 16;
     const per = TOPK_WG / pack.T;
-    windows = ctx.bindingWindows(Math.ceil(pack.tiles / per), tileBytes * per, `${op} tiled copy of index '${index.label}'`).map((w) => ({
+    const used = Math.ceil(count / pack.T); // tiles holding rows [0, count)
+    windows = ctx.bindingWindows(Math.ceil(used / per), tileBytes * per, `${op} tiled copy of index '${index.label}'`).map((w) => ({
       firstRow: w.firstRow * TOPK_WG,
       rows: Math.min(w.rows * TOPK_WG, count - w.firstRow * TOPK_WG),
       byteOffset: w.byteOffset,
-      byteSize: Math.min(w.rows * per, pack.tiles - w.firstRow * per) * tileBytes,
+      byteSize: Math.min(w.rows * per, used - w.firstRow * per) * tileBytes,
     }));
   } else {
     const rowBytes = D * DTYPE_BYTES[dt];
@@ -370,6 +433,10 @@ export async function cosineTopK(ctx: GpuContext, query: Tensor, index: Tensor, 
     return { ...w, rowsPerWg, groups };
   });
   const groupsTotal = Math.max(1, plan.reduce((s, p) => s + p.groups, 0));
+  // One window scanned by one workgroup (the demo's indexes): its k best are the result, written
+  // directly; the merge dispatch is skipped (1 dispatch per search instead of 2).
+  const direct = plan.length === 1 && plan[0]!.groups === 1;
+  const scan = direct ? await ctx.kernels.get(cosineTopKKernel({ ...scanVariant, direct: true })) : scanK;
   const candBytes = Q * groupsTotal * k * 8;
   if (candBytes > ctx.limits.maxStorageBufferBindingSize) {
     throw new UnsupportedError(
@@ -377,12 +444,18 @@ export async function cosineTopK(ctx: GpuContext, query: Tensor, index: Tensor, 
       "use fewer queries per call or a smaller k",
     );
   }
-  const cand = ctx.empty([Q * groupsTotal * k * 2], "u32", "cosineTopK.candidates");
   const ids = opts.outIds ?? ctx.empty(outShape, "u32", "cosineTopK.ids");
   const scores = opts.outScores ?? ctx.empty(outShape, "f32", "cosineTopK.scores");
   const extra = [...(opts.gate ? [opts.gate] : []), ...(opts.normWeight ? [opts.normWeight] : [])];
   const qUnits = vec4 ? D / 4 : D;
   const kc = pack ? pack.kc : 0;
+  if (direct) {
+    const p = plan[0]!;
+    const params = new Params().u32(p.rows).u32(qUnits).u32(p.firstRow).u32(p.rowsPerWg).u32(k).u32(1).u32(0).f32(-Infinity).u32(kc).bytes();
+    ctx.dispatch(scan, [query, { tensor: pack ? pack.tensor : index, byteOffset: p.byteOffset, byteSize: p.byteSize }, ids, scores, ...extra], params, [1, Q]);
+    return { ids, scores };
+  }
+  const cand = ctx.empty([Q * groupsTotal * k * 2], "u32", "cosineTopK.candidates");
   let groupBase = 0;
   for (const p of plan) {
     const params = new Params().u32(p.rows).u32(qUnits).u32(p.firstRow).u32(p.rowsPerWg).u32(k).u32(groupsTotal).u32(groupBase).f32(-Infinity).u32(kc).bytes();
