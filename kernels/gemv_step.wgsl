@@ -227,6 +227,39 @@ fn hsum(a: vec4<f32>) -> f32 {
   return (a.x + a.y) + (a.z + a.w);
 }
 
+// The K loop for rows `rows` of matrix `mat` (a constant at every call site) and the x row at
+// x unit xb: acc[r] (SWIGLU: acc[R + r] for up) and, for the in-loop norm, Σx² of the x row.
+struct Sums { acc: array<vec4<f32>, {{ACC}}>, ss: vec4<f32> }
+
+fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
+  // Zeroed explicitly: lavapipe kept the previous row's sums in a `var` declared (zero-initialised
+  // by WGSL) inside the row loop (2026-12-02).
+  var acc: array<vec4<f32>, {{ACC}}>;
+  for (var i = 0u; i < {{ACC}}u; i++) { acc[i] = vec4<f32>(); }
+  var ss = vec4<f32>();
+  for (var c = 0u; c < cpr; c++) {
+#if NORM
+#if XSHARED
+    let xc = load_xhat(xb, c);
+#else
+    let xr = load_x(xb, c);
+    ss = fma(xr.lo, xr.lo, fma(xr.hi, xr.hi, ss));
+    let gc = load_g(c);
+    let xc = Chunk(xr.lo * gc.lo, xr.hi * gc.hi);
+#endif
+#else
+    let xc = load_xhat(xb, c);
+#endif
+    for (var r = 0u; r < R; r++) {
+      acc[r] = fmac(load_w(mat, rows[r], c, cpr), xc, acc[r]);
+#if SWIGLU
+      acc[R + r] = fmac(load_w(1u, rows[r], c, cpr), xc, acc[R + r]);
+#endif
+    }
+  }
+  return Sums(acc, ss);
+}
+
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -269,38 +302,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let inv = norm_prologue(xb, lid, xw);
 #endif
     if (live) {
-      // [R] (SWIGLU: [2][R], up after gate). Zeroed explicitly: lavapipe kept the previous row's
-      // sums in a `var` declared (zero-initialised by WGSL) inside the row loop (2026-12-02).
-      var acc: array<vec4<f32>, {{ACC}}>;
-      for (var i = 0u; i < {{ACC}}u; i++) { acc[i] = vec4<f32>(); }
-#if NORM
-#if !XSHARED
-      var ss = vec4<f32>();                   // Σx² of the row, from the chunks this loop loads anyway
-#endif
-#endif
-      for (var c = 0u; c < cpr; c++) {
-#if NORM
-#if XSHARED
-        let xc = load_xhat(xb, c);
-#else
-        let xr = load_x(xb, c);
-        ss = fma(xr.lo, xr.lo, fma(xr.hi, xr.hi, ss));
-        let gc = load_g(c);
-        let xc = Chunk(xr.lo * gc.lo, xr.hi * gc.hi);
-#endif
-#else
-        let xc = load_xhat(xb, c);
-#endif
-        for (var r = 0u; r < R; r++) {
-          acc[r] = fmac(load_w(mat, rows[r], c, cpr), xc, acc[r]);
-#if SWIGLU
-          acc[R + r] = fmac(load_w(1u, rows[r], c, cpr), xc, acc[R + r]);
-#endif
-        }
+      var s: Sums;
+#if MULTI
+      // One call per matrix with a constant index: once inlined (Mesa inlines every function),
+      // each is a K loop over one binding. A workgroup-uniform switch inside the K loop (w_at
+      // with a variable index) cost 1.45× driver CPU on lavapipe (qkv of the 134M model,
+      // 2026-12-02, bench/gemv-step.bench.ts "one matrix (no switch)" arm).
+      switch mat {
+        case 1u: { s = dot_rows(1u, xb, rows, cpr); }
+        case 2u: { s = dot_rows(2u, xb, rows, cpr); }
+        default: { s = dot_rows(0u, xb, rows, cpr); }
       }
+#else
+      s = dot_rows(0u, xb, rows, cpr);
+#endif
+      var acc = s.acc;
 #if NORM
 #if !XSHARED
-      let inv = 1.0 / sqrt(hsum(ss) / params.kf + params.eps);
+      let inv = 1.0 / sqrt(hsum(s.ss) / params.kf + params.eps);
 #endif
 #endif
       let yrow = (m - m_first) * params.N;
