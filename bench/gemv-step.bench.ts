@@ -7,7 +7,7 @@
 //   gate/up: rmsnorm + linear gate + linear up + swiglu     vs gemv_step(norm; swiglu)
 //   down:    linear + add                                   vs gemv_step(residual)
 //   lm_head: rmsnorm + linear                               vs gemv_step(norm; last row)
-// Extra arms: x̂ staged in workgroup memory behind barriers (shared-norm), and for qkv one
+// Extra arms: each norm path forced (src/ops/gemv-step.ts GemvStepNormPath), and for qkv one
 // matrix holding q,k,v concatenated (a bench-only copy), which measures the workgroup-uniform
 // matrix switch (same rows, same work, no switch). Unfused linears use the resolver's choice
 // without a tiled copy (gemv, the rows design); fused arms encode prepared plans. Each arm's
@@ -164,7 +164,9 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
             },
           },
           fused("fused", await plan({ x, w: [wq, wk, wv], y: qkv, norm })),
-          fused("fused shared-norm", await plan({ x, w: [wq, wk, wv], y: qkv, norm, force: { xShared: true } })),
+          fused("norm loop", await plan({ x, w: [wq, wk, wv], y: qkv, norm, force: { normPath: "loop" } })),
+          fused("norm prepass", await plan({ x, w: [wq, wk, wv], y: qkv, norm, force: { normPath: "prepass" } })),
+          fused("norm shared", await plan({ x, w: [wq, wk, wv], y: qkv, norm, force: { normPath: "shared" } })),
           fused("one matrix (no switch)", await plan({ x, w: wqkv, y: qkv, norm })),
         ],
       },
@@ -196,8 +198,9 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
             },
           },
           fused("fused", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm })),
-          fused("fused shared-norm", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { xShared: true } })),
-          fused("fused r2", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { rows: 2 } })),
+          fused("norm loop", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { normPath: "loop" } })),
+          fused("norm prepass", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { normPath: "prepass" } })),
+          fused("norm shared", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { normPath: "shared" } })),
         ],
       },
       {
@@ -226,6 +229,8 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
             },
           },
           fused("fused", await plan({ x, w: wl, y: logits, norm, lastRow: true })),
+          fused("norm loop", await plan({ x, w: wl, y: logits, norm, lastRow: true, force: { normPath: "loop" } })),
+          fused("norm prepass", await plan({ x, w: wl, y: logits, norm, lastRow: true, force: { normPath: "prepass" } })),
         ],
       },
     ];

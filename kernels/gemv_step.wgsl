@@ -80,8 +80,10 @@ struct Params {
 const R: u32 = {{R}}u;
 const XW: u32 = {{XW}}u;   // elements per x unit (4: vec4<f32>, 1: f32)
 
+#if NORM
+var<workgroup> partial: array<f32, {{WG}}>;   // norm_prologue, norm_rows
+#endif
 #if XSHARED
-var<workgroup> partial: array<f32, {{WG}}>;
 var<workgroup> xs: array<{{XT}}, {{XCAP}}>;   // x̂ of the current row
 #endif
 
@@ -154,7 +156,6 @@ fn g_unit(i: u32) -> {{XT}} {
 #endif
 }
 
-#if XSHARED
 fn sq(h: {{XT}}) -> f32 {
 #if XVEC
   return dot(h, h);
@@ -163,10 +164,9 @@ fn sq(h: {{XT}}) -> f32 {
 #endif
 }
 
-// Σx² of the row at x unit xb → inv = 1 / sqrt(mean + eps); with XSHARED also xs = x·inv·g.
-// Called by every invocation of the workgroup (uniform control flow: it holds barriers).
-fn norm_prologue(xb: u32, lid: u32, xw: u32) -> f32 {
-  workgroupBarrier();   // the previous row's readers of partial and xs are done
+// Σx² of the row at x unit xb (all lanes of the workgroup; barriers), reduced as rmsnorm.wgsl.
+fn row_sumsq(xb: u32, lid: u32, xw: u32) -> f32 {
+  workgroupBarrier();   // the previous row's readers of partial (and xs) are done
   var ss = 0.0;
   for (var i = lid; i < xw; i += {{WG}}u) { ss += sq(x[xb + i]); }
   partial[lid] = ss;
@@ -175,7 +175,14 @@ fn norm_prologue(xb: u32, lid: u32, xw: u32) -> f32 {
     if (lid < s) { partial[lid] += partial[lid + s]; }
     workgroupBarrier();
   }
-  let inv = 1.0 / sqrt(partial[0] / params.kf + params.eps);
+  return partial[0];
+}
+
+#if XSHARED
+// Σx² of the row at x unit xb → inv = 1 / sqrt(mean + eps); with XSHARED also xs = x·inv·g.
+// Called by every invocation of the workgroup (uniform control flow: it holds barriers).
+fn norm_prologue(xb: u32, lid: u32, xw: u32) -> f32 {
+  let inv = 1.0 / sqrt(row_sumsq(xb, lid, xw) / params.kf + params.eps);
   for (var i = lid; i < xw; i += {{WG}}u) { xs[i] = x[xb + i] * inv * g_unit(i); }
   workgroupBarrier();
   return inv;
@@ -353,3 +360,38 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
   }
 }
+
+#if NORM
+// Entry point norm_rows (the "prepass" norm path): y[m, :] = x[m, :] · inv · g for the live rows
+// (LAST_ROW: row T − 1 only, kept at its own row), y [rows, K] f32 (a scratch the gemv reads next).
+// One workgroup per row; workgroups past T return. Same bindings (w*, bias unused).
+@compute @workgroup_size({{WG}})
+fn norm_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+  let gw = wid.x + wid.y * nwg.x;    // workgroup-uniform
+#if FROM_STEP
+  let T = min(step[STEP_ROWS], params.M);
+#else
+  let T = params.M;
+#endif
+#if LAST_ROW
+  if (T == 0u || gw != 0u) { return; }
+  let m = T - 1u;
+#else
+  if (gw >= T) { return; }
+  let m = gw;
+#endif
+  let xw = params.K / XW;
+  let xb = m * xw;
+  let inv = 1.0 / sqrt(row_sumsq(xb, lid, xw) / params.kf + params.eps);
+  for (var i = lid; i < xw; i += {{WG}}u) {
+    let v = x[xb + i] * inv * g_unit(i);
+#if XVEC
+    let e = m * params.K + 4u * i;
+    y[e] = v.x; y[e + 1u] = v.y; y[e + 2u] = v.z; y[e + 3u] = v.w;
+#else
+    y[m * params.K + i] = v;
+#endif
+  }
+}
+#endif
