@@ -201,6 +201,7 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
           fused("norm loop", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { normPath: "loop" } })),
           fused("norm prepass", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { normPath: "prepass" } })),
           fused("norm shared", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { normPath: "shared" } })),
+          fused("joint loop", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { swigluJoint: true } })),
         ],
       },
       {

@@ -33,10 +33,15 @@
 // gemv_chunk.wgsl). A workgroup belongs to exactly one matrix (MULTI: workgroups [0, g1) → W0,
 // [g1, g2) → W1, [g2, groups) → W2), so the matrix choice is workgroup-uniform. The grid is fixed
 // (sized for one row's work); the kernel loops over the T live rows inside, reading W once per row.
-// NORM: per row, the workgroup computes the row's Σx² itself (lanes stride over x, tree reduction
-// in workgroup memory, as rmsnorm.wgsl), then either (XSHARED) writes x̂ = x·inv·g into workgroup
-// memory for the K loop to read, or (inline) multiplies each x chunk by its g chunk in the K loop
-// and the sum by inv at the end. Barriers sit outside every lane-dependent branch.
+// NORM, three paths (src/ops/gemv-step.ts GemvStepNormPath), per live row:
+//   loop (XSHARED off): the K loop also accumulates Σx² from the x chunks it loads anyway and
+//     multiplies each x chunk by its g chunk; the sums are scaled by inv = 1/sqrt(Σx²/K + eps) at
+//     the end. No barrier, no workgroup memory; costs the g loads (1/6 more words for f16 g).
+//   shared (XSHARED): the workgroup reduces Σx² (lanes stride over x, tree reduction as
+//     rmsnorm.wgsl) and stages x̂ = x·inv·g in workgroup memory for the K loop. Barriers sit
+//     outside every lane-dependent branch.
+//   prepass: entry point norm_rows (end of file) writes x̂ of the live rows into a scratch, one
+//     workgroup per row; the GEMV then runs without NORM on it (2 dispatches).
 // Accumulation: f32 per lane of a vec4, lanes summed at the end, bias added last (as gemv.wgsl).
 //
 // Measured (lavapipe, see bench/gemv-step.bench.ts and the figures in src/ops/gemv-step.ts).
@@ -235,14 +240,16 @@ fn hsum(a: vec4<f32>) -> f32 {
 }
 
 // The K loop for rows `rows` of matrix `mat` (a constant at every call site) and the x row at
-// x unit xb: acc[r] (SWIGLU: acc[R + r] for up) and, for the in-loop norm, Σx² of the x row.
-struct Sums { acc: array<vec4<f32>, {{ACC}}>, ss: vec4<f32> }
+// x unit xb: acc[r] and, for the in-loop norm, Σx² of the x row.
+// SWIGLU_JOINT (a losing arm kept runnable): the same loop also accumulates up's rows in up.
+struct Sums { acc: array<vec4<f32>, {{R}}>, up: array<vec4<f32>, {{R}}>, ss: vec4<f32> }
 
 fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
   // Zeroed explicitly: lavapipe kept the previous row's sums in a `var` declared (zero-initialised
   // by WGSL) inside the row loop (2026-12-02).
-  var acc: array<vec4<f32>, {{ACC}}>;
-  for (var i = 0u; i < {{ACC}}u; i++) { acc[i] = vec4<f32>(); }
+  var acc: array<vec4<f32>, {{R}}>;
+  var up: array<vec4<f32>, {{R}}>;
+  for (var i = 0u; i < R; i++) { acc[i] = vec4<f32>(); up[i] = vec4<f32>(); }
   var ss = vec4<f32>();
   for (var c = 0u; c < cpr; c++) {
 #if NORM
@@ -259,12 +266,12 @@ fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
 #endif
     for (var r = 0u; r < R; r++) {
       acc[r] = fmac(load_w(mat, rows[r], c, cpr), xc, acc[r]);
-#if SWIGLU
-      acc[R + r] = fmac(load_w(1u, rows[r], c, cpr), xc, acc[R + r]);
+#if SWIGLU_JOINT
+      up[r] = fmac(load_w(1u, rows[r], c, cpr), xc, up[r]);
 #endif
     }
   }
-  return Sums(acc, ss);
+  return Sums(acc, up, ss);
 }
 
 @compute @workgroup_size({{WG}})
@@ -324,6 +331,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       s = dot_rows(0u, xb, rows, cpr);
 #endif
       var acc = s.acc;
+#if SWIGLU
+      // up after gate, in a second K loop (x reloaded: as cheap as a second GEMV), unless
+      // SWIGLU_JOINT (one loop over both matrices, 2R accumulators: slower on lavapipe, see the
+      // figures in src/ops/gemv-step.ts).
+#if SWIGLU_JOINT
+      let up = s.up;
+#else
+      let up = dot_rows(1u, xb, rows, cpr).acc;
+#endif
+#endif
 #if NORM
 #if !XSHARED
       let inv = 1.0 / sqrt(hsum(s.ss) / params.kf + params.eps);
@@ -341,7 +358,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
         v += load_bias(brow0 + n);
 #if SWIGLU
-        var u = hsum(acc[R + r]);
+        var u = hsum(up[r]);
 #if NORM
 #if !XSHARED
         u = u * inv;

@@ -48,6 +48,8 @@ interface Case {
   lastRow?: boolean;
   normPath?: GemvStepNormPath;
   rows?: number;
+  /** swiglu: the one-loop design (an A/B arm). */
+  joint?: boolean;
 }
 
 const rng = new Rng(1616);
@@ -110,7 +112,7 @@ async function check(ctx: GpuContext, c: Case, what = ""): Promise<string> {
   const y0 = epi === "residual" ? rng.fillUniform(yRows * Nout) : new Float32Array(yRows * Nout).fill(NaN);
   const y = up(ctx.upload(y0, [yRows, Nout], "f32", "y"));
   const step = c.mode === "step" ? up(ctx.upload(stepState(T), [STEP_WORDS], "u32", "step")) : null;
-  const force = { ...(c.normPath !== undefined ? { normPath: c.normPath } : {}), ...(c.rows !== undefined ? { rows: c.rows } : {}) };
+  const force = { ...(c.normPath !== undefined ? { normPath: c.normPath } : {}), ...(c.rows !== undefined ? { rows: c.rows } : {}), ...(c.joint ? { swigluJoint: true } : {}) };
   const label = await gemvStep(ctx, { x, w: ws, y, epilogue: epi, norm, bias, step, ...(c.mode === "host" ? { rows: T } : {}), lastRow: c.lastRow ?? false, force });
   const want = gemvStepReference({ x: xh, K, w: wVals, N: Ns, epilogue: epi, norm: gVals ? { weight: gVals, eps: 1e-5 } : null, bias: bVals, y: y0, T, lastRow: c.lastRow ?? false });
   let scale = 1;
@@ -167,6 +169,9 @@ test("swiglu epilogue (gate, up): norm f32/f16, biases, odd I and K, T from the 
     await check(ctx, { K: 48, Ns: [300, 300], wd: "f32", epi: "swiglu", norm: "f16", bias: "f32", cap: 4, T: 2, mode: "step" });
     await check(ctx, { K: 35, Ns: [33, 33], wd: "f16", epi: "swiglu", norm: "none", bias: "parts", cap: 5, T: 5, mode: "step" });
     await check(ctx, { K: 19, Ns: [9, 9], wd: "f32", epi: "swiglu", norm: "f32", bias: "f16", cap: 3, T: 2, mode: "host" });
+    // the one-loop design kept as a bench arm
+    await check(ctx, { K: 64, Ns: [77, 77], wd: "f16", epi: "swiglu", norm: "f16", bias: "f32", cap: 4, T: 3, mode: "step", joint: true });
+    await check(ctx, { K: 35, Ns: [33, 33], wd: "f32", epi: "swiglu", norm: "none", bias: "none", cap: 2, T: 1, mode: "host", joint: true, rows: 2 });
   });
 });
 

@@ -2,8 +2,12 @@
 //   y = epilogue(prologue(x) · Wᵀ + b) for the live rows of x.
 // x: f32 activations [rows, K]; W: one to three f32|f16 [N_i, K] row-major matrices (as in the
 // checkpoint, bound separately, no copy); y: f32 [rows, N_out]. f32 accumulation.
-//   prologue  norm: { weight [K] f32|f16, eps }: Llama RMSNorm of each x row, computed by every
-//             workgroup itself (x rows are short); absent: x as is.
+//   prologue  norm: { weight [K] f32|f16, eps }: Llama RMSNorm of each x row; absent: x as is.
+//             Three paths (GemvStepNormPath; resolveGemvStep picks by size and device class):
+//             "loop" (in the GEMV's K loop, 1 dispatch), "shared" (x̂ in workgroup memory behind
+//             barriers, 1 dispatch), "prepass" (a norm_rows dispatch into a plan-owned scratch,
+//             then the GEMV: 2 dispatches; for large GEMVs on lavapipe, where the loop path's g
+//             loads cost more than a dispatch).
 //   matrices  one W (windows along N above the storage binding limit, one dispatch each: lm_head);
 //             or 2–3 matrices whose output rows are concatenated (q, k, v → y [rows, N0+N1+N2]),
 //             each of which must fit one binding; or SWIGLU: [gate, up] [I, K] each → y [rows, I].
@@ -21,7 +25,8 @@
 //                                          bias: [bq, bk, bv], step });
 //   plan.encode(ctx);   // per token: just the dispatch(es): bindings, params, grid prepared
 //   plan.dispose();     // frees what the plan owns (a concatenated bias)
-// plan.label names the kernel variant, plan.dispatches the dispatch count (1 except W windows).
+// plan.label names the kernel variant(s), plan.dispatches the dispatch count (1; more with W
+// windows; one more with the prepass norm path).
 // gemvStep(ctx, spec) = plan + encode + dispose, for one-off calls and tests.
 // The tensors bound must stay alive (and in place) while the plan is used.
 // resolveGemvStep is the one place that chooses the kernel variant; `force` overrides it (an
@@ -67,12 +72,14 @@ export interface GemvStepDesc {
   /** Rows of W per invocation. */
   rows: number;
   wg: number;
+  /** swiglu: gate and up in one K loop (2·rows accumulators) instead of two loops; an A/B arm. */
+  joint?: boolean;
 }
 
 /** Stable name, e.g. "gemv_step_f16_vec8_m3_store_norm16s576_step_r4_wg64". */
 export function gemvStepLabel(d: GemvStepDesc): string {
   const norm = d.norm ? `_norm${d.norm === "f16" ? 16 : 32}${d.xShared ? `s${d.k}` : "i"}` : "";
-  return `gemv_step_${d.wDtype}_vec${d.vec}_m${d.mats}_${d.epilogue}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}_r${d.rows}_wg${d.wg}`;
+  return `gemv_step_${d.wDtype}_vec${d.vec}_m${d.mats}_${d.epilogue}${d.joint ? "j" : ""}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}_r${d.rows}_wg${d.wg}`;
 }
 
 /** Workgroup memory bytes of a variant (x̂ row + reduction scratch). */
@@ -85,6 +92,7 @@ export function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
   const f16 = d.wDtype === "f16";
   if (d.vec === 8 && !f16) throw new UnsupportedError(`gemv_step: vec8 is the f16 chunk width (${name})`);
   if (d.vec === 4 && f16) throw new UnsupportedError(`gemv_step: f16 reads 8 halves per chunk or 1, not 4 (${name})`);
+  if (d.joint && d.epilogue !== "swiglu") throw new UnsupportedError(`gemv_step: joint applies to the swiglu epilogue only (${name})`);
   if (d.epilogue === "swiglu" && d.mats !== 2) throw new UnsupportedError(`gemv_step: swiglu needs exactly two matrices (gate, up) (${name})`);
   if (d.xShared && (!d.norm || d.k <= 0)) throw new UnsupportedError(`gemv_step: xShared needs the norm prologue and K (${name})`);
   if (d.norm && (d.wg & (d.wg - 1)) !== 0) throw new UnsupportedError(`gemv_step: the norm prologue reduces over a power-of-two workgroup (${name})`);
@@ -103,9 +111,9 @@ export function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
       WT: f16 ? (d.vec === 8 ? "vec4<u32>" : "u32") : d.vec === 4 ? "vec4<f32>" : "f32",
       R: d.rows,
       WG: d.wg,
-      ACC: d.epilogue === "swiglu" ? 2 * d.rows : d.rows,
       MULTI: d.mats > 1 && d.epilogue !== "swiglu",
       SWIGLU: d.epilogue === "swiglu",
+      SWIGLU_JOINT: d.epilogue === "swiglu" && d.joint === true,
       RESIDUAL: d.epilogue === "residual",
       NORM: d.norm !== null,
       GF16: d.norm === "f16",
@@ -142,6 +150,8 @@ export const GEMV_STEP_NORM_PATHS: readonly GemvStepNormPath[] = ["loop", "share
 /** Overrides of the resolver's choices (benchmarks, tests). */
 export interface GemvStepForce {
   normPath?: GemvStepNormPath;
+  /** swiglu: one K loop over gate and up (the losing design, kept as an A/B arm). */
+  swigluJoint?: boolean;
   rows?: number;
   wg?: number;
 }
@@ -165,7 +175,8 @@ export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvSt
   if (!Number.isInteger(rows) || rows < 1 || rows > 16) throw new UsageError(`gemv_step: rows per invocation must be an integer in 1..16, got ${rows}`);
   if (!Number.isInteger(wg) || wg < 1 || wg > ctx.limits.maxComputeInvocationsPerWorkgroup) throw new UsageError(`gemv_step: workgroup size must be an integer in 1..${ctx.limits.maxComputeInvocationsPerWorkgroup}, got ${wg}`);
   if (force.normPath !== undefined && !GEMV_STEP_NORM_PATHS.includes(force.normPath)) throw new UsageError(`gemv_step: unknown norm path '${String(force.normPath)}' (${GEMV_STEP_NORM_PATHS.join(", ")})`);
-  const base: GemvStepDesc = { wDtype: s.wDtype, vec, mats: s.mats, epilogue: s.epilogue, norm: null, xShared: false, k: 0, fromStep: s.fromStep, lastRow: s.lastRow, rows, wg };
+  if (force.swigluJoint && s.epilogue !== "swiglu") throw new UnsupportedError("gemv_step: swigluJoint applies to the swiglu epilogue only");
+  const base: GemvStepDesc = { wDtype: s.wDtype, vec, mats: s.mats, epilogue: s.epilogue, norm: null, xShared: false, k: 0, fromStep: s.fromStep, lastRow: s.lastRow, rows, wg, ...(force.swigluJoint ? { joint: true } : {}) };
   if (!s.norm) {
     if (force.normPath !== undefined) throw new UnsupportedError(`gemv_step: normPath '${force.normPath}' applies to the norm prologue only`);
     return { main: base, prenorm: null, normPath: null };
