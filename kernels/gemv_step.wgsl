@@ -44,7 +44,28 @@
 //     workgroup per row; the GEMV then runs without NORM on it (2 dispatches).
 // Accumulation: f32 per lane of a vec4, lanes summed at the end, bias added last (as gemv.wgsl).
 //
-// Measured (lavapipe, see bench/gemv-step.bench.ts and the figures in src/ops/gemv-step.ts).
+// Measured (lavapipe: llvmpipe 8-wide, 2 shared cores at load 4–9, Node + Dawn, 2026-12-02;
+// bench/gemv-step.bench.ts, results bench/results/2026-12-02-5ef4eca-gemv-step-ab.json; f16 W,
+// T = 1 from a step state; A/B arms alternated in one process; speed = unfused ms / fused ms, as
+// wall time / as CPU time of the driver's worker threads, which swings less with the load):
+//   fused vs unfused ops             Llama 134M (D=576, I=1536)   TinyLlama (D=2048, I=5632)
+//   qkv   (rmsnorm + 3 linear)       1.39 / 1.18  (loop norm)      1.55 / 1.63  (prepass norm)
+//   o     (linear + add)             1.52 / 0.93                   0.86 / 1.13
+//   gate/up (rmsnorm+2 linear+swiglu) 1.13 / 0.75 (loop; prepass 1.48 / 0.86) 1.21 / 1.10 (prepass)
+//   down  (linear + add)             2.04 / 1.20                   1.11 / 1.07
+//   lm_head (rmsnorm + linear, last) 1.36 / 0.90  (prepass)        0.95 / 1.10  (prepass, 2 windows)
+//   one layer's GEMVs                1.33 / 0.93                   1.19 / 1.15
+//   (single shapes swing ±20% between runs on this machine; the earlier runs at load 20 agreed
+//   in direction.) The wall-time gain is mostly fewer dispatches (~0.1–0.2 ms each).
+// Designs measured and dropped (same bench, driver CPU unless noted):
+//   - NORM by barriers + workgroup memory ("shared", kept as an arm): 0.55–0.93 of unfused; any
+//     workgroupBarrier made the kernel ~1.3× slower (a barrier added to the plain GEMV: lm_head
+//     ×0.76 wall) — llvmpipe runs barrier shaders as coroutines.
+//   - one K loop with a workgroup-uniform matrix switch in the W load (q/k/v): 1.45× the CPU of
+//     the same rows as one matrix; now one loop per binding (dot_rows with a constant index).
+//   - swiglu with gate and up in one K loop (2R accumulators; SWIGLU_JOINT, kept as an arm):
+//     1536×576 R=4 3.02 ms vs 2.08 two loops (R=2: 2.08 vs 2.50); TinyLlama 0.69 vs 1.10 of unfused.
+//   - T rows: W is read once per live row (fine for T = 1; an injection of L rows costs L GEMVs).
 #include gemv_chunk
 #include linear_bias
 #include step_state

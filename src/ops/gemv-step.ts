@@ -196,12 +196,15 @@ export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvSt
  * Norm path per device class by the GEMV's size (Σ N_i · K weights): "prepass" from this size on,
  * "loop" below it. "shared" is never chosen: on lavapipe any barrier made the GEMV ~1.3× slower
  * (llvmpipe runs shaders with barriers as coroutines); kept as a forced arm.
- * software (lavapipe, measured 2026-12-02, bench/gemv-step.bench.ts, driver CPU time): the loop
- * norm's g loads cost ~12% of a large GEMV (lm_head 49152×576: ×0.89 vs rmsnorm + gemv), more than
- * one more dispatch; on small ones (qkv 960×576) the saved dispatch wins. Threshold: see the
- * figures in kernels/gemv_step.wgsl. hardware: not measured; loop (one dispatch).
+ * software (lavapipe, 2026-12-02, bench/results/2026-12-02-5ef4eca-gemv-step-ab.json, speed vs
+ * the unfused ops, wall / driver CPU): the loop norm's g loads (+1/6 words) cost more than one
+ * more small dispatch on large GEMVs: lm_head 49152×576 loop 0.88 / 0.64, prepass 1.30 / 0.82;
+ * TinyLlama gate/up 2×5632×2048 loop 0.98 / 0.73, prepass 1.22 / 1.10; 134M gate/up 2×1536×576
+ * loop 0.77 / 0.67, prepass 1.48 / 0.86; TinyLlama qkv 2560×2048 loop 1.04 / 1.00, prepass 1.33 /
+ * 1.18; 134M qkv 960×576 (0.55 M) loop 0.97 / 1.30, prepass 1.05 / 1.30 (a tie) → 1 M.
+ * hardware: not measured; loop (one dispatch).
  */
-const NORM_PREPASS_MIN = { software: 4_000_000, hardware: Infinity } as const;
+const NORM_PREPASS_MIN = { software: 1_000_000, hardware: Infinity } as const;
 
 /** The prenorm (norm_rows) kernel variant of a description with norm set. */
 export function gemvStepPrenormVariant(d: GemvStepDesc): KernelVariant {
