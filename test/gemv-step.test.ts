@@ -18,7 +18,7 @@ import { f16ArrayToF32, f32ArrayToF16 } from "../src/util/f16.js";
 import { ShapeError, UnsupportedError, UsageError } from "../src/errors.js";
 import type { GpuContext } from "../src/gpu/context.js";
 import type { Tensor } from "../src/gpu/tensor.js";
-import { gemvStep, gemvStepReference, planGemvStep, type GemvStepEpilogue, type GemvStepNormPath } from "../src/ops/gemv-step.js";
+import { gemvStep, gemvStepReference, planGemvStep, resolveGemvStep, type GemvStepEpilogue, type GemvStepNormPath } from "../src/ops/gemv-step.js";
 import { STEP_COUNT, STEP_LAST, STEP_ROWS, STEP_WORDS } from "../src/ops/step-state.js";
 import { linear } from "../src/ops/linear.js";
 import { rmsnorm } from "../src/ops/rmsnorm.js";
@@ -283,6 +283,25 @@ test("fused results equal the unfused composition: rmsnorm + 3 linears (qkv), li
     assertClose(await logits.read(), (await logitsAll.read()).subarray((T - 1) * 200), tol, "lm_head fused (last row) vs rmsnorm + linear");
     for (const t of [x, g, wq, wk, wv, bq, bv, step, h, q, k, v, qkv, att, wo, resid, o, sum, wg, wu, gate, upv, act, fusedAct, wl, logitsAll, logits]) t.dispose();
   });
+});
+
+test("resolver: vector width from K and dtype; norm path by size on this device class, labelled; forced paths honoured", async () => {
+  const ctx = await gpu();
+  const shape = { K: 576, wDtype: "f16" as const, mats: 3 as const, epilogue: "store" as const, norm: "f16" as const, fromStep: true, lastRow: false };
+  const small = resolveGemvStep(ctx, shape, {}, 960);
+  assert.is(small.main.vec, 8);
+  assert.is(resolveGemvStep(ctx, { ...shape, K: 577 }, {}, 960).main.vec, 1);
+  assert.is(resolveGemvStep(ctx, { ...shape, wDtype: "f32" }, {}, 960).main.vec, 4);
+  assert.is(small.normPath, "loop");
+  assert.is(small.prenorm, null);
+  const big = resolveGemvStep(ctx, { ...shape, mats: 1, lastRow: true }, {}, 49152);
+  assert.is(big.normPath, ctx.adapter.isSoftware ? "prepass" : "loop", "lm_head-sized GEMV");
+  if (big.prenorm) assert.is(big.main.norm, null, "the GEMV after a prepass has no norm");
+  const shared = resolveGemvStep(ctx, shape, { normPath: "shared" }, 960);
+  assert.ok(shared.main.xShared && shared.main.k === 576);
+  assert.is(resolveGemvStep(ctx, shape, { normPath: "prepass" }, 960).prenorm?.norm, "f16");
+  await assertRejects(() => resolveGemvStep(ctx, shape, { normPath: "bogus" as GemvStepNormPath }, 960), UsageError, [/unknown norm path 'bogus'/], "unknown path");
+  await assertRejects(() => resolveGemvStep(ctx, { ...shape, norm: null }, { swigluJoint: true }, 960), UnsupportedError, [/swigluJoint/], "joint without swiglu");
 });
 
 test("a plan replays: encode() twice with a changed step state gives both results", async () => {
