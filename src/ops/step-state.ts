@@ -17,3 +17,6 @@ export const STEP_PENDING = 3;
 export function stepFirstPos(last: number, rows: number): number {
   return last + 1 - rows;
 }
+
+/** The history word of a step that fed an injection instead of a sampled token. */
+export const INJECTED_ID = 0xfffffffe;
