@@ -24,7 +24,7 @@
 //   const plan = await planGemvStep(ctx, { x, w: [wq, wk, wv], y: qkv, norm: { weight, eps },
 //                                          bias: [bq, bk, bv], step });
 //   plan.encode(ctx);   // per token: just the dispatch(es): bindings, params, grid prepared
-//   plan.dispose();     // frees what the plan owns (a concatenated bias)
+//   plan.dispose();     // frees what the plan owns (a concatenated bias, the prepass scratch)
 // plan.label names the kernel variant(s), plan.dispatches the dispatch count (1; more with W
 // windows; one more with the prepass norm path).
 // gemvStep(ctx, spec) = plan + encode + dispose, for one-off calls and tests.
