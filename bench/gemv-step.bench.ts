@@ -7,7 +7,7 @@
 //   gate/up: rmsnorm + linear gate + linear up + swiglu     vs gemv_step(norm; swiglu)
 //   down:    linear + add                                   vs gemv_step(residual)
 //   lm_head: rmsnorm + linear                               vs gemv_step(norm; last row)
-// Extra arms: x̂ staged in workgroup memory behind barriers (shared-norm), and for qkv one
+// Extra arms: each norm path forced (src/ops/gemv-step.ts GemvStepNormPath), and for qkv one
 // matrix holding q,k,v concatenated (a bench-only copy), which measures the workgroup-uniform
 // matrix switch (same rows, same work, no switch). Unfused linears use the resolver's choice
 // without a tiled copy (gemv, the rows design); fused arms encode prepared plans. Each arm's
@@ -22,7 +22,45 @@ import { planGemvStep, type GemvStepPlan } from "../src/ops/gemv-step.js";
 import { STEP_ROWS, STEP_WORDS } from "../src/ops/step-state.js";
 import { Rng } from "../src/util/rng.js";
 import { f32ArrayToF16 } from "../src/util/f16.js";
-import { measureCopy, row, timeGpu, type BenchEnv, type BenchRow } from "./harness.js";
+import { measureCopy, row, type BenchEnv, type BenchRow } from "./harness.js";
+import { readdirSync, readFileSync } from "node:fs";
+
+/**
+ * CPU time (ms) consumed so far by this process's threads other than the main one, from /proc
+ * (Linux; null elsewhere). With lavapipe that is the software GPU's compute workers (unnamed
+ * threads; the "llvmpipe-N" ones stay idle for compute; Node's own helpers add ~10 ms per run);
+ * the main thread, which encodes and busy-polls while waiting, is left out. On a machine shared
+ * with other jobs wall time swings ±50% with the load; the CPU time the driver spends on a launch
+ * much less, so the A/B below reports both (extra.cpuMs, extra.cpuSpeedup). On a hardware GPU the
+ * figure is meaningless (printed, not used).
+ */
+function driverCpuMs(): number | null {
+  try {
+    let ticks = 0;
+    const main = String(process.pid);
+    for (const tid of readdirSync("/proc/self/task")) {
+      if (tid === main) continue;
+      const f = readFileSync(`/proc/self/task/${tid}/stat`, "utf8");
+      const rest = f.slice(f.lastIndexOf(")") + 2).split(" "); // fields from 3 (state) on
+      ticks += Number(rest[11]) + Number(rest[12]); // utime (14), stime (15)
+    }
+    return ticks * 10; // USER_HZ = 100 on Linux
+  } catch {
+    return null;
+  }
+}
+
+/** Wall and lavapipe CPU ms per launch of `encode`, over `reps` launches in one submit. */
+async function sample(ctx: GpuContext, encode: () => Promise<void> | void, reps: number): Promise<{ wall: number; cpu: number | null }> {
+  await ctx.sync();
+  const c0 = driverCpuMs();
+  const t0 = performance.now();
+  for (let r = 0; r < reps; r++) await encode();
+  await ctx.sync();
+  const wall = (performance.now() - t0) / reps;
+  const c1 = driverCpuMs();
+  return { wall, cpu: c0 === null || c1 === null ? null : (c1 - c0) / reps };
+}
 
 interface ModelShape {
   name: string;
@@ -62,7 +100,7 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
   const rows: BenchRow[] = [];
   const rng = new Rng(1616);
   const models = env.quick ? MODELS.slice(0, 1) : MODELS;
-  const rounds = env.quick ? 5 : 7;
+  const rounds = env.quick ? 3 : 5;
   for (const m of models) {
     const { D, I, H, Hkv, hd, V } = m;
     const Nq = H * hd;
@@ -126,7 +164,9 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
             },
           },
           fused("fused", await plan({ x, w: [wq, wk, wv], y: qkv, norm })),
-          fused("fused shared-norm", await plan({ x, w: [wq, wk, wv], y: qkv, norm, force: { xShared: true } })),
+          fused("norm loop", await plan({ x, w: [wq, wk, wv], y: qkv, norm, force: { normPath: "loop" } })),
+          fused("norm prepass", await plan({ x, w: [wq, wk, wv], y: qkv, norm, force: { normPath: "prepass" } })),
+          fused("norm shared", await plan({ x, w: [wq, wk, wv], y: qkv, norm, force: { normPath: "shared" } })),
           fused("one matrix (no switch)", await plan({ x, w: wqkv, y: qkv, norm })),
         ],
       },
@@ -158,7 +198,10 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
             },
           },
           fused("fused", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm })),
-          fused("fused shared-norm", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { xShared: true } })),
+          fused("norm loop", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { normPath: "loop" } })),
+          fused("norm prepass", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { normPath: "prepass" } })),
+          fused("norm shared", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { normPath: "shared" } })),
+          fused("joint loop", await plan({ x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { swigluJoint: true } })),
         ],
       },
       {
@@ -187,6 +230,8 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
             },
           },
           fused("fused", await plan({ x, w: wl, y: logits, norm, lastRow: true })),
+          fused("norm loop", await plan({ x, w: wl, y: logits, norm, lastRow: true, force: { normPath: "loop" } })),
+          fused("norm prepass", await plan({ x, w: wl, y: logits, norm, lastRow: true, force: { normPath: "prepass" } })),
         ],
       },
     ];
@@ -194,41 +239,63 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
     env.log(`  gemv_step ${m.name}: copy ${copy.gbps.toFixed(1)} GB/s beside`);
     const layerMs = new Map<string, number>(); // "unfused"/"fused" per-layer sums (lm_head excluded)
     for (const grp of groups) {
-      const stats = grp.arms.map(() => ({ medians: [] as number[], mins: [] as number[], maxs: [] as number[] }));
-      const reps = grp.bytes >= 32e6 ? 1 : grp.bytes >= 4e6 ? 2 : 8;
+      // Launches per sample: enough for ~150 ms of driver CPU time (10 ms clock ticks), found by
+      // growing the count on the slowest arm (also the pipelines' first use).
+      let reps = 1;
+      for (const arm of grp.arms) await sample(ctx, arm.encode, 1);
+      for (;;) {
+        let most = 0;
+        for (const arm of grp.arms) {
+          const w = await sample(ctx, arm.encode, reps);
+          most = Math.max(most, (w.cpu ?? w.wall) * reps);
+        }
+        if (most >= 60 || reps >= 256) {
+          reps = Math.max(1, Math.min(512, Math.ceil((reps * 150) / Math.max(most, 1))));
+          break;
+        }
+        reps *= 4;
+      }
+      const stats = grp.arms.map(() => ({ walls: [] as number[], cpus: [] as number[] }));
       for (let r = 0; r < rounds; r++) {
         const order = grp.arms.map((_, i) => i);
         if (r % 2 === 1) order.reverse();
         for (const i of order) {
-          const tm = await timeGpu(ctx, async () => void (await grp.arms[i]!.encode()), { warmup: r === 0 ? 2 : 0, samples: 3, reps });
-          stats[i]!.medians.push(tm.medianMs);
-          stats[i]!.mins.push(tm.minMs);
-          stats[i]!.maxs.push(tm.maxMs);
+          const t = await sample(ctx, grp.arms[i]!.encode, reps);
+          stats[i]!.walls.push(t.wall);
+          if (t.cpu !== null) stats[i]!.cpus.push(t.cpu);
         }
       }
-      const med = (a: number[]) => [...a].sort((p, q) => p - q)[Math.floor(a.length / 2)]!;
-      const base = med(stats[0]!.medians);
-      const baseMin = med(stats[0]!.mins);
+      const med = (a: number[]) => (a.length ? [...a].sort((p, q) => p - q)[Math.floor(a.length / 2)]! : NaN);
+      const base = med(stats[0]!.walls);
+      const baseCpu = med(stats[0]!.cpus);
       grp.arms.forEach((arm, i) => {
-        const ms = med(stats[i]!.medians);
-        const minRatio = baseMin / med(stats[i]!.mins); // robust to a loaded machine's long samples
+        const ms = med(stats[i]!.walls);
+        const cpu = med(stats[i]!.cpus);
         const gbps = grp.bytes / (ms / 1e3) / 1e9;
-        const tm = { medianMs: ms, minMs: Math.min(...stats[i]!.mins), maxMs: Math.max(...stats[i]!.maxs), samples: stats[i]!.medians.length * 3 };
-        rows.push(row(env, { bench: "gemv-step", variant: arm.label, shape: `${m.name} ${grp.what} T=1 f16`, bytes: grp.bytes, extra: { speedup: +(base / ms).toFixed(3), speedupOfMins: +minRatio.toFixed(3), copyGBps: +copy.gbps.toFixed(2), ofCopy: +(gbps / copy.gbps).toFixed(3) } }, tm));
-        env.log(`  ${m.name} ${grp.what.padEnd(34)} ${arm.label.padEnd(70)} ${ms.toFixed(3).padStart(8)} ms  ${gbps.toFixed(2)} GB/s  ×${(base / ms).toFixed(2)} vs unfused (of round minima ×${minRatio.toFixed(2)})`);
+        const tm = { medianMs: ms, minMs: Math.min(...stats[i]!.walls), maxMs: Math.max(...stats[i]!.walls), samples: stats[i]!.walls.length };
+        rows.push(
+          row(env, {
+            bench: "gemv-step",
+            variant: arm.label,
+            shape: `${m.name} ${grp.what} T=1 f16`,
+            bytes: grp.bytes,
+            extra: { speedup: +(base / ms).toFixed(3), cpuMs: +cpu.toFixed(4), cpuSpeedup: +(baseCpu / cpu).toFixed(3), reps, copyGBps: +copy.gbps.toFixed(2), ofCopy: +(gbps / copy.gbps).toFixed(3) },
+          }, tm),
+        );
+        env.log(`  ${m.name} ${grp.what.padEnd(34)} ${arm.label.padEnd(72)} wall ${ms.toFixed(3).padStart(8)} ms ×${(base / ms).toFixed(2)}  driver CPU ${cpu.toFixed(3).padStart(8)} ms ×${(baseCpu / cpu).toFixed(2)} vs unfused`);
         const side = i === 0 ? "unfused" : arm.layer;
         if (!grp.what.startsWith("lm_head") && side) {
           layerMs.set(side, (layerMs.get(side) ?? 0) + ms);
-          layerMs.set(side + "Min", (layerMs.get(side + "Min") ?? 0) + med(stats[i]!.mins));
+          layerMs.set(side + "Cpu", (layerMs.get(side + "Cpu") ?? 0) + cpu);
         }
       });
     }
     const un = layerMs.get("unfused") ?? NaN;
     const fu = layerMs.get("fused") ?? NaN;
-    const unMin = layerMs.get("unfusedMin") ?? NaN;
-    const fuMin = layerMs.get("fusedMin") ?? NaN;
-    env.log(`  ${m.name} one layer's GEMVs (sum of the group medians): unfused ${un.toFixed(2)} ms, fused ${fu.toFixed(2)} ms, ×${(un / fu).toFixed(2)} (of round minima: ${unMin.toFixed(2)} vs ${fuMin.toFixed(2)} ms, ×${(unMin / fuMin).toFixed(2)})`);
-    rows.push(row(env, { bench: "gemv-step", variant: "fused layer (sum of group medians)", shape: `${m.name} layer T=1 f16`, extra: { unfusedMs: +un.toFixed(3), speedup: +(un / fu).toFixed(3), speedupOfMins: +(unMin / fuMin).toFixed(3) } }, { medianMs: fu, minMs: fu, maxMs: fu, samples: 1 }));
+    const unCpu = layerMs.get("unfusedCpu") ?? NaN;
+    const fuCpu = layerMs.get("fusedCpu") ?? NaN;
+    env.log(`  ${m.name} one layer's GEMVs (sums of the group medians): wall unfused ${un.toFixed(2)} ms, fused ${fu.toFixed(2)} ms, ×${(un / fu).toFixed(2)}; driver CPU ${unCpu.toFixed(2)} vs ${fuCpu.toFixed(2)} ms, ×${(unCpu / fuCpu).toFixed(2)}`);
+    rows.push(row(env, { bench: "gemv-step", variant: "fused layer (sum of group medians)", shape: `${m.name} layer T=1 f16`, extra: { unfusedMs: +un.toFixed(3), speedup: +(un / fu).toFixed(3), unfusedCpuMs: +unCpu.toFixed(3), fusedCpuMs: +fuCpu.toFixed(3), cpuSpeedup: +(unCpu / fuCpu).toFixed(3) } }, { medianMs: fu, minMs: fu, maxMs: fu, samples: 1 }));
     for (const p of plans) p.dispose();
     for (const x2 of owned) x2.dispose();
   }

@@ -33,13 +33,39 @@
 // gemv_chunk.wgsl). A workgroup belongs to exactly one matrix (MULTI: workgroups [0, g1) → W0,
 // [g1, g2) → W1, [g2, groups) → W2), so the matrix choice is workgroup-uniform. The grid is fixed
 // (sized for one row's work); the kernel loops over the T live rows inside, reading W once per row.
-// NORM: per row, the workgroup computes the row's Σx² itself (lanes stride over x, tree reduction
-// in workgroup memory, as rmsnorm.wgsl), then either (XSHARED) writes x̂ = x·inv·g into workgroup
-// memory for the K loop to read, or (inline) multiplies each x chunk by its g chunk in the K loop
-// and the sum by inv at the end. Barriers sit outside every lane-dependent branch.
+// NORM, three paths (src/ops/gemv-step.ts GemvStepNormPath), per live row:
+//   loop (XSHARED off): the K loop also accumulates Σx² from the x chunks it loads anyway and
+//     multiplies each x chunk by its g chunk; the sums are scaled by inv = 1/sqrt(Σx²/K + eps) at
+//     the end. No barrier, no workgroup memory; costs the g loads (1/6 more words for f16 g).
+//   shared (XSHARED): the workgroup reduces Σx² (lanes stride over x, tree reduction as
+//     rmsnorm.wgsl) and stages x̂ = x·inv·g in workgroup memory for the K loop. Barriers sit
+//     outside every lane-dependent branch.
+//   prepass: entry point norm_rows (end of file) writes x̂ of the live rows into a scratch, one
+//     workgroup per row; the GEMV then runs without NORM on it (2 dispatches).
 // Accumulation: f32 per lane of a vec4, lanes summed at the end, bias added last (as gemv.wgsl).
 //
-// Measured (lavapipe, see bench/gemv-step.bench.ts and the figures in src/ops/gemv-step.ts).
+// Measured (lavapipe: llvmpipe 8-wide, 2 shared cores at load 4–9, Node + Dawn, 2026-12-02;
+// bench/gemv-step.bench.ts, results bench/results/2026-12-02-5ef4eca-gemv-step-ab.json; f16 W,
+// T = 1 from a step state; A/B arms alternated in one process; speed = unfused ms / fused ms, as
+// wall time / as CPU time of the driver's worker threads, which swings less with the load):
+//   fused vs unfused ops             Llama 134M (D=576, I=1536)   TinyLlama (D=2048, I=5632)
+//   qkv   (rmsnorm + 3 linear)       1.39 / 1.18  (loop norm)      1.55 / 1.63  (prepass norm)
+//   o     (linear + add)             1.52 / 0.93                   0.86 / 1.13
+//   gate/up (rmsnorm+2 linear+swiglu) 1.13 / 0.75 (loop; prepass 1.48 / 0.86) 1.21 / 1.10 (prepass)
+//   down  (linear + add)             2.04 / 1.20                   1.11 / 1.07
+//   lm_head (rmsnorm + linear, last) 1.36 / 0.90  (prepass)        0.95 / 1.10  (prepass, 2 windows)
+//   one layer's GEMVs                1.33 / 0.93                   1.19 / 1.15
+//   (single shapes swing ±20% between runs on this machine; the earlier runs at load 20 agreed
+//   in direction.) The wall-time gain is mostly fewer dispatches (~0.1–0.2 ms each).
+// Designs measured and dropped (same bench, driver CPU unless noted):
+//   - NORM by barriers + workgroup memory ("shared", kept as an arm): 0.55–0.93 of unfused; any
+//     workgroupBarrier made the kernel ~1.3× slower (a barrier added to the plain GEMV: lm_head
+//     ×0.76 wall) — llvmpipe runs barrier shaders as coroutines.
+//   - one K loop with a workgroup-uniform matrix switch in the W load (q/k/v): 1.45× the CPU of
+//     the same rows as one matrix; now one loop per binding (dot_rows with a constant index).
+//   - swiglu with gate and up in one K loop (2R accumulators; SWIGLU_JOINT, kept as an arm):
+//     1536×576 R=4 3.02 ms vs 2.08 two loops (R=2: 2.08 vs 2.50); TinyLlama 0.69 vs 1.10 of unfused.
+//   - T rows: W is read once per live row (fine for T = 1; an injection of L rows costs L GEMVs).
 #include gemv_chunk
 #include linear_bias
 #include step_state
@@ -80,8 +106,10 @@ struct Params {
 const R: u32 = {{R}}u;
 const XW: u32 = {{XW}}u;   // elements per x unit (4: vec4<f32>, 1: f32)
 
+#if NORM
+var<workgroup> partial: array<f32, {{WG}}>;   // norm_prologue, norm_rows
+#endif
 #if XSHARED
-var<workgroup> partial: array<f32, {{WG}}>;
 var<workgroup> xs: array<{{XT}}, {{XCAP}}>;   // x̂ of the current row
 #endif
 
@@ -154,7 +182,6 @@ fn g_unit(i: u32) -> {{XT}} {
 #endif
 }
 
-#if XSHARED
 fn sq(h: {{XT}}) -> f32 {
 #if XVEC
   return dot(h, h);
@@ -163,10 +190,9 @@ fn sq(h: {{XT}}) -> f32 {
 #endif
 }
 
-// Σx² of the row at x unit xb → inv = 1 / sqrt(mean + eps); with XSHARED also xs = x·inv·g.
-// Called by every invocation of the workgroup (uniform control flow: it holds barriers).
-fn norm_prologue(xb: u32, lid: u32, xw: u32) -> f32 {
-  workgroupBarrier();   // the previous row's readers of partial and xs are done
+// Σx² of the row at x unit xb (all lanes of the workgroup; barriers), reduced as rmsnorm.wgsl.
+fn row_sumsq(xb: u32, lid: u32, xw: u32) -> f32 {
+  workgroupBarrier();   // the previous row's readers of partial (and xs) are done
   var ss = 0.0;
   for (var i = lid; i < xw; i += {{WG}}u) { ss += sq(x[xb + i]); }
   partial[lid] = ss;
@@ -175,7 +201,14 @@ fn norm_prologue(xb: u32, lid: u32, xw: u32) -> f32 {
     if (lid < s) { partial[lid] += partial[lid + s]; }
     workgroupBarrier();
   }
-  let inv = 1.0 / sqrt(partial[0] / params.kf + params.eps);
+  return partial[0];
+}
+
+#if XSHARED
+// Σx² of the row at x unit xb → inv = 1 / sqrt(mean + eps); with XSHARED also xs = x·inv·g.
+// Called by every invocation of the workgroup (uniform control flow: it holds barriers).
+fn norm_prologue(xb: u32, lid: u32, xw: u32) -> f32 {
+  let inv = 1.0 / sqrt(row_sumsq(xb, lid, xw) / params.kf + params.eps);
   for (var i = lid; i < xw; i += {{WG}}u) { xs[i] = x[xb + i] * inv * g_unit(i); }
   workgroupBarrier();
   return inv;
@@ -227,6 +260,41 @@ fn hsum(a: vec4<f32>) -> f32 {
   return (a.x + a.y) + (a.z + a.w);
 }
 
+// The K loop for rows `rows` of matrix `mat` (a constant at every call site) and the x row at
+// x unit xb: acc[r] and, for the in-loop norm, Σx² of the x row.
+// SWIGLU_JOINT (a losing arm kept runnable): the same loop also accumulates up's rows in up.
+struct Sums { acc: array<vec4<f32>, {{R}}>, up: array<vec4<f32>, {{R}}>, ss: vec4<f32> }
+
+fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
+  // Zeroed explicitly: lavapipe kept the previous row's sums in a `var` declared (zero-initialised
+  // by WGSL) inside the row loop (2026-12-02).
+  var acc: array<vec4<f32>, {{R}}>;
+  var up: array<vec4<f32>, {{R}}>;
+  for (var i = 0u; i < R; i++) { acc[i] = vec4<f32>(); up[i] = vec4<f32>(); }
+  var ss = vec4<f32>();
+  for (var c = 0u; c < cpr; c++) {
+#if NORM
+#if XSHARED
+    let xc = load_xhat(xb, c);
+#else
+    let xr = load_x(xb, c);
+    ss = fma(xr.lo, xr.lo, fma(xr.hi, xr.hi, ss));
+    let gc = load_g(c);
+    let xc = Chunk(xr.lo * gc.lo, xr.hi * gc.hi);
+#endif
+#else
+    let xc = load_xhat(xb, c);
+#endif
+    for (var r = 0u; r < R; r++) {
+      acc[r] = fmac(load_w(mat, rows[r], c, cpr), xc, acc[r]);
+#if SWIGLU_JOINT
+      up[r] = fmac(load_w(1u, rows[r], c, cpr), xc, up[r]);
+#endif
+    }
+  }
+  return Sums(acc, up, ss);
+}
+
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -269,38 +337,34 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     let inv = norm_prologue(xb, lid, xw);
 #endif
     if (live) {
-      // [R] (SWIGLU: [2][R], up after gate). Zeroed explicitly: lavapipe kept the previous row's
-      // sums in a `var` declared (zero-initialised by WGSL) inside the row loop (2026-12-02).
-      var acc: array<vec4<f32>, {{ACC}}>;
-      for (var i = 0u; i < {{ACC}}u; i++) { acc[i] = vec4<f32>(); }
-#if NORM
-#if !XSHARED
-      var ss = vec4<f32>();                   // Σx² of the row, from the chunks this loop loads anyway
-#endif
-#endif
-      for (var c = 0u; c < cpr; c++) {
-#if NORM
-#if XSHARED
-        let xc = load_xhat(xb, c);
-#else
-        let xr = load_x(xb, c);
-        ss = fma(xr.lo, xr.lo, fma(xr.hi, xr.hi, ss));
-        let gc = load_g(c);
-        let xc = Chunk(xr.lo * gc.lo, xr.hi * gc.hi);
-#endif
-#else
-        let xc = load_xhat(xb, c);
-#endif
-        for (var r = 0u; r < R; r++) {
-          acc[r] = fmac(load_w(mat, rows[r], c, cpr), xc, acc[r]);
-#if SWIGLU
-          acc[R + r] = fmac(load_w(1u, rows[r], c, cpr), xc, acc[R + r]);
-#endif
-        }
+      var s: Sums;
+#if MULTI
+      // One call per matrix with a constant index: once inlined (Mesa inlines every function),
+      // each is a K loop over one binding. A workgroup-uniform switch inside the K loop (w_at
+      // with a variable index) cost 1.45× driver CPU on lavapipe (qkv of the 134M model,
+      // 2026-12-02, bench/gemv-step.bench.ts "one matrix (no switch)" arm).
+      switch mat {
+        case 1u: { s = dot_rows(1u, xb, rows, cpr); }
+        case 2u: { s = dot_rows(2u, xb, rows, cpr); }
+        default: { s = dot_rows(0u, xb, rows, cpr); }
       }
+#else
+      s = dot_rows(0u, xb, rows, cpr);
+#endif
+      var acc = s.acc;
+#if SWIGLU
+      // up after gate, in a second K loop (x reloaded: as cheap as a second GEMV), unless
+      // SWIGLU_JOINT (one loop over both matrices, 2R accumulators: slower on lavapipe, see the
+      // figures in src/ops/gemv-step.ts).
+#if SWIGLU_JOINT
+      let up = s.up;
+#else
+      let up = dot_rows(1u, xb, rows, cpr).acc;
+#endif
+#endif
 #if NORM
 #if !XSHARED
-      let inv = 1.0 / sqrt(hsum(ss) / params.kf + params.eps);
+      let inv = 1.0 / sqrt(hsum(s.ss) / params.kf + params.eps);
 #endif
 #endif
       let yrow = (m - m_first) * params.N;
@@ -315,7 +379,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
         v += load_bias(brow0 + n);
 #if SWIGLU
-        var u = hsum(acc[R + r]);
+        var u = hsum(up[r]);
 #if NORM
 #if !XSHARED
         u = u * inv;
@@ -334,3 +398,38 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
   }
 }
+
+#if NORM
+// Entry point norm_rows (the "prepass" norm path): y[m, :] = x[m, :] · inv · g for the live rows
+// (LAST_ROW: row T − 1 only, kept at its own row), y [rows, K] f32 (a scratch the gemv reads next).
+// One workgroup per row; workgroups past T return. Same bindings (w*, bias unused).
+@compute @workgroup_size({{WG}})
+fn norm_rows(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+             @builtin(local_invocation_index) lid: u32) {
+  let gw = wid.x + wid.y * nwg.x;    // workgroup-uniform
+#if FROM_STEP
+  let T = min(step[STEP_ROWS], params.M);
+#else
+  let T = params.M;
+#endif
+#if LAST_ROW
+  if (T == 0u || gw != 0u) { return; }
+  let m = T - 1u;
+#else
+  if (gw >= T) { return; }
+  let m = gw;
+#endif
+  let xw = params.K / XW;
+  let xb = m * xw;
+  let inv = 1.0 / sqrt(row_sumsq(xb, lid, xw) / params.kf + params.eps);
+  for (var i = lid; i < xw; i += {{WG}}u) {
+    let v = x[xb + i] * inv * g_unit(i);
+#if XVEC
+    let e = m * params.K + 4u * i;
+    y[e] = v.x; y[e + 1u] = v.y; y[e + 2u] = v.z; y[e + 3u] = v.w;
+#else
+    y[m * params.K + i] = v;
+#endif
+  }
+}
+#endif

@@ -18,7 +18,7 @@ import { f16ArrayToF32, f32ArrayToF16 } from "../src/util/f16.js";
 import { ShapeError, UnsupportedError, UsageError } from "../src/errors.js";
 import type { GpuContext } from "../src/gpu/context.js";
 import type { Tensor } from "../src/gpu/tensor.js";
-import { gemvStep, gemvStepReference, planGemvStep, type GemvStepEpilogue } from "../src/ops/gemv-step.js";
+import { gemvStep, gemvStepReference, planGemvStep, resolveGemvStep, type GemvStepEpilogue, type GemvStepNormPath } from "../src/ops/gemv-step.js";
 import { STEP_COUNT, STEP_LAST, STEP_ROWS, STEP_WORDS } from "../src/ops/step-state.js";
 import { linear } from "../src/ops/linear.js";
 import { rmsnorm } from "../src/ops/rmsnorm.js";
@@ -46,8 +46,10 @@ interface Case {
   T: number;
   mode: "step" | "host";
   lastRow?: boolean;
-  xShared?: boolean;
+  normPath?: GemvStepNormPath;
   rows?: number;
+  /** swiglu: the one-loop design (an A/B arm). */
+  joint?: boolean;
 }
 
 const rng = new Rng(1616);
@@ -110,7 +112,7 @@ async function check(ctx: GpuContext, c: Case, what = ""): Promise<string> {
   const y0 = epi === "residual" ? rng.fillUniform(yRows * Nout) : new Float32Array(yRows * Nout).fill(NaN);
   const y = up(ctx.upload(y0, [yRows, Nout], "f32", "y"));
   const step = c.mode === "step" ? up(ctx.upload(stepState(T), [STEP_WORDS], "u32", "step")) : null;
-  const force = { ...(c.xShared !== undefined ? { xShared: c.xShared } : {}), ...(c.rows !== undefined ? { rows: c.rows } : {}) };
+  const force = { ...(c.normPath !== undefined ? { normPath: c.normPath } : {}), ...(c.rows !== undefined ? { rows: c.rows } : {}), ...(c.joint ? { swigluJoint: true } : {}) };
   const label = await gemvStep(ctx, { x, w: ws, y, epilogue: epi, norm, bias, step, ...(c.mode === "host" ? { rows: T } : {}), lastRow: c.lastRow ?? false, force });
   const want = gemvStepReference({ x: xh, K, w: wVals, N: Ns, epilogue: epi, norm: gVals ? { weight: gVals, eps: 1e-5 } : null, bias: bVals, y: y0, T, lastRow: c.lastRow ?? false });
   let scale = 1;
@@ -167,6 +169,9 @@ test("swiglu epilogue (gate, up): norm f32/f16, biases, odd I and K, T from the 
     await check(ctx, { K: 48, Ns: [300, 300], wd: "f32", epi: "swiglu", norm: "f16", bias: "f32", cap: 4, T: 2, mode: "step" });
     await check(ctx, { K: 35, Ns: [33, 33], wd: "f16", epi: "swiglu", norm: "none", bias: "parts", cap: 5, T: 5, mode: "step" });
     await check(ctx, { K: 19, Ns: [9, 9], wd: "f32", epi: "swiglu", norm: "f32", bias: "f16", cap: 3, T: 2, mode: "host" });
+    // the one-loop design kept as a bench arm
+    await check(ctx, { K: 64, Ns: [77, 77], wd: "f16", epi: "swiglu", norm: "f16", bias: "f32", cap: 4, T: 3, mode: "step", joint: true });
+    await check(ctx, { K: 35, Ns: [33, 33], wd: "f32", epi: "swiglu", norm: "none", bias: "none", cap: 2, T: 1, mode: "host", joint: true, rows: 2 });
   });
 });
 
@@ -178,13 +183,16 @@ test("last row only (lm_head path): from the step state and from host rows, with
   });
 });
 
-test("both norm paths forced (x̂ in workgroup memory, inline), other rows per invocation, T = 0 writes nothing", async () => {
+test("every norm path forced (in-loop, x̂ in workgroup memory, prepass dispatch), other rows per invocation, T = 0 writes nothing", async () => {
   await forDevices({}, async (ctx) => {
-    for (const xShared of [true, false]) {
-      const a = await check(ctx, { K: 64, Ns: [48, 16, 16], wd: "f16", epi: "store", norm: "f32", bias: "f32", cap: 3, T: 2, mode: "step", xShared });
-      assert.ok(a.includes(xShared ? "norm32s64" : "norm32i"), `label ${a} names the norm path`);
-      await check(ctx, { K: 27, Ns: [40, 40], wd: "f32", epi: "swiglu", norm: "f16", bias: "none", cap: 3, T: 3, mode: "host", xShared });
-      await check(ctx, { K: 72, Ns: [100], wd: "f16", epi: "residual", norm: "f16", bias: "f16", cap: 2, T: 2, mode: "step", xShared, rows: 2 });
+    const names = { loop: /norm32i_step/, shared: /norm32s64_step/, prepass: /_prenorm\+gemv_step_f16_vec8_m3_store_step/ };
+    for (const normPath of ["loop", "shared", "prepass"] as const) {
+      const a = await check(ctx, { K: 64, Ns: [48, 16, 16], wd: "f16", epi: "store", norm: "f32", bias: "f32", cap: 3, T: 2, mode: "step", normPath });
+      assert.match(a, names[normPath], `label ${a} names the norm path ${normPath}`);
+      await check(ctx, { K: 27, Ns: [40, 40], wd: "f32", epi: "swiglu", norm: "f16", bias: "none", cap: 3, T: 3, mode: "host", normPath });
+      await check(ctx, { K: 72, Ns: [100], wd: "f16", epi: "residual", norm: "f16", bias: "f16", cap: 2, T: 2, mode: "step", normPath, rows: 2 });
+      await check(ctx, { K: 21, Ns: [33], wd: "f32", epi: "store", norm: "f32", bias: "none", cap: 5, T: 4, mode: "step", lastRow: true, normPath });
+      await check(ctx, { K: 40, Ns: [20, 7], wd: "f16", epi: "store", norm: "f16", bias: "parts", cap: 5, T: 5, mode: "host", normPath });
     }
     await check(ctx, { K: 24, Ns: [10], wd: "f32", epi: "store", norm: "f32", bias: "none", cap: 2, T: 0, mode: "step" });
     await check(ctx, { K: 24, Ns: [10], wd: "f32", epi: "store", norm: "none", bias: "none", cap: 2, T: 0, mode: "host", lastRow: true });
@@ -277,6 +285,25 @@ test("fused results equal the unfused composition: rmsnorm + 3 linears (qkv), li
   });
 });
 
+test("resolver: vector width from K and dtype; norm path by size on this device class, labelled; forced paths honoured", async () => {
+  const ctx = await gpu();
+  const shape = { K: 576, wDtype: "f16" as const, mats: 3 as const, epilogue: "store" as const, norm: "f16" as const, fromStep: true, lastRow: false };
+  const small = resolveGemvStep(ctx, shape, {}, 960);
+  assert.is(small.main.vec, 8);
+  assert.is(resolveGemvStep(ctx, { ...shape, K: 577 }, {}, 960).main.vec, 1);
+  assert.is(resolveGemvStep(ctx, { ...shape, wDtype: "f32" }, {}, 960).main.vec, 4);
+  assert.is(small.normPath, "loop");
+  assert.is(small.prenorm, null);
+  const big = resolveGemvStep(ctx, { ...shape, mats: 1, lastRow: true }, {}, 49152);
+  assert.is(big.normPath, ctx.adapter.isSoftware ? "prepass" : "loop", "lm_head-sized GEMV");
+  if (big.prenorm) assert.is(big.main.norm, null, "the GEMV after a prepass has no norm");
+  const shared = resolveGemvStep(ctx, shape, { normPath: "shared" }, 960);
+  assert.ok(shared.main.xShared && shared.main.k === 576);
+  assert.is(resolveGemvStep(ctx, shape, { normPath: "prepass" }, 960).prenorm?.norm, "f16");
+  await assertRejects(() => resolveGemvStep(ctx, shape, { normPath: "bogus" as GemvStepNormPath }, 960), UsageError, [/unknown norm path 'bogus'/], "unknown path");
+  await assertRejects(() => resolveGemvStep(ctx, { ...shape, norm: null }, { swigluJoint: true }, 960), UnsupportedError, [/swigluJoint/], "joint without swiglu");
+});
+
 test("a plan replays: encode() twice with a changed step state gives both results", async () => {
   const ctx = await gpu();
   const K = 40;
@@ -299,7 +326,7 @@ test("a plan replays: encode() twice with a changed step state gives both result
   for (const t of [x, w, y, step]) t.dispose();
 });
 
-test("refusals: shapes, dtypes, aliasing, swiglu arity, a multi-matrix W over the binding limit, forced xShared over workgroup memory", async () => {
+test("refusals: shapes, dtypes, aliasing, swiglu arity, a multi-matrix W over the binding limit, a forced shared norm path over workgroup memory", async () => {
   const ctx = await gpu({ maxStorageBufferBindingSize: 64 * 1024 });
   const x = ctx.empty([2, 64], "f32", "x");
   const w = ctx.empty([32, 64], "f16", "w");
@@ -320,12 +347,12 @@ test("refusals: shapes, dtypes, aliasing, swiglu arity, a multi-matrix W over th
   await assertRejects(() => planGemvStep(ctx, { x, w: wx, y: x }), ShapeError, [/shares its buffer/], "y aliases x");
   const xWide = ctx.empty([1, 8192], "f32", "x-wide");
   await assertRejects(
-    () => planGemvStep(ctx, { x: xWide, w: ctx.empty([1, 8192], "f16", "w-wide"), y: ctx.empty([1, 1], "f32", "y1"), norm: { weight: ctx.empty([8192], "f32", "g-wide"), eps: 1e-5 }, force: { xShared: true } }),
+    () => planGemvStep(ctx, { x: xWide, w: ctx.empty([1, 8192], "f16", "w-wide"), y: ctx.empty([1, 1], "f32", "y1"), norm: { weight: ctx.empty([8192], "f32", "g-wide"), eps: 1e-5 }, force: { normPath: "shared" } }),
     UnsupportedError,
     [/workgroup memory/],
-    "xShared over the workgroup storage",
+    "the shared norm path over the workgroup storage",
   );
-  await assertRejects(() => planGemvStep(ctx, { x, w, y, force: { xShared: true } }), UnsupportedError, [/norm prologue only/], "xShared without norm");
+  await assertRejects(() => planGemvStep(ctx, { x, w, y, force: { normPath: "loop" } }), UnsupportedError, [/norm prologue only/], "a norm path without norm");
 });
 
 test.run();

@@ -2,8 +2,12 @@
 //   y = epilogue(prologue(x) · Wᵀ + b) for the live rows of x.
 // x: f32 activations [rows, K]; W: one to three f32|f16 [N_i, K] row-major matrices (as in the
 // checkpoint, bound separately, no copy); y: f32 [rows, N_out]. f32 accumulation.
-//   prologue  norm: { weight [K] f32|f16, eps }: Llama RMSNorm of each x row, computed by every
-//             workgroup itself (x rows are short); absent: x as is.
+//   prologue  norm: { weight [K] f32|f16, eps }: Llama RMSNorm of each x row; absent: x as is.
+//             Three paths (GemvStepNormPath; resolveGemvStep picks by size and device class):
+//             "loop" (in the GEMV's K loop, 1 dispatch), "shared" (x̂ in workgroup memory behind
+//             barriers, 1 dispatch), "prepass" (a norm_rows dispatch into a plan-owned scratch,
+//             then the GEMV: 2 dispatches; for large GEMVs on lavapipe, where the loop path's g
+//             loads cost more than a dispatch).
 //   matrices  one W (windows along N above the storage binding limit, one dispatch each: lm_head);
 //             or 2–3 matrices whose output rows are concatenated (q, k, v → y [rows, N0+N1+N2]),
 //             each of which must fit one binding; or SWIGLU: [gate, up] [I, K] each → y [rows, I].
@@ -20,8 +24,9 @@
 //   const plan = await planGemvStep(ctx, { x, w: [wq, wk, wv], y: qkv, norm: { weight, eps },
 //                                          bias: [bq, bk, bv], step });
 //   plan.encode(ctx);   // per token: just the dispatch(es): bindings, params, grid prepared
-//   plan.dispose();     // frees what the plan owns (a concatenated bias)
-// plan.label names the kernel variant, plan.dispatches the dispatch count (1 except W windows).
+//   plan.dispose();     // frees what the plan owns (a concatenated bias, the prepass scratch)
+// plan.label names the kernel variant(s), plan.dispatches the dispatch count (1; more with W
+// windows; one more with the prepass norm path).
 // gemvStep(ctx, spec) = plan + encode + dispose, for one-off calls and tests.
 // The tensors bound must stay alive (and in place) while the plan is used.
 // resolveGemvStep is the one place that chooses the kernel variant; `force` overrides it (an
@@ -67,12 +72,14 @@ export interface GemvStepDesc {
   /** Rows of W per invocation. */
   rows: number;
   wg: number;
+  /** swiglu: gate and up in one K loop (2·rows accumulators) instead of two loops; an A/B arm. */
+  joint?: boolean;
 }
 
 /** Stable name, e.g. "gemv_step_f16_vec8_m3_store_norm16s576_step_r4_wg64". */
 export function gemvStepLabel(d: GemvStepDesc): string {
   const norm = d.norm ? `_norm${d.norm === "f16" ? 16 : 32}${d.xShared ? `s${d.k}` : "i"}` : "";
-  return `gemv_step_${d.wDtype}_vec${d.vec}_m${d.mats}_${d.epilogue}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}_r${d.rows}_wg${d.wg}`;
+  return `gemv_step_${d.wDtype}_vec${d.vec}_m${d.mats}_${d.epilogue}${d.joint ? "j" : ""}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}_r${d.rows}_wg${d.wg}`;
 }
 
 /** Workgroup memory bytes of a variant (x̂ row + reduction scratch). */
@@ -85,6 +92,7 @@ export function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
   const f16 = d.wDtype === "f16";
   if (d.vec === 8 && !f16) throw new UnsupportedError(`gemv_step: vec8 is the f16 chunk width (${name})`);
   if (d.vec === 4 && f16) throw new UnsupportedError(`gemv_step: f16 reads 8 halves per chunk or 1, not 4 (${name})`);
+  if (d.joint && d.epilogue !== "swiglu") throw new UnsupportedError(`gemv_step: joint applies to the swiglu epilogue only (${name})`);
   if (d.epilogue === "swiglu" && d.mats !== 2) throw new UnsupportedError(`gemv_step: swiglu needs exactly two matrices (gate, up) (${name})`);
   if (d.xShared && (!d.norm || d.k <= 0)) throw new UnsupportedError(`gemv_step: xShared needs the norm prologue and K (${name})`);
   if (d.norm && (d.wg & (d.wg - 1)) !== 0) throw new UnsupportedError(`gemv_step: the norm prologue reduces over a power-of-two workgroup (${name})`);
@@ -103,9 +111,9 @@ export function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
       WT: f16 ? (d.vec === 8 ? "vec4<u32>" : "u32") : d.vec === 4 ? "vec4<f32>" : "f32",
       R: d.rows,
       WG: d.wg,
-      ACC: d.epilogue === "swiglu" ? 2 * d.rows : d.rows,
       MULTI: d.mats > 1 && d.epilogue !== "swiglu",
       SWIGLU: d.epilogue === "swiglu",
+      SWIGLU_JOINT: d.epilogue === "swiglu" && d.joint === true,
       RESIDUAL: d.epilogue === "residual",
       NORM: d.norm !== null,
       GF16: d.norm === "f16",
@@ -130,43 +138,80 @@ export interface GemvStepShape {
   lastRow: boolean;
 }
 
+/**
+ * How the RMSNorm prologue runs: "loop": inside the K loop (Σx² from the x chunks it loads
+ * anyway, x·g per chunk, inv at the end; no barrier); "shared": the workgroup reduces Σx² and
+ * stages x̂ in workgroup memory behind barriers; "prepass": a norm_rows dispatch writes x̂ of the
+ * live rows into a scratch the plan owns, then the GEMV runs without norm (2 dispatches).
+ */
+export type GemvStepNormPath = "loop" | "shared" | "prepass";
+export const GEMV_STEP_NORM_PATHS: readonly GemvStepNormPath[] = ["loop", "shared", "prepass"];
+
 /** Overrides of the resolver's choices (benchmarks, tests). */
 export interface GemvStepForce {
-  xShared?: boolean;
+  normPath?: GemvStepNormPath;
+  /** swiglu: one K loop over gate and up (the losing design, kept as an A/B arm). */
+  swigluJoint?: boolean;
   rows?: number;
   wg?: number;
 }
 
+/** What resolveGemvStep picked: the GEMV kernel and, for the prepass norm path, the norm kernel. */
+export interface GemvStepChoice {
+  main: GemvStepDesc;
+  /** normPath "prepass": the norm_rows kernel's description (its norm field set). */
+  prenorm: GemvStepDesc | null;
+  normPath: GemvStepNormPath | null;
+}
+
 /**
- * The one place that chooses a gemv_step kernel. NORM stages x̂ in workgroup memory when the row
- * fits the device's workgroup storage (else inline); see the measurements in the file header.
+ * The one place that chooses the gemv_step kernels. `rowsTotal` = Σ N_i (all matrices, gate and
+ * up both counted): the norm path follows the GEMV's size (NORM_PREPASS_MIN) and device class.
  */
-export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvStepForce = {}): GemvStepDesc {
+export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvStepForce = {}, rowsTotal = 0): GemvStepChoice {
   const vec: 1 | 4 | 8 = s.wDtype === "f16" ? (s.K % 8 === 0 ? 8 : 1) : s.K % 4 === 0 ? 4 : 1;
   const wg = force.wg ?? STEP_WG;
   const rows = force.rows ?? STEP_R;
   if (!Number.isInteger(rows) || rows < 1 || rows > 16) throw new UsageError(`gemv_step: rows per invocation must be an integer in 1..16, got ${rows}`);
   if (!Number.isInteger(wg) || wg < 1 || wg > ctx.limits.maxComputeInvocationsPerWorkgroup) throw new UsageError(`gemv_step: workgroup size must be an integer in 1..${ctx.limits.maxComputeInvocationsPerWorkgroup}, got ${wg}`);
-  const limit = ctx.limits.maxComputeWorkgroupStorageSize;
-  const fits = sharedBytes({ norm: s.norm, xShared: true, k: s.K, wg }) <= limit;
-  let xShared = false;
-  if (s.norm) {
-    if (force.xShared === true && !fits) {
-      throw new UnsupportedError(`gemv_step: xShared needs ${sharedBytes({ norm: s.norm, xShared: true, k: s.K, wg })} bytes of workgroup memory for K = ${s.K}; the device allows ${limit}`, "leave xShared unforced (the inline norm has no limit)");
-    }
-    xShared = force.xShared ?? (XSHARED_PREFERRED[ctx.adapter.isSoftware ? "software" : "hardware"] && fits);
-  } else if (force.xShared === true) {
-    throw new UnsupportedError("gemv_step: xShared applies to the norm prologue only");
+  if (force.normPath !== undefined && !GEMV_STEP_NORM_PATHS.includes(force.normPath)) throw new UsageError(`gemv_step: unknown norm path '${String(force.normPath)}' (${GEMV_STEP_NORM_PATHS.join(", ")})`);
+  if (force.swigluJoint && s.epilogue !== "swiglu") throw new UnsupportedError("gemv_step: swigluJoint applies to the swiglu epilogue only");
+  const base: GemvStepDesc = { wDtype: s.wDtype, vec, mats: s.mats, epilogue: s.epilogue, norm: null, xShared: false, k: 0, fromStep: s.fromStep, lastRow: s.lastRow, rows, wg, ...(force.swigluJoint ? { joint: true } : {}) };
+  if (!s.norm) {
+    if (force.normPath !== undefined) throw new UnsupportedError(`gemv_step: normPath '${force.normPath}' applies to the norm prologue only`);
+    return { main: base, prenorm: null, normPath: null };
   }
-  return { wDtype: s.wDtype, vec, mats: s.mats, epilogue: s.epilogue, norm: s.norm, xShared, k: xShared ? s.K : 0, fromStep: s.fromStep, lastRow: s.lastRow, rows, wg };
+  const limit = ctx.limits.maxComputeWorkgroupStorageSize;
+  const need = sharedBytes({ norm: s.norm, xShared: true, k: s.K, wg });
+  const cls = ctx.adapter.isSoftware ? "software" : "hardware";
+  const path: GemvStepNormPath = force.normPath ?? (rowsTotal * s.K >= NORM_PREPASS_MIN[cls] ? "prepass" : "loop");
+  if ((path === "shared" || path === "prepass") && (wg & (wg - 1)) !== 0) throw new UnsupportedError(`gemv_step: norm path '${path}' reduces over a power-of-two workgroup; wg = ${wg}`);
+  if (path === "shared" && need > limit) {
+    throw new UnsupportedError(`gemv_step: norm path 'shared' needs ${need} bytes of workgroup memory for K = ${s.K}; the device allows ${limit}`, "use normPath 'loop' or 'prepass' (no such limit)");
+  }
+  if (path === "prepass") return { main: base, prenorm: { ...base, norm: s.norm }, normPath: path };
+  return { main: { ...base, norm: s.norm, xShared: path === "shared", k: path === "shared" ? s.K : 0 }, prenorm: null, normPath: path };
 }
 /**
- * NORM path per device class. software (lavapipe): the in-loop norm (Σx² from the x chunks the K
- * loop loads anyway, g applied per chunk, inv at the end; no barrier) — any barrier made the
- * kernel ~1.3× slower there (llvmpipe runs barrier shaders as coroutines), see the file header.
- * hardware: not measured; the in-loop norm too (no workgroup-memory limit on K).
+ * Norm path per device class by the GEMV's size (Σ N_i · K weights): "prepass" from this size on,
+ * "loop" below it. "shared" is never chosen: on lavapipe any barrier made the GEMV ~1.3× slower
+ * (llvmpipe runs shaders with barriers as coroutines); kept as a forced arm.
+ * software (lavapipe, 2026-12-02, bench/results/2026-12-02-5ef4eca-gemv-step-ab.json, speed vs
+ * the unfused ops, wall / driver CPU): the loop norm's g loads (+1/6 words) cost more than one
+ * more small dispatch on large GEMVs: lm_head 49152×576 loop 0.88 / 0.64, prepass 1.30 / 0.82;
+ * TinyLlama gate/up 2×5632×2048 loop 0.98 / 0.73, prepass 1.22 / 1.10; 134M gate/up 2×1536×576
+ * loop 0.77 / 0.67, prepass 1.48 / 0.86; TinyLlama qkv 2560×2048 loop 1.04 / 1.00, prepass 1.33 /
+ * 1.18; 134M qkv 960×576 (0.55 M) loop 0.97 / 1.30, prepass 1.05 / 1.30 (a tie) → 1 M.
+ * hardware: not measured; loop (one dispatch).
  */
-const XSHARED_PREFERRED = { software: false, hardware: false } as const;
+const NORM_PREPASS_MIN = { software: 1_000_000, hardware: Infinity } as const;
+
+/** The prenorm (norm_rows) kernel variant of a description with norm set. */
+export function gemvStepPrenormVariant(d: GemvStepDesc): KernelVariant {
+  if (!d.norm || d.xShared) throw new UnsupportedError(`gemv_step: the prenorm kernel needs a norm description without xShared (${gemvStepLabel(d)})`);
+  const v = gemvStepKernelVariant(d);
+  return { ...v, name: `${v.name}_prenorm`, entryPoint: "norm_rows" };
+}
 
 /** The arguments of one fused GEMV (see the file header). */
 export interface GemvStepSpec {
@@ -188,6 +233,7 @@ export interface GemvStepSpec {
 }
 
 interface Call {
+  kernel: Kernel;
   res: BindingResource[];
   params: Uint8Array;
   groups: [number, number, number];
@@ -197,21 +243,21 @@ interface Call {
 export class GemvStepPlan {
   constructor(
     private readonly ctx: GpuContext,
+    /** The kernels' names, "prenorm+main" with the prepass norm path. */
     readonly label: string,
-    readonly desc: GemvStepDesc,
-    private readonly kernel: Kernel,
+    readonly choice: GemvStepChoice,
     private readonly calls: readonly Call[],
     private readonly owned: readonly Tensor[],
   ) {}
 
-  /** Dispatches per encode(): 1, or one per W window. */
+  /** Dispatches per encode(): 1, or one per W window, plus one with the prepass norm path. */
   get dispatches(): number {
     return this.calls.length;
   }
 
   encode(ctx: GpuContext = this.ctx): void {
     if (ctx !== this.ctx) throw new UsageError(`gemv_step plan '${this.label}' was built for another GPU context`);
-    for (const c of this.calls) ctx.dispatch(this.kernel, c.res, c.params, c.groups);
+    for (const c of this.calls) ctx.dispatch(c.kernel, c.res, c.params, c.groups);
   }
 
   dispose(): void {
@@ -316,18 +362,34 @@ export async function planGemvStep(ctx: GpuContext, spec: GemvStepSpec): Promise
     if (bias && bias.byteLength > limit) throw new UnsupportedError(`${op}: bias ('${bias.label}') exceeds the storage binding limit of ${limit} bytes`);
   }
 
-  const desc = resolveGemvStep(ctx, { K, wDtype, mats: ws.length as 1 | 2 | 3, epilogue, norm: norm ? (norm.weight.dtype as FDType) : null, fromStep: step !== null, lastRow }, spec.force);
+  const choice = resolveGemvStep(ctx, { K, wDtype, mats: ws.length as 1 | 2 | 3, epilogue, norm: norm ? (norm.weight.dtype as FDType) : null, fromStep: step !== null, lastRow }, spec.force, Ns.reduce((a, b) => a + b, 0));
+  const desc = choice.main;
   const kernel = await ctx.kernels.get(gemvStepKernelVariant(desc));
-  const label = gemvStepLabel(desc);
+  const calls: Call[] = [];
+  let label = gemvStepLabel(desc);
+  // The prepass norm path: x̂ of the live rows into a scratch [rows, K] (owned by the plan), read
+  // by the GEMV in place of x.
+  let xIn: Tensor = x;
+  if (choice.prenorm && norm) {
+    const pre = gemvStepPrenormVariant(choice.prenorm);
+    const preKernel = await ctx.kernels.get(pre);
+    const scratch = ctx.empty([cap, K], "f32", `${op}.xhat`);
+    owned.push(scratch);
+    const p = new Params().u32(K).u32(K).u32(M).u32(0).u32(0).u32(0).u32(0).u32(0).u32(0).u32(0).u32(0).u32(0).f32(norm.eps).f32(K).bytes();
+    const [gx, gy] = grid(ctx, lastRow ? 1 : M);
+    calls.push({ kernel: preKernel, res: [x, norm.weight, x, x, x, x, step ?? x, scratch], params: p, groups: [gx, gy, 1] });
+    label = `${pre.name}+${label}`;
+    xIn = scratch;
+  }
+  const mainNorm = desc.norm ? norm : null;
   const perGroup = desc.rows * desc.wg;
-  const eps = norm ? norm.eps : 0;
+  const eps = mainNorm ? mainNorm.eps : 0;
   const biasKind = bias ? (bias.dtype === "f32" ? 1 : 2) : 0;
   const params = (p: { nw: number; n1: number; n2: number; n0: number; g1: number; g2: number; groups: number; bBase: number }) =>
     new Params().u32(K).u32(Nout).u32(M).u32(p.nw).u32(p.n1).u32(p.n2).u32(p.n0).u32(p.g1).u32(p.g2).u32(p.groups).u32(p.bBase).u32(biasKind).f32(eps).f32(K).bytes();
-  const calls: Call[] = [];
   const common = (w0: BindingResource, w1: BindingResource, w2: BindingResource, b: BindingResource | null): BindingResource[] => [
-    x,
-    norm ? norm.weight : w0,
+    xIn,
+    mainNorm ? mainNorm.weight : w0,
     w0,
     w1,
     w2,
@@ -347,7 +409,7 @@ export async function planGemvStep(ctx: GpuContext, spec: GemvStepSpec): Promise
     const g2 = swiglu || ws.length < 3 ? total : G[0]! + G[1]!;
     const groups = swiglu ? G[0]! : total;
     const p = params({ nw: Ns[0]!, n1: swiglu ? 0 : Ns[1]!, n2: swiglu ? 0 : Ns[2] ?? 0, n0: 0, g1, g2, groups, bBase: 0 });
-    calls.push({ res: common(ws[0]!, ws[1]!, ws[2] ?? ws[0]!, bias), params: p, groups: groups3(groups) });
+    calls.push({ kernel, res: common(ws[0]!, ws[1]!, ws[2] ?? ws[0]!, bias), params: p, groups: groups3(groups) });
   } else {
     const w = ws[0]!;
     const N = Ns[0]!;
@@ -366,10 +428,10 @@ export async function planGemvStep(ctx: GpuContext, spec: GemvStepSpec): Promise
         bBase = (start - at) / eB;
       }
       const groups = Math.ceil(win.rows / perGroup);
-      calls.push({ res: common(wRes, wRes, wRes, bRes), params: params({ nw: win.rows, n1: 0, n2: 0, n0: win.firstRow, g1: groups, g2: groups, groups, bBase }), groups: groups3(groups) });
+      calls.push({ kernel, res: common(wRes, wRes, wRes, bRes), params: params({ nw: win.rows, n1: 0, n2: 0, n0: win.firstRow, g1: groups, g2: groups, groups, bBase }), groups: groups3(groups) });
     }
   }
-  return new GemvStepPlan(ctx, label, desc, kernel, calls, owned);
+  return new GemvStepPlan(ctx, label, choice, calls, owned);
 }
 
 /** One fused GEMV now: plan, encode, dispose (the plan's own bias copy is released after use). */
