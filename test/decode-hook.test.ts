@@ -122,15 +122,11 @@ class InjectOnceHook implements DecodeHook {
   readonly recordWords = 0;
   readonly needsHidden = false;
   readonly maxInjectRows = 1;
-  private left = 1;
   private t: Record<"ids" | "pending" | "zero", Tensor> | null = null;
   constructor(
     private readonly s: Session,
     private readonly id: number,
   ) {}
-  injectionsLeft(): number {
-    return this.left;
-  }
   begin(): void {
     const ctx = this.s.ctx;
     this.t = {
@@ -147,7 +143,6 @@ class InjectOnceHook implements DecodeHook {
   }
   async onToken(tok: GeneratedToken, _record: number, j: number): Promise<HookOutcome | void> {
     if (j !== 0) return;
-    this.left = 0;
     tok.injected = { ids: [this.id], document: "fixed", start: tok.position + 1 };
     return { injectedIds: [this.id] };
   }

@@ -19,8 +19,8 @@
 // its host mirror) and end generation. Steps that fed an injection produce no token.
 //
 // With no hook the step encodes exactly what plain decoding encodes. A hook that injects declares
-// the worst case (maxInjectRows per injection, injectionsLeft()) so that the session never encodes
-// a batch that might overflow the cache.
+// its largest injection (maxInjectRows: the step's row buffers are sized by it) and plans only
+// injections that fit the cache with one more token (src/onegen/loop.ts: injectionFits).
 
 import type { GpuContext } from "../gpu/context.js";
 import type { Tensor } from "../gpu/tensor.js";
@@ -71,8 +71,6 @@ export interface DecodeHook {
   readonly needsHidden: boolean;
   /** Most rows one injection adds (0: the hook never injects). */
   readonly maxInjectRows: number;
-  /** Injections still possible (bounds the worst case of a batch); only read when maxInjectRows > 0. */
-  injectionsLeft?(): number;
   /** Called once per generate() before the step is built, with the number of steps it may run. */
   begin?(steps: number): void | Promise<void>;
   /** Encodes (once) work that runs at every step after advance, before the forward. */

@@ -254,12 +254,13 @@ export class Session {
           finish = "context-full";
           break;
         }
-        // With injection the host cannot know positions inside a batch: when a full batch with an
-        // injection at every remaining chance might not fit, go step by step.
-        let worst = stepsPerRead;
-        for (const h of hooks) if (h.maxInjectRows > 0) worst += Math.min(stepsPerRead, h.injectionsLeft?.() ?? stepsPerRead) * h.maxInjectRows;
+        // Every step adds at least one row, so `room` bounds a batch. An injection adds more rows than
+        // the host can know inside a batch: the GPU plans one only if it fits with one more token
+        // (injectionFits), and the cache, context and attention kernels never write past the
+        // capacity; a token that would sit past it is dropped below and ends generation with
+        // "context-full" (work wasted only in the last batch before the context is full).
         const want = maxNew - generated.length + (pendingRows > 0 ? 1 : 0);
-        const batch = Math.min(stepsPerRead, want, maxSteps - encoded, injecting ? (room >= worst ? stepsPerRead : 1) : room);
+        const batch = Math.min(stepsPerRead, want, maxSteps - encoded, room);
         const te = performance.now();
         const forwardRan: boolean[] = [];
         for (let b = 0; b < batch; b++) {
@@ -288,6 +289,11 @@ export class Session {
             throw new NonFiniteError(
               `the logits for position ${this.ids.length} hold NaN or infinity (the model's activations overflowed); stopped after ${generated.length} generated token(s)`,
             );
+          }
+          if (lastFedKnown + 1 >= this.capacity) {
+            // sampled after an injection filled the context: it has no cache row
+            stop = "context-full";
+            break;
           }
           generated.push(id);
           this.ids.push(id);

@@ -220,7 +220,6 @@ export class RetrievalHook implements DecodeHook {
   private ringIds!: Tensor;
   private ringScores!: Tensor;
   private readonly inject: NonNullable<InLoopRetrieval["inject"]>;
-  private retrievals = 0;
   private live = false;
 
   constructor(
@@ -259,7 +258,6 @@ export class RetrievalHook implements DecodeHook {
     // the search's own preparation (a layout copy of the index) must not land in the captured step
     await this.spec.index.prepareSearchGpu();
     const ctx = this.session.ctx;
-    this.retrievals = 0;
     this.live = true;
     const words = loopStateWords(this.inject.prefix, this.inject.suffix);
     this.state = ctx.upload(words, [words.length], "u32", "onegen.state");
@@ -268,10 +266,6 @@ export class RetrievalHook implements DecodeHook {
     const slots = Math.max(1, steps);
     this.ringIds = ctx.empty([slots, this.k], "u32", "onegen.hit_ring");
     this.ringScores = ctx.empty([slots, this.k], "f32", "onegen.score_ring");
-  }
-
-  injectionsLeft(): number {
-    return Math.max(0, (this.spec.maxRetrievals ?? Infinity) - this.retrievals);
   }
 
   async beforeForward(step: DecodeStep): Promise<void> {
@@ -293,7 +287,6 @@ export class RetrievalHook implements DecodeHook {
 
   async onToken(tok: RetrievalToken, record: number, j: number): Promise<HookOutcome | void> {
     if (!(record & RECORD_SEARCHED)) return;
-    this.retrievals++;
     const hits = await this.readHits(j);
     tok.retrieval = { position: tok.position, hits };
     if (record & RECORD_OVERFLOW) {
