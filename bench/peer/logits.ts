@@ -8,16 +8,22 @@
 // no flash attention), the same ids with our runtime (Session.append, logits "all"), and print the
 // relative L2 (‖a − b‖ / ‖b‖ over [T, V]) of llama.cpp against the float64 golden, ours against the
 // golden, and llama.cpp against ours, for the first token and for all positions, plus top-1 agreement.
-// A wrong RoPE permutation or block layout shows as an error near 1 (the untouched first position
-// is the exception: RoPE at position 0 is the identity, hence the all-positions column).
-import { mkdtempSync, rmSync } from "node:fs";
+// For Q8_0 / Q4_0 our runtime also runs the dequantized weights (quantizeQ8_0 → dequantizeQ8_0 of
+// every matrix, written as an F32 model directory: blocks lie within rows, so the q/k row
+// permutation commutes with them), which is what llama.cpp computes with, up to its own Q8_0
+// rounding of the activations: "llamaVsOursDequant". A wrong RoPE permutation or block layout
+// shows as an error near 1 (the untouched first position is the exception: RoPE at position 0 is
+// the identity, hence the all-positions column).
+import { copyFileSync, mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { parseArgs } from "../../src/cli/args.js";
 import { openDevice } from "../../src/gpu/device.js";
 import { openFileSource } from "../../src/io/source.js";
-import { SafetensorsFile } from "../../src/io/safetensors.js";
+import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../../src/io/safetensors.js";
+import { dequantizeQ4_0, dequantizeQ8_0, quantizeQ4_0, quantizeQ8_0 } from "../../src/io/ggml-quants.js";
+import type { GpuContext } from "../../src/gpu/context.js";
 import { loadDecoder } from "../../src/model/load.js";
 import { Session } from "../../src/model/session.js";
 import { convertToGguf, type GgufOutType } from "./convert.js";
@@ -45,6 +51,35 @@ function top1Agreement(a: Float32Array, b: Float32Array, T: number, V: number): 
   return same / T;
 }
 
+/** Our logits [T, V] for `ids` on the model in `dir` (f32 weights, one prefill). */
+async function ourLogits(ctx: GpuContext, dir: string, ids: number[]): Promise<Float32Array> {
+  const m = await loadDecoder(ctx, dir, { dtype: "f32", noTokenizer: true });
+  const session = Session.create(m.decoder, ids.length + 1);
+  const out = await session.append(ids, { logits: "all" });
+  const logits = await ctx.readF32(out.logits!);
+  out.logits!.dispose();
+  session.dispose();
+  m.dispose();
+  return logits;
+}
+
+/** An F32 copy of model directory `dir` whose matrices went through `type`'s blocks and back. */
+async function dequantizedCopy(dir: string, to: string, type: "Q8_0" | "Q4_0"): Promise<string> {
+  mkdirSync(to, { recursive: true });
+  copyFileSync(join(dir, "config.json"), join(to, "config.json"));
+  const st = await SafetensorsFile.open(await openFileSource(join(dir, "model.safetensors")));
+  const tensors = new Map<string, TensorToWrite>();
+  for (const name of st.names()) {
+    const info = st.info(name);
+    let x = await st.readF32(name);
+    if (info.shape.length === 2) x = type === "Q8_0" ? dequantizeQ8_0(quantizeQ8_0(x)) : dequantizeQ4_0(quantizeQ4_0(x));
+    tensors.set(name, { dtype: "F32", shape: info.shape, data: x });
+  }
+  await st.close();
+  writeFileSync(join(to, "model.safetensors"), writeSafetensors(tensors));
+  return to;
+}
+
 async function main(argv: string[]): Promise<void> {
   const args = parseArgs(argv, { values: ["fixtures", "types"], booleans: [] }, "peer logits");
   const fixtures = (args.flags.get("fixtures") ?? "llama-gqa-f32,mistral-headdim-gqa7-f16").split(",");
@@ -67,13 +102,7 @@ async function main(argv: string[]): Promise<void> {
       const want = await golden.readF32("logits");
       await golden.close();
       const T = ids.length, V = want.length / T;
-      const m = await loadDecoder(ctx, dir, { dtype: "f32", noTokenizer: true });
-      const session = Session.create(m.decoder, T + 1);
-      const out = await session.append(ids, { logits: "all" });
-      const ours = await ctx.readF32(out.logits!);
-      out.logits!.dispose();
-      session.dispose();
-      m.dispose();
+      const ours = await ourLogits(ctx, dir, ids);
       for (const type of types) {
         const gguf = join(tmp, `${fx}-${type}.gguf`);
         let conv;
@@ -93,6 +122,7 @@ async function main(argv: string[]): Promise<void> {
         await context.dispose();
         await model.dispose();
         if (theirs.some(Number.isNaN)) throw new Error(`${fx} ${type}: llama.cpp returned incomplete logits`);
+        const dq = type === "Q8_0" || type === "Q4_0" ? await ourLogits(ctx, await dequantizedCopy(dir, join(tmp, `${fx}-${type}-dequant`), type), ids) : null;
         const row = {
           fixture: fx,
           type,
@@ -101,6 +131,7 @@ async function main(argv: string[]): Promise<void> {
           ggufBytes: conv.bytes,
           first: { llamaVsGolden: relL2(theirs, want, V), oursVsGolden: relL2(ours, want, V), llamaVsOurs: relL2(theirs, ours, V) },
           all: { llamaVsGolden: relL2(theirs, want), oursVsGolden: relL2(ours, want), llamaVsOurs: relL2(theirs, ours) },
+          ...(dq ? { llamaVsOursDequant: { first: relL2(theirs, dq, V), all: relL2(theirs, dq) }, oursDequantVsGolden: relL2(dq, want) } : {}),
           top1: { llamaVsGolden: top1Agreement(theirs, want, T, V), oursVsGolden: top1Agreement(ours, want, T, V) },
         };
         console.log(JSON.stringify(row));

@@ -12,7 +12,7 @@
 // every round) so that the machine's load drifts over all arms alike. Figures: medians over the
 // rounds of prefill tok/s (P prompt tokens on an empty cache) and decode tok/s (G greedy tokens),
 // the ratios ours / llama.cpp CPU and ours / llama.cpp Vulkan, the load average at every rep, the
-// adapters. Written to OUT/DATE-COMMIT-peer.json and .md (tagged outputs, written atomically).
+// adapters. Written to OUT/DATE-COMMIT-peer-SHAPES.json and .md (tagged outputs, written atomically).
 // node-llama-cpp is not a dependency: without it (bench/peer/llama.ts) the run stops with one line,
 // unless only the "ours" arm is asked for.
 import { fork, execSync, type ChildProcess } from "node:child_process";
@@ -252,7 +252,7 @@ async function main(argv: string[]): Promise<void> {
   const loadStart = loadavg();
   const commit = gitCommit();
   const date = new Date().toISOString();
-  const base = join(o.outDir, `${date.slice(0, 10)}-${commit}-peer`);
+  const base = join(o.outDir, `${date.slice(0, 10)}-${commit}-peer-${o.shapes.join("+")}`);
   await checkOutput({ flag: "--out", path: base + ".json", kind: "bench-results" });
   await checkOutput({ flag: "--out", path: base + ".md", kind: "bench-report" });
   await mkdir(o.modelsDir, { recursive: true });
