@@ -1,8 +1,7 @@
 // node-llama-cpp (llama.cpp's prebuilt binaries) for the peer comparison. It is not a dependency
 // of this package: it is found at ONEGEN_PEER_NODE_LLAMA_CPP (the package directory,
 // e.g. /some/where/node_modules/node-llama-cpp) or in bench/peer/node_modules/node-llama-cpp
-// (git-ignored; `cd bench/peer && npm install --no-save --ignore-scripts --omit=optional
-// node-llama-cpp@3.22.1 @node-llama-cpp/linux-x64@3.22.1 @node-llama-cpp/linux-x64-vulkan@3.22.1`).
+// (git-ignored; the install command is in bench/peer/README.md).
 //
 // Pitfalls handled here:
 // - getLlama() defaults to build "auto", which may download llama.cpp and run cmake: we pass
