@@ -24,6 +24,7 @@
 //                     or an SVG (before the tag: a Markdown report opening "# Benchmark results",
 //                     an SVG holding "onegen-webgpu benchmarks")
 //        demo-tokenizer a file with exactly the bytes about to be written
+//        gguf         a GGUF file whose first metadata entry is "onegen.format" = "onegen-gguf"
 //      Every directory we write holds onegen-output.json naming its kind. A refusal is one line
 //      naming the flag and the rule (UsageError, exit 2).
 //   2. Atomic writes. A file goes to a fresh temporary sibling `.NAME.tmp-PID-RAND` (opened
@@ -118,7 +119,7 @@ const errCode = (e: unknown): string | undefined => (e as { code?: string } | nu
 // ------------------------------------------------------------------ kinds and tags
 
 type DirKind = "index" | "model" | "adapter" | "checkpoint";
-type FileKind = "forward" | "trace" | "run-results" | "train-log" | "bench-results" | "bench-report" | "demo-tokenizer";
+type FileKind = "forward" | "trace" | "run-results" | "train-log" | "bench-results" | "bench-report" | "demo-tokenizer" | "gguf";
 type OutputKind = DirKind | FileKind;
 
 const DIR_KINDS: readonly string[] = ["index", "model", "adapter", "checkpoint"];
@@ -134,7 +135,11 @@ export const FILE_FORMATS = {
   "run-results": "onegen-run",
   "train-log": "onegen-train-log",
   "bench-results": "onegen-bench",
+  /** GGUF files (src/io/gguf.ts writers): the value of their first metadata entry, "onegen.format". */
+  gguf: "onegen-gguf",
 } as const;
+/** The GGUF metadata key holding the tag (the file's first entry). */
+export const GGUF_TAG_KEY = "onegen.format";
 export const BENCH_REPORT_TAG = "<!-- onegen-bench-report -->";
 
 /** The contents of OUTPUT_TAG_FILE for a directory of `kind`. */
@@ -233,6 +238,21 @@ export async function fileIsOurs(p: string, kind: FileKind, incoming?: Uint8Arra
         if ((text.startsWith("# ") || text.startsWith("<svg ")) && text.includes(`\n${BENCH_REPORT_TAG}\n`)) return true;
         return text.startsWith("# Benchmark results\n") || (text.startsWith("<svg ") && text.includes("onegen-webgpu benchmarks"));
       }
+      case "gguf": {
+        // magic "GGUF", version, two u64 counts, then the first key and its string value.
+        const h = await head(fs, p, 4096);
+        const want = new TextEncoder().encode(GGUF_TAG_KEY);
+        const value = new TextEncoder().encode(FILE_FORMATS.gguf);
+        if (h.length < 24 + 8 + want.length + 4 + 8 + value.length) return false;
+        const dv = new DataView(h.buffer, h.byteOffset, h.byteLength);
+        if (dv.getUint32(0, true) !== 0x46554747 || dv.getBigUint64(16, true) < 1n) return false;
+        if (dv.getBigUint64(24, true) !== BigInt(want.length)) return false;
+        if (!want.every((b, i) => h[32 + i] === b)) return false;
+        let at = 32 + want.length;
+        if (dv.getUint32(at, true) !== 8 || dv.getBigUint64(at + 4, true) !== BigInt(value.length)) return false;
+        at += 12;
+        return value.every((b, i) => h[at + i] === b);
+      }
       case "demo-tokenizer": {
         if (!incoming) return false;
         const cur = await readSmall(fs, p, 1 << 28);
@@ -256,6 +276,7 @@ const TAG_DESCRIPTION: Record<OutputKind, string> = {
   "bench-results": `no "format": "onegen-bench"`,
   "bench-report": `no ${BENCH_REPORT_TAG} line near its start`,
   "demo-tokenizer": "its contents differ from the file to write",
+  gguf: `no first metadata entry "${GGUF_TAG_KEY}" = "onegen-gguf"`,
 };
 
 // ------------------------------------------------------------------ fault injection (tests)

@@ -1,0 +1,285 @@
+// The project's own comparison with llama.cpp on identical weights (issue 16 item 6):
+//
+//   ONEGEN_PEER_NODE_LLAMA_CPP=/path/to/node_modules/node-llama-cpp \
+//   node dist/bench/peer/run.js [--shapes llama-134m,tinyllama-1.1b] [--arms ours,cpu,vulkan]
+//       [--rounds 3] [--prefill 128] [--decode 32] [--threads 2] [--type F16]
+//       [--models-dir /tmp/onegen-peer-models] [--out bench/results]
+//
+// Per shape: a synthetic F16 Hugging Face directory of that shape (bench/peer/synth-hf.ts, reused
+// when it matches) and its GGUF (bench/peer/convert.ts, same weights, q/k rows permuted for
+// llama.cpp's RoPE) in --models-dir; one process per arm (bench/peer/worker.ts) loads its model and
+// warms up; then --rounds rounds, each running one rep per arm, arms alternated (the order rotates
+// every round) so that the machine's load drifts over all arms alike. Figures: medians over the
+// rounds of prefill tok/s (P prompt tokens on an empty cache) and decode tok/s (G greedy tokens),
+// the ratios ours / llama.cpp CPU and ours / llama.cpp Vulkan, the load average at every rep, the
+// adapters. Written to OUT/DATE-COMMIT-peer-SHAPES.json and .md (tagged outputs, written atomically).
+// node-llama-cpp is not a dependency: without it (bench/peer/llama.ts) the run stops with one line,
+// unless only the "ours" arm is asked for.
+import { fork, execSync, type ChildProcess } from "node:child_process";
+import { existsSync, statSync } from "node:fs";
+import { mkdir } from "node:fs/promises";
+import { cpus, loadavg, totalmem } from "node:os";
+import { dirname, join, resolve } from "node:path";
+import { fileURLToPath, pathToFileURL } from "node:url";
+import { parseArgs } from "../../src/cli/args.js";
+import { UsageError } from "../../src/errors.js";
+import { BENCH_REPORT_TAG, FILE_FORMATS, checkOutput, fileIsOurs, writeFileAtomic } from "../../src/io/output.js";
+import { SYNTHETIC_SHAPES, syntheticConfig, type SyntheticShapeName } from "../synthetic.js";
+import { parameterCount } from "../../src/model/config.js";
+import { convertToGguf, GGUF_OUT_TYPES, type GgufOutType } from "./convert.js";
+import { findNodeLlamaCpp, type NodeLlamaCppPackage } from "./llama.js";
+import { syntheticDirMatches, writeSyntheticModelDir } from "./synth-hf.js";
+import type { Arm, ArmInfo, RepResult, WorkerInit } from "./worker.js";
+
+const here = dirname(fileURLToPath(import.meta.url)); // dist/bench/peer
+const repoRoot = join(here, "..", "..", "..");
+const ARMS: readonly Arm[] = ["ours", "cpu", "vulkan"];
+
+interface Options {
+  shapes: SyntheticShapeName[];
+  arms: Arm[];
+  rounds: number;
+  prefill: number;
+  decode: number;
+  threads: number;
+  type: GgufOutType;
+  modelsDir: string;
+  outDir: string;
+}
+
+function parse(argv: string[]): Options {
+  const a = parseArgs(argv, { values: ["shapes", "arms", "rounds", "prefill", "decode", "threads", "type", "models-dir", "out"], booleans: [] }, "peer");
+  const int = (k: string, d: number, lo: number, hi: number): number => {
+    const v = a.flags.get(k);
+    if (v === undefined) return d;
+    const n = Number(v);
+    if (!Number.isInteger(n) || n < lo || n > hi) throw new UsageError(`peer: --${k} must be an integer in [${lo}, ${hi}], got '${v}'`);
+    return n;
+  };
+  const shapes = (a.flags.get("shapes") ?? "llama-134m,tinyllama-1.1b").split(",").filter(Boolean);
+  for (const s of shapes) if (!(s in SYNTHETIC_SHAPES)) throw new UsageError(`peer: --shapes names no shape '${s}' (shapes: ${Object.keys(SYNTHETIC_SHAPES).join(", ")})`);
+  const arms = (a.flags.get("arms") ?? ARMS.join(",")).split(",").filter(Boolean);
+  for (const x of arms) if (!ARMS.includes(x as Arm)) throw new UsageError(`peer: --arms names no arm '${x}' (arms: ${ARMS.join(", ")})`);
+  const type = (a.flags.get("type") ?? "F16") as GgufOutType;
+  if (type !== "F16") throw new UsageError(`peer: --type ${type}: our runtime loads F16 weights only for now, so the comparison runs F16 (${GGUF_OUT_TYPES.join(", ")} are written by convert.js)`);
+  return {
+    shapes: shapes as SyntheticShapeName[],
+    arms: arms as Arm[],
+    rounds: int("rounds", 3, 1, 100),
+    prefill: int("prefill", 128, 2, 4096),
+    decode: int("decode", 32, 4, 4096),
+    threads: int("threads", Math.min(cpus().length, 4), 1, 256),
+    type,
+    modelsDir: resolve(a.flags.get("models-dir") ?? "/tmp/onegen-peer-models"),
+    outDir: resolve(a.flags.get("out") ?? join(repoRoot, "bench", "results")),
+  };
+}
+
+/** Fixed prompt ids: BOS then LCG ids in [259, V) (past <unk>, <s>, </s> and the byte pieces). */
+export function promptIds(n: number, vocab: number): number[] {
+  const ids = [1];
+  let x = 12345;
+  while (ids.length < n) {
+    x = (Math.imul(x, 1103515245) + 12345) >>> 0;
+    ids.push(259 + ((x >>> 8) % (vocab - 259)));
+  }
+  return ids;
+}
+
+const median = (xs: number[]): number => {
+  const s = [...xs].sort((a, b) => a - b);
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m]! : (s[m - 1]! + s[m]!) / 2;
+};
+
+class Worker {
+  private queue: ((m: { ok: boolean; error?: string } & Record<string, unknown>) => void)[] = [];
+  private constructor(
+    readonly arm: Arm,
+    private readonly child: ChildProcess,
+  ) {
+    child.on("message", (m: { ok: boolean; error?: string } & Record<string, unknown>) => this.queue.shift()?.(m));
+    child.on("exit", (code, sig) => {
+      for (const q of this.queue.splice(0)) q({ ok: false, error: `worker '${arm}' exited (${sig ?? code})` });
+    });
+  }
+  static start(arm: Arm): Worker {
+    return new Worker(arm, fork(join(here, "worker.js"), [], { stdio: ["ignore", "inherit", "inherit", "ipc"], env: { ...process.env, XDG_RUNTIME_DIR: process.env.XDG_RUNTIME_DIR ?? "/tmp" } }));
+  }
+  call<T>(msg: unknown): Promise<T> {
+    return new Promise((res, rej) => {
+      this.queue.push((m) => (m.ok ? res(m as T) : rej(new Error(`${this.arm}: ${m.error}`))));
+      this.child.send(msg as object);
+    });
+  }
+  async stop(): Promise<void> {
+    try {
+      await Promise.race([this.call({ cmd: "exit" }), new Promise((r) => setTimeout(r, 30_000))]);
+    } catch {
+      // exited already
+    }
+    if (this.child.exitCode === null) this.child.kill("SIGKILL");
+  }
+}
+
+interface ShapeResult {
+  shape: SyntheticShapeName;
+  params: number;
+  modelDir: string;
+  gguf: string;
+  ggufBytes: number;
+  arms: Record<string, { info: ArmInfo; reps: RepResult[]; prefillTokPerS: number; decodeTokPerS: number } | { error: string }>;
+  ratios: Record<string, number>;
+}
+
+async function prepareModels(o: Options, shape: SyntheticShapeName, log: (s: string) => void): Promise<{ dir: string; gguf: string }> {
+  const dir = join(o.modelsDir, shape);
+  const gguf = join(o.modelsDir, `${shape}.${o.type}.gguf`);
+  if (!(await syntheticDirMatches(dir, shape, 1234))) {
+    const t = performance.now();
+    await writeSyntheticModelDir(dir, shape, repoRoot);
+    log(`${shape}: wrote ${dir} in ${((performance.now() - t) / 1e3).toFixed(1)} s`);
+  }
+  const stale = !existsSync(gguf) || statSync(gguf).mtimeMs < statSync(join(dir, "model.safetensors")).mtimeMs || !(await fileIsOurs(gguf, "gguf"));
+  if (o.arms.some((a) => a !== "ours") && stale) {
+    const r = await convertToGguf(dir, gguf, { type: o.type, name: `onegen-synthetic-${shape}` });
+    log(`${shape}: wrote ${gguf} (${(r.bytes / 2 ** 20).toFixed(0)} MiB, ${r.tensors} tensors, vocab ${r.vocab}) in ${(r.ms / 1e3).toFixed(1)} s`);
+  }
+  return { dir, gguf };
+}
+
+async function runShape(o: Options, shape: SyntheticShapeName, pkg: NodeLlamaCppPackage | null, log: (s: string) => void): Promise<ShapeResult> {
+  const { dir, gguf } = await prepareModels(o, shape, log);
+  const c = syntheticConfig(shape);
+  const prompt = promptIds(o.prefill, c.vocabSize);
+  const nextId = promptIds(o.prefill + 1, c.vocabSize)[o.prefill]!;
+  const res: ShapeResult = { shape, params: parameterCount(c), modelDir: dir, gguf, ggufBytes: existsSync(gguf) ? statSync(gguf).size : 0, arms: {}, ratios: {} };
+  const workers: Worker[] = [];
+  const infos = new Map<Arm, ArmInfo>();
+  try {
+    // Load and warm up one arm at a time (no arm's load overlaps another's timing).
+    for (const arm of o.arms) {
+      const w = Worker.start(arm);
+      workers.push(w);
+      const init: WorkerInit = { arm, model: arm === "ours" ? dir : gguf, prompt, nextId, decode: o.decode, threads: o.threads, pkg };
+      try {
+        const r = await w.call<{ info: ArmInfo }>({ cmd: "init", init });
+        infos.set(arm, r.info);
+        log(`${shape} ${arm}: ${r.info.device}; loaded in ${(r.info.loadMs / 1e3).toFixed(1)} s, warm-up ${(r.info.warmupMs / 1e3).toFixed(1)} s`);
+      } catch (e) {
+        res.arms[arm] = { error: (e as Error).message.split("\n")[0]! };
+        log(`${shape} ${arm}: FAILED to load: ${(res.arms[arm] as { error: string }).error}`);
+        await w.stop();
+        workers.pop();
+      }
+    }
+    const live = workers.filter((w) => infos.has(w.arm));
+    const reps = new Map<Arm, RepResult[]>(live.map((w) => [w.arm, []]));
+    for (let r = 0; r < o.rounds; r++) {
+      const order = live.map((_, i) => live[(i + r) % live.length]!);
+      for (const w of order) {
+        const { rep } = await w.call<{ rep: RepResult }>({ cmd: "rep" });
+        reps.get(w.arm)!.push(rep);
+        log(`${shape} round ${r + 1}/${o.rounds} ${w.arm}: prefill ${rep.prefillTokPerS.toFixed(1)} tok/s, decode ${rep.decodeTokPerS.toFixed(2)} tok/s (load ${rep.loadAvg1.toFixed(2)})`);
+      }
+    }
+    for (const w of live) {
+      const rs = reps.get(w.arm)!;
+      res.arms[w.arm] = { info: infos.get(w.arm)!, reps: rs, prefillTokPerS: median(rs.map((x) => x.prefillTokPerS)), decodeTokPerS: median(rs.map((x) => x.decodeTokPerS)) };
+    }
+  } finally {
+    for (const w of workers) await w.stop();
+  }
+  const ours = res.arms.ours;
+  for (const arm of ["cpu", "vulkan"] as const) {
+    const other = res.arms[arm];
+    if (ours && "info" in ours && other && "info" in other) {
+      res.ratios[`decode ours/${arm}`] = ours.decodeTokPerS / other.decodeTokPerS;
+      res.ratios[`prefill ours/${arm}`] = ours.prefillTokPerS / other.prefillTokPerS;
+    }
+  }
+  return res;
+}
+
+function gitCommit(): string {
+  try {
+    return execSync("git rev-parse --short HEAD", { cwd: repoRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+  } catch {
+    return "unknown";
+  }
+}
+
+const ARM_LABEL: Record<string, string> = { ours: "onegen-webgpu (ours)", cpu: "llama.cpp CPU", vulkan: "llama.cpp Vulkan" };
+
+function markdown(meta: Record<string, unknown>, o: Options, shapes: ShapeResult[]): string {
+  const f = (x: number, d = 2) => (Number.isFinite(x) ? x.toFixed(d) : "-");
+  const lines = [
+    "# Peer comparison: onegen-webgpu beside llama.cpp on identical weights",
+    BENCH_REPORT_TAG,
+    "",
+    `Commit ${meta.commit} · ${meta.date} · ${meta.cpus} CPUs (${meta.cpuModel}), ${meta.memGiB} GiB · load average (1/5/15 min) start ${(meta.loadAvg as { start: number[] }).start.map((x) => x.toFixed(2)).join("/")}, end ${(meta.loadAvg as { end: number[] }).end.map((x) => x.toFixed(2)).join("/")} · node-llama-cpp ${meta.nodeLlamaCpp ?? "-"}`,
+    "",
+    `Method (bench/peer/run.ts): synthetic ${o.type} weights written once as a Hugging Face directory (ours) and as GGUF (llama.cpp); one process per arm; ${o.rounds} rounds, arms alternated; prefill ${o.prefill} tokens on an empty cache, decode ${o.decode} greedy tokens after it; medians over the rounds; llama.cpp with node-llama-cpp's defaults (threads ${o.threads}).`,
+    "",
+    "| shape | arm | device | prefill tok/s | decode tok/s | per-rep decode tok/s | load avg at reps |",
+    "|---|---|---|---:|---:|---|---|",
+  ];
+  for (const s of shapes) {
+    for (const [arm, r] of Object.entries(s.arms)) {
+      if ("error" in r) lines.push(`| ${s.shape} | ${ARM_LABEL[arm]} | - | - | - | failed: ${r.error.replace(/\|/g, "/")} | - |`);
+      else lines.push(`| ${s.shape} | ${ARM_LABEL[arm]} | ${r.info.device.replace(/\|/g, "/")} | ${f(r.prefillTokPerS, 1)} | ${f(r.decodeTokPerS)} | ${r.reps.map((x) => f(x.decodeTokPerS)).join(", ")} | ${r.reps.map((x) => f(x.loadAvg1)).join(", ")} |`);
+    }
+  }
+  lines.push("", "| shape | decode ours/CPU | decode ours/Vulkan | prefill ours/CPU | prefill ours/Vulkan |", "|---|---:|---:|---:|---:|");
+  for (const s of shapes) lines.push(`| ${s.shape} | ${f(s.ratios["decode ours/cpu"] ?? NaN)} | ${f(s.ratios["decode ours/vulkan"] ?? NaN)} | ${f(s.ratios["prefill ours/cpu"] ?? NaN)} | ${f(s.ratios["prefill ours/vulkan"] ?? NaN)} |`);
+  lines.push("", "Targets (issue 16): decode ≥ 1.5× llama.cpp Vulkan and ≥ 0.5× llama.cpp CPU. Figures from a shared, loaded machine are noisy: read them with the load average.", "");
+  return lines.join("\n");
+}
+
+async function main(argv: string[]): Promise<void> {
+  const o = parse(argv);
+  const log = (s: string) => process.stdout.write(s + "\n");
+  let pkg: NodeLlamaCppPackage | null = null;
+  if (o.arms.some((a) => a !== "ours")) {
+    const found = findNodeLlamaCpp(repoRoot);
+    if ("missing" in found) {
+      console.error(`peer: ${found.missing}; or run only our arm with --arms ours`);
+      process.exitCode = 1;
+      return;
+    }
+    pkg = found.found;
+  }
+  const loadStart = loadavg();
+  const commit = gitCommit();
+  const date = new Date().toISOString();
+  const base = join(o.outDir, `${date.slice(0, 10)}-${commit}-peer-${o.shapes.join("+")}`);
+  await checkOutput({ flag: "--out", path: base + ".json", kind: "bench-results" });
+  await checkOutput({ flag: "--out", path: base + ".md", kind: "bench-report" });
+  await mkdir(o.modelsDir, { recursive: true });
+  const shapes: ShapeResult[] = [];
+  for (const s of o.shapes) shapes.push(await runShape(o, s, pkg, log));
+  const meta = {
+    format: FILE_FORMATS["bench-results"],
+    kind: "peer",
+    commit,
+    date,
+    cpus: cpus().length,
+    cpuModel: cpus()[0]?.model ?? "?",
+    memGiB: Math.round(totalmem() / 2 ** 30),
+    loadAvg: { start: loadStart, end: loadavg() },
+    node: process.version,
+    nodeLlamaCpp: pkg?.version ?? null,
+    settings: { ...o, method: "one process per arm, rounds alternate the arms; medians over rounds" },
+  };
+  const json = JSON.stringify({ ...meta, shapes }, null, 2) + "\n";
+  await writeFileAtomic(base + ".json", "bench-results", json, { flag: "--out" });
+  await writeFileAtomic(base + ".md", "bench-report", markdown(meta, o, shapes), { flag: "--out" });
+  log(`\n${markdown(meta, o, shapes)}\nwrote ${base}.json, ${base}.md`);
+}
+
+if (import.meta.url === pathToFileURL(process.argv[1] ?? "").href) {
+  main(process.argv.slice(2)).catch((e: Error) => {
+    console.error(e.message);
+    process.exitCode = e instanceof UsageError ? 2 : 1;
+  });
+}
