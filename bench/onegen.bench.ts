@@ -38,7 +38,7 @@ import { row, timeGpu, type BenchEnv, type BenchRow, type Timing } from "./harne
 type Arm = "one-pass" | "two-pass";
 type Measure = "hits" | "inject";
 
-interface Plan {
+export interface Plan {
   shape: SyntheticShapeName;
   contexts: number[];
   entries: number[];
@@ -83,7 +83,11 @@ function fmtN(n: number): string {
 }
 
 export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
-  const p = plan(env.quick);
+  return benchPlan(ctx, env, plan(env.quick));
+}
+
+/** The suite over one plan (bench/onegen-134m.bench.ts runs it on the 134M shape). */
+export async function benchPlan(ctx: GpuContext, env: BenchEnv, p: Plan): Promise<BenchRow[]> {
   for (const s of p.skipped) env.log(`onegen: ${s}`);
   await ctx.sync();
   ctx.pool.trim();
