@@ -307,13 +307,17 @@ export async function benchQuant(ctx: GpuContext, env: BenchEnv): Promise<BenchR
   const arms = async (spec: (f: F) => Parameters<typeof planGemvStep>[1]): Promise<Arm[]> => {
     const out: Arm[] = [];
     for (const f of FORMATS) {
-      const p = await planGemvStep(ctx, { step, ...spec(f) });
-      plans.push(p);
-      out.push({ label: `fused ${f} ${p.label}`, encode: () => p.encode(ctx), layer: f });
+      for (const blockSum of f === "f16" ? [undefined] : [false, true]) {
+        const sp = spec(f);
+        const p = await planGemvStep(ctx, { step, ...sp, force: { ...sp.force, ...(blockSum !== undefined ? { blockSum } : {}) } });
+        plans.push(p);
+        const side = `${f}${blockSum ? " blocksum" : ""}`;
+        out.push({ label: `fused ${side} ${p.label}`, encode: () => p.encode(ctx), layer: side });
+      }
     }
     return out;
   };
-  const bytesOf = (...ts: Record<F, Tensor>[]) => FORMATS.map((f) => ts.reduce((a, t) => a + t[f].byteLength, 0));
+  const bytesOf = (...ts: Record<F, Tensor>[]) => FORMATS.flatMap((f) => (f === "f16" ? [f] : [f, f])).map((f) => ts.reduce((a, t) => a + t[f].byteLength, 0));
   const groups: Group[] = [
     { what: `qkv D=${D} N=${Nq}+${Nkv}+${Nkv}`, bytes: 0, armBytes: bytesOf(wq, wk, wv), arms: await arms((f) => ({ x, w: [wq[f], wk[f], wv[f]], y: qkv, norm })) },
     { what: `o+residual N=${D} K=${Nq}`, bytes: 0, armBytes: bytesOf(wo), arms: await arms((f) => ({ x: att, w: wo[f], y: resid, epilogue: "residual" })) },
@@ -327,7 +331,7 @@ export async function benchQuant(ctx: GpuContext, env: BenchEnv): Promise<BenchR
   const layer = await runGroups(ctx, env, m.name, groups, env.quick ? 3 : 5, copy.gbps, rows, "f16", "f16|q8_0|q4_0");
   const f16 = layer.get("f16") ?? NaN;
   const f16Cpu = layer.get("f16Cpu") ?? NaN;
-  for (const q of ["q8_0", "q4_0"] as const) {
+  for (const q of ["q8_0", "q8_0 blocksum", "q4_0", "q4_0 blocksum"]) {
     const ms = layer.get(q) ?? NaN;
     const cpu = layer.get(q + "Cpu") ?? NaN;
     env.log(`  ${m.name} one layer's fused GEMVs (sums of the group medians): wall f16 ${f16.toFixed(2)} ms, ${q} ${ms.toFixed(2)} ms, ×${(f16 / ms).toFixed(2)}; driver CPU ${f16Cpu.toFixed(2)} vs ${cpu.toFixed(2)} ms, ×${(f16Cpu / cpu).toFixed(2)}`);

@@ -185,13 +185,23 @@ fn q_scale(mat: u32, row: u32, b: u32, nb: u32, sb: u32) -> f32 {
   return q_scale_f16(v[(e >> 1u) & 3u], e);
 }
 
-// The 4 weight chunks of half-block h of block b of row `row` of matrix mat, dequantized (· d).
+// The 4 weight chunks of half-block h of block b of row `row` of matrix mat, dequantized (· d);
+// BLOCKSUM: unscaled (Q8_0 integers, Q4_0 nibbles unshifted).
 fn q_load_w(mat: u32, row: u32, b: u32, h: u32, nb: u32, d: f32) -> W4 {
 #if Q8
-  return w4_scaled(q8_ints(w_at(mat, params.q_base + (row * nb + b) * 2u + h)), d);
+  let w = q8_ints(w_at(mat, params.q_base + (row * nb + b) * 2u + h));
 #else
   let blk = w_at(mat, params.q_base + row * nb + b);   // one Q4_0 block = one vec4<u32>
-  return w4_scaled(q4_ints(select(blk.xy, blk.zw, h == 1u)), d);
+#if BLOCKSUM
+  let w = q4_nibbles(select(blk.xy, blk.zw, h == 1u));
+#else
+  let w = q4_ints(select(blk.xy, blk.zw, h == 1u));
+#endif
+#endif
+#if BLOCKSUM
+  return w;
+#else
+  return w4_scaled(w, d);
 #endif
 }
 #endif
@@ -333,6 +343,12 @@ fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
   for (var b = 0u; b < nb; b++) {
     var ds: array<f32, {{R}}>;
     for (var r = 0u; r < R; r++) { ds[r] = q_scale(mat, rows[r], b, nb, sb); }
+#if BLOCKSUM
+    // this block's Σ q·x per row, unscaled (Q4_0: Σ n·x and Σ x, the −8·Σx applied once per block)
+    var bacc: array<vec4<f32>, {{R}}>;
+    for (var i = 0u; i < R; i++) { bacc[i] = vec4<f32>(); }
+    var xsum = vec4<f32>();
+#endif
     for (var h = 0u; h < 2u; h++) {
       var xs4: array<vec4<f32>, 4>;
       for (var c = 0u; c < 4u; c++) {
@@ -349,16 +365,36 @@ fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
         xs4[c] = x[xb + k4];
 #endif
       }
+#if BLOCKSUM
+      xsum += (xs4[0] + xs4[1]) + (xs4[2] + xs4[3]);
+#endif
       for (var r = 0u; r < R; r++) {
         let wc = q_load_w(mat, rows[r], b, h, nb, ds[r]);
+#if BLOCKSUM
+        var a = bacc[r];
+#else
         var a = acc[r];
+#endif
         a = fma(wc.w0, xs4[0], a);
         a = fma(wc.w1, xs4[1], a);
         a = fma(wc.w2, xs4[2], a);
         a = fma(wc.w3, xs4[3], a);
+#if BLOCKSUM
+        bacc[r] = a;
+#else
         acc[r] = a;
+#endif
       }
     }
+#if BLOCKSUM
+    for (var r = 0u; r < R; r++) {
+#if Q8
+      acc[r] = fma(vec4<f32>(ds[r]), bacc[r], acc[r]);
+#else
+      acc[r] = fma(vec4<f32>(ds[r]), fma(vec4<f32>(-8.0), xsum, bacc[r]), acc[r]);
+#endif
+    }
+#endif
   }
   return Sums(acc, up, ss);
 }

@@ -53,6 +53,8 @@ interface Case {
   rows?: number;
   /** swiglu: the one-loop design (an A/B arm). */
   joint?: boolean;
+  /** q8_0/q4_0: scale once per block (forced either way when given). */
+  blockSum?: boolean;
 }
 
 const rng = new Rng(1616);
@@ -120,7 +122,7 @@ async function check(ctx: GpuContext, c: Case, what = ""): Promise<string> {
   const y0 = epi === "residual" ? rng.fillUniform(yRows * Nout) : new Float32Array(yRows * Nout).fill(NaN);
   const y = up(ctx.upload(y0, [yRows, Nout], "f32", "y"));
   const step = c.mode === "step" ? up(ctx.upload(stepState(T), [STEP_WORDS], "u32", "step")) : null;
-  const force = { ...(c.normPath !== undefined ? { normPath: c.normPath } : {}), ...(c.rows !== undefined ? { rows: c.rows } : {}), ...(c.joint ? { swigluJoint: true } : {}) };
+  const force = { ...(c.normPath !== undefined ? { normPath: c.normPath } : {}), ...(c.rows !== undefined ? { rows: c.rows } : {}), ...(c.joint ? { swigluJoint: true } : {}), ...(c.blockSum !== undefined ? { blockSum: c.blockSum } : {}) };
   const label = await gemvStep(ctx, { x, w: ws, y, epilogue: epi, norm, bias, step, ...(c.mode === "host" ? { rows: T } : {}), lastRow: c.lastRow ?? false, force });
   const want = gemvStepReference({ x: xh, K, w: wVals, N: Ns, epilogue: epi, norm: gVals ? { weight: gVals, eps: 1e-5 } : null, bias: bVals, y: y0, T, lastRow: c.lastRow ?? false });
   let scale = 1;
@@ -259,6 +261,14 @@ test("q8_0 / q4_0 W: every norm path forced (loop, shared, prepass) on qkv, swig
         await check(ctx, { K: 128, Ns: [99], wd, epi: "store", norm: "f16", bias: "none", cap: 5, T: 3, mode: "step", lastRow: true, normPath });
       }
       await check(ctx, { K: 32, Ns: [10], wd, epi: "store", norm: "f32", bias: "none", cap: 2, T: 0, mode: "step" });
+      // each block's sum scaled once (BLOCKSUM) and per weight chunk, both forced
+      for (const blockSum of [true, false]) {
+        const a = await check(ctx, { K: 96, Ns: [33, 11, 11], wd, epi: "store", norm: "f16", bias: "parts", cap: 5, T: 2, mode: "step", blockSum });
+        assert.is(a.includes("_bs_"), blockSum, a);
+        await check(ctx, { K: 64, Ns: [41, 41], wd, epi: "swiglu", norm: "f32", bias: "none", cap: 5, T: 5, mode: "step", blockSum, normPath: "prepass" });
+        await check(ctx, { K: 160, Ns: [65], wd, epi: "residual", norm: "none", bias: "f32", cap: 3, T: 3, mode: "step", blockSum, rows: 3 });
+        await check(ctx, { K: 96, Ns: [131], wd, epi: "store", norm: "f16", bias: "none", cap: 4, T: 4, mode: "step", lastRow: true, blockSum, normPath: "shared" });
+      }
     }
   });
 });

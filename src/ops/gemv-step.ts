@@ -79,12 +79,14 @@ export interface GemvStepDesc {
   wg: number;
   /** swiglu: gate and up in one K loop (2·rows accumulators) instead of two loops; an A/B arm. */
   joint?: boolean;
+  /** q8_0/q4_0: each block's Σ q·x summed unscaled, times its scale once per block (gemv_q's BLOCKSUM). */
+  blockSum?: boolean;
 }
 
 /** Stable name, e.g. "gemv_step_f16_vec8_m3_store_norm16s576_step_r4_wg64". */
 export function gemvStepLabel(d: GemvStepDesc): string {
   const norm = d.norm ? `_norm${d.norm === "f16" ? 16 : 32}${d.xShared ? `s${d.k}` : "i"}` : "";
-  return `gemv_step_${d.wDtype}_vec${d.vec}_m${d.mats}_${d.epilogue}${d.joint ? "j" : ""}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}_r${d.rows}_wg${d.wg}`;
+  return `gemv_step_${d.wDtype}_vec${d.vec}_m${d.mats}_${d.epilogue}${d.joint ? "j" : ""}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}${d.blockSum ? "_bs" : ""}_r${d.rows}_wg${d.wg}`;
 }
 
 /** Workgroup memory bytes of a variant (x̂ row + reduction scratch). */
@@ -97,6 +99,7 @@ export function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
   const f16 = d.wDtype === "f16";
   const quant = isQuantDType(d.wDtype);
   if (quant && d.vec !== 4) throw new UnsupportedError(`gemv_step: ${d.wDtype} walks x in vec4 chunks (vec 4), got vec${d.vec} (${name})`);
+  if (d.blockSum && !quant) throw new UnsupportedError(`gemv_step: blockSum applies to q8_0/q4_0 weights only (${name})`);
   if (quant && d.joint) throw new UnsupportedError(`gemv_step: the joint swiglu loop has no ${d.wDtype} form (${name})`);
   if (d.vec === 8 && !f16) throw new UnsupportedError(`gemv_step: vec8 is the f16 chunk width (${name})`);
   if (d.vec === 4 && f16) throw new UnsupportedError(`gemv_step: f16 reads 8 halves per chunk or 1, not 4 (${name})`);
@@ -121,6 +124,7 @@ export function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
       Q8: d.wDtype === "q8_0",
       QWIN: quant && d.mats === 1,
       QDIV: d.wDtype === "q4_0" ? 4 : 2,
+      BLOCKSUM: d.blockSum === true,
       R: d.rows,
       WG: d.wg,
       MULTI: d.mats > 1 && d.epilogue !== "swiglu",
@@ -166,6 +170,8 @@ export interface GemvStepForce {
   swigluJoint?: boolean;
   rows?: number;
   wg?: number;
+  /** q8_0/q4_0: scale once per block (true) or dequantize every weight chunk (false). */
+  blockSum?: boolean;
 }
 
 /** What resolveGemvStep picked: the GEMV kernel and, for the prepass norm path, the norm kernel. */
@@ -189,7 +195,9 @@ export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvSt
   if (!Number.isInteger(wg) || wg < 1 || wg > ctx.limits.maxComputeInvocationsPerWorkgroup) throw new UsageError(`gemv_step: workgroup size must be an integer in 1..${ctx.limits.maxComputeInvocationsPerWorkgroup}, got ${wg}`);
   if (force.normPath !== undefined && !GEMV_STEP_NORM_PATHS.includes(force.normPath)) throw new UsageError(`gemv_step: unknown norm path '${String(force.normPath)}' (${GEMV_STEP_NORM_PATHS.join(", ")})`);
   if (force.swigluJoint && s.epilogue !== "swiglu") throw new UnsupportedError("gemv_step: swigluJoint applies to the swiglu epilogue only");
-  const base: GemvStepDesc = { wDtype: s.wDtype, vec, mats: s.mats, epilogue: s.epilogue, norm: null, xShared: false, k: 0, fromStep: s.fromStep, lastRow: s.lastRow, rows, wg, ...(force.swigluJoint ? { joint: true } : {}) };
+  if (force.blockSum && !isQuantDType(s.wDtype)) throw new UnsupportedError(`gemv_step: blockSum applies to q8_0/q4_0 weights, not ${s.wDtype}`);
+  const blockSum = isQuantDType(s.wDtype) && (force.blockSum ?? QUANT_BLOCKSUM);
+  const base: GemvStepDesc = { wDtype: s.wDtype, vec, mats: s.mats, epilogue: s.epilogue, norm: null, xShared: false, k: 0, fromStep: s.fromStep, lastRow: s.lastRow, rows, wg, ...(force.swigluJoint ? { joint: true } : {}), ...(blockSum ? { blockSum: true } : {}) };
   if (!s.norm) {
     if (force.normPath !== undefined) throw new UnsupportedError(`gemv_step: normPath '${force.normPath}' applies to the norm prologue only`);
     return { main: base, prenorm: null, normPath: null };
@@ -218,6 +226,8 @@ export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvSt
  * hardware: not measured; loop (one dispatch).
  */
 const NORM_PREPASS_MIN = { software: 1_000_000, hardware: Infinity } as const;
+/** q8_0/q4_0: BLOCKSUM by default (see the measurements in bench/gemv-step.bench.ts benchQuant). */
+const QUANT_BLOCKSUM = false;
 
 /** The prenorm (norm_rows) kernel variant of a description with norm set. */
 export function gemvStepPrenormVariant(d: GemvStepDesc): KernelVariant {
