@@ -226,8 +226,13 @@ export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvSt
  * hardware: not measured; loop (one dispatch).
  */
 const NORM_PREPASS_MIN = { software: 1_000_000, hardware: Infinity } as const;
-/** q8_0/q4_0: BLOCKSUM by default (see the measurements in bench/gemv-step.bench.ts benchQuant). */
-const QUANT_BLOCKSUM = false;
+/**
+ * q8_0/q4_0: BLOCKSUM by default. Lavapipe, 134M shape, T = 1, one layer's four fused GEMVs, wall
+ * speed vs the same with f16 W, two alternated runs at load 4–5 (2026-12-02, bench/gemv-step.bench.ts
+ * benchQuant, bench/results/2026-12-02-qstep-gemv-step-quant.json): q8_0 ×0.76 / ×0.72 per weight
+ * chunk, ×0.82 / ×0.82 BLOCKSUM; q4_0 ×0.95 / ×1.05, ×1.11 / ×1.10 BLOCKSUM (single shapes swing ±20%).
+ */
+const QUANT_BLOCKSUM = true;
 
 /** The prenorm (norm_rows) kernel variant of a description with norm set. */
 export function gemvStepPrenormVariant(d: GemvStepDesc): KernelVariant {
