@@ -9,7 +9,8 @@
 //   Q4_0 (define Q4): a block's 16 bytes = 4 words, byte j = element j (low nibble) and j + 16
 //        (high nibble); half-block h = words 2h, 2h+1 (vec2<u32>): word c of it holds elements
 //        8h + 4c .. +3 in its low nibbles and 16 + 8h + 4c .. +3 in its high nibbles.
-// Either way one half-block gives 4 weight chunks of 4 elements, paired with 4 x chunks.
+// Either way one half-block gives 4 weight chunks of 4 elements, paired with 4 x chunks. The
+// unpacking and the x pairing are shared with gemv_step through kernels/quant_block.wgsl.
 //
 // Bindings (group 0); every storage binding is one window of at most maxStorageBufferBindingSize:
 //   0 x:      array<vec4<f32>>          read        [M, K] activation rows m0.. from params.x_base (vec4s)

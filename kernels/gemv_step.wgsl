@@ -67,6 +67,13 @@
 //   one layer's GEMVs                1.33 / 0.93                   1.19 / 1.15
 //   (single shapes swing ±20% between runs on this machine; the earlier runs at load 20 agreed
 //   in direction.) The wall-time gain is mostly fewer dispatches (~0.1–0.2 ms each).
+// Quantized W (bench/gemv-step.bench.ts benchQuant, bench/results/2026-12-02-qstep-gemv-step-quant.json;
+// lavapipe at load 3–5, fused q vs fused f16 on the 134M shape, T = 1, wall; two runs):
+//   one layer's GEMVs: q8_0 ×0.76 / ×0.72, BLOCKSUM ×0.82 / ×0.82; q4_0 ×0.95 / ×1.05, BLOCKSUM
+//   ×1.11 / ×1.10 (the default). By GEMV (BLOCKSUM): q4_0 qkv ×0.65–0.78, o ×0.56–0.90, gate/up
+//   ×1.53–1.59, down ×0.77–0.97, lm_head ×1.00–1.12; q8_0 qkv ×0.57–0.61, o ×0.46–0.67, gate/up
+//   ×1.09–1.13, down ×0.57–0.64, lm_head ×0.69–0.71. As gemv_q: 1.9–3.6× fewer bytes, but the
+//   per-lane unpacking costs about what the saved loads do on llvmpipe; unmeasured on hardware.
 // Designs measured and dropped (same bench, driver CPU unless noted):
 //   - NORM by barriers + workgroup memory ("shared", kept as an arm): 0.55–0.93 of unfused; any
 //     workgroupBarrier made the kernel ~1.3× slower (a barrier added to the plain GEMV: lm_head
