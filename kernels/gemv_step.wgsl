@@ -51,8 +51,11 @@
 //     workgroup per row; the GEMV then runs without NORM on it (2 dispatches).
 // Accumulation: f32 per lane of a vec4, lanes summed at the end, bias added last (as gemv.wgsl).
 // QUANT: the K loop walks blocks as gemv_q does (R scales per block, then per half-block 4 x chunks
-// and R quant words); each weight chunk is dequantized exactly (q · d) before its fma, so only the
-// summation order differs from the reference on the dequantized W. K a multiple of 32.
+// and R quant words). BLOCKSUM (the resolver's default for quantized W; off: each weight chunk is
+// dequantized exactly, q · d, before its fma): a block's Σ q·x is summed unscaled and multiplied by
+// d once per block (Q4_0: Σ n·x − 8·Σ x, nibbles n unshifted), as gemv_q's BLOCKSUM. Either way
+// f32 throughout, only the summation order differs from the reference on the dequantized W.
+// K a multiple of 32.
 //
 // Measured (lavapipe: llvmpipe 8-wide, 2 shared cores at load 4–9, Node + Dawn, 2026-12-02;
 // bench/gemv-step.bench.ts, results bench/results/2026-12-02-5ef4eca-gemv-step-ab.json; f16 W,
