@@ -12,6 +12,9 @@
 // matrix switch (same rows, same work, no switch). Unfused linears use the resolver's choice
 // without a tiled copy (gemv, the rows design); fused arms encode prepared plans. Each arm's
 // figure is the median of its round medians; extra.speedup = unfused ms / arm ms.
+// Quantized weights (benchQuant, run after the float groups): the fused GEMVs of one layer (and
+// lm_head) with q8_0 and q4_0 W against the same fused GEMVs with f16 W, on the 134M shape only
+// (quick mode too): extra.speedup = fused f16 ms / fused q ms; bytes = the weights' packed bytes.
 import type { GpuContext } from "../src/gpu/context.js";
 import type { Tensor } from "../src/gpu/tensor.js";
 import { linear } from "../src/ops/linear.js";
@@ -22,6 +25,7 @@ import { planGemvStep, type GemvStepPlan } from "../src/ops/gemv-step.js";
 import { STEP_ROWS, STEP_WORDS } from "../src/ops/step-state.js";
 import { Rng } from "../src/util/rng.js";
 import { f32ArrayToF16 } from "../src/util/f16.js";
+import { packQuantized, quantizeMatrix, type QuantFormat } from "../src/quant/formats.js";
 import { measureCopy, row, type BenchEnv, type BenchRow } from "./harness.js";
 import { readdirSync, readFileSync } from "node:fs";
 
@@ -80,12 +84,14 @@ interface Arm {
   label: string;
   encode: () => Promise<void> | void;
   /** Counted in the per-layer sum as this side. */
-  layer?: "unfused" | "fused";
+  layer?: string;
 }
 interface Group {
   what: string;
   /** Bytes of weights read (the figure GB/s is computed from). */
   bytes: number;
+  /** Per arm, when the arms read different bytes (quantized weights). */
+  armBytes?: number[];
   arms: Arm[];
 }
 
@@ -237,59 +243,7 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
     ];
     const copy = await measureCopy(ctx, 32 << 20, 5);
     env.log(`  gemv_step ${m.name}: copy ${copy.gbps.toFixed(1)} GB/s beside`);
-    const layerMs = new Map<string, number>(); // "unfused"/"fused" per-layer sums (lm_head excluded)
-    for (const grp of groups) {
-      // Launches per sample: enough for ~150 ms of driver CPU time (10 ms clock ticks), found by
-      // growing the count on the slowest arm (also the pipelines' first use).
-      let reps = 1;
-      for (const arm of grp.arms) await sample(ctx, arm.encode, 1);
-      for (;;) {
-        let most = 0;
-        for (const arm of grp.arms) {
-          const w = await sample(ctx, arm.encode, reps);
-          most = Math.max(most, (w.cpu ?? w.wall) * reps);
-        }
-        if (most >= 60 || reps >= 256) {
-          reps = Math.max(1, Math.min(512, Math.ceil((reps * 150) / Math.max(most, 1))));
-          break;
-        }
-        reps *= 4;
-      }
-      const stats = grp.arms.map(() => ({ walls: [] as number[], cpus: [] as number[] }));
-      for (let r = 0; r < rounds; r++) {
-        const order = grp.arms.map((_, i) => i);
-        if (r % 2 === 1) order.reverse();
-        for (const i of order) {
-          const t = await sample(ctx, grp.arms[i]!.encode, reps);
-          stats[i]!.walls.push(t.wall);
-          if (t.cpu !== null) stats[i]!.cpus.push(t.cpu);
-        }
-      }
-      const med = (a: number[]) => (a.length ? [...a].sort((p, q) => p - q)[Math.floor(a.length / 2)]! : NaN);
-      const base = med(stats[0]!.walls);
-      const baseCpu = med(stats[0]!.cpus);
-      grp.arms.forEach((arm, i) => {
-        const ms = med(stats[i]!.walls);
-        const cpu = med(stats[i]!.cpus);
-        const gbps = grp.bytes / (ms / 1e3) / 1e9;
-        const tm = { medianMs: ms, minMs: Math.min(...stats[i]!.walls), maxMs: Math.max(...stats[i]!.walls), samples: stats[i]!.walls.length };
-        rows.push(
-          row(env, {
-            bench: "gemv-step",
-            variant: arm.label,
-            shape: `${m.name} ${grp.what} T=1 f16`,
-            bytes: grp.bytes,
-            extra: { speedup: +(base / ms).toFixed(3), cpuMs: +cpu.toFixed(4), cpuSpeedup: +(baseCpu / cpu).toFixed(3), reps, copyGBps: +copy.gbps.toFixed(2), ofCopy: +(gbps / copy.gbps).toFixed(3) },
-          }, tm),
-        );
-        env.log(`  ${m.name} ${grp.what.padEnd(34)} ${arm.label.padEnd(72)} wall ${ms.toFixed(3).padStart(8)} ms ×${(base / ms).toFixed(2)}  driver CPU ${cpu.toFixed(3).padStart(8)} ms ×${(baseCpu / cpu).toFixed(2)} vs unfused`);
-        const side = i === 0 ? "unfused" : arm.layer;
-        if (!grp.what.startsWith("lm_head") && side) {
-          layerMs.set(side, (layerMs.get(side) ?? 0) + ms);
-          layerMs.set(side + "Cpu", (layerMs.get(side + "Cpu") ?? 0) + cpu);
-        }
-      });
-    }
+    const layerMs = await runGroups(ctx, env, m.name, groups, rounds, copy.gbps, rows, "unfused", "f16");
     const un = layerMs.get("unfused") ?? NaN;
     const fu = layerMs.get("fused") ?? NaN;
     const unCpu = layerMs.get("unfusedCpu") ?? NaN;
@@ -299,5 +253,152 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
     for (const p of plans) p.dispose();
     for (const x2 of owned) x2.dispose();
   }
+  rows.push(...(await benchQuant(ctx, env)));
   return rows;
+}
+
+/**
+ * Fused gemv_step with q8_0 / q4_0 W vs fused with f16 W (the decode step's five GEMVs, T = 1 from
+ * a step state, resolver's choices) on the 134M shape; lm_head too (float by policy, measured for
+ * the record). extra.speedup = f16 ms / arm ms.
+ */
+export async function benchQuant(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  const rng = new Rng(1717);
+  const m = MODELS[0]!;
+  const { D, I, H, Hkv, hd, V } = m;
+  const Nq = H * hd;
+  const Nkv = Hkv * hd;
+  const eps = 1e-5;
+  const owned: Tensor[] = [];
+  const f32 = (shape: number[], label: string, lo = -1, hi = 1): Tensor => {
+    const x = ctx.empty(shape, "f32", label);
+    fillRandom(ctx, x, rng, lo, hi);
+    owned.push(x);
+    return x;
+  };
+  const FORMATS = ["f16", "q8_0", "q4_0"] as const;
+  type F = (typeof FORMATS)[number];
+  // One random matrix per role, stored in each format.
+  const mats = (N: number, K: number, label: string): Record<F, Tensor> => {
+    const v = rng.fillUniform(N * K, -0.1, 0.1);
+    const out = {} as Record<F, Tensor>;
+    out.f16 = ctx.upload(f32ArrayToF16(v), [N, K], "f16", `${label}.f16`);
+    for (const q of ["q8_0", "q4_0"] as QuantFormat[]) out[q] = ctx.upload(packQuantized(quantizeMatrix(v, N, K, q, label)), [N, K], q, `${label}.${q}`);
+    owned.push(...Object.values(out));
+    return out;
+  };
+  const x = f32([1, D], "x");
+  const g = ctx.empty([D], "f16", "g");
+  fillRandom(ctx, g, rng, 0.5, 1.5);
+  owned.push(g);
+  const step = ctx.empty([STEP_WORDS], "u32", "step");
+  owned.push(step);
+  const s = new Uint32Array(STEP_WORDS);
+  s[STEP_ROWS] = 1;
+  ctx.write(step, s);
+  const norm = { weight: g, eps };
+  const wq = mats(Nq, D, "wq"), wk = mats(Nkv, D, "wk"), wv = mats(Nkv, D, "wv");
+  const wo = mats(D, Nq, "wo"), wg = mats(I, D, "wgate"), wu = mats(I, D, "wup"), wd = mats(D, I, "wdown");
+  const wl = mats(V, D, "wlm");
+  const att = f32([1, Nq], "att"), act = f32([1, I], "act"), resid = f32([1, D], "resid");
+  const qkv = f32([1, Nq + 2 * Nkv], "qkv"), logits = f32([1, V], "logits");
+  const plans: GemvStepPlan[] = [];
+  const arms = async (spec: (f: F) => Parameters<typeof planGemvStep>[1]): Promise<Arm[]> => {
+    const out: Arm[] = [];
+    for (const f of FORMATS) {
+      for (const blockSum of f === "f16" ? [undefined] : [false, true]) {
+        const sp = spec(f);
+        const p = await planGemvStep(ctx, { step, ...sp, force: { ...sp.force, ...(blockSum !== undefined ? { blockSum } : {}) } });
+        plans.push(p);
+        const side = `${f}${blockSum ? " blocksum" : ""}`;
+        out.push({ label: `fused ${side} ${p.label}`, encode: () => p.encode(ctx), layer: side });
+      }
+    }
+    return out;
+  };
+  const bytesOf = (...ts: Record<F, Tensor>[]) => FORMATS.flatMap((f) => (f === "f16" ? [f] : [f, f])).map((f) => ts.reduce((a, t) => a + t[f].byteLength, 0));
+  const groups: Group[] = [
+    { what: `qkv D=${D} N=${Nq}+${Nkv}+${Nkv}`, bytes: 0, armBytes: bytesOf(wq, wk, wv), arms: await arms((f) => ({ x, w: [wq[f], wk[f], wv[f]], y: qkv, norm })) },
+    { what: `o+residual N=${D} K=${Nq}`, bytes: 0, armBytes: bytesOf(wo), arms: await arms((f) => ({ x: att, w: wo[f], y: resid, epilogue: "residual" })) },
+    { what: `gate/up+swiglu D=${D} I=${I}`, bytes: 0, armBytes: bytesOf(wg, wu), arms: await arms((f) => ({ x, w: [wg[f], wu[f]], y: act, epilogue: "swiglu", norm })) },
+    { what: `down+residual N=${D} K=${I}`, bytes: 0, armBytes: bytesOf(wd), arms: await arms((f) => ({ x: act, w: wd[f], y: resid, epilogue: "residual" })) },
+    { what: `lm_head V=${V} D=${D}`, bytes: 0, armBytes: bytesOf(wl), arms: await arms((f) => ({ x, w: wl[f], y: logits, norm, lastRow: true })) },
+  ];
+  for (const grp of groups) grp.bytes = grp.armBytes![0]!;
+  const copy = await measureCopy(ctx, 32 << 20, 5);
+  env.log(`  gemv_step quantized ${m.name}: copy ${copy.gbps.toFixed(1)} GB/s beside`);
+  const layer = await runGroups(ctx, env, m.name, groups, env.quick ? 3 : 5, copy.gbps, rows, "f16", "f16|q8_0|q4_0");
+  const f16 = layer.get("f16") ?? NaN;
+  const f16Cpu = layer.get("f16Cpu") ?? NaN;
+  for (const q of ["q8_0", "q8_0 blocksum", "q4_0", "q4_0 blocksum"]) {
+    const ms = layer.get(q) ?? NaN;
+    const cpu = layer.get(q + "Cpu") ?? NaN;
+    env.log(`  ${m.name} one layer's fused GEMVs (sums of the group medians): wall f16 ${f16.toFixed(2)} ms, ${q} ${ms.toFixed(2)} ms, ×${(f16 / ms).toFixed(2)}; driver CPU ${f16Cpu.toFixed(2)} vs ${cpu.toFixed(2)} ms, ×${(f16Cpu / cpu).toFixed(2)}`);
+    rows.push(row(env, { bench: "gemv-step", variant: `fused ${q} layer (sum of group medians)`, shape: `${m.name} layer T=1 ${q} vs f16`, extra: { f16Ms: +f16.toFixed(3), speedup: +(f16 / ms).toFixed(3), f16CpuMs: +f16Cpu.toFixed(3), cpuMs: +cpu.toFixed(3), cpuSpeedup: +(f16Cpu / cpu).toFixed(3) } }, { medianMs: ms, minMs: ms, maxMs: ms, samples: 1 }));
+  }
+  for (const p of plans) p.dispose();
+  for (const t of owned) t.dispose();
+  return rows;
+}
+
+/**
+ * Measures groups of arms (arm 0 the baseline, alternated round by round), logs and appends rows;
+ * returns per-layer sums of the group medians (lm_head excluded) keyed by side (baseSide for arm
+ * 0, arm.layer for the others) and side + "Cpu".
+ */
+async function runGroups(ctx: GpuContext, env: BenchEnv, model: string, groups: Group[], rounds: number, copyGBps: number, rows: BenchRow[], baseSide: string, dtype: string): Promise<Map<string, number>> {
+  const layerMs = new Map<string, number>();
+  for (const grp of groups) {
+    // Launches per sample: enough for ~150 ms of driver CPU time (10 ms clock ticks), found by
+    // growing the count on the slowest arm (also the pipelines' first use).
+    let reps = 1;
+    for (const arm of grp.arms) await sample(ctx, arm.encode, 1);
+    for (;;) {
+      let most = 0;
+      for (const arm of grp.arms) {
+        const w = await sample(ctx, arm.encode, reps);
+        most = Math.max(most, (w.cpu ?? w.wall) * reps);
+      }
+      if (most >= 60 || reps >= 256) {
+        reps = Math.max(1, Math.min(512, Math.ceil((reps * 150) / Math.max(most, 1))));
+        break;
+      }
+      reps *= 4;
+    }
+    const stats = grp.arms.map(() => ({ walls: [] as number[], cpus: [] as number[] }));
+    for (let r = 0; r < rounds; r++) {
+      const order = grp.arms.map((_, i) => i);
+      if (r % 2 === 1) order.reverse();
+      for (const i of order) {
+        const t = await sample(ctx, grp.arms[i]!.encode, reps);
+        stats[i]!.walls.push(t.wall);
+        if (t.cpu !== null) stats[i]!.cpus.push(t.cpu);
+      }
+    }
+    const med = (a: number[]) => (a.length ? [...a].sort((p, q) => p - q)[Math.floor(a.length / 2)]! : NaN);
+    const base = med(stats[0]!.walls);
+    const baseCpu = med(stats[0]!.cpus);
+    grp.arms.forEach((arm, i) => {
+      const ms = med(stats[i]!.walls);
+      const cpu = med(stats[i]!.cpus);
+      const tm = { medianMs: ms, minMs: Math.min(...stats[i]!.walls), maxMs: Math.max(...stats[i]!.walls), samples: stats[i]!.walls.length };
+      rows.push(
+        row(env, {
+          bench: "gemv-step",
+          variant: arm.label,
+          shape: `${model} ${grp.what} T=1 ${dtype}`,
+          bytes: grp.armBytes?.[i] ?? grp.bytes,
+          extra: { speedup: +(base / ms).toFixed(3), cpuMs: +cpu.toFixed(4), cpuSpeedup: +(baseCpu / cpu).toFixed(3), reps, copyGBps: +copyGBps.toFixed(2), ofCopy: +((grp.armBytes?.[i] ?? grp.bytes) / (ms / 1e3) / 1e9 / copyGBps).toFixed(3) },
+        }, tm),
+      );
+      env.log(`  ${model} ${grp.what.padEnd(34)} ${arm.label.padEnd(72)} wall ${ms.toFixed(3).padStart(8)} ms ×${(base / ms).toFixed(2)}  driver CPU ${cpu.toFixed(3).padStart(8)} ms ×${(baseCpu / cpu).toFixed(2)} vs ${baseSide}`);
+      const side = i === 0 ? baseSide : arm.layer;
+      if (!grp.what.startsWith("lm_head") && side) {
+        layerMs.set(side, (layerMs.get(side) ?? 0) + ms);
+        layerMs.set(side + "Cpu", (layerMs.get(side + "Cpu") ?? 0) + cpu);
+      }
+    });
+  }
+  return layerMs;
 }

@@ -9,7 +9,8 @@
 //   Q4_0 (define Q4): a block's 16 bytes = 4 words, byte j = element j (low nibble) and j + 16
 //        (high nibble); half-block h = words 2h, 2h+1 (vec2<u32>): word c of it holds elements
 //        8h + 4c .. +3 in its low nibbles and 16 + 8h + 4c .. +3 in its high nibbles.
-// Either way one half-block gives 4 weight chunks of 4 elements, paired with 4 x chunks.
+// Either way one half-block gives 4 weight chunks of 4 elements, paired with 4 x chunks. The
+// unpacking and the x pairing are shared with gemv_step through kernels/quant_block.wgsl.
 //
 // Bindings (group 0); every storage binding is one window of at most maxStorageBufferBindingSize:
 //   0 x:      array<vec4<f32>>          read        [M, K] activation rows m0.. from params.x_base (vec4s)
@@ -79,54 +80,35 @@ const MB: u32 = {{MB}}u;
 // Scale of block b of W row `row` (window-relative), widened to f32.
 fn scale(row: u32, b: u32, nb: u32) -> f32 {
   let e = params.s_base + row * nb + b;
-  return unpack2x16float((s[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu).x;
+  return q_scale_f16(s[e >> 1u], e);
 }
 
 // x chunk (4 elements) paired with weight chunk c of half-block h of block b.
 fn x_index(m: u32, b: u32, h: u32, c: u32, cpr: u32) -> u32 {
-#if Q8
-  let k4 = b * 8u + h * 4u + c;                       // elements 16h + 4c
-#else
-  let k4 = b * 8u + h * 2u + (c & 1u) + (c >> 1u) * 4u; // c = 0,1: low nibbles; 2,3: high nibbles
-#endif
-  return params.x_base + m * cpr + k4;
+  return params.x_base + m * cpr + q_x4(b, h, c);
 }
 
-// The 4 weight chunks of half-block h of block b of W row `row`, dequantized (· d).
-// Four weight chunks as struct members (static access only: no array a compiler could spill).
-struct W4 { w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32> }
-
+// The 4 weight chunks of half-block h of block b of W row `row`, dequantized (· d; BLOCKSUM:
+// unscaled integers, Q4_0 nibbles unshifted). Unpacking: kernels/quant_block.wgsl.
 fn load_w(row: u32, b: u32, h: u32, nb: u32, d: f32) -> W4 {
   let p = q[params.q_base + (row * nb + b) * 2u + h];
 #if Q8
-  let sh = vec4<u32>(24u, 16u, 8u, 0u);
-  let w0 = vec4<f32>((vec4<i32>(bitcast<i32>(p.x)) << sh) >> vec4<u32>(24u));
-  let w1 = vec4<f32>((vec4<i32>(bitcast<i32>(p.y)) << sh) >> vec4<u32>(24u));
-  let w2 = vec4<f32>((vec4<i32>(bitcast<i32>(p.z)) << sh) >> vec4<u32>(24u));
-  let w3 = vec4<f32>((vec4<i32>(bitcast<i32>(p.w)) << sh) >> vec4<u32>(24u));
 #if BLOCKSUM
-  return W4(w0, w1, w2, w3);
+  return q8_ints(p);
 #else
-  return W4(w0 * d, w1 * d, w2 * d, w3 * d);
+  return w4_scaled(q8_ints(p), d);
 #endif
 #else
-  let lo = vec4<u32>(0u, 8u, 16u, 24u);
-  let hi = vec4<u32>(4u, 12u, 20u, 28u);
-  let m = vec4<u32>(15u);
 #if BLOCKSUM
   // nibbles n unshifted: Σ (n − 8)·x = Σ n·x − 8·Σ x, the second term once per block (main)
-  return W4(vec4<f32>((vec4<u32>(p.x) >> lo) & m), vec4<f32>((vec4<u32>(p.y) >> lo) & m),
-            vec4<f32>((vec4<u32>(p.x) >> hi) & m), vec4<f32>((vec4<u32>(p.y) >> hi) & m));
+  return q4_nibbles(p);
 #else
-  let w0 = vec4<f32>((vec4<u32>(p.x) >> lo) & m) - 8.0;
-  let w1 = vec4<f32>((vec4<u32>(p.y) >> lo) & m) - 8.0;
-  let w2 = vec4<f32>((vec4<u32>(p.x) >> hi) & m) - 8.0;
-  let w3 = vec4<f32>((vec4<u32>(p.y) >> hi) & m) - 8.0;
-  return W4(w0 * d, w1 * d, w2 * d, w3 * d);
+  return w4_scaled(q4_ints(p), d);
 #endif
 #endif
 }
 
+#include quant_block
 #include linear_bias
 
 @compute @workgroup_size({{WG}})

@@ -3,7 +3,8 @@
 // Reference: gemvStepReference in src/ops/gemv-step.ts.
 //   prologue NORM:  x̂[k] = x[m, k] · rsqrt(mean_j x[m, j]² + eps) · g[k]   (Llama RMSNorm; g f32 or
 //                   f16); without NORM x̂ = x.
-//   W: one matrix [N, K] (windows of it, one dispatch each), or MULTI: two or three matrices
+//   W: f32, f16, or block-quantized (QUANT: GGUF Q8_0 / Q4_0, deq(W) = q · d exactly, read in
+//   its packed bytes, see below); one matrix [N, K] (windows of it, one dispatch each), or MULTI: two or three matrices
 //   W0 [N0, K], W1 [N1, K], W2 [N2, K] bound separately whose output rows are concatenated
 //   (col = n, N0 + n, N0 + N1 + n: q, k, v), or SWIGLU: W0 = gate [I, K], W1 = up [I, K].
 //   epilogue STORE:    y[m', col] = acc + bias[col]
@@ -23,6 +24,12 @@
 //   4 w2:     array<WT>  read        [N2, K] (MULTI with three matrices); else a dummy
 //   5 bias:   array<u32> read        concatenated bias (f32 bits or f16 pairs) from element
 //                                    params.b_base; a dummy when params.bias_kind = 0
+//   QUANT (split-blocks layout of src/quant/formats.ts: the quants of every block, then the f16
+//   scales [N, K/32]; unpacking shared with gemv_q through kernels/quant_block.wgsl): w* are
+//   array<vec4<u32>>. Single matrix (QWIN): w0 = the quants of this window's rows from vec4
+//   params.q_base, w1 = their scales from half params.s_base. MULTI / SWIGLU: each matrix's buffer
+//   bound whole (quants and scales in one binding, scales from half n_i·K/2 (Q8) or n_i·K/4 (Q4)).
+//   Bound sizes are rounded up to 16 bytes (the pool's buffers are) so the last scales are reachable.
 //   6 step:   array<u32> read        the step state u32[8] (kernels/step_state.wgsl); a dummy
 //                                    without FROM_STEP
 //   7 y:      array<f32> read_write  [rows (1 with LAST_ROW), N], whole
@@ -43,6 +50,12 @@
 //   prepass: entry point norm_rows (end of file) writes x̂ of the live rows into a scratch, one
 //     workgroup per row; the GEMV then runs without NORM on it (2 dispatches).
 // Accumulation: f32 per lane of a vec4, lanes summed at the end, bias added last (as gemv.wgsl).
+// QUANT: the K loop walks blocks as gemv_q does (R scales per block, then per half-block 4 x chunks
+// and R quant words). BLOCKSUM (the resolver's default for quantized W; off: each weight chunk is
+// dequantized exactly, q · d, before its fma): a block's Σ q·x is summed unscaled and multiplied by
+// d once per block (Q4_0: Σ n·x − 8·Σ x, nibbles n unshifted), as gemv_q's BLOCKSUM. Either way
+// f32 throughout, only the summation order differs from the reference on the dequantized W.
+// K a multiple of 32.
 //
 // Measured (lavapipe: llvmpipe 8-wide, 2 shared cores at load 4–9, Node + Dawn, 2026-12-02;
 // bench/gemv-step.bench.ts, results bench/results/2026-12-02-5ef4eca-gemv-step-ab.json; f16 W,
@@ -57,6 +70,13 @@
 //   one layer's GEMVs                1.33 / 0.93                   1.19 / 1.15
 //   (single shapes swing ±20% between runs on this machine; the earlier runs at load 20 agreed
 //   in direction.) The wall-time gain is mostly fewer dispatches (~0.1–0.2 ms each).
+// Quantized W (bench/gemv-step.bench.ts benchQuant, bench/results/2026-12-02-qstep-gemv-step-quant.json;
+// lavapipe at load 3–5, fused q vs fused f16 on the 134M shape, T = 1, wall; two runs):
+//   one layer's GEMVs: q8_0 ×0.76 / ×0.72, BLOCKSUM ×0.82 / ×0.82; q4_0 ×0.95 / ×1.05, BLOCKSUM
+//   ×1.11 / ×1.10 (the default). By GEMV (BLOCKSUM): q4_0 qkv ×0.65–0.78, o ×0.56–0.90, gate/up
+//   ×1.53–1.59, down ×0.77–0.97, lm_head ×1.00–1.12; q8_0 qkv ×0.57–0.61, o ×0.46–0.67, gate/up
+//   ×1.09–1.13, down ×0.57–0.64, lm_head ×0.69–0.71. As gemv_q: 1.9–3.6× fewer bytes, but the
+//   per-lane unpacking costs about what the saved loads do on llvmpipe; unmeasured on hardware.
 // Designs measured and dropped (same bench, driver CPU unless noted):
 //   - NORM by barriers + workgroup memory ("shared", kept as an arm): 0.55–0.93 of unfused; any
 //     workgroupBarrier made the kernel ~1.3× slower (a barrier added to the plain GEMV: lm_head
@@ -75,6 +95,9 @@
 #if SWIGLU
 #include silu
 #endif
+#if QUANT
+#include quant_block
+#endif
 
 struct Params {
   K: u32,         // reduction length, elements
@@ -91,6 +114,8 @@ struct Params {
   bias_kind: u32, // 0: none, 1: f32, 2: f16
   eps: f32,       // RMSNorm epsilon (NORM)
   kf: f32,        // K as f32 (the mean's divisor)
+  q_base: u32,    // QWIN: vec4 of W0 row n0's quants inside the w0 binding
+  s_base: u32,    // QWIN: half of W0 row n0's scales inside the w1 binding
 }
 
 @group(0) @binding(0) var<storage, read> x: array<{{XT}}>;
@@ -125,6 +150,7 @@ fn w_at(mat: u32, i: u32) -> {{WT}} {
   return w0[i];
 }
 
+#if !QUANT
 fn load_w(mat: u32, row: u32, c: u32, cpr: u32) -> Chunk {
 #if WF16
 #if VEC8
@@ -141,6 +167,54 @@ fn load_w(mat: u32, row: u32, c: u32, cpr: u32) -> Chunk {
 #endif
 #endif
 }
+#endif
+
+#if QUANT
+// First half of matrix mat's scales inside its scales binding (mat constant at every call site).
+fn q_sbase(mat: u32) -> u32 {
+#if QWIN
+  return params.s_base;
+#else
+  var n = params.nw;
+#if MULTI
+  if (mat == 1u) { n = params.n1; }
+  if (mat == 2u) { n = params.n2; }
+#endif
+  return n * (params.K / {{QDIV}}u);   // the matrix's quants in halves: Q8 K/2, Q4 K/4 per row
+#endif
+}
+
+// Scale of block b of row `row` of matrix mat, widened to f32 (sb = q_sbase(mat)).
+fn q_scale(mat: u32, row: u32, b: u32, nb: u32, sb: u32) -> f32 {
+  let e = sb + row * nb + b;
+#if QWIN
+  let v = w1[e >> 3u];
+#else
+  let v = w_at(mat, e >> 3u);
+#endif
+  return q_scale_f16(v[(e >> 1u) & 3u], e);
+}
+
+// The 4 weight chunks of half-block h of block b of row `row` of matrix mat, dequantized (· d);
+// BLOCKSUM: unscaled (Q8_0 integers, Q4_0 nibbles unshifted).
+fn q_load_w(mat: u32, row: u32, b: u32, h: u32, nb: u32, d: f32) -> W4 {
+#if Q8
+  let w = q8_ints(w_at(mat, params.q_base + (row * nb + b) * 2u + h));
+#else
+  let blk = w_at(mat, params.q_base + row * nb + b);   // one Q4_0 block = one vec4<u32>
+#if BLOCKSUM
+  let w = q4_nibbles(select(blk.xy, blk.zw, h == 1u));
+#else
+  let w = q4_ints(select(blk.xy, blk.zw, h == 1u));
+#endif
+#endif
+#if BLOCKSUM
+  return w;
+#else
+  return w4_scaled(w, d);
+#endif
+}
+#endif
 
 // Chunk c of the x row starting at x unit xb.
 fn load_x(xb: u32, c: u32) -> Chunk {
@@ -265,6 +339,76 @@ fn hsum(a: vec4<f32>) -> f32 {
 // SWIGLU_JOINT (a losing arm kept runnable): the same loop also accumulates up's rows in up.
 struct Sums { acc: array<vec4<f32>, {{R}}>, up: array<vec4<f32>, {{R}}>, ss: vec4<f32> }
 
+#if QUANT
+// The block loop of gemv_q.wgsl (R scales per block, then per half-block 4 x chunks — x̂ chunks
+// with the norm prologue — and R quant words), for rows `rows` of matrix `mat` (a constant at every
+// call site). cpr unused (K / 32 blocks).
+fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
+  var acc: array<vec4<f32>, {{R}}>;
+  var up: array<vec4<f32>, {{R}}>;
+  for (var i = 0u; i < R; i++) { acc[i] = vec4<f32>(); up[i] = vec4<f32>(); }
+  var ss = vec4<f32>();
+  let nb = params.K / 32u;
+  let sb = q_sbase(mat);
+  for (var b = 0u; b < nb; b++) {
+    var ds: array<f32, {{R}}>;
+    for (var r = 0u; r < R; r++) { ds[r] = q_scale(mat, rows[r], b, nb, sb); }
+#if BLOCKSUM
+    // this block's Σ q·x per row, unscaled (Q4_0: Σ n·x and Σ x, the −8·Σx applied once per block)
+    var bacc: array<vec4<f32>, {{R}}>;
+    for (var i = 0u; i < R; i++) { bacc[i] = vec4<f32>(); }
+    var xsum = vec4<f32>();
+#endif
+    for (var h = 0u; h < 2u; h++) {
+      var xs4: array<vec4<f32>, 4>;
+      for (var c = 0u; c < 4u; c++) {
+        let k4 = q_x4(b, h, c);
+#if NORM
+#if XSHARED
+        xs4[c] = xs[k4];
+#else
+        let xr = x[xb + k4];
+        ss = fma(xr, xr, ss);
+        xs4[c] = xr * g4(4u * k4);
+#endif
+#else
+        xs4[c] = x[xb + k4];
+#endif
+      }
+#if BLOCKSUM
+      xsum += (xs4[0] + xs4[1]) + (xs4[2] + xs4[3]);
+#endif
+      for (var r = 0u; r < R; r++) {
+        let wc = q_load_w(mat, rows[r], b, h, nb, ds[r]);
+#if BLOCKSUM
+        var a = bacc[r];
+#else
+        var a = acc[r];
+#endif
+        a = fma(wc.w0, xs4[0], a);
+        a = fma(wc.w1, xs4[1], a);
+        a = fma(wc.w2, xs4[2], a);
+        a = fma(wc.w3, xs4[3], a);
+#if BLOCKSUM
+        bacc[r] = a;
+#else
+        acc[r] = a;
+#endif
+      }
+    }
+#if BLOCKSUM
+    for (var r = 0u; r < R; r++) {
+#if Q8
+      acc[r] = fma(vec4<f32>(ds[r]), bacc[r], acc[r]);
+#else
+      acc[r] = fma(vec4<f32>(ds[r]), fma(vec4<f32>(-8.0), xsum, bacc[r]), acc[r]);
+#endif
+    }
+#endif
+  }
+  return Sums(acc, up, ss);
+}
+#else
 fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
   // Zeroed explicitly: lavapipe kept the previous row's sums in a `var` declared (zero-initialised
   // by WGSL) inside the row loop (2026-12-02).
@@ -294,6 +438,7 @@ fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
   }
   return Sums(acc, up, ss);
 }
+#endif
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

@@ -1,6 +1,7 @@
 // gemv_step (fused decode GEMV: RMSNorm prologue, 1–3 matrices, store/residual/swiglu epilogues,
 // rows from the step state / host / last row only): against gemvStepReference over awkward shapes
-// (odd K and N, N not a multiple of a workgroup's rows), f16 and f32 W, f32/f16 norm weights,
+// (odd K and N, N not a multiple of a workgroup's rows), f16, f32, q8_0 and q4_0 W (quantized:
+// K a multiple of 32, the reference on the exactly dequantized W), f32/f16 norm weights,
 // biases none/f32/f16/per matrix, T = 1, 2, 5 from a step buffer, both NORM paths (x̂ in
 // workgroup memory and inline), W windows above a forced binding limit, on the default and the
 // browser-like device; then against the unfused composition of the existing ops; then refusals.
@@ -24,6 +25,7 @@ import { linear } from "../src/ops/linear.js";
 import { rmsnorm } from "../src/ops/rmsnorm.js";
 import { swiglu } from "../src/ops/swiglu.js";
 import { add } from "../src/ops/elementwise.js";
+import { packQuantized, quantizeMatrix, type QuantizedMatrix } from "../src/quant/formats.js";
 
 const EPS32 = 2 ** -24;
 function tolFor(K: number, norm: boolean, scale = 1) {
@@ -31,11 +33,12 @@ function tolFor(K: number, norm: boolean, scale = 1) {
 }
 
 type WD = "f32" | "f16";
+type QD = "q8_0" | "q4_0";
 interface Case {
   K: number;
   /** Rows of each matrix (swiglu: [I, I]). */
   Ns: number[];
-  wd: WD;
+  wd: WD | QD;
   epi: GemvStepEpilogue;
   norm: "none" | WD;
   /** Concatenated f32/f16 bias, or one f32 tensor per matrix with the middle one (or the last) missing. */
@@ -50,6 +53,8 @@ interface Case {
   rows?: number;
   /** swiglu: the one-loop design (an A/B arm). */
   joint?: boolean;
+  /** q8_0/q4_0: scale once per block (forced either way when given). */
+  blockSum?: boolean;
 }
 
 const rng = new Rng(1616);
@@ -77,8 +82,13 @@ async function check(ctx: GpuContext, c: Case, what = ""): Promise<string> {
   const up = <T extends Tensor>(t: T) => (owned.push(t), t);
   const xh = rng.fillUniform(cap * K);
   const x = up(ctx.upload(xh, [cap, K], "f32", "x"));
-  const wVals: Float32Array[] = [];
+  const wVals: (Float32Array | QuantizedMatrix)[] = [];
   const ws: Tensor[] = Ns.map((N, i) => {
+    if (wd === "q8_0" || wd === "q4_0") {
+      const q = quantizeMatrix(rng.fillUniform(N * K), N, K, wd, `w${i}`);
+      wVals.push(q);
+      return up(ctx.upload(packQuantized(q), [N, K], wd, `w${i}`));
+    }
     const r = roundTo(wd, rng.fillUniform(N * K));
     wVals.push(r.vals);
     return up(ctx.upload(r.bits, [N, K], wd, `w${i}`));
@@ -112,7 +122,7 @@ async function check(ctx: GpuContext, c: Case, what = ""): Promise<string> {
   const y0 = epi === "residual" ? rng.fillUniform(yRows * Nout) : new Float32Array(yRows * Nout).fill(NaN);
   const y = up(ctx.upload(y0, [yRows, Nout], "f32", "y"));
   const step = c.mode === "step" ? up(ctx.upload(stepState(T), [STEP_WORDS], "u32", "step")) : null;
-  const force = { ...(c.normPath !== undefined ? { normPath: c.normPath } : {}), ...(c.rows !== undefined ? { rows: c.rows } : {}), ...(c.joint ? { swigluJoint: true } : {}) };
+  const force = { ...(c.normPath !== undefined ? { normPath: c.normPath } : {}), ...(c.rows !== undefined ? { rows: c.rows } : {}), ...(c.joint ? { swigluJoint: true } : {}), ...(c.blockSum !== undefined ? { blockSum: c.blockSum } : {}) };
   const label = await gemvStep(ctx, { x, w: ws, y, epilogue: epi, norm, bias, step, ...(c.mode === "host" ? { rows: T } : {}), lastRow: c.lastRow ?? false, force });
   const want = gemvStepReference({ x: xh, K, w: wVals, N: Ns, epilogue: epi, norm: gVals ? { weight: gVals, eps: 1e-5 } : null, bias: bVals, y: y0, T, lastRow: c.lastRow ?? false });
   let scale = 1;
@@ -221,6 +231,83 @@ test("W windows above a forced 64 KiB binding limit (single matrix, f32 and f16,
     }
     assert.ok(windows >= 9);
   });
+});
+
+test("q8_0 / q4_0 W: the decode step's modes (qkv norm, o residual, gate/up swiglu norm, down residual, lm_head last row), N odd, T = 1, 2, 5 from the step state, biases", async () => {
+  await forDevices({}, async (ctx) => {
+    for (const wd of ["q8_0", "q4_0"] as const) {
+      for (const T of [1, 2, 5]) {
+        const label = await check(ctx, { K: 96, Ns: [33, 11, 11], wd, epi: "store", norm: "f16", bias: "parts", cap: 6, T, mode: "step" });
+        assert.match(label, new RegExp(`gemv_step_${wd}_vec4_m3_store`), label);
+        await check(ctx, { K: 64, Ns: [300, 20, 7], wd, epi: "store", norm: "f32", bias: "f32", cap: 6, T, mode: "step" });
+        await check(ctx, { K: 160, Ns: [65], wd, epi: "residual", norm: "none", bias: T === 2 ? "f16" : "none", cap: 6, T, mode: "step" });
+        await check(ctx, { K: 32, Ns: [77, 77], wd, epi: "swiglu", norm: T === 5 ? "f32" : "f16", bias: T === 1 ? "parts" : "none", cap: 6, T, mode: "step" });
+        await check(ctx, { K: 224, Ns: [33], wd, epi: "residual", norm: "none", bias: "f32", cap: 6, T, mode: "step" });
+        await check(ctx, { K: 96, Ns: [131], wd, epi: "store", norm: "f16", bias: "none", cap: 6, T, mode: "step", lastRow: true });
+      }
+      // two matrices (k|v-like), host rows, other rows per invocation
+      await check(ctx, { K: 64, Ns: [9, 257], wd, epi: "residual", norm: "none", bias: "f16", cap: 3, T: 3, mode: "host", rows: 3 });
+      await check(ctx, { K: 32, Ns: [1], wd, epi: "store", norm: "f32", bias: "none", cap: 2, T: 1, mode: "host" });
+    }
+  });
+});
+
+test("q8_0 / q4_0 W: every norm path forced (loop, shared, prepass) on qkv, swiglu and lm_head; T = 0 writes nothing", async () => {
+  await forDevices({}, async (ctx) => {
+    for (const wd of ["q8_0", "q4_0"] as const) {
+      for (const normPath of ["loop", "shared", "prepass"] as const) {
+        await check(ctx, { K: 96, Ns: [48, 16, 17], wd, epi: "store", norm: "f32", bias: "f32", cap: 5, T: 2, mode: "step", normPath });
+        await check(ctx, { K: 64, Ns: [41, 41], wd, epi: "swiglu", norm: "f16", bias: "parts", cap: 5, T: 5, mode: "step", normPath });
+        await check(ctx, { K: 128, Ns: [99], wd, epi: "store", norm: "f16", bias: "none", cap: 5, T: 3, mode: "step", lastRow: true, normPath });
+      }
+      await check(ctx, { K: 32, Ns: [10], wd, epi: "store", norm: "f32", bias: "none", cap: 2, T: 0, mode: "step" });
+      // each block's sum scaled once (BLOCKSUM) and per weight chunk, both forced
+      for (const blockSum of [true, false]) {
+        const a = await check(ctx, { K: 96, Ns: [33, 11, 11], wd, epi: "store", norm: "f16", bias: "parts", cap: 5, T: 2, mode: "step", blockSum });
+        assert.is(a.includes("_bs_"), blockSum, a);
+        await check(ctx, { K: 64, Ns: [41, 41], wd, epi: "swiglu", norm: "f32", bias: "none", cap: 5, T: 5, mode: "step", blockSum, normPath: "prepass" });
+        await check(ctx, { K: 160, Ns: [65], wd, epi: "residual", norm: "none", bias: "f32", cap: 3, T: 3, mode: "step", blockSum, rows: 3 });
+        await check(ctx, { K: 96, Ns: [131], wd, epi: "store", norm: "f16", bias: "none", cap: 4, T: 4, mode: "step", lastRow: true, blockSum, normPath: "shared" });
+      }
+    }
+  });
+});
+
+test("q8_0 / q4_0 W windows above a forced 64 KiB binding limit (quants and scales windows, bias windows, lastRow with norm)", async () => {
+  const limit = 64 * 1024;
+  await forDevices({ maxStorageBufferBindingSize: limit }, async (ctx) => {
+    const cases: Case[] = [
+      { K: 96, Ns: [1001], wd: "q8_0", epi: "store", norm: "f32", bias: "f32", cap: 3, T: 2, mode: "step" }, // 96 KiB of quants
+      { K: 256, Ns: [601], wd: "q4_0", epi: "residual", norm: "none", bias: "f16", cap: 2, T: 2, mode: "host" }, // 75 KiB
+      { K: 512, Ns: [263], wd: "q8_0", epi: "store", norm: "f16", bias: "none", cap: 4, T: 3, mode: "step", lastRow: true },
+    ];
+    for (const c of cases) {
+      await check(ctx, c, `limit ${limit}: `);
+      const x = ctx.empty([1, c.K], "f32", "x");
+      const w = ctx.empty([c.Ns[0]!, c.K], c.wd, "w");
+      const y = ctx.empty([1, c.Ns[0]!], "f32", "y");
+      const plan = await planGemvStep(ctx, { x, w, y });
+      assert.ok(plan.dispatches > 1, `W [${c.Ns[0]}, ${c.K}] ${c.wd} is split (${plan.dispatches} dispatches)`);
+      plan.dispose();
+      for (const t of [x, w, y]) t.dispose();
+    }
+  });
+});
+
+test("q8_0 / q4_0 refusals: K not a multiple of 32 (naming the tensor), mixed quantized and float matrices, the joint swiglu arm", async () => {
+  const ctx = await gpu();
+  const wq = ctx.upload(packQuantized(quantizeMatrix(rng.fillUniform(16 * 64), 16, 64, "q8_0")), [16, 64], "q8_0", "wq");
+  // a quantized tensor cannot hold K = 48 (checkQuantShape); the resolver refuses it on its own too
+  await assertRejects(() => resolveGemvStep(ctx, { K: 48, wDtype: "q4_0", mats: 1, epilogue: "store", norm: null, fromStep: true, lastRow: false }), UnsupportedError, [/q4_0 weights need K a multiple of 32, got 48/], "K = 48");
+  const x64 = ctx.empty([2, 64], "f32", "x64");
+  await assertRejects(() => planGemvStep(ctx, { x: x64, w: [wq, ctx.empty([16, 64], "f16", "wf")], y: ctx.empty([2, 32], "f32", "y2") }), UnsupportedError, [/w\[1\] \('wf'\) is f16, w\[0\] is q8_0/], "mixed dtypes");
+  await assertRejects(
+    () => planGemvStep(ctx, { x: x64, w: [wq, wq], y: ctx.empty([2, 16], "f32", "y3"), epilogue: "swiglu", force: { swigluJoint: true } }),
+    UnsupportedError,
+    [/joint swiglu loop has no q8_0 form/],
+    "joint arm",
+  );
+  for (const t of [wq, x64]) t.dispose();
 });
 
 /** Fused vs the unfused sequence of existing ops, on the same tensors. */

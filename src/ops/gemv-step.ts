@@ -1,7 +1,9 @@
 // gemv_step: the fused decode GEMV of the step program (kernels/gemv_step.wgsl).
 //   y = epilogue(prologue(x) · Wᵀ + b) for the live rows of x.
 // x: f32 activations [rows, K]; W: one to three f32|f16 [N_i, K] row-major matrices (as in the
-// checkpoint, bound separately, no copy); y: f32 [rows, N_out]. f32 accumulation.
+// checkpoint, bound separately, no copy), or q8_0|q4_0 ones (GGUF blocks in the split-blocks layout
+// of src/quant/formats.ts, read in their packed bytes; K a multiple of 32); y: f32 [rows, N_out].
+// f32 accumulation.
 //   prologue  norm: { weight [K] f32|f16, eps }: Llama RMSNorm of each x row; absent: x as is.
 //             Three paths (GemvStepNormPath; resolveGemvStep picks by size and device class):
 //             "loop" (in the GEMV's K loop, 1 dispatch), "shared" (x̂ in workgroup memory behind
@@ -35,13 +37,16 @@
 import { ShapeError, UnsupportedError, UsageError } from "../errors.js";
 import type { BindingResource, BufferWindow, GpuContext } from "../gpu/context.js";
 import type { Kernel, KernelVariant } from "../gpu/kernels.js";
-import { DTYPE_BYTES, type Tensor } from "../gpu/tensor.js";
+import { DTYPE_BYTES, isQuantDType, type QuantDType, type Tensor } from "../gpu/tensor.js";
+import { dequantizeMatrix, quantBytes, QK, type QuantizedMatrix } from "../quant/formats.js";
 import { expectDType, grid, Params } from "./common.js";
 import { siluReference } from "./swiglu.js";
 import { STEP_WORDS } from "./step-state.js";
 
 export type GemvStepEpilogue = "store" | "residual" | "swiglu";
 type FDType = "f32" | "f16";
+/** Weight dtypes gemv_step reads: float, or GGUF Q8_0 / Q4_0 blocks (split-blocks layout). */
+export type GemvStepWDType = FDType | QuantDType;
 
 /**
  * Tuning constants (lavapipe measurements in bench/gemv-step.bench.ts, recorded below and in
@@ -53,8 +58,8 @@ const STEP_WG = 64;
 
 /** A fully specified gemv_step kernel: everything that changes its WGSL. */
 export interface GemvStepDesc {
-  wDtype: FDType;
-  /** Elements per K chunk: 8 (f16) / 4 (f32) when K is a multiple, else 1. */
+  wDtype: GemvStepWDType;
+  /** Elements per K chunk: 8 (f16) / 4 (f32) when K is a multiple, else 1; 4 (x chunks) for q8_0/q4_0. */
   vec: 1 | 4 | 8;
   /** Matrices bound (SWIGLU: 2 = gate, up). */
   mats: 1 | 2 | 3;
@@ -74,12 +79,14 @@ export interface GemvStepDesc {
   wg: number;
   /** swiglu: gate and up in one K loop (2·rows accumulators) instead of two loops; an A/B arm. */
   joint?: boolean;
+  /** q8_0/q4_0: each block's Σ q·x summed unscaled, times its scale once per block (gemv_q's BLOCKSUM). */
+  blockSum?: boolean;
 }
 
 /** Stable name, e.g. "gemv_step_f16_vec8_m3_store_norm16s576_step_r4_wg64". */
 export function gemvStepLabel(d: GemvStepDesc): string {
   const norm = d.norm ? `_norm${d.norm === "f16" ? 16 : 32}${d.xShared ? `s${d.k}` : "i"}` : "";
-  return `gemv_step_${d.wDtype}_vec${d.vec}_m${d.mats}_${d.epilogue}${d.joint ? "j" : ""}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}_r${d.rows}_wg${d.wg}`;
+  return `gemv_step_${d.wDtype}_vec${d.vec}_m${d.mats}_${d.epilogue}${d.joint ? "j" : ""}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}${d.blockSum ? "_bs" : ""}_r${d.rows}_wg${d.wg}`;
 }
 
 /** Workgroup memory bytes of a variant (x̂ row + reduction scratch). */
@@ -90,6 +97,10 @@ function sharedBytes(d: Pick<GemvStepDesc, "norm" | "xShared" | "k" | "wg">): nu
 export function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
   const name = gemvStepLabel(d);
   const f16 = d.wDtype === "f16";
+  const quant = isQuantDType(d.wDtype);
+  if (quant && d.vec !== 4) throw new UnsupportedError(`gemv_step: ${d.wDtype} walks x in vec4 chunks (vec 4), got vec${d.vec} (${name})`);
+  if (d.blockSum && !quant) throw new UnsupportedError(`gemv_step: blockSum applies to q8_0/q4_0 weights only (${name})`);
+  if (quant && d.joint) throw new UnsupportedError(`gemv_step: the joint swiglu loop has no ${d.wDtype} form (${name})`);
   if (d.vec === 8 && !f16) throw new UnsupportedError(`gemv_step: vec8 is the f16 chunk width (${name})`);
   if (d.vec === 4 && f16) throw new UnsupportedError(`gemv_step: f16 reads 8 halves per chunk or 1, not 4 (${name})`);
   if (d.joint && d.epilogue !== "swiglu") throw new UnsupportedError(`gemv_step: joint applies to the swiglu epilogue only (${name})`);
@@ -108,7 +119,12 @@ export function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
       XVEC: xvec,
       XT: xvec ? "vec4<f32>" : "f32",
       XW: xvec ? 4 : 1,
-      WT: f16 ? (d.vec === 8 ? "vec4<u32>" : "u32") : d.vec === 4 ? "vec4<f32>" : "f32",
+      WT: quant ? "vec4<u32>" : f16 ? (d.vec === 8 ? "vec4<u32>" : "u32") : d.vec === 4 ? "vec4<f32>" : "f32",
+      QUANT: quant,
+      Q8: d.wDtype === "q8_0",
+      QWIN: quant && d.mats === 1,
+      QDIV: d.wDtype === "q4_0" ? 4 : 2,
+      BLOCKSUM: d.blockSum === true,
       R: d.rows,
       WG: d.wg,
       MULTI: d.mats > 1 && d.epilogue !== "swiglu",
@@ -130,7 +146,7 @@ export function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
 /** What the resolver needs to know about a call. */
 export interface GemvStepShape {
   K: number;
-  wDtype: FDType;
+  wDtype: GemvStepWDType;
   mats: 1 | 2 | 3;
   epilogue: GemvStepEpilogue;
   norm: FDType | null;
@@ -154,6 +170,8 @@ export interface GemvStepForce {
   swigluJoint?: boolean;
   rows?: number;
   wg?: number;
+  /** q8_0/q4_0: scale once per block (true) or dequantize every weight chunk (false). */
+  blockSum?: boolean;
 }
 
 /** What resolveGemvStep picked: the GEMV kernel and, for the prepass norm path, the norm kernel. */
@@ -169,14 +187,17 @@ export interface GemvStepChoice {
  * up both counted): the norm path follows the GEMV's size (NORM_PREPASS_MIN) and device class.
  */
 export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvStepForce = {}, rowsTotal = 0): GemvStepChoice {
-  const vec: 1 | 4 | 8 = s.wDtype === "f16" ? (s.K % 8 === 0 ? 8 : 1) : s.K % 4 === 0 ? 4 : 1;
+  if (isQuantDType(s.wDtype) && s.K % QK !== 0) throw new UnsupportedError(`gemv_step: ${s.wDtype} weights need K a multiple of ${QK}, got ${s.K}`);
+  const vec: 1 | 4 | 8 = isQuantDType(s.wDtype) ? 4 : s.wDtype === "f16" ? (s.K % 8 === 0 ? 8 : 1) : s.K % 4 === 0 ? 4 : 1;
   const wg = force.wg ?? STEP_WG;
   const rows = force.rows ?? STEP_R;
   if (!Number.isInteger(rows) || rows < 1 || rows > 16) throw new UsageError(`gemv_step: rows per invocation must be an integer in 1..16, got ${rows}`);
   if (!Number.isInteger(wg) || wg < 1 || wg > ctx.limits.maxComputeInvocationsPerWorkgroup) throw new UsageError(`gemv_step: workgroup size must be an integer in 1..${ctx.limits.maxComputeInvocationsPerWorkgroup}, got ${wg}`);
   if (force.normPath !== undefined && !GEMV_STEP_NORM_PATHS.includes(force.normPath)) throw new UsageError(`gemv_step: unknown norm path '${String(force.normPath)}' (${GEMV_STEP_NORM_PATHS.join(", ")})`);
   if (force.swigluJoint && s.epilogue !== "swiglu") throw new UnsupportedError("gemv_step: swigluJoint applies to the swiglu epilogue only");
-  const base: GemvStepDesc = { wDtype: s.wDtype, vec, mats: s.mats, epilogue: s.epilogue, norm: null, xShared: false, k: 0, fromStep: s.fromStep, lastRow: s.lastRow, rows, wg, ...(force.swigluJoint ? { joint: true } : {}) };
+  if (force.blockSum && !isQuantDType(s.wDtype)) throw new UnsupportedError(`gemv_step: blockSum applies to q8_0/q4_0 weights, not ${s.wDtype}`);
+  const blockSum = isQuantDType(s.wDtype) && (force.blockSum ?? QUANT_BLOCKSUM);
+  const base: GemvStepDesc = { wDtype: s.wDtype, vec, mats: s.mats, epilogue: s.epilogue, norm: null, xShared: false, k: 0, fromStep: s.fromStep, lastRow: s.lastRow, rows, wg, ...(force.swigluJoint ? { joint: true } : {}), ...(blockSum ? { blockSum: true } : {}) };
   if (!s.norm) {
     if (force.normPath !== undefined) throw new UnsupportedError(`gemv_step: normPath '${force.normPath}' applies to the norm prologue only`);
     return { main: base, prenorm: null, normPath: null };
@@ -205,6 +226,13 @@ export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvSt
  * hardware: not measured; loop (one dispatch).
  */
 const NORM_PREPASS_MIN = { software: 1_000_000, hardware: Infinity } as const;
+/**
+ * q8_0/q4_0: BLOCKSUM by default. Lavapipe, 134M shape, T = 1, one layer's four fused GEMVs, wall
+ * speed vs the same with f16 W, two alternated runs at load 4–5 (2026-12-02, bench/gemv-step.bench.ts
+ * benchQuant, bench/results/2026-12-02-qstep-gemv-step-quant.json): q8_0 ×0.76 / ×0.72 per weight
+ * chunk, ×0.82 / ×0.82 BLOCKSUM; q4_0 ×0.95 / ×1.05, ×1.11 / ×1.10 BLOCKSUM (single shapes swing ±20%).
+ */
+const QUANT_BLOCKSUM = true;
 
 /** The prenorm (norm_rows) kernel variant of a description with norm set. */
 export function gemvStepPrenormVariant(d: GemvStepDesc): KernelVariant {
@@ -217,7 +245,7 @@ export function gemvStepPrenormVariant(d: GemvStepDesc): KernelVariant {
 export interface GemvStepSpec {
   /** Activations [rows, K] f32 (all rows are the capacity; the live ones come from step/rows). */
   x: Tensor;
-  /** W [N, K], or 1–3 matrices concatenated along outputs, or [gate, up] with "swiglu". f32|f16. */
+  /** W [N, K], or 1–3 matrices concatenated along outputs, or [gate, up] with "swiglu". f32|f16|q8_0|q4_0 (one dtype). */
   w: Tensor | readonly Tensor[];
   /** Output [rows (1 with lastRow), N_out] f32; read too with "residual". */
   y: Tensor;
@@ -309,11 +337,13 @@ export async function planGemvStep(ctx: GpuContext, spec: GemvStepSpec): Promise
   if (K === 0 || cap === 0) throw new ShapeError(`${op}: x ('${x.label}') has shape [${cap}, ${K}]; rows and K must be ≥ 1`);
   if (ws.length < 1 || ws.length > 3) throw new ShapeError(`${op}: ${ws.length} weight matrices; 1 to 3 are allowed`);
   if (epilogue === "swiglu" && ws.length !== 2) throw new ShapeError(`${op}: epilogue swiglu takes [gate, up], got ${ws.length} matrices`);
-  const wDtype = ws[0]!.dtype as FDType;
+  const wDtype = ws[0]!.dtype as GemvStepWDType;
+  const quant = isQuantDType(wDtype);
   ws.forEach((w, i) => {
-    expectDType(w, ["f32", "f16"], op, `w[${i}]`);
+    expectDType(w, ["f32", "f16", "q8_0", "q4_0"], op, `w[${i}]`);
     if (w.dtype !== wDtype) throw new UnsupportedError(`${op}: w[${i}] ('${w.label}') is ${w.dtype}, w[0] is ${wDtype}; fused matrices share one dtype`);
     if (w.shape.length !== 2 || w.shape[1] !== K || w.shape[0] === 0) throw new ShapeError(`${op}: w[${i}] ('${w.label}') has shape [${w.shape.join(", ")}], expected [N ≥ 1, ${K}] (K of x '${x.label}')`);
+    if (quant && K % QK !== 0) throw new UnsupportedError(`${op}: w[${i}] ('${w.label}') [${w.shape.join(", ")}] ${w.dtype}: K must be a multiple of ${QK}`);
   });
   const Ns = ws.map((w) => w.shape[0]!);
   if (epilogue === "swiglu" && Ns[0] !== Ns[1]) throw new ShapeError(`${op}: gate ('${ws[0]!.label}') has ${Ns[0]} rows and up ('${ws[1]!.label}') ${Ns[1]}; they must match`);
@@ -355,9 +385,17 @@ export async function planGemvStep(ctx: GpuContext, spec: GemvStepSpec): Promise
     if (t.byteLength > limit) throw new UnsupportedError(`${op}: '${t.label}' (${t.byteLength} bytes) exceeds the storage binding limit of ${limit} bytes; gemv_step binds activations whole`, "process fewer rows per step");
   }
   const multi = ws.length > 1;
+  // A quantized W bound whole (multi-matrix mode) is read as vec4<u32>s: its binding is rounded up
+  // to 16 bytes, which the pool's buffers (size classes, multiples of 256) always hold.
+  const wholeBytes = (w: Tensor) => (quant ? Math.ceil(w.byteLength / 16) * 16 : w.byteLength);
+  const wholeRes = (w: Tensor): BindingResource => {
+    if (!quant) return w;
+    if (w.buffer.size < wholeBytes(w)) throw new UnsupportedError(`${op}: w ('${w.label}', ${w.dtype}) lies in a buffer of ${w.buffer.size} bytes; its vec4 reads need ${wholeBytes(w)} (a multiple of 16)`, "allocate it through the context (ctx.upload / ctx.empty)");
+    return { tensor: w, byteOffset: 0, byteSize: wholeBytes(w) };
+  };
   if (multi) {
     ws.forEach((w, i) => {
-      if (w.byteLength > limit) throw new UnsupportedError(`${op}: w[${i}] ('${w.label}', ${w.byteLength} bytes) exceeds the storage binding limit of ${limit} bytes; fused multi-matrix mode binds each matrix whole`, "use one single-matrix gemv_step (or linear) per matrix");
+      if (wholeBytes(w) > limit) throw new UnsupportedError(`${op}: w[${i}] ('${w.label}', ${wholeBytes(w)} bytes) exceeds the storage binding limit of ${limit} bytes; fused multi-matrix mode binds each matrix whole`, "use one single-matrix gemv_step (or linear) per matrix");
     });
     if (bias && bias.byteLength > limit) throw new UnsupportedError(`${op}: bias ('${bias.label}') exceeds the storage binding limit of ${limit} bytes`);
   }
@@ -385,8 +423,8 @@ export async function planGemvStep(ctx: GpuContext, spec: GemvStepSpec): Promise
   const perGroup = desc.rows * desc.wg;
   const eps = mainNorm ? mainNorm.eps : 0;
   const biasKind = bias ? (bias.dtype === "f32" ? 1 : 2) : 0;
-  const params = (p: { nw: number; n1: number; n2: number; n0: number; g1: number; g2: number; groups: number; bBase: number }) =>
-    new Params().u32(K).u32(Nout).u32(M).u32(p.nw).u32(p.n1).u32(p.n2).u32(p.n0).u32(p.g1).u32(p.g2).u32(p.groups).u32(p.bBase).u32(biasKind).f32(eps).f32(K).bytes();
+  const params = (p: { nw: number; n1: number; n2: number; n0: number; g1: number; g2: number; groups: number; bBase: number; qBase?: number; sBase?: number }) =>
+    new Params().u32(K).u32(Nout).u32(M).u32(p.nw).u32(p.n1).u32(p.n2).u32(p.n0).u32(p.g1).u32(p.g2).u32(p.groups).u32(p.bBase).u32(biasKind).f32(eps).f32(K).u32(p.qBase ?? 0).u32(p.sBase ?? 0).bytes();
   const common = (w0: BindingResource, w1: BindingResource, w2: BindingResource, b: BindingResource | null): BindingResource[] => [
     xIn,
     mainNorm ? mainNorm.weight : w0,
@@ -409,7 +447,44 @@ export async function planGemvStep(ctx: GpuContext, spec: GemvStepSpec): Promise
     const g2 = swiglu || ws.length < 3 ? total : G[0]! + G[1]!;
     const groups = swiglu ? G[0]! : total;
     const p = params({ nw: Ns[0]!, n1: swiglu ? 0 : Ns[1]!, n2: swiglu ? 0 : Ns[2] ?? 0, n0: 0, g1, g2, groups, bBase: 0 });
-    calls.push({ kernel, res: common(ws[0]!, ws[1]!, ws[2] ?? ws[0]!, bias), params: p, groups: groups3(groups) });
+    calls.push({ kernel, res: common(wholeRes(ws[0]!), wholeRes(ws[1]!), wholeRes(ws[2] ?? ws[0]!), bias), params: p, groups: groups3(groups) });
+  } else if (quant) {
+    // Windows along N: w0 = the window's quants, w1 = its scales (two bindings of one buffer, each
+    // at the aligned offset at or below its first byte, sizes rounded up to 16), as linear_q.ts.
+    const w = ws[0]!;
+    const N = Ns[0]!;
+    const align = ctx.limits.minStorageBufferOffsetAlignment;
+    const nb = K / QK;
+    const { qsBytes } = quantBytes(N, K, w.dtype as QuantDType);
+    const rowQ = qsBytes / N;
+    const eB = bias ? DTYPE_BYTES[bias.dtype] : 1;
+    const perWin = Math.floor((limit - align - 16) / Math.max(rowQ, nb * 2, eB));
+    if (perWin < 1) throw new UnsupportedError(`${op}: one row of w ('${w.label}', ${rowQ} bytes of quants) exceeds the storage binding limit of ${limit} bytes`);
+    const bind = (t: Tensor, start: number, size: number, unit: number): { res: BufferWindow; skew: number } => {
+      const at = start - (start % align);
+      const byteSize = Math.ceil((start + size - at) / unit) * unit;
+      if (at + byteSize > t.buffer.size) throw new UnsupportedError(`${op}: '${t.label}' (${t.dtype}) lies in a buffer of ${t.buffer.size} bytes; its window reads need ${at + byteSize}`, "allocate it through the context (ctx.upload / ctx.empty)");
+      return { res: { tensor: t, byteOffset: at, byteSize }, skew: start - at };
+    };
+    for (let n0 = 0; n0 < N; n0 += perWin) {
+      const nw = Math.min(perWin, N - n0);
+      const qs = bind(w, n0 * rowQ, nw * rowQ, 16);
+      const ss = bind(w, qsBytes + n0 * nb * 2, nw * nb * 2, 16);
+      let bRes: BufferWindow | null = null;
+      let bBase = 0;
+      if (bias) {
+        const b = bind(bias, n0 * eB, nw * eB, 4);
+        bRes = b.res;
+        bBase = b.skew / eB;
+      }
+      const groups = Math.ceil(nw / perGroup);
+      calls.push({
+        kernel,
+        res: common(qs.res, ss.res, qs.res, bRes),
+        params: params({ nw, n1: 0, n2: 0, n0, g1: groups, g2: groups, groups, bBase, qBase: qs.skew / 16, sBase: ss.skew / 2 }),
+        groups: groups3(groups),
+      });
+    }
   } else {
     const w = ws[0]!;
     const N = Ns[0]!;
@@ -447,8 +522,8 @@ export interface GemvStepReferenceArgs {
   /** x [rows, K]. */
   x: Float32Array;
   K: number;
-  /** W_i [N_i, K] (SWIGLU: [gate, up]). */
-  w: readonly Float32Array[];
+  /** W_i [N_i, K] (SWIGLU: [gate, up]); a quantized matrix is dequantized exactly (q · d) first. */
+  w: readonly (Float32Array | QuantizedMatrix)[];
   N: readonly number[];
   epilogue: GemvStepEpilogue;
   norm?: { weight: Float32Array; eps: number } | null;
@@ -468,7 +543,8 @@ export interface GemvStepReferenceArgs {
  * Returns the new y [yRows, N_out] (rounded to f32).
  */
 export function gemvStepReference(a: GemvStepReferenceArgs): Float32Array {
-  const { x, K, w, N, epilogue, T } = a;
+  const { x, K, N, epilogue, T } = a;
+  const w = a.w.map((m) => (m instanceof Float32Array ? m : dequantizeMatrix(m)));
   const y = Float32Array.from(a.y);
   const Nout = epilogue === "swiglu" ? N[0]! : N.reduce((p, q) => p + q, 0);
   const first = a.lastRow ? T - 1 : 0;
