@@ -42,63 +42,12 @@
 enable f16;
 #endif
 
-struct Params {
-  K: u32,        // reduction length, elements
-  nw: u32,       // rows of W in this window (outputs per activation row)
-  M: u32,        // activation rows in this M-window
-  N: u32,        // y row stride, elements (full output width)
-  n0: u32,       // first output column of this window
-  x_base: u32,   // offset of x row m0 inside the x binding, in x's element units
-  y_base: u32,   // element offset of y[m0, 0] inside the y binding
-  b_base: u32,   // element offset of bias[n0] inside the bias binding (in bias elements)
-  bias_kind: u32, // 0: no bias (binding 2 is a dummy), 1: f32 bias, 2: f16 bias
-}
-
-@group(0) @binding(0) var<storage, read> x: array<{{XT}}>;
-@group(0) @binding(1) var<storage, read> w: array<{{WT}}>;
-@group(0) @binding(2) var<storage, read> bias: array<u32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<uniform> params: Params;
+#include linear_io
 
 const R: u32 = {{R}}u;
 const MB: u32 = {{MB}}u;
 
-// One VEC-wide chunk of W row `row`, chunk `c`, widened to f32 (kernels/gemv_chunk.wgsl).
-fn load_w(row: u32, c: u32, cpr: u32) -> Chunk {
-#if NATIVE_F16
-  let i = (row * cpr + c) * 2u;
-  return Chunk(vec4<f32>(w[i]), vec4<f32>(w[i + 1u]));
-#else
-#if WF16
-#if VEC8
-  return chunk_f16x8(w[row * cpr + c]);
-#else
-  let e = row * params.K + c;           // element index of a half
-  return chunk_f16x1(w[e >> 1u], e);
-#endif
-#else
-#if VEC4
-  return chunk_f32x4(w[row * cpr + c]);
-#else
-  return chunk_f32x1(w[row * cpr + c]);
-#endif
-#endif
-#endif
-}
-
-fn load_x(m: u32, c: u32, cpr: u32) -> Chunk {
-#if VEC8
-  let i = params.x_base + m * cpr * 2u + c * 2u;
-  return Chunk(x[i], x[i + 1u]);
-#else
-#if VEC4
-  return Chunk(x[params.x_base + m * cpr + c], vec4<f32>());
-#else
-  return Chunk(vec4<f32>(x[params.x_base + m * cpr + c], 0.0, 0.0, 0.0), vec4<f32>());
-#endif
-#endif
-}
-
+#include gemv_load
 #include gemv_chunk
 #include linear_bias
 

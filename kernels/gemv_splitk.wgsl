@@ -17,63 +17,13 @@
 enable subgroups;
 #endif
 
-struct Params {
-  K: u32,        // reduction length, elements
-  nw: u32,       // rows of W in this window (outputs per activation row)
-  M: u32,        // activation rows in this M-window
-  N: u32,        // y row stride, elements (full output width)
-  n0: u32,       // first output column of this window
-  x_base: u32,   // element offset of x row m0 inside the x binding (in VEC units when VEC > 1)
-  y_base: u32,   // element offset of y[m0, 0] inside the y binding
-  b_base: u32,   // element offset of bias[n0] inside the bias binding (in bias elements)
-  bias_kind: u32, // 0: no bias (binding 2 is a dummy), 1: f32 bias, 2: f16 bias
-}
-
-@group(0) @binding(0) var<storage, read> x: array<{{XT}}>;
-@group(0) @binding(1) var<storage, read> w: array<{{WT}}>;
-@group(0) @binding(2) var<storage, read> bias: array<u32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<uniform> params: Params;
+#include linear_io
 
 const R: u32 = {{R}}u;
 const MB: u32 = {{MB}}u;
 
-// One VEC-wide chunk of W row `row`, chunk `c`, widened to f32 (lo = elements 0..3, hi = 4..7).
-struct Chunk { lo: vec4<f32>, hi: vec4<f32> }
-
-fn load_w(row: u32, c: u32, cpr: u32) -> Chunk {
-#if WF16
-#if VEC8
-  let p = w[row * cpr + c];
-  return Chunk(vec4<f32>(unpack2x16float(p.x), unpack2x16float(p.y)),
-               vec4<f32>(unpack2x16float(p.z), unpack2x16float(p.w)));
-#else
-  let e = row * params.K + c;           // element index of a half
-  let bits = (w[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu;
-  return Chunk(vec4<f32>(unpack2x16float(bits).x, 0.0, 0.0, 0.0), vec4<f32>());
-#endif
-#else
-#if VEC4
-  return Chunk(w[row * cpr + c], vec4<f32>());
-#else
-  return Chunk(vec4<f32>(w[row * cpr + c], 0.0, 0.0, 0.0), vec4<f32>());
-#endif
-#endif
-}
-
-fn load_x(m: u32, c: u32, cpr: u32) -> Chunk {
-#if VEC8
-  let i = params.x_base + m * cpr * 2u + c * 2u;
-  return Chunk(x[i], x[i + 1u]);
-#else
-#if VEC4
-  return Chunk(x[params.x_base + m * cpr + c], vec4<f32>());
-#else
-  return Chunk(vec4<f32>(x[params.x_base + m * cpr + c], 0.0, 0.0, 0.0), vec4<f32>());
-#endif
-#endif
-}
-
+#include gemv_chunk
+#include gemv_load
 #include linear_bias
 
 var<workgroup> red: array<f32, {{ACC}} * {{WG}}>;

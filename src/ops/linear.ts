@@ -139,7 +139,7 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
     return {
       file: "gemv_tiled",
       name: linearLabel(d),
-      defines: { WF16: f16, XVEC: !d.xScalar, XT: d.xScalar ? "f32" : "vec4<f32>", WT: f16 ? "vec4<u32>" : "vec4<f32>", CE: ce, R: d.rows, MB: d.mb, WG: d.wg[0], ACC: d.rows * d.mb },
+      defines: { WF16: f16, TILED: true, XVEC: !d.xScalar, XT: d.xScalar ? "f32" : "vec4<f32>", WT: f16 ? "vec4<u32>" : "vec4<f32>", CE: ce, R: d.rows, MB: d.mb, WG: d.wg[0], ACC: d.rows * d.mb },
       bindings: ["read", "read", "read", "read_write", "uniform"],
     };
   }
@@ -152,6 +152,7 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
     VEC8: d.vec === 8,
     VEC4: d.vec === 4,
     VECN: d.vec,
+    TILED: false,
     XT: xt,
     WT: wt,
     ACC: acc,
