@@ -1,5 +1,5 @@
 // gemv_splitk.wgsl: y[m, n0 + n] = Σ_k x[m, k] · W[n, k] (+ bias[n])   for small M (decode)
-// Reference: linearReference in src/ops/linear.ts. Same bindings and Params as gemv.wgsl.
+// Reference: linearReference in src/ops/linear.ts. Bindings and Params: kernels/linear_io.wgsl.
 //
 // Mapping (design "splitk", the GPU-style GEMV): one workgroup owns R rows of W and the MB
 // activation rows of its M-block; its WG invocations split the K reduction (invocation l takes
@@ -25,6 +25,7 @@ const MB: u32 = {{MB}}u;
 #include gemv_chunk
 #include gemv_load
 #include linear_bias
+#include gemv_tile
 
 var<workgroup> red: array<f32, {{ACC}} * {{WG}}>;
 
@@ -40,30 +41,21 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let mb0 = wid.z * MB;
   let cpr = params.K / {{VECN}}u;
   var acc: array<vec4<f32>, {{ACC}}>;
-  var rows: array<u32, {{R}}>;
-  var ms: array<u32, {{MB}}>;
-  for (var r = 0u; r < R; r++) { rows[r] = min(row0 + r, params.nw - 1u); }
-  for (var i = 0u; i < MB; i++) { ms[i] = min(mb0 + i, params.M - 1u); }
+  var rows = tile_rows(row0);
+  var ms = tile_ms(mb0);
   for (var c = lid; c < cpr; c += {{WG}}u) {
     var xs: array<Chunk, {{MB}}>;
     for (var i = 0u; i < MB; i++) { xs[i] = load_x(ms[i], c, cpr); }
     for (var r = 0u; r < R; r++) {
       let wc = load_w(rows[r], c, cpr);
-      for (var i = 0u; i < MB; i++) {
-#if VEC8
-        acc[i * R + r] = fma(wc.lo, xs[i].lo, fma(wc.hi, xs[i].hi, acc[i * R + r]));
-#else
-        acc[i * R + r] = fma(wc.lo, xs[i].lo, acc[i * R + r]);
-#endif
-      }
+      for (var i = 0u; i < MB; i++) { acc[i * R + r] = fmac(wc, xs[i], acc[i * R + r]); }
     }
   }
 #if SUBGROUP
   // subgroupAdd within each subgroup, then one partial per subgroup through workgroup memory.
   let nsg = ({{WG}}u + sg_size - 1u) / sg_size;
   for (var j = 0u; j < {{ACC}}u; j++) {
-    let a = acc[j];
-    let s = subgroupAdd((a.x + a.y) + (a.z + a.w));
+    let s = subgroupAdd(hsum(acc[j]));
     if (sg_lane == 0u) { red[j * {{WG}}u + lid / sg_size] = s; }
   }
   workgroupBarrier();
@@ -74,8 +66,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
 #else
   for (var j = 0u; j < {{ACC}}u; j++) {
-    let a = acc[j];
-    red[j * {{WG}}u + lid] = (a.x + a.y) + (a.z + a.w);
+    red[j * {{WG}}u + lid] = hsum(acc[j]);
   }
   workgroupBarrier();
   for (var s = {{WG}}u / 2u; s > 0u; s >>= 1u) {

@@ -107,13 +107,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     for (var r = 0u; r < R; r++) {
       let wc = load_w(base[r] + c * T);
-      for (var i = 0u; i < MB; i++) {
-#if WF16
-        acc[i * R + r] = fma(wc.lo, xs[i].lo, fma(wc.hi, xs[i].hi, acc[i * R + r]));
-#else
-        acc[i * R + r] = fma(wc.lo, xs[i].lo, acc[i * R + r]);
-#endif
-      }
+      for (var i = 0u; i < MB; i++) { acc[i * R + r] = fmac(wc, xs[i], acc[i * R + r]); }
     }
   }
   for (var r = 0u; r < R; r++) {
@@ -123,8 +117,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var i = 0u; i < MB; i++) {
       let m = mb0 + i;
       if (m >= params.M) { break; }
-      let a = acc[i * R + r];
-      y[params.y_base + m * params.N + params.n0 + n] = (a.x + a.y) + (a.z + a.w) + b;
+      y[params.y_base + m * params.N + params.n0 + n] = hsum(acc[i * R + r]) + b;
     }
   }
 }
