@@ -296,7 +296,12 @@ export async function trainStep(model: TrainModel, batch: TrainBatch, opts: Trai
     const out = await decoder.forward(new KVCache(kc, vc, T, "f32"), { ids: idsT, ropePositions: posT, cacheRows: rowsT, ranges: rangesT }, { keepHidden: true, recorder });
     const hidden = keep(out.hidden!);
     const logits = keep(out.logits!);
-    const x = saved[c.numLayers]!.x!;
+    const SAVED: readonly SavedActivation[] = ["x", "n1", "q", "att", "xm", "n2", "g", "u", "s"];
+    for (let l = 0; l < c.numLayers; l++) {
+      for (const name of SAVED) if (!saved[l]![name]) throw new ShapeError(`trainStep: the forward handed over no '${name}' of layer ${l} (Decoder.forward and ForwardRecorder disagree)`);
+    }
+    const x = saved[c.numLayers]!.x;
+    if (!x) throw new ShapeError("trainStep: the forward handed over no final residual");
     const layers = saved.slice(0, c.numLayers).map((S, l) => ({ ...S, kc: kc[l]!, vc: vc[l]! }) as LayerSaved);
 
     // ---------------------------------------------------------------- losses
