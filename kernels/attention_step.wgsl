@@ -59,21 +59,8 @@ struct Params {
   _pad2: u32,
 }
 
-alias V = {{V}};
-const NEG: f32 = -3.0e38;
-
-@group(0) @binding(0) var<storage, read> q: array<V>;
-@group(0) @binding(1) var<storage, read> k_cache: array<{{CV}}>;
-@group(0) @binding(2) var<storage, read> v_cache: array<{{CV}}>;
+#include attention_io
 @group(0) @binding(3) var<storage, read> step: array<u32>;
-#if SPLIT
-@group(0) @binding(4) var<storage, read_write> acc: array<V>;
-@group(0) @binding(5) var<storage, read_write> part_ml: array<f32>;
-@group(0) @binding(6) var<uniform> params: Params;
-#else
-@group(0) @binding(4) var<storage, read_write> acc: array<V>;
-@group(0) @binding(5) var<uniform> params: Params;
-#endif
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

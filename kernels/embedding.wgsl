@@ -42,22 +42,17 @@ struct Params {
 @group(0) @binding(3) var<storage, read_write> errors: array<atomic<u32>>;
 @group(0) @binding(4) var<uniform> params: Params;
 
+#include embedding_row
+
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   let t = wid.x + wid.y * nwg.x;
   if (t >= params.T) { return; }
-  let id = ids[t];
   let dst = t * params.D;
-  if (id >= params.V) {
-    if (params.firstRow == 0u) {
-      for (var i = lid; i < params.D; i += {{WG}}u) { out[dst + i] = 0.0; }
-      if (lid == 0u) { atomicOr(&errors[0], 1u); }
-    }
-    return;
-  }
-  if (id < params.firstRow || id - params.firstRow >= params.rows) { return; }
-  let src = (id - params.firstRow) * params.D;
+  let row = window_row(t, lid);
+  if (row == NO_ROW) { return; }
+  let src = row * params.D;
 #if PACKED
   for (var i = lid; i < params.D; i += {{WG}}u) { out[dst + i] = f16p_at(table[(src + i) >> 1u], src + i); }
 #else

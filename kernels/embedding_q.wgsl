@@ -36,22 +36,16 @@ struct Params {
 @group(0) @binding(4) var<storage, read_write> errors: array<atomic<u32>>;
 @group(0) @binding(5) var<uniform> params: Params;
 
+#include embedding_row
+
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
   let t = wid.x + wid.y * nwg.x;
   if (t >= params.T) { return; }
-  let id = ids[t];
   let dst = t * params.D;
-  if (id >= params.V) {
-    if (params.firstRow == 0u) {
-      for (var i = lid; i < params.D; i += {{WG}}u) { out[dst + i] = 0.0; }
-      if (lid == 0u) { atomicOr(&errors[0], 1u); }
-    }
-    return;
-  }
-  if (id < params.firstRow || id - params.firstRow >= params.rows) { return; }
-  let row = id - params.firstRow;
+  let row = window_row(t, lid);
+  if (row == NO_ROW) { return; }
   let nb = params.D / 32u;
   for (var i = lid; i < params.D; i += {{WG}}u) {
     let b = row * nb + i / 32u;  // block index in the window

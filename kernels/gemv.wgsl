@@ -1,18 +1,9 @@
 // gemv.wgsl: y[m, n0 + n] = Σ_k x[m, k] · W[n, k] (+ bias[n])   for small M (decode)
 // Reference: linearReference in src/ops/linear.ts (Hugging Face nn.Linear, y = x·Wᵀ + b).
 //
-// Bindings (group 0); every storage binding is one window of at most maxStorageBufferBindingSize:
-//   0 x:      array<f32 | vec4<f32>>           read        [M, K] rows m0.. of the activations,
-//                                                          from params.x_base (x's element units)
-//   1 w:      array<f32 | vec4<f32> | u32 | vec4<u32> | vec4<f16>>  read  [nw, K] rows n0..n0+nw
-//                                                          of W, f32 or f16 (f16 read as packed
-//                                                          u32 pairs, or vec4<f16> if NATIVE_F16)
-//   2 bias:   array<u32>                       read        [N] f32 (as bits) or f16 (packed
-//                                                          pairs) from element params.b_base;
-//                                                          a dummy when params.bias_kind = 0
-//   3 y:      array<f32>                       read_write  [M, N] rows m0.. from params.y_base;
-//                                                          this dispatch writes columns n0..n0+nw
-//   4 params: Params                           uniform
+// Bindings and Params: kernels/linear_io.wgsl (x [M, K], W [nw, K] f32 or f16 as packed u32 pairs
+// or vec4<f16> with NATIVE_F16, bias, y [M, N]; every storage binding one window of at most
+// maxStorageBufferBindingSize).
 //
 // Mapping (design "rows": measured best on lavapipe, see below): one invocation owns R rows of W
 // (rows n = (gid·R + r), r < R) and all MB activation rows of its M-block, and walks the whole K
@@ -42,65 +33,15 @@
 enable f16;
 #endif
 
-struct Params {
-  K: u32,        // reduction length, elements
-  nw: u32,       // rows of W in this window (outputs per activation row)
-  M: u32,        // activation rows in this M-window
-  N: u32,        // y row stride, elements (full output width)
-  n0: u32,       // first output column of this window
-  x_base: u32,   // offset of x row m0 inside the x binding, in x's element units
-  y_base: u32,   // element offset of y[m0, 0] inside the y binding
-  b_base: u32,   // element offset of bias[n0] inside the bias binding (in bias elements)
-  bias_kind: u32, // 0: no bias (binding 2 is a dummy), 1: f32 bias, 2: f16 bias
-}
-
-@group(0) @binding(0) var<storage, read> x: array<{{XT}}>;
-@group(0) @binding(1) var<storage, read> w: array<{{WT}}>;
-@group(0) @binding(2) var<storage, read> bias: array<u32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<uniform> params: Params;
+#include linear_io
 
 const R: u32 = {{R}}u;
 const MB: u32 = {{MB}}u;
 
-// One VEC-wide chunk of W row `row`, chunk `c`, widened to f32 (kernels/gemv_chunk.wgsl).
-fn load_w(row: u32, c: u32, cpr: u32) -> Chunk {
-#if NATIVE_F16
-  let i = (row * cpr + c) * 2u;
-  return Chunk(vec4<f32>(w[i]), vec4<f32>(w[i + 1u]));
-#else
-#if WF16
-#if VEC8
-  return chunk_f16x8(w[row * cpr + c]);
-#else
-  let e = row * params.K + c;           // element index of a half
-  return chunk_f16x1(w[e >> 1u], e);
-#endif
-#else
-#if VEC4
-  return chunk_f32x4(w[row * cpr + c]);
-#else
-  return chunk_f32x1(w[row * cpr + c]);
-#endif
-#endif
-#endif
-}
-
-fn load_x(m: u32, c: u32, cpr: u32) -> Chunk {
-#if VEC8
-  let i = params.x_base + m * cpr * 2u + c * 2u;
-  return Chunk(x[i], x[i + 1u]);
-#else
-#if VEC4
-  return Chunk(x[params.x_base + m * cpr + c], vec4<f32>());
-#else
-  return Chunk(vec4<f32>(x[params.x_base + m * cpr + c], 0.0, 0.0, 0.0), vec4<f32>());
-#endif
-#endif
-}
-
+#include gemv_load
 #include gemv_chunk
 #include linear_bias
+#include gemv_tile
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -111,33 +52,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let mb0 = wid.z * MB;
   let cpr = params.K / {{VECN}}u;      // chunks per row
   var acc: array<vec4<f32>, {{ACC}}>;  // [MB][R]
-  var rows: array<u32, {{R}}>;
-  var ms: array<u32, {{MB}}>;
-  for (var r = 0u; r < R; r++) { rows[r] = min(row0 + r, params.nw - 1u); }
-  for (var i = 0u; i < MB; i++) { ms[i] = min(mb0 + i, params.M - 1u); }
+  var rows = tile_rows(row0);
+  var ms = tile_ms(mb0);
   for (var c = 0u; c < cpr; c++) {
     var xs: array<Chunk, {{MB}}>;
     for (var i = 0u; i < MB; i++) { xs[i] = load_x(ms[i], c, cpr); }
     for (var r = 0u; r < R; r++) {
       let wc = load_w(rows[r], c, cpr);
-      for (var i = 0u; i < MB; i++) {
-#if VEC8
-        acc[i * R + r] = fma(wc.lo, xs[i].lo, fma(wc.hi, xs[i].hi, acc[i * R + r]));
-#else
-        acc[i * R + r] = fma(wc.lo, xs[i].lo, acc[i * R + r]);
-#endif
-      }
+      for (var i = 0u; i < MB; i++) { acc[i * R + r] = fmac(wc, xs[i], acc[i * R + r]); }
     }
   }
-  for (var r = 0u; r < R; r++) {
-    let n = row0 + r;
-    if (n >= params.nw) { break; }
-    let b = load_bias(n);
-    for (var i = 0u; i < MB; i++) {
-      let m = mb0 + i;
-      if (m >= params.M) { break; }
-      let a = acc[i * R + r];
-      y[params.y_base + m * params.N + params.n0 + n] = (a.x + a.y) + (a.z + a.w) + b;
-    }
-  }
+  store_tile(&acc, row0, mb0);
 }

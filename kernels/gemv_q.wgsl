@@ -109,7 +109,9 @@ fn load_w(row: u32, b: u32, h: u32, nb: u32, d: f32) -> W4 {
 }
 
 #include quant_block
+#include gemv_chunk
 #include linear_bias
+#include gemv_tile
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -121,10 +123,8 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let cpr = params.K / 4u;   // x vec4s per row
   let nb = params.K / 32u;   // blocks per row
   var acc: array<vec4<f32>, {{ACC}}>;  // [MB][R]
-  var rows: array<u32, {{R}}>;
-  var ms: array<u32, {{MB}}>;
-  for (var r = 0u; r < R; r++) { rows[r] = min(row0 + r, params.nw - 1u); }
-  for (var i = 0u; i < MB; i++) { ms[i] = min(mb0 + i, params.M - 1u); }
+  var rows = tile_rows(row0);
+  var ms = tile_ms(mb0);
   for (var b = 0u; b < nb; b++) {
     var ds: array<f32, {{R}}>;
     for (var r = 0u; r < R; r++) { ds[r] = scale(rows[r], b, nb); }
@@ -179,15 +179,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 #endif
   }
-  for (var r = 0u; r < R; r++) {
-    let n = row0 + r;
-    if (n >= params.nw) { break; }
-    let bv = load_bias(n);
-    for (var i = 0u; i < MB; i++) {
-      let m = mb0 + i;
-      if (m >= params.M) { break; }
-      let a = acc[i * R + r];
-      y[params.y_base + m * params.N + params.n0 + n] = (a.x + a.y) + (a.z + a.w) + bv;
-    }
-  }
+  store_tile(&acc, row0, mb0);
 }

@@ -322,18 +322,6 @@ fn load_xhat(xb: u32, c: u32) -> Chunk {
 #endif
 }
 
-fn fmac(w: Chunk, v: Chunk, acc: vec4<f32>) -> vec4<f32> {
-#if VEC8
-  return fma(w.lo, v.lo, fma(w.hi, v.hi, acc));
-#else
-  return fma(w.lo, v.lo, acc);
-#endif
-}
-
-fn hsum(a: vec4<f32>) -> f32 {
-  return (a.x + a.y) + (a.z + a.w);
-}
-
 // The K loop for rows `rows` of matrix `mat` (a constant at every call site) and the x row at
 // x unit xb: acc[r] and, for the in-loop norm, Σx² of the x row.
 // SWIGLU_JOINT (a losing arm kept runnable): the same loop also accumulates up's rows in up.

@@ -30,40 +30,20 @@
 // T and R per device class, with the measurements: gemvTiledShape in src/ops/linear.ts; A/B against
 // gemv.wgsl in bench/linear.bench.ts ("A/B" rows).
 
-struct Params {
-  K: u32,         // reduction length, elements
-  nw: u32,        // rows of W in this window (a multiple of T except in the last window)
-  M: u32,         // activation rows in this M-window
-  N: u32,         // y row stride, elements (full output width)
-  n0: u32,        // first output column (row of W) of this window
-  x_base: u32,    // offset of x row m0 inside the x binding, in x's element units
-  y_base: u32,    // element offset of y[m0, 0] inside the y binding
-  b_base: u32,    // element offset of bias[n0] inside the bias binding (bias elements)
-  bias_kind: u32, // 0: none, 1: f32, 2: f16
-  kc: u32,        // chunks per packed row, ceil(K / CE)
-  tiles: u32,     // tiles in this window
-}
-
-@group(0) @binding(0) var<storage, read> x: array<{{XT}}>;
-@group(0) @binding(1) var<storage, read> w: array<{{WT}}>;
-@group(0) @binding(2) var<storage, read> bias: array<u32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<uniform> params: Params;
+#include linear_io
 
 const R: u32 = {{R}}u;
 const MB: u32 = {{MB}}u;
 const T: u32 = {{WG}}u;
 const CE: u32 = {{CE}}u;
 
-struct Chunk { lo: vec4<f32>, hi: vec4<f32> }
+#include gemv_chunk
 
 fn load_w(i: u32) -> Chunk {
-  let p = w[i];
 #if WF16
-  return Chunk(vec4<f32>(unpack2x16float(p.x), unpack2x16float(p.y)),
-               vec4<f32>(unpack2x16float(p.z), unpack2x16float(p.w)));
+  return chunk_f16x8(w[i]);
 #else
-  return Chunk(p, vec4<f32>());
+  return chunk_f32x4(w[i]);
 #endif
 }
 
@@ -127,13 +107,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
     for (var r = 0u; r < R; r++) {
       let wc = load_w(base[r] + c * T);
-      for (var i = 0u; i < MB; i++) {
-#if WF16
-        acc[i * R + r] = fma(wc.lo, xs[i].lo, fma(wc.hi, xs[i].hi, acc[i * R + r]));
-#else
-        acc[i * R + r] = fma(wc.lo, xs[i].lo, acc[i * R + r]);
-#endif
-      }
+      for (var i = 0u; i < MB; i++) { acc[i * R + r] = fmac(wc, xs[i], acc[i * R + r]); }
     }
   }
   for (var r = 0u; r < R; r++) {
@@ -143,8 +117,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     for (var i = 0u; i < MB; i++) {
       let m = mb0 + i;
       if (m >= params.M) { break; }
-      let a = acc[i * R + r];
-      y[params.y_base + m * params.N + params.n0 + n] = (a.x + a.y) + (a.z + a.w) + b;
+      y[params.y_base + m * params.N + params.n0 + n] = hsum(acc[i * R + r]) + b;
     }
   }
 }

@@ -35,14 +35,7 @@ struct Params {
 @group(0) @binding(0) var<storage, read> k: array<f32>;
 @group(0) @binding(1) var<storage, read> v: array<f32>;
 @group(0) @binding(2) var<storage, read> positions: array<u32>;
-#if PACKED
-@group(0) @binding(3) var<storage, read_write> k_cache: array<atomic<u32>>;
-@group(0) @binding(4) var<storage, read_write> v_cache: array<atomic<u32>>;
-#else
-@group(0) @binding(3) var<storage, read_write> k_cache: array<{{CT}}>;
-@group(0) @binding(4) var<storage, read_write> v_cache: array<{{CT}}>;
-#endif
-@group(0) @binding(5) var<uniform> params: Params;
+#include kv_cache_io
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,

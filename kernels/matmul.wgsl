@@ -30,23 +30,7 @@
 // of N (W loads uniform, x per lane) 4.4. Workgroup shape barely matters (8×1 … 64×1, 8×4 within
 // 5%). Details beside MATMUL_TM/MATMUL_TN in src/ops/linear.ts; current figures in bench/.
 
-struct Params {
-  K: u32,        // reduction length, elements
-  nw: u32,       // rows of W in this window
-  M: u32,        // activation rows in this M-window
-  N: u32,        // y row stride, elements
-  n0: u32,       // first output column of this window
-  x_base: u32,   // offset of x row m0 inside the x binding, in x's element units
-  y_base: u32,   // element offset of y[m0, 0] inside the y binding
-  b_base: u32,   // element offset of bias[n0] inside the bias binding (in bias elements)
-  bias_kind: u32, // 0: no bias (binding 2 is a dummy), 1: f32 bias, 2: f16 bias
-}
-
-@group(0) @binding(0) var<storage, read> x: array<{{XT}}>;
-@group(0) @binding(1) var<storage, read> w: array<{{WT}}>;
-@group(0) @binding(2) var<storage, read> bias: array<u32>;
-@group(0) @binding(3) var<storage, read_write> y: array<f32>;
-@group(0) @binding(4) var<uniform> params: Params;
+#include linear_io
 
 const TM: u32 = {{TM}}u;
 const TN: u32 = {{TN}}u;

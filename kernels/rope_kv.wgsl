@@ -49,14 +49,7 @@ struct Params {
 @group(0) @binding(0) var<storage, read> step: array<u32>;
 @group(0) @binding(1) var<storage, read> inv_freq: array<f32>;
 @group(0) @binding(2) var<storage, read_write> qkv: array<f32>;
-#if PACKED
-@group(0) @binding(3) var<storage, read_write> k_cache: array<atomic<u32>>;
-@group(0) @binding(4) var<storage, read_write> v_cache: array<atomic<u32>>;
-#else
-@group(0) @binding(3) var<storage, read_write> k_cache: array<{{CT}}>;
-@group(0) @binding(4) var<storage, read_write> v_cache: array<{{CT}}>;
-#endif
-@group(0) @binding(5) var<uniform> params: Params;
+#include kv_cache_io
 
 #if PACKED
 // Element e's half of its word set to a (the other half kept).

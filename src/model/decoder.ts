@@ -13,6 +13,9 @@
 //   logits = hidden[rows]·lm_headᵀ                            (lm_head = embed when tied)
 // Every temporary comes from the context's buffer pool and is released in the same call, so a
 // decode loop allocates nothing after warm-up. Nothing is read back here.
+// Training runs this same forward with a ForwardRecorder (src/train/model.ts): it is handed the
+// activations the backward needs instead of their release, and may add to each projection's
+// output (LoRA). Without a recorder the forward is the inference forward, dispatch for dispatch.
 
 import type { GpuContext } from "../gpu/context.js";
 import { DTYPE_BYTES, type DType, type Tensor } from "../gpu/tensor.js";
@@ -116,6 +119,32 @@ export interface ForwardOptions {
   keepHidden?: boolean;
   /** Write the logits into this tensor instead of a new one. */
   logitsOut?: Tensor;
+  /** Training: receives the activations the backward needs and may extend the projections. */
+  recorder?: ForwardRecorder;
+}
+
+/** A layer's projections, by their LayerWeights field (the bias is the field + "Bias"). */
+export type Projection = "q" | "k" | "v" | "o" | "gate" | "up" | "down";
+
+/**
+ * Per-layer activations a recording forward hands over, [T, ·] f32 each:
+ *   x   the residual stream entering the layer (layer = numLayers: entering the final norm)
+ *   n1  rmsnorm(x)·ln1          q    n1·Wqᵀ after RoPE [T, H·hd]   att  attention output [T, H, hd]
+ *   xm  x + att·Woᵀ             n2   rmsnorm(xm)·ln2
+ *   g, u  n2·Wgᵀ, n2·Wuᵀ        s    silu(g) ⊙ u
+ * The keys and values are the KV cache the caller passed (cache.k[l], cache.v[l]).
+ */
+export type SavedActivation = "x" | "n1" | "q" | "att" | "xm" | "n2" | "g" | "u" | "s";
+
+/**
+ * The training side of Decoder.forward (llm.c's one gpt2_forward for inference and training):
+ * `save` takes ownership of an activation the forward would otherwise release (the caller
+ * disposes it); `project`, when present, runs after y = x·Wᵀ (+b) of every projection and may
+ * add into y in place (LoRA: y += s·(drop(x)·Aᵀ)·Bᵀ). x is valid until the forward returns.
+ */
+export interface ForwardRecorder {
+  save(layer: number, name: SavedActivation, t: Tensor): void;
+  project?(layer: number, name: Projection, x: Tensor, y: Tensor): Promise<void>;
 }
 
 export class Decoder {
@@ -170,21 +199,42 @@ export class Decoder {
   /** Encodes one forward pass over plan.ids (nothing is submitted or read back). */
   async forward(cache: KVCache, plan: ForwardPlan, opts: ForwardOptions = {}): Promise<ForwardOutputs> {
     const { ctx, config: c, weights: w } = this;
+    const rec = opts.recorder;
     const T = plan.ids.numel;
     if (T === 0) throw new ShapeError("forward: no tokens");
     const H = c.numHeads, Hkv = c.numKvHeads, hd = c.headDim;
-    const resid = await embedding(ctx, plan.ids, w.embed);
-    let pending: Tensor | null = null; // the block output still to be added to the residual stream
-    for (let l = 0; l < c.numLayers; l++) {
+    let l = 0;
+    // An activation the forward is done with: released, or handed to the recorder.
+    const done = (name: SavedActivation, t: Tensor): void => (rec ? rec.save(l, name, t) : t.dispose());
+    const project = async (name: Projection, x: Tensor): Promise<Tensor> => {
       const L = w.layers[l]!;
-      const n1: Tensor = pending
-        ? await rmsnorm(ctx, pending, L.inputNorm, c.rmsNormEps, { residual: resid })
-        : await rmsnorm(ctx, resid, L.inputNorm, c.rmsNormEps);
-      pending?.dispose();
-      const q = await linear(ctx, n1, L.q, { bias: L.qBias ?? undefined });
-      const k = await linear(ctx, n1, L.k, { bias: L.kBias ?? undefined });
-      const v = await linear(ctx, n1, L.v, { bias: L.vBias ?? undefined });
-      n1.dispose();
+      const y = await linear(ctx, x, L[name], { bias: L[`${name}Bias`] ?? undefined });
+      if (rec?.project) await rec.project(l, name, x, y);
+      return y;
+    };
+    let resid = await embedding(ctx, plan.ids, w.embed);
+    // r += block, then rmsnorm(r)·weight. Inference updates the stream in place; a recording forward
+    // keeps the state it supersedes (`was`), so the sum goes into block's buffer instead (x + b and
+    // b + x are the same f32 sum, so both give the same bits).
+    const addNorm = async (block: Tensor, weight: Tensor, was: SavedActivation, wasLayer: number): Promise<Tensor> => {
+      if (!rec) {
+        const n = await rmsnorm(ctx, block, weight, c.rmsNormEps, { residual: resid });
+        block.dispose();
+        return n;
+      }
+      const n = await rmsnorm(ctx, resid, weight, c.rmsNormEps, { residual: block });
+      rec.save(wasLayer, was, resid);
+      resid = block;
+      return n;
+    };
+    let pending: Tensor | null = null; // the block output still to be added to the residual stream
+    for (l = 0; l < c.numLayers; l++) {
+      const L = w.layers[l]!;
+      const n1: Tensor = pending ? await addNorm(pending, L.inputNorm, "xm", l - 1) : await rmsnorm(ctx, resid, L.inputNorm, c.rmsNormEps);
+      const q = await project("q", n1);
+      const k = await project("k", n1);
+      const v = await project("v", n1);
+      done("n1", n1);
       const q3 = q.view([T, H, hd]);
       const k3 = k.view([T, Hkv, hd]);
       await rope(ctx, q3, plan.ropePositions, w.invFreq);
@@ -193,23 +243,22 @@ export class Decoder {
       k.dispose();
       v.dispose();
       const att = await attention(ctx, q3, cache.k[l]!, cache.v[l]!, plan.ranges);
-      q.dispose();
-      const o = await linear(ctx, att.view([T, H * hd]), L.o, { bias: L.oBias ?? undefined });
-      att.dispose();
-      const n2 = await rmsnorm(ctx, o, L.postNorm, c.rmsNormEps, { residual: resid });
-      o.dispose();
-      const g = await linear(ctx, n2, L.gate, { bias: L.gateBias ?? undefined });
-      const u = await linear(ctx, n2, L.up, { bias: L.upBias ?? undefined });
-      n2.dispose();
+      done("q", q);
+      const o = await project("o", att.view([T, H * hd]));
+      done("att", att);
+      const n2 = await addNorm(o, L.postNorm, "x", l);
+      const g = await project("gate", n2);
+      const u = await project("up", n2);
+      done("n2", n2);
       const s = await swiglu(ctx, g, u);
-      g.dispose();
-      u.dispose();
-      pending = await linear(ctx, s, L.down, { bias: L.downBias ?? undefined });
-      s.dispose();
+      done("g", g);
+      done("u", u);
+      pending = await project("down", s);
+      done("s", s);
     }
-    const hidden = await rmsnorm(ctx, pending!, w.norm, c.rmsNormEps, { residual: resid });
-    pending!.dispose();
-    resid.dispose();
+    const hidden = await addNorm(pending!, w.norm, "xm", c.numLayers - 1);
+    if (rec) rec.save(c.numLayers, "x", resid);
+    else resid.dispose();
 
     let logits: Tensor | null = null;
     const rows = opts.logitsRows ?? "all";

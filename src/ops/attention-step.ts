@@ -37,24 +37,14 @@ import type { Tensor } from "../gpu/tensor.js";
 import { ShapeError, UnsupportedError } from "../errors.js";
 import { expectDType, expectShape, grid, Params, storeFeatures, storeType, type StoreType } from "./common.js";
 import { dispatchPlan, type DispatchPlan } from "./dispatch-plan.js";
-import { ATTN_WG, COMBINE_WG, DECODE_MIN_CHUNK, DECODE_TARGET_UNITS, attentionCombineVariant, attentionReference } from "./attention.js";
+import { ATTN_WG, COMBINE_WG, DECODE_MIN_CHUNK, DECODE_TARGET_UNITS, attentionCombineVariant, attentionIo, attentionReference } from "./attention.js";
 import { checkStepBinding, checkStepHeads, expectStepState, type StepHeads } from "./step-checks.js";
 
 export function attentionStepVariant(cache: StoreType, vec4: boolean, split: boolean): KernelVariant {
   return {
     file: "attention_step",
     name: `attention_step_${split ? "split" : "single"}_${cache}_${vec4 ? "v4" : "s1"}_wg${ATTN_WG}`,
-    defines: {
-      F16: cache === "f16",
-      PACKED: cache === "f16p",
-      SPLIT: split,
-      VEC4: vec4,
-      WG: ATTN_WG,
-      V: vec4 ? "vec4<f32>" : "f32",
-      CV: cache === "f16p" ? (vec4 ? "vec2<u32>" : "u32") : vec4 ? `vec4<${cache}>` : cache,
-    },
-    bindings: split ? ["read", "read", "read", "read", "read_write", "read_write", "uniform"] : ["read", "read", "read", "read", "read_write", "uniform"],
-    features: storeFeatures(cache),
+    ...attentionIo(cache, vec4, split, ATTN_WG),
   };
 }
 

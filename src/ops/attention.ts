@@ -65,13 +65,12 @@ export interface AttentionVariantSpec {
   wg: number;
 }
 
-/** The WGSL defines and a stable name, e.g. "attention_decode_f16_v4_wg32". */
-export function attentionVariant(spec: AttentionVariantSpec): KernelVariant {
-  const { kind, cache, vec4, wg } = spec;
-  const split = kind === "decode";
+/**
+ * Defines, bindings and features shared by attention.wgsl and attention_step.wgsl (their common
+ * bindings: kernels/attention_io.wgsl); SPLIT adds the (m, l) partials binding.
+ */
+export function attentionIo(cache: StoreType, vec4: boolean, split: boolean, wg: number): Pick<KernelVariant, "defines" | "bindings" | "features"> {
   return {
-    file: "attention",
-    name: `attention_${kind}_${cache}_${vec4 ? "v4" : "s1"}_wg${wg}`,
     defines: {
       F16: cache === "f16",
       PACKED: cache === "f16p",
@@ -83,6 +82,17 @@ export function attentionVariant(spec: AttentionVariantSpec): KernelVariant {
     },
     bindings: split ? ["read", "read", "read", "read", "read_write", "read_write", "uniform"] : ["read", "read", "read", "read", "read_write", "uniform"],
     features: storeFeatures(cache),
+  };
+}
+
+/** The WGSL defines and a stable name, e.g. "attention_decode_f16_v4_wg32". */
+export function attentionVariant(spec: AttentionVariantSpec): KernelVariant {
+  const { kind, cache, vec4, wg } = spec;
+  const split = kind === "decode";
+  return {
+    file: "attention",
+    name: `attention_${kind}_${cache}_${vec4 ? "v4" : "s1"}_wg${wg}`,
+    ...attentionIo(cache, vec4, split, wg),
   };
 }
 

@@ -139,7 +139,7 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
     return {
       file: "gemv_tiled",
       name: linearLabel(d),
-      defines: { WF16: f16, XVEC: !d.xScalar, XT: d.xScalar ? "f32" : "vec4<f32>", WT: f16 ? "vec4<u32>" : "vec4<f32>", CE: ce, R: d.rows, MB: d.mb, WG: d.wg[0], ACC: d.rows * d.mb },
+      defines: { WF16: f16, VEC8: f16, TILED: true, XVEC: !d.xScalar, XT: d.xScalar ? "f32" : "vec4<f32>", WT: f16 ? "vec4<u32>" : "vec4<f32>", CE: ce, R: d.rows, MB: d.mb, WG: d.wg[0], ACC: d.rows * d.mb },
       bindings: ["read", "read", "read", "read_write", "uniform"],
     };
   }
@@ -152,6 +152,7 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
     VEC8: d.vec === 8,
     VEC4: d.vec === 4,
     VECN: d.vec,
+    TILED: false,
     XT: xt,
     WT: wt,
     ACC: acc,
@@ -444,17 +445,7 @@ export async function launchLinear(
     for (const win of wWindows) {
       const wRes: BufferWindow = { tensor: w, byteOffset: win.byteOffset, byteSize: win.rows * K * eW };
       const bs = bias ? span(bias, win.firstRow, win.rows) : null;
-      const params = new Params()
-        .u32(K)
-        .u32(win.rows)
-        .u32(mw)
-        .u32(N)
-        .u32(win.firstRow)
-        .u32(xs.base / xUnit)
-        .u32(ys.base)
-        .u32(bs ? bs.base : 0)
-        .u32(bias ? (bias.dtype === "f32" ? 1 : 2) : 0)
-        .bytes();
+      const params = linearParams(K, win.rows, mw, N, win.firstRow, xs.base / xUnit, ys.base, bs ? bs.base : 0, bias).bytes();
       let groups: [number, number, number];
       if (desc.algo === "matmul") {
         groups = [Math.ceil(win.rows / (desc.rows * desc.wg[0])), Math.ceil(mw / (desc.mb * desc.wg[1])), 1];
@@ -505,16 +496,7 @@ function launchGemvTiled(ctx: GpuContext, kernel: Kernel, desc: LinearKernelDesc
       const nw = Math.min(win.rows * T, N - n0);
       const wRes: BufferWindow = { tensor: pack.tensor, byteOffset: win.byteOffset, byteSize: win.rows * tileBytes };
       const bs = bias ? span(bias, n0, nw) : null;
-      const params = new Params()
-        .u32(K)
-        .u32(nw)
-        .u32(mw)
-        .u32(N)
-        .u32(n0)
-        .u32(xs.base / xUnit)
-        .u32(ys.base)
-        .u32(bs ? bs.base : 0)
-        .u32(bias ? (bias.dtype === "f32" ? 1 : 2) : 0)
+      const params = linearParams(K, nw, mw, N, n0, xs.base / xUnit, ys.base, bs ? bs.base : 0, bias)
         .u32(pack.kc)
         .u32(win.rows)
         .bytes();
@@ -522,6 +504,14 @@ function launchGemvTiled(ctx: GpuContext, kernel: Kernel, desc: LinearKernelDesc
       ctx.dispatch(kernel, [xs.res, wRes, bs ? bs.res : wRes, ys.res], params, [gx, gy, Math.ceil(mw / desc.mb)]);
     }
   }
+}
+
+/**
+ * The fields every linear kernel's Params starts with (kernels/linear_io.wgsl; gemv_q.wgsl adds its
+ * own after them): K, nw, M, N, n0, x_base, y_base, b_base, bias_kind (0 none, 1 f32, 2 f16).
+ */
+export function linearParams(K: number, nw: number, M: number, N: number, n0: number, xBase: number, yBase: number, bBase: number, bias: Tensor | null | undefined): Params {
+  return new Params().u32(K).u32(nw).u32(M).u32(N).u32(n0).u32(xBase).u32(yBase).u32(bBase).u32(bias ? (bias.dtype === "f32" ? 1 : 2) : 0);
 }
 
 /**

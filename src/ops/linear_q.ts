@@ -13,8 +13,8 @@ import type { BufferWindow, GpuContext } from "../gpu/context.js";
 import type { KernelVariant } from "../gpu/kernels.js";
 import { DTYPE_BYTES, isQuantDType, type QuantDType, type Tensor } from "../gpu/tensor.js";
 import { dequantizeMatrix, quantBytes, type QuantizedMatrix } from "../quant/formats.js";
-import { grid, Params } from "./common.js";
-import { GEMV_MAX_M, linearReference, type LinearVariantName } from "./linear.js";
+import { grid } from "./common.js";
+import { GEMV_MAX_M, linearParams, linearReference, type LinearVariantName } from "./linear.js";
 
 /** A quantized linear kernel: everything that changes its WGSL. */
 export interface LinearQDesc {
@@ -50,6 +50,7 @@ export function linearQKernelVariant(d: LinearQDesc): KernelVariant {
     defines: {
       Q8: d.format === "q8_0",
       BLOCKSUM: d.blockSum === true,
+      VEC8: false, // gemv_chunk's fmac (unused here; hsum is)
       QT: d.format === "q8_0" ? "vec4<u32>" : "vec2<u32>",
       R: d.rows,
       MB: d.mb,
@@ -113,16 +114,7 @@ export async function launchLinearQ(ctx: GpuContext, desc: LinearQDesc, x: Tenso
       const qs = bind(w, n0 * rowQ, nw * rowQ);
       const ss = bind(w, qsBytes + n0 * nb * 2, nw * nb * 2);
       const bs = bias ? bind(bias, n0 * eB, nw * eB) : null;
-      const params = new Params()
-        .u32(K)
-        .u32(nw)
-        .u32(mw)
-        .u32(N)
-        .u32(n0)
-        .u32(xs.skew / 16)
-        .u32(ys.skew / 4)
-        .u32(bs ? bs.skew / eB : 0)
-        .u32(bias ? (bias.dtype === "f32" ? 1 : 2) : 0)
+      const params = linearParams(K, nw, mw, N, n0, xs.skew / 16, ys.skew / 4, bs ? bs.skew / eB : 0, bias)
         .u32(qs.skew / qUnit)
         .u32(ss.skew / 2)
         .bytes();

@@ -3,10 +3,9 @@
 // norm, every decoder layer and the embedding, producing f32 gradients of every weight (full
 // fine-tuning) or of the LoRA adapters only (base frozen).
 //
-// Forward per layer (as src/model/decoder.ts, but unfused so the inputs of each op survive):
-//   x  ─rmsnorm─▶ n1 ─q,k,v─▶ rope(q), rope(k) ─kvAppend─▶ K, V [Hkv, T, hd] (f32)
-//   att = attention(q, K, V, ranges)   xm = x + att·Woᵀ
-//   xm ─rmsnorm─▶ n2 ─gate,up─▶ g, u   s = silu(g)·u   x' = xm + s·Wdᵀ
+// The forward is the model's own (Decoder.forward) with a ForwardRecorder: it hands over the
+// activations the backward needs and adds the LoRA term to the adapted projections. Keys and
+// values go to an f32 cache [Hkv, T, hd] per layer that this step owns.
 // Saved per layer: x, n1, q, K, V, att, xm, n2, g, u, s (+ LoRA inputs): O(T·(8D + 3F)) floats,
 // meant for training lengths where that fits (full activations, no recomputation).
 // Backward per layer, dX the gradient of x' (residual adds pass it through; rmsnorm backward
@@ -19,14 +18,10 @@
 import { GpuOutOfMemoryError, ShapeError, UsageError } from "../errors.js";
 import type { GpuContext } from "../gpu/context.js";
 import type { Tensor } from "../gpu/tensor.js";
-import { HF_LAYER_FIELDS, type Decoder, type LayerWeights } from "../model/decoder.js";
-import { attention, kvAppend, packedCausalRanges } from "../ops/attention.js";
-import { add } from "../ops/elementwise.js";
+import { HF_LAYER_FIELDS, KVCache, type Decoder, type ForwardRecorder, type LayerWeights, type Projection, type SavedActivation } from "../model/decoder.js";
+import { packedCausalRanges } from "../ops/attention.js";
 import { embedding } from "../ops/embedding.js";
 import { linear, releaseGemvPack } from "../ops/linear.js";
-import { rmsnorm } from "../ops/rmsnorm.js";
-import { rope } from "../ops/rope.js";
-import { swiglu } from "../ops/swiglu.js";
 import { contrastiveLoss, contrastiveRows, validateContrastive, type ContrastiveSpec } from "./losses.js";
 import { LORA_MODULE_WEIGHTS, LORA_MODULES, LoraAdapters, loraDropout, moduleName, type LoraConfig, type LoraModule } from "./lora.js";
 import type { TrainParam } from "./optim.js";
@@ -209,6 +204,9 @@ interface LoraSaved {
   salt: number;
 }
 
+/** The LoRA module adapting each projection. */
+const MODULE_OF = Object.fromEntries(Object.entries(LORA_MODULE_WEIGHTS).map(([m, { weight }]) => [weight, m])) as Record<Projection, LoraModule>;
+
 interface LayerSaved {
   x: Tensor;
   n1: Tensor;
@@ -271,57 +269,40 @@ export async function trainStep(model: TrainModel, batch: TrainBatch, opts: Trai
 
   try {
     // ---------------------------------------------------------------- forward
-    const proj = async (l: number, module: LoraModule, x: Tensor, saved: Map<LoraModule, LoraSaved>): Promise<Tensor> => {
-      const L = w.layers[l]!;
-      const wt = L[LORA_MODULE_WEIGHTS[module].weight] as Tensor;
-      const bias = L[`${LORA_MODULE_WEIGHTS[module].weight}Bias` as keyof LayerWeights] as Tensor | null;
-      const y = await linear(ctx, x, wt, { bias: bias ?? undefined });
-      const ad = lora?.get(l, module);
-      if (ad) {
+    const saved = Array.from({ length: c.numLayers + 1 }, () => ({ lora: new Map<LoraModule, LoraSaved>() }) as Partial<LayerSaved> & { lora: Map<LoraModule, LoraSaved> });
+    const recorder: ForwardRecorder = {
+      save(l: number, name: SavedActivation, t: Tensor): void {
+        saved[l]![name] = keep(t);
+      },
+      async project(l: number, name: Projection, x: Tensor, y: Tensor): Promise<void> {
+        const module = MODULE_OF[name];
+        const ad = lora?.get(l, module);
+        if (!ad) return;
         const salt = lora!.salt(step, l, module);
         const xd = lora!.dropout > 0 ? keep(await loraDropout(ctx, x, salt, lora!.dropout)) : x;
         const xa = keep(await linear(ctx, xd, ad.A));
         const y2 = await linear(ctx, xa, ad.B);
         await accumulateGrad(ctx, y, y2, lora!.scale);
         y2.dispose();
-        saved.set(module, { xd, xa, salt });
-      }
-      return y;
+        saved[l]!.lora.set(module, { xd, xa, salt });
+      },
     };
-
-    const layers: LayerSaved[] = [];
-    let x = keep(await embedding(ctx, idsT, w.embed));
+    const kc: Tensor[] = [];
+    const vc: Tensor[] = [];
     for (let l = 0; l < c.numLayers; l++) {
-      const L = w.layers[l]!;
-      const lsaved = new Map<LoraModule, LoraSaved>();
-      const n1 = keep(await rmsnorm(ctx, x, L.inputNorm, c.rmsNormEps));
-      const q = keep(await proj(l, "q_proj", n1, lsaved));
-      const k = await proj(l, "k_proj", n1, lsaved);
-      const v = await proj(l, "v_proj", n1, lsaved);
-      const q3 = q.view([T, H, hd]);
-      const k3 = k.view([T, Hkv, hd]);
-      await rope(ctx, q3, posT, w.invFreq);
-      await rope(ctx, k3, posT, w.invFreq);
-      const kc = keep(ctx.empty([Hkv, T, hd], "f32", `train.k.${l}`));
-      const vc = keep(ctx.empty([Hkv, T, hd], "f32", `train.v.${l}`));
-      await kvAppend(ctx, k3, v.view([T, Hkv, hd]), kc, vc, rowsT);
-      k.dispose();
-      v.dispose();
-      const att = keep(await attention(ctx, q3, kc, vc, rangesT));
-      const o = await proj(l, "o_proj", att.view([T, H * hd]), lsaved);
-      const xm = keep(await add(ctx, x, o));
-      o.dispose();
-      const n2 = keep(await rmsnorm(ctx, xm, L.postNorm, c.rmsNormEps));
-      const g = keep(await proj(l, "gate_proj", n2, lsaved));
-      const u = keep(await proj(l, "up_proj", n2, lsaved));
-      const s = keep(await swiglu(ctx, g, u));
-      const m = await proj(l, "down_proj", s, lsaved);
-      layers.push({ x, n1, q, kc, vc, att, xm, n2, g, u, s, lora: lsaved });
-      x = keep(await add(ctx, xm, m));
-      m.dispose();
+      kc.push(keep(ctx.empty([Hkv, T, hd], "f32", `train.k.${l}`)));
+      vc.push(keep(ctx.empty([Hkv, T, hd], "f32", `train.v.${l}`)));
     }
-    const hidden = keep(await rmsnorm(ctx, x, w.norm, c.rmsNormEps));
-    const logits = keep(await linear(ctx, hidden, w.lmHead));
+    const out = await decoder.forward(new KVCache(kc, vc, T, "f32"), { ids: idsT, ropePositions: posT, cacheRows: rowsT, ranges: rangesT }, { keepHidden: true, recorder });
+    const hidden = keep(out.hidden!);
+    const logits = keep(out.logits!);
+    const SAVED: readonly SavedActivation[] = ["x", "n1", "q", "att", "xm", "n2", "g", "u", "s"];
+    for (let l = 0; l < c.numLayers; l++) {
+      for (const name of SAVED) if (!saved[l]![name]) throw new ShapeError(`trainStep: the forward handed over no '${name}' of layer ${l} (Decoder.forward and ForwardRecorder disagree)`);
+    }
+    const x = saved[c.numLayers]!.x;
+    if (!x) throw new ShapeError("trainStep: the forward handed over no final residual");
+    const layers = saved.slice(0, c.numLayers).map((S, l) => ({ ...S, kc: kc[l]!, vc: vc[l]! }) as LayerSaved);
 
     // ---------------------------------------------------------------- losses
     const ce = await crossEntropy(ctx, logits, batch.labels, { scale: lambdaGen, ...(opts.genNormalizer !== undefined ? { normalizer: opts.genNormalizer } : {}) });
