@@ -45,7 +45,7 @@ test("cosineTopK: f32/f16, vec4 and scalar D, N not a multiple of the workgroup,
     const cases: [number, number, number, number | null][] = [
       [1000, 64, 10, null],
       [777, 13, 1, null],
-      [5000, 32, 64, 3],
+      [3000, 32, 64, 3],
       [300, 8, 256, null],
       [5, 20, 9, 2], // k > N: tail of sentinels
       [513, 7, 5, null], // D odd and < one f32 chunk... D % 8 = 7 (f16 tail chunk), N = 2 tiles + 1
@@ -64,7 +64,7 @@ test("cosineTopK: f32/f16, vec4 and scalar D, N not a multiple of the workgroup,
 test("cosineTopK tiled: other tile shapes (T rows per tile, R rows per invocation), rows not a multiple of T·R, D odd", async () => {
   await forDevices({}, async (ctx) => {
     for (const tile of [{ T: 1, R: 1 }, { T: 64, R: 3 }, { T: 256, R: 2 }]) {
-      for (const [N, D, k, Q] of [[2100, 9, 6, 2], [70, 16, 3, null]] as const) {
+      for (const [N, D, k, Q] of [[2100, 9, 6, 2]] as const) {
         const rows = unitRows(N, D);
         await check(ctx, rng.fillNormal((Q ?? 1) * D), Q, rows, N, D, k, "f16", `N=${N} D=${D}`, undefined, "tiled", tile);
       }
@@ -102,7 +102,7 @@ test("cosineTopK: index above the binding limit (forced 64 KiB), f16 and f32", a
     const N = 9001, D = 36; // f16 648 KB → 11 windows, f32 → 21 windows
     const rows = unitRows(N, D);
     for (const dt of ["f16", "f32"] as const) {
-      for (const layout of COSINE_TOPK_LAYOUTS) {
+      for (const layout of dt === "f16" ? COSINE_TOPK_LAYOUTS : (["rows"] as const)) { // the tiled windows do not depend on the dtype
         const before = ctx.stats.dispatches;
         await check(ctx, rng.fillNormal(2 * D), 2, rows, N, D, 32, dt, `windowed ${dt}`, undefined, layout);
         assert.ok(ctx.stats.dispatches - before >= (dt === "f16" ? 10 : 20), `windows: ${ctx.stats.dispatches - before} dispatches`);
@@ -149,7 +149,7 @@ test("cosineTopK: argument errors", async () => {
 
 test("cosineIndexPack: the tiled copy matches cosineIndexPackReference (f32, f16; D odd; count < N; extended when count grows)", async () => {
   await forDevices({}, async (ctx) => {
-    for (const [N, D, counts, T] of [[600, 13, [600], 8], [600, 13, [257, 300, 599], 8], [40, 8, [3, 40], 1], [3, 1, [3], 8], [700, 6, [100, 650], 64]] as const) {
+    for (const [N, D, counts, T] of [[600, 13, [257, 300, 599], 8], [40, 8, [3, 40], 1], [3, 1, [3], 8], [700, 6, [100, 650], 64]] as const) {
       for (const dt of ["f32", "f16"] as const) {
         const rows = unitRows(N, D);
         const vals = dt === "f16" ? f16ArrayToF32(f32ArrayToF16(rows)) : rows;
@@ -163,9 +163,11 @@ test("cosineIndexPack: the tiled copy matches cosineIndexPackReference (f32, f16
           const want = cosineIndexPackReference(vals, count, D, dt === "f16" ? 8 : 4, T);
           const all = dt === "f32" ? Array.from(new Float32Array(words.buffer, words.byteOffset, words.length)) : Array.from(f16ArrayToF32(new Uint16Array(words.buffer, words.byteOffset, words.length * 2)));
           assertEqualArrays(all.slice(0, want.length), want, `pack N=${N} D=${D} T=${T} count=${count} (after ${counts.join(", ")}) ${dt}`);
-          const q = vals.slice((count - 1) * D, count * D); // the last row copied finds itself
-          const { ids } = await cosineTopK(ctx, ctx.upload(q, [D], "f32", "q"), index, 1, { count, layout: "tiled", tile: { T, R: 2 } });
-          assertEqualArrays(await ids.read(), cosineTopKReference(q, vals, count, D, 1).ids, `search after the copy of ${count} rows`);
+          if (T === 8) { // the default software tile height (other T: the tile-shape test)
+            const q = vals.slice((count - 1) * D, count * D); // the last row copied finds itself
+            const { ids } = await cosineTopK(ctx, ctx.upload(q, [D], "f32", "q"), index, 1, { count, layout: "tiled", tile: { T, R: 4 } });
+            assertEqualArrays(await ids.read(), cosineTopKReference(q, vals, count, D, 1).ids, `search after the copy of ${count} rows`);
+          }
         }
         index.dispose();
       }
@@ -214,17 +216,17 @@ test("cosineTopK gate: gate 0 leaves the outputs untouched with the same dispatc
 
 test("cosineTopK normWeight: a raw hidden row h with the norm weight g scores as h ∘ g (f32/f16 g, both layouts, D odd)", async () => {
   await forDevices({}, async (ctx) => {
-    for (const [N, D, k, Q] of [[900, 24, 7, 1], [333, 11, 4, 2]] as const) {
+    for (const [N, D, k, Q, gdt] of [[900, 24, 7, 1, "f32"], [1333, 11, 4, 2, "f16"]] as const) {
       const rows = unitRows(N, D);
       const h = rng.fillNormal(Q * D).map((v) => v * 37); // unnormalized, like a residual-stream row
       const gVals = rng.fillNormal(D).map((v) => 1 + 0.5 * v);
-      for (const gdt of ["f32", "f16"] as const) {
+      {
         const g = gdt === "f16" ? f16ArrayToF32(f32ArrayToF16(gVals)) : gVals;
         const qg = h.map((v, i) => v * g[i % D]!);
         const ref = cosineTopKReference(qg, rows, N, D, k);
         const index = ctx.upload(rows, [N, D], "f32", "index");
         const normWeight = ctx.upload(g, [D], gdt, "norm");
-        for (const layout of COSINE_TOPK_LAYOUTS) {
+        for (const layout of gdt === "f32" ? COSINE_TOPK_LAYOUTS : (["tiled"] as const)) {
           const { ids, scores } = await cosineTopK(ctx, ctx.upload(h, Q === 1 ? [D] : [Q, D], "f32", "h"), index, k, { layout, normWeight });
           assertEqualArrays(await ids.read(), ref.ids, `qnorm ${gdt} ${layout} N=${N} D=${D}: ids`);
           assertClose(await scores.read(), ref.scores, TOL, `qnorm ${gdt} ${layout} N=${N} D=${D}: scores`);
