@@ -1,6 +1,6 @@
 // onegen_loop.wgsl: the OneGen retrieval step inside the captured GPU decode step, with no host
 // readback between the query token and the continuation (references: detectReference,
-// resolveReference and planReference in src/onegen/loop.ts). The decode step is encoded once and
+// recordReference, resolveReference and planReference in src/onegen/loop.ts). The decode step is encoded once and
 // replayed, so every stage finds the current step on the GPU: j = step[STEP_COUNT] − 1 (advance
 // has run), the id fed at step j is history[stride·j], this hook's record word is
 // history[stride·j + record]. Three entry points, one per stage:
@@ -11,8 +11,10 @@
 //     max_retrievals searches ran: state[0] (the search flag) = 1, state[1] += 1, record = SEARCHED;
 //     else state[0] = 0, record = 0. (A step that fed an injection has INJECTED_ID as its id.)
 //   RECORD  (one workgroup, strided over k), after the search (which is gated by state[0]):
-//     0 state r; 1 hits r [k]; 2 scores r [k]; 3 step r; 4 ring_ids rw [steps, k];
-//     5 ring_scores rw [steps, k]; 6 params. When state[0] != 0: ring[j] = the hits and scores.
+//     0 state r; 1 hits r [k]; 2 scores r [k]; 3 step r; 4 history rw; 5 params. When
+//     state[0] != 0, the hits follow the record word in the step's history: words record + 1 + i
+//     = hits[i], record + 1 + k + i = the bits of scores[i] (i < k), so they come back to the host
+//     in the readback of the ids (recordReference).
 //   RESOLVE (one workgroup, strided over the injected rows), after RECORD:
 //     0 hits r [k]; 1 entry_table r [entries, 2] (document, fragment); 2 document_table r
 //     [docs, 2] (token offset, token count); 3 doc_tokens r [total]; 4 step rw [8]; 5 state rw;
@@ -67,17 +69,16 @@ fn main() {
 @group(0) @binding(1) var<storage, read> hits: array<u32>;
 @group(0) @binding(2) var<storage, read> scores: array<f32>;
 @group(0) @binding(3) var<storage, read> step: array<u32>;
-@group(0) @binding(4) var<storage, read_write> ring_ids: array<u32>;
-@group(0) @binding(5) var<storage, read_write> ring_scores: array<f32>;
-@group(0) @binding(6) var<uniform> params: Params;
+@group(0) @binding(4) var<storage, read_write> history: array<u32>;
+@group(0) @binding(5) var<uniform> params: Params;
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(local_invocation_index) lid: u32) {
   if (state[0] == 0u) { return; }
-  let base = (step[STEP_COUNT] - 1u) * params.k;
+  let base = params.stride * (step[STEP_COUNT] - 1u) + params.record + 1u;
   for (var i = lid; i < params.k; i += {{WG}}u) {
-    ring_ids[base + i] = hits[i];
-    ring_scores[base + i] = scores[i];
+    history[base + i] = hits[i];
+    history[base + params.k + i] = bitcast<u32>(scores[i]);
   }
 }
 #endif

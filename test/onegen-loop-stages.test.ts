@@ -9,7 +9,9 @@ import {
   detectReference,
   loopStateWords,
   planReference,
+  record,
   RECORD_OVERFLOW,
+  recordReference,
   resolve,
   resolveReference,
   type HostLoopState,
@@ -60,6 +62,36 @@ test("DETECT equals detectReference: a search when the id fed at step j is the q
   assert.is(host.retrievals, 2);
   state.dispose();
   history.dispose();
+});
+
+test("RECORD equals recordReference: a step that searched gets its k hits and scores after its record word, in the id readback; other steps and words are untouched", async () => {
+  const ctx = await gpu();
+  for (const k of [1, 3, 70]) {
+    // stride: id word, another hook's word, then this hook's record word + 2k words
+    const rec = 2;
+    const stride = rec + 1 + 2 * k;
+    const p = params({ k, stride, record: rec });
+    const steps = 3;
+    const before = Uint32Array.from({ length: stride * steps }, (_, i) => 0x5000 + i);
+    const history = ctx.upload(before, [before.length], "u32", "history");
+    const hitIds = Uint32Array.from({ length: k }, (_, i) => (i === k - 1 && k > 1 ? 0xffffffff : 11 * i + 3));
+    const hitScores = Float32Array.from({ length: k }, (_, i) => 0.9 - i / 7 - 1e-7 * i);
+    const hits = ctx.upload(hitIds, [1, k], "u32", "hits");
+    const scores = ctx.upload(hitScores, [1, k], "f32", "scores");
+    const want = before.slice();
+    for (const [j, searched] of [true, false, true].entries()) {
+      const state = ctx.upload(Uint32Array.of(searched ? 1 : 0, 1, 0, 0, 0, 0, 0, 0), [8], "u32", "state");
+      const step = ctx.upload(stepWords(10 + j, j), [STEP_WORDS], "u32", "step");
+      await record(ctx, state, hits, scores, step, history, p);
+      ctx.submit();
+      const w = recordReference(searched, hitIds, hitScores, k);
+      if (w) want.set(w, stride * j + rec + 1);
+      state.dispose();
+      step.dispose();
+    }
+    assert.equal(Array.from(await history.read()), Array.from(want), `k=${k}: history words`);
+    for (const t of [history, hits, scores]) t.dispose();
+  }
 });
 
 test("RESOLVE equals resolveReference + planReference: the plan, STEP_PENDING and the record for hits that fit, are clipped, overflow, miss or were not searched", async () => {

@@ -46,7 +46,7 @@ export interface DecodeStep {
   history: Tensor;
   /** Words per step in `history`. */
   stride: number;
-  /** This hook's word within a step's record (-1 when recordWords is 0). */
+  /** This hook's first word within a step's record (-1 when recordWords is 0). */
   recordOffset: number;
   /** Steps `history` holds (rings a hook keeps per step need as many slots). */
   maxSteps: number;
@@ -65,8 +65,12 @@ export interface HookOutcome {
 }
 
 export interface DecodeHook {
-  /** 1 when the hook keeps one u32 record word per step in the history (read back with the ids). */
-  readonly recordWords: 0 | 1;
+  /**
+   * u32 words the hook keeps per step in the history (0: none). They come back to the host in the
+   * same readback as the ids, so whatever a hook reports per step (e.g. a search's hits) costs no
+   * readback of its own.
+   */
+  readonly recordWords: number;
   /** The forward keeps the final-norm hidden state of the last live row ([1, D]) for afterForward. */
   readonly needsHidden: boolean;
   /** Most rows one injection adds (0: the hook never injects). */
@@ -77,8 +81,11 @@ export interface DecodeHook {
   beforeForward?(step: DecodeStep): Promise<void>;
   /** Encodes (once) work that runs at every step after the forward; `hidden` is [1, D] or null. */
   afterForward?(step: DecodeStep, hidden: Tensor | null): Promise<void>;
-  /** Host side, after the readback, for every generated token in order; `record` is the hook's record word of its step. */
-  onToken?(tok: GeneratedToken, record: number, j: number): Promise<HookOutcome | void>;
+  /**
+   * Host side, after the readback, for every generated token in order: `record` is the hook's first
+   * record word of step j, `words` all its recordWords words of that step (empty when it keeps none).
+   */
+  onToken?(tok: GeneratedToken, record: number, j: number, words: Uint32Array): Promise<HookOutcome | void>;
   /** Called once when generate() ends (buffers can be released). */
   end?(): void;
 }

@@ -217,10 +217,14 @@ export class Session {
     const forced = (opts.forceAfter ?? []).map((f) => ({ pattern: ctx.upload(Uint32Array.from(f.pattern), [f.pattern.length], "u32", "generate.pattern"), token: f.token }));
     const copyIds = copyRule ? copyInputTable(copyRule, V) : null;
     const copyTable = copyIds ? ctx.upload(copyIds, [copyIds.length], "u32", "generate.copy") : null;
-    // history[stride·j] = id fed at step j (or INJECTED_ID), then one record word per hook that keeps one
+    // history[stride·j] = id fed at step j (or INJECTED_ID), then each hook's recordWords words
     const recordAt: number[] = [];
     let stride = 1;
-    for (const h of hooks) recordAt.push(h.recordWords ? stride++ : -1);
+    for (const h of hooks) {
+      if (!Number.isInteger(h.recordWords) || h.recordWords < 0) throw new Error(`decode hook: recordWords must be a non-negative integer, got ${h.recordWords}`);
+      recordAt.push(h.recordWords ? stride : -1);
+      stride += h.recordWords;
+    }
     const history = ctx.empty([stride * maxSteps], "u32", "generate.history");
     if (stride > 1) ctx.clear(history);
     // GPU decode state: the last fed id sits at position length-1; no step has run.
@@ -301,7 +305,9 @@ export class Session {
           lastFedKnown++;
           const tok: GeneratedToken = { id, position: this.ids.length - 1 };
           for (const [i, h] of hooks.entries()) {
-            const r = await h.onToken?.(tok, recordAt[i]! >= 0 ? got[stride * b + recordAt[i]!]! : 0, j);
+            const at = stride * b + recordAt[i]!;
+            const words = recordAt[i]! >= 0 ? got.subarray(at, at + h.recordWords) : new Uint32Array(0);
+            const r = await h.onToken?.(tok, words[0] ?? 0, j, words);
             if (!r) continue;
             if (r.injectedIds?.length) {
               this.ids.push(...r.injectedIds);

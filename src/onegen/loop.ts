@@ -4,13 +4,14 @@
 //   beforeForward: DETECT (was the id fed at this step the query token? record word ← SEARCHED)
 //   [the session's forward of the step's rows, final-norm hidden state of the last row kept]
 //   afterForward:  top-k search (every dispatch returns at once unless the search flag is set) →
-//                  RECORD (hits into a per-step ring) → RESOLVE (plan the injection: its ids into
+//                  RECORD (hits into the step's history words) → RESOLVE (plan the injection: its ids into
 //                  the session's plan buffer, L into the step state).
 // The next step's advance feeds the planned rows instead of a sampled token: the injection is a
 // forward of exactly L rows through the same dispatches as any step (their kernels read the row
 // count on the GPU), and its last row's logits continue the decode.
-// Everything stays on the GPU; the host learns what happened from the per-step record word in the
-// history buffer (bit 31: searched; bit 30: injection refused for lack of room; low bits: L).
+// Everything stays on the GPU; the host learns what happened from the hook's per-step record words
+// in the history buffer, read back with the ids (word 0 — bit 31: searched; bit 30: injection
+// refused for lack of room; low bits: L — then the k hit entries and the k scores' bits).
 //
 // The injection rule (what is injected for a hit, and whether it fits) is written once on the host
 // (injectionIds, injectionFits: used by this hook, the two-pass baseline and the task runner);
@@ -117,7 +118,7 @@ function stage(name: "DETECT" | "RECORD" | "RESOLVE", bindings: KernelVariant["b
   };
 }
 const DETECT = stage("DETECT", ["read", "read_write", "read_write", "uniform"]);
-const RECORD = stage("RECORD", ["read", "read", "read", "read", "read_write", "read_write", "uniform"]);
+const RECORD = stage("RECORD", ["read", "read", "read", "read", "read_write", "uniform"]);
 const RESOLVE = stage("RESOLVE", ["read", "read", "read", "read", "read_write", "read_write", "read_write", "read_write", "uniform"]);
 
 function params(p: LoopParams): Uint8Array {
@@ -141,8 +142,8 @@ export async function detect(ctx: GpuContext, step: Tensor, state: Tensor, histo
   ctx.dispatch(await ctx.kernels.get(DETECT), [step, state, history], params(p), [1]);
 }
 
-export async function record(ctx: GpuContext, state: Tensor, hits: Tensor, scores: Tensor, step: Tensor, ringIds: Tensor, ringScores: Tensor, p: LoopParams): Promise<void> {
-  ctx.dispatch(await ctx.kernels.get(RECORD), [state, hits, scores, step, ringIds, ringScores], params(p), [1]);
+export async function record(ctx: GpuContext, state: Tensor, hits: Tensor, scores: Tensor, step: Tensor, history: Tensor, p: LoopParams): Promise<void> {
+  ctx.dispatch(await ctx.kernels.get(RECORD), [state, hits, scores, step, history], params(p), [1]);
 }
 
 export async function resolve(
@@ -173,6 +174,21 @@ export function detectReference(token: number, st: HostLoopState, p: Pick<LoopPa
   const search = token === p.queryId && st.retrievals < p.maxRetrievals;
   if (search) st.retrievals++;
   return { search, record: search ? RECORD_SEARCHED : 0 };
+}
+
+const NO_HIT = 0xffffffff;
+
+/**
+ * RECORD: the words a step that searched gets after its record word (offsets record + 1 ..): the k
+ * hit entries, then the k scores as f32 bits. A step that did not search gets none (its words stay
+ * as they were).
+ */
+export function recordReference(search: boolean, hits: ArrayLike<number>, scores: ArrayLike<number>, k: number): Uint32Array | null {
+  if (!search) return null;
+  const w = new Uint32Array(2 * k);
+  w.set(Array.from({ length: k }, (_, i) => hits[i]!), 0);
+  new Float32Array(w.buffer, 4 * k, k).set(Array.from({ length: k }, (_, i) => scores[i]!));
+  return w;
 }
 
 /** Returns the record bits it adds; updates st.offset/count/length (length 0 = no injection). */
@@ -206,7 +222,8 @@ export function planReference(st: HostLoopState, docTokens: ArrayLike<number>, p
 
 /** Per-generate() GPU state of OneGen in-loop retrieval (see InLoopRetrieval), as a decode hook. */
 export class RetrievalHook implements DecodeHook {
-  readonly recordWords = 1;
+  /** The record word, then the k hit entries and the k scores' bits (recordReference). */
+  readonly recordWords: number;
   readonly needsHidden = true;
   readonly maxInjectRows: number;
   private readonly injecting: boolean;
@@ -217,8 +234,6 @@ export class RetrievalHook implements DecodeHook {
   private state!: Tensor;
   private hitIds!: Tensor;
   private hitScores!: Tensor;
-  private ringIds!: Tensor;
-  private ringScores!: Tensor;
   private readonly inject: NonNullable<InLoopRetrieval["inject"]>;
   private live = false;
 
@@ -228,6 +243,7 @@ export class RetrievalHook implements DecodeHook {
   ) {
     const index = spec.index;
     this.k = Math.max(1, spec.k ?? 1);
+    this.recordWords = 1 + 2 * this.k;
     this.injecting = !!spec.inject;
     const longestDoc = index.documents.reduce((m, d) => Math.max(m, index.documentTokens(d.id).length), 0);
     this.maxDocTokens = Math.min(spec.inject?.maxDocTokens ?? longestDoc, longestDoc);
@@ -263,13 +279,9 @@ export class RetrievalHook implements DecodeHook {
     this.state = ctx.upload(words, [words.length], "u32", "onegen.state");
     this.hitIds = ctx.empty([1, this.k], "u32", "onegen.hits");
     this.hitScores = ctx.empty([1, this.k], "f32", "onegen.scores");
-    const slots = Math.max(1, steps);
-    this.ringIds = ctx.empty([slots, this.k], "u32", "onegen.hit_ring");
-    this.ringScores = ctx.empty([slots, this.k], "f32", "onegen.score_ring");
   }
 
   async beforeForward(step: DecodeStep): Promise<void> {
-    if (step.maxSteps > this.ringIds.shape[0]!) throw new Error(`RetrievalHook: the step holds ${step.maxSteps} steps, begin() planned ${this.ringIds.shape[0]}`);
     await detect(step.ctx, step.step, this.state, step.history, this.params(step));
   }
 
@@ -279,15 +291,15 @@ export class RetrievalHook implements DecodeHook {
     const index = this.spec.index;
     const p = this.params(step);
     await index.searchGpu(hidden!, this.k, { outIds: this.hitIds, outScores: this.hitScores, gate: this.state });
-    await record(ctx, this.state, this.hitIds, this.hitScores, step.step, this.ringIds, this.ringScores, p);
+    await record(ctx, this.state, this.hitIds, this.hitScores, step.step, step.history, p);
     if (!this.injecting) return;
     if (step.plan.numel < this.lMax) throw new Error(`RetrievalHook: the session's plan buffer holds ${step.plan.numel} rows, the hook needs ${this.lMax}`);
     await resolve(ctx, this.hitIds, index.entryTable, index.documentTable, index.tokens, step.step, this.state, step.history, step.plan, p);
   }
 
-  async onToken(tok: RetrievalToken, record: number, j: number): Promise<HookOutcome | void> {
+  async onToken(tok: RetrievalToken, record: number, _j: number, words: Uint32Array): Promise<HookOutcome | void> {
     if (!(record & RECORD_SEARCHED)) return;
-    const hits = await this.readHits(j);
+    const hits = this.hitsOf(words);
     tok.retrieval = { position: tok.position, hits };
     if (record & RECORD_OVERFLOW) {
       tok.injected = { refused: true };
@@ -301,14 +313,15 @@ export class RetrievalHook implements DecodeHook {
     return { injectedIds: ids };
   }
 
-  private async readHits(j: number): Promise<RetrievalHit[]> {
-    const ctx = this.session.ctx;
-    const ids = new Uint32Array((await ctx.readBytes(this.ringIds.buffer, 4 * this.k * j, 4 * this.k)).buffer);
-    const scores = new Float32Array((await ctx.readBytes(this.ringScores.buffer, 4 * this.k * j, 4 * this.k)).buffer);
+  /** The hits of a step that searched, from its record words (see recordReference). */
+  private hitsOf(words: Uint32Array): RetrievalHit[] {
+    if (words.length !== this.recordWords) throw new Error(`RetrievalHook: ${words.length} record words, expected ${this.recordWords}`);
+    const bits = words.slice(1 + this.k, 1 + 2 * this.k);
+    const scores = new Float32Array(bits.buffer, bits.byteOffset, this.k);
     const hits: RetrievalHit[] = [];
     for (let i = 0; i < this.k; i++) {
-      const e = ids[i]!;
-      if (e === 0xffffffff) break;
+      const e = words[1 + i]!;
+      if (e === NO_HIT) break;
       const { id, fragment } = this.spec.index.entry(e);
       hits.push({ id, fragment, score: scores[i]!, entry: e });
     }
@@ -318,6 +331,6 @@ export class RetrievalHook implements DecodeHook {
   end(): void {
     if (!this.live) return;
     this.live = false;
-    for (const t of [this.state, this.hitIds, this.hitScores, this.ringIds, this.ringScores]) t.dispose();
+    for (const t of [this.state, this.hitIds, this.hitScores]) t.dispose();
   }
 }
