@@ -46,6 +46,8 @@ export interface Plan {
   samples: (c: number) => { one: number; two: number };
   /** What was left out of the grid, and why (printed). */
   skipped: string[];
+  /** Measures to time (default both). The warm-up runs both at the first context regardless. */
+  measures?: Measure[];
 }
 
 const K = 4;
@@ -180,7 +182,7 @@ export async function benchPlan(ctx: GpuContext, env: BenchEnv, p: Plan): Promis
 
       for (const c of p.contexts) {
         const { one, two } = p.samples(c);
-        for (const measure of ["hits", "inject"] as const) {
+        for (const measure of p.measures ?? (["hits", "inject"] as const)) {
           const times: Record<Arm, number[]> = { "one-pass": [], "two-pass": [] };
           const top: Record<Arm, number[]> = { "one-pass": [], "two-pass": [] };
           for (let i = 0; i < Math.max(one, two); i++) {
