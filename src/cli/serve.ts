@@ -23,7 +23,7 @@ import { indexGpuBytesOf, loadIndex } from "../onegen/index-files.js";
 import type { ServedIndex } from "../serve/retrieval.js";
 
 /** --index NAME=DIR[,NAME=DIR…] */
-export function parseIndexFlag(v: string | undefined): { name: string; dir: string }[] {
+function parseIndexFlag(v: string | undefined): { name: string; dir: string }[] {
   if (v === undefined) return [];
   const out: { name: string; dir: string }[] = [];
   for (const part of v.split(",")) {

@@ -17,7 +17,7 @@
 // the capture itself (the first replay runs the first step).
 //
 // Refused inside a capture (UnsupportedError): write()/upload() (a host write would have to be
-// repeated per replay), readbacks, submit()/sync(), gated blocks (beginGate), nested captures,
+// repeated per replay), readbacks, submit()/sync(), nested captures,
 // replaying another program. Host-side values an op computes at capture time (shapes, positions
 // given as numbers, a step index in params) are frozen: only GPU-resident state may change
 // between replays.
@@ -173,7 +173,7 @@ export class CapturedProgram {
 
   /**
    * Encodes the recorded commands into the context's open batch (submit it as usual). Refused
-   * after dispose(), after the context was destroyed, inside a capture or a gated block.
+   * after dispose(), after the context was destroyed, or inside a capture.
    */
   replay(): void {
     if (this.disposed) throw new UsageError(`captured program '${this.label}' was replayed after dispose()`);

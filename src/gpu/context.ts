@@ -94,22 +94,6 @@ export interface WindowPlan {
 }
 
 const ARENA_CHUNK_BYTES = 64 * 1024;
-/** kernels/gate.wgsl: condition → indirect arguments for a gated block of dispatches (launched by beginGate). */
-export const GATE_VARIANT: KernelVariant = { file: "gate", name: "gate_args", defines: {}, bindings: ["read", "read", "read_write", "uniform"] };
-
-/**
- * CPU reference of kernels/gate.wgsl: the indirect arguments of a block of n dispatches, the
- * workgroup counts (x, y, z) of `template` when flag != 0, else (0, 1, 1) (an empty dispatch).
- */
-export function gateArgsReference(flag: number, template: ArrayLike<number>, n: number): Uint32Array {
-  const out = new Uint32Array(3 * n);
-  for (let i = 0; i < n; i++) {
-    out[3 * i] = flag !== 0 ? template[3 * i]! : 0;
-    out[3 * i + 1] = flag !== 0 ? template[3 * i + 1]! : 1;
-    out[3 * i + 2] = flag !== 0 ? template[3 * i + 2]! : 1;
-  }
-  return out;
-}
 const TENSOR_USAGE = 0x0080 /* STORAGE */ | 0x0004 /* COPY_SRC */ | 0x0008; /* COPY_DST */
 
 export class GpuContext {
@@ -135,15 +119,10 @@ export class GpuContext {
   private readonly bufferIds = new WeakMap<GPUBuffer, number>();
   private nextBufferId = 1;
   private readonly staging: GPUBuffer[] = [];
-  /** Buffer writes that must land just before the open batch runs (see beginGate). */
   /** Kernels dispatched in the open batch (named in errors found when it is submitted). */
   private readonly batchKernels = new Set<string>();
-  private readonly deferredWrites: { buffer: GPUBuffer; data: Uint8Array }[] = [];
-  /** Buffers to return to the pool once the open batch is submitted. */
-  private readonly releaseAfterSubmit: GPUBuffer[] = [];
   /** Buffers to destroy once the open batch is submitted (uniforms of disposed programs). */
   private readonly destroyAfterSubmit: GPUBuffer[] = [];
-  private gate: { flagName: string; counts: number[]; args: GPUBuffer; template: GPUBuffer; max: number; kernelName: string } | null = null;
   /** The open capture (beginCapture … endCapture): commands are recorded here instead of encoded. */
   private capture: { label: string; commands: RecordedCommand[] } | null = null;
   /** Programs captured and not disposed. */
@@ -247,7 +226,6 @@ export class GpuContext {
   /** Overwrites a tensor's contents from host data (ordered after every op encoded so far). */
   write(t: Tensor, data: ArrayLike<number> | ArrayBufferView, elementOffset = 0): void {
     t.assertLive();
-    this.refuseInGate(`write to '${t.label}'`);
     this.refuseInCapture(`write to '${t.label}'`, "a host write would have to be repeated by every replay: upload before beginCapture, or compute the data on the GPU");
     const bytes = toBytes(data, t.dtype, t.label);
     if (isQuantDType(t.dtype) && (elementOffset !== 0 || bytes.byteLength !== t.byteLength)) {
@@ -416,48 +394,8 @@ export class GpuContext {
     const pass = this.beginPass(kernel.name);
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, bindGroup, dynamicOffset === null ? [] : [dynamicOffset]);
-    const g = this.gate;
-    if (g) {
-      const i = g.counts.length / 3;
-      if (i >= g.max) throw new UnsupportedError(`gated block '${g.kernelName}': more than ${g.max} dispatches (raise maxDispatches in beginGate)`);
-      g.counts.push(x, y, z);
-      pass.dispatchWorkgroupsIndirect(g.args, 12 * i);
-    } else {
-      pass.dispatchWorkgroups(x, y, z);
-    }
+    pass.dispatchWorkgroups(x, y, z);
     this.afterDispatch(kernel.name);
-  }
-
-  /**
-   * Starts a gated block: every dispatch encoded until endGate() runs only if flag[0] != 0 on the
-   * GPU when the block executes. The block's workgroup counts are recorded while encoding and
-   * written (just before the batch is submitted) into a template that a tiny kernel, encoded
-   * here ahead of the block, turns into indirect arguments: (x, y, z) or (0, 1, 1). No host
-   * readback is involved. Copies, clears and writes cannot be gated and are refused inside.
-   */
-  async beginGate(flag: Tensor, label: string, maxDispatches = 1024): Promise<void> {
-    if (this.gate) throw new UnsupportedError(`beginGate('${label}'): gated blocks do not nest (open: '${this.gate.kernelName}')`);
-    this.refuseInCapture(`beginGate('${label}')`, "gated blocks cannot be captured: make the kernels read their condition or row count from a GPU buffer");
-    if (flag.dtype !== "u32") throw new ShapeError(`beginGate('${label}'): flag '${flag.label}' must be u32`);
-    const kernel = await this.kernels.get(GATE_VARIANT);
-    const bytes = 12 * maxDispatches;
-    const template = this.pool.acquire(bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, `gate.template.${label}`);
-    const args = this.pool.acquire(bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.INDIRECT, `gate.args.${label}`);
-    this.dispatch(kernel, [flag, { buffer: template, offset: 0, size: bytes }, { buffer: args, offset: 0, size: bytes }], new Uint8Array(Uint32Array.of(maxDispatches, 0, 0, 0).buffer), [Math.ceil(maxDispatches / 64)]);
-    this.gate = { flagName: flag.label, counts: [], args, template, max: maxDispatches, kernelName: label };
-  }
-
-  /** Ends the gated block started by beginGate(); returns how many dispatches it holds. */
-  endGate(): number {
-    const g = this.gate;
-    if (!g) throw new UnsupportedError("endGate() without beginGate()");
-    this.gate = null;
-    const data = new Uint8Array(12 * g.max);
-    const counts = new Uint32Array(data.buffer);
-    counts.set(g.counts);
-    this.deferredWrites.push({ buffer: g.template, data });
-    this.releaseAfterSubmit.push(g.template, g.args);
-    return g.counts.length / 3;
   }
 
   /** Like dispatch(), with the workgroup counts read from `indirect` (3 × u32 at `offset` bytes) on the GPU. */
@@ -477,7 +415,6 @@ export class GpuContext {
   /** Encodes a buffer copy into the batch (in order with dispatches). */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
     this.assertUsable();
-    this.refuseInGate("copy");
     if (this.capture) {
       this.pool.pinForCapture(src);
       this.pool.pinForCapture(dst);
@@ -491,7 +428,6 @@ export class GpuContext {
   /** Zero-fills a tensor (in order with dispatches). */
   clear(t: Tensor): void {
     this.assertUsable();
-    this.refuseInGate("clear");
     t.assertLive();
     const size = Math.ceil(t.byteLength / 4) * 4;
     if (this.capture) {
@@ -520,9 +456,6 @@ export class GpuContext {
     }
     this.arenaChunk = 0;
     this.arenaOffset = 0;
-    if (this.gate) throw new UnsupportedError(`submit() inside the gated block '${this.gate.kernelName}'`);
-    for (const w of this.deferredWrites) this.device.queue.writeBuffer(w.buffer, 0, w.data.buffer, w.data.byteOffset, w.data.byteLength);
-    this.deferredWrites.length = 0;
     // Errors Dawn finds when the batch is finished or submitted are attributed to its kernels.
     const kernels = [...this.batchKernels];
     this.batchKernels.clear();
@@ -534,8 +467,6 @@ export class GpuContext {
       if (err) this.pendingErrors.push(new GpuValidationError(`GPU validation error in a batch running kernels [${kernels.join(", ")}]: ${err.message}`));
     });
     this.stats.submits++;
-    for (const b of this.releaseAfterSubmit) this.pool.release(b);
-    this.releaseAfterSubmit.length = 0;
     for (const b of this.destroyAfterSubmit) b.destroy();
     this.destroyAfterSubmit.length = 0;
   }
@@ -578,14 +509,13 @@ export class GpuContext {
 
   /**
    * Starts recording: until endCapture(), dispatch / dispatchIndirect / copy / clear are recorded
-   * into a program instead of being encoded (nothing runs). Refused inside a gated block, inside
-   * another capture; write(), readbacks, submit() and beginGate() are refused while it is open.
+   * into a program instead of being encoded (nothing runs). Refused inside another capture;
+   * write(), readbacks and submit() are refused while it is open.
    * See src/gpu/capture.ts.
    */
   beginCapture(label: string): void {
     this.assertUsable();
     if (this.capture) throw new UnsupportedError(`beginCapture('${label}') inside the capture '${this.capture.label}': captures do not nest`);
-    if (this.gate) throw new UnsupportedError(`beginCapture('${label}') inside the gated block '${this.gate.kernelName}'`);
     this.pool.beginCapture();
     this.capture = { label, commands: [] };
   }
@@ -683,7 +613,6 @@ export class GpuContext {
     this.assertUsable();
     if (!this.programs.has(p)) throw new UsageError(`captured program '${p.label}' does not belong to this GpuContext`);
     if (this.capture) throw new UnsupportedError(`replay of '${p.label}' inside the capture '${this.capture.label}': captures do not nest`);
-    if (this.gate) throw new UnsupportedError(`replay of '${p.label}' inside the gated block '${this.gate.kernelName}': only dispatches encoded one by one can be gated`);
     const t0 = performance.now();
     p.encodeInto(this.replayTarget);
     const dt = performance.now() - t0;
@@ -722,10 +651,6 @@ export class GpuContext {
 
   private refuseInCapture(what: string, hint: string): void {
     if (this.capture) throw new UnsupportedError(`${what} inside the capture '${this.capture.label}'`, hint);
-  }
-
-  private refuseInGate(what: string): void {
-    if (this.gate) throw new UnsupportedError(`${what} inside the gated block '${this.gate.kernelName}': only dispatches can be gated`);
   }
 
   private assertUsable(): void {

@@ -640,13 +640,3 @@ export async function loadModel(ctx: GpuContext, dirOrPath: string | ModelDir, o
     await ckpt.close();
   }
 }
-
-/** Shape assertion used by callers that fetch one weight by name. */
-export function expectWeight(weights: ReadonlyMap<string, Tensor>, name: string, shape: readonly number[]): Tensor {
-  const t = weights.get(name);
-  if (!t) throw new LoadError(`weight '${name}' was not loaded`);
-  if (t.shape.length !== shape.length || t.shape.some((d, i) => d !== shape[i])) {
-    throw new ShapeError(`weight '${name}' has shape [${t.shape.join(", ")}], expected [${shape.join(", ")}]`);
-  }
-  return t;
-}

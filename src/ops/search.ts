@@ -208,9 +208,8 @@ export function releaseCosineIndexPack(index: Tensor): void {
  * are copied (an append-only index pays O(new rows) per append). The caller promises rows that
  * were copied do not change in place while the copy lives (an append-only index such as
  * DocumentIndex, whose growth reallocates the tensor, keeps it; otherwise releaseCosineIndexPack).
- * Encode it outside gated blocks (ctx.beginGate) and captures: a gated-off or replayed copy would
- * leave the cache believing in rows it does not hold. DocumentIndex keeps its copy current after
- * every change, so its searches never copy.
+ * Encode it outside captures: a replayed copy would leave the cache believing in rows it does
+ * not hold. DocumentIndex keeps its copy current after every change, so its searches never copy.
  */
 export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = index.shape[0]!, T = cosineTopKTiledShape(ctx).T): Promise<CosineIndexPack> {
   const op = "cosineIndexPack";
@@ -324,8 +323,8 @@ export interface CosineTopKOptions {
    * The index layout the scan reads. "auto" (default): "tiled" where this device class prefers it
    * (cosineTopKPreferredLayout) and a tiled copy holding rows [0, count) exists (cosineIndexPack;
    * DocumentIndex keeps one), else "rows": auto never makes a copy. "tiled" uses the copy, making or
-   * extending it first when needed (extra dispatches, cached: then encode the search outside gated
-   * blocks and captures; the caller promises the copied rows do not change in place).
+   * extending it first when needed (extra dispatches, cached: then encode the search outside
+   * captures; the caller promises the copied rows do not change in place).
    */
   layout?: CosineTopKLayout | "auto";
   /**

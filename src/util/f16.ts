@@ -72,17 +72,3 @@ export function bf16ArrayToF32(src: Uint16Array): Float32Array {
   for (let i = 0; i < src.length; i++) u[i] = src[i]! << 16;
   return out;
 }
-
-/** bf16 → f16 via f32 (values outside f16's range become ±inf, tiny ones flush toward zero). */
-export function bf16ArrayToF16(src: Uint16Array): Uint16Array {
-  const out = new Uint16Array(src.length);
-  for (let i = 0; i < src.length; i++) out[i] = f32ToF16Bits(bf16BitsToF32(src[i]!));
-  return out;
-}
-
-/** Rounds every element to f16 precision and back (for CPU references of f16 storage). */
-export function roundToF16(src: ArrayLike<number>): Float32Array {
-  const out = new Float32Array(src.length);
-  for (let i = 0; i < src.length; i++) out[i] = f16BitsToF32(f32ToF16Bits(src[i]!));
-  return out;
-}
