@@ -54,9 +54,7 @@
 // Precision: dot products accumulate in f32 (four vec4 lanes summed at the end with VEC4 or
 // TILED); f16 rows are widened to f32 exactly. ‖q‖² is a workgroup tree sum in f32.
 // Constraints: k ≤ S − WG; D % 4 == 0 for VEC4 (rows layout); tiled: any D, WG % T == 0.
-#if F16
-enable f16;
-#endif
+#include f16_enable
 #if NEEDP
 #include f16_packed
 #endif

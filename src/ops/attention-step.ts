@@ -53,16 +53,7 @@ function attentionStepLanesVariant(cache: StoreType, vec4: boolean, wg: number):
   return {
     file: "attention_step_lanes",
     name: `attention_step_lanes_${cache}_${vec4 ? "v4" : "s1"}_wg${wg}`,
-    defines: {
-      F16: cache === "f16",
-      PACKED: cache === "f16p",
-      VEC4: vec4,
-      WG: wg,
-      V: vec4 ? "vec4<f32>" : "f32",
-      CV: cache === "f16p" ? (vec4 ? "vec2<u32>" : "u32") : vec4 ? `vec4<${cache}>` : cache,
-    },
-    bindings: ["read", "read", "read", "read", "read_write", "read_write", "uniform"],
-    features: storeFeatures(cache),
+    ...attentionIo(cache, vec4, true, wg),
   };
 }
 
