@@ -3,7 +3,8 @@
 //   with QNORM: q = h ∘ g (h a raw pre-final-norm hidden row, g the final RMSNorm weight; the
 //   norm's 1/rms factor is a positive scale, which cosine cancels)
 //   result = the k best (score, id) pairs, best first; "better" = higher score, then lower id.
-// Reference: cosineTopKReference in src/ops/search.ts (the tiled layout: cosineIndexPackReference).
+// Reference: cosineTopKReference in src/ops/search.ts (the tiled layout: tiledCopyReference in
+// src/ops/tiled-copy.ts).
 //
 // Stage 1 (MERGE off): a window of index rows [firstRow, firstRow + rows) is bound; workgroup
 //   (g, q) scans rows [g·rowsPerWg, min((g+1)·rowsPerWg, rows)) of it for query q and writes its

@@ -4,7 +4,7 @@
 // without re-quantizing. Host only: no GPU is opened. --out follows the output rules of
 // src/io/output.ts (checked before any work, written atomically, never the input nor inside it).
 import { UsageError } from "../errors.js";
-import { formatBytes } from "../io/checkpoint.js";
+import { formatBytes } from "../io/memory-plan.js";
 import { quantizeModelDir } from "../quant/save.js";
 import { parseArgs, sizeFlag } from "./args.js";
 import { isQuantFormat, QUANT_FORMATS } from "../quant/formats.js";
