@@ -35,8 +35,8 @@ export * from "./io/source.js";
 export * from "./io/safetensors.js";
 export * from "./io/safetensors-write.js";
 export * from "./io/strict-json.js";
-export * from "./io/checkpoint.js";
-export * from "./io/memory-plan.js";
+export * from "./model/checkpoint.js";
+export * from "./model/memory-plan.js";
 export * from "./model/config.js";
 export * from "./tokenizer.js";
 

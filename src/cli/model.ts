@@ -7,7 +7,7 @@ import { loadDecoder, type LoadedDecoder } from "../model/load.js";
 import { parseIdList, type Tokenizer } from "../tokenizer.js";
 import { createProgressBar } from "./progress.js";
 import { numberFlag, sizeFlag, type ParsedArgs } from "./args.js";
-import { loadModelConfig } from "../io/checkpoint.js";
+import { loadModelConfig } from "../model/checkpoint.js";
 import { isQuantFormat, QUANT_FORMATS, type QuantFormat } from "../quant/formats.js";
 
 export const MODEL_FLAGS = ["model", "dtype", "context", "gpu-memory", "quantize"] as const;

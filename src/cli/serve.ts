@@ -14,7 +14,7 @@ import { numberFlag, parseArgs, sizeFlag } from "./args.js";
 import { MODEL_FLAGS, unusedTensorsWarning } from "./model.js";
 import { openDevice } from "../gpu/device.js";
 import { loadDecoder } from "../model/load.js";
-import { loadModelConfig } from "../io/checkpoint.js";
+import { loadModelConfig } from "../model/checkpoint.js";
 import { LoadError, UsageError } from "../errors.js";
 import { kvCacheBytes } from "../model/config.js";
 import { startServer } from "../serve/server.js";

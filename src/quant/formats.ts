@@ -21,7 +21,7 @@
 //   bytes [Q, Q + 2·N·B):  the scales d as f16 [N, B]
 // Q is a multiple of 16, so the scales start word aligned; total bytes = N·K · (1 + 1/16) for
 // Q8_0 and N·K · (1/2 + 1/16) for Q4_0 — Tensor byteLength with DTYPE_BYTES 17/16 and 9/16.
-// The same two arrays are what a quantized model directory stores per weight (src/quant/save.ts):
+// The same two arrays are what a quantized model directory stores per weight (src/model/save-quantized.ts):
 // `PREFIX.qweight` U8 [N, K] or [N, K/2] and `PREFIX.scales` F16 [N, K/32], byte-for-byte the
 // GGUF blocks' fields, so writing GGUF is interleaving them.
 

@@ -76,7 +76,7 @@ export function bf16ArrayToF32(src: Uint16Array): Float32Array {
 let bf16ToF16Table: Uint16Array | null = null;
 let f16ToF32Table: Float32Array | null = null;
 
-// Whole arrays on the checkpoint load path (src/io/checkpoint.ts): the two 16-bit conversions go
+// Whole arrays on the checkpoint load path (src/model/checkpoint.ts): the two 16-bit conversions go
 // through 65,536-entry tables built from the element functions above.
 
 /** bf16 bits → f16 bits for all 65,536 patterns (round to nearest even; exact reuse of f32ToF16Bits). */

@@ -13,9 +13,9 @@ import { isQuantDType, type DType, type QuantDType, type Tensor } from "../gpu/t
 import { QK, quantBytes, quantizeBlocksInto } from "../quant/formats.js";
 import { parseQuantizationRecord, storedQuantNames, type QuantizationRecord } from "../quant/policy.js";
 import { bf16ArrayToF32, convertBf16ToF16, convertF16ToF32, convertF32ToF16 } from "../util/f16.js";
-import { checkWeights, expectedTensors, parseModelConfig, reconcileVocabSize, type ModelConfig, type WeightCheck } from "../model/config.js";
-import { SafetensorsFile, bytesAsArray, dtypeBits, type SafetensorsDtype, type TensorInfo } from "./safetensors.js";
-import { joinName, readJson, toModelDir, type ModelDir } from "./source.js";
+import { checkWeights, expectedTensors, parseModelConfig, reconcileVocabSize, type ModelConfig, type WeightCheck } from "./config.js";
+import { SafetensorsFile, bytesAsArray, dtypeBits, type SafetensorsDtype, type TensorInfo } from "../io/safetensors.js";
+import { joinName, readJson, toModelDir, type ModelDir } from "../io/source.js";
 import { NonFiniteScan } from "../ops/nonfinite.js";
 import { checkMemoryPlan, formatBytes, planMemory, type MemoryPlan, type PlanOptions, type StoredQuant } from "./memory-plan.js";
 

@@ -6,11 +6,11 @@
 import { UnsupportedError } from "../errors.js";
 import type { RuntimeLimits } from "../gpu/context.js";
 import { DTYPE_BYTES, isQuantDType, type DType } from "../gpu/tensor.js";
-import { kvCacheBytes, type ModelConfig } from "../model/config.js";
+import { kvCacheBytes, type ModelConfig } from "./config.js";
 import { QK, quantBytes, type QuantFormat } from "../quant/formats.js";
 import { isQuantizedWeight } from "../quant/policy.js";
 import type { Checkpoint, CheckpointTensor } from "./checkpoint.js";
-import type { SafetensorsDtype } from "./safetensors.js";
+import type { SafetensorsDtype } from "../io/safetensors.js";
 
 export interface DtypeOptions {
   /** Float weights on the GPU: "auto" keeps F32 as f32 and stores F16/BF16 as f16; "f16"/"f32" force one. */
@@ -83,7 +83,7 @@ export interface MemoryPlan {
 }
 
 /**
- * A weight stored quantized in a model directory (src/quant/save.ts): `PREFIX.qweight` U8 and
+ * A weight stored quantized in a model directory (src/model/save-quantized.ts): `PREFIX.qweight` U8 and
  * `PREFIX.scales` F16 standing for `PREFIX.weight` [N, K]; loaded as they are (no re-quantizing).
  */
 export interface StoredQuant {
