@@ -6,7 +6,7 @@
 import type { RuntimeLimits } from "./adapter-info.js";
 import { checkParamsSize } from "./bind-groups.js";
 
-export const ARENA_CHUNK_BYTES = 64 * 1024;
+const ARENA_CHUNK_BYTES = 64 * 1024;
 
 export function roundUp(n: number, m: number): number {
   return Math.ceil(n / m) * m;

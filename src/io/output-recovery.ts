@@ -11,7 +11,7 @@ export interface CheckOutputOptions {
   onNote?: (line: string) => void;
 }
 
-export const defaultNote = (line: string) => {
+const defaultNote = (line: string) => {
   const proc = (globalThis as { process?: { stderr?: { write(s: string): unknown } } }).process;
   proc?.stderr?.write(`onegen: ${line}\n`);
 };

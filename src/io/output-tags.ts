@@ -34,7 +34,7 @@ export function outputTag(kind: DirKind): string {
   return JSON.stringify({ format: OUTPUT_TAG_FORMAT, kind, version: 1, writer: "onegen-webgpu" }) + "\n";
 }
 
-export function parseJsonObject(bytes: Uint8Array): Record<string, unknown> | null {
+function parseJsonObject(bytes: Uint8Array): Record<string, unknown> | null {
   try {
     const v = JSON.parse(new TextDecoder("utf-8", { fatal: true }).decode(bytes)) as unknown;
     return typeof v === "object" && v !== null && !Array.isArray(v) ? (v as Record<string, unknown>) : null;
