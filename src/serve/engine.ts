@@ -121,7 +121,7 @@ export interface EngineStats {
 }
 
 /** GPU bytes of the engine's KV cache. */
-function engineCacheBytes(decoder: Pick<Decoder, "config">, maxBatch: number, slotTokens: number, dtypeBytes = 2): number {
+export function engineCacheBytes(decoder: Pick<Decoder, "config">, maxBatch: number, slotTokens: number, dtypeBytes = 2): number {
   return kvCacheBytes(decoder.config, (maxBatch + 1) * slotTokens, dtypeBytes);
 }
 
