@@ -1,6 +1,8 @@
 // Host cost of a decode step encoded op by op vs captured once and replayed (src/gpu/capture.ts).
-// The step: greedy sample of the last logits → advance position/ranges/context → Decoder.forward
-// of the sampled token (all state GPU-resident, nothing read back), on a synthetic checkpoint
+// The step: greedy sample of the last logits → Decoder.forward of the sampled token at the last
+// prompt position (all state GPU-resident, nothing read back; the position is not advanced, so
+// every step attends to the same context; the live step, src/model/decode-step.ts, is timed through
+// Session.generate by bench/model.bench.ts), on a synthetic checkpoint
 // (bench/synthetic.ts: llama-134m; quick mode: tiny) and the bundled demo model. Per arm, per step:
 //   encode ms   host time to encode the step into the batch: `await step()` (params packing, kernel
 //               and bind-group lookups, pool traffic) vs `prog.replay()` (ctx.stats.replayEncodeMs
@@ -13,12 +15,11 @@
 //   gpu ms      K steps encoded into ONE batch, then submit → onSubmittedWorkDone / K (the GPU's
 //               share, host encoding excluded; includes Dawn's submit-time work).
 // Host times are kept per step and summarised by their median over all K × samples steps (and
-// their minimum: on a shared machine preemption only adds time). Arms alternate sample by sample; each sample resets the position to the same prompt length, so
-// both arms attend to the same context. Ratios are printed, never asserted.
+// their minimum: on a shared machine preemption only adds time). Arms alternate sample by sample;
+// both attend to the same context. Ratios are printed, never asserted.
 import type { GpuContext } from "../src/gpu/context.js";
 import type { Tensor } from "../src/gpu/tensor.js";
 import { sample } from "../src/ops/sample.js";
-import { advancePosition } from "../src/ops/decode_state.js";
 import { causalRangesFor } from "../src/model/session.js";
 import { loadDecoder } from "../src/model/load.js";
 import type { Decoder } from "../src/model/decoder.js";
@@ -45,10 +46,10 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
 }
 
 async function benchModel(ctx: GpuContext, env: BenchEnv, shape: string, m: { decoder: Decoder; dispose(): void }, K: number, samples: number): Promise<BenchRow[]> {
-  const P = 64; // prompt length: the context each step attends to (plus the steps of the sample)
+  const P = 64; // prompt length: the context each step attends to
   const dec = m.decoder;
   const V = dec.vocabSize;
-  const cap = P + K + 1;
+  const cap = P;
   const cache = dec.createCache(cap);
   const keep: Tensor[] = [];
   const u32 = (data: ArrayLike<number> | Uint32Array, n: number, label: string, rows = 0) => {
@@ -56,7 +57,7 @@ async function benchModel(ctx: GpuContext, env: BenchEnv, shape: string, m: { de
     keep.push(t);
     return t;
   };
-  // Prefill P ids once (the cache rows 0..P-1 stay; each sample rewinds the position to P-1).
+  // Prefill P ids once (rows 0..P-2 stay; every step rewrites row P-1 with the sampled id).
   const ids = u32(Array.from({ length: P }, (_, i) => (i * 7919) % V), P, "bench.ids");
   const pos = u32(Array.from({ length: P }, (_, i) => i), P, "bench.pos");
   const rng = u32(causalRangesFor(0, P), 2 * P, "bench.ranges", P);
@@ -67,18 +68,11 @@ async function benchModel(ctx: GpuContext, env: BenchEnv, shape: string, m: { de
   const token = u32([0], 1, "bench.token");
   const position = u32([P - 1], 1, "bench.position");
   const ranges = u32(causalRangesFor(P - 1, 1), 2, "bench.ranges1", 1);
-  const context = u32(new Uint32Array(cap), cap, "bench.context");
-  const rewind = () => {
-    ctx.write(position, Uint32Array.of(P - 1));
-    ctx.write(ranges, causalRangesFor(P - 1, 1));
-  };
   const step = async () => {
     await sample(ctx, logits, token, { temperature: 0, seed: 0, step: position });
-    await advancePosition(ctx, token, position, ranges, context);
     await dec.forward(cache, { ids: token, ropePositions: position, cacheRows: position, ranges }, { logitsRows: "all", logitsOut: logits });
   };
   // Warm-up of the encoded path (pipelines, pool, bind-group cache), then the capture.
-  rewind();
   for (let i = 0; i < 2; i++) await step();
   await ctx.sync();
   const d0 = ctx.stats.dispatches;
@@ -101,7 +95,6 @@ async function benchModel(ctx: GpuContext, env: BenchEnv, shape: string, m: { de
     for (const arm of ["encoded", "replayed"] as Arm[]) {
       const r = res.get(arm)!;
       // wall: K steps, each encoded and submitted, then one wait
-      rewind();
       await ctx.sync();
       const t0 = performance.now();
       for (let k = 0; k < K; k++) {
@@ -116,7 +109,6 @@ async function benchModel(ctx: GpuContext, env: BenchEnv, shape: string, m: { de
       await ctx.sync();
       r.wall.push((performance.now() - t0) / K);
       // gpu: K steps in one batch, timed from submit to done
-      rewind();
       await ctx.sync();
       for (let k = 0; k < K; k++) {
         const e0 = performance.now();
@@ -137,7 +129,7 @@ async function benchModel(ctx: GpuContext, env: BenchEnv, shape: string, m: { de
   // host work per step in the decode loop (the wall measurement): encode + submit
   const ratioHost = (med(enc.busy) + med(enc.submit)) / (med(rep.busy) + med(rep.submit));
   const ratioWall = med(enc.wall) / med(rep.wall);
-  const label = `${shape} decode step (sample+advance+forward), ctx ${P}, ${dispatches} dispatches`;
+  const label = `${shape} decode step (sample+forward), ctx ${P}, ${dispatches} dispatches`;
   env.log(
     `capture: ${label}: capture ${captureMs.toFixed(1)} ms once (${prog.bindGroupCount} bind groups, ${prog.uniformBytes} B params); ` +
       `encode ${med(enc.encode).toFixed(3)} → ${med(rep.encode).toFixed(3)} ms/step (×${ratioEncode.toFixed(1)} less; min ${min(enc.encode).toFixed(3)} → ${min(rep.encode).toFixed(3)}, ×${(min(enc.encode) / min(rep.encode)).toFixed(1)}), ` +

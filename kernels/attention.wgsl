@@ -39,12 +39,8 @@
 // 2 cores, 2026-11-24; full figures in the header of src/ops/attention.ts.
 // PACKED (f16 cache without shader-f16): CV = u32 (scalar: element e is in word e >> 1) or
 // vec2<u32> (VEC4: one vec4 slot in two words), packed pairs widened exactly to f32.
-#if F16
-enable f16;
-#endif
-#if PACKED
+#include f16_enable
 #include f16_packed
-#endif
 // The key loop (online softmax over 4-key tiles) is attend_keys in kernels/attention_core.wgsl,
 // shared with attention_step.wgsl.
 

@@ -30,12 +30,8 @@
 // per row on the GPU: c = max(min_chunk, ceil(len_t / n_splits)), so a short context does not
 // leave most splits idle and a long one is spread evenly. Without SPLIT one invocation per head
 // covers the whole range and normalises its output row.
-#if F16
-enable f16;
-#endif
-#if PACKED
+#include f16_enable
 #include f16_packed
-#endif
 #include step_state
 #include attention_load
 #include attention_core
@@ -80,24 +76,15 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let p0 = step_first_pos(step[STEP_LAST], step[STEP_ROWS]);
 
   for (var t = 0u; t < rows; t++) {
-    let end = p0 + t + 1u;
-    let hi_row = min(end, params.S);
-    var lo_row = 0u;
-    if (params.window > 0u && end > params.window) { lo_row = end - params.window; }
-    lo_row = min(lo_row, hi_row);
+    // without SPLIT: n_splits = 1, chunk = 0, so the keys are the row's whole range
+    let keys = split_keys(step_row_keys(p0, t, params.S, params.window), split, params.n_splits, params.chunk, params.min_chunk);
     let row = t * params.H + h;
-    var lo = lo_row;
-    var hi = hi_row;
 #if SPLIT
-    var chunk = params.chunk;
-    if (chunk == 0u) { chunk = max(params.min_chunk, (hi_row - lo_row + params.n_splits - 1u) / params.n_splits); }
-    lo = min(lo_row + split * chunk, hi_row);
-    if (split + 1u < params.n_splits) { hi = min(lo + chunk, hi_row); }
     let a0 = (row * params.n_splits + split) * ns;
 #else
     let a0 = row * ns;
 #endif
-    let ml = attend_keys(t * params.q_stride + h * ns, a0, kbase, lo, hi);
+    let ml = attend_keys(t * params.q_stride + h * ns, a0, kbase, keys.x, keys.y);
 #if SPLIT
     let p_idx = row * params.n_splits + split;
     part_ml[2u * p_idx] = ml.x;

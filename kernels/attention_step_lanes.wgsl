@@ -8,12 +8,13 @@
 //   (hi clamped to S, lo to hi). Split `split` covers [lo + split·c, ...) of that range, the last
 //   split runs to hi; c = params.chunk, or max(min_chunk, ceil(len/n_splits)) per row when 0.
 //
-// Bindings (group 0). V = vec4<f32> with VEC4 (hd % 4 == 0), else f32; slots = hd/4 or hd.
+// Bindings (group 0; all but step declared by kernels/attention_io.wgsl with SPLIT).
+// V = vec4<f32> with VEC4 (hd % 4 == 0), else f32; slots = hd/4 or hd.
 //   0 q:        array<V>   read        [maxRows, q_stride]  (qkv activations; q heads read)
 //   1 k_cache:  array<CV>  read        [Hkv, S, hd]
 //   2 v_cache:  array<CV>  read        [Hkv, S, hd]
 //   3 step:     array<u32> read        [8]   step state (kernels/step_state.wgsl)
-//   4 part_acc: array<V>   read_write  [maxRows, H, n_splits, slots]  unnormalised Σ p_j·v_j
+//   4 acc:      array<V>   read_write  [maxRows, H, n_splits, slots]  unnormalised Σ p_j·v_j
 //   5 part_ml:  array<f32> read_write  [maxRows, H, n_splits, 2]      (running max m, Σ p_j)
 //   6 params:   Params     uniform
 //
@@ -24,15 +25,11 @@
 // writes the 4 partial products q·k of that slot to workgroup memory; after a barrier the slot-0
 // lane of each head sums its head's slots (in slot order) into the 4 scores; after a second
 // barrier every lane applies the online-softmax update (m, l per head, replicated over its lanes)
-// to its own accumulator slot, acc = α·acc + Σ_k p_k·v_k[s] (registers: no private arrays). The
+// to its own accumulator slot, o_acc = α·o_acc + Σ_k p_k·v_k[s] (registers: no private arrays). The
 // scores are sums over slots of per-slot dot products, a different f32 summation order from
 // attention_core.wgsl (same float64 reference, same tolerance). All f32; f16 widened on load.
-#if F16
-enable f16;
-#endif
-#if PACKED
+#include f16_enable
 #include f16_packed
-#endif
 #include step_state
 #include attention_load
 
@@ -55,17 +52,10 @@ struct Params {
   _pad2: u32,
 }
 
-alias V = {{V}};
-const NEG: f32 = -3.0e38;
 const WG: u32 = {{WG}}u;
 
-@group(0) @binding(0) var<storage, read> q: array<V>;
-@group(0) @binding(1) var<storage, read> k_cache: array<{{CV}}>;
-@group(0) @binding(2) var<storage, read> v_cache: array<{{CV}}>;
+#include attention_io
 @group(0) @binding(3) var<storage, read> step: array<u32>;
-@group(0) @binding(4) var<storage, read_write> part_acc: array<V>;
-@group(0) @binding(5) var<storage, read_write> part_ml: array<f32>;
-@group(0) @binding(6) var<uniform> params: Params;
 
 var<workgroup> red: array<vec4<f32>, WG>;     // per lane: its slot's products with the tile's 4 keys
 var<workgroup> scores: array<vec4<f32>, WG>;  // per head of the group: the tile's 4 scores
@@ -88,21 +78,14 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let p0 = step_first_pos(step[STEP_LAST], step[STEP_ROWS]);
 
   for (var t = 0u; t < rows; t++) {
-    let end = p0 + t + 1u;
-    let hi_row = min(end, params.S);
-    var lo_row = 0u;
-    if (params.window > 0u && end > params.window) { lo_row = end - params.window; }
-    lo_row = min(lo_row, hi_row);
-    var chunk = params.chunk;
-    if (chunk == 0u) { chunk = max(params.min_chunk, (hi_row - lo_row + params.n_splits - 1u) / params.n_splits); }
-    let lo = min(lo_row + split * chunk, hi_row);
-    var hi = hi_row;
-    if (split + 1u < params.n_splits) { hi = min(lo + chunk, hi_row); }
+    let keys = split_keys(step_row_keys(p0, t, params.S, params.window), split, params.n_splits, params.chunk, params.min_chunk);
+    let lo = keys.x;
+    let hi = keys.y;
 
     let qv = q[t * params.q_stride + h * ns + s];
     var m = NEG;
     var l = 0.0;
-    var acc = V(0.0);
+    var o_acc = V(0.0);
     for (var j0 = lo; j0 < hi; j0 += 4u) {
       let valid = vec4<u32>(j0, j0 + 1u, j0 + 2u, j0 + 3u) < vec4<u32>(hi);
       let r0 = (kbase + j0) * ns + s;
@@ -123,16 +106,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       let p = exp(sc - vec4<f32>(m_new));
       l = l * alpha + ((p.x + p.y) + (p.z + p.w));
       m = m_new;
-      var o = acc * alpha;
+      var o = o_acc * alpha;
       o = fma(V(p.x), load_v(r0), o);
       o = fma(V(p.y), load_v(r1), o);
       o = fma(V(p.z), load_v(r2), o);
       o = fma(V(p.w), load_v(r3), o);
-      acc = o;
+      o_acc = o;
     }
     if (live) {
       let p_idx = (t * params.H + h) * params.n_splits + split;
-      part_acc[p_idx * ns + s] = acc;
+      acc[p_idx * ns + s] = o_acc;
       if (s == 0u) {
         part_ml[2u * p_idx] = m;
         part_ml[2u * p_idx + 1u] = l;

@@ -1,20 +1,11 @@
-// decode_state.wgsl: GPU-side bookkeeping between decode steps, so consecutive steps can be
-// encoded into one submit without the host writing anything (references: advanceReference,
+// decode_state.wgsl: GPU-side bookkeeping of the decode step, so consecutive steps can be
+// encoded into one submit without the host writing anything (references: advanceRowsReference,
 // forceAfterReference and copyInputAllowed in src/ops/decode_state.ts). Three kernels in one
-// file, chosen by defines (each has the one entry point `main`; src/ops/decode_state.ts names the
-// variants decode_advance, force_after_wgN and copy_input_wgN):
+// file, chosen by defines (src/ops/decode_state.ts names the variants decode_advance_rows_wgN,
+// force_after_wgN and copy_input_wgN):
 //
-// ADVANCE (one invocation):
-//   0 token:    array<u32>  read        [1]   id just sampled (input of the next step)
-//   1 position: array<u32>  read_write  [1]   position of the token being fed; += 1
-//   2 ranges:   array<u32>  read_write  [2]   attention range of the next step: [start, position + 1),
-//                                             start = position + 1 - window when a sliding window is set
-//   3 context:  array<u32>  read_write  [capacity]  every id in the cache; context[position] = token
-//   4 params:   Params      uniform     (a = capacity of `context`, b = sliding window or 0)
-// It runs after sampling step j: the sampled token will sit at position + 1.
-//
-// Neither ADVANCE nor COPY: force_after (one workgroup of WG invocations, strided over the
-// vocabulary):
+// Neither ADVANCE_ROWS nor COPY: force_after (entry point `main`; one workgroup of WG
+// invocations, strided over the vocabulary):
 //   0 context:  array<u32>  read        [capacity]  ids fed so far (context[0..=last])
 //   1 pattern:  array<u32>  read        [n]         the trigger sequence
 //   2 position: array<u32>  read        [1]         last = position[0], the newest id's index
@@ -23,8 +14,8 @@
 // `last` is read on the GPU so the rule sees injected text too (the host may not know it yet).
 // If context[last-n+1 ..= last] == pattern, every logit except the forced id becomes -inf.
 //
-// COPY: copy_input (one workgroup of WG invocations; invocation 0 replays the state
-// machine, all then mask strided over the vocabulary): entity-linking output constrained to be
+// COPY: copy_input (entry point `main`; one workgroup of WG invocations; invocation 0 replays
+// the state machine, all then mask strided over the vocabulary): entity-linking output constrained to be
 // the source text with mention markup (reference: copyInputAllowed in src/ops/decode_state.ts).
 //   0 context:  array<u32>  read        [capacity]  ids fed so far; the generated ones start at params.start
 //   1 table:    array<u32>  read        [2n + e]    source ids [n], their space-less twins [n]
@@ -114,22 +105,6 @@ fn advance_rows(@builtin(local_invocation_index) lid: u32) {
     step[STEP_COUNT] = j + 1u;
     step[STEP_PENDING] = 0u;
   }
-}
-#else
-#if ADVANCE
-@group(0) @binding(0) var<storage, read> token: array<u32>;
-@group(0) @binding(1) var<storage, read_write> position: array<u32>;
-@group(0) @binding(2) var<storage, read_write> ranges: array<u32>;
-@group(0) @binding(3) var<storage, read_write> context: array<u32>;
-@group(0) @binding(4) var<uniform> params: Params;
-
-@compute @workgroup_size(1)
-fn main() {
-  let p = position[0] + 1u;
-  position[0] = p;
-  ranges[1] = p + 1u;
-  if (params.b > 0u && p + 1u > params.b) { ranges[0] = p + 1u - params.b; }
-  if (p < params.a) { context[p] = token[0]; }
 }
 #else
 #if COPY
@@ -238,6 +213,5 @@ fn main(@builtin(local_invocation_index) lid: u32) {
     if (v != params.c) { logits[v] = params.neg_inf; }
   }
 }
-#endif
 #endif
 #endif

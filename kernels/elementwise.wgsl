@@ -10,12 +10,8 @@
 // PACKED (f16 without shader-f16): T = u32 holding two f16 elements; one invocation per word
 // (so no two invocations write one word); for odd n the last word's high half is the buffer's
 // padding and is written 0.
-#if F16
-enable f16;
-#endif
-#if PACKED
+#include f16_enable
 #include f16_packed
-#endif
 
 struct Params {
   n: u32,      // elements in this window

@@ -18,12 +18,8 @@
 // i copies element i of every live row, so neighbouring invocations read neighbouring elements.
 // Pure copy (f16 widened exactly to f32). With PACKED the window starts at an aligned byte offset,
 // so element 0 is the low half of word 0.
-#if F16
-enable f16;
-#endif
-#if PACKED
+#include f16_enable
 #include f16_packed
-#endif
 #include step_state
 
 struct Params {

@@ -14,16 +14,12 @@
 //   2 out:    array<f32>          read_write  [T, D]
 //   3 errors: array<atomic<u32>>  read_write  [1]    (bit 0: an id was ≥ V)
 //   4 params: Params              uniform
-// Mapping: one workgroup per token (linear workgroup index x + y·num_x); WG invocations stride
-// over the row. Pure copy (f16 widened exactly to f32).
+// Mapping (entry point in kernels/embedding_row.wgsl): one workgroup per token; WG invocations
+// stride over the row. Pure copy (f16 widened exactly to f32).
 // PACKED (f16 without shader-f16): E = u32, the window's f16 elements as packed pairs (the
 // window starts at an aligned byte offset, so element 0 is the low half of word 0).
-#if F16
-enable f16;
-#endif
-#if PACKED
+#include f16_enable
 #include f16_packed
-#endif
 
 struct Params {
   T: u32,         // tokens
@@ -44,14 +40,8 @@ struct Params {
 
 #include embedding_row
 
-@compute @workgroup_size({{WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let t = wid.x + wid.y * nwg.x;
-  if (t >= params.T) { return; }
-  let dst = t * params.D;
-  let row = window_row(t, lid);
-  if (row == NO_ROW) { return; }
+// Row `row` of the window, widened to f32, into out[dst ..< dst + D].
+fn copy_row(dst: u32, row: u32, lid: u32) {
   let src = row * params.D;
 #if PACKED
   for (var i = lid; i < params.D; i += {{WG}}u) { out[dst + i] = f16p_at(table[(src + i) >> 1u], src + i); }

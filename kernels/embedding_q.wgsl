@@ -15,8 +15,8 @@
 //   3 out:    array<f32>          read_write  [T, D]
 //   4 errors: array<atomic<u32>>  read_write  [1]    (bit 0: an id was ≥ V)
 //   5 params: Params              uniform
-// Mapping: one workgroup per token (linear workgroup index x + y·num_x); WG invocations stride over
-// the row, one element each. Exact: q · d is exact in f32.
+// Mapping (entry point in kernels/embedding_row.wgsl): one workgroup per token; WG invocations
+// stride over the row, one element each. Exact: q · d is exact in f32.
 
 struct Params {
   T: u32,         // tokens
@@ -38,14 +38,8 @@ struct Params {
 
 #include embedding_row
 
-@compute @workgroup_size({{WG}})
-fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
-        @builtin(local_invocation_index) lid: u32) {
-  let t = wid.x + wid.y * nwg.x;
-  if (t >= params.T) { return; }
-  let dst = t * params.D;
-  let row = window_row(t, lid);
-  if (row == NO_ROW) { return; }
+// Row `row` of the window, dequantized, into out[dst ..< dst + D].
+fn copy_row(dst: u32, row: u32, lid: u32) {
   let nb = params.D / 32u;
   for (var i = lid; i < params.D; i += {{WG}}u) {
     let b = row * nb + i / 32u;  // block index in the window

@@ -46,14 +46,12 @@ const MB: u32 = {{MB}}u;
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let g = (wid.x + wid.y * nwg.x) * {{WG}}u + lid;
-  let row0 = g * R;
-  if (row0 >= params.nw) { return; }
-  let mb0 = wid.z * MB;
+  let tile = tile_of(wid, nwg, lid);
+  if (tile.x >= params.nw) { return; }
   let cpr = params.K / {{VECN}}u;      // chunks per row
   var acc: array<vec4<f32>, {{ACC}}>;  // [MB][R]
-  var rows = tile_rows(row0);
-  var ms = tile_ms(mb0);
+  var rows = tile_rows(tile.x);
+  var ms = tile_ms(tile.y);
   for (var c = 0u; c < cpr; c++) {
     var xs: array<Chunk, {{MB}}>;
     for (var i = 0u; i < MB; i++) { xs[i] = load_x(ms[i], c, cpr); }
@@ -62,5 +60,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       for (var i = 0u; i < MB; i++) { acc[i * R + r] = fmac(wc, xs[i], acc[i * R + r]); }
     }
   }
-  store_tile(&acc, row0, mb0);
+  store_tile(&acc, tile.x, tile.y);
 }

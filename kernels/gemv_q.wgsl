@@ -116,15 +116,13 @@ fn load_w(row: u32, b: u32, h: u32, nb: u32, d: f32) -> W4 {
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
-  let g = (wid.x + wid.y * nwg.x) * {{WG}}u + lid;
-  let row0 = g * R;
-  if (row0 >= params.nw) { return; }
-  let mb0 = wid.z * MB;
+  let tile = tile_of(wid, nwg, lid);
+  if (tile.x >= params.nw) { return; }
   let cpr = params.K / 4u;   // x vec4s per row
   let nb = params.K / 32u;   // blocks per row
   var acc: array<vec4<f32>, {{ACC}}>;  // [MB][R]
-  var rows = tile_rows(row0);
-  var ms = tile_ms(mb0);
+  var rows = tile_rows(tile.x);
+  var ms = tile_ms(tile.y);
   for (var b = 0u; b < nb; b++) {
     var ds: array<f32, {{R}}>;
     for (var r = 0u; r < R; r++) { ds[r] = scale(rows[r], b, nb); }
@@ -179,5 +177,5 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
     }
 #endif
   }
-  store_tile(&acc, row0, mb0);
+  store_tile(&acc, tile.x, tile.y);
 }

@@ -1,6 +1,6 @@
 // gemv_repack.wgsl: packs W [N, K] (row-major, f32 or f16) into gemv_tiled.wgsl's lane-interleaved
 // tiles, Wp[tile][c][lane] = W[tile·T + lane, c·CE .. c·CE + CE), zero past N and K.
-// Reference: gemvTiledRepackReference in src/ops/linear.ts. Runs once per weight (cached).
+// Reference: tiledCopyReference in src/ops/tiled-copy.ts. Runs once per weight or index (cached).
 //
 // Bindings (group 0):
 //   0 src:    array<u32>            read        W rows ntile0·T .. of this window, from element

@@ -4,6 +4,12 @@
 // (hsum), the constants R and MB, ACC = R·MB, and y / params as in linear_io.wgsl.
 // Reference: linearReference in src/ops/linear.ts.
 
+// (row0, mb0) of invocation lid of workgroup wid in the one-tile-per-invocation GEMVs (gemv,
+// gemv_q): linear invocation index (x + y·num_x)·WG + lid, MB-row block wid.z.
+fn tile_of(wid: vec3<u32>, nwg: vec3<u32>, lid: u32) -> vec2<u32> {
+  return vec2<u32>(((wid.x + wid.y * nwg.x) * {{WG}}u + lid) * R, wid.z * MB);
+}
+
 // Row indices for loads, clamped to the window: rows past nw / M repeat the last one (their
 // results are not stored).
 fn tile_rows(row0: u32) -> array<u32, {{R}}> {

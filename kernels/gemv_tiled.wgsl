@@ -1,7 +1,7 @@
 // gemv_tiled.wgsl: y[m, n0 + n] = Σ_k x[m, k] · W[n, k] (+ bias[n])   for small M (decode), with W
 // repacked into lane-interleaved tiles so that neighbouring invocations read neighbouring memory.
-// Reference: linearReference in src/ops/linear.ts; the layout: gemvTiledRepackReference there
-// (made once per weight by kernels/gemv_repack.wgsl, cached beside the weight tensor).
+// Reference: linearReference in src/ops/linear.ts; the layout: tiledCopyReference in
+// src/ops/tiled-copy.ts (made once per weight by kernels/gemv_repack.wgsl, cached beside the weight).
 //
 // Layout of the packed W ("tiles", all in 16-byte chunks of CE elements: 8 halves or 4 f32):
 //   Wp[tile][c][lane] = W[tile·T + lane, c·CE .. c·CE + CE)   tile < ceil(N / T), c < Kc = ceil(K / CE)

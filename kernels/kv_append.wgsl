@@ -18,12 +18,8 @@
 // word whose halves both belong to this row is stored whole; with odd hd a row's first or last
 // word is shared with the neighbouring row (another invocation), so only this row's half is
 // changed, by atomicAnd (clear) then atomicOr (set): neither writer loses the other's half.
-#if F16
-enable f16;
-#endif
-#if PACKED
+#include f16_enable
 #include f16_packed
-#endif
 
 struct Params {
   T: u32,

@@ -17,12 +17,8 @@
 // two halves both lie in the row is stored whole; a word shared with a neighbouring row (odd D,
 // or an odd first element) gets its own half only, by atomicAnd (clear) then atomicOr (set), so
 // two invocations writing the two halves of one word never lose each other's half.
-#if F16
-enable f16;
-#endif
-#if PACKED
+#include f16_enable
 #include f16_packed
-#endif
 
 struct Params {
   R: u32,        // rows in this window

@@ -17,12 +17,8 @@
 // invocations stride over the row, accumulate Σh² in f32, then a tree reduction in workgroup
 // memory gives the row's sum. Statistics and the output are f32; f16 weights are widened to f32.
 // PACKED (f16 weights without shader-f16): W = u32 (scalar) or vec2<u32> (VEC4), packed pairs.
-#if F16
-enable f16;
-#endif
-#if PACKED
+#include f16_enable
 #include f16_packed
-#endif
 
 struct Params {
   T: u32,     // rows in this window

@@ -26,12 +26,8 @@
 // words ({i0, i1} and {i0 + hd/2, i1 + hd/2}), stored with atomicStore; with hd/2 odd a word
 // may be shared with the neighbouring invocation, so each element's half is changed alone
 // (atomicAnd then atomicOr, as kv_append.wgsl), neither writer losing the other's half.
-#if F16
-enable f16;
-#endif
-#if PACKED
+#include f16_enable
 #include f16_packed
-#endif
 #include step_state
 #include rope_sincos
 

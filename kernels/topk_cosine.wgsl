@@ -3,7 +3,8 @@
 //   with QNORM: q = h ∘ g (h a raw pre-final-norm hidden row, g the final RMSNorm weight; the
 //   norm's 1/rms factor is a positive scale, which cosine cancels)
 //   result = the k best (score, id) pairs, best first; "better" = higher score, then lower id.
-// Reference: cosineTopKReference in src/ops/search.ts (the tiled layout: cosineIndexPackReference).
+// Reference: cosineTopKReference in src/ops/search.ts (the tiled layout: tiledCopyReference in
+// src/ops/tiled-copy.ts).
 //
 // Stage 1 (MERGE off): a window of index rows [firstRow, firstRow + rows) is bound; workgroup
 //   (g, q) scans rows [g·rowsPerWg, min((g+1)·rowsPerWg, rows)) of it for query q and writes its
@@ -54,9 +55,7 @@
 // Precision: dot products accumulate in f32 (four vec4 lanes summed at the end with VEC4 or
 // TILED); f16 rows are widened to f32 exactly. ‖q‖² is a workgroup tree sum in f32.
 // Constraints: k ≤ S − WG; D % 4 == 0 for VEC4 (rows layout); tiled: any D, WG % T == 0.
-#if F16
-enable f16;
-#endif
+#include f16_enable
 #if NEEDP
 #include f16_packed
 #endif

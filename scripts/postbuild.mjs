@@ -1,6 +1,7 @@
 // After tsc: make the CLI executable and link it as node_modules/.bin/onegen, so that
-// `npx onegen` works inside a clone as it does for users who install the package.
-import { chmodSync, existsSync, mkdirSync, symlinkSync, unlinkSync, lstatSync } from "node:fs";
+// `npx onegen` works inside a clone as it does for users who install the package. Compiled test
+// suites whose source is gone (a removed test file) are deleted, so the runner does not run them.
+import { chmodSync, existsSync, mkdirSync, readdirSync, symlinkSync, unlinkSync, lstatSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 
@@ -16,4 +17,12 @@ if (existsSync(join(root, "node_modules"))) {
     if (lstatSync(link)) unlinkSync(link);
   } catch {}
   symlinkSync("../../dist/src/cli.js", link);
+}
+
+const distTest = join(root, "dist", "test");
+if (existsSync(distTest)) {
+  for (const f of readdirSync(distTest)) {
+    const m = /^(.*\.test)\.(js|js\.map|d\.ts)$/.exec(f);
+    if (m && !existsSync(join(root, "test", `${m[1]}.ts`))) unlinkSync(join(distTest, f));
+  }
 }

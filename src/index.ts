@@ -28,11 +28,15 @@ export * from "./ops/search.js";
 export * from "./ops/l2norm.js";
 export * from "./ops/decode_state.js";
 export * from "./ops/nonfinite.js";
+export * from "./ops/tiled-copy.js";
 
 // Checkpoints, configs, tokenizers
 export * from "./io/source.js";
 export * from "./io/safetensors.js";
-export * from "./io/checkpoint.js";
+export * from "./io/safetensors-write.js";
+export * from "./io/strict-json.js";
+export * from "./model/checkpoint.js";
+export * from "./model/memory-plan.js";
 export * from "./model/config.js";
 export * from "./tokenizer.js";
 

@@ -24,9 +24,10 @@ import { parseManifest } from "../src/onegen/index-format.js";
 import { loadIndex } from "../src/onegen/index-files.js";
 import { runEntityLinking } from "../src/onegen/entity-linking.js";
 import { runMultiHopQa } from "../src/onegen/multihop-qa.js";
-import { SafetensorsFile, layoutSafetensors, writeSafetensors, type SafetensorsDtype } from "../src/io/safetensors.js";
+import { SafetensorsFile, type SafetensorsDtype } from "../src/io/safetensors.js";
+import { layoutSafetensors, writeSafetensors } from "../src/io/safetensors-write.js";
 import { openFileSource } from "../src/io/source.js";
-import { uploadTensor } from "../src/io/checkpoint.js";
+import { uploadTensor } from "../src/model/checkpoint.js";
 import { toyTask, writeToyModelDir } from "./fixtures/train-data/toy.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");

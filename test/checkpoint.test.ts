@@ -8,18 +8,10 @@ import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { LoadError, ShapeError, UnsupportedError } from "../src/errors.js";
-import {
-  Checkpoint,
-  INDEX_FILE,
-  checkMemoryPlan,
-  loadModel,
-  loadModelConfig,
-  loadTensors,
-  openCheckpoint,
-  planMemory,
-  type LoadProgress,
-} from "../src/io/checkpoint.js";
-import { SafetensorsFile, writeSafetensors, type SafetensorsDtype, type TensorToWrite } from "../src/io/safetensors.js";
+import { Checkpoint, INDEX_FILE, loadModel, loadModelConfig, loadTensors, openCheckpoint, type LoadProgress } from "../src/model/checkpoint.js";
+import { checkMemoryPlan, planMemory } from "../src/model/memory-plan.js";
+import { SafetensorsFile, type SafetensorsDtype } from "../src/io/safetensors.js";
+import { writeSafetensors, type TensorToWrite } from "../src/io/safetensors-write.js";
 import { bytesSource, filesDir, openFileSource } from "../src/io/source.js";
 import { expectedTensors, parseModelConfig } from "../src/model/config.js";
 import { infoCommand } from "../src/cli/info.js";

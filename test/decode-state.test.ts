@@ -2,29 +2,8 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { gpu } from "./helpers/gpu.js";
 import { assertEqualArrays } from "./helpers/check.js";
-import { advancePosition, advanceReference, COPY_NONE, copyInput, copyInputAllowed, copyInputTable, forceAfter, forceAfterReference, type CopyInputRule } from "../src/ops/decode_state.js";
+import { COPY_NONE, copyInput, copyInputAllowed, copyInputTable, forceAfter, forceAfterReference, type CopyInputRule } from "../src/ops/decode_state.js";
 import { Rng } from "../src/util/rng.js";
-
-test("advancePosition matches its reference, with and without a sliding window", async () => {
-  const ctx = await gpu();
-  for (const window of [0, 4]) {
-    const token = ctx.upload(Uint32Array.of(0), [1], "u32", "token");
-    const position = ctx.upload(Uint32Array.of(2), [1], "u32", "position");
-    const ranges = ctx.upload(Uint32Array.of(0, 3), [1, 2], "u32", "ranges");
-    const context = ctx.upload(new Uint32Array(8).fill(0xdeadbeef), [8], "u32", "context");
-    let ref = { position: 2, ranges: [0, 3] as [number, number] };
-    const ctxRef = new Uint32Array(8).fill(0xdeadbeef);
-    for (let step = 0; step < 7; step++) {
-      ctx.write(token, Uint32Array.of(100 + step));
-      await advancePosition(ctx, token, position, ranges, context, window);
-      ref = advanceReference(ref.position, ref.ranges, window);
-      if (ref.position < 8) ctxRef[ref.position] = 100 + step;
-      assert.is((await position.read())[0], ref.position, `window ${window} step ${step}: position`);
-      assertEqualArrays(await ranges.read(), ref.ranges, `window ${window} step ${step}: ranges`);
-    }
-    assertEqualArrays(await context.read(), ctxRef, `window ${window}: context (no write past its end)`);
-  }
-});
 
 test("forceAfter fires exactly when the context ends with the pattern", async () => {
   const ctx = await gpu();

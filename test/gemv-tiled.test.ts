@@ -16,12 +16,12 @@ import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
 import { Session } from "../src/model/session.js";
 import { TrainModel } from "../src/train/model.js";
 import { modelFixture } from "./helpers/fixtures.js";
+import { tiledCopyReference } from "../src/ops/tiled-copy.js";
 import {
   gemvPackBytes,
   gemvPackOf,
   gemvTiledPreferred,
   gemvTiledShape,
-  gemvTiledRepackReference,
   launchLinear,
   linear,
   linearReference,
@@ -59,7 +59,7 @@ async function check(ctx: GpuContext, M: number, N: number, K: number, wd: WD, b
   return label;
 }
 
-test("repack: the tiled copy equals gemvTiledRepackReference bit for bit (f32, f16; N, K ragged)", async () => {
+test("repack: the tiled copy equals tiledCopyReference bit for bit (f32, f16; N, K ragged)", async () => {
   await forDevices({}, async (ctx, dev) => {
     for (const wd of ["f32", "f16"] as const) {
       for (const [N, K] of [[1, 1], [3, 7], [65, 13], [130, 17], [64, 16], [200, 9]] as const) {
@@ -71,7 +71,7 @@ test("repack: the tiled copy equals gemvTiledRepackReference bit for bit (f32, f
         const got = (await pack.tensor.read()) as Uint32Array;
         const ce = wd === "f16" ? 8 : 4;
         const raw = bits ? Array.from(bits) : Array.from(new Uint32Array(wf.buffer, wf.byteOffset, wf.length));
-        const ref = gemvTiledRepackReference(raw, N, K, ce, pack.T);
+        const ref = tiledCopyReference(raw, N, K, ce, pack.T);
         const want = new Uint32Array(got.length);
         for (let i = 0; i < want.length; i++) want[i] = wd === "f16" ? (ref[2 * i]! | (ref[2 * i + 1]! << 16)) >>> 0 : ref[i]!;
         for (let i = 0; i < want.length; i++) {
@@ -80,7 +80,7 @@ test("repack: the tiled copy equals gemvTiledRepackReference bit for bit (f32, f
         assert.ok(gemvPackOf(w) === pack && (await packGemvWeight(ctx, w)) === pack, "cached: made once");
         // another tile height replaces the copy (T = 64, the hardware GPUs' tile, checked here too)
         const p64 = await packGemvWeight(ctx, w, 64);
-        const ref64 = gemvTiledRepackReference(raw, N, K, ce, 64);
+        const ref64 = tiledCopyReference(raw, N, K, ce, 64);
         const got64 = (await p64.tensor.read()) as Uint32Array;
         for (let i = 0; i < got64.length; i++) {
           const want64 = wd === "f16" ? (ref64[2 * i]! | (ref64[2 * i + 1]! << 16)) >>> 0 : ref64[i]!;

@@ -22,6 +22,13 @@ test("preprocessor: #if/#else/#endif, negation, nesting, substitution, and loud 
   assert.throws(() => preprocessWgsl("#if X\n", { X: true }, "t"), /without #endif/);
   assert.throws(() => preprocessWgsl("#endif\n", {}, "t"), /without #if/);
   assert.throws(() => preprocessWgsl("#define X\n", {}, "t"), /unknown directive/);
+  // an included file's enable directive goes before everything, on line 1 (line numbers kept)
+  const inc = { e: "#if F16\nenable f16;\n#endif\nfn e() {}" };
+  const withEnable = preprocessWgsl("// head\n#include e\nfn f() {}", { F16: true }, "t", inc).split("\n");
+  assert.is(withEnable[0], "enable f16; // head");
+  assert.is(withEnable[2], "fn f() {}");
+  assert.not.ok(withEnable.slice(1).some((l) => l.includes("enable")), "enable appears once");
+  assert.is(preprocessWgsl("// head\n#include e\nfn f() {}", { F16: false }, "t", inc).split("\n")[0], "// head");
 });
 
 test("an invalid kernel raises GpuValidationError naming the kernel and the line", async () => {

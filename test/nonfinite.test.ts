@@ -12,7 +12,7 @@ import { forDevices, gpu } from "./helpers/gpu.js";
 import { assertRejects } from "./helpers/check.js";
 import { FIXTURE_ROOT } from "./helpers/golden.js";
 import { countNonFinite, countNonFiniteReference, NonFiniteScan } from "../src/ops/nonfinite.js";
-import { loadModel } from "../src/io/checkpoint.js";
+import { loadModel } from "../src/model/checkpoint.js";
 import { LoadError, NonFiniteError } from "../src/errors.js";
 import { loadDecoder } from "../src/model/load.js";
 import { Session } from "../src/model/session.js";

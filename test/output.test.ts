@@ -12,7 +12,7 @@ import { join } from "node:path";
 import { UsageError } from "../src/errors.js";
 import { assertRejects } from "./helpers/check.js";
 import { checkOutput, checkOutputs, fileIsOurs, outputTag, recoverIn, recoverOutput, resolveReal, writeDirAtomic, writeFileAtomic, OUTPUT_TAG_FILE } from "../src/io/output.js";
-import { writeSafetensors } from "../src/io/safetensors.js";
+import { writeSafetensors } from "../src/io/safetensors-write.js";
 
 async function tmp(): Promise<string> {
   return mkdtemp(join(tmpdir(), "onegen-output-"));

@@ -12,8 +12,8 @@ import { assertRejects } from "./helpers/check.js";
 import { FIXTURE_ROOT, readGolden } from "./helpers/golden.js";
 import { loadDecoder } from "../src/model/load.js";
 import { Session } from "../src/model/session.js";
-import { openCheckpoint } from "../src/io/checkpoint.js";
-import { quantizeModelDir } from "../src/quant/save.js";
+import { openCheckpoint } from "../src/model/checkpoint.js";
+import { quantizeModelDir } from "../src/model/save-quantized.js";
 import { LoadError, UnsupportedError, UsageError } from "../src/errors.js";
 import type { Tensor } from "../src/gpu/tensor.js";
 

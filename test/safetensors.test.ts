@@ -9,18 +9,10 @@ import { tmpdir } from "node:os";
 import { join } from "node:path";
 import { createServer } from "node:http";
 import { LoadError, UnsupportedError } from "../src/errors.js";
-import {
-  SafetensorsFile,
-  SafetensorsFormatError,
-  bytesAsArray,
-  convertBf16ToF16,
-  convertF16ToF32,
-  layoutSafetensors,
-  parseStrictJson,
-  writeSafetensors,
-  type SafetensorsRule,
-  type TensorToWrite,
-} from "../src/io/safetensors.js";
+import { SafetensorsFile, SafetensorsFormatError, bytesAsArray, type SafetensorsRule } from "../src/io/safetensors.js";
+import { convertBf16ToF16, convertF16ToF32 } from "../src/util/f16.js";
+import { layoutSafetensors, writeSafetensors, type TensorToWrite } from "../src/io/safetensors-write.js";
+import { parseStrictJson } from "../src/io/strict-json.js";
 import { blobSource, bytesSource, httpSource, openFileSource, type ByteSource } from "../src/io/source.js";
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../src/util/f16.js";
 import { Rng } from "../src/util/rng.js";

@@ -2,7 +2,8 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { forDevices, gpu } from "./helpers/gpu.js";
 import { assertClose, assertEqualArrays, assertRejects } from "./helpers/check.js";
-import { COSINE_TOPK_LAYOUTS, cosineIndexPack, cosineIndexPackOf, cosineIndexPackReference, cosineTopK, cosineTopKReference, NO_ID, TOPK_MAX_K, type CosineTopKLayout, type TopkTileShape } from "../src/ops/search.js";
+import { COSINE_TOPK_LAYOUTS, cosineIndexPack, cosineIndexPackOf, cosineTopK, cosineTopKReference, NO_ID, TOPK_MAX_K, type CosineTopKLayout, type TopkTileShape } from "../src/ops/search.js";
+import { tiledCopyReference } from "../src/ops/tiled-copy.js";
 import type { GpuContext } from "../src/gpu/context.js";
 import { ShapeError, UsageError } from "../src/errors.js";
 import { Rng } from "../src/util/rng.js";
@@ -147,7 +148,7 @@ test("cosineTopK: argument errors", async () => {
   await assertRejects(() => cosineTopK(ctx, ctx.empty([4], "f32", "q"), ix, 2, { normWeight: ctx.empty([5], "f32", "g") }), ShapeError, [/normWeight/], "norm weight shape");
 });
 
-test("cosineIndexPack: the tiled copy matches cosineIndexPackReference (f32, f16; D odd; count < N; extended when count grows)", async () => {
+test("cosineIndexPack: the tiled copy matches tiledCopyReference (f32, f16; D odd; count < N; extended when count grows)", async () => {
   await forDevices({}, async (ctx) => {
     for (const [N, D, counts, T] of [[600, 13, [257, 300, 599], 8], [40, 8, [3, 40], 1], [3, 1, [3], 8], [700, 6, [100, 650], 64]] as const) {
       for (const dt of ["f32", "f16"] as const) {
@@ -160,7 +161,7 @@ test("cosineIndexPack: the tiled copy matches cosineIndexPackReference (f32, f16
           assert.is(await cosineIndexPack(ctx, index, count, T), pack, "same count: reused");
           assert.is((await cosineIndexPack(ctx, index, Math.max(1, count - 1), T)).count, count, "fewer rows: the copy holds them already");
           const words = await pack.tensor.read();
-          const want = cosineIndexPackReference(vals, count, D, dt === "f16" ? 8 : 4, T);
+          const want = tiledCopyReference(vals, count, D, dt === "f16" ? 8 : 4, T);
           const all = dt === "f32" ? Array.from(new Float32Array(words.buffer, words.byteOffset, words.length)) : Array.from(f16ArrayToF32(new Uint16Array(words.buffer, words.byteOffset, words.length * 2)));
           assertEqualArrays(all.slice(0, want.length), want, `pack N=${N} D=${D} T=${T} count=${count} (after ${counts.join(", ")}) ${dt}`);
           if (T === 8) { // the default software tile height (other T: the tile-shape test)

@@ -24,8 +24,9 @@
 // vocab_size ≥ 259). Ids the tokenizer leaves unused get "[PAD{i}]". The benchmarks feed token ids,
 // so the vocabulary only has to load.
 import { UnsupportedError, UsageError } from "../../src/errors.js";
-import { openCheckpoint, loadModelConfig } from "../../src/io/checkpoint.js";
-import { convertF32ToF16, bytesAsArray, toF32 } from "../../src/io/safetensors.js";
+import { openCheckpoint, loadModelConfig } from "../../src/model/checkpoint.js";
+import { bytesAsArray, toF32 } from "../../src/io/safetensors.js";
+import { convertF32ToF16 } from "../../src/util/f16.js";
 import { GGML_TYPES, LLAMA_FILE_TYPES, layoutGguf, writeGguf, type GgmlTypeName, type GgufTensorSpec, type GgufValue } from "../../src/io/gguf.js";
 import { quantizeQ4_0, quantizeQ8_0 } from "../../src/io/ggml-quants.js";
 import { FILE_FORMATS, GGUF_TAG_KEY, writeFileAtomic } from "../../src/io/output.js";

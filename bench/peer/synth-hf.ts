@@ -10,7 +10,7 @@
 // directory that matches and rewrites one that does not.
 import { readFile } from "node:fs/promises";
 import { join } from "node:path";
-import { layoutSafetensors } from "../../src/io/safetensors.js";
+import { layoutSafetensors } from "../../src/io/safetensors-write.js";
 import { writeDirAtomic } from "../../src/io/output.js";
 import { expectedTensors } from "../../src/model/config.js";
 import { f32ArrayToF16 } from "../../src/util/f16.js";

@@ -24,7 +24,6 @@ import sys
 
 sys.dont_write_bytecode = True  # keep scripts/golden free of __pycache__
 
-import argparse
 import hashlib
 import json
 import math
@@ -38,6 +37,7 @@ import torch
 
 from reference import (ModelSpec, ReferenceModel, RopeSpec, default_inv_freq, inv_freq_for,
                        llama3_inv_freq, llama3_inv_freq_loop, model_spec_from_config)
+from cli import check_flag
 from safetensors_io import read_checkpoint, read_safetensors, serialize, write_safetensors
 
 SEED = 20240611
@@ -55,11 +55,11 @@ TORCH_DTYPE_NAME = {"F32": "float32", "F16": "float16", "BF16": "bfloat16"}
 # indent 2, sorted keys). v4 layout unless noted.
 
 
-def llama_config_v4(*, hidden, layers, heads, kv_heads, inter, vocab, dtype, tie, rope_theta,
-                    max_pos, eps, bos, eos, rope_scaling=None, head_dim=None) -> Dict[str, object]:
-    cfg: Dict[str, object] = {
-        "architectures": ["LlamaForCausalLM"],
-        "attention_bias": False,
+def base_config(*, arch, model_type, hidden, layers, heads, kv_heads, inter, vocab, tie, max_pos, eps,
+                bos, eos) -> Dict[str, object]:
+    """The keys every architecture's config.json shares."""
+    return {
+        "architectures": [arch],
         "attention_dropout": 0.0,
         "bos_token_id": bos,
         "eos_token_id": eos,
@@ -68,21 +68,23 @@ def llama_config_v4(*, hidden, layers, heads, kv_heads, inter, vocab, dtype, tie
         "initializer_range": 0.02,
         "intermediate_size": inter,
         "max_position_embeddings": max_pos,
-        "mlp_bias": False,
-        "model_type": "llama",
+        "model_type": model_type,
         "num_attention_heads": heads,
         "num_hidden_layers": layers,
         "num_key_value_heads": kv_heads,
-        "pretraining_tp": 1,
         "rms_norm_eps": eps,
-        "rope_scaling": rope_scaling,
-        "rope_theta": rope_theta,
         "tie_word_embeddings": tie,
-        "torch_dtype": dtype,
-        "transformers_version": "4.46.3",
         "use_cache": True,
         "vocab_size": vocab,
     }
+
+
+def llama_config_v4(*, hidden, layers, heads, kv_heads, inter, vocab, dtype, tie, rope_theta,
+                    max_pos, eps, bos, eos, rope_scaling=None, head_dim=None) -> Dict[str, object]:
+    cfg = base_config(arch="LlamaForCausalLM", model_type="llama", hidden=hidden, layers=layers, heads=heads,
+                      kv_heads=kv_heads, inter=inter, vocab=vocab, tie=tie, max_pos=max_pos, eps=eps, bos=bos, eos=eos)
+    cfg.update({"attention_bias": False, "mlp_bias": False, "pretraining_tp": 1, "rope_scaling": rope_scaling,
+                "rope_theta": rope_theta, "torch_dtype": dtype, "transformers_version": "4.46.3"})
     if head_dim is not None:
         cfg["head_dim"] = head_dim
     return cfg
@@ -92,153 +94,78 @@ def llama_config_v5(*, hidden, layers, heads, kv_heads, inter, vocab, dtype, tie
                     max_pos, eps, bos, eos) -> Dict[str, object]:
     """transformers >= 5 layout: `rope_parameters` replaces top-level rope_theta/rope_scaling,
     `dtype` replaces `torch_dtype`, head_dim and pad_token_id are always written."""
-    return {
-        "architectures": ["LlamaForCausalLM"],
-        "attention_bias": False,
-        "attention_dropout": 0.0,
-        "bos_token_id": bos,
-        "dtype": dtype,
-        "eos_token_id": eos,
-        "head_dim": hidden // heads,
-        "hidden_act": "silu",
-        "hidden_size": hidden,
-        "initializer_range": 0.02,
-        "intermediate_size": inter,
-        "max_position_embeddings": max_pos,
-        "mlp_bias": False,
-        "model_type": "llama",
-        "num_attention_heads": heads,
-        "num_hidden_layers": layers,
-        "num_key_value_heads": kv_heads,
-        "pad_token_id": None,
-        "pretraining_tp": 1,
-        "rms_norm_eps": eps,
-        "rope_parameters": rope_parameters,
-        "tie_word_embeddings": tie,
-        "transformers_version": "5.0.0",
-        "use_cache": True,
-        "vocab_size": vocab,
-    }
+    cfg = base_config(arch="LlamaForCausalLM", model_type="llama", hidden=hidden, layers=layers, heads=heads,
+                      kv_heads=kv_heads, inter=inter, vocab=vocab, tie=tie, max_pos=max_pos, eps=eps, bos=bos, eos=eos)
+    cfg.update({"attention_bias": False, "dtype": dtype, "head_dim": hidden // heads, "mlp_bias": False,
+                "pad_token_id": None, "pretraining_tp": 1, "rope_parameters": rope_parameters,
+                "transformers_version": "5.0.0"})
+    return cfg
 
 
 def qwen2_config(*, hidden, layers, heads, kv_heads, inter, vocab, dtype, tie, rope_theta, max_pos,
                  eps, bos, eos) -> Dict[str, object]:
     # Qwen2.5 style: sliding_window is set but disabled by use_sliding_window=false.
-    return {
-        "architectures": ["Qwen2ForCausalLM"],
-        "attention_dropout": 0.0,
-        "bos_token_id": bos,
-        "eos_token_id": eos,
-        "hidden_act": "silu",
-        "hidden_size": hidden,
-        "initializer_range": 0.02,
-        "intermediate_size": inter,
-        "max_position_embeddings": max_pos,
-        "max_window_layers": layers,
-        "model_type": "qwen2",
-        "num_attention_heads": heads,
-        "num_hidden_layers": layers,
-        "num_key_value_heads": kv_heads,
-        "rms_norm_eps": eps,
-        "rope_scaling": None,
-        "rope_theta": rope_theta,
-        "sliding_window": 32768,
-        "tie_word_embeddings": tie,
-        "torch_dtype": dtype,
-        "transformers_version": "4.46.3",
-        "use_cache": True,
-        "use_sliding_window": False,
-        "vocab_size": vocab,
-    }
+    cfg = base_config(arch="Qwen2ForCausalLM", model_type="qwen2", hidden=hidden, layers=layers, heads=heads,
+                      kv_heads=kv_heads, inter=inter, vocab=vocab, tie=tie, max_pos=max_pos, eps=eps, bos=bos, eos=eos)
+    cfg.update({"max_window_layers": layers, "rope_scaling": None, "rope_theta": rope_theta, "sliding_window": 32768,
+                "torch_dtype": dtype, "transformers_version": "4.46.3", "use_sliding_window": False})
+    return cfg
 
 
 def mistral_config(*, hidden, layers, heads, kv_heads, inter, vocab, dtype, tie, rope_theta, max_pos,
                    eps, bos, eos, head_dim) -> Dict[str, object]:
-    return {
-        "architectures": ["MistralForCausalLM"],
-        "attention_dropout": 0.0,
-        "bos_token_id": bos,
-        "eos_token_id": eos,
-        "head_dim": head_dim,
-        "hidden_act": "silu",
-        "hidden_size": hidden,
-        "initializer_range": 0.02,
-        "intermediate_size": inter,
-        "max_position_embeddings": max_pos,
-        "model_type": "mistral",
-        "num_attention_heads": heads,
-        "num_hidden_layers": layers,
-        "num_key_value_heads": kv_heads,
-        "rms_norm_eps": eps,
-        "rope_theta": rope_theta,
-        "sliding_window": None,
-        "tie_word_embeddings": tie,
-        "torch_dtype": dtype,
-        "transformers_version": "4.46.3",
-        "use_cache": True,
-        "vocab_size": vocab,
-    }
+    cfg = base_config(arch="MistralForCausalLM", model_type="mistral", hidden=hidden, layers=layers, heads=heads,
+                      kv_heads=kv_heads, inter=inter, vocab=vocab, tie=tie, max_pos=max_pos, eps=eps, bos=bos, eos=eos)
+    cfg.update({"head_dim": head_dim, "rope_theta": rope_theta, "sliding_window": None, "torch_dtype": dtype,
+                "transformers_version": "4.46.3"})
+    return cfg
 
 
 # ----------------------------------------------------------------------------------------------
 # Fixture definitions
 
 
+def fixture(name: str, storage: str, config: Dict[str, object], bias: bool = False,
+            max_shard_bytes: int = 0, expect_shards: int = 1) -> Dict[str, object]:
+    """One fixture: its name, weight storage dtype, bias flag, shard cut and config."""
+    fx: Dict[str, object] = {"name": name, "storage": storage, "max_shard_bytes": max_shard_bytes, "bias": bias,
+                             "config": config}
+    if expect_shards != 1:
+        fx["expect_shards"] = expect_shards
+    return fx
+
+
 def fixtures() -> List[Dict[str, object]]:
     return [
-        {
-            "name": "llama-gqa-f32",
-            "storage": "F32",
-            "max_shard_bytes": 0,
-            "bias": False,
-            "config": llama_config_v4(hidden=64, layers=2, heads=4, kv_heads=2, inter=160, vocab=384,
-                                      dtype="float32", tie=False, rope_theta=10000.0, max_pos=128,
-                                      eps=1e-5, bos=1, eos=2),
-        },
-        {
-            "name": "llama3-scaled-bf16-sharded",
-            "storage": "BF16",
-            # 2 shards; the cut falls inside layer 1 (attention in shard 1, MLP in shard 2)
-            "max_shard_bytes": 330000,
-            "expect_shards": 2,
-            "bias": False,
-            "config": llama_config_v4(hidden=96, layers=2, heads=8, kv_heads=2, inter=224, vocab=500,
-                                      dtype="bfloat16", tie=False, rope_theta=500000.0, max_pos=512,
-                                      eps=1e-5, bos=1, eos=[2, 3, 4],
-                                      rope_scaling={"factor": 8.0, "high_freq_factor": 4.0,
-                                                    "low_freq_factor": 1.0,
-                                                    "original_max_position_embeddings": 64,
-                                                    "rope_type": "llama3"}),
-        },
-        {
-            "name": "qwen2-bias-tied-f16",
-            "storage": "F16",
-            "max_shard_bytes": 0,
-            "bias": True,
-            "config": qwen2_config(hidden=64, layers=2, heads=4, kv_heads=4, inter=128, vocab=320,
-                                   dtype="float16", tie=True, rope_theta=1000000.0, max_pos=256,
-                                   eps=1e-6, bos=300, eos=301),
-        },
-        {
-            "name": "mistral-headdim-gqa7-f16",
-            "storage": "F16",
-            "max_shard_bytes": 0,
-            "bias": False,
-            "config": mistral_config(hidden=56, layers=2, heads=7, kv_heads=1, inter=112, vocab=300,
-                                     dtype="float16", tie=False, rope_theta=1000000.0, max_pos=256,
-                                     eps=1e-5, bos=1, eos=2, head_dim=24),
-        },
-        {
-            "name": "llama-linear-ropeparams-f16",
-            "storage": "F16",
-            "max_shard_bytes": 0,
-            "bias": False,
-            "config": llama_config_v5(hidden=64, layers=2, heads=4, kv_heads=1, inter=96, vocab=256,
-                                      dtype="float16", tie=False,
-                                      rope_parameters={"factor": 2.0, "rope_theta": 10000.0,
-                                                       "rope_type": "linear"},
-                                      max_pos=256, eps=1e-5, bos=1, eos=2),
-        },
+        fixture("llama-gqa-f32", "F32",
+                llama_config_v4(hidden=64, layers=2, heads=4, kv_heads=2, inter=160, vocab=384,
+                                dtype="float32", tie=False, rope_theta=10000.0, max_pos=128,
+                                eps=1e-5, bos=1, eos=2)),
+        # 2 shards; the cut falls inside layer 1 (attention in shard 1, MLP in shard 2)
+        fixture("llama3-scaled-bf16-sharded", "BF16",
+                llama_config_v4(hidden=96, layers=2, heads=8, kv_heads=2, inter=224, vocab=500,
+                                dtype="bfloat16", tie=False, rope_theta=500000.0, max_pos=512,
+                                eps=1e-5, bos=1, eos=[2, 3, 4],
+                                rope_scaling={"factor": 8.0, "high_freq_factor": 4.0,
+                                              "low_freq_factor": 1.0,
+                                              "original_max_position_embeddings": 64,
+                                              "rope_type": "llama3"}),
+                max_shard_bytes=330000, expect_shards=2),
+        fixture("qwen2-bias-tied-f16", "F16",
+                qwen2_config(hidden=64, layers=2, heads=4, kv_heads=4, inter=128, vocab=320,
+                             dtype="float16", tie=True, rope_theta=1000000.0, max_pos=256,
+                             eps=1e-6, bos=300, eos=301),
+                bias=True),
+        fixture("mistral-headdim-gqa7-f16", "F16",
+                mistral_config(hidden=56, layers=2, heads=7, kv_heads=1, inter=112, vocab=300,
+                               dtype="float16", tie=False, rope_theta=1000000.0, max_pos=256,
+                               eps=1e-5, bos=1, eos=2, head_dim=24)),
+        fixture("llama-linear-ropeparams-f16", "F16",
+                llama_config_v5(hidden=64, layers=2, heads=4, kv_heads=1, inter=96, vocab=256,
+                                dtype="float16", tie=False,
+                                rope_parameters={"factor": 2.0, "rope_theta": 10000.0,
+                                                 "rope_type": "linear"},
+                                max_pos=256, eps=1e-5, bos=1, eos=2)),
     ]
 
 
@@ -460,12 +387,9 @@ def digest_tree(root: Path, names: List[str]) -> Dict[str, str]:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--check", action="store_true",
-                    help="regenerate into a temporary directory and compare bytes with the committed fixtures")
-    args = ap.parse_args()
+    check = check_flag(__doc__)
     names = [str(fx["name"]) for fx in fixtures()]
-    if args.check:
+    if check:
         with tempfile.TemporaryDirectory() as tmp:
             generate(Path(tmp), lambda s: None)
             fresh, committed = digest_tree(Path(tmp), names), digest_tree(OUT_DIR, names)

@@ -31,7 +31,6 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-import argparse
 import json
 import re
 import tempfile
@@ -40,6 +39,7 @@ from typing import Dict, Tuple
 import torch
 
 from reference import ReferenceModel, model_spec_from_config
+from cli import check_flag
 from safetensors_io import read_checkpoint, read_safetensors, write_safetensors
 
 SCRIPT = "scripts/golden/make_quant_golden.py"
@@ -141,10 +141,8 @@ def build(fixture: str, fmt: str, out_dir: Path) -> str:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--check", action="store_true", help="regenerate into a temporary directory and compare bytes")
-    args = ap.parse_args()
-    if args.check:
+    check = check_flag(__doc__)
+    if check:
         with tempfile.TemporaryDirectory() as tmp:
             bad = []
             for fx in FIXTURES:

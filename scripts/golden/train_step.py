@@ -34,7 +34,6 @@ import sys
 
 sys.dont_write_bytecode = True
 
-import argparse
 import json
 import math
 import random
@@ -45,6 +44,7 @@ from typing import Dict, List, Optional, Tuple
 import torch
 
 from reference import apply_rope, inv_freq_for, model_spec_from_config, rms_norm, rope_cos_sin, silu
+from cli import check_flag
 from safetensors_io import read_checkpoint, read_safetensors, write_safetensors
 
 F64 = torch.float64
@@ -244,10 +244,8 @@ def generate(out_dir: Path) -> None:
 
 
 def main() -> int:
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--check", action="store_true", help="regenerate in a temp dir and compare bytes")
-    args = ap.parse_args()
-    if args.check:
+    check = check_flag(__doc__)
+    if check:
         with tempfile.TemporaryDirectory() as d:
             generate(Path(d))
             for f in ("step.safetensors", "adamw.safetensors"):

@@ -11,11 +11,9 @@ import { stat } from "node:fs/promises";
 import { fileURLToPath } from "node:url";
 import { choiceFlag, numberFlag, parseArgs, sizeFlag, type ParsedArgs } from "./args.js";
 import { LoadError, UsageError } from "../errors.js";
-import { openDevice } from "../gpu/device.js";
-import { loadDecoder, type LoadedDecoder } from "../model/load.js";
-import { quantizeFlag, unusedTensorsWarning } from "./model.js";
+import type { LoadedDecoder } from "../model/load.js";
+import { loadOnDevice, quantizeFlag } from "./model.js";
 import type { QuantFormat } from "../quant/formats.js";
-import { createProgressBar } from "./progress.js";
 import { loadDemoData, SPLITS, type Split } from "../demo/data.js";
 import { trivialScores } from "../demo/baselines.js";
 import { openDemoIndexes } from "../demo/indexes.js";
@@ -58,18 +56,7 @@ export async function requireModelDir(dir: string, isDefault: boolean): Promise<
 /** Opens the device and loads the model (progress on stderr unless quiet). */
 export async function openDemoModel(dir: string, dtype: string, quiet: boolean, command: string, memoryBudgetBytes?: number, quantize?: QuantFormat): Promise<{ ctx: GpuContext; model: LoadedDecoder }> {
   if (dtype !== "auto" && dtype !== "f16" && dtype !== "f32") throw new UsageError(`${command}: --dtype must be auto, f16 or f32, got '${dtype}'`);
-  const ctx = await openDevice(memoryBudgetBytes !== undefined ? { memoryBudgetBytes } : {});
-  try {
-    const bar = quiet ? null : createProgressBar("loading");
-    const model = await loadDecoder(ctx, dir, { dtype, ...(quantize ? { quantize } : {}), ...(bar ? { onProgress: (p) => bar.update(p) } : {}) });
-    bar?.done();
-    const warn = unusedTensorsWarning(command, dir, model.unusedTensors);
-    if (warn) process.stderr.write(warn);
-    return { ctx, model };
-  } catch (e) {
-    ctx.destroy();
-    throw e;
-  }
+  return loadOnDevice(dir, command, { dtype, ...(quantize ? { quantize } : {}), ...(memoryBudgetBytes !== undefined ? { memoryBudgetBytes } : {}), quiet });
 }
 
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;

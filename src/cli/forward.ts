@@ -6,7 +6,7 @@
 import { parseArgs } from "./args.js";
 import { inputIds, openModel, MODEL_FLAGS } from "./model.js";
 import { Session } from "../model/session.js";
-import { writeSafetensors } from "../io/safetensors.js";
+import { writeSafetensors } from "../io/safetensors-write.js";
 import { NonFiniteError, UsageError } from "../errors.js";
 import { checkOutput, FILE_FORMATS, writeFileAtomic, type InputPath } from "../io/output.js";
 

@@ -7,7 +7,8 @@
 import { OnegenError, UsageError } from "../errors.js";
 import type { GpuContext } from "../gpu/context.js";
 import { openDevice } from "../gpu/device.js";
-import { checkMemoryPlan, formatBytes, loadModelConfig, openModelCheckpoint, planMemory, type MemoryPlan } from "../io/checkpoint.js";
+import { loadModelConfig, openModelCheckpoint } from "../model/checkpoint.js";
+import { checkMemoryPlan, formatBytes, planMemory, type MemoryPlan } from "../model/memory-plan.js";
 import { joinName, toModelDir } from "../io/source.js";
 import { parameterCount, type ModelConfig } from "../model/config.js";
 import type { QuantFormat } from "../quant/formats.js";

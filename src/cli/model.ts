@@ -3,11 +3,11 @@
 import { openDevice } from "../gpu/device.js";
 import type { GpuContext } from "../gpu/context.js";
 import { UsageError } from "../errors.js";
-import { loadDecoder, type LoadedDecoder } from "../model/load.js";
+import { loadDecoder, type LoadDecoderOptions, type LoadedDecoder } from "../model/load.js";
 import { parseIdList, type Tokenizer } from "../tokenizer.js";
 import { createProgressBar } from "./progress.js";
 import { numberFlag, sizeFlag, type ParsedArgs } from "./args.js";
-import { loadModelConfig } from "../io/checkpoint.js";
+import { loadModelConfig } from "../model/checkpoint.js";
 import { isQuantFormat, QUANT_FORMATS, type QuantFormat } from "../quant/formats.js";
 
 export const MODEL_FLAGS = ["model", "dtype", "context", "gpu-memory", "quantize"] as const;
@@ -45,16 +45,30 @@ export async function openModel(
     const maxPos = (await loadModelConfig(dir)).maxPositionEmbeddings;
     if (context > maxPos) throw new UsageError(`${command}: --context ${context} exceeds the model's context of ${maxPos} positions (max_position_embeddings in '${dir}/config.json')`);
   }
-  const ctx = await openDevice(budget !== undefined ? { memoryBudgetBytes: budget } : {});
+  return loadOnDevice(dir, command, {
+    dtype,
+    ...(quantize ? { quantize } : {}),
+    ...(context !== undefined ? { contextLength: context } : {}),
+    ...(opts.reserve ? { reserve: opts.reserve } : {}),
+    ...(budget !== undefined ? { memoryBudgetBytes: budget } : {}),
+    quiet: args.bools.has("quiet"),
+  });
+}
+
+/**
+ * Opens the device and loads the model directory `dir` (a progress bar on stderr unless quiet, a
+ * warning for tensors the model does not use); the device is destroyed when loading fails.
+ */
+export async function loadOnDevice(
+  dir: string,
+  command: string,
+  o: Omit<LoadDecoderOptions, "onProgress"> & { memoryBudgetBytes?: number; quiet?: boolean },
+): Promise<{ ctx: GpuContext; model: LoadedDecoder }> {
+  const { memoryBudgetBytes, quiet, ...load } = o;
+  const ctx = await openDevice(memoryBudgetBytes !== undefined ? { memoryBudgetBytes } : {});
   try {
-    const bar = args.bools.has("quiet") ? null : createProgressBar("loading");
-    const model = await loadDecoder(ctx, dir, {
-      dtype,
-      ...(quantize ? { quantize } : {}),
-      ...(context !== undefined ? { contextLength: context } : {}),
-      ...(opts.reserve ? { reserve: opts.reserve } : {}),
-      ...(bar ? { onProgress: (p) => bar.update(p) } : {}),
-    });
+    const bar = quiet ? null : createProgressBar("loading");
+    const model = await loadDecoder(ctx, dir, { ...load, ...(bar ? { onProgress: (p) => bar.update(p) } : {}) });
     bar?.done();
     const warn = unusedTensorsWarning(command, dir, model.unusedTensors);
     if (warn) process.stderr.write(warn);

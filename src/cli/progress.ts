@@ -1,7 +1,8 @@
 // A loading progress bar on stderr. On a TTY it redraws one line ("\r"); otherwise it prints a
 // line at every 10% so logs stay short. Fed by checkpoint.ts's LoadProgress callback.
 
-import { formatBytes, type LoadProgress } from "../io/checkpoint.js";
+import { type LoadProgress } from "../model/checkpoint.js";
+import { formatBytes } from "../model/memory-plan.js";
 
 export interface ProgressSink {
   write(s: string): void;

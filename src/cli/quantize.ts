@@ -1,11 +1,11 @@
 // `onegen quantize --model DIR --out DIR --format q8_0|q4_0 [--max-shard SIZE] [--quiet]`: writes a
-// quantized copy of a model directory (src/quant/save.ts: projection weights as GGUF Q8_0 / Q4_0
+// quantized copy of a model directory (src/model/save-quantized.ts: projection weights as GGUF Q8_0 / Q4_0
 // block fields, everything else copied, config.json "quantization") that every model command loads
 // without re-quantizing. Host only: no GPU is opened. --out follows the output rules of
 // src/io/output.ts (checked before any work, written atomically, never the input nor inside it).
 import { UsageError } from "../errors.js";
-import { formatBytes } from "../io/checkpoint.js";
-import { quantizeModelDir } from "../quant/save.js";
+import { formatBytes } from "../model/memory-plan.js";
+import { quantizeModelDir } from "../model/save-quantized.js";
 import { parseArgs, sizeFlag } from "./args.js";
 import { isQuantFormat, QUANT_FORMATS } from "../quant/formats.js";
 import { unusedTensorsWarning } from "./model.js";

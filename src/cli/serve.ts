@@ -14,7 +14,7 @@ import { numberFlag, parseArgs, sizeFlag } from "./args.js";
 import { MODEL_FLAGS, unusedTensorsWarning } from "./model.js";
 import { openDevice } from "../gpu/device.js";
 import { loadDecoder } from "../model/load.js";
-import { loadModelConfig } from "../io/checkpoint.js";
+import { loadModelConfig } from "../model/checkpoint.js";
 import { LoadError, UsageError } from "../errors.js";
 import { kvCacheBytes } from "../model/config.js";
 import { startServer } from "../serve/server.js";
@@ -23,7 +23,7 @@ import { indexGpuBytesOf, loadIndex } from "../onegen/index-files.js";
 import type { ServedIndex } from "../serve/retrieval.js";
 
 /** --index NAME=DIR[,NAME=DIR…] */
-export function parseIndexFlag(v: string | undefined): { name: string; dir: string }[] {
+function parseIndexFlag(v: string | undefined): { name: string; dir: string }[] {
   if (v === undefined) return [];
   const out: { name: string; dir: string }[] = [];
   for (const part of v.split(",")) {

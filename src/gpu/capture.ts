@@ -17,7 +17,7 @@
 // the capture itself (the first replay runs the first step).
 //
 // Refused inside a capture (UnsupportedError): write()/upload() (a host write would have to be
-// repeated per replay), readbacks, submit()/sync(), gated blocks (beginGate), nested captures,
+// repeated per replay), readbacks, submit()/sync(), nested captures,
 // replaying another program. Host-side values an op computes at capture time (shapes, positions
 // given as numbers, a step index in params) are frozen: only GPU-resident state may change
 // between replays.
@@ -106,7 +106,7 @@ export class CapturedProgram {
   private readonly bufB: (GPUBuffer | null)[];
   private disposed = false;
 
-  /** @internal Built by GpuContext.endCapture(). */
+  /** @internal Built by buildCapturedProgram (GpuContext.endCapture()). */
   constructor(
     readonly label: string,
     private readonly host: ProgramHost,
@@ -173,7 +173,7 @@ export class CapturedProgram {
 
   /**
    * Encodes the recorded commands into the context's open batch (submit it as usual). Refused
-   * after dispose(), after the context was destroyed, inside a capture or a gated block.
+   * after dispose(), after the context was destroyed, or inside a capture.
    */
   replay(): void {
     if (this.disposed) throw new UsageError(`captured program '${this.label}' was replayed after dispose()`);
@@ -225,4 +225,59 @@ export class CapturedProgram {
       }
     }
   }
+}
+
+/**
+ * The program of a finished capture: writes the recorded params into one program-owned uniform
+ * buffer (once; each dispatch at its own offset, a multiple of `uniformAlign` and 16) and makes
+ * the bind groups (shared where dispatches bind the same buffers). `onCreate` counts the buffer.
+ */
+export function buildCapturedProgram(
+  device: GPUDevice,
+  label: string,
+  commands: readonly RecordedCommand[],
+  host: ProgramHost,
+  pinned: ReadonlySet<GPUBuffer>,
+  uniformAlign: number,
+  onCreate: () => void,
+): CapturedProgram {
+  const align = Math.max(uniformAlign, 16);
+  const roundUp = (n: number, m: number) => Math.ceil(n / m) * m;
+  const offsets: number[] = new Array(commands.length).fill(0);
+  let end = 0;
+  commands.forEach((c, i) => {
+    if ((c.kind === CMD_DISPATCH || c.kind === CMD_DISPATCH_INDIRECT) && c.params) {
+      const at = roundUp(end, align);
+      offsets[i] = at;
+      end = at + roundUp(c.params.byteLength, 16);
+    }
+  });
+  let uniform: GPUBuffer | null = null;
+  if (end > 0) {
+    const bytes = new Uint8Array(roundUp(end, 16));
+    commands.forEach((c, i) => {
+      if ((c.kind === CMD_DISPATCH || c.kind === CMD_DISPATCH_INDIRECT) && c.params) bytes.set(c.params, offsets[i]!);
+    });
+    uniform = device.createBuffer({ size: bytes.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: `capture.${label}.params` });
+    onCreate();
+    device.queue.writeBuffer(uniform, 0, bytes.buffer, 0, bytes.byteLength);
+  }
+  const groups = new Map<string, GPUBindGroup>();
+  return new CapturedProgram(
+    label,
+    host,
+    commands,
+    uniform,
+    offsets,
+    (c, uniformSize) => {
+      const key = `${c.key}|u${uniformSize}`;
+      const known = groups.get(key);
+      if (known) return { group: known, created: false };
+      const entries = uniformSize > 0 ? [...c.entries, { binding: c.entries.length, resource: { buffer: uniform!, offset: 0, size: uniformSize } }] : c.entries;
+      const group = device.createBindGroup({ label: `${label}:${c.kernel}`, layout: c.layout, entries });
+      groups.set(key, group);
+      return { group, created: true };
+    },
+    pinned,
+  );
 }

@@ -1,121 +1,49 @@
-// GpuContext: one device, its buffer pool, kernel registry and the current command batch.
+// GpuContext: one device, its buffer pool, kernel registry and the current command batch: tensors
+// made, written and read back; dispatches, copies and clears encoded into the batch; submits;
+// captures. The parts it delegates, one job a file: bindings and bind groups (bind-groups.ts),
+// the per-batch params (uniform-arena.ts), windows of large tensors (binding-windows.ts), host
+// data ⇄ bytes (host-data.ts), GPU errors (gpu-errors.ts), counters (stats.ts), device limits and
+// description (adapter-info.ts), captured programs (capture.ts).
 //
 // Batching: ops encode into one shared command encoder (one long compute pass while no copy or
 // profiling intervenes); submit() ends a logical step with one queue.submit. The host reads back
 // only through read()/readF32()/readBytes(), each counted in `stats`, so tests can assert how
 // many host syncs a loop performs.
 //
-// Uniform parameters go to a per-batch arena of 64 KiB uniform buffers addressed with dynamic
-// offsets; the arena is written with writeBuffer just before its batch is submitted (queue order
-// keeps earlier batches' values intact), so a decode step allocates no GPU memory for them.
+// Uniform parameters go to a per-batch arena (src/gpu/uniform-arena.ts), so a decode step
+// allocates no GPU memory for them.
 //
 // Capture / replay (src/gpu/capture.ts): between beginCapture() and endCapture() dispatches,
 // copies and clears are recorded into a CapturedProgram instead of being encoded; its replay()
 // encodes them into the open batch with no host-side work besides the WebGPU calls.
 
 import type { MemoryBudget } from "./budget.js";
-import { DeviceLostError, GpuOutOfMemoryError, GpuValidationError, ShapeError, UnsupportedError, UsageError } from "../errors.js";
-import { f16ArrayToF32, f32ArrayToF16 as float32ToF16 } from "../util/f16.js";
+import { DeviceLostError, ShapeError, UnsupportedError, UsageError } from "../errors.js";
+import { f16ArrayToF32 } from "../util/f16.js";
+import type { AdapterDescription, RuntimeLimits } from "./adapter-info.js";
+import { BindGroups, checkParamsSize, type BindingResource } from "./bind-groups.js";
+import { planBindingSpans, planBindingWindows, type SpanPlan, type WindowPlan } from "./binding-windows.js";
 import { BufferPool } from "./pool.js";
-import { CMD_CLEAR, CMD_COPY, CMD_DISPATCH, CMD_DISPATCH_INDIRECT, CapturedProgram, type ProgramHost, type RecordedCommand, type ReplayTarget } from "./capture.js";
-import { KernelRegistry, type Kernel, type KernelVariant } from "./kernels.js";
+import { CMD_CLEAR, CMD_COPY, CMD_DISPATCH, CMD_DISPATCH_INDIRECT, CapturedProgram, buildCapturedProgram, type ProgramHost, type RecordedCommand, type ReplayTarget } from "./capture.js";
+import { GpuErrorWatch } from "./gpu-errors.js";
+import { hostArray, toBytes } from "./host-data.js";
+import { KernelRegistry, type Kernel } from "./kernels.js";
 import { Profiler } from "./profiler.js";
+import { newRuntimeStats, type RuntimeStats } from "./stats.js";
 import { DTYPE_BYTES, Tensor, checkQuantShape, checkShape, isQuantDType, numel, type DType, type HostArray } from "./tensor.js";
+import { UniformArena, roundUp } from "./uniform-arena.js";
 
-/** Limits this runtime honours (may be stricter than the device's, e.g. a forced binding size for tests). */
-export interface RuntimeLimits {
-  maxStorageBufferBindingSize: number;
-  maxBufferSize: number;
-  maxComputeWorkgroupStorageSize: number;
-  maxComputeInvocationsPerWorkgroup: number;
-  maxComputeWorkgroupSizeX: number;
-  maxComputeWorkgroupsPerDimension: number;
-  maxStorageBuffersPerShaderStage: number;
-  maxUniformBufferBindingSize: number;
-  minStorageBufferOffsetAlignment: number;
-  minUniformBufferOffsetAlignment: number;
-}
+export type { AdapterDescription, RuntimeLimits } from "./adapter-info.js";
+export type { BindingResource, BufferWindow } from "./bind-groups.js";
+export type { SpanPlan, WindowPlan } from "./binding-windows.js";
+export type { RuntimeStats } from "./stats.js";
 
-export interface AdapterDescription {
-  vendor: string;
-  architecture: string;
-  device: string;
-  description: string;
-  /** "node-dawn" | "navigator.gpu" | "injected" */
-  backend: string;
-  isSoftware: boolean;
-  /** What the adapter offers (the device gets the optional features and these limits' values). */
-  features: readonly string[];
-  limits: Readonly<Record<string, number>>;
-}
-
-export interface RuntimeStats {
-  submits: number;
-  dispatches: number;
-  /** Host readbacks (mapAsync of a staging buffer). */
-  readbacks: number;
-  bytesReadBack: number;
-  /** Host → GPU writes (uploads; not counting the per-batch uniform arena). */
-  uploads: number;
-  /** GPUBuffers created over the context's life (pool, staging and arena). */
-  buffersCreated: number;
-  /** CapturedProgram.replay() calls (their dispatches are counted in `dispatches` too). */
-  replays: number;
-  /** Dispatches encoded by replays (per replay: replayDispatches / replays, or the program's `dispatches`). */
-  replayDispatches: number;
-  /** Cumulative host time spent encoding replays (performance.now around each replay's encoding), ms. */
-  replayEncodeMs: number;
-}
-
-/** A byte range of a tensor bound to one storage binding. */
-export interface BufferWindow {
-  readonly tensor: Tensor;
-  readonly byteOffset: number;
-  readonly byteSize: number;
-}
-export type BindingResource = Tensor | BufferWindow | { readonly buffer: GPUBuffer; readonly offset?: number; readonly size?: number };
-
-/** A window of whole rows bound at the aligned offset at or below its first row (see bindingSpans). */
-interface SpanPlan {
-  /** Aligned byte offset of the binding. */
-  byteOffset: number;
-  byteSize: number;
-  /** Elements between the binding's start and the first row: kernels add it to their indices. */
-  elementBase: number;
-  firstRow: number;
-  rows: number;
-}
-
-export interface WindowPlan {
-  /** Byte offset of the window into each tensor with this row size. */
-  byteOffset: number;
-  firstRow: number;
-  rows: number;
-}
-
-const ARENA_CHUNK_BYTES = 64 * 1024;
-/** kernels/gate.wgsl: condition → indirect arguments for a gated block of dispatches (launched by beginGate). */
-export const GATE_VARIANT: KernelVariant = { file: "gate", name: "gate_args", defines: {}, bindings: ["read", "read", "read_write", "uniform"] };
-
-/**
- * CPU reference of kernels/gate.wgsl: the indirect arguments of a block of n dispatches, the
- * workgroup counts (x, y, z) of `template` when flag != 0, else (0, 1, 1) (an empty dispatch).
- */
-export function gateArgsReference(flag: number, template: ArrayLike<number>, n: number): Uint32Array {
-  const out = new Uint32Array(3 * n);
-  for (let i = 0; i < n; i++) {
-    out[3 * i] = flag !== 0 ? template[3 * i]! : 0;
-    out[3 * i + 1] = flag !== 0 ? template[3 * i + 1]! : 1;
-    out[3 * i + 2] = flag !== 0 ? template[3 * i + 2]! : 1;
-  }
-  return out;
-}
 const TENSOR_USAGE = 0x0080 /* STORAGE */ | 0x0004 /* COPY_SRC */ | 0x0008; /* COPY_DST */
 
 export class GpuContext {
   readonly pool: BufferPool;
   readonly kernels: KernelRegistry;
-  readonly stats: RuntimeStats = { submits: 0, dispatches: 0, readbacks: 0, bytesReadBack: 0, uploads: 0, buffersCreated: 0, replays: 0, replayDispatches: 0, replayEncodeMs: 0 };
+  readonly stats: RuntimeStats = newRuntimeStats();
   profiler: Profiler | null = null;
   /**
    * GPU bytes this context may hold in tensors (src/gpu/budget.ts); openDevice sets it from the
@@ -125,25 +53,15 @@ export class GpuContext {
 
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
-  private readonly pendingErrors: Error[] = [];
-  private lost: string | null = null;
+  private readonly errors: GpuErrorWatch;
   private destroyed = false;
-  private readonly arena: { buffer: GPUBuffer; host: Uint8Array }[] = [];
-  private arenaChunk = 0;
-  private arenaOffset = 0;
-  private readonly bindGroups = new Map<string, GPUBindGroup>();
-  private readonly bufferIds = new WeakMap<GPUBuffer, number>();
-  private nextBufferId = 1;
+  private readonly arena: UniformArena;
+  private readonly bindGroups: BindGroups;
   private readonly staging: GPUBuffer[] = [];
-  /** Buffer writes that must land just before the open batch runs (see beginGate). */
   /** Kernels dispatched in the open batch (named in errors found when it is submitted). */
   private readonly batchKernels = new Set<string>();
-  private readonly deferredWrites: { buffer: GPUBuffer; data: Uint8Array }[] = [];
-  /** Buffers to return to the pool once the open batch is submitted. */
-  private readonly releaseAfterSubmit: GPUBuffer[] = [];
   /** Buffers to destroy once the open batch is submitted (uniforms of disposed programs). */
   private readonly destroyAfterSubmit: GPUBuffer[] = [];
-  private gate: { flagName: string; counts: number[]; args: GPUBuffer; template: GPUBuffer; max: number; kernelName: string } | null = null;
   /** The open capture (beginCapture … endCapture): commands are recorded here instead of encoded. */
   private capture: { label: string; commands: RecordedCommand[] } | null = null;
   /** Programs captured and not disposed. */
@@ -161,6 +79,9 @@ export class GpuContext {
   ) {
     this.pool = new BufferPool(device, () => this.stats.buffersCreated++, limits.maxBufferSize, () => this.memoryBudget, () => this.encoder === null);
     this.kernels = new KernelRegistry(device, features);
+    this.arena = new UniformArena(device, limits, () => this.stats.buffersCreated++);
+    this.bindGroups = new BindGroups(device, limits);
+    this.errors = new GpuErrorWatch(device, () => this.destroyed);
     const ctx = this;
     this.replayTarget = {
       pass: (label) => this.beginPass(label),
@@ -189,15 +110,6 @@ export class GpuContext {
         return ctx.destroyed;
       },
     };
-    device.onuncapturederror = (ev: GPUUncapturedErrorEvent) => {
-      const e = ev.error;
-      this.pendingErrors.push(
-        e instanceof GPUOutOfMemoryError ? new GpuOutOfMemoryError(`GPU out of memory: ${e.message}`) : new GpuValidationError(`GPU error: ${e.message}`),
-      );
-    };
-    void device.lost.then((info) => {
-      if (!this.destroyed) this.lost = `${info.reason}: ${info.message}`;
-    });
   }
 
   /** Budget bytes not held by live tensors (free pooled buffers count as available). */
@@ -247,7 +159,6 @@ export class GpuContext {
   /** Overwrites a tensor's contents from host data (ordered after every op encoded so far). */
   write(t: Tensor, data: ArrayLike<number> | ArrayBufferView, elementOffset = 0): void {
     t.assertLive();
-    this.refuseInGate(`write to '${t.label}'`);
     this.refuseInCapture(`write to '${t.label}'`, "a host write would have to be repeated by every replay: upload before beginCapture, or compute the data on the GPU");
     const bytes = toBytes(data, t.dtype, t.label);
     if (isQuantDType(t.dtype) && (elementOffset !== 0 || bytes.byteLength !== t.byteLength)) {
@@ -287,20 +198,7 @@ export class GpuContext {
   async read<D extends DType>(t: Tensor<D>): Promise<HostArray<D>> {
     t.assertLive();
     const bytes = await this.readBytes(t.buffer, 0, t.byteLength);
-    const buf = bytes.buffer;
-    switch (t.dtype) {
-      case "f32":
-        return new Float32Array(buf, 0, t.numel) as HostArray<D>;
-      case "f16":
-        return new Uint16Array(buf, 0, t.numel) as HostArray<D>;
-      case "u32":
-        return new Uint32Array(buf, 0, t.numel) as HostArray<D>;
-      case "q8_0":
-      case "q4_0":
-        return new Uint8Array(buf, 0, t.byteLength) as HostArray<D>;
-      default:
-        return new Int32Array(buf, 0, t.numel) as HostArray<D>;
-    }
+    return hostArray(bytes.buffer, t.dtype, t.numel, t.byteLength);
   }
 
   async readF32(t: Tensor): Promise<Float32Array> {
@@ -329,7 +227,7 @@ export class GpuContext {
     } catch (e) {
       this.throwPendingErrors();
       this.staging.push(staging);
-      throw this.lost ? new DeviceLostError(`GPU device lost during readback: ${this.lost}`) : e;
+      throw this.errors.lost ? new DeviceLostError(`GPU device lost during readback: ${this.errors.lost}`) : e;
     }
     const out = new Uint8Array(byteLength);
     out.set(new Uint8Array(staging.getMappedRange(0, size), byteOffset - start, byteLength));
@@ -350,48 +248,15 @@ export class GpuContext {
 
   /**
    * Splits a row-major tensor region into windows that each fit one storage binding, for ops on
-   * tensors larger than maxStorageBufferBindingSize. Window offsets are multiples of
-   * minStorageBufferOffsetAlignment. `rowBytes` is the byte size of the unit that must not be split.
+   * tensors larger than maxStorageBufferBindingSize (src/gpu/binding-windows.ts).
    */
   bindingWindows(rows: number, rowBytes: number, what: string, maxRowsPerWindow = Infinity): WindowPlan[] {
-    const limit = this.limits.maxStorageBufferBindingSize;
-    if (rowBytes > limit) {
-      throw new UnsupportedError(`${what}: one row of ${rowBytes} bytes exceeds the storage binding limit of ${limit} bytes`);
-    }
-    if (rows * rowBytes <= limit && rows <= maxRowsPerWindow) return [{ byteOffset: 0, firstRow: 0, rows }];
-    const align = this.limits.minStorageBufferOffsetAlignment;
-    const rowAlign = align / gcd(rowBytes, align); // rows per window must be a multiple of this
-    let per = Math.min(Math.floor(limit / rowBytes), maxRowsPerWindow);
-    per -= per % rowAlign;
-    if (per <= 0) throw new UnsupportedError(`${what}: rows of ${rowBytes} bytes cannot be split at ${align}-byte aligned offsets within ${limit} bytes`);
-    const plan: WindowPlan[] = [];
-    for (let r = 0; r < rows; r += per) plan.push({ byteOffset: r * rowBytes, firstRow: r, rows: Math.min(per, rows - r) });
-    return plan;
+    return planBindingWindows(this.limits, rows, rowBytes, what, maxRowsPerWindow);
   }
 
-  /**
-   * Like bindingWindows, but a window may start at any row: it is bound at the aligned offset at
-   * or below its first row, and `elementBase` (elements of `elementBytes`) says where that row
-   * starts inside the binding. Needed where an aligned row boundary would make windows larger
-   * than the binding limit (e.g. 20,000-byte rows under a browser's 256-byte alignment need
-   * 8-row steps). rowBytes must be a multiple of 4 and of elementBytes.
-   */
+  /** Windows that may start at any row, bound at an aligned offset with an element base (src/gpu/binding-windows.ts). */
   bindingSpans(rows: number, rowBytes: number, elementBytes: number, what: string): SpanPlan[] {
-    const limit = this.limits.maxStorageBufferBindingSize;
-    if (rows * rowBytes <= limit) return [{ byteOffset: 0, byteSize: rows * rowBytes, elementBase: 0, firstRow: 0, rows }];
-    const align = this.limits.minStorageBufferOffsetAlignment;
-    // A row starts at a multiple of elementBytes, so at most align − elementBytes bytes lie
-    // between the aligned binding start and the row.
-    const per = Math.floor((limit - Math.max(0, align - elementBytes)) / rowBytes);
-    if (per <= 0) throw new UnsupportedError(`${what}: one row of ${rowBytes} bytes (plus up to ${align - elementBytes} bytes to the ${align}-byte aligned binding start) exceeds the storage binding limit of ${limit} bytes`);
-    const plan: SpanPlan[] = [];
-    for (let r = 0; r < rows; r += per) {
-      const n = Math.min(per, rows - r);
-      const start = r * rowBytes;
-      const at = start - (start % align);
-      plan.push({ byteOffset: at, byteSize: start - at + n * rowBytes, elementBase: (start - at) / elementBytes, firstRow: r, rows: n });
-    }
-    return plan;
+    return planBindingSpans(this.limits, rows, rowBytes, elementBytes, what);
   }
 
   // ---------------------------------------------------------------- encoding
@@ -416,48 +281,8 @@ export class GpuContext {
     const pass = this.beginPass(kernel.name);
     pass.setPipeline(kernel.pipeline);
     pass.setBindGroup(0, bindGroup, dynamicOffset === null ? [] : [dynamicOffset]);
-    const g = this.gate;
-    if (g) {
-      const i = g.counts.length / 3;
-      if (i >= g.max) throw new UnsupportedError(`gated block '${g.kernelName}': more than ${g.max} dispatches (raise maxDispatches in beginGate)`);
-      g.counts.push(x, y, z);
-      pass.dispatchWorkgroupsIndirect(g.args, 12 * i);
-    } else {
-      pass.dispatchWorkgroups(x, y, z);
-    }
+    pass.dispatchWorkgroups(x, y, z);
     this.afterDispatch(kernel.name);
-  }
-
-  /**
-   * Starts a gated block: every dispatch encoded until endGate() runs only if flag[0] != 0 on the
-   * GPU when the block executes. The block's workgroup counts are recorded while encoding and
-   * written (just before the batch is submitted) into a template that a tiny kernel, encoded
-   * here ahead of the block, turns into indirect arguments: (x, y, z) or (0, 1, 1). No host
-   * readback is involved. Copies, clears and writes cannot be gated and are refused inside.
-   */
-  async beginGate(flag: Tensor, label: string, maxDispatches = 1024): Promise<void> {
-    if (this.gate) throw new UnsupportedError(`beginGate('${label}'): gated blocks do not nest (open: '${this.gate.kernelName}')`);
-    this.refuseInCapture(`beginGate('${label}')`, "gated blocks cannot be captured: make the kernels read their condition or row count from a GPU buffer");
-    if (flag.dtype !== "u32") throw new ShapeError(`beginGate('${label}'): flag '${flag.label}' must be u32`);
-    const kernel = await this.kernels.get(GATE_VARIANT);
-    const bytes = 12 * maxDispatches;
-    const template = this.pool.acquire(bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_DST, `gate.template.${label}`);
-    const args = this.pool.acquire(bytes, GPUBufferUsage.STORAGE | GPUBufferUsage.INDIRECT, `gate.args.${label}`);
-    this.dispatch(kernel, [flag, { buffer: template, offset: 0, size: bytes }, { buffer: args, offset: 0, size: bytes }], new Uint8Array(Uint32Array.of(maxDispatches, 0, 0, 0).buffer), [Math.ceil(maxDispatches / 64)]);
-    this.gate = { flagName: flag.label, counts: [], args, template, max: maxDispatches, kernelName: label };
-  }
-
-  /** Ends the gated block started by beginGate(); returns how many dispatches it holds. */
-  endGate(): number {
-    const g = this.gate;
-    if (!g) throw new UnsupportedError("endGate() without beginGate()");
-    this.gate = null;
-    const data = new Uint8Array(12 * g.max);
-    const counts = new Uint32Array(data.buffer);
-    counts.set(g.counts);
-    this.deferredWrites.push({ buffer: g.template, data });
-    this.releaseAfterSubmit.push(g.template, g.args);
-    return g.counts.length / 3;
   }
 
   /** Like dispatch(), with the workgroup counts read from `indirect` (3 × u32 at `offset` bytes) on the GPU. */
@@ -477,7 +302,6 @@ export class GpuContext {
   /** Encodes a buffer copy into the batch (in order with dispatches). */
   copy(src: GPUBuffer, srcOffset: number, dst: GPUBuffer, dstOffset: number, size: number): void {
     this.assertUsable();
-    this.refuseInGate("copy");
     if (this.capture) {
       this.pool.pinForCapture(src);
       this.pool.pinForCapture(dst);
@@ -491,7 +315,6 @@ export class GpuContext {
   /** Zero-fills a tensor (in order with dispatches). */
   clear(t: Tensor): void {
     this.assertUsable();
-    this.refuseInGate("clear");
     t.assertLive();
     const size = Math.ceil(t.byteLength / 4) * 4;
     if (this.capture) {
@@ -511,31 +334,14 @@ export class GpuContext {
     this.endPass();
     this.profiler?.resolve(this.encoder);
     // The arena's host copies are written just before the batch that reads them.
-    for (let i = 0; i <= this.arenaChunk && i < this.arena.length; i++) {
-      const used = i < this.arenaChunk ? ARENA_CHUNK_BYTES : this.arenaOffset;
-      if (used > 0) {
-        const c = this.arena[i]!;
-        this.device.queue.writeBuffer(c.buffer, 0, c.host.buffer, c.host.byteOffset, used);
-      }
-    }
-    this.arenaChunk = 0;
-    this.arenaOffset = 0;
-    if (this.gate) throw new UnsupportedError(`submit() inside the gated block '${this.gate.kernelName}'`);
-    for (const w of this.deferredWrites) this.device.queue.writeBuffer(w.buffer, 0, w.data.buffer, w.data.byteOffset, w.data.byteLength);
-    this.deferredWrites.length = 0;
+    this.arena.flush();
     // Errors Dawn finds when the batch is finished or submitted are attributed to its kernels.
     const kernels = [...this.batchKernels];
     this.batchKernels.clear();
-    this.device.pushErrorScope("validation");
-    const cmd = this.encoder.finish({ label: "onegen-batch" });
+    const encoder = this.encoder;
     this.encoder = null;
-    this.device.queue.submit([cmd]);
-    void this.device.popErrorScope().then((err) => {
-      if (err) this.pendingErrors.push(new GpuValidationError(`GPU validation error in a batch running kernels [${kernels.join(", ")}]: ${err.message}`));
-    });
+    this.errors.submit(encoder, kernels);
     this.stats.submits++;
-    for (const b of this.releaseAfterSubmit) this.pool.release(b);
-    this.releaseAfterSubmit.length = 0;
     for (const b of this.destroyAfterSubmit) b.destroy();
     this.destroyAfterSubmit.length = 0;
   }
@@ -549,12 +355,7 @@ export class GpuContext {
 
   /** Throws (once) the first GPU error reported since the last check. */
   throwPendingErrors(): void {
-    if (this.lost) throw new DeviceLostError(`GPU device lost: ${this.lost}`);
-    const e = this.pendingErrors.shift();
-    if (e) {
-      this.pendingErrors.length = 0;
-      throw e;
-    }
+    this.errors.throwPending();
   }
 
   /** Destroys the device; the process can then exit. Idempotent. */
@@ -578,14 +379,13 @@ export class GpuContext {
 
   /**
    * Starts recording: until endCapture(), dispatch / dispatchIndirect / copy / clear are recorded
-   * into a program instead of being encoded (nothing runs). Refused inside a gated block, inside
-   * another capture; write(), readbacks, submit() and beginGate() are refused while it is open.
+   * into a program instead of being encoded (nothing runs). Refused inside another capture;
+   * write(), readbacks and submit() are refused while it is open.
    * See src/gpu/capture.ts.
    */
   beginCapture(label: string): void {
     this.assertUsable();
     if (this.capture) throw new UnsupportedError(`beginCapture('${label}') inside the capture '${this.capture.label}': captures do not nest`);
-    if (this.gate) throw new UnsupportedError(`beginCapture('${label}') inside the gated block '${this.gate.kernelName}'`);
     this.pool.beginCapture();
     this.capture = { label, commands: [] };
   }
@@ -596,8 +396,8 @@ export class GpuContext {
   }
 
   /**
-   * Ends the capture: writes the recorded params into one program-owned uniform buffer (once),
-   * creates the bind groups, and returns the program (replay() per step, dispose() at the end).
+   * Ends the capture: returns the program of what was recorded (buildCapturedProgram in
+   * src/gpu/capture.ts; replay() per step, dispose() at the end).
    */
   endCapture(): CapturedProgram {
     const cap = this.capture;
@@ -606,44 +406,7 @@ export class GpuContext {
     const pinned = this.pool.endCapture();
     try {
       this.assertUsable();
-      const align = Math.max(this.limits.minUniformBufferOffsetAlignment, 16);
-      const offsets: number[] = new Array(cap.commands.length).fill(0);
-      let end = 0;
-      cap.commands.forEach((c, i) => {
-        if ((c.kind === CMD_DISPATCH || c.kind === CMD_DISPATCH_INDIRECT) && c.params) {
-          const at = roundUp(end, align);
-          offsets[i] = at;
-          end = at + roundUp(c.params.byteLength, 16);
-        }
-      });
-      let uniform: GPUBuffer | null = null;
-      if (end > 0) {
-        const host = new Uint8Array(roundUp(end, 16));
-        cap.commands.forEach((c, i) => {
-          if ((c.kind === CMD_DISPATCH || c.kind === CMD_DISPATCH_INDIRECT) && c.params) host.set(c.params, offsets[i]!);
-        });
-        uniform = this.device.createBuffer({ size: host.byteLength, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: `capture.${cap.label}.params` });
-        this.stats.buffersCreated++;
-        this.device.queue.writeBuffer(uniform, 0, host.buffer, 0, host.byteLength);
-      }
-      const groups = new Map<string, GPUBindGroup>();
-      const prog = new CapturedProgram(
-        cap.label,
-        this.programHost,
-        cap.commands,
-        uniform,
-        offsets,
-        (c, uniformSize) => {
-          const key = `${c.key}|u${uniformSize}`;
-          const known = groups.get(key);
-          if (known) return { group: known, created: false };
-          const entries = uniformSize > 0 ? [...c.entries, { binding: c.entries.length, resource: { buffer: uniform!, offset: 0, size: uniformSize } }] : c.entries;
-          const group = this.device.createBindGroup({ label: `${cap.label}:${c.kernel}`, layout: c.layout, entries });
-          groups.set(key, group);
-          return { group, created: true };
-        },
-        pinned,
-      );
+      const prog = buildCapturedProgram(this.device, cap.label, cap.commands, this.programHost, pinned, this.limits.minUniformBufferOffsetAlignment, () => this.stats.buffersCreated++);
       this.programs.add(prog);
       return prog;
     } catch (e) {
@@ -683,7 +446,6 @@ export class GpuContext {
     this.assertUsable();
     if (!this.programs.has(p)) throw new UsageError(`captured program '${p.label}' does not belong to this GpuContext`);
     if (this.capture) throw new UnsupportedError(`replay of '${p.label}' inside the capture '${this.capture.label}': captures do not nest`);
-    if (this.gate) throw new UnsupportedError(`replay of '${p.label}' inside the gated block '${this.gate.kernelName}': only dispatches encoded one by one can be gated`);
     const t0 = performance.now();
     p.encodeInto(this.replayTarget);
     const dt = performance.now() - t0;
@@ -698,7 +460,7 @@ export class GpuContext {
   }
 
   private record(kernel: Kernel, resources: readonly BindingResource[], params: Uint8Array | null, x: number, y: number, z: number, indirect: GPUBuffer | null, indirectOffset: number): void {
-    const { entries, key, hasUniform } = this.bindEntries(kernel, resources, params);
+    const { entries, key, hasUniform } = this.bindGroups.entries(kernel, resources, params);
     for (const e of entries) this.pool.pinForCapture((e.resource as GPUBufferBinding).buffer);
     if (indirect) this.pool.pinForCapture(indirect);
     if (hasUniform) checkParamsSize(params!);
@@ -724,13 +486,9 @@ export class GpuContext {
     if (this.capture) throw new UnsupportedError(`${what} inside the capture '${this.capture.label}'`, hint);
   }
 
-  private refuseInGate(what: string): void {
-    if (this.gate) throw new UnsupportedError(`${what} inside the gated block '${this.gate.kernelName}': only dispatches can be gated`);
-  }
-
   private assertUsable(): void {
     if (this.destroyed) throw new DeviceLostError("this GpuContext was destroyed");
-    if (this.lost) throw new DeviceLostError(`GPU device lost: ${this.lost}`);
+    if (this.errors.lost) throw new DeviceLostError(`GPU device lost: ${this.errors.lost}`);
   }
 
   private commandEncoder(): GPUCommandEncoder {
@@ -762,155 +520,16 @@ export class GpuContext {
     }
   }
 
-  private bufferId(b: GPUBuffer): number {
-    let id = this.bufferIds.get(b);
-    if (id === undefined) this.bufferIds.set(b, (id = this.nextBufferId++));
-    return id;
-  }
-
   private bind(kernel: Kernel, resources: readonly BindingResource[], params: Uint8Array | null): { bindGroup: GPUBindGroup; dynamicOffset: number | null } {
-    const { entries, key: storageKey, hasUniform } = this.bindEntries(kernel, resources, params);
+    const { entries, key: storageKey, hasUniform } = this.bindGroups.entries(kernel, resources, params);
     let key = storageKey;
     let dynamicOffset: number | null = null;
     if (hasUniform) {
-      const { chunk, offset } = this.allocUniform(params!);
+      const { chunk, offset } = this.arena.alloc(params!);
       dynamicOffset = offset;
       entries.push({ binding: resources.length, resource: { buffer: chunk, offset: 0, size: roundUp(params!.byteLength, 16) } });
-      key += `|u${this.bufferId(chunk)}:${params!.byteLength}`;
+      key += `|u${this.bindGroups.bufferId(chunk)}:${params!.byteLength}`;
     }
-    let bindGroup = this.bindGroups.get(key);
-    if (!bindGroup) {
-      if (this.bindGroups.size > 8192) this.bindGroups.clear();
-      bindGroup = this.device.createBindGroup({ label: kernel.name, layout: kernel.layout, entries });
-      this.bindGroups.set(key, bindGroup);
-    }
-    return { bindGroup, dynamicOffset };
-  }
-
-  /** The storage entries of a dispatch, checked (count, alignment, binding limit, aliasing), and their cache key. */
-  private bindEntries(kernel: Kernel, resources: readonly BindingResource[], params: Uint8Array | null): { entries: GPUBindGroupEntry[]; key: string; hasUniform: boolean } {
-    const kinds = kernel.variant.bindings;
-    const hasUniform = kinds[kinds.length - 1] === "uniform";
-    const expected = hasUniform ? kinds.length - 1 : kinds.length;
-    if (resources.length !== expected) {
-      throw new ShapeError(`kernel '${kernel.name}': expected ${expected} buffer bindings, got ${resources.length}`);
-    }
-    if (hasUniform && !params) throw new ShapeError(`kernel '${kernel.name}': needs a params uniform`);
-    const entries: GPUBindGroupEntry[] = [];
-    let key = kernel.name;
-    const limit = this.limits.maxStorageBufferBindingSize;
-    resources.forEach((r, binding) => {
-      let buffer: GPUBuffer, offset: number, size: number;
-      if (r instanceof Tensor) {
-        r.assertLive();
-        buffer = r.buffer;
-        offset = 0;
-        size = Math.max(4, Math.ceil(r.byteLength / 4) * 4);
-      } else if ("tensor" in r) {
-        r.tensor.assertLive();
-        buffer = r.tensor.buffer;
-        offset = r.byteOffset;
-        size = Math.min(Math.ceil(r.byteSize / 4) * 4, buffer.size - offset);
-      } else {
-        buffer = r.buffer;
-        offset = r.offset ?? 0;
-        size = r.size ?? buffer.size - offset;
-      }
-      // The device checks its own alignment; a stricter runtime alignment (a simulated browser
-      // profile) is enforced here, so an op that forgets to align a window fails on every device.
-      if (kinds[binding] !== "uniform" && offset % this.limits.minStorageBufferOffsetAlignment !== 0) {
-        throw new GpuValidationError(
-          `kernel '${kernel.name}': binding ${binding} ('${buffer.label}') starts at byte ${offset}, not a multiple of minStorageBufferOffsetAlignment (${this.limits.minStorageBufferOffsetAlignment})`,
-          "bind windows at aligned offsets (GpuContext.bindingWindows, or an aligned span with an element base in the params)",
-        );
-      }
-      if (size > limit) {
-        throw new UnsupportedError(
-          `kernel '${kernel.name}': binding ${binding} ('${buffer.label}') spans ${size} bytes, over the storage binding limit of ${limit} bytes`,
-          "the op must split this tensor into windows (GpuContext.bindingWindows)",
-        );
-      }
-      entries.push({ binding, resource: { buffer, offset, size } });
-      key += `|${this.bufferId(buffer)}:${offset}:${size}`;
-    });
-    // WebGPU forbids a buffer bound writable together with any other binding of it in one
-    // dispatch; Dawn reports that only when the batch is finished, without the kernel's name.
-    for (let i = 0; i < entries.length; i++) {
-      if (kinds[i] !== "read_write") continue;
-      const bi = (entries[i]!.resource as GPUBufferBinding).buffer;
-      for (let j = 0; j < entries.length; j++) {
-        if (j !== i && (entries[j]!.resource as GPUBufferBinding).buffer === bi) {
-          throw new GpuValidationError(
-            `kernel '${kernel.name}': buffer '${bi.label}' is bound writable (binding ${i}) and again as binding ${j} in one dispatch`,
-            "an op's output must not alias its inputs",
-          );
-        }
-      }
-    }
-    return { entries, key, hasUniform };
-  }
-
-  private allocUniform(params: Uint8Array): { chunk: GPUBuffer; offset: number } {
-    const align = Math.max(this.limits.minUniformBufferOffsetAlignment, 16);
-    const size = roundUp(params.byteLength, 16);
-    checkParamsSize(params);
-    if (this.arenaOffset + size > ARENA_CHUNK_BYTES) {
-      this.arenaChunk++;
-      this.arenaOffset = 0;
-    }
-    let c = this.arena[this.arenaChunk];
-    if (!c) {
-      this.stats.buffersCreated++;
-      c = {
-        buffer: this.device.createBuffer({ size: ARENA_CHUNK_BYTES, usage: GPUBufferUsage.UNIFORM | GPUBufferUsage.COPY_DST, label: `uniform-arena-${this.arenaChunk}` }),
-        host: new Uint8Array(ARENA_CHUNK_BYTES),
-      };
-      this.arena.push(c);
-    }
-    const offset = this.arenaOffset;
-    c.host.set(params, offset);
-    this.arenaOffset = roundUp(offset + size, align);
-    return { chunk: c.buffer, offset };
-  }
-}
-
-function checkParamsSize(params: Uint8Array): void {
-  if (params.byteLength > 256) throw new ShapeError(`params of ${params.byteLength} bytes: at most 256 bytes per dispatch`);
-}
-
-function roundUp(n: number, m: number): number {
-  return Math.ceil(n / m) * m;
-}
-function gcd(a: number, b: number): number {
-  while (b) [a, b] = [b, a % b];
-  return a;
-}
-
-/** Host data → the bytes of a dtype. Numbers are converted; typed arrays of the dtype's own kind pass through. */
-function toBytes(data: ArrayLike<number> | ArrayBufferView, dtype: DType, label: string): Uint8Array {
-  if (ArrayBuffer.isView(data)) {
-    const ok =
-      (dtype === "f32" && data instanceof Float32Array) ||
-      (dtype === "f16" && data instanceof Uint16Array) ||
-      (dtype === "u32" && data instanceof Uint32Array) ||
-      (dtype === "i32" && data instanceof Int32Array) ||
-      (isQuantDType(dtype) && data instanceof Uint8Array);
-    if (ok) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
-    if (dtype === "f16" && data instanceof Float32Array) return new Uint8Array(float32ToF16(data).buffer);
-    if (data instanceof DataView) throw new ShapeError(`upload to '${label}': pass a typed array, not a DataView`);
-  }
-  const arr = data as ArrayLike<number>;
-  switch (dtype) {
-    case "f32":
-      return new Uint8Array(Float32Array.from(arr).buffer);
-    case "f16":
-      return new Uint8Array(float32ToF16(arr).buffer);
-    case "u32":
-      return new Uint8Array(Uint32Array.from(arr).buffer);
-    case "i32":
-      return new Uint8Array(Int32Array.from(arr).buffer);
-    case "q8_0":
-    case "q4_0":
-      throw new ShapeError(`upload to '${label}': ${dtype} data is given as its bytes (a Uint8Array, src/quant/formats.ts packQuantized)`);
+    return { bindGroup: this.bindGroups.group(kernel, entries, key), dynamicOffset };
   }
 }

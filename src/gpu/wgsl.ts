@@ -4,7 +4,8 @@
 // uniforms). Unknown names throw: a typo must not silently select a branch.
 // An included file is preprocessed with the same defines and appended once at the end of the
 // module (WGSL declarations are order-independent), so the including file's line numbers stay
-// those of its source for compiler messages. Includes do not nest.
+// those of its source for compiler messages; its `enable` directives go to the start of the first
+// line (kernels/f16_enable.wgsl). Includes do not nest.
 
 export type DefineValue = boolean | number | string;
 export type Defines = Readonly<Record<string, DefineValue>>;
@@ -62,6 +63,19 @@ export function preprocessWgsl(source: string, defines: Defines, fileName: strin
     );
   });
   if (stack.length) throw new Error(`${fileName}.wgsl:${stack[stack.length - 1]!.line}: #if without #endif`);
-  for (const name of included) out.push(`// ---- #include ${name} (kernels/${name}.wgsl)`, preprocessWgsl(includes[name]!, defines, name));
+  // Enable directives must precede every declaration: an included file's are moved to the start
+  // of the module's first line (which keeps the including file's line numbers).
+  const enables: string[] = [];
+  for (const name of included) {
+    const body = preprocessWgsl(includes[name]!, defines, name)
+      .split("\n")
+      .map((l) => {
+        if (!/^\s*enable\s+[A-Za-z0-9_,\s]+;\s*$/.test(l)) return l;
+        if (!enables.includes(l.trim())) enables.push(l.trim());
+        return "";
+      });
+    out.push(`// ---- #include ${name} (kernels/${name}.wgsl)`, body.join("\n"));
+  }
+  if (enables.length) out[0] = `${enables.join(" ")} ${out[0]}`;
   return out.join("\n");
 }

@@ -16,8 +16,8 @@ import { f16BitsToF32, f32ToF16Bits } from "../util/f16.js";
 
 export const QK8_0 = 32;
 export const QK4_0 = 32;
-export const Q8_0_BLOCK_BYTES = 34;
-export const Q4_0_BLOCK_BYTES = 18;
+const Q8_0_BLOCK_BYTES = 34;
+const Q4_0_BLOCK_BYTES = 18;
 
 const f = Math.fround;
 

@@ -24,14 +24,14 @@
 
 import { LoadError, UsageError } from "../errors.js";
 
-export const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
-export const GGUF_VERSION = 3;
-export const GGUF_DEFAULT_ALIGNMENT = 32;
+const GGUF_MAGIC = 0x46554747; // "GGUF" read as a little-endian u32
+const GGUF_VERSION = 3;
+const GGUF_DEFAULT_ALIGNMENT = 32;
 /** Dimensions a ggml tensor can have. */
-export const GGML_MAX_DIMS = 4;
+const GGML_MAX_DIMS = 4;
 
 /** Metadata value types, by their id in the file. */
-export const GGUF_VALUE_TYPES = ["u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64", "f64"] as const;
+const GGUF_VALUE_TYPES = ["u8", "i8", "u16", "i16", "u32", "i32", "f32", "bool", "string", "array", "u64", "i64", "f64"] as const;
 export type GgufValueTypeName = (typeof GGUF_VALUE_TYPES)[number];
 export type GgufScalarType = Exclude<GgufValueTypeName, "string" | "array">;
 export type GgufItemType = Exclude<GgufValueTypeName, "array">;
@@ -59,7 +59,7 @@ const GGML_TYPE_BY_ID = new Map<number, GgmlTypeName>(Object.entries(GGML_TYPES)
 export const LLAMA_FILE_TYPES: Readonly<Record<GgmlTypeName, number>> = { F32: 0, F16: 1, Q4_0: 2, Q8_0: 7, BF16: 32 };
 
 /** Bytes of a tensor of `type` with row-major `shape` (checks the block rule). */
-export function ggmlTensorBytes(type: GgmlTypeName, shape: readonly number[], what = "tensor"): number {
+function ggmlTensorBytes(type: GgmlTypeName, shape: readonly number[], what = "tensor"): number {
   const t = GGML_TYPES[type];
   const inner = shape[shape.length - 1] ?? 1;
   if (inner % t.blockSize !== 0) throw new UsageError(`${what}: ${type} needs the innermost dimension to be a multiple of ${t.blockSize}, shape is [${shape.join(", ")}]`);
@@ -68,7 +68,7 @@ export function ggmlTensorBytes(type: GgmlTypeName, shape: readonly number[], wh
   return (n / t.blockSize) * t.blockBytes;
 }
 
-export const alignUp = (n: number, a: number): number => Math.ceil(n / a) * a;
+const alignUp = (n: number, a: number): number => Math.ceil(n / a) * a;
 
 // ---------------------------------------------------------------- errors
 

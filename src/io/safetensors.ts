@@ -14,13 +14,12 @@
 // when there is one, and the rule. Duplicate JSON keys are found by a small strict JSON parser
 // (JSON.parse keeps the last duplicate silently).
 //
-// The writer orders tensors like the reference `prepare()`: by dtype, largest alignment first
-// (the reference Dtype enum's order, descending), then by name (byte order); offsets contiguous
-// from 0; `__metadata__` first; the header padded with spaces to a multiple of 8.
+// The writer: src/io/safetensors-write.ts; the strict JSON parser: src/io/strict-json.ts.
 
 import { LoadError, UnsupportedError } from "../errors.js";
-import { bf16ArrayToF32, f16ArrayToF32, f32ToF16Bits } from "../util/f16.js";
+import { bf16ArrayToF32, convertF16ToF32 } from "../util/f16.js";
 import type { ByteSource } from "./source.js";
+import { JsonSyntaxError, parseStrictJson, type JsonValue } from "./strict-json.js";
 
 // ---------------------------------------------------------------- dtypes
 
@@ -50,6 +49,10 @@ export function isReadableDtype(s: string): s is ReadableDtype {
 /** Bits per element (sub-byte dtypes: 4 or 6). */
 export function dtypeBits(d: SafetensorsDtype): number {
   return DTYPE_BITS[d];
+}
+/** Position in the reference Dtype enum (increasing alignment): the writer's sort key. */
+export function dtypeRank(d: SafetensorsDtype): number {
+  return DTYPE_RANK.get(d)!;
 }
 
 /** Host arrays for each readable dtype (F16/BF16 as raw bits, BOOL as bytes, I64 as BigInt64Array). */
@@ -115,197 +118,6 @@ export class SafetensorsFormatError extends LoadError {
   }
 }
 
-// ---------------------------------------------------------------- strict JSON
-
-/** JSON values with objects as Maps (no prototype keys) and integer literals as bigint. */
-export type JsonValue = null | boolean | number | bigint | string | JsonValue[] | JsonObject;
-export type JsonObject = Map<string, JsonValue>;
-
-class JsonSyntaxError extends Error {
-  constructor(
-    message: string,
-    readonly duplicate: { key: string; path: string[] } | null = null,
-    readonly tooManyValues = false,
-  ) {
-    super(message);
-  }
-}
-
-/**
- * The most JSON values a safetensors header may hold here. The format allows 100 MB of header,
- * which parsed into maps and bigints took 2 GB and 30 s (1.3 M empty tensors, measured on this
- * project's 2-core machine, 2026-12); real checkpoints hold ~8 values per tensor and at most a few
- * thousand tensors per file, so 2^20 values (~130 k tensors, ~200 MB parsed) is far above them.
- */
-export const MAX_HEADER_VALUES = 1 << 20;
-
-const MAX_DEPTH = 64;
-
-/**
- * Parses JSON strictly (RFC 8259): duplicate keys in any object are an error; integer literals
- * (no fraction or exponent) become bigint so that offsets past 2^53 are not silently rounded.
- */
-export function parseStrictJson(text: string, maxValues = Infinity): JsonValue {
-  let i = 0;
-  let values = 0;
-  const n = text.length;
-  const path: string[] = [];
-  const ws = (): void => {
-    while (i < n) {
-      const c = text.charCodeAt(i);
-      if (c === 0x20 || c === 0x0a || c === 0x0d || c === 0x09) i++;
-      else break;
-    }
-  };
-  const fail = (what: string): never => {
-    throw new JsonSyntaxError(i < n ? `${what} at character ${i}` : `${what} at end of input`);
-  };
-  const str = (): string => {
-    i++; // opening quote
-    let out = "";
-    let start = i;
-    for (;;) {
-      if (i >= n) fail("unterminated string");
-      const c = text.charCodeAt(i);
-      if (c === 0x22) {
-        out += text.slice(start, i);
-        i++;
-        return out;
-      }
-      if (c < 0x20) fail("control character in string");
-      if (c === 0x5c) {
-        out += text.slice(start, i);
-        const e = text[i + 1];
-        i += 2;
-        switch (e) {
-          case '"': out += '"'; break;
-          case "\\": out += "\\"; break;
-          case "/": out += "/"; break;
-          case "b": out += "\b"; break;
-          case "f": out += "\f"; break;
-          case "n": out += "\n"; break;
-          case "r": out += "\r"; break;
-          case "t": out += "\t"; break;
-          case "u": {
-            const hex = text.slice(i, i + 4);
-            if (!/^[0-9a-fA-F]{4}$/.test(hex)) fail("bad \\u escape");
-            out += String.fromCharCode(parseInt(hex, 16));
-            i += 4;
-            break;
-          }
-          default:
-            i -= 2;
-            fail("bad escape");
-        }
-        start = i;
-      } else i++;
-    }
-  };
-  const num = (): number | bigint => {
-    const start = i;
-    if (text[i] === "-") i++;
-    if (text[i] === "0") i++;
-    else if (text[i]! >= "1" && text[i]! <= "9") while (i < n && text[i]! >= "0" && text[i]! <= "9") i++;
-    else fail("bad number");
-    let isInt = true;
-    if (text[i] === ".") {
-      isInt = false;
-      i++;
-      if (!(text[i]! >= "0" && text[i]! <= "9")) fail("bad number");
-      while (i < n && text[i]! >= "0" && text[i]! <= "9") i++;
-    }
-    if (text[i] === "e" || text[i] === "E") {
-      isInt = false;
-      i++;
-      if (text[i] === "+" || text[i] === "-") i++;
-      if (!(text[i]! >= "0" && text[i]! <= "9")) fail("bad number");
-      while (i < n && text[i]! >= "0" && text[i]! <= "9") i++;
-    }
-    const lit = text.slice(start, i);
-    if (!isInt) return Number(lit);
-    // Integers of more than 30 digits are out of every range we check; keep BigInt's cost bounded.
-    return lit.replace("-", "").length > 30 ? (lit.startsWith("-") ? -(10n ** 30n) : 10n ** 30n) : BigInt(lit);
-  };
-  const value = (depth: number): JsonValue => {
-    if (depth > MAX_DEPTH) fail(`nesting deeper than ${MAX_DEPTH}`);
-    if (++values > maxValues) throw new JsonSyntaxError(`more than ${maxValues} values`, null, true);
-    ws();
-    const c = text[i];
-    if (c === "{") {
-      i++;
-      const obj: JsonObject = new Map();
-      ws();
-      if (text[i] === "}") {
-        i++;
-        return obj;
-      }
-      for (;;) {
-        ws();
-        if (text[i] !== '"') fail("expected a string key");
-        const key = str();
-        if (obj.has(key)) throw new JsonSyntaxError(`duplicate key '${key}'`, { key, path: [...path] });
-        ws();
-        if (text[i] !== ":") fail("expected ':'");
-        i++;
-        path.push(key);
-        obj.set(key, value(depth + 1));
-        path.pop();
-        ws();
-        if (text[i] === ",") {
-          i++;
-          continue;
-        }
-        if (text[i] === "}") {
-          i++;
-          return obj;
-        }
-        fail("expected ',' or '}'");
-      }
-    }
-    if (c === "[") {
-      i++;
-      const arr: JsonValue[] = [];
-      ws();
-      if (text[i] === "]") {
-        i++;
-        return arr;
-      }
-      for (;;) {
-        arr.push(value(depth + 1));
-        ws();
-        if (text[i] === ",") {
-          i++;
-          continue;
-        }
-        if (text[i] === "]") {
-          i++;
-          return arr;
-        }
-        fail("expected ',' or ']'");
-      }
-    }
-    if (c === '"') return str();
-    if (c === "t" && text.startsWith("true", i)) {
-      i += 4;
-      return true;
-    }
-    if (c === "f" && text.startsWith("false", i)) {
-      i += 5;
-      return false;
-    }
-    if (c === "n" && text.startsWith("null", i)) {
-      i += 4;
-      return null;
-    }
-    if (c === "-" || (c !== undefined && c >= "0" && c <= "9")) return num();
-    return fail("unexpected character");
-  };
-  const v = value(0);
-  ws();
-  if (i < n) fail("unexpected data after the JSON value");
-  return v;
-}
-
 // ---------------------------------------------------------------- header
 
 export interface TensorInfo {
@@ -329,6 +141,14 @@ export interface SafetensorsHeader {
   /** File offset of the data section: 8 + N. */
   readonly dataStart: number;
 }
+
+/**
+ * The most JSON values a safetensors header may hold here. The format allows 100 MB of header,
+ * which parsed into maps and bigints took 2 GB and 30 s (1.3 M empty tensors, measured on this
+ * project's 2-core machine, 2026-12); real checkpoints hold ~8 values per tensor and at most a few
+ * thousand tensors per file, so 2^20 values (~130 k tensors, ~200 MB parsed) is far above them.
+ */
+export const MAX_HEADER_VALUES = 1 << 20;
 
 /** The largest header the reference implementation accepts. */
 export const MAX_HEADER_BYTES = 100_000_000;
@@ -577,162 +397,4 @@ export function toF32(data: SafetensorsArray, dtype: SafetensorsDtype): Float32A
   if (data instanceof Float32Array) return data;
   if (data instanceof BigInt64Array) return Float32Array.from(data, (x) => Number(x));
   return Float32Array.from(data as ArrayLike<number>);
-}
-
-// ---------------------------------------------------------------- 16-bit conversions (lookup tables)
-
-let bf16ToF16Table: Uint16Array | null = null;
-let f16ToF32Table: Float32Array | null = null;
-
-// util/f16.ts converts element by element; loading converts whole checkpoints, so the two 16-bit
-// conversions on the load path go through 65,536-entry tables built from those same functions.
-
-/** bf16 bits → f16 bits for all 65,536 patterns (round to nearest even; exact reuse of f32ToF16Bits). */
-function bf16ToF16Lut(): Uint16Array {
-  if (!bf16ToF16Table) {
-    const t = new Uint16Array(65536);
-    const f = new Float32Array(1);
-    const u = new Uint32Array(f.buffer);
-    for (let b = 0; b < 65536; b++) {
-      u[0] = b << 16;
-      t[b] = f32ToF16Bits(f[0]!);
-    }
-    bf16ToF16Table = t;
-  }
-  return bf16ToF16Table;
-}
-function f16ToF32Lut(): Float32Array {
-  if (!f16ToF32Table) f16ToF32Table = f16ArrayToF32(Uint16Array.from({ length: 65536 }, (_, i) => i));
-  return f16ToF32Table;
-}
-
-/**
- * bf16 bits → f16 bits. Finite bf16 values beyond f16's range (|x| > 65504) become ±inf; their
- * count is returned so callers can refuse a lossy load instead of producing infinities silently.
- */
-export function convertBf16ToF16(src: Uint16Array, out = new Uint16Array(src.length)): { out: Uint16Array; overflows: number } {
-  const lut = bf16ToF16Lut();
-  let overflows = 0;
-  for (let i = 0; i < src.length; i++) {
-    const b = src[i]!;
-    const h = lut[b]!;
-    out[i] = h;
-    if ((h & 0x7fff) === 0x7c00 && (b & 0x7f80) !== 0x7f80) overflows++;
-  }
-  return { out, overflows };
-}
-
-export function convertF16ToF32(src: Uint16Array, out = new Float32Array(src.length)): Float32Array {
-  const lut = f16ToF32Lut();
-  for (let i = 0; i < src.length; i++) out[i] = lut[src[i]!]!;
-  return out;
-}
-
-/** f32 → f16 bits; finite values beyond f16's range become ±inf and are counted. */
-export function convertF32ToF16(src: Float32Array, out = new Uint16Array(src.length)): { out: Uint16Array; overflows: number } {
-  let overflows = 0;
-  for (let i = 0; i < src.length; i++) {
-    const x = src[i]!;
-    const h = f32ToF16Bits(x);
-    out[i] = h;
-    if ((h & 0x7fff) === 0x7c00 && Number.isFinite(x)) overflows++;
-  }
-  return { out, overflows };
-}
-
-// ---------------------------------------------------------------- writer
-
-/** One tensor to write: its bytes as a typed array of the dtype's width (F16/BF16 as raw bits) or raw bytes. */
-export interface TensorToWrite {
-  dtype: SafetensorsDtype;
-  shape: readonly number[];
-  data: ArrayBufferView;
-}
-
-export interface SafetensorsLayout {
-  /** The 8-byte length prefix followed by the padded JSON header. */
-  headerBytes: Uint8Array;
-  /** Tensor names in data order. */
-  order: string[];
-  /** Byte length of the data section. */
-  dataBytes: number;
-}
-
-function utf8Compare(a: string, b: string): number {
-  const enc = new TextEncoder();
-  const x = enc.encode(a);
-  const y = enc.encode(b);
-  const n = Math.min(x.length, y.length);
-  for (let i = 0; i < n; i++) if (x[i] !== y[i]) return x[i]! - y[i]!;
-  return x.length - y.length;
-}
-
-/**
- * Lays out a safetensors file without touching tensor data: the header bytes and the order in
- * which the tensors' bytes must follow (for streaming writers of files larger than memory).
- */
-export function layoutSafetensors(
-  tensors: ReadonlyMap<string, { dtype: SafetensorsDtype; shape: readonly number[] }> | Readonly<Record<string, { dtype: SafetensorsDtype; shape: readonly number[] }>>,
-  metadata: Readonly<Record<string, string>> | null = null,
-): SafetensorsLayout {
-  type Spec = { dtype: SafetensorsDtype; shape: readonly number[] };
-  const entries: [string, Spec][] = tensors instanceof Map ? [...(tensors as ReadonlyMap<string, Spec>).entries()] : Object.entries(tensors as Readonly<Record<string, Spec>>);
-  for (const [name, t] of entries) {
-    if (name === "__metadata__") throw new LoadError("a tensor cannot be named '__metadata__'");
-    if (!isSafetensorsDtype(t.dtype)) throw new LoadError(`tensor '${name}': unknown dtype '${String(t.dtype)}'`);
-    for (const d of t.shape) if (!Number.isSafeInteger(d) || d < 0) throw new LoadError(`tensor '${name}': shape [${t.shape.join(", ")}] must hold non-negative integers`);
-  }
-  // The reference's prepare(): dtype descending in enum order, then name ascending.
-  entries.sort(([an, a], [bn, b]) => DTYPE_RANK.get(b.dtype)! - DTYPE_RANK.get(a.dtype)! || utf8Compare(an, bn));
-  const order: string[] = [];
-  let offset = 0;
-  const meta = metadata ? Object.fromEntries(Object.keys(metadata).sort(utf8Compare).map((k) => [k, metadata[k]])) : null;
-  if (meta) {
-    for (const [k, v] of Object.entries(meta)) if (typeof v !== "string") throw new LoadError(`__metadata__['${k}'] must be a string`);
-  }
-  // JSON object key order: __metadata__ first, then data order. Built as a string so that
-  // integer-like tensor names keep their place (JS objects would move them first).
-  const parts: string[] = [];
-  if (meta) parts.push(`"__metadata__":${JSON.stringify(meta)}`);
-  for (const [name, t] of entries) {
-    let numel = 1;
-    for (const d of t.shape) numel *= d;
-    const bits = numel * DTYPE_BITS[t.dtype];
-    if (bits % 8 !== 0) throw new LoadError(`tensor '${name}': ${numel} elements of ${t.dtype} are not a whole number of bytes`);
-    const n = bits / 8;
-    parts.push(`${JSON.stringify(name)}:${JSON.stringify({ dtype: t.dtype, shape: t.shape, data_offsets: [offset, offset + n] })}`);
-    offset += n;
-    order.push(name);
-  }
-  const json = new TextEncoder().encode(`{${parts.join(",")}}`);
-  const padded = Math.ceil(json.byteLength / 8) * 8;
-  if (padded > MAX_HEADER_BYTES) throw new LoadError(`the safetensors header would be ${padded} bytes, over the limit of ${MAX_HEADER_BYTES}`);
-  const headerBytes = new Uint8Array(8 + padded).fill(0x20, 8 + json.byteLength);
-  new DataView(headerBytes.buffer).setBigUint64(0, BigInt(padded), true);
-  headerBytes.set(json, 8);
-  return { headerBytes, order, dataBytes: offset };
-}
-
-/** Serializes tensors (and string metadata) into one safetensors file in memory. */
-export function writeSafetensors(
-  tensors: ReadonlyMap<string, TensorToWrite> | Readonly<Record<string, TensorToWrite>>,
-  metadata: Readonly<Record<string, string>> | null = null,
-): Uint8Array {
-  const map: ReadonlyMap<string, TensorToWrite> = tensors instanceof Map ? (tensors as ReadonlyMap<string, TensorToWrite>) : new Map(Object.entries(tensors as Readonly<Record<string, TensorToWrite>>));
-  const layout = layoutSafetensors(map, metadata);
-  const out = new Uint8Array(layout.headerBytes.byteLength + layout.dataBytes);
-  out.set(layout.headerBytes, 0);
-  let at = layout.headerBytes.byteLength;
-  for (const name of layout.order) {
-    const t = map.get(name)!;
-    let numel = 1;
-    for (const d of t.shape) numel *= d;
-    const want = (numel * DTYPE_BITS[t.dtype]) / 8;
-    if (t.data.byteLength !== want) {
-      throw new LoadError(`tensor '${name}': ${t.data.byteLength} bytes of data given, shape [${t.shape.join(", ")}] of ${t.dtype} needs ${want}`);
-    }
-    out.set(new Uint8Array(t.data.buffer, t.data.byteOffset, t.data.byteLength), at);
-    at += want;
-  }
-  return out;
 }

@@ -18,7 +18,7 @@
 // recorded dispatches with no parameter packing, bind-group or kernel lookups. The last step of a
 // generate() call without hooks replays only the head (its forward would be wasted).
 // Prefill (Session.append) uses Decoder.forward; both are checked against the same float64
-// references (test/parity.test.ts, test/decode-step.test.ts).
+// references (test/parity.test.ts, test/step-chain.test.ts).
 
 import type { GpuContext } from "../gpu/context.js";
 import type { CapturedProgram } from "../gpu/capture.js";

@@ -1,4 +1,4 @@
-// From a Hugging Face model directory to a ready Decoder: config + checkpoint (src/io/checkpoint.ts),
+// From a Hugging Face model directory to a ready Decoder: config + checkpoint (src/model/checkpoint.ts),
 // weights mapped onto the decoder's structure, RoPE inverse frequencies uploaded, tokenizer loaded
 // when the directory has one (commands given token ids work without it).
 
@@ -6,7 +6,7 @@ import type { GpuContext } from "../gpu/context.js";
 import { isQuantDType, type Tensor } from "../gpu/tensor.js";
 import type { QuantFormat } from "../quant/formats.js";
 import { UnsupportedError } from "../errors.js";
-import { loadModel, type LoadProgress } from "../io/checkpoint.js";
+import { loadModel, type LoadProgress } from "./checkpoint.js";
 import type { ModelDir } from "../io/source.js";
 import { recoverOutput } from "../io/output.js";
 import { computeInvFreq, type ModelConfig } from "./config.js";

@@ -370,10 +370,6 @@ export async function generateIds(session: Session, prompt: readonly number[], o
   }
 }
 
-export function checkPromptFits(promptLength: number, capacity: number): void {
-  if (promptLength > capacity) throw new ShapeError(`the prompt has ${promptLength} tokens, more than the context of ${capacity}`);
-}
-
 /** Attention ranges [T, 2] for T tokens at positions p.. of one sequence: [max(0, q+1-window), q+1). */
 export function causalRangesFor(p: number, T: number, window = 0): Uint32Array {
   const r = new Uint32Array(2 * T);

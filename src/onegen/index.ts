@@ -258,7 +258,7 @@ export class DocumentIndex {
   /**
    * Extends the search's tiled copy of the vectors (cosineIndexPack) to the current count where
    * this device class scans that layout, so that no search has to make it (a search may be
-   * encoded inside a gated block or a captured step, where a copy must not happen).
+   * encoded inside a captured step, where a copy must not happen).
    */
   private async keepSearchCopy(): Promise<void> {
     if (this._count > 0 && cosineTopKPreferredLayout(this.ctx) === "tiled") await cosineIndexPack(this.ctx, this._vectors, this._count);

@@ -40,7 +40,7 @@ import { dispatchPlan, type DispatchPlan } from "./dispatch-plan.js";
 import { ATTN_WG, COMBINE_WG, DECODE_MIN_CHUNK, DECODE_TARGET_UNITS, attentionCombineVariant, attentionIo, attentionReference } from "./attention.js";
 import { checkStepBinding, checkStepHeads, expectStepState, type StepHeads } from "./step-checks.js";
 
-export function attentionStepVariant(cache: StoreType, vec4: boolean, split: boolean): KernelVariant {
+function attentionStepVariant(cache: StoreType, vec4: boolean, split: boolean): KernelVariant {
   return {
     file: "attention_step",
     name: `attention_step_${split ? "split" : "single"}_${cache}_${vec4 ? "v4" : "s1"}_wg${ATTN_WG}`,
@@ -49,20 +49,11 @@ export function attentionStepVariant(cache: StoreType, vec4: boolean, split: boo
 }
 
 /** The lanes kernel (kernels/attention_step_lanes.wgsl): workgroup of WG ≥ group·slots lanes. */
-export function attentionStepLanesVariant(cache: StoreType, vec4: boolean, wg: number): KernelVariant {
+function attentionStepLanesVariant(cache: StoreType, vec4: boolean, wg: number): KernelVariant {
   return {
     file: "attention_step_lanes",
     name: `attention_step_lanes_${cache}_${vec4 ? "v4" : "s1"}_wg${wg}`,
-    defines: {
-      F16: cache === "f16",
-      PACKED: cache === "f16p",
-      VEC4: vec4,
-      WG: wg,
-      V: vec4 ? "vec4<f32>" : "f32",
-      CV: cache === "f16p" ? (vec4 ? "vec2<u32>" : "u32") : vec4 ? `vec4<${cache}>` : cache,
-    },
-    bindings: ["read", "read", "read", "read", "read_write", "read_write", "uniform"],
-    features: storeFeatures(cache),
+    ...attentionIo(cache, vec4, true, wg),
   };
 }
 

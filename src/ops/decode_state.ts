@@ -1,6 +1,6 @@
-// GPU-side decode bookkeeping (kernels/decode_state.wgsl): advancing the position after a
-// sampled token, and the "force token after a sequence" logits processor. Both keep the decode
-// loop free of host writes, so several steps can share one submit.
+// GPU-side decode bookkeeping (kernels/decode_state.wgsl): the decode step's advance (the rows
+// fed after a sampled token or a planned injection) and two logits rules, force-after and
+// copy-input. They keep the decode loop free of host writes, so several steps share one submit.
 
 import type { GpuContext } from "../gpu/context.js";
 import type { KernelVariant } from "../gpu/kernels.js";
@@ -15,22 +15,16 @@ import { NONFINITE_ID } from "./sample.js";
 const FORCE_WG = 256;
 const ADVANCE_ROWS_WG = 64;
 
-const ADVANCE: KernelVariant = {
-  file: "decode_state",
-  name: "decode_advance",
-  defines: { ADVANCE_ROWS: false, ADVANCE: true, COPY: false },
-  bindings: ["read", "read_write", "read_write", "read_write", "uniform"],
-};
 const FORCE: KernelVariant = {
   file: "decode_state",
   name: `force_after_wg${FORCE_WG}`,
-  defines: { ADVANCE_ROWS: false, ADVANCE: false, COPY: false, WG: FORCE_WG },
+  defines: { ADVANCE_ROWS: false, COPY: false, WG: FORCE_WG },
   bindings: ["read", "read", "read", "read_write", "uniform"],
 };
 const COPY: KernelVariant = {
   file: "decode_state",
   name: `copy_input_wg${FORCE_WG}`,
-  defines: { ADVANCE_ROWS: false, ADVANCE: false, COPY: true, WG: FORCE_WG },
+  defines: { ADVANCE_ROWS: false, COPY: true, WG: FORCE_WG },
   bindings: ["read", "read", "read", "read_write", "uniform"],
 };
 
@@ -38,7 +32,7 @@ const COPY: KernelVariant = {
 export const ADVANCE_ROWS: KernelVariant = {
   file: "decode_state",
   name: `decode_advance_rows_wg${ADVANCE_ROWS_WG}`,
-  defines: { ADVANCE_ROWS: true, ADVANCE: false, COPY: false, WG: ADVANCE_ROWS_WG },
+  defines: { ADVANCE_ROWS: true, COPY: false, WG: ADVANCE_ROWS_WG },
   bindings: ["read", "read", "read_write", "read_write", "read_write", "read_write", "uniform"],
   entryPoint: "advance_rows",
 };
@@ -151,16 +145,6 @@ export function copyInputAllowed(generated: readonly number[], rule: CopyInputRu
 }
 
 /**
- * position += 1; ranges = [start, position + 1) with start = max(ranges[0], position + 1 - window)
- * when `window` > 0; context[position] = token.
- */
-export async function advancePosition(ctx: GpuContext, token: Tensor, position: Tensor, ranges: Tensor, context: Tensor, window = 0): Promise<void> {
-  for (const [t, n] of [[token, "token"], [position, "position"], [ranges, "ranges"], [context, "context"]] as const) expectDType(t, ["u32"], "advancePosition", n);
-  const k = await ctx.kernels.get(ADVANCE);
-  ctx.dispatch(k, [token, position, ranges, context], new Params().u32(context.numel).u32(window).u32(0).u32(0).f32(-Infinity).bytes(), [1]);
-}
-
-/**
  * With last = position[0] (read on the GPU): if context[last-n+1..=last] equals `pattern`, all
  * logits but `forcedId` become -inf (in place).
  */
@@ -174,11 +158,6 @@ export async function forceAfter(ctx: GpuContext, context: Tensor, pattern: Tens
   if (forcedId >= V) throw new ShapeError(`forceAfter: forced id ${forcedId} is outside the vocabulary (${V})`);
   const k = await ctx.kernels.get(FORCE);
   ctx.dispatch(k, [context, pattern, position, logits], new Params().u32(0).u32(pattern.numel).u32(forcedId).u32(V).f32(-Infinity).bytes(), [1]);
-}
-
-export function advanceReference(position: number, ranges: [number, number], window = 0): { position: number; ranges: [number, number] } {
-  const p = position + 1;
-  return { position: p, ranges: [window > 0 && p + 1 > window ? p + 1 - window : ranges[0], p + 1] };
 }
 
 export function forceAfterReference(context: ArrayLike<number>, pattern: ArrayLike<number>, logits: Float32Array, last: number, forcedId: number): Float32Array {

@@ -20,9 +20,9 @@ import { dispatchPlan, type DispatchPlan } from "./dispatch-plan.js";
 import { embeddingReference } from "./embedding.js";
 import { checkStepBinding, expectStepState } from "./step-checks.js";
 
-export const EMBED_ROWS_WG = 64;
+const EMBED_ROWS_WG = 64;
 
-export function embedRowsVariant(table: StoreType): KernelVariant {
+function embedRowsVariant(table: StoreType): KernelVariant {
   return {
     file: "embed_rows",
     name: `embed_rows_${table}_wg${EMBED_ROWS_WG}`,

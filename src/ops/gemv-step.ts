@@ -84,7 +84,7 @@ export interface GemvStepDesc {
 }
 
 /** Stable name, e.g. "gemv_step_f16_vec8_m3_store_norm16s576_step_r4_wg64". */
-export function gemvStepLabel(d: GemvStepDesc): string {
+function gemvStepLabel(d: GemvStepDesc): string {
   const norm = d.norm ? `_norm${d.norm === "f16" ? 16 : 32}${d.xShared ? `s${d.k}` : "i"}` : "";
   return `gemv_step_${d.wDtype}_vec${d.vec}_m${d.mats}_${d.epilogue}${d.joint ? "j" : ""}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}${d.blockSum ? "_bs" : ""}_r${d.rows}_wg${d.wg}`;
 }
@@ -94,7 +94,7 @@ function sharedBytes(d: Pick<GemvStepDesc, "norm" | "xShared" | "k" | "wg">): nu
   return d.norm ? d.wg * 4 + (d.xShared ? d.k * 4 : 0) : 0;
 }
 
-export function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
+function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
   const name = gemvStepLabel(d);
   const f16 = d.wDtype === "f16";
   const quant = isQuantDType(d.wDtype);
@@ -161,7 +161,7 @@ export interface GemvStepShape {
  * live rows into a scratch the plan owns, then the GEMV runs without norm (2 dispatches).
  */
 export type GemvStepNormPath = "loop" | "shared" | "prepass";
-export const GEMV_STEP_NORM_PATHS: readonly GemvStepNormPath[] = ["loop", "shared", "prepass"];
+const GEMV_STEP_NORM_PATHS: readonly GemvStepNormPath[] = ["loop", "shared", "prepass"];
 
 /** Overrides of the resolver's choices (benchmarks, tests). */
 export interface GemvStepForce {
@@ -235,7 +235,7 @@ const NORM_PREPASS_MIN = { software: 1_000_000, hardware: Infinity } as const;
 const QUANT_BLOCKSUM = true;
 
 /** The prenorm (norm_rows) kernel variant of a description with norm set. */
-export function gemvStepPrenormVariant(d: GemvStepDesc): KernelVariant {
+function gemvStepPrenormVariant(d: GemvStepDesc): KernelVariant {
   if (!d.norm || d.xShared) throw new UnsupportedError(`gemv_step: the prenorm kernel needs a norm description without xShared (${gemvStepLabel(d)})`);
   const v = gemvStepKernelVariant(d);
   return { ...v, name: `${v.name}_prenorm`, entryPoint: "norm_rows" };
@@ -297,7 +297,7 @@ export class GemvStepPlan {
  * Concatenates per-matrix biases (f32 or f16, one dtype; null entries are zeros) into one tensor
  * [ΣN_i] with buffer copies (encoded into the current batch). Returns null when all are null.
  */
-export function concatBiases(ctx: GpuContext, biases: readonly (Tensor | null | undefined)[], Ns: readonly number[], label: string): Tensor | null {
+function concatBiases(ctx: GpuContext, biases: readonly (Tensor | null | undefined)[], Ns: readonly number[], label: string): Tensor | null {
   const op = "gemv_step";
   if (biases.length !== Ns.length) throw new ShapeError(`${op}: ${biases.length} biases for ${Ns.length} matrices`);
   const present = biases.filter((b): b is Tensor => !!b);

@@ -26,6 +26,7 @@ import type { Kernel, KernelVariant } from "../gpu/kernels.js";
 import { DTYPE_BYTES, isQuantDType, type Tensor } from "../gpu/tensor.js";
 import { expectDType, grid, Params } from "./common.js";
 import { launchLinearQ, resolveLinearQ } from "./linear_q.js";
+import { encodeTiledCopy, tiledCopyShape } from "./tiled-copy.js";
 
 export type WDType = "f32" | "f16";
 /** Algorithms a caller may force. "auto" (default) lets resolveLinear choose. */
@@ -244,7 +245,7 @@ export interface GemvPack {
 
 const packs = new WeakMap<Tensor, GemvPack>();
 
-/** Bytes of W [N, K]'s tiled copy: ceil(N/T)·T rows of ceil(K/CE) 16-byte chunks. */
+/** Bytes of W [N, K]'s tiled copy (src/ops/tiled-copy.ts): ceil(N/T)·T rows of ceil(K/CE) 16-byte chunks. */
 export function gemvPackBytes(N: number, K: number, wDtype: WDType, T: number): number {
   const ce = wDtype === "f16" ? 8 : 4;
   return Math.ceil(N / T) * T * Math.ceil(K / ce) * 16;
@@ -267,7 +268,7 @@ export function releaseGemvPack(w: Tensor | null): void {
 }
 
 /**
- * Makes (once) and caches the tiled copy of W [N, K] f32|f16 on the GPU (kernels/gemv_repack.wgsl),
+ * Makes (once) and caches the tiled copy of W [N, K] f32|f16 on the GPU (src/ops/tiled-copy.ts),
  * for gemv_tiled. The caller promises W does not change while the copy lives (releaseGemvPack).
  */
 export async function packGemvWeight(ctx: GpuContext, w: Tensor, T = gemvTiledShape(ctx).T): Promise<GemvPack> {
@@ -280,62 +281,12 @@ export async function packGemvWeight(ctx: GpuContext, w: Tensor, T = gemvTiledSh
   const N = w.shape[0]!;
   const K = w.shape[1]!;
   const wDtype = w.dtype as WDType;
-  const ce = wDtype === "f16" ? 8 : 4;
-  const kc = Math.ceil(K / ce);
-  const tiles = Math.ceil(N / T);
-  const tileBytes = kc * T * 16;
-  const eW = DTYPE_BYTES[wDtype];
-  const limit = ctx.limits.maxStorageBufferBindingSize;
-  const align = ctx.limits.minStorageBufferOffsetAlignment;
+  const { kc, tiles } = tiledCopyShape(N, K, wDtype, T);
   const out = ctx.empty([tiles, kc, T, 4], "u32", `${w.label}.gemv_tiled`);
-  const kernel = await ctx.kernels.get({
-    file: "gemv_repack",
-    name: `gemv_repack_${wDtype}_t${T}`,
-    defines: { WF16: wDtype === "f16", T, CE: ce },
-    bindings: ["read", "read_write", "uniform"],
-  });
-  // Windows of whole tiles; the source rows of a window (plus alignment slack) must fit a binding too.
-  const srcTileBytes = T * K * eW;
-  const windows = ctx.bindingWindows(tiles, tileBytes, `${op}: packed copy of '${w.label}' [${N}, ${K}] ${wDtype}`, Math.max(1, Math.floor((limit - align - 4) / srcTileBytes)));
-  for (const win of windows) {
-    const n0 = win.firstRow * T;
-    const rows = Math.min(win.rows * T, N - n0);
-    const start = n0 * K * eW;
-    const at = start - (start % align);
-    const end = Math.ceil((start + rows * K * eW) / 4) * 4;
-    const words = win.rows * kc * T * 4;
-    const params = new Params().u32(rows).u32(K).u32(kc).u32(words).u32((start - at) / eW).bytes();
-    ctx.dispatch(
-      kernel,
-      [
-        { tensor: w, byteOffset: at, byteSize: end - at },
-        { tensor: out, byteOffset: win.byteOffset, byteSize: words * 4 },
-      ],
-      params,
-      grid(ctx, Math.ceil(words / 256)),
-    );
-  }
+  await encodeTiledCopy(ctx, w, out, { count: N, T, what: `${op}: packed copy of '${w.label}' [${N}, ${K}] ${wDtype}` });
   const pack: GemvPack = { tensor: out, N, K, wDtype, T, kc, tiles };
   packs.set(w, pack);
   return pack;
-}
-
-/**
- * CPU reference of the tiled layout (the spec of gemv_repack.wgsl): W [N, K] as raw element values
- * (f32 values, or f16 bits as numbers) → [tiles, kc, T, CE] elements, zero past N and K.
- */
-export function gemvTiledRepackReference(w: ArrayLike<number>, N: number, K: number, ce: 4 | 8, T: number): number[] {
-  const kc = Math.ceil(K / ce);
-  const tiles = Math.ceil(N / T);
-  const out = new Array<number>(tiles * kc * T * ce).fill(0);
-  for (let n = 0; n < N; n++) {
-    for (let k = 0; k < K; k++) {
-      const tile = Math.floor(n / T);
-      const c = Math.floor(k / ce);
-      out[((tile * kc + c) * T + (n % T)) * ce + (k % ce)] = w[n * K + k]!;
-    }
-  }
-  return out;
 }
 
 export interface LinearOptions {

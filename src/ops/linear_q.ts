@@ -43,7 +43,7 @@ export function linearQLabel(d: LinearQDesc): string {
   return `${d.algo.replace("_q", "")}_${d.format}${d.blockSum ? "_bs" : ""}_r${d.rows}_mb${d.mb}_wg${d.wg}`;
 }
 
-export function linearQKernelVariant(d: LinearQDesc): KernelVariant {
+function linearQKernelVariant(d: LinearQDesc): KernelVariant {
   return {
     file: "gemv_q",
     name: linearQLabel(d),

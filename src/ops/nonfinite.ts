@@ -2,7 +2,7 @@
 // The kernel tests the exponent bits of raw 32-bit words, so f16 tensors need no shader-f16 feature.
 // countNonFinite adds one tensor's count into a slot of a u32 counter buffer without a readback;
 // NonFiniteScan checks many tensors into one buffer and reads all the counts back once (the
-// model loader checks every float weight this way, src/io/checkpoint.ts).
+// model loader checks every float weight this way, src/model/checkpoint.ts).
 
 import type { GpuContext } from "../gpu/context.js";
 import type { KernelVariant } from "../gpu/kernels.js";

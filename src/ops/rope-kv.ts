@@ -27,9 +27,9 @@ import { ropeReference } from "./rope.js";
 import { kvAppendReference } from "./attention.js";
 import { checkStepBinding, checkStepHeads, expectStepState, type StepHeads } from "./step-checks.js";
 
-export const ROPE_KV_WG = 64;
+const ROPE_KV_WG = 64;
 
-export function ropeKvVariant(cache: StoreType): KernelVariant {
+function ropeKvVariant(cache: StoreType): KernelVariant {
   return {
     file: "rope_kv",
     name: `rope_kv_${cache}_wg${ROPE_KV_WG}`,
@@ -49,7 +49,7 @@ export interface RopeKvDims {
 }
 
 /** Shapes of qkv / invFreq / caches / step checked; returns the dimensions. */
-export function ropeKvDims(op: string, qkv: Tensor, invFreq: Tensor, kCache: Tensor, vCache: Tensor, step: Tensor): RopeKvDims {
+function ropeKvDims(op: string, qkv: Tensor, invFreq: Tensor, kCache: Tensor, vCache: Tensor, step: Tensor): RopeKvDims {
   expectDType(kCache, ["f32", "f16"], op, "kCache");
   expectDType(vCache, [kCache.dtype], op, "vCache");
   if (kCache.shape.length !== 3) throw new ShapeError(`${op}: kCache ('${kCache.label}') has shape [${kCache.shape.join(", ")}], expected [Hkv, S, hd]`);

@@ -61,7 +61,8 @@ import type { KernelVariant } from "../gpu/kernels.js";
 import type { Tensor } from "../gpu/tensor.js";
 import { DTYPE_BYTES } from "../gpu/tensor.js";
 import { ShapeError, UnsupportedError, UsageError } from "../errors.js";
-import { expectDType, expectShape, grid, Params, storeFeatures, storeType, type StoreType } from "./common.js";
+import { expectDType, expectShape, Params, storeFeatures, storeType, type StoreType } from "./common.js";
+import { encodeTiledCopy, tiledCopyShape } from "./tiled-copy.js";
 
 /** Invocations per workgroup: one item (row or candidate) each per batch. */
 export const TOPK_WG = 256;
@@ -202,15 +203,14 @@ export function releaseCosineIndexPack(index: Tensor): void {
 
 /**
  * Makes or extends the tiled copy of rows [0, count) of `index` [N, D] f32|f16 on the GPU
- * (kernels/gemv_repack.wgsl, one dispatch per binding window; no submit), cached beside the tensor
+ * (src/ops/tiled-copy.ts, one dispatch per binding window; no submit), cached beside the tensor
  * (one copy per T, sized for all N rows). A copy that already holds ≥ count rows is returned as
  * is; one holding fewer rows is extended: only the tiles from the one holding its old last row on
  * are copied (an append-only index pays O(new rows) per append). The caller promises rows that
  * were copied do not change in place while the copy lives (an append-only index such as
  * DocumentIndex, whose growth reallocates the tensor, keeps it; otherwise releaseCosineIndexPack).
- * Encode it outside gated blocks (ctx.beginGate) and captures: a gated-off or replayed copy would
- * leave the cache believing in rows it does not hold. DocumentIndex keeps its copy current after
- * every change, so its searches never copy.
+ * Encode it outside captures: a replayed copy would leave the cache believing in rows it does
+ * not hold. DocumentIndex keeps its copy current after every change, so its searches never copy.
  */
 export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = index.shape[0]!, T = cosineTopKTiledShape(ctx).T): Promise<CosineIndexPack> {
   const op = "cosineIndexPack";
@@ -222,47 +222,14 @@ export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = in
   const have = cosineIndexPackOf(index, T);
   if (have && have.count >= count) return have;
   const dtype = index.dtype as "f32" | "f16";
-  const ce = dtype === "f16" ? 8 : 4;
-  const kc = Math.ceil(D / ce);
-  const tiles = Math.ceil(N / T);
-  const tileBytes = kc * T * 16;
-  const eW = DTYPE_BYTES[dtype];
-  const limit = ctx.limits.maxStorageBufferBindingSize;
-  const align = ctx.limits.minStorageBufferOffsetAlignment;
+  const { kc, tiles, tileBytes } = tiledCopyShape(N, D, dtype, T);
   const out = have ? have.tensor : ctx.empty([tiles, kc, T, 4], "u32", `${index.label}.topk_tiled`);
-  const kernel = await ctx.kernels.get({
-    file: "gemv_repack",
-    name: `gemv_repack_${dtype}_t${T}`,
-    defines: { WF16: dtype === "f16", T, CE: ce },
-    bindings: ["read", "read_write", "uniform"],
-  });
-  // Tiles [from, need): from = the tile holding the old copy's last row, rounded down so that its
-  // byte offset in the copy is aligned.
+  // From the tile holding the old copy's last row, rounded down so that its byte offset in the
+  // copy is aligned.
+  const align = ctx.limits.minStorageBufferOffsetAlignment;
   const tileAlign = align / gcd(tileBytes, align);
-  const from = have ? Math.floor(Math.floor(have.count / T) / tileAlign) * tileAlign : 0;
-  const need = Math.ceil(count / T);
-  // Windows of whole tiles; the source rows of a window (plus alignment slack) must fit a binding too.
-  const srcTileBytes = T * D * eW;
-  const windows = ctx.bindingWindows(need - from, tileBytes, `${op}: tiled copy of '${index.label}' [${count}, ${D}] ${dtype}`, Math.max(1, Math.floor((limit - align - 4) / srcTileBytes)));
-  for (const win of windows) {
-    const t0 = from + win.firstRow;
-    const n0 = t0 * T;
-    const rows = Math.min(win.rows * T, count - n0);
-    const start = n0 * D * eW;
-    const at = start - (start % align);
-    const end = Math.ceil((start + rows * D * eW) / 4) * 4;
-    const words = win.rows * kc * T * 4;
-    const params = new Params().u32(rows).u32(D).u32(kc).u32(words).u32((start - at) / eW).bytes();
-    ctx.dispatch(
-      kernel,
-      [
-        { tensor: index, byteOffset: at, byteSize: end - at },
-        { tensor: out, byteOffset: t0 * tileBytes, byteSize: words * 4 },
-      ],
-      params,
-      grid(ctx, Math.ceil(words / 256)),
-    );
-  }
+  const fromTile = have ? Math.floor(Math.floor(have.count / T) / tileAlign) * tileAlign : 0;
+  await encodeTiledCopy(ctx, index, out, { count, T, fromTile, what: `${op}: tiled copy of '${index.label}' [${count}, ${D}] ${dtype}` });
   const pack: CosineIndexPack = { tensor: out, count, D, dtype, kc, T, tiles };
   const m = indexPacks.get(index) ?? new Map<number, CosineIndexPack>();
   m.set(T, pack);
@@ -273,23 +240,6 @@ export async function cosineIndexPack(ctx: GpuContext, index: Tensor, count = in
 function gcd(a: number, b: number): number {
   while (b) [a, b] = [b, a % b];
   return a;
-}
-
-/**
- * CPU reference of the tiled layout (the spec of the copy cosineIndexPack makes): rows [0, count)
- * of index [N, D] as element values → [tiles, kc, T, CE] elements, zero past count and D.
- */
-export function cosineIndexPackReference(index: ArrayLike<number>, count: number, D: number, ce: 4 | 8, T: number): number[] {
-  const kc = Math.ceil(D / ce);
-  const tiles = Math.ceil(count / T);
-  const out = new Array<number>(tiles * kc * T * ce).fill(0);
-  for (let r = 0; r < count; r++) {
-    for (let d = 0; d < D; d++) {
-      const tile = Math.floor(r / T), lane = r % T, c = Math.floor(d / ce);
-      out[((tile * kc + c) * T + lane) * ce + (d % ce)] = index[r * D + d]!;
-    }
-  }
-  return out;
 }
 
 // ------------------------------------------------------------------ the search
@@ -324,8 +274,8 @@ export interface CosineTopKOptions {
    * The index layout the scan reads. "auto" (default): "tiled" where this device class prefers it
    * (cosineTopKPreferredLayout) and a tiled copy holding rows [0, count) exists (cosineIndexPack;
    * DocumentIndex keeps one), else "rows": auto never makes a copy. "tiled" uses the copy, making or
-   * extending it first when needed (extra dispatches, cached: then encode the search outside gated
-   * blocks and captures; the caller promises the copied rows do not change in place).
+   * extending it first when needed (extra dispatches, cached: then encode the search outside
+   * captures; the caller promises the copied rows do not change in place).
    */
   layout?: CosineTopKLayout | "auto";
   /**

@@ -21,7 +21,7 @@
 //   bytes [Q, Q + 2·N·B):  the scales d as f16 [N, B]
 // Q is a multiple of 16, so the scales start word aligned; total bytes = N·K · (1 + 1/16) for
 // Q8_0 and N·K · (1/2 + 1/16) for Q4_0 — Tensor byteLength with DTYPE_BYTES 17/16 and 9/16.
-// The same two arrays are what a quantized model directory stores per weight (src/quant/save.ts):
+// The same two arrays are what a quantized model directory stores per weight (src/model/save-quantized.ts):
 // `PREFIX.qweight` U8 [N, K] or [N, K/2] and `PREFIX.scales` F16 [N, K/32], byte-for-byte the
 // GGUF blocks' fields, so writing GGUF is interleaving them.
 
@@ -40,7 +40,7 @@ export function isQuantFormat(s: unknown): s is QuantFormat {
 }
 
 /** Bytes of quants per block: 32 (Q8_0) or 16 (Q4_0). */
-export function quantBlockBytes(format: QuantFormat): number {
+function quantBlockBytes(format: QuantFormat): number {
   return format === "q8_0" ? 32 : 16;
 }
 
@@ -79,7 +79,7 @@ function roundf(v: number): number {
  * ggml's quantize_row_q8_0_ref for one block: x[off .. off+32) → qs[qOff .. qOff+32) (int8 as
  * two's-complement bytes); returns the f16 bits of d.
  */
-export function quantizeBlockQ8_0(x: ArrayLike<number>, off: number, qs: Uint8Array, qOff: number): number {
+function quantizeBlockQ8_0(x: ArrayLike<number>, off: number, qs: Uint8Array, qOff: number): number {
   let amax = 0;
   for (let j = 0; j < QK; j++) amax = Math.max(amax, Math.abs(f(x[off + j]!)));
   const d = f(amax / 127);
@@ -89,7 +89,7 @@ export function quantizeBlockQ8_0(x: ArrayLike<number>, off: number, qs: Uint8Ar
 }
 
 /** ggml's quantize_row_q4_0_ref for one block: x[off .. off+32) → qs[qOff .. qOff+16); returns f16 bits of d. */
-export function quantizeBlockQ4_0(x: ArrayLike<number>, off: number, qs: Uint8Array, qOff: number): number {
+function quantizeBlockQ4_0(x: ArrayLike<number>, off: number, qs: Uint8Array, qOff: number): number {
   let amax = 0;
   let max = 0;
   for (let j = 0; j < QK; j++) {

@@ -16,7 +16,7 @@ import { GpuOutOfMemoryError, OnegenError, UsageError } from "../errors.js";
 import { ApiError, badRequest, type OnegenExtension } from "./protocol.js";
 
 export type TaskName = "entity-linking" | "multihop-qa";
-export const TASK_NAMES: readonly TaskName[] = ["entity-linking", "multihop-qa"];
+const TASK_NAMES: readonly TaskName[] = ["entity-linking", "multihop-qa"];
 
 export interface ServedIndex {
   name: string;
@@ -46,7 +46,7 @@ export interface RetrievalOutcome {
 }
 
 /** The task an index serves: the request's, or the one whose document token the index was built at. */
-export function resolveTask(ext: OnegenExtension, index: DocumentIndex): TaskName {
+function resolveTask(ext: OnegenExtension, index: DocumentIndex): TaskName {
   if (ext.task !== null) {
     if (!(TASK_NAMES as readonly string[]).includes(ext.task)) throw badRequest(`'onegen.task' must be one of ${TASK_NAMES.join(", ")}, got '${ext.task}'`, "onegen.task");
     return ext.task as TaskName;

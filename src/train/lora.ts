@@ -12,7 +12,7 @@ import { ShapeError, UsageError } from "../errors.js";
 import type { GpuContext } from "../gpu/context.js";
 import type { KernelVariant } from "../gpu/kernels.js";
 import type { Tensor } from "../gpu/tensor.js";
-import type { TensorToWrite } from "../io/safetensors.js";
+import type { TensorToWrite } from "../io/safetensors-write.js";
 import type { LayerWeights } from "../model/decoder.js";
 import { expectDType, expectShape, grid, Params } from "../ops/common.js";
 import { pcgHash } from "../ops/sample.js";

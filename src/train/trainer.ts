@@ -25,7 +25,8 @@
 // saves nothing more (src/cli/train.ts).
 
 import { LoadError, NonFiniteError, UsageError } from "../errors.js";
-import { SafetensorsFile, writeSafetensors, type TensorToWrite } from "../io/safetensors.js";
+import { SafetensorsFile } from "../io/safetensors.js";
+import { writeSafetensors, type TensorToWrite } from "../io/safetensors-write.js";
 import { bytesSource } from "../io/source.js";
 import { f32ArrayToF16 } from "../util/f16.js";
 import { Rng } from "../util/rng.js";

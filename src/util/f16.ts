@@ -73,16 +73,61 @@ export function bf16ArrayToF32(src: Uint16Array): Float32Array {
   return out;
 }
 
-/** bf16 → f16 via f32 (values outside f16's range become ±inf, tiny ones flush toward zero). */
-export function bf16ArrayToF16(src: Uint16Array): Uint16Array {
-  const out = new Uint16Array(src.length);
-  for (let i = 0; i < src.length; i++) out[i] = f32ToF16Bits(bf16BitsToF32(src[i]!));
+let bf16ToF16Table: Uint16Array | null = null;
+let f16ToF32Table: Float32Array | null = null;
+
+// Whole arrays on the checkpoint load path (src/model/checkpoint.ts): the two 16-bit conversions go
+// through 65,536-entry tables built from the element functions above.
+
+/** bf16 bits → f16 bits for all 65,536 patterns (round to nearest even; exact reuse of f32ToF16Bits). */
+function bf16ToF16Lut(): Uint16Array {
+  if (!bf16ToF16Table) {
+    const t = new Uint16Array(65536);
+    const f = new Float32Array(1);
+    const u = new Uint32Array(f.buffer);
+    for (let b = 0; b < 65536; b++) {
+      u[0] = b << 16;
+      t[b] = f32ToF16Bits(f[0]!);
+    }
+    bf16ToF16Table = t;
+  }
+  return bf16ToF16Table;
+}
+function f16ToF32Lut(): Float32Array {
+  if (!f16ToF32Table) f16ToF32Table = f16ArrayToF32(Uint16Array.from({ length: 65536 }, (_, i) => i));
+  return f16ToF32Table;
+}
+
+/**
+ * bf16 bits → f16 bits. Finite bf16 values beyond f16's range (|x| > 65504) become ±inf; their
+ * count is returned so callers can refuse a lossy load instead of producing infinities silently.
+ */
+export function convertBf16ToF16(src: Uint16Array, out = new Uint16Array(src.length)): { out: Uint16Array; overflows: number } {
+  const lut = bf16ToF16Lut();
+  let overflows = 0;
+  for (let i = 0; i < src.length; i++) {
+    const b = src[i]!;
+    const h = lut[b]!;
+    out[i] = h;
+    if ((h & 0x7fff) === 0x7c00 && (b & 0x7f80) !== 0x7f80) overflows++;
+  }
+  return { out, overflows };
+}
+
+export function convertF16ToF32(src: Uint16Array, out = new Float32Array(src.length)): Float32Array {
+  const lut = f16ToF32Lut();
+  for (let i = 0; i < src.length; i++) out[i] = lut[src[i]!]!;
   return out;
 }
 
-/** Rounds every element to f16 precision and back (for CPU references of f16 storage). */
-export function roundToF16(src: ArrayLike<number>): Float32Array {
-  const out = new Float32Array(src.length);
-  for (let i = 0; i < src.length; i++) out[i] = f16BitsToF32(f32ToF16Bits(src[i]!));
-  return out;
+/** f32 → f16 bits; finite values beyond f16's range become ±inf and are counted. */
+export function convertF32ToF16(src: Float32Array, out = new Uint16Array(src.length)): { out: Uint16Array; overflows: number } {
+  let overflows = 0;
+  for (let i = 0; i < src.length; i++) {
+    const x = src[i]!;
+    const h = f32ToF16Bits(x);
+    out[i] = h;
+    if ((h & 0x7fff) === 0x7c00 && Number.isFinite(x)) overflows++;
+  }
+  return { out, overflows };
 }

@@ -157,14 +157,7 @@ export async function linearBackwardBias(ctx: GpuContext, dy: Tensor, opts: Accu
  * CPU reference (float64, naive loops): dy [M, N], x [M, K], w [N, K] (f16 weights as their
  * values). Returns dx [M, K] = dy·w, dw [N, K] = dyᵀ·x, db [N] = Σ_m dy[m].
  */
-export function linearBackwardReference(
-  dy: ArrayLike<number>,
-  x: ArrayLike<number>,
-  w: ArrayLike<number>,
-  M: number,
-  N: number,
-  K: number,
-): { dx: Float64Array; dw: Float64Array; db: Float64Array } {
+export function linearBackwardReference(dy: ArrayLike<number>, x: ArrayLike<number>, w: ArrayLike<number>, M: number, N: number, K: number): { dx: Float64Array; dw: Float64Array; db: Float64Array } {
   const dx = new Float64Array(M * K);
   const dw = new Float64Array(N * K);
   const db = new Float64Array(N);

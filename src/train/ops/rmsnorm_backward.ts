@@ -101,14 +101,7 @@ export async function rmsnormBackward(
 }
 
 /** CPU reference (float64). x, dy [T, D]; weight [D]. Returns dx [T, D], dw [D], rstd [T]. */
-export function rmsnormBackwardReference(
-  x: ArrayLike<number>,
-  weight: ArrayLike<number>,
-  dy: ArrayLike<number>,
-  T: number,
-  D: number,
-  eps: number,
-): { dx: Float64Array; dw: Float64Array; rstd: Float64Array } {
+export function rmsnormBackwardReference(x: ArrayLike<number>, weight: ArrayLike<number>, dy: ArrayLike<number>, T: number, D: number, eps: number): { dx: Float64Array; dw: Float64Array; rstd: Float64Array } {
   const dx = new Float64Array(T * D);
   const dw = new Float64Array(D);
   const rstd = new Float64Array(T);

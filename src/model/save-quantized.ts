@@ -15,13 +15,14 @@
 // the output must be absent, empty or a model directory this project wrote, never the source.
 
 import { LoadError, UnsupportedError } from "../errors.js";
-import { openModelCheckpoint, type CheckpointTensor } from "../io/checkpoint.js";
-import { convertForGpu } from "../io/checkpoint.js";
+import { openModelCheckpoint, type CheckpointTensor } from "./checkpoint.js";
+import { convertForGpu } from "./checkpoint.js";
 import { checkOutput, writeDirAtomic, type InputPath } from "../io/output.js";
-import { dtypeBits, layoutSafetensors, type SafetensorsDtype } from "../io/safetensors.js";
+import { dtypeBits, type SafetensorsDtype } from "../io/safetensors.js";
+import { layoutSafetensors } from "../io/safetensors-write.js";
 import { readJson, toModelDir } from "../io/source.js";
-import { QK, quantBytes, quantizeBlocksInto, type QuantFormat } from "./formats.js";
-import { isQuantizedWeight, quantizationRecord, storedQuantNames } from "./policy.js";
+import { QK, quantBytes, quantizeBlocksInto, type QuantFormat } from "../quant/formats.js";
+import { isQuantizedWeight, quantizationRecord, storedQuantNames } from "../quant/policy.js";
 
 const FLOAT_SOURCES: ReadonlySet<string> = new Set(["F32", "F16", "BF16", "F64"]);
 const COPIED = ["generation_config.json", "special_tokens_map.json", "tokenizer.model", "chat_template.jinja", "tokenizer.json", "tokenizer_config.json"];
