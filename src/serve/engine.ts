@@ -22,10 +22,12 @@
 
 import type { GpuContext } from "../gpu/context.js";
 import type { Tensor } from "../gpu/tensor.js";
+import type { CapturedProgram } from "../gpu/capture.js";
 import type { Decoder, KVCache } from "../model/decoder.js";
 import { DeviceLostError, GpuOutOfMemoryError, UsageError } from "../errors.js";
 import { kvCacheBytes } from "../model/config.js";
-import { sample, NONFINITE_ID } from "../ops/sample.js";
+import { sample, planSample, NONFINITE_ID } from "../ops/sample.js";
+import type { DispatchPlan } from "../ops/dispatch-plan.js";
 import { embedding } from "../ops/embedding.js";
 import { l2normRows } from "../ops/l2norm.js";
 import { ApiError } from "./protocol.js";
@@ -46,7 +48,16 @@ export interface EngineOptions {
   decode: (ids: number[]) => string;
   /** Called once when the engine fails for good (device lost, GPU error). */
   onFatal?: (e: Error) => void;
+  /**
+   * How decode steps run: "captured" (default): a captured step program per batch bucket, ids
+   * sampled and fed on the GPU, one readback per step; "forward": the earlier design, one
+   * Decoder.forward encoded op by op per step over every active sequence's tokens (kept as the
+   * benchmark's A/B arm).
+   */
+  stepMode?: StepMode;
 }
+
+export type StepMode = "captured" | "forward";
 
 export interface SequenceParams {
   prompt: readonly number[];
@@ -84,6 +95,8 @@ class Sequence implements SequenceHandle {
   readonly generated: number[] = [];
   cancelled = false;
   done = false;
+  /** Captured mode: prefilled at this step (its first sampled id is this step's input row). */
+  joining = false;
   readonly text: StreamText;
 
   constructor(
@@ -137,6 +150,11 @@ export class BatchEngine {
   private readonly eos: Set<number>;
   private readonly stepTokens: number;
   private wakeUp: (() => void) | null = null;
+  readonly stepMode: StepMode;
+  /** Captured mode: the id sampled for each slot at the last step (u32 [maxBatch]), fed by the next. */
+  private readonly next: Tensor | null = null;
+  /** Captured mode: the step program of each batch bucket, built on first use. */
+  private readonly buckets = new Map<number, Bucket>();
   private stopping = false;
   private fatalError: Error | null = null;
   private readonly loop: Promise<void>;
@@ -156,6 +174,12 @@ export class BatchEngine {
     this.outIds = ctx.empty([maxBatch], "u32", "serve.ids");
     this.scratch = ctx.empty([1, decoder.vocabSize], "f32", "serve.row");
     this.freeSlots = Array.from({ length: maxBatch }, (_, i) => maxBatch - 1 - i);
+    this.stepMode = opts.stepMode ?? "captured";
+    if (this.stepMode !== "captured" && this.stepMode !== "forward") throw new UsageError(`serve engine: stepMode must be "captured" or "forward", got '${String(this.stepMode)}'`);
+    if (this.stepMode === "captured") {
+      this.next = ctx.empty([maxBatch], "u32", "serve.next");
+      ctx.clear(this.next); // holes feed id 0 until a sequence takes their slot
+    }
     void decoder.ctx.device.lost.then((info) => {
       if (!ctx.isDestroyed) this.fail(new DeviceLostError(`GPU device lost: ${info.reason}: ${info.message}`));
     });
@@ -271,9 +295,12 @@ export class BatchEngine {
   /** Frees the cache and buffers (after drain). */
   dispose(): void {
     if (this.ctx.isDestroyed) return;
+    for (const b of this.buckets.values()) disposeBucket(b);
+    this.buckets.clear();
     this.cache.dispose();
     this.outIds.dispose();
     this.scratch.dispose();
+    this.next?.dispose();
   }
 
   private refuseIfClosed(): void {
@@ -314,7 +341,7 @@ export class BatchEngine {
           await new Promise<void>((r) => (this.wakeUp = r));
           continue;
         }
-        await this.step();
+        await (this.stepMode === "captured" ? this.stepCaptured() : this.step());
       } catch (e) {
         // After a GPU error the cache and the step's state cannot be trusted: stop serving.
         const err = e instanceof Error ? e : new Error(String(e));
@@ -335,6 +362,8 @@ export class BatchEngine {
         this.freeSlots.push(s.slot);
       }
     }
+    // the lowest free slot goes first (pop): the captured step's rows are slots 0..b−1
+    this.freeSlots.sort((a, b) => b - a);
     for (let i = this.queue.length - 1; i >= 0; i--) if (this.queue[i]!.cancelled || this.queue[i]!.done) this.queue.splice(i, 1);
   }
 
@@ -414,6 +443,183 @@ export class BatchEngine {
     batch.forEach((s, b) => this.accept(s, got[b]!));
   }
 
+  /**
+   * One step on the captured machinery (stepMode "captured"):
+   *   1. joining sequences' prompts: one Decoder.forward over all of them into their slots, each
+   *      one's first id sampled from its last row's logits into next[slot];
+   *   2. the bucket's program (rows = slots 0..b−1, b the bucket at or above the highest active
+   *      slot; free slots in between are holes that feed id 0 at position 0 of their own slot):
+   *      next → ids, forward of the b rows (positions, cache rows and attention ranges written by
+   *      the host before the batch: 3 small writes), logits [b, V], greedy ids of all rows → next;
+   *      sequences with temperature > 0 then sample their own row (seed, step) into next;
+   *   3. one readback of [inputs, sampled] (8·b bytes): a joining sequence's first id is its input
+   *      row, every sequence's next id its sampled row.
+   */
+  private async stepCaptured(): Promise<void> {
+    const ctx = this.ctx;
+    const next = this.next!;
+    const R = this.opts.slotTokens;
+    const window = this.decoder.config.slidingWindow ?? 0;
+    const batch = [...this.active];
+    const joiners = batch.filter((s) => s.fed === 0);
+    const top = batch.reduce((m, s) => Math.max(m, s.slot + 1), 0);
+    const bk = await this.bucket(bucketSize(top, this.opts.maxBatch));
+    const b = bk.b;
+    const pos = new Uint32Array(b);
+    const rows = new Uint32Array(b);
+    const ranges = new Uint32Array(2 * b);
+    for (let slot = 0; slot < b; slot++) {
+      rows[slot] = slot * R;
+      ranges[2 * slot] = slot * R;
+      ranges[2 * slot + 1] = slot * R + 1;
+    }
+    for (const s of batch) {
+      // the row fed this step sits at position fed (a joiner: after its prompt)
+      const p = s.fed === 0 ? s.params.prompt.length : s.fed;
+      const base = s.slot * R;
+      pos[s.slot] = p;
+      rows[s.slot] = base + p;
+      ranges[2 * s.slot] = base + (window > 0 && p + 1 > window ? p + 1 - window : 0);
+      ranges[2 * s.slot + 1] = base + p + 1;
+    }
+    // host writes first: a write submits whatever is encoded before it
+    ctx.write(bk.pos, pos);
+    ctx.write(bk.rows, rows);
+    ctx.write(bk.ranges, ranges);
+    let fed = batch.length;
+    if (joiners.length) fed += await this.prefill(joiners);
+    bk.program.replay();
+    const V = this.decoder.vocabSize;
+    for (const s of batch) {
+      if (s.params.temperature === 0) continue;
+      ctx.copy(bk.logits.buffer, 4 * V * s.slot, this.scratch.buffer, 0, 4 * V);
+      await sample(ctx, this.scratch, next, {
+        temperature: s.params.temperature,
+        ...(s.params.topK !== undefined ? { topK: s.params.topK } : {}),
+        ...(s.params.topP !== undefined ? { topP: s.params.topP } : {}),
+        seed: s.params.seed,
+        step: s.generated.length + (s.joining ? 1 : 0),
+        outOffset: s.slot,
+      });
+    }
+    ctx.copy(bk.ids.buffer, 0, bk.out.buffer, 0, 4 * b);
+    ctx.copy(next.buffer, 0, bk.out.buffer, 4 * b, 4 * b);
+    const bytes = await ctx.readBytes(bk.out.buffer, 0, 8 * b);
+    ctx.throwPendingErrors();
+    const got = new Uint32Array(bytes.buffer, bytes.byteOffset, 2 * b);
+    this.stats.steps++;
+    this.stats.tokensFed += fed;
+    this.stats.maxBatchSeen = Math.max(this.stats.maxBatchSeen, batch.length);
+    for (const s of batch) {
+      s.fed++;
+      if (s.joining) {
+        s.joining = false;
+        this.stats.tokensGenerated++;
+        this.accept(s, got[s.slot]!);
+      }
+      this.stats.tokensGenerated++;
+      this.accept(s, got[b + s.slot]!);
+    }
+  }
+
+  /**
+   * Captured mode: the prompts of joining sequences in one forward (into their slots), each
+   * one's first id sampled into next[slot]. Returns the tokens fed.
+   */
+  private async prefill(joiners: Sequence[]): Promise<number> {
+    const ctx = this.ctx;
+    const R = this.opts.slotTokens;
+    const window = this.decoder.config.slidingWindow ?? 0;
+    const T = joiners.reduce((n, s) => n + s.params.prompt.length, 0);
+    const ids = new Uint32Array(T);
+    const pos = new Uint32Array(T);
+    const rows = new Uint32Array(T);
+    const ranges = new Uint32Array(2 * T);
+    const last = new Uint32Array(joiners.length);
+    let t = 0;
+    joiners.forEach((s, j) => {
+      const base = s.slot * R;
+      for (const [p, id] of s.params.prompt.entries()) {
+        ids[t] = id;
+        pos[t] = p;
+        rows[t] = base + p;
+        ranges[2 * t] = base + (window > 0 && p + 1 > window ? p + 1 - window : 0);
+        ranges[2 * t + 1] = base + p + 1;
+        t++;
+      }
+      last[j] = t - 1;
+    });
+    const plan = {
+      ids: ctx.upload(ids, [T], "u32", "serve.prefill.ids"),
+      ropePositions: ctx.upload(pos, [T], "u32", "serve.prefill.positions"),
+      cacheRows: ctx.upload(rows, [T], "u32", "serve.prefill.rows"),
+      ranges: ctx.upload(ranges, [T, 2], "u32", "serve.prefill.ranges"),
+    };
+    const lastRows = ctx.upload(last, [joiners.length], "u32", "serve.prefill.last");
+    let logits: Tensor | null = null;
+    try {
+      logits = (await this.decoder.forward(this.cache, plan, { logitsRows: lastRows })).logits!;
+      const V = this.decoder.vocabSize;
+      for (const [j, s] of joiners.entries()) {
+        ctx.copy(logits.buffer, 4 * V * j, this.scratch.buffer, 0, 4 * V);
+        const p = s.params;
+        await sample(ctx, this.scratch, this.next!, {
+          temperature: p.temperature,
+          ...(p.temperature > 0 && p.topK !== undefined ? { topK: p.topK } : {}),
+          ...(p.temperature > 0 && p.topP !== undefined ? { topP: p.topP } : {}),
+          seed: p.seed,
+          step: 0,
+          outOffset: s.slot,
+        });
+        s.fed = p.prompt.length;
+        s.pending = [];
+        s.joining = true;
+      }
+    } finally {
+      for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, lastRows, logits]) x?.dispose();
+    }
+    return T;
+  }
+
+  /** The step program of bucket `b` (rows = slots 0..b−1), captured on first use. */
+  private async bucket(b: number): Promise<Bucket> {
+    const have = this.buckets.get(b);
+    if (have) return have;
+    const ctx = this.ctx;
+    const V = this.decoder.vocabSize;
+    const made: Tensor[] = [];
+    const mk = (shape: number[], dtype: "u32" | "f32", label: string): Tensor => {
+      const t = ctx.empty(shape, dtype, `serve.b${b}.${label}`);
+      made.push(t);
+      return t;
+    };
+    let sampler: DispatchPlan | null = null;
+    try {
+      const ids = mk([b], "u32", "ids");
+      const pos = mk([b], "u32", "positions");
+      const rows = mk([b], "u32", "rows");
+      const ranges = mk([b, 2], "u32", "ranges");
+      const logits = mk([b, V], "f32", "logits");
+      const out = mk([2 * b], "u32", "out");
+      const next = this.next!;
+      // planned outside the capture (a numeric step uploads its dummy step tensor on first use)
+      sampler = await planSample(ctx, logits, next, { temperature: 0, seed: 0, step: 0 });
+      const greedy = sampler;
+      const program = await ctx.captureProgram(`serve.step.b${b}`, async () => {
+        ctx.copy(next.buffer, 0, ids.buffer, 0, 4 * b);
+        await this.decoder.forward(this.cache, { ids, ropePositions: pos, cacheRows: rows, ranges }, { logitsRows: "all", logitsOut: logits });
+        greedy.encode(ctx);
+      });
+      const bk: Bucket = { b, ids, pos, rows, ranges, logits, out, program, sampler: greedy };
+      this.buckets.set(b, bk);
+      return bk;
+    } catch (e) {
+      sampler?.dispose();
+      for (const t of made) t.dispose();
+      throw e;
+    }
+  }
+
   /** The id sampled for `s` at this step: stream it, and decide whether the sequence goes on. */
   private accept(s: Sequence, id: number): void {
     if (s.done || s.cancelled) return;
@@ -478,6 +684,43 @@ export class BatchEngine {
       for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, hidden, picked, out]) x?.dispose();
     }
   }
+}
+
+/** Captured mode: the step program of one batch bucket and the tensors it binds. */
+interface Bucket {
+  /** Rows: slots 0..b−1. */
+  b: number;
+  /** u32 [b]: this step's input ids (copied from `next` by the program). */
+  ids: Tensor;
+  /** u32 [b]: RoPE position of each row (host-written per step). */
+  pos: Tensor;
+  /** u32 [b]: cache row of each row. */
+  rows: Tensor;
+  /** u32 [b, 2]: cache rows each row attends to. */
+  ranges: Tensor;
+  /** f32 [b, V]. */
+  logits: Tensor;
+  /** u32 [2b]: the inputs, then the sampled ids (the step's one readback). */
+  out: Tensor;
+  program: CapturedProgram;
+  /** The greedy sampler the program encodes. */
+  sampler: DispatchPlan;
+}
+
+function disposeBucket(b: Bucket): void {
+  b.program.dispose();
+  b.sampler.dispose();
+  for (const t of [b.ids, b.pos, b.rows, b.ranges, b.logits, b.out]) t.dispose();
+}
+
+/**
+ * Rows of the captured step for slots 0..top−1: the next power of two (so at most log2(maxBatch)
+ * + 1 programs exist), at most maxBatch.
+ */
+export function bucketSize(top: number, maxBatch: number): number {
+  let b = 1;
+  while (b < top) b *= 2;
+  return Math.min(b, maxBatch);
 }
 
 /** Refuses an engine whose cache does not fit what is left of the GPU memory budget (before allocating). */
