@@ -1,15 +1,15 @@
 // The batching engine of `onegen serve` (src/serve/engine.ts) on a toy decoder: the captured
-// batched step (one program per batch bucket, ids sampled and fed on the GPU) against the
+// batched step (one program per batch width, ids sampled and fed on the GPU) against the
 // single-sequence decode (Session.generate, the same request alone) and against the engine's
-// op-by-op forward mode, at awkward batch sizes (3 and 5 sequences: buckets 4 and 8 with holes),
-// with sequences joining and leaving mid-batch, a cancelled one, and a sampled one (temperature,
-// top-p, seed) beside greedy ones.
+// op-by-op forward mode, at awkward batch sizes (3, 5, 6 sequences), with sequences joining and
+// leaving mid-batch (free slots below the highest busy one: holes), a cancelled one, and a
+// sampled one (temperature, top-p, seed) beside greedy ones.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { gpu } from "./helpers/gpu.js";
 import { toyDecoder } from "./helpers/train.js";
 import { Session } from "../src/model/session.js";
-import { BatchEngine, bucketSize, type SequenceParams, type StepMode } from "../src/serve/engine.js";
+import { BatchEngine, type SequenceParams, type StepMode } from "../src/serve/engine.js";
 import type { Decoder } from "../src/model/decoder.js";
 
 const SLOT = 40;
@@ -74,18 +74,13 @@ async function until(cond: () => boolean, what: string): Promise<void> {
 
 const prompt = (i: number, n: number): number[] => Array.from({ length: n }, (_, j) => (3 + 7 * i + 5 * j) % 48);
 
-test("bucketSize: powers of two up to maxBatch", () => {
-  assert.equal([1, 2, 3, 4, 5, 8, 9].map((t) => bucketSize(t, 16)), [1, 2, 4, 4, 8, 8, 16]);
-  assert.equal([3, 5, 6].map((t) => bucketSize(t, 6)), [4, 6, 6]);
-});
-
 for (const mode of ["captured", "forward"] as StepMode[]) {
   test(`engine (${mode}): 3 then 5 sequences, joining and leaving mid-batch, one sampled, one cancelled: each equals the request alone`, async () => {
     const ctx = await gpu();
     const toy = toyDecoder(ctx, 19);
     const engine = new BatchEngine(toy.decoder, { maxBatch: 6, slotTokens: SLOT, maxQueue: 8, eosIds: [], decode: () => "", stepMode: mode });
     try {
-      // wave 1: 3 sequences (bucket 4, one hole), lengths differ so they leave at different steps
+      // wave 1: 3 sequences, lengths differ so they leave at different steps (slot 1 first: a hole)
       const first: Req[] = [
         { prompt: prompt(0, 5), maxTokens: 9 },
         { prompt: prompt(1, 1), maxTokens: 4 },
@@ -122,7 +117,7 @@ for (const mode of ["captured", "forward"] as StepMode[]) {
   });
 }
 
-test("engine (captured): a slot's next sequence after one that ended mid-batch starts clean (bucket shrinks and grows)", async () => {
+test("engine (captured): a slot's next sequence after one that ended mid-batch starts clean (the width shrinks and grows)", async () => {
   const ctx = await gpu();
   const toy = toyDecoder(ctx, 23);
   const engine = new BatchEngine(toy.decoder, { maxBatch: 4, slotTokens: SLOT, maxQueue: 8, eosIds: [], decode: () => "" });
@@ -137,7 +132,7 @@ test("engine (captured): a slot's next sequence after one that ended mid-batch s
     ];
     const got = await Promise.all(reqs.map((r) => run(engine, r).done));
     for (const [i, r] of reqs.entries()) assert.equal(got[i], await alone(toy.decoder, r), `sequence ${i}`);
-    // a lone request afterwards runs in bucket 1 on slot 0, which several sequences used before
+    // a lone request afterwards runs at width 1 on slot 0, which several sequences used before
     const last: Req = { prompt: prompt(16, 6), maxTokens: 6 };
     assert.equal(await run(engine, last).done, await alone(toy.decoder, last), "the lone request");
   } finally {

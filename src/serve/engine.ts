@@ -21,7 +21,7 @@
 // embeds documents: src/onegen/encode.ts) run between steps in the embedding slot.
 
 import type { GpuContext } from "../gpu/context.js";
-import type { Tensor } from "../gpu/tensor.js";
+import { Tensor } from "../gpu/tensor.js";
 import type { CapturedProgram } from "../gpu/capture.js";
 import type { Decoder, KVCache } from "../model/decoder.js";
 import { DeviceLostError, GpuOutOfMemoryError, UsageError } from "../errors.js";
@@ -49,7 +49,7 @@ export interface EngineOptions {
   /** Called once when the engine fails for good (device lost, GPU error). */
   onFatal?: (e: Error) => void;
   /**
-   * How decode steps run: "captured" (default): a captured step program per batch bucket, ids
+   * How decode steps run: "captured" (default): a captured step program per batch width, ids
    * sampled and fed on the GPU, one readback per step; "forward": the earlier design, one
    * Decoder.forward encoded op by op per step over every active sequence's tokens (kept as the
    * benchmark's A/B arm).
@@ -131,6 +131,10 @@ export interface EngineStats {
   tokensGenerated: number;
   /** Largest number of sequences in one step. */
   maxBatchSeen: number;
+  /** Host milliseconds spent encoding steps (from a step's start to its readback's submit). */
+  hostMs: number;
+  /** Milliseconds spent waiting for steps' readbacks (the GPU's work, and the map's latency). */
+  waitMs: number;
 }
 
 /** GPU bytes of the engine's KV cache. */
@@ -139,7 +143,7 @@ export function engineCacheBytes(decoder: Pick<Decoder, "config">, maxBatch: num
 }
 
 export class BatchEngine {
-  readonly stats: EngineStats = { steps: 0, tokensFed: 0, tokensGenerated: 0, maxBatchSeen: 0 };
+  readonly stats: EngineStats = { steps: 0, tokensFed: 0, tokensGenerated: 0, maxBatchSeen: 0, hostMs: 0, waitMs: 0 };
   private readonly cache: KVCache;
   private readonly outIds: Tensor;
   private readonly scratch: Tensor;
@@ -153,7 +157,9 @@ export class BatchEngine {
   readonly stepMode: StepMode;
   /** Captured mode: the id sampled for each slot at the last step (u32 [maxBatch]), fed by the next. */
   private readonly next: Tensor | null = null;
-  /** Captured mode: the step program of each batch bucket, built on first use. */
+  /** Captured mode: the step buffers ([maxBatch] rows; a program of width b binds their first b rows). */
+  private readonly io: StepBuffers | null = null;
+  /** Captured mode: the step program of each batch width, built on first use. */
   private readonly buckets = new Map<number, Bucket>();
   private stopping = false;
   private fatalError: Error | null = null;
@@ -179,6 +185,14 @@ export class BatchEngine {
     if (this.stepMode === "captured") {
       this.next = ctx.empty([maxBatch], "u32", "serve.next");
       ctx.clear(this.next); // holes feed id 0 until a sequence takes their slot
+      this.io = {
+        ids: ctx.empty([maxBatch], "u32", "serve.step.ids"),
+        pos: ctx.empty([maxBatch], "u32", "serve.step.positions"),
+        rows: ctx.empty([maxBatch], "u32", "serve.step.rows"),
+        ranges: ctx.empty([maxBatch, 2], "u32", "serve.step.ranges"),
+        logits: ctx.empty([maxBatch, decoder.vocabSize], "f32", "serve.step.logits"),
+        out: ctx.empty([2 * maxBatch], "u32", "serve.step.out"),
+      };
     }
     void decoder.ctx.device.lost.then((info) => {
       if (!ctx.isDestroyed) this.fail(new DeviceLostError(`GPU device lost: ${info.reason}: ${info.message}`));
@@ -301,6 +315,7 @@ export class BatchEngine {
     this.outIds.dispose();
     this.scratch.dispose();
     this.next?.dispose();
+    if (this.io) for (const t of Object.values(this.io)) (t as Tensor).dispose();
   }
 
   private refuseIfClosed(): void {
@@ -380,6 +395,7 @@ export class BatchEngine {
   }
 
   private async step(): Promise<void> {
+    const t0 = performance.now();
     const ctx = this.ctx;
     const R = this.opts.slotTokens;
     const window = this.decoder.config.slidingWindow ?? 0;
@@ -433,7 +449,10 @@ export class BatchEngine {
     } finally {
       for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, lastRows, logits]) x?.dispose();
     }
+    const t1 = performance.now();
     const bytes = await ctx.readBytes(this.outIds.buffer, 0, 4 * B);
+    this.stats.hostMs += t1 - t0;
+    this.stats.waitMs += performance.now() - t1;
     ctx.throwPendingErrors();
     const got = new Uint32Array(bytes.buffer, bytes.byteOffset, B);
     this.stats.steps++;
@@ -447,8 +466,9 @@ export class BatchEngine {
    * One step on the captured machinery (stepMode "captured"):
    *   1. joining sequences' prompts: one Decoder.forward over all of them into their slots, each
    *      one's first id sampled from its last row's logits into next[slot];
-   *   2. the bucket's program (rows = slots 0..b−1, b the bucket at or above the highest active
-   *      slot; free slots in between are holes that feed id 0 at position 0 of their own slot):
+   *   2. the program of width b (rows = slots 0..b−1, b = the highest active slot + 1; slots are
+   *      taken lowest first, so free slots in between, holes, are rare: a hole feeds its last id
+   *      at position 0 of its own slot, and its sampled id is ignored):
    *      next → ids, forward of the b rows (positions, cache rows and attention ranges written by
    *      the host before the batch: 3 small writes), logits [b, V], greedy ids of all rows → next;
    *      sequences with temperature > 0 then sample their own row (seed, step) into next;
@@ -456,6 +476,7 @@ export class BatchEngine {
    *      row, every sequence's next id its sampled row.
    */
   private async stepCaptured(): Promise<void> {
+    const t0 = performance.now();
     const ctx = this.ctx;
     const next = this.next!;
     const R = this.opts.slotTokens;
@@ -463,7 +484,7 @@ export class BatchEngine {
     const batch = [...this.active];
     const joiners = batch.filter((s) => s.fed === 0);
     const top = batch.reduce((m, s) => Math.max(m, s.slot + 1), 0);
-    const bk = await this.bucket(bucketSize(top, this.opts.maxBatch));
+    const bk = await this.bucket(top);
     const b = bk.b;
     const pos = new Uint32Array(b);
     const rows = new Uint32Array(b);
@@ -504,7 +525,10 @@ export class BatchEngine {
     }
     ctx.copy(bk.ids.buffer, 0, bk.out.buffer, 0, 4 * b);
     ctx.copy(next.buffer, 0, bk.out.buffer, 4 * b, 4 * b);
+    const t1 = performance.now();
     const bytes = await ctx.readBytes(bk.out.buffer, 0, 8 * b);
+    this.stats.hostMs += t1 - t0;
+    this.stats.waitMs += performance.now() - t1;
     ctx.throwPendingErrors();
     const got = new Uint32Array(bytes.buffer, bytes.byteOffset, 2 * b);
     this.stats.steps++;
@@ -581,41 +605,30 @@ export class BatchEngine {
     return T;
   }
 
-  /** The step program of bucket `b` (rows = slots 0..b−1), captured on first use. */
+  /** The step program of width `b` (rows = slots 0..b−1), captured on first use. */
   private async bucket(b: number): Promise<Bucket> {
     const have = this.buckets.get(b);
     if (have) return have;
     const ctx = this.ctx;
+    const io = this.io!;
+    // the first rows of the shared step buffers (views: binding offset 0, b rows)
+    const rows = <T extends Tensor>(t: T, shape: number[]): T => new Tensor(ctx, shape, t.dtype, t.buffer, `${t.label}[0..${b})`, false) as T;
     const V = this.decoder.vocabSize;
-    const made: Tensor[] = [];
-    const mk = (shape: number[], dtype: "u32" | "f32", label: string): Tensor => {
-      const t = ctx.empty(shape, dtype, `serve.b${b}.${label}`);
-      made.push(t);
-      return t;
-    };
-    let sampler: DispatchPlan | null = null;
+    const bk = { b, ids: rows(io.ids, [b]), pos: rows(io.pos, [b]), rows: rows(io.rows, [b]), ranges: rows(io.ranges, [b, 2]), logits: rows(io.logits, [b, V]), out: rows(io.out, [2 * b]) };
+    const next = this.next!;
+    // planned outside the capture (a numeric step uploads its dummy step tensor on first use)
+    const sampler = await planSample(ctx, bk.logits, next, { temperature: 0, seed: 0, step: 0 });
     try {
-      const ids = mk([b], "u32", "ids");
-      const pos = mk([b], "u32", "positions");
-      const rows = mk([b], "u32", "rows");
-      const ranges = mk([b, 2], "u32", "ranges");
-      const logits = mk([b, V], "f32", "logits");
-      const out = mk([2 * b], "u32", "out");
-      const next = this.next!;
-      // planned outside the capture (a numeric step uploads its dummy step tensor on first use)
-      sampler = await planSample(ctx, logits, next, { temperature: 0, seed: 0, step: 0 });
-      const greedy = sampler;
       const program = await ctx.captureProgram(`serve.step.b${b}`, async () => {
-        ctx.copy(next.buffer, 0, ids.buffer, 0, 4 * b);
-        await this.decoder.forward(this.cache, { ids, ropePositions: pos, cacheRows: rows, ranges }, { logitsRows: "all", logitsOut: logits });
-        greedy.encode(ctx);
+        ctx.copy(next.buffer, 0, bk.ids.buffer, 0, 4 * b);
+        await this.decoder.forward(this.cache, { ids: bk.ids, ropePositions: bk.pos, cacheRows: bk.rows, ranges: bk.ranges }, { logitsRows: "all", logitsOut: bk.logits });
+        sampler.encode(ctx);
       });
-      const bk: Bucket = { b, ids, pos, rows, ranges, logits, out, program, sampler: greedy };
-      this.buckets.set(b, bk);
-      return bk;
+      const made: Bucket = { ...bk, program, sampler };
+      this.buckets.set(b, made);
+      return made;
     } catch (e) {
-      sampler?.dispose();
-      for (const t of made) t.dispose();
+      sampler.dispose();
       throw e;
     }
   }
@@ -686,22 +699,25 @@ export class BatchEngine {
   }
 }
 
-/** Captured mode: the step program of one batch bucket and the tensors it binds. */
-interface Bucket {
-  /** Rows: slots 0..b−1. */
-  b: number;
-  /** u32 [b]: this step's input ids (copied from `next` by the program). */
+/** Captured mode: the step buffers, [maxBatch] rows each. */
+interface StepBuffers {
+  /** u32: this step's input ids (copied from `next` by the program). */
   ids: Tensor;
-  /** u32 [b]: RoPE position of each row (host-written per step). */
+  /** u32: RoPE position of each row (host-written per step). */
   pos: Tensor;
-  /** u32 [b]: cache row of each row. */
+  /** u32: cache row of each row. */
   rows: Tensor;
-  /** u32 [b, 2]: cache rows each row attends to. */
+  /** u32 [·, 2]: cache rows each row attends to. */
   ranges: Tensor;
-  /** f32 [b, V]. */
+  /** f32 [·, V]. */
   logits: Tensor;
-  /** u32 [2b]: the inputs, then the sampled ids (the step's one readback). */
+  /** u32 [2·maxBatch]: a step of width b reads back [inputs (b), sampled ids (b)]. */
   out: Tensor;
+}
+
+/** Captured mode: the step program of width b and its views of the step buffers' first b rows. */
+interface Bucket extends StepBuffers {
+  b: number;
   program: CapturedProgram;
   /** The greedy sampler the program encodes. */
   sampler: DispatchPlan;
@@ -710,17 +726,6 @@ interface Bucket {
 function disposeBucket(b: Bucket): void {
   b.program.dispose();
   b.sampler.dispose();
-  for (const t of [b.ids, b.pos, b.rows, b.ranges, b.logits, b.out]) t.dispose();
-}
-
-/**
- * Rows of the captured step for slots 0..top−1: the next power of two (so at most log2(maxBatch)
- * + 1 programs exist), at most maxBatch.
- */
-export function bucketSize(top: number, maxBatch: number): number {
-  let b = 1;
-  while (b < top) b *= 2;
-  return Math.min(b, maxBatch);
 }
 
 /** Refuses an engine whose cache does not fit what is left of the GPU memory budget (before allocating). */
