@@ -9,7 +9,9 @@ import * as assert from "uvu/assert";
 import { gpu } from "./helpers/gpu.js";
 import { toyDecoder } from "./helpers/train.js";
 import { Session } from "../src/model/session.js";
-import { BatchEngine, type SequenceParams, type StepMode } from "../src/serve/engine.js";
+import { BatchEngine, checkEngineFits, engineCacheBytes, engineStepBytes, type SequenceParams, type StepMode } from "../src/serve/engine.js";
+import { GpuOutOfMemoryError } from "../src/errors.js";
+import type { GpuContext } from "../src/gpu/context.js";
 import type { Decoder } from "../src/model/decoder.js";
 
 const SLOT = 40;
@@ -138,6 +140,24 @@ test("engine (captured): a slot's next sequence after one that ended mid-batch s
   } finally {
     await engine.drain(0);
     engine.dispose();
+    toy.dispose();
+  }
+});
+
+test("checkEngineFits: the KV cache and the step buffers (logits of max-batch rows) are planned together", async () => {
+  const ctx = await gpu();
+  const toy = toyDecoder(ctx, 5);
+  try {
+    const cache = engineCacheBytes(toy.decoder, 4, SLOT);
+    const step = engineStepBytes(toy.decoder, 4);
+    assert.is(step, 4 * (48 * 4 + 8 * 4));
+    const fake = (bytes: number) => ({ memoryAvailable: bytes, memoryBudget: { source: "given" } }) as unknown as GpuContext;
+    checkEngineFits(fake(cache + step), toy.decoder, 4, SLOT);
+    assert.throws(
+      () => checkEngineFits(fake(cache + step - 1), toy.decoder, 4, SLOT),
+      (e: Error) => e instanceof GpuOutOfMemoryError && new RegExp(`KV cache of 4 \\+ 1 slots × ${SLOT} tokens \\(${cache} bytes\\) and the step buffers of 4 rows \\(${step} bytes`).test(e.message),
+    );
+  } finally {
     toy.dispose();
   }
 });

@@ -1,24 +1,39 @@
 // The batching engine of `onegen serve`: concurrent sequences share decode steps.
 //
 // One KV cache is divided into `maxBatch` slots of `slotTokens` rows (plus one slot for
-// embeddings); a sequence owns a slot from the step it joins to the step it leaves. One step is
-// one Decoder.forward over the tokens of every active sequence (ForwardPlan: per-token RoPE
-// positions within the sequence, cache rows inside its slot, attention ranges over its slot
-// only), so the weights are read once for all of them:
-//   - a sequence joining feeds its whole prompt in that step (prefill rides along with the
-//     others' decode tokens; the step's tokens are bounded by `stepTokens`),
-//   - a decoding sequence feeds the id it sampled at the previous step,
-//   - logits are computed only at each sequence's last row ([B, V]) and sampled per sequence
-//     (src/ops/sample.ts: greedy rows in one dispatch, a sampled row on its own with its seed and
-//     step, as Session.generate samples it), and the B ids are read back (4·B bytes, one host
-//     sync per step).
+// embeddings); a sequence owns a slot from the step it joins to the step it leaves (the lowest
+// free slot first). Every forward places each token by a ForwardPlan (per-token RoPE position
+// within its sequence, cache row inside its slot, attention range over its slot only), so one
+// forward serves several sequences and reads the weights once for all of them.
+// Two step designs (EngineOptions.stepMode):
+//   captured (default): a step is a captured program (src/gpu/capture.ts) of width b, one row
+//     per slot 0..b−1 (b = the highest busy slot + 1; one program per width, built on first use,
+//     over shared step buffers): the ids sampled at the previous step are copied on the GPU into
+//     the input row of their slot, one Decoder.forward over the b rows (positions, cache rows and
+//     ranges written by the host before the batch), logits [b, V], the greedy id of every row →
+//     `next`; a sequence with temperature > 0 then draws from its own row (its seed, its step, as
+//     Session.generate draws). Joining sequences' prompts are prefilled (one op-by-op forward over
+//     all of them) just before the step they join, their first id sampled into their slot's
+//     `next`, which that same step feeds. One readback per step: [inputs, sampled ids] (8·b
+//     bytes): a joining sequence's first id is its input row. A free slot below the highest busy
+//     one (a hole) feeds its stale id at position 0 of its own slot; its output is ignored.
+//   forward: the earlier design, kept as the benchmark's A/B arm: one Decoder.forward encoded op
+//     by op over the tokens of every active sequence (a joining prompt rides along with the
+//     others' decode tokens; bounded by `stepTokens`), logits at each sequence's last row,
+//     sampled per sequence, B ids read back.
+// Where the time goes (bench/serve.bench.ts, bench/results/2026-12-02-serve-step.md; lavapipe):
+// the GPU work, not the host: encoding a step is ~15–50 ms either way (a replay still issues
+// ~200 Dawn calls), the forward ~150 ms of CPU per token at b = 1; at b = 8 the projections
+// (matmul t4x8, src/ops/linear.ts) cost 2.7–6.4× one M = 1 GEMV each, which bounds the batching
+// gain on this device.
 // Between steps the host checks EOS, stop strings and max_tokens, releases the text that can no
 // longer change, frees the slots of finished or cancelled sequences and admits queued ones.
 // Waiting sequences are bounded (maxQueue): past it submit() refuses with 429.
 // A lost device (or any GPU error, after which the cache cannot be trusted) fails every sequence
 // and makes the engine refuse all later work (onFatal).
 // Embeddings (normalised final-norm hidden state at the document token, as the index builder
-// embeds documents: src/onegen/encode.ts) run between steps in the embedding slot.
+// embeds documents: src/onegen/encode.ts) run between steps in the embedding slot; OneGen
+// retrieval requests run alone between steps (exclusive(), src/serve/retrieval.ts).
 
 import type { GpuContext } from "../gpu/context.js";
 import { Tensor } from "../gpu/tensor.js";
@@ -728,12 +743,19 @@ function disposeBucket(b: Bucket): void {
   b.sampler.dispose();
 }
 
-/** Refuses an engine whose cache does not fit what is left of the GPU memory budget (before allocating). */
+/** GPU bytes of the captured step's buffers: logits [maxBatch, V] f32 and eight u32 words per row (ids, position, cache row, range, readback, next). */
+export function engineStepBytes(decoder: Pick<Decoder, "config">, maxBatch: number): number {
+  return maxBatch * (decoder.config.vocabSize * 4 + 8 * 4);
+}
+
+/** Refuses an engine whose cache does not fit what is left of the GPU memory budget and its step buffers (before allocating). */
 export function checkEngineFits(ctx: GpuContext, decoder: Pick<Decoder, "config">, maxBatch: number, slotTokens: number): void {
-  const bytes = engineCacheBytes(decoder, maxBatch, slotTokens);
+  const cache = engineCacheBytes(decoder, maxBatch, slotTokens);
+  const step = engineStepBytes(decoder, maxBatch);
+  const bytes = cache + step;
   if (bytes > ctx.memoryAvailable) {
     throw new GpuOutOfMemoryError(
-      `serve: the KV cache of ${maxBatch} + 1 slots × ${slotTokens} tokens needs ${bytes} bytes, more than the ${ctx.memoryAvailable} bytes left of the GPU memory budget (${ctx.memoryBudget.source})`,
+      `serve: the KV cache of ${maxBatch} + 1 slots × ${slotTokens} tokens (${cache} bytes) and the step buffers of ${maxBatch} rows (${step} bytes, the logits mostly) need ${bytes} bytes, more than the ${ctx.memoryAvailable} bytes left of the GPU memory budget (${ctx.memoryBudget.source})`,
       "lower --max-batch or --context, or raise --gpu-memory",
     );
   }
