@@ -25,7 +25,7 @@ const ARMS: readonly StepMode[] = ["forward", "captured"];
 export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
   const shape = env.quick ? "tiny" : "llama-134m";
   const N = env.quick ? 16 : Number(process.env.SERVE_BENCH_TOKENS ?? 16);
-  const samples = env.quick ? 1 : 2;
+  const samples = env.quick ? 1 : 3;
   const levels = env.quick ? [1, 2, 4, 8] : [1, 2, 4, 8, 16];
   const m = await buildSynthetic(ctx, shape);
   const V = m.config.vocabSize;
