@@ -21,11 +21,10 @@
 //     by op over the tokens of every active sequence (a joining prompt rides along with the
 //     others' decode tokens; bounded by `stepTokens`), logits at each sequence's last row,
 //     sampled per sequence, B ids read back.
-// Where the time goes (bench/serve.bench.ts, bench/results/2026-12-02-serve-step.md; lavapipe):
-// the GPU work, not the host: encoding a step is ~15–50 ms either way (a replay still issues
-// ~200 Dawn calls), the forward ~150 ms of CPU per token at b = 1; at b = 8 the projections
-// (matmul t4x8, src/ops/linear.ts) cost 2.7–6.4× one M = 1 GEMV each, which bounds the batching
-// gain on this device.
+// Where the time goes (bench/serve.bench.ts, bench/batch-gemv.bench.ts, results in
+// bench/results/2026-12-02-serve-step.md; lavapipe): the GPU work, 89–96% of a step in either
+// design; at b = 8 the projections (matmul t4x8, src/ops/linear.ts) cost ×3.1 of one row's GEMVs,
+// which caps the batching gain on this device near ×2.6–3 at 8.
 // Between steps the host checks EOS, stop strings and max_tokens, releases the text that can no
 // longer change, frees the slots of finished or cancelled sequences and admits queued ones.
 // Waiting sequences are bounded (maxQueue): past it submit() refuses with 429.
