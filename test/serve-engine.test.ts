@@ -9,7 +9,7 @@ import * as assert from "uvu/assert";
 import { gpu } from "./helpers/gpu.js";
 import { toyDecoder } from "./helpers/train.js";
 import { Session } from "../src/model/session.js";
-import { BatchEngine, checkEngineFits, engineCacheBytes, engineStepBytes, type SequenceParams, type StepMode } from "../src/serve/engine.js";
+import { BatchEngine, checkEngineFits, engineCacheBytes, engineStepBytes, stepWidth, type SequenceParams, type StepMode } from "../src/serve/engine.js";
 import { GpuOutOfMemoryError } from "../src/errors.js";
 import type { GpuContext } from "../src/gpu/context.js";
 import type { Decoder } from "../src/model/decoder.js";
@@ -142,6 +142,27 @@ test("engine (captured): a slot's next sequence after one that ended mid-batch s
     engine.dispose();
     toy.dispose();
   }
+});
+
+test("engine (captured): 10 sequences in 12 slots run at width 12 (2 hole rows), each equal to the request alone", async () => {
+  const ctx = await gpu();
+  const toy = toyDecoder(ctx, 29);
+  const engine = new BatchEngine(toy.decoder, { maxBatch: 12, slotTokens: SLOT, maxQueue: 8, eosIds: [], decode: () => "" });
+  try {
+    const reqs: Req[] = Array.from({ length: 10 }, (_, i) => ({ prompt: prompt(20 + i, 1 + ((3 * i) % 7)), maxTokens: 2 + ((5 * i) % 6) }));
+    const got = await Promise.all(reqs.map((r) => run(engine, r).done));
+    for (const [i, r] of reqs.entries()) assert.equal(got[i], await alone(toy.decoder, r), `sequence ${i}`);
+    assert.is(engine.stats.maxBatchSeen, 10);
+  } finally {
+    await engine.drain(0);
+    engine.dispose();
+    toy.dispose();
+  }
+});
+
+test("stepWidth: exact up to 8 rows, then powers of two, at most maxBatch", () => {
+  assert.equal([1, 3, 5, 8, 9, 16, 17, 33].map((t) => stepWidth(t, 64)), [1, 3, 5, 8, 16, 16, 32, 64]);
+  assert.equal([3, 9, 12].map((t) => stepWidth(t, 12)), [3, 12, 12]);
 });
 
 test("checkEngineFits: the KV cache and the step buffers (logits of max-batch rows) are planned together", async () => {

@@ -7,8 +7,8 @@
 // forward serves several sequences and reads the weights once for all of them.
 // Two step designs (EngineOptions.stepMode):
 //   captured (default): a step is a captured program (src/gpu/capture.ts) of width b, one row
-//     per slot 0..b−1 (b = the highest busy slot + 1; one program per width, built on first use,
-//     over shared step buffers): the ids sampled at the previous step are copied on the GPU into
+//     per slot 0..b−1 (b = stepWidth: the highest busy slot + 1, rounded up to a power of two
+//     above 8; one program per width, built on first use, over shared step buffers): the ids sampled at the previous step are copied on the GPU into
 //     the input row of their slot, one Decoder.forward over the b rows (positions, cache rows and
 //     ranges written by the host before the batch), logits [b, V], the greedy id of every row →
 //     `next`; a sequence with temperature > 0 then draws from its own row (its seed, its step, as
@@ -480,7 +480,7 @@ export class BatchEngine {
    * One step on the captured machinery (stepMode "captured"):
    *   1. joining sequences' prompts: one Decoder.forward over all of them into their slots, each
    *      one's first id sampled from its last row's logits into next[slot];
-   *   2. the program of width b (rows = slots 0..b−1, b = the highest active slot + 1; slots are
+   *   2. the program of width b (rows = slots 0..b−1, b = stepWidth(highest active slot + 1); slots are
    *      taken lowest first, so free slots in between, holes, are rare: a hole feeds its last id
    *      at position 0 of its own slot, and its sampled id is ignored):
    *      next → ids, forward of the b rows (positions, cache rows and attention ranges written by
@@ -498,7 +498,7 @@ export class BatchEngine {
     const batch = [...this.active];
     const joiners = batch.filter((s) => s.fed === 0);
     const top = batch.reduce((m, s) => Math.max(m, s.slot + 1), 0);
-    const bk = await this.bucket(top);
+    const bk = await this.bucket(stepWidth(top, this.opts.maxBatch));
     const b = bk.b;
     const pos = new Uint32Array(b);
     const rows = new Uint32Array(b);
@@ -745,6 +745,19 @@ function disposeBucket(b: Bucket): void {
 /** GPU bytes of the captured step's buffers: logits [maxBatch, V] f32 and eight u32 words per row (ids, position, cache row, range, readback, next). */
 export function engineStepBytes(decoder: Pick<Decoder, "config">, maxBatch: number): number {
   return maxBatch * (decoder.config.vocabSize * 4 + 8 * 4);
+}
+
+/**
+ * Rows of the captured step when slots 0..top−1 hold the highest busy one: top itself up to 8;
+ * above, the next power of two (at most maxBatch). Each width's program pins its own forward
+ * temporaries (src/gpu/capture.ts), so widths are few: Σ widths ≤ 36 + 2·maxBatch rows, and a
+ * step computes at most twice the rows in use (free rows are holes).
+ */
+export function stepWidth(top: number, maxBatch: number): number {
+  if (top <= 8) return Math.min(top, maxBatch);
+  let b = 16;
+  while (b < top) b *= 2;
+  return Math.min(b, maxBatch);
 }
 
 /** Refuses an engine whose cache does not fit what is left of the GPU memory budget and its step buffers (before allocating). */
