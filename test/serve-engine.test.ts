@@ -22,6 +22,7 @@ interface Req {
   temperature?: number;
   topP?: number;
   seed?: number;
+  ignoreEos?: boolean;
 }
 
 /** The request alone: Session.append + generate (the single-sequence decode loop). */
@@ -43,7 +44,7 @@ async function alone(decoder: Decoder, r: Req): Promise<number[]> {
 }
 
 function params(r: Req): SequenceParams {
-  return { prompt: r.prompt, temperature: r.temperature ?? 0, ...(r.topP !== undefined ? { topP: r.topP } : {}), seed: r.seed ?? 0, maxTokens: r.maxTokens, stop: [], ignoreEos: true };
+  return { prompt: r.prompt, temperature: r.temperature ?? 0, ...(r.topP !== undefined ? { topP: r.topP } : {}), seed: r.seed ?? 0, maxTokens: r.maxTokens, stop: [], ignoreEos: r.ignoreEos ?? true };
 }
 
 /** Submits `r` to the engine; resolves with the streamed ids (checked against onEnd's count). */
@@ -156,6 +157,32 @@ test("engine (captured): 10 sequences in 12 slots run at width 12 (2 hole rows),
   } finally {
     await engine.drain(0);
     engine.dispose();
+    toy.dispose();
+  }
+});
+
+test("engine (captured): sequences that end by EOS mid-batch (one more row is in flight) free their slots to queued ones cleanly", async () => {
+  const ctx = await gpu();
+  const toy = toyDecoder(ctx, 31);
+  try {
+    const reqs: Req[] = Array.from({ length: 7 }, (_, i) => ({ prompt: prompt(40 + i, 2 + ((4 * i) % 5)), maxTokens: 12 }));
+    const full: number[][] = [];
+    for (const r of reqs) full.push(await alone(toy.decoder, r));
+    // an EOS id that some streams reach early: the most common id among the greedy outputs' first half
+    const counts = new Map<number, number>();
+    for (const f of full) for (const id of f.slice(1, 6)) counts.set(id, (counts.get(id) ?? 0) + 1);
+    const eos = [...counts].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0]![0];
+    const want = full.map((f) => (f.indexOf(eos) >= 0 ? f.slice(0, f.indexOf(eos) + 1) : f));
+    assert.ok(want.some((w, i) => w.length < full[i]!.length), "some stream ends by EOS before max_tokens");
+    const engine = new BatchEngine(toy.decoder, { maxBatch: 3, slotTokens: SLOT, maxQueue: 8, eosIds: [eos], decode: () => "" });
+    try {
+      const got = await Promise.all(reqs.map((r) => run(engine, { ...r, ignoreEos: false }).done));
+      for (const [i, w] of want.entries()) assert.equal(got[i], w, `sequence ${i} (EOS ${eos})`);
+    } finally {
+      await engine.drain(0);
+      engine.dispose();
+    }
+  } finally {
     toy.dispose();
   }
 });

@@ -15,7 +15,9 @@
 //     Session.generate draws). Joining sequences' prompts are prefilled (one op-by-op forward over
 //     all of them) just before the step they join, their first id sampled into their slot's
 //     `next`, which that same step feeds. One readback per step: [inputs, sampled ids] (8·b
-//     bytes): a joining sequence's first id is its input row. A free slot below the highest busy
+//     bytes): a joining sequence's first id is its input row. The next step is submitted before
+//     that readback is awaited (one step in flight: the host streams step n's ids while the GPU
+//     runs n + 1); a sequence ending by EOS or a stop string at n thus runs one wasted row at n + 1. A free slot below the highest busy
 //     one (a hole) feeds its stale id at position 0 of its own slot; its output is ignored.
 //   forward: the earlier design, kept as the benchmark's A/B arm: one Decoder.forward encoded op
 //     by op over the tokens of every active sequence (a joining prompt rides along with the
@@ -109,8 +111,8 @@ class Sequence implements SequenceHandle {
   readonly generated: number[] = [];
   cancelled = false;
   done = false;
-  /** Captured mode: prefilled at this step (its first sampled id is this step's input row). */
-  joining = false;
+  /** Captured mode: ids sampled for it so far, including steps in flight. */
+  sampled = 0;
   readonly text: StreamText;
 
   constructor(
@@ -354,23 +356,46 @@ export class BatchEngine {
   }
 
   private async run(): Promise<void> {
+    // captured mode: the step submitted but not yet read back
+    let inflight: InFlight | null = null;
     for (;;) {
       this.retire();
       if (this.fatalError) return;
-      if (this.stopping && this.active.length === 0 && this.queue.length === 0 && this.jobs.length === 0) return;
+      if (this.stopping && !inflight && this.active.length === 0 && this.queue.length === 0 && this.jobs.length === 0) return;
       let job: ExclusiveJob | undefined;
       try {
         if (this.jobs.length) {
+          if (inflight) {
+            const f: InFlight = inflight;
+            inflight = null;
+            await this.processCaptured(f);
+            continue;
+          }
           job = this.jobs.shift()!;
           await job.run();
           continue;
         }
         this.admit();
-        if (this.active.length === 0) {
+        if (this.stepMode === "forward") {
+          if (this.active.length === 0) {
+            await new Promise<void>((r) => (this.wakeUp = r));
+            continue;
+          }
+          await this.step();
+          continue;
+        }
+        // (decided with no await since the checks above, so a wake() cannot be missed)
+        if (!inflight && this.active.length === 0) {
           await new Promise<void>((r) => (this.wakeUp = r));
           continue;
         }
-        await (this.stepMode === "captured" ? this.stepCaptured() : this.step());
+        const submitted = await this.encodeCaptured();
+        if (inflight) {
+          const f: InFlight = inflight;
+          inflight = null;
+          await this.processCaptured(f);
+        }
+        inflight = submitted;
       } catch (e) {
         // After a GPU error the cache and the step's state cannot be trusted: stop serving.
         const err = e instanceof Error ? e : new Error(String(e));
@@ -477,25 +502,35 @@ export class BatchEngine {
   }
 
   /**
-   * One step on the captured machinery (stepMode "captured"):
+   * Encodes and submits one step on the captured machinery (stepMode "captured"); its readback
+   * is awaited by processCaptured, after the next step has been submitted (one step in flight
+   * while the host handles the previous one's ids):
    *   1. joining sequences' prompts: one Decoder.forward over all of them into their slots, each
    *      one's first id sampled from its last row's logits into next[slot];
-   *   2. the program of width b (rows = slots 0..b−1, b = stepWidth(highest active slot + 1); slots are
-   *      taken lowest first, so free slots in between, holes, are rare: a hole feeds its last id
-   *      at position 0 of its own slot, and its sampled id is ignored):
+   *   2. the program of width b (rows = slots 0..b−1, b = stepWidth(highest fed slot + 1); slots
+   *      are taken lowest first, so free slots in between, holes, are rare: a hole feeds its last
+   *      id at position 0 of its own slot, and its sampled id is ignored):
    *      next → ids, forward of the b rows (positions, cache rows and attention ranges written by
-   *      the host before the batch: 3 small writes), logits [b, V], greedy ids of all rows → next;
-   *      sequences with temperature > 0 then sample their own row (seed, step) into next;
+   *      the host before the batch: 3 small writes, queue-ordered after the step in flight),
+   *      logits [b, V], greedy ids of all rows → next; sequences with temperature > 0 then sample
+   *      their own row (seed, step) into next;
    *   3. one readback of [inputs, sampled] (8·b bytes): a joining sequence's first id is its input
    *      row, every sequence's next id its sampled row.
+   * A sequence is fed only while the tokens already sampled for it (in flight included) leave it
+   * below max_tokens and its slot: it never runs a step past its length. One that ends by EOS or a
+   * stop string at step n is fed once more at n + 1 (encoded before n's ids are read); that row's
+   * id is ignored, and its slot goes to a new sequence only at n + 2, which queue order keeps
+   * clean (the new prompt's prefill rewrites the rows it reads). Returns null when no sequence
+   * can be fed.
    */
-  private async stepCaptured(): Promise<void> {
+  private async encodeCaptured(): Promise<InFlight | null> {
     const t0 = performance.now();
     const ctx = this.ctx;
     const next = this.next!;
     const R = this.opts.slotTokens;
     const window = this.decoder.config.slidingWindow ?? 0;
-    const batch = [...this.active];
+    const batch = this.active.filter((s) => !s.done && !s.cancelled && s.sampled < s.params.maxTokens && s.params.prompt.length + s.sampled < R);
+    if (batch.length === 0) return null;
     const joiners = batch.filter((s) => s.fed === 0);
     const top = batch.reduce((m, s) => Math.max(m, s.slot + 1), 0);
     const bk = await this.bucket(stepWidth(top, this.opts.maxBatch));
@@ -525,6 +560,7 @@ export class BatchEngine {
     if (joiners.length) fed += await this.prefill(joiners);
     bk.program.replay();
     const V = this.decoder.vocabSize;
+    const joining = new Set(joiners);
     for (const s of batch) {
       if (s.params.temperature === 0) continue;
       ctx.copy(bk.logits.buffer, 4 * V * s.slot, this.scratch.buffer, 0, 4 * V);
@@ -533,30 +569,40 @@ export class BatchEngine {
         ...(s.params.topK !== undefined ? { topK: s.params.topK } : {}),
         ...(s.params.topP !== undefined ? { topP: s.params.topP } : {}),
         seed: s.params.seed,
-        step: s.generated.length + (s.joining ? 1 : 0),
+        step: s.sampled + (joining.has(s) ? 1 : 0),
         outOffset: s.slot,
       });
     }
     ctx.copy(bk.ids.buffer, 0, bk.out.buffer, 0, 4 * b);
     ctx.copy(next.buffer, 0, bk.out.buffer, 4 * b, 4 * b);
-    const t1 = performance.now();
-    const bytes = await ctx.readBytes(bk.out.buffer, 0, 8 * b);
-    this.stats.hostMs += t1 - t0;
-    this.stats.waitMs += performance.now() - t1;
-    ctx.throwPendingErrors();
-    const got = new Uint32Array(bytes.buffer, bytes.byteOffset, 2 * b);
+    // readBytes submits the batch before its first await; the next step may be encoded meanwhile
+    const bytes = ctx.readBytes(bk.out.buffer, 0, 8 * b);
+    bytes.catch(() => {}); // awaited by processCaptured; a failed engine may never await it
+    for (const s of batch) {
+      s.fed++;
+      s.sampled += joining.has(s) ? 2 : 1;
+    }
+    this.stats.hostMs += performance.now() - t0;
     this.stats.steps++;
     this.stats.tokensFed += fed;
     this.stats.maxBatchSeen = Math.max(this.stats.maxBatchSeen, batch.length);
-    for (const s of batch) {
-      s.fed++;
-      if (s.joining) {
-        s.joining = false;
+    return { b, rows: batch.map((s) => ({ s, joining: joining.has(s) })), bytes };
+  }
+
+  /** Reads a captured step's ids back and hands each sequence its token(s). */
+  private async processCaptured(f: InFlight): Promise<void> {
+    const t1 = performance.now();
+    const bytes = await f.bytes;
+    this.stats.waitMs += performance.now() - t1;
+    this.ctx.throwPendingErrors();
+    const got = new Uint32Array(bytes.buffer, bytes.byteOffset, 2 * f.b);
+    for (const { s, joining } of f.rows) {
+      if (joining) {
         this.stats.tokensGenerated++;
         this.accept(s, got[s.slot]!);
       }
       this.stats.tokensGenerated++;
-      this.accept(s, got[b + s.slot]!);
+      this.accept(s, got[f.b + s.slot]!);
     }
   }
 
@@ -611,7 +657,6 @@ export class BatchEngine {
         });
         s.fed = p.prompt.length;
         s.pending = [];
-        s.joining = true;
       }
     } finally {
       for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, lastRows, logits]) x?.dispose();
@@ -711,6 +756,14 @@ export class BatchEngine {
       for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, hidden, picked, out]) x?.dispose();
     }
   }
+}
+
+/** Captured mode: a submitted step whose ids are not read back yet. */
+interface InFlight {
+  b: number;
+  /** The sequences fed, and whether the step joined them (their first id is their input row). */
+  rows: { s: Sequence; joining: boolean }[];
+  bytes: Promise<Uint8Array>;
 }
 
 /** Captured mode: the step buffers, [maxBatch] rows each. */
