@@ -18,6 +18,7 @@ import { loadModelConfig } from "../model/checkpoint.js";
 import { LoadError, UsageError } from "../errors.js";
 import { kvCacheBytes } from "../model/config.js";
 import { startServer } from "../serve/server.js";
+import { engineStepBytes } from "../serve/engine.js";
 import { createProgressBar } from "./progress.js";
 import { indexGpuBytesOf, loadIndex } from "../onegen/index-files.js";
 import type { ServedIndex } from "../serve/retrieval.js";
@@ -95,8 +96,12 @@ export async function serveCommand(argv: string[]): Promise<number> {
     const bar = quiet ? null : createProgressBar("loading");
     const model = await loadDecoder(ctx, dir, {
       dtype,
-      // the serving cache: (max-batch + 1) slots of --context rows, planned with the weights
-      reserve: [{ what: `KV cache (${maxBatch} + 1 slots × ${context} tokens)`, bytes: kvCacheBytes(config, (maxBatch + 1) * context, 2) }, ...indexReserve],
+      // the serving cache: (max-batch + 1) slots of --context rows, and the batched step's buffers, planned with the weights
+      reserve: [
+        { what: `KV cache (${maxBatch} + 1 slots × ${context} tokens)`, bytes: kvCacheBytes(config, (maxBatch + 1) * context, 2) },
+        { what: `batched step buffers (${maxBatch} rows of logits)`, bytes: engineStepBytes({ config }, maxBatch) },
+        ...indexReserve,
+      ],
       ...(chatTemplate !== undefined ? { tokenizer: { chatTemplate } } : {}),
       ...(bar ? { onProgress: (p) => bar.update(p) } : {}),
     });

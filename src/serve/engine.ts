@@ -1,31 +1,49 @@
 // The batching engine of `onegen serve`: concurrent sequences share decode steps.
 //
 // One KV cache is divided into `maxBatch` slots of `slotTokens` rows (plus one slot for
-// embeddings); a sequence owns a slot from the step it joins to the step it leaves. One step is
-// one Decoder.forward over the tokens of every active sequence (ForwardPlan: per-token RoPE
-// positions within the sequence, cache rows inside its slot, attention ranges over its slot
-// only), so the weights are read once for all of them:
-//   - a sequence joining feeds its whole prompt in that step (prefill rides along with the
-//     others' decode tokens; the step's tokens are bounded by `stepTokens`),
-//   - a decoding sequence feeds the id it sampled at the previous step,
-//   - logits are computed only at each sequence's last row ([B, V]) and sampled per sequence
-//     (src/ops/sample.ts: greedy rows in one dispatch, a sampled row on its own with its seed and
-//     step, as Session.generate samples it), and the B ids are read back (4·B bytes, one host
-//     sync per step).
+// embeddings); a sequence owns a slot from the step it joins to the step it leaves (the lowest
+// free slot first). Every forward places each token by a ForwardPlan (per-token RoPE position
+// within its sequence, cache row inside its slot, attention range over its slot only), so one
+// forward serves several sequences and reads the weights once for all of them.
+// Two step designs (EngineOptions.stepMode):
+//   captured (default): a step is a captured program (src/gpu/capture.ts) of width b, one row
+//     per slot 0..b−1 (b = stepWidth: the highest busy slot + 1, rounded up to a power of two
+//     above 8; one program per width, built on first use, over shared step buffers): the ids sampled at the previous step are copied on the GPU into
+//     the input row of their slot, one Decoder.forward over the b rows (positions, cache rows and
+//     ranges written by the host before the batch), logits [b, V], the greedy id of every row →
+//     `next`; a sequence with temperature > 0 then draws from its own row (its seed, its step, as
+//     Session.generate draws). Joining sequences' prompts are prefilled (one op-by-op forward over
+//     all of them) just before the step they join, their first id sampled into their slot's
+//     `next`, which that same step feeds. One readback per step: [inputs, sampled ids] (8·b
+//     bytes): a joining sequence's first id is its input row. The next step is submitted before
+//     that readback is awaited (one step in flight: the host streams step n's ids while the GPU
+//     runs n + 1); a sequence ending by EOS or a stop string at n thus runs one wasted row at n + 1. A free slot below the highest busy
+//     one (a hole) feeds its stale id at position 0 of its own slot; its output is ignored.
+//   forward: the earlier design, kept as the benchmark's A/B arm: one Decoder.forward encoded op
+//     by op over the tokens of every active sequence (a joining prompt rides along with the
+//     others' decode tokens; bounded by `stepTokens`), logits at each sequence's last row,
+//     sampled per sequence, B ids read back.
+// Where the time goes (bench/serve.bench.ts, bench/batch-gemv.bench.ts, results in
+// bench/results/2026-12-02-serve-step.md; lavapipe): the GPU work, 89–96% of a step in either
+// design; at b = 8 the projections (matmul t4x8, src/ops/linear.ts) cost ×3.1 of one row's GEMVs,
+// which caps the batching gain on this device near ×2.6–3 at 8.
 // Between steps the host checks EOS, stop strings and max_tokens, releases the text that can no
 // longer change, frees the slots of finished or cancelled sequences and admits queued ones.
 // Waiting sequences are bounded (maxQueue): past it submit() refuses with 429.
 // A lost device (or any GPU error, after which the cache cannot be trusted) fails every sequence
 // and makes the engine refuse all later work (onFatal).
 // Embeddings (normalised final-norm hidden state at the document token, as the index builder
-// embeds documents: src/onegen/encode.ts) run between steps in the embedding slot.
+// embeds documents: src/onegen/encode.ts) run between steps in the embedding slot; OneGen
+// retrieval requests run alone between steps (exclusive(), src/serve/retrieval.ts).
 
 import type { GpuContext } from "../gpu/context.js";
-import type { Tensor } from "../gpu/tensor.js";
+import { Tensor } from "../gpu/tensor.js";
+import type { CapturedProgram } from "../gpu/capture.js";
 import type { Decoder, KVCache } from "../model/decoder.js";
 import { DeviceLostError, GpuOutOfMemoryError, UsageError } from "../errors.js";
 import { kvCacheBytes } from "../model/config.js";
-import { sample, NONFINITE_ID } from "../ops/sample.js";
+import { sample, planSample, NONFINITE_ID } from "../ops/sample.js";
+import type { DispatchPlan } from "../ops/dispatch-plan.js";
 import { embedding } from "../ops/embedding.js";
 import { l2normRows } from "../ops/l2norm.js";
 import { ApiError } from "./protocol.js";
@@ -46,7 +64,16 @@ export interface EngineOptions {
   decode: (ids: number[]) => string;
   /** Called once when the engine fails for good (device lost, GPU error). */
   onFatal?: (e: Error) => void;
+  /**
+   * How decode steps run: "captured" (default): a captured step program per batch width, ids
+   * sampled and fed on the GPU, one readback per step; "forward": the earlier design, one
+   * Decoder.forward encoded op by op per step over every active sequence's tokens (kept as the
+   * benchmark's A/B arm).
+   */
+  stepMode?: StepMode;
 }
+
+export type StepMode = "captured" | "forward";
 
 export interface SequenceParams {
   prompt: readonly number[];
@@ -84,6 +111,8 @@ class Sequence implements SequenceHandle {
   readonly generated: number[] = [];
   cancelled = false;
   done = false;
+  /** Captured mode: ids sampled for it so far, including steps in flight. */
+  sampled = 0;
   readonly text: StreamText;
 
   constructor(
@@ -118,6 +147,10 @@ export interface EngineStats {
   tokensGenerated: number;
   /** Largest number of sequences in one step. */
   maxBatchSeen: number;
+  /** Host milliseconds spent encoding steps (from a step's start to its readback's submit). */
+  hostMs: number;
+  /** Milliseconds spent waiting for steps' readbacks (the GPU's work, and the map's latency). */
+  waitMs: number;
 }
 
 /** GPU bytes of the engine's KV cache. */
@@ -126,7 +159,7 @@ export function engineCacheBytes(decoder: Pick<Decoder, "config">, maxBatch: num
 }
 
 export class BatchEngine {
-  readonly stats: EngineStats = { steps: 0, tokensFed: 0, tokensGenerated: 0, maxBatchSeen: 0 };
+  readonly stats: EngineStats = { steps: 0, tokensFed: 0, tokensGenerated: 0, maxBatchSeen: 0, hostMs: 0, waitMs: 0 };
   private readonly cache: KVCache;
   private readonly outIds: Tensor;
   private readonly scratch: Tensor;
@@ -137,6 +170,13 @@ export class BatchEngine {
   private readonly eos: Set<number>;
   private readonly stepTokens: number;
   private wakeUp: (() => void) | null = null;
+  readonly stepMode: StepMode;
+  /** Captured mode: the id sampled for each slot at the last step (u32 [maxBatch]), fed by the next. */
+  private readonly next: Tensor | null = null;
+  /** Captured mode: the step buffers ([maxBatch] rows; a program of width b binds their first b rows). */
+  private readonly io: StepBuffers | null = null;
+  /** Captured mode: the step program of each batch width, built on first use. */
+  private readonly buckets = new Map<number, Bucket>();
   private stopping = false;
   private fatalError: Error | null = null;
   private readonly loop: Promise<void>;
@@ -156,6 +196,20 @@ export class BatchEngine {
     this.outIds = ctx.empty([maxBatch], "u32", "serve.ids");
     this.scratch = ctx.empty([1, decoder.vocabSize], "f32", "serve.row");
     this.freeSlots = Array.from({ length: maxBatch }, (_, i) => maxBatch - 1 - i);
+    this.stepMode = opts.stepMode ?? "captured";
+    if (this.stepMode !== "captured" && this.stepMode !== "forward") throw new UsageError(`serve engine: stepMode must be "captured" or "forward", got '${String(this.stepMode)}'`);
+    if (this.stepMode === "captured") {
+      this.next = ctx.empty([maxBatch], "u32", "serve.next");
+      ctx.clear(this.next); // holes feed id 0 until a sequence takes their slot
+      this.io = {
+        ids: ctx.empty([maxBatch], "u32", "serve.step.ids"),
+        pos: ctx.empty([maxBatch], "u32", "serve.step.positions"),
+        rows: ctx.empty([maxBatch], "u32", "serve.step.rows"),
+        ranges: ctx.empty([maxBatch, 2], "u32", "serve.step.ranges"),
+        logits: ctx.empty([maxBatch, decoder.vocabSize], "f32", "serve.step.logits"),
+        out: ctx.empty([2 * maxBatch], "u32", "serve.step.out"),
+      };
+    }
     void decoder.ctx.device.lost.then((info) => {
       if (!ctx.isDestroyed) this.fail(new DeviceLostError(`GPU device lost: ${info.reason}: ${info.message}`));
     });
@@ -271,9 +325,13 @@ export class BatchEngine {
   /** Frees the cache and buffers (after drain). */
   dispose(): void {
     if (this.ctx.isDestroyed) return;
+    for (const b of this.buckets.values()) disposeBucket(b);
+    this.buckets.clear();
     this.cache.dispose();
     this.outIds.dispose();
     this.scratch.dispose();
+    this.next?.dispose();
+    if (this.io) for (const t of Object.values(this.io)) (t as Tensor).dispose();
   }
 
   private refuseIfClosed(): void {
@@ -298,23 +356,46 @@ export class BatchEngine {
   }
 
   private async run(): Promise<void> {
+    // captured mode: the step submitted but not yet read back
+    let inflight: InFlight | null = null;
     for (;;) {
       this.retire();
       if (this.fatalError) return;
-      if (this.stopping && this.active.length === 0 && this.queue.length === 0 && this.jobs.length === 0) return;
+      if (this.stopping && !inflight && this.active.length === 0 && this.queue.length === 0 && this.jobs.length === 0) return;
       let job: ExclusiveJob | undefined;
       try {
         if (this.jobs.length) {
+          if (inflight) {
+            const f: InFlight = inflight;
+            inflight = null;
+            await this.processCaptured(f);
+            continue;
+          }
           job = this.jobs.shift()!;
           await job.run();
           continue;
         }
         this.admit();
-        if (this.active.length === 0) {
+        if (this.stepMode === "forward") {
+          if (this.active.length === 0) {
+            await new Promise<void>((r) => (this.wakeUp = r));
+            continue;
+          }
+          await this.step();
+          continue;
+        }
+        // (decided with no await since the checks above, so a wake() cannot be missed)
+        if (!inflight && this.active.length === 0) {
           await new Promise<void>((r) => (this.wakeUp = r));
           continue;
         }
-        await this.step();
+        const submitted = await this.encodeCaptured();
+        if (inflight) {
+          const f: InFlight = inflight;
+          inflight = null;
+          await this.processCaptured(f);
+        }
+        inflight = submitted;
       } catch (e) {
         // After a GPU error the cache and the step's state cannot be trusted: stop serving.
         const err = e instanceof Error ? e : new Error(String(e));
@@ -335,6 +416,8 @@ export class BatchEngine {
         this.freeSlots.push(s.slot);
       }
     }
+    // the lowest free slot goes first (pop): the captured step's rows are slots 0..b−1
+    this.freeSlots.sort((a, b) => b - a);
     for (let i = this.queue.length - 1; i >= 0; i--) if (this.queue[i]!.cancelled || this.queue[i]!.done) this.queue.splice(i, 1);
   }
 
@@ -351,6 +434,7 @@ export class BatchEngine {
   }
 
   private async step(): Promise<void> {
+    const t0 = performance.now();
     const ctx = this.ctx;
     const R = this.opts.slotTokens;
     const window = this.decoder.config.slidingWindow ?? 0;
@@ -404,7 +488,10 @@ export class BatchEngine {
     } finally {
       for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, lastRows, logits]) x?.dispose();
     }
+    const t1 = performance.now();
     const bytes = await ctx.readBytes(this.outIds.buffer, 0, 4 * B);
+    this.stats.hostMs += t1 - t0;
+    this.stats.waitMs += performance.now() - t1;
     ctx.throwPendingErrors();
     const got = new Uint32Array(bytes.buffer, bytes.byteOffset, B);
     this.stats.steps++;
@@ -412,6 +499,197 @@ export class BatchEngine {
     this.stats.tokensGenerated += B;
     this.stats.maxBatchSeen = Math.max(this.stats.maxBatchSeen, B);
     batch.forEach((s, b) => this.accept(s, got[b]!));
+  }
+
+  /**
+   * Encodes and submits one step on the captured machinery (stepMode "captured"); its readback
+   * is awaited by processCaptured, after the next step has been submitted (one step in flight
+   * while the host handles the previous one's ids):
+   *   1. joining sequences' prompts: one Decoder.forward over all of them into their slots, each
+   *      one's first id sampled from its last row's logits into next[slot];
+   *   2. the program of width b (rows = slots 0..b−1, b = stepWidth(highest fed slot + 1); slots
+   *      are taken lowest first, so free slots in between, holes, are rare: a hole feeds its last
+   *      id at position 0 of its own slot, and its sampled id is ignored):
+   *      next → ids, forward of the b rows (positions, cache rows and attention ranges written by
+   *      the host before the batch: 3 small writes, queue-ordered after the step in flight),
+   *      logits [b, V], greedy ids of all rows → next; sequences with temperature > 0 then sample
+   *      their own row (seed, step) into next;
+   *   3. one readback of [inputs, sampled] (8·b bytes): a joining sequence's first id is its input
+   *      row, every sequence's next id its sampled row.
+   * A sequence is fed only while the tokens already sampled for it (in flight included) leave it
+   * below max_tokens and its slot: it never runs a step past its length. One that ends by EOS or a
+   * stop string at step n is fed once more at n + 1 (encoded before n's ids are read); that row's
+   * id is ignored, and its slot goes to a new sequence only at n + 2, which queue order keeps
+   * clean (the new prompt's prefill rewrites the rows it reads). Returns null when no sequence
+   * can be fed.
+   */
+  private async encodeCaptured(): Promise<InFlight | null> {
+    const t0 = performance.now();
+    const ctx = this.ctx;
+    const next = this.next!;
+    const R = this.opts.slotTokens;
+    const window = this.decoder.config.slidingWindow ?? 0;
+    const batch = this.active.filter((s) => !s.done && !s.cancelled && s.sampled < s.params.maxTokens && s.params.prompt.length + s.sampled < R);
+    if (batch.length === 0) return null;
+    const joiners = batch.filter((s) => s.fed === 0);
+    const top = batch.reduce((m, s) => Math.max(m, s.slot + 1), 0);
+    const bk = await this.bucket(stepWidth(top, this.opts.maxBatch));
+    const b = bk.b;
+    const pos = new Uint32Array(b);
+    const rows = new Uint32Array(b);
+    const ranges = new Uint32Array(2 * b);
+    for (let slot = 0; slot < b; slot++) {
+      rows[slot] = slot * R;
+      ranges[2 * slot] = slot * R;
+      ranges[2 * slot + 1] = slot * R + 1;
+    }
+    for (const s of batch) {
+      // the row fed this step sits at position fed (a joiner: after its prompt)
+      const p = s.fed === 0 ? s.params.prompt.length : s.fed;
+      const base = s.slot * R;
+      pos[s.slot] = p;
+      rows[s.slot] = base + p;
+      ranges[2 * s.slot] = base + (window > 0 && p + 1 > window ? p + 1 - window : 0);
+      ranges[2 * s.slot + 1] = base + p + 1;
+    }
+    // host writes first: a write submits whatever is encoded before it
+    ctx.write(bk.pos, pos);
+    ctx.write(bk.rows, rows);
+    ctx.write(bk.ranges, ranges);
+    let fed = batch.length;
+    if (joiners.length) fed += await this.prefill(joiners);
+    bk.program.replay();
+    const V = this.decoder.vocabSize;
+    const joining = new Set(joiners);
+    for (const s of batch) {
+      if (s.params.temperature === 0) continue;
+      ctx.copy(bk.logits.buffer, 4 * V * s.slot, this.scratch.buffer, 0, 4 * V);
+      await sample(ctx, this.scratch, next, {
+        temperature: s.params.temperature,
+        ...(s.params.topK !== undefined ? { topK: s.params.topK } : {}),
+        ...(s.params.topP !== undefined ? { topP: s.params.topP } : {}),
+        seed: s.params.seed,
+        step: s.sampled + (joining.has(s) ? 1 : 0),
+        outOffset: s.slot,
+      });
+    }
+    ctx.copy(bk.ids.buffer, 0, bk.out.buffer, 0, 4 * b);
+    ctx.copy(next.buffer, 0, bk.out.buffer, 4 * b, 4 * b);
+    // readBytes submits the batch before its first await; the next step may be encoded meanwhile
+    const bytes = ctx.readBytes(bk.out.buffer, 0, 8 * b);
+    bytes.catch(() => {}); // awaited by processCaptured; a failed engine may never await it
+    for (const s of batch) {
+      s.fed++;
+      s.sampled += joining.has(s) ? 2 : 1;
+    }
+    this.stats.hostMs += performance.now() - t0;
+    this.stats.steps++;
+    this.stats.tokensFed += fed;
+    this.stats.maxBatchSeen = Math.max(this.stats.maxBatchSeen, batch.length);
+    return { b, rows: batch.map((s) => ({ s, joining: joining.has(s) })), bytes };
+  }
+
+  /** Reads a captured step's ids back and hands each sequence its token(s). */
+  private async processCaptured(f: InFlight): Promise<void> {
+    const t1 = performance.now();
+    const bytes = await f.bytes;
+    this.stats.waitMs += performance.now() - t1;
+    this.ctx.throwPendingErrors();
+    const got = new Uint32Array(bytes.buffer, bytes.byteOffset, 2 * f.b);
+    for (const { s, joining } of f.rows) {
+      if (joining) {
+        this.stats.tokensGenerated++;
+        this.accept(s, got[s.slot]!);
+      }
+      this.stats.tokensGenerated++;
+      this.accept(s, got[f.b + s.slot]!);
+    }
+  }
+
+  /**
+   * Captured mode: the prompts of joining sequences in one forward (into their slots), each
+   * one's first id sampled into next[slot]. Returns the tokens fed.
+   */
+  private async prefill(joiners: Sequence[]): Promise<number> {
+    const ctx = this.ctx;
+    const R = this.opts.slotTokens;
+    const window = this.decoder.config.slidingWindow ?? 0;
+    const T = joiners.reduce((n, s) => n + s.params.prompt.length, 0);
+    const ids = new Uint32Array(T);
+    const pos = new Uint32Array(T);
+    const rows = new Uint32Array(T);
+    const ranges = new Uint32Array(2 * T);
+    const last = new Uint32Array(joiners.length);
+    let t = 0;
+    joiners.forEach((s, j) => {
+      const base = s.slot * R;
+      for (const [p, id] of s.params.prompt.entries()) {
+        ids[t] = id;
+        pos[t] = p;
+        rows[t] = base + p;
+        ranges[2 * t] = base + (window > 0 && p + 1 > window ? p + 1 - window : 0);
+        ranges[2 * t + 1] = base + p + 1;
+        t++;
+      }
+      last[j] = t - 1;
+    });
+    const plan = {
+      ids: ctx.upload(ids, [T], "u32", "serve.prefill.ids"),
+      ropePositions: ctx.upload(pos, [T], "u32", "serve.prefill.positions"),
+      cacheRows: ctx.upload(rows, [T], "u32", "serve.prefill.rows"),
+      ranges: ctx.upload(ranges, [T, 2], "u32", "serve.prefill.ranges"),
+    };
+    const lastRows = ctx.upload(last, [joiners.length], "u32", "serve.prefill.last");
+    let logits: Tensor | null = null;
+    try {
+      logits = (await this.decoder.forward(this.cache, plan, { logitsRows: lastRows })).logits!;
+      const V = this.decoder.vocabSize;
+      for (const [j, s] of joiners.entries()) {
+        ctx.copy(logits.buffer, 4 * V * j, this.scratch.buffer, 0, 4 * V);
+        const p = s.params;
+        await sample(ctx, this.scratch, this.next!, {
+          temperature: p.temperature,
+          ...(p.temperature > 0 && p.topK !== undefined ? { topK: p.topK } : {}),
+          ...(p.temperature > 0 && p.topP !== undefined ? { topP: p.topP } : {}),
+          seed: p.seed,
+          step: 0,
+          outOffset: s.slot,
+        });
+        s.fed = p.prompt.length;
+        s.pending = [];
+      }
+    } finally {
+      for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, lastRows, logits]) x?.dispose();
+    }
+    return T;
+  }
+
+  /** The step program of width `b` (rows = slots 0..b−1), captured on first use. */
+  private async bucket(b: number): Promise<Bucket> {
+    const have = this.buckets.get(b);
+    if (have) return have;
+    const ctx = this.ctx;
+    const io = this.io!;
+    // the first rows of the shared step buffers (views: binding offset 0, b rows)
+    const rows = <T extends Tensor>(t: T, shape: number[]): T => new Tensor(ctx, shape, t.dtype, t.buffer, `${t.label}[0..${b})`, false) as T;
+    const V = this.decoder.vocabSize;
+    const bk = { b, ids: rows(io.ids, [b]), pos: rows(io.pos, [b]), rows: rows(io.rows, [b]), ranges: rows(io.ranges, [b, 2]), logits: rows(io.logits, [b, V]), out: rows(io.out, [2 * b]) };
+    const next = this.next!;
+    // planned outside the capture (a numeric step uploads its dummy step tensor on first use)
+    const sampler = await planSample(ctx, bk.logits, next, { temperature: 0, seed: 0, step: 0 });
+    try {
+      const program = await ctx.captureProgram(`serve.step.b${b}`, async () => {
+        ctx.copy(next.buffer, 0, bk.ids.buffer, 0, 4 * b);
+        await this.decoder.forward(this.cache, { ids: bk.ids, ropePositions: bk.pos, cacheRows: bk.rows, ranges: bk.ranges }, { logitsRows: "all", logitsOut: bk.logits });
+        sampler.encode(ctx);
+      });
+      const made: Bucket = { ...bk, program, sampler };
+      this.buckets.set(b, made);
+      return made;
+    } catch (e) {
+      sampler.dispose();
+      throw e;
+    }
   }
 
   /** The id sampled for `s` at this step: stream it, and decide whether the sequence goes on. */
@@ -480,12 +758,69 @@ export class BatchEngine {
   }
 }
 
-/** Refuses an engine whose cache does not fit what is left of the GPU memory budget (before allocating). */
+/** Captured mode: a submitted step whose ids are not read back yet. */
+interface InFlight {
+  b: number;
+  /** The sequences fed, and whether the step joined them (their first id is their input row). */
+  rows: { s: Sequence; joining: boolean }[];
+  bytes: Promise<Uint8Array>;
+}
+
+/** Captured mode: the step buffers, [maxBatch] rows each. */
+interface StepBuffers {
+  /** u32: this step's input ids (copied from `next` by the program). */
+  ids: Tensor;
+  /** u32: RoPE position of each row (host-written per step). */
+  pos: Tensor;
+  /** u32: cache row of each row. */
+  rows: Tensor;
+  /** u32 [·, 2]: cache rows each row attends to. */
+  ranges: Tensor;
+  /** f32 [·, V]. */
+  logits: Tensor;
+  /** u32 [2·maxBatch]: a step of width b reads back [inputs (b), sampled ids (b)]. */
+  out: Tensor;
+}
+
+/** Captured mode: the step program of width b and its views of the step buffers' first b rows. */
+interface Bucket extends StepBuffers {
+  b: number;
+  program: CapturedProgram;
+  /** The greedy sampler the program encodes. */
+  sampler: DispatchPlan;
+}
+
+function disposeBucket(b: Bucket): void {
+  b.program.dispose();
+  b.sampler.dispose();
+}
+
+/** GPU bytes of the captured step's buffers: logits [maxBatch, V] f32 and eight u32 words per row (ids, position, cache row, range, readback, next). */
+export function engineStepBytes(decoder: Pick<Decoder, "config">, maxBatch: number): number {
+  return maxBatch * (decoder.config.vocabSize * 4 + 8 * 4);
+}
+
+/**
+ * Rows of the captured step when slots 0..top−1 hold the highest busy one: top itself up to 8;
+ * above, the next power of two (at most maxBatch). Each width's program pins its own forward
+ * temporaries (src/gpu/capture.ts), so widths are few: Σ widths ≤ 36 + 2·maxBatch rows, and a
+ * step computes at most twice the rows in use (free rows are holes).
+ */
+export function stepWidth(top: number, maxBatch: number): number {
+  if (top <= 8) return Math.min(top, maxBatch);
+  let b = 16;
+  while (b < top) b *= 2;
+  return Math.min(b, maxBatch);
+}
+
+/** Refuses an engine whose cache does not fit what is left of the GPU memory budget and its step buffers (before allocating). */
 export function checkEngineFits(ctx: GpuContext, decoder: Pick<Decoder, "config">, maxBatch: number, slotTokens: number): void {
-  const bytes = engineCacheBytes(decoder, maxBatch, slotTokens);
+  const cache = engineCacheBytes(decoder, maxBatch, slotTokens);
+  const step = engineStepBytes(decoder, maxBatch);
+  const bytes = cache + step;
   if (bytes > ctx.memoryAvailable) {
     throw new GpuOutOfMemoryError(
-      `serve: the KV cache of ${maxBatch} + 1 slots × ${slotTokens} tokens needs ${bytes} bytes, more than the ${ctx.memoryAvailable} bytes left of the GPU memory budget (${ctx.memoryBudget.source})`,
+      `serve: the KV cache of ${maxBatch} + 1 slots × ${slotTokens} tokens (${cache} bytes) and the step buffers of ${maxBatch} rows (${step} bytes, the logits mostly) need ${bytes} bytes, more than the ${ctx.memoryAvailable} bytes left of the GPU memory budget (${ctx.memoryBudget.source})`,
       "lower --max-batch or --context, or raise --gpu-memory",
     );
   }
