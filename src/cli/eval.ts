@@ -61,7 +61,7 @@ export async function openDemoModel(dir: string, dtype: string, quiet: boolean, 
   const ctx = await openDevice(memoryBudgetBytes !== undefined ? { memoryBudgetBytes } : {});
   try {
     const bar = quiet ? null : createProgressBar("loading");
-    const model = await loadDecoder(ctx, dir, { dtype, ...(quantize ? { quantize } : {}), ...(bar ? { onProgress: (p) => bar.update(p) } : {}) });
+    const model = await loadDecoder(ctx, dir, { dtype, gemvLayout: "auto", ...(quantize ? { quantize } : {}), ...(bar ? { onProgress: (p) => bar.update(p) } : {}) });
     bar?.done();
     const warn = unusedTensorsWarning(command, dir, model.unusedTensors);
     if (warn) process.stderr.write(warn);

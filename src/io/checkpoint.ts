@@ -9,7 +9,7 @@
 
 import { LoadError, ShapeError, UnsupportedError } from "../errors.js";
 import type { GpuContext, RuntimeLimits } from "../gpu/context.js";
-import { DTYPE_BYTES, isQuantDType, type DType, type QuantDType, type Tensor } from "../gpu/tensor.js";
+import { DTYPE_BYTES, isQuantDType, tilesBytes, tilesLayout, type DType, type QuantDType, type Tensor } from "../gpu/tensor.js";
 import { QK, quantBytes, quantizeBlocksInto, type QuantFormat } from "../quant/formats.js";
 import { isQuantizedWeight, parseQuantizationRecord, storedQuantNames, type QuantizationRecord } from "../quant/policy.js";
 import { bf16ArrayToF32 } from "../util/f16.js";
@@ -26,6 +26,7 @@ import {
 } from "./safetensors.js";
 import { joinName, readJson, toModelDir, type ModelDir } from "./source.js";
 import { NonFiniteScan } from "../ops/nonfinite.js";
+import { toTilesLayout } from "../ops/linear.js";
 
 export const SINGLE_FILE = "model.safetensors";
 export const INDEX_FILE = "model.safetensors.index.json";
@@ -203,8 +204,10 @@ export interface PlannedTensor {
   dtype: DType;
   /** Bytes in the file. */
   fileBytes: number;
-  /** Bytes on the GPU (buffers are rounded up to 4 bytes). */
+  /** Bytes on the GPU (buffers are rounded up to 4 bytes; tiles: the padded tiles). */
   gpuBytes: number;
+  /** Transformed into the tiles layout with this many rows per tile after upload (PlanOptions.tiles). */
+  tilesT?: number;
 }
 
 export interface MemoryPlan {
@@ -241,6 +244,12 @@ export interface PlanOptions extends DtypeOptions {
   reserve?: readonly { what: string; bytes: number }[];
   /** Adds the KV cache for this context to the plan. */
   kvCache?: { config: ModelConfig; contextLength: number; bytesPerElement?: number; batch?: number };
+  /**
+   * 2-D f32/f16 weights selected by name are transformed into the tiles layout with T rows per
+   * tile right after their upload (src/gpu/tensor.ts TilesLayout; the row-major upload is freed at
+   * once): planned at their tiled size (padding rows to T and K to a 16-byte chunk).
+   */
+  tiles?: { T: number; select: (name: string) => boolean };
 }
 
 /** GPU bytes per tensor after dtype conversion, plus an optional KV cache estimate. */
@@ -265,8 +274,9 @@ export function planMemory(ckpt: Checkpoint, options: PlanOptions = {}): MemoryP
           "load this model without --quantize",
         );
       }
-      const gpuBytes = Math.ceil((info.numel * DTYPE_BYTES[dtype]) / 4) * 4;
-      p = { name, shape: info.shape, source: info.dtype, dtype, fileBytes: info.byteLength, gpuBytes };
+      const tiled = options.tiles && (dtype === "f32" || dtype === "f16") && info.shape.length === 2 && options.tiles.select(name);
+      const gpuBytes = tiled ? tilesBytes(tilesLayout(info.shape[0]!, info.shape[1]!, dtype, options.tiles!.T)) : Math.ceil((info.numel * DTYPE_BYTES[dtype]) / 4) * 4;
+      p = { name, shape: info.shape, source: info.dtype, dtype, fileBytes: info.byteLength, gpuBytes, ...(tiled ? { tilesT: options.tiles!.T } : {}) };
     }
     tensors.push(p);
     weightBytes += p.gpuBytes;
@@ -276,6 +286,9 @@ export function planMemory(ckpt: Checkpoint, options: PlanOptions = {}): MemoryP
   const kv = options.kvCache;
   const kvBytes = kv ? kvCacheBytes(kv.config, kv.contextLength, kv.bytesPerElement ?? 2, kv.batch ?? 1) : 0;
   const reserved = (options.reserve ?? []).map((r) => ({ ...r }));
+  // The tiles transform holds one row-major weight beside its tiles while it runs: the peak.
+  const transient = tensors.filter((t) => t.tilesT).reduce((m, t) => Math.max(m, Math.ceil((t.shape[0]! * t.shape[1]! * DTYPE_BYTES[t.dtype]) / 4) * 4), 0);
+  if (transient > 0) reserved.push({ what: "one row-major weight while it is transformed into tiles (transient)", bytes: transient });
   const reservedBytes = reserved.reduce((a, r) => a + r.bytes, 0);
   return { tensors, weightBytes, fileBytes, kvCacheBytes: kvBytes, reserved, totalBytes: weightBytes + kvBytes + reservedBytes, largest };
 }
@@ -539,6 +552,11 @@ export async function loadTensors(ctx: GpuContext, ckpt: Checkpoint, options: Lo
       const t = stored ? await uploadStoredQuant(ctx, p.name, stored, upOpts) : await uploadTensor(ctx, ckpt.get(p.name), p.dtype, upOpts);
       out.set(p.name, t);
       if (t.dtype === "f32" || t.dtype === "f16") await scan.add(t, p.name);
+      if (p.tilesT) {
+        // The scan above was encoded first; the row-major buffer goes back to the pool at once.
+        out.set(p.name, await toTilesLayout(ctx, t, p.tilesT));
+        t.dispose();
+      }
       progress.tensorsDone++;
       options.onProgress?.({ ...progress });
       sinceSync += p.gpuBytes;
