@@ -7,6 +7,7 @@
 // alternated round by round, with copyBufferToBuffer measured beside (extra.ofCopy = the GEMV's
 // weight bytes per second / copy bandwidth; extra.speedup = rows ms / arm ms). Then the whole
 // decode of the 134M shape, rows vs tiles alternated (bench/model.bench.ts decodeLayoutAB).
+// --quick: the 134M GEMV shapes and the decode of the synthetic "tiny" shape only.
 // The default per device class (decodeWeightLayout in src/ops/linear.ts) cites these figures.
 import type { GpuContext } from "../src/gpu/context.js";
 import type { Tensor } from "../src/gpu/tensor.js";
@@ -25,7 +26,7 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
   const rng = new Rng(2016);
   const T = gemvTiledShape(ctx).T;
   const rounds = env.quick ? 3 : 5;
-  for (const m of MODELS) {
+  for (const m of env.quick ? MODELS.slice(0, 1) : MODELS) {
     const { D, I, H, Hkv, hd, V } = m;
     const Nq = H * hd;
     const Nkv = Hkv * hd;
@@ -80,8 +81,8 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
     for (const p of plans) p.dispose();
     for (const o of owned) o.dispose();
   }
-  // The whole decode of the 134M shape.
-  const m = await buildSynthetic(ctx, "llama-134m");
+  // The whole decode of the 134M shape (--quick: the tiny shape).
+  const m = await buildSynthetic(ctx, env.quick ? "tiny" : "llama-134m");
   const session = Session.create(m.decoder, 160);
   try {
     rows.push(...(await decodeLayoutAB(ctx, env, m, session, 64, rng, env.quick ? 3 : 5)));

@@ -203,13 +203,12 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
  * it), per device class, by measurement (bench/gemv-layout.bench.ts: gemv_step v1 rows vs v2 tiles
  * on the decode step's GEMVs, and the whole decode, arms alternated round by round).
  *   software Vulkan (lavapipe/llvmpipe 8-wide, Node + Dawn, 2 cores shared with ~5 other jobs at
- *   load average 14, copy 1.4–1.9 GB/s beside; 2026-12-02, bench/results/2026-12-02-tiled-*):
- *   decode of the synthetic Llama 134M shape (D=768, 12 layers, f16) 1.87 → 2.47 tok/s, ×1.32
- *   (5 alternated rounds); gemv_step tiles/rows wall (driver CPU) on the SmolLM-134M shapes: qkv
- *   ×1.63 (1.33), o ×1.98 (1.27), gate/up ×0.83 (1.29), down ×1.44 (1.25), lm_head 49152×576 ×1.80
- *   (1.44); TinyLlama shapes: qkv ×0.97 (1.00), o 2048² ×0.76 (1.00), gate/up ×0.81 (1.25), down
- *   ×0.85 (0.93), lm_head 32000×2048 ×1.29 (1.12) — single shapes swing ±30% at this load; the
- *   TinyLlama decode itself was not measured (a second 2.2 GB copy for the A/B). → tiles.
+ *   load average 9–21, copy 1.4–3.3 GB/s beside; 2026-12-02, three runs,
+ *   bench/results/2026-12-02-tiled-gemv-layout.md): decode of the synthetic Llama 134M shape
+ *   (D=768, 12 layers, f16) ×1.32, ×2.04, ×1.10 (tiles faster in 10 of 15 alternated pairs); one
+ *   layer's fused GEMVs, SmolLM-134M shapes ×1.21 / ×1.16 / ×1.16, TinyLlama shapes ×0.83 / ×0.98 /
+ *   ×1.17 (single GEMVs ×0.69–1.98, swinging ±30% with the load); TinyLlama's decode not A/B-measured
+ *   (the bench holds both layouts). → tiles.
  *   hardware GPUs (subgroups or not): not measured (no GPU lent) → rows, the layout every reader
  *   had before; T = 64 tiles are implemented and tested for them (gemvTiledShape).
  */
