@@ -184,21 +184,6 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
 }
 
 /**
- * Whether gemv_tiled beats gemv on this device class, by measurement (bench/linear.bench.ts "A/B"
- * rows and bench/model.bench.ts "decode … A/B", alternated arms in one process). Device classes
- * never measured keep gemv.
- *   software Vulkan (lavapipe/llvmpipe 8-wide, 2 cores shared with other jobs at load 4–13, Node +
- *   Dawn, subgroups present), 2026-12-02, gemv_tiled T=8 R=8 vs gemv, f16 M=1 unless noted
- *   (bench/results/2026-12-02-gemv-tiled-ab.json, a --quick run, copy 13.8 GB/s beside):
- *     768×2048 0.78, 2048×2048 0.81, 5632×2048 1.11, 2048×5632 1.17, 32000×2048 2.41,
- *     4096×4096 0.83, M=2 2048×2048 1.87, f32 2048×2048 0.82 (single shapes swing ±40% between
- *     runs on this machine; see gemvTiledShape); lm_head-sized N (32000, 49152) won in every run
- *     (1.4–2.8×). Whole decode, which is what the choice is for: Llama 134M ×1.43
- *     (3.41 → 4.88 tok/s), the quick "tiny" model ×1.32, TinyLlama 1.1B ×1.02 (0.65 → 0.66 tok/s,
- *     2 rounds at load 8). Never slower end to end → TILED_SOFTWARE = true.
- *   discrete/integrated GPUs (subgroups or not): not measured yet → gemv.
- */
-/**
  * The projections' layout loadDecoder's gemvLayout "auto" picks (the inference commands load with
  * it), per device class, by measurement (bench/gemv-layout.bench.ts: gemv_step v1 rows vs v2 tiles
  * on the decode step's GEMVs, and the whole decode, arms alternated round by round).
@@ -217,6 +202,22 @@ export function decodeWeightLayout(ctx: GpuContext): "rows" | "tiles" {
 }
 const DECODE_LAYOUT = { software: "tiles", hardware: "rows" } as const satisfies Record<string, "rows" | "tiles">;
 
+/**
+ * Whether gemv_tiled beats gemv on this device class, by measurement (bench/linear.bench.ts "A/B"
+ * rows, alternated arms in one process), for linear()'s M ≤ 2 path on a row-major W with an opt-in
+ * tiled copy (the decode step reads the load-time layout instead: decodeWeightLayout). Device classes
+ * never measured keep gemv.
+ *   software Vulkan (lavapipe/llvmpipe 8-wide, 2 cores shared with other jobs at load 4–13, Node +
+ *   Dawn, subgroups present), 2026-12-02, gemv_tiled T=8 R=8 vs gemv, f16 M=1 unless noted
+ *   (bench/results/2026-12-02-gemv-tiled-ab.json, a --quick run, copy 13.8 GB/s beside):
+ *     768×2048 0.78, 2048×2048 0.81, 5632×2048 1.11, 2048×5632 1.17, 32000×2048 2.41,
+ *     4096×4096 0.83, M=2 2048×2048 1.87, f32 2048×2048 0.82 (single shapes swing ±40% between
+ *     runs on this machine; see gemvTiledShape); lm_head-sized N (32000, 49152) won in every run
+ *     (1.4–2.8×). Whole decode, which is what the choice is for: Llama 134M ×1.43
+ *     (3.41 → 4.88 tok/s), the quick "tiny" model ×1.32, TinyLlama 1.1B ×1.02 (0.65 → 0.66 tok/s,
+ *     2 rounds at load 8). Never slower end to end → TILED_SOFTWARE = true.
+ *   discrete/integrated GPUs (subgroups or not): not measured yet → gemv.
+ */
 export function gemvTiledPreferred(ctx: GpuContext): boolean {
   return ctx.adapter.isSoftware && TILED_SOFTWARE;
 }
