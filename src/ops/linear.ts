@@ -25,7 +25,7 @@
 import { ShapeError, UnsupportedError } from "../errors.js";
 import type { BufferWindow, GpuContext } from "../gpu/context.js";
 import type { Kernel, KernelVariant } from "../gpu/kernels.js";
-import { DTYPE_BYTES, isQuantDType, type Tensor } from "../gpu/tensor.js";
+import { DTYPE_BYTES, isQuantDType, tilesBytes, tilesLayout, type Tensor } from "../gpu/tensor.js";
 import { expectDType, grid, Params } from "./common.js";
 import { launchLinearQ, resolveLinearQ } from "./linear_q.js";
 import { encodeTiledCopy, tiledCopyShape } from "./tiled-copy.js";
@@ -279,8 +279,7 @@ const packs = new WeakMap<Tensor, GemvPack>();
 
 /** Bytes of W [N, K]'s tiled copy (src/ops/tiled-copy.ts): ceil(N/T)·T rows of ceil(K/CE) 16-byte chunks. */
 export function gemvPackBytes(N: number, K: number, wDtype: WDType, T: number): number {
-  const ce = wDtype === "f16" ? 8 : 4;
-  return Math.ceil(N / T) * T * Math.ceil(K / ce) * 16;
+  return tilesBytes(tilesLayout(N, K, wDtype, T));
 }
 
 /** The tiled copy of w, if one was made (packGemvWeight). */
