@@ -44,9 +44,10 @@ export interface LoadDecoderOptions {
    * gemv_tiled, matmul's TILES path, the embedding gather); a tied embedding stays row-major (the
    * decode step's embed_rows reads it). Training, saving and LoRA need "rows": they refuse tiles
    * in one line. "auto": the layout measured faster for decode on this device class
-   * (decodeWeightLayout in src/ops/linear.ts); the inference commands (generate, run, eval, demo,
-   * serve, forward) load with it. Default "rows": a library caller that may train or save asks for
-   * "auto"/"tiles" explicitly.
+   * (decodeWeightLayout in src/ops/linear.ts); the inference commands (generate, run, forward,
+   * index, search, eval, demo: src/cli/model.ts loadOnDevice) load with it; `serve` still loads
+   * "rows". Default "rows": a library caller that may train or save asks for "auto"/"tiles"
+   * explicitly.
    */
   gemvLayout?: "auto" | "tiles" | "rows";
 }
