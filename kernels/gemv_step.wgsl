@@ -425,32 +425,6 @@ fn load_gt_tail(c: u32) -> Chunk {
 #endif
 #endif
 
-// The x chunk c the K loop multiplies (x̂ = x·g with the in-loop norm, Σx² of x into *ss); `tail`
-// (a constant at each call site): the last, partial chunk, elements at or past K read as 0.
-fn x_chunk(xb: u32, c: u32, tail: bool, ss: ptr<function, vec4<f32>>) -> Chunk {
-  var xr: Chunk;
-  if (tail) { xr = load_xt_tail(xb, c); } else { xr = load_xt(xb, c); }
-#if NORM
-#if !XSHARED
-  *ss = fma(xr.lo, xr.lo, fma(xr.hi, xr.hi, *ss));
-  var gc: Chunk;
-  if (tail) { gc = load_gt_tail(c); } else { gc = load_gt(c); }
-  xr = Chunk(xr.lo * gc.lo, xr.hi * gc.hi);
-#endif
-#endif
-  return xr;
-}
-
-// acc[r] (and up[r] with SWIGLU_JOINT) += chunk c of row r · xc; base[r] + c·T is that chunk.
-fn acc_chunk(mat: u32, base: array<u32, {{R}}>, c: u32, xc: Chunk, acc: ptr<function, array<vec4<f32>, {{R}}>>, up: ptr<function, array<vec4<f32>, {{R}}>>) {
-  for (var r = 0u; r < R; r++) {
-    (*acc)[r] = fmac(load_wt(mat, base[r] + c * TT), xc, (*acc)[r]);
-#if SWIGLU_JOINT
-    (*up)[r] = fmac(load_wt(1u, base[r] + c * TT), xc, (*up)[r]);
-#endif
-  }
-}
-
 // The K loop over the tiles layout: base[r] = chunk index of (tile of row r, c = 0, lane); chunk
 // c of that row at base[r] + c·T. kc = ceil(K / CE) chunks, the last one partial when K % CE ≠ 0.
 fn dot_rows(mat: u32, xb: u32, base: array<u32, {{R}}>, kc: u32) -> Sums {
@@ -459,8 +433,46 @@ fn dot_rows(mat: u32, xb: u32, base: array<u32, {{R}}>, kc: u32) -> Sums {
   for (var i = 0u; i < R; i++) { acc[i] = vec4<f32>(); up[i] = vec4<f32>(); }
   var ss = vec4<f32>();
   let full = params.K / CE;
-  for (var c = 0u; c < full; c++) { acc_chunk(mat, base, c, x_chunk(xb, c, false, &ss), &acc, &up); }
-  if (full < kc) { acc_chunk(mat, base, full, x_chunk(xb, full, true, &ss), &acc, &up); }
+  for (var c = 0u; c < full; c++) {
+#if NORM
+#if XSHARED
+    let xc = load_xt(xb, c);
+#else
+    let xr = load_xt(xb, c);
+    ss = fma(xr.lo, xr.lo, fma(xr.hi, xr.hi, ss));
+    let gc = load_gt(c);
+    let xc = Chunk(xr.lo * gc.lo, xr.hi * gc.hi);
+#endif
+#else
+    let xc = load_xt(xb, c);
+#endif
+    for (var r = 0u; r < R; r++) {
+      acc[r] = fmac(load_wt(mat, base[r] + c * TT), xc, acc[r]);
+#if SWIGLU_JOINT
+      up[r] = fmac(load_wt(1u, base[r] + c * TT), xc, up[r]);
+#endif
+    }
+  }
+  if (full < kc) {
+#if NORM
+#if XSHARED
+    let xc = load_xt_tail(xb, full);
+#else
+    let xr = load_xt_tail(xb, full);
+    ss = fma(xr.lo, xr.lo, fma(xr.hi, xr.hi, ss));
+    let gc = load_gt_tail(full);
+    let xc = Chunk(xr.lo * gc.lo, xr.hi * gc.hi);
+#endif
+#else
+    let xc = load_xt_tail(xb, full);
+#endif
+    for (var r = 0u; r < R; r++) {
+      acc[r] = fmac(load_wt(mat, base[r] + full * TT), xc, acc[r]);
+#if SWIGLU_JOINT
+      up[r] = fmac(load_wt(1u, base[r] + full * TT), xc, up[r]);
+#endif
+    }
+  }
   return Sums(acc, up, ss);
 }
 #else
