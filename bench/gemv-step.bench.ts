@@ -66,7 +66,7 @@ async function sample(ctx: GpuContext, encode: () => Promise<void> | void, reps:
   return { wall, cpu: c0 === null || c1 === null ? null : (c1 - c0) / reps };
 }
 
-interface ModelShape {
+export interface ModelShape {
   name: string;
   D: number;
   I: number;
@@ -75,18 +75,18 @@ interface ModelShape {
   hd: number;
   V: number;
 }
-const MODELS: ModelShape[] = [
+export const MODELS: ModelShape[] = [
   { name: "llama-134M", D: 576, I: 1536, H: 9, Hkv: 3, hd: 64, V: 49152 },
   { name: "tinyllama-1.1B", D: 2048, I: 5632, H: 32, Hkv: 4, hd: 64, V: 32000 },
 ];
 
-interface Arm {
+export interface Arm {
   label: string;
   encode: () => Promise<void> | void;
   /** Counted in the per-layer sum as this side. */
   layer?: string;
 }
-interface Group {
+export interface Group {
   what: string;
   /** Bytes of weights read (the figure GB/s is computed from). */
   bytes: number;
@@ -95,7 +95,7 @@ interface Group {
   arms: Arm[];
 }
 
-function fillRandom(ctx: GpuContext, t: Tensor, rng: Rng, lo = -1, hi = 1): void {
+export function fillRandom(ctx: GpuContext, t: Tensor, rng: Rng, lo = -1, hi = 1): void {
   const block = Math.min(t.numel, 1 << 20);
   const data = rng.fillUniform(block, lo, hi);
   const src = t.dtype === "f16" ? f32ArrayToF16(data) : data;
@@ -347,7 +347,7 @@ export async function benchQuant(ctx: GpuContext, env: BenchEnv): Promise<BenchR
  * returns per-layer sums of the group medians (lm_head excluded) keyed by side (baseSide for arm
  * 0, arm.layer for the others) and side + "Cpu".
  */
-async function runGroups(ctx: GpuContext, env: BenchEnv, model: string, groups: Group[], rounds: number, copyGBps: number, rows: BenchRow[], baseSide: string, dtype: string): Promise<Map<string, number>> {
+export async function runGroups(ctx: GpuContext, env: BenchEnv, model: string, groups: Group[], rounds: number, copyGBps: number, rows: BenchRow[], baseSide: string, dtype: string): Promise<Map<string, number>> {
   const layerMs = new Map<string, number>();
   for (const grp of groups) {
     // Launches per sample: enough for ~150 ms of driver CPU time (10 ms clock ticks), found by

@@ -18,8 +18,9 @@ import type { GpuContext } from "../src/gpu/context.js";
 import { Session } from "../src/model/session.js";
 import { Rng } from "../src/util/rng.js";
 import { buildSynthetic, type SyntheticModel, type SyntheticShapeName } from "./synthetic.js";
-import { packGemvWeight, releaseGemvPack } from "../src/ops/linear.js";
-import type { Tensor } from "../src/gpu/tensor.js";
+import { gemvTiledShape, toTilesLayout } from "../src/ops/linear.js";
+import { Decoder, type LayerWeights } from "../src/model/decoder.js";
+import { isQuantDType, type Tensor } from "../src/gpu/tensor.js";
 import { row, type BenchEnv, type BenchRow, type Timing } from "./harness.js";
 
 /**
@@ -246,39 +247,57 @@ async function benchModel(ctx: GpuContext, env: BenchEnv, m: SyntheticModel, mc:
 }
 
 /**
- * Decode with the row-major GEMV (gemv) against the tiled copies (gemv_tiled, loadDecoder's
- * gemvLayout), alternated round by round on the same session; the copies are made before each
- * tiled round and freed after it (not timed). The synthetic decoder above runs rows.
+ * Decode (the captured step: gemv_step for every projection) with the projections row-major ("v1
+ * rows") against the same weights in the tiles layout ("v2 tiles", src/gpu/tensor.ts TilesLayout,
+ * what loadDecoder's gemvLayout 'tiles' gives), alternated round by round. Bench-only: the tiles
+ * are made once from the synthetic decoder's weights into a second decoder, so both layouts are
+ * held at once (loadDecoder holds one); norms, embedding and biases are shared.
  */
 export async function decodeLayoutAB(ctx: GpuContext, env: BenchEnv, m: SyntheticModel, session: Session, prompt: number, rng: Rng, rounds = 3): Promise<BenchRow[]> {
   const spr = STEPS_PER_READ;
   const w = m.decoder.weights;
-  const projections: Tensor[] = [...new Set([...w.layers.flatMap((L) => [L.q, L.k, L.v, L.o, L.gate, L.up, L.down]), w.lmHead])];
-  const ms: Record<"rows" | "tiled", number[]> = { rows: [], tiled: [] };
+  const T = gemvTiledShape(ctx).T;
+  const made: Tensor[] = [];
+  const tile = async (t: Tensor): Promise<Tensor> => {
+    if (isQuantDType(t.dtype)) return t;
+    const u = await toTilesLayout(ctx, t, T);
+    made.push(u);
+    return u;
+  };
+  const layers: LayerWeights[] = [];
+  for (const L of w.layers) layers.push({ ...L, q: await tile(L.q), k: await tile(L.k), v: await tile(L.v), o: await tile(L.o), gate: await tile(L.gate), up: await tile(L.up), down: await tile(L.down) });
+  const lmHead = w.lmHead === w.embed ? w.lmHead : await tile(w.lmHead);
+  const tiled = new Decoder(ctx, m.config, { ...w, layers, lmHead });
+  const sessions = { rows: session, tiles: Session.create(tiled, session.capacity) };
+  const ms: Record<"rows" | "tiles", number[]> = { rows: [], tiles: [] };
   const tokens = spr * 3;
-  for (let r = 0; r < rounds; r++) {
-    for (const layout of r % 2 === 0 ? (["rows", "tiled"] as const) : (["tiled", "rows"] as const)) {
-      if (layout === "tiled") for (const t of projections) await packGemvWeight(ctx, t);
-      session.truncate(0);
-      await session.append(randomIds(rng, prompt, m.config.vocabSize));
-      for await (const _ of session.generate({ maxNewTokens: spr, temperature: 0, stepsPerRead: spr })) void _; // warm-up batch
-      await ctx.sync();
-      const t0 = performance.now();
-      let n = 0;
-      for await (const _ of session.generate({ maxNewTokens: tokens, temperature: 0, stepsPerRead: spr })) n++;
-      ms[layout].push((performance.now() - t0) / n);
-      for (const t of projections) releaseGemvPack(t);
+  try {
+    for (let r = 0; r < rounds; r++) {
+      for (const layout of r % 2 === 0 ? (["rows", "tiles"] as const) : (["tiles", "rows"] as const)) {
+        const s = sessions[layout];
+        s.truncate(0);
+        await s.append(randomIds(rng, prompt, m.config.vocabSize));
+        for await (const _ of s.generate({ maxNewTokens: spr, temperature: 0, stepsPerRead: spr })) void _; // warm-up batch
+        await ctx.sync();
+        const t0 = performance.now();
+        let n = 0;
+        for await (const _ of s.generate({ maxNewTokens: tokens, temperature: 0, stepsPerRead: spr })) n++;
+        ms[layout].push((performance.now() - t0) / n);
+      }
     }
+  } finally {
+    sessions.tiles.dispose();
+    for (const t of made) t.dispose();
   }
   const out: BenchRow[] = [];
   const rowsMs = median(ms.rows).medianMs;
-  for (const layout of ["rows", "tiled"] as const) {
+  for (const layout of ["rows", "tiles"] as const) {
     const t = median(ms[layout]);
-    const r = row(env, { bench: "model", variant: `decode ${layout === "rows" ? "gemv" : "gemv_tiled"} A/B`, shape: `${m.name} ctx≈${prompt + spr}` }, t);
-    r.extra = { model: m.name, tokPerS: 1000 / t.medianMs, msPerToken: t.medianMs, speedup: rowsMs / t.medianMs, rounds };
+    const r = row(env, { bench: "model", variant: `decode ${layout === "rows" ? "v1 rows" : `v2 tiles T=${T}`} A/B`, shape: `${m.name} ctx≈${prompt + spr}` }, t);
+    r.extra = { model: m.name, tokPerS: 1000 / t.medianMs, msPerToken: t.medianMs, speedup: rowsMs / t.medianMs, rounds, msRounds: ms[layout].map((v) => v.toFixed(1)).join(",") };
     out.push(r);
   }
-  const tiledMs = median(ms.tiled).medianMs;
-  env.log(`model ${m.name} decode A/B (${rounds} alternated rounds of ${tokens} tokens): gemv ${(1000 / rowsMs).toFixed(2)} tok/s, gemv_tiled ${(1000 / tiledMs).toFixed(2)} tok/s → ×${(rowsMs / tiledMs).toFixed(2)}`);
+  const tilesMs = median(ms.tiles).medianMs;
+  env.log(`model ${m.name} decode layout A/B (${rounds} alternated rounds of ${tokens} tokens): v1 rows ${(1000 / rowsMs).toFixed(2)} tok/s, v2 tiles ${(1000 / tilesMs).toFixed(2)} tok/s → ×${(rowsMs / tilesMs).toFixed(2)}`);
   return out;
 }

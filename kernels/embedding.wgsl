@@ -16,6 +16,10 @@
 //   4 params: Params              uniform
 // Mapping (entry point in kernels/embedding_row.wgsl): one workgroup per token; WG invocations
 // stride over the row. Pure copy (f16 widened exactly to f32).
+// TILES: the table lies in the tiles layout of src/gpu/tensor.ts (TilesLayout: T = TT rows per tile,
+// 16-byte chunks of CE elements; the window starts at a tile): element (row, i) at element
+// ((row / TT · kc + i / CE) · TT + row % TT) · CE + i % CE of the window (projection weights
+// transformed at load time, gathered for the model fingerprint).
 // PACKED (f16 without shader-f16): E = u32, the window's f16 elements as packed pairs (the
 // window starts at an aligned byte offset, so element 0 is the low half of word 0).
 #include f16_enable
@@ -27,7 +31,7 @@ struct Params {
   V: u32,         // rows of the whole table
   firstRow: u32,  // first table row in this window
   rows: u32,      // rows in this window
-  _pad0: u32,
+  kc: u32,        // TILES: 16-byte chunks per packed row
   _pad1: u32,
   _pad2: u32,
 }
@@ -42,10 +46,22 @@ struct Params {
 
 // Row `row` of the window, widened to f32, into out[dst ..< dst + D].
 fn copy_row(dst: u32, row: u32, lid: u32) {
+#if TILES
+  let tb = (row / {{TT}}u) * params.kc * {{TT}}u + row % {{TT}}u;   // chunk of (tile, 0, lane)
+  for (var i = lid; i < params.D; i += {{WG}}u) {
+    let e = (tb + (i / {{CE}}u) * {{TT}}u) * {{CE}}u + i % {{CE}}u;
+#if PACKED
+    out[dst + i] = f16p_at(table[e >> 1u], e);
+#else
+    out[dst + i] = f32(table[e]);
+#endif
+  }
+#else
   let src = row * params.D;
 #if PACKED
   for (var i = lid; i < params.D; i += {{WG}}u) { out[dst + i] = f16p_at(table[(src + i) >> 1u], src + i); }
 #else
   for (var i = lid; i < params.D; i += {{WG}}u) { out[dst + i] = f32(table[src + i]); }
+#endif
 #endif
 }

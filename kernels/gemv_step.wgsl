@@ -35,6 +35,13 @@
 //   7 y:      array<f32> read_write  [rows (1 with LAST_ROW), N], whole
 //   8 params: Params     uniform
 //
+// TILES (W in the lane-interleaved tiles layout of src/gpu/tensor.ts TilesLayout, T = WG: chunk
+//   (tile, c, lane) = W[tile·T + lane, c·CE ..] at chunk index (tile·kc + c)·T + lane, CE = 8 halves
+//   (f16, WT = vec4<u32>) or 4 f32 (WT = vec4<f32>), zero past N and K): invocation lid of
+//   workgroup gl owns rows (gl·R + r)·T + lid, r < R, so at every chunk step the T lanes read T
+//   neighbouring 16-byte chunks. K need not be a multiple of CE: the last, partial chunk reads x
+//   (and g) guarded; x is vec4 when K % 4 = 0 (XVEC), scalars otherwise. Windows are whole tiles.
+//   Same prologues, matrices and epilogues as the rows layout; f32/f16 W only.
 // Mapping: the rows design of gemv.wgsl (neighbouring invocations own neighbouring groups of R
 // rows of W; each invocation walks the whole K reduction with VEC-element chunks, helpers in
 // gemv_chunk.wgsl). A workgroup belongs to exactly one matrix (MULTI: workgroups [0, g1) → W0,
@@ -150,6 +157,7 @@ fn w_at(mat: u32, i: u32) -> {{WT}} {
   return w0[i];
 }
 
+#if !TILES
 #if !QUANT
 fn load_w(mat: u32, row: u32, c: u32, cpr: u32) -> Chunk {
 #if WF16
@@ -167,6 +175,7 @@ fn load_w(mat: u32, row: u32, c: u32, cpr: u32) -> Chunk {
 #endif
 #endif
 }
+#endif
 #endif
 
 #if QUANT
@@ -216,6 +225,7 @@ fn q_load_w(mat: u32, row: u32, b: u32, h: u32, nb: u32, d: f32) -> W4 {
 }
 #endif
 
+#if !TILES
 // Chunk c of the x row starting at x unit xb.
 fn load_x(xb: u32, c: u32) -> Chunk {
 #if VEC8
@@ -228,6 +238,7 @@ fn load_x(xb: u32, c: u32) -> Chunk {
 #endif
 #endif
 }
+#endif
 
 #if NORM
 // RMSNorm weight elements e (scalar) and e..e+3 (e a multiple of 4), widened to f32.
@@ -289,6 +300,7 @@ fn norm_prologue(xb: u32, lid: u32, xw: u32) -> f32 {
 }
 #endif
 
+#if !TILES
 #if !XSHARED
 // Chunk c of g (inline NORM).
 fn load_g(c: u32) -> Chunk {
@@ -304,7 +316,9 @@ fn load_g(c: u32) -> Chunk {
 }
 #endif
 #endif
+#endif
 
+#if !TILES
 // Chunk c of x̂ (the prologue's output) for the row at x unit xb.
 fn load_xhat(xb: u32, c: u32) -> Chunk {
 #if XSHARED
@@ -321,12 +335,147 @@ fn load_xhat(xb: u32, c: u32) -> Chunk {
   return load_x(xb, c);
 #endif
 }
+#endif
 
 // The K loop for rows `rows` of matrix `mat` (a constant at every call site) and the x row at
 // x unit xb: acc[r] and, for the in-loop norm, Σx² of the x row.
 // SWIGLU_JOINT (a losing arm kept runnable): the same loop also accumulates up's rows in up.
 struct Sums { acc: array<vec4<f32>, {{R}}>, up: array<vec4<f32>, {{R}}>, ss: vec4<f32> }
 
+
+#if TILES
+const TT: u32 = {{WG}}u;   // rows per tile
+const CE: u32 = {{VECN}}u; // elements per 16-byte chunk
+
+// Chunk i (16 bytes) of matrix mat, widened.
+fn load_wt(mat: u32, i: u32) -> Chunk {
+#if WF16
+  return chunk_f16x8(w_at(mat, i));
+#else
+  return chunk_f32x4(w_at(mat, i));
+#endif
+}
+
+// x unit i of the row at x unit xb (x̂ from workgroup memory with XSHARED).
+fn x_unit(xb: u32, i: u32) -> {{XT}} {
+#if XSHARED
+  return xs[i];
+#else
+  return x[xb + i];
+#endif
+}
+
+// Element k (< K) of that row.
+fn x_elem(xb: u32, k: u32) -> f32 {
+#if XVEC
+  return x_unit(xb, k >> 2u)[k & 3u];
+#else
+  return x_unit(xb, k);
+#endif
+}
+
+// Chunk c of the row, every element < K.
+fn load_xt(xb: u32, c: u32) -> Chunk {
+#if XVEC
+#if VEC8
+  return Chunk(x_unit(xb, 2u * c), x_unit(xb, 2u * c + 1u));
+#else
+  return Chunk(x_unit(xb, c), vec4<f32>());
+#endif
+#else
+  let k = c * CE;
+  let lo = vec4<f32>(x_unit(xb, k), x_unit(xb, k + 1u), x_unit(xb, k + 2u), x_unit(xb, k + 3u));
+#if VEC8
+  return Chunk(lo, vec4<f32>(x_unit(xb, k + 4u), x_unit(xb, k + 5u), x_unit(xb, k + 6u), x_unit(xb, k + 7u)));
+#else
+  return Chunk(lo, vec4<f32>());
+#endif
+#endif
+}
+
+// The last, partial chunk c: elements at or past K read as 0.
+fn load_xt_tail(xb: u32, c: u32) -> Chunk {
+  var v: array<f32, 8>;
+  for (var e = 0u; e < CE; e++) {
+    let k = c * CE + e;
+    if (k < params.K) { v[e] = x_elem(xb, k); }
+  }
+  return Chunk(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
+}
+
+#if NORM
+#if !XSHARED
+// Chunk c of g, every element < K (g4 reads 4 elements from a multiple of 4).
+fn load_gt(c: u32) -> Chunk {
+#if VEC8
+  return Chunk(g4(8u * c), g4(8u * c + 4u));
+#else
+  return Chunk(g4(4u * c), vec4<f32>());
+#endif
+}
+
+fn load_gt_tail(c: u32) -> Chunk {
+  var v: array<f32, 8>;
+  for (var e = 0u; e < CE; e++) {
+    let k = c * CE + e;
+    if (k < params.K) { v[e] = g1(k); }
+  }
+  return Chunk(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
+}
+#endif
+#endif
+
+// The K loop over the tiles layout: base[r] = chunk index of (tile of row r, c = 0, lane); chunk
+// c of that row at base[r] + c·T. kc = ceil(K / CE) chunks, the last one partial when K % CE ≠ 0.
+fn dot_rows(mat: u32, xb: u32, base: array<u32, {{R}}>, kc: u32) -> Sums {
+  var acc: array<vec4<f32>, {{R}}>;
+  var up: array<vec4<f32>, {{R}}>;
+  for (var i = 0u; i < R; i++) { acc[i] = vec4<f32>(); up[i] = vec4<f32>(); }
+  var ss = vec4<f32>();
+  let full = params.K / CE;
+  for (var c = 0u; c < full; c++) {
+#if NORM
+#if XSHARED
+    let xc = load_xt(xb, c);
+#else
+    let xr = load_xt(xb, c);
+    ss = fma(xr.lo, xr.lo, fma(xr.hi, xr.hi, ss));
+    let gc = load_gt(c);
+    let xc = Chunk(xr.lo * gc.lo, xr.hi * gc.hi);
+#endif
+#else
+    let xc = load_xt(xb, c);
+#endif
+    for (var r = 0u; r < R; r++) {
+      acc[r] = fmac(load_wt(mat, base[r] + c * TT), xc, acc[r]);
+#if SWIGLU_JOINT
+      up[r] = fmac(load_wt(1u, base[r] + c * TT), xc, up[r]);
+#endif
+    }
+  }
+  if (full < kc) {
+#if NORM
+#if XSHARED
+    let xc = load_xt_tail(xb, full);
+#else
+    let xr = load_xt_tail(xb, full);
+    ss = fma(xr.lo, xr.lo, fma(xr.hi, xr.hi, ss));
+    let gc = load_gt_tail(full);
+    let xc = Chunk(xr.lo * gc.lo, xr.hi * gc.hi);
+#endif
+#else
+    let xc = load_xt_tail(xb, full);
+#endif
+    for (var r = 0u; r < R; r++) {
+      acc[r] = fmac(load_wt(mat, base[r] + full * TT), xc, acc[r]);
+#if SWIGLU_JOINT
+      up[r] = fmac(load_wt(1u, base[r] + full * TT), xc, up[r]);
+#endif
+    }
+  }
+  return Sums(acc, up, ss);
+}
+#else
 #if QUANT
 // The block loop of gemv_q.wgsl (R scales per block, then per half-block 4 x chunks — x̂ chunks
 // with the norm prologue — and R quant words), for rows `rows` of matrix `mat` (a constant at every
@@ -427,6 +576,7 @@ fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
   return Sums(acc, up, ss);
 }
 #endif
+#endif
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
@@ -446,12 +596,23 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
 #endif
   let col0 = params.n0 + brow0;      // y column of this matrix's row 0
-  let row0 = (gl * {{WG}}u + lid) * R;
-  let live = row0 < nm;
-  let cpr = params.K / {{VECN}}u;    // chunks per W row
   let xw = params.K / XW;            // x units per row
-  var rows: array<u32, {{R}}>;
+  var rows: array<u32, {{R}}>;       // rows layout: W rows (clamped); TILES: chunk bases
+#if TILES
+  // Rows (gl·R + r)·T + lid; r-th row's chunk c at rows[r] + c·T (tiles past the last clamped).
+  let tile0 = gl * R;
+  let row0 = tile0 * TT + lid;
+  let RS = TT;                       // row stride between r and r + 1
+  let cpr = (params.K + CE - 1u) / CE;   // kc
+  let ntiles = (nm + TT - 1u) / TT;
+  for (var r = 0u; r < R; r++) { rows[r] = min(tile0 + r, ntiles - 1u) * cpr * TT + lid; }
+#else
+  let row0 = (gl * {{WG}}u + lid) * R;
+  let RS = 1u;
+  let cpr = params.K / {{VECN}}u;    // chunks per W row
   for (var r = 0u; r < R; r++) { rows[r] = min(row0 + r, nm - 1u); }
+#endif
+  let live = row0 < nm;
 
 #if FROM_STEP
   let T = min(step[STEP_ROWS], params.M);
@@ -502,7 +663,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
       let yrow = (m - m_first) * params.N;
       for (var r = 0u; r < R; r++) {
-        let n = row0 + r;
+        let n = row0 + r * RS;
         if (n >= nm) { break; }
         var v = hsum(acc[r]);
 #if NORM

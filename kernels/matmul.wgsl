@@ -21,6 +21,11 @@
 // WGX × WGY invocations: x along W rows (adjacent invocations share the same activation row, so
 // x loads are uniform across a SIMD lane group on llvmpipe), y along activation rows. Edge tiles
 // clamp their row indices for loads and skip the stores: any M, N, K ≥ 1 work.
+// TILES: W in the lane-interleaved tiles layout (src/gpu/tensor.ts TilesLayout: chunk (tile, c16,
+// lane) of 16 bytes = W[tile·TT + lane, c16·CE ..] at chunk index (tile·kc + c16)·TT + lane, zero past
+// N and K), the window starting at a tile: row j's VEC chunk c is read at its tile/lane address
+// (VEC = 4: half a 16-byte chunk for f16, a whole one for f32; VEC = 1: one element). The TN rows
+// of an invocation are TN neighbouring lanes of one tile (TN ≤ TT), so its loads are contiguous.
 // Accumulation: f32 (one dot per chunk added to a scalar per output); bias added last.
 // f16 weights are widened exactly to f32 (unpack2x16float, no shader-f16 needed).
 //
@@ -35,6 +40,34 @@
 const TM: u32 = {{TM}}u;
 const TN: u32 = {{TN}}u;
 
+#if TILES
+const TT: u32 = {{TT}}u;   // rows per tile
+const CE: u32 = {{CE}}u;   // elements per 16-byte chunk
+
+// Chunk index of (tile of `row`, c16 = 0, lane of `row`) inside this window.
+fn w_base(row: u32) -> u32 {
+  return (row / TT) * params.kc * TT + row % TT;
+}
+
+// Chunk c (VEC elements) of the W row whose chunk base is `base`, widened to f32.
+fn load_w(base: u32, c: u32, cpr: u32) -> vec4<f32> {
+#if VEC4
+#if WF16
+  let p = w[(base + (c >> 1u) * TT) * 2u + (c & 1u)];
+  return vec4<f32>(unpack2x16float(p.x), unpack2x16float(p.y));
+#else
+  return w[base + c * TT];
+#endif
+#else
+  let e = (base + (c / CE) * TT) * CE + c % CE;   // element c of the row
+#if WF16
+  return vec4<f32>(unpack2x16float((w[e >> 1u] >> ((e & 1u) * 16u)) & 0xffffu).x, 0.0, 0.0, 0.0);
+#else
+  return vec4<f32>(w[e], 0.0, 0.0, 0.0);
+#endif
+#endif
+}
+#else
 // Chunk c (VEC elements) of W row `row`, widened to f32 (VEC = 1: in .x, rest zero).
 fn load_w(row: u32, c: u32, cpr: u32) -> vec4<f32> {
 #if WF16
@@ -53,6 +86,7 @@ fn load_w(row: u32, c: u32, cpr: u32) -> vec4<f32> {
 #endif
 #endif
 }
+#endif
 
 fn load_x(m: u32, c: u32, cpr: u32) -> vec4<f32> {
 #if VEC4
@@ -72,7 +106,11 @@ fn main(@builtin(global_invocation_id) gid: vec3<u32>) {
   let cpr = params.K / {{VECN}}u;
   var rows: array<u32, {{TN}}>;
   var ms: array<u32, {{TM}}>;
+#if TILES
+  for (var j = 0u; j < TN; j++) { rows[j] = w_base(min(n_base + j, params.nw - 1u)); }
+#else
   for (var j = 0u; j < TN; j++) { rows[j] = min(n_base + j, params.nw - 1u); }
+#endif
   for (var i = 0u; i < TM; i++) { ms[i] = min(m_base + i, params.M - 1u); }
   var acc: array<f32, {{ACC}}>;   // [TM][TN]
   for (var c = 0u; c < cpr; c++) {

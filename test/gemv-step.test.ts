@@ -21,7 +21,7 @@ import type { GpuContext } from "../src/gpu/context.js";
 import type { Tensor } from "../src/gpu/tensor.js";
 import { gemvStep, gemvStepReference, planGemvStep, resolveGemvStep, type GemvStepEpilogue, type GemvStepNormPath } from "../src/ops/gemv-step.js";
 import { STEP_COUNT, STEP_LAST, STEP_ROWS, STEP_WORDS } from "../src/ops/step-state.js";
-import { linear } from "../src/ops/linear.js";
+import { linear, toTilesLayout } from "../src/ops/linear.js";
 import { rmsnorm } from "../src/ops/rmsnorm.js";
 import { swiglu } from "../src/ops/swiglu.js";
 import { add } from "../src/ops/elementwise.js";
@@ -55,6 +55,8 @@ interface Case {
   joint?: boolean;
   /** q8_0/q4_0: scale once per block (forced either way when given). */
   blockSum?: boolean;
+  /** W transformed into the tiles layout with this many rows per tile (toTilesLayout). */
+  tiles?: number;
 }
 
 const rng = new Rng(1616);
@@ -93,6 +95,13 @@ async function check(ctx: GpuContext, c: Case, what = ""): Promise<string> {
     wVals.push(r.vals);
     return up(ctx.upload(r.bits, [N, K], wd, `w${i}`));
   });
+  if (c.tiles) {
+    for (let i = 0; i < ws.length; i++) {
+      const t = up(await toTilesLayout(ctx, ws[i]!, c.tiles));
+      ws[i]!.dispose();
+      ws[i] = t;
+    }
+  }
   let norm: { weight: Tensor; eps: number } | null = null;
   let gVals: Float32Array | null = null;
   if (c.norm !== "none") {
@@ -130,6 +139,7 @@ async function check(ctx: GpuContext, c: Case, what = ""): Promise<string> {
     const pre = gemvStepReference({ x: xh, K, w: wVals, N: Ns, epilogue: "store", norm: gVals ? { weight: gVals, eps: 1e-5 } : null, bias: bVals, y: new Float32Array(cap * biasLen), T });
     scale = 1 + 2 * pre.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
   }
+  if (c.tiles) assert.match(label, /gemv_step_f(16|32)_tiles/, `${label}: the tiles kernel`);
   const name = `${what}${label} K=${K} N=[${Ns.join(",")}] w=${wd} norm=${c.norm} bias=${c.bias} ${c.mode} T=${T}/${cap}${c.lastRow ? " last" : ""}`;
   assertClose(await y.read(), want, tolFor(K, c.norm !== "none", scale), name);
   for (const t of owned) t.dispose();
@@ -230,6 +240,50 @@ test("W windows above a forced 64 KiB binding limit (single matrix, f32 and f16,
       for (const t of [x, w, y]) t.dispose();
     }
     assert.ok(windows >= 9);
+  });
+});
+
+test("tiles layout (W transformed at load): single matrix with awkward N and K (K % 8 ≠ 0, K % 4 ≠ 0), qkv with biases, swiglu, lastRow, every norm path, T = 8 and 64 rows per tile", async () => {
+  await forDevices({}, async (ctx) => {
+    for (const tiles of [8, 64]) {
+      await check(ctx, { K: 1, Ns: [1], wd: "f32", epi: "store", norm: "none", bias: "none", cap: 2, T: 1, mode: "host", tiles });
+      await check(ctx, { K: 37, Ns: [131], wd: "f16", epi: "residual", norm: "f16", bias: "f32", cap: 3, T: 2, mode: "host", tiles });
+      await check(ctx, { K: 36, Ns: [65], wd: "f16", epi: "store", norm: "f32", bias: "f16", cap: 2, T: 2, mode: "step", tiles });
+      await check(ctx, { K: 33, Ns: [70], wd: "f32", epi: "store", norm: "f16", bias: "none", cap: 2, T: 1, mode: "step", tiles });
+      await check(ctx, { K: 64, Ns: [48, 9, 16], wd: "f16", epi: "store", norm: "f16", bias: "parts", cap: 4, T: 3, mode: "step", tiles });
+      await check(ctx, { K: 40, Ns: [33, 33], wd: "f32", epi: "swiglu", norm: "f32", bias: "f32", cap: 3, T: 2, mode: "step", tiles });
+      await check(ctx, { K: 72, Ns: [200], wd: "f16", epi: "store", norm: "f16", bias: "none", cap: 5, T: 4, mode: "step", lastRow: true, tiles });
+    }
+    for (const normPath of ["loop", "shared", "prepass"] as const) {
+      await check(ctx, { K: 44, Ns: [30, 10, 10], wd: "f16", epi: "store", norm: "f32", bias: "f32", cap: 3, T: 2, mode: "step", normPath, tiles: 8 });
+      await check(ctx, { K: 27, Ns: [19, 19], wd: "f32", epi: "swiglu", norm: "f16", bias: "none", cap: 2, T: 2, mode: "host", normPath, tiles: 8 });
+    }
+    await check(ctx, { K: 35, Ns: [21, 21], wd: "f16", epi: "swiglu", norm: "none", bias: "none", cap: 2, T: 1, mode: "host", joint: true, rows: 3, tiles: 8 });
+    await check(ctx, { K: 24, Ns: [10], wd: "f32", epi: "store", norm: "f32", bias: "none", cap: 2, T: 0, mode: "step", tiles: 8 });
+  });
+});
+
+test("tiles layout: windows of whole tiles above a forced 64 KiB binding limit; mixing layouts and a forced wg are refused", async () => {
+  const limit = 64 * 1024;
+  await forDevices({ maxStorageBufferBindingSize: limit }, async (ctx) => {
+    const cases: Case[] = [
+      { K: 255, Ns: [300], wd: "f32", epi: "store", norm: "f32", bias: "f32", cap: 3, T: 2, mode: "step", tiles: 8 },
+      { K: 1000, Ns: [300], wd: "f16", epi: "residual", norm: "f16", bias: "f16", cap: 2, T: 2, mode: "step", lastRow: false, tiles: 8 },
+    ];
+    for (const c of cases) {
+      await check(ctx, c, `limit ${limit}: `);
+      const x = ctx.empty([1, c.K], "f32", "x");
+      const w0 = ctx.empty([c.Ns[0]!, c.K], c.wd as WD, "w");
+      const w = await toTilesLayout(ctx, w0, 8);
+      const y = ctx.empty([1, c.Ns[0]!], "f32", "y");
+      const plan = await planGemvStep(ctx, { x, w, y });
+      assert.ok(plan.dispatches > 1, `W [${c.Ns[0]}, ${c.K}] ${c.wd} in tiles is split (${plan.dispatches} dispatches)`);
+      plan.dispose();
+      const y3 = ctx.empty([1, 2 * c.Ns[0]!], "f32", "y3");
+      await assertRejects(() => planGemvStep(ctx, { x, w: [w, w0], y: y3 }), UnsupportedError, [/w\[1\]/, /row-major/, /tiles of 8/, /one layout/], "mixed layouts");
+      await assertRejects(() => planGemvStep(ctx, { x, w, y, force: { wg: 64 } }), UnsupportedError, [/tiles of 8/, /wg 64/], "forced wg");
+      for (const t of [x, w0, w, y, y3]) t.dispose();
+    }
   });
 });
 

@@ -9,7 +9,8 @@ import { browserLike, forDevices, gpu } from "./helpers/gpu.js";
 import { assertClose, assertRejects } from "./helpers/check.js";
 import { Rng } from "../src/util/rng.js";
 import { f16ArrayToF32, f32ArrayToF16 } from "../src/util/f16.js";
-import { ShapeError, UnsupportedError } from "../src/errors.js";
+import { ShapeError, UnsupportedError, UsageError } from "../src/errors.js";
+import { modelFingerprint } from "../src/onegen/fingerprint.js";
 import type { GpuContext } from "../src/gpu/context.js";
 import type { Tensor } from "../src/gpu/tensor.js";
 import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
@@ -28,8 +29,10 @@ import {
   packGemvWeight,
   releaseGemvPack,
   resolveLinear,
+  toTilesLayout,
   type LinearVariantName,
 } from "../src/ops/linear.js";
+import { embedding } from "../src/ops/embedding.js";
 
 const EPS32 = 2 ** -24;
 const tolFor = (K: number) => ({ atol: (8 * EPS32 * K) / 3 + 1e-7, rtol: 2 ** -20 });
@@ -187,60 +190,129 @@ test("refusals: the tiled kernel without a packed copy, a copy of another shape,
   releaseGemvPack(w);
 });
 
-test("loadDecoder gemvLayout 'auto': tiled copies where gemv_tiled is preferred (rows is the default); decode logits match the rows layout; full fine-tuning frees the copies", async () => {
-  const ctx = await gpu();
-  const tiled = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true, gemvLayout: "auto" });
-  const rows = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true });
-  assert.is(rows.gemvLayout, "rows", "the default makes no copies");
-  assert.is(rows.gemvLayout, "rows");
-  const L0 = tiled.decoder.weights.layers[0]!;
-  if (gemvTiledPreferred(ctx)) {
-    assert.match(tiled.gemvLayout, /^tiled \(/);
-    assert.ok(gemvPackOf(L0.q) && gemvPackOf(L0.down) && gemvPackOf(tiled.decoder.weights.lmHead), "projections and lm_head packed");
-  } else {
-    assert.match(tiled.gemvLayout, /^rows \(/);
-  }
-  assert.is(gemvPackOf(rows.decoder.weights.layers[0]!.q), undefined);
-  // prefill 5 tokens (matmul), then 2 decode steps (GEMV, M = 1): both layouts agree
-  const logits = async (m: LoadedDecoder): Promise<Float32Array[]> => {
-    const s = new Session(m.decoder, m.decoder.createCache(16, "f32"));
-    const got: Float32Array[] = [];
-    for (const ids of [[5, 17, 99, 3, 250], [42], [7]]) {
-      const out = await s.append(ids, { logits: "all" });
-      got.push((await (out.logits as Tensor).read()) as Float32Array);
-      out.logits?.dispose();
+/** W uploaded row-major, then replaced by its tiles (toTilesLayout), through linear() against the reference. */
+async function checkTiles(ctx: GpuContext, M: number, N: number, K: number, wd: WD, bias: BiasKind, T: number, what = ""): Promise<string> {
+  const xh = rng.fillUniform(M * K);
+  const wf = rng.fillUniform(N * K);
+  const wBits = wd === "f16" ? f32ArrayToF16(wf) : null;
+  const wRef = wBits ? f16ArrayToF32(wBits) : wf;
+  const bf = bias === "none" ? null : rng.fillUniform(N);
+  const bBits = bias === "f16" && bf ? f32ArrayToF16(bf) : null;
+  const bRef = bBits ? f16ArrayToF32(bBits) : bf;
+  const x = ctx.upload(xh, [M, K], "f32", "x");
+  const w0 = ctx.upload(wBits ?? wf, [N, K], wd, "w");
+  const w = await toTilesLayout(ctx, w0, T);
+  w0.dispose();
+  const b = bf ? ctx.upload(bBits ?? bf, [N], bias as WD, "bias") : undefined;
+  const out = ctx.upload(new Float32Array(M * N).fill(NaN), [M, N], "f32", "y");
+  const label = resolveLinear(ctx, M, N, K, wd, "auto", false, T).label;
+  await linear(ctx, x, w, { bias: b, out });
+  assertClose(await out.read(), linearReference(xh, wRef, bRef, M, N, K), tolFor(K), `${what}${label} M=${M} N=${N} K=${K} w=${wd} bias=${bias} T=${T}`);
+  // the embedding gather reads the same tiles (the model fingerprint samples projection rows)
+  const ids = [0, N - 1, Math.floor(N / 2)];
+  const rowsOut = await embedding(ctx, ids, w);
+  const want = new Float32Array(ids.length * K);
+  ids.forEach((id, t) => want.set(wRef.subarray(id * K, id * K + K), t * K));
+  assert.equal(Array.from(await rowsOut.read()), Array.from(want), `${what}embedding rows of tiled W [${N}, ${K}] ${wd} T=${T}`);
+  for (const t of [x, w, b, out, rowsOut]) t?.dispose();
+  return label;
+}
+
+test("W in the tiles layout (load-time transform): bytes equal tiledCopyReference; linear() at M = 1, 2 (gemv_tiled on W itself) and M = 3, 37 (matmul's TILES path), awkward N and K, f32/f16, biases, T = 8 and 64; the embedding gather", async () => {
+  await forDevices({}, async (ctx, dev) => {
+    for (const wd of ["f32", "f16"] as const) {
+      const N = 13;
+      const K = 11;
+      const wf = rng.fillUniform(N * K);
+      const bits = wd === "f16" ? f32ArrayToF16(wf) : null;
+      const w0 = ctx.upload(bits ?? wf, [N, K], wd, "w-rows");
+      const w = await toTilesLayout(ctx, w0, 8);
+      assert.is(w.byteLength, gemvPackBytes(N, K, wd, 8));
+      const got = new Uint32Array((await ctx.readBytes(w.buffer, 0, w.byteLength)).buffer);
+      const raw = bits ? Array.from(bits) : Array.from(new Uint32Array(wf.buffer, wf.byteOffset, wf.length));
+      const ref = tiledCopyReference(raw, N, K, wd === "f16" ? 8 : 4, 8);
+      for (let i = 0; i < got.length; i++) {
+        const want = wd === "f16" ? (ref[2 * i]! | (ref[2 * i + 1]! << 16)) >>> 0 : ref[i]!;
+        if (got[i] !== want) assert.unreachable(`${dev} ${wd}: word ${i} got ${got[i]} want ${want}`);
+      }
+      assert.throws(() => w.view([N * K]), /tiles layout/);
+      for (const t of [w0, w]) t.dispose();
     }
-    s.dispose();
-    return got;
-  };
-  const a = await logits(tiled);
-  const b = await logits(rows);
-  for (let i = 0; i < a.length; i++) assertClose(a[i]!, b[i]!, { atol: 1e-5, rtol: 1e-5 }, `step ${i}: tiled vs rows layout`);
-  // full fine-tuning changes W in place: the copies go first
-  TrainModel.create(tiled.decoder, { mode: "full" });
-  assert.is(gemvPackOf(L0.q), undefined, "released by TrainModel.create (full)");
-  assert.is(gemvPackOf(tiled.decoder.weights.lmHead), undefined);
-  tiled.dispose();
-  rows.dispose();
+    const cases: [number, number, number, WD, BiasKind, number][] = [
+      [1, 1, 1, "f32", "none", 8],
+      [1, 65, 37, "f16", "f32", 8],
+      [2, 17, 36, "f16", "f16", 8],
+      [3, 70, 33, "f32", "f32", 8],
+      [37, 129, 40, "f16", "none", 8],
+      [5, 9, 19, "f16", "f16", 8],
+      [1, 130, 72, "f16", "none", 64],
+      [37, 67, 20, "f32", "f16", 64],
+    ];
+    for (const c of cases) {
+      const label = await checkTiles(ctx, ...c);
+      assert.match(label, c[0] <= 2 ? /^gemv_tiled_/ : /^matmul_f(16|32)_tiles/, label);
+    }
+  });
 });
 
-test("loadDecoder gemvLayout 'tiled' over budget is refused; 'auto' says why it kept rows", async () => {
+test("W in the tiles layout above a forced 64 KiB binding limit: windows of whole tiles (gemv_tiled, matmul, embedding)", async () => {
+  await forDevices({ maxStorageBufferBindingSize: 64 * 1024 }, async (ctx) => {
+    await checkTiles(ctx, 1, 300, 255, "f32", "f32", 8, "limit: ");
+    await checkTiles(ctx, 9, 300, 255, "f32", "f16", 8, "limit: ");
+    await checkTiles(ctx, 6, 600, 100, "f16", "none", 8, "limit: ");
+  });
+});
+
+test("loadDecoder gemvLayout 'tiles': projections and the untied lm_head replaced by their tiles (one copy, bytes as planned); prefill (matmul), forward decode (gemv_tiled) and the decode step (gemv_step) match the rows layout; fingerprint unchanged; training, saving and row-major readers refuse it in one line", async () => {
+  for (const fixture of ["llama-gqa-f32", "llama-linear-ropeparams-f16"]) {
+    const ctx = await gpu();
+    const live0 = ctx.pool.stats.liveBytes;
+    const tiled = await loadDecoder(ctx, modelFixture(fixture), { noTokenizer: true, gemvLayout: "tiles" });
+    const liveTiled = ctx.pool.stats.liveBytes - live0;
+    const rows = await loadDecoder(ctx, modelFixture(fixture), { noTokenizer: true, gemvLayout: "rows" });
+    assert.is(rows.gemvLayout, "rows");
+    assert.match(tiled.gemvLayout, /^tiles \(T=\d+, \d+ weights\)$/);
+    const W = tiled.decoder.weights;
+    const L0 = W.layers[0]!;
+    for (const t of [L0.q, L0.k, L0.v, L0.o, L0.gate, L0.up, L0.down]) assert.ok(t.layout?.kind === "tiles", `${t.label} in tiles`);
+    assert.is(W.embed.layout, null, "the embedding stays row-major");
+    if (W.lmHead !== W.embed) assert.ok(W.lmHead.layout, "an untied lm_head in tiles");
+    assert.is(gemvPackOf(L0.q), undefined, "no second copy");
+    // weightBytes is what the weights hold on the GPU (the tiles' padding included)
+    const held = [...new Set([W.embed, W.norm, W.lmHead, ...W.layers.flatMap((L) => Object.values(L).filter((t): t is Tensor => t !== null))])].reduce((a, t) => a + Math.ceil(t.byteLength / 4) * 4, 0);
+    assert.is(tiled.weightBytes, held, "planned bytes = held bytes");
+    assert.ok(liveTiled >= held, `live bytes after load ${liveTiled} ≥ held ${held}`);
+    // prefill 5 tokens (matmul), then 2 forward steps (M = 1)
+    const logits = async (m: LoadedDecoder): Promise<Float32Array[]> => {
+      const s = new Session(m.decoder, m.decoder.createCache(24, "f32"));
+      const got: Float32Array[] = [];
+      for (const ids of [[5, 17, 99, 3, 250], [42], [7]]) {
+        const out = await s.append(ids, { logits: "all" });
+        got.push((await (out.logits as Tensor).read()) as Float32Array);
+        out.logits?.dispose();
+      }
+      for await (const t of s.generate({ maxNewTokens: 6, temperature: 0 })) got.push(Float32Array.of(t.id));
+      s.dispose();
+      return got;
+    };
+    const a = await logits(tiled);
+    const b = await logits(rows);
+    for (let i = 0; i < a.length; i++) assertClose(a[i]!, b[i]!, { atol: 1e-5, rtol: 1e-5 }, `${fixture} output ${i}: tiles vs rows layout`);
+    assert.is((await modelFingerprint(tiled.decoder)).fingerprint, (await modelFingerprint(rows.decoder)).fingerprint, "fingerprint independent of the layout");
+    assert.throws(() => TrainModel.create(tiled.decoder, { mode: "full" }), (e: Error) => e instanceof ShapeError && /TrainModel/.test(e.message) && /tiles layout/.test(e.message) && /layout 'rows'/.test(e.message));
+    await assertRejects(() => L0.q.read(), ShapeError, [/read/, /tiles layout/], "readback of a tiled weight");
+    await assertRejects(() => linear(ctx, ctx.empty([1, L0.q.shape[1]!], "f32", "x"), L0.q, { variant: "gemv" }), UnsupportedError, [/gemv/, /tiles layout/], "a row-major kernel forced on tiles");
+    tiled.dispose();
+    rows.dispose();
+  }
+});
+
+test("loadDecoder gemvLayout 'tiles': the memory plan counts the tiles and the transform's transient copy; over budget it is refused before upload", async () => {
   const ctx = await gpu({ memoryBudgetBytes: 1 << 30 });
   const first = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true, gemvLayout: "rows" });
-  // room for a second copy of the weights, not for the tiled copies beside them
-  ctx.memoryBudget = { bytes: ctx.pool.stats.liveBytes + first.weightBytes + 1024, source: "test budget" };
-  await assertRejects(
-    () => loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true, gemvLayout: "tiled" }),
-    UnsupportedError,
-    [/tiled GEMV copies need/, /test budget/],
-    "tiled over budget",
-  );
-  if (gemvTiledPreferred(ctx)) {
-    const auto = await loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true, gemvLayout: "auto" });
-    assert.match(auto.gemvLayout, /^rows \(tiled GEMV copies need .* MiB left of the GPU memory budget \(test budget\)\)$/);
-    assert.is(gemvPackOf(auto.decoder.weights.layers[0]!.q), undefined);
-    auto.dispose();
-  }
+  ctx.memoryBudget = { bytes: ctx.pool.stats.liveBytes + first.weightBytes + 16, source: "test budget" };
+  await assertRejects(() => loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true, gemvLayout: "tiles" }), Error, [/transformed into tiles/, /test budget/], "tiles over budget (transient)");
+  await assertRejects(() => loadDecoder(ctx, modelFixture("llama-gqa-f32"), { noTokenizer: true, gemvLayout: "tiled" as "tiles" }), UsageError, [/gemvLayout/, /tiled/], "unknown layout");
   first.dispose();
   ctx.memoryBudget = { bytes: 1 << 30, source: "given" };
 });

@@ -60,7 +60,7 @@ async function ours(init: WorkerInit): Promise<Runner> {
   const t0 = now();
   const ctx = await openDevice();
   const capacity = init.prompt.length + init.decode + 16;
-  const m = await loadDecoder(ctx, init.model, { contextLength: capacity, noTokenizer: true });
+  const m = await loadDecoder(ctx, init.model, { contextLength: capacity, noTokenizer: true, gemvLayout: "auto" }); // as the inference commands
   const session = Session.create(m.decoder, capacity);
   const loadMs = now() - t0;
   const G = init.decode;

@@ -53,7 +53,7 @@ export async function initModel(opts) {
 
 async function initModelInto(opts, w) {
   const { writeDemoTokenizer } = await dist("demo/tokenizer-builder.js");
-  const { writeSafetensors } = await dist("io/safetensors.js");
+  const { writeSafetensors } = await dist("io/safetensors-write.js");
   const { Rng } = await dist("util/rng.js");
   const { seed } = opts;
   const out = w.dir; // the temporary directory being filled

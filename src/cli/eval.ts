@@ -56,7 +56,7 @@ export async function requireModelDir(dir: string, isDefault: boolean): Promise<
 /** Opens the device and loads the model (progress on stderr unless quiet). */
 export async function openDemoModel(dir: string, dtype: string, quiet: boolean, command: string, memoryBudgetBytes?: number, quantize?: QuantFormat): Promise<{ ctx: GpuContext; model: LoadedDecoder }> {
   if (dtype !== "auto" && dtype !== "f16" && dtype !== "f32") throw new UsageError(`${command}: --dtype must be auto, f16 or f32, got '${dtype}'`);
-  return loadOnDevice(dir, command, { dtype, ...(quantize ? { quantize } : {}), ...(memoryBudgetBytes !== undefined ? { memoryBudgetBytes } : {}), quiet });
+  return loadOnDevice(dir, command, { dtype, gemvLayout: "auto", ...(quantize ? { quantize } : {}), ...(memoryBudgetBytes !== undefined ? { memoryBudgetBytes } : {}), quiet });
 }
 
 const r3 = (x: number): number => Math.round(x * 1000) / 1000;

@@ -30,7 +30,7 @@ import { hostArray, toBytes } from "./host-data.js";
 import { KernelRegistry, type Kernel } from "./kernels.js";
 import { Profiler } from "./profiler.js";
 import { newRuntimeStats, type RuntimeStats } from "./stats.js";
-import { DTYPE_BYTES, Tensor, checkQuantShape, checkShape, isQuantDType, numel, type DType, type HostArray } from "./tensor.js";
+import { DTYPE_BYTES, Tensor, checkQuantShape, checkShape, isQuantDType, numel, tilesBytes, tilesLayout, type DType, type HostArray } from "./tensor.js";
 import { UniformArena, roundUp } from "./uniform-arena.js";
 
 export type { AdapterDescription, RuntimeLimits } from "./adapter-info.js";
@@ -144,6 +144,22 @@ export class GpuContext {
     return new Tensor(this, shape, dtype, buffer, label);
   }
 
+  /**
+   * A new weight tensor [N, K] f32|f16 in the tiles layout (src/gpu/tensor.ts TilesLayout), contents
+   * undefined; its buffer holds the padded tiles (tilesBytes), which is what the pool counts.
+   */
+  emptyTiles<D extends "f32" | "f16">(shape: readonly [number, number], dtype: D, T: number, label = "tensor"): Tensor<D> {
+    this.assertUsable();
+    checkShape(shape, `tensor '${label}'`);
+    const layout = tilesLayout(shape[0], shape[1], dtype, T);
+    const bytes = tilesBytes(layout);
+    if (bytes > this.limits.maxBufferSize) {
+      throw new UnsupportedError(`tensor '${label}' [${shape.join(", ")}] ${dtype} in tiles of ${T} rows needs ${bytes} bytes, over this device's maxBufferSize (${this.limits.maxBufferSize})`);
+    }
+    const buffer = this.pool.acquire(bytes, TENSOR_USAGE, label);
+    return new Tensor(this, shape, dtype, buffer, label, true, layout);
+  }
+
   /** Uploads host data as a new tensor. f16 data is given as raw bits (Uint16Array) or as numbers to round. */
   upload<D extends DType>(data: ArrayLike<number> | ArrayBufferView, shape: readonly number[], dtype: D, label = "tensor"): Tensor<D> {
     const t = this.empty(shape, dtype, label);
@@ -159,6 +175,7 @@ export class GpuContext {
   /** Overwrites a tensor's contents from host data (ordered after every op encoded so far). */
   write(t: Tensor, data: ArrayLike<number> | ArrayBufferView, elementOffset = 0): void {
     t.assertLive();
+    t.refuseTiles("write");
     this.refuseInCapture(`write to '${t.label}'`, "a host write would have to be repeated by every replay: upload before beginCapture, or compute the data on the GPU");
     const bytes = toBytes(data, t.dtype, t.label);
     if (isQuantDType(t.dtype) && (elementOffset !== 0 || bytes.byteLength !== t.byteLength)) {
@@ -197,6 +214,7 @@ export class GpuContext {
   /** Reads a tensor back; f16 as raw bits. One host sync. */
   async read<D extends DType>(t: Tensor<D>): Promise<HostArray<D>> {
     t.assertLive();
+    t.refuseTiles("read");
     const bytes = await this.readBytes(t.buffer, 0, t.byteLength);
     return hostArray(bytes.buffer, t.dtype, t.numel, t.byteLength);
   }

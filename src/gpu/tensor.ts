@@ -52,6 +52,39 @@ export function checkShape(shape: readonly number[], what: string): void {
   }
 }
 
+/**
+ * How a weight matrix [N, K] (f32 or f16) lies in its buffer when it is not row-major: lane-interleaved
+ * tiles of T rows, in 16-byte chunks of CE elements (8 halves or 4 f32). Chunk (tile, c, lane) holds
+ * W[tile·T + lane, c·CE .. c·CE + CE) and lies at chunk index (tile·kc + c)·T + lane, kc = ceil(K / CE);
+ * rows past N and columns past K are zero. Neighbouring invocations that own neighbouring rows read
+ * neighbouring memory (kernels/gemv_step.wgsl, gemv_tiled.wgsl, matmul.wgsl TILES). Made at load time
+ * from the row-major weight, which it replaces (src/ops/linear.ts toTilesLayout; reference
+ * tiledCopyReference in src/ops/tiled-copy.ts). A tensor without one (`layout === null`) is row-major.
+ */
+export interface TilesLayout {
+  readonly kind: "tiles";
+  /** Rows per tile. */
+  readonly T: number;
+  /** Elements per 16-byte chunk: 8 (f16) or 4 (f32). */
+  readonly CE: 4 | 8;
+  /** Chunks per packed row, ceil(K / CE). */
+  readonly kc: number;
+  /** ceil(N / T). */
+  readonly tiles: number;
+}
+
+/** The tiles layout of a weight [N, K] of dtype f32|f16 with T rows per tile. */
+export function tilesLayout(N: number, K: number, dtype: "f32" | "f16", T: number): TilesLayout {
+  if (!Number.isInteger(T) || T < 1) throw new ShapeError(`tiles layout: T must be a positive integer, got ${T}`);
+  const CE = dtype === "f16" ? 8 : 4;
+  return { kind: "tiles", T, CE, kc: Math.ceil(K / CE), tiles: Math.ceil(N / T) };
+}
+
+/** Bytes of a tiles layout: tiles · kc · T chunks of 16 bytes. */
+export function tilesBytes(l: TilesLayout): number {
+  return l.tiles * l.kc * l.T * 16;
+}
+
 export class Tensor<D extends DType = DType> {
   private disposed = false;
   constructor(
@@ -62,6 +95,8 @@ export class Tensor<D extends DType = DType> {
     readonly label: string,
     /** Whether dispose() returns the buffer to the context's pool (false for views). */
     private readonly owned = true,
+    /** Lane-interleaved tiles (weights transformed at load time), or null: row-major. */
+    readonly layout: TilesLayout | null = null,
   ) {}
 
   get numel(): number {
@@ -69,6 +104,7 @@ export class Tensor<D extends DType = DType> {
   }
   /** Bytes of data (not counting the buffer's rounding). */
   get byteLength(): number {
+    if (this.layout) return tilesBytes(this.layout);
     return this.numel * DTYPE_BYTES[this.dtype];
   }
   get isDisposed(): boolean {
@@ -86,6 +122,7 @@ export class Tensor<D extends DType = DType> {
 
   /** A tensor with another shape over the same data (no copy). Disposing a view frees nothing. */
   view(shape: readonly number[]): Tensor<D> {
+    this.refuseTiles("view");
     checkShape(shape, `tensor '${this.label}'`);
     if (numel(shape) !== this.numel) {
       throw new ShapeError(`tensor '${this.label}': cannot view [${this.shape.join(", ")}] as [${shape.join(", ")}] (element counts differ)`);
@@ -97,6 +134,13 @@ export class Tensor<D extends DType = DType> {
     if (this.disposed) return;
     this.disposed = true;
     if (this.owned) this.ctx.releaseBuffer(this.buffer);
+  }
+
+  /** Throws a one-line error naming `what` when this tensor is in the tiles layout (readers of row-major data). */
+  refuseTiles(what: string): void {
+    if (this.layout) {
+      throw new ShapeError(`${what}: '${this.label}' [${this.shape.join(", ")}] ${this.dtype} lies in the tiles layout (T=${this.layout.T}), this reads row-major weights; load the model with layout 'rows'`);
+    }
   }
 
   assertLive(): void {

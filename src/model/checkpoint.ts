@@ -17,6 +17,7 @@ import { checkWeights, expectedTensors, parseModelConfig, reconcileVocabSize, ty
 import { SafetensorsFile, bytesAsArray, dtypeBits, type SafetensorsDtype, type TensorInfo } from "../io/safetensors.js";
 import { joinName, readJson, toModelDir, type ModelDir } from "../io/source.js";
 import { NonFiniteScan } from "../ops/nonfinite.js";
+import { toTilesLayout } from "../ops/linear.js";
 import { checkMemoryPlan, formatBytes, planMemory, type MemoryPlan, type PlanOptions, type StoredQuant } from "./memory-plan.js";
 
 export const SINGLE_FILE = "model.safetensors";
@@ -361,6 +362,11 @@ export async function loadTensors(ctx: GpuContext, ckpt: Checkpoint, options: Lo
       const t = stored ? await uploadStoredQuant(ctx, p.name, stored, upOpts) : await uploadTensor(ctx, ckpt.get(p.name), p.dtype, upOpts);
       out.set(p.name, t);
       if (t.dtype === "f32" || t.dtype === "f16") await scan.add(t, p.name);
+      if (p.tilesT) {
+        // The scan above was encoded first; the row-major buffer goes back to the pool at once.
+        out.set(p.name, await toTilesLayout(ctx, t, p.tilesT));
+        t.dispose();
+      }
       progress.tensorsDone++;
       options.onProgress?.({ ...progress });
       sinceSync += p.gpuBytes;

@@ -5,14 +5,15 @@
 import type { GpuContext } from "../gpu/context.js";
 import { isQuantDType, type Tensor } from "../gpu/tensor.js";
 import type { QuantFormat } from "../quant/formats.js";
-import { UnsupportedError } from "../errors.js";
+import { UnsupportedError, UsageError } from "../errors.js";
 import { loadModel, type LoadProgress } from "./checkpoint.js";
 import type { ModelDir } from "../io/source.js";
 import { recoverOutput } from "../io/output.js";
 import { computeInvFreq, type ModelConfig } from "./config.js";
 import { Decoder, HF_LAYER_FIELDS, type DecoderWeights, type LayerWeights } from "./decoder.js";
 import { tryLoadTokenizer, type Tokenizer, type TokenizerOptions } from "../tokenizer.js";
-import { gemvPackBytes, gemvTiledPreferred, gemvTiledShape, packGemvWeight, releaseGemvPack } from "../ops/linear.js";
+import { decodeWeightLayout, gemvTiledShape } from "../ops/linear.js";
+import { isQuantizedWeight } from "../quant/policy.js";
 
 export interface LoadDecoderOptions {
   /** Float weights on the GPU: "auto" (F32 stays f32, F16/BF16 become f16), or force "f16"/"f32". */
@@ -35,18 +36,20 @@ export interface LoadDecoderOptions {
   noTokenizer?: boolean;
   tokenizer?: TokenizerOptions;
   /**
-   * Decode's GEMV weight layout (src/ops/linear.ts): "rows" (default) makes no copies; "auto" makes
-   * tiled copies of the projection weights where gemv_tiled measured faster (gemvTiledPreferred)
-   * and the memory budget has room for them; "tiled" always (refused when over budget). Not the
-   * default yet: on lavapipe (2026-12-02, loaded 2-core machine) gemv_tiled won on lm_head-sized
-   * matrices (×1.4–2.8) and decode of the 134M shape (×1.43) but lost on 768×2048 and 2048×2048
-   * (×0.78–0.83) and tied on TinyLlama (×1.02), while its copies are not yet in the memory plan
-   * (MemoryPlan / onegen info): a per-shape choice counted in the plan comes first. The row-major
-   * weights stay (prefill, training, LoRA merge and saving read them), so the copies are extra
-   * bytes (LoadedDecoder.gemvLayout says how many). Code that changes a weight in place releases its
-   * copy first (releaseGemvPack; TrainModel and AdamW do).
+   * How the projection weights (q, k, v, o, gate, up, down of every layer, and an untied lm_head;
+   * f32/f16 only: quantized ones keep their blocks) lie on the GPU: "rows" (row-major, as in the
+   * file) or "tiles" (lane-interleaved tiles, src/gpu/tensor.ts TilesLayout: each weight is
+   * transformed right after its upload and the row-major copy freed, so there is one copy; the
+   * file on disk is untouched). Every reader of those weights then reads tiles (gemv_step,
+   * gemv_tiled, matmul's TILES path, the embedding gather); a tied embedding stays row-major (the
+   * decode step's embed_rows reads it). Training, saving and LoRA need "rows": they refuse tiles
+   * in one line. "auto": the layout measured faster for decode on this device class
+   * (decodeWeightLayout in src/ops/linear.ts); the inference commands (generate, run, forward,
+   * index, search, eval, demo: src/cli/model.ts loadOnDevice) load with it; `serve` still loads
+   * "rows". Default "rows": a library caller that may train or save asks for "auto"/"tiles"
+   * explicitly.
    */
-  gemvLayout?: "auto" | "tiled" | "rows";
+  gemvLayout?: "auto" | "tiles" | "rows";
 }
 
 export interface LoadedDecoder {
@@ -63,7 +66,7 @@ export interface LoadedDecoder {
    * prints them as a warning line; an API caller decides.
    */
   unusedTensors: readonly string[];
-  /** What decode's GEMV reads: "rows", or "tiled (N MiB of copies)", or "rows (why not tiled)". */
+  /** The projections' layout: "rows", or "tiles (T=8)", with why when "auto" chose it. */
   gemvLayout: string;
   /** Frees every weight tensor. */
   dispose(): void;
@@ -75,8 +78,13 @@ export async function loadDecoder(ctx: GpuContext, dir: string | ModelDir, opts:
   // swapping directories (src/io/output.ts): put it back before reading.
   if (typeof dir === "string") await recoverOutput(dir);
   // f16 weights need no shader-f16: every kernel that reads them has a packed-pairs path.
+  const want = opts.gemvLayout ?? "rows";
+  if (want !== "auto" && want !== "tiles" && want !== "rows") throw new UsageError(`loadDecoder: gemvLayout must be "auto", "tiles" or "rows", got '${String(want)}'`);
+  const layout = want === "auto" ? decodeWeightLayout(ctx) : want;
+  const T = gemvTiledShape(ctx).T;
   const loaded = await loadModel(ctx, dir, {
     dtype,
+    ...(layout === "tiles" ? { tiles: { T, select: (name: string) => isQuantizedWeight(name) || name === "lm_head.weight" } } : {}),
     ...(opts.quantize !== undefined ? { quantize: opts.quantize } : {}),
     ...(opts.contextLength !== undefined ? { contextLength: opts.contextLength } : {}),
     ...(opts.budgetBytes !== undefined ? { budgetBytes: opts.budgetBytes } : {}),
@@ -113,17 +121,8 @@ export async function loadDecoder(ctx: GpuContext, dir: string | ModelDir, opts:
     invFreq,
   };
   const tokenizer = opts.noTokenizer ? null : await tryLoadTokenizer(dir, opts.tokenizer ?? {});
-  // Tiled GEMV copies exist for float weights only (quantized ones are read in their blocks).
-  const projections = [...new Set([...layers.flatMap((L) => [L.q, L.k, L.v, L.o, L.gate, L.up, L.down]), weights.lmHead])].filter((t) => !isQuantDType(t.dtype));
-  let gemvLayout: string;
-  try {
-    gemvLayout = await packProjections(ctx, projections, opts.gemvLayout ?? "rows");
-  } catch (e) {
-    for (const t of projections) releaseGemvPack(t);
-    for (const t of w.values()) t.dispose();
-    invFreq.dispose();
-    throw e;
-  }
+  const tiled = [...w.values()].filter((t) => t.layout).length;
+  const gemvLayout = tiled > 0 ? `tiles (T=${T}, ${tiled} weights)${want === "auto" ? " (auto: measured faster on this device class)" : ""}` : `rows${want === "auto" ? " (auto: measured faster on this device class)" : ""}`;
   return {
     decoder: new Decoder(ctx, c, weights),
     config: c,
@@ -133,25 +132,8 @@ export async function loadDecoder(ctx: GpuContext, dir: string | ModelDir, opts:
     unusedTensors: loaded.check.unused,
     gemvLayout,
     dispose: () => {
-      for (const t of projections) releaseGemvPack(t);
       for (const t of w.values()) t.dispose();
       invFreq.dispose();
     },
   };
-}
-
-/** Makes the tiled GEMV copies of `projections` per LoadDecoderOptions.gemvLayout; returns the layout's description. */
-async function packProjections(ctx: GpuContext, projections: readonly Tensor[], layout: "auto" | "tiled" | "rows"): Promise<string> {
-  if (layout === "rows") return "rows";
-  if (layout === "auto" && !gemvTiledPreferred(ctx)) return "rows (gemv_tiled not measured faster on this device class)";
-  const { T } = gemvTiledShape(ctx);
-  const bytes = projections.reduce((a, t) => a + gemvPackBytes(t.shape[0]!, t.shape[1]!, t.dtype as "f32" | "f16", T), 0);
-  const MiB = (n: number) => `${(n / 1024 ** 2).toFixed(1)} MiB`;
-  if (bytes > ctx.memoryAvailable) {
-    const why = `tiled GEMV copies need ${MiB(bytes)}, ${MiB(ctx.memoryAvailable)} left of the GPU memory budget (${ctx.memoryBudget.source})`;
-    if (layout === "tiled") throw new UnsupportedError(`loadDecoder: ${why}`, "load with gemvLayout 'rows' or raise the budget");
-    return `rows (${why})`;
-  }
-  for (const t of projections) await packGemvWeight(ctx, t);
-  return `tiled (${MiB(bytes)} of copies beside the row-major weights)`;
 }

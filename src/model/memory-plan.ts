@@ -5,7 +5,7 @@
 
 import { UnsupportedError } from "../errors.js";
 import type { RuntimeLimits } from "../gpu/context.js";
-import { DTYPE_BYTES, isQuantDType, type DType } from "../gpu/tensor.js";
+import { DTYPE_BYTES, isQuantDType, tilesBytes, tilesLayout, type DType } from "../gpu/tensor.js";
 import { kvCacheBytes, type ModelConfig } from "./config.js";
 import { QK, quantBytes, type QuantFormat } from "../quant/formats.js";
 import { isQuantizedWeight } from "../quant/policy.js";
@@ -64,8 +64,10 @@ export interface PlannedTensor {
   dtype: DType;
   /** Bytes in the file. */
   fileBytes: number;
-  /** Bytes on the GPU (buffers are rounded up to 4 bytes). */
+  /** Bytes on the GPU (buffers are rounded up to 4 bytes; tiles: the padded tiles). */
   gpuBytes: number;
+  /** Transformed into the tiles layout with this many rows per tile after upload (PlanOptions.tiles). */
+  tilesT?: number;
 }
 
 export interface MemoryPlan {
@@ -102,6 +104,12 @@ export interface PlanOptions extends DtypeOptions {
   reserve?: readonly { what: string; bytes: number }[];
   /** Adds the KV cache for this context to the plan. */
   kvCache?: { config: ModelConfig; contextLength: number; bytesPerElement?: number; batch?: number };
+  /**
+   * 2-D f32/f16 weights selected by name are transformed into the tiles layout with T rows per
+   * tile right after their upload (src/gpu/tensor.ts TilesLayout; the row-major upload is freed at
+   * once): planned at their tiled size (padding rows to T and K to a 16-byte chunk).
+   */
+  tiles?: { T: number; select: (name: string) => boolean };
 }
 
 /** GPU bytes per tensor after dtype conversion, plus an optional KV cache estimate. */
@@ -126,8 +134,9 @@ export function planMemory(ckpt: Checkpoint, options: PlanOptions = {}): MemoryP
           "load this model without --quantize",
         );
       }
-      const gpuBytes = Math.ceil((info.numel * DTYPE_BYTES[dtype]) / 4) * 4;
-      p = { name, shape: info.shape, source: info.dtype, dtype, fileBytes: info.byteLength, gpuBytes };
+      const tiled = options.tiles && (dtype === "f32" || dtype === "f16") && info.shape.length === 2 && options.tiles.select(name);
+      const gpuBytes = tiled ? tilesBytes(tilesLayout(info.shape[0]!, info.shape[1]!, dtype, options.tiles!.T)) : Math.ceil((info.numel * DTYPE_BYTES[dtype]) / 4) * 4;
+      p = { name, shape: info.shape, source: info.dtype, dtype, fileBytes: info.byteLength, gpuBytes, ...(tiled ? { tilesT: options.tiles!.T } : {}) };
     }
     tensors.push(p);
     weightBytes += p.gpuBytes;
@@ -137,6 +146,9 @@ export function planMemory(ckpt: Checkpoint, options: PlanOptions = {}): MemoryP
   const kv = options.kvCache;
   const kvBytes = kv ? kvCacheBytes(kv.config, kv.contextLength, kv.bytesPerElement ?? 2, kv.batch ?? 1) : 0;
   const reserved = (options.reserve ?? []).map((r) => ({ ...r }));
+  // The tiles transform holds one row-major weight beside its tiles while it runs: the peak.
+  const transient = tensors.filter((t) => t.tilesT).reduce((m, t) => Math.max(m, Math.ceil((t.shape[0]! * t.shape[1]! * DTYPE_BYTES[t.dtype]) / 4) * 4), 0);
+  if (transient > 0) reserved.push({ what: "one row-major weight while it is transformed into tiles (transient)", bytes: transient });
   const reservedBytes = reserved.reduce((a, r) => a + r.bytes, 0);
   return { tensors, weightBytes, fileBytes, kvCacheBytes: kvBytes, reserved, totalBytes: weightBytes + kvBytes + reservedBytes, largest };
 }

@@ -39,6 +39,7 @@ export async function planEmbedRows(ctx: GpuContext, rows: Tensor, table: Tensor
   if (table.shape.length !== 2) throw new ShapeError(`${op}: table ('${table.label}') has shape [${table.shape.join(", ")}], expected [V, D]`);
   const [V, D] = table.shape as [number, number];
   expectDType(table, ["f32", "f16"], op, "table");
+  table.refuseTiles(op); // the decode step embeds from a row-major table (loadDecoder keeps a tied embed row-major)
   expectDType(rows, ["u32"], op, "rows");
   if (rows.shape.length !== 1) throw new ShapeError(`${op}: rows ('${rows.label}') has shape [${rows.shape.join(", ")}], expected [maxRows]`);
   const maxRows = rows.shape[0]!;

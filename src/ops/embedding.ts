@@ -28,11 +28,11 @@ import { expectDType, expectShape, grid, Params, storeFeatures, storeType, type 
 export const EMBEDDING_WG = 64;
 
 /** The gather kernel for a table store type ("f16p": f16 read as packed pairs, no shader-f16). */
-export function embeddingKernel(table: StoreType): KernelVariant {
+export function embeddingKernel(table: StoreType, tilesT = 0): KernelVariant {
   return {
     file: "embedding",
-    name: `embedding_${table}_wg${EMBEDDING_WG}`,
-    defines: { F16: table === "f16", PACKED: table === "f16p", E: table === "f16p" ? "u32" : table, WG: EMBEDDING_WG },
+    name: `embedding_${table}${tilesT ? `_tiles${tilesT}` : ""}_wg${EMBEDDING_WG}`,
+    defines: { F16: table === "f16", PACKED: table === "f16p", E: table === "f16p" ? "u32" : table, WG: EMBEDDING_WG, TILES: tilesT > 0, TT: tilesT, CE: table === "f32" ? 4 : 8 },
     bindings: ["read", "read", "read_write", "read_write", "uniform"],
     features: storeFeatures(table),
   };
@@ -97,7 +97,8 @@ export async function embedding(ctx: GpuContext, ids: Tensor | ArrayLike<number>
     expectShape(errors, [1], op, "errors");
   }
   const dtype = table.dtype;
-  const kernel = await ctx.kernels.get(isQuantDType(dtype) ? embeddingQKernel(dtype) : embeddingKernel(storeType(ctx, dtype as "f32" | "f16")));
+  const lay = table.layout;
+  const kernel = await ctx.kernels.get(isQuantDType(dtype) ? embeddingQKernel(dtype) : embeddingKernel(storeType(ctx, dtype as "f32" | "f16"), lay?.T ?? 0));
   const result = out ?? ctx.empty([T, D], "f32", "embedding.out");
   let err = errors;
   if (!err) {
@@ -122,6 +123,14 @@ export async function embedding(ctx: GpuContext, ids: Tensor | ArrayLike<number>
       const sb = bind(qsBytes + (r0 * D * 2) / 32, (rows * D * 2) / 32);
       const params = new Params().u32(T).u32(D).u32(V).u32(r0).u32(rows).u32(qb.skew / 4).u32(sb.skew / 2).u32(0).bytes();
       ctx.dispatch(kernel, [idsT, qb.res, sb.res, result, err], params, grid(ctx, T));
+    }
+  } else if (T > 0 && D > 0 && lay) {
+    // Tiles layout: windows of whole tiles.
+    const tileBytes = lay.kc * lay.T * 16;
+    for (const w of ctx.bindingWindows(lay.tiles, tileBytes, `${op} table '${table.label}' in tiles of ${lay.T}`)) {
+      const first = w.firstRow * lay.T;
+      const params = new Params().u32(T).u32(D).u32(V).u32(first).u32(Math.min(w.rows * lay.T, V - first)).u32(lay.kc).bytes();
+      ctx.dispatch(kernel, [idsT, { tensor: table, byteOffset: w.byteOffset, byteSize: w.rows * tileBytes }, result, err], params, grid(ctx, T));
     }
   } else if (T > 0 && D > 0) {
     const rowBytes = D * DTYPE_BYTES[dtype];

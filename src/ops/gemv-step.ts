@@ -1,7 +1,9 @@
 // gemv_step: the fused decode GEMV of the step program (kernels/gemv_step.wgsl).
 //   y = epilogue(prologue(x) · Wᵀ + b) for the live rows of x.
-// x: f32 activations [rows, K]; W: one to three f32|f16 [N_i, K] row-major matrices (as in the
-// checkpoint, bound separately, no copy), or q8_0|q4_0 ones (GGUF blocks in the split-blocks layout
+// x: f32 activations [rows, K]; W: one to three f32|f16 [N_i, K] matrices, row-major (as in the
+// checkpoint, bound separately, no copy) or all in the tiles layout (src/gpu/tensor.ts TilesLayout,
+// made at load time: neighbouring invocations read neighbouring chunks; T = the workgroup, `rows`
+// = tiles per workgroup, STEP_TILES_R), or q8_0|q4_0 ones (GGUF blocks in the split-blocks layout
 // of src/quant/formats.ts, read in their packed bytes; K a multiple of 32); y: f32 [rows, N_out].
 // f32 accumulation.
 //   prologue  norm: { weight [K] f32|f16, eps }: Llama RMSNorm of each x row; absent: x as is.
@@ -81,12 +83,19 @@ export interface GemvStepDesc {
   joint?: boolean;
   /** q8_0/q4_0: each block's Σ q·x summed unscaled, times its scale once per block (gemv_q's BLOCKSUM). */
   blockSum?: boolean;
+  /**
+   * W in the tiles layout (src/gpu/tensor.ts TilesLayout) with T = wg rows per tile; vec is then the
+   * chunk width CE (8 f16, 4 f32) and `rows` the tiles per workgroup. f32/f16 only.
+   */
+  tiles?: boolean;
+  /** tiles: x read as scalars (K % 4 ≠ 0). */
+  xScalar?: boolean;
 }
 
 /** Stable name, e.g. "gemv_step_f16_vec8_m3_store_norm16s576_step_r4_wg64". */
 function gemvStepLabel(d: GemvStepDesc): string {
   const norm = d.norm ? `_norm${d.norm === "f16" ? 16 : 32}${d.xShared ? `s${d.k}` : "i"}` : "";
-  return `gemv_step_${d.wDtype}_vec${d.vec}_m${d.mats}_${d.epilogue}${d.joint ? "j" : ""}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}${d.blockSum ? "_bs" : ""}_r${d.rows}_wg${d.wg}`;
+  return `gemv_step_${d.wDtype}${d.tiles ? "_tiles" : ""}${d.xScalar ? "_x1" : ""}_vec${d.vec}_m${d.mats}_${d.epilogue}${d.joint ? "j" : ""}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}${d.blockSum ? "_bs" : ""}_r${d.rows}_wg${d.wg}`;
 }
 
 /** Workgroup memory bytes of a variant (x̂ row + reduction scratch). */
@@ -107,7 +116,10 @@ function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
   if (d.epilogue === "swiglu" && d.mats !== 2) throw new UnsupportedError(`gemv_step: swiglu needs exactly two matrices (gate, up) (${name})`);
   if (d.xShared && (!d.norm || d.k <= 0)) throw new UnsupportedError(`gemv_step: xShared needs the norm prologue and K (${name})`);
   if (d.norm && (d.wg & (d.wg - 1)) !== 0) throw new UnsupportedError(`gemv_step: the norm prologue reduces over a power-of-two workgroup (${name})`);
-  const xvec = d.vec !== 1;
+  if (d.tiles && quant) throw new UnsupportedError(`gemv_step: the tiles layout holds f32/f16 weights, not ${d.wDtype} (${name})`);
+  if (d.tiles && d.vec !== (f16 ? 8 : 4)) throw new UnsupportedError(`gemv_step: tiles read 16-byte chunks (vec ${f16 ? 8 : 4} for ${d.wDtype}), got vec${d.vec} (${name})`);
+  if (d.xScalar && !d.tiles) throw new UnsupportedError(`gemv_step: xScalar applies to the tiles layout only (${name})`);
+  const xvec = d.tiles ? !d.xScalar : d.vec !== 1;
   return {
     file: "gemv_step",
     name,
@@ -137,6 +149,7 @@ function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
       XCAP: d.xShared ? (xvec ? d.k / 4 : d.k) : 1,
       FROM_STEP: d.fromStep,
       LAST_ROW: d.lastRow,
+      TILES: d.tiles === true,
       V: "f32",
     },
     bindings: ["read", "read", "read", "read", "read", "read", "read", "read_write", "uniform"],
@@ -152,6 +165,8 @@ export interface GemvStepShape {
   norm: FDType | null;
   fromStep: boolean;
   lastRow: boolean;
+  /** W's tiles layout rows per tile (TilesLayout.T), or 0: row-major W. */
+  tilesT?: number;
 }
 
 /**
@@ -188,16 +203,21 @@ export interface GemvStepChoice {
  */
 export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvStepForce = {}, rowsTotal = 0): GemvStepChoice {
   if (isQuantDType(s.wDtype) && s.K % QK !== 0) throw new UnsupportedError(`gemv_step: ${s.wDtype} weights need K a multiple of ${QK}, got ${s.K}`);
-  const vec: 1 | 4 | 8 = isQuantDType(s.wDtype) ? 4 : s.wDtype === "f16" ? (s.K % 8 === 0 ? 8 : 1) : s.K % 4 === 0 ? 4 : 1;
-  const wg = force.wg ?? STEP_WG;
-  const rows = force.rows ?? STEP_R;
+  const tilesT = s.tilesT ?? 0;
+  if (tilesT > 0 && isQuantDType(s.wDtype)) throw new UnsupportedError(`gemv_step: the tiles layout holds f32/f16 weights, not ${s.wDtype}`);
+  if (tilesT > 0 && force.wg !== undefined && force.wg !== tilesT) throw new UnsupportedError(`gemv_step: W lies in tiles of ${tilesT} rows, so the workgroup is ${tilesT} invocations; forced wg ${force.wg}`);
+  const rowsVec: 1 | 4 | 8 = isQuantDType(s.wDtype) ? 4 : s.wDtype === "f16" ? (s.K % 8 === 0 ? 8 : 1) : s.K % 4 === 0 ? 4 : 1;
+  const vec: 1 | 4 | 8 = tilesT > 0 ? (s.wDtype === "f16" ? 8 : 4) : rowsVec;
+  const wg = tilesT > 0 ? tilesT : force.wg ?? STEP_WG;
+  const rows = force.rows ?? (tilesT > 0 ? STEP_TILES_R[ctx.adapter.isSoftware ? "software" : "hardware"] : STEP_R);
   if (!Number.isInteger(rows) || rows < 1 || rows > 16) throw new UsageError(`gemv_step: rows per invocation must be an integer in 1..16, got ${rows}`);
   if (!Number.isInteger(wg) || wg < 1 || wg > ctx.limits.maxComputeInvocationsPerWorkgroup) throw new UsageError(`gemv_step: workgroup size must be an integer in 1..${ctx.limits.maxComputeInvocationsPerWorkgroup}, got ${wg}`);
   if (force.normPath !== undefined && !GEMV_STEP_NORM_PATHS.includes(force.normPath)) throw new UsageError(`gemv_step: unknown norm path '${String(force.normPath)}' (${GEMV_STEP_NORM_PATHS.join(", ")})`);
   if (force.swigluJoint && s.epilogue !== "swiglu") throw new UnsupportedError("gemv_step: swigluJoint applies to the swiglu epilogue only");
   if (force.blockSum && !isQuantDType(s.wDtype)) throw new UnsupportedError(`gemv_step: blockSum applies to q8_0/q4_0 weights, not ${s.wDtype}`);
   const blockSum = isQuantDType(s.wDtype) && (force.blockSum ?? QUANT_BLOCKSUM);
-  const base: GemvStepDesc = { wDtype: s.wDtype, vec, mats: s.mats, epilogue: s.epilogue, norm: null, xShared: false, k: 0, fromStep: s.fromStep, lastRow: s.lastRow, rows, wg, ...(force.swigluJoint ? { joint: true } : {}), ...(blockSum ? { blockSum: true } : {}) };
+  const tiled = tilesT > 0 ? { tiles: true, ...(s.K % 4 !== 0 ? { xScalar: true } : {}) } : {};
+  const base: GemvStepDesc = { wDtype: s.wDtype, vec, mats: s.mats, epilogue: s.epilogue, norm: null, xShared: false, k: 0, fromStep: s.fromStep, lastRow: s.lastRow, rows, wg, ...(force.swigluJoint ? { joint: true } : {}), ...(blockSum ? { blockSum: true } : {}), ...tiled };
   if (!s.norm) {
     if (force.normPath !== undefined) throw new UnsupportedError(`gemv_step: normPath '${force.normPath}' applies to the norm prologue only`);
     return { main: base, prenorm: null, normPath: null };
@@ -210,7 +230,11 @@ export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvSt
   if (path === "shared" && need > limit) {
     throw new UnsupportedError(`gemv_step: norm path 'shared' needs ${need} bytes of workgroup memory for K = ${s.K}; the device allows ${limit}`, "use normPath 'loop' or 'prepass' (no such limit)");
   }
-  if (path === "prepass") return { main: base, prenorm: { ...base, norm: s.norm }, normPath: path };
+  if (path === "prepass") {
+    // The norm_rows kernel reads no W: the rows-layout shape of the same call (its own workgroup).
+    const pre: GemvStepDesc = tilesT > 0 ? { wDtype: s.wDtype, vec: rowsVec, mats: s.mats, epilogue: s.epilogue, norm: s.norm, xShared: false, k: 0, fromStep: s.fromStep, lastRow: s.lastRow, rows: STEP_R, wg: STEP_WG } : { ...base, norm: s.norm };
+    return { main: base, prenorm: pre, normPath: path };
+  }
   return { main: { ...base, norm: s.norm, xShared: path === "shared", k: path === "shared" ? s.K : 0 }, prenorm: null, normPath: path };
 }
 /**
@@ -233,6 +257,12 @@ const NORM_PREPASS_MIN = { software: 1_000_000, hardware: Infinity } as const;
  * chunk, ×0.82 / ×0.82 BLOCKSUM; q4_0 ×0.95 / ×1.05, ×1.11 / ×1.10 BLOCKSUM (single shapes swing ±20%).
  */
 const QUANT_BLOCKSUM = true;
+/**
+ * Tiles per workgroup (rows per invocation) with W in the tiles layout, per device class; T (the
+ * workgroup) is the layout's. Software: T = 8, R = 8 as gemv_tiled (gemvTiledShape in
+ * src/ops/linear.ts, measured there); hardware: R = 4 (not measured).
+ */
+const STEP_TILES_R = { software: 8, hardware: 4 } as const;
 
 /** The prenorm (norm_rows) kernel variant of a description with norm set. */
 function gemvStepPrenormVariant(d: GemvStepDesc): KernelVariant {
@@ -345,6 +375,12 @@ export async function planGemvStep(ctx: GpuContext, spec: GemvStepSpec): Promise
     if (w.shape.length !== 2 || w.shape[1] !== K || w.shape[0] === 0) throw new ShapeError(`${op}: w[${i}] ('${w.label}') has shape [${w.shape.join(", ")}], expected [N ≥ 1, ${K}] (K of x '${x.label}')`);
     if (quant && K % QK !== 0) throw new UnsupportedError(`${op}: w[${i}] ('${w.label}') [${w.shape.join(", ")}] ${w.dtype}: K must be a multiple of ${QK}`);
   });
+  const layout = ws[0]!.layout;
+  ws.forEach((w, i) => {
+    if ((w.layout?.T ?? 0) !== (layout?.T ?? 0)) {
+      throw new UnsupportedError(`${op}: w[${i}] ('${w.label}') is ${w.layout ? `in tiles of ${w.layout.T} rows` : "row-major"}, w[0] ('${ws[0]!.label}') ${layout ? `in tiles of ${layout.T} rows` : "row-major"}; fused matrices share one layout`);
+    }
+  });
   const Ns = ws.map((w) => w.shape[0]!);
   if (epilogue === "swiglu" && Ns[0] !== Ns[1]) throw new ShapeError(`${op}: gate ('${ws[0]!.label}') has ${Ns[0]} rows and up ('${ws[1]!.label}') ${Ns[1]}; they must match`);
   const Nout = epilogue === "swiglu" ? Ns[0]! : Ns.reduce((a, b) => a + b, 0);
@@ -400,7 +436,7 @@ export async function planGemvStep(ctx: GpuContext, spec: GemvStepSpec): Promise
     if (bias && bias.byteLength > limit) throw new UnsupportedError(`${op}: bias ('${bias.label}') exceeds the storage binding limit of ${limit} bytes`);
   }
 
-  const choice = resolveGemvStep(ctx, { K, wDtype, mats: ws.length as 1 | 2 | 3, epilogue, norm: norm ? (norm.weight.dtype as FDType) : null, fromStep: step !== null, lastRow }, spec.force, Ns.reduce((a, b) => a + b, 0));
+  const choice = resolveGemvStep(ctx, { K, wDtype, mats: ws.length as 1 | 2 | 3, epilogue, norm: norm ? (norm.weight.dtype as FDType) : null, fromStep: step !== null, lastRow, tilesT: layout?.T ?? 0 }, spec.force, Ns.reduce((a, b) => a + b, 0));
   const desc = choice.main;
   const kernel = await ctx.kernels.get(gemvStepKernelVariant(desc));
   const calls: Call[] = [];
@@ -484,6 +520,30 @@ export async function planGemvStep(ctx: GpuContext, spec: GemvStepSpec): Promise
         params: params({ nw, n1: 0, n2: 0, n0, g1: groups, g2: groups, groups, bBase, qBase: qs.skew / 16, sBase: ss.skew / 2 }),
         groups: groups3(groups),
       });
+    }
+  } else if (layout) {
+    // Windows of whole tiles (plus a bias slice that fits one binding).
+    const w = ws[0]!;
+    const N = Ns[0]!;
+    const T = layout.T;
+    const tileBytes = layout.kc * T * 16;
+    const align = ctx.limits.minStorageBufferOffsetAlignment;
+    const eB = bias ? DTYPE_BYTES[bias.dtype] : 1;
+    const windows = ctx.bindingWindows(layout.tiles, tileBytes, `${op}: w '${w.label}' [${N}, ${K}] ${w.dtype} in tiles of ${T}`, Math.max(1, Math.floor((limit - align) / (eB * T))));
+    for (const win of windows) {
+      const n0 = win.firstRow * T;
+      const nw = Math.min(win.rows * T, N - n0);
+      const wRes: BufferWindow = { tensor: w, byteOffset: win.byteOffset, byteSize: win.rows * tileBytes };
+      let bRes: BufferWindow | null = null;
+      let bBase = 0;
+      if (bias) {
+        const start = n0 * eB;
+        const at = start - (start % align);
+        bRes = { tensor: bias, byteOffset: at, byteSize: Math.ceil((start + nw * eB - at) / 4) * 4 };
+        bBase = (start - at) / eB;
+      }
+      const groups = Math.ceil(nw / perGroup);
+      calls.push({ kernel, res: common(wRes, wRes, wRes, bRes), params: params({ nw, n1: 0, n2: 0, n0, g1: groups, g2: groups, groups, bBase }), groups: groups3(groups) });
     }
   } else {
     const w = ws[0]!;

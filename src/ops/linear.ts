@@ -7,14 +7,16 @@
 //   gemv   (kernels/gemv.wgsl, gemv_splitk.wgsl): small M — decode and a few parallel sequences;
 //          reads W once per call (memory-bound on GPUs; instruction-bound on lavapipe, see
 //          kernels/gemv.wgsl).
-//   gemv_tiled (kernels/gemv_tiled.wgsl): the same, on a copy of W repacked once into
-//          lane-interleaved tiles (kernels/gemv_repack.wgsl) so neighbouring invocations read
-//          neighbouring memory. The copy lives beside W (packGemvWeight / gemvPackOf) and is made
-//          only by an owner that promises W will not change (loadDecoder's gemvLayout): training
-//          updates W in place, and prefill (matmul), LoRA merge and saving read W row-major, so
-//          the row-major W is always kept and the copy's bytes are extra (checked against the
-//          memory budget when packing).
-//   matmul (kernels/matmul.wgsl): register-tiled, for prefill and batches.
+//   gemv_tiled (kernels/gemv_tiled.wgsl): the same on W in lane-interleaved tiles
+//          (kernels/gemv_repack.wgsl) so neighbouring invocations read neighbouring memory: either
+//          W itself when it lies in the tiles layout (src/gpu/tensor.ts TilesLayout: loadDecoder's
+//          gemvLayout 'tiles' transforms the projections at load time, replacing the row-major
+//          weights; toTilesLayout), or an opt-in copy beside a row-major W (packGemvWeight /
+//          gemvPackOf; benchmarks and tests), made only by an owner that promises W will not change.
+//   matmul (kernels/matmul.wgsl): register-tiled, for prefill and batches; its TILES path reads W
+//          in the tiles layout (the same kernel with a tile/lane address per W chunk).
+// A W in the tiles layout is read only by gemv_tiled and matmul (TILES); forcing a row-major
+// kernel on it is refused in one line.
 // Tensors above the storage binding limit are processed in windows: W along N (rows of
 // K·elemBytes, ctx.bindingWindows), x and y along M (whole rows), each window one dispatch.
 // Window starts that are not 256-byte aligned (x, y, bias) are bound from the aligned address
@@ -23,7 +25,7 @@
 import { ShapeError, UnsupportedError } from "../errors.js";
 import type { BufferWindow, GpuContext } from "../gpu/context.js";
 import type { Kernel, KernelVariant } from "../gpu/kernels.js";
-import { DTYPE_BYTES, isQuantDType, type Tensor } from "../gpu/tensor.js";
+import { DTYPE_BYTES, isQuantDType, tilesBytes, tilesLayout, type Tensor } from "../gpu/tensor.js";
 import { expectDType, grid, Params } from "./common.js";
 import { launchLinearQ, resolveLinearQ } from "./linear_q.js";
 import { encodeTiledCopy, tiledCopyShape } from "./tiled-copy.js";
@@ -98,6 +100,8 @@ export interface LinearKernelDesc {
   nativeF16?: boolean;
   /** gemv_tiled only: x read as scalars (K % 4 ≠ 0: rows of x are not vec4-aligned). */
   xScalar?: boolean;
+  /** matmul only: W lies in the tiles layout with this many rows per tile (src/gpu/tensor.ts TilesLayout). */
+  tilesT?: number;
 }
 
 /** What resolveLinear picked: the kernel and its label. */
@@ -122,7 +126,7 @@ function gemvMB(M: number): number {
 export function linearLabel(d: LinearKernelDesc): string {
   const shape = d.algo === "matmul" ? `t${d.mb}x${d.rows}_wg${d.wg[0]}x${d.wg[1]}` : `r${d.rows}_mb${d.mb}_wg${d.wg[0]}`;
   const nat = (d.nativeF16 ? "_h" : "") + (d.xScalar ? "_x1" : "");
-  return `${d.algo}_${d.wDtype}_vec${d.vec}${nat}_${shape}`;
+  return `${d.algo}_${d.wDtype}${d.tilesT ? `_tiles${d.tilesT}` : ""}_vec${d.vec}${nat}_${shape}`;
 }
 
 /** The registry variant (WGSL file, defines, bindings, features) of a kernel description. */
@@ -145,6 +149,7 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
     };
   }
   if (d.xScalar) throw new UnsupportedError(`linear: xScalar exists only for gemv_tiled (${linearLabel(d)})`);
+  if (d.tilesT && d.algo !== "matmul") throw new UnsupportedError(`linear: tilesT exists only for matmul (gemv_tiled reads tiles anyway) (${linearLabel(d)})`);
   const xt = d.vec === 1 ? "f32" : "vec4<f32>";
   const wt = f16 ? (d.vec === 1 ? "u32" : d.algo === "matmul" ? "vec2<u32>" : "vec4<u32>") : d.vec === 1 ? "f32" : "vec4<f32>";
   const acc = d.rows * d.mb;
@@ -161,7 +166,8 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
   const bindings = ["read", "read", "read", "read_write", "uniform"] as const;
   const name = linearLabel(d);
   if (d.algo === "matmul") {
-    return { file: "matmul", name, defines: { ...common, NATIVE_F16: false, TM: d.mb, TN: d.rows, WGX: d.wg[0], WGY: d.wg[1] }, bindings };
+    const tiles = d.tilesT ? { TILES: true, TILED: true, TT: d.tilesT, CE: f16 ? 8 : 4 } : { TILES: false, TT: 0, CE: 0 };
+    return { file: "matmul", name, defines: { ...common, NATIVE_F16: false, TM: d.mb, TN: d.rows, WGX: d.wg[0], WGY: d.wg[1], ...tiles }, bindings };
   }
   if (d.algo === "gemv") {
     const native = f16 && d.vec === 8 && d.nativeF16 === true;
@@ -179,8 +185,28 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
 }
 
 /**
+ * The projections' layout loadDecoder's gemvLayout "auto" picks (the inference commands load with
+ * it), per device class, by measurement (bench/gemv-layout.bench.ts: gemv_step v1 rows vs v2 tiles
+ * on the decode step's GEMVs, and the whole decode, arms alternated round by round).
+ *   software Vulkan (lavapipe/llvmpipe 8-wide, Node + Dawn, 2 cores shared with ~5 other jobs at
+ *   load average 9–21, copy 1.4–3.3 GB/s beside; 2026-12-02, three runs,
+ *   bench/results/2026-12-02-tiled-gemv-layout.md): decode of the synthetic Llama 134M shape
+ *   (D=768, 12 layers, f16) ×1.32, ×2.04, ×1.10 (tiles faster in 10 of 15 alternated pairs); one
+ *   layer's fused GEMVs, SmolLM-134M shapes ×1.21 / ×1.16 / ×1.16, TinyLlama shapes ×0.83 / ×0.98 /
+ *   ×1.17 (single GEMVs ×0.69–1.98, swinging ±30% with the load); TinyLlama's decode not A/B-measured
+ *   (the bench holds both layouts). → tiles.
+ *   hardware GPUs (subgroups or not): not measured (no GPU lent) → rows, the layout every reader
+ *   had before; T = 64 tiles are implemented and tested for them (gemvTiledShape).
+ */
+export function decodeWeightLayout(ctx: GpuContext): "rows" | "tiles" {
+  return ctx.adapter.isSoftware ? DECODE_LAYOUT.software : DECODE_LAYOUT.hardware;
+}
+const DECODE_LAYOUT = { software: "tiles", hardware: "rows" } as const satisfies Record<string, "rows" | "tiles">;
+
+/**
  * Whether gemv_tiled beats gemv on this device class, by measurement (bench/linear.bench.ts "A/B"
- * rows and bench/model.bench.ts "decode … A/B", alternated arms in one process). Device classes
+ * rows, alternated arms in one process), for linear()'s M ≤ 2 path on a row-major W with an opt-in
+ * tiled copy (the decode step reads the load-time layout instead: decodeWeightLayout). Device classes
  * never measured keep gemv.
  *   software Vulkan (lavapipe/llvmpipe 8-wide, 2 cores shared with other jobs at load 4–13, Node +
  *   Dawn, subgroups present), 2026-12-02, gemv_tiled T=8 R=8 vs gemv, f16 M=1 unless noted
@@ -204,21 +230,27 @@ const TILED_SOFTWARE = true;
  * tiled copy (gemvPackOf); "auto" picks gemv_tiled only then, for M ≤ GEMV_MAX_M, on device
  * classes where it measured faster (gemvTiledPreferred).
  */
-export function resolveLinear(ctx: GpuContext, M: number, N: number, K: number, wDtype: WDType, variant: LinearVariantName | "auto" = "auto", packed = false): LinearPlan {
+export function resolveLinear(ctx: GpuContext, M: number, N: number, K: number, wDtype: WDType, variant: LinearVariantName | "auto" = "auto", packed = false, tilesT = 0): LinearPlan {
   if (variant !== "auto" && !LINEAR_VARIANT_NAMES.includes(variant)) {
     throw new UnsupportedError(`linear: unknown variant '${String(variant)}'`, `use one of ${LINEAR_VARIANT_NAMES.join(", ")} or "auto"`);
   }
   const small = M <= GEMV_MAX_M;
-  const algo: LinearVariantName = variant === "auto" ? (small ? (packed && gemvTiledPreferred(ctx) ? "gemv_tiled" : "gemv") : "matmul") : variant;
+  // W in the tiles layout (tilesT > 0): gemv_tiled reads it for small M, matmul's TILES path otherwise.
+  const algo: LinearVariantName = variant === "auto" ? (small ? (tilesT > 0 || (packed && gemvTiledPreferred(ctx)) ? "gemv_tiled" : "gemv") : "matmul") : variant;
+  if (tilesT > 0 && algo !== "gemv_tiled" && algo !== "matmul") {
+    throw new UnsupportedError(`linear: variant '${algo}' reads row-major W; this W lies in the tiles layout (T=${tilesT})`, "use 'gemv_tiled', 'matmul' or 'auto'");
+  }
   if (algo === "gemv_subgroup" && !ctx.hasSubgroups) {
     throw new UnsupportedError(`linear: variant 'gemv_subgroup' needs the device feature 'subgroups', which this device lacks`, "use 'gemv' or 'auto'");
   }
   void N; // no choice depends on N on the devices measured so far; kept for the decoder's calls
   let desc: LinearKernelDesc;
   if (algo === "matmul") {
-    desc = { algo, wDtype, vec: K % 4 === 0 ? 4 : 1, rows: MATMUL_TN, mb: MATMUL_TM, wg: [MATMUL_WGX, MATMUL_WGY] };
+    desc = { algo, wDtype, vec: K % 4 === 0 ? 4 : 1, rows: MATMUL_TN, mb: MATMUL_TM, wg: [MATMUL_WGX, MATMUL_WGY], ...(tilesT > 0 ? { tilesT } : {}) };
   } else if (algo === "gemv_tiled") {
-    const { T, R } = gemvTiledShape(ctx);
+    const shape = gemvTiledShape(ctx);
+    const T = tilesT > 0 ? tilesT : shape.T;
+    const R = shape.R;
     desc = { algo, wDtype, vec: wDtype === "f16" ? 8 : 4, rows: R, mb: gemvMB(M), wg: [T, 1], ...(K % 4 !== 0 ? { xScalar: true } : {}) };
   } else {
     const vec = wDtype === "f16" ? (K % 8 === 0 ? 8 : 1) : K % 4 === 0 ? 4 : 1;
@@ -247,8 +279,7 @@ const packs = new WeakMap<Tensor, GemvPack>();
 
 /** Bytes of W [N, K]'s tiled copy (src/ops/tiled-copy.ts): ceil(N/T)·T rows of ceil(K/CE) 16-byte chunks. */
 export function gemvPackBytes(N: number, K: number, wDtype: WDType, T: number): number {
-  const ce = wDtype === "f16" ? 8 : 4;
-  return Math.ceil(N / T) * T * Math.ceil(K / ce) * 16;
+  return tilesBytes(tilesLayout(N, K, wDtype, T));
 }
 
 /** The tiled copy of w, if one was made (packGemvWeight). */
@@ -275,18 +306,43 @@ export async function packGemvWeight(ctx: GpuContext, w: Tensor, T = gemvTiledSh
   const have = gemvPackOf(w);
   if (have && have.T === T) return have;
   if (have) releaseGemvPack(w); // another tile height (benchmarks of T)
-  const op = "gemv_repack";
-  expectDType(w, ["f32", "f16"], op, "w");
-  if (w.shape.length !== 2) throw new ShapeError(`${op}: w ('${w.label}') has shape [${w.shape.join(", ")}], expected [N, K]`);
-  const N = w.shape[0]!;
-  const K = w.shape[1]!;
-  const wDtype = w.dtype as WDType;
+  const { N, K, wDtype } = repackArgs(w, "gemv_repack");
   const { kc, tiles } = tiledCopyShape(N, K, wDtype, T);
   const out = ctx.empty([tiles, kc, T, 4], "u32", `${w.label}.gemv_tiled`);
-  await encodeTiledCopy(ctx, w, out, { count: N, T, what: `${op}: packed copy of '${w.label}' [${N}, ${K}] ${wDtype}` });
+  await repackInto(ctx, w, out, T);
   const pack: GemvPack = { tensor: out, N, K, wDtype, T, kc, tiles };
   packs.set(w, pack);
   return pack;
+}
+
+/**
+ * The load-time layout transform: a new tensor [N, K] holding W f32|f16 (row-major) in the tiles
+ * layout with T rows per tile (src/gpu/tensor.ts TilesLayout; kernels/gemv_repack.wgsl). The caller
+ * disposes the row-major W afterwards (loadDecoder does: the tiles replace it, no second copy).
+ */
+export async function toTilesLayout(ctx: GpuContext, w: Tensor, T: number): Promise<Tensor> {
+  const { N, K, wDtype } = repackArgs(w, "toTilesLayout");
+  const out = ctx.emptyTiles([N, K], wDtype, T, w.label);
+  try {
+    await repackInto(ctx, w, out, T);
+  } catch (e) {
+    out.dispose();
+    throw e;
+  }
+  return out;
+}
+
+function repackArgs(w: Tensor, op: string): { N: number; K: number; wDtype: WDType } {
+  expectDType(w, ["f32", "f16"], op, "w");
+  w.refuseTiles(op);
+  if (w.shape.length !== 2) throw new ShapeError(`${op}: w ('${w.label}') has shape [${w.shape.join(", ")}], expected [N, K]`);
+  return { N: w.shape[0]!, K: w.shape[1]!, wDtype: w.dtype as WDType };
+}
+
+/** Encodes gemv_repack.wgsl (encodeTiledCopy): row-major w [N, K] → `out`'s buffer in tiles of T rows. */
+function repackInto(ctx: GpuContext, w: Tensor, out: Tensor, T: number): Promise<void> {
+  const [N, K] = w.shape as [number, number];
+  return encodeTiledCopy(ctx, w, out, { count: N, T, what: `gemv_repack: packed copy of '${w.label}' [${N}, ${K}] ${w.dtype}` });
 }
 
 export interface LinearOptions {
@@ -334,10 +390,10 @@ export async function linear(ctx: GpuContext, x: Tensor, w: Tensor, opts: Linear
     await launchLinearQ(ctx, qplan.desc, x, w, bias ?? null, y, M, N, K);
     return y;
   }
-  const plan = resolveLinear(ctx, M, N, K, w.dtype as WDType, opts.variant ?? "auto", gemvPackOf(w) !== undefined);
-  // An explicit request for gemv_tiled packs W on first use (the request is the promise that W
-  // stays unchanged while the copy lives; releaseGemvPack before changing it).
-  if (plan.desc.algo === "gemv_tiled") await packGemvWeight(ctx, w);
+  const plan = resolveLinear(ctx, M, N, K, w.dtype as WDType, opts.variant ?? "auto", gemvPackOf(w) !== undefined, w.layout?.T ?? 0);
+  // An explicit request for gemv_tiled packs a row-major W on first use (the request is the promise
+  // that W stays unchanged while the copy lives; releaseGemvPack before changing it).
+  if (plan.desc.algo === "gemv_tiled" && !w.layout) await packGemvWeight(ctx, w);
   const y = out ?? ctx.empty(outShape, "f32", "linear.out");
   await launchLinear(ctx, plan.desc, x, w, bias ?? null, y, M, N, K);
   return y;
@@ -360,6 +416,9 @@ export async function launchLinear(
 ): Promise<void> {
   const op = "linear";
   if (desc.wDtype !== w.dtype) throw new ShapeError(`${op}: kernel ${linearLabel(desc)} is for ${desc.wDtype} weights, w ('${w.label}') is ${w.dtype}`);
+  if (desc.algo !== "gemv_tiled" && (desc.tilesT ?? 0) !== (w.layout?.T ?? 0)) {
+    throw new UnsupportedError(`${op}: kernel ${linearLabel(desc)} reads ${desc.tilesT ? `W in tiles of ${desc.tilesT} rows` : "row-major W"}; w ('${w.label}') is ${w.layout ? `in tiles of ${w.layout.T} rows` : "row-major"}`);
+  }
   if (desc.algo !== "gemv_tiled" && desc.vec !== 1 && K % desc.vec !== 0) throw new UnsupportedError(`${op}: kernel ${linearLabel(desc)} reads K in chunks of ${desc.vec}; K = ${K} is not a multiple`);
   const kernel = await ctx.kernels.get(linearKernelVariant(desc));
   if (M === 0) return;
@@ -373,7 +432,25 @@ export async function launchLinear(
   const eW = DTYPE_BYTES[w.dtype];
   const eB = bias ? DTYPE_BYTES[bias.dtype] : 1;
   // W windows along N; a window's bias slice (plus alignment slack) must fit one binding too.
-  const wWindows = ctx.bindingWindows(N, K * eW, `${op}: w '${w.label}' [${N}, ${K}] ${w.dtype}`, Math.max(1, Math.floor((limit - align) / eB)));
+  // Tiles layout: windows of whole tiles.
+  let wWindows: { firstRow: number; rows: number; res: BufferWindow; tiles: number }[];
+  const lay = w.layout;
+  if (lay) {
+    const tileBytes = lay.kc * lay.T * 16;
+    wWindows = ctx.bindingWindows(lay.tiles, tileBytes, `${op}: w '${w.label}' [${N}, ${K}] ${w.dtype} in tiles of ${lay.T}`, Math.max(1, Math.floor((limit - align) / (eB * lay.T)))).map((win) => ({
+      firstRow: win.firstRow * lay.T,
+      rows: Math.min(win.rows * lay.T, N - win.firstRow * lay.T),
+      res: { tensor: w, byteOffset: win.byteOffset, byteSize: win.rows * tileBytes },
+      tiles: win.rows,
+    }));
+  } else {
+    wWindows = ctx.bindingWindows(N, K * eW, `${op}: w '${w.label}' [${N}, ${K}] ${w.dtype}`, Math.max(1, Math.floor((limit - align) / eB))).map((win) => ({
+      firstRow: win.firstRow,
+      rows: win.rows,
+      res: { tensor: w, byteOffset: win.byteOffset, byteSize: win.rows * K * eW },
+      tiles: 0,
+    }));
+  }
   // M windows: whole rows of x (K f32) and y (N f32), with alignment slack.
   const rowBytes = Math.max(K, N) * 4;
   const mPer = Math.floor((limit - align) / rowBytes);
@@ -394,9 +471,10 @@ export async function launchLinear(
     const xs = span(x, m0 * K, mw * K);
     const ys = span(y, m0 * N, mw * N);
     for (const win of wWindows) {
-      const wRes: BufferWindow = { tensor: w, byteOffset: win.byteOffset, byteSize: win.rows * K * eW };
+      const wRes = win.res;
       const bs = bias ? span(bias, win.firstRow, win.rows) : null;
-      const params = linearParams(K, win.rows, mw, N, win.firstRow, xs.base / xUnit, ys.base, bs ? bs.base : 0, bias).bytes();
+      const pp = linearParams(K, win.rows, mw, N, win.firstRow, xs.base / xUnit, ys.base, bs ? bs.base : 0, bias);
+      const params = (lay ? pp.u32(lay.kc).u32(win.tiles) : pp).bytes();
       let groups: [number, number, number];
       if (desc.algo === "matmul") {
         groups = [Math.ceil(win.rows / (desc.rows * desc.wg[0])), Math.ceil(mw / (desc.mb * desc.wg[1])), 1];
@@ -413,7 +491,9 @@ export async function launchLinear(
 /** gemv_tiled's dispatches: windows of whole tiles of W's packed copy, M-windows as in launchLinear. */
 function launchGemvTiled(ctx: GpuContext, kernel: Kernel, desc: LinearKernelDesc, x: Tensor, w: Tensor, bias: Tensor | null, y: Tensor, M: number, N: number, K: number): void {
   const op = "linear";
-  const pack = gemvPackOf(w);
+  // W itself in the tiles layout, or its tiled copy (packGemvWeight).
+  const lay = w.layout;
+  const pack: GemvPack | undefined = lay ? { tensor: w, N, K, wDtype: w.dtype as WDType, T: lay.T, kc: lay.kc, tiles: lay.tiles } : gemvPackOf(w);
   if (!pack) throw new UnsupportedError(`${op}: kernel ${linearLabel(desc)} needs the tiled copy of w ('${w.label}')`, "call packGemvWeight(ctx, w) first, or linear() with variant 'gemv_tiled'");
   if (pack.N !== N || pack.K !== K || pack.T !== desc.wg[0]) { // a copy made for another device class or tuning
     throw new ShapeError(`${op}: the tiled copy of w ('${w.label}') is [${pack.N}, ${pack.K}] with T=${pack.T}; kernel ${linearLabel(desc)} needs [${N}, ${K}] with T=${desc.wg[0]}`);

@@ -1,22 +1,23 @@
 // Tiled (lane-interleaved) copies of row-major matrices, for the kernels that read a matrix tile
-// by tile so that neighbouring invocations read neighbouring memory: gemv_tiled.wgsl (a weight W
-// [N, K], packGemvWeight in src/ops/linear.ts) and the tiled scan of topk_cosine.wgsl (an index
+// by tile so that neighbouring invocations read neighbouring memory: a weight W [N, K] in the tiles
+// layout (src/gpu/tensor.ts TilesLayout; toTilesLayout at load time, or the opt-in copy
+// packGemvWeight, both in src/ops/linear.ts) and the tiled scan of topk_cosine.wgsl (an index
 // [N, D], cosineIndexPack in src/ops/search.ts). Layout: rows [0, count) of M [N, D] f32|f16 →
 // u32 words [tiles, kc, T, 4], tiles = ceil(N / T) of T rows, kc = ceil(D / CE) 16-byte chunks
 // of CE elements per row (8 halves or 4 f32): element (r, d) at ((tile·kc + c)·T + r mod T)·CE +
 // d mod CE, tile = floor(r / T), c = floor(d / CE); zero past count and D. Made on the GPU by
 // kernels/gemv_repack.wgsl (one dispatch per binding window, no submit; reference:
-// tiledCopyReference below). The callers cache the copies beside their source tensors.
+// tiledCopyReference below). packGemvWeight and cosineIndexPack cache their copies beside the
+// source tensors; toTilesLayout's replaces its source.
 
 import type { GpuContext } from "../gpu/context.js";
-import { DTYPE_BYTES, type Tensor } from "../gpu/tensor.js";
+import { DTYPE_BYTES, tilesLayout, type Tensor } from "../gpu/tensor.js";
 import { grid, Params } from "./common.js";
 
 /** The tiled shape of M [N, D] with tiles of T rows. */
 export function tiledCopyShape(N: number, D: number, dtype: "f32" | "f16", T: number): { ce: 4 | 8; kc: number; tiles: number; tileBytes: number } {
-  const ce = dtype === "f16" ? 8 : 4;
-  const kc = Math.ceil(D / ce);
-  return { ce, kc, tiles: Math.ceil(N / T), tileBytes: kc * T * 16 };
+  const { CE, kc, tiles } = tilesLayout(N, D, dtype, T);
+  return { ce: CE, kc, tiles, tileBytes: kc * T * 16 };
 }
 
 /**

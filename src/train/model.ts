@@ -96,8 +96,11 @@ export class TrainModel {
   static create(decoder: Decoder, mode: TrainMode = { mode: "full" }): TrainModel {
     const ctx = decoder.ctx;
     const w = decoder.weights;
+    // Training reads and updates weights row-major (backward kernels, AdamW, saving): a decoder
+    // loaded with its projections in the tiles layout (loadDecoder's gemvLayout) is refused.
+    for (const t of [w.embed, w.lmHead, ...w.layers.flatMap((L) => HF_LAYER_FIELDS.map(([f]) => L[f] as Tensor | null))]) t?.refuseTiles("TrainModel");
     if (mode.mode === "lora") LoraAdapters.validate(w.layers, mode.lora);
-    // Full fine-tuning changes every weight in place: tiled GEMV copies (loadDecoder's gemvLayout)
+    // Full fine-tuning changes every weight in place: opt-in tiled GEMV copies (packGemvWeight)
     // would go stale, so they are freed before the budget check (LoRA leaves the base frozen).
     if (mode.mode === "full") {
       for (const L of w.layers) for (const [field] of HF_LAYER_FIELDS) releaseGemvPack(L[field] as Tensor | null);

@@ -72,6 +72,7 @@ export async function linearBackwardInput(ctx: GpuContext, dy: Tensor, w: Tensor
   const op = "linearBackwardInput";
   expectDType(dy, ["f32"], op, "dy");
   expectDType(w, ["f32", "f16"], op, "w");
+  w.refuseTiles(op);
   if (w.shape.length !== 2) throw new ShapeError(`${op}: w ('${w.label}') has shape [${w.shape.join(", ")}], expected [N, K]`);
   const [N, K] = w.shape as [number, number];
   const [M, dN] = dims2(op, dy, "dy");

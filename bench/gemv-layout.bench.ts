@@ -1,0 +1,94 @@
+// The projection weights' layout (issue 16 item 3): gemv_step reading W row-major ("v1 rows", one
+// invocation owns whole rows, neighbouring invocations read addresses K apart) against the same
+// weights in the lane-interleaved tiles layout ("v2 tiles", src/gpu/tensor.ts TilesLayout: at each
+// step neighbouring invocations read neighbouring 16-byte chunks), both kept runnable side by side
+// so a new device can be measured again. Per model shape (Llama 134M, TinyLlama 1.1B): the decode
+// step's five fused GEMVs (T = 1 from a step state, f16 W, the resolver's norm path), arms
+// alternated round by round, with copyBufferToBuffer measured beside (extra.ofCopy = the GEMV's
+// weight bytes per second / copy bandwidth; extra.speedup = rows ms / arm ms). Then the whole
+// decode of the 134M shape, rows vs tiles alternated (bench/model.bench.ts decodeLayoutAB).
+// --quick: the 134M GEMV shapes and the decode of the synthetic "tiny" shape only.
+// The default per device class (decodeWeightLayout in src/ops/linear.ts) cites these figures.
+import type { GpuContext } from "../src/gpu/context.js";
+import type { Tensor } from "../src/gpu/tensor.js";
+import { gemvTiledShape, toTilesLayout } from "../src/ops/linear.js";
+import { planGemvStep, type GemvStepPlan } from "../src/ops/gemv-step.js";
+import { STEP_ROWS, STEP_WORDS } from "../src/ops/step-state.js";
+import { Session } from "../src/model/session.js";
+import { Rng } from "../src/util/rng.js";
+import { measureCopy, type BenchEnv, type BenchRow } from "./harness.js";
+import { fillRandom, MODELS, runGroups, type Group } from "./gemv-step.bench.js";
+import { buildSynthetic } from "./synthetic.js";
+import { decodeLayoutAB } from "./model.bench.js";
+
+export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  const rng = new Rng(2016);
+  const T = gemvTiledShape(ctx).T;
+  const rounds = env.quick ? 3 : 5;
+  for (const m of env.quick ? MODELS.slice(0, 1) : MODELS) {
+    const { D, I, H, Hkv, hd, V } = m;
+    const Nq = H * hd;
+    const Nkv = Hkv * hd;
+    const owned: Tensor[] = [];
+    const t = (shape: number[], dtype: "f32" | "f16" | "u32", label: string, lo = -1, hi = 1): Tensor => {
+      const x = ctx.empty(shape, dtype, label);
+      if (dtype !== "u32") fillRandom(ctx, x, rng, lo, hi);
+      owned.push(x);
+      return x;
+    };
+    const both = async (shape: [number, number], label: string): Promise<{ rows: Tensor; tiles: Tensor }> => {
+      const r = t(shape, "f16", label);
+      const u = await toTilesLayout(ctx, r, T);
+      owned.push(u);
+      return { rows: r, tiles: u };
+    };
+    const x = t([1, D], "f32", "x");
+    const g = t([D], "f16", "g", 0.5, 1.5);
+    const wq = await both([Nq, D], "wq"), wk = await both([Nkv, D], "wk"), wv = await both([Nkv, D], "wv");
+    const wo = await both([D, Nq], "wo"), wg = await both([I, D], "wgate"), wu = await both([I, D], "wup"), wd = await both([D, I], "wdown");
+    const wl = await both([V, D], "wlm");
+    const att = t([1, Nq], "f32", "att"), act = t([1, I], "f32", "act"), resid = t([1, D], "f32", "resid");
+    const qkv = t([1, Nq + 2 * Nkv], "f32", "qkv"), logits = t([1, V], "f32", "logits");
+    const step = t([STEP_WORDS], "u32", "step");
+    const s = new Uint32Array(STEP_WORDS);
+    s[STEP_ROWS] = 1;
+    ctx.write(step, s);
+    const norm = { weight: g, eps: 1e-5 };
+    const plans: GemvStepPlan[] = [];
+    const arms = async (spec: (l: "rows" | "tiles") => Parameters<typeof planGemvStep>[1]) => {
+      const out = [];
+      for (const l of ["rows", "tiles"] as const) {
+        const p = await planGemvStep(ctx, { step, ...spec(l) });
+        plans.push(p);
+        out.push({ label: `${l === "rows" ? "v1 rows" : "v2 tiles"} ${p.label}`, encode: () => p.encode(ctx), layer: l });
+      }
+      return out;
+    };
+    const groups: Group[] = [
+      { what: `qkv D=${D} N=${Nq}+${Nkv}+${Nkv}`, bytes: (Nq + 2 * Nkv) * D * 2, arms: await arms((l) => ({ x, w: [wq[l], wk[l], wv[l]], y: qkv, norm })) },
+      { what: `o+residual N=${D} K=${Nq}`, bytes: D * Nq * 2, arms: await arms((l) => ({ x: att, w: wo[l], y: resid, epilogue: "residual" })) },
+      { what: `gate/up+swiglu D=${D} I=${I}`, bytes: 2 * I * D * 2, arms: await arms((l) => ({ x, w: [wg[l], wu[l]], y: act, epilogue: "swiglu", norm })) },
+      { what: `down+residual N=${D} K=${I}`, bytes: D * I * 2, arms: await arms((l) => ({ x: act, w: wd[l], y: resid, epilogue: "residual" })) },
+      { what: `lm_head V=${V} D=${D}`, bytes: V * D * 2, arms: await arms((l) => ({ x, w: wl[l], y: logits, norm, lastRow: true })) },
+    ];
+    const copy = await measureCopy(ctx, 32 << 20, 5);
+    env.log(`  gemv_step layout ${m.name}: copy ${copy.gbps.toFixed(1)} GB/s beside, tiles of T=${T}`);
+    const layer = await runGroups(ctx, env, m.name, groups, rounds, copy.gbps, rows, "rows", "f16 layout");
+    const r = layer.get("rows") ?? NaN;
+    const u = layer.get("tiles") ?? NaN;
+    env.log(`  ${m.name} one layer's fused GEMVs (sums of the group medians): v1 rows ${r.toFixed(2)} ms, v2 tiles ${u.toFixed(2)} ms, ×${(r / u).toFixed(2)}`);
+    for (const p of plans) p.dispose();
+    for (const o of owned) o.dispose();
+  }
+  // The whole decode of the 134M shape (--quick: the tiny shape).
+  const m = await buildSynthetic(ctx, env.quick ? "tiny" : "llama-134m");
+  const session = Session.create(m.decoder, 160);
+  try {
+    rows.push(...(await decodeLayoutAB(ctx, env, m, session, 64, rng, env.quick ? 3 : 5)));
+  } finally {
+    session.dispose();
+    m.dispose();
+  }
+  return rows;
+}
