@@ -153,7 +153,7 @@ function markdown(meta: Record<string, unknown>, o: Options, params: number, dir
   ];
   for (const s of sums) {
     if (s.runs.length === 0) {
-      lines.push(`| ${s.format} | - | - | - | - | failed: ${s.errors.join("; ").replace(/\|/g, "/").slice(0, 300)} | - | - | - |`);
+      lines.push(`| ${s.format} | - | - | - | - | ${s.errors.length ? `failed: ${s.errors.join("; ").replace(/\|/g, "/").slice(0, 300)}` : "not run yet"} | - | - | - |`);
       continue;
     }
     const r0 = s.runs[0]!;
