@@ -24,6 +24,13 @@ const WEIGHT_STD = 0.02;
 export const SYNTHETIC_SHAPES = {
   /** Llama-2-7B: full width and vocabulary, 4 of its 32 layers. */
   "llama2-7b-4layers": { hidden_size: 4096, intermediate_size: 11008, num_attention_heads: 32, num_key_value_heads: 32, num_hidden_layers: 4, vocab_size: 32000, rms_norm_eps: 1e-5, max_position_embeddings: 4096 },
+  /**
+   * OneGen-EntityLinking-Llama2-7B (zjunlp/OneGen): Llama-2-7B, all 32 layers, its vocabulary of
+   * 32,000 plus OneGen's 3 added tokens [_CONTINUE_], [SE], [LK] (ids 32000-32002).
+   */
+  "onegen-el-llama2-7b": { hidden_size: 4096, intermediate_size: 11008, num_attention_heads: 32, num_key_value_heads: 32, num_hidden_layers: 32, vocab_size: 32003, rms_norm_eps: 1e-5, max_position_embeddings: 4096 },
+  /** The same vocabulary (Llama-2 + OneGen's 3 tokens) on a 2-layer, D 256 stack (intermediate 704: rows of whole 32-weight blocks, so it quantizes): quick checks of the 7B path. */
+  "onegen-el-tiny": { hidden_size: 256, intermediate_size: 704, num_attention_heads: 4, num_key_value_heads: 4, num_hidden_layers: 2, vocab_size: 32003, rms_norm_eps: 1e-5, max_position_embeddings: 4096 },
   /** TinyLlama-1.1B (GQA 32/4), the full 22-layer stack. */
   "tinyllama-1.1b": { hidden_size: 2048, intermediate_size: 5632, num_attention_heads: 32, num_key_value_heads: 4, num_hidden_layers: 22, vocab_size: 32000, rms_norm_eps: 1e-5, max_position_embeddings: 2048 },
   /** A ~134M-parameter Llama (untied lm_head): the llama.cpp comparison point. */
@@ -37,8 +44,9 @@ export const SYNTHETIC_SHAPES = {
 export type SyntheticShapeName = keyof typeof SYNTHETIC_SHAPES;
 
 /** The ModelConfig of a named synthetic shape (parsed like a real config.json). */
-export function syntheticConfig(name: SyntheticShapeName): ModelConfig {
-  return parseModelConfig({ architectures: ["LlamaForCausalLM"], model_type: "llama", tie_word_embeddings: false, rope_theta: 10000, ...SYNTHETIC_SHAPES[name] }, null, `synthetic:${name}`);
+export function syntheticConfig(name: SyntheticShapeName, opts: { layers?: number } = {}): ModelConfig {
+  const s = { ...SYNTHETIC_SHAPES[name], ...(opts.layers !== undefined ? { num_hidden_layers: opts.layers } : {}) };
+  return parseModelConfig({ architectures: ["LlamaForCausalLM"], model_type: "llama", tie_word_embeddings: false, rope_theta: 10000, ...s }, null, `synthetic:${name}`);
 }
 
 export interface SyntheticModel {

@@ -343,6 +343,13 @@ test("converter: F16 stays bit for bit (explicit head_dim), Q8_0 blocks equal qu
   const st2 = await SafetensorsFile.open(await openFileSource(join(d2, "model.safetensors")));
   const k = await st2.readF32("model.layers.0.self_attn.k_proj.weight");
   assert.equal(Array.from(await q.readBytes("blk.0.attn_k.weight")), Array.from(quantizeQ8_0(permuteRopeRows(k, 32, 64, 2))));
+  // --quantize projections: the layers' projections Q4_0, token_embd and output as F16 (what our --quantize keeps float).
+  await convertToGguf(d2, join(tmp, "q4p.gguf"), { type: "Q4_0", quantize: "projections" });
+  const q4 = await GgufFile.open(await openFileSource(join(tmp, "q4p.gguf")));
+  assert.equal(["token_embd.weight", "blk.1.attn_q.weight", "blk.1.ffn_down.weight", "blk.1.ffn_norm.weight", "output.weight"].map((n) => q4.info(n).type), ["F16", "Q4_0", "Q4_0", "F32", "F16"]);
+  const down = await st2.readF32("model.layers.1.mlp.down_proj.weight");
+  assert.equal(Array.from(await q4.readBytes("blk.1.ffn_down.weight")), Array.from(quantizeQ4_0(down)));
+  await q4.close();
   await assertRejects(() => convertToGguf(join(FIXTURES, "qwen2-bias-tied-f16"), join(tmp, "qw.gguf")), UnsupportedError, [/Qwen2ForCausalLM/], "qwen2");
   await assertRejects(() => convertToGguf(join(FIXTURES, "llama3-scaled-bf16-sharded"), join(tmp, "l3.gguf")), UnsupportedError, [/llama3 RoPE/], "llama3 scaling");
   await st.close();

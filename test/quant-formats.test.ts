@@ -6,6 +6,7 @@ import { Rng } from "../src/util/rng.js";
 import { f16BitsToF32 } from "../src/util/f16.js";
 import { UnsupportedError } from "../src/errors.js";
 import { dequantizeMatrix, packQuantized, quantBytes, quantizeMatrix, toGgufBlocks, unpackQuantized } from "../src/quant/formats.js";
+import { quantizeQ4_0, quantizeQ8_0 } from "../src/io/ggml-quants.js";
 
 test("Q8_0 hand-computed block: d = amax/127 stored as f16, roundf half away from zero", () => {
   // amax 1 → d = f32(1/127) = 0.0078740157…, f16 0x2008 (2⁻⁷·(1 + 8/1024)); id = f32(1/d) = 127.
@@ -91,6 +92,20 @@ test("refusals: K not a multiple of 32, non-finite weights, scales past f16", ()
   assert.throws(() => quantizeMatrix(nan, 1, 32, "q8_0", "'w'"), (e: Error) => e instanceof UnsupportedError && /'w': element 5 is NaN/.test(e.message));
   const huge = new Float32Array(32).fill(1e7);
   assert.throws(() => quantizeMatrix(huge, 1, 32, "q8_0", "'w'"), (e: Error) => e instanceof UnsupportedError && /'w'.*scale.*f16/.test(e.message));
+});
+
+test("the loader's blocks equal the GGUF writer's (src/io/ggml-quants.ts): bench/peer runs the same quantized bytes in llama.cpp", () => {
+  // Random rows plus awkward blocks: all zero, ties of |max| with both signs, a lone value, halves.
+  const N = 5, K = 96;
+  const w = new Rng(17).fillNormal(N * K, 0.05);
+  w.fill(0, 32, 64);
+  w.set([0.3, -0.3, 0.3, -0.3], 64);
+  w.fill(0, 96, 128);
+  w[100] = -0.7;
+  for (let j = 0; j < 32; j++) w[128 + j] = (j - 16) / 16;
+  for (const [format, ref] of [["q8_0", quantizeQ8_0], ["q4_0", quantizeQ4_0]] as const) {
+    assert.equal([...toGgufBlocks(quantizeMatrix(w, N, K, format))], [...ref(w)], format);
+  }
 });
 
 test.run();

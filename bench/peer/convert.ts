@@ -7,7 +7,9 @@
 // attn_k, attn_v, attn_output, ffn_norm, ffn_gate, ffn_up, ffn_down, then output_norm and output
 // (absent when the embeddings are tied: llama.cpp then reads token_embd). Norm weights are F32;
 // the matrices are `--type` (Q8_0 / Q4_0 quantized with ggml's reference rounding,
-// src/io/ggml-quants.ts, every matrix including the embeddings and lm_head).
+// src/io/ggml-quants.ts, every matrix including the embeddings and lm_head; with
+// `--quantize projections` only the layers' projections, token_embd and output F16, which is what
+// our loader's `--quantize` makes: the same blocks in both runtimes).
 //
 // RoPE: Hugging Face rotates halves (x[i], x[i + hd/2]) of each head, llama.cpp's `llama` graph
 // adjacent pairs (x[2i], x[2i+1]). llama.cpp's converter (convert_hf_to_gguf.py, LlamaModel.permute)
@@ -31,6 +33,7 @@ import { GGML_TYPES, LLAMA_FILE_TYPES, layoutGguf, writeGguf, type GgmlTypeName,
 import { quantizeQ4_0, quantizeQ8_0 } from "../../src/io/ggml-quants.js";
 import { FILE_FORMATS, GGUF_TAG_KEY, writeFileAtomic } from "../../src/io/output.js";
 import { f32ToBf16Bits } from "../../src/util/f16.js";
+import { isQuantizedWeight } from "../../src/quant/policy.js";
 import type { ModelConfig } from "../../src/model/config.js";
 
 export const GGUF_OUT_TYPES = ["F32", "F16", "BF16", "Q8_0", "Q4_0"] as const;
@@ -163,6 +166,13 @@ export function ggufVocab(tj: Json | null, V: number, where: string): GgufVocab 
 export interface ConvertOptions {
   type?: GgufOutType;
   name?: string;
+  /**
+   * "all" (default): every matrix is `type`. "projections": only the decoder layers' projection
+   * matrices (src/quant/policy.ts isQuantizedWeight, the tensors `--quantize` turns into blocks)
+   * are `type`; token_embd and output stay F16, as our runtime keeps them. With Q8_0 / Q4_0 this
+   * writes exactly the blocks our loader makes, so both runtimes run the same quantized model.
+   */
+  quantize?: "all" | "projections";
 }
 
 export interface ConvertResult {
@@ -265,7 +275,10 @@ export async function convertToGguf(dir: string, out: string, opts: ConvertOptio
       const t = ckpt.get(p.hf);
       if (t.info.shape.join() !== p.shape.join()) throw new UnsupportedError(`${dir}: tensor '${p.hf}' has shape [${t.info.shape.join(", ")}], config.json implies [${p.shape.join(", ")}]`);
     }
-    const specs: GgufTensorSpec[] = plan.map((p) => ({ name: p.gguf, shape: p.shape, type: p.shape.length === 1 ? "F32" : type }));
+    const only = opts.quantize ?? "all";
+    if (only !== "all" && only !== "projections") throw new UsageError(`--quantize must be all or projections, got '${String(only)}'`);
+    const matrixType = (hf: string): GgmlTypeName => (only === "projections" && !isQuantizedWeight(hf) ? "F16" : type);
+    const specs: GgufTensorSpec[] = plan.map((p) => ({ name: p.gguf, shape: p.shape, type: p.shape.length === 1 ? "F32" : matrixType(p.hf) }));
     for (const s of specs) {
       const bs = GGML_TYPES[s.type].blockSize;
       if (s.shape[s.shape.length - 1]! % bs !== 0) throw new UnsupportedError(`${dir}: tensor '${s.name}' [${s.shape.join(", ")}] cannot be ${s.type}: rows of ${s.shape[s.shape.length - 1]} are not whole ${bs}-value blocks`);
@@ -296,10 +309,14 @@ export async function convertToGguf(dir: string, out: string, opts: ConvertOptio
 
 async function main(argv: string[]): Promise<void> {
   const { parseArgs } = await import("../../src/cli/args.js");
-  const args = parseArgs(argv, { values: ["model", "out", "type", "name"], booleans: [] }, "peer convert");
+  const args = parseArgs(argv, { values: ["model", "out", "type", "name", "quantize"], booleans: [] }, "peer convert");
   const model = args.flags.get("model"), out = args.flags.get("out");
-  if (!model || !out) throw new UsageError("usage: node dist/bench/peer/convert.js --model DIR --out FILE.gguf [--type F16|F32|BF16|Q8_0|Q4_0] [--name NAME]");
-  const r = await convertToGguf(model, out, { type: (args.flags.get("type") ?? "F16") as GgufOutType, ...(args.flags.get("name") ? { name: args.flags.get("name")! } : {}) });
+  if (!model || !out) throw new UsageError("usage: node dist/bench/peer/convert.js --model DIR --out FILE.gguf [--type F16|F32|BF16|Q8_0|Q4_0] [--quantize all|projections] [--name NAME]");
+  const r = await convertToGguf(model, out, {
+    type: (args.flags.get("type") ?? "F16") as GgufOutType,
+    ...(args.flags.get("name") ? { name: args.flags.get("name")! } : {}),
+    ...(args.flags.get("quantize") ? { quantize: args.flags.get("quantize") as "all" | "projections" } : {}),
+  });
   console.log(JSON.stringify(r));
 }
 

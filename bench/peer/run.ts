@@ -2,7 +2,7 @@
 //
 //   ONEGEN_PEER_NODE_LLAMA_CPP=/path/to/node_modules/node-llama-cpp \
 //   node dist/bench/peer/run.js [--shapes llama-134m,tinyllama-1.1b] [--arms ours,cpu,vulkan]
-//       [--rounds 3] [--prefill 128] [--decode 32] [--threads 2] [--type F16]
+//       [--rounds 3] [--prefill 128] [--decode 32] [--threads 2] [--types F16,Q8_0,Q4_0]
 //       [--models-dir /tmp/onegen-peer-models] [--out bench/results]
 //
 // Per shape: a synthetic F16 Hugging Face directory of that shape (bench/peer/synth-hf.ts, reused
@@ -12,7 +12,12 @@
 // every round) so that the machine's load drifts over all arms alike. Figures: medians over the
 // rounds of prefill tok/s (P prompt tokens on an empty cache) and decode tok/s (G greedy tokens),
 // the ratios ours / llama.cpp CPU and ours / llama.cpp Vulkan, the load average at every rep, the
-// adapters. Written to OUT/DATE-COMMIT-peer-SHAPES.json and .md (tagged outputs, written atomically).
+// adapters. Weight types (--types, run one after the other per shape, each with its own rounds):
+// F16 as written; Q8_0 / Q4_0: ours loads the F16 directory with `quantize` (the projections
+// quantized while loading, src/quant/policy.ts), llama.cpp reads a GGUF whose projections hold the
+// same blocks (bench/peer/convert.ts --quantize projections: ggml's reference rounding of the same
+// f16 values, token_embd and output F16 as ours keeps them); the runner checks that the blocks of
+// one layer's q_proj are byte-identical before timing. Written to OUT/DATE-COMMIT-peer-SHAPES.json and .md (tagged outputs, written atomically).
 // node-llama-cpp is not a dependency: without it (bench/peer/llama.ts) the run stops with one line,
 // unless only the "ours" arm is asked for.
 import { fork, execSync, type ChildProcess } from "node:child_process";
@@ -30,10 +35,19 @@ import { convertToGguf, GGUF_OUT_TYPES, type GgufOutType } from "./convert.js";
 import { findNodeLlamaCpp, type NodeLlamaCppPackage } from "./llama.js";
 import { syntheticDirMatches, writeSyntheticModelDir } from "./synth-hf.js";
 import type { Arm, ArmInfo, RepResult, WorkerInit } from "./worker.js";
+import type { QuantFormat } from "../../src/quant/formats.js";
+import { quantizeMatrix, toGgufBlocks } from "../../src/quant/formats.js";
+import { openCheckpoint } from "../../src/io/checkpoint.js";
+import { bytesAsArray, toF32 } from "../../src/io/safetensors.js";
+import { GgufFile } from "../../src/io/gguf.js";
+import { openFileSource } from "../../src/io/source.js";
 
 const here = dirname(fileURLToPath(import.meta.url)); // dist/bench/peer
 const repoRoot = join(here, "..", "..", "..");
 const ARMS: readonly Arm[] = ["ours", "cpu", "vulkan"];
+/** Weight types both runtimes run: F16, and the GGUF blocks our loader makes with --quantize. */
+const RUN_TYPES: readonly GgufOutType[] = ["F16", "Q8_0", "Q4_0"];
+const QUANT_OF: Partial<Record<GgufOutType, QuantFormat>> = { Q8_0: "q8_0", Q4_0: "q4_0" };
 
 interface Options {
   shapes: SyntheticShapeName[];
@@ -42,13 +56,13 @@ interface Options {
   prefill: number;
   decode: number;
   threads: number;
-  type: GgufOutType;
+  types: GgufOutType[];
   modelsDir: string;
   outDir: string;
 }
 
 function parse(argv: string[]): Options {
-  const a = parseArgs(argv, { values: ["shapes", "arms", "rounds", "prefill", "decode", "threads", "type", "models-dir", "out"], booleans: [] }, "peer");
+  const a = parseArgs(argv, { values: ["shapes", "arms", "rounds", "prefill", "decode", "threads", "type", "types", "models-dir", "out"], booleans: [] }, "peer");
   const int = (k: string, d: number, lo: number, hi: number): number => {
     const v = a.flags.get(k);
     if (v === undefined) return d;
@@ -60,8 +74,9 @@ function parse(argv: string[]): Options {
   for (const s of shapes) if (!(s in SYNTHETIC_SHAPES)) throw new UsageError(`peer: --shapes names no shape '${s}' (shapes: ${Object.keys(SYNTHETIC_SHAPES).join(", ")})`);
   const arms = (a.flags.get("arms") ?? ARMS.join(",")).split(",").filter(Boolean);
   for (const x of arms) if (!ARMS.includes(x as Arm)) throw new UsageError(`peer: --arms names no arm '${x}' (arms: ${ARMS.join(", ")})`);
-  const type = (a.flags.get("type") ?? "F16") as GgufOutType;
-  if (type !== "F16") throw new UsageError(`peer: --type ${type}: our runtime loads F16 weights only for now, so the comparison runs F16 (${GGUF_OUT_TYPES.join(", ")} are written by convert.js)`);
+  if (a.flags.has("type") && a.flags.has("types")) throw new UsageError("peer: give --types (or its alias --type), not both");
+  const types = (a.flags.get("types") ?? a.flags.get("type") ?? "F16").split(",").filter(Boolean) as GgufOutType[];
+  for (const t of types) if (!RUN_TYPES.includes(t)) throw new UsageError(`peer: --types names '${t}': the comparison runs ${RUN_TYPES.join(", ")} (our runtime's weight formats; ${GGUF_OUT_TYPES.join(", ")} are written by convert.js)`);
   return {
     shapes: shapes as SyntheticShapeName[],
     arms: arms as Arm[],
@@ -69,7 +84,7 @@ function parse(argv: string[]): Options {
     prefill: int("prefill", 128, 2, 4096),
     decode: int("decode", 32, 4, 4096),
     threads: int("threads", Math.min(cpus().length, 4), 1, 256),
-    type,
+    types,
     modelsDir: resolve(a.flags.get("models-dir") ?? "/tmp/onegen-peer-models"),
     outDir: resolve(a.flags.get("out") ?? join(repoRoot, "bench", "results")),
   };
@@ -124,6 +139,7 @@ class Worker {
 
 interface ShapeResult {
   shape: SyntheticShapeName;
+  type: GgufOutType;
   params: number;
   modelDir: string;
   gguf: string;
@@ -132,9 +148,10 @@ interface ShapeResult {
   ratios: Record<string, number>;
 }
 
-async function prepareModels(o: Options, shape: SyntheticShapeName, log: (s: string) => void): Promise<{ dir: string; gguf: string }> {
+async function prepareModels(o: Options, shape: SyntheticShapeName, type: GgufOutType, log: (s: string) => void): Promise<{ dir: string; gguf: string }> {
   const dir = join(o.modelsDir, shape);
-  const gguf = join(o.modelsDir, `${shape}.${o.type}.gguf`);
+  // Quantized GGUFs hold our policy's blocks (projections only): a distinct name from convert.js's default (all matrices).
+  const gguf = join(o.modelsDir, `${shape}.${type}${QUANT_OF[type] ? "-projections" : ""}.gguf`);
   if (!(await syntheticDirMatches(dir, shape, 1234))) {
     const t = performance.now();
     await writeSyntheticModelDir(dir, shape, repoRoot);
@@ -142,18 +159,44 @@ async function prepareModels(o: Options, shape: SyntheticShapeName, log: (s: str
   }
   const stale = !existsSync(gguf) || statSync(gguf).mtimeMs < statSync(join(dir, "model.safetensors")).mtimeMs || !(await fileIsOurs(gguf, "gguf"));
   if (o.arms.some((a) => a !== "ours") && stale) {
-    const r = await convertToGguf(dir, gguf, { type: o.type, name: `onegen-synthetic-${shape}` });
+    const r = await convertToGguf(dir, gguf, { type, name: `onegen-synthetic-${shape}`, ...(QUANT_OF[type] ? { quantize: "projections" as const } : {}) });
     log(`${shape}: wrote ${gguf} (${(r.bytes / 2 ** 20).toFixed(0)} MiB, ${r.tensors} tensors, vocab ${r.vocab}) in ${(r.ms / 1e3).toFixed(1)} s`);
   }
+  const q = QUANT_OF[type];
+  if (q && existsSync(gguf)) await checkSameBlocks(dir, gguf, q, log);
   return { dir, gguf };
 }
 
-async function runShape(o: Options, shape: SyntheticShapeName, pkg: NodeLlamaCppPackage | null, log: (s: string) => void): Promise<ShapeResult> {
-  const { dir, gguf } = await prepareModels(o, shape, log);
+/**
+ * The GGUF's blocks of layer 0's v_proj (no RoPE row permutation) and down_proj equal what our
+ * loader makes of the same tensors (src/quant/formats.ts quantizeMatrix, GGUF block order): the two
+ * arms run the same quantized weights. Throws otherwise.
+ */
+async function checkSameBlocks(dir: string, gguf: string, format: QuantFormat, log: (s: string) => void): Promise<void> {
+  const g = await GgufFile.open(await openFileSource(gguf));
+  const ckpt = await openCheckpoint(dir);
+  try {
+    for (const [hf, name] of [["model.layers.0.self_attn.v_proj.weight", "blk.0.attn_v.weight"], ["model.layers.0.mlp.down_proj.weight", "blk.0.ffn_down.weight"]] as const) {
+      const t = ckpt.get(hf);
+      const [N, K] = t.info.shape as [number, number];
+      const ours = toGgufBlocks(quantizeMatrix(toF32(bytesAsArray(await t.file.readBytes(hf), t.info.dtype, hf), t.info.dtype), N, K, format, hf));
+      const info = g.info(name);
+      const theirs = await g.readBytes(name);
+      if (info.type !== format.toUpperCase() || Buffer.compare(Buffer.from(ours), Buffer.from(theirs)) !== 0) throw new Error(`${gguf}: '${name}' (${info.type}) does not hold the ${format} blocks our loader makes of '${hf}'`);
+    }
+    log(`${gguf}: layer 0 v_proj / down_proj blocks byte-identical to our loader's ${format}`);
+  } finally {
+    await g.close();
+    await ckpt.close();
+  }
+}
+
+async function runShape(o: Options, shape: SyntheticShapeName, type: GgufOutType, pkg: NodeLlamaCppPackage | null, log: (s: string) => void): Promise<ShapeResult> {
+  const { dir, gguf } = await prepareModels(o, shape, type, log);
   const c = syntheticConfig(shape);
   const prompt = promptIds(o.prefill, c.vocabSize);
   const nextId = promptIds(o.prefill + 1, c.vocabSize)[o.prefill]!;
-  const res: ShapeResult = { shape, params: parameterCount(c), modelDir: dir, gguf, ggufBytes: existsSync(gguf) ? statSync(gguf).size : 0, arms: {}, ratios: {} };
+  const res: ShapeResult = { shape, type, params: parameterCount(c), modelDir: dir, gguf, ggufBytes: existsSync(gguf) ? statSync(gguf).size : 0, arms: {}, ratios: {} };
   const workers: Worker[] = [];
   const infos = new Map<Arm, ArmInfo>();
   try {
@@ -161,14 +204,15 @@ async function runShape(o: Options, shape: SyntheticShapeName, pkg: NodeLlamaCpp
     for (const arm of o.arms) {
       const w = Worker.start(arm);
       workers.push(w);
-      const init: WorkerInit = { arm, model: arm === "ours" ? dir : gguf, prompt, nextId, decode: o.decode, threads: o.threads, pkg };
+      const q = QUANT_OF[type];
+      const init: WorkerInit = { arm, model: arm === "ours" ? dir : gguf, prompt, nextId, decode: o.decode, threads: o.threads, pkg, ...(arm === "ours" && q ? { quantize: q } : {}) };
       try {
         const r = await w.call<{ info: ArmInfo }>({ cmd: "init", init });
         infos.set(arm, r.info);
-        log(`${shape} ${arm}: ${r.info.device}; loaded in ${(r.info.loadMs / 1e3).toFixed(1)} s, warm-up ${(r.info.warmupMs / 1e3).toFixed(1)} s`);
+        log(`${shape} ${type} ${arm}: ${r.info.device}; loaded in ${(r.info.loadMs / 1e3).toFixed(1)} s, warm-up ${(r.info.warmupMs / 1e3).toFixed(1)} s`);
       } catch (e) {
         res.arms[arm] = { error: (e as Error).message.split("\n")[0]! };
-        log(`${shape} ${arm}: FAILED to load: ${(res.arms[arm] as { error: string }).error}`);
+        log(`${shape} ${type} ${arm}: FAILED to load: ${(res.arms[arm] as { error: string }).error}`);
         await w.stop();
         workers.pop();
       }
@@ -180,7 +224,7 @@ async function runShape(o: Options, shape: SyntheticShapeName, pkg: NodeLlamaCpp
       for (const w of order) {
         const { rep } = await w.call<{ rep: RepResult }>({ cmd: "rep" });
         reps.get(w.arm)!.push(rep);
-        log(`${shape} round ${r + 1}/${o.rounds} ${w.arm}: prefill ${rep.prefillTokPerS.toFixed(1)} tok/s, decode ${rep.decodeTokPerS.toFixed(2)} tok/s (load ${rep.loadAvg1.toFixed(2)})`);
+        log(`${shape} ${type} round ${r + 1}/${o.rounds} ${w.arm}: prefill ${rep.prefillTokPerS.toFixed(1)} tok/s, decode ${rep.decodeTokPerS.toFixed(2)} tok/s (load ${rep.loadAvg1.toFixed(2)})`);
       }
     }
     for (const w of live) {
@@ -219,19 +263,19 @@ function markdown(meta: Record<string, unknown>, o: Options, shapes: ShapeResult
     "",
     `Commit ${meta.commit} · ${meta.date} · ${meta.cpus} CPUs (${meta.cpuModel}), ${meta.memGiB} GiB · load average (1/5/15 min) start ${(meta.loadAvg as { start: number[] }).start.map((x) => x.toFixed(2)).join("/")}, end ${(meta.loadAvg as { end: number[] }).end.map((x) => x.toFixed(2)).join("/")} · node-llama-cpp ${meta.nodeLlamaCpp ?? "-"}`,
     "",
-    `Method (bench/peer/run.ts): synthetic ${o.type} weights written once as a Hugging Face directory (ours) and as GGUF (llama.cpp); one process per arm; ${o.rounds} rounds, arms alternated; prefill ${o.prefill} tokens on an empty cache, decode ${o.decode} greedy tokens after it; medians over the rounds; llama.cpp with node-llama-cpp's defaults (threads ${o.threads}).`,
+    `Method (bench/peer/run.ts): synthetic F16 weights written once as a Hugging Face directory (ours) and as GGUF (llama.cpp); per weight type (${o.types.join(", ")}; Q8_0 / Q4_0: ours quantizes the projections while loading, the GGUF holds the same blocks, embeddings and lm_head F16 in both) one process per arm; ${o.rounds} rounds, arms alternated; prefill ${o.prefill} tokens on an empty cache, decode ${o.decode} greedy tokens after it; medians over the rounds; llama.cpp with node-llama-cpp's defaults (threads ${o.threads}).`,
     "",
-    "| shape | arm | device | prefill tok/s | decode tok/s | per-rep decode tok/s | load avg at reps |",
-    "|---|---|---|---:|---:|---|---|",
+    "| shape | weights | arm | device | prefill tok/s | decode tok/s | per-rep decode tok/s | load avg at reps |",
+    "|---|---|---|---|---:|---:|---|---|",
   ];
   for (const s of shapes) {
     for (const [arm, r] of Object.entries(s.arms)) {
-      if ("error" in r) lines.push(`| ${s.shape} | ${ARM_LABEL[arm]} | - | - | - | failed: ${r.error.replace(/\|/g, "/")} | - |`);
-      else lines.push(`| ${s.shape} | ${ARM_LABEL[arm]} | ${r.info.device.replace(/\|/g, "/")} | ${f(r.prefillTokPerS, 1)} | ${f(r.decodeTokPerS)} | ${r.reps.map((x) => f(x.decodeTokPerS)).join(", ")} | ${r.reps.map((x) => f(x.loadAvg1)).join(", ")} |`);
+      if ("error" in r) lines.push(`| ${s.shape} | ${s.type} | ${ARM_LABEL[arm]} | - | - | - | failed: ${r.error.replace(/\|/g, "/")} | - |`);
+      else lines.push(`| ${s.shape} | ${s.type} | ${ARM_LABEL[arm]} | ${r.info.device.replace(/\|/g, "/")} | ${f(r.prefillTokPerS, 1)} | ${f(r.decodeTokPerS)} | ${r.reps.map((x) => f(x.decodeTokPerS)).join(", ")} | ${r.reps.map((x) => f(x.loadAvg1)).join(", ")} |`);
     }
   }
-  lines.push("", "| shape | decode ours/CPU | decode ours/Vulkan | prefill ours/CPU | prefill ours/Vulkan |", "|---|---:|---:|---:|---:|");
-  for (const s of shapes) lines.push(`| ${s.shape} | ${f(s.ratios["decode ours/cpu"] ?? NaN)} | ${f(s.ratios["decode ours/vulkan"] ?? NaN)} | ${f(s.ratios["prefill ours/cpu"] ?? NaN)} | ${f(s.ratios["prefill ours/vulkan"] ?? NaN)} |`);
+  lines.push("", "| shape | weights | decode ours/CPU | decode ours/Vulkan | prefill ours/CPU | prefill ours/Vulkan |", "|---|---|---:|---:|---:|---:|");
+  for (const s of shapes) lines.push(`| ${s.shape} | ${s.type} | ${f(s.ratios["decode ours/cpu"] ?? NaN)} | ${f(s.ratios["decode ours/vulkan"] ?? NaN)} | ${f(s.ratios["prefill ours/cpu"] ?? NaN)} | ${f(s.ratios["prefill ours/vulkan"] ?? NaN)} |`);
   lines.push("", "Targets (issue 16): decode ≥ 1.5× llama.cpp Vulkan and ≥ 0.5× llama.cpp CPU. Figures from a shared, loaded machine are noisy: read them with the load average.", "");
   return lines.join("\n");
 }
@@ -252,12 +296,13 @@ async function main(argv: string[]): Promise<void> {
   const loadStart = loadavg();
   const commit = gitCommit();
   const date = new Date().toISOString();
-  const base = join(o.outDir, `${date.slice(0, 10)}-${commit}-peer-${o.shapes.join("+")}`);
+  const typeTag = o.types.length === 1 && o.types[0] === "F16" ? "" : `-${o.types.join("+")}`;
+  const base = join(o.outDir, `${date.slice(0, 10)}-${commit}-peer-${o.shapes.join("+")}${typeTag}`);
   await checkOutput({ flag: "--out", path: base + ".json", kind: "bench-results" });
   await checkOutput({ flag: "--out", path: base + ".md", kind: "bench-report" });
   await mkdir(o.modelsDir, { recursive: true });
   const shapes: ShapeResult[] = [];
-  for (const s of o.shapes) shapes.push(await runShape(o, s, pkg, log));
+  for (const s of o.shapes) for (const t of o.types) shapes.push(await runShape(o, s, t, pkg, log));
   const meta = {
     format: FILE_FORMATS["bench-results"],
     kind: "peer",

@@ -15,6 +15,7 @@ import { openDevice, describeContext } from "../../src/gpu/device.js";
 import { loadDecoder } from "../../src/model/load.js";
 import { Session } from "../../src/model/session.js";
 import { loadLlama, type NodeLlamaCppPackage } from "./llama.js";
+import type { QuantFormat } from "../../src/quant/formats.js";
 
 export type Arm = "ours" | "cpu" | "vulkan";
 
@@ -27,6 +28,8 @@ export interface WorkerInit {
   decode: number;
   threads: number;
   pkg: NodeLlamaCppPackage | null;
+  /** Ours: quantize the projections while loading (the GGUF of the llama.cpp arms holds the same blocks). */
+  quantize?: QuantFormat;
 }
 
 export interface RepResult {
@@ -60,7 +63,7 @@ async function ours(init: WorkerInit): Promise<Runner> {
   const t0 = now();
   const ctx = await openDevice();
   const capacity = init.prompt.length + init.decode + 16;
-  const m = await loadDecoder(ctx, init.model, { contextLength: capacity, noTokenizer: true, gemvLayout: "auto" }); // as the inference commands
+  const m = await loadDecoder(ctx, init.model, { contextLength: capacity, noTokenizer: true, gemvLayout: "auto", ...(init.quantize ? { quantize: init.quantize } : {}) }); // as the inference commands
   const session = Session.create(m.decoder, capacity);
   const loadMs = now() - t0;
   const G = init.decode;
@@ -92,7 +95,7 @@ async function ours(init: WorkerInit): Promise<Runner> {
   const warmupMs = now() - w0;
   const d = describeContext(ctx);
   return {
-    info: { arm: "ours", device: ctx.adapter.description, details: { backend: d.backend, features: d.features, gemvLayout: m.gemvLayout, weightBytes: m.weightBytes, kvCacheDtype: session.cache.dtype }, loadMs, warmupMs },
+    info: { arm: "ours", device: ctx.adapter.description, details: { backend: d.backend, features: d.features, gemvLayout: m.gemvLayout, weightBytes: m.weightBytes, quantization: m.quantization, kvCacheDtype: session.cache.dtype }, loadMs, warmupMs },
     rep: () => rep(),
     close: async () => {
       session.dispose();
