@@ -37,7 +37,7 @@ import { syntheticDirMatches, writeSyntheticModelDir } from "./synth-hf.js";
 import type { Arm, ArmInfo, RepResult, WorkerInit } from "./worker.js";
 import type { QuantFormat } from "../../src/quant/formats.js";
 import { quantizeMatrix, toGgufBlocks } from "../../src/quant/formats.js";
-import { openCheckpoint } from "../../src/io/checkpoint.js";
+import { openCheckpoint } from "../../src/model/checkpoint.js";
 import { bytesAsArray, toF32 } from "../../src/io/safetensors.js";
 import { GgufFile } from "../../src/io/gguf.js";
 import { openFileSource } from "../../src/io/source.js";
