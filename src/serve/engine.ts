@@ -102,6 +102,50 @@ export interface SequenceHandle {
   cancel(): void;
 }
 
+/**
+ * The host-built rows of a forward over slotted KV caches (slot s holds cache rows s·R .. s·R + R):
+ * per row its id, RoPE position p, cache row and attention range [lo, hi) over its own slot, with
+ * the model's sliding window applied. One definition for the step, prefill and embedding paths.
+ */
+class SlotRows {
+  readonly ids: Uint32Array;
+  readonly pos: Uint32Array;
+  readonly rows: Uint32Array;
+  readonly ranges: Uint32Array;
+  constructor(
+    n: number,
+    private readonly slotTokens: number,
+    private readonly window: number,
+  ) {
+    this.ids = new Uint32Array(n);
+    this.pos = new Uint32Array(n);
+    this.rows = new Uint32Array(n);
+    this.ranges = new Uint32Array(2 * n);
+  }
+
+  /** Row t: id fed at position p of slot `slot`. */
+  put(t: number, slot: number, p: number, id = 0): void {
+    const base = slot * this.slotTokens;
+    const w = this.window;
+    this.ids[t] = id;
+    this.pos[t] = p;
+    this.rows[t] = base + p;
+    this.ranges[2 * t] = base + (w > 0 && p + 1 > w ? p + 1 - w : 0);
+    this.ranges[2 * t + 1] = base + p + 1;
+  }
+
+  /** The plan Decoder.forward takes (uploaded; the caller disposes it). */
+  upload(ctx: GpuContext, label: string): { ids: Tensor; ropePositions: Tensor; cacheRows: Tensor; ranges: Tensor } {
+    const T = this.pos.length;
+    return {
+      ids: ctx.upload(this.ids, [T], "u32", `serve.${label}.ids`),
+      ropePositions: ctx.upload(this.pos, [T], "u32", `serve.${label}.positions`),
+      cacheRows: ctx.upload(this.rows, [T], "u32", `serve.${label}.rows`),
+      ranges: ctx.upload(this.ranges, [T, 2], "u32", `serve.${label}.ranges`),
+    };
+  }
+}
+
 class Sequence implements SequenceHandle {
   slot = -1;
   /** Tokens of this sequence in its slot's cache rows. */
@@ -436,37 +480,18 @@ export class BatchEngine {
   private async step(): Promise<void> {
     const t0 = performance.now();
     const ctx = this.ctx;
-    const R = this.opts.slotTokens;
-    const window = this.decoder.config.slidingWindow ?? 0;
     const batch = this.active;
     const B = batch.length;
     const T = batch.reduce((n, s) => n + s.pending.length, 0);
-    const ids = new Uint32Array(T);
-    const pos = new Uint32Array(T);
-    const rows = new Uint32Array(T);
-    const ranges = new Uint32Array(2 * T);
+    const rows = new SlotRows(T, this.opts.slotTokens, this.decoder.config.slidingWindow ?? 0);
     const last = new Uint32Array(B);
     let t = 0;
     batch.forEach((s, b) => {
-      const base = s.slot * R;
-      for (const id of s.pending) {
-        const p = s.fed++;
-        ids[t] = id;
-        pos[t] = p;
-        rows[t] = base + p;
-        ranges[2 * t] = base + (window > 0 && p + 1 > window ? p + 1 - window : 0);
-        ranges[2 * t + 1] = base + p + 1;
-        t++;
-      }
+      for (const id of s.pending) rows.put(t++, s.slot, s.fed++, id);
       last[b] = t - 1;
       s.pending = [];
     });
-    const plan = {
-      ids: ctx.upload(ids, [T], "u32", "serve.step.ids"),
-      ropePositions: ctx.upload(pos, [T], "u32", "serve.step.positions"),
-      cacheRows: ctx.upload(rows, [T], "u32", "serve.step.rows"),
-      ranges: ctx.upload(ranges, [T, 2], "u32", "serve.step.ranges"),
-    };
+    const plan = rows.upload(ctx, "step");
     const lastRows = ctx.upload(last, [B], "u32", "serve.step.last");
     let logits: Tensor | null = null;
     try {
@@ -535,27 +560,15 @@ export class BatchEngine {
     const top = batch.reduce((m, s) => Math.max(m, s.slot + 1), 0);
     const bk = await this.bucket(stepWidth(top, this.opts.maxBatch));
     const b = bk.b;
-    const pos = new Uint32Array(b);
-    const rows = new Uint32Array(b);
-    const ranges = new Uint32Array(2 * b);
-    for (let slot = 0; slot < b; slot++) {
-      rows[slot] = slot * R;
-      ranges[2 * slot] = slot * R;
-      ranges[2 * slot + 1] = slot * R + 1;
-    }
-    for (const s of batch) {
-      // the row fed this step sits at position fed (a joiner: after its prompt)
-      const p = s.fed === 0 ? s.params.prompt.length : s.fed;
-      const base = s.slot * R;
-      pos[s.slot] = p;
-      rows[s.slot] = base + p;
-      ranges[2 * s.slot] = base + (window > 0 && p + 1 > window ? p + 1 - window : 0);
-      ranges[2 * s.slot + 1] = base + p + 1;
-    }
+    // row = slot; a hole row (no sequence in its slot) reads position 0 of its own slot
+    const rows = new SlotRows(b, R, window);
+    for (let slot = 0; slot < b; slot++) rows.put(slot, slot, 0);
+    // the row fed this step sits at position fed (a joiner: after its prompt)
+    for (const s of batch) rows.put(s.slot, s.slot, s.fed === 0 ? s.params.prompt.length : s.fed);
     // host writes first: a write submits whatever is encoded before it
-    ctx.write(bk.pos, pos);
-    ctx.write(bk.rows, rows);
-    ctx.write(bk.ranges, ranges);
+    ctx.write(bk.pos, rows.pos);
+    ctx.write(bk.rows, rows.rows);
+    ctx.write(bk.ranges, rows.ranges);
     let fed = batch.length;
     if (joiners.length) fed += await this.prefill(joiners);
     bk.program.replay();
@@ -612,33 +625,15 @@ export class BatchEngine {
    */
   private async prefill(joiners: Sequence[]): Promise<number> {
     const ctx = this.ctx;
-    const R = this.opts.slotTokens;
-    const window = this.decoder.config.slidingWindow ?? 0;
     const T = joiners.reduce((n, s) => n + s.params.prompt.length, 0);
-    const ids = new Uint32Array(T);
-    const pos = new Uint32Array(T);
-    const rows = new Uint32Array(T);
-    const ranges = new Uint32Array(2 * T);
+    const rows = new SlotRows(T, this.opts.slotTokens, this.decoder.config.slidingWindow ?? 0);
     const last = new Uint32Array(joiners.length);
     let t = 0;
     joiners.forEach((s, j) => {
-      const base = s.slot * R;
-      for (const [p, id] of s.params.prompt.entries()) {
-        ids[t] = id;
-        pos[t] = p;
-        rows[t] = base + p;
-        ranges[2 * t] = base + (window > 0 && p + 1 > window ? p + 1 - window : 0);
-        ranges[2 * t + 1] = base + p + 1;
-        t++;
-      }
+      for (const [p, id] of s.params.prompt.entries()) rows.put(t++, s.slot, p, id);
       last[j] = t - 1;
     });
-    const plan = {
-      ids: ctx.upload(ids, [T], "u32", "serve.prefill.ids"),
-      ropePositions: ctx.upload(pos, [T], "u32", "serve.prefill.positions"),
-      cacheRows: ctx.upload(rows, [T], "u32", "serve.prefill.rows"),
-      ranges: ctx.upload(ranges, [T, 2], "u32", "serve.prefill.ranges"),
-    };
+    const plan = rows.upload(ctx, "prefill");
     const lastRows = ctx.upload(last, [joiners.length], "u32", "serve.prefill.last");
     let logits: Tensor | null = null;
     try {
@@ -725,21 +720,10 @@ export class BatchEngine {
 
   private async runEmbedding(ids: number[], row: number): Promise<Float32Array> {
     const ctx = this.ctx;
-    const R = this.opts.slotTokens;
-    const base = this.opts.maxBatch * R; // the embedding slot
     const T = ids.length;
-    const window = this.decoder.config.slidingWindow ?? 0;
-    const ranges = new Uint32Array(2 * T);
-    for (let p = 0; p < T; p++) {
-      ranges[2 * p] = base + (window > 0 && p + 1 > window ? p + 1 - window : 0);
-      ranges[2 * p + 1] = base + p + 1;
-    }
-    const plan = {
-      ids: ctx.upload(Uint32Array.from(ids), [T], "u32", "serve.embed.ids"),
-      ropePositions: ctx.upload(Uint32Array.from({ length: T }, (_, p) => p), [T], "u32", "serve.embed.positions"),
-      cacheRows: ctx.upload(Uint32Array.from({ length: T }, (_, p) => base + p), [T], "u32", "serve.embed.rows"),
-      ranges: ctx.upload(ranges, [T, 2], "u32", "serve.embed.ranges"),
-    };
+    const rows = new SlotRows(T, this.opts.slotTokens, this.decoder.config.slidingWindow ?? 0);
+    for (const [p, id] of ids.entries()) rows.put(p, this.opts.maxBatch, p, id); // the embedding slot
+    const plan = rows.upload(ctx, "embed");
     const D = this.decoder.hiddenSize;
     let hidden: Tensor | null = null;
     let picked: Tensor | null = null;
