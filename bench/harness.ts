@@ -5,6 +5,7 @@
 // copyBufferToBuffer measured the same way (each byte read once and written once), so
 // "ratio to copy" compares like with like.
 
+import { cpus, loadavg, totalmem } from "node:os";
 import type { GpuContext } from "../src/gpu/context.js";
 
 export interface BenchRow {
@@ -81,4 +82,9 @@ export async function measureCopy(ctx: GpuContext, bytes: number, samples = 7): 
   a.dispose();
   b.dispose();
   return { gbps: (2 * n * 4) / (t.medianMs / 1e3) / 1e9, timing: t };
+}
+
+/** The machine a multi-process bench ran on, for its results file (load average at start and now). */
+export function machineMeta(loadStart: number[]): { cpus: number; cpuModel: string; memGiB: number; loadAvg: { start: number[]; end: number[] }; node: string } {
+  return { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? "?", memGiB: Math.round(totalmem() / 2 ** 30), loadAvg: { start: loadStart, end: loadavg() }, node: process.version };
 }

@@ -20,7 +20,8 @@
 // load average at every rep. Written to OUT/BASE.json and .md (tagged outputs, written atomically).
 import { fork, execSync } from "node:child_process";
 import { mkdir } from "node:fs/promises";
-import { cpus, loadavg, totalmem } from "node:os";
+import { loadavg } from "node:os";
+import { machineMeta } from "./harness.js";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "../src/cli/args.js";
@@ -224,11 +225,7 @@ async function main(argv: string[]): Promise<void> {
       kind: "quant-decode",
       commit,
       date,
-      cpus: cpus().length,
-      cpuModel: cpus()[0]?.model ?? "?",
-      memGiB: Math.round(totalmem() / 2 ** 30),
-      loadAvg: { start: loadStart, end: loadavg() },
-      node: process.version,
+      ...machineMeta(loadStart),
       complete: final,
       settings: { ...o, method: "one process per format and round, order rotated per round; medians over reps and rounds" },
     };

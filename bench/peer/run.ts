@@ -23,7 +23,8 @@
 import { fork, execSync, type ChildProcess } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
-import { cpus, loadavg, totalmem } from "node:os";
+import { cpus, loadavg } from "node:os";
+import { machineMeta } from "../harness.js";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "../../src/cli/args.js";
@@ -308,11 +309,7 @@ async function main(argv: string[]): Promise<void> {
     kind: "peer",
     commit,
     date,
-    cpus: cpus().length,
-    cpuModel: cpus()[0]?.model ?? "?",
-    memGiB: Math.round(totalmem() / 2 ** 30),
-    loadAvg: { start: loadStart, end: loadavg() },
-    node: process.version,
+    ...machineMeta(loadStart),
     nodeLlamaCpp: pkg?.version ?? null,
     settings: { ...o, method: "one process per arm, rounds alternate the arms; medians over rounds" },
   };
