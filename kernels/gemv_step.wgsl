@@ -39,8 +39,8 @@
 //   (tile, c, lane) = W[tile·T + lane, c·CE ..] at chunk index (tile·kc + c)·T + lane, CE = 8 halves
 //   (f16, WT = vec4<u32>) or 4 f32 (WT = vec4<f32>), zero past N and K): invocation lid of
 //   workgroup gl owns rows (gl·R + r)·T + lid, r < R, so at every chunk step the T lanes read T
-//   neighbouring 16-byte chunks. K need not be a multiple of CE: the last, partial chunk reads x
-//   (and g) guarded; x is vec4 when K % 4 = 0 (XVEC), scalars otherwise. Windows are whole tiles.
+//   neighbouring 16-byte chunks. K need not be a multiple of CE: KTAIL variants (chosen when it is
+//   not) read the last, partial chunk of x (and g) guarded; x is vec4 when K % 4 = 0 (XVEC), scalars otherwise. Windows are whole tiles.
 //   Same prologues, matrices and epilogues as the rows layout; f32/f16 W only.
 // Mapping: the rows design of gemv.wgsl (neighbouring invocations own neighbouring groups of R
 // rows of W; each invocation walks the whole K reduction with VEC-element chunks, helpers in
@@ -403,6 +403,14 @@ fn load_xt_tail(xb: u32, c: u32) -> Chunk {
   return Chunk(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
 }
 
+// Chunk c of x in the K loop: only KTAIL variants (K % CE ≠ 0) have a partial last chunk.
+fn x_chunk(xb: u32, c: u32) -> Chunk {
+#if KTAIL
+  if (c == params.K / CE) { return load_xt_tail(xb, c); }
+#endif
+  return load_xt(xb, c);
+}
+
 #if NORM
 #if !XSHARED
 // Chunk c of g, every element < K (g4 reads 4 elements from a multiple of 4).
@@ -422,6 +430,13 @@ fn load_gt_tail(c: u32) -> Chunk {
   }
   return Chunk(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
 }
+
+fn g_chunk(c: u32) -> Chunk {
+#if KTAIL
+  if (c == params.K / CE) { return load_gt_tail(c); }
+#endif
+  return load_gt(c);
+}
 #endif
 #endif
 
@@ -432,44 +447,28 @@ fn dot_rows(mat: u32, xb: u32, base: array<u32, {{R}}>, kc: u32) -> Sums {
   var up: array<vec4<f32>, {{R}}>;
   for (var i = 0u; i < R; i++) { acc[i] = vec4<f32>(); up[i] = vec4<f32>(); }
   var ss = vec4<f32>();
-  let full = params.K / CE;
-  for (var c = 0u; c < full; c++) {
+#if KTAIL
+  let n = kc;
+#else
+  let n = params.K / CE;
+#endif
+  for (var c = 0u; c < n; c++) {
 #if NORM
 #if XSHARED
-    let xc = load_xt(xb, c);
+    let xc = x_chunk(xb, c);
 #else
-    let xr = load_xt(xb, c);
+    let xr = x_chunk(xb, c);
     ss = fma(xr.lo, xr.lo, fma(xr.hi, xr.hi, ss));
-    let gc = load_gt(c);
+    let gc = g_chunk(c);
     let xc = Chunk(xr.lo * gc.lo, xr.hi * gc.hi);
 #endif
 #else
-    let xc = load_xt(xb, c);
+    let xc = x_chunk(xb, c);
 #endif
     for (var r = 0u; r < R; r++) {
       acc[r] = fmac(load_wt(mat, base[r] + c * TT), xc, acc[r]);
 #if SWIGLU_JOINT
       up[r] = fmac(load_wt(1u, base[r] + c * TT), xc, up[r]);
-#endif
-    }
-  }
-  if (full < kc) {
-#if NORM
-#if XSHARED
-    let xc = load_xt_tail(xb, full);
-#else
-    let xr = load_xt_tail(xb, full);
-    ss = fma(xr.lo, xr.lo, fma(xr.hi, xr.hi, ss));
-    let gc = load_gt_tail(full);
-    let xc = Chunk(xr.lo * gc.lo, xr.hi * gc.hi);
-#endif
-#else
-    let xc = load_xt_tail(xb, full);
-#endif
-    for (var r = 0u; r < R; r++) {
-      acc[r] = fmac(load_wt(mat, base[r] + full * TT), xc, acc[r]);
-#if SWIGLU_JOINT
-      up[r] = fmac(load_wt(1u, base[r] + full * TT), xc, up[r]);
 #endif
     }
   }

@@ -90,12 +90,14 @@ export interface GemvStepDesc {
   tiles?: boolean;
   /** tiles: x read as scalars (K % 4 ≠ 0). */
   xScalar?: boolean;
+  /** tiles: K is not a multiple of the chunk (8 halves / 4 f32): the last chunk is read guarded. */
+  kTail?: boolean;
 }
 
 /** Stable name, e.g. "gemv_step_f16_vec8_m3_store_norm16s576_step_r4_wg64". */
 function gemvStepLabel(d: GemvStepDesc): string {
   const norm = d.norm ? `_norm${d.norm === "f16" ? 16 : 32}${d.xShared ? `s${d.k}` : "i"}` : "";
-  return `gemv_step_${d.wDtype}${d.tiles ? "_tiles" : ""}${d.xScalar ? "_x1" : ""}_vec${d.vec}_m${d.mats}_${d.epilogue}${d.joint ? "j" : ""}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}${d.blockSum ? "_bs" : ""}_r${d.rows}_wg${d.wg}`;
+  return `gemv_step_${d.wDtype}${d.tiles ? "_tiles" : ""}${d.xScalar ? "_x1" : ""}${d.kTail ? "_kt" : ""}_vec${d.vec}_m${d.mats}_${d.epilogue}${d.joint ? "j" : ""}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}${d.blockSum ? "_bs" : ""}_r${d.rows}_wg${d.wg}`;
 }
 
 /** Workgroup memory bytes of a variant (x̂ row + reduction scratch). */
@@ -119,6 +121,7 @@ function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
   if (d.tiles && quant) throw new UnsupportedError(`gemv_step: the tiles layout holds f32/f16 weights, not ${d.wDtype} (${name})`);
   if (d.tiles && d.vec !== (f16 ? 8 : 4)) throw new UnsupportedError(`gemv_step: tiles read 16-byte chunks (vec ${f16 ? 8 : 4} for ${d.wDtype}), got vec${d.vec} (${name})`);
   if (d.xScalar && !d.tiles) throw new UnsupportedError(`gemv_step: xScalar applies to the tiles layout only (${name})`);
+  if (d.kTail && !d.tiles) throw new UnsupportedError(`gemv_step: kTail applies to the tiles layout only (${name})`);
   const xvec = d.tiles ? !d.xScalar : d.vec !== 1;
   return {
     file: "gemv_step",
@@ -150,6 +153,7 @@ function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
       FROM_STEP: d.fromStep,
       LAST_ROW: d.lastRow,
       TILES: d.tiles === true,
+      KTAIL: d.kTail === true,
       V: "f32",
     },
     bindings: ["read", "read", "read", "read", "read", "read", "read", "read_write", "uniform"],
@@ -216,7 +220,7 @@ export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvSt
   if (force.swigluJoint && s.epilogue !== "swiglu") throw new UnsupportedError("gemv_step: swigluJoint applies to the swiglu epilogue only");
   if (force.blockSum && !isQuantDType(s.wDtype)) throw new UnsupportedError(`gemv_step: blockSum applies to q8_0/q4_0 weights, not ${s.wDtype}`);
   const blockSum = isQuantDType(s.wDtype) && (force.blockSum ?? QUANT_BLOCKSUM);
-  const tiled = tilesT > 0 ? { tiles: true, ...(s.K % 4 !== 0 ? { xScalar: true } : {}) } : {};
+  const tiled = tilesT > 0 ? { tiles: true, ...(s.K % 4 !== 0 ? { xScalar: true } : {}), ...(s.K % (s.wDtype === "f16" ? 8 : 4) !== 0 ? { kTail: true } : {}) } : {};
   const base: GemvStepDesc = { wDtype: s.wDtype, vec, mats: s.mats, epilogue: s.epilogue, norm: null, xShared: false, k: 0, fromStep: s.fromStep, lastRow: s.lastRow, rows, wg, ...(force.swigluJoint ? { joint: true } : {}), ...(blockSum ? { blockSum: true } : {}), ...tiled };
   if (!s.norm) {
     if (force.normPath !== undefined) throw new UnsupportedError(`gemv_step: normPath '${force.normPath}' applies to the norm prologue only`);
