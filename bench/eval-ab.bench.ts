@@ -25,7 +25,7 @@ function median(xs: number[]): number {
 }
 
 export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
-  const model = await loadDecoder(ctx, DEMO + "model");
+  const model = await loadDecoder(ctx, DEMO + "model", { gemvLayout: "auto" }); // as onegen demo / eval load it
   const data = await loadDemoData(DEMO + "data", "test");
   const indexes = await openDemoIndexes(ctx, model, DEMO + "index", data);
   const el = data.elTest.slice(0, env.quick ? 12 : data.elTest.length);
