@@ -404,7 +404,7 @@ fn load_xt_tail(xb: u32, c: u32) -> Chunk {
 }
 
 // Chunk c of x in the K loop: only KTAIL variants (K % CE ≠ 0) have a partial last chunk.
-fn x_chunk(xb: u32, c: u32) -> Chunk {
+fn load_x(xb: u32, c: u32) -> Chunk {
 #if KTAIL
   if (c == params.K / CE) { return load_xt_tail(xb, c); }
 #endif
@@ -431,7 +431,8 @@ fn load_gt_tail(c: u32) -> Chunk {
   return Chunk(vec4<f32>(v[0], v[1], v[2], v[3]), vec4<f32>(v[4], v[5], v[6], v[7]));
 }
 
-fn g_chunk(c: u32) -> Chunk {
+// Chunk c of g (inline NORM), partial last chunk as load_x.
+fn load_g(c: u32) -> Chunk {
 #if KTAIL
   if (c == params.K / CE) { return load_gt_tail(c); }
 #endif
@@ -440,41 +441,11 @@ fn g_chunk(c: u32) -> Chunk {
 #endif
 #endif
 
-// The K loop over the tiles layout: base[r] = chunk index of (tile of row r, c = 0, lane); chunk
-// c of that row at base[r] + c·T. kc = ceil(K / CE) chunks, the last one partial when K % CE ≠ 0.
-fn dot_rows(mat: u32, xb: u32, base: array<u32, {{R}}>, kc: u32) -> Sums {
-  var acc: array<vec4<f32>, {{R}}>;
-  var up: array<vec4<f32>, {{R}}>;
-  for (var i = 0u; i < R; i++) { acc[i] = vec4<f32>(); up[i] = vec4<f32>(); }
-  var ss = vec4<f32>();
-#if KTAIL
-  let n = kc;
-#else
-  let n = params.K / CE;
+// The rest of the K loop's loads in the tiles layout (dot_rows below): x̂ (load_x reads whichever
+// x_unit reads: x, or xs with XSHARED) and chunk c of the row whose chunk 0 is at `at`.
+fn load_xhat(xb: u32, c: u32) -> Chunk { return load_x(xb, c); }
+fn load_w(mat: u32, at: u32, c: u32, kc: u32) -> Chunk { return load_wt(mat, at + c * TT); }
 #endif
-  for (var c = 0u; c < n; c++) {
-#if NORM
-#if XSHARED
-    let xc = x_chunk(xb, c);
-#else
-    let xr = x_chunk(xb, c);
-    ss = fma(xr.lo, xr.lo, fma(xr.hi, xr.hi, ss));
-    let gc = g_chunk(c);
-    let xc = Chunk(xr.lo * gc.lo, xr.hi * gc.hi);
-#endif
-#else
-    let xc = x_chunk(xb, c);
-#endif
-    for (var r = 0u; r < R; r++) {
-      acc[r] = fmac(load_wt(mat, base[r] + c * TT), xc, acc[r]);
-#if SWIGLU_JOINT
-      up[r] = fmac(load_wt(1u, base[r] + c * TT), xc, up[r]);
-#endif
-    }
-  }
-  return Sums(acc, up, ss);
-}
-#else
 #if QUANT
 // The block loop of gemv_q.wgsl (R scales per block, then per half-block 4 x chunks — x̂ chunks
 // with the norm prologue — and R quant words), for rows `rows` of matrix `mat` (a constant at every
@@ -545,6 +516,9 @@ fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
   return Sums(acc, up, ss);
 }
 #else
+// The K loop of the f32/f16 layouts: rows[r] = row r's W row (rows layout) or its chunk 0 index
+// (tiles: chunk c at rows[r] + c·T), cpr chunks per row (tiles: the last one partial when
+// K % CE ≠ 0, read guarded by load_x/load_g in KTAIL variants).
 fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
   // Zeroed explicitly: lavapipe kept the previous row's sums in a `var` declared (zero-initialised
   // by WGSL) inside the row loop (2026-12-02).
@@ -574,7 +548,6 @@ fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
   }
   return Sums(acc, up, ss);
 }
-#endif
 #endif
 
 @compute @workgroup_size({{WG}})
