@@ -7,6 +7,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { browserLike, forDevices, gpu } from "./helpers/gpu.js";
 import { assertClose, assertRejects } from "./helpers/check.js";
+import { linearInputs } from "./helpers/linear-inputs.js";
 import { Rng } from "../src/util/rng.js";
 import { f16ArrayToF32, f32ArrayToF16 } from "../src/util/f16.js";
 import { ShapeError, UnsupportedError, UsageError } from "../src/errors.js";
@@ -42,16 +43,10 @@ const rng = new Rng(1616);
 
 /** One case through linear() with `variant` (default gemv_tiled) against the reference; returns the label. */
 async function check(ctx: GpuContext, M: number, N: number, K: number, wd: WD, bias: BiasKind, variant: LinearVariantName | "auto" = "gemv_tiled", what = ""): Promise<string> {
-  const xh = rng.fillUniform(M * K);
-  const wf = rng.fillUniform(N * K);
-  const wBits = wd === "f16" ? f32ArrayToF16(wf) : null;
-  const wRef = wBits ? f16ArrayToF32(wBits) : wf;
-  const bf = bias === "none" ? null : rng.fillUniform(N);
-  const bBits = bias === "f16" && bf ? f32ArrayToF16(bf) : null;
-  const bRef = bBits ? f16ArrayToF32(bBits) : bf;
+  const { xh, w: wData, wRef, b: bData, bRef } = linearInputs(rng, M, N, K, wd, bias);
   const x = ctx.upload(xh, [M, K], "f32", "x");
-  const w = ctx.upload(wBits ?? wf, [N, K], wd, "w");
-  const b = bf ? ctx.upload(bBits ?? bf, [N], bias as WD, "bias") : undefined;
+  const w = ctx.upload(wData, [N, K], wd, "w");
+  const b = bData ? ctx.upload(bData, [N], bias as WD, "bias") : undefined;
   const out = ctx.upload(new Float32Array(M * N).fill(NaN), [M, N], "f32", "y");
   if (variant === "auto") await packGemvWeight(ctx, w);
   const label = resolveLinear(ctx, M, N, K, wd, variant, true).label;
@@ -192,18 +187,12 @@ test("refusals: the tiled kernel without a packed copy, a copy of another shape,
 
 /** W uploaded row-major, then replaced by its tiles (toTilesLayout), through linear() against the reference. */
 async function checkTiles(ctx: GpuContext, M: number, N: number, K: number, wd: WD, bias: BiasKind, T: number, what = ""): Promise<string> {
-  const xh = rng.fillUniform(M * K);
-  const wf = rng.fillUniform(N * K);
-  const wBits = wd === "f16" ? f32ArrayToF16(wf) : null;
-  const wRef = wBits ? f16ArrayToF32(wBits) : wf;
-  const bf = bias === "none" ? null : rng.fillUniform(N);
-  const bBits = bias === "f16" && bf ? f32ArrayToF16(bf) : null;
-  const bRef = bBits ? f16ArrayToF32(bBits) : bf;
+  const { xh, w: wData, wRef, b: bData, bRef } = linearInputs(rng, M, N, K, wd, bias);
   const x = ctx.upload(xh, [M, K], "f32", "x");
-  const w0 = ctx.upload(wBits ?? wf, [N, K], wd, "w");
+  const w0 = ctx.upload(wData, [N, K], wd, "w");
   const w = await toTilesLayout(ctx, w0, T);
   w0.dispose();
-  const b = bf ? ctx.upload(bBits ?? bf, [N], bias as WD, "bias") : undefined;
+  const b = bData ? ctx.upload(bData, [N], bias as WD, "bias") : undefined;
   const out = ctx.upload(new Float32Array(M * N).fill(NaN), [M, N], "f32", "y");
   const label = resolveLinear(ctx, M, N, K, wd, "auto", false, T).label;
   await linear(ctx, x, w, { bias: b, out });

@@ -12,6 +12,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { browserLike, gpu } from "./helpers/gpu.js";
 import { assertClose, assertRejects } from "./helpers/check.js";
+import { linearInputs } from "./helpers/linear-inputs.js";
 import { Rng } from "../src/util/rng.js";
 import { f16ArrayToF32, f32ArrayToF16 } from "../src/util/f16.js";
 import { ShapeError, UnsupportedError } from "../src/errors.js";
@@ -42,16 +43,10 @@ const rng = new Rng(4242);
 /** Runs one case on `ctx` and compares with the reference; returns the resolver's label. */
 async function check(ctx: GpuContext, c: Case, what = ""): Promise<string> {
   const { M, N, K, wd, bias } = c;
-  const xh = rng.fillUniform(M * K);
-  const wf = rng.fillUniform(N * K);
-  const wBits = wd === "f16" ? f32ArrayToF16(wf) : null;
-  const wRef = wBits ? f16ArrayToF32(wBits) : wf;
-  const bf = bias === "none" ? null : rng.fillUniform(N);
-  const bBits = bias === "f16" && bf ? f32ArrayToF16(bf) : null;
-  const bRef = bBits ? f16ArrayToF32(bBits) : bf;
+  const { xh, w: wData, wRef, b: bData, bRef } = linearInputs(rng, M, N, K, wd, bias);
   const x = ctx.upload(xh, c.xShape ?? [M, K], "f32", "x");
-  const w = ctx.upload(wBits ?? wf, [N, K], wd, "w");
-  const b = bf ? ctx.upload(bBits ?? bf, [N], bias as WD, "bias") : undefined;
+  const w = ctx.upload(wData, [N, K], wd, "w");
+  const b = bData ? ctx.upload(bData, [N], bias as WD, "bias") : undefined;
   const outShape = [...(c.xShape ?? [M, K]).slice(0, -1), N];
   const out = ctx.upload(new Float32Array(M * N).fill(NaN), outShape, "f32", "y");
   const variant = c.variant ?? "auto";
