@@ -17,7 +17,7 @@ import { STEP_ROWS, STEP_WORDS } from "../src/ops/step-state.js";
 import { Session } from "../src/model/session.js";
 import { Rng } from "../src/util/rng.js";
 import { measureCopy, type BenchEnv, type BenchRow } from "./harness.js";
-import { fillRandom, MODELS, runGroups, type Group } from "./gemv-step.bench.js";
+import { MODELS, randomTensors, runGroups, type Group } from "./gemv-step.bench.js";
 import { buildSynthetic } from "./synthetic.js";
 import { decodeLayoutAB } from "./model.bench.js";
 
@@ -31,12 +31,7 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
     const Nq = H * hd;
     const Nkv = Hkv * hd;
     const owned: Tensor[] = [];
-    const t = (shape: number[], dtype: "f32" | "f16" | "u32", label: string, lo = -1, hi = 1): Tensor => {
-      const x = ctx.empty(shape, dtype, label);
-      if (dtype !== "u32") fillRandom(ctx, x, rng, lo, hi);
-      owned.push(x);
-      return x;
-    };
+    const t = randomTensors(ctx, rng, owned);
     const both = async (shape: [number, number], label: string): Promise<{ rows: Tensor; tiles: Tensor }> => {
       const r = t(shape, "f16", label);
       const u = await toTilesLayout(ctx, r, T);

@@ -95,6 +95,16 @@ export interface Group {
   arms: Arm[];
 }
 
+/** A maker of random tensors (u32 ones left uninitialised) that records each in `owned` for disposal. */
+export function randomTensors(ctx: GpuContext, rng: Rng, owned: Tensor[]): (shape: number[], dtype: "f32" | "f16" | "u32", label: string, lo?: number, hi?: number) => Tensor {
+  return (shape, dtype, label, lo = -1, hi = 1) => {
+    const x = ctx.empty(shape, dtype, label);
+    if (dtype !== "u32") fillRandom(ctx, x, rng, lo, hi);
+    owned.push(x);
+    return x;
+  };
+}
+
 export function fillRandom(ctx: GpuContext, t: Tensor, rng: Rng, lo = -1, hi = 1): void {
   const block = Math.min(t.numel, 1 << 20);
   const data = rng.fillUniform(block, lo, hi);
@@ -114,12 +124,7 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
     const Nqkv = Nq + 2 * Nkv;
     const eps = 1e-5;
     const owned: Tensor[] = [];
-    const t = (shape: number[], dtype: "f32" | "f16" | "u32", label: string, lo = -1, hi = 1): Tensor => {
-      const x = ctx.empty(shape, dtype, label);
-      if (dtype !== "u32") fillRandom(ctx, x, rng, lo, hi);
-      owned.push(x);
-      return x;
-    };
+    const t = randomTensors(ctx, rng, owned);
     const x = t([1, D], "f32", "x");
     const g = t([D], "f16", "g", 0.5, 1.5);
     const wq = t([Nq, D], "f16", "wq");
