@@ -40,7 +40,8 @@ import type { GpuContext } from "../gpu/context.js";
 import { Tensor } from "../gpu/tensor.js";
 import type { CapturedProgram } from "../gpu/capture.js";
 import type { Decoder, KVCache } from "../model/decoder.js";
-import { DeviceLostError, GpuOutOfMemoryError, UsageError } from "../errors.js";
+import { DeviceLostError, GpuOutOfMemoryError, GpuValidationError, UsageError } from "../errors.js";
+import type { DeviceTurn } from "../model/session.js";
 import { kvCacheBytes } from "../model/config.js";
 import { sample, planSample, NONFINITE_ID } from "../ops/sample.js";
 import type { DispatchPlan } from "../ops/dispatch-plan.js";
@@ -48,6 +49,7 @@ import { embedding } from "../ops/embedding.js";
 import { l2normRows } from "../ops/l2norm.js";
 import { ApiError } from "./protocol.js";
 import { StreamText } from "./text.js";
+import { Abort, DeviceLock } from "./device-turns.js";
 
 export interface EngineOptions {
   /** Sequences decoded together (KV cache slots). */
@@ -71,6 +73,11 @@ export interface EngineOptions {
    * benchmark's A/B arm).
    */
   stepMode?: StepMode;
+  /**
+   * Interleaved jobs (interleave(): retrieval requests, each on its own Session) running at once;
+   * further ones wait, at most maxQueue of them (429 past it). Default 1.
+   */
+  maxInterleaved?: number;
 }
 
 export type StepMode = "captured" | "forward";
@@ -100,6 +107,30 @@ export interface SequenceEvents {
 export interface SequenceHandle {
   /** Frees the sequence: removed from the queue at once, or from the batch before the next step. */
   cancel(): void;
+}
+
+/** An interleaved job (BatchEngine.interleave). */
+export interface InterleavedJob<T> {
+  /** The job's result; rejects with JobCancelled after cancel(), with a 503 ApiError when the engine fails or shuts down. */
+  readonly done: Promise<T>;
+  /** Stops the job at once: whatever it waits for (its turn, a readback) rejects, and it leaves the queue. */
+  cancel(): void;
+}
+
+/** What an interleaved job's waits reject with after cancel(). */
+export class JobCancelled extends Error {
+  constructor() {
+    super("the job was cancelled");
+    this.name = "JobCancelled";
+  }
+}
+
+interface InterleavedEntry {
+  abort: Abort;
+  start(): void;
+  reject(e: unknown): void;
+  /** Settles when the job ended, however. */
+  settled: Promise<void>;
 }
 
 /**
@@ -195,6 +226,8 @@ export interface EngineStats {
   hostMs: number;
   /** Milliseconds spent waiting for steps' readbacks (the GPU's work, and the map's latency). */
   waitMs: number;
+  /** Turns interleaved jobs took (the first, and one after each of their readbacks). */
+  turns: number;
 }
 
 /** GPU bytes of the engine's KV cache. */
@@ -203,7 +236,7 @@ export function engineCacheBytes(decoder: Pick<Decoder, "config">, maxBatch: num
 }
 
 export class BatchEngine {
-  readonly stats: EngineStats = { steps: 0, tokensFed: 0, tokensGenerated: 0, maxBatchSeen: 0, hostMs: 0, waitMs: 0 };
+  readonly stats: EngineStats = { steps: 0, tokensFed: 0, tokensGenerated: 0, maxBatchSeen: 0, hostMs: 0, waitMs: 0, turns: 0 };
   private readonly cache: KVCache;
   private readonly outIds: Tensor;
   private readonly scratch: Tensor;
@@ -211,6 +244,10 @@ export class BatchEngine {
   private readonly active: Sequence[] = [];
   private readonly freeSlots: number[];
   private readonly jobs: ExclusiveJob[] = [];
+  /** Held while encoding: the loop's steps and interleaved jobs take turns (device-turns.ts). */
+  private readonly lock = new DeviceLock();
+  private readonly interleavedRunning = new Set<InterleavedEntry>();
+  private readonly interleavedWaiting: InterleavedEntry[] = [];
   private readonly eos: Set<number>;
   private readonly stepTokens: number;
   private wakeUp: (() => void) | null = null;
@@ -274,6 +311,10 @@ export class BatchEngine {
   get fatal(): Error | null {
     return this.fatalError;
   }
+  /** Interleaved jobs running, and waiting for their start. */
+  get interleaved(): { running: number; waiting: number } {
+    return { running: this.interleavedRunning.size, waiting: this.interleavedWaiting.length };
+  }
 
   /**
    * Queues sequences (all or none). Throws 429 when the queue would pass maxQueue, 503 when the
@@ -310,8 +351,8 @@ export class BatchEngine {
   }
 
   /**
-   * Runs `fn` alone on the device between two steps (the batch waits): work that encodes its
-   * own forwards (a retrieval request on its own Session) must not interleave with a step's.
+   * Runs `fn` alone on the device between two steps (the batch and interleaved jobs wait):
+   * short work (an embedding) that may await readbacks while it holds the device.
    * Bounded by maxQueue like sequences (429 past it).
    */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -340,6 +381,91 @@ export class BatchEngine {
     });
   }
 
+  /**
+   * Runs `fn`, work with its own GPU state (a retrieval request's Session), taking turns with the
+   * batch at step granularity: it holds the device (DeviceLock) while it runs, except while it
+   * waits for a readback through `turn` (GenerateOptions.turn), when the batch's steps and other
+   * jobs encode. At most maxInterleaved run at once (each holds its own cache: the server plans
+   * their memory); past that they wait in order, at most maxQueue of them (429 beyond).
+   * A GPU error or lost device inside `fn` fails the engine (their batches share the queue).
+   */
+  interleave<T>(fn: (turn: DeviceTurn) => Promise<T>): InterleavedJob<T> {
+    this.refuseIfClosed();
+    const max = Math.max(1, this.opts.maxInterleaved ?? 1);
+    if (this.interleavedRunning.size >= max && this.interleavedWaiting.length >= Math.max(1, this.opts.maxQueue)) {
+      throw new ApiError(429, `the server is busy: ${this.interleavedRunning.size} retrieval requests running and ${this.interleavedWaiting.length} waiting; retry later`, "rate_limit_exceeded", null, "rate_limit_exceeded", { "Retry-After": "1" });
+    }
+    const abort = new Abort();
+    let resolve!: (v: T) => void;
+    let reject!: (e: unknown) => void;
+    const done = new Promise<T>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const entry: InterleavedEntry = {
+      abort,
+      start: () => void this.runInterleaved(entry, fn).then(resolve, reject),
+      reject,
+      settled: done.then(
+        () => {},
+        () => {},
+      ),
+    };
+    if (this.interleavedRunning.size < max) {
+      this.interleavedRunning.add(entry);
+      entry.start();
+    } else this.interleavedWaiting.push(entry);
+    return {
+      done,
+      cancel: () => {
+        const i = this.interleavedWaiting.indexOf(entry);
+        if (i >= 0) {
+          this.interleavedWaiting.splice(i, 1);
+          reject(new JobCancelled());
+        }
+        abort.fire(new JobCancelled());
+      },
+    };
+  }
+
+  private async runInterleaved<T>(entry: InterleavedEntry, fn: (turn: DeviceTurn) => Promise<T>): Promise<T> {
+    const { abort } = entry;
+    let held = false;
+    const turn: DeviceTurn = async (read) => {
+      read.catch(() => {}); // an abort may leave it unawaited
+      if (held) {
+        held = false;
+        this.lock.release();
+      }
+      const bytes = await abort.race(read);
+      await this.lock.acquire(abort);
+      held = true;
+      this.stats.turns++;
+      return bytes;
+    };
+    try {
+      await this.lock.acquire(abort);
+      held = true;
+      this.stats.turns++;
+      return await fn(turn);
+    } catch (e) {
+      if (abort.reason) throw abort.reason;
+      if (e instanceof DeviceLostError || e instanceof GpuValidationError) {
+        this.fail(e);
+        throw new ApiError(503, `the server's GPU failed: ${e.message}`, "server_error", null, "device_lost");
+      }
+      throw e;
+    } finally {
+      if (held) this.lock.release();
+      this.interleavedRunning.delete(entry);
+      const next = this.interleavedWaiting.shift();
+      if (next) {
+        this.interleavedRunning.add(next);
+        next.start();
+      }
+    }
+  }
+
   wake(): void {
     const w = this.wakeUp;
     this.wakeUp = null;
@@ -354,13 +480,17 @@ export class BatchEngine {
     this.stopping = true;
     for (const s of this.queue.splice(0)) this.endWithError(s, new ApiError(503, "the server is shutting down", "server_error", null, "server_shutting_down"));
     for (const j of this.jobs.splice(0)) j.reject(new ApiError(503, "the server is shutting down", "server_error", null, "server_shutting_down"));
+    for (const j of this.interleavedWaiting.splice(0)) j.reject(new ApiError(503, "the server is shutting down", "server_error", null, "server_shutting_down"));
     const timer = setTimeout(() => {
       for (const s of this.active) if (!s.done) this.endWithError(s, new ApiError(503, "the server is shutting down; the sequence was cancelled", "server_error", null, "server_shutting_down"));
+      for (const j of this.interleavedRunning) j.abort.fire(new ApiError(503, "the server is shutting down; the request was cancelled", "server_error", null, "server_shutting_down"));
       this.wake();
     }, graceMs);
     this.wake();
     try {
       await this.loop;
+      // running interleaved jobs end within the grace too (they use the model the caller frees next)
+      await Promise.all([...this.interleavedRunning].map((j) => j.settled));
     } finally {
       clearTimeout(timer);
     }
@@ -389,6 +519,8 @@ export class BatchEngine {
     const err = new ApiError(503, `the server's GPU failed: ${e.message}`, "server_error", null, "device_lost");
     for (const s of [...this.queue.splice(0), ...this.active]) this.endWithError(s, err);
     for (const j of this.jobs.splice(0)) j.reject(err);
+    for (const j of this.interleavedWaiting.splice(0)) j.reject(err);
+    for (const j of this.interleavedRunning) j.abort.fire(err);
     this.opts.onFatal?.(e);
     this.wake();
   }
@@ -407,6 +539,8 @@ export class BatchEngine {
       if (this.fatalError) return;
       if (this.stopping && !inflight && this.active.length === 0 && this.queue.length === 0 && this.jobs.length === 0) return;
       let job: ExclusiveJob | undefined;
+      // the device is held while encoding (interleaved jobs encode while the loop awaits a readback)
+      let locked = false;
       try {
         if (this.jobs.length) {
           if (inflight) {
@@ -416,6 +550,8 @@ export class BatchEngine {
             continue;
           }
           job = this.jobs.shift()!;
+          await this.lock.acquire();
+          locked = true;
           await job.run();
           continue;
         }
@@ -425,7 +561,9 @@ export class BatchEngine {
             await new Promise<void>((r) => (this.wakeUp = r));
             continue;
           }
-          await this.step();
+          await this.lock.acquire();
+          locked = true;
+          if (!this.fatalError) await this.step();
           continue;
         }
         // (decided with no await since the checks above, so a wake() cannot be missed)
@@ -433,7 +571,11 @@ export class BatchEngine {
           await new Promise<void>((r) => (this.wakeUp = r));
           continue;
         }
-        const submitted = await this.encodeCaptured();
+        await this.lock.acquire();
+        locked = true;
+        const submitted = this.fatalError ? null : await this.encodeCaptured();
+        locked = false;
+        this.lock.release();
         if (inflight) {
           const f: InFlight = inflight;
           inflight = null;
@@ -446,6 +588,8 @@ export class BatchEngine {
         this.fail(err);
         job?.reject(new ApiError(503, `the server's GPU failed: ${err.message}`, "server_error", null, "device_lost"));
         return;
+      } finally {
+        if (locked) this.lock.release();
       }
     }
   }
@@ -797,15 +941,21 @@ export function stepWidth(top: number, maxBatch: number): number {
   return Math.min(b, maxBatch);
 }
 
-/** Refuses an engine whose cache does not fit what is left of the GPU memory budget and its step buffers (before allocating). */
-export function checkEngineFits(ctx: GpuContext, decoder: Pick<Decoder, "config">, maxBatch: number, slotTokens: number): void {
+/**
+ * Refuses an engine whose cache does not fit what is left of the GPU memory budget and its step
+ * buffers (before allocating), with `interleaved` (the sessions of retrieval requests running at
+ * once: their count and the bytes of each) planned beside them.
+ */
+export function checkEngineFits(ctx: GpuContext, decoder: Pick<Decoder, "config">, maxBatch: number, slotTokens: number, interleaved?: { count: number; bytesEach: number }): void {
   const cache = engineCacheBytes(decoder, maxBatch, slotTokens);
   const step = engineStepBytes(decoder, maxBatch);
-  const bytes = cache + step;
+  const sessions = interleaved ? interleaved.count * interleaved.bytesEach : 0;
+  const bytes = cache + step + sessions;
   if (bytes > ctx.memoryAvailable) {
+    const extra = interleaved ? ` and ${interleaved.count} retrieval session(s) of ${interleaved.bytesEach} bytes each` : "";
     throw new GpuOutOfMemoryError(
-      `serve: the KV cache of ${maxBatch} + 1 slots × ${slotTokens} tokens (${cache} bytes) and the step buffers of ${maxBatch} rows (${step} bytes, the logits mostly) need ${bytes} bytes, more than the ${ctx.memoryAvailable} bytes left of the GPU memory budget (${ctx.memoryBudget.source})`,
-      "lower --max-batch or --context, or raise --gpu-memory",
+      `serve: the KV cache of ${maxBatch} + 1 slots × ${slotTokens} tokens (${cache} bytes) and the step buffers of ${maxBatch} rows (${step} bytes, the logits mostly)${extra} need ${bytes} bytes, more than the ${ctx.memoryAvailable} bytes left of the GPU memory budget (${ctx.memoryBudget.source})`,
+      interleaved ? "lower --max-batch, --max-retrievals or --context, or raise --gpu-memory" : "lower --max-batch or --context, or raise --gpu-memory",
     );
   }
 }
