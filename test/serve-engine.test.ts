@@ -3,7 +3,9 @@
 // single-sequence decode (Session.generate, the same request alone) and against the engine's
 // op-by-op forward mode, at awkward batch sizes (3, 5, 6 sequences), with sequences joining and
 // leaving mid-batch (free slots below the highest busy one: holes), a cancelled one, and a
-// sampled one (temperature, top-p, seed) beside greedy ones.
+// sampled one (temperature, top-p, seed) beside greedy ones; interleaved jobs (sessions of their
+// own taking turns with the batch: each equal to the request alone, the batch stepping between
+// their turns; bounded, cancelled, failed) and the memory plan with retrieval sessions.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { gpu } from "./helpers/gpu.js";
@@ -347,6 +349,13 @@ test("checkEngineFits: the KV cache and the step buffers (logits of max-batch ro
     assert.throws(
       () => checkEngineFits(fake(cache + step - 1), toy.decoder, 4, SLOT),
       (e: Error) => e instanceof GpuOutOfMemoryError && new RegExp(`KV cache of 4 \\+ 1 slots × ${SLOT} tokens \\(${cache} bytes\\) and the step buffers of 4 rows \\(${step} bytes`).test(e.message),
+    );
+    // retrieval sessions (interleaved jobs) are planned beside them
+    const sessions = { count: 2, bytesEach: 1000 };
+    checkEngineFits(fake(cache + step + 2000), toy.decoder, 4, SLOT, sessions);
+    assert.throws(
+      () => checkEngineFits(fake(cache + step + 1999), toy.decoder, 4, SLOT, sessions),
+      (e: Error) => e instanceof GpuOutOfMemoryError && /and 2 retrieval session\(s\) of 1000 bytes each need/.test(e.message) && /hint: lower --max-batch, --max-retrievals/.test(e.message),
     );
   } finally {
     toy.dispose();
