@@ -15,14 +15,40 @@
 // figure that swings much less with the machine's load than wall time on a shared machine
 // (bench/results/2026-12-02-5ef4eca-gemv-step-ab.json made the same observation). The engine is driven directly (no HTTP: the server adds a JSON/SSE
 // write per token on the host). Figures, never assertions.
+// Mixed arm (a retrieval request beside plain streams; SERVE_BENCH_PART=mixed runs it alone,
+// =levels the concurrency levels alone): 4 plain streams (8-token prompts, NP greedy tokens,
+// ignoreEos) submitted together with 1 retrieval job: a Session of its own with OneGen's in-loop
+// retrieval hook (a synthetic index of 10^3 entries, injection of the hit's 16-token document),
+// NR greedy tokens, 4 steps per readback; its query token is the id its greedy run without the
+// hook emits most, so it retrieves and injects several times. Arms, alternated per sample:
+//   exclusive  the retrieval job holds the device for its whole run (engine.exclusive: serve's
+//              design before the job took turns): the plain streams stall meanwhile;
+//   turns      the job takes turns with the batch (engine.interleave, the readbacks through its
+//              turn: serve's design now);
+//   plain      the 4 plain streams alone; retrieval: the job alone (references).
+// Reported: the plain streams' total tokens/s (submit → last end), their tokens/s while the job
+// ran, and the job's latency (start → end).
 import type { GpuContext } from "../src/gpu/context.js";
 import { BatchEngine, type StepMode } from "../src/serve/engine.js";
-import { buildSynthetic } from "./synthetic.js";
+import type { DeviceTurn } from "../src/model/session.js";
+import { Session } from "../src/model/session.js";
+import { DocumentIndex } from "../src/onegen/index.js";
+import { generateOnePass } from "../src/onegen/loop.js";
+import { buildSynthetic, fillSyntheticIndex, type SyntheticModel } from "./synthetic.js";
 import { row, type BenchEnv, type BenchRow } from "./harness.js";
 
 const ARMS: readonly StepMode[] = ["forward", "captured"];
 
 export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
+  const part = process.env.SERVE_BENCH_PART ?? "all";
+  if (!["all", "levels", "mixed"].includes(part)) throw new Error(`serve bench: SERVE_BENCH_PART must be all, levels or mixed, got '${part}'`);
+  const rows: BenchRow[] = [];
+  if (part !== "mixed") rows.push(...(await benchLevels(ctx, env)));
+  if (part !== "levels") rows.push(...(await benchMixed(ctx, env)));
+  return rows;
+}
+
+async function benchLevels(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
   const shape = env.quick ? "tiny" : "llama-134m";
   const N = env.quick ? 16 : Number(process.env.SERVE_BENCH_TOKENS ?? 16);
   const samples = env.quick ? 1 : 3;
@@ -116,6 +142,142 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
       await e.drain(0);
       e.dispose();
     }
+    m.dispose();
+  }
+  return rows;
+}
+
+type MixedArm = "exclusive" | "turns" | "plain" | "retrieval";
+
+/** Plain streams beside one retrieval job (see the file header). */
+async function benchMixed(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
+  const shape = env.quick ? "tiny" : "llama-134m";
+  const NP = env.quick ? 16 : Number(process.env.SERVE_BENCH_PLAIN_TOKENS ?? 32);
+  const NR = env.quick ? 12 : Number(process.env.SERVE_BENCH_RETRIEVAL_TOKENS ?? 16);
+  const samples = env.quick ? 1 : Number(process.env.SERVE_BENCH_MIXED_SAMPLES ?? 3);
+  const STREAMS = 4;
+  const m: SyntheticModel = await buildSynthetic(ctx, shape);
+  const V = m.config.vocabSize;
+  const D = m.config.hiddenSize;
+  const DOC = 16;
+  const index = DocumentIndex.create(ctx, D);
+  await fillSyntheticIndex(index, 1000, { documentTokens: DOC, tokenHigh: V - 8 });
+  const slot = 8 + NP + 8;
+  const capacity = 8 + 2 * NR + 8 * (DOC + 1); // prompt, tokens, up to 8 injections
+  const engine = new BatchEngine(m.decoder, { maxBatch: STREAMS, slotTokens: slot, maxQueue: 4, eosIds: [], decode: () => "", maxInterleaved: 1 });
+  const jobPrompt = Array.from({ length: 8 }, (_, j) => (5 + 53 * j) % V);
+  /** The retrieval job on its own session: tokens generated and retrievals made. */
+  const job = async (query: number | null, turn?: DeviceTurn): Promise<{ ids: number[]; retrievals: number }> => {
+    const s = Session.create(m.decoder, capacity);
+    try {
+      await s.append(jobPrompt);
+      const ids: number[] = [];
+      let retrievals = 0;
+      const it = generateOnePass(s, {
+        maxNewTokens: NR,
+        temperature: 0,
+        eosIds: [],
+        stepsPerRead: 4,
+        ...(query !== null ? { retrieval: { index, queryTokenId: query, k: 1, inject: { prefix: [], suffix: [] } } } : {}),
+        ...(turn ? { turn } : {}),
+      });
+      for await (const t of it) {
+        ids.push(t.id);
+        if (t.retrieval) retrievals++;
+      }
+      return { ids, retrievals };
+    } finally {
+      s.dispose();
+    }
+  };
+  const rows: BenchRow[] = [];
+  try {
+    // the query token: the id the job's greedy run without the hook emits most (lowest on ties)
+    const solo = await job(null);
+    const counts = new Map<number, number>();
+    for (const id of solo.ids) counts.set(id, (counts.get(id) ?? 0) + 1);
+    const query = [...counts].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0]![0];
+    const once = async (arm: MixedArm) => {
+      const t0 = performance.now();
+      const g0 = engine.stats.tokensGenerated;
+      let plainEnd = t0;
+      let plainTokens = 0;
+      const plainLat: number[] = [];
+      const plain =
+        arm === "retrieval"
+          ? []
+          : Array.from({ length: STREAMS }, (_, i) => {
+              const prompt = Array.from({ length: 8 }, (_, j) => (1 + 97 * i + 31 * j) % V);
+              return new Promise<void>((resolve, reject) => {
+                engine.submit(
+                  [{ prompt, temperature: 0, seed: 0, maxTokens: NP, stop: [], ignoreEos: true }],
+                  [
+                    {
+                      onEnd: (r) => {
+                        plainTokens += r.completionTokens;
+                        plainEnd = performance.now();
+                        plainLat.push(plainEnd - t0);
+                        resolve();
+                      },
+                      onError: reject,
+                    },
+                  ],
+                );
+              });
+            });
+      let jobMs = 0;
+      let during = 0;
+      let retrievals = 0;
+      if (arm !== "plain") {
+        const j0 = performance.now();
+        const gj = engine.stats.tokensGenerated;
+        const r = arm === "turns" ? await engine.interleave((turn) => job(query, turn)).done : await engine.exclusive(() => job(query));
+        jobMs = performance.now() - j0;
+        during = engine.stats.tokensGenerated - gj;
+        retrievals = r.retrievals;
+      }
+      await Promise.all(plain);
+      const plainMs = plainEnd - t0;
+      if (arm !== "retrieval" && engine.stats.tokensGenerated - g0 !== STREAMS * NP) throw new Error(`serve mixed bench: ${engine.stats.tokensGenerated - g0} plain tokens, expected ${STREAMS * NP}`);
+      return { plainTps: arm === "retrieval" ? 0 : (plainTokens / plainMs) * 1000, duringTps: jobMs > 0 ? (during / jobMs) * 1000 : 0, jobMs, retrievals, plainLat };
+    };
+    // warm-up: pipelines, the step programs of widths 1..4, the pool
+    for (const a of ["turns", "exclusive"] as MixedArm[]) await once(a);
+    const arms: MixedArm[] = ["exclusive", "turns", "plain", "retrieval"];
+    const got = new Map(arms.map((a) => [a, [] as Awaited<ReturnType<typeof once>>[]]));
+    for (let i = 0; i < samples; i++) for (const a of i % 2 === 0 ? arms : [...arms].reverse()) got.get(a)!.push(await once(a));
+    const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+    const plainAlone = median(got.get("plain")!.map((r) => r.plainTps));
+    const jobAlone = median(got.get("retrieval")!.map((r) => r.jobMs));
+    const desc = `${shape}, ${STREAMS} plain streams × ${NP} greedy tokens + 1 retrieval job of ${NR} tokens (10^3 entries, ${DOC}-token injections, query id ${query})`;
+    for (const a of arms) {
+      const rs = got.get(a)!;
+      const plainTps = median(rs.map((r) => r.plainTps));
+      const duringTps = median(rs.map((r) => r.duringTps));
+      const jobMs = median(rs.map((r) => r.jobMs));
+      const retrievals = median(rs.map((r) => r.retrievals));
+      const lat = rs.flatMap((r) => r.plainLat).sort((x, y) => x - y);
+      const timed = a === "plain" ? lat : rs.map((r) => r.jobMs).sort((x, y) => x - y);
+      env.log(
+        `serve mixed: ${shape} ${a}: plain ${plainTps.toFixed(2)} tokens/s total (×${(plainTps / plainAlone).toFixed(2)} of the plain streams alone), ${duringTps.toFixed(2)} tokens/s while the job ran; retrieval job ${jobMs.toFixed(0)} ms (×${(jobMs / jobAlone).toFixed(2)} of alone), ${retrievals} retrievals`,
+      );
+      rows.push(
+        row(
+          env,
+          {
+            bench: "serve-mixed",
+            variant: a,
+            shape: desc,
+            extra: { plainTokensPerS: plainTps, plainRatioToAlone: a === "retrieval" ? 0 : plainTps / plainAlone, plainTokensPerSDuringJob: duringTps, jobMs, jobRatioToAlone: a === "plain" ? 0 : jobMs / jobAlone, retrievals, plainMedianLatencyMs: lat.length ? median(lat) : 0 },
+          },
+          { medianMs: median(timed), minMs: timed[0]!, maxMs: timed[timed.length - 1]!, samples: timed.length },
+        ),
+      );
+    }
+  } finally {
+    await engine.drain(0);
+    engine.dispose();
+    index.dispose();
     m.dispose();
   }
   return rows;

@@ -3,8 +3,10 @@
 // completions and chat (streamed and not) against Session.generate run directly, embeddings
 // against the decoder's hidden state normalised on the CPU, auth, every error path, the queue
 // limit (429 + Retry-After), client disconnects freeing their sequences, concurrent greedy
-// streams each equal to the same request alone (nothing lost, nothing mixed), a lost device
-// (503, `failed`), and the command itself (SIGTERM drains and exits 0).
+// streams each equal to the same request alone (nothing lost, nothing mixed), OneGen retrieval
+// requests taking turns with plain streams (each output equal to its solo run; the plain streams
+// keep producing tokens meanwhile; a disconnect frees the retrieval session at once), a lost
+// device (503, `failed`), and the command itself (SIGTERM drains and exits 0).
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { join, dirname } from "node:path";
@@ -19,6 +21,7 @@ import { startServer, type RunningServer } from "../src/serve/server.js";
 import type { DocumentIndex } from "../src/onegen/index.js";
 import { loadIndex } from "../src/onegen/index-files.js";
 import { runEntityLinking } from "../src/onegen/entity-linking.js";
+import { runMultiHopQa } from "../src/onegen/multihop-qa.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const DEMO_MODEL = join(ROOT, "demo", "model");
@@ -40,6 +43,7 @@ let model: LoadedDecoder;
 let server: RunningServer;
 let client: OpenAI;
 let elIndex: DocumentIndex;
+let mhIndex: DocumentIndex;
 
 /** Extra body fields the client's types do not know (vLLM's ignore_eos). */
 function body<T>(x: Record<string, unknown>): T {
@@ -96,7 +100,11 @@ test.before(async () => {
   const ctx = await gpu();
   model = await loadDecoder(ctx, DEMO_MODEL, { tokenizer: { chatTemplate: TEMPLATE } });
   elIndex = await loadIndex(ctx, join(ROOT, "demo", "index", "el"), model.decoder);
-  const indexes = new Map([["el", { name: "el", index: elIndex }]]);
+  mhIndex = await loadIndex(ctx, join(ROOT, "demo", "index", "mhqa"), model.decoder);
+  const indexes = new Map([
+    ["el", { name: "el", index: elIndex }],
+    ["mh", { name: "mh", index: mhIndex }],
+  ]);
   server = await startServer(model, { apiKey: KEY, modelId: "demo", maxBatch: 8, maxQueue: 8, contextTokens: CONTEXT, maxN: 4, maxBodyBytes: 64 * 1024, indexes });
   client = new OpenAI({ apiKey: KEY, baseURL: server.url + "/v1", maxRetries: 0, timeout: 60_000 });
 });
@@ -104,6 +112,7 @@ test.before(async () => {
 test.after(async () => {
   await server?.shutdown(0);
   elIndex?.dispose();
+  mhIndex?.dispose();
   model?.dispose();
 });
 
@@ -302,7 +311,7 @@ test("malformed requests: 400 in OpenAI's shape naming the parameter; 404, 405, 
   await expectApiError(c.completions.create({ ...p, prompt: "city ".repeat(200) }), 400, /the prompt has \d+ tokens; this server's context holds 160/, "prompt");
   await expectApiError(c.completions.create({ ...p, prompt: [1, 2, 99999] }), 400, /token id 99999, outside the vocabulary/, "prompt");
   await expectApiError(c.completions.create({ ...p, stream_options: { include_usage: true } }), 400, /only allowed when 'stream' is true/, "stream_options");
-  await expectApiError(c.completions.create(body({ ...p, onegen: { index: "wiki" } })), 400, /no index named 'wiki' is loaded on this server \(loaded: el\)/, "onegen.index");
+  await expectApiError(c.completions.create(body({ ...p, onegen: { index: "wiki" } })), 400, /no index named 'wiki' is loaded on this server \(loaded: el, mh\)/, "onegen.index");
   await expectApiError(c.completions.create(body({ ...p, onegen: { index: "el", inject: true } })), 400, /'onegen.inject' true is not what entity-linking does/, "onegen.inject");
   await expectApiError(c.completions.create(body({ ...p, onegen: { index: "el", task: "poetry" } })), 400, /'onegen.task' must be one of entity-linking, multihop-qa/, "onegen.task");
   await expectApiError(c.completions.create(body({ ...p, n: 2, onegen: { index: "el" } })), 400, /'n' must be 1 with 'onegen'/, "n");
@@ -389,10 +398,107 @@ test("queue: past max-queue a request gets 429 with Retry-After; a client that d
   assert.ok(generated < 8 * 80, `cancelled streams stopped early (${generated} tokens generated)`);
 });
 
-test("a lost device: in-flight and later requests get 503, `failed` resolves", async () => {
+const EL_SENTENCE = "As a young engineer, Casimir Dalley left Marwick for Kestport.";
+const MH_QUESTION = "Where does the founder of Falcon Institute work?";
+
+/**
+ * Streams a completion; every chunk with text logs `tag` (in arrival order) and, for retrieval
+ * requests, the engine's step count and running retrieval requests at that moment.
+ */
+async function streamLogged(params: Record<string, unknown>, tag: string, log: string[], at: Map<string, { steps: number; running: number }[]>, signal?: AbortSignal): Promise<string> {
+  let text = "";
+  const s = await client.completions.create(body<OpenAI.CompletionCreateParamsStreaming>({ model: "demo", temperature: 0, ...params, stream: true }), signal ? { signal } : {});
+  for await (const c of s) {
+    const t = c.choices.map((x) => x.text).join("");
+    if (t === "") continue;
+    text += t;
+    log.push(tag);
+    if (tag !== "P") at.set(tag, [...(at.get(tag) ?? []), { steps: server.engine.stats.steps, running: server.engine.interleaved.running }]);
+  }
+  return text;
+}
+
+test("onegen requests take turns with the batch: 4 plain streams, an entity-linking and a multi-hop request at once each equal their solo outputs; the batch keeps stepping while they run", async () => {
+  const elRef = await runEntityLinking(model, elIndex, { text: EL_SENTENCE }, { maxNewTokens: 64, temperature: 0, capacity: CONTEXT });
+  const mhRef = await runMultiHopQa(model, mhIndex, { text: MH_QUESTION }, { maxNewTokens: 96, temperature: 0, capacity: CONTEXT });
+  assert.ok(mhRef.injections.some((x) => "ids" in x), "the multi-hop reference injects a document");
+  const plain = PROMPTS.slice(0, 4).map((prompt) => ({ prompt, max_tokens: 120, ignore_eos: true }));
+  const alone: string[] = [];
+  for (const r of plain) alone.push((await client.completions.create(body<OpenAI.CompletionCreateParamsNonStreaming>({ model: "demo", ...r, temperature: 0 }))).choices[0]!.text);
+  const log: string[] = [];
+  const at = new Map<string, { steps: number; running: number }[]>();
+  const plainRuns = plain.map((r) => streamLogged(r, "P", log, at));
+  await until(() => log.length >= 4, "the plain streams' first tokens");
+  const el = streamLogged({ prompt: EL_SENTENCE, max_tokens: 64, onegen: { index: "el" } }, "E", log, at);
+  const mh = streamLogged({ prompt: MH_QUESTION, max_tokens: 96, onegen: { index: "mh" } }, "M", log, at);
+  const [elText, mhText, ...plainTexts] = await Promise.all([el, mh, ...plainRuns]);
+  assert.is(elText, elRef.output, "entity linking equals its solo run");
+  assert.is(mhText, mhRef.output, "multi-hop QA (with injections) equals its solo run");
+  assert.equal(plainTexts, alone, "each plain stream equals the request alone");
+  assert.ok([...at.values()].flat().some((x) => x.running === 2), "the two retrieval requests ran at once");
+  for (const tag of ["E", "M"]) {
+    const seen = at.get(tag)!;
+    const first = log.indexOf(tag);
+    const last = log.lastIndexOf(tag);
+    const plainBetween = log.slice(first, last).filter((x) => x === "P").length;
+    // the old design (the whole request alone on the device) froze the batch here: 0 steps, no plain chunk
+    assert.ok(seen[seen.length - 1]!.steps - seen[0]!.steps >= 4, `${tag}: batch steps while it ran: ${JSON.stringify(seen.map((x) => x.steps))}`);
+    assert.ok(plainBetween >= 4, `${tag}: plain chunks between its first and last chunk: ${log.join("")}`);
+  }
+  await until(() => server.engine.interleaved.running === 0, "the retrieval sessions freed");
+});
+
+test("onegen: a client that disconnects frees its retrieval request at once, waiting for its place or running; the others finish equal to their solo runs", async () => {
+  const engine = server.engine;
+  const live0 = model.decoder.ctx.pool.stats.liveBytes;
+  const mhRef = await runMultiHopQa(model, mhIndex, { text: MH_QUESTION }, { maxNewTokens: 96, temperature: 0, capacity: CONTEXT });
+  const log: string[] = [];
+  const at = new Map<string, { steps: number; running: number }[]>();
+  // a long plain stream keeps the batch busy (the retrieval requests alternate with its steps)
+  const plainAc = new AbortController();
+  const plainRun = streamLogged({ prompt: PROMPTS[2]!, max_tokens: 140, ignore_eos: true }, "P", log, at, plainAc.signal).catch((e) => {
+    if (!(e instanceof OpenAI.APIUserAbortError)) throw e;
+  });
+  await until(() => log.length >= 1, "the plain stream's first token");
+  // three retrieval requests, two places (--max-retrievals 2): the third waits
+  const acs = [0, 1, 2].map(() => new AbortController());
+  const finished = [false, false, false];
+  const start = (i: number): Promise<string> =>
+    streamLogged({ prompt: MH_QUESTION, max_tokens: 96, onegen: { index: "mh" } }, `R${i}`, log, at, acs[i]!.signal)
+      .catch((e) => {
+        if (!(e instanceof OpenAI.APIUserAbortError)) throw e;
+        return "aborted";
+      })
+      .finally(() => (finished[i] = true));
+  const r0 = start(0);
+  await until(() => engine.interleaved.running === 1, "R0 running");
+  const r1 = start(1);
+  await until(() => engine.interleaved.running === 2, "R1 running");
+  const r2 = start(2);
+  await until(() => engine.interleaved.waiting === 1, "R2 waiting");
+  acs[2]!.abort();
+  await until(() => engine.interleaved.waiting === 0, "R2 out of the queue");
+  assert.ok(["aborted", ""].includes(await r2), "R2 never streamed a token");
+  assert.is(engine.interleaved.running, 2, "the waiting one left; the running ones go on");
+  await until(() => at.has("R0"), "R0's first chunk");
+  acs[0]!.abort();
+  await until(() => engine.interleaved.running === 1, "R0's session freed");
+  assert.not.ok(finished[1], "R0 was freed while R1 still ran (at once, not at the end of anything)");
+  const cut = await r0; // what arrived before the abort (or "aborted")
+  assert.ok(cut === "aborted" || (cut !== mhRef.output && mhRef.output!.startsWith(cut)), `R0 stopped early: ${JSON.stringify(cut)}`);
+  assert.is(await r1, mhRef.output, "R1 equals its solo run");
+  assert.ok(!at.has("R2"), "the aborted waiting request never ran");
+  plainAc.abort();
+  await plainRun;
+  await until(() => engine.running === 0 && engine.interleaved.running === 0, "an idle engine");
+  assert.ok(model.decoder.ctx.pool.stats.liveBytes <= live0, `GPU memory back to where it was (${model.decoder.ctx.pool.stats.liveBytes} vs ${live0} bytes live)`);
+});
+
+test("a lost device: in-flight requests (a retrieval request among them) and later ones get 503, `failed` resolves", async () => {
   const ctx = await openDevice();
   const m = await loadDecoder(ctx, DEMO_MODEL);
-  const s = await startServer(m, { modelId: "demo", maxBatch: 2, contextTokens: 64 });
+  const el = await loadIndex(ctx, join(ROOT, "demo", "index", "el"), m.decoder);
+  const s = await startServer(m, { modelId: "demo", maxBatch: 2, contextTokens: CONTEXT, indexes: new Map([["el", { name: "el", index: el }]]) });
   const c = new OpenAI({ apiKey: "none", baseURL: s.url + "/v1", maxRetries: 0 });
   try {
     assert.ok((await c.completions.create({ model: "demo", prompt: "Marwick is", max_tokens: 3, temperature: 0 })).choices[0]!.text.length > 0);
@@ -404,6 +510,14 @@ test("a lost device: in-flight and later requests get 503, `failed` resolves", a
       return text;
     })();
     await until(() => s.engine.stats.steps > 3, "the stream to start");
+    let retrievalChunks = 0;
+    const retrieving = (async () => {
+      const st = await c.completions.create(body<OpenAI.CompletionCreateParamsStreaming>({ model: "demo", prompt: EL_SENTENCE, max_tokens: 60, temperature: 0, stream: true, onegen: { index: "el" } }));
+      for await (const x of st) if (x.choices.some((y) => y.text !== "")) retrievalChunks++;
+    })();
+    retrieving.catch(() => {}); // awaited below
+    await until(() => retrievalChunks > 0, "the retrieval request to stream");
+    assert.is(s.engine.interleaved.running, 1, "the retrieval request runs beside the stream");
     ctx.device.destroy(); // what a driver reset looks like from here
     const e = await s.failed;
     assert.match(e.message, /GPU device lost/);
@@ -414,11 +528,21 @@ test("a lost device: in-flight and later requests get 503, `failed` resolves", a
       assert.instance(err, OpenAI.APIError);
       assert.match((err as Error).message, /GPU failed/);
     }
+    try {
+      await retrieving;
+      assert.unreachable("a retrieval request completed on a lost device");
+    } catch (err) {
+      assert.instance(err, OpenAI.APIError);
+      assert.match((err as Error).message, /GPU failed/);
+    }
+    assert.equal(s.engine.interleaved, { running: 0, waiting: 0 });
     await expectApiError(c.completions.create({ model: "demo", prompt: "x", max_tokens: 2 }), 503, /GPU failed/);
+    await expectApiError(c.completions.create(body({ model: "demo", prompt: "x", max_tokens: 2, onegen: { index: "el" } })), 503, /GPU failed/);
     await expectApiError(c.models.list(), 503, /GPU failed/);
     assert.is((await fetch(s.url + "/health")).status, 503, "health tells the load balancer");
   } finally {
     await s.shutdown(0);
+    el.dispose();
     ctx.destroy();
   }
 });

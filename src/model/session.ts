@@ -9,8 +9,11 @@
 //   an injection, the injected ids (that step yields no token).
 // The host reads back only the history words, `stepsPerRead` steps at a time (4 bytes per step), to
 // stream tokens and check EOS / stop strings. Steps past a stop within the last batch are wasted
-// work and are cut from the session (truncate), never returned. The id NONFINITE_ID (the step's
-// logits held NaN/+inf) ends generation with a NonFiniteError naming the position.
+// work and are cut from the session (truncate), never returned. While a readback is awaited the
+// session encodes nothing: with `turn` (GenerateOptions) a caller that shares the device lets its
+// other work encode then (onegen serve interleaves retrieval sessions with the batch this way).
+// The id NONFINITE_ID (the step's logits held NaN/+inf) ends generation with a NonFiniteError
+// naming the position.
 
 import type { GpuContext } from "../gpu/context.js";
 import type { Tensor } from "../gpu/tensor.js";
@@ -53,7 +56,18 @@ export interface GenerateOptions extends SamplingOptions {
    * retrieval is one (src/onegen/loop.ts). None: the step is plain decoding.
    */
   hooks?: readonly DecodeHook[];
+  /**
+   * Called with each readback the decode loop waits for (one per `stepsPerRead` steps); resolves
+   * with its bytes once this session may encode again. A caller sharing the device with other
+   * work (src/serve/engine.ts) lets that work encode meanwhile, so its steps and this session's
+   * alternate; rejecting ends generate() as an error does (nothing of the group is kept).
+   * Absent: the readback is awaited directly.
+   */
+  turn?: DeviceTurn;
 }
+
+/** See GenerateOptions.turn. */
+export type DeviceTurn = (readback: Promise<Uint8Array>) => Promise<Uint8Array>;
 
 export interface GeneratedToken {
   id: number;
@@ -276,7 +290,9 @@ export class Session {
         }
         this.timings.encodeMs += performance.now() - te;
         this.timings.steps += batch;
-        const bytes = await ctx.readBytes(history.buffer, 4 * stride * encoded, 4 * stride * batch);
+        const read = ctx.readBytes(history.buffer, 4 * stride * encoded, 4 * stride * batch);
+        if (opts.turn) read.catch(() => {}); // a turn that rejects first leaves the read unawaited
+        const bytes = await (opts.turn ? opts.turn(read) : read);
         const got = new Uint32Array(bytes.buffer, bytes.byteOffset, stride * batch);
         let stop: FinishReason | null = null;
         for (let b = 0; b < batch; b++) {

@@ -6,7 +6,7 @@
 import type { Decoder } from "../model/decoder.js";
 import type { DType } from "../gpu/tensor.js";
 import type { Tokenizer } from "../tokenizer.js";
-import type { FinishReason, SamplingOptions } from "../model/session.js";
+import type { DeviceTurn, FinishReason, SamplingOptions } from "../model/session.js";
 import type { RetrievalHit } from "./loop.js";
 import type { Trace } from "./trace.js";
 import type { MarkerRef, TokenRef } from "./token-names.js";
@@ -64,6 +64,12 @@ export interface TaskRunOptions extends SamplingOptions {
   stepsPerRead?: number;
   /** Called with every event as it happens. */
   onEvent?: (e: TaskEvent) => void;
+  /**
+   * The decode loop's readbacks go through it (GenerateOptions.turn, src/model/session.ts): a
+   * caller sharing the device (onegen serve) lets its other work encode while this run waits.
+   * One-pass runs only.
+   */
+  turn?: DeviceTurn;
 }
 
 export interface TaskRetrieval {

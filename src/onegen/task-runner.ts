@@ -78,7 +78,8 @@ export async function execute(model: TaskModel, prompt: number[], gen: Retrieval
   const r0 = ctx.stats.readbacks;
   const t0 = performance.now();
   try {
-    const it = streamRun(session, prompt, { ...gen, twoPass: o.twoPass ?? false });
+    if (o.turn && o.twoPass) throw new UsageError("task run: a device turn (turn) applies to the one-pass loop, not to twoPass");
+    const it = streamRun(session, prompt, { ...gen, twoPass: o.twoPass ?? false, ...(o.turn ? { turn: o.turn } : {}) });
     let finish: FinishReason;
     for (;;) {
       const r = await it.next();

@@ -7,10 +7,11 @@
 import type { Tokenizer } from "../tokenizer.js";
 import type { Decoder } from "../model/decoder.js";
 import type { LoadedDecoder } from "../model/load.js";
-import { runRetrieval, type RetrievalReport, type ServedIndex } from "./retrieval.js";
+import { runRetrieval, type RetrievalOutcome, type RetrievalReport, type ServedIndex } from "./retrieval.js";
+import type { DeviceTurn } from "../model/session.js";
 import { DEFAULT_DOCUMENT_TEMPLATE } from "../onegen/encode.js";
 import { LoadError } from "../errors.js";
-import type { BatchEngine, SequenceEvents, SequenceHandle, SequenceParams } from "./engine.js";
+import type { BatchEngine, InterleavedJob, SequenceEvents, SequenceHandle, SequenceParams } from "./engine.js";
 import {
   ApiError,
   badRequest,
@@ -222,7 +223,7 @@ export class OpenAiApi {
     reply.json(200, { id, object: kind === "chat" ? "chat.completion" : "text_completion", created, model, system_fingerprint: null, choices, usage: u });
   }
 
-  /** A OneGen request: the task with in-loop retrieval on its own session, alone between batch steps. */
+  /** A OneGen request: the task with in-loop retrieval on its own session, taking turns with the batch (engine.interleave). */
   private async retrieve(req: CompletionRequest | ChatRequest, served: ServedIndex, input: { text: string } | { ids: number[] }, reply: Reply, kind: "completion" | "chat"): Promise<void> {
     const slot = this.o.limits.contextTokens;
     const s = req.sampling;
@@ -232,7 +233,11 @@ export class OpenAiApi {
     const object = kind === "chat" ? "chat.completion.chunk" : "text_completion";
     const includeUsage = req.includeUsage;
     let gone = false;
-    reply.onClose(() => (gone = true));
+    let job: InterleavedJob<RetrievalOutcome | null> | null = null;
+    reply.onClose(() => {
+      gone = true;
+      job?.cancel(); // the session is freed at once (its turn, or its readback, rejects)
+    });
     let first = true;
     const piece = (text: string | null, finish: string | null): unknown => {
       if (kind === "completion") return { text: text ?? "", index: 0, logprobs: null, finish_reason: finish };
@@ -248,13 +253,13 @@ export class OpenAiApi {
       reply.startStream();
       if (kind === "chat") reply.event(chunk([piece("", null)]));
     };
-    const run = () =>
+    const run = (turn: DeviceTurn) =>
       runRetrieval(
         this.o.model!,
         served,
         req.onegen!,
         input,
-        { maxTokens: s.maxTokens ?? slot, temperature: s.temperature, topP: s.topP, topK: s.topK, seed: s.seed, capacity: slot },
+        { maxTokens: s.maxTokens ?? slot, temperature: s.temperature, topP: s.topP, topK: s.topK, seed: s.seed, capacity: slot, turn },
         {
           onDelta: (d) => {
             if (!req.stream || gone) return;
@@ -269,7 +274,15 @@ export class OpenAiApi {
           gone: () => gone,
         },
       );
-    const out = await this.o.engine.exclusive(run);
+    job = this.o.engine.interleave(run); // throws 429/503 before anything is written
+    if (gone) job.cancel();
+    let out: RetrievalOutcome | null;
+    try {
+      out = await job.done;
+    } catch (e) {
+      if (gone) return; // cancelled: nobody to answer
+      throw e;
+    }
     if (!out || gone) return;
     const u = usage(out.promptTokens, out.completionTokens);
     const onegen = { index: served.name, task: out.task, retrievals: out.retrievals, ...(out.mentions ? { mentions: out.mentions } : {}), ...(out.answer !== undefined ? { answer: out.answer } : {}) };

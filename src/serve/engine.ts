@@ -33,14 +33,70 @@
 // A lost device (or any GPU error, after which the cache cannot be trusted) fails every sequence
 // and makes the engine refuse all later work (onFatal).
 // Embeddings (normalised final-norm hidden state at the document token, as the index builder
-// embeds documents: src/onegen/encode.ts) run between steps in the embedding slot; OneGen
-// retrieval requests run alone between steps (exclusive(), src/serve/retrieval.ts).
+// embeds documents: src/onegen/encode.ts) run between steps in the embedding slot (exclusive():
+// alone on the device, readback included).
+// OneGen retrieval requests (src/serve/retrieval.ts) run on a Session of their own and take turns
+// with the batch at step granularity (interleave()): whoever encodes holds the DeviceLock
+// (src/serve/device-turns.ts, which says why encodings must not interleave: one open batch and
+// one capture state per GpuContext, captures recorded across awaits); the loop lets go of it
+// while it awaits a step's readback, a retrieval session while it awaits one of its readbacks
+// (every `stepsPerRead` steps, GenerateOptions.turn). The queue thus runs batch step n + 1,
+// then a group of the session's steps, then batch step n + 2…: plain streams keep producing
+// tokens during a retrieval request (at the rate the shared device leaves them), and up to
+// maxInterleaved retrieval requests progress together, each on its own KV cache (planned against
+// the memory budget at start: checkEngineFits). A cancelled job leaves at once (its wait for the
+// lock or for its readback rejects); a GPU error or lost device inside one fails the engine.
+//
+// Retrieval sequences as rows of the batched step (not built; what it would take). Today a
+// retrieval request costs the device a full single-row step per token, beside the batch; as a row
+// of the batched step it would cost ~1/3 of that (an 8-row step's projections cost ×3.1 of one
+// row's here) and stream at the batch's pace. What the task's Session step does that the
+// batched step has no per-row form of, and how each would fit:
+//   1. Logits rules per row: undecodable ids banned (per model: one mask for every row),
+//      forceAfter (entity linking forces [_CONTINUE_] after `</MENTION>[LK]`) and copy-input
+//      (optional constrained decoding) read the sequence's ids on the GPU: the engine would keep
+//      a per-slot context [maxBatch, slotTokens] (the program appends each row's fed id), a
+//      per-slot rule descriptor (host-written when the sequence joins, like the step's positions)
+//      and batched forms of the rule kernels (src/ops/decode_state.ts: a grid over rows, each
+//      reading its own descriptor, returning at once for a plain row), each with a CPU reference.
+//   2. Final-norm hidden state at query rows: the lm_head GEMV folds the final RMSNorm into its
+//      prologue, so the normalised rows are never materialised; an rmsnorm over the b rows into
+//      [b, D] (b·D floats, cheap) before lm_head.
+//   3. Search: one gated top-k per served index (a fixed set, known at start) over the [b, D]
+//      rows, the gate per row (the row fed that sequence's query token, on that index) instead of
+//      one u32 gate: a per-row-gate variant of cosineTopK (src/ops/search.ts) and of the RECORD
+//      stage (kernels/onegen_loop.wgsl), the hits in the step's readback (1 + 2k words per
+//      retrieval row beside the 8·b bytes).
+//   4. Injection: the Session plans it on the GPU and feeds the L document rows at the next step
+//      (kernels read the row count on the GPU). The batched step has one row per slot, its GEMMs
+//      sized on the host (src/ops/linear.ts: not GPU-sized). Fitting the engine as it is: the
+//      host reads the hit with the step's ids (one step later, as the step in flight already
+//      fed the slot's next token) and prefills the document into the slot like a joining prompt
+//      (rows p + 1 … p + L, overwriting the wasted row's cache entry; its sampled id ignored),
+//      the first id after it sampled into next[slot]: one wasted row and one step of latency
+//      per injection, no new kernel. A GPU-planned variable row count per step would need the
+//      step's GEMMs and attention to read T on the GPU with grids sized for b + Lmax rows.
+//   5. Query tokens in the prompt (src/onegen/stream.ts): searched at join time (the prefill
+//      keeps those rows' hidden states; one host readback), an injection when the prompt ends
+//      with the query token prefilled before the slot's first step.
+//   6. The task layer: src/onegen/task-runner.ts drives a Session from end to end; it would split
+//      into a spec (prompt, rules, retrieval spec: what a slot descriptor holds), the events from
+//      the engine's per-step records, and the result assembly (mentions, answer) from the ids.
+//   7. One step program per width still: rows differ only by descriptor data, never by program;
+//      the rule and search dispatches return at once for plain rows (a few dispatches per step
+//      more for plain batches; measure them against the decode-hook bench's ~10% bound).
+// Equality to the request alone then rests on the batched forward's numerics (greedy ids already
+// equal Session.generate's for plain streams; hit scores may differ in the last bits, so ties in
+// the top-k could too). Size: the batched rule/search/record kernels with CPU references and
+// awkward-shape tests, the engine's descriptors, context and host-planned injection, the task
+// runner split, and the tests of solo equality for both tasks: several sessions of work.
 
 import type { GpuContext } from "../gpu/context.js";
 import { Tensor } from "../gpu/tensor.js";
 import type { CapturedProgram } from "../gpu/capture.js";
 import type { Decoder, KVCache } from "../model/decoder.js";
-import { DeviceLostError, GpuOutOfMemoryError, UsageError } from "../errors.js";
+import { DeviceLostError, GpuOutOfMemoryError, GpuValidationError, UsageError } from "../errors.js";
+import type { DeviceTurn } from "../model/session.js";
 import { kvCacheBytes } from "../model/config.js";
 import { sample, planSample, NONFINITE_ID } from "../ops/sample.js";
 import type { DispatchPlan } from "../ops/dispatch-plan.js";
@@ -48,6 +104,7 @@ import { embedding } from "../ops/embedding.js";
 import { l2normRows } from "../ops/l2norm.js";
 import { ApiError } from "./protocol.js";
 import { StreamText } from "./text.js";
+import { Abort, DeviceLock } from "./device-turns.js";
 
 export interface EngineOptions {
   /** Sequences decoded together (KV cache slots). */
@@ -71,6 +128,11 @@ export interface EngineOptions {
    * benchmark's A/B arm).
    */
   stepMode?: StepMode;
+  /**
+   * Interleaved jobs (interleave(): retrieval requests, each on its own Session) running at once;
+   * further ones wait, at most maxQueue of them (429 past it). Default 1.
+   */
+  maxInterleaved?: number;
 }
 
 export type StepMode = "captured" | "forward";
@@ -100,6 +162,30 @@ export interface SequenceEvents {
 export interface SequenceHandle {
   /** Frees the sequence: removed from the queue at once, or from the batch before the next step. */
   cancel(): void;
+}
+
+/** An interleaved job (BatchEngine.interleave). */
+export interface InterleavedJob<T> {
+  /** The job's result; rejects with JobCancelled after cancel(), with a 503 ApiError when the engine fails or shuts down. */
+  readonly done: Promise<T>;
+  /** Stops the job at once: whatever it waits for (its turn, a readback) rejects, and it leaves the queue. */
+  cancel(): void;
+}
+
+/** What an interleaved job's waits reject with after cancel(). */
+export class JobCancelled extends Error {
+  constructor() {
+    super("the job was cancelled");
+    this.name = "JobCancelled";
+  }
+}
+
+interface InterleavedEntry {
+  abort: Abort;
+  start(): void;
+  reject(e: unknown): void;
+  /** Settles when the job ended, however. */
+  settled: Promise<void>;
 }
 
 /**
@@ -195,6 +281,8 @@ export interface EngineStats {
   hostMs: number;
   /** Milliseconds spent waiting for steps' readbacks (the GPU's work, and the map's latency). */
   waitMs: number;
+  /** Turns interleaved jobs took (the first, and one after each of their readbacks). */
+  turns: number;
 }
 
 /** GPU bytes of the engine's KV cache. */
@@ -203,7 +291,7 @@ export function engineCacheBytes(decoder: Pick<Decoder, "config">, maxBatch: num
 }
 
 export class BatchEngine {
-  readonly stats: EngineStats = { steps: 0, tokensFed: 0, tokensGenerated: 0, maxBatchSeen: 0, hostMs: 0, waitMs: 0 };
+  readonly stats: EngineStats = { steps: 0, tokensFed: 0, tokensGenerated: 0, maxBatchSeen: 0, hostMs: 0, waitMs: 0, turns: 0 };
   private readonly cache: KVCache;
   private readonly outIds: Tensor;
   private readonly scratch: Tensor;
@@ -211,6 +299,10 @@ export class BatchEngine {
   private readonly active: Sequence[] = [];
   private readonly freeSlots: number[];
   private readonly jobs: ExclusiveJob[] = [];
+  /** Held while encoding: the loop's steps and interleaved jobs take turns (device-turns.ts). */
+  private readonly lock = new DeviceLock();
+  private readonly interleavedRunning = new Set<InterleavedEntry>();
+  private readonly interleavedWaiting: InterleavedEntry[] = [];
   private readonly eos: Set<number>;
   private readonly stepTokens: number;
   private wakeUp: (() => void) | null = null;
@@ -274,6 +366,10 @@ export class BatchEngine {
   get fatal(): Error | null {
     return this.fatalError;
   }
+  /** Interleaved jobs running, and waiting for their start. */
+  get interleaved(): { running: number; waiting: number } {
+    return { running: this.interleavedRunning.size, waiting: this.interleavedWaiting.length };
+  }
 
   /**
    * Queues sequences (all or none). Throws 429 when the queue would pass maxQueue, 503 when the
@@ -310,8 +406,8 @@ export class BatchEngine {
   }
 
   /**
-   * Runs `fn` alone on the device between two steps (the batch waits): work that encodes its
-   * own forwards (a retrieval request on its own Session) must not interleave with a step's.
+   * Runs `fn` alone on the device between two steps (the batch and interleaved jobs wait):
+   * short work (an embedding) that may await readbacks while it holds the device.
    * Bounded by maxQueue like sequences (429 past it).
    */
   exclusive<T>(fn: () => Promise<T>): Promise<T> {
@@ -340,6 +436,91 @@ export class BatchEngine {
     });
   }
 
+  /**
+   * Runs `fn`, work with its own GPU state (a retrieval request's Session), taking turns with the
+   * batch at step granularity: it holds the device (DeviceLock) while it runs, except while it
+   * waits for a readback through `turn` (GenerateOptions.turn), when the batch's steps and other
+   * jobs encode. At most maxInterleaved run at once (each holds its own cache: the server plans
+   * their memory); past that they wait in order, at most maxQueue of them (429 beyond).
+   * A GPU error or lost device inside `fn` fails the engine (their batches share the queue).
+   */
+  interleave<T>(fn: (turn: DeviceTurn) => Promise<T>): InterleavedJob<T> {
+    this.refuseIfClosed();
+    const max = Math.max(1, this.opts.maxInterleaved ?? 1);
+    if (this.interleavedRunning.size >= max && this.interleavedWaiting.length >= Math.max(1, this.opts.maxQueue)) {
+      throw new ApiError(429, `the server is busy: ${this.interleavedRunning.size} retrieval requests running and ${this.interleavedWaiting.length} waiting; retry later`, "rate_limit_exceeded", null, "rate_limit_exceeded", { "Retry-After": "1" });
+    }
+    const abort = new Abort();
+    let resolve!: (v: T) => void;
+    let reject!: (e: unknown) => void;
+    const done = new Promise<T>((res, rej) => {
+      resolve = res;
+      reject = rej;
+    });
+    const entry: InterleavedEntry = {
+      abort,
+      start: () => void this.runInterleaved(entry, fn).then(resolve, reject),
+      reject,
+      settled: done.then(
+        () => {},
+        () => {},
+      ),
+    };
+    if (this.interleavedRunning.size < max) {
+      this.interleavedRunning.add(entry);
+      entry.start();
+    } else this.interleavedWaiting.push(entry);
+    return {
+      done,
+      cancel: () => {
+        const i = this.interleavedWaiting.indexOf(entry);
+        if (i >= 0) {
+          this.interleavedWaiting.splice(i, 1);
+          reject(new JobCancelled());
+        }
+        abort.fire(new JobCancelled());
+      },
+    };
+  }
+
+  private async runInterleaved<T>(entry: InterleavedEntry, fn: (turn: DeviceTurn) => Promise<T>): Promise<T> {
+    const { abort } = entry;
+    let held = false;
+    const turn: DeviceTurn = async (read) => {
+      read.catch(() => {}); // an abort may leave it unawaited
+      if (held) {
+        held = false;
+        this.lock.release();
+      }
+      const bytes = await abort.race(read);
+      await this.lock.acquire(abort);
+      held = true;
+      this.stats.turns++;
+      return bytes;
+    };
+    try {
+      await this.lock.acquire(abort);
+      held = true;
+      this.stats.turns++;
+      return await fn(turn);
+    } catch (e) {
+      if (abort.reason) throw abort.reason;
+      if (e instanceof DeviceLostError || e instanceof GpuValidationError) {
+        this.fail(e);
+        throw new ApiError(503, `the server's GPU failed: ${e.message}`, "server_error", null, "device_lost");
+      }
+      throw e;
+    } finally {
+      if (held) this.lock.release();
+      this.interleavedRunning.delete(entry);
+      const next = this.interleavedWaiting.shift();
+      if (next) {
+        this.interleavedRunning.add(next);
+        next.start();
+      }
+    }
+  }
+
   wake(): void {
     const w = this.wakeUp;
     this.wakeUp = null;
@@ -354,13 +535,17 @@ export class BatchEngine {
     this.stopping = true;
     for (const s of this.queue.splice(0)) this.endWithError(s, new ApiError(503, "the server is shutting down", "server_error", null, "server_shutting_down"));
     for (const j of this.jobs.splice(0)) j.reject(new ApiError(503, "the server is shutting down", "server_error", null, "server_shutting_down"));
+    for (const j of this.interleavedWaiting.splice(0)) j.reject(new ApiError(503, "the server is shutting down", "server_error", null, "server_shutting_down"));
     const timer = setTimeout(() => {
       for (const s of this.active) if (!s.done) this.endWithError(s, new ApiError(503, "the server is shutting down; the sequence was cancelled", "server_error", null, "server_shutting_down"));
+      for (const j of this.interleavedRunning) j.abort.fire(new ApiError(503, "the server is shutting down; the request was cancelled", "server_error", null, "server_shutting_down"));
       this.wake();
     }, graceMs);
     this.wake();
     try {
       await this.loop;
+      // running interleaved jobs end within the grace too (they use the model the caller frees next)
+      await Promise.all([...this.interleavedRunning].map((j) => j.settled));
     } finally {
       clearTimeout(timer);
     }
@@ -389,6 +574,8 @@ export class BatchEngine {
     const err = new ApiError(503, `the server's GPU failed: ${e.message}`, "server_error", null, "device_lost");
     for (const s of [...this.queue.splice(0), ...this.active]) this.endWithError(s, err);
     for (const j of this.jobs.splice(0)) j.reject(err);
+    for (const j of this.interleavedWaiting.splice(0)) j.reject(err);
+    for (const j of this.interleavedRunning) j.abort.fire(err);
     this.opts.onFatal?.(e);
     this.wake();
   }
@@ -407,6 +594,8 @@ export class BatchEngine {
       if (this.fatalError) return;
       if (this.stopping && !inflight && this.active.length === 0 && this.queue.length === 0 && this.jobs.length === 0) return;
       let job: ExclusiveJob | undefined;
+      // the device is held while encoding (interleaved jobs encode while the loop awaits a readback)
+      let locked = false;
       try {
         if (this.jobs.length) {
           if (inflight) {
@@ -416,6 +605,8 @@ export class BatchEngine {
             continue;
           }
           job = this.jobs.shift()!;
+          await this.lock.acquire();
+          locked = true;
           await job.run();
           continue;
         }
@@ -425,7 +616,9 @@ export class BatchEngine {
             await new Promise<void>((r) => (this.wakeUp = r));
             continue;
           }
-          await this.step();
+          await this.lock.acquire();
+          locked = true;
+          if (!this.fatalError) await this.step();
           continue;
         }
         // (decided with no await since the checks above, so a wake() cannot be missed)
@@ -433,7 +626,11 @@ export class BatchEngine {
           await new Promise<void>((r) => (this.wakeUp = r));
           continue;
         }
-        const submitted = await this.encodeCaptured();
+        await this.lock.acquire();
+        locked = true;
+        const submitted = this.fatalError ? null : await this.encodeCaptured();
+        locked = false;
+        this.lock.release();
         if (inflight) {
           const f: InFlight = inflight;
           inflight = null;
@@ -446,6 +643,8 @@ export class BatchEngine {
         this.fail(err);
         job?.reject(new ApiError(503, `the server's GPU failed: ${err.message}`, "server_error", null, "device_lost"));
         return;
+      } finally {
+        if (locked) this.lock.release();
       }
     }
   }
@@ -797,15 +996,21 @@ export function stepWidth(top: number, maxBatch: number): number {
   return Math.min(b, maxBatch);
 }
 
-/** Refuses an engine whose cache does not fit what is left of the GPU memory budget and its step buffers (before allocating). */
-export function checkEngineFits(ctx: GpuContext, decoder: Pick<Decoder, "config">, maxBatch: number, slotTokens: number): void {
+/**
+ * Refuses an engine whose cache does not fit what is left of the GPU memory budget and its step
+ * buffers (before allocating), with `interleaved` (the sessions of retrieval requests running at
+ * once: their count and the bytes of each) planned beside them.
+ */
+export function checkEngineFits(ctx: GpuContext, decoder: Pick<Decoder, "config">, maxBatch: number, slotTokens: number, interleaved?: { count: number; bytesEach: number }): void {
   const cache = engineCacheBytes(decoder, maxBatch, slotTokens);
   const step = engineStepBytes(decoder, maxBatch);
-  const bytes = cache + step;
+  const sessions = interleaved ? interleaved.count * interleaved.bytesEach : 0;
+  const bytes = cache + step + sessions;
   if (bytes > ctx.memoryAvailable) {
+    const extra = interleaved ? ` and ${interleaved.count} retrieval session(s) of ${interleaved.bytesEach} bytes each` : "";
     throw new GpuOutOfMemoryError(
-      `serve: the KV cache of ${maxBatch} + 1 slots × ${slotTokens} tokens (${cache} bytes) and the step buffers of ${maxBatch} rows (${step} bytes, the logits mostly) need ${bytes} bytes, more than the ${ctx.memoryAvailable} bytes left of the GPU memory budget (${ctx.memoryBudget.source})`,
-      "lower --max-batch or --context, or raise --gpu-memory",
+      `serve: the KV cache of ${maxBatch} + 1 slots × ${slotTokens} tokens (${cache} bytes) and the step buffers of ${maxBatch} rows (${step} bytes, the logits mostly)${extra} need ${bytes} bytes, more than the ${ctx.memoryAvailable} bytes left of the GPU memory budget (${ctx.memoryBudget.source})`,
+      interleaved ? "lower --max-batch, --max-retrievals or --context, or raise --gpu-memory" : "lower --max-batch or --context, or raise --gpu-memory",
     );
   }
 }

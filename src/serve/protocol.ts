@@ -70,6 +70,9 @@ export interface SamplingParams {
 export type PromptInput = { text: string } | { ids: number[] };
 
 /** The OneGen extension: retrieval inside the decode loop. */
+/** Largest `onegen.k` (hits reported per retrieval) a request may give. */
+export const MAX_ONEGEN_K = 64;
+
 export interface OnegenExtension {
   index: string;
   task: string | null;
@@ -244,7 +247,7 @@ function onegen(body: Obj): OnegenExtension | null {
   const task = v.task;
   if (task !== undefined && task !== null && typeof task !== "string") throw badRequest("'onegen.task' must be a string", "onegen.task");
   const k = v.k ?? 1;
-  if (typeof k !== "number" || !Number.isInteger(k) || k < 1 || k > 64) throw badRequest("'onegen.k' must be an integer in [1, 64]", "onegen.k");
+  if (typeof k !== "number" || !Number.isInteger(k) || k < 1 || k > MAX_ONEGEN_K) throw badRequest(`'onegen.k' must be an integer in [1, ${MAX_ONEGEN_K}]`, "onegen.k");
   const inject = v.inject ?? null;
   if (inject !== null && typeof inject !== "boolean") throw badRequest("'onegen.inject' must be a boolean", "onegen.inject");
   return { index, task: (task as string | undefined) ?? null, k, inject };

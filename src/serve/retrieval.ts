@@ -1,21 +1,46 @@
 // OneGen in the protocol: a request with `onegen: {index, task, k, inject}` runs the task
-// (src/onegen/tasks.ts: entity linking or multi-hop QA, in-loop retrieval as in `onegen run`) on
-// its own Session, alone on the device between two batch steps (engine.exclusive), not batched
-// yet. The task's events become the stream: text deltas of everything after the prompt
+// (src/onegen/entity-linking.ts, multihop-qa.ts: in-loop retrieval as in `onegen run`) on its own
+// Session, taking turns on the device with the batch's steps (engine.interleave): the session
+// holds the device while it encodes (its prefill, its decode-step program, each group of
+// `stepsPerRead` steps) and lets the batch and other retrieval requests encode while it waits for
+// each readback (TaskRunOptions.turn), so plain streams keep producing tokens during a retrieval
+// request and several retrieval requests progress together (at most --max-retrievals at once,
+// each with its own KV cache of --context rows, planned against the GPU memory budget:
+// retrievalSessionBytes). Its tokens are what the same request gives alone: the session's GPU
+// state is its own, and the shared queue only orders the two parties' work. Not rows of the
+// batched step (yet: see the analysis in engine.ts's header).
+// The task's events become the stream: text deltas of everything after the prompt
 // (generated ids and injected documents, special tokens kept: the markup is the output), and a
 // `retrieval` object on the chunk of the token that retrieved (position, hits with ids and
 // scores, the injected document). The final response carries them all under `onegen`.
 
 import type { DocumentIndex } from "../onegen/index.js";
 import type { LoadedDecoder } from "../model/load.js";
+import { kvCacheBytes, type ModelConfig } from "../model/config.js";
+import type { DeviceTurn } from "../model/session.js";
 import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA } from "../onegen/defaults.js";
 import { runEntityLinking } from "../onegen/entity-linking.js";
 import { runMultiHopQa } from "../onegen/multihop-qa.js";
 import type { TaskEvent, TaskRunOptions } from "../onegen/protocol.js";
 import { GpuOutOfMemoryError, OnegenError, UsageError } from "../errors.js";
-import { ApiError, badRequest, type OnegenExtension } from "./protocol.js";
+import { ApiError, badRequest, MAX_ONEGEN_K, type OnegenExtension } from "./protocol.js";
 
 export type TaskName = "entity-linking" | "multihop-qa";
+
+/**
+ * GPU bytes one retrieval request's session may hold (a plan, an upper bound): its KV cache of
+ * `capacity` rows (f16), its decode state (logits [1, V], context ids), the history of at most
+ * `capacity` steps with the retrieval hook's record words (k ≤ MAX_ONEGEN_K), and forward
+ * activations (residual, q|k|v, attention output, MLP) for `capacity` rows, which bound both the
+ * prompt's prefill and the decode step's injection rows.
+ */
+export function retrievalSessionBytes(c: ModelConfig, capacity: number): number {
+  const cache = kvCacheBytes(c, capacity, 2);
+  const state = 4 * c.vocabSize + 4 * capacity + 64;
+  const history = 4 * capacity * (2 + 2 * MAX_ONEGEN_K);
+  const perRow = c.hiddenSize + (c.numHeads + 2 * c.numKvHeads) * c.headDim + c.numHeads * c.headDim + c.intermediateSize;
+  return cache + state + history + 4 * capacity * perRow;
+}
 const TASK_NAMES: readonly TaskName[] = ["entity-linking", "multihop-qa"];
 
 export interface ServedIndex {
@@ -62,14 +87,15 @@ class Cancelled extends Error {}
 /**
  * Runs the task on `input` with retrieval from `served`; `onDelta` gets text as it is written,
  * `onRetrieval` each retrieval (after its injection, if any). `gone()` true stops the run at the
- * next token (a client that disconnected).
+ * next token (a client that disconnected). `turn`: the session's readbacks go through it
+ * (engine.interleave).
  */
 export async function runRetrieval(
   model: LoadedDecoder,
   served: ServedIndex,
   ext: OnegenExtension,
   input: { text: string } | { ids: readonly number[] },
-  o: { maxTokens: number; temperature: number; topP: number | undefined; topK: number | undefined; seed: number; capacity: number },
+  o: { maxTokens: number; temperature: number; topP: number | undefined; topK: number | undefined; seed: number; capacity: number; turn?: DeviceTurn },
   events: { onDelta: (text: string) => void; onRetrieval: (r: RetrievalReport) => void; gone: () => boolean },
 ): Promise<RetrievalOutcome | null> {
   const task = resolveTask(ext, served.index);
@@ -127,6 +153,7 @@ export async function runRetrieval(
     k: ext.k,
     capacity: o.capacity,
     onEvent,
+    ...(o.turn ? { turn: o.turn } : {}),
   };
   try {
     const r = task === "entity-linking" ? await runEntityLinking(model, served.index, input, opts) : await runMultiHopQa(model, served.index, input, opts);

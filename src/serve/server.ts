@@ -15,7 +15,7 @@ import { BatchEngine, checkEngineFits } from "./engine.js";
 import { OpenAiApi } from "./api.js";
 import { startHttp, type HttpServer } from "./http.js";
 import { ApiError, DEFAULT_LIMITS, type RequestLimits } from "./protocol.js";
-import type { ServedIndex } from "./retrieval.js";
+import { retrievalSessionBytes, type ServedIndex } from "./retrieval.js";
 
 export interface ServeOptions {
   host?: string;
@@ -39,6 +39,12 @@ export interface ServeOptions {
   docToken?: string | null;
   /** Indexes requests may name in `onegen.index` (loaded for this model). */
   indexes?: ReadonlyMap<string, ServedIndex>;
+  /**
+   * Retrieval requests (onegen extension) running at once, each on its own session of
+   * contextTokens rows taking turns with the batch; more wait (maxQueue), then 429. Default 2.
+   * Their sessions are planned against the GPU memory budget at start (retrievalSessionBytes).
+   */
+  maxRetrievals?: number;
   onInternalError?: (e: unknown) => void;
 }
 
@@ -64,7 +70,10 @@ export async function startServer(model: LoadedDecoder, opts: ServeOptions = {})
   if (contextTokens > maxPos) throw new UsageError(`serve: --context ${contextTokens} exceeds the model's context of ${maxPos} positions`);
   if (contextTokens < 2) throw new UsageError(`serve: --context must be ≥ 2, got ${contextTokens}`);
   const maxBatch = opts.maxBatch ?? 8;
-  checkEngineFits(ctx, model.decoder, maxBatch, contextTokens);
+  const maxRetrievals = opts.maxRetrievals ?? 2;
+  if (!Number.isInteger(maxRetrievals) || maxRetrievals < 1) throw new UsageError(`serve: --max-retrievals must be a positive integer, got ${maxRetrievals}`);
+  const retrieving = (opts.indexes?.size ?? 0) > 0;
+  checkEngineFits(ctx, model.decoder, maxBatch, contextTokens, retrieving ? { count: maxRetrievals, bytesEach: retrievalSessionBytes(model.config, contextTokens) } : undefined);
   const limits: RequestLimits = {
     ...DEFAULT_LIMITS,
     contextTokens,
@@ -84,6 +93,7 @@ export async function startServer(model: LoadedDecoder, opts: ServeOptions = {})
     maxBatch,
     slotTokens: contextTokens,
     maxQueue: opts.maxQueue ?? 64,
+    maxInterleaved: maxRetrievals,
     eosIds: model.config.eosTokenIds,
     decode: (ids) => tokenizer.decode(ids, { skipSpecialTokens: true }),
     onFatal: (e) => {
