@@ -32,8 +32,8 @@ import { encodeTiledCopy, tiledCopyShape } from "./tiled-copy.js";
 
 export type WDType = "f32" | "f16";
 /** Algorithms a caller may force. "auto" (default) lets resolveLinear choose. */
-export type LinearVariantName = "gemv" | "gemv_splitk" | "gemv_subgroup" | "gemv_tiled" | "matmul";
-export const LINEAR_VARIANT_NAMES: readonly LinearVariantName[] = ["gemv", "gemv_splitk", "gemv_subgroup", "gemv_tiled", "matmul"];
+export type LinearVariantName = "gemv" | "gemv_splitk" | "gemv_subgroup" | "gemv_tiled" | "gemv_bcast" | "matmul";
+export const LINEAR_VARIANT_NAMES: readonly LinearVariantName[] = ["gemv", "gemv_splitk", "gemv_subgroup", "gemv_tiled", "gemv_bcast", "matmul"];
 
 // Tuning constants. Measured on lavapipe (llvmpipe 8-wide, AMD EPYC, 2 cores shared with other
 // jobs, Node + Dawn, 2026-11-24) with interleaved A/B arms in one process; absolute figures vary
@@ -72,6 +72,12 @@ const SPLITK_WG = 64;
  * 36.0. GEMV's win is M=1; M=2 stays on it (tie) so two parallel sequences read W once.
  */
 export const GEMV_MAX_M = 2;
+/** Largest M the resolver sends to gemv_bcast (where gemvBcastPreferred); matmul above. */
+export const BCAST_MAX_M = 16;
+/** Whether gemv_bcast beats matmul for GEMV_MAX_M < M ≤ BCAST_MAX_M on this device class (see resolveLinear). */
+export function gemvBcastPreferred(ctx: GpuContext): boolean {
+  return ctx.adapter.isSoftware;
+}
 /**
  * matmul: outputs per invocation (TM activation rows × TN rows of W) and workgroup shape.
  * f32 512×1024×1024: t4x8 4.6 GFLOP/s; t4x4 3.7; t8x8 3.0; t4x16 2.9; t2x8 3.4; vec4
@@ -83,6 +89,21 @@ const MATMUL_TM = 4;
 const MATMUL_TN = 8;
 const MATMUL_WGX = 64;
 const MATMUL_WGY = 1;
+
+/** gemv_bcast: invocations per workgroup = K elements per step = rows per tile it reads (one subgroup). */
+export const BCAST_T = 8;
+/** gemv_bcast: rows of W per invocation (measured: see resolveLinear). */
+const BCAST_R = 4;
+
+/** Whether gemv_bcast can run here: subgroups, and every subgroup holds a whole 8-invocation workgroup. */
+export function gemvBcastUsable(ctx: GpuContext): boolean {
+  return ctx.hasSubgroups && (ctx.adapter.subgroupMinSize ?? 0) >= BCAST_T;
+}
+
+/** gemv_bcast's activation rows per M-block for M rows: 4 or 8 (M > 8 runs blocks of 8, the last guarded). */
+export function bcastMB(M: number): number {
+  return M <= 4 ? 4 : 8;
+}
 
 /** A fully specified linear kernel: everything that changes the WGSL. */
 export interface LinearKernelDesc {
@@ -100,7 +121,7 @@ export interface LinearKernelDesc {
   nativeF16?: boolean;
   /** gemv_tiled only: x read as scalars (K % 4 ≠ 0: rows of x are not vec4-aligned). */
   xScalar?: boolean;
-  /** matmul only: W lies in the tiles layout with this many rows per tile (src/gpu/tensor.ts TilesLayout). */
+  /** matmul and gemv_bcast only: W lies in the tiles layout with this many rows per tile (src/gpu/tensor.ts TilesLayout). */
   tilesT?: number;
 }
 
@@ -132,6 +153,22 @@ export function linearLabel(d: LinearKernelDesc): string {
 /** The registry variant (WGSL file, defines, bindings, features) of a kernel description. */
 export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
   const f16 = d.wDtype === "f16";
+  if (d.algo === "gemv_bcast") {
+    const ce = f16 ? 8 : 4;
+    if (d.vec !== ce && d.vec !== 1) throw new UnsupportedError(`linear: gemv_bcast reads ${d.wDtype} W in chunks of ${ce} elements or 1, not vec${d.vec} (${linearLabel(d)})`);
+    if (d.tilesT !== undefined && (d.tilesT !== BCAST_T || d.vec !== ce)) throw new UnsupportedError(`linear: gemv_bcast reads tiles of ${BCAST_T} rows in ${ce}-element chunks (${linearLabel(d)})`);
+    if (d.wg[0] !== BCAST_T || d.wg[1] !== 1) throw new UnsupportedError(`linear: gemv_bcast runs workgroups of ${BCAST_T} invocations (${linearLabel(d)})`);
+    if (d.nativeF16) throw new UnsupportedError(`linear: nativeF16 exists only for gemv f16 vec8 (${linearLabel(d)})`);
+    const tiled = d.tilesT !== undefined;
+    const wt = d.vec === 1 ? (f16 ? "u32" : "f32") : f16 ? "vec4<u32>" : "vec4<f32>";
+    return {
+      file: "gemv_bcast",
+      name: linearLabel(d),
+      defines: { WF16: f16, VEC8: f16, VEC1: d.vec === 1, TILED: tiled, XT: "f32", WT: wt, R: d.rows, MB: d.mb, ACC: d.rows * d.mb },
+      bindings: ["read", "read", "read", "read_write", "uniform"],
+      features: ["subgroups"],
+    };
+  }
   if (d.algo === "matmul" && d.vec === 8) throw new UnsupportedError(`linear: matmul has no vec8 path (${linearLabel(d)})`);
   if (d.algo !== "matmul" && d.algo !== "gemv_tiled" && d.vec === 4 && f16) throw new UnsupportedError(`linear: gemv f16 reads 8 halves per chunk or 1, not 4 (${linearLabel(d)})`);
   if (d.vec === 8 && !f16 && d.algo !== "gemv_tiled") throw new UnsupportedError(`linear: vec8 is the f16 chunk width (${linearLabel(d)})`);
@@ -149,7 +186,7 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
     };
   }
   if (d.xScalar) throw new UnsupportedError(`linear: xScalar exists only for gemv_tiled (${linearLabel(d)})`);
-  if (d.tilesT && d.algo !== "matmul") throw new UnsupportedError(`linear: tilesT exists only for matmul (gemv_tiled reads tiles anyway) (${linearLabel(d)})`);
+  if (d.tilesT && d.algo !== "matmul") throw new UnsupportedError(`linear: tilesT exists only for matmul and gemv_bcast (gemv_tiled reads tiles anyway) (${linearLabel(d)})`);
   const xt = d.vec === 1 ? "f32" : "vec4<f32>";
   const wt = f16 ? (d.vec === 1 ? "u32" : d.algo === "matmul" ? "vec2<u32>" : "vec4<u32>") : d.vec === 1 ? "f32" : "vec4<f32>";
   const acc = d.rows * d.mb;
@@ -235,10 +272,18 @@ export function resolveLinear(ctx: GpuContext, M: number, N: number, K: number, 
     throw new UnsupportedError(`linear: unknown variant '${String(variant)}'`, `use one of ${LINEAR_VARIANT_NAMES.join(", ")} or "auto"`);
   }
   const small = M <= GEMV_MAX_M;
+  const bcastOk = gemvBcastUsable(ctx) && (tilesT === 0 || tilesT === BCAST_T);
   // W in the tiles layout (tilesT > 0): gemv_tiled reads it for small M, matmul's TILES path otherwise.
-  const algo: LinearVariantName = variant === "auto" ? (small ? (tilesT > 0 || (packed && gemvTiledPreferred(ctx)) ? "gemv_tiled" : "gemv") : "matmul") : variant;
-  if (tilesT > 0 && algo !== "gemv_tiled" && algo !== "matmul") {
-    throw new UnsupportedError(`linear: variant '${algo}' reads row-major W; this W lies in the tiles layout (T=${tilesT})`, "use 'gemv_tiled', 'matmul' or 'auto'");
+  const algo: LinearVariantName =
+    variant !== "auto" ? variant : small ? (tilesT > 0 || (packed && gemvTiledPreferred(ctx)) ? "gemv_tiled" : "gemv") : M <= BCAST_MAX_M && bcastOk && gemvBcastPreferred(ctx) ? "gemv_bcast" : "matmul";
+  if (algo === "gemv_bcast" && !bcastOk) {
+    throw new UnsupportedError(
+      `linear: variant 'gemv_bcast' needs the 'subgroups' feature with subgroups of at least ${BCAST_T} invocations${tilesT > 0 ? ` and W row-major or in tiles of ${BCAST_T} rows (this W: tiles of ${tilesT})` : ""}; this device has ${ctx.hasSubgroups ? `subgroups of ${ctx.adapter.subgroupMinSize ?? "unknown"}+` : "no subgroups"}`,
+      "use 'matmul' or 'auto'",
+    );
+  }
+  if (tilesT > 0 && algo !== "gemv_tiled" && algo !== "matmul" && algo !== "gemv_bcast") {
+    throw new UnsupportedError(`linear: variant '${algo}' reads row-major W; this W lies in the tiles layout (T=${tilesT})`, "use 'gemv_tiled', 'gemv_bcast', 'matmul' or 'auto'");
   }
   if (algo === "gemv_subgroup" && !ctx.hasSubgroups) {
     throw new UnsupportedError(`linear: variant 'gemv_subgroup' needs the device feature 'subgroups', which this device lacks`, "use 'gemv' or 'auto'");
@@ -247,6 +292,9 @@ export function resolveLinear(ctx: GpuContext, M: number, N: number, K: number, 
   let desc: LinearKernelDesc;
   if (algo === "matmul") {
     desc = { algo, wDtype, vec: K % 4 === 0 ? 4 : 1, rows: MATMUL_TN, mb: MATMUL_TM, wg: [MATMUL_WGX, MATMUL_WGY], ...(tilesT > 0 ? { tilesT } : {}) };
+  } else if (algo === "gemv_bcast") {
+    const ce = wDtype === "f16" ? 8 : 4;
+    desc = { algo, wDtype, vec: tilesT > 0 || K % ce === 0 ? ce : 1, rows: BCAST_R, mb: bcastMB(M), wg: [BCAST_T, 1], ...(tilesT > 0 ? { tilesT } : {}) };
   } else if (algo === "gemv_tiled") {
     const shape = gemvTiledShape(ctx);
     const T = tilesT > 0 ? tilesT : shape.T;
@@ -419,7 +467,7 @@ export async function launchLinear(
   if (desc.algo !== "gemv_tiled" && (desc.tilesT ?? 0) !== (w.layout?.T ?? 0)) {
     throw new UnsupportedError(`${op}: kernel ${linearLabel(desc)} reads ${desc.tilesT ? `W in tiles of ${desc.tilesT} rows` : "row-major W"}; w ('${w.label}') is ${w.layout ? `in tiles of ${w.layout.T} rows` : "row-major"}`);
   }
-  if (desc.algo !== "gemv_tiled" && desc.vec !== 1 && K % desc.vec !== 0) throw new UnsupportedError(`${op}: kernel ${linearLabel(desc)} reads K in chunks of ${desc.vec}; K = ${K} is not a multiple`);
+  if (desc.algo !== "gemv_tiled" && !(desc.algo === "gemv_bcast" && desc.tilesT) && desc.vec !== 1 && K % desc.vec !== 0) throw new UnsupportedError(`${op}: kernel ${linearLabel(desc)} reads K in chunks of ${desc.vec}; K = ${K} is not a multiple`);
   const kernel = await ctx.kernels.get(linearKernelVariant(desc));
   if (M === 0) return;
   if (desc.algo === "gemv_tiled") {
@@ -458,8 +506,9 @@ export async function launchLinear(
     throw new UnsupportedError(`${op}: one row of x ('${x.label}', ${K * 4} bytes) or y (${N * 4} bytes) exceeds the storage binding limit of ${limit} bytes`);
   }
   const rowsPerZ = desc.algo === "matmul" ? desc.mb * desc.wg[1] : desc.mb;
+  const bcast = desc.algo === "gemv_bcast";
   const mStep = Math.min(mPer, rowsPerZ * ctx.limits.maxComputeWorkgroupsPerDimension);
-  const xUnit = desc.vec === 1 ? 1 : 4; // x's binding element: f32 or vec4<f32>
+  const xUnit = desc.vec === 1 || bcast ? 1 : 4; // x's binding element: f32 or vec4<f32>
   const span = (t: Tensor, first: number, count: number): { res: BufferWindow; base: number } => {
     const e = DTYPE_BYTES[t.dtype];
     const start = first * e;
@@ -479,7 +528,7 @@ export async function launchLinear(
       if (desc.algo === "matmul") {
         groups = [Math.ceil(win.rows / (desc.rows * desc.wg[0])), Math.ceil(mw / (desc.mb * desc.wg[1])), 1];
       } else {
-        const perGroup = desc.algo === "gemv" ? desc.rows * desc.wg[0] : desc.rows;
+        const perGroup = desc.algo === "gemv" || bcast ? desc.rows * desc.wg[0] : desc.rows;
         const [gx, gy] = grid(ctx, Math.ceil(win.rows / perGroup));
         groups = [gx, gy, Math.ceil(mw / desc.mb)];
       }
