@@ -52,7 +52,7 @@ test("gemv_bcast vs linearReference: M ∈ {1,2,3,4,5,7,8,9,16,17} × odd N, K (
         for (const tilesT of [0, 8]) {
           const [N, K] = nk[i % nk.length]!;
           const label = await check(ctx, M, N, K, wd, biases[i % 3]!, tilesT, "gemv_bcast", `${dev} `);
-          assert.match(label, new RegExp(`^gemv_bcast_${wd}_${tilesT ? "tiles8_" : ""}vec${tilesT || K % (wd === "f16" ? 8 : 4) === 0 ? (wd === "f16" ? 8 : 4) : 1}_r\\d+_mb${M <= 4 ? 4 : 8}_wg8$`), label);
+          assert.match(label, new RegExp(`^gemv_bcast_${wd}_${tilesT ? "tiles8_" : ""}vec${tilesT || K % (wd === "f16" ? 8 : 4) === 0 ? (wd === "f16" ? 8 : 4) : 1}_r\\d+_mb${M <= 2 ? M : M <= 4 ? 4 : 8}_wg8$`), label);
           i++;
         }
       }

@@ -100,9 +100,13 @@ export function gemvBcastUsable(ctx: GpuContext): boolean {
   return ctx.hasSubgroups && (ctx.adapter.subgroupMinSize ?? 0) >= BCAST_T;
 }
 
-/** gemv_bcast's activation rows per M-block for M rows: 4 or 8 (M > 8 runs blocks of 8, the last guarded). */
+/**
+ * gemv_bcast's activation rows per M-block for M rows: 1, 2, 4 or 8 (M > 8 runs blocks of 8, the
+ * last guarded). MB = 16 measured slower than two blocks of 8 (×1.2–2.2 the CPU time, lavapipe
+ * 2026-12-02, 134M projections at M = 16) and compiles slower (5.6 s vs < 1.5 s at load 10).
+ */
 export function bcastMB(M: number): number {
-  return M <= 4 ? 4 : 8;
+  return M <= 2 ? Math.max(M, 1) : M <= 4 ? 4 : 8;
 }
 
 /** A fully specified linear kernel: everything that changes the WGSL. */
@@ -275,7 +279,7 @@ export function resolveLinear(ctx: GpuContext, M: number, N: number, K: number, 
   const bcastOk = gemvBcastUsable(ctx) && (tilesT === 0 || tilesT === BCAST_T);
   // W in the tiles layout (tilesT > 0): gemv_tiled reads it for small M, matmul's TILES path otherwise.
   const algo: LinearVariantName =
-    variant !== "auto" ? variant : small ? (tilesT > 0 || (packed && gemvTiledPreferred(ctx)) ? "gemv_tiled" : "gemv") : M <= BCAST_MAX_M && bcastOk && gemvBcastPreferred(ctx) ? "gemv_bcast" : "matmul";
+    variant !== "auto" ? variant : M <= BCAST_MAX_M && bcastOk && gemvBcastPreferred(ctx) ? "gemv_bcast" : small ? (tilesT > 0 || (packed && gemvTiledPreferred(ctx)) ? "gemv_tiled" : "gemv") : "matmul";
   if (algo === "gemv_bcast" && !bcastOk) {
     throw new UnsupportedError(
       `linear: variant 'gemv_bcast' needs the 'subgroups' feature with subgroups of at least ${BCAST_T} invocations${tilesT > 0 ? ` and W row-major or in tiles of ${BCAST_T} rows (this W: tiles of ${tilesT})` : ""}; this device has ${ctx.hasSubgroups ? `subgroups of ${ctx.adapter.subgroupMinSize ?? "unknown"}+` : "no subgroups"}`,
