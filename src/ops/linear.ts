@@ -13,6 +13,10 @@
 //          gemvLayout 'tiles' transforms the projections at load time, replacing the row-major
 //          weights; toTilesLayout), or an opt-in copy beside a row-major W (packGemvWeight /
 //          gemvPackOf; benchmarks and tests), made only by an owner that promises W will not change.
+//   gemv_bcast (kernels/gemv_bcast.wgsl): M ≤ 16 (serve's batched step, and decode-sized
+//          linears) where 8-lane subgroups exist: each lane loads one x element per row and step,
+//          subgroupBroadcast hands the step's 8 to every lane, and each W chunk is loaded once for
+//          MB = 1/2/4/8 rows; W row-major or in tiles of 8 rows.
 //   matmul (kernels/matmul.wgsl): register-tiled, for prefill and batches; its TILES path reads W
 //          in the tiles layout (the same kernel with a tile/lane address per W chunk).
 // A W in the tiles layout is read only by gemv_tiled and matmul (TILES); forcing a row-major
@@ -67,14 +71,41 @@ export function gemvTiledShape(ctx: GpuContext): { T: number; R: number } {
 const SPLITK_R = 2;
 const SPLITK_WG = 64;
 /**
- * Largest M the resolver sends to GEMV. f16 4096×4096: M=1 gemv 8.2 ms vs matmul t1x8 10.3;
- * M=2 gemv 12.7 vs matmul t2x8 12.1 (a tie); M=4 gemv 23.3 vs matmul t4x8 19.2; M=8 54.6 vs
- * 36.0. GEMV's win is M=1; M=2 stays on it (tie) so two parallel sequences read W once.
+ * Largest M the resolver sends to gemv / gemv_tiled where gemv_bcast does not run (no subgroups,
+ * subgroups under 8 lanes, hardware GPUs, tiles of T ≠ 8). f16 4096×4096: M=1 gemv 8.2 ms vs
+ * matmul t1x8 10.3; M=2 gemv 12.7 vs matmul t2x8 12.1 (a tie); M=4 gemv 23.3 vs matmul t4x8 19.2;
+ * M=8 54.6 vs 36.0. GEMV's win is M=1; M=2 stays on it (tie) so two parallel sequences read W once.
  */
 export const GEMV_MAX_M = 2;
-/** Largest M the resolver sends to gemv_bcast (where gemvBcastPreferred); matmul above. */
+/**
+ * Largest M the resolver sends to gemv_bcast (where gemvBcastPreferred); matmul above. M = 16 still
+ * costs ×0.40–0.61 of matmul t4x8 on every 134M projection (bench/results/2026-12-02-gemv-bcast.md);
+ * larger M (prefill) was not measured with it and stays on matmul.
+ */
 export const BCAST_MAX_M = 16;
-/** Whether gemv_bcast beats matmul for GEMV_MAX_M < M ≤ BCAST_MAX_M on this device class (see resolveLinear). */
+/**
+ * Whether gemv_bcast beats gemv / gemv_tiled / matmul for M ≤ BCAST_MAX_M on this device class, by
+ * measurement (bench/batch-gemv.bench.ts, arms alternated in one process, process CPU time per call).
+ *   software Vulkan (lavapipe/llvmpipe 8-wide, subgroups of 8, Node + Dawn, 2 cores shared with
+ *   other jobs at load average 10–14; 2026-12-02, bench/results/2026-12-02-9a5fb6e-batch-gemv.json),
+ *   the 134M Llama shape's projections (f16; q/k/v/o 768×768, gate/up 2048×768, down 768×2048,
+ *   lm_head 32000×768), CPU time of one step's projections (12 layers + lm_head) as a multiple of
+ *   M = 1 gemv rows r4 (413 CPU-ms):
+ *     M    before (gemv ≤ 2, matmul t4x8 above)   gemv_bcast rows   gemv_bcast tiles (T=8)
+ *     1    1.00 (tiles: gemv_tiled 0.83)            0.69              0.61
+ *     2    1.43 (tiles 1.24)                        0.80              0.67
+ *     4    1.62 (tiles 1.84)                        1.02              0.91
+ *     8    3.00 (tiles 3.21)                        1.53              1.41
+ *     16   5.73 (tiles 5.99)                        2.99              2.76
+ *   i.e. ×0.44–0.73 of the kernel it replaces at every M, in both layouts, and every single shape
+ *   ×0.32–0.78 of matmul. Why: on llvmpipe every storage load is a per-lane gather (GPU-NOTES);
+ *   matmul t4x8 loads one x word per 8 MACs and one W word per 8, gemv (r4) one x word per 4 and
+ *   one W word per 2 (f16), gemv_bcast one x word per 32 (one element per lane, broadcast) and
+ *   one W word per 2·MB. Earlier tries without the broadcast (gemv rows and tiles with MB = 4/8,
+ *   scalar or vec4 accumulators, loops or unrolled by hand) cost ×1.0–5 of matmul.
+ *   hardware GPUs: not measured (no GPU lent) → false; the kernel needs subgroups ≥ 8 lanes
+ *   (gemvBcastUsable) and reads tiles of 8 rows only (hardware loads use T = 64).
+ */
 export function gemvBcastPreferred(ctx: GpuContext): boolean {
   return ctx.adapter.isSoftware;
 }
@@ -92,7 +123,11 @@ const MATMUL_WGY = 1;
 
 /** gemv_bcast: invocations per workgroup = K elements per step = rows per tile it reads (one subgroup). */
 export const BCAST_T = 8;
-/** gemv_bcast: rows of W per invocation (measured: see resolveLinear). */
+/**
+ * gemv_bcast: rows of W per invocation. Lavapipe 2026-12-02 (load 10, f16, M = 8, MB = 8, CPU time
+ * per call): R = 4 vs R = 2 vs R = 8 on 768×768 1.00 / 1.12 / 1.41, 2048×768 1.00 / 0.89 / 1.37,
+ * 768×2048 1.00 / 1.02 / 1.57; R = 8 took 11 s to compile (R = 4 < 1.5 s).
+ */
 const BCAST_R = 4;
 
 /** Whether gemv_bcast can run here: subgroups, and every subgroup holds a whole 8-invocation workgroup. */
@@ -267,9 +302,11 @@ const TILED_SOFTWARE = true;
 
 /**
  * The one place that chooses a linear kernel for a shape. `variant` forces an algorithm; one that
- * cannot run on this device throws UnsupportedError (never a silent substitute). `packed`: W has a
- * tiled copy (gemvPackOf); "auto" picks gemv_tiled only then, for M ≤ GEMV_MAX_M, on device
- * classes where it measured faster (gemvTiledPreferred).
+ * cannot run on this device throws UnsupportedError (never a silent substitute). "auto": gemv_bcast
+ * for M ≤ BCAST_MAX_M where it runs and measured faster (gemvBcastUsable, gemvBcastPreferred; W
+ * row-major or in tiles of 8 rows); else for M ≤ GEMV_MAX_M gemv, or gemv_tiled when W lies in the
+ * tiles layout or has a tiled copy (`packed`, gemvPackOf) on device classes where that measured
+ * faster (gemvTiledPreferred); else matmul.
  */
 export function resolveLinear(ctx: GpuContext, M: number, N: number, K: number, wDtype: WDType, variant: LinearVariantName | "auto" = "auto", packed = false, tilesT = 0): LinearPlan {
   if (variant !== "auto" && !LINEAR_VARIANT_NAMES.includes(variant)) {
