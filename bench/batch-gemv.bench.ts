@@ -1,76 +1,100 @@
-// The projections of a batched decode step (`onegen serve`, src/serve/engine.ts): M = 8 rows
-// (8 sequences, one token each) against one M = 1 GEMV, on the ~134M Llama shape's matrices
-// (f16 W: q/k/v/o 768×768, gate/up 2048×768, down 768×2048, lm_head 32000×768; --quick: 256-wide
-// stand-ins). The question: how much does an 8-row step cost over a 1-row one, per projection,
-// and does any kernel tiling reuse each loaded weight across the rows better than the resolver's
-// pick (matmul t4x8 for M ≥ 3, src/ops/linear.ts GEMV_MAX_M)? Arms, alternated round by round in
-// one process: gemv rows r4 mb1 at M = 1 (the base), matmul TM×TN tilings at M = 8 (scalar
-// dot accumulators: TM activation rows × TN weight rows per invocation, so each W chunk is loaded
-// once per TM rows), and gemv rows with MB = 2/4/8 activation rows per block at M = 8 (vec4
-// accumulators MB·R). Timed by the process's CPU time per call (process.cpuUsage: lavapipe runs
-// the dispatches on this process's worker threads), which swings less than wall time with the
-// shared machine's load; extra.ofM1 = the arm's CPU time ÷ the M = 1 GEMV's. On a hardware GPU
-// the CPU time is the host's only: read the wall-clock columns there. Figures, never assertions.
+// The projections of a batched decode step (`onegen serve`, src/serve/engine.ts): M = 1, 2, 4, 8,
+// 16 rows (M sequences, one token each) on the ~134M Llama shape's matrices (f16 W: q/k/v/o
+// 768×768, gate/up 2048×768, down 768×2048, lm_head 32000×768; --quick: 256-wide stand-ins), W
+// row-major and in the tiles layout (T = 8, what loadDecoder's gemvLayout 'tiles' gives on
+// software adapters). Numbered variants (llm.c style), every one kept runnable, alternated round
+// by round in one process:
+//   v1 gemv        rows design, r4, MB = min(M, 2) (the resolver's pick for M ≤ 2 without subgroups)
+//   v2 gemv_tiled  tiles, T8 R8, MB = min(M, 2) (the same with a tiled W)
+//   v3 matmul      t4x8, rows or tiles (the resolver's pick for M > 2 before gemv_bcast)
+//   v4 gemv_bcast  r4, MB = 1/2/4/8 (bcastMB), rows or tiles: x broadcast through the subgroup,
+//                  each W chunk loaded once per MB rows (the resolver's pick for M ≤ 16 where it runs)
+// Timed by the process's CPU time per call (process.cpuUsage: lavapipe runs the dispatches on
+// this process's worker threads), which swings less than wall time with the shared machine's
+// load; extra.ofM1 = the arm's CPU time ÷ v1 gemv's at M = 1 on the same shape, extra.ofV3 = ÷ the
+// matmul arm's at the same M and layout. On a hardware GPU the CPU time is the host's only: read
+// the wall-clock columns there. Figures, never assertions.
 import type { GpuContext } from "../src/gpu/context.js";
-import { launchLinear, linearLabel, type LinearKernelDesc } from "../src/ops/linear.js";
+import type { Tensor } from "../src/gpu/tensor.js";
+import { bcastMB, BCAST_T, gemvBcastUsable, launchLinear, linearLabel, toTilesLayout, type LinearKernelDesc } from "../src/ops/linear.js";
 import { Rng } from "../src/util/rng.js";
 import { f32ArrayToF16 } from "../src/util/f16.js";
 import { row, type BenchEnv, type BenchRow } from "./harness.js";
 
-const M1: LinearKernelDesc = { algo: "gemv", wDtype: "f16", vec: 8, rows: 4, mb: 1, wg: [64, 1] };
-const mm = (tm: number, tn: number): LinearKernelDesc => ({ algo: "matmul", wDtype: "f16", vec: 4, rows: tn, mb: tm, wg: [64, 1] });
-const gv = (r: number, mb: number): LinearKernelDesc => ({ algo: "gemv", wDtype: "f16", vec: 8, rows: r, mb, wg: [64, 1] });
+type Layout = "rows" | "tiles";
+interface Arm {
+  v: string;
+  M: number;
+  layout: Layout;
+  desc: LinearKernelDesc;
+}
+
+const tilesOf = (l: Layout) => (l === "tiles" ? { tilesT: BCAST_T } : {});
+const V1 = (M: number): LinearKernelDesc => ({ algo: "gemv", wDtype: "f16", vec: 8, rows: 4, mb: Math.min(M, 2), wg: [64, 1] });
+const V2 = (M: number): LinearKernelDesc => ({ algo: "gemv_tiled", wDtype: "f16", vec: 8, rows: 8, mb: Math.min(M, 2), wg: [8, 1] });
+const V3 = (l: Layout): LinearKernelDesc => ({ algo: "matmul", wDtype: "f16", vec: 4, rows: 8, mb: 4, wg: [64, 1], ...tilesOf(l) });
+const V4 = (M: number, l: Layout): LinearKernelDesc => ({ algo: "gemv_bcast", wDtype: "f16", vec: 8, rows: 4, mb: bcastMB(M), wg: [8, 1], ...tilesOf(l) });
 
 export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
   const shapes: [string, number, number][] = env.quick
     ? [["256×256", 256, 256], ["688×256", 688, 256]]
     : [["q/k/v/o 768×768", 768, 768], ["gate/up 2048×768", 2048, 768], ["down 768×2048", 768, 2048], ["lm_head 32000×768", 32000, 768]];
-  const arms: { desc: LinearKernelDesc; M: number }[] = [
-    { desc: M1, M: 1 },
-    ...[mm(4, 8), mm(4, 4), mm(8, 4), mm(8, 2), mm(2, 8), mm(8, 1)].map((desc) => ({ desc, M: 8 })),
-    ...[gv(4, 2), gv(2, 4), gv(1, 8)].map((desc) => ({ desc, M: 8 })),
-  ];
-  const rounds = env.quick ? 2 : 4;
-  const reps = env.quick ? 2 : 4;
+  const Ms = env.quick ? [1, 8] : [1, 2, 4, 8, 16];
+  const bcast = gemvBcastUsable(ctx);
+  if (!bcast) env.log("batch-gemv: this device cannot run gemv_bcast (needs subgroups of ≥ 8 invocations): v4 arms skipped");
+  const arms: Arm[] = [];
+  for (const M of Ms) {
+    if (M <= 2) arms.push({ v: "v1", M, layout: "rows", desc: V1(M) }, { v: "v2", M, layout: "tiles", desc: V2(M) });
+    for (const l of ["rows", "tiles"] as const) {
+      arms.push({ v: "v3", M, layout: l, desc: V3(l) });
+      if (bcast) arms.push({ v: "v4", M, layout: l, desc: V4(M, l) });
+    }
+  }
+  const rounds = env.quick ? 2 : 5;
+  const reps = env.quick ? 2 : 3;
   const rng = new Rng(8);
   const rows: BenchRow[] = [];
+  const key = (a: Arm) => `M=${a.M} ${a.v} ${a.layout} ${linearLabel(a.desc)}`;
+  const Mmax = Math.max(...Ms);
   for (const [name, N, K] of shapes) {
     const w = ctx.upload(f32ArrayToF16(rng.fillNormal(N * K, 0.02)), [N, K], "f16", "batch-gemv.w");
-    const x = ctx.upload(rng.fillNormal(8 * K, 1), [8, K], "f32", "batch-gemv.x");
-    const y = ctx.empty([8, N], "f32", "batch-gemv.y");
+    let wt: Tensor | null = null;
+    const x = ctx.upload(rng.fillNormal(Mmax * K, 1), [Mmax, K], "f32", "batch-gemv.x");
+    const y = ctx.empty([Mmax, N], "f32", "batch-gemv.y");
     try {
+      wt = await toTilesLayout(ctx, w, BCAST_T);
       const cpu = new Map<string, number[]>();
       const wall = new Map<string, number[]>();
       for (let r = 0; r <= rounds; r++) {
         for (const a of r % 2 === 0 ? arms : [...arms].reverse()) {
-          const label = linearLabel(a.desc);
           const c0 = process.cpuUsage();
           const t0 = performance.now();
-          for (let i = 0; i < reps; i++) await launchLinear(ctx, a.desc, x, w, null, y, a.M, N, K);
+          for (let i = 0; i < reps; i++) await launchLinear(ctx, a.desc, x, a.layout === "tiles" ? wt : w, null, y, a.M, N, K);
           await ctx.sync();
           const c = process.cpuUsage(c0);
           if (r === 0) continue; // warm-up: compiles every variant
-          (cpu.get(label) ?? cpu.set(label, []).get(label)!).push((c.user + c.system) / 1000 / reps);
-          (wall.get(label) ?? wall.set(label, []).get(label)!).push((performance.now() - t0) / reps);
+          (cpu.get(key(a)) ?? cpu.set(key(a), []).get(key(a))!).push((c.user + c.system) / 1000 / reps);
+          (wall.get(key(a)) ?? wall.set(key(a), []).get(key(a))!).push((performance.now() - t0) / reps);
         }
       }
-      const med = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-      const base = med(cpu.get(linearLabel(M1))!);
+      const med = (xs: number[]) => [...xs].sort((p, q) => p - q)[Math.floor(xs.length / 2)]!;
+      const base = med(cpu.get(key(arms[0]!))!);
       for (const a of arms) {
-        const label = linearLabel(a.desc);
-        const c = med(cpu.get(label)!);
-        const wl = [...wall.get(label)!].sort((p, q) => p - q);
-        env.log(`batch-gemv: ${name} M=${a.M} ${label.padEnd(32)} ${c.toFixed(2)} CPU-ms (×${(c / base).toFixed(2)} of M=1), wall ${med(wl).toFixed(2)} ms`);
+        const c = med(cpu.get(key(a))!);
+        const v3 = med(cpu.get(key({ v: "v3", M: a.M, layout: a.layout, desc: V3(a.layout) }))!);
+        const wl = [...wall.get(key(a))!].sort((p, q) => p - q);
+        env.log(`batch-gemv: ${name} ${key(a).padEnd(58)} ${c.toFixed(2)} CPU-ms (×${(c / base).toFixed(2)} of M=1 v1, ×${(c / v3).toFixed(2)} of v3 matmul), wall ${med(wl).toFixed(2)} ms`);
         rows.push(
           row(
             env,
-            { bench: "batch-gemv", variant: `M=${a.M} ${label}`, shape: `${name} f16`, bytes: N * K * 2, flops: 2 * a.M * N * K, extra: { cpuMs: c, ofM1: c / base } },
+            { bench: "batch-gemv", variant: key(a), shape: `${name} f16`, bytes: N * K * 2, flops: 2 * a.M * N * K, extra: { cpuMs: c, ofM1: c / base, ofV3: c / v3 } },
             { medianMs: med(wl), minMs: wl[0]!, maxMs: wl[wl.length - 1]!, samples: wl.length },
           ),
         );
       }
     } finally {
       w.dispose();
+      wt?.dispose();
       x.dispose();
       y.dispose();
     }

@@ -17,10 +17,8 @@
 import type { GpuContext } from "../src/gpu/context.js";
 import { Session } from "../src/model/session.js";
 import { Rng } from "../src/util/rng.js";
-import { buildSynthetic, type SyntheticModel, type SyntheticShapeName } from "./synthetic.js";
-import { gemvTiledShape, toTilesLayout } from "../src/ops/linear.js";
-import { Decoder, type LayerWeights } from "../src/model/decoder.js";
-import { isQuantDType, type Tensor } from "../src/gpu/tensor.js";
+import { buildSynthetic, tiledDecoder, type SyntheticModel, type SyntheticShapeName } from "./synthetic.js";
+import { gemvTiledShape } from "../src/ops/linear.js";
 import { row, type BenchEnv, type BenchRow, type Timing } from "./harness.js";
 
 /**
@@ -255,20 +253,9 @@ async function benchModel(ctx: GpuContext, env: BenchEnv, m: SyntheticModel, mc:
  */
 export async function decodeLayoutAB(ctx: GpuContext, env: BenchEnv, m: SyntheticModel, session: Session, prompt: number, rng: Rng, rounds = 3): Promise<BenchRow[]> {
   const spr = STEPS_PER_READ;
-  const w = m.decoder.weights;
   const T = gemvTiledShape(ctx).T;
-  const made: Tensor[] = [];
-  const tile = async (t: Tensor): Promise<Tensor> => {
-    if (isQuantDType(t.dtype)) return t;
-    const u = await toTilesLayout(ctx, t, T);
-    made.push(u);
-    return u;
-  };
-  const layers: LayerWeights[] = [];
-  for (const L of w.layers) layers.push({ ...L, q: await tile(L.q), k: await tile(L.k), v: await tile(L.v), o: await tile(L.o), gate: await tile(L.gate), up: await tile(L.up), down: await tile(L.down) });
-  const lmHead = w.lmHead === w.embed ? w.lmHead : await tile(w.lmHead);
-  const tiled = new Decoder(ctx, m.config, { ...w, layers, lmHead });
-  const sessions = { rows: session, tiles: Session.create(tiled, session.capacity) };
+  const tiled = await tiledDecoder(ctx, m, T);
+  const sessions = { rows: session, tiles: Session.create(tiled.decoder, session.capacity) };
   const ms: Record<"rows" | "tiles", number[]> = { rows: [], tiles: [] };
   const tokens = spr * 3;
   try {
@@ -287,7 +274,7 @@ export async function decodeLayoutAB(ctx: GpuContext, env: BenchEnv, m: Syntheti
     }
   } finally {
     sessions.tiles.dispose();
-    for (const t of made) t.dispose();
+    tiled.dispose();
   }
   const out: BenchRow[] = [];
   const rowsMs = median(ms.rows).medianMs;

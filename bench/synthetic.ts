@@ -14,6 +14,8 @@ import type { DocumentIndex } from "../src/onegen/index.js";
 import { computeInvFreq, parameterCount, parseModelConfig, type ModelConfig } from "../src/model/config.js";
 import { Rng } from "../src/util/rng.js";
 import { f32ArrayToF16 } from "../src/util/f16.js";
+import { isQuantDType } from "../src/gpu/tensor.js";
+import { toTilesLayout } from "../src/ops/linear.js";
 
 /** Random values generated on the host per seed: 2 Mi + 1994 (even, so f16 writes stay 4-byte aligned). */
 const RANDOM_BLOCK = (1 << 21) + 1994;
@@ -144,6 +146,32 @@ export async function buildSyntheticDecoder(ctx: GpuContext, config: ModelConfig
       invFreq.dispose();
     },
   };
+}
+
+/**
+ * A second decoder over `m`'s weights with the projections (and an untied lm_head) in the tiles
+ * layout of T rows (src/gpu/tensor.ts TilesLayout: what loadDecoder's gemvLayout 'tiles' gives),
+ * for layout A/B benches: both layouts are held at once (loadDecoder holds one); norms, embedding
+ * and biases are shared. dispose() frees the tiles only.
+ */
+export async function tiledDecoder(ctx: GpuContext, m: SyntheticModel, T: number): Promise<{ decoder: Decoder; dispose(): void }> {
+  const w = m.decoder.weights;
+  const made: Tensor[] = [];
+  const tile = async (t: Tensor): Promise<Tensor> => {
+    if (isQuantDType(t.dtype)) return t;
+    const u = await toTilesLayout(ctx, t, T);
+    made.push(u);
+    return u;
+  };
+  try {
+    const layers: LayerWeights[] = [];
+    for (const L of w.layers) layers.push({ ...L, q: await tile(L.q), k: await tile(L.k), v: await tile(L.v), o: await tile(L.o), gate: await tile(L.gate), up: await tile(L.up), down: await tile(L.down) });
+    const lmHead = w.lmHead === w.embed ? w.lmHead : await tile(w.lmHead);
+    return { decoder: new Decoder(ctx, m.config, { ...w, layers, lmHead }), dispose: () => made.forEach((t) => t.dispose()) };
+  } catch (e) {
+    made.forEach((t) => t.dispose());
+    throw e;
+  }
 }
 
 /** A named synthetic shape on the GPU. */

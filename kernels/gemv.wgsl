@@ -27,8 +27,10 @@
 //   splitk + subgroupAdd (SUBGROUP)              16.6 ms  2.03 GB/s
 // The kernel is bound by instructions per W element, not by memory: f32 W moves twice the bytes
 // in 1.5× the time (11.6 ms, 5.8 GB/s); our guess is llvmpipe's per-lane (gathered) loads. For
-// M > 1 each W chunk is reused MB times, yet matmul.wgsl wins from M=4 on (probably register
-// pressure of the MB·R vec4 accumulators; see GEMV_MAX_M in src/ops/linear.ts).
+// M > 1 each W chunk is reused MB times, yet matmul.wgsl wins from M=4 on: every lane also loads
+// the MB x chunks itself (a gather on llvmpipe), one x word per R = 4 MACs. gemv_bcast.wgsl loads
+// one x element per lane and broadcasts it through the subgroup; it beats both where subgroups of
+// 8 exist (GEMV_MAX_M, gemvBcastPreferred in src/ops/linear.ts).
 #if NATIVE_F16
 enable f16;
 #endif

@@ -20,6 +20,10 @@ import { TrainModel } from "../src/train/model.js";
 import { modelFixture } from "./helpers/fixtures.js";
 import { tiledCopyReference } from "../src/ops/tiled-copy.js";
 import {
+  BCAST_MAX_M,
+  BCAST_T,
+  gemvBcastPreferred,
+  gemvBcastUsable,
   gemvPackBytes,
   gemvPackOf,
   gemvTiledPreferred,
@@ -156,8 +160,8 @@ test("windows: the tiled copy above a forced 64 KiB binding limit, and the brows
   }
 });
 
-test("resolver: auto picks gemv_tiled only for packed weights, M ≤ 2, on device classes where it measured faster", async () => {
-  const ctx = await gpu();
+test("resolver: auto picks gemv_tiled only for packed weights, M ≤ 2, on device classes where it measured faster (and gemv_bcast, which beat it, cannot run: no subgroups here)", async () => {
+  const ctx = await gpu({ disableFeatures: ["subgroups"] });
   const tiledHere = ctx.adapter.isSoftware; // the device class where gemv_tiled measured faster
   const { T, R } = gemvTiledShape(ctx);
   assert.equal([T, R], tiledHere ? [8, 8] : [64, 4]);
@@ -207,7 +211,7 @@ async function checkTiles(ctx: GpuContext, M: number, N: number, K: number, wd: 
   return label;
 }
 
-test("W in the tiles layout (load-time transform): bytes equal tiledCopyReference; linear() at M = 1, 2 (gemv_tiled on W itself) and M = 3, 37 (matmul's TILES path), awkward N and K, f32/f16, biases, T = 8 and 64; the embedding gather", async () => {
+test("W in the tiles layout (load-time transform): bytes equal tiledCopyReference; linear() at M = 1, 2, 3, 5 (gemv_bcast on W itself where it runs, else gemv_tiled / matmul's TILES path) and M = 37 (matmul's TILES path), awkward N and K, f32/f16, biases, T = 8 and 64; the embedding gather", async () => {
   await forDevices({}, async (ctx, dev) => {
     for (const wd of ["f32", "f16"] as const) {
       const N = 13;
@@ -239,7 +243,8 @@ test("W in the tiles layout (load-time transform): bytes equal tiledCopyReferenc
     ];
     for (const c of cases) {
       const label = await checkTiles(ctx, ...c);
-      assert.match(label, c[0] <= 2 ? /^gemv_tiled_/ : /^matmul_f(16|32)_tiles/, label);
+      const bcast = gemvBcastUsable(ctx) && gemvBcastPreferred(ctx) && c[5] === BCAST_T && c[0] <= BCAST_MAX_M;
+      assert.match(label, bcast ? /^gemv_bcast_f(16|32)_tiles8_/ : c[0] <= 2 ? /^gemv_tiled_/ : /^matmul_f(16|32)_tiles/, label);
     }
   });
 });

@@ -17,7 +17,7 @@ import { Rng } from "../src/util/rng.js";
 import { f16ArrayToF32, f32ArrayToF16 } from "../src/util/f16.js";
 import { ShapeError, UnsupportedError } from "../src/errors.js";
 import type { GpuContext } from "../src/gpu/context.js";
-import { launchLinear, linear, linearReference, resolveLinear, type LinearVariantName } from "../src/ops/linear.js";
+import { gemvBcastPreferred, gemvBcastUsable, launchLinear, linear, linearReference, resolveLinear, type LinearVariantName } from "../src/ops/linear.js";
 
 const EPS32 = 2 ** -24;
 function tolFor(K: number) {
@@ -102,7 +102,8 @@ test("every variant forced explicitly: gemv, gemv_splitk, gemv_subgroup, matmul 
 
 test("real-ish shapes: GEMV 1×4096×4096 f16, matmul 17×256×4096 f32 with bias", async () => {
   const ctx = await gpu();
-  assert.is(await check(ctx, { M: 1, N: 4096, K: 4096, wd: "f16", bias: "none" }), "gemv_f16_vec8_r4_mb1_wg64");
+  const bcast = gemvBcastUsable(ctx) && gemvBcastPreferred(ctx); // test/gemv-bcast.test.ts covers that kernel
+  assert.is(await check(ctx, { M: 1, N: 4096, K: 4096, wd: "f16", bias: "none" }), bcast ? "gemv_bcast_f16_vec8_r4_mb1_wg8" : "gemv_f16_vec8_r4_mb1_wg64");
   assert.is(await check(ctx, { M: 17, N: 256, K: 4096, wd: "f32", bias: "f32" }), "matmul_f32_vec4_t4x8_wg64x1");
 });
 
@@ -178,8 +179,8 @@ test("windows under a browser's 256-byte offset alignment (browser-like device, 
   for (const variant of ["gemv_splitk", "matmul"] as const) await check(ctx, { M: 5, N: 300, K: 999, wd: "f16", bias: "f16", variant }, "browser-like windowed ");
 });
 
-test("resolver: labels for decode, small batches, prefill; K alignment picks the chunk width", async () => {
-  const ctx = await gpu();
+test("resolver: labels for decode, small batches, prefill; K alignment picks the chunk width (gemv_bcast's picks: test/gemv-bcast.test.ts)", async () => {
+  const ctx = await gpu({ disableFeatures: ["subgroups"] }); // where gemv_bcast cannot run
   assert.is(resolveLinear(ctx, 1, 4096, 4096, "f16").label, "gemv_f16_vec8_r4_mb1_wg64");
   assert.is(resolveLinear(ctx, 2, 4096, 4096, "f16").label, "gemv_f16_vec8_r4_mb2_wg64");
   assert.is(resolveLinear(ctx, 1, 4096, 4096, "f32").label, "gemv_f32_vec4_r4_mb1_wg64");

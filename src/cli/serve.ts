@@ -98,6 +98,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
     const bar = quiet ? null : createProgressBar("loading");
     const model = await loadDecoder(ctx, dir, {
       dtype,
+      // row-major, not "auto": the tiles layout measured slower for the batched step at 4–16 streams
+      // on lavapipe (×0.72 at 8, bench/results/2026-12-02-gemv-bcast.md), a tie at one per CPU-second
+      gemvLayout: "rows",
       // the serving cache: (max-batch + 1) slots of --context rows, and the batched step's buffers, planned with the weights
       reserve: [
         { what: `KV cache (${maxBatch} + 1 slots × ${context} tokens)`, bytes: kvCacheBytes(config, (maxBatch + 1) * context, 2) },

@@ -26,4 +26,6 @@ export interface AdapterDescription {
   /** What the adapter offers (the device gets the optional features and these limits' values). */
   features: readonly string[];
   limits: Readonly<Record<string, number>>;
+  /** Smallest subgroup the adapter may run (GPUAdapterInfo.subgroupMinSize); absent when unknown. */
+  subgroupMinSize?: number;
 }

@@ -166,6 +166,7 @@ export async function openDevice(options: OpenDeviceOptions = {}): Promise<GpuCo
     isSoftware: /llvmpipe|lavapipe|swiftshader|software|cpu/i.test(description),
     features: [...have].sort(),
     limits: Object.fromEntries(REQUESTED_LIMITS.flatMap((name) => (typeof adapterLimits[name] === "number" ? [[name, adapterLimits[name]!]] : []))),
+    ...(typeof (info as { subgroupMinSize?: unknown }).subgroupMinSize === "number" ? { subgroupMinSize: (info as { subgroupMinSize: number }).subgroupMinSize } : {}),
   };
   const ctx = new GpuContext(device, new Set<string>(device.features), limits, adapterDesc, provider.keepAlive);
   if (given !== undefined) ctx.memoryBudget = { bytes: given, source: "given" };

@@ -13,6 +13,10 @@
 //          gemvLayout 'tiles' transforms the projections at load time, replacing the row-major
 //          weights; toTilesLayout), or an opt-in copy beside a row-major W (packGemvWeight /
 //          gemvPackOf; benchmarks and tests), made only by an owner that promises W will not change.
+//   gemv_bcast (kernels/gemv_bcast.wgsl): M ≤ 16 (serve's batched step, and decode-sized
+//          linears) where 8-lane subgroups exist: each lane loads one x element per row and step,
+//          subgroupBroadcast hands the step's 8 to every lane, and each W chunk is loaded once for
+//          MB = 1/2/4/8 rows; W row-major or in tiles of 8 rows.
 //   matmul (kernels/matmul.wgsl): register-tiled, for prefill and batches; its TILES path reads W
 //          in the tiles layout (the same kernel with a tile/lane address per W chunk).
 // A W in the tiles layout is read only by gemv_tiled and matmul (TILES); forcing a row-major
@@ -32,8 +36,8 @@ import { encodeTiledCopy, tiledCopyShape } from "./tiled-copy.js";
 
 export type WDType = "f32" | "f16";
 /** Algorithms a caller may force. "auto" (default) lets resolveLinear choose. */
-export type LinearVariantName = "gemv" | "gemv_splitk" | "gemv_subgroup" | "gemv_tiled" | "matmul";
-export const LINEAR_VARIANT_NAMES: readonly LinearVariantName[] = ["gemv", "gemv_splitk", "gemv_subgroup", "gemv_tiled", "matmul"];
+export type LinearVariantName = "gemv" | "gemv_splitk" | "gemv_subgroup" | "gemv_tiled" | "gemv_bcast" | "matmul";
+export const LINEAR_VARIANT_NAMES: readonly LinearVariantName[] = ["gemv", "gemv_splitk", "gemv_subgroup", "gemv_tiled", "gemv_bcast", "matmul"];
 
 // Tuning constants. Measured on lavapipe (llvmpipe 8-wide, AMD EPYC, 2 cores shared with other
 // jobs, Node + Dawn, 2026-11-24) with interleaved A/B arms in one process; absolute figures vary
@@ -67,11 +71,44 @@ export function gemvTiledShape(ctx: GpuContext): { T: number; R: number } {
 const SPLITK_R = 2;
 const SPLITK_WG = 64;
 /**
- * Largest M the resolver sends to GEMV. f16 4096×4096: M=1 gemv 8.2 ms vs matmul t1x8 10.3;
- * M=2 gemv 12.7 vs matmul t2x8 12.1 (a tie); M=4 gemv 23.3 vs matmul t4x8 19.2; M=8 54.6 vs
- * 36.0. GEMV's win is M=1; M=2 stays on it (tie) so two parallel sequences read W once.
+ * Largest M the resolver sends to gemv / gemv_tiled where gemv_bcast does not run (no subgroups,
+ * subgroups under 8 lanes, hardware GPUs, tiles of T ≠ 8). f16 4096×4096: M=1 gemv 8.2 ms vs
+ * matmul t1x8 10.3; M=2 gemv 12.7 vs matmul t2x8 12.1 (a tie); M=4 gemv 23.3 vs matmul t4x8 19.2;
+ * M=8 54.6 vs 36.0. GEMV's win is M=1; M=2 stays on it (tie) so two parallel sequences read W once.
  */
 export const GEMV_MAX_M = 2;
+/**
+ * Largest M the resolver sends to gemv_bcast (where gemvBcastPreferred); matmul above. M = 16 still
+ * costs ×0.40–0.61 of matmul t4x8 on every 134M projection (bench/results/2026-12-02-gemv-bcast.md);
+ * larger M (prefill) was not measured with it and stays on matmul.
+ */
+export const BCAST_MAX_M = 16;
+/**
+ * Whether gemv_bcast beats gemv / gemv_tiled / matmul for M ≤ BCAST_MAX_M on this device class, by
+ * measurement (bench/batch-gemv.bench.ts, arms alternated in one process, process CPU time per call).
+ *   software Vulkan (lavapipe/llvmpipe 8-wide, subgroups of 8, Node + Dawn, 2 cores shared with
+ *   other jobs at load average 10–14; 2026-12-02, bench/results/2026-12-02-9a5fb6e-batch-gemv.json),
+ *   the 134M Llama shape's projections (f16; q/k/v/o 768×768, gate/up 2048×768, down 768×2048,
+ *   lm_head 32000×768), CPU time of one step's projections (12 layers + lm_head) as a multiple of
+ *   M = 1 gemv rows r4 (413 CPU-ms):
+ *     M    before (gemv ≤ 2, matmul t4x8 above)   gemv_bcast rows   gemv_bcast tiles (T=8)
+ *     1    1.00 (tiles: gemv_tiled 0.83)            0.69              0.61
+ *     2    1.43 (tiles 1.24)                        0.80              0.67
+ *     4    1.62 (tiles 1.84)                        1.02              0.91
+ *     8    3.00 (tiles 3.21)                        1.53              1.41
+ *     16   5.73 (tiles 5.99)                        2.99              2.76
+ *   i.e. ×0.44–0.73 of the kernel it replaces at every M, in both layouts, and every single shape
+ *   ×0.32–0.78 of matmul. Why: on llvmpipe every storage load is a per-lane gather (GPU-NOTES);
+ *   matmul t4x8 loads one x word per 8 MACs and one W word per 8, gemv (r4) one x word per 4 and
+ *   one W word per 2 (f16), gemv_bcast one x word per 32 (one element per lane, broadcast) and
+ *   one W word per 2·MB. Earlier tries without the broadcast (gemv rows and tiles with MB = 4/8,
+ *   scalar or vec4 accumulators, loops or unrolled by hand) cost ×1.0–5 of matmul.
+ *   hardware GPUs: not measured (no GPU lent) → false; the kernel needs subgroups ≥ 8 lanes
+ *   (gemvBcastUsable) and reads tiles of 8 rows only (hardware loads use T = 64).
+ */
+export function gemvBcastPreferred(ctx: GpuContext): boolean {
+  return ctx.adapter.isSoftware;
+}
 /**
  * matmul: outputs per invocation (TM activation rows × TN rows of W) and workgroup shape.
  * f32 512×1024×1024: t4x8 4.6 GFLOP/s; t4x4 3.7; t8x8 3.0; t4x16 2.9; t2x8 3.4; vec4
@@ -83,6 +120,29 @@ const MATMUL_TM = 4;
 const MATMUL_TN = 8;
 const MATMUL_WGX = 64;
 const MATMUL_WGY = 1;
+
+/** gemv_bcast: invocations per workgroup = K elements per step = rows per tile it reads (one subgroup). */
+export const BCAST_T = 8;
+/**
+ * gemv_bcast: rows of W per invocation. Lavapipe 2026-12-02 (load 10, f16, M = 8, MB = 8, CPU time
+ * per call): R = 4 vs R = 2 vs R = 8 on 768×768 1.00 / 1.12 / 1.41, 2048×768 1.00 / 0.89 / 1.37,
+ * 768×2048 1.00 / 1.02 / 1.57; R = 8 took 11 s to compile (R = 4 < 1.5 s).
+ */
+const BCAST_R = 4;
+
+/** Whether gemv_bcast can run here: subgroups, and every subgroup holds a whole 8-invocation workgroup. */
+export function gemvBcastUsable(ctx: GpuContext): boolean {
+  return ctx.hasSubgroups && (ctx.adapter.subgroupMinSize ?? 0) >= BCAST_T;
+}
+
+/**
+ * gemv_bcast's activation rows per M-block for M rows: 1, 2, 4 or 8 (M > 8 runs blocks of 8, the
+ * last guarded). MB = 16 measured slower than two blocks of 8 (×1.2–2.2 the CPU time, lavapipe
+ * 2026-12-02, 134M projections at M = 16) and compiles slower (5.6 s vs < 1.5 s at load 10).
+ */
+export function bcastMB(M: number): number {
+  return M <= 2 ? Math.max(M, 1) : M <= 4 ? 4 : 8;
+}
 
 /** A fully specified linear kernel: everything that changes the WGSL. */
 export interface LinearKernelDesc {
@@ -100,7 +160,7 @@ export interface LinearKernelDesc {
   nativeF16?: boolean;
   /** gemv_tiled only: x read as scalars (K % 4 ≠ 0: rows of x are not vec4-aligned). */
   xScalar?: boolean;
-  /** matmul only: W lies in the tiles layout with this many rows per tile (src/gpu/tensor.ts TilesLayout). */
+  /** matmul and gemv_bcast only: W lies in the tiles layout with this many rows per tile (src/gpu/tensor.ts TilesLayout). */
   tilesT?: number;
 }
 
@@ -132,6 +192,22 @@ export function linearLabel(d: LinearKernelDesc): string {
 /** The registry variant (WGSL file, defines, bindings, features) of a kernel description. */
 export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
   const f16 = d.wDtype === "f16";
+  if (d.algo === "gemv_bcast") {
+    const ce = f16 ? 8 : 4;
+    if (d.vec !== ce && d.vec !== 1) throw new UnsupportedError(`linear: gemv_bcast reads ${d.wDtype} W in chunks of ${ce} elements or 1, not vec${d.vec} (${linearLabel(d)})`);
+    if (d.tilesT !== undefined && (d.tilesT !== BCAST_T || d.vec !== ce)) throw new UnsupportedError(`linear: gemv_bcast reads tiles of ${BCAST_T} rows in ${ce}-element chunks (${linearLabel(d)})`);
+    if (d.wg[0] !== BCAST_T || d.wg[1] !== 1) throw new UnsupportedError(`linear: gemv_bcast runs workgroups of ${BCAST_T} invocations (${linearLabel(d)})`);
+    if (d.nativeF16) throw new UnsupportedError(`linear: nativeF16 exists only for gemv f16 vec8 (${linearLabel(d)})`);
+    const tiled = d.tilesT !== undefined;
+    const wt = d.vec === 1 ? (f16 ? "u32" : "f32") : f16 ? "vec4<u32>" : "vec4<f32>";
+    return {
+      file: "gemv_bcast",
+      name: linearLabel(d),
+      defines: { WF16: f16, VEC8: f16, VEC1: d.vec === 1, TILED: tiled, XT: "f32", WT: wt, R: d.rows, MB: d.mb, ACC: d.rows * d.mb },
+      bindings: ["read", "read", "read", "read_write", "uniform"],
+      features: ["subgroups"],
+    };
+  }
   if (d.algo === "matmul" && d.vec === 8) throw new UnsupportedError(`linear: matmul has no vec8 path (${linearLabel(d)})`);
   if (d.algo !== "matmul" && d.algo !== "gemv_tiled" && d.vec === 4 && f16) throw new UnsupportedError(`linear: gemv f16 reads 8 halves per chunk or 1, not 4 (${linearLabel(d)})`);
   if (d.vec === 8 && !f16 && d.algo !== "gemv_tiled") throw new UnsupportedError(`linear: vec8 is the f16 chunk width (${linearLabel(d)})`);
@@ -149,7 +225,7 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
     };
   }
   if (d.xScalar) throw new UnsupportedError(`linear: xScalar exists only for gemv_tiled (${linearLabel(d)})`);
-  if (d.tilesT && d.algo !== "matmul") throw new UnsupportedError(`linear: tilesT exists only for matmul (gemv_tiled reads tiles anyway) (${linearLabel(d)})`);
+  if (d.tilesT && d.algo !== "matmul") throw new UnsupportedError(`linear: tilesT exists only for matmul and gemv_bcast (gemv_tiled reads tiles anyway) (${linearLabel(d)})`);
   const xt = d.vec === 1 ? "f32" : "vec4<f32>";
   const wt = f16 ? (d.vec === 1 ? "u32" : d.algo === "matmul" ? "vec2<u32>" : "vec4<u32>") : d.vec === 1 ? "f32" : "vec4<f32>";
   const acc = d.rows * d.mb;
@@ -226,19 +302,29 @@ const TILED_SOFTWARE = true;
 
 /**
  * The one place that chooses a linear kernel for a shape. `variant` forces an algorithm; one that
- * cannot run on this device throws UnsupportedError (never a silent substitute). `packed`: W has a
- * tiled copy (gemvPackOf); "auto" picks gemv_tiled only then, for M ≤ GEMV_MAX_M, on device
- * classes where it measured faster (gemvTiledPreferred).
+ * cannot run on this device throws UnsupportedError (never a silent substitute). "auto": gemv_bcast
+ * for M ≤ BCAST_MAX_M where it runs and measured faster (gemvBcastUsable, gemvBcastPreferred; W
+ * row-major or in tiles of 8 rows); else for M ≤ GEMV_MAX_M gemv, or gemv_tiled when W lies in the
+ * tiles layout or has a tiled copy (`packed`, gemvPackOf) on device classes where that measured
+ * faster (gemvTiledPreferred); else matmul.
  */
 export function resolveLinear(ctx: GpuContext, M: number, N: number, K: number, wDtype: WDType, variant: LinearVariantName | "auto" = "auto", packed = false, tilesT = 0): LinearPlan {
   if (variant !== "auto" && !LINEAR_VARIANT_NAMES.includes(variant)) {
     throw new UnsupportedError(`linear: unknown variant '${String(variant)}'`, `use one of ${LINEAR_VARIANT_NAMES.join(", ")} or "auto"`);
   }
   const small = M <= GEMV_MAX_M;
+  const bcastOk = gemvBcastUsable(ctx) && (tilesT === 0 || tilesT === BCAST_T);
   // W in the tiles layout (tilesT > 0): gemv_tiled reads it for small M, matmul's TILES path otherwise.
-  const algo: LinearVariantName = variant === "auto" ? (small ? (tilesT > 0 || (packed && gemvTiledPreferred(ctx)) ? "gemv_tiled" : "gemv") : "matmul") : variant;
-  if (tilesT > 0 && algo !== "gemv_tiled" && algo !== "matmul") {
-    throw new UnsupportedError(`linear: variant '${algo}' reads row-major W; this W lies in the tiles layout (T=${tilesT})`, "use 'gemv_tiled', 'matmul' or 'auto'");
+  const algo: LinearVariantName =
+    variant !== "auto" ? variant : M <= BCAST_MAX_M && bcastOk && gemvBcastPreferred(ctx) ? "gemv_bcast" : small ? (tilesT > 0 || (packed && gemvTiledPreferred(ctx)) ? "gemv_tiled" : "gemv") : "matmul";
+  if (algo === "gemv_bcast" && !bcastOk) {
+    throw new UnsupportedError(
+      `linear: variant 'gemv_bcast' needs the 'subgroups' feature with subgroups of at least ${BCAST_T} invocations${tilesT > 0 ? ` and W row-major or in tiles of ${BCAST_T} rows (this W: tiles of ${tilesT})` : ""}; this device has ${ctx.hasSubgroups ? `subgroups of ${ctx.adapter.subgroupMinSize ?? "unknown"}+` : "no subgroups"}`,
+      "use 'matmul' or 'auto'",
+    );
+  }
+  if (tilesT > 0 && algo !== "gemv_tiled" && algo !== "matmul" && algo !== "gemv_bcast") {
+    throw new UnsupportedError(`linear: variant '${algo}' reads row-major W; this W lies in the tiles layout (T=${tilesT})`, "use 'gemv_tiled', 'gemv_bcast', 'matmul' or 'auto'");
   }
   if (algo === "gemv_subgroup" && !ctx.hasSubgroups) {
     throw new UnsupportedError(`linear: variant 'gemv_subgroup' needs the device feature 'subgroups', which this device lacks`, "use 'gemv' or 'auto'");
@@ -247,6 +333,9 @@ export function resolveLinear(ctx: GpuContext, M: number, N: number, K: number, 
   let desc: LinearKernelDesc;
   if (algo === "matmul") {
     desc = { algo, wDtype, vec: K % 4 === 0 ? 4 : 1, rows: MATMUL_TN, mb: MATMUL_TM, wg: [MATMUL_WGX, MATMUL_WGY], ...(tilesT > 0 ? { tilesT } : {}) };
+  } else if (algo === "gemv_bcast") {
+    const ce = wDtype === "f16" ? 8 : 4;
+    desc = { algo, wDtype, vec: tilesT > 0 || K % ce === 0 ? ce : 1, rows: BCAST_R, mb: bcastMB(M), wg: [BCAST_T, 1], ...(tilesT > 0 ? { tilesT } : {}) };
   } else if (algo === "gemv_tiled") {
     const shape = gemvTiledShape(ctx);
     const T = tilesT > 0 ? tilesT : shape.T;
@@ -419,7 +508,7 @@ export async function launchLinear(
   if (desc.algo !== "gemv_tiled" && (desc.tilesT ?? 0) !== (w.layout?.T ?? 0)) {
     throw new UnsupportedError(`${op}: kernel ${linearLabel(desc)} reads ${desc.tilesT ? `W in tiles of ${desc.tilesT} rows` : "row-major W"}; w ('${w.label}') is ${w.layout ? `in tiles of ${w.layout.T} rows` : "row-major"}`);
   }
-  if (desc.algo !== "gemv_tiled" && desc.vec !== 1 && K % desc.vec !== 0) throw new UnsupportedError(`${op}: kernel ${linearLabel(desc)} reads K in chunks of ${desc.vec}; K = ${K} is not a multiple`);
+  if (desc.algo !== "gemv_tiled" && !(desc.algo === "gemv_bcast" && desc.tilesT) && desc.vec !== 1 && K % desc.vec !== 0) throw new UnsupportedError(`${op}: kernel ${linearLabel(desc)} reads K in chunks of ${desc.vec}; K = ${K} is not a multiple`);
   const kernel = await ctx.kernels.get(linearKernelVariant(desc));
   if (M === 0) return;
   if (desc.algo === "gemv_tiled") {
@@ -458,8 +547,9 @@ export async function launchLinear(
     throw new UnsupportedError(`${op}: one row of x ('${x.label}', ${K * 4} bytes) or y (${N * 4} bytes) exceeds the storage binding limit of ${limit} bytes`);
   }
   const rowsPerZ = desc.algo === "matmul" ? desc.mb * desc.wg[1] : desc.mb;
+  const bcast = desc.algo === "gemv_bcast";
   const mStep = Math.min(mPer, rowsPerZ * ctx.limits.maxComputeWorkgroupsPerDimension);
-  const xUnit = desc.vec === 1 ? 1 : 4; // x's binding element: f32 or vec4<f32>
+  const xUnit = desc.vec === 1 || bcast ? 1 : 4; // x's binding element: f32 or vec4<f32>
   const span = (t: Tensor, first: number, count: number): { res: BufferWindow; base: number } => {
     const e = DTYPE_BYTES[t.dtype];
     const start = first * e;
@@ -479,7 +569,7 @@ export async function launchLinear(
       if (desc.algo === "matmul") {
         groups = [Math.ceil(win.rows / (desc.rows * desc.wg[0])), Math.ceil(mw / (desc.mb * desc.wg[1])), 1];
       } else {
-        const perGroup = desc.algo === "gemv" ? desc.rows * desc.wg[0] : desc.rows;
+        const perGroup = desc.algo === "gemv" || bcast ? desc.rows * desc.wg[0] : desc.rows;
         const [gx, gy] = grid(ctx, Math.ceil(win.rows / perGroup));
         groups = [gx, gy, Math.ceil(mw / desc.mb)];
       }

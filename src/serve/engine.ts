@@ -24,9 +24,14 @@
 //     others' decode tokens; bounded by `stepTokens`), logits at each sequence's last row,
 //     sampled per sequence, B ids read back.
 // Where the time goes (bench/serve.bench.ts, bench/batch-gemv.bench.ts, results in
-// bench/results/2026-12-02-serve-step.md; lavapipe): the GPU work, 89–96% of a step in either
-// design; at b = 8 the projections (matmul t4x8, src/ops/linear.ts) cost ×3.1 of one row's GEMVs,
-// which caps the batching gain on this device near ×2.6–3 at 8.
+// bench/results/2026-12-02-serve-step.md and 2026-12-02-gemv-bcast.md; lavapipe): the GPU work,
+// ~90% of a step in either design, mostly the projections. For b ≤ 16 they run gemv_bcast
+// (src/ops/linear.ts: each W chunk loaded once for up to 8 rows, x broadcast through the
+// subgroup): an 8-row step's projections cost ×2.2 of a 1-row step's (×1.53 of the old 1-row
+// GEMVs; matmul t4x8 before: ×3.0), and the engine at 8 streams gives ×2.8 the total tokens/s of
+// the old kernels (×2.2 per CPU-second), ×4.8 of one stream in wall time (×2.7 per CPU-second;
+// one stream itself ×1.6–1.8 faster). Weights stay row-major here (gemvLayout "rows"): the tiles
+// layout measured slower at 8 streams (×0.72 wall, ×0.80 per CPU-second) though not at 1.
 // Between steps the host checks EOS, stop strings and max_tokens, releases the text that can no
 // longer change, frees the slots of finished or cancelled sequences and admits queued ones.
 // Waiting sequences are bounded (maxQueue): past it submit() refuses with 429.
