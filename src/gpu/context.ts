@@ -30,7 +30,7 @@ import { hostArray, toBytes } from "./host-data.js";
 import { KernelRegistry, type Kernel } from "./kernels.js";
 import { Profiler } from "./profiler.js";
 import { newRuntimeStats, type RuntimeStats } from "./stats.js";
-import { DTYPE_BYTES, Tensor, checkQuantShape, checkShape, isQuantDType, numel, tilesBytes, tilesLayout, type DType, type HostArray } from "./tensor.js";
+import { DTYPE_BYTES, Tensor, checkQuantShape, checkShape, isQuantDType, numel, tilesBytes, tilesLayout, type DType, type HostArray, type QuantDType } from "./tensor.js";
 import { UniformArena, roundUp } from "./uniform-arena.js";
 
 export type { AdapterDescription, RuntimeLimits } from "./adapter-info.js";
@@ -148,7 +148,7 @@ export class GpuContext {
    * A new weight tensor [N, K] f32|f16 in the tiles layout (src/gpu/tensor.ts TilesLayout), contents
    * undefined; its buffer holds the padded tiles (tilesBytes), which is what the pool counts.
    */
-  emptyTiles<D extends "f32" | "f16">(shape: readonly [number, number], dtype: D, T: number, label = "tensor"): Tensor<D> {
+  emptyTiles<D extends "f32" | "f16" | QuantDType>(shape: readonly [number, number], dtype: D, T: number, label = "tensor"): Tensor<D> {
     this.assertUsable();
     checkShape(shape, `tensor '${label}'`);
     const layout = tilesLayout(shape[0], shape[1], dtype, T);
@@ -158,6 +158,23 @@ export class GpuContext {
     }
     const buffer = this.pool.acquire(bytes, TENSOR_USAGE, label);
     return new Tensor(this, shape, dtype, buffer, label, true, layout);
+  }
+
+  /**
+   * A new weight tensor [N, K] in the tiles layout from its tiles-layout bytes made on the host (a
+   * quantized weight's: src/quant/tiles.ts toQuantTiles), written whole.
+   */
+  uploadTiles<D extends "f32" | "f16" | QuantDType>(bytes: Uint8Array, shape: readonly [number, number], dtype: D, T: number, label = "tensor"): Tensor<D> {
+    const t = this.emptyTiles(shape, dtype, T, label);
+    if (bytes.byteLength !== t.byteLength) {
+      t.dispose();
+      throw new ShapeError(`upload of '${label}' [${shape.join(", ")}] ${dtype} in tiles of ${T}: ${bytes.byteLength} bytes given, the layout holds ${t.byteLength}`);
+    }
+    this.refuseInCapture(`write to '${label}'`, "upload before beginCapture");
+    if (this.encoder) this.submit();
+    this.device.queue.writeBuffer(t.buffer, 0, bytes.buffer, bytes.byteOffset, bytes.byteLength);
+    this.stats.uploads++;
+    return t;
   }
 
   /** Uploads host data as a new tensor. f16 data is given as raw bits (Uint16Array) or as numbers to round. */

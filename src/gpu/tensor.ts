@@ -53,29 +53,49 @@ export function checkShape(shape: readonly number[], what: string): void {
 }
 
 /**
- * How a weight matrix [N, K] (f32 or f16) lies in its buffer when it is not row-major: lane-interleaved
- * tiles of T rows, in 16-byte chunks of CE elements (8 halves or 4 f32). Chunk (tile, c, lane) holds
- * W[tile·T + lane, c·CE .. c·CE + CE) and lies at chunk index (tile·kc + c)·T + lane, kc = ceil(K / CE);
- * rows past N and columns past K are zero. Neighbouring invocations that own neighbouring rows read
- * neighbouring memory (kernels/gemv_step.wgsl, gemv_tiled.wgsl, matmul.wgsl TILES). Made at load time
- * from the row-major weight, which it replaces (src/ops/linear.ts toTilesLayout; reference
- * tiledCopyReference in src/ops/tiled-copy.ts). A tensor without one (`layout === null`) is row-major.
+ * How a weight matrix [N, K] lies in its buffer when it is not row-major: lane-interleaved tiles of
+ * T rows in 16-byte chunks. Chunk (tile, c, lane) holds chunk c of row tile·T + lane and lies at
+ * chunk index (tile·kc + c)·T + lane; rows past N are zero. Neighbouring invocations that own
+ * neighbouring rows read neighbouring memory (kernels/gemv_step.wgsl, gemv_tiled.wgsl, matmul.wgsl
+ * TILES, gemv_q.wgsl TILES, embedding*.wgsl). A tensor without one (`layout === null`) is row-major.
+ *   f32 / f16: chunk c = W[row, c·CE .. c·CE + CE), CE = 4 f32 or 8 halves, kc = ceil(K / CE);
+ *     columns past K are zero. Made at load time from the row-major weight, which it replaces
+ *     (src/ops/linear.ts toTilesLayout; reference tiledCopyReference in src/ops/tiled-copy.ts).
+ *   q8_0 / q4_0 (K a multiple of 32, nb = K/32 blocks per row): a row's chunks are groups of 8
+ *     blocks; group g holds the quants of its blocks nbg = min(8, nb − 8g) (Q4_0: one chunk per
+ *     block, GGUF's 16 bytes as they are; Q8_0: two chunks per block, half-block h = its 16 int8
+ *     stored as q + 128, i.e. the byte XOR 0x80, so the kernels unpack unsigned bytes), then one
+ *     chunk of the group's f16 scales (block 8g + j at half j, zero past nbg). Group g starts at
+ *     chunk g·(8·cb + 1), cb = chunks per block (1 or 2); kc = nb·cb + ceil(nb / 8); CE = weights
+ *     per quant chunk (32 or 16). Made on the host at load time from the split-blocks arrays
+ *     (src/quant/tiles.ts; a byte-exact transform, nothing dequantized).
  */
 export interface TilesLayout {
   readonly kind: "tiles";
   /** Rows per tile. */
   readonly T: number;
-  /** Elements per 16-byte chunk: 8 (f16) or 4 (f32). */
-  readonly CE: 4 | 8;
-  /** Chunks per packed row, ceil(K / CE). */
+  /** Elements per 16-byte chunk: 8 (f16), 4 (f32); quants: 16 (q8_0), 32 (q4_0). */
+  readonly CE: 4 | 8 | 16 | 32;
+  /** Chunks per packed row: ceil(K / CE); quantized: nb·cb + ceil(nb / 8) (quants and scale chunks). */
   readonly kc: number;
   /** ceil(N / T). */
   readonly tiles: number;
 }
 
-/** The tiles layout of a weight [N, K] of dtype f32|f16 with T rows per tile. */
-export function tilesLayout(N: number, K: number, dtype: "f32" | "f16", T: number): TilesLayout {
+/** Quant chunks per 32-weight block in the tiles layout: 2 (q8_0), 1 (q4_0). */
+export function quantTileChunksPerBlock(dtype: QuantDType): 1 | 2 {
+  return dtype === "q8_0" ? 2 : 1;
+}
+
+/** The tiles layout of a weight [N, K] of dtype f32|f16|q8_0|q4_0 with T rows per tile. */
+export function tilesLayout(N: number, K: number, dtype: "f32" | "f16" | QuantDType, T: number): TilesLayout {
   if (!Number.isInteger(T) || T < 1) throw new ShapeError(`tiles layout: T must be a positive integer, got ${T}`);
+  if (isQuantDType(dtype)) {
+    checkQuantShape([N, K], dtype, "tiles layout");
+    const nb = K / 32;
+    const cb = quantTileChunksPerBlock(dtype);
+    return { kind: "tiles", T, CE: dtype === "q8_0" ? 16 : 32, kc: nb * cb + Math.ceil(nb / 8), tiles: Math.ceil(N / T) };
+  }
   const CE = dtype === "f16" ? 8 : 4;
   return { kind: "tiles", T, CE, kc: Math.ceil(K / CE), tiles: Math.ceil(N / T) };
 }

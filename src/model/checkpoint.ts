@@ -11,6 +11,7 @@ import { LoadError, UnsupportedError } from "../errors.js";
 import type { GpuContext } from "../gpu/context.js";
 import { isQuantDType, type DType, type QuantDType, type Tensor } from "../gpu/tensor.js";
 import { QK, quantBytes, quantizeBlocksInto } from "../quant/formats.js";
+import { toQuantTiles } from "../quant/tiles.js";
 import { parseQuantizationRecord, storedQuantNames, type QuantizationRecord } from "../quant/policy.js";
 import { bf16ArrayToF32, convertBf16ToF16, convertF16ToF32, convertF32ToF16 } from "../util/f16.js";
 import { checkWeights, expectedTensors, parseModelConfig, reconcileVocabSize, type ModelConfig, type WeightCheck } from "./config.js";
@@ -217,9 +218,10 @@ export async function uploadTensor(
   ctx: GpuContext,
   entry: CheckpointTensor,
   dtype: DType,
-  options: { chunkBytes?: number; label?: string; onBytes?: (n: number) => void } = {},
+  options: { chunkBytes?: number; label?: string; onBytes?: (n: number) => void; tilesT?: number } = {},
 ): Promise<Tensor> {
   if (isQuantDType(dtype)) return uploadQuantized(ctx, entry, dtype, options);
+  if (options.tilesT) throw new UnsupportedError(`uploadTensor: '${entry.info.name}' ${dtype}: the tiles layout of float weights is made on the GPU after the upload (toTilesLayout)`);
   const { file, info } = entry;
   const what = `'${file.name}', tensor '${info.name}'`;
   const t = ctx.empty(info.shape, dtype, options.label ?? info.name);
@@ -247,14 +249,16 @@ export async function uploadTensor(
 /**
  * Quantizes one float checkpoint tensor W [N, K] on the host while streaming it (chunks of whole
  * rows, each converted to f32 and quantized into the split-blocks arrays), then uploads the packed
- * bytes in one write. Host memory: the quantized tensor (1.06 / 0.56 bytes per weight) plus one
- * chunk. Non-finite weights are refused here (the GPU scan only sees float tensors).
+ * bytes in one write (tilesT: transformed on the host into the tiles layout first,
+ * src/quant/tiles.ts, byte for byte). Host memory: the quantized tensor (1.06 / 0.56 bytes per
+ * weight) plus one chunk (plus its tiled copy with tilesT). Non-finite weights are refused here (the
+ * GPU scan only sees float tensors).
  */
 async function uploadQuantized(
   ctx: GpuContext,
   entry: CheckpointTensor,
   format: QuantDType,
-  options: { chunkBytes?: number; label?: string; onBytes?: (n: number) => void },
+  options: { chunkBytes?: number; label?: string; onBytes?: (n: number) => void; tilesT?: number },
 ): Promise<Tensor> {
   const { file, info } = entry;
   const what = `'${file.name}', tensor '${info.name}'`;
@@ -281,11 +285,21 @@ async function uploadQuantized(
     quantizeBlocksInto(f, (n * K) / QK, format, qs, scales, (r * K) / QK, what);
     options.onBytes?.(n * K * srcElemBytes);
   }
-  return ctx.upload(packed, info.shape, format, options.label ?? info.name);
+  return uploadPacked(ctx, packed, [N, K], format, options.label ?? info.name, options.tilesT);
+}
+
+/** Uploads split-blocks bytes (quants then scales) as they are, or transformed into the tiles layout (tilesT > 0). */
+function uploadPacked(ctx: GpuContext, packed: Uint8Array, shape: readonly [number, number], format: QuantDType, label: string, tilesT = 0): Tensor {
+  if (!tilesT) return ctx.upload(packed, shape, format, label);
+  const [N, K] = shape;
+  const { qsBytes, scaleBytes } = quantBytes(N, K, format);
+  // Views of the two arrays (no copy): packed starts its own buffer, so the scales are 2-aligned.
+  const q = { format, N, K, qs: packed.subarray(0, qsBytes), scales: new Uint16Array(packed.buffer, packed.byteOffset + qsBytes, scaleBytes / 2) };
+  return ctx.uploadTiles(toQuantTiles(q, tilesT), shape, format, tilesT, label);
 }
 
 /** Uploads a weight stored quantized (PREFIX.qweight + PREFIX.scales) as they are: one packed write. */
-async function uploadStoredQuant(ctx: GpuContext, name: string, s: StoredQuant, options: { label?: string; onBytes?: (n: number) => void }): Promise<Tensor> {
+async function uploadStoredQuant(ctx: GpuContext, name: string, s: StoredQuant, options: { label?: string; onBytes?: (n: number) => void; tilesT?: number }): Promise<Tensor> {
   const [N, K] = s.shape;
   const { qsBytes, total } = quantBytes(N, K, s.format);
   const packed = new Uint8Array(total);
@@ -296,7 +310,7 @@ async function uploadStoredQuant(ctx: GpuContext, name: string, s: StoredQuant, 
   }
   packed.set(scaleBytes, qsBytes);
   options.onBytes?.(total);
-  return ctx.upload(packed, s.shape, s.format, options.label ?? name);
+  return uploadPacked(ctx, packed, s.shape, s.format, options.label ?? name, options.tilesT);
 }
 
 /**
@@ -350,7 +364,10 @@ export async function loadTensors(ctx: GpuContext, ckpt: Checkpoint, options: Lo
   try {
     for (const p of plan.tensors) {
       progress.tensor = p.name;
+      // Quantized weights are transformed into tiles on the host (uploadPacked); float ones on the GPU below.
+      const quantTiles = p.tilesT !== undefined && isQuantDType(p.dtype);
       const upOpts = {
+        ...(quantTiles ? { tilesT: p.tilesT } : {}),
         chunkBytes: options.chunkBytes,
         label: `${options.labelPrefix ?? ""}${p.name}`,
         onBytes: (n: number) => {
@@ -362,7 +379,7 @@ export async function loadTensors(ctx: GpuContext, ckpt: Checkpoint, options: Lo
       const t = stored ? await uploadStoredQuant(ctx, p.name, stored, upOpts) : await uploadTensor(ctx, ckpt.get(p.name), p.dtype, upOpts);
       out.set(p.name, t);
       if (t.dtype === "f32" || t.dtype === "f16") await scan.add(t, p.name);
-      if (p.tilesT) {
+      if (p.tilesT && !quantTiles) {
         // The scan above was encoded first; the row-major buffer goes back to the pool at once.
         out.set(p.name, await toTilesLayout(ctx, t, p.tilesT));
         t.dispose();

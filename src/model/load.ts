@@ -36,12 +36,13 @@ export interface LoadDecoderOptions {
   noTokenizer?: boolean;
   tokenizer?: TokenizerOptions;
   /**
-   * How the projection weights (q, k, v, o, gate, up, down of every layer, and an untied lm_head;
-   * f32/f16 only: quantized ones keep their blocks) lie on the GPU: "rows" (row-major, as in the
-   * file) or "tiles" (lane-interleaved tiles, src/gpu/tensor.ts TilesLayout: each weight is
-   * transformed right after its upload and the row-major copy freed, so there is one copy; the
-   * file on disk is untouched). Every reader of those weights then reads tiles (gemv_step,
-   * gemv_tiled, matmul's TILES path, the embedding gather); a tied embedding stays row-major (the
+   * How the projection weights (q, k, v, o, gate, up, down of every layer, and an untied lm_head)
+   * lie on the GPU: "rows" (row-major, as in the file; quantized: split blocks) or "tiles"
+   * (lane-interleaved tiles, src/gpu/tensor.ts TilesLayout: each f32/f16 weight is transformed right
+   * after its upload and the row-major copy freed, so there is one copy; q8_0/q4_0 weights, quantized
+   * while loading or stored, are transformed on the host before their upload, src/quant/tiles.ts;
+   * the file on disk is untouched). Every reader of those weights then reads tiles (gemv_step,
+   * gemv_tiled, matmul's TILES path, gemv_q/matmul_q TILES, the embedding gathers); a tied embedding stays row-major (the
    * decode step's embed_rows reads it). Training, saving and LoRA need "rows": they refuse tiles
    * in one line. "auto": the layout measured faster for decode on this device class
    * (decodeWeightLayout in src/ops/linear.ts); the inference commands (generate, run, forward,

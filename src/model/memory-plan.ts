@@ -5,7 +5,7 @@
 
 import { UnsupportedError } from "../errors.js";
 import type { RuntimeLimits } from "../gpu/context.js";
-import { DTYPE_BYTES, isQuantDType, tilesBytes, tilesLayout, type DType } from "../gpu/tensor.js";
+import { DTYPE_BYTES, isQuantDType, tilesBytes, tilesLayout, type DType, type QuantDType } from "../gpu/tensor.js";
 import { kvCacheBytes, type ModelConfig } from "./config.js";
 import { QK, quantBytes, type QuantFormat } from "../quant/formats.js";
 import { isQuantizedWeight } from "../quant/policy.js";
@@ -107,7 +107,10 @@ export interface PlanOptions extends DtypeOptions {
   /**
    * 2-D f32/f16 weights selected by name are transformed into the tiles layout with T rows per
    * tile right after their upload (src/gpu/tensor.ts TilesLayout; the row-major upload is freed at
-   * once): planned at their tiled size (padding rows to T and K to a 16-byte chunk).
+   * once): planned at their tiled size (padding rows to T and K to a 16-byte chunk). Selected
+   * q8_0/q4_0 weights (quantized while loading, or stored) are transformed on the host before
+   * their upload (src/quant/tiles.ts): planned at their tiled size (rows padded to T, scales to
+   * whole chunks of 8).
    */
   tiles?: { T: number; select: (name: string) => boolean };
 }
@@ -123,8 +126,9 @@ export function planMemory(ckpt: Checkpoint, options: PlanOptions = {}): MemoryP
     const stored = options.stored?.get(name);
     let p: PlannedTensor;
     if (stored) {
-      const gpuBytes = quantBytes(stored.shape[0], stored.shape[1], stored.format).total;
-      p = { name, shape: stored.shape, source: stored.qweight.info.dtype, dtype: stored.format, fileBytes: stored.qweight.info.byteLength + stored.scales.info.byteLength, gpuBytes };
+      const tiled = options.tiles !== undefined && options.tiles.select(name);
+      const gpuBytes = tiled ? tilesBytes(tilesLayout(stored.shape[0], stored.shape[1], stored.format, options.tiles!.T)) : quantBytes(stored.shape[0], stored.shape[1], stored.format).total;
+      p = { name, shape: stored.shape, source: stored.qweight.info.dtype, dtype: stored.format, fileBytes: stored.qweight.info.byteLength + stored.scales.info.byteLength, gpuBytes, ...(tiled ? { tilesT: options.tiles!.T } : {}) };
     } else {
       const { info } = ckpt.get(name);
       const dtype = gpuDtypeFor(name, info.dtype, options);
@@ -134,8 +138,8 @@ export function planMemory(ckpt: Checkpoint, options: PlanOptions = {}): MemoryP
           "load this model without --quantize",
         );
       }
-      const tiled = options.tiles && (dtype === "f32" || dtype === "f16") && info.shape.length === 2 && options.tiles.select(name);
-      const gpuBytes = tiled ? tilesBytes(tilesLayout(info.shape[0]!, info.shape[1]!, dtype, options.tiles!.T)) : Math.ceil((info.numel * DTYPE_BYTES[dtype]) / 4) * 4;
+      const tiled = options.tiles && (dtype === "f32" || dtype === "f16" || isQuantDType(dtype)) && info.shape.length === 2 && options.tiles.select(name);
+      const gpuBytes = tiled ? tilesBytes(tilesLayout(info.shape[0]!, info.shape[1]!, dtype as "f32" | "f16" | QuantDType, options.tiles!.T)) : Math.ceil((info.numel * DTYPE_BYTES[dtype]) / 4) * 4;
       p = { name, shape: info.shape, source: info.dtype, dtype, fileBytes: info.byteLength, gpuBytes, ...(tiled ? { tilesT: options.tiles!.T } : {}) };
     }
     tensors.push(p);
@@ -147,7 +151,8 @@ export function planMemory(ckpt: Checkpoint, options: PlanOptions = {}): MemoryP
   const kvBytes = kv ? kvCacheBytes(kv.config, kv.contextLength, kv.bytesPerElement ?? 2, kv.batch ?? 1) : 0;
   const reserved = (options.reserve ?? []).map((r) => ({ ...r }));
   // The tiles transform holds one row-major weight beside its tiles while it runs: the peak.
-  const transient = tensors.filter((t) => t.tilesT).reduce((m, t) => Math.max(m, Math.ceil((t.shape[0]! * t.shape[1]! * DTYPE_BYTES[t.dtype]) / 4) * 4), 0);
+  // (Quantized weights are transformed on the host before their upload: no GPU transient.)
+  const transient = tensors.filter((t) => t.tilesT && !isQuantDType(t.dtype)).reduce((m, t) => Math.max(m, Math.ceil((t.shape[0]! * t.shape[1]! * DTYPE_BYTES[t.dtype]) / 4) * 4), 0);
   if (transient > 0) reserved.push({ what: "one row-major weight while it is transformed into tiles (transient)", bytes: transient });
   const reservedBytes = reserved.reduce((a, r) => a + r.bytes, 0);
   return { tensors, weightBytes, fileBytes, kvCacheBytes: kvBytes, reserved, totalBytes: weightBytes + kvBytes + reservedBytes, largest };

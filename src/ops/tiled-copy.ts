@@ -17,7 +17,7 @@ import { grid, Params } from "./common.js";
 /** The tiled shape of M [N, D] with tiles of T rows. */
 export function tiledCopyShape(N: number, D: number, dtype: "f32" | "f16", T: number): { ce: 4 | 8; kc: number; tiles: number; tileBytes: number } {
   const { CE, kc, tiles } = tilesLayout(N, D, dtype, T);
-  return { ce: CE, kc, tiles, tileBytes: kc * T * 16 };
+  return { ce: CE as 4 | 8, kc, tiles, tileBytes: kc * T * 16 };
 }
 
 /**

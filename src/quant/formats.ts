@@ -21,6 +21,8 @@
 //   bytes [Q, Q + 2·N·B):  the scales d as f16 [N, B]
 // Q is a multiple of 16, so the scales start word aligned; total bytes = N·K · (1 + 1/16) for
 // Q8_0 and N·K · (1/2 + 1/16) for Q4_0 — Tensor byteLength with DTYPE_BYTES 17/16 and 9/16.
+// (loadDecoder's gemvLayout "tiles" permutes these bytes on the host into the tiles layout instead,
+// src/quant/tiles.ts; the directory on disk keeps this layout.)
 // The same two arrays are what a quantized model directory stores per weight (src/model/save-quantized.ts):
 // `PREFIX.qweight` U8 [N, K] or [N, K/2] and `PREFIX.scales` F16 [N, K/32], byte-for-byte the
 // GGUF blocks' fields, so writing GGUF is interleaving them.
