@@ -15,6 +15,11 @@
 //   3 out:    array<f32>          read_write  [T, D]
 //   4 errors: array<atomic<u32>>  read_write  [1]    (bit 0: an id was ≥ V)
 //   5 params: Params              uniform
+// TILES: the table lies in the tiles layout of src/gpu/tensor.ts TilesLayout for q8_0/q4_0 (T = TT
+// rows per tile, params.kc chunks per packed row, groups of 8 blocks: quant chunks then a scales
+// chunk; Q8_0 bytes stored as q + 128; CPU mirror: quantTilesElement in src/quant/tiles.ts): the
+// window is whole tiles from word params.q_base of q; s unused (projection weights in the tiles
+// layout, gathered for the model fingerprint).
 // Mapping (entry point in kernels/embedding_row.wgsl): one workgroup per token; WG invocations
 // stride over the row, one element each. Exact: q · d is exact in f32.
 
@@ -26,7 +31,7 @@ struct Params {
   rows: u32,      // rows in this window
   q_base: u32,    // word offset of the window's first quant inside the q binding
   s_base: u32,    // half offset of the window's first scale inside the s binding
-  _pad: u32,
+  kc: u32,        // TILES: chunks per packed row
 }
 
 @group(0) @binding(0) var<storage, read> ids: array<u32>;
@@ -37,10 +42,34 @@ struct Params {
 @group(0) @binding(5) var<uniform> params: Params;
 
 #include embedding_row
+#include quant_block
 
 // Row `row` of the window, dequantized, into out[dst ..< dst + D].
 fn copy_row(dst: u32, row: u32, lid: u32) {
   let nb = params.D / 32u;
+#if TILES
+  let tb = (row / {{TT}}u) * params.kc * {{TT}}u + row % {{TT}}u;   // chunk of (tile, 0, lane)
+  for (var i = lid; i < params.D; i += {{WG}}u) {
+    let b = i / 32u;
+    let j = i % 32u;
+    let g = b / 8u;
+    let jb = b % 8u;
+    let nbg = min(8u, nb - g * 8u);
+    let sc = tb + (g * QGC + nbg * QCB) * {{TT}}u;   // the group's scales chunk
+    let d = unpack2x16float(q[params.q_base + sc * 4u + (jb >> 1u)])[jb & 1u];
+#if Q8
+    let e = j % 16u;                                  // byte of the half-block chunk
+    let qc = tb + (g * QGC + jb * 2u + j / 16u) * {{TT}}u;
+    let u = (q[params.q_base + qc * 4u + (e >> 2u)] >> (8u * (e & 3u))) & 0xffu;
+    out[dst + i] = (f32(u) - 128.0) * d;
+#else
+    let e = j & 15u;                                  // byte of the block chunk; nibble j >> 4
+    let qc = tb + (g * QGC + jb) * {{TT}}u;
+    let nib = (q[params.q_base + qc * 4u + (e >> 2u)] >> (8u * (e & 3u) + 4u * (j >> 4u))) & 15u;
+    out[dst + i] = (f32(nib) - 8.0) * d;
+#endif
+  }
+#else
   for (var i = lid; i < params.D; i += {{WG}}u) {
     let b = row * nb + i / 32u;  // block index in the window
     let j = i % 32u;
@@ -56,4 +85,5 @@ fn copy_row(dst: u32, row: u32, lid: u32) {
     out[dst + i] = (f32(nib) - 8.0) * d;
 #endif
   }
+#endif
 }

@@ -11,6 +11,8 @@
 //        8h + 4c .. +3 in its low nibbles and 16 + 8h + 4c .. +3 in its high nibbles.
 // Either way one half-block gives 4 weight chunks of 4 elements, paired with 4 x chunks. The
 // unpacking and the x pairing are shared with gemv_step through kernels/quant_block.wgsl.
+// TILES: W in the tiles layout instead (src/gpu/tensor.ts TilesLayout for q8_0/q4_0, made at load
+// time by src/quant/tiles.ts); its own entry point below (main under #if TILES).
 //
 // Bindings (group 0); every storage binding is one window of at most maxStorageBufferBindingSize:
 //   0 x:      array<vec4<f32>>          read        [M, K] activation rows m0.. from params.x_base (vec4s)
@@ -77,6 +79,7 @@ struct Params {
 const R: u32 = {{R}}u;
 const MB: u32 = {{MB}}u;
 
+#if !TILES
 // Scale of block b of W row `row` (window-relative), widened to f32.
 fn scale(row: u32, b: u32, nb: u32) -> f32 {
   let e = params.s_base + row * nb + b;
@@ -107,12 +110,84 @@ fn load_w(row: u32, b: u32, h: u32, nb: u32, d: f32) -> W4 {
 #endif
 #endif
 }
+#endif
 
 #include quant_block
 #include gemv_chunk
 #include linear_bias
 #include gemv_tile
 
+#if TILES
+// W in the tiles layout (src/gpu/tensor.ts TilesLayout for q8_0/q4_0, T = WG rows per tile, the
+// window's tiles from chunk params.q_base of the q binding, QT = vec4<u32>; s unused): invocation lid
+// of workgroup gl owns rows (gl·R + r)·T + lid, r < R, so the T lanes of a workgroup read T
+// neighbouring 16-byte chunks at every step; MB activation rows share every quant chunk. Per group of 8
+// blocks R scale chunks, per block MB·8 x vec4s (scaled by qt_xscale, Σx), then per row its quant
+// chunk(s): acc += d · (Σ u·x − QOFF·Σx) (kernels/quant_block.wgsl). Always one scale per block.
+const TT: u32 = {{WG}}u;
+
+@compute @workgroup_size({{WG}})
+fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+        @builtin(local_invocation_index) lid: u32) {
+  let gl = wid.x + wid.y * nwg.x;   // workgroup-uniform
+  let ntiles = (params.nw + TT - 1u) / TT;
+  let tile0 = gl * R;
+  if (tile0 >= ntiles) { return; }
+  let row0 = tile0 * TT + lid;      // row r: row0 + r·T
+  let cpr = params.K / 4u;          // x vec4s per row
+  let nb = params.K / 32u;
+  let kc = qt_kc(nb);
+  var rows: array<u32, {{R}}>;      // chunk 0 of each row's packed row (tiles past the last clamped)
+  for (var r = 0u; r < R; r++) { rows[r] = params.q_base + min(tile0 + r, ntiles - 1u) * kc * TT + lid; }
+  let mb0 = wid.z * MB;
+  var ms = tile_ms(mb0);
+  var acc: array<vec4<f32>, {{ACC}}>;  // [MB][R]
+  for (var i = 0u; i < {{ACC}}u; i++) { acc[i] = vec4<f32>(); }
+  let xsc = qt_xscale();
+  for (var g = 0u; g * 8u < nb; g++) {
+    let nbg = min(8u, nb - g * 8u);
+    let c0 = g * QGC;
+    var sv: array<vec4<u32>, {{R}}>;
+    for (var r = 0u; r < R; r++) { sv[r] = q[rows[r] + (c0 + nbg * QCB) * TT]; }
+    for (var j = 0u; j < nbg; j++) {
+      let b = g * 8u + j;
+      var xp: array<array<vec4<f32>, 8>, {{MB}}>;
+      var xo: array<vec4<f32>, {{MB}}>;
+      for (var i = 0u; i < MB; i++) {
+        var xsum = vec4<f32>();
+        for (var k = 0u; k < 8u; k++) {
+          let xv = x[params.x_base + ms[i] * cpr + b * 8u + k];
+          xsum += xv;
+          xp[i][k] = xv * xsc;
+        }
+        xo[i] = xsum * -QOFF;   // exact (QOFF a power of two)
+      }
+      let cq = c0 + j * QCB;
+      for (var r = 0u; r < R; r++) {
+        let at = rows[r] + cq * TT;
+        let p0 = q[at];
+#if Q8
+        let p1 = q[at + TT];
+#else
+        let p1 = p0;
+#endif
+        let d = vec4<f32>(qt_scale(sv[r], j));
+        for (var i = 0u; i < MB; i++) { acc[i * R + r] = fma(d, qt_block_dot(p0, p1, xp[i], xo[i]), acc[i * R + r]); }
+      }
+    }
+  }
+  for (var r = 0u; r < R; r++) {
+    let n = row0 + r * TT;
+    if (n >= params.nw) { break; }
+    let bv = load_bias(n);
+    for (var i = 0u; i < MB; i++) {
+      let m = mb0 + i;
+      if (m >= params.M) { break; }
+      y[params.y_base + m * params.N + params.n0 + n] = hsum(acc[i * R + r]) + bv;
+    }
+  }
+}
+#else
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
         @builtin(local_invocation_index) lid: u32) {
@@ -179,3 +254,4 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   }
   store_tile(&acc, tile.x, tile.y);
 }
+#endif

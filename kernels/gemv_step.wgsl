@@ -41,7 +41,13 @@
 //   workgroup gl owns rows (gl·R + r)·T + lid, r < R, so at every chunk step the T lanes read T
 //   neighbouring 16-byte chunks. K need not be a multiple of CE: KTAIL variants (chosen when it is
 //   not) read the last, partial chunk of x (and g) guarded; x is vec4 when K % 4 = 0 (XVEC), scalars otherwise. Windows are whole tiles.
-//   Same prologues, matrices and epilogues as the rows layout; f32/f16 W only.
+//   Same prologues, matrices and epilogues as the rows layout.
+//   QUANT with TILES (q8_0/q4_0 tiles: groups of 8 blocks per packed row, their quant chunks then one
+//   chunk of their scales; kernels/quant_block.wgsl, src/quant/tiles.ts): w* hold whole tiles, quants
+//   and scales together (single matrix: windows of whole tiles, as f16; QWIN off), chunk c of a row at
+//   rows[r] + c·T as above. Always one scale per block (BLOCKSUM): per block and row,
+//   acc += d · (Σ u·x̂ − QOFF·Σ x̂) with bytes / nibbles masked in place and x̂ pre-scaled by 2^(−8i)
+//   (no shift per weight; exact), Σx̂ and the scaling shared by the R rows.
 // Mapping: the rows design of gemv.wgsl (neighbouring invocations own neighbouring groups of R
 // rows of W; each invocation walks the whole K reduction with VEC-element chunks, helpers in
 // gemv_chunk.wgsl). A workgroup belongs to exactly one matrix (MULTI: workgroups [0, g1) → W0,
@@ -345,7 +351,14 @@ struct Sums { acc: array<vec4<f32>, {{R}}>, up: array<vec4<f32>, {{R}}>, ss: vec
 
 #if TILES
 const TT: u32 = {{WG}}u;   // rows per tile
+#if QUANT
+// Chunks per packed row (quants and scale chunks: kernels/quant_block.wgsl qt_kc).
+fn tiles_kc() -> u32 { return qt_kc(params.K / 32u); }
+#else
 const CE: u32 = {{VECN}}u; // elements per 16-byte chunk
+
+// Chunks per packed row.
+fn tiles_kc() -> u32 { return (params.K + CE - 1u) / CE; }
 
 // Chunk i (16 bytes) of matrix mat, widened.
 fn load_wt(mat: u32, i: u32) -> Chunk {
@@ -446,7 +459,62 @@ fn load_g(c: u32) -> Chunk {
 fn load_xhat(xb: u32, c: u32) -> Chunk { return load_x(xb, c); }
 fn load_w(mat: u32, at: u32, c: u32, kc: u32) -> Chunk { return load_wt(mat, at + c * TT); }
 #endif
+#endif
 #if QUANT
+#if TILES
+// The K loop on quantized W in the tiles layout: rows[r] = chunk 0 of row r's packed row (chunk c
+// at rows[r] + c·T). Per group of 8 blocks, R scale chunks; per block, the 8 x̂ vec4s (prologue as
+// the rows layout's loop), Σx, x̂ · qt_xscale, then per row its quant chunk(s) and
+// acc += d · (Σ u·x̂ − QOFF·Σx) (kernels/quant_block.wgsl qt_block_dot). cpr unused.
+fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
+  var acc: array<vec4<f32>, {{R}}>;
+  var up: array<vec4<f32>, {{R}}>;
+  for (var i = 0u; i < R; i++) { acc[i] = vec4<f32>(); up[i] = vec4<f32>(); }
+  var ss = vec4<f32>();
+  let nb = params.K / 32u;
+  let xsc = qt_xscale();
+  for (var g = 0u; g * 8u < nb; g++) {
+    let nbg = min(8u, nb - g * 8u);
+    let c0 = g * QGC;
+    var sv: array<vec4<u32>, {{R}}>;
+    for (var r = 0u; r < R; r++) { sv[r] = w_at(mat, rows[r] + (c0 + nbg * QCB) * TT); }
+    for (var j = 0u; j < nbg; j++) {
+      let b = g * 8u + j;
+      var xp: array<vec4<f32>, 8>;
+      var xsum = vec4<f32>();
+      for (var k = 0u; k < 8u; k++) {
+        let k4 = b * 8u + k;
+#if NORM
+#if XSHARED
+        let xv = xs[k4];
+#else
+        let xr = x[xb + k4];
+        ss = fma(xr, xr, ss);
+        let xv = xr * g4(4u * k4);
+#endif
+#else
+        let xv = x[xb + k4];
+#endif
+        xsum += xv;
+        xp[k] = xv * xsc;
+      }
+      let xo = xsum * -QOFF;   // exact (QOFF a power of two)
+      let cq = c0 + j * QCB;
+      for (var r = 0u; r < R; r++) {
+        let at = rows[r] + cq * TT;
+        let p0 = w_at(mat, at);
+#if Q8
+        let p1 = w_at(mat, at + TT);
+#else
+        let p1 = p0;
+#endif
+        acc[r] = fma(vec4<f32>(qt_scale(sv[r], j)), qt_block_dot(p0, p1, xp, xo), acc[r]);
+      }
+    }
+  }
+  return Sums(acc, up, ss);
+}
+#else
 // The block loop of gemv_q.wgsl (R scales per block, then per half-block 4 x chunks — x̂ chunks
 // with the norm prologue — and R quant words), for rows `rows` of matrix `mat` (a constant at every
 // call site). cpr unused (K / 32 blocks).
@@ -515,6 +583,7 @@ fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
   }
   return Sums(acc, up, ss);
 }
+#endif
 #else
 // The K loop of the f32/f16 layouts: rows[r] = row r's W row (rows layout) or its chunk 0 index
 // (tiles: chunk c at rows[r] + c·T), cpr chunks per row (tiles: the last one partial when
@@ -575,7 +644,7 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let tile0 = gl * R;
   let row0 = tile0 * TT + lid;
   let RS = TT;                       // row stride between r and r + 1
-  let cpr = (params.K + CE - 1u) / CE;   // kc
+  let cpr = tiles_kc();
   let ntiles = (nm + TT - 1u) / TT;
   for (var r = 0u; r < R; r++) { rows[r] = min(tile0 + r, ntiles - 1u) * cpr * TT + lid; }
 #else

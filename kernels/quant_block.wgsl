@@ -55,3 +55,74 @@ fn q4_ints(p: vec2<u32>) -> W4 {
 fn w4_scaled(w: W4, d: f32) -> W4 {
   return W4(w.w0 * d, w.w1 * d, w.w2 * d, w.w3 * d);
 }
+
+// ---- The tiles layout (src/gpu/tensor.ts TilesLayout for q8_0 / q4_0; host transform and CPU
+// mirror of these reads: src/quant/tiles.ts). A packed row's 16-byte chunks come in groups of 8
+// blocks: the quant chunks of the group's blocks (QCB per block), then one chunk of their 8 f16
+// scales. Q4_0 chunk = a block's 16 GGUF bytes; Q8_0 chunk = a half-block's 16 bytes as q + 128.
+// Unpacking without a shift per element: a word's bytes (Q8_0) or low nibbles (Q4_0; the high
+// ones after one shift of the word) are masked in place, giving u·2^(8i) in lane i, and paired with
+// x·2^(−8i) (qt_xscale): both exact in f32, so each product is exactly u·x.
+#if Q8
+const QCB: u32 = 2u;        // quant chunks per block
+const QOFF: f32 = 128.0;    // stored u = q + 128
+#else
+const QCB: u32 = 1u;
+const QOFF: f32 = 8.0;      // nibble n = q + 8
+#endif
+const QGC: u32 = 8u * QCB + 1u;   // chunks per group of 8 blocks (quants, then the scales chunk)
+
+// Chunks per packed row of nb blocks.
+fn qt_kc(nb: u32) -> u32 { return nb * QCB + (nb + 7u) / 8u; }
+
+// What x is multiplied by, per lane of an x vec4, to pair with qt_u8 / qt_n4.
+fn qt_xscale() -> vec4<f32> {
+#if Q8
+  return vec4<f32>(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 65536.0);
+#else
+  return vec4<f32>(1.0, 1.0 / 256.0, 1.0 / 65536.0, 1.0 / 16777216.0);
+#endif
+}
+
+// Q8_0: word w's unsigned bytes u0..u3 as (u0, u1·2^8, u2·2^16, u3·2^16).
+fn qt_u8(w: u32) -> vec4<f32> {
+  return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w, w, w, w >> 8u) & vec4<u32>(0xffu, 0xff00u, 0xff0000u, 0xff0000u)));
+}
+
+// Q4_0: word w's nibbles at bits 0, 8, 16, 24 as (n0, n1·2^8, n2·2^16, n3·2^24).
+fn qt_n4(w: u32) -> vec4<f32> {
+  return vec4<f32>(bitcast<vec4<i32>>(vec4<u32>(w) & vec4<u32>(0xfu, 0xf00u, 0xf0000u, 0xf000000u)));
+}
+
+// a + Σ u·x of one block of one row: p0 (and p1, Q8_0's second half-block) its quant chunks,
+// xp[k] = x vec4 k of the block (elements 4k .. 4k+3) · qt_xscale(). Start a at −QOFF·Σx and
+// multiply by d to get the block's Σ deq(w)·x.
+fn qt_block_dot(p0: vec4<u32>, p1: vec4<u32>, xp: array<vec4<f32>, 8>, a: vec4<f32>) -> vec4<f32> {
+  var s = a;
+#if Q8
+  s = fma(qt_u8(p0.x), xp[0], s);
+  s = fma(qt_u8(p0.y), xp[1], s);
+  s = fma(qt_u8(p0.z), xp[2], s);
+  s = fma(qt_u8(p0.w), xp[3], s);
+  s = fma(qt_u8(p1.x), xp[4], s);
+  s = fma(qt_u8(p1.y), xp[5], s);
+  s = fma(qt_u8(p1.z), xp[6], s);
+  s = fma(qt_u8(p1.w), xp[7], s);
+#else
+  // word c: low nibbles = elements 4c .. 4c+3, high nibbles = 16 + 4c .. +3
+  s = fma(qt_n4(p0.x), xp[0], s);
+  s = fma(qt_n4(p0.x >> 4u), xp[4], s);
+  s = fma(qt_n4(p0.y), xp[1], s);
+  s = fma(qt_n4(p0.y >> 4u), xp[5], s);
+  s = fma(qt_n4(p0.z), xp[2], s);
+  s = fma(qt_n4(p0.z >> 4u), xp[6], s);
+  s = fma(qt_n4(p0.w), xp[3], s);
+  s = fma(qt_n4(p0.w >> 4u), xp[7], s);
+#endif
+  return s;
+}
+
+// Scale of block j (0..7) of a group, from the group's scales chunk.
+fn qt_scale(sv: vec4<u32>, j: u32) -> f32 {
+  return unpack2x16float(sv[j >> 1u])[j & 1u];
+}

@@ -39,11 +39,11 @@ export function embeddingKernel(table: StoreType, tilesT = 0): KernelVariant {
 }
 
 /** The gather kernel for a block-quantized table (kernels/embedding_q.wgsl). */
-export function embeddingQKernel(format: QuantDType): KernelVariant {
+export function embeddingQKernel(format: QuantDType, tilesT = 0): KernelVariant {
   return {
     file: "embedding_q",
-    name: `embedding_${format}_wg${EMBEDDING_WG}`,
-    defines: { Q8: format === "q8_0", WG: EMBEDDING_WG },
+    name: `embedding_${format}${tilesT ? `_tiles${tilesT}` : ""}_wg${EMBEDDING_WG}`,
+    defines: { Q8: format === "q8_0", WG: EMBEDDING_WG, TILES: tilesT > 0, TT: tilesT },
     bindings: ["read", "read", "read", "read_write", "read_write", "uniform"],
   };
 }
@@ -98,14 +98,23 @@ export async function embedding(ctx: GpuContext, ids: Tensor | ArrayLike<number>
   }
   const dtype = table.dtype;
   const lay = table.layout;
-  const kernel = await ctx.kernels.get(isQuantDType(dtype) ? embeddingQKernel(dtype) : embeddingKernel(storeType(ctx, dtype as "f32" | "f16"), lay?.T ?? 0));
+  const kernel = await ctx.kernels.get(isQuantDType(dtype) ? embeddingQKernel(dtype, lay?.T ?? 0) : embeddingKernel(storeType(ctx, dtype as "f32" | "f16"), lay?.T ?? 0));
   const result = out ?? ctx.empty([T, D], "f32", "embedding.out");
   let err = errors;
   if (!err) {
     err = scratchErrors.get(ctx);
     if (!err || err.isDisposed) scratchErrors.set(ctx, (err = ctx.empty([1], "u32", "embedding.errors-scratch")));
   }
-  if (T > 0 && D > 0 && isQuantDType(dtype)) {
+  if (T > 0 && D > 0 && isQuantDType(dtype) && lay) {
+    // Tiles layout: windows of whole tiles (each holds its scales), at aligned offsets.
+    const tileBytes = lay.kc * lay.T * 16;
+    for (const w of ctx.bindingWindows(lay.tiles, tileBytes, `${op} table '${table.label}' in tiles of ${lay.T}`)) {
+      const first = w.firstRow * lay.T;
+      const win = { tensor: table, byteOffset: w.byteOffset, byteSize: w.rows * tileBytes };
+      const params = new Params().u32(T).u32(D).u32(V).u32(first).u32(Math.min(w.rows * lay.T, V - first)).u32(0).u32(0).u32(lay.kc).bytes();
+      ctx.dispatch(kernel, [idsT, win, win, result, err], params, grid(ctx, T));
+    }
+  } else if (T > 0 && D > 0 && isQuantDType(dtype)) {
     // Windows of whole rows; quants and scales bound at the aligned offset at or below their start.
     const limit = ctx.limits.maxStorageBufferBindingSize;
     const align = ctx.limits.minStorageBufferOffsetAlignment;

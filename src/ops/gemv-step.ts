@@ -4,7 +4,8 @@
 // checkpoint, bound separately, no copy) or all in the tiles layout (src/gpu/tensor.ts TilesLayout,
 // made at load time: neighbouring invocations read neighbouring chunks; T = the workgroup, `rows`
 // = tiles per workgroup, STEP_TILES_R), or q8_0|q4_0 ones (GGUF blocks in the split-blocks layout
-// of src/quant/formats.ts, read in their packed bytes; K a multiple of 32); y: f32 [rows, N_out].
+// of src/quant/formats.ts, or in the tiles layout with their scales, src/quant/tiles.ts; read in
+// their packed bytes; K a multiple of 32); y: f32 [rows, N_out].
 // f32 accumulation.
 //   prologue  norm: { weight [K] f32|f16, eps }: Llama RMSNorm of each x row; absent: x as is.
 //             Three paths (GemvStepNormPath; resolveGemvStep picks by size and device class):
@@ -85,7 +86,8 @@ export interface GemvStepDesc {
   blockSum?: boolean;
   /**
    * W in the tiles layout (src/gpu/tensor.ts TilesLayout) with T = wg rows per tile; vec is then the
-   * chunk width CE (8 f16, 4 f32) and `rows` the tiles per workgroup. f32/f16 only.
+   * chunk width CE (8 f16, 4 f32; 4, the x chunk, for q8_0/q4_0, which need blockSum) and `rows`
+   * the tiles per workgroup.
    */
   tiles?: boolean;
   /** tiles: x read as scalars (K % 4 ≠ 0). */
@@ -118,7 +120,7 @@ function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
   if (d.epilogue === "swiglu" && d.mats !== 2) throw new UnsupportedError(`gemv_step: swiglu needs exactly two matrices (gate, up) (${name})`);
   if (d.xShared && (!d.norm || d.k <= 0)) throw new UnsupportedError(`gemv_step: xShared needs the norm prologue and K (${name})`);
   if (d.norm && (d.wg & (d.wg - 1)) !== 0) throw new UnsupportedError(`gemv_step: the norm prologue reduces over a power-of-two workgroup (${name})`);
-  if (d.tiles && quant) throw new UnsupportedError(`gemv_step: the tiles layout holds f32/f16 weights, not ${d.wDtype} (${name})`);
+  if (d.tiles && quant && !d.blockSum) throw new UnsupportedError(`gemv_step: ${d.wDtype} in the tiles layout is read with one scale per block only (blockSum) (${name})`);
   if (d.tiles && d.vec !== (f16 ? 8 : 4)) throw new UnsupportedError(`gemv_step: tiles read 16-byte chunks (vec ${f16 ? 8 : 4} for ${d.wDtype}), got vec${d.vec} (${name})`);
   if (d.xScalar && !d.tiles) throw new UnsupportedError(`gemv_step: xScalar applies to the tiles layout only (${name})`);
   if (d.kTail && !d.tiles) throw new UnsupportedError(`gemv_step: kTail applies to the tiles layout only (${name})`);
@@ -137,7 +139,7 @@ function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
       WT: quant ? "vec4<u32>" : f16 ? (d.vec === 8 ? "vec4<u32>" : "u32") : d.vec === 4 ? "vec4<f32>" : "f32",
       QUANT: quant,
       Q8: d.wDtype === "q8_0",
-      QWIN: quant && d.mats === 1,
+      QWIN: quant && d.mats === 1 && d.tiles !== true,
       QDIV: d.wDtype === "q4_0" ? 4 : 2,
       BLOCKSUM: d.blockSum === true,
       R: d.rows,
@@ -208,7 +210,7 @@ export interface GemvStepChoice {
 export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvStepForce = {}, rowsTotal = 0): GemvStepChoice {
   if (isQuantDType(s.wDtype) && s.K % QK !== 0) throw new UnsupportedError(`gemv_step: ${s.wDtype} weights need K a multiple of ${QK}, got ${s.K}`);
   const tilesT = s.tilesT ?? 0;
-  if (tilesT > 0 && isQuantDType(s.wDtype)) throw new UnsupportedError(`gemv_step: the tiles layout holds f32/f16 weights, not ${s.wDtype}`);
+  if (tilesT > 0 && isQuantDType(s.wDtype) && force.blockSum === false) throw new UnsupportedError(`gemv_step: ${s.wDtype} in the tiles layout is read with one scale per block only; blockSum false applies to the rows layout`);
   if (tilesT > 0 && force.wg !== undefined && force.wg !== tilesT) throw new UnsupportedError(`gemv_step: W lies in tiles of ${tilesT} rows, so the workgroup is ${tilesT} invocations; forced wg ${force.wg}`);
   const rowsVec: 1 | 4 | 8 = isQuantDType(s.wDtype) ? 4 : s.wDtype === "f16" ? (s.K % 8 === 0 ? 8 : 1) : s.K % 4 === 0 ? 4 : 1;
   const vec: 1 | 4 | 8 = tilesT > 0 ? (s.wDtype === "f16" ? 8 : 4) : rowsVec;
@@ -488,7 +490,7 @@ export async function planGemvStep(ctx: GpuContext, spec: GemvStepSpec): Promise
     const groups = swiglu ? G[0]! : total;
     const p = params({ nw: Ns[0]!, n1: swiglu ? 0 : Ns[1]!, n2: swiglu ? 0 : Ns[2] ?? 0, n0: 0, g1, g2, groups, bBase: 0 });
     calls.push({ kernel, res: common(wholeRes(ws[0]!), wholeRes(ws[1]!), wholeRes(ws[2] ?? ws[0]!), bias), params: p, groups: groups3(groups) });
-  } else if (quant) {
+  } else if (quant && !layout) {
     // Windows along N: w0 = the window's quants, w1 = its scales (two bindings of one buffer, each
     // at the aligned offset at or below its first byte, sizes rounded up to 16), as linear_q.ts.
     const w = ws[0]!;
@@ -526,7 +528,8 @@ export async function planGemvStep(ctx: GpuContext, spec: GemvStepSpec): Promise
       });
     }
   } else if (layout) {
-    // Windows of whole tiles (plus a bias slice that fits one binding).
+    // Windows of whole tiles (plus a bias slice that fits one binding); a quantized W's tiles hold
+    // their scales (src/gpu/tensor.ts TilesLayout), so the same windows serve f32/f16/q8_0/q4_0.
     const w = ws[0]!;
     const N = Ns[0]!;
     const T = layout.T;

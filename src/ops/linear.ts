@@ -474,7 +474,7 @@ export async function linear(ctx: GpuContext, x: Tensor, w: Tensor, opts: Linear
     }
   }
   if (isQuantDType(w.dtype)) {
-    const qplan = resolveLinearQ(M, w.dtype, opts.variant ?? "auto");
+    const qplan = resolveLinearQ(M, w.dtype, opts.variant ?? "auto", w.layout?.T ?? 0);
     const y = out ?? ctx.empty(outShape, "f32", "linear.out");
     await launchLinearQ(ctx, qplan.desc, x, w, bias ?? null, y, M, N, K);
     return y;

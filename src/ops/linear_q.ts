@@ -27,6 +27,8 @@ export interface LinearQDesc {
   wg: number;
   /** Experiment: scale once per block (kernels/gemv_q.wgsl BLOCKSUM); an A/B arm of bench/linear-q. */
   blockSum?: boolean;
+  /** W in the tiles layout with this many rows per tile (= wg; `rows` = tiles per workgroup); 0/absent: split blocks. */
+  tilesT?: number;
 }
 
 // Tile sizes: gemv_q copies gemv's R = 4 / WG = 64 (kernels/gemv.wgsl's measurements); matmul_q
@@ -37,13 +39,19 @@ const GEMV_Q_WG = 64;
 const MATMUL_Q_R = 8;
 const MATMUL_Q_MB = 4;
 const MATMUL_Q_WG = 64;
+// Tiles layout (wg = T): tiles per workgroup. gemv_q takes the decode GEMV's R = 8 (gemv_step's
+// STEP_TILES_R on software); matmul_q R = 4 with MB = 4 (16 accumulators, as the rows design's
+// 8 × 4 = 32 would spill further). Not measured on their own: prefill only.
+const GEMV_QT_R = 8;
+const MATMUL_QT_R = 4;
 
 /** Stable name of a quantized kernel, e.g. "gemv_q4_0_r4_mb1_wg64". */
 export function linearQLabel(d: LinearQDesc): string {
-  return `${d.algo.replace("_q", "")}_${d.format}${d.blockSum ? "_bs" : ""}_r${d.rows}_mb${d.mb}_wg${d.wg}`;
+  return `${d.algo.replace("_q", "")}_${d.format}${d.tilesT ? "_tiles" : ""}${d.blockSum ? "_bs" : ""}_r${d.rows}_mb${d.mb}_wg${d.wg}`;
 }
 
 function linearQKernelVariant(d: LinearQDesc): KernelVariant {
+  if (d.tilesT && d.tilesT !== d.wg) throw new UnsupportedError(`linear: ${linearQLabel(d)}: W in tiles of ${d.tilesT} rows needs a workgroup of ${d.tilesT} invocations`);
   return {
     file: "gemv_q",
     name: linearQLabel(d),
@@ -51,7 +59,8 @@ function linearQKernelVariant(d: LinearQDesc): KernelVariant {
       Q8: d.format === "q8_0",
       BLOCKSUM: d.blockSum === true,
       VEC8: false, // gemv_chunk's fmac (unused here; hsum is)
-      QT: d.format === "q8_0" ? "vec4<u32>" : "vec2<u32>",
+      QT: d.format === "q8_0" || d.tilesT ? "vec4<u32>" : "vec2<u32>",
+      TILES: (d.tilesT ?? 0) > 0,
       R: d.rows,
       MB: d.mb,
       WG: d.wg,
@@ -66,11 +75,15 @@ function linearQKernelVariant(d: LinearQDesc): KernelVariant {
  * The kernel for y = x·deq(W)ᵀ with M activation rows: gemv_q up to GEMV_MAX_M, matmul_q above.
  * `variant` "gemv" / "matmul" force one tiling; the f16/f32-only variants are refused.
  */
-export function resolveLinearQ(M: number, format: QuantDType, variant: LinearVariantName | "auto" = "auto"): { label: string; desc: LinearQDesc } {
-  if (variant !== "auto" && variant !== "gemv" && variant !== "matmul") {
-    throw new UnsupportedError(`linear: variant '${variant}' has no ${format} kernel (quantized weights run 'gemv' or 'matmul', i.e. gemv_q / matmul_q)`);
+export function resolveLinearQ(M: number, format: QuantDType, variant: LinearVariantName | "auto" = "auto", tilesT = 0): { label: string; desc: LinearQDesc } {
+  if (variant !== "auto" && variant !== "gemv" && variant !== "matmul" && !(tilesT > 0 && variant === "gemv_tiled")) {
+    throw new UnsupportedError(`linear: variant '${variant}' has no ${format} kernel (quantized weights run 'gemv' or 'matmul', i.e. gemv_q / matmul_q${tilesT > 0 ? ", in the tiles layout 'gemv_tiled' = gemv" : ""})`);
   }
-  const algo = variant === "gemv" || (variant === "auto" && M <= GEMV_MAX_M) ? "gemv_q" : "matmul_q";
+  const algo = variant === "gemv" || variant === "gemv_tiled" || (variant === "auto" && M <= GEMV_MAX_M) ? "gemv_q" : "matmul_q";
+  if (tilesT > 0) {
+    const desc: LinearQDesc = algo === "gemv_q" ? { algo, format, rows: GEMV_QT_R, mb: M <= 1 ? 1 : 2, wg: tilesT, tilesT } : { algo, format, rows: MATMUL_QT_R, mb: MATMUL_Q_MB, wg: tilesT, tilesT };
+    return { label: linearQLabel(desc), desc };
+  }
   const desc: LinearQDesc =
     algo === "gemv_q" ? { algo, format, rows: GEMV_Q_R, mb: M <= 1 ? 1 : 2, wg: GEMV_Q_WG } : { algo, format, rows: MATMUL_Q_R, mb: MATMUL_Q_MB, wg: MATMUL_Q_WG };
   return { label: linearQLabel(desc), desc };
@@ -84,6 +97,9 @@ export async function launchLinearQ(ctx: GpuContext, desc: LinearQDesc, x: Tenso
   const op = "linear";
   if (!isQuantDType(w.dtype) || w.dtype !== desc.format) throw new ShapeError(`${op}: kernel ${linearQLabel(desc)} is for ${desc.format} weights, w ('${w.label}') is ${w.dtype}`);
   if (K % 32 !== 0) throw new UnsupportedError(`${op}: w ('${w.label}') [${N}, ${K}] ${w.dtype}: K must be a multiple of 32`);
+  if ((desc.tilesT ?? 0) !== (w.layout?.T ?? 0)) {
+    throw new UnsupportedError(`${op}: kernel ${linearQLabel(desc)} reads ${desc.tilesT ? `W in tiles of ${desc.tilesT} rows` : "split-blocks W"}; w ('${w.label}') is ${w.layout ? `in tiles of ${w.layout.T} rows` : "in split blocks (row-major)"}`);
+  }
   const kernel = await ctx.kernels.get(linearQKernelVariant(desc));
   if (M === 0) return;
   const limit = ctx.limits.maxStorageBufferBindingSize;
@@ -105,10 +121,26 @@ export async function launchLinearQ(ctx: GpuContext, desc: LinearQDesc, x: Tenso
     const at = start - (start % align);
     return { res: { tensor: t, byteOffset: at, byteSize: Math.ceil((start + size - at) / 4) * 4 }, skew: start - at };
   };
+  const lay = w.layout;
+  // Tiles layout: windows of whole tiles (each holds its scales), at aligned offsets.
+  const tileWins = lay ? ctx.bindingWindows(lay.tiles, lay.kc * lay.T * 16, `${op}: w '${w.label}' [${N}, ${K}] ${w.dtype} in tiles of ${lay.T}`, Math.max(1, Math.floor((limit - align - 4) / (eB * lay.T)))) : [];
   for (let m0 = 0; m0 < M; m0 += mStep) {
     const mw = Math.min(mStep, M - m0);
     const xs = bind(x, m0 * K * 4, mw * K * 4);
     const ys = bind(y, m0 * N * 4, mw * N * 4);
+    if (lay) {
+      const tileBytes = lay.kc * lay.T * 16;
+      for (const win of tileWins) {
+        const n0 = win.firstRow * lay.T;
+        const nw = Math.min(win.rows * lay.T, N - n0);
+        const wRes: BufferWindow = { tensor: w, byteOffset: win.byteOffset, byteSize: win.rows * tileBytes };
+        const bs = bias ? bind(bias, n0 * eB, nw * eB) : null;
+        const params = linearParams(K, nw, mw, N, n0, xs.skew / 16, ys.skew / 4, bs ? bs.skew / eB : 0, bias).u32(0).u32(0).bytes();
+        const [gx, gy] = grid(ctx, Math.ceil(win.rows / desc.rows));
+        ctx.dispatch(kernel, [xs.res, wRes, wRes, bs ? bs.res : wRes, ys.res], params, [gx, gy, Math.ceil(mw / desc.mb)]);
+      }
+      continue;
+    }
     for (let n0 = 0; n0 < N; n0 += perWin) {
       const nw = Math.min(perWin, N - n0);
       const qs = bind(w, n0 * rowQ, nw * rowQ);
