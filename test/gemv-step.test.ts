@@ -26,6 +26,7 @@ import { rmsnorm } from "../src/ops/rmsnorm.js";
 import { swiglu } from "../src/ops/swiglu.js";
 import { add } from "../src/ops/elementwise.js";
 import { packQuantized, quantizeMatrix, type QuantizedMatrix } from "../src/quant/formats.js";
+import { toQuantTiles } from "../src/quant/tiles.js";
 
 const EPS32 = 2 ** -24;
 function tolFor(K: number, norm: boolean, scale = 1) {
@@ -89,13 +90,15 @@ async function check(ctx: GpuContext, c: Case, what = ""): Promise<string> {
     if (wd === "q8_0" || wd === "q4_0") {
       const q = quantizeMatrix(rng.fillUniform(N * K), N, K, wd, `w${i}`);
       wVals.push(q);
+      // tiles: transformed on the host, as the loader does (src/quant/tiles.ts)
+      if (c.tiles) return up(ctx.uploadTiles(toQuantTiles(q, c.tiles), [N, K], wd, c.tiles, `w${i}`));
       return up(ctx.upload(packQuantized(q), [N, K], wd, `w${i}`));
     }
     const r = roundTo(wd, rng.fillUniform(N * K));
     wVals.push(r.vals);
     return up(ctx.upload(r.bits, [N, K], wd, `w${i}`));
   });
-  if (c.tiles) {
+  if (c.tiles && (wd === "f32" || wd === "f16")) {
     for (let i = 0; i < ws.length; i++) {
       const t = up(await toTilesLayout(ctx, ws[i]!, c.tiles));
       ws[i]!.dispose();
@@ -139,7 +142,7 @@ async function check(ctx: GpuContext, c: Case, what = ""): Promise<string> {
     const pre = gemvStepReference({ x: xh, K, w: wVals, N: Ns, epilogue: "store", norm: gVals ? { weight: gVals, eps: 1e-5 } : null, bias: bVals, y: new Float32Array(cap * biasLen), T });
     scale = 1 + 2 * pre.reduce((m, v) => Math.max(m, Math.abs(v)), 0);
   }
-  if (c.tiles) assert.match(label, /gemv_step_f(16|32)_tiles/, `${label}: the tiles kernel`);
+  if (c.tiles) assert.match(label, /gemv_step_(f16|f32|q8_0|q4_0)_tiles/, `${label}: the tiles kernel`);
   const name = `${what}${label} K=${K} N=[${Ns.join(",")}] w=${wd} norm=${c.norm} bias=${c.bias} ${c.mode} T=${T}/${cap}${c.lastRow ? " last" : ""}`;
   assertClose(await y.read(), want, tolFor(K, c.norm !== "none", scale), name);
   for (const t of owned) t.dispose();
@@ -343,6 +346,53 @@ test("q8_0 / q4_0 W windows above a forced 64 KiB binding limit (quants and scal
       const plan = await planGemvStep(ctx, { x, w, y });
       assert.ok(plan.dispatches > 1, `W [${c.Ns[0]}, ${c.K}] ${c.wd} is split (${plan.dispatches} dispatches)`);
       plan.dispose();
+      for (const t of [x, w, y]) t.dispose();
+    }
+  });
+});
+
+test("q8_0 / q4_0 W in the tiles layout: the decode step's modes, awkward N (odd, not a multiple of T) and K (32·odd, nb not a multiple of 8), every norm path, T = 8 and 64 rows per tile", async () => {
+  await forDevices({}, async (ctx) => {
+    for (const wd of ["q8_0", "q4_0"] as const) {
+      for (const tiles of [8, 64]) {
+        {
+          const T = tiles === 8 ? 3 : 1;
+          const label = await check(ctx, { K: 96, Ns: [33, 11, 11], wd, epi: "store", norm: "f16", bias: "parts", cap: 4, T, mode: "step", tiles });
+          assert.match(label, new RegExp(`gemv_step_${wd}_tiles_vec4_m3_store`), label);
+          await check(ctx, { K: 576, Ns: [77], wd, epi: "residual", norm: "none", bias: "f32", cap: 4, T, mode: "step", tiles }); // nb = 18
+          await check(ctx, { K: 32, Ns: [45, 45], wd, epi: "swiglu", norm: "f32", bias: T === 1 ? "parts" : "none", cap: 4, T, mode: "step", tiles });
+          await check(ctx, { K: 288, Ns: [131], wd, epi: "store", norm: "f16", bias: "none", cap: 4, T, mode: "step", lastRow: true, tiles }); // nb = 9
+        }
+      }
+      await check(ctx, { K: 256, Ns: [1], wd, epi: "store", norm: "none", bias: "none", cap: 2, T: 2, mode: "host", tiles: 8 });
+      await check(ctx, { K: 64, Ns: [9, 257], wd, epi: "residual", norm: "none", bias: "f16", cap: 3, T: 3, mode: "host", rows: 3, tiles: 8 });
+      for (const normPath of ["shared", "prepass"] as const) { // "loop" is the resolver's pick above
+        await check(ctx, { K: 160, Ns: [48, 16, 17], wd, epi: "store", norm: "f32", bias: "f32", cap: 5, T: 2, mode: "step", normPath, tiles: 8 });
+        await check(ctx, { K: 64, Ns: [41, 41], wd, epi: "swiglu", norm: "f16", bias: "parts", cap: 5, T: 5, mode: "step", normPath, tiles: 8 });
+        await check(ctx, { K: 544, Ns: [99], wd, epi: "store", norm: "f16", bias: "none", cap: 5, T: 3, mode: "step", lastRow: true, normPath, tiles: 8 });
+      }
+      await check(ctx, { K: 32, Ns: [10], wd, epi: "store", norm: "f32", bias: "none", cap: 2, T: 0, mode: "step", tiles: 8 });
+    }
+  });
+});
+
+test("q8_0 / q4_0 W in the tiles layout: windows of whole tiles above a forced 64 KiB binding limit; blockSum false is refused", async () => {
+  const limit = 64 * 1024;
+  await forDevices({ maxStorageBufferBindingSize: limit }, async (ctx) => {
+    const cases: Case[] = [
+      { K: 96, Ns: [1001], wd: "q8_0", epi: "store", norm: "f32", bias: "f32", cap: 3, T: 2, mode: "step", tiles: 8 },
+      { K: 256, Ns: [601], wd: "q4_0", epi: "residual", norm: "none", bias: "f16", cap: 2, T: 2, mode: "host", tiles: 8 },
+      { K: 512, Ns: [263], wd: "q8_0", epi: "store", norm: "f16", bias: "none", cap: 4, T: 3, mode: "step", lastRow: true, tiles: 64 },
+    ];
+    for (const c of cases) {
+      await check(ctx, c, `limit ${limit}: `);
+      const x = ctx.empty([1, c.K], "f32", "x");
+      const w = ctx.emptyTiles([c.Ns[0]!, c.K], c.wd as QD, c.tiles!, "w");
+      const y = ctx.empty([1, c.Ns[0]!], "f32", "y");
+      const plan = await planGemvStep(ctx, { x, w, y });
+      assert.ok(plan.dispatches > 1, `W [${c.Ns[0]}, ${c.K}] ${c.wd} in tiles is split (${plan.dispatches} dispatches)`);
+      plan.dispose();
+      await assertRejects(() => planGemvStep(ctx, { x, w, y, force: { blockSum: false } }), UnsupportedError, [/tiles layout/, /blockSum/], "blockSum false");
       for (const t of [x, w, y]) t.dispose();
     }
   });
