@@ -271,6 +271,10 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
  *   layer's fused GEMVs, SmolLM-134M shapes ×1.21 / ×1.16 / ×1.16, TinyLlama shapes ×0.83 / ×0.98 /
  *   ×1.17 (single GEMVs ×0.69–1.98, swinging ±30% with the load); TinyLlama's decode not A/B-measured
  *   (the bench holds both layouts). → tiles.
+ *   q8_0/q4_0 projections follow the same choice (their tiles: src/quant/tiles.ts). Lavapipe, 134M
+ *   shape, one run at load 3–9 shared with other benches (bench/quant-layout.bench.ts,
+ *   bench/results/2026-12-02-qtiles-quant-layout.md): per-round geomean q4_0 tiles ×1.27 of q4_0
+ *   rows and ×1.18 of f16 tiles (medians ×1.05 / ×0.88: 2–4× spread within an arm) → tiles.
  *   hardware GPUs (subgroups or not): not measured (no GPU lent) → rows, the layout every reader
  *   had before; T = 64 tiles are implemented and tested for them (gemvTiledShape).
  */
