@@ -8,12 +8,13 @@
 // zero past N and K); else row-major [nw, K]: f16 as vec4<u32> (8 halves) or u32 pairs (VEC1),
 // f32 as vec4<f32> or f32 (VEC1: K not a multiple of the chunk, so rows start unaligned).
 //
-// Mapping: a workgroup is T = 8 invocations, one subgroup (needs the 'subgroups' feature and a
-// subgroup size ≥ 8: resolveLinear checks). Invocation `lane` owns W rows (g·R + r)·T + lane,
+// Mapping: a workgroup is T = 8 invocations (needs the 'subgroups' feature with subgroups of at
+// least 8 / XL invocations: resolveLinear checks; XL = 1 where subgroups hold ≥ 8 lanes, XL = 2
+// where they may hold only 4, e.g. SwiftShader, so a workgroup may be two subgroups). Invocation `lane` owns W rows (g·R + r)·T + lane,
 // r < R (tile g·R + r in the tiles layout), and all MB activation rows of its M-block
 // (workgroup z; rows past M repeat row M − 1 for loads and are not stored). K is walked in steps
-// of 8 elements: each lane loads ONE x element per row (x[m, s·8 + lane]) and subgroupBroadcast
-// hands all 8 to every lane, so x costs one loaded word per lane per 8 elements instead of 8
+// of 8 elements: each lane loads XL x elements per row (x[m, s·8 + XL·sl + j], sl its subgroup
+// lane) and subgroupBroadcast from lanes 0 .. 8/XL − 1 hands all 8 to every lane of the subgroup, so x costs one loaded word per lane per 8 elements instead of 8
 // (on llvmpipe every storage load is a per-lane gather, GPU-NOTES; a broadcast is a register
 // shuffle); each lane then loads its R rows' 8 weights once and multiplies them into MB·R
 // accumulators. No workgroup memory, no barriers.
@@ -28,6 +29,7 @@ enable subgroups;
 const R: u32 = {{R}}u;
 const MB: u32 = {{MB}}u;
 const T: u32 = 8u;     // rows per tile = invocations per workgroup = K elements per step
+const XL: u32 = {{XL}}u; // x elements each lane loads per step (8 / lanes broadcast from)
 
 #include gemv_chunk
 #include linear_bias
@@ -77,10 +79,25 @@ fn load_w8(base: u32, s: u32) -> Chunk {
 #endif
 }
 
-// Element e of every lane's v, for e = 0..7: the 8 x values of a step in every lane.
-fn bcast8(v: f32) -> Chunk {
+// x[row at xr, k], zero past K (the load clamped inside the row).
+fn x_at(xr: u32, k: u32) -> f32 {
+  return select(0.0, x[xr + min(k, params.K - 1u)], k < params.K);
+}
+
+// The 8 x values of step s of the row at xr, in every lane of the subgroup: lane sl loads
+// XL of them (elements s·8 + XL·sl + j) and lanes 0 .. 8/XL − 1 broadcast theirs.
+fn bcast8(xr: u32, s: u32, sl: u32) -> Chunk {
+  let k = s * 8u + XL * sl;
+#if XL2
+  let a = x_at(xr, k);
+  let b = x_at(xr, k + 1u);
+  return Chunk(vec4<f32>(subgroupBroadcast(a, 0u), subgroupBroadcast(b, 0u), subgroupBroadcast(a, 1u), subgroupBroadcast(b, 1u)),
+               vec4<f32>(subgroupBroadcast(a, 2u), subgroupBroadcast(b, 2u), subgroupBroadcast(a, 3u), subgroupBroadcast(b, 3u)));
+#else
+  let v = x_at(xr, k);
   return Chunk(vec4<f32>(subgroupBroadcast(v, 0u), subgroupBroadcast(v, 1u), subgroupBroadcast(v, 2u), subgroupBroadcast(v, 3u)),
                vec4<f32>(subgroupBroadcast(v, 4u), subgroupBroadcast(v, 5u), subgroupBroadcast(v, 6u), subgroupBroadcast(v, 7u)));
+#endif
 }
 
 fn dot8(a: Chunk, b: Chunk) -> f32 {
@@ -95,17 +112,16 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
   let mb0 = wid.z * MB;
   let K = params.K;
   var base: array<u32, {{R}}>;
-  var xrow: array<u32, {{MB}}>;         // x element index of (row, k = sl)
+  var xrow: array<u32, {{MB}}>;         // x element index of (row, k = 0)
   var acc: array<f32, {{ACC}}>;         // [MB][R]
   for (var r = 0u; r < R; r++) { base[r] = row_base(g, r, lane); }
-  for (var i = 0u; i < MB; i++) { xrow[i] = params.x_base + min(mb0 + i, params.M - 1u) * K + sl; }
+  for (var i = 0u; i < MB; i++) { xrow[i] = params.x_base + min(mb0 + i, params.M - 1u) * K; }
   let steps = (K + 7u) / 8u;
   for (var s = 0u; s < steps; s++) {
     var ws: array<Chunk, {{R}}>;
     for (var r = 0u; r < R; r++) { ws[r] = load_w8(base[r], s); }
-    let inK = s * 8u + sl < K;
     for (var i = 0u; i < MB; i++) {
-      let xc = bcast8(select(0.0, x[min(xrow[i] + s * 8u, xrow[i] + K - 1u - sl)], inK));
+      let xc = bcast8(xrow[i], s, sl);
       for (var r = 0u; r < R; r++) { acc[i * R + r] += dot8(ws[r], xc); }
     }
   }

@@ -12,7 +12,7 @@ import { linearInputs } from "./helpers/linear-inputs.js";
 import { Rng } from "../src/util/rng.js";
 import { UnsupportedError } from "../src/errors.js";
 import type { GpuContext } from "../src/gpu/context.js";
-import { BCAST_MAX_M, GEMV_MAX_M, gemvBcastPreferred, gemvBcastUsable, launchLinear, linear, linearReference, resolveLinear, toTilesLayout, type LinearVariantName } from "../src/ops/linear.js";
+import { BCAST_MAX_M, GEMV_MAX_M, bcastXL, gemvBcastPreferred, gemvBcastUsable, launchLinear, linear, linearLabel, linearReference, resolveLinear, toTilesLayout, type LinearVariantName } from "../src/ops/linear.js";
 
 const EPS32 = 2 ** -24;
 const tolFor = (K: number) => ({ atol: (8 * EPS32 * K) / 3 + 1e-7, rtol: 2 ** -20 });
@@ -21,7 +21,7 @@ type BiasKind = "none" | WD;
 const rng = new Rng(1919);
 
 /** One case through linear() (W row-major, or in tiles of `tilesT` rows) against the reference; returns the label. */
-async function check(ctx: GpuContext, M: number, N: number, K: number, wd: WD, bias: BiasKind, tilesT = 0, variant: LinearVariantName | "auto" = "gemv_bcast", what = ""): Promise<string> {
+async function check(ctx: GpuContext, M: number, N: number, K: number, wd: WD, bias: BiasKind, tilesT = 0, variant: LinearVariantName | "auto" = "gemv_bcast", what = "", xl2 = false): Promise<string> {
   const { xh, w: wData, wRef, b: bData, bRef } = linearInputs(rng, M, N, K, wd, bias);
   const x = ctx.upload(xh, [M, K], "f32", "x");
   const w0 = ctx.upload(wData, [N, K], wd, "w");
@@ -29,15 +29,21 @@ async function check(ctx: GpuContext, M: number, N: number, K: number, wd: WD, b
   if (tilesT) w0.dispose();
   const b = bData ? ctx.upload(bData, [N], bias as WD, "bias") : undefined;
   const out = ctx.upload(new Float32Array(M * N).fill(NaN), [M, N], "f32", "y");
-  const label = resolveLinear(ctx, M, N, K, wd, variant, false, tilesT).label;
-  await linear(ctx, x, w, { bias: b, out, variant });
+  const plan = resolveLinear(ctx, M, N, K, wd, variant, false, tilesT);
+  // xl2: the 4-lane-subgroup path (2 x elements per lane) forced on this device, whatever its subgroups.
+  const desc = xl2 ? { ...plan.desc, xl: 2 as const } : plan.desc;
+  const label = xl2 ? linearLabel(desc) : plan.label;
+  if (xl2) await launchLinear(ctx, desc, x, w, b ?? null, out, M, N, K);
+  else await linear(ctx, x, w, { bias: b, out, variant });
   assertClose(await out.read(), linearReference(xh, wRef, bRef, M, N, K), tolFor(K), `${what}${label} M=${M} N=${N} K=${K} w=${wd} bias=${bias} ${tilesT ? `tiles${tilesT}` : "rows"}`);
   for (const t of [x, w, b, out]) t?.dispose();
   return label;
 }
 
-test("gemv_bcast vs linearReference: M ∈ {1,2,3,4,5,7,8,9,16,17} × odd N, K (K % 8 ≠ 0, K % 4 ≠ 0, K < 8) × f32/f16 × rows/tiles × bias none/f32/f16, on both device profiles", async () => {
+test("gemv_bcast vs linearReference: M ∈ {1,2,3,4,5,7,8,9,16,17} × odd N, K (K % 8 ≠ 0, K % 4 ≠ 0, K < 8) × f32/f16 × rows/tiles × bias none/f32/f16, on both device profiles, x loaded 1 or 2 elements per lane", async () => {
   await forDevices({}, async (ctx, dev) => {
+    assert.ok(gemvBcastUsable(ctx), `${dev}: gemv_bcast runs on every adapter with subgroups of ≥ 4 lanes (this one: ${ctx.adapter.subgroupMinSize ?? "unknown"}+)`);
+    const xl = bcastXL(ctx) === 2 ? "_xl2" : "";
     const nk: [number, number][] = [
       [37, 45], // K odd: rows read single elements, tiles a partial last chunk
       [33, 36], // K % 8 = 4: f16 rows unaligned, f32 rows a chunk pair with a clamped second chunk
@@ -52,7 +58,10 @@ test("gemv_bcast vs linearReference: M ∈ {1,2,3,4,5,7,8,9,16,17} × odd N, K (
         for (const tilesT of [0, 8]) {
           const [N, K] = nk[i % nk.length]!;
           const label = await check(ctx, M, N, K, wd, biases[i % 3]!, tilesT, "gemv_bcast", `${dev} `);
-          assert.match(label, new RegExp(`^gemv_bcast_${wd}_${tilesT ? "tiles8_" : ""}vec${tilesT || K % (wd === "f16" ? 8 : 4) === 0 ? (wd === "f16" ? 8 : 4) : 1}_r\\d+_mb${M <= 2 ? M : M <= 4 ? 4 : 8}_wg8$`), label);
+          const vec = tilesT || K % (wd === "f16" ? 8 : 4) === 0 ? (wd === "f16" ? 8 : 4) : 1;
+          assert.match(label, new RegExp(`^gemv_bcast_${wd}_${tilesT ? "tiles8_" : ""}vec${vec}${xl}_r\\d+_mb${M <= 2 ? M : M <= 4 ? 4 : 8}_wg8$`), label);
+          // The other x path on the same case (2 per lane where this device loads 1; on 4-lane subgroups both are xl 2).
+          if (!xl && (M <= 4 || M === 9 || M === 17)) await check(ctx, M, N, K, wd, biases[(i + 1) % 3]!, tilesT, "gemv_bcast", `${dev} xl2 `, true);
           i++;
         }
       }

@@ -103,11 +103,12 @@ export const BCAST_MAX_M = 16;
  *   one W word per 2 (f16), gemv_bcast one x word per 32 (one element per lane, broadcast) and
  *   one W word per 2·MB. Earlier tries without the broadcast (gemv rows and tiles with MB = 4/8,
  *   scalar or vec4 accumulators, loops or unrolled by hand) cost ×1.0–5 of matmul.
- *   hardware GPUs: not measured (no GPU lent) → false; the kernel needs subgroups ≥ 8 lanes
- *   (gemvBcastUsable) and reads tiles of 8 rows only (hardware loads use T = 64).
+ *   hardware GPUs: not measured (no GPU lent) → false; the kernel reads tiles of 8 rows only
+ *   (hardware loads use T = 64).
+ *   software with 4-lane subgroups (SwiftShader in Chromium; the xl 2 path): not measured → false.
  */
 export function gemvBcastPreferred(ctx: GpuContext): boolean {
-  return ctx.adapter.isSoftware;
+  return ctx.adapter.isSoftware && bcastXL(ctx) === 1;
 }
 /**
  * matmul: outputs per invocation (TM activation rows × TN rows of W) and workgroup shape.
@@ -130,9 +131,19 @@ export const BCAST_T = 8;
  */
 const BCAST_R = 4;
 
-/** Whether gemv_bcast can run here: subgroups, and every subgroup holds a whole 8-invocation workgroup. */
+/**
+ * Whether gemv_bcast can run here: subgroups of at least 4 invocations (known: an adapter that does
+ * not report subgroupMinSize is refused). Subgroups of ≥ 8 hold the whole 8-invocation workgroup and
+ * each lane loads one x element per step (xl 1); subgroups of 4 (SwiftShader, 4-wide llvmpipe) each
+ * broadcast the step's 8 elements from 4 lanes loading 2 (xl 2).
+ */
 export function gemvBcastUsable(ctx: GpuContext): boolean {
-  return ctx.hasSubgroups && (ctx.adapter.subgroupMinSize ?? 0) >= BCAST_T;
+  return ctx.hasSubgroups && (ctx.adapter.subgroupMinSize ?? 0) >= BCAST_MIN_SUBGROUP;
+}
+const BCAST_MIN_SUBGROUP = 4;
+/** gemv_bcast's x elements per lane per step on this device: 1 where every subgroup holds ≥ 8 lanes, else 2. */
+export function bcastXL(ctx: GpuContext): 1 | 2 {
+  return (ctx.adapter.subgroupMinSize ?? 0) >= BCAST_T ? 1 : 2;
 }
 
 /**
@@ -158,6 +169,8 @@ export interface LinearKernelDesc {
   wg: readonly [number, number];
   /** gemv f16 vec8 only: load W as vec4<f16> (needs shader-f16) instead of unpack2x16float. */
   nativeF16?: boolean;
+  /** gemv_bcast only: x elements each lane loads per step (2: subgroups may hold only 4 lanes; see bcastXL). */
+  xl?: 2;
   /** gemv_tiled only: x read as scalars (K % 4 ≠ 0: rows of x are not vec4-aligned). */
   xScalar?: boolean;
   /** matmul and gemv_bcast only: W lies in the tiles layout with this many rows per tile (src/gpu/tensor.ts TilesLayout). */
@@ -185,7 +198,7 @@ function gemvMB(M: number): number {
  */
 export function linearLabel(d: LinearKernelDesc): string {
   const shape = d.algo === "matmul" ? `t${d.mb}x${d.rows}_wg${d.wg[0]}x${d.wg[1]}` : `r${d.rows}_mb${d.mb}_wg${d.wg[0]}`;
-  const nat = (d.nativeF16 ? "_h" : "") + (d.xScalar ? "_x1" : "");
+  const nat = (d.nativeF16 ? "_h" : "") + (d.xScalar ? "_x1" : "") + (d.xl === 2 ? "_xl2" : "");
   return `${d.algo}_${d.wDtype}${d.tilesT ? `_tiles${d.tilesT}` : ""}_vec${d.vec}${nat}_${shape}`;
 }
 
@@ -198,12 +211,13 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
     if (d.tilesT !== undefined && (d.tilesT !== BCAST_T || d.vec !== ce)) throw new UnsupportedError(`linear: gemv_bcast reads tiles of ${BCAST_T} rows in ${ce}-element chunks (${linearLabel(d)})`);
     if (d.wg[0] !== BCAST_T || d.wg[1] !== 1) throw new UnsupportedError(`linear: gemv_bcast runs workgroups of ${BCAST_T} invocations (${linearLabel(d)})`);
     if (d.nativeF16) throw new UnsupportedError(`linear: nativeF16 exists only for gemv f16 vec8 (${linearLabel(d)})`);
+    if (d.xl !== undefined && d.xl !== 2) throw new UnsupportedError(`linear: gemv_bcast loads 1 or 2 x elements per lane, not ${String(d.xl)} (${linearLabel(d)})`);
     const tiled = d.tilesT !== undefined;
     const wt = d.vec === 1 ? (f16 ? "u32" : "f32") : f16 ? "vec4<u32>" : "vec4<f32>";
     return {
       file: "gemv_bcast",
       name: linearLabel(d),
-      defines: { WF16: f16, VEC8: f16, VEC1: d.vec === 1, TILED: tiled, XT: "f32", WT: wt, R: d.rows, MB: d.mb, ACC: d.rows * d.mb },
+      defines: { WF16: f16, VEC8: f16, VEC1: d.vec === 1, TILED: tiled, XT: "f32", WT: wt, R: d.rows, MB: d.mb, ACC: d.rows * d.mb, XL: d.xl ?? 1, XL2: d.xl === 2 },
       bindings: ["read", "read", "read", "read_write", "uniform"],
       features: ["subgroups"],
     };
@@ -225,6 +239,7 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
     };
   }
   if (d.xScalar) throw new UnsupportedError(`linear: xScalar exists only for gemv_tiled (${linearLabel(d)})`);
+  if (d.xl !== undefined) throw new UnsupportedError(`linear: xl exists only for gemv_bcast (${linearLabel(d)})`);
   if (d.tilesT && d.algo !== "matmul") throw new UnsupportedError(`linear: tilesT exists only for matmul and gemv_bcast (gemv_tiled reads tiles anyway) (${linearLabel(d)})`);
   const xt = d.vec === 1 ? "f32" : "vec4<f32>";
   const wt = f16 ? (d.vec === 1 ? "u32" : d.algo === "matmul" ? "vec2<u32>" : "vec4<u32>") : d.vec === 1 ? "f32" : "vec4<f32>";
@@ -323,7 +338,7 @@ export function resolveLinear(ctx: GpuContext, M: number, N: number, K: number, 
     variant !== "auto" ? variant : M <= BCAST_MAX_M && bcastOk && gemvBcastPreferred(ctx) ? "gemv_bcast" : small ? (tilesT > 0 || (packed && gemvTiledPreferred(ctx)) ? "gemv_tiled" : "gemv") : "matmul";
   if (algo === "gemv_bcast" && !bcastOk) {
     throw new UnsupportedError(
-      `linear: variant 'gemv_bcast' needs the 'subgroups' feature with subgroups of at least ${BCAST_T} invocations${tilesT > 0 ? ` and W row-major or in tiles of ${BCAST_T} rows (this W: tiles of ${tilesT})` : ""}; this device has ${ctx.hasSubgroups ? `subgroups of ${ctx.adapter.subgroupMinSize ?? "unknown"}+` : "no subgroups"}`,
+      `linear: variant 'gemv_bcast' needs the 'subgroups' feature with subgroups of at least ${BCAST_MIN_SUBGROUP} invocations${tilesT > 0 ? ` and W row-major or in tiles of ${BCAST_T} rows (this W: tiles of ${tilesT})` : ""}; this device has ${ctx.hasSubgroups ? `subgroups of ${ctx.adapter.subgroupMinSize ?? "unknown"}+` : "no subgroups"}`,
       "use 'matmul' or 'auto'",
     );
   }
@@ -339,7 +354,7 @@ export function resolveLinear(ctx: GpuContext, M: number, N: number, K: number, 
     desc = { algo, wDtype, vec: K % 4 === 0 ? 4 : 1, rows: MATMUL_TN, mb: MATMUL_TM, wg: [MATMUL_WGX, MATMUL_WGY], ...(tilesT > 0 ? { tilesT } : {}) };
   } else if (algo === "gemv_bcast") {
     const ce = wDtype === "f16" ? 8 : 4;
-    desc = { algo, wDtype, vec: tilesT > 0 || K % ce === 0 ? ce : 1, rows: BCAST_R, mb: bcastMB(M), wg: [BCAST_T, 1], ...(tilesT > 0 ? { tilesT } : {}) };
+    desc = { algo, wDtype, vec: tilesT > 0 || K % ce === 0 ? ce : 1, rows: BCAST_R, mb: bcastMB(M), wg: [BCAST_T, 1], ...(tilesT > 0 ? { tilesT } : {}), ...(bcastXL(ctx) === 2 ? { xl: 2 as const } : {}) };
   } else if (algo === "gemv_tiled") {
     const shape = gemvTiledShape(ctx);
     const T = tilesT > 0 ? tilesT : shape.T;
