@@ -30,6 +30,7 @@ import { hostArray, toBytes } from "./host-data.js";
 import { KernelRegistry, type Kernel } from "./kernels.js";
 import { Profiler } from "./profiler.js";
 import { newRuntimeStats, type RuntimeStats } from "./stats.js";
+import { sleep, WaitPacer, type HostWaitMode } from "./host-wait.js";
 import { DTYPE_BYTES, Tensor, checkQuantShape, checkShape, isQuantDType, numel, tilesBytes, tilesLayout, type DType, type HostArray, type QuantDType } from "./tensor.js";
 import { UniformArena, roundUp } from "./uniform-arena.js";
 
@@ -50,6 +51,14 @@ export class GpuContext {
    * adapter or its memoryBudgetBytes option. The pool refuses allocations past it.
    */
   memoryBudget: MemoryBudget = { bytes: Infinity, source: "no budget set" };
+  /**
+   * How readbacks and sync() wait for the GPU (src/gpu/host-wait.ts): "paced" sleeps for most of
+   * the time the same work took before awaiting (Node + Dawn, whose pending promises spin the main
+   * thread; openDevice's default there), "spin" awaits at once.
+   */
+  hostWait: HostWaitMode = "spin";
+  readonly pacer = new WaitPacer();
+  private dispatchesAtWait = 0;
 
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
@@ -258,7 +267,7 @@ export class GpuContext {
     this.commandEncoder().copyBufferToBuffer(buffer, start, staging, 0, size);
     this.submit();
     try {
-      await staging.mapAsync(GPUMapMode.READ, 0, size);
+      await this.waitFor(() => staging.mapAsync(GPUMapMode.READ, 0, size));
     } catch (e) {
       this.throwPendingErrors();
       this.staging.push(staging);
@@ -384,8 +393,28 @@ export class GpuContext {
   /** Submits and waits for the GPU to finish; throws any GPU error raised so far. */
   async sync(): Promise<void> {
     this.submit();
-    await this.device.queue.onSubmittedWorkDone();
+    await this.waitFor(() => this.device.queue.onSubmittedWorkDone());
     this.throwPendingErrors();
+  }
+
+  /**
+   * Awaits a GPU promise made by `start` after the work was submitted; "paced": first sleeps for
+   * the pacer's estimate of work keyed by the dispatches encoded since the last wait.
+   */
+  private async waitFor(start: () => Promise<unknown>): Promise<void> {
+    const key = this.stats.dispatches - this.dispatchesAtWait;
+    const paced = this.hostWait === "paced";
+    const t0 = performance.now();
+    if (paced) {
+      const ms = this.pacer.sleepMs(key);
+      if (ms > 0) await sleep(ms);
+    }
+    try {
+      await start();
+    } finally {
+      this.dispatchesAtWait = this.stats.dispatches;
+      if (paced) this.pacer.record(key, performance.now() - t0);
+    }
   }
 
   /** Throws (once) the first GPU error reported since the last check. */

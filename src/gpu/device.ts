@@ -11,6 +11,7 @@
 import { GpuUnavailableError, UnsupportedError } from "../errors.js";
 import { GpuContext, type AdapterDescription, type RuntimeLimits } from "./context.js";
 import { defaultMemoryBudget } from "./budget.js";
+import { HOST_WAIT_MODES, type HostWaitMode } from "./host-wait.js";
 
 /** Features requested whenever the adapter offers them. */
 export const OPTIONAL_FEATURES: readonly GPUFeatureName[] = ["shader-f16", "subgroups"];
@@ -57,6 +58,8 @@ export interface OpenDeviceOptions {
   memoryBudgetBytes?: number;
   /** Request timestamp-query for the Profiler (an adapter without it: UnsupportedError). Off by default. */
   profiling?: boolean;
+  /** How host waits for the GPU (GpuContext.hostWait, src/gpu/host-wait.ts); default "paced" on Node + Dawn, else "spin". */
+  hostWait?: HostWaitMode;
 }
 
 const INSTALL_HINT =
@@ -100,6 +103,9 @@ async function findGpu(options: OpenDeviceOptions): Promise<GpuProvider> {
 export async function openDevice(options: OpenDeviceOptions = {}): Promise<GpuContext> {
   const given = options.memoryBudgetBytes;
   if (given !== undefined && !(given > 0)) throw new UnsupportedError(`memoryBudgetBytes must be a positive number of bytes, got ${given}`);
+  if (options.hostWait !== undefined && !HOST_WAIT_MODES.includes(options.hostWait)) {
+    throw new UnsupportedError(`openDevice: hostWait must be one of ${HOST_WAIT_MODES.join(", ")}, got '${String(options.hostWait)}'`);
+  }
   const storageAlign = alignmentOption(options, "minStorageBufferOffsetAlignment");
   const uniformAlign = alignmentOption(options, "minUniformBufferOffsetAlignment");
   const provider = await findGpu(options);
@@ -169,6 +175,7 @@ export async function openDevice(options: OpenDeviceOptions = {}): Promise<GpuCo
     ...(typeof (info as { subgroupMinSize?: unknown }).subgroupMinSize === "number" ? { subgroupMinSize: (info as { subgroupMinSize: number }).subgroupMinSize } : {}),
   };
   const ctx = new GpuContext(device, new Set<string>(device.features), limits, adapterDesc, provider.keepAlive);
+  ctx.hostWait = options.hostWait ?? (provider.backend === "node-dawn" ? "paced" : "spin");
   if (given !== undefined) ctx.memoryBudget = { bytes: given, source: "given" };
   else ctx.memoryBudget = await defaultMemoryBudget(adapterDesc.isSoftware);
   return ctx;
