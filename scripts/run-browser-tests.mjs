@@ -35,8 +35,8 @@ export function chromiumArgs() {
   if (process.getuid?.() === 0) args.push("--no-sandbox");
   return args;
 }
-/** Whole-run time limit in seconds (the browser part of `npm test` should take ~2 minutes). */
-const LIMIT_S = Number(process.env.ONEGEN_BROWSER_TEST_LIMIT_S || 360);
+/** Whole-run time limit in seconds: a guard against a hung page, not a speed target (the browser part of `npm test` took 270 s with a cold shader cache on CI, 2026-12-02). */
+const LIMIT_S = Number(process.env.ONEGEN_BROWSER_TEST_LIMIT_S || 600);
 
 const uvuAlias = {
   name: "uvu-recorder",
