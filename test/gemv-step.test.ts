@@ -12,7 +12,7 @@
 // both errors). Outputs are NaN-prefilled (store/swiglu): rows past T must stay NaN.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { forDevices, gpu } from "./helpers/gpu.js";
+import { forDevices, gpu, quantFormats } from "./helpers/gpu.js";
 import { assertClose, assertRejects } from "./helpers/check.js";
 import { Rng } from "../src/util/rng.js";
 import { f16ArrayToF32, f32ArrayToF16 } from "../src/util/f16.js";
@@ -292,7 +292,7 @@ test("tiles layout: windows of whole tiles above a forced 64 KiB binding limit; 
 
 test("q8_0 / q4_0 W: the decode step's modes (qkv norm, o residual, gate/up swiglu norm, down residual, lm_head last row), N odd, T = 1, 2, 5 from the step state, biases", async () => {
   await forDevices({}, async (ctx) => {
-    for (const wd of ["q8_0", "q4_0"] as const) {
+    for (const wd of quantFormats("q4_0")) {
       for (const T of [1, 2, 5]) {
         const label = await check(ctx, { K: 96, Ns: [33, 11, 11], wd, epi: "store", norm: "f16", bias: "parts", cap: 6, T, mode: "step" });
         assert.match(label, new RegExp(`gemv_step_${wd}_vec4_m3_store`), label);
@@ -311,7 +311,7 @@ test("q8_0 / q4_0 W: the decode step's modes (qkv norm, o residual, gate/up swig
 
 test("q8_0 / q4_0 W: every norm path forced (loop, shared, prepass) on qkv, swiglu and lm_head; T = 0 writes nothing", async () => {
   await forDevices({}, async (ctx) => {
-    for (const wd of ["q8_0", "q4_0"] as const) {
+    for (const wd of quantFormats("q8_0")) {
       for (const normPath of ["loop", "shared", "prepass"] as const) {
         await check(ctx, { K: 96, Ns: [48, 16, 17], wd, epi: "store", norm: "f32", bias: "f32", cap: 5, T: 2, mode: "step", normPath });
         await check(ctx, { K: 64, Ns: [41, 41], wd, epi: "swiglu", norm: "f16", bias: "parts", cap: 5, T: 5, mode: "step", normPath });
@@ -353,7 +353,7 @@ test("q8_0 / q4_0 W windows above a forced 64 KiB binding limit (quants and scal
 
 test("q8_0 / q4_0 W in the tiles layout: the decode step's modes, awkward N (odd, not a multiple of T) and K (32·odd, nb not a multiple of 8), every norm path, T = 8 and 64 rows per tile", async () => {
   await forDevices({}, async (ctx) => {
-    for (const wd of ["q8_0", "q4_0"] as const) {
+    for (const wd of quantFormats("q4_0")) {
       for (const tiles of [8, 64]) {
         {
           const T = tiles === 8 ? 3 : 1;

@@ -6,8 +6,9 @@
 // devices(): the device profiles every kernel test with f16 data loops over — the default device
 // (shader-f16 where the adapter has it: lavapipe does) and the browser-like profile (BROWSER_LIKE:
 // shader-f16 not requested, 256-byte offset alignments enforced by the context), so the packed
-// f16 paths and the browser's alignment are tested on lavapipe too. In a browser both are the
-// browser's own device (no f16 there), the second with its alignment raised if smaller.
+// f16 paths and the browser's alignment are tested on lavapipe too. In a browser whose adapter has
+// no f16 and 256-byte alignments (Chromium's SwiftShader) the default device is that profile and
+// is the only one.
 import { BROWSER_LIKE, openDevice, type OpenDeviceOptions } from "../../src/gpu/device.js";
 import type { GpuContext } from "../../src/gpu/context.js";
 
@@ -31,12 +32,25 @@ export interface TestDevice {
   ctx: GpuContext;
 }
 
-/** The default context and the browser-like one (both with `options`), for tests to loop over. */
+/**
+ * The default context and the browser-like one (both with `options`), for tests to loop over.
+ * Where the default device already is that profile (a browser's CPU adapter: no shader-f16,
+ * alignments of 256 or more) it is the only one, named "browser-like": a second device of the
+ * same profile would run every case again and compile every kernel again for nothing (it doubled
+ * the browser suites' time).
+ */
 export async function devices(options: OpenDeviceOptions = {}): Promise<TestDevice[]> {
+  const ctx = await gpu(options);
+  if (isBrowserLike(ctx)) return [{ name: "browser-like", ctx }];
   return [
-    { name: "default", ctx: await gpu(options) },
+    { name: "default", ctx },
     { name: "browser-like", ctx: await browserLike(options) },
   ];
+}
+
+/** Whether a context already has the browser-like profile (BROWSER_LIKE): no shader-f16, offset alignments ≥ 256. */
+export function isBrowserLike(ctx: GpuContext): boolean {
+  return !ctx.features.has("shader-f16") && ctx.limits.minStorageBufferOffsetAlignment >= 256 && ctx.limits.minUniformBufferOffsetAlignment >= 256;
 }
 
 /**
@@ -52,6 +66,19 @@ export async function forDevices(options: OpenDeviceOptions, body: (ctx: GpuCont
       throw e;
     }
   }
+}
+
+/** Whether this test runs in a browser page (scripts/run-browser-tests.mjs) rather than Node or Deno. */
+export const IN_BROWSER = typeof (globalThis as { document?: unknown }).document !== "undefined";
+
+/**
+ * The quantized formats a test's matrix runs: both in Node (lavapipe, both device profiles); in a
+ * browser one, named by the test (each format's WGSL is the same code with one define changed,
+ * and the full matrix made gemv-step the browser suites' slowest file: 101–119 s of 270–373 s on
+ * 2 cores), so the browser suites still run each format somewhere.
+ */
+export function quantFormats(browserPick: "q8_0" | "q4_0"): readonly ("q8_0" | "q4_0")[] {
+  return IN_BROWSER ? [browserPick] : ["q8_0", "q4_0"];
 }
 
 export async function destroyAllContexts(): Promise<void> {
