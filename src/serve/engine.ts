@@ -103,13 +103,18 @@ import type { Decoder, KVCache } from "../model/decoder.js";
 import { DeviceLostError, GpuOutOfMemoryError, GpuValidationError, UsageError } from "../errors.js";
 import type { DeviceTurn } from "../model/session.js";
 import { kvCacheBytes } from "../model/config.js";
-import { sample, planSample, NONFINITE_ID } from "../ops/sample.js";
+import { sample, planSample, maskLogits, NONFINITE_ID } from "../ops/sample.js";
 import type { DispatchPlan } from "../ops/dispatch-plan.js";
 import { embedding } from "../ops/embedding.js";
 import { l2normRows } from "../ops/l2norm.js";
 import { ApiError } from "./protocol.js";
 import { StreamText } from "./text.js";
 import { Abort, DeviceLock } from "./device-turns.js";
+import type { FinishReason } from "../model/session.js";
+import type { DocumentIndex } from "../onegen/index.js";
+import { injectionFits, injectionIds, type RetrievalHit } from "../onegen/loop.js";
+import type { TaskEvent } from "../onegen/protocol.js";
+import { NO_ID } from "../ops/search.js";
 
 export interface EngineOptions {
   /** Sequences decoded together (KV cache slots). */
@@ -153,6 +158,31 @@ export interface SequenceParams {
   stop: readonly string[];
   /** Generate past the end-of-sequence ids. */
   ignoreEos?: boolean;
+  /** A OneGen task run as a row of the batched step (captured mode, greedy; see RowTask). */
+  task?: RowTask;
+}
+
+/**
+ * A OneGen task decoded as a row of the batched step (see the file header, "Retrieval requests as
+ * rows"): the rules of its Session run (src/onegen/task-runner.ts PreparedTask) in the form the
+ * engine applies per row. Greedy only; its prompt holds no query token and does not end with a
+ * forcing pattern (src/serve/retrieval.ts routes other requests to their own Session).
+ */
+export interface RowTask {
+  /** Ids never sampled (the model's undecodable ids). */
+  bannedIds: readonly number[];
+  /** After the row's ids end with `pattern`, its next id is `token` (entity linking's [_CONTINUE_]). */
+  forceAfter: readonly { pattern: readonly number[]; token: number }[];
+  /** In-loop retrieval; null (or an empty index): none. */
+  retrieval: {
+    index: DocumentIndex;
+    queryTokenId: number;
+    k: number;
+    maxRetrievals: number;
+    inject: { prefix: readonly number[]; suffix: readonly number[]; maxDocTokens?: number } | null;
+  } | null;
+  /** The run's events, in the order a Session run yields them (src/onegen/stream.ts), "done" last. */
+  onEvent: (e: TaskEvent) => void;
 }
 
 export interface SequenceEvents {
@@ -249,6 +279,23 @@ class Sequence implements SequenceHandle {
   /** Captured mode: ids sampled for it so far, including steps in flight. */
   sampled = 0;
   readonly text: StreamText;
+  // Task rows (params.task) only:
+  /** Every id of the row's cache positions (prompt, generated and forced, injected). */
+  readonly ids: number[];
+  /** Injected ids (they take positions but are not generated). */
+  injected = 0;
+  /** Retrievals so far. */
+  retrievals = 0;
+  /** Work between steps that the last accepted id asks for (run by runActions before anything else is encoded). */
+  action: RowAction | null = null;
+  /** Ids sampled for the row by steps with serial ≤ this are dropped (an injection or a forced id replaces them). */
+  skipThrough = -1;
+  /** Ids accepted while a search-only action was pending, handled after it. */
+  readonly deferred: number[] = [];
+  /** The row's next step feeds an id sampled between steps (its input row is a new id, as a joiner's). */
+  rejoin = false;
+  /** Uploaded banned ids (task rows with some). */
+  banned: Tensor | null = null;
 
   constructor(
     readonly engine: BatchEngine,
@@ -258,6 +305,7 @@ class Sequence implements SequenceHandle {
   ) {
     this.pending = [...params.prompt];
     this.text = new StreamText(decode, params.stop);
+    this.ids = params.task ? [...params.prompt] : [];
   }
 
   cancel(): void {
@@ -265,6 +313,20 @@ class Sequence implements SequenceHandle {
     this.cancelled = true;
     this.engine.wake();
   }
+}
+
+/** What a task row's last accepted id (a query token, or the end of a forcing pattern) asks for between steps. */
+interface RowAction {
+  /** Cache position of the id. */
+  position: number;
+  /** Search the index at its final-norm hidden state. */
+  search: boolean;
+  /** The id a forcing rule puts after it (when nothing is injected), or null. */
+  force: number | null;
+  /** The row ends after this (its last id was the query token: the retrieval is still reported). */
+  end: FinishReason | null;
+  /** The ids sampled after it by steps already encoded are dropped (an injection, a forced id or the end replaces them). */
+  skips: boolean;
 }
 
 /** Work that runs alone between steps (embeddings, retrieval requests on their own session). */
@@ -319,6 +381,8 @@ export class BatchEngine {
   /** Captured mode: the step program of each batch width, built on first use. */
   private readonly buckets = new Map<number, Bucket>();
   private stopping = false;
+  /** Captured mode: serial number of the last step encoded. */
+  private serial = 0;
   private fatalError: Error | null = null;
   private readonly loop: Promise<void>;
 
@@ -387,6 +451,7 @@ export class BatchEngine {
       if (p.prompt.length >= this.opts.slotTokens) {
         throw new ApiError(400, `the prompt has ${p.prompt.length} tokens; this server's context holds ${this.opts.slotTokens} per sequence (prompt and completion)`, "invalid_request_error", "prompt", "context_length_exceeded");
       }
+      if (p.task && (this.stepMode !== "captured" || p.temperature !== 0)) throw new UsageError("serve engine: a task row needs the captured step and greedy decoding (temperature 0)");
     }
     // queued sequences take the free slots at the next step; the rest wait
     const waiting = Math.max(0, this.queue.length + params.length - this.freeSlots.length);
@@ -602,6 +667,13 @@ export class BatchEngine {
       // the device is held while encoding (interleaved jobs encode while the loop awaits a readback)
       let locked = false;
       try {
+        if (this.active.some((s) => s.action && !s.done && !s.cancelled)) {
+          // task rows' work between steps, before anything else (queue-ordered after the step in flight)
+          await this.lock.acquire();
+          locked = true;
+          await this.runActions();
+          continue;
+        }
         if (this.jobs.length) {
           if (inflight) {
             const f: InFlight = inflight;
@@ -660,6 +732,8 @@ export class BatchEngine {
       const s = this.active[i]!;
       if (s.done || s.cancelled) {
         s.done = true;
+        s.banned?.dispose();
+        s.banned = null;
         this.active.splice(i, 1);
         this.freeSlots.push(s.slot);
       }
@@ -758,9 +832,10 @@ export class BatchEngine {
     const next = this.next!;
     const R = this.opts.slotTokens;
     const window = this.decoder.config.slidingWindow ?? 0;
-    const batch = this.active.filter((s) => !s.done && !s.cancelled && s.sampled < s.params.maxTokens && s.params.prompt.length + s.sampled < R);
+    const batch = this.active.filter((s) => !s.done && !s.cancelled && !s.action && s.sampled < s.params.maxTokens && s.params.prompt.length + s.injected + s.sampled < R);
     if (batch.length === 0) return null;
     const joiners = batch.filter((s) => s.fed === 0);
+    const serial = ++this.serial;
     const top = batch.reduce((m, s) => Math.max(m, s.slot + 1), 0);
     const bk = await this.bucket(stepWidth(top, this.opts.maxBatch));
     const b = bk.b;
@@ -777,8 +852,14 @@ export class BatchEngine {
     if (joiners.length) fed += await this.prefill(joiners);
     bk.program.replay();
     const V = this.decoder.vocabSize;
-    const joining = new Set(joiners);
+    const joining = new Set([...joiners, ...batch.filter((s) => s.rejoin)]);
     for (const s of batch) {
+      if (s.banned) {
+        // a task row with banned ids: its greedy id again, from its masked row
+        ctx.copy(bk.logits.buffer, 4 * V * s.slot, this.scratch.buffer, 0, 4 * V);
+        await this.sampleScratch(s, s.sampled + (joining.has(s) ? 1 : 0));
+        continue;
+      }
       if (s.params.temperature === 0) continue;
       ctx.copy(bk.logits.buffer, 4 * V * s.slot, this.scratch.buffer, 0, 4 * V);
       await sample(ctx, this.scratch, next, {
@@ -798,12 +879,13 @@ export class BatchEngine {
     for (const s of batch) {
       s.fed++;
       s.sampled += joining.has(s) ? 2 : 1;
+      s.rejoin = false;
     }
     this.stats.hostMs += performance.now() - t0;
     this.stats.steps++;
     this.stats.tokensFed += fed;
     this.stats.maxBatchSeen = Math.max(this.stats.maxBatchSeen, batch.length);
-    return { b, rows: batch.map((s) => ({ s, joining: joining.has(s) })), bytes };
+    return { b, serial, rows: batch.map((s) => ({ s, joining: joining.has(s) })), bytes };
   }
 
   /** Reads a captured step's ids back and hands each sequence its token(s). */
@@ -818,6 +900,8 @@ export class BatchEngine {
         this.stats.tokensGenerated++;
         this.accept(s, got[s.slot]!);
       }
+      // a task row's ids sampled after an id that asked for an injection or a forced id are dropped
+      if (f.serial <= s.skipThrough) continue;
       this.stats.tokensGenerated++;
       this.accept(s, got[f.b + s.slot]!);
     }
@@ -846,14 +930,8 @@ export class BatchEngine {
       for (const [j, s] of joiners.entries()) {
         ctx.copy(logits.buffer, 4 * V * j, this.scratch.buffer, 0, 4 * V);
         const p = s.params;
-        await sample(ctx, this.scratch, this.next!, {
-          temperature: p.temperature,
-          ...(p.temperature > 0 && p.topK !== undefined ? { topK: p.topK } : {}),
-          ...(p.temperature > 0 && p.topP !== undefined ? { topP: p.topP } : {}),
-          seed: p.seed,
-          step: 0,
-          outOffset: s.slot,
-        });
+        if (p.task?.bannedIds.length && !s.banned) s.banned = ctx.upload(Uint32Array.from(p.task.bannedIds), [p.task.bannedIds.length], "u32", "serve.banned");
+        await this.sampleScratch(s, 0);
         s.fed = p.prompt.length;
         s.pending = [];
       }
@@ -891,11 +969,29 @@ export class BatchEngine {
     }
   }
 
+  /** Greedy (or the sequence's sampling at `step`) from the row in `scratch` into next[slot], its banned ids masked first. */
+  private async sampleScratch(s: Sequence, step: number): Promise<void> {
+    const p = s.params;
+    if (s.banned) await maskLogits(this.ctx, this.scratch, s.banned);
+    await sample(this.ctx, this.scratch, this.next!, {
+      temperature: p.temperature,
+      ...(p.temperature > 0 && p.topK !== undefined ? { topK: p.topK } : {}),
+      ...(p.temperature > 0 && p.topP !== undefined ? { topP: p.topP } : {}),
+      seed: p.seed,
+      step,
+      outOffset: s.slot,
+    });
+  }
+
   /** The id sampled for `s` at this step: stream it, and decide whether the sequence goes on. */
   private accept(s: Sequence, id: number): void {
     if (s.done || s.cancelled) return;
     if (id === NONFINITE_ID) {
       this.endWithError(s, new ApiError(500, `the logits for position ${s.fed} hold NaN or infinity (the model's activations overflowed); stopped after ${s.generated.length} generated token(s)`, "server_error", null, "non_finite_logits"));
+      return;
+    }
+    if (s.params.task) {
+      this.acceptTaskId(s, id, "generated");
       return;
     }
     s.generated.push(id);
@@ -920,6 +1016,178 @@ export class BatchEngine {
       return;
     }
     s.pending = [id];
+  }
+
+  /**
+   * A task row's next id (sampled by a step, or forced between steps): its token event, then what
+   * it asks for, as the Session run decides at that token (src/model/session.ts, onegen/loop.ts):
+   * a query token (retrievals left) is searched, and injects when the task does; an id that
+   * completes a forcing pattern is followed by the forced id; the row ends at EOS, max_tokens
+   * ("max-tokens") or a full slot ("context-full"), after the retrieval of a last query token.
+   * Work between steps is left in s.action for runActions; the ids already sampled after this one
+   * by steps in flight are dropped when that work replaces them (injection, forced id).
+   */
+  private acceptTaskId(s: Sequence, id: number, kind: "generated" | "forced"): void {
+    const task = s.params.task!;
+    if (s.action) {
+      // sampled while a search of an earlier id is pending (no skip): its events follow the search's
+      s.deferred.push(id);
+      return;
+    }
+    s.generated.push(id);
+    s.ids.push(id);
+    const position = s.ids.length - 1;
+    this.emit(s, { type: "token", id, position, kind });
+    let end: FinishReason | null = null;
+    if (this.eos.has(id) && !s.params.ignoreEos) end = "eos";
+    else if (s.generated.length >= s.params.maxTokens) end = "max-tokens";
+    else if (s.params.prompt.length + s.injected + s.generated.length >= this.opts.slotTokens) end = "context-full";
+    const r = task.retrieval;
+    const search = !!r && r.index.count > 0 && id === r.queryTokenId && s.retrievals < r.maxRetrievals;
+    if (search) s.retrievals++;
+    const force = end ? null : forcedAfter(s.ids, task.forceAfter);
+    if (!search && force === null) {
+      if (end) this.endTask(s, end);
+      else s.pending = [id];
+      return;
+    }
+    // an injection or a forced id replaces whatever the steps in flight sampled after this id
+    const skips = force !== null || (search && !!r!.inject) || end !== null;
+    s.action = { position, search, force, end, skips };
+    if (skips) {
+      s.skipThrough = this.serial;
+      s.deferred.length = 0;
+    }
+  }
+
+  private emit(s: Sequence, e: TaskEvent): void {
+    s.params.task!.onEvent(e);
+  }
+
+  private endTask(s: Sequence, finish: FinishReason): void {
+    if (s.done) return;
+    s.done = true;
+    s.action = null;
+    this.emit(s, { type: "done", finish, length: s.ids.length });
+    s.events.onEnd({ finish: finish === "eos" || finish === "stop-string" ? "stop" : "length", completionTokens: s.generated.length, text: "" });
+  }
+
+  /**
+   * Task rows' work between steps (the loop holds the device; the step in flight, which fed the
+   * row's id, is queue-ordered before it): the search at the id's final-norm hidden state, the
+   * injection or forced id prefilled into the row's slot right after it, the next id sampled into
+   * next[slot] (the row's next step feeds it, as a joiner's first id).
+   */
+  private async runActions(): Promise<void> {
+    for (const s of this.active) {
+      const a = s.action;
+      if (!a || s.done || s.cancelled) continue;
+      s.action = null;
+      const task = s.params.task!;
+      const r = task.retrieval;
+      if (a.search && r) {
+        // a last id (the row ends) was never fed by a step: its search writes its own cache row
+        const hits = await this.searchAt(s, a.position, r.index, r.k, a.end !== null);
+        this.emit(s, { type: "retrieval", position: a.position, source: "generated", hits });
+        if (r.inject && hits.length > 0) {
+          const ids = injectionIds(r.index, r.index.entry(hits[0]!.entry).document, r.inject);
+          if (!injectionFits(a.position, ids.length, this.opts.slotTokens)) {
+            this.emit(s, { type: "injection", position: a.position, refused: true });
+            this.endTask(s, "context-full");
+            continue;
+          }
+          s.ids.push(...ids);
+          s.injected += ids.length;
+          this.emit(s, { type: "injection", position: a.position, start: a.position + 1, ids, document: hits[0]!.id });
+          if (a.end) {
+            this.endTask(s, a.end);
+            continue;
+          }
+          await this.prefillAfter(s, a.position + 1, ids);
+          continue;
+        }
+      }
+      if (a.end) {
+        this.endTask(s, a.end);
+        continue;
+      }
+      if (a.force !== null) {
+        await this.prefillAfter(s, a.position + 1, [a.force]);
+        // the forced id is a written token of the row (its events, its end checks, its own rules)
+        s.pending = [];
+        this.acceptTaskId(s, a.force, "forced");
+        continue;
+      }
+      // a search alone: the row went on in the batch meanwhile; the ids accepted since follow
+      const later = s.deferred.splice(0);
+      for (const [i, id] of later.entries()) {
+        if (s.done || s.cancelled) break;
+        const next = s.action as RowAction | null; // set by an earlier acceptTaskId of this loop
+        if (next) {
+          if (!next.skips) s.deferred.push(...later.slice(i));
+          break;
+        }
+        this.acceptTaskId(s, id, "generated");
+      }
+    }
+  }
+
+  /**
+   * The final-norm hidden state at position `p` of `s`'s slot, searched: a forward of that one id
+   * whose attention reads the slot's cache rows (written by the step that fed it) and whose own
+   * k/v go to the embedding slot (the sequence's rows stay as the step wrote them), or, with
+   * `own` (no step fed it), to its row of the slot; the index's cosine top-k as the Session run's
+   * search (DocumentIndex.searchGpu), one readback.
+   */
+  private async searchAt(s: Sequence, p: number, index: DocumentIndex, k: number, own: boolean): Promise<RetrievalHit[]> {
+    const ctx = this.ctx;
+    const R = this.opts.slotTokens;
+    const rows = new SlotRows(1, R, this.decoder.config.slidingWindow ?? 0);
+    rows.put(0, s.slot, p, s.ids[p]!);
+    if (!own) rows.rows[0] = this.opts.maxBatch * R; // the embedding slot's first row
+    const plan = rows.upload(ctx, "search");
+    let hidden: Tensor | null = null;
+    let found: { ids: Tensor; scores: Tensor } | null = null;
+    try {
+      hidden = (await this.decoder.forward(this.cache, plan, { logitsRows: "none", keepHidden: true })).hidden!;
+      const kk = Math.min(k, index.count);
+      found = await index.searchGpu(hidden, kk);
+      const idv = (await found.ids.read()) as Uint32Array;
+      const sv = (await found.scores.read()) as Float32Array;
+      ctx.throwPendingErrors();
+      const hits: RetrievalHit[] = [];
+      for (let j = 0; j < kk; j++) {
+        const e = idv[j]!;
+        if (e === NO_ID) break;
+        const { id, fragment } = index.entry(e);
+        hits.push({ id, fragment, score: sv[j]!, entry: e });
+      }
+      return hits;
+    } finally {
+      for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, hidden, found?.ids, found?.scores]) x?.dispose();
+    }
+  }
+
+  /** Prefills `ids` at positions p.. of `s`'s slot and samples the id after them into next[slot]; the row rejoins the batch at the next step. */
+  private async prefillAfter(s: Sequence, p: number, ids: readonly number[]): Promise<void> {
+    const ctx = this.ctx;
+    const rows = new SlotRows(ids.length, this.opts.slotTokens, this.decoder.config.slidingWindow ?? 0);
+    ids.forEach((id, t) => rows.put(t, s.slot, p + t, id));
+    const plan = rows.upload(ctx, "inject");
+    const last = ctx.upload(Uint32Array.of(ids.length - 1), [1], "u32", "serve.inject.last");
+    let logits: Tensor | null = null;
+    try {
+      logits = (await this.decoder.forward(this.cache, plan, { logitsRows: last })).logits!;
+      ctx.copy(logits.buffer, 0, this.scratch.buffer, 0, 4 * this.decoder.vocabSize);
+      await this.sampleScratch(s, 0);
+    } finally {
+      for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, last, logits]) x?.dispose();
+    }
+    this.stats.tokensFed += ids.length;
+    s.fed = p + ids.length;
+    s.sampled = s.generated.length;
+    s.rejoin = true;
+    s.pending = [];
   }
 
   private async runEmbedding(ids: number[], row: number): Promise<Float32Array> {
@@ -949,6 +1217,8 @@ export class BatchEngine {
 /** Captured mode: a submitted step whose ids are not read back yet. */
 interface InFlight {
   b: number;
+  /** The step's serial number (Sequence.skipThrough). */
+  serial: number;
   /** The sequences fed, and whether the step joined them (their first id is their input row). */
   rows: { s: Sequence; joining: boolean }[];
   bytes: Promise<Uint8Array>;
@@ -1018,4 +1288,16 @@ export function checkEngineFits(ctx: GpuContext, decoder: Pick<Decoder, "config"
       interleaved ? "lower --max-batch, --max-retrievals or --context, or raise --gpu-memory" : "lower --max-batch or --context, or raise --gpu-memory",
     );
   }
+}
+
+/** The id a forcing rule puts after `ids` (their last ids are its pattern), or null. */
+export function forcedAfter(ids: readonly number[], rules: RowTask["forceAfter"]): number | null {
+  for (const r of rules) {
+    const n = r.pattern.length;
+    if (n === 0 || ids.length < n) continue;
+    let ok = true;
+    for (let i = 0; i < n && ok; i++) ok = ids[ids.length - n + i] === r.pattern[i];
+    if (ok) return r.token;
+  }
+  return null;
 }
