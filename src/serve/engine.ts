@@ -40,8 +40,38 @@
 // Embeddings (normalised final-norm hidden state at the document token, as the index builder
 // embeds documents: src/onegen/encode.ts) run between steps in the embedding slot (exclusive():
 // alone on the device, readback included).
-// OneGen retrieval requests (src/serve/retrieval.ts) run on a Session of their own and take turns
-// with the batch at step granularity (interleave()): whoever encodes holds the DeviceLock
+// Retrieval requests as rows (SequenceParams.task, a RowTask; src/serve/retrieval.ts
+// startRetrievalRow): a greedy OneGen request decodes as a row of the captured step, beside plain
+// sequences, its prompt prefilled into its slot like any joiner. What its Session run does in its
+// own decode step (src/model/decode-step.ts, src/onegen/loop.ts) the engine does per row:
+//   1. Logits rules: banned ids (undecodable) are masked on the row's logits and its greedy id
+//      taken again into next[slot] after the program (as a sampled row draws); forcing rules
+//      (entity linking's [_CONTINUE_] after `</MENTION>[LK]`) are checked on the host against the
+//      row's ids as each id is read back.
+//   2. Query tokens are read from the step's readback. The search runs between steps, the loop
+//      alone on the device (runActions, queue-ordered after the step in flight, which fed the
+//      query token): a one-row forward of the query token at its position, attending to the
+//      slot's rows, its own k/v written to the embedding slot (the slot keeps the step's rows;
+//      a query token no step fed, the row's last id, writes its own row), gives its final-norm
+//      hidden state; DocumentIndex.searchGpu (the Session run's cosine top-k) and one readback
+//      give the hits.
+//   3. Injection (multi-hop QA) or a forced id: prefilled into the slot right after the query
+//      token (one forward, like a joining prompt), the next id sampled into next[slot]; the ids
+//      the step in flight sampled after the query token are dropped (Sequence.skipThrough: one
+//      wasted row, no wasted cache rows), and the row rejoins the batch at the next step (its
+//      input row is that id, as a joiner's first id). An injection that does not fit the slot is
+//      refused and ends the row ("context-full"), as in the Session run (injectionFits).
+//   4. A search alone (entity linking's [LK] without a forcing pattern) does not stop the row:
+//      ids read back meanwhile wait in Sequence.deferred and follow the retrieval's event.
+// The row's events (token, retrieval, injection, done) are the Session run's, in its order;
+// src/onegen/task-runner.ts TaskCollector turns them into the task's result. Its tokens equal the
+// request alone (greedy ids of the batched forward equal the Session's on the tests' models;
+// scores differ in the last bits: the forwards round differently). Not rows (retrieval.ts
+// rowsRefusal; they take turns, below): sampled requests (the Session's sampler counts its steps,
+// injections included), prompts holding a query token or ending with a forcing pattern (the
+// Session searches the prompt's own rows), copy-input and stop strings, and stepMode "forward".
+// OneGen retrieval requests that are not rows (and all of them with the server's retrieval
+// "turns") run on a Session of their own and take turns with the batch at step granularity (interleave()): whoever encodes holds the DeviceLock
 // (src/serve/device-turns.ts, which says why encodings must not interleave: one open batch and
 // one capture state per GpuContext, captures recorded across awaits); the loop lets go of it
 // while it awaits a step's readback, a retrieval session while it awaits one of its readbacks
@@ -51,57 +81,13 @@
 // maxInterleaved retrieval requests progress together, each on its own KV cache (planned against
 // the memory budget at start: checkEngineFits). A cancelled job leaves at once (its wait for the
 // lock or for its readback rejects); a GPU error or lost device inside one fails the engine.
-//
-// Retrieval sequences as rows of the batched step (not built; what it would take). Today a
-// retrieval request costs the device a full single-row step per token, beside the batch; as a row
-// of the batched step it would cost ~1/3 of that (an 8-row step's projections cost ×3.1 of one
-// row's here) and stream at the batch's pace. What the task's Session step does that the
-// batched step has no per-row form of, and how each would fit:
-//   1. Logits rules per row: undecodable ids banned (per model: one mask for every row),
-//      forceAfter (entity linking forces [_CONTINUE_] after `</MENTION>[LK]`) and copy-input
-//      (optional constrained decoding) read the sequence's ids on the GPU: the engine would keep
-//      a per-slot context [maxBatch, slotTokens] (the program appends each row's fed id), a
-//      per-slot rule descriptor (host-written when the sequence joins, like the step's positions)
-//      and batched forms of the rule kernels (src/ops/decode_state.ts: a grid over rows, each
-//      reading its own descriptor, returning at once for a plain row), each with a CPU reference.
-//   2. Final-norm hidden state at query rows: the lm_head GEMV folds the final RMSNorm into its
-//      prologue, so the normalised rows are never materialised; an rmsnorm over the b rows into
-//      [b, D] (b·D floats, cheap) before lm_head.
-//   3. Search: one gated top-k per served index (a fixed set, known at start) over the [b, D]
-//      rows, the gate per row (the row fed that sequence's query token, on that index) instead of
-//      one u32 gate: a per-row-gate variant of cosineTopK (src/ops/search.ts) and of the RECORD
-//      stage (kernels/onegen_loop.wgsl), the hits in the step's readback (1 + 2k words per
-//      retrieval row beside the 8·b bytes).
-//   4. Injection: the Session plans it on the GPU and feeds the L document rows at the next step
-//      (kernels read the row count on the GPU). The batched step has one row per slot, its GEMMs
-//      sized on the host (src/ops/linear.ts: not GPU-sized). Fitting the engine as it is: the
-//      host reads the hit with the step's ids (one step later, as the step in flight already
-//      fed the slot's next token) and prefills the document into the slot like a joining prompt
-//      (rows p + 1 … p + L, overwriting the wasted row's cache entry; its sampled id ignored),
-//      the first id after it sampled into next[slot]: one wasted row and one step of latency
-//      per injection, no new kernel. A GPU-planned variable row count per step would need the
-//      step's GEMMs and attention to read T on the GPU with grids sized for b + Lmax rows.
-//   5. Query tokens in the prompt (src/onegen/stream.ts): searched at join time (the prefill
-//      keeps those rows' hidden states; one host readback), an injection when the prompt ends
-//      with the query token prefilled before the slot's first step.
-//   6. The task layer: src/onegen/task-runner.ts drives a Session from end to end; it would split
-//      into a spec (prompt, rules, retrieval spec: what a slot descriptor holds), the events from
-//      the engine's per-step records, and the result assembly (mentions, answer) from the ids.
-//   7. One step program per width still: rows differ only by descriptor data, never by program;
-//      the rule and search dispatches return at once for plain rows (a few dispatches per step
-//      more for plain batches; measure them against the decode-hook bench's ~10% bound).
-// Equality to the request alone then rests on the batched forward's numerics (greedy ids already
-// equal Session.generate's for plain streams; hit scores may differ in the last bits, so ties in
-// the top-k could too). Size: the batched rule/search/record kernels with CPU references and
-// awkward-shape tests, the engine's descriptors, context and host-planned injection, the task
-// runner split, and the tests of solo equality for both tasks: several sessions of work.
 
 import type { GpuContext } from "../gpu/context.js";
 import { Tensor } from "../gpu/tensor.js";
 import type { CapturedProgram } from "../gpu/capture.js";
 import type { Decoder, KVCache } from "../model/decoder.js";
 import { DeviceLostError, GpuOutOfMemoryError, GpuValidationError, UsageError } from "../errors.js";
-import type { DeviceTurn } from "../model/session.js";
+import type { DeviceTurn, FinishReason } from "../model/session.js";
 import { kvCacheBytes } from "../model/config.js";
 import { sample, planSample, maskLogits, NONFINITE_ID } from "../ops/sample.js";
 import type { DispatchPlan } from "../ops/dispatch-plan.js";
@@ -110,7 +96,6 @@ import { l2normRows } from "../ops/l2norm.js";
 import { ApiError } from "./protocol.js";
 import { StreamText } from "./text.js";
 import { Abort, DeviceLock } from "./device-turns.js";
-import type { FinishReason } from "../model/session.js";
 import type { DocumentIndex } from "../onegen/index.js";
 import { injectionFits, injectionIds, type RetrievalHit } from "../onegen/loop.js";
 import type { TaskEvent } from "../onegen/protocol.js";

@@ -1,14 +1,16 @@
 // OneGen in the protocol: a request with `onegen: {index, task, k, inject}` runs the task
-// (src/onegen/entity-linking.ts, multihop-qa.ts: in-loop retrieval as in `onegen run`) on its own
-// Session, taking turns on the device with the batch's steps (engine.interleave): the session
-// holds the device while it encodes (its prefill, its decode-step program, each group of
-// `stepsPerRead` steps) and lets the batch and other retrieval requests encode while it waits for
-// each readback (TaskRunOptions.turn), so plain streams keep producing tokens during a retrieval
-// request and several retrieval requests progress together (at most --max-retrievals at once,
-// each with its own KV cache of --context rows, planned against the GPU memory budget:
-// retrievalSessionBytes). Its tokens are what the same request gives alone: the session's GPU
-// state is its own, and the shared queue only orders the two parties' work. Not rows of the
-// batched step (yet: see the analysis in engine.ts's header).
+// (src/onegen/entity-linking.ts, multihop-qa.ts: in-loop retrieval as in `onegen run`) in one of
+// two ways. A greedy request decodes as a row of the engine's batched step (startRetrievalRow;
+// the engine's header, "Retrieval requests as rows", says how); the others (rowsRefusal names
+// why: sampled, a query token in the prompt…), and all of them with the server's retrieval
+// "turns", run on a Session of their own (runRetrieval), taking turns on the device with the
+// batch's steps (engine.interleave): the session holds the device while it encodes (its prefill,
+// its decode-step program, each group of `stepsPerRead` steps) and lets the batch and other
+// retrieval requests encode while it waits for each readback (TaskRunOptions.turn), so plain
+// streams keep producing tokens during a retrieval request and several retrieval requests
+// progress together (at most --max-retrievals at once, each with its own KV cache of --context
+// rows, planned against the GPU memory budget: retrievalSessionBytes). Either way its tokens are
+// what the same request gives alone on a Session.
 // The task's events become the stream: text deltas of everything after the prompt
 // (generated ids and injected documents, special tokens kept: the markup is the output), and a
 // `retrieval` object on the chunk of the token that retrieved (position, hits with ids and
@@ -19,11 +21,9 @@ import type { LoadedDecoder } from "../model/load.js";
 import { kvCacheBytes, type ModelConfig } from "../model/config.js";
 import type { DeviceTurn } from "../model/session.js";
 import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA } from "../onegen/defaults.js";
-import { runEntityLinking } from "../onegen/entity-linking.js";
-import { runMultiHopQa } from "../onegen/multihop-qa.js";
+import { prepareEntityLinking, runEntityLinking } from "../onegen/entity-linking.js";
+import { prepareMultiHopQa, runMultiHopQa } from "../onegen/multihop-qa.js";
 import type { EntityLinkingResult, MultiHopResult, TaskEvent, TaskModel, TaskResult, TaskRunOptions } from "../onegen/protocol.js";
-import { prepareEntityLinking } from "../onegen/entity-linking.js";
-import { prepareMultiHopQa } from "../onegen/multihop-qa.js";
 import { TaskCollector, type PreparedTask } from "../onegen/task-runner.js";
 import { TOPK_MAX_K } from "../ops/search.js";
 import type { Tokenizer } from "../tokenizer.js";

@@ -40,8 +40,9 @@ export interface ServeOptions {
   /** Indexes requests may name in `onegen.index` (loaded for this model). */
   indexes?: ReadonlyMap<string, ServedIndex>;
   /**
-   * Retrieval requests (onegen extension) running at once, each on its own session of
-   * contextTokens rows taking turns with the batch; more wait (maxQueue), then 429. Default 2.
+   * Retrieval requests (onegen extension) that are not rows of the batched step (see `retrieval`)
+   * running at once, each on its own session of contextTokens rows taking turns with the batch;
+   * more wait (maxQueue), then 429. Default 2.
    * Their sessions are planned against the GPU memory budget at start (retrievalSessionBytes).
    */
   maxRetrievals?: number;
