@@ -222,6 +222,32 @@ test("rows at the edges, each equal to its Session run: a query token as the fir
   }
 });
 
+test("rows: query tokens in the prompt are searched at join (source 'prompt'); a prompt ending with the query token gets its document injected before the first step, one ending with `</MENTION>[LK]` its forced [_CONTINUE_]; each equal to its Session run, beside a plain stream", async () => {
+  const mhRef = await runMultiHopQa(model, mhIndex, { text: MH_QUESTION }, { maxNewTokens: 96, temperature: 0, capacity: CONTEXT });
+  const elRef = await runEntityLinking(model, elIndex, { text: EL_SENTENCE }, { maxNewTokens: 64, temperature: 0, capacity: CONTEXT });
+  const cases = [
+    { what: "multi-hop, prompt ending with the query token", index: "mh", ids: mhRef.ids.slice(0, mhRef.retrievals[0]!.position + 1), max: 60 },
+    { what: "entity linking, prompt ending with </MENTION>[LK]", index: "el", ids: elRef.ids.slice(0, elRef.retrievals[0]!.position + 1), max: 40 },
+    { what: "entity linking, query tokens inside the prompt", index: "el", ids: elRef.ids.slice(0, elRef.retrievals[1]!.position + 3), max: 30 },
+  ];
+  const plainRef = await plainAlone(PROMPTS[0]!, 90);
+  const turns0 = server.engine.stats.turns;
+  const plain = streamed({ prompt: PROMPTS[0]!, max_tokens: 90, ignore_eos: true });
+  await until(() => server.engine.running === 1, "the plain stream running");
+  for (const c of cases) {
+    const ref = c.index === "mh"
+      ? await runMultiHopQa(model, mhIndex, { ids: c.ids }, { maxNewTokens: c.max, temperature: 0, capacity: CONTEXT })
+      : await runEntityLinking(model, elIndex, { ids: c.ids }, { maxNewTokens: c.max, temperature: 0, capacity: CONTEXT });
+    assert.ok(ref.retrievals.some((x) => x.source === "prompt"), `${c.what}: the reference retrieves at the prompt`);
+    const r = (await client.completions.create(body<OpenAI.CompletionCreateParamsNonStreaming>({ model: "demo", prompt: c.ids, max_tokens: c.max, temperature: 0, onegen: { index: c.index } }))) as unknown as OpenAI.Completion & OnegenBody;
+    assert.is(r.choices[0]!.text, ref.output, `${c.what}: text`);
+    assert.is(r.usage!.completion_tokens, ref.stats.newTokens, `${c.what}: completion tokens`);
+    sameReports(r.onegen.retrievals, reportsOf(ref), c.what);
+  }
+  assert.is((await plain).text, plainRef, "the plain stream is unchanged");
+  assert.is(server.engine.stats.turns, turns0, "all rows");
+});
+
 test("rows: banned ids are masked per row (the demo model has none: ids the solo run writes are banned here), beside a plain stream that may write them; equal to the Session run with the same rules", async () => {
   const t = prepareEntityLinking(model, elIndex, { text: EL_SENTENCE }, { maxNewTokens: 40, temperature: 0, capacity: CONTEXT });
   const free = await runEntityLinking(model, elIndex, { text: EL_SENTENCE }, { maxNewTokens: 40, temperature: 0, capacity: CONTEXT });

@@ -8,9 +8,9 @@
 // A lost GPU device: in-flight requests get 503, the process exits 1. --index loads OneGen
 // indexes that requests name in `onegen: {index, task, k, inject}` (planned with the weights, and
 // --max-retrievals sessions of --context rows). --retrieval rows (default): a greedy retrieval
-// request decodes as a row of the batched step; the others (sampled, or a query token in the
-// prompt: src/serve/retrieval.ts rowsRefusal), and all of them with --retrieval turns, run on
-// their own session, taking turns with the batch's steps.
+// request decodes as a row of the batched step; the others (sampled: src/serve/retrieval.ts
+// rowsRefusal), and all of them with --retrieval turns, run on their own session, taking turns
+// with the batch's steps.
 import { readFile } from "node:fs/promises";
 import { basename, resolve } from "node:path";
 import { choiceFlag, numberFlag, parseArgs, sizeFlag } from "./args.js";

@@ -63,13 +63,16 @@
 //      refused and ends the row ("context-full"), as in the Session run (injectionFits).
 //   4. A search alone (entity linking's [LK] without a forcing pattern) does not stop the row:
 //      ids read back meanwhile wait in Sequence.deferred and follow the retrieval's event.
+//   5. A prompt that holds query tokens or ends with a forcing pattern (OneGen's disambiguation
+//      prompts) joins by joinTask, between steps: prefilled alone, each query token in it
+//      searched (source "prompt"), then the injection (a prompt ending with the query token) or
+//      the forced id, as src/onegen/stream.ts starts a Session run.
 // The row's events (token, retrieval, injection, done) are the Session run's, in its order;
 // src/onegen/task-runner.ts TaskCollector turns them into the task's result. Its tokens equal the
 // request alone (greedy ids of the batched forward equal the Session's on the tests' models;
 // scores differ in the last bits: the forwards round differently). Not rows (retrieval.ts
 // rowsRefusal; they take turns, below): sampled requests (the Session's sampler counts its steps,
-// injections included), prompts holding a query token or ending with a forcing pattern (the
-// Session searches the prompt's own rows), copy-input and stop strings, and stepMode "forward".
+// injections included), copy-input and stop strings, and stepMode "forward".
 // OneGen retrieval requests that are not rows (and all of them with the server's retrieval
 // "turns") run on a Session of their own and take turns with the batch at step granularity (interleave()): whoever encodes holds the DeviceLock
 // (src/serve/device-turns.ts, which says why encodings must not interleave: one open batch and
@@ -150,8 +153,8 @@ export interface SequenceParams {
 /**
  * A OneGen task decoded as a row of the batched step (see the file header, "Retrieval requests as
  * rows"): the rules of its Session run (src/onegen/task-runner.ts PreparedTask) in the form the
- * engine applies per row. Greedy only; its prompt holds no query token and does not end with a
- * forcing pattern (src/serve/retrieval.ts routes other requests to their own Session).
+ * engine applies per row. Greedy only (src/serve/retrieval.ts routes other requests to their own
+ * Session).
  */
 export interface RowTask {
   /** Ids never sampled (the model's undecodable ids). */
@@ -312,6 +315,8 @@ interface RowAction {
   end: FinishReason | null;
   /** The ids sampled after it by steps already encoded are dropped (an injection, a forced id or the end replaces them). */
   skips: boolean;
+  /** The row joins this way (joinTask): its prompt holds query tokens or ends with a forcing pattern. */
+  join?: boolean;
 }
 
 /** Work that runs alone between steps (embeddings, retrieval requests on their own session). */
@@ -736,6 +741,7 @@ export class BatchEngine {
       this.queue.shift();
       s.slot = this.freeSlots.pop()!;
       this.active.push(s);
+      if (s.params.task && promptActs(s.params.prompt, s.params.task)) s.action = { position: -1, search: false, force: null, end: null, skips: false, join: true };
       tokens += s.pending.length;
     }
   }
@@ -1068,6 +1074,10 @@ export class BatchEngine {
       const a = s.action;
       if (!a || s.done || s.cancelled) continue;
       s.action = null;
+      if (a.join) {
+        await this.joinTask(s);
+        continue;
+      }
       const task = s.params.task!;
       const r = task.retrieval;
       if (a.search && r) {
@@ -1114,6 +1124,50 @@ export class BatchEngine {
         }
         this.acceptTaskId(s, id, "generated");
       }
+    }
+  }
+
+  /**
+   * A task row whose prompt acts (promptActs), joining as its Session run starts
+   * (src/onegen/stream.ts): the prompt prefilled into its slot, each query token in it searched
+   * (source "prompt", counted against maxRetrievals); a prompt that ends with a searched query
+   * token gets its injection (when the task injects), one that ends with a forcing pattern its
+   * forced id; then the row rejoins the batch like any.
+   */
+  private async joinTask(s: Sequence): Promise<void> {
+    const task = s.params.task!;
+    const prompt = s.params.prompt;
+    const P = prompt.length;
+    if (task.bannedIds.length && !s.banned) s.banned = this.ctx.upload(Uint32Array.from(task.bannedIds), [task.bannedIds.length], "u32", "serve.banned");
+    await this.prefillAfter(s, 0, prompt);
+    const r = task.retrieval && task.retrieval.index.count > 0 ? task.retrieval : null;
+    let last: { position: number; hits: RetrievalHit[] } | null = null;
+    if (r) {
+      for (let q = 0; q < P && s.retrievals < r.maxRetrievals; q++) {
+        if (prompt[q] !== r.queryTokenId) continue;
+        s.retrievals++;
+        const hits = await this.searchAt(s, q, r.index, r.k, false);
+        this.emit(s, { type: "retrieval", position: q, source: "prompt", hits });
+        last = { position: q, hits };
+      }
+    }
+    if (r?.inject && last && last.position === P - 1 && last.hits.length > 0) {
+      const ids = injectionIds(r.index, last.hits[0]!.id, r.inject);
+      if (!injectionFits(last.position, ids.length, this.opts.slotTokens)) {
+        this.emit(s, { type: "injection", position: last.position, refused: true });
+        this.endTask(s, "context-full");
+        return;
+      }
+      s.ids.push(...ids);
+      s.injected += ids.length;
+      this.emit(s, { type: "injection", position: last.position, start: P, ids, document: last.hits[0]!.id });
+      await this.prefillAfter(s, P, ids);
+      return;
+    }
+    const force = forcedAfter(s.ids, task.forceAfter);
+    if (force !== null) {
+      await this.prefillAfter(s, P, [force]);
+      this.acceptTaskId(s, force, "forced");
     }
   }
 
@@ -1273,6 +1327,13 @@ export function checkEngineFits(ctx: GpuContext, decoder: Pick<Decoder, "config"
       interleaved ? "lower --max-batch, --max-retrievals or --context, or raise --gpu-memory" : "lower --max-batch or --context, or raise --gpu-memory",
     );
   }
+}
+
+/** Whether a task row's prompt holds a query token (with retrieval) or ends with a forcing pattern: it then joins by joinTask. */
+function promptActs(prompt: readonly number[], task: RowTask): boolean {
+  const r = task.retrieval;
+  if (r && r.index.count > 0 && r.maxRetrievals > 0 && prompt.includes(r.queryTokenId)) return true;
+  return forcedAfter(prompt, task.forceAfter) !== null;
 }
 
 /** The id a forcing rule puts after `ids` (their last ids are its pattern), or null. */

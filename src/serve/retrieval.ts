@@ -2,7 +2,7 @@
 // (src/onegen/entity-linking.ts, multihop-qa.ts: in-loop retrieval as in `onegen run`) in one of
 // two ways. A greedy request decodes as a row of the engine's batched step (startRetrievalRow;
 // the engine's header, "Retrieval requests as rows", says how); the others (rowsRefusal names
-// why: sampled, a query token in the prompt…), and all of them with the server's retrieval
+// why: sampled, copy-input…), and all of them with the server's retrieval
 // "turns", run on a Session of their own (runRetrieval), taking turns on the device with the
 // batch's steps (engine.interleave): the session holds the device while it encodes (its prefill,
 // its decode-step program, each group of `stepsPerRead` steps) and lets the batch and other
@@ -27,7 +27,7 @@ import type { EntityLinkingResult, MultiHopResult, TaskEvent, TaskModel, TaskRes
 import { TaskCollector, type PreparedTask } from "../onegen/task-runner.js";
 import { TOPK_MAX_K } from "../ops/search.js";
 import type { Tokenizer } from "../tokenizer.js";
-import { forcedAfter, type BatchEngine, type InterleavedJob } from "./engine.js";
+import type { BatchEngine, InterleavedJob } from "./engine.js";
 import { GpuOutOfMemoryError, OnegenError, UsageError } from "../errors.js";
 import { ApiError, badRequest, MAX_ONEGEN_K, type OnegenExtension } from "./protocol.js";
 
@@ -227,11 +227,11 @@ export async function runRetrieval(
 
 /**
  * Why a request cannot run as a row of the batched step (it then runs on its own Session,
- * runRetrieval), or null: the rows apply greedy decoding, per-row banned ids and forcing rules
- * after generated ids, and search/inject at generated query tokens; a sampled request
- * (temperature > 0: the Session's sampler counts its steps, injections included), a prompt that
- * holds the query token or ends with a forcing pattern (retrieval/forcing at the prompt), other
- * decode rules (copy-input, stop strings) or a capacity other than the slot's are not rows.
+ * runRetrieval), or null: the rows apply greedy decoding, per-row banned ids and forcing rules,
+ * and search/inject at query tokens (generated, or in the prompt as the Session run does); a
+ * sampled request (temperature > 0: the Session's sampler counts its steps, injections
+ * included), other decode rules (copy-input, stop strings) or a capacity other than the slot's
+ * are not rows.
  */
 export function rowsRefusal(engine: BatchEngine, t: PreparedTask<EntityLinkingResult | MultiHopResult>, temperature: number): string | null {
   const g = t.gen;
@@ -240,8 +240,6 @@ export function rowsRefusal(engine: BatchEngine, t: PreparedTask<EntityLinkingRe
   if (g.copyInput || g.stopStrings?.length || g.hooks?.length) return "decode rules the rows lack (copy-input, stop strings, hooks)";
   if (t.capacity !== engine.opts.slotTokens || t.prompt.length >= engine.opts.slotTokens) return "capacity other than the slot";
   const r = g.retrieval && g.retrieval.index.count > 0 ? g.retrieval : null;
-  if (r && t.prompt.includes(r.queryTokenId)) return "query token in the prompt";
-  if (forcedAfter(t.prompt, g.forceAfter ?? []) !== null) return "the prompt ends with a forcing pattern";
   if (r && Math.max(1, r.k ?? 1) > TOPK_MAX_K) return "k above the GPU top-k";
   if (r?.inject && r.index.maxTokenId >= engine.decoder.vocabSize) return "index ids outside the vocabulary";
   return null;
