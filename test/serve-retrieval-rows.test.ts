@@ -5,8 +5,9 @@
 // independent path): the row gives the same text and tokens, the same retrievals (positions, hit
 // ids, scores within float tolerance), the same injected documents, mentions and answer, alone
 // and beside plain streams that join and leave mid-batch (which stay equal to their own solo
-// runs); it never takes a turn of its own (engine.stats.turns stays 0) and shares the steps with
-// the plain streams. Requests the rows do not cover (sampled ones) still run on their own session.
+// runs), greedy or sampled; it never takes a turn of its own (engine.stats.turns stays 0) and
+// shares the steps with the plain streams. (Retrieval requests on their own sessions, the server's
+// retrieval "turns": test/serve.test.ts.)
 
 import { test } from "uvu";
 import * as assert from "uvu/assert";
@@ -233,6 +234,7 @@ test("rows: query tokens in the prompt are searched at join (source 'prompt'); a
   const plainRef = await plainAlone(PROMPTS[0]!, 90);
   const turns0 = server.engine.stats.turns;
   const plain = streamed({ prompt: PROMPTS[0]!, max_tokens: 90, ignore_eos: true });
+  plain.catch(() => {}); // awaited below (a failed assertion before must not leave it unhandled)
   await until(() => server.engine.running === 1, "the plain stream running");
   for (const c of cases) {
     const ref = c.index === "mh"
@@ -258,6 +260,7 @@ test("rows: banned ids are masked per row (the demo model has none: ids the solo
   assert.ok(ref.output !== free.output, "the banned ids change the output");
   const plainRef = await plainAlone(PROMPTS[4]!, 40);
   const plain = streamed({ prompt: PROMPTS[4]!, max_tokens: 40, ignore_eos: true });
+  plain.catch(() => {}); // awaited below (a failed assertion before must not leave it unhandled)
   await until(() => server.engine.running === 1, "the plain stream running");
   const events: string[] = [];
   const got = await submitTaskRow(server.engine, model, { ...t, gen }, (e) => events.push(e.type)).done;
@@ -270,7 +273,7 @@ test("rows: banned ids are masked per row (the demo model has none: ids the solo
   assert.is((await plain).text, plainRef, "the plain stream is unchanged");
 });
 
-test("rows: a client that disconnects frees its row at once; a sampled retrieval request (temperature > 0) runs on its own session, taking turns", async () => {
+test("rows: a client that disconnects frees its row at once", async () => {
   const ac = new AbortController();
   let chunks = 0;
   const cut = (async () => {
@@ -284,11 +287,31 @@ test("rows: a client that disconnects frees its row at once; a sampled retrieval
   ac.abort();
   await cut;
   await until(() => server.engine.running === 0, "the row freed");
+});
+
+test("rows: sampled retrieval requests (temperature, top_p, seed) draw as their Session runs do (an injection fed during decoding takes a sampler step), beside plain streams", async () => {
   const turns0 = server.engine.stats.turns;
-  const ref = await runEntityLinking(model, elIndex, { text: EL_SENTENCE }, { maxNewTokens: 32, temperature: 0.8, seed: 5, capacity: CONTEXT });
-  const r = (await client.completions.create(body<OpenAI.CompletionCreateParamsNonStreaming>({ model: "demo", prompt: EL_SENTENCE, max_tokens: 32, temperature: 0.8, seed: 5, onegen: { index: "el" } }))) as unknown as OpenAI.Completion & OnegenBody;
-  assert.is(r.choices[0]!.text, ref.output, "the sampled request equals its Session run");
-  assert.ok(server.engine.stats.turns > turns0, "it took turns on its own session");
+  const sampling = { temperature: 0.9, topP: 0.95, seed: 11 };
+  const elRef = await runEntityLinking(model, elIndex, { text: EL_SENTENCE }, { maxNewTokens: 48, capacity: CONTEXT, ...sampling });
+  const mhRef = await runMultiHopQa(model, mhIndex, { text: MH_FIRST }, { maxNewTokens: 80, capacity: CONTEXT, ...sampling });
+  const mhGreedy = await runMultiHopQa(model, mhIndex, { text: MH_FIRST }, { maxNewTokens: 80, temperature: 0, capacity: CONTEXT });
+  assert.ok(mhRef.output !== mhGreedy.output, "sampling changes the multi-hop output");
+  assert.ok(mhRef.injections.some((x) => "ids" in x), "the sampled multi-hop reference injects");
+  const plainRefs = [await plainAlone(PROMPTS[1]!, 70), await plainAlone(PROMPTS[2]!, 50)];
+  const plains = [streamed({ prompt: PROMPTS[1]!, max_tokens: 70, ignore_eos: true }), streamed({ prompt: PROMPTS[2]!, max_tokens: 50, ignore_eos: true })];
+  await until(() => server.engine.running === 2, "the plain streams running");
+  const opts = { temperature: 0.9, top_p: 0.95, seed: 11 };
+  const [el, mh, ...plainOuts] = await Promise.all([
+    streamed({ prompt: EL_SENTENCE, max_tokens: 48, onegen: { index: "el" }, ...opts }),
+    streamed({ prompt: MH_FIRST, max_tokens: 80, onegen: { index: "mh" }, ...opts }),
+    ...plains,
+  ]);
+  assert.is(el.text, elRef.output, "sampled entity linking equals its Session run");
+  sameReports(el.reports, reportsOf(elRef), "sampled entity linking");
+  assert.is(mh.text, mhRef.output, "sampled multi-hop QA equals its Session run");
+  sameReports(mh.reports, reportsOf(mhRef), "sampled multi-hop QA");
+  assert.equal(plainOuts.map((p) => p.text), plainRefs, "the plain streams are unchanged");
+  assert.is(server.engine.stats.turns, turns0, "rows, no turns");
 });
 
 test.run();

@@ -7,10 +7,9 @@
 // stop accepting, let running sequences finish for --drain-seconds, cancel the rest, exit 0.
 // A lost GPU device: in-flight requests get 503, the process exits 1. --index loads OneGen
 // indexes that requests name in `onegen: {index, task, k, inject}` (planned with the weights, and
-// --max-retrievals sessions of --context rows). --retrieval rows (default): a greedy retrieval
-// request decodes as a row of the batched step; the others (sampled: src/serve/retrieval.ts
-// rowsRefusal), and all of them with --retrieval turns, run on their own session, taking turns
-// with the batch's steps.
+// --max-retrievals sessions of --context rows). --retrieval rows (default): a retrieval request
+// decodes as a row of the batched step (src/serve/retrieval.ts rowsRefusal); with --retrieval
+// turns each runs on its own session, taking turns with the batch's steps.
 import { readFile } from "node:fs/promises";
 import { basename, resolve } from "node:path";
 import { choiceFlag, numberFlag, parseArgs, sizeFlag } from "./args.js";
@@ -43,7 +42,7 @@ const USAGE =
   "usage: onegen serve --model DIR [--host H (default 127.0.0.1)] [--port N (default 8000; 0: any free port)] [--api-key KEY (or env ONEGEN_API_KEY)] " +
   "[--max-batch N (default 8)] [--max-queue N (default 64)] [--context N (tokens per sequence; default min(model, 2048))] [--max-tokens N] [--max-n N (default 4)] " +
   "[--max-body SIZE (default 1M)] [--model-name ID (default: the directory's name)] [--chat-template FILE] [--doc-token TOKEN|#ID (default [SE])] " +
-  "[--index NAME=DIR[,NAME=DIR…] (OneGen indexes for the onegen extension)] [--retrieval rows|turns (greedy retrieval requests as rows of the batched step, default; or each on its own session)] [--max-retrievals N (retrieval requests on their own sessions running at once; default 2)] [--drain-seconds S (default 10)] [--gpu-memory SIZE] [--dtype auto|f16|f32] [--quiet]";
+  "[--index NAME=DIR[,NAME=DIR…] (OneGen indexes for the onegen extension)] [--retrieval rows|turns (retrieval requests as rows of the batched step, default; or each on its own session)] [--max-retrievals N (retrieval requests on their own sessions running at once; default 2)] [--drain-seconds S (default 10)] [--gpu-memory SIZE] [--dtype auto|f16|f32] [--quiet]";
 
 export async function serveCommand(argv: string[]): Promise<number> {
   const args = parseArgs(

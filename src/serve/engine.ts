@@ -41,11 +41,12 @@
 // embeds documents: src/onegen/encode.ts) run between steps in the embedding slot (exclusive():
 // alone on the device, readback included).
 // Retrieval requests as rows (SequenceParams.task, a RowTask; src/serve/retrieval.ts
-// startRetrievalRow): a greedy OneGen request decodes as a row of the captured step, beside plain
+// startRetrievalRow): a OneGen request decodes as a row of the captured step, beside plain
 // sequences, its prompt prefilled into its slot like any joiner. What its Session run does in its
 // own decode step (src/model/decode-step.ts, src/onegen/loop.ts) the engine does per row:
-//   1. Logits rules: banned ids (undecodable) are masked on the row's logits and its greedy id
-//      taken again into next[slot] after the program (as a sampled row draws); forcing rules
+//   1. Logits rules and sampling: banned ids (undecodable) are masked on the row's logits and its
+//      id taken again into next[slot] after the program (greedy, or drawn with its seed at the
+//      Session run's sampler step: generated ids plus injections fed while decoding); forcing rules
 //      (entity linking's [_CONTINUE_] after `</MENTION>[LK]`) are checked on the host against the
 //      row's ids as each id is read back.
 //   2. Query tokens are read from the step's readback. The search runs between steps, the loop
@@ -71,8 +72,8 @@
 // src/onegen/task-runner.ts TaskCollector turns them into the task's result. Its tokens equal the
 // request alone (greedy ids of the batched forward equal the Session's on the tests' models;
 // scores differ in the last bits: the forwards round differently). Not rows (retrieval.ts
-// rowsRefusal; they take turns, below): sampled requests (the Session's sampler counts its steps,
-// injections included), copy-input and stop strings, and stepMode "forward".
+// rowsRefusal; they take turns, below): copy-input and stop strings (tasks' options the server
+// does not pass), a capacity other than the slot, and stepMode "forward".
 // OneGen retrieval requests that are not rows (and all of them with the server's retrieval
 // "turns") run on a Session of their own and take turns with the batch at step granularity (interleave()): whoever encodes holds the DeviceLock
 // (src/serve/device-turns.ts, which says why encodings must not interleave: one open batch and
@@ -146,14 +147,14 @@ export interface SequenceParams {
   stop: readonly string[];
   /** Generate past the end-of-sequence ids. */
   ignoreEos?: boolean;
-  /** A OneGen task run as a row of the batched step (captured mode, greedy; see RowTask). */
+  /** A OneGen task run as a row of the batched step (captured mode; see RowTask). */
   task?: RowTask;
 }
 
 /**
  * A OneGen task decoded as a row of the batched step (see the file header, "Retrieval requests as
  * rows"): the rules of its Session run (src/onegen/task-runner.ts PreparedTask) in the form the
- * engine applies per row. Greedy only (src/serve/retrieval.ts routes other requests to their own
+ * engine applies per row (src/serve/retrieval.ts rowsRefusal routes other requests to their own
  * Session).
  */
 export interface RowTask {
@@ -272,6 +273,8 @@ class Sequence implements SequenceHandle {
   readonly ids: number[];
   /** Injected ids (they take positions but are not generated). */
   injected = 0;
+  /** Injections fed during decoding: each took a step of the Session run (its sampler's step counter). */
+  injectSteps = 0;
   /** Retrievals so far. */
   retrievals = 0;
   /** Work between steps that the last accepted id asks for (run by runActions before anything else is encoded). */
@@ -441,7 +444,7 @@ export class BatchEngine {
       if (p.prompt.length >= this.opts.slotTokens) {
         throw new ApiError(400, `the prompt has ${p.prompt.length} tokens; this server's context holds ${this.opts.slotTokens} per sequence (prompt and completion)`, "invalid_request_error", "prompt", "context_length_exceeded");
       }
-      if (p.task && (this.stepMode !== "captured" || p.temperature !== 0)) throw new UsageError("serve engine: a task row needs the captured step and greedy decoding (temperature 0)");
+      if (p.task && this.stepMode !== "captured") throw new UsageError("serve engine: a task row needs the captured step");
     }
     // queued sequences take the free slots at the next step; the rest wait
     const waiting = Math.max(0, this.queue.length + params.length - this.freeSlots.length);
@@ -845,10 +848,11 @@ export class BatchEngine {
     const V = this.decoder.vocabSize;
     const joining = new Set([...joiners, ...batch.filter((s) => s.rejoin)]);
     for (const s of batch) {
-      if (s.banned) {
-        // a task row with banned ids: its greedy id again, from its masked row
+      if (s.params.task && (s.banned || s.params.temperature > 0)) {
+        // a task row with banned ids or a temperature: its id again from its own (masked) row, at
+        // the Session run's step (an injection fed during decoding took a step of its own)
         ctx.copy(bk.logits.buffer, 4 * V * s.slot, this.scratch.buffer, 0, 4 * V);
-        await this.sampleScratch(s, s.sampled + (joining.has(s) ? 1 : 0));
+        await this.sampleScratch(s, s.sampled + (joining.has(s) ? 1 : 0) + s.injectSteps);
         continue;
       }
       if (s.params.temperature === 0) continue;
@@ -1098,7 +1102,8 @@ export class BatchEngine {
             this.endTask(s, a.end);
             continue;
           }
-          await this.prefillAfter(s, a.position + 1, ids);
+          s.injectSteps++;
+          await this.prefillAfter(s, a.position + 1, ids, s.generated.length + s.injectSteps);
           continue;
         }
       }
@@ -1107,7 +1112,7 @@ export class BatchEngine {
         continue;
       }
       if (a.force !== null) {
-        await this.prefillAfter(s, a.position + 1, [a.force]);
+        await this.prefillAfter(s, a.position + 1, [a.force], s.generated.length + 1 + s.injectSteps);
         // the forced id is a written token of the row (its events, its end checks, its own rules)
         s.pending = [];
         this.acceptTaskId(s, a.force, "forced");
@@ -1139,7 +1144,7 @@ export class BatchEngine {
     const prompt = s.params.prompt;
     const P = prompt.length;
     if (task.bannedIds.length && !s.banned) s.banned = this.ctx.upload(Uint32Array.from(task.bannedIds), [task.bannedIds.length], "u32", "serve.banned");
-    await this.prefillAfter(s, 0, prompt);
+    await this.prefillAfter(s, 0, prompt, 0);
     const r = task.retrieval && task.retrieval.index.count > 0 ? task.retrieval : null;
     let last: { position: number; hits: RetrievalHit[] } | null = null;
     if (r) {
@@ -1161,12 +1166,12 @@ export class BatchEngine {
       s.ids.push(...ids);
       s.injected += ids.length;
       this.emit(s, { type: "injection", position: last.position, start: P, ids, document: last.hits[0]!.id });
-      await this.prefillAfter(s, P, ids);
+      await this.prefillAfter(s, P, ids, 0); // before decoding: no step of the Session run
       return;
     }
     const force = forcedAfter(s.ids, task.forceAfter);
     if (force !== null) {
-      await this.prefillAfter(s, P, [force]);
+      await this.prefillAfter(s, P, [force], 1);
       this.acceptTaskId(s, force, "forced");
     }
   }
@@ -1207,8 +1212,11 @@ export class BatchEngine {
     }
   }
 
-  /** Prefills `ids` at positions p.. of `s`'s slot and samples the id after them into next[slot]; the row rejoins the batch at the next step. */
-  private async prefillAfter(s: Sequence, p: number, ids: readonly number[]): Promise<void> {
+  /**
+   * Prefills `ids` at positions p.. of `s`'s slot and samples the id after them into next[slot]
+   * (at the Session run's sampler step `step`); the row rejoins the batch at the next step.
+   */
+  private async prefillAfter(s: Sequence, p: number, ids: readonly number[], step: number): Promise<void> {
     const ctx = this.ctx;
     const rows = new SlotRows(ids.length, this.opts.slotTokens, this.decoder.config.slidingWindow ?? 0);
     ids.forEach((id, t) => rows.put(t, s.slot, p + t, id));
@@ -1218,7 +1226,7 @@ export class BatchEngine {
     try {
       logits = (await this.decoder.forward(this.cache, plan, { logitsRows: last })).logits!;
       ctx.copy(logits.buffer, 0, this.scratch.buffer, 0, 4 * this.decoder.vocabSize);
-      await this.sampleScratch(s, 0);
+      await this.sampleScratch(s, step);
     } finally {
       for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, last, logits]) x?.dispose();
     }

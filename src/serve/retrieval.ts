@@ -1,8 +1,8 @@
 // OneGen in the protocol: a request with `onegen: {index, task, k, inject}` runs the task
 // (src/onegen/entity-linking.ts, multihop-qa.ts: in-loop retrieval as in `onegen run`) in one of
-// two ways. A greedy request decodes as a row of the engine's batched step (startRetrievalRow;
-// the engine's header, "Retrieval requests as rows", says how); the others (rowsRefusal names
-// why: sampled, copy-input…), and all of them with the server's retrieval
+// two ways. It decodes as a row of the engine's batched step (startRetrievalRow; the engine's
+// header, "Retrieval requests as rows", says how) unless rowsRefusal names a reason (decode rules
+// the rows lack; none the server's requests use), or with the server's retrieval
 // "turns", run on a Session of their own (runRetrieval), taking turns on the device with the
 // batch's steps (engine.interleave): the session holds the device while it encodes (its prefill,
 // its decode-step program, each group of `stepsPerRead` steps) and lets the batch and other
@@ -227,16 +227,15 @@ export async function runRetrieval(
 
 /**
  * Why a request cannot run as a row of the batched step (it then runs on its own Session,
- * runRetrieval), or null: the rows apply greedy decoding, per-row banned ids and forcing rules,
- * and search/inject at query tokens (generated, or in the prompt as the Session run does); a
- * sampled request (temperature > 0: the Session's sampler counts its steps, injections
- * included), other decode rules (copy-input, stop strings) or a capacity other than the slot's
- * are not rows.
+ * runRetrieval), or null: the rows apply the Session run's sampling (greedy, or seeded draws
+ * at its sampler steps), per-row banned ids and forcing rules, and search/inject at query tokens
+ * (generated, or in the prompt as the Session run does); other decode rules (copy-input, stop
+ * strings), a capacity other than the slot's, a k past the GPU top-k or an index whose ids the
+ * model cannot embed are not rows (the Session run then refuses or runs them as before).
  */
-export function rowsRefusal(engine: BatchEngine, t: PreparedTask<EntityLinkingResult | MultiHopResult>, temperature: number): string | null {
+export function rowsRefusal(engine: BatchEngine, t: PreparedTask<EntityLinkingResult | MultiHopResult>): string | null {
   const g = t.gen;
   if (engine.stepMode !== "captured") return "the engine's step is not captured";
-  if (temperature !== 0) return "sampled (temperature > 0)";
   if (g.copyInput || g.stopStrings?.length || g.hooks?.length) return "decode rules the rows lack (copy-input, stop strings, hooks)";
   if (t.capacity !== engine.opts.slotTokens || t.prompt.length >= engine.opts.slotTokens) return "capacity other than the slot";
   const r = g.retrieval && g.retrieval.index.count > 0 ? g.retrieval : null;
@@ -267,14 +266,14 @@ export function startRetrievalRow(
   } catch (e) {
     throw asRequestError(e);
   }
-  if (rowsRefusal(engine, t, o.temperature) !== null) return null;
+  if (rowsRefusal(engine, t) !== null) return null;
   const sink = new EventSink(model.tokenizer!, events);
   const job = submitTaskRow(engine, model, t, (e) => sink.event(e));
   return { done: job.done.then((r) => (r ? sink.outcome(task, r) : null)), cancel: job.cancel };
 }
 
 /**
- * Submits a prepared task (greedy) as a row of the batched step: `onEvent` gets its events as they
+ * Submits a prepared task as a row of the batched step: `onEvent` gets its events as they
  * happen; `done` resolves with the task's result as its Session run would return it (null after
  * cancel()), or rejects with the row's error (503 when the engine fails).
  */
@@ -294,8 +293,10 @@ export function submitTaskRow<R extends TaskResult>(engine: BatchEngine, model: 
     [
       {
         prompt: t.prompt,
-        temperature: 0,
-        seed: 0,
+        temperature: g.temperature ?? 0,
+        ...(g.topK !== undefined ? { topK: g.topK } : {}),
+        ...(g.topP !== undefined ? { topP: g.topP } : {}),
+        seed: g.seed ?? 0,
         maxTokens: g.maxNewTokens,
         stop: [],
         task: {

@@ -48,7 +48,7 @@ export interface ServeOptions {
   maxRetrievals?: number;
   /**
    * How retrieval requests run: "rows" (default): as rows of the batched step where they can
-   * (greedy: src/serve/retrieval.ts rowsRefusal), the others on
+   * (all the requests' tasks can be: src/serve/retrieval.ts rowsRefusal), the others on
    * their own session taking turns with the batch; "turns": all on their own session.
    */
   retrieval?: "rows" | "turns";
