@@ -15,6 +15,7 @@ import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import OpenAI from "openai";
 import { gpu } from "./helpers/gpu.js";
+import { openDevice } from "../src/gpu/device.js";
 import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
 import { startServer, type RunningServer } from "../src/serve/server.js";
 import type { DocumentIndex } from "../src/onegen/index.js";
@@ -312,6 +313,51 @@ test("rows: sampled retrieval requests (temperature, top_p, seed) draw as their 
   sameReports(mh.reports, reportsOf(mhRef), "sampled multi-hop QA");
   assert.equal(plainOuts.map((p) => p.text), plainRefs, "the plain streams are unchanged");
   assert.is(server.engine.stats.turns, turns0, "rows, no turns");
+});
+
+test("rows on a lost device: the row in flight and a plain stream beside it get the GPU failure, later requests 503, `failed` resolves", async () => {
+  const ctx = await openDevice();
+  const m = await loadDecoder(ctx, DEMO_MODEL);
+  const el = await loadIndex(ctx, join(ROOT, "demo", "index", "el"), m.decoder);
+  const s = await startServer(m, { modelId: "demo", maxBatch: 2, contextTokens: CONTEXT, indexes: new Map([["el", { name: "el", index: el }]]) });
+  const c = new OpenAI({ apiKey: "none", baseURL: s.url + "/v1", maxRetries: 0 });
+  const drain = async (params: Record<string, unknown>, onText: () => void): Promise<void> => {
+    const st = await c.completions.create(body<OpenAI.CompletionCreateParamsStreaming>({ model: "demo", temperature: 0, stream: true, ...params }));
+    for await (const x of st) if (x.choices.some((y) => y.text !== "")) onText();
+  };
+  try {
+    let plainChunks = 0;
+    let rowChunks = 0;
+    const plain = drain({ prompt: "Marwick is", max_tokens: 120, ignore_eos: true }, () => plainChunks++);
+    plain.catch(() => {}); // awaited below
+    await until(() => plainChunks > 0, "the plain stream to start");
+    const row = drain({ prompt: EL_SENTENCE, max_tokens: 60, onegen: { index: "el" } }, () => rowChunks++);
+    row.catch(() => {}); // awaited below
+    await until(() => rowChunks > 0, "the row to stream");
+    assert.is(s.engine.running, 2, "the row runs in the batch beside the stream");
+    assert.is(s.engine.stats.turns, 0);
+    ctx.device.destroy(); // what a driver reset looks like from here
+    assert.match((await s.failed).message, /GPU device lost/);
+    for (const [what, p] of [["the plain stream", plain], ["the row", row]] as const) {
+      try {
+        await p;
+        assert.unreachable(`${what} completed on a lost device`);
+      } catch (err) {
+        assert.instance(err, OpenAI.APIError, what);
+        assert.match((err as Error).message, /GPU failed/);
+      }
+    }
+    try {
+      await c.completions.create(body({ model: "demo", prompt: "x", max_tokens: 2, onegen: { index: "el" } }));
+      assert.unreachable("a retrieval request was accepted after the device was lost");
+    } catch (err) {
+      assert.is((err as InstanceType<typeof OpenAI.APIError>).status, 503);
+    }
+  } finally {
+    await s.shutdown(0);
+    el.dispose();
+    ctx.destroy();
+  }
 });
 
 test.run();
