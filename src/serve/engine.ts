@@ -58,9 +58,11 @@
 //      give the hits.
 //   3. Injection (multi-hop QA) or a forced id: prefilled into the slot right after the query
 //      token (one forward, like a joining prompt), the next id sampled into next[slot]; the ids
-//      the step in flight sampled after the query token are dropped (Sequence.skipThrough: one
-//      wasted row, no wasted cache rows), and the row rejoins the batch at the next step (its
-//      input row is that id, as a joiner's first id). An injection that does not fit the slot is
+//      the step in flight sampled after the query token are dropped (Sequence.skipThrough; a row
+//      is wasted only when the query token was a joiner's first id, fed by the step that read it
+//      back), and the row rejoins the batch at the next step (its input row is that id, as a
+//      joiner's first id). Cost per retrieval: a one-row forward and a readback between steps
+//      (the batch waits), and per injection one prefill of its L ids. An injection that does not fit the slot is
 //      refused and ends the row ("context-full"), as in the Session run (injectionFits).
 //   4. A search alone (entity linking's [LK] without a forcing pattern) does not stop the row:
 //      ids read back meanwhile wait in Sequence.deferred and follow the retrieval's event.
