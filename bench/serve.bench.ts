@@ -34,7 +34,10 @@
 //   exclusive  the retrieval job holds the device for its whole run (engine.exclusive: serve's
 //              design before the job took turns): the plain streams stall meanwhile;
 //   turns      the job takes turns with the batch (engine.interleave, the readbacks through its
-//              turn: serve's design now);
+//              turn: serve's --retrieval turns);
+//   rows       the job as a row of the batched step (a RowTask: query tokens read from the
+//              step's ids, searched and injected between steps: serve's default); its ids are
+//              checked equal to the job on its own session;
 //   plain      the 4 plain streams alone; retrieval: the job alone (references).
 // Reported: the plain streams' total tokens/s (submit → last end), their tokens/s while the job
 // ran, and the job's latency (start → end).
@@ -200,7 +203,7 @@ async function benchLevels(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> 
   return rows;
 }
 
-type MixedArm = "exclusive" | "turns" | "plain" | "retrieval";
+type MixedArm = "exclusive" | "turns" | "rows" | "plain" | "retrieval";
 
 /** Plain streams beside one retrieval job (see the file header). */
 async function benchMixed(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
@@ -217,7 +220,9 @@ async function benchMixed(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
   await fillSyntheticIndex(index, 1000, { documentTokens: DOC, tokenHigh: V - 8 });
   const slot = 8 + NP + 8;
   const capacity = 8 + 2 * NR + 8 * (DOC + 1); // prompt, tokens, up to 8 injections
-  const engine = new BatchEngine(m.decoder, { maxBatch: STREAMS, slotTokens: slot, maxQueue: 4, eosIds: [], decode: () => "", maxInterleaved: 1 });
+  // one slot more for the rows arm's job, every slot as long as the job's session (the plain
+  // streams' steps only attend to their own rows, so the other arms compute as before)
+  const engine = new BatchEngine(m.decoder, { maxBatch: STREAMS + 1, slotTokens: Math.max(slot, capacity), maxQueue: 4, eosIds: [], decode: () => "", maxInterleaved: 1 });
   const jobPrompt = Array.from({ length: 8 }, (_, j) => (5 + 53 * j) % V);
   /** The retrieval job on its own session: tokens generated and retrievals made. */
   const job = async (query: number | null, turn?: DeviceTurn): Promise<{ ids: number[]; retrievals: number }> => {
@@ -243,6 +248,35 @@ async function benchMixed(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
       s.dispose();
     }
   };
+  /** The retrieval job as a row of the batched step. */
+  const rowJob = (query: number): Promise<{ ids: number[]; retrievals: number }> =>
+    new Promise((resolve, reject) => {
+      const ids: number[] = [];
+      let retrievals = 0;
+      engine.submit(
+        [
+          {
+            prompt: jobPrompt,
+            temperature: 0,
+            seed: 0,
+            maxTokens: NR,
+            stop: [],
+            ignoreEos: true,
+            task: {
+              bannedIds: [],
+              forceAfter: [],
+              retrieval: { index, queryTokenId: query, k: 1, maxRetrievals: Infinity, inject: { prefix: [], suffix: [] } },
+              onEvent: (e) => {
+                if (e.type === "token") ids.push(e.id);
+                else if (e.type === "retrieval") retrievals++;
+                else if (e.type === "done") resolve({ ids, retrievals });
+              },
+            },
+          },
+        ],
+        [{ onEnd: () => {}, onError: reject }],
+      );
+    });
   const rows: BenchRow[] = [];
   try {
     // the query token: the id the job's greedy run without the hook emits most (lowest on ties)
@@ -250,6 +284,7 @@ async function benchMixed(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
     const counts = new Map<number, number>();
     for (const id of solo.ids) counts.set(id, (counts.get(id) ?? 0) + 1);
     const query = [...counts].sort((a, b) => b[1] - a[1] || a[0] - b[0])[0]![0];
+    const ref = await job(query);
     const once = async (arm: MixedArm) => {
       const t0 = performance.now();
       const g0 = engine.stats.tokensGenerated;
@@ -284,19 +319,21 @@ async function benchMixed(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
       if (arm !== "plain") {
         const j0 = performance.now();
         const gj = engine.stats.tokensGenerated;
-        const r = arm === "turns" ? await engine.interleave((turn) => job(query, turn)).done : await engine.exclusive(() => job(query));
+        const r = arm === "turns" ? await engine.interleave((turn) => job(query, turn)).done : arm === "rows" ? await rowJob(query) : await engine.exclusive(() => job(query));
+        if (r.ids.join() !== ref.ids.join()) throw new Error(`serve mixed bench: the ${arm} arm's job wrote other ids than the job alone`);
         jobMs = performance.now() - j0;
         during = engine.stats.tokensGenerated - gj;
         retrievals = r.retrievals;
       }
       await Promise.all(plain);
+      if (arm !== "retrieval" && plainTokens !== STREAMS * NP) throw new Error(`serve mixed bench: ${plainTokens} plain tokens, expected ${STREAMS * NP}`);
       const plainMs = plainEnd - t0;
-      if (arm !== "retrieval" && engine.stats.tokensGenerated - g0 !== STREAMS * NP) throw new Error(`serve mixed bench: ${engine.stats.tokensGenerated - g0} plain tokens, expected ${STREAMS * NP}`);
+      if (arm !== "retrieval" && arm !== "rows" && engine.stats.tokensGenerated - g0 !== STREAMS * NP) throw new Error(`serve mixed bench: ${engine.stats.tokensGenerated - g0} plain tokens, expected ${STREAMS * NP}`);
       return { plainTps: arm === "retrieval" ? 0 : (plainTokens / plainMs) * 1000, duringTps: jobMs > 0 ? (during / jobMs) * 1000 : 0, jobMs, retrievals, plainLat };
     };
     // warm-up: pipelines, the step programs of widths 1..4, the pool
-    for (const a of ["turns", "exclusive"] as MixedArm[]) await once(a);
-    const arms: MixedArm[] = ["exclusive", "turns", "plain", "retrieval"];
+    for (const a of ["turns", "exclusive", "rows"] as MixedArm[]) await once(a);
+    const arms: MixedArm[] = ["exclusive", "turns", "rows", "plain", "retrieval"];
     const got = new Map(arms.map((a) => [a, [] as Awaited<ReturnType<typeof once>>[]]));
     for (let i = 0; i < samples; i++) for (const a of i % 2 === 0 ? arms : [...arms].reverse()) got.get(a)!.push(await once(a));
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;

@@ -4,7 +4,8 @@
 // against the decoder's hidden state normalised on the CPU, auth, every error path, the queue
 // limit (429 + Retry-After), client disconnects freeing their sequences, concurrent greedy
 // streams each equal to the same request alone (nothing lost, nothing mixed), OneGen retrieval
-// requests taking turns with plain streams (each output equal to its solo run; the plain streams
+// requests on their own sessions (retrieval "turns"; the default rows of the batched step are
+// test/serve-retrieval-rows.test.ts) taking turns with plain streams (each output equal to its solo run; the plain streams
 // keep producing tokens meanwhile; a disconnect frees the retrieval session at once), a lost
 // device (503, `failed`), and the command itself (SIGTERM drains and exits 0).
 import { test } from "uvu";
@@ -105,7 +106,9 @@ test.before(async () => {
     ["el", { name: "el", index: elIndex }],
     ["mh", { name: "mh", index: mhIndex }],
   ]);
-  server = await startServer(model, { apiKey: KEY, modelId: "demo", maxBatch: 8, maxQueue: 8, contextTokens: CONTEXT, maxN: 4, maxBodyBytes: 64 * 1024, indexes });
+  // retrieval "turns": this file tests retrieval requests on their own sessions (the rows, the
+  // default, are test/serve-retrieval-rows.test.ts)
+  server = await startServer(model, { apiKey: KEY, modelId: "demo", maxBatch: 8, maxQueue: 8, contextTokens: CONTEXT, maxN: 4, maxBodyBytes: 64 * 1024, indexes, retrieval: "turns" });
   client = new OpenAI({ apiKey: KEY, baseURL: server.url + "/v1", maxRetries: 0, timeout: 60_000 });
 });
 
@@ -498,7 +501,7 @@ test("a lost device: in-flight requests (a retrieval request among them) and lat
   const ctx = await openDevice();
   const m = await loadDecoder(ctx, DEMO_MODEL);
   const el = await loadIndex(ctx, join(ROOT, "demo", "index", "el"), m.decoder);
-  const s = await startServer(m, { modelId: "demo", maxBatch: 2, contextTokens: CONTEXT, indexes: new Map([["el", { name: "el", index: el }]]) });
+  const s = await startServer(m, { modelId: "demo", maxBatch: 2, contextTokens: CONTEXT, indexes: new Map([["el", { name: "el", index: el }]]), retrieval: "turns" });
   const c = new OpenAI({ apiKey: "none", baseURL: s.url + "/v1", maxRetries: 0 });
   try {
     assert.ok((await c.completions.create({ model: "demo", prompt: "Marwick is", max_tokens: 3, temperature: 0 })).choices[0]!.text.length > 0);

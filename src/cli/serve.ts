@@ -1,17 +1,18 @@
 // `onegen serve --model DIR [--host 127.0.0.1] [--port 8000] [--api-key KEY] [--max-batch N]
 //  [--max-queue N] [--context N] [--max-tokens N] [--max-n N] [--max-body SIZE] [--model-name ID]
-//  [--chat-template FILE] [--doc-token TOKEN] [--index NAME=DIR[,NAME=DIR…]] [--max-retrievals N] [--drain-seconds S] [--gpu-memory SIZE] [--dtype D]`
+//  [--chat-template FILE] [--doc-token TOKEN] [--index NAME=DIR[,NAME=DIR…]] [--retrieval rows|turns] [--max-retrievals N] [--drain-seconds S] [--gpu-memory SIZE] [--dtype D]`
 // An OpenAI-compatible HTTP server (src/serve/): concurrent requests share decode steps. Binds
 // 127.0.0.1 unless --host says otherwise. The KV cache ((max-batch + 1) × context tokens) is
 // planned with the weights against the GPU memory budget before loading. SIGTERM or SIGINT:
 // stop accepting, let running sequences finish for --drain-seconds, cancel the rest, exit 0.
 // A lost GPU device: in-flight requests get 503, the process exits 1. --index loads OneGen
 // indexes that requests name in `onegen: {index, task, k, inject}` (planned with the weights, and
-// --max-retrievals sessions of --context rows: each retrieval request runs on its own session,
-// taking turns with the batch's steps).
+// --max-retrievals sessions of --context rows). --retrieval rows (default): a retrieval request
+// decodes as a row of the batched step (src/serve/retrieval.ts rowsRefusal); with --retrieval
+// turns each runs on its own session, taking turns with the batch's steps.
 import { readFile } from "node:fs/promises";
 import { basename, resolve } from "node:path";
-import { numberFlag, parseArgs, sizeFlag } from "./args.js";
+import { choiceFlag, numberFlag, parseArgs, sizeFlag } from "./args.js";
 import { MODEL_FLAGS, unusedTensorsWarning } from "./model.js";
 import { openDevice } from "../gpu/device.js";
 import { loadDecoder } from "../model/load.js";
@@ -41,13 +42,13 @@ const USAGE =
   "usage: onegen serve --model DIR [--host H (default 127.0.0.1)] [--port N (default 8000; 0: any free port)] [--api-key KEY (or env ONEGEN_API_KEY)] " +
   "[--max-batch N (default 8)] [--max-queue N (default 64)] [--context N (tokens per sequence; default min(model, 2048))] [--max-tokens N] [--max-n N (default 4)] " +
   "[--max-body SIZE (default 1M)] [--model-name ID (default: the directory's name)] [--chat-template FILE] [--doc-token TOKEN|#ID (default [SE])] " +
-  "[--index NAME=DIR[,NAME=DIR…] (OneGen indexes for the onegen extension)] [--max-retrievals N (retrieval requests running at once; default 2)] [--drain-seconds S (default 10)] [--gpu-memory SIZE] [--dtype auto|f16|f32] [--quiet]";
+  "[--index NAME=DIR[,NAME=DIR…] (OneGen indexes for the onegen extension)] [--retrieval rows|turns (retrieval requests as rows of the batched step, default; or each on its own session)] [--max-retrievals N (retrieval requests on their own sessions running at once; default 2)] [--drain-seconds S (default 10)] [--gpu-memory SIZE] [--dtype auto|f16|f32] [--quiet]";
 
 export async function serveCommand(argv: string[]): Promise<number> {
   const args = parseArgs(
     argv,
     {
-      values: [...MODEL_FLAGS, "host", "port", "api-key", "max-batch", "max-queue", "max-tokens", "max-n", "max-body", "model-name", "chat-template", "doc-token", "index", "max-retrievals", "drain-seconds"],
+      values: [...MODEL_FLAGS, "host", "port", "api-key", "max-batch", "max-queue", "max-tokens", "max-n", "max-body", "model-name", "chat-template", "doc-token", "index", "retrieval", "max-retrievals", "drain-seconds"],
       booleans: ["help", "quiet"],
     },
     "serve",
@@ -68,6 +69,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
   const maxQueue = numberFlag(args, "max-queue", "serve", { integer: true, min: 0, max: 1_000_000 }) ?? 64;
   const maxN = numberFlag(args, "max-n", "serve", { integer: true, min: 1, max: 64 });
   const maxRetrievals = numberFlag(args, "max-retrievals", "serve", { integer: true, min: 1, max: 256 }) ?? 2;
+  const retrieval = choiceFlag(args, "retrieval", ["rows", "turns"] as const, "serve") ?? "rows";
   const maxTokens = numberFlag(args, "max-tokens", "serve", { integer: true, min: 1 });
   const drainSeconds = numberFlag(args, "drain-seconds", "serve", { min: 0, max: 3600 }) ?? 10;
   const maxBody = sizeFlag(args, "max-body", "serve") ?? 1 << 20;
@@ -132,6 +134,7 @@ export async function serveCommand(argv: string[]): Promise<number> {
         ...(args.flags.has("doc-token") ? { docToken: args.flags.get("doc-token")! } : {}),
         indexes,
         maxRetrievals,
+        retrieval,
         onInternalError: (e) => process.stderr.write(`onegen serve: internal error: ${(e as Error)?.stack ?? String(e)}\n`),
       });
     } catch (e) {

@@ -9,8 +9,8 @@ import type { DocumentIndex } from "./index.js";
 import { ONEGEN_ENTITY_LINKING } from "./defaults.js";
 import { markerIdsOf, textMarker, tokenIdOf } from "./token-names.js";
 import { annotatedMentions, mapMentionIdsToInput, mapMentionsToInput } from "./parse-output.js";
-import { capacityFor, checkIndex, execute, preparePrompt, samplingOf, undecodableIds } from "./task-runner.js";
-import type { EntityLinkingOptions, EntityLinkingResult, LinkedMention, TaskInput, TaskModel } from "./protocol.js";
+import { capacityFor, checkIndex, execute, preparePrompt, samplingOf, undecodableIds, type PreparedTask } from "./task-runner.js";
+import type { EntityLinkingOptions, EntityLinkingResult, LinkedMention, TaskInput, TaskModel, TaskResult } from "./protocol.js";
 
 /** The resolved token ids of an entity-linking run. */
 export interface EntityLinkingTokens {
@@ -68,6 +68,12 @@ export function copyInputRule(model: TaskModel, ids: readonly number[] | null, t
  * `</MENTION>[LK]`; each [LK] links its mention to the best index entry (no injection).
  */
 export async function runEntityLinking(model: TaskModel, index: DocumentIndex, input: TaskInput, o: EntityLinkingOptions = {}): Promise<EntityLinkingResult> {
+  const t = prepareEntityLinking(model, index, input, o);
+  return t.finish(await execute(model, t.prompt, t.gen, t.capacity, o));
+}
+
+/** runEntityLinking before it runs (see PreparedTask): checked, its prompt and rules resolved. */
+export function prepareEntityLinking(model: TaskModel, index: DocumentIndex, input: TaskInput, o: EntityLinkingOptions = {}): PreparedTask<EntityLinkingResult> {
   const what = "entity linking";
   checkIndex(model, index, what, o, "entity-linking");
   const toks = entityLinkingTokens(model, o);
@@ -87,7 +93,12 @@ export async function runEntityLinking(model: TaskModel, index: DocumentIndex, i
     ...(o.copyInput ? { copyInput: copyInputRule(model, "text" in inp ? null : inp.ids, "text" in inp ? inp.text : null, toks, o.eosIds ?? model.decoder.config.eosTokenIds) } : {}),
   };
   const capacity = capacityFor(model, prompt.length, maxNew, 0, 0, o, what);
-  const { result } = await execute(model, prompt, gen, capacity, o);
+  return { prompt, gen, capacity, finish: ({ result }) => linkedResult(model, toks, inp, prompt, result, o) };
+}
+
+function linkedResult(model: TaskModel, toks: EntityLinkingTokens, inp: { text: string } | { ids: number[] }, prompt: number[], result: TaskResult, o: EntityLinkingOptions): EntityLinkingResult {
+  const tk = model.tokenizer;
+  const decode = tk ? (ids: number[]) => tk.decode(ids) : undefined;
   // Mentions of the generated part: one per generated query token.
   const gen0 = prompt.length;
   const written = result.ids.slice(gen0);

@@ -8,7 +8,7 @@ import type { DocumentIndex } from "./index.js";
 import { ONEGEN_MULTIHOP_QA } from "./defaults.js";
 import { markerIdsOf, textMarker, tokenIdOf } from "./token-names.js";
 import { extractAnswer, extractAnswerIds } from "./parse-output.js";
-import { capacityFor, checkIndex, execute, preparePrompt, samplingOf, undecodableIds } from "./task-runner.js";
+import { capacityFor, checkIndex, execute, preparePrompt, samplingOf, undecodableIds, type Execution, type PreparedTask } from "./task-runner.js";
 import type { MultiHopOptions, MultiHopResult, TaskInput, TaskModel } from "./protocol.js";
 
 /** The resolved token ids of a multi-hop QA run. */
@@ -40,6 +40,12 @@ export function multiHopTokens(model: TaskModel, o: MultiHopOptions = {}): Multi
  * OneGen reads it from the last increment).
  */
 export async function runMultiHopQa(model: TaskModel, index: DocumentIndex, input: TaskInput, o: MultiHopOptions = {}): Promise<MultiHopResult> {
+  const t = prepareMultiHopQa(model, index, input, o);
+  return t.finish(await execute(model, t.prompt, t.gen, t.capacity, o));
+}
+
+/** runMultiHopQa before it runs (see PreparedTask): checked, its prompt and rules resolved. */
+export function prepareMultiHopQa(model: TaskModel, index: DocumentIndex, input: TaskInput, o: MultiHopOptions = {}): PreparedTask<MultiHopResult> {
   const what = "multi-hop QA";
   checkIndex(model, index, what, o, "multihop-qa");
   const toks = multiHopTokens(model, o);
@@ -68,7 +74,11 @@ export async function runMultiHopQa(model: TaskModel, index: DocumentIndex, inpu
   for (const d of index.documents) longest = Math.max(longest, d.tokenCount);
   if (o.maxDocTokens !== undefined) longest = Math.min(longest, o.maxDocTokens);
   const capacity = capacityFor(model, prompt.length, maxNew, toks.prefix.length + longest + toks.suffix.length, index.count > 0 ? maxRetrievals : 0, o, what);
-  const { result, writtenRuns } = await execute(model, prompt, gen, capacity, o);
+  return { prompt, gen, capacity, finish: (x) => answerResult(model, toks, x, answerOpenText, answerCloseText) };
+}
+
+function answerResult(model: TaskModel, toks: MultiHopTokens, { result, writtenRuns }: Execution, answerOpenText: string | null, answerCloseText: string | null): MultiHopResult {
+  const tk = model.tokenizer;
   const lastRun = writtenRuns[writtenRuns.length - 1]!;
   let answer: string | null = null;
   let answerIds: number[] | null = null;

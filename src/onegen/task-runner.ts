@@ -14,7 +14,7 @@ import { TraceBuilder } from "./trace.js";
 import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA } from "./defaults.js";
 import type { TokenRef } from "./token-names.js";
 import { streamRun } from "./stream.js";
-import type { TaskInput, TaskModel, TaskResult, TaskRetrieval, TaskRunOptions } from "./protocol.js";
+import type { TaskEvent, TaskInput, TaskModel, TaskResult, TaskRetrieval, TaskRunOptions } from "./protocol.js";
 
 interface Prepared {
   prompt: number[];
@@ -58,10 +58,78 @@ export function capacityFor(model: TaskModel, promptLength: number, maxNew: numb
   return Math.max(promptLength, Math.min(maxPos, want));
 }
 
-interface Execution {
+/**
+ * A task run before it runs: its prompt, its decode options (rules and retrieval), its cache rows,
+ * and how its result is read from the collected execution. runEntityLinking / runMultiHopQa run
+ * it on a Session (execute); onegen serve runs it as a row of the batched step.
+ */
+export interface PreparedTask<R extends TaskResult> {
+  prompt: number[];
+  gen: RetrievalGenerateOptions;
+  capacity: number;
+  finish(x: Execution): R;
+}
+
+export interface Execution {
   result: TaskResult;
   /** Model-written ids (generated and forced) per run between injections, in order. */
   writtenRuns: number[][];
+}
+
+/**
+ * Collects a run's events (src/onegen/protocol.ts TaskEvent) into its result, its trace and the
+ * model-written runs: the one definition for a run on a Session (execute) and a run as a row of
+ * the server's batched step (src/serve/engine.ts).
+ */
+export class TaskCollector {
+  readonly trace = new TraceBuilder();
+  readonly retrievals: TaskRetrieval[] = [];
+  readonly injections: TaskResult["injections"] = [];
+  readonly writtenRuns: number[][] = [[]];
+  newTokens = 0;
+
+  constructor(readonly prompt: readonly number[]) {
+    this.trace.push("prompt", prompt);
+  }
+
+  push(e: TaskEvent): void {
+    if (e.type === "token") {
+      this.trace.push(e.kind, [e.id]);
+      this.writtenRuns[this.writtenRuns.length - 1]!.push(e.id);
+      this.newTokens++;
+    } else if (e.type === "retrieval") {
+      this.trace.retrieval(e.position, e.hits);
+      this.retrievals.push({ position: e.position, source: e.source, hits: e.hits });
+    } else if (e.type === "injection") {
+      if ("refused" in e) this.injections.push({ position: e.position, refused: true });
+      else {
+        this.trace.push("injected", e.ids);
+        this.injections.push({ position: e.position, start: e.start, ids: e.ids, document: e.document });
+        this.writtenRuns.push([]);
+      }
+    }
+  }
+
+  /** The result; `ids`, when given (the session's), must equal the trace's. */
+  finish(model: TaskModel, finish: FinishReason, mode: TaskResult["mode"], stats: TaskResult["stats"], ids?: readonly number[]): Execution {
+    const t = this.trace.toJSON();
+    if (ids && (t.ids.length !== ids.length || t.ids.some((x, i) => x !== ids[i]))) {
+      throw new Error(`task run: the trace (${t.ids.length} ids) disagrees with the session (${ids.length} ids)`);
+    }
+    const tail = t.ids.slice(this.prompt.length);
+    const result: TaskResult = {
+      mode,
+      promptIds: [...this.prompt],
+      ids: [...t.ids],
+      finish,
+      retrievals: this.retrievals,
+      injections: this.injections,
+      trace: t,
+      output: model.tokenizer ? model.tokenizer.decode(tail) : null,
+      stats,
+    };
+    return { result, writtenRuns: this.writtenRuns };
+  }
 }
 
 /** Runs the event stream on a fresh session and collects the result, the trace and the model-written runs. */
@@ -69,12 +137,7 @@ export async function execute(model: TaskModel, prompt: number[], gen: Retrieval
   const decoder = model.decoder;
   const ctx = decoder.ctx;
   const session = new Session(decoder, decoder.createCache(capacity, o.cacheDtype));
-  const trace = new TraceBuilder();
-  trace.push("prompt", prompt);
-  const retrievals: TaskRetrieval[] = [];
-  const injections: TaskResult["injections"] = [];
-  const writtenRuns: number[][] = [[]];
-  let newTokens = 0;
+  const collector = new TaskCollector(prompt);
   const r0 = ctx.stats.readbacks;
   const t0 = performance.now();
   try {
@@ -89,39 +152,9 @@ export async function execute(model: TaskModel, prompt: number[], gen: Retrieval
       }
       const e = r.value;
       o.onEvent?.(e);
-      if (e.type === "token") {
-        trace.push(e.kind, [e.id]);
-        writtenRuns[writtenRuns.length - 1]!.push(e.id);
-        newTokens++;
-      } else if (e.type === "retrieval") {
-        trace.retrieval(e.position, e.hits);
-        retrievals.push({ position: e.position, source: e.source, hits: e.hits });
-      } else if (e.type === "injection") {
-        if ("refused" in e) injections.push({ position: e.position, refused: true });
-        else {
-          trace.push("injected", e.ids);
-          injections.push({ position: e.position, start: e.start, ids: e.ids, document: e.document });
-          writtenRuns.push([]);
-        }
-      }
+      collector.push(e);
     }
-    const t = trace.toJSON();
-    if (t.ids.length !== session.ids.length || t.ids.some((x, i) => x !== session.ids[i])) {
-      throw new Error(`task run: the trace (${t.ids.length} ids) disagrees with the session (${session.ids.length} ids)`);
-    }
-    const tail = session.ids.slice(prompt.length);
-    const result: TaskResult = {
-      mode: o.twoPass ? "two-pass" : "one-pass",
-      promptIds: prompt,
-      ids: [...session.ids],
-      finish,
-      retrievals,
-      injections,
-      trace: t,
-      output: model.tokenizer ? model.tokenizer.decode(tail) : null,
-      stats: { readbacks: ctx.stats.readbacks - r0, ms: performance.now() - t0, newTokens },
-    };
-    return { result, writtenRuns };
+    return collector.finish(model, finish, o.twoPass ? "two-pass" : "one-pass", { readbacks: ctx.stats.readbacks - r0, ms: performance.now() - t0, newTokens: collector.newTokens }, session.ids);
   } finally {
     session.dispose();
   }

@@ -7,7 +7,7 @@
 import type { Tokenizer } from "../tokenizer.js";
 import type { Decoder } from "../model/decoder.js";
 import type { LoadedDecoder } from "../model/load.js";
-import { runRetrieval, type RetrievalOutcome, type RetrievalReport, type ServedIndex } from "./retrieval.js";
+import { runRetrieval, startRetrievalRow, type RetrievalOutcome, type RetrievalReport, type ServedIndex } from "./retrieval.js";
 import type { DeviceTurn } from "../model/session.js";
 import { DEFAULT_DOCUMENT_TEMPLATE } from "../onegen/encode.js";
 import { LoadError } from "../errors.js";
@@ -56,6 +56,12 @@ export interface ApiOptions {
   /** Indexes requests may name in `onegen.index`, and the model the tasks run on. */
   indexes?: ReadonlyMap<string, ServedIndex>;
   model?: LoadedDecoder;
+  /**
+   * How retrieval requests run: "rows" (default): as rows of the batched step when they can
+   * (retrieval.ts rowsRefusal), else on a Session of their own taking turns with the batch;
+   * "turns": always on their own Session.
+   */
+  retrieval?: "rows" | "turns";
 }
 
 let counter = 0;
@@ -223,7 +229,11 @@ export class OpenAiApi {
     reply.json(200, { id, object: kind === "chat" ? "chat.completion" : "text_completion", created, model, system_fingerprint: null, choices, usage: u });
   }
 
-  /** A OneGen request: the task with in-loop retrieval on its own session, taking turns with the batch (engine.interleave). */
+  /**
+   * A OneGen request: the task with in-loop retrieval as a row of the batched step
+   * (startRetrievalRow), or, when it cannot be one or with retrieval "turns", on its own session
+   * taking turns with the batch (engine.interleave).
+   */
   private async retrieve(req: CompletionRequest | ChatRequest, served: ServedIndex, input: { text: string } | { ids: number[] }, reply: Reply, kind: "completion" | "chat"): Promise<void> {
     const slot = this.o.limits.contextTokens;
     const s = req.sampling;
@@ -274,7 +284,22 @@ export class OpenAiApi {
           gone: () => gone,
         },
       );
-    job = this.o.engine.interleave(run); // throws 429/503 before anything is written
+    const rowOpts = { maxTokens: s.maxTokens ?? slot, temperature: s.temperature, topP: s.topP, topK: s.topK, seed: s.seed, capacity: slot };
+    const rowEvents = {
+      onDelta: (d: string) => {
+        if (!req.stream || gone) return;
+        start();
+        reply.event(chunk([piece(d, null)]));
+      },
+      onRetrieval: (r: RetrievalReport) => {
+        if (!req.stream || gone) return;
+        start();
+        reply.event(chunk([], { retrieval: r }));
+      },
+    };
+    // both throw 429/503 (and 400 for the task's refusals) before anything is written
+    job = (this.o.retrieval ?? "rows") === "rows" ? startRetrievalRow(this.o.engine, this.o.model!, served, req.onegen!, input, rowOpts, rowEvents) : null;
+    job ??= this.o.engine.interleave(run);
     if (gone) job.cancel();
     let out: RetrievalOutcome | null;
     try {

@@ -40,8 +40,44 @@
 // Embeddings (normalised final-norm hidden state at the document token, as the index builder
 // embeds documents: src/onegen/encode.ts) run between steps in the embedding slot (exclusive():
 // alone on the device, readback included).
-// OneGen retrieval requests (src/serve/retrieval.ts) run on a Session of their own and take turns
-// with the batch at step granularity (interleave()): whoever encodes holds the DeviceLock
+// Retrieval requests as rows (SequenceParams.task, a RowTask; src/serve/retrieval.ts
+// startRetrievalRow): a OneGen request decodes as a row of the captured step, beside plain
+// sequences, its prompt prefilled into its slot like any joiner. What its Session run does in its
+// own decode step (src/model/decode-step.ts, src/onegen/loop.ts) the engine does per row:
+//   1. Logits rules and sampling: banned ids (undecodable) are masked on the row's logits and its
+//      id taken again into next[slot] after the program (greedy, or drawn with its seed at the
+//      Session run's sampler step: generated ids plus injections fed while decoding); forcing rules
+//      (entity linking's [_CONTINUE_] after `</MENTION>[LK]`) are checked on the host against the
+//      row's ids as each id is read back.
+//   2. Query tokens are read from the step's readback. The search runs between steps, the loop
+//      alone on the device (runActions, queue-ordered after the step in flight, which fed the
+//      query token): a one-row forward of the query token at its position, attending to the
+//      slot's rows, its own k/v written to the embedding slot (the slot keeps the step's rows;
+//      a query token no step fed, the row's last id, writes its own row), gives its final-norm
+//      hidden state; DocumentIndex.searchGpu (the Session run's cosine top-k) and one readback
+//      give the hits.
+//   3. Injection (multi-hop QA) or a forced id: prefilled into the slot right after the query
+//      token (one forward, like a joining prompt), the next id sampled into next[slot]; the ids
+//      the step in flight sampled after the query token are dropped (Sequence.skipThrough; a row
+//      is wasted only when the query token was a joiner's first id, fed by the step that read it
+//      back), and the row rejoins the batch at the next step (its input row is that id, as a
+//      joiner's first id). Cost per retrieval: a one-row forward and a readback between steps
+//      (the batch waits), and per injection one prefill of its L ids. An injection that does not fit the slot is
+//      refused and ends the row ("context-full"), as in the Session run (injectionFits).
+//   4. A search alone (entity linking's [LK] without a forcing pattern) does not stop the row:
+//      ids read back meanwhile wait in Sequence.deferred and follow the retrieval's event.
+//   5. A prompt that holds query tokens or ends with a forcing pattern (OneGen's disambiguation
+//      prompts) joins by joinTask, between steps: prefilled alone, each query token in it
+//      searched (source "prompt"), then the injection (a prompt ending with the query token) or
+//      the forced id, as src/onegen/stream.ts starts a Session run.
+// The row's events (token, retrieval, injection, done) are the Session run's, in its order;
+// src/onegen/task-runner.ts TaskCollector turns them into the task's result. Its tokens equal the
+// request alone (greedy ids of the batched forward equal the Session's on the tests' models;
+// scores differ in the last bits: the forwards round differently). Not rows (retrieval.ts
+// rowsRefusal; they take turns, below): copy-input and stop strings (tasks' options the server
+// does not pass), a capacity other than the slot, and stepMode "forward".
+// OneGen retrieval requests that are not rows (and all of them with the server's retrieval
+// "turns") run on a Session of their own and take turns with the batch at step granularity (interleave()): whoever encodes holds the DeviceLock
 // (src/serve/device-turns.ts, which says why encodings must not interleave: one open batch and
 // one capture state per GpuContext, captures recorded across awaits); the loop lets go of it
 // while it awaits a step's readback, a retrieval session while it awaits one of its readbacks
@@ -51,65 +87,25 @@
 // maxInterleaved retrieval requests progress together, each on its own KV cache (planned against
 // the memory budget at start: checkEngineFits). A cancelled job leaves at once (its wait for the
 // lock or for its readback rejects); a GPU error or lost device inside one fails the engine.
-//
-// Retrieval sequences as rows of the batched step (not built; what it would take). Today a
-// retrieval request costs the device a full single-row step per token, beside the batch; as a row
-// of the batched step it would cost ~1/3 of that (an 8-row step's projections cost ×3.1 of one
-// row's here) and stream at the batch's pace. What the task's Session step does that the
-// batched step has no per-row form of, and how each would fit:
-//   1. Logits rules per row: undecodable ids banned (per model: one mask for every row),
-//      forceAfter (entity linking forces [_CONTINUE_] after `</MENTION>[LK]`) and copy-input
-//      (optional constrained decoding) read the sequence's ids on the GPU: the engine would keep
-//      a per-slot context [maxBatch, slotTokens] (the program appends each row's fed id), a
-//      per-slot rule descriptor (host-written when the sequence joins, like the step's positions)
-//      and batched forms of the rule kernels (src/ops/decode_state.ts: a grid over rows, each
-//      reading its own descriptor, returning at once for a plain row), each with a CPU reference.
-//   2. Final-norm hidden state at query rows: the lm_head GEMV folds the final RMSNorm into its
-//      prologue, so the normalised rows are never materialised; an rmsnorm over the b rows into
-//      [b, D] (b·D floats, cheap) before lm_head.
-//   3. Search: one gated top-k per served index (a fixed set, known at start) over the [b, D]
-//      rows, the gate per row (the row fed that sequence's query token, on that index) instead of
-//      one u32 gate: a per-row-gate variant of cosineTopK (src/ops/search.ts) and of the RECORD
-//      stage (kernels/onegen_loop.wgsl), the hits in the step's readback (1 + 2k words per
-//      retrieval row beside the 8·b bytes).
-//   4. Injection: the Session plans it on the GPU and feeds the L document rows at the next step
-//      (kernels read the row count on the GPU). The batched step has one row per slot, its GEMMs
-//      sized on the host (src/ops/linear.ts: not GPU-sized). Fitting the engine as it is: the
-//      host reads the hit with the step's ids (one step later, as the step in flight already
-//      fed the slot's next token) and prefills the document into the slot like a joining prompt
-//      (rows p + 1 … p + L, overwriting the wasted row's cache entry; its sampled id ignored),
-//      the first id after it sampled into next[slot]: one wasted row and one step of latency
-//      per injection, no new kernel. A GPU-planned variable row count per step would need the
-//      step's GEMMs and attention to read T on the GPU with grids sized for b + Lmax rows.
-//   5. Query tokens in the prompt (src/onegen/stream.ts): searched at join time (the prefill
-//      keeps those rows' hidden states; one host readback), an injection when the prompt ends
-//      with the query token prefilled before the slot's first step.
-//   6. The task layer: src/onegen/task-runner.ts drives a Session from end to end; it would split
-//      into a spec (prompt, rules, retrieval spec: what a slot descriptor holds), the events from
-//      the engine's per-step records, and the result assembly (mentions, answer) from the ids.
-//   7. One step program per width still: rows differ only by descriptor data, never by program;
-//      the rule and search dispatches return at once for plain rows (a few dispatches per step
-//      more for plain batches; measure them against the decode-hook bench's ~10% bound).
-// Equality to the request alone then rests on the batched forward's numerics (greedy ids already
-// equal Session.generate's for plain streams; hit scores may differ in the last bits, so ties in
-// the top-k could too). Size: the batched rule/search/record kernels with CPU references and
-// awkward-shape tests, the engine's descriptors, context and host-planned injection, the task
-// runner split, and the tests of solo equality for both tasks: several sessions of work.
 
 import type { GpuContext } from "../gpu/context.js";
 import { Tensor } from "../gpu/tensor.js";
 import type { CapturedProgram } from "../gpu/capture.js";
 import type { Decoder, KVCache } from "../model/decoder.js";
 import { DeviceLostError, GpuOutOfMemoryError, GpuValidationError, UsageError } from "../errors.js";
-import type { DeviceTurn } from "../model/session.js";
+import type { DeviceTurn, FinishReason } from "../model/session.js";
 import { kvCacheBytes } from "../model/config.js";
-import { sample, planSample, NONFINITE_ID } from "../ops/sample.js";
+import { sample, planSample, maskLogits, NONFINITE_ID } from "../ops/sample.js";
 import type { DispatchPlan } from "../ops/dispatch-plan.js";
 import { embedding } from "../ops/embedding.js";
 import { l2normRows } from "../ops/l2norm.js";
 import { ApiError } from "./protocol.js";
 import { StreamText } from "./text.js";
 import { Abort, DeviceLock } from "./device-turns.js";
+import type { DocumentIndex } from "../onegen/index.js";
+import { injectionFits, injectionIds, type RetrievalHit } from "../onegen/loop.js";
+import type { TaskEvent } from "../onegen/protocol.js";
+import { NO_ID } from "../ops/search.js";
 
 export interface EngineOptions {
   /** Sequences decoded together (KV cache slots). */
@@ -153,6 +149,31 @@ export interface SequenceParams {
   stop: readonly string[];
   /** Generate past the end-of-sequence ids. */
   ignoreEos?: boolean;
+  /** A OneGen task run as a row of the batched step (captured mode; see RowTask). */
+  task?: RowTask;
+}
+
+/**
+ * A OneGen task decoded as a row of the batched step (see the file header, "Retrieval requests as
+ * rows"): the rules of its Session run (src/onegen/task-runner.ts PreparedTask) in the form the
+ * engine applies per row (src/serve/retrieval.ts rowsRefusal routes other requests to their own
+ * Session).
+ */
+export interface RowTask {
+  /** Ids never sampled (the model's undecodable ids). */
+  bannedIds: readonly number[];
+  /** After the row's ids end with `pattern`, its next id is `token` (entity linking's [_CONTINUE_]). */
+  forceAfter: readonly { pattern: readonly number[]; token: number }[];
+  /** In-loop retrieval; null (or an empty index): none. */
+  retrieval: {
+    index: DocumentIndex;
+    queryTokenId: number;
+    k: number;
+    maxRetrievals: number;
+    inject: { prefix: readonly number[]; suffix: readonly number[]; maxDocTokens?: number } | null;
+  } | null;
+  /** The run's events, in the order a Session run yields them (src/onegen/stream.ts), "done" last. */
+  onEvent: (e: TaskEvent) => void;
 }
 
 export interface SequenceEvents {
@@ -249,6 +270,25 @@ class Sequence implements SequenceHandle {
   /** Captured mode: ids sampled for it so far, including steps in flight. */
   sampled = 0;
   readonly text: StreamText;
+  // Task rows (params.task) only:
+  /** Every id of the row's cache positions (prompt, generated and forced, injected). */
+  readonly ids: number[];
+  /** Injected ids (they take positions but are not generated). */
+  injected = 0;
+  /** Injections fed during decoding: each took a step of the Session run (its sampler's step counter). */
+  injectSteps = 0;
+  /** Retrievals so far. */
+  retrievals = 0;
+  /** Work between steps that the last accepted id asks for (run by runActions before anything else is encoded). */
+  action: RowAction | null = null;
+  /** Ids sampled for the row by steps with serial ≤ this are dropped (an injection or a forced id replaces them). */
+  skipThrough = -1;
+  /** Ids accepted while a search-only action was pending, handled after it. */
+  readonly deferred: number[] = [];
+  /** The row's next step feeds an id sampled between steps (its input row is a new id, as a joiner's). */
+  rejoin = false;
+  /** Uploaded banned ids (task rows with some). */
+  banned: Tensor | null = null;
 
   constructor(
     readonly engine: BatchEngine,
@@ -258,6 +298,7 @@ class Sequence implements SequenceHandle {
   ) {
     this.pending = [...params.prompt];
     this.text = new StreamText(decode, params.stop);
+    this.ids = params.task ? [...params.prompt] : [];
   }
 
   cancel(): void {
@@ -265,6 +306,22 @@ class Sequence implements SequenceHandle {
     this.cancelled = true;
     this.engine.wake();
   }
+}
+
+/** What a task row's last accepted id (a query token, or the end of a forcing pattern) asks for between steps. */
+interface RowAction {
+  /** Cache position of the id. */
+  position: number;
+  /** Search the index at its final-norm hidden state. */
+  search: boolean;
+  /** The id a forcing rule puts after it (when nothing is injected), or null. */
+  force: number | null;
+  /** The row ends after this (its last id was the query token: the retrieval is still reported). */
+  end: FinishReason | null;
+  /** The ids sampled after it by steps already encoded are dropped (an injection, a forced id or the end replaces them). */
+  skips: boolean;
+  /** The row joins this way (joinTask): its prompt holds query tokens or ends with a forcing pattern. */
+  join?: boolean;
 }
 
 /** Work that runs alone between steps (embeddings, retrieval requests on their own session). */
@@ -319,6 +376,8 @@ export class BatchEngine {
   /** Captured mode: the step program of each batch width, built on first use. */
   private readonly buckets = new Map<number, Bucket>();
   private stopping = false;
+  /** Captured mode: serial number of the last step encoded. */
+  private serial = 0;
   private fatalError: Error | null = null;
   private readonly loop: Promise<void>;
 
@@ -387,6 +446,7 @@ export class BatchEngine {
       if (p.prompt.length >= this.opts.slotTokens) {
         throw new ApiError(400, `the prompt has ${p.prompt.length} tokens; this server's context holds ${this.opts.slotTokens} per sequence (prompt and completion)`, "invalid_request_error", "prompt", "context_length_exceeded");
       }
+      if (p.task && this.stepMode !== "captured") throw new UsageError("serve engine: a task row needs the captured step");
     }
     // queued sequences take the free slots at the next step; the rest wait
     const waiting = Math.max(0, this.queue.length + params.length - this.freeSlots.length);
@@ -602,6 +662,13 @@ export class BatchEngine {
       // the device is held while encoding (interleaved jobs encode while the loop awaits a readback)
       let locked = false;
       try {
+        if (this.active.some((s) => s.action && !s.done && !s.cancelled)) {
+          // task rows' work between steps, before anything else (queue-ordered after the step in flight)
+          await this.lock.acquire();
+          locked = true;
+          await this.runActions();
+          continue;
+        }
         if (this.jobs.length) {
           if (inflight) {
             const f: InFlight = inflight;
@@ -660,6 +727,8 @@ export class BatchEngine {
       const s = this.active[i]!;
       if (s.done || s.cancelled) {
         s.done = true;
+        s.banned?.dispose();
+        s.banned = null;
         this.active.splice(i, 1);
         this.freeSlots.push(s.slot);
       }
@@ -677,6 +746,7 @@ export class BatchEngine {
       this.queue.shift();
       s.slot = this.freeSlots.pop()!;
       this.active.push(s);
+      if (s.params.task && promptActs(s.params.prompt, s.params.task)) s.action = { position: -1, search: false, force: null, end: null, skips: false, join: true };
       tokens += s.pending.length;
     }
   }
@@ -758,9 +828,10 @@ export class BatchEngine {
     const next = this.next!;
     const R = this.opts.slotTokens;
     const window = this.decoder.config.slidingWindow ?? 0;
-    const batch = this.active.filter((s) => !s.done && !s.cancelled && s.sampled < s.params.maxTokens && s.params.prompt.length + s.sampled < R);
+    const batch = this.active.filter((s) => !s.done && !s.cancelled && !s.action && s.sampled < s.params.maxTokens && s.params.prompt.length + s.injected + s.sampled < R);
     if (batch.length === 0) return null;
     const joiners = batch.filter((s) => s.fed === 0);
+    const serial = ++this.serial;
     const top = batch.reduce((m, s) => Math.max(m, s.slot + 1), 0);
     const bk = await this.bucket(stepWidth(top, this.opts.maxBatch));
     const b = bk.b;
@@ -777,8 +848,15 @@ export class BatchEngine {
     if (joiners.length) fed += await this.prefill(joiners);
     bk.program.replay();
     const V = this.decoder.vocabSize;
-    const joining = new Set(joiners);
+    const joining = new Set([...joiners, ...batch.filter((s) => s.rejoin)]);
     for (const s of batch) {
+      if (s.params.task && (s.banned || s.params.temperature > 0)) {
+        // a task row with banned ids or a temperature: its id again from its own (masked) row, at
+        // the Session run's step (an injection fed during decoding took a step of its own)
+        ctx.copy(bk.logits.buffer, 4 * V * s.slot, this.scratch.buffer, 0, 4 * V);
+        await this.sampleScratch(s, s.sampled + (joining.has(s) ? 1 : 0) + s.injectSteps);
+        continue;
+      }
       if (s.params.temperature === 0) continue;
       ctx.copy(bk.logits.buffer, 4 * V * s.slot, this.scratch.buffer, 0, 4 * V);
       await sample(ctx, this.scratch, next, {
@@ -798,12 +876,13 @@ export class BatchEngine {
     for (const s of batch) {
       s.fed++;
       s.sampled += joining.has(s) ? 2 : 1;
+      s.rejoin = false;
     }
     this.stats.hostMs += performance.now() - t0;
     this.stats.steps++;
     this.stats.tokensFed += fed;
     this.stats.maxBatchSeen = Math.max(this.stats.maxBatchSeen, batch.length);
-    return { b, rows: batch.map((s) => ({ s, joining: joining.has(s) })), bytes };
+    return { b, serial, rows: batch.map((s) => ({ s, joining: joining.has(s) })), bytes };
   }
 
   /** Reads a captured step's ids back and hands each sequence its token(s). */
@@ -818,6 +897,8 @@ export class BatchEngine {
         this.stats.tokensGenerated++;
         this.accept(s, got[s.slot]!);
       }
+      // a task row's ids sampled after an id that asked for an injection or a forced id are dropped
+      if (f.serial <= s.skipThrough) continue;
       this.stats.tokensGenerated++;
       this.accept(s, got[f.b + s.slot]!);
     }
@@ -846,14 +927,8 @@ export class BatchEngine {
       for (const [j, s] of joiners.entries()) {
         ctx.copy(logits.buffer, 4 * V * j, this.scratch.buffer, 0, 4 * V);
         const p = s.params;
-        await sample(ctx, this.scratch, this.next!, {
-          temperature: p.temperature,
-          ...(p.temperature > 0 && p.topK !== undefined ? { topK: p.topK } : {}),
-          ...(p.temperature > 0 && p.topP !== undefined ? { topP: p.topP } : {}),
-          seed: p.seed,
-          step: 0,
-          outOffset: s.slot,
-        });
+        if (p.task?.bannedIds.length && !s.banned) s.banned = ctx.upload(Uint32Array.from(p.task.bannedIds), [p.task.bannedIds.length], "u32", "serve.banned");
+        await this.sampleScratch(s, 0);
         s.fed = p.prompt.length;
         s.pending = [];
       }
@@ -891,11 +966,29 @@ export class BatchEngine {
     }
   }
 
+  /** Greedy (or the sequence's sampling at `step`) from the row in `scratch` into next[slot], its banned ids masked first. */
+  private async sampleScratch(s: Sequence, step: number): Promise<void> {
+    const p = s.params;
+    if (s.banned) await maskLogits(this.ctx, this.scratch, s.banned);
+    await sample(this.ctx, this.scratch, this.next!, {
+      temperature: p.temperature,
+      ...(p.temperature > 0 && p.topK !== undefined ? { topK: p.topK } : {}),
+      ...(p.temperature > 0 && p.topP !== undefined ? { topP: p.topP } : {}),
+      seed: p.seed,
+      step,
+      outOffset: s.slot,
+    });
+  }
+
   /** The id sampled for `s` at this step: stream it, and decide whether the sequence goes on. */
   private accept(s: Sequence, id: number): void {
     if (s.done || s.cancelled) return;
     if (id === NONFINITE_ID) {
       this.endWithError(s, new ApiError(500, `the logits for position ${s.fed} hold NaN or infinity (the model's activations overflowed); stopped after ${s.generated.length} generated token(s)`, "server_error", null, "non_finite_logits"));
+      return;
+    }
+    if (s.params.task) {
+      this.acceptTaskId(s, id, "generated");
       return;
     }
     s.generated.push(id);
@@ -920,6 +1013,230 @@ export class BatchEngine {
       return;
     }
     s.pending = [id];
+  }
+
+  /**
+   * A task row's next id (sampled by a step, or forced between steps): its token event, then what
+   * it asks for, as the Session run decides at that token (src/model/session.ts, onegen/loop.ts):
+   * a query token (retrievals left) is searched, and injects when the task does; an id that
+   * completes a forcing pattern is followed by the forced id; the row ends at EOS, max_tokens
+   * ("max-tokens") or a full slot ("context-full"), after the retrieval of a last query token.
+   * Work between steps is left in s.action for runActions; the ids already sampled after this one
+   * by steps in flight are dropped when that work replaces them (injection, forced id).
+   */
+  private acceptTaskId(s: Sequence, id: number, kind: "generated" | "forced"): void {
+    const task = s.params.task!;
+    if (s.action) {
+      // sampled while a search of an earlier id is pending (no skip): its events follow the search's
+      s.deferred.push(id);
+      return;
+    }
+    s.generated.push(id);
+    s.ids.push(id);
+    const position = s.ids.length - 1;
+    this.emit(s, { type: "token", id, position, kind });
+    let end: FinishReason | null = null;
+    if (this.eos.has(id) && !s.params.ignoreEos) end = "eos";
+    else if (s.generated.length >= s.params.maxTokens) end = "max-tokens";
+    else if (s.params.prompt.length + s.injected + s.generated.length >= this.opts.slotTokens) end = "context-full";
+    const r = task.retrieval;
+    const search = !!r && r.index.count > 0 && id === r.queryTokenId && s.retrievals < r.maxRetrievals;
+    if (search) s.retrievals++;
+    const force = end ? null : forcedAfter(s.ids, task.forceAfter);
+    if (!search && force === null) {
+      if (end) this.endTask(s, end);
+      else s.pending = [id];
+      return;
+    }
+    // an injection or a forced id replaces whatever the steps in flight sampled after this id
+    const skips = force !== null || (search && !!r!.inject) || end !== null;
+    s.action = { position, search, force, end, skips };
+    if (skips) {
+      s.skipThrough = this.serial;
+      s.deferred.length = 0;
+    }
+  }
+
+  private emit(s: Sequence, e: TaskEvent): void {
+    s.params.task!.onEvent(e);
+  }
+
+  private endTask(s: Sequence, finish: FinishReason): void {
+    if (s.done) return;
+    s.done = true;
+    s.action = null;
+    this.emit(s, { type: "done", finish, length: s.ids.length });
+    s.events.onEnd({ finish: finish === "eos" || finish === "stop-string" ? "stop" : "length", completionTokens: s.generated.length, text: "" });
+  }
+
+  /**
+   * Task rows' work between steps (the loop holds the device; the step in flight, which fed the
+   * row's id, is queue-ordered before it): the search at the id's final-norm hidden state, the
+   * injection or forced id prefilled into the row's slot right after it, the next id sampled into
+   * next[slot] (the row's next step feeds it, as a joiner's first id).
+   */
+  private async runActions(): Promise<void> {
+    for (const s of this.active) {
+      const a = s.action;
+      if (!a || s.done || s.cancelled) continue;
+      s.action = null;
+      if (a.join) {
+        await this.joinTask(s);
+        continue;
+      }
+      const task = s.params.task!;
+      const r = task.retrieval;
+      if (a.search && r) {
+        // a last id (the row ends) was never fed by a step: its search writes its own cache row
+        const hits = await this.searchAt(s, a.position, r.index, r.k, a.end !== null);
+        this.emit(s, { type: "retrieval", position: a.position, source: "generated", hits });
+        if (r.inject && hits.length > 0) {
+          const ids = injectionIds(r.index, r.index.entry(hits[0]!.entry).document, r.inject);
+          if (!injectionFits(a.position, ids.length, this.opts.slotTokens)) {
+            this.emit(s, { type: "injection", position: a.position, refused: true });
+            this.endTask(s, "context-full");
+            continue;
+          }
+          s.ids.push(...ids);
+          s.injected += ids.length;
+          this.emit(s, { type: "injection", position: a.position, start: a.position + 1, ids, document: hits[0]!.id });
+          if (a.end) {
+            this.endTask(s, a.end);
+            continue;
+          }
+          s.injectSteps++;
+          await this.prefillAfter(s, a.position + 1, ids, s.generated.length + s.injectSteps);
+          continue;
+        }
+      }
+      if (a.end) {
+        this.endTask(s, a.end);
+        continue;
+      }
+      if (a.force !== null) {
+        await this.prefillAfter(s, a.position + 1, [a.force], s.generated.length + 1 + s.injectSteps);
+        // the forced id is a written token of the row (its events, its end checks, its own rules)
+        s.pending = [];
+        this.acceptTaskId(s, a.force, "forced");
+        continue;
+      }
+      // a search alone: the row went on in the batch meanwhile; the ids accepted since follow
+      const later = s.deferred.splice(0);
+      for (const [i, id] of later.entries()) {
+        if (s.done || s.cancelled) break;
+        const next = s.action as RowAction | null; // set by an earlier acceptTaskId of this loop
+        if (next) {
+          if (!next.skips) s.deferred.push(...later.slice(i));
+          break;
+        }
+        this.acceptTaskId(s, id, "generated");
+      }
+    }
+  }
+
+  /**
+   * A task row whose prompt acts (promptActs), joining as its Session run starts
+   * (src/onegen/stream.ts): the prompt prefilled into its slot, each query token in it searched
+   * (source "prompt", counted against maxRetrievals); a prompt that ends with a searched query
+   * token gets its injection (when the task injects), one that ends with a forcing pattern its
+   * forced id; then the row rejoins the batch like any.
+   */
+  private async joinTask(s: Sequence): Promise<void> {
+    const task = s.params.task!;
+    const prompt = s.params.prompt;
+    const P = prompt.length;
+    if (task.bannedIds.length && !s.banned) s.banned = this.ctx.upload(Uint32Array.from(task.bannedIds), [task.bannedIds.length], "u32", "serve.banned");
+    await this.prefillAfter(s, 0, prompt, 0);
+    const r = task.retrieval && task.retrieval.index.count > 0 ? task.retrieval : null;
+    let last: { position: number; hits: RetrievalHit[] } | null = null;
+    if (r) {
+      for (let q = 0; q < P && s.retrievals < r.maxRetrievals; q++) {
+        if (prompt[q] !== r.queryTokenId) continue;
+        s.retrievals++;
+        const hits = await this.searchAt(s, q, r.index, r.k, false);
+        this.emit(s, { type: "retrieval", position: q, source: "prompt", hits });
+        last = { position: q, hits };
+      }
+    }
+    if (r?.inject && last && last.position === P - 1 && last.hits.length > 0) {
+      const ids = injectionIds(r.index, last.hits[0]!.id, r.inject);
+      if (!injectionFits(last.position, ids.length, this.opts.slotTokens)) {
+        this.emit(s, { type: "injection", position: last.position, refused: true });
+        this.endTask(s, "context-full");
+        return;
+      }
+      s.ids.push(...ids);
+      s.injected += ids.length;
+      this.emit(s, { type: "injection", position: last.position, start: P, ids, document: last.hits[0]!.id });
+      await this.prefillAfter(s, P, ids, 0); // before decoding: no step of the Session run
+      return;
+    }
+    const force = forcedAfter(s.ids, task.forceAfter);
+    if (force !== null) {
+      await this.prefillAfter(s, P, [force], 1);
+      this.acceptTaskId(s, force, "forced");
+    }
+  }
+
+  /**
+   * The final-norm hidden state at position `p` of `s`'s slot, searched: a forward of that one id
+   * whose attention reads the slot's cache rows (written by the step that fed it) and whose own
+   * k/v go to the embedding slot (the sequence's rows stay as the step wrote them), or, with
+   * `own` (no step fed it), to its row of the slot; the index's cosine top-k as the Session run's
+   * search (DocumentIndex.searchGpu), one readback.
+   */
+  private async searchAt(s: Sequence, p: number, index: DocumentIndex, k: number, own: boolean): Promise<RetrievalHit[]> {
+    const ctx = this.ctx;
+    const R = this.opts.slotTokens;
+    const rows = new SlotRows(1, R, this.decoder.config.slidingWindow ?? 0);
+    rows.put(0, s.slot, p, s.ids[p]!);
+    if (!own) rows.rows[0] = this.opts.maxBatch * R; // the embedding slot's first row
+    const plan = rows.upload(ctx, "search");
+    let hidden: Tensor | null = null;
+    let found: { ids: Tensor; scores: Tensor } | null = null;
+    try {
+      hidden = (await this.decoder.forward(this.cache, plan, { logitsRows: "none", keepHidden: true })).hidden!;
+      const kk = Math.min(k, index.count);
+      found = await index.searchGpu(hidden, kk);
+      const idv = (await found.ids.read()) as Uint32Array;
+      const sv = (await found.scores.read()) as Float32Array;
+      ctx.throwPendingErrors();
+      const hits: RetrievalHit[] = [];
+      for (let j = 0; j < kk; j++) {
+        const e = idv[j]!;
+        if (e === NO_ID) break;
+        const { id, fragment } = index.entry(e);
+        hits.push({ id, fragment, score: sv[j]!, entry: e });
+      }
+      return hits;
+    } finally {
+      for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, hidden, found?.ids, found?.scores]) x?.dispose();
+    }
+  }
+
+  /**
+   * Prefills `ids` at positions p.. of `s`'s slot and samples the id after them into next[slot]
+   * (at the Session run's sampler step `step`); the row rejoins the batch at the next step.
+   */
+  private async prefillAfter(s: Sequence, p: number, ids: readonly number[], step: number): Promise<void> {
+    const ctx = this.ctx;
+    const rows = new SlotRows(ids.length, this.opts.slotTokens, this.decoder.config.slidingWindow ?? 0);
+    ids.forEach((id, t) => rows.put(t, s.slot, p + t, id));
+    const plan = rows.upload(ctx, "inject");
+    const last = ctx.upload(Uint32Array.of(ids.length - 1), [1], "u32", "serve.inject.last");
+    let logits: Tensor | null = null;
+    try {
+      logits = (await this.decoder.forward(this.cache, plan, { logitsRows: last })).logits!;
+      ctx.copy(logits.buffer, 0, this.scratch.buffer, 0, 4 * this.decoder.vocabSize);
+      await this.sampleScratch(s, step);
+    } finally {
+      for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, last, logits]) x?.dispose();
+    }
+    this.stats.tokensFed += ids.length;
+    s.fed = p + ids.length;
+    s.sampled = s.generated.length;
+    s.rejoin = true;
+    s.pending = [];
   }
 
   private async runEmbedding(ids: number[], row: number): Promise<Float32Array> {
@@ -949,6 +1266,8 @@ export class BatchEngine {
 /** Captured mode: a submitted step whose ids are not read back yet. */
 interface InFlight {
   b: number;
+  /** The step's serial number (Sequence.skipThrough). */
+  serial: number;
   /** The sequences fed, and whether the step joined them (their first id is their input row). */
   rows: { s: Sequence; joining: boolean }[];
   bytes: Promise<Uint8Array>;
@@ -1018,4 +1337,23 @@ export function checkEngineFits(ctx: GpuContext, decoder: Pick<Decoder, "config"
       interleaved ? "lower --max-batch, --max-retrievals or --context, or raise --gpu-memory" : "lower --max-batch or --context, or raise --gpu-memory",
     );
   }
+}
+
+/** Whether a task row's prompt holds a query token (with retrieval) or ends with a forcing pattern: it then joins by joinTask. */
+function promptActs(prompt: readonly number[], task: RowTask): boolean {
+  const r = task.retrieval;
+  if (r && r.index.count > 0 && r.maxRetrievals > 0 && prompt.includes(r.queryTokenId)) return true;
+  return forcedAfter(prompt, task.forceAfter) !== null;
+}
+
+/** The id a forcing rule puts after `ids` (their last ids are its pattern), or null. */
+export function forcedAfter(ids: readonly number[], rules: RowTask["forceAfter"]): number | null {
+  for (const r of rules) {
+    const n = r.pattern.length;
+    if (n === 0 || ids.length < n) continue;
+    let ok = true;
+    for (let i = 0; i < n && ok; i++) ok = ids[ids.length - n + i] === r.pattern[i];
+    if (ok) return r.token;
+  }
+  return null;
 }

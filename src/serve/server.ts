@@ -40,11 +40,18 @@ export interface ServeOptions {
   /** Indexes requests may name in `onegen.index` (loaded for this model). */
   indexes?: ReadonlyMap<string, ServedIndex>;
   /**
-   * Retrieval requests (onegen extension) running at once, each on its own session of
-   * contextTokens rows taking turns with the batch; more wait (maxQueue), then 429. Default 2.
+   * Retrieval requests (onegen extension) that are not rows of the batched step (see `retrieval`)
+   * running at once, each on its own session of contextTokens rows taking turns with the batch;
+   * more wait (maxQueue), then 429. Default 2.
    * Their sessions are planned against the GPU memory budget at start (retrievalSessionBytes).
    */
   maxRetrievals?: number;
+  /**
+   * How retrieval requests run: "rows" (default): as rows of the batched step where they can
+   * (all the requests' tasks can be: src/serve/retrieval.ts rowsRefusal), the others on
+   * their own session taking turns with the batch; "turns": all on their own session.
+   */
+  retrieval?: "rows" | "turns";
   onInternalError?: (e: unknown) => void;
 }
 
@@ -73,6 +80,7 @@ export async function startServer(model: LoadedDecoder, opts: ServeOptions = {})
   const maxRetrievals = opts.maxRetrievals ?? 2;
   if (!Number.isInteger(maxRetrievals) || maxRetrievals < 1) throw new UsageError(`serve: --max-retrievals must be a positive integer, got ${maxRetrievals}`);
   const retrieving = (opts.indexes?.size ?? 0) > 0;
+  if (opts.retrieval !== undefined && opts.retrieval !== "rows" && opts.retrieval !== "turns") throw new UsageError(`serve: retrieval must be "rows" or "turns", got '${String(opts.retrieval)}'`);
   checkEngineFits(ctx, model.decoder, maxBatch, contextTokens, retrieving ? { count: maxRetrievals, bytesEach: retrievalSessionBytes(model.config, contextTokens) } : undefined);
   const limits: RequestLimits = {
     ...DEFAULT_LIMITS,
@@ -101,7 +109,7 @@ export async function startServer(model: LoadedDecoder, opts: ServeOptions = {})
       onFail(e);
     },
   });
-  const api = new OpenAiApi({ modelId: opts.modelId ?? "onegen", engine, decoder: model.decoder, tokenizer, limits, docToken, model, ...(opts.indexes ? { indexes: opts.indexes } : {}) });
+  const api = new OpenAiApi({ modelId: opts.modelId ?? "onegen", engine, decoder: model.decoder, tokenizer, limits, docToken, model, retrieval: opts.retrieval ?? "rows", ...(opts.indexes ? { indexes: opts.indexes } : {}) });
   try {
     http = await startHttp(api, {
       host: opts.host ?? "127.0.0.1",
