@@ -58,7 +58,11 @@ export interface OpenDeviceOptions {
   memoryBudgetBytes?: number;
   /** Request timestamp-query for the Profiler (an adapter without it: UnsupportedError). Off by default. */
   profiling?: boolean;
-  /** How host waits for the GPU (GpuContext.hostWait, src/gpu/host-wait.ts); default "paced" on Node + Dawn, else "spin". */
+  /**
+   * How host waits for the GPU (GpuContext.hostWait, src/gpu/host-wait.ts); default: the
+   * environment's ONEGEN_HOST_WAIT where set (paced | spin: A/B runs of any command), else "paced"
+   * on Node + Dawn and "spin" elsewhere.
+   */
   hostWait?: HostWaitMode;
 }
 
@@ -105,6 +109,10 @@ export async function openDevice(options: OpenDeviceOptions = {}): Promise<GpuCo
   if (given !== undefined && !(given > 0)) throw new UnsupportedError(`memoryBudgetBytes must be a positive number of bytes, got ${given}`);
   if (options.hostWait !== undefined && !HOST_WAIT_MODES.includes(options.hostWait)) {
     throw new UnsupportedError(`openDevice: hostWait must be one of ${HOST_WAIT_MODES.join(", ")}, got '${String(options.hostWait)}'`);
+  }
+  const envWait = (globalThis as { process?: { env?: Record<string, string | undefined> } }).process?.env?.ONEGEN_HOST_WAIT;
+  if (envWait !== undefined && envWait !== "" && !HOST_WAIT_MODES.includes(envWait as HostWaitMode)) {
+    throw new UnsupportedError(`ONEGEN_HOST_WAIT must be one of ${HOST_WAIT_MODES.join(", ")}, got '${envWait}'`);
   }
   const storageAlign = alignmentOption(options, "minStorageBufferOffsetAlignment");
   const uniformAlign = alignmentOption(options, "minUniformBufferOffsetAlignment");
@@ -175,7 +183,7 @@ export async function openDevice(options: OpenDeviceOptions = {}): Promise<GpuCo
     ...(typeof (info as { subgroupMinSize?: unknown }).subgroupMinSize === "number" ? { subgroupMinSize: (info as { subgroupMinSize: number }).subgroupMinSize } : {}),
   };
   const ctx = new GpuContext(device, new Set<string>(device.features), limits, adapterDesc, provider.keepAlive);
-  ctx.hostWait = options.hostWait ?? (provider.backend === "node-dawn" ? "paced" : "spin");
+  ctx.hostWait = options.hostWait ?? (envWait ? (envWait as HostWaitMode) : provider.backend === "node-dawn" ? "paced" : "spin");
   if (given !== undefined) ctx.memoryBudget = { bytes: given, source: "given" };
   else ctx.memoryBudget = await defaultMemoryBudget(adapterDesc.isSoftware);
   return ctx;
