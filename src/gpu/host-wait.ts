@@ -8,16 +8,20 @@
 // (2026-12-03) spent ~45% of the process's CPU samples in V8, libc malloc/free and Dawn's
 // ProcessEvents callbacks, against ~48% in the shaders' JIT code.
 //
-// The pacer sleeps (a timer: no promise is pending, so nothing spins) for most of the time the same
+// The pacer sleeps (a timer: no promise is pending, so nothing spins) for part of the time the same
 // work took before, then awaits. Work is keyed by the number of dispatches encoded since the last
 // completed wait: a decode loop's readbacks (every n steps, a fixed program) get the same key every
-// time, so the estimate is that loop's own. Estimate: the observed wait (sleep included) averaged
-// with the previous estimate; the sleep is PACE_FRACTION of it. If the GPU finishes during the
-// sleep the observed wait equals the sleep and the estimate shrinks (×0.9 per wait) until the
-// sleep ends before the GPU does again: at the fixed point the host spins for the last
-// (1 − PACE_FRACTION) of the wait. A key seen for the first time sleeps 0. Waits shorter than
-// MIN_SLEEP_MS are not paced (timer granularity ~1 ms).
-//
+// time, so the estimate is that loop's own. The same key can stand for work of different sizes (a
+// prefill of 10 or 500 tokens encodes the same dispatches), and sleeping past the GPU's finish
+// costs the whole overshoot, so the estimate is the SHORTEST of the key's last RECENT observed
+// waits (sleep included) and the sleep PACE_FRACTION of it: a shorter piece of work pulls the
+// estimate down at once, a longer one only spins for its excess. If the GPU finishes during the
+// sleep, the observed wait equals the sleep and the next sleep is PACE_FRACTION of it, so an
+// overestimate decays geometrically. A key seen for the first time sleeps 0, and so do sleeps
+// under MIN_SLEEP_MS (timers fire ~1 ms late; a short spin costs little).
+// Measured (bench/host-wait.bench.ts, 2026-12-03): 134M decode ×1.37 in wall time; an earlier
+// version (a running average, sleeps from 2 ms) made the demo model's `eval` examples ×0.73
+// slower: its waits are a few ms and vary with prompt length under one key.
 // Where: "paced" by default on Node + Dawn only (GpuContext.hostWait); browsers and Deno do not spin
 // (their promises settle from the runtime's own event sources) and use "spin", i.e. plain awaits.
 // bench/host-wait.bench.ts measures the two against each other.
@@ -27,17 +31,19 @@ export const HOST_WAIT_MODES: readonly HostWaitMode[] = ["paced", "spin"];
 
 /** Fraction of the estimated wait the host sleeps before it awaits the GPU promise. */
 export const PACE_FRACTION = 0.8;
-/** Estimated waits below this many ms are awaited at once. */
-export const MIN_SLEEP_MS = 2;
+/** Sleeps shorter than this many ms are not taken (the wait is awaited at once). */
+export const MIN_SLEEP_MS = 4;
+/** Observed waits remembered per key; the estimate is their minimum. */
+export const RECENT = 4;
 /** Keys remembered; past it the table starts again (a loop's key comes back at its next wait). */
 const MAX_KEYS = 256;
 
 export class WaitPacer {
-  private readonly estimates = new Map<number, number>();
+  private readonly recent = new Map<number, number[]>();
 
   /** Milliseconds to sleep before awaiting work of this key (0: await at once). */
   sleepMs(key: number): number {
-    const e = this.estimates.get(key);
+    const e = this.estimate(key);
     if (e === undefined || key <= 0) return 0;
     const s = e * PACE_FRACTION;
     return s >= MIN_SLEEP_MS ? s : 0;
@@ -45,15 +51,20 @@ export class WaitPacer {
 
   /** Records that work of this key took `ms` from the start of the wait (sleep included) to settling. */
   record(key: number, ms: number): void {
-    if (key <= 0 || !(ms >= 0)) return;
-    const e = this.estimates.get(key);
-    if (e === undefined && this.estimates.size >= MAX_KEYS) this.estimates.clear();
-    this.estimates.set(key, e === undefined ? ms : 0.5 * e + 0.5 * ms);
+    if (key <= 0 || !Number.isFinite(ms) || ms < 0) return;
+    let r = this.recent.get(key);
+    if (!r) {
+      if (this.recent.size >= MAX_KEYS) this.recent.clear();
+      this.recent.set(key, (r = []));
+    }
+    r.push(ms);
+    if (r.length > RECENT) r.shift();
   }
 
-  /** The current estimate for a key (tests, benches). */
+  /** The current estimate for a key: the shortest of its last RECENT observed waits (tests, benches). */
   estimate(key: number): number | undefined {
-    return this.estimates.get(key);
+    const r = this.recent.get(key);
+    return r && r.length > 0 ? Math.min(...r) : undefined;
   }
 }
 
