@@ -3,7 +3,7 @@
 // Dawn's Node binding (the `webgpu` package) keeps a pending GPU promise (mapAsync,
 // onSubmittedWorkDone) alive by scheduling ProcessEvents on the event loop again and again until
 // it settles: the main thread spins for the whole wait. On a software GPU (lavapipe) that spin
-// competes for the same cores as the GPU's worker threads: measured (../shared/GPU-NOTES.md) 19–39%
+// competes for the same cores as the GPU's worker threads: measured (the project's GPU notes) 19–39%
 // of wall time spinning and 1.38× slower kernels on 2 cores; a perf profile of a 134M decode
 // (2026-12-03) spent ~45% of the process's CPU samples in V8, libc malloc/free and Dawn's
 // ProcessEvents callbacks, against ~48% in the shaders' JIT code.
