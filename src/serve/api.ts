@@ -263,27 +263,6 @@ export class OpenAiApi {
       reply.startStream();
       if (kind === "chat") reply.event(chunk([piece("", null)]));
     };
-    const run = (turn: DeviceTurn) =>
-      runRetrieval(
-        this.o.model!,
-        served,
-        req.onegen!,
-        input,
-        { maxTokens: s.maxTokens ?? slot, temperature: s.temperature, topP: s.topP, topK: s.topK, seed: s.seed, capacity: slot, turn },
-        {
-          onDelta: (d) => {
-            if (!req.stream || gone) return;
-            start();
-            reply.event(chunk([piece(d, null)]));
-          },
-          onRetrieval: (r: RetrievalReport) => {
-            if (!req.stream || gone) return;
-            start();
-            reply.event(chunk([], { retrieval: r }));
-          },
-          gone: () => gone,
-        },
-      );
     const rowOpts = { maxTokens: s.maxTokens ?? slot, temperature: s.temperature, topP: s.topP, topK: s.topK, seed: s.seed, capacity: slot };
     const rowEvents = {
       onDelta: (d: string) => {
@@ -297,6 +276,8 @@ export class OpenAiApi {
         reply.event(chunk([], { retrieval: r }));
       },
     };
+    // --retrieval turns (or a request rows refuse): the task on its own session, taking turns
+    const run = (turn: DeviceTurn) => runRetrieval(this.o.model!, served, req.onegen!, input, { ...rowOpts, turn }, { ...rowEvents, gone: () => gone });
     // both throw 429/503 (and 400 for the task's refusals) before anything is written
     job = (this.o.retrieval ?? "rows") === "rows" ? startRetrievalRow(this.o.engine, this.o.model!, served, req.onegen!, input, rowOpts, rowEvents) : null;
     job ??= this.o.engine.interleave(run);

@@ -1091,15 +1091,8 @@ export class BatchEngine {
         const hits = await this.searchAt(s, a.position, r.index, r.k, a.end !== null);
         this.emit(s, { type: "retrieval", position: a.position, source: "generated", hits });
         if (r.inject && hits.length > 0) {
-          const ids = injectionIds(r.index, r.index.entry(hits[0]!.entry).document, r.inject);
-          if (!injectionFits(a.position, ids.length, this.opts.slotTokens)) {
-            this.emit(s, { type: "injection", position: a.position, refused: true });
-            this.endTask(s, "context-full");
-            continue;
-          }
-          s.ids.push(...ids);
-          s.injected += ids.length;
-          this.emit(s, { type: "injection", position: a.position, start: a.position + 1, ids, document: hits[0]!.id });
+          const ids = this.injectHit(s, a.position, a.position + 1, r.index, r.inject, hits[0]!);
+          if (!ids) continue;
           if (a.end) {
             this.endTask(s, a.end);
             continue;
@@ -1159,15 +1152,8 @@ export class BatchEngine {
       }
     }
     if (r?.inject && last && last.position === P - 1 && last.hits.length > 0) {
-      const ids = injectionIds(r.index, last.hits[0]!.id, r.inject);
-      if (!injectionFits(last.position, ids.length, this.opts.slotTokens)) {
-        this.emit(s, { type: "injection", position: last.position, refused: true });
-        this.endTask(s, "context-full");
-        return;
-      }
-      s.ids.push(...ids);
-      s.injected += ids.length;
-      this.emit(s, { type: "injection", position: last.position, start: P, ids, document: last.hits[0]!.id });
+      const ids = this.injectHit(s, last.position, P, r.index, r.inject, last.hits[0]!);
+      if (!ids) return;
       await this.prefillAfter(s, P, ids, 0); // before decoding: no step of the Session run
       return;
     }
@@ -1185,6 +1171,24 @@ export class BatchEngine {
    * `own` (no step fed it), to its row of the slot; the index's cosine top-k as the Session run's
    * search (DocumentIndex.searchGpu), one readback.
    */
+  /**
+   * The top hit's document as the ids injected after the query token at `position` (fed from
+   * cache row `start`): appended to the row's ids and reported; null when they do not fit the
+   * slot (the refusal reported, the row ended "context-full", as the Session run does).
+   */
+  private injectHit(s: Sequence, position: number, start: number, index: DocumentIndex, inject: NonNullable<RowTask["retrieval"]>["inject"] & object, hit: RetrievalHit): number[] | null {
+    const ids = injectionIds(index, index.entry(hit.entry).document, inject);
+    if (!injectionFits(position, ids.length, this.opts.slotTokens)) {
+      this.emit(s, { type: "injection", position, refused: true });
+      this.endTask(s, "context-full");
+      return null;
+    }
+    s.ids.push(...ids);
+    s.injected += ids.length;
+    this.emit(s, { type: "injection", position, start, ids, document: hit.id });
+    return ids;
+  }
+
   private async searchAt(s: Sequence, p: number, index: DocumentIndex, k: number, own: boolean): Promise<RetrievalHit[]> {
     const ctx = this.ctx;
     const R = this.opts.slotTokens;
