@@ -16,6 +16,7 @@ import { ApiError } from "../src/serve/protocol.js";
 import { DeviceLostError, GpuOutOfMemoryError } from "../src/errors.js";
 import type { GpuContext } from "../src/gpu/context.js";
 import type { Decoder } from "../src/model/decoder.js";
+import { until } from "./helpers/serve.js";
 
 const SLOT = 40;
 
@@ -70,13 +71,6 @@ function run(engine: BatchEngine, r: Req): { done: Promise<number[]>; cancel: ()
   return { done, cancel };
 }
 
-async function until(cond: () => boolean, what: string): Promise<void> {
-  const end = Date.now() + 30_000;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 2));
-  }
-}
 
 const prompt = (i: number, n: number): number[] => Array.from({ length: n }, (_, j) => (3 + 7 * i + 5 * j) % 48);
 

@@ -25,6 +25,7 @@ import { execute } from "../src/onegen/task-runner.js";
 import { submitTaskRow } from "../src/serve/retrieval.js";
 import { runMultiHopQa } from "../src/onegen/multihop-qa.js";
 import type { TaskResult } from "../src/onegen/protocol.js";
+import { until, body } from "./helpers/serve.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const DEMO_MODEL = join(ROOT, "demo", "model");
@@ -40,17 +41,7 @@ let client: OpenAI;
 let elIndex: DocumentIndex;
 let mhIndex: DocumentIndex;
 
-function body<T>(x: Record<string, unknown>): T {
-  return x as unknown as T;
-}
 
-async function until(cond: () => boolean, what: string, ms = 60_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 5));
-  }
-}
 
 interface Report {
   position: number;

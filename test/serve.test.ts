@@ -23,6 +23,7 @@ import type { DocumentIndex } from "../src/onegen/index.js";
 import { loadIndex } from "../src/onegen/index-files.js";
 import { runEntityLinking } from "../src/onegen/entity-linking.js";
 import { runMultiHopQa } from "../src/onegen/multihop-qa.js";
+import { until, body } from "./helpers/serve.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const DEMO_MODEL = join(ROOT, "demo", "model");
@@ -46,18 +47,7 @@ let client: OpenAI;
 let elIndex: DocumentIndex;
 let mhIndex: DocumentIndex;
 
-/** Extra body fields the client's types do not know (vLLM's ignore_eos). */
-function body<T>(x: Record<string, unknown>): T {
-  return x as unknown as T;
-}
 
-async function until(cond: () => boolean, what: string, ms = 30_000): Promise<void> {
-  const end = Date.now() + ms;
-  while (!cond()) {
-    if (Date.now() > end) throw new Error(`gave up waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 10));
-  }
-}
 
 async function expectApiError(p: Promise<unknown>, status: number, match: RegExp, param?: string | null): Promise<InstanceType<typeof OpenAI.APIError>> {
   try {
