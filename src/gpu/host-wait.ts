@@ -17,8 +17,10 @@
 // waits (sleep included) and the sleep PACE_FRACTION of it: a shorter piece of work pulls the
 // estimate down at once, a longer one only spins for its excess. If the GPU finishes during the
 // sleep, the observed wait equals the sleep and the next sleep is PACE_FRACTION of it, so an
-// overestimate decays geometrically. A key seen for the first time sleeps 0, and so do sleeps
-// under MIN_SLEEP_MS (timers fire ~1 ms late; a short spin costs little).
+// overestimate decays geometrically. A key with fewer than MIN_SEEN observed waits sleeps 0 (a
+// key's first wait often includes compiling its pipelines: taken alone it made `onegen serve`'s
+// engine sleep through a whole retrieval job's run), and so do sleeps under MIN_SLEEP_MS (timers
+// fire ~1 ms late; a short spin costs little).
 // Measured (bench/host-wait.bench.ts, 2026-12-03): 134M decode ×1.37 in wall time; an earlier
 // version (a running average, sleeps from 2 ms) made the demo model's `eval` examples ×0.73
 // slower: its waits are a few ms and vary with prompt length under one key.
@@ -33,6 +35,8 @@ export const HOST_WAIT_MODES: readonly HostWaitMode[] = ["paced", "spin"];
 export const PACE_FRACTION = 0.8;
 /** Sleeps shorter than this many ms are not taken (the wait is awaited at once). */
 export const MIN_SLEEP_MS = 4;
+/** Observed waits a key needs before its waits are paced. */
+export const MIN_SEEN = 2;
 /** Observed waits remembered per key; the estimate is their minimum. */
 export const RECENT = 4;
 /** Keys remembered; past it the table starts again (a loop's key comes back at its next wait). */
@@ -43,8 +47,9 @@ export class WaitPacer {
 
   /** Milliseconds to sleep before awaiting work of this key (0: await at once). */
   sleepMs(key: number): number {
-    const e = this.estimate(key);
-    if (e === undefined || key <= 0) return 0;
+    const r = this.recent.get(key);
+    if (!r || r.length < MIN_SEEN || key <= 0) return 0;
+    const e = Math.min(...r);
     const s = e * PACE_FRACTION;
     return s >= MIN_SLEEP_MS ? s : 0;
   }
