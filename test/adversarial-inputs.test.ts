@@ -8,8 +8,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { cp, mkdtemp, readFile, readdir, rm, stat, truncate, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { cp, readFile, readdir, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gpu } from "./helpers/gpu.js";
@@ -29,6 +28,7 @@ import { layoutSafetensors, writeSafetensors } from "../src/io/safetensors-write
 import { openFileSource } from "../src/io/source.js";
 import { uploadTensor } from "../src/model/checkpoint.js";
 import { toyTask, writeToyModelDir } from "./fixtures/train-data/toy.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const cli = join(root, "dist", "src", "cli.js");
@@ -95,7 +95,7 @@ async function assertUnchanged(before: Map<string, string>, dir: string, what: s
 
 const temps: string[] = [];
 async function tempDir(): Promise<string> {
-  const d = await mkdtemp(join(tmpdir(), "onegen-adversarial-"));
+  const d = scratchDir("adversarial");
   temps.push(d);
   return d;
 }

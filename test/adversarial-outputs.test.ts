@@ -11,8 +11,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { cp, lstat, mkdir, mkdtemp, readdir, readFile, readlink, rm, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { cp, lstat, mkdir, readdir, readFile, readlink, rm, symlink, writeFile } from "node:fs/promises";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { FIXTURE_ROOT } from "./helpers/golden.js";
@@ -23,6 +22,7 @@ import { DocumentIndex } from "../src/onegen/index.js";
 import { saveIndex } from "../src/onegen/index-files.js";
 import { loadDecoder } from "../src/model/load.js";
 import { saveModelDir } from "../src/train/save.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const cli = join(repo, "dist", "src", "cli.js");
@@ -47,7 +47,7 @@ let built: Promise<string> | null = null;
 /** The user's folder: a broken model, a good one, data files, a web app folder, links. */
 function userDir(): Promise<string> {
   return (built ??= (async () => {
-    const u = await mkdtemp(join(tmpdir(), "onegen-adversarial-"));
+    const u = scratchDir("adversarial");
     await cp(join(FIXTURE_ROOT, "llama-gqa-f32"), join(u, "model"), { recursive: true });
     await writeFile(join(u, "model", "config.json"), "{ this is not json"); // unloadable: proves the check runs first
     await writeFile(join(u, "docs.jsonl"), JSON.stringify({ id: "d0", ids: [20, 21, 7] }) + "\n");

@@ -1,10 +1,10 @@
 // Report generation (bench/report.ts) from a small hand-made results file: no GPU, no timings.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdtempSync, readFileSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { flopRoofline, parseResults, renderMarkdown, renderSvg, writeReport, type BenchResults } from "../bench/report.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 const RESULTS: BenchResults = {
   adapter: "test <adapter> & co",
@@ -91,7 +91,7 @@ test("parseResults rejects a file that is not a results file; flopRoofline is nu
 });
 
 test("writeReport writes X.md and X.svg beside X.json", async () => {
-  const dir = mkdtempSync(join(tmpdir(), "bench-report-"));
+  const dir = scratchDir("bench-report");
   try {
     const out = await writeReport(parseResults(JSON.stringify(RESULTS)), join(dir, "run1.json"));
     assert.is(out.md, join(dir, "run1.md"));

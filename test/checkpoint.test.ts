@@ -4,8 +4,7 @@
 // `onegen info` on a crafted model directory.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { copyFileSync, mkdirSync, mkdtempSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { copyFileSync, mkdirSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LoadError, ShapeError, UnsupportedError } from "../src/errors.js";
 import { Checkpoint, INDEX_FILE, loadModel, loadModelConfig, loadTensors, openCheckpoint, type LoadProgress } from "../src/model/checkpoint.js";
@@ -20,8 +19,9 @@ import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../src
 import { Rng } from "../src/util/rng.js";
 import { gpu } from "./helpers/gpu.js";
 import { assertEqualArrays, assertRejects } from "./helpers/check.js";
+import { scratchDir } from "./helpers/scratch.js";
 
-const root = mkdtempSync(join(tmpdir(), "onegen-ckpt-"));
+const root = scratchDir("ckpt");
 let dirCount = 0;
 const newDir = (): string => {
   const d = join(root, `m${dirCount++}`);

@@ -5,15 +5,15 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, rmSync, writeFileSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import { scratchDir } from "./helpers/scratch.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const cli = join(root, "dist", "src", "cli.js");
 const MODEL = join(root, "test", "fixtures", "models", "llama-gqa-f32");
-const tmp = mkdtempSync(join(tmpdir(), "onegen-cli-errors-"));
+const tmp = scratchDir("cli-errors");
 const missing = join(tmp, "missing");
 
 function run(args: readonly string[], nodeArgs: readonly string[] = []): { status: number | null; stdout: string; stderr: string; lines: string[] } {

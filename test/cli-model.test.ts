@@ -2,19 +2,19 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
-import { mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { rmSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { FIXTURE_ROOT, readGolden, relL2 } from "./helpers/golden.js";
 import { openFileSource } from "../src/io/source.js";
 import { SafetensorsFile, toF32 } from "../src/io/safetensors.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 const root = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const cli = join(root, "dist", "src", "cli.js");
 const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: "utf8", timeout: 120_000 });
 const MODEL = join(FIXTURE_ROOT, "qwen2-bias-tied-f16");
-const tmp = mkdtempSync(join(tmpdir(), "onegen-cli-"));
+const tmp = scratchDir("cli");
 
 test("forward writes logits and hidden states that match the golden reference", async () => {
   const golden = await readGolden("qwen2-bias-tied-f16");

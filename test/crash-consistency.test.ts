@@ -11,8 +11,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
-import { cp, mkdtemp, readdir, readFile, rm, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { cp, readdir, readFile, rm, writeFile } from "node:fs/promises";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { FIXTURE_ROOT } from "./helpers/golden.js";
@@ -21,6 +20,7 @@ import { loadIndex } from "../src/onegen/index-files.js";
 import { loadDecoder } from "../src/model/load.js";
 import { readCheckpoint } from "../src/train/trainer.js";
 import { toyTask, writeToyModelDir } from "./fixtures/train-data/toy.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 const repo = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const cli = join(repo, "dist", "src", "cli.js");
@@ -47,7 +47,7 @@ const DOC = 7;
 const docs = (prefix: string, n: number) => Array.from({ length: n }, (_, i) => JSON.stringify({ id: `${prefix}${i}`, ids: [20 + i, 30 + i, 40, DOC] })).join("\n") + "\n";
 
 test("onegen index killed at every point of the save: the old or the new index loads, no temporary is left", async () => {
-  const root = await mkdtemp(join(tmpdir(), "onegen-crash-index-"));
+  const root = scratchDir("crash-index");
   await writeFile(join(root, "a.jsonl"), docs("a", 3));
   await writeFile(join(root, "b.jsonl"), docs("b", 5));
   const args = (d: string, out: string) => ["index", "--model", MODEL, "--docs", join(root, d), "--out", out, "--doc-token", `#${DOC}`, "--quiet"];
@@ -82,7 +82,7 @@ test("onegen index killed at every point of the save: the old or the new index l
 });
 
 test("onegen train killed during the final save and during a checkpoint save: old or new model loads, checkpoints survive, resume finishes the run", async () => {
-  const root = await mkdtemp(join(tmpdir(), "onegen-crash-train-"));
+  const root = scratchDir("crash-train");
   const model = join(root, "model");
   await writeToyModelDir(model, { D: 16, L: 1, H: 2, Hkv: 1, F: 32 }, 5);
   const task = toyTask(4, 1, 3);

@@ -8,13 +8,13 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { join, dirname } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { readFile, stat, mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, stat, rm } from "node:fs/promises";
 import { ONEGEN_ENTITY_LINKING, ONEGEN_MULTIHOP_QA } from "../src/onegen/defaults.js";
 import { markerIdsOf } from "../src/onegen/token-names.js";
 import { Tokenizer } from "../src/tokenizer.js";
 import { allSpecialTokens, buildDemoTokenizer, demoCorpusTexts, ONEGEN_TOKENS, pretokenize, writeDemoTokenizer } from "../src/demo/tokenizer-builder.js";
 import { loadDemoData, type ElGold, type MhGold } from "../src/demo/data.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const DATA = join(ROOT, "demo", "data");
@@ -219,7 +219,7 @@ test("demo tokenizer: loads with src/tokenizer.ts, each special token is one id,
 });
 
 test("writeDemoTokenizer: writes tokenizer.json + tokenizer_config.json that Tokenizer.fromDir loads; same corpus, same files", async () => {
-  const dir = await mkdtemp(join(tmpdir(), "onegen-demo-tok-"));
+  const dir = scratchDir("demo-tok");
   try {
     const a = await writeDemoTokenizer(DATA, join(dir, "a"));
     const b = await writeDemoTokenizer(DATA, join(dir, "b"));

@@ -6,9 +6,8 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { join, dirname } from "node:path";
-import { tmpdir } from "node:os";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { mkdtemp, rm, readdir } from "node:fs/promises";
+import { rm, readdir } from "node:fs/promises";
 import { assertRejects } from "./helpers/check.js";
 import { loadDemoData, type ElGold } from "../src/demo/data.js";
 import { accuracyAt1, answerF1, entityLinkingF1, exactMatch, extractMentions, mentionDetectionF1, multiHopScores, multisetPrf, normalizeAnswer, type ElPrediction } from "../src/demo/metrics.js";
@@ -20,6 +19,7 @@ import { LoadError, UsageError } from "../src/errors.js";
 import { gpu } from "./helpers/gpu.js";
 import { loadDecoder } from "../src/model/load.js";
 import { runEntityLinking } from "../src/onegen/entity-linking.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const DATA = join(ROOT, "demo", "data");
@@ -195,7 +195,7 @@ async function capture(fn: () => Promise<number>): Promise<{ rc: number; out: st
 let fixture: Promise<{ root: string; model: string; index: string }> | null = null;
 function standIn() {
   return (fixture ??= (async () => {
-    const root = await mkdtemp(join(tmpdir(), "onegen-demo-"));
+    const root = scratchDir("demo");
     return { root, model: await standInModel(root), index: join(root, "index") };
   })());
 }

@@ -9,8 +9,8 @@ import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import { execFile } from "node:child_process";
 import { promisify } from "node:util";
-import { copyFile, mkdir, mkdtemp, readFile, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { copyFile, mkdir, readFile, rm } from "node:fs/promises";
+import { scratchDir } from "./helpers/scratch.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const DATA = join(ROOT, "demo", "data");
@@ -31,7 +31,7 @@ const read = async (dir: string, f: string): Promise<string> => readFile(join(di
 
 let work = "";
 test.before(async () => {
-  work = await mkdtemp(join(tmpdir(), "onegen-training-files-"));
+  work = scratchDir("training-files");
   await mkdir(join(work, "init"));
   // the demo tokenizer (the bundled model's is the one init_model.mjs writes)
   for (const f of ["tokenizer.json", "tokenizer_config.json"]) await copyFile(join(ROOT, "demo", "model", f), join(work, "init", f));

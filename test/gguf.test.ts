@@ -6,8 +6,7 @@
 // No llama.cpp here: bench/peer/logits.ts compares logits with it.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LoadError, UnsupportedError, UsageError } from "../src/errors.js";
 import { GgufFile, GgufFormatError, ggufBytes, layoutGguf, readGgufHeader, type GgufValue } from "../src/io/gguf.js";
@@ -19,6 +18,7 @@ import { f16BitsToF32, f32ToF16Bits } from "../src/util/f16.js";
 import { Rng } from "../src/util/rng.js";
 import { convertToGguf, ggufVocab, permuteRopeRows } from "../bench/peer/convert.js";
 import { assertRejects } from "./helpers/check.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 const FIXTURES = join(process.cwd(), "test", "fixtures", "models");
 const bytesOf = (a: ArrayBufferView) => new Uint8Array(a.buffer, a.byteOffset, a.byteLength);
@@ -265,7 +265,7 @@ const dot = (a: Float64Array, b: Float64Array) => a.reduce((s, v, i) => s + v * 
 
 test("converter: llama-gqa-f32 → GGUF parsed back; llama metadata, synthesized vocabulary, tensors in order, tagged output", async () => {
   const dir = join(FIXTURES, "llama-gqa-f32");
-  const out = join(mkdtempSync(join(tmpdir(), "gguf-test-")), "m.gguf");
+  const out = join(scratchDir("gguf-test"), "m.gguf");
   const r = await convertToGguf(dir, out, { type: "F32" });
   assert.is(r.tensors, 21);
   const f = await GgufFile.open(await openFileSource(out));
@@ -285,7 +285,7 @@ test("converter: llama-gqa-f32 → GGUF parsed back; llama metadata, synthesized
   assert.ok(await fileIsOurs(out, "gguf"), "tagged as ours");
   // The same file again: our own output may be replaced; a foreign GGUF may not.
   await convertToGguf(dir, out, { type: "F32" });
-  const foreign = join(mkdtempSync(join(tmpdir(), "gguf-test-")), "x.gguf");
+  const foreign = join(scratchDir("gguf-test"), "x.gguf");
   writeFileSync(foreign, await ggufBytes([["general.architecture", { type: "string", value: "llama" }]], []));
   assert.not.ok(await fileIsOurs(foreign, "gguf"));
   await assertRejects(() => convertToGguf(dir, foreign, { type: "F32" }), UsageError, [/x\.gguf/], "foreign file");
@@ -294,7 +294,7 @@ test("converter: llama-gqa-f32 → GGUF parsed back; llama metadata, synthesized
 
 test("converter: q/k rows permuted so adjacent-pair RoPE gives Hugging Face's attention scores (GQA); v unchanged", async () => {
   const dir = join(FIXTURES, "llama-gqa-f32");
-  const out = join(mkdtempSync(join(tmpdir(), "gguf-test-")), "m.gguf");
+  const out = join(scratchDir("gguf-test"), "m.gguf");
   await convertToGguf(dir, out, { type: "F32" });
   const g = await GgufFile.open(await openFileSource(out));
   const st = await SafetensorsFile.open(await openFileSource(join(dir, "model.safetensors")));
@@ -326,7 +326,7 @@ test("converter: q/k rows permuted so adjacent-pair RoPE gives Hugging Face's at
 
 test("converter: F16 stays bit for bit (explicit head_dim), Q8_0 blocks equal quantizeQ8_0 of the permuted rows, refusals", async () => {
   const dir = join(FIXTURES, "mistral-headdim-gqa7-f16");
-  const tmp = mkdtempSync(join(tmpdir(), "gguf-test-"));
+  const tmp = scratchDir("gguf-test");
   await convertToGguf(dir, join(tmp, "m.gguf"));
   const g = await GgufFile.open(await openFileSource(join(tmp, "m.gguf")));
   assert.is(g.value("llama.attention.key_length"), 24);

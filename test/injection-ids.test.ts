@@ -4,8 +4,7 @@
 // anything is generated; a run that does not inject (entity linking) is unaffected.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdtemp, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { rm } from "node:fs/promises";
 import { join } from "node:path";
 import { gpu } from "./helpers/gpu.js";
 import { assertRejects } from "./helpers/check.js";
@@ -18,6 +17,7 @@ import { modelFingerprint } from "../src/onegen/fingerprint.js";
 import { runEntityLinking } from "../src/onegen/entity-linking.js";
 import { runMultiHopQa } from "../src/onegen/multihop-qa.js";
 import { Rng } from "../src/util/rng.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 test("an index holding a token id ≥ V: refused by loadIndex (with the model) and by a run that injects; maxTokenId tracks it", async () => {
   const ctx = await gpu();
@@ -33,7 +33,7 @@ test("an index holding a token id ≥ V: refused by loadIndex (with the model) a
   await index.addVectors("bad", vec(), [20, V + 3, 22]);
   assert.is(index.maxTokenId, V + 3);
 
-  const dir = await mkdtemp(join(tmpdir(), "onegen-injection-ids-"));
+  const dir = scratchDir("injection-ids");
   try {
     await saveIndex(index, join(dir, "ix"));
     await assertRejects(() => loadIndex(ctx, join(dir, "ix"), m.decoder), LoadError, [/document 'bad'/, new RegExp(`token id ${V + 3}`), /vocabulary/], "loadIndex");

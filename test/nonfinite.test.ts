@@ -4,8 +4,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
-import { cpSync, existsSync, mkdtempSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { cpSync, existsSync, readFileSync, readdirSync, writeFileSync } from "node:fs";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { forDevices, gpu } from "./helpers/gpu.js";
@@ -20,6 +19,7 @@ import { Tensor } from "../src/gpu/tensor.js";
 import type { GpuContext } from "../src/gpu/context.js";
 import { f32ArrayToF16 } from "../src/util/f16.js";
 import { Rng } from "../src/util/rng.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 const rng = new Rng(15);
 const F32_BAD = [0x7fc00000, 0xffc00000, 0x7f800001, 0x7fffffff, 0x7f800000, 0xff800000]; // NaNs, +inf, −inf
@@ -148,7 +148,7 @@ test("nonfinite: NonFiniteScan checks many tensors with one readback and names t
 
 /** Copies a fixture model and overwrites element `index` (or every element) of `tensor` with raw bits (in whichever shard holds it). */
 function poisonedCopy(fixture: string, tensor: string, index: number | "all", bits: number): string {
-  const dir = join(mkdtempSync(join(tmpdir(), "onegen-nonfinite-")), fixture);
+  const dir = join(scratchDir("nonfinite"), fixture);
   cpSync(join(FIXTURE_ROOT, fixture), dir, { recursive: true });
   return poison(dir, tensor, index, bits);
 }
@@ -266,7 +266,7 @@ test("generation: a NaN embedding row reached mid-run stops with NonFiniteError 
 test("overflow: finite weights that overflow the activations pass loading; `onegen forward` and `generate` exit 1 naming the position, nothing written", () => {
   // every final-norm weight = f32 max: the normed hidden state (|x̂_i| > 1 somewhere) overflows to ±inf
   const dir = poisonedCopy("llama-gqa-f32", "model.norm.weight", "all", 0x7f7fffff);
-  const out = join(mkdtempSync(join(tmpdir(), "onegen-nonfinite-out-")), "fwd.safetensors");
+  const out = join(scratchDir("nonfinite-out"), "fwd.safetensors");
   const f = onegen("forward", "--model", dir, "--ids", "1,2,3", "--out", out, "--quiet");
   assert.is(f.status, 1, f.stderr);
   assert.is(f.lines.length, 1, f.stderr);

@@ -3,8 +3,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { join } from "node:path";
-import { tmpdir } from "node:os";
-import { cp, mkdtemp, readdir, readFile, rm, stat, truncate, writeFile } from "node:fs/promises";
+import { cp, readdir, readFile, rm, stat, truncate, writeFile } from "node:fs/promises";
 import { browserLike, gpu } from "./helpers/gpu.js";
 import { assertClose, assertEqualArrays, assertRejects } from "./helpers/check.js";
 import { FIXTURE_ROOT } from "./helpers/golden.js";
@@ -24,6 +23,7 @@ import { SafetensorsFile } from "../src/io/safetensors.js";
 import { openFileSource } from "../src/io/source.js";
 import { indexCommand } from "../src/cli/index.js";
 import { searchCommand } from "../src/cli/search.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 const MODEL = join(FIXTURE_ROOT, "llama-gqa-f32"); // D = 64, V = 384, f32 weights
 const OTHER = join(FIXTURE_ROOT, "qwen2-bias-tied-f16"); // D = 64 too
@@ -270,7 +270,7 @@ test("1,000,000 entries under a forced 1 MiB storage binding limit: search equal
 });
 
 async function tmp(): Promise<string> {
-  return mkdtemp(join(tmpdir(), "onegen-index-test-"));
+  return scratchDir("index-test");
 }
 
 test("save/load round trip (f16 and f32, replacing an existing index, no leftovers); empty index round trip", async () => {

@@ -5,8 +5,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { join } from "node:path";
-import { tmpdir } from "node:os";
-import { mkdtemp, readFile, rm, writeFile } from "node:fs/promises";
+import { readFile, rm, writeFile } from "node:fs/promises";
 import { gpu } from "./helpers/gpu.js";
 import { assertRejects } from "./helpers/check.js";
 import { FIXTURE_ROOT } from "./helpers/golden.js";
@@ -19,6 +18,7 @@ import { searchCommand } from "../src/cli/search.js";
 import { parseIdsTemplate, parseRunInputs, runCommand } from "../src/cli/run.js";
 import { LoadError, UsageError } from "../src/errors.js";
 import { Rng } from "../src/util/rng.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 const MODEL = join(FIXTURE_ROOT, "llama-gqa-f32");
 const DOC = 7;
@@ -46,7 +46,7 @@ async function capture(fn: () => Promise<number>): Promise<{ rc: number; out: st
 let built: Promise<{ root: string; index: string }> | null = null;
 function fixture() {
   return (built ??= (async () => {
-    const root = await mkdtemp(join(tmpdir(), "onegen-run-"));
+    const root = scratchDir("run");
     const rng = new Rng(4242);
     const lines = Array.from({ length: 8 }, (_, i) => JSON.stringify({ id: `d${i}`, ids: [...Array.from({ length: 4 + rng.int(5) }, () => 20 + rng.int(260)), DOC] }));
     await writeFile(join(root, "docs.jsonl"), lines.join("\n") + "\n");

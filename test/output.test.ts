@@ -6,16 +6,16 @@
 // look-alikes named and left alone).
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdir, mkdtemp, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readdir, readFile, rm, stat, symlink, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { UsageError } from "../src/errors.js";
 import { assertRejects } from "./helpers/check.js";
 import { checkOutput, checkOutputs, fileIsOurs, outputTag, recoverIn, recoverOutput, resolveReal, writeDirAtomic, writeFileAtomic, OUTPUT_TAG_FILE } from "../src/io/output.js";
 import { writeSafetensors } from "../src/io/safetensors-write.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 async function tmp(): Promise<string> {
-  return mkdtemp(join(tmpdir(), "onegen-output-"));
+  return scratchDir("output");
 }
 
 /** A dead PID: a child that has exited. */

@@ -4,8 +4,7 @@
 // it, never a directory we did not write, our own output replaced); refusals.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdir, mkdtemp, readFile, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { mkdir, readFile, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { gpu } from "./helpers/gpu.js";
 import { assertRejects } from "./helpers/check.js";
@@ -16,6 +15,7 @@ import { openCheckpoint } from "../src/model/checkpoint.js";
 import { quantizeModelDir } from "../src/model/save-quantized.js";
 import { LoadError, UnsupportedError, UsageError } from "../src/errors.js";
 import type { Tensor } from "../src/gpu/tensor.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 const fixture = (name: string) => join(FIXTURE_ROOT, name);
 
@@ -38,7 +38,7 @@ async function logits(dir: string, quantize: "q8_0" | "q4_0" | undefined, ids: n
 }
 
 test("quantized directory loads as stored: same bytes and logits as quantizing while loading; layout on disk", async () => {
-  const tmp = await mkdtemp(join(tmpdir(), "onegen-quant-"));
+  const tmp = scratchDir("quant");
   const ids = (await readGolden("llama3-scaled-bf16-sharded")).ids.slice(0, 12);
   for (const format of ["q8_0", "q4_0"] as const) {
     const out = join(tmp, format);
@@ -76,7 +76,7 @@ test("quantized directory loads as stored: same bytes and logits as quantizing w
 });
 
 test("output rules: not the input, not inside it, not a foreign directory; our own output is replaced", async () => {
-  const tmp = await mkdtemp(join(tmpdir(), "onegen-quant-"));
+  const tmp = scratchDir("quant");
   const src = fixture("llama-gqa-f32");
   await assertRejects(() => quantizeModelDir(src, src, "q8_0", { flag: "--out", inputFlag: "--model" }), UsageError, [/--out/, /is the --model input/], "out = in");
   await assertRejects(() => quantizeModelDir(src, join(src, "q"), "q8_0", { flag: "--out", inputFlag: "--model" }), UsageError, [/--out/, /inside the --model directory/], "out inside in");

@@ -32,9 +32,8 @@ import { loadDecoder, type LoadedDecoder } from "../src/model/load.js";
 import { Session, type GeneratedToken } from "../src/model/session.js";
 import { modelFingerprint } from "../src/onegen/fingerprint.js";
 import { quantizeModelDir } from "../src/model/save-quantized.js";
-import { mkdtemp } from "node:fs/promises";
-import { tmpdir } from "node:os";
 import { join } from "node:path";
+import { scratchDir } from "./helpers/scratch.js";
 
 const EPS32 = 2 ** -24;
 const tolFor = (K: number) => ({ atol: 4 * EPS32 * K + 1e-7, rtol: 2 ** -20 });
@@ -209,7 +208,7 @@ test("quantized model, gemvLayout tiles vs rows: tiled projections, planned byte
 
 test("a directory saved quantized loads into the same tiles bytes as quantizing while loading", async () => {
   const ctx = await gpu();
-  const tmp = await mkdtemp(join(tmpdir(), "onegen-qtiles-"));
+  const tmp = scratchDir("qtiles");
   for (const format of FORMATS) {
     const out = join(tmp, format);
     await quantizeModelDir(join(FIXTURE_ROOT, "llama3-scaled-bf16-sharded"), out, format, { maxShardBytes: 100_000 });

@@ -4,8 +4,7 @@
 // one) and the rule, within a second, and after reading no more bytes than the file holds.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdtempSync, writeFileSync, readFileSync, readdirSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { writeFileSync, readFileSync, readdirSync } from "node:fs";
 import { join } from "node:path";
 import { createServer } from "node:http";
 import { LoadError, UnsupportedError } from "../src/errors.js";
@@ -17,8 +16,9 @@ import { blobSource, bytesSource, httpSource, openFileSource, type ByteSource } 
 import { bf16BitsToF32, f16BitsToF32, f32ToBf16Bits, f32ToF16Bits } from "../src/util/f16.js";
 import { Rng } from "../src/util/rng.js";
 import { assertEqualArrays, assertRejects } from "./helpers/check.js";
+import { scratchDir } from "./helpers/scratch.js";
 
-const tmp = mkdtempSync(join(tmpdir(), "onegen-st-"));
+const tmp = scratchDir("st");
 const enc = new TextEncoder();
 
 /** 8-byte little-endian length + header text + data bytes. `n` overrides the declared length. */

@@ -3,13 +3,13 @@
 // by the library's HTTP source.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdtempSync, mkdirSync, symlinkSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { mkdirSync, symlinkSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { parseRange, startStaticServer } from "../src/web/static-server.js";
 import { httpSource } from "../src/io/source.js";
+import { scratchDir } from "./helpers/scratch.js";
 
-const dir = mkdtempSync(join(tmpdir(), "onegen-static-"));
+const dir = scratchDir("static");
 const root = join(dir, "root");
 mkdirSync(join(root, "sub"), { recursive: true });
 const body = Uint8Array.from({ length: 1000 }, (_, i) => (i * 7) & 255);

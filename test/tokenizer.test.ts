@@ -2,13 +2,13 @@
 // and model directories without tokenizer files.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { mkdtempSync, readFileSync, writeFileSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { readFileSync, writeFileSync } from "node:fs";
 import { join } from "node:path";
 import { LoadError, UsageError } from "../src/errors.js";
 import { filesDir } from "../src/io/source.js";
 import { Tokenizer, addTokensToTokenizerJson, loadTokenizer, parseIdList, resolveTokenId, tryLoadTokenizer } from "../src/tokenizer.js";
 import { assertRejects } from "./helpers/check.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 const LLAMA2 = "test/fixtures/llama2-tokenizer";
 const ONEGEN_TOKENS = ["[_CONTINUE_]", "[SE]", "[LK]"];
@@ -122,7 +122,7 @@ test("chat template renders like transformers' apply_chat_template", async () =>
 });
 
 test("a model directory without tokenizer files: ids still work, text gives a clear error", async () => {
-  const empty = mkdtempSync(join(tmpdir(), "onegen-notok-"));
+  const empty = scratchDir("notok");
   assert.is(await tryLoadTokenizer(empty), null);
   const err = await assertRejects(() => loadTokenizer(empty), LoadError, [/has no tokenizer\.json/, new RegExp(empty.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")), /hint: give token ids/], "no tokenizer");
   assert.ok(err.message.includes("--ids"));
@@ -157,7 +157,7 @@ function regexTokenizerJson(pattern: string, vocab: readonly string[], normalize
 }
 
 function writeTokenizerDir(json: unknown, config: unknown = {}): string {
-  const dir = mkdtempSync(join(tmpdir(), "onegen-tokre-"));
+  const dir = scratchDir("tokre");
   writeFileSync(join(dir, "tokenizer.json"), JSON.stringify(json));
   writeFileSync(join(dir, "tokenizer_config.json"), JSON.stringify(config));
   return dir;

@@ -5,8 +5,7 @@
 // (Called in-process through trainCommand until the command is wired into src/cli.ts.)
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { cp, mkdtemp, readFile, readdir, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { cp, readFile, readdir, writeFile } from "node:fs/promises";
 import { join } from "node:path";
 import { gpu } from "./helpers/gpu.js";
 import { assertRejects } from "./helpers/check.js";
@@ -21,6 +20,7 @@ import { TrainModel } from "../src/train/model.js";
 import { Trainer, type StepRecord } from "../src/train/trainer.js";
 import { addTokensToDecoder, exportWeights } from "../src/train/save.js";
 import { toyTask, toyVocab, writeToyModelDir } from "./fixtures/train-data/toy.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 const DIMS = { D: 32, L: 2, H: 2, Hkv: 1, F: 64 };
 
@@ -42,7 +42,7 @@ async function capture(fn: () => Promise<number>): Promise<{ rc: number; out: st
 let built: Promise<{ root: string; model: string; train: string; db: string }> | null = null;
 function fixture() {
   return (built ??= (async () => {
-    const root = await mkdtemp(join(tmpdir(), "onegen-train-cli-"));
+    const root = scratchDir("train-cli");
     const model = join(root, "model");
     await writeToyModelDir(model, DIMS, 11);
     const task = toyTask(6, 2, 12);

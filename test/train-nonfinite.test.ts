@@ -5,8 +5,7 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
-import { mkdtemp, readFile, readdir, writeFile } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, readdir, writeFile } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gpu } from "./helpers/gpu.js";
@@ -22,6 +21,7 @@ import { addTokensToDecoder, exportWeights } from "../src/train/save.js";
 import { f32ArrayToF16 } from "../src/util/f16.js";
 import { Rng } from "../src/util/rng.js";
 import { toyTask, writeToyModelDir } from "./fixtures/train-data/toy.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 const rng = new Rng(99);
 
@@ -59,7 +59,7 @@ test("AdamW: a gradient holding NaN or inf skips the update (f32 and f16 weights
 let built: Promise<{ root: string; model: string; train: string; db: string }> | null = null;
 function fixture() {
   return (built ??= (async () => {
-    const root = await mkdtemp(join(tmpdir(), "onegen-train-nonfinite-"));
+    const root = scratchDir("train-nonfinite");
     const model = join(root, "model");
     await writeToyModelDir(model, { D: 32, L: 2, H: 2, Hkv: 1, F: 64 }, 11);
     const task = toyTask(6, 2, 12);

@@ -10,8 +10,7 @@ import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { spawnSync } from "node:child_process";
 import { existsSync } from "node:fs";
-import { mkdtemp, readFile, readdir, rm } from "node:fs/promises";
-import { tmpdir } from "node:os";
+import { readFile, readdir, rm } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath } from "node:url";
 import { gpu } from "./helpers/gpu.js";
@@ -31,6 +30,7 @@ import { Trainer } from "../src/train/trainer.js";
 import { addTokensToDecoder, exportWeights, saveAdapters, saveModelDir } from "../src/train/save.js";
 import { Rng } from "../src/util/rng.js";
 import { toyTask, toyVocab, writeToyModelDir } from "./fixtures/train-data/toy.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 const HERE = join(dirname(fileURLToPath(import.meta.url)), "..", "..", "test", "fixtures", "train-data");
 const SAVED = join(HERE, "saved");
@@ -92,7 +92,7 @@ async function readLogits(file: string): Promise<{ ids: number[]; logits: Float3
 
 test("addTokensToDecoder: new rows are the mean row, old rows unchanged, tied stays tied", async () => {
   const ctx = await gpu();
-  const dir = await mkdtemp(join(tmpdir(), "onegen-save-"));
+  const dir = scratchDir("save");
   await writeToyModelDir(dir, DIMS, 5);
   const loaded = await loadDecoder(ctx, dir, { noTokenizer: true });
   const g = await addTokensToDecoder(loaded.decoder, V + 3);
@@ -117,7 +117,7 @@ test("addTokensToDecoder: new rows are the mean row, old rows unchanged, tied st
 
 test("full fine-tuning with added tokens: the saved directory loads back to the trained model's logits (also sharded)", async () => {
   const ctx = await gpu();
-  const root = await mkdtemp(join(tmpdir(), "onegen-save-"));
+  const root = scratchDir("save");
   const src = join(root, "src");
   const t = await trainToy(ctx, src, "full", 3, 31);
   const want = await logitsOf(t.model.decoder, IDS);
@@ -157,7 +157,7 @@ test("full fine-tuning with added tokens: the saved directory loads back to the 
 
 test("LoRA: the merged directory's loss equals the adapted model's; PEFT adapters round-trip", async () => {
   const ctx = await gpu();
-  const root = await mkdtemp(join(tmpdir(), "onegen-save-"));
+  const root = scratchDir("save");
   const src = join(root, "src");
   const t = await trainToy(ctx, src, "lora", 3, 41);
   const c = collate(t.data, [0, 1, 2], new Rng(2), { nNegPerPos: 2 });
@@ -196,7 +196,7 @@ async function savedRecipe(ctx: GpuContext, root: string, out: string): Promise<
 
 test("PyTorch reference: committed saved model vs its committed golden; the recipe re-run matches; live PyTorch check where torch exists", async () => {
   const ctx = await gpu();
-  const root = await mkdtemp(join(tmpdir(), "onegen-save-"));
+  const root = scratchDir("save");
   if (process.env.ONEGEN_WRITE_TRAIN_GOLDEN === "1") {
     await savedRecipe(ctx, root, SAVED);
     assert.ok(torchAvailable, "regenerating the golden needs /usr/bin/python3 with torch");
@@ -241,6 +241,5 @@ test("PyTorch reference: committed saved model vs its committed golden; the reci
   } else console.log(`  PyTorch not importable here: committed golden only (relative L2 ${e.toExponential(2)})`);
   await rm(root, { recursive: true, force: true });
 });
-
 
 test.run();

@@ -4,15 +4,15 @@
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { spawn, spawnSync, type ChildProcess } from "node:child_process";
-import { mkdtempSync, readdirSync, statSync } from "node:fs";
+import { readdirSync, statSync } from "node:fs";
 import { createServer } from "node:net";
-import { tmpdir } from "node:os";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
+import { scratchDir } from "./helpers/scratch.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const CLI = join(ROOT, "dist", "src", "cli.js");
-const tmp = mkdtempSync(join(tmpdir(), "onegen-web-cli-"));
+const tmp = scratchDir("web-cli");
 
 function runSync(args: readonly string[]): { status: number | null; stdout: string; lines: string[] } {
   const r = spawnSync(process.execPath, [CLI, "web", ...args], { encoding: "utf8", timeout: 30_000 });

@@ -5,13 +5,12 @@
 // held-out sentence, answers a fixed two-hop question and generates greedily from a prompt. The
 // page's ids, annotated text, entities, retrieved documents, answer and generated ids must EQUAL
 // what the library computes in Node (Dawn) for the same inputs, scores within 2e-3. No adapter in the browser is a failure (the page
-// shows an error line, reported here). A screenshot of the page is written to a temp dir
-// (ONEGEN_WEB_DEMO_SCREENSHOT=PATH chooses the file; docs/web-demo.png was made that way).
+// shows an error line, reported here). A screenshot of the page is taken into a scratch
+// dir removed at exit (ONEGEN_WEB_DEMO_SCREENSHOT=PATH keeps it there; docs/web-demo.png was made that way).
 import { test } from "uvu";
 import * as assert from "uvu/assert";
 import { spawn, type ChildProcess } from "node:child_process";
-import { existsSync, mkdtempSync, rmSync } from "node:fs";
-import { tmpdir } from "node:os";
+import { existsSync, rmSync } from "node:fs";
 import { join, dirname } from "node:path";
 import { fileURLToPath } from "node:url";
 import puppeteer, { type Browser, type Page } from "puppeteer-core";
@@ -22,6 +21,7 @@ import { loadDemoData } from "../src/demo/data.js";
 import { openDemoIndexes } from "../src/demo/indexes.js";
 import { answerQuestion, linkSentence } from "../src/demo/tasks.js";
 import type { DemoPageState } from "../web/main.js";
+import { scratchDir } from "./helpers/scratch.js";
 
 const ROOT = join(dirname(fileURLToPath(import.meta.url)), "..", "..");
 const CLI = join(ROOT, "dist", "src", "cli.js");
@@ -112,7 +112,7 @@ test("demo page in headless Chromium: loads over HTTP, restarts from the cache, 
   assert.ok(el.mentions.length > 0 && mh.retrievals.length > 0, "Node links mentions and retrieves documents");
 
   const web = await startWeb();
-  const profile = mkdtempSync(join(tmpdir(), "onegen-web-profile-"));
+  const profile = scratchDir("web-profile");
   let browser: Browser | null = null;
   try {
     browser = await launch(profile);
@@ -168,9 +168,9 @@ test("demo page in headless Chromium: loads over HTTP, restarts from the cache, 
     assert.equal(s.gen.ids, genIds, "the same generated ids");
     assert.match(await page.$eval("#gen-stats", (e) => e.textContent ?? ""), /decode [\d.]+ tok\/s/);
 
-    const shot = process.env.ONEGEN_WEB_DEMO_SCREENSHOT ?? join(mkdtempSync(join(tmpdir(), "onegen-web-shot-")), "web-demo.png");
+    const shot = process.env.ONEGEN_WEB_DEMO_SCREENSHOT ?? join(scratchDir("web-shot"), "web-demo.png");
     await page.screenshot({ path: shot as `${string}.png`, fullPage: true });
-    process.stdout.write(`\n  screenshot: ${shot}\n`);
+    if (process.env.ONEGEN_WEB_DEMO_SCREENSHOT) process.stdout.write(`\n  screenshot: ${shot}\n`);
     assert.ok(!s.error, `no error line (${s.error}); console: ${console.slice(-3).join(" | ")}`);
   } finally {
     await browser?.close();
@@ -186,7 +186,7 @@ test("demo page in headless Chromium: loads over HTTP, restarts from the cache, 
 
 test("demo page without WebGPU (Chromium lacking --enable-unsafe-webgpu): one error line naming the flag, nothing loaded", async () => {
   const web = await startWeb();
-  const profile = mkdtempSync(join(tmpdir(), "onegen-web-profile-"));
+  const profile = scratchDir("web-profile");
   let browser: Browser | null = null;
   try {
     browser = await launch(profile, false);
