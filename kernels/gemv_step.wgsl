@@ -111,6 +111,9 @@
 #if QUANT
 #include quant_block
 #endif
+#if XBCAST
+enable subgroups;
+#endif
 
 struct Params {
   K: u32,         // reduction length, elements
@@ -151,6 +154,64 @@ var<workgroup> partial: array<f32, {{WG}}>;   // norm_prologue, norm_rows
 var<workgroup> xs: array<{{XT}}, {{XCAP}}>;   // x̂ of the current row
 #endif
 
+#if XBCAST
+// XBCAST (TILES, K a multiple of 32, no XSHARED/KTAIL; subgroups of ≥ 8 / XL lanes): x̂ through the
+// subgroup instead of per-lane loads. K is walked 32 elements (8 x vec4) at a time; lane sl loads
+// vec4 sl of them (XL 2, 4-lane subgroups: sl and sl + 4), applies the in-loop norm to it (Σx² lane
+// by lane, summed over the subgroup at the end), and subgroupBroadcast hands all 8 to every lane,
+// as kernels/gemv_bcast.wgsl does: x and g cost XL vec4 loads per lane per 32 elements instead of 8.
+// Every lane runs the K loop (broadcasts need them all; lanes past the matrix read clamped tiles,
+// never stored).
+var<private> sl_: u32;   // subgroup_invocation_id
+
+// x̂ vec4 u of the row at x unit xb (the in-loop norm's Σx² into ss).
+fn xb_load(xb: u32, u: u32, ss: ptr<function, vec4<f32>>) -> vec4<f32> {
+#if NORM
+  let xr = x[xb + u];
+  *ss = fma(xr, xr, *ss);
+  return xr * g4(4u * u);
+#else
+  return x[xb + u];
+#endif
+}
+
+// The 8 x̂ vec4s of a 32-element step in every lane: lane i's v0 is vec4 i (XL 2: lanes 0..3, v0
+// vec4 i and v1 vec4 i + 4).
+fn bc8(v0: vec4<f32>, v1: vec4<f32>) -> array<vec4<f32>, 8> {
+#if XL2
+  return array<vec4<f32>, 8>(subgroupBroadcast(v0, 0u), subgroupBroadcast(v0, 1u), subgroupBroadcast(v0, 2u), subgroupBroadcast(v0, 3u),
+                             subgroupBroadcast(v1, 0u), subgroupBroadcast(v1, 1u), subgroupBroadcast(v1, 2u), subgroupBroadcast(v1, 3u));
+#else
+  return array<vec4<f32>, 8>(subgroupBroadcast(v0, 0u), subgroupBroadcast(v0, 1u), subgroupBroadcast(v0, 2u), subgroupBroadcast(v0, 3u),
+                             subgroupBroadcast(v0, 4u), subgroupBroadcast(v0, 5u), subgroupBroadcast(v0, 6u), subgroupBroadcast(v0, 7u));
+#endif
+}
+
+// This lane's x̂ vec4(s) of the 32-element step at x vec4 u0, broadcast: the 8 x̂ vec4s.
+// (XL 2 on subgroups of 8 lanes: lanes 4..7 load what lanes 0..3 do, unused.)
+fn bcast_step(xb: u32, u0: u32, ss: ptr<function, vec4<f32>>) -> array<vec4<f32>, 8> {
+#if XL2
+  let v0 = xb_load(xb, u0 + (sl_ & 3u), ss);
+  let v1 = xb_load(xb, u0 + (sl_ & 3u) + 4u, ss);
+#else
+  let v0 = xb_load(xb, u0 + sl_, ss);
+#else
+  let v1 = v0;
+#endif
+  return bc8(v0, v1);
+}
+
+// Σx² of the row in every lane, from each lane's sum over the x vec4s it loaded (XL 2: lanes 4..7
+// of a wider subgroup repeat lanes 0..3 and are left out).
+fn bcast_sumsq(ss: vec4<f32>) -> vec4<f32> {
+#if XL2
+  return subgroupAdd(select(vec4<f32>(), ss, sl_ < 4u));
+#else
+  return subgroupAdd(ss);
+#endif
+}
+
+#endif
 // Word i of matrix `mat` (workgroup-uniform; constant with SWIGLU).
 fn w_at(mat: u32, i: u32) -> {{WT}} {
 #if MULTI
@@ -482,6 +543,11 @@ fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
       let b = g * 8u + j;
       var xp: array<vec4<f32>, 8>;
       var xsum = vec4<f32>();
+#if XBCAST
+      let xa = bcast_step(xb, b * 8u, &ss);
+      for (var k = 0u; k < 8u; k++) {
+        let xv = xa[k];
+#else
       for (var k = 0u; k < 8u; k++) {
         let k4 = b * 8u + k;
 #if NORM
@@ -494,6 +560,7 @@ fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
 #endif
 #else
         let xv = x[xb + k4];
+#endif
 #endif
         xsum += xv;
         xp[k] = xv * xsc;
@@ -512,6 +579,11 @@ fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
       }
     }
   }
+#if XBCAST
+#if NORM
+  ss = bcast_sumsq(ss);
+#endif
+#endif
   return Sums(acc, up, ss);
 }
 #else
@@ -595,6 +667,21 @@ fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
   var up: array<vec4<f32>, {{R}}>;
   for (var i = 0u; i < R; i++) { acc[i] = vec4<f32>(); up[i] = vec4<f32>(); }
   var ss = vec4<f32>();
+#if XBCAST
+  // 4 chunks (8 halves each) per broadcast step of 32 elements; cpr a multiple of 4.
+  for (var c = 0u; c < cpr; c += 4u) {
+    let xa = bcast_step(xb, 2u * c, &ss);
+    for (var j = 0u; j < 4u; j++) {
+      let xc = Chunk(xa[2u * j], xa[2u * j + 1u]);
+      for (var r = 0u; r < R; r++) {
+        acc[r] = fmac(load_w(mat, rows[r], c + j, cpr), xc, acc[r]);
+      }
+    }
+  }
+#if NORM
+  ss = bcast_sumsq(ss);
+#endif
+#else
   for (var c = 0u; c < cpr; c++) {
 #if NORM
 #if XSHARED
@@ -615,15 +702,22 @@ fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
 #endif
     }
   }
+#endif
   return Sums(acc, up, ss);
 }
 #endif
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+#if XBCAST
+        @builtin(subgroup_invocation_id) sgl: u32,
+#endif
         @builtin(local_invocation_index) lid: u32) {
   let gw = wid.x + wid.y * nwg.x;    // workgroup-uniform
   if (gw >= params.groups) { return; }
+#if XBCAST
+  sl_ = sgl;
+#endif
   // This workgroup's matrix: its index, first workgroup, rows, and first bias element (after b_base).
   var mat = 0u;
   var gl = gw;
@@ -671,7 +765,11 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #if XSHARED
     let inv = norm_prologue(xb, lid, xw);
 #endif
+#if XBCAST
+    {   // every lane (see XBCAST above); the stores below stop at nm
+#else
     if (live) {
+#endif
       var s: Sums;
 #if MULTI
       // One call per matrix with a constant index: once inlined (Mesa inlines every function),

@@ -21,7 +21,7 @@ import type { GpuContext } from "../src/gpu/context.js";
 import type { Tensor } from "../src/gpu/tensor.js";
 import { gemvStep, gemvStepReference, planGemvStep, resolveGemvStep, type GemvStepEpilogue, type GemvStepNormPath } from "../src/ops/gemv-step.js";
 import { STEP_COUNT, STEP_LAST, STEP_ROWS, STEP_WORDS } from "../src/ops/step-state.js";
-import { linear, toTilesLayout } from "../src/ops/linear.js";
+import { bcastXL, gemvBcastUsable, linear, toTilesLayout } from "../src/ops/linear.js";
 import { rmsnorm } from "../src/ops/rmsnorm.js";
 import { swiglu } from "../src/ops/swiglu.js";
 import { add } from "../src/ops/elementwise.js";
@@ -58,6 +58,8 @@ interface Case {
   blockSum?: boolean;
   /** W transformed into the tiles layout with this many rows per tile (toTilesLayout). */
   tiles?: number;
+  /** x̂ through subgroup broadcasts, forced (true, or with 1 / 2 x vec4s per lane) or off (false). */
+  xBcast?: boolean | 1 | 2;
 }
 
 const rng = new Rng(1616);
@@ -134,7 +136,7 @@ async function check(ctx: GpuContext, c: Case, what = ""): Promise<string> {
   const y0 = epi === "residual" ? rng.fillUniform(yRows * Nout) : new Float32Array(yRows * Nout).fill(NaN);
   const y = up(ctx.upload(y0, [yRows, Nout], "f32", "y"));
   const step = c.mode === "step" ? up(ctx.upload(stepState(T), [STEP_WORDS], "u32", "step")) : null;
-  const force = { ...(c.normPath !== undefined ? { normPath: c.normPath } : {}), ...(c.rows !== undefined ? { rows: c.rows } : {}), ...(c.joint ? { swigluJoint: true } : {}), ...(c.blockSum !== undefined ? { blockSum: c.blockSum } : {}) };
+  const force = { ...(c.normPath !== undefined ? { normPath: c.normPath } : {}), ...(c.rows !== undefined ? { rows: c.rows } : {}), ...(c.joint ? { swigluJoint: true } : {}), ...(c.blockSum !== undefined ? { blockSum: c.blockSum } : {}), ...(c.xBcast !== undefined ? { xBcast: c.xBcast } : {}) };
   const label = await gemvStep(ctx, { x, w: ws, y, epilogue: epi, norm, bias, step, ...(c.mode === "host" ? { rows: T } : {}), lastRow: c.lastRow ?? false, force });
   const want = gemvStepReference({ x: xh, K, w: wVals, N: Ns, epilogue: epi, norm: gVals ? { weight: gVals, eps: 1e-5 } : null, bias: bVals, y: y0, T, lastRow: c.lastRow ?? false });
   let scale = 1;
@@ -373,6 +375,37 @@ test("q8_0 / q4_0 W in the tiles layout: the decode step's modes, awkward N (odd
       }
       await check(ctx, { K: 32, Ns: [10], wd, epi: "store", norm: "f32", bias: "none", cap: 2, T: 0, mode: "step", tiles: 8 });
     }
+  });
+});
+
+test("x̂ broadcast through the subgroup (xBcast) on tiles of 8: f16, q8_0, q4_0; qkv with norm (f16/f32 g), residual, swiglu, lm_head last row, prepass norm, T from the step state, 1 and 2 x vec4s per lane; refusals", async () => {
+  await forDevices({}, async (ctx, dev) => {
+    if (!gemvBcastUsable(ctx)) {
+      // a device without (≥ 4-lane) subgroups: forcing it is refused, naming the rule
+      await assertRejects(() => resolveGemvStep(ctx, { K: 64, wDtype: "f16", mats: 1, epilogue: "store", norm: null, fromStep: true, lastRow: false, tilesT: 8 }, { xBcast: true }), UnsupportedError, [/x broadcast/, /subgroups/], `${dev}: no subgroups`);
+      return;
+    }
+    const xls: (1 | 2)[] = bcastXL(ctx) === 1 ? [1, 2] : [2];
+    let i = 0;
+    for (const wd of ["f16", ...quantFormats("q4_0")] as const) {
+      for (const xBcast of xls) {
+        const T = 1 + (i % 3);
+        const a = await check(ctx, { K: 96, Ns: [33, 11, 11], wd, epi: "store", norm: i % 2 ? "f32" : "f16", bias: "parts", cap: 4, T, mode: "step", tiles: 8, xBcast });
+        assert.match(a, new RegExp(`_xb${xBcast}_`), `${a}: the broadcast kernel`);
+        await check(ctx, { K: 576, Ns: [77], wd, epi: "residual", norm: "none", bias: "f32", cap: 4, T, mode: "step", tiles: 8, xBcast }); // nb = 18
+        await check(ctx, { K: 32, Ns: [45, 45], wd, epi: "swiglu", norm: "f32", bias: "none", cap: 4, T, mode: "step", tiles: 8, xBcast });
+        await check(ctx, { K: 288, Ns: [131], wd, epi: "store", norm: "f16", bias: "none", cap: 4, T, mode: "step", lastRow: true, tiles: 8, xBcast }); // nb = 9
+        await check(ctx, { K: 64, Ns: [41, 41], wd, epi: "swiglu", norm: "f16", bias: "parts", cap: 5, T: 5, mode: "step", normPath: "prepass", tiles: 8, xBcast });
+        await check(ctx, { K: 256, Ns: [1], wd, epi: "store", norm: "none", bias: "none", cap: 2, T: 2, mode: "host", tiles: 8, xBcast, rows: 3 });
+        i++;
+      }
+    }
+    const shape = { mats: 1 as const, epilogue: "store" as const, norm: null, fromStep: true, lastRow: false };
+    await assertRejects(() => resolveGemvStep(ctx, { ...shape, K: 48, wDtype: "f16", tilesT: 8 }, { xBcast: true }), UnsupportedError, [/x broadcast/, /multiple of 32/, /48/], "K = 48");
+    await assertRejects(() => resolveGemvStep(ctx, { ...shape, K: 64, wDtype: "f16", tilesT: 64 }, { xBcast: true }), UnsupportedError, [/x broadcast/, /tiles of 8/], "tiles of 64");
+    await assertRejects(() => resolveGemvStep(ctx, { ...shape, K: 64, wDtype: "f32", tilesT: 8 }, { xBcast: true }), UnsupportedError, [/x broadcast/, /f16/], "f32 W");
+    await assertRejects(() => resolveGemvStep(ctx, { ...shape, K: 64, wDtype: "f16" }, { xBcast: true }), UnsupportedError, [/x broadcast/, /tiles/], "row-major W");
+    await assertRejects(() => resolveGemvStep(ctx, { ...shape, norm: "f32", K: 64, wDtype: "f16", tilesT: 8 }, { xBcast: true, normPath: "shared" }), UnsupportedError, [/x broadcast/, /shared norm/], "shared norm");
   });
 });
 

@@ -43,6 +43,7 @@ import type { Kernel, KernelVariant } from "../gpu/kernels.js";
 import { DTYPE_BYTES, isQuantDType, type QuantDType, type Tensor } from "../gpu/tensor.js";
 import { dequantizeMatrix, quantBytes, QK, type QuantizedMatrix } from "../quant/formats.js";
 import { expectDType, grid, Params } from "./common.js";
+import { bcastXL, gemvBcastPreferred, gemvBcastUsable } from "./linear.js";
 import { siluReference } from "./swiglu.js";
 import { STEP_WORDS } from "./step-state.js";
 
@@ -94,12 +95,18 @@ export interface GemvStepDesc {
   xScalar?: boolean;
   /** tiles: K is not a multiple of the chunk (8 halves / 4 f32): the last chunk is read guarded. */
   kTail?: boolean;
+  /**
+   * tiles, f16 or q8_0/q4_0, K a multiple of 32, no xShared/kTail/xScalar: x̂ broadcast through the
+   * subgroup (kernels/gemv_step.wgsl XBCAST) with this many x vec4s loaded per lane per 32 elements
+   * (1: subgroups of ≥ 8 lanes; 2: of ≥ 4). Needs the 'subgroups' feature.
+   */
+  xBcast?: 1 | 2;
 }
 
 /** Stable name, e.g. "gemv_step_f16_vec8_m3_store_norm16s576_step_r4_wg64". */
 function gemvStepLabel(d: GemvStepDesc): string {
   const norm = d.norm ? `_norm${d.norm === "f16" ? 16 : 32}${d.xShared ? `s${d.k}` : "i"}` : "";
-  return `gemv_step_${d.wDtype}${d.tiles ? "_tiles" : ""}${d.xScalar ? "_x1" : ""}${d.kTail ? "_kt" : ""}_vec${d.vec}_m${d.mats}_${d.epilogue}${d.joint ? "j" : ""}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}${d.blockSum ? "_bs" : ""}_r${d.rows}_wg${d.wg}`;
+  return `gemv_step_${d.wDtype}${d.tiles ? "_tiles" : ""}${d.xScalar ? "_x1" : ""}${d.kTail ? "_kt" : ""}_vec${d.vec}_m${d.mats}_${d.epilogue}${d.joint ? "j" : ""}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}${d.blockSum ? "_bs" : ""}${d.xBcast ? `_xb${d.xBcast}` : ""}_r${d.rows}_wg${d.wg}`;
 }
 
 /** Workgroup memory bytes of a variant (x̂ row + reduction scratch). */
@@ -124,6 +131,7 @@ function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
   if (d.tiles && d.vec !== (f16 ? 8 : 4)) throw new UnsupportedError(`gemv_step: tiles read 16-byte chunks (vec ${f16 ? 8 : 4} for ${d.wDtype}), got vec${d.vec} (${name})`);
   if (d.xScalar && !d.tiles) throw new UnsupportedError(`gemv_step: xScalar applies to the tiles layout only (${name})`);
   if (d.kTail && !d.tiles) throw new UnsupportedError(`gemv_step: kTail applies to the tiles layout only (${name})`);
+  if (d.xBcast && (!d.tiles || d.xShared || d.kTail || d.xScalar || d.joint || d.wDtype === "f32" || d.wg !== 8)) throw new UnsupportedError(`gemv_step: the x broadcast (xBcast) reads f16/q8_0/q4_0 tiles of 8 rows with K a multiple of 32, without xShared, kTail, xScalar or joint (${name})`);
   const xvec = d.tiles ? !d.xScalar : d.vec !== 1;
   return {
     file: "gemv_step",
@@ -156,6 +164,8 @@ function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
       LAST_ROW: d.lastRow,
       TILES: d.tiles === true,
       KTAIL: d.kTail === true,
+      XBCAST: d.xBcast !== undefined,
+      XL2: d.xBcast === 2,
       V: "f32",
     },
     bindings: ["read", "read", "read", "read", "read", "read", "read", "read_write", "uniform"],
@@ -193,6 +203,12 @@ export interface GemvStepForce {
   wg?: number;
   /** q8_0/q4_0: scale once per block (true) or dequantize every weight chunk (false). */
   blockSum?: boolean;
+  /**
+   * tiles: x̂ through subgroup broadcasts (true; needs subgroups of ≥ 4 lanes, K % 32 = 0) or
+   * per-lane loads (false); 1 or 2: true with that many x vec4s per lane (2, the 4-lane-subgroup
+   * path, also runs on wider subgroups).
+   */
+  xBcast?: boolean | 1 | 2;
 }
 
 /** What resolveGemvStep picked: the GEMV kernel and, for the prepass norm path, the norm kernel. */
@@ -223,7 +239,11 @@ export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvSt
   if (force.blockSum && !isQuantDType(s.wDtype)) throw new UnsupportedError(`gemv_step: blockSum applies to q8_0/q4_0 weights, not ${s.wDtype}`);
   const blockSum = isQuantDType(s.wDtype) && (force.blockSum ?? QUANT_BLOCKSUM);
   const tiled = tilesT > 0 ? { tiles: true, ...(s.K % 4 !== 0 ? { xScalar: true } : {}), ...(s.K % (s.wDtype === "f16" ? 8 : 4) !== 0 ? { kTail: true } : {}) } : {};
-  const base: GemvStepDesc = { wDtype: s.wDtype, vec, mats: s.mats, epilogue: s.epilogue, norm: null, xShared: false, k: 0, fromStep: s.fromStep, lastRow: s.lastRow, rows, wg, ...(force.swigluJoint ? { joint: true } : {}), ...(blockSum ? { blockSum: true } : {}), ...tiled };
+  const xbOk = tilesT === 8 && s.wDtype !== "f32" && s.K % 32 === 0 && gemvBcastUsable(ctx) && !force.swigluJoint && force.normPath !== "shared";
+  if (force.xBcast && !xbOk) throw new UnsupportedError(`gemv_step: the x broadcast needs f16/q8_0/q4_0 tiles of 8 rows, K a multiple of 32 (got ${s.K}), subgroups of ≥ 4 lanes, and no joint swiglu or shared norm`);
+  if (force.xBcast === 1 && bcastXL(ctx) !== 1) throw new UnsupportedError("gemv_step: the x broadcast with 1 vec4 per lane needs subgroups of ≥ 8 lanes");
+  const xBcast = force.xBcast ?? (xbOk && gemvBcastPreferred(ctx) && STEP_XBCAST);
+  const base: GemvStepDesc = { wDtype: s.wDtype, vec, mats: s.mats, epilogue: s.epilogue, norm: null, xShared: false, k: 0, fromStep: s.fromStep, lastRow: s.lastRow, rows, wg, ...(force.swigluJoint ? { joint: true } : {}), ...(blockSum ? { blockSum: true } : {}), ...tiled, ...(xBcast ? { xBcast: xBcast === true ? bcastXL(ctx) : xBcast } : {}) };
   if (!s.norm) {
     if (force.normPath !== undefined) throw new UnsupportedError(`gemv_step: normPath '${force.normPath}' applies to the norm prologue only`);
     return { main: base, prenorm: null, normPath: null };
@@ -243,6 +263,15 @@ export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvSt
   }
   return { main: { ...base, norm: s.norm, xShared: path === "shared", k: path === "shared" ? s.K : 0 }, prenorm: null, normPath: path };
 }
+/**
+ * The x broadcast (xBcast) by default where gemv_bcast is preferred (software, subgroups of ≥ 8
+ * lanes) and the tiles allow it. Lavapipe, 134M shape, T = 1, one layer's fused GEMVs (sums of
+ * the group medians, arms alternated; bench/gemv-layout.bench.ts, 2026-12-03 at load 4, --quick):
+ * f16 rows 12.0 ms, f16 tiles 15.0, f16 tiles + broadcast 9.1 (×1.32 of rows); q4_0 tiles 7.7,
+ * q4_0 tiles + broadcast 5.1 (×2.37 of f16 rows). On tiles the per-lane x (and g) loads were 20–33%
+ * (f16) and over half (q4_0) of the words each lane loads.
+ */
+const STEP_XBCAST = true;
 /**
  * Norm path per device class by the GEMV's size (Σ N_i · K weights): "prepass" from this size on,
  * "loop" below it. "shared" is never chosen: on lavapipe any barrier made the GEMV ~1.3× slower
