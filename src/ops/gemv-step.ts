@@ -266,7 +266,8 @@ export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvSt
 /**
  * The x broadcast (xBcast) by default where gemv_bcast is preferred (software, subgroups of ≥ 8
  * lanes) and the tiles allow it. Lavapipe, 134M shape, T = 1, one layer's fused GEMVs (sums of
- * the group medians, arms alternated; bench/gemv-layout.bench.ts, 2026-12-03 at load 4, --quick):
+ * the group medians, arms alternated; bench/gemv-layout.bench.ts, 2026-12-03 at load 4, --quick,
+ * bench/results/2026-12-03-xbcast-gemv-layout-q.md):
  * f16 rows 12.0 ms, f16 tiles 15.0, f16 tiles + broadcast 9.1 (×1.32 of rows); q4_0 tiles 7.7,
  * q4_0 tiles + broadcast 5.1 (×2.37 of f16 rows). On tiles the per-lane x (and g) loads were 20–33%
  * (f16) and over half (q4_0) of the words each lane loads.

@@ -290,6 +290,10 @@ export function linearKernelVariant(d: LinearKernelDesc): KernelVariant {
  *   shape, one run at load 3–9 shared with other benches (bench/quant-layout.bench.ts,
  *   bench/results/2026-12-02-qtiles-quant-layout.md): per-round geomean q4_0 tiles ×1.27 of q4_0
  *   rows and ×1.18 of f16 tiles (medians ×1.05 / ×0.88: 2–4× spread within an arm) → tiles.
+ *   On a quiet machine (2026-12-03, load 0.2, bench/results/2026-12-03-a6730ca-quiet-layouts.md) f16
+ *   rows beat tiles (×0.81 for tiles); since the tiles read x̂ through subgroup broadcasts
+ *   (gemv_step XBCAST, 2026-12-03 at load 3–5, bench/results/2026-12-03-xbcast-quant-layout.md):
+ *   134M decode f16 tiles ×1.19 of f16 rows, q4_0 tiles ×1.46 of q4_0 rows and ×1.21 of f16 tiles.
  *   hardware GPUs (subgroups or not): not measured (no GPU lent) → rows, the layout every reader
  *   had before; T = 64 tiles are implemented and tested for them (gemvTiledShape).
  */
