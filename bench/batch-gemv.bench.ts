@@ -39,7 +39,9 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
   const shapes: [string, number, number][] = env.quick
     ? [["256×256", 256, 256], ["688×256", 688, 256]]
     : [["q/k/v/o 768×768", 768, 768], ["gate/up 2048×768", 2048, 768], ["down 768×2048", 768, 2048], ["lm_head 32000×768", 32000, 768]];
-  const Ms = env.quick ? [1, 8] : [1, 2, 4, 8, 16];
+  // BATCH_GEMV_MS=32,128: other row counts (prefill-sized M: is gemv_bcast still ahead of matmul?).
+  const Ms = process.env.BATCH_GEMV_MS ? process.env.BATCH_GEMV_MS.split(",").map(Number) : env.quick ? [1, 8] : [1, 2, 4, 8, 16];
+  if (!Ms.every((m) => Number.isInteger(m) && m >= 1 && m <= 4096)) throw new Error(`batch-gemv: BATCH_GEMV_MS must list integers in 1..4096, got '${process.env.BATCH_GEMV_MS}'`);
   const bcast = gemvBcastUsable(ctx);
   if (!bcast) env.log("batch-gemv: this device cannot run gemv_bcast (needs subgroups of ≥ 8 invocations): v4 arms skipped");
   const arms: Arm[] = [];

@@ -69,10 +69,12 @@ test("gemv_bcast vs linearReference: M ∈ {1,2,3,4,5,7,8,9,16,17} × odd N, K (
   });
 });
 
-test("gemv_bcast on the 134M shape's projections: 8×2048×768 and 16×768×2048 f16, tiles and rows, with bias", async () => {
+test("gemv_bcast on the 134M shape's projections: 8×2048×768 and 16×768×2048 f16, tiles and rows, with bias; prefill-sized M (67 and 131 rows: 9 and 17 M-blocks, the last partial)", async () => {
   const ctx = await gpu();
   await check(ctx, 8, 2048, 768, "f16", "f16", 8);
   await check(ctx, 16, 768, 2048, "f16", "f32", 0);
+  await check(ctx, 67, 200, 576, "f16", "none", 8);
+  await check(ctx, 131, 96, 72, "f16", "f16", 0);
 });
 
 test("gemv_bcast windows: W, x, y and bias above a forced 64 KiB binding limit (rows and tiles, f16 and f32)", async () => {
@@ -88,14 +90,17 @@ test("gemv_bcast windows: W, x, y and bias above a forced 64 KiB binding limit (
   }
 });
 
-test("resolver: auto picks gemv_bcast for GEMV_MAX_M < M ≤ BCAST_MAX_M where usable and measured faster; matmul above; refusals", async () => {
+test("resolver: auto picks gemv_bcast for GEMV_MAX_M < M (f32 W: M ≤ BCAST_MAX_M) where usable and measured faster; matmul above; refusals", async () => {
   const ctx = await gpu();
-  if (gemvBcastUsable(ctx) && gemvBcastPreferred(ctx)) {
+  const preferred = gemvBcastUsable(ctx) && gemvBcastPreferred(ctx);
+  if (preferred) {
     assert.is(resolveLinear(ctx, GEMV_MAX_M + 1, 768, 768, "f16").label, "gemv_bcast_f16_vec8_r4_mb4_wg8");
     assert.is(resolveLinear(ctx, 8, 2048, 768, "f16", "auto", false, 8).label, "gemv_bcast_f16_tiles8_vec8_r4_mb8_wg8");
     assert.is(resolveLinear(ctx, BCAST_MAX_M, 768, 2049, "f32").label, "gemv_bcast_f32_vec1_r4_mb8_wg8");
+    assert.is(resolveLinear(ctx, 512, 768, 768, "f16", "auto", false, 8).label, "gemv_bcast_f16_tiles8_vec8_r4_mb8_wg8", "prefill-sized M, f16 W");
   }
-  assert.match(resolveLinear(ctx, BCAST_MAX_M + 1, 768, 768, "f16").label, /^matmul_/);
+  assert.match(resolveLinear(ctx, BCAST_MAX_M + 1, 768, 768, "f32").label, /^matmul_/);
+  if (!preferred) assert.match(resolveLinear(ctx, BCAST_MAX_M + 1, 768, 768, "f16").label, /^matmul_/);
   assert.match(resolveLinear(ctx, 8, 768, 768, "f16", "auto", false, 64).label, /^matmul_f16_tiles64/, "tiles of 64 rows: not gemv_bcast's layout");
   const noSub = await gpu({ disableFeatures: ["subgroups"] });
   assert.not.ok(gemvBcastUsable(noSub));

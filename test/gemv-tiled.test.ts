@@ -20,7 +20,7 @@ import { TrainModel } from "../src/train/model.js";
 import { modelFixture } from "./helpers/fixtures.js";
 import { tiledCopyReference } from "../src/ops/tiled-copy.js";
 import {
-  BCAST_MAX_M,
+  bcastMaxM,
   BCAST_T,
   gemvBcastPreferred,
   gemvBcastUsable,
@@ -243,7 +243,7 @@ test("W in the tiles layout (load-time transform): bytes equal tiledCopyReferenc
     ];
     for (const c of cases) {
       const label = await checkTiles(ctx, ...c);
-      const bcast = gemvBcastUsable(ctx) && gemvBcastPreferred(ctx) && c[5] === BCAST_T && c[0] <= BCAST_MAX_M;
+      const bcast = gemvBcastUsable(ctx) && gemvBcastPreferred(ctx) && c[5] === BCAST_T && c[0] <= bcastMaxM(c[3]);
       assert.match(label, bcast ? /^gemv_bcast_f(16|32)_tiles8_/ : c[0] <= 2 ? /^gemv_tiled_/ : /^matmul_f(16|32)_tiles/, label);
     }
   });

@@ -78,11 +78,19 @@ const SPLITK_WG = 64;
  */
 export const GEMV_MAX_M = 2;
 /**
- * Largest M the resolver sends to gemv_bcast (where gemvBcastPreferred); matmul above. M = 16 still
- * costs ×0.40–0.61 of matmul t4x8 on every 134M projection (bench/results/2026-12-02-gemv-bcast.md);
- * larger M (prefill) was not measured with it and stays on matmul.
+ * Largest M the resolver sends to gemv_bcast with f32 W (where gemvBcastPreferred); matmul above.
+ * M = 16 still costs ×0.40–0.61 of matmul t4x8 on every 134M projection
+ * (bench/results/2026-12-02-gemv-bcast.md). f16 W: every M (bcastMaxM): at M = 128 (prefill-sized)
+ * gemv_bcast (MB 8) cost ×0.34–0.51 of matmul t4x8's CPU time on the 134M projections, rows and
+ * tiles, wall ×1.4–2.5 faster (lavapipe at load ~4 with a 7B bench beside, 2026-12-03,
+ * BATCH_GEMV_MS=1,128 bench/batch-gemv.bench.ts, bench/results/2026-12-03-batch-gemv-m128.md);
+ * f32 W at large M not measured.
  */
 export const BCAST_MAX_M = 16;
+/** Largest M the resolver sends to gemv_bcast for this weight dtype (see BCAST_MAX_M). */
+export function bcastMaxM(wDtype: WDType): number {
+  return wDtype === "f16" ? Infinity : BCAST_MAX_M;
+}
 /**
  * Whether gemv_bcast beats gemv / gemv_tiled / matmul for M ≤ BCAST_MAX_M on this device class, by
  * measurement (bench/batch-gemv.bench.ts, arms alternated in one process, process CPU time per call).
@@ -326,7 +334,7 @@ const TILED_SOFTWARE = true;
 /**
  * The one place that chooses a linear kernel for a shape. `variant` forces an algorithm; one that
  * cannot run on this device throws UnsupportedError (never a silent substitute). "auto": gemv_bcast
- * for M ≤ BCAST_MAX_M where it runs and measured faster (gemvBcastUsable, gemvBcastPreferred; W
+ * for M ≤ bcastMaxM (f16 W: any M) where it runs and measured faster (gemvBcastUsable, gemvBcastPreferred; W
  * row-major or in tiles of 8 rows); else for M ≤ GEMV_MAX_M gemv, or gemv_tiled when W lies in the
  * tiles layout or has a tiled copy (`packed`, gemvPackOf) on device classes where that measured
  * faster (gemvTiledPreferred); else matmul.
@@ -339,7 +347,7 @@ export function resolveLinear(ctx: GpuContext, M: number, N: number, K: number, 
   const bcastOk = gemvBcastUsable(ctx) && (tilesT === 0 || tilesT === BCAST_T);
   // W in the tiles layout (tilesT > 0): gemv_tiled reads it for small M, matmul's TILES path otherwise.
   const algo: LinearVariantName =
-    variant !== "auto" ? variant : M <= BCAST_MAX_M && bcastOk && gemvBcastPreferred(ctx) ? "gemv_bcast" : small ? (tilesT > 0 || (packed && gemvTiledPreferred(ctx)) ? "gemv_tiled" : "gemv") : "matmul";
+    variant !== "auto" ? variant : M <= bcastMaxM(wDtype) && bcastOk && gemvBcastPreferred(ctx) ? "gemv_bcast" : small ? (tilesT > 0 || (packed && gemvTiledPreferred(ctx)) ? "gemv_tiled" : "gemv") : "matmul";
   if (algo === "gemv_bcast" && !bcastOk) {
     throw new UnsupportedError(
       `linear: variant 'gemv_bcast' needs the 'subgroups' feature with subgroups of at least ${BCAST_MIN_SUBGROUP} invocations${tilesT > 0 ? ` and W row-major or in tiles of ${BCAST_T} rows (this W: tiles of ${tilesT})` : ""}; this device has ${ctx.hasSubgroups ? `subgroups of ${ctx.adapter.subgroupMinSize ?? "unknown"}+` : "no subgroups"}`,
