@@ -124,10 +124,20 @@ fn load_w(row: u32, b: u32, h: u32, nb: u32, d: f32) -> W4 {
 // neighbouring 16-byte chunks at every step; MB activation rows share every quant chunk. Per group of 8
 // blocks R scale chunks, per block MB·8 x vec4s (scaled by qt_xscale, Σx), then per row its quant
 // chunk(s): acc += d · (Σ u·x − QOFF·Σx) (kernels/quant_block.wgsl). Always one scale per block.
+// XBCAST (T = 8, subgroups of ≥ 8 lanes, or ≥ 4 with XL2; kernels/x_bcast.wgsl): each lane loads
+// one (XL2: two) of a block's 8 x vec4s per activation row and subgroupBroadcast hands all 8 to
+// every lane, instead of every lane loading all 8 (x was 8·MB of the 8·MB + R·QCB vec4s a lane
+// loaded per block). Every lane runs the loop (rows past the window read clamped tiles, never stored).
 const TT: u32 = {{WG}}u;
+#if XBCAST
+#include x_bcast
+#endif
 
 @compute @workgroup_size({{WG}})
 fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
+#if XBCAST
+        @builtin(subgroup_invocation_id) sl: u32,
+#endif
         @builtin(local_invocation_index) lid: u32) {
   let gl = wid.x + wid.y * nwg.x;   // workgroup-uniform
   let ntiles = (params.nw + TT - 1u) / TT;
@@ -155,8 +165,20 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
       var xo: array<vec4<f32>, {{MB}}>;
       for (var i = 0u; i < MB; i++) {
         var xsum = vec4<f32>();
+#if XBCAST
+        let xr = params.x_base + ms[i] * cpr + b * 8u + bc_lane(sl);
+        let v0 = x[xr];
+#if XL2
+        let xa = bc8(v0, x[xr + 4u]);
+#else
+        let xa = bc8(v0, v0);
+#endif
+        for (var k = 0u; k < 8u; k++) {
+          let xv = xa[k];
+#else
         for (var k = 0u; k < 8u; k++) {
           let xv = x[params.x_base + ms[i] * cpr + b * 8u + k];
+#endif
           xsum += xv;
           xp[i][k] = xv * xsc;
         }

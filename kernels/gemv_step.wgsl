@@ -112,7 +112,7 @@
 #include quant_block
 #endif
 #if XBCAST
-enable subgroups;
+#include x_bcast
 #endif
 
 struct Params {
@@ -175,26 +175,12 @@ fn xb_load(xb: u32, u: u32, ss: ptr<function, vec4<f32>>) -> vec4<f32> {
 #endif
 }
 
-// The 8 x̂ vec4s of a 32-element step in every lane: lane i's v0 is vec4 i (XL 2: lanes 0..3, v0
-// vec4 i and v1 vec4 i + 4).
-fn bc8(v0: vec4<f32>, v1: vec4<f32>) -> array<vec4<f32>, 8> {
-#if XL2
-  return array<vec4<f32>, 8>(subgroupBroadcast(v0, 0u), subgroupBroadcast(v0, 1u), subgroupBroadcast(v0, 2u), subgroupBroadcast(v0, 3u),
-                             subgroupBroadcast(v1, 0u), subgroupBroadcast(v1, 1u), subgroupBroadcast(v1, 2u), subgroupBroadcast(v1, 3u));
-#else
-  return array<vec4<f32>, 8>(subgroupBroadcast(v0, 0u), subgroupBroadcast(v0, 1u), subgroupBroadcast(v0, 2u), subgroupBroadcast(v0, 3u),
-                             subgroupBroadcast(v0, 4u), subgroupBroadcast(v0, 5u), subgroupBroadcast(v0, 6u), subgroupBroadcast(v0, 7u));
-#endif
-}
-
 // This lane's x̂ vec4(s) of the 32-element step at x vec4 u0, broadcast: the 8 x̂ vec4s.
 // (XL 2 on subgroups of 8 lanes: lanes 4..7 load what lanes 0..3 do, unused.)
 fn bcast_step(xb: u32, u0: u32, ss: ptr<function, vec4<f32>>) -> array<vec4<f32>, 8> {
+  let v0 = xb_load(xb, u0 + bc_lane(sl_), ss);
 #if XL2
-  let v0 = xb_load(xb, u0 + (sl_ & 3u), ss);
-  let v1 = xb_load(xb, u0 + (sl_ & 3u) + 4u, ss);
-#else
-  let v0 = xb_load(xb, u0 + sl_, ss);
+  let v1 = xb_load(xb, u0 + bc_lane(sl_) + 4u, ss);
 #else
   let v1 = v0;
 #endif

@@ -15,7 +15,7 @@
 // nibble or scale moves a term by ≥ |d·x| (≥ 1e-3 typically), far above.
 import { test } from "uvu";
 import * as assert from "uvu/assert";
-import { forDevices, gpu } from "./helpers/gpu.js";
+import { forDevices, gpu, quantFormats } from "./helpers/gpu.js";
 import { assertClose } from "./helpers/check.js";
 import { argmaxRow, FIXTURE_ROOT, relL2 } from "./helpers/golden.js";
 import { modelFixture } from "./helpers/fixtures.js";
@@ -23,8 +23,9 @@ import { Rng } from "../src/util/rng.js";
 import { f16ArrayToF32, f32ArrayToF16 } from "../src/util/f16.js";
 import type { GpuContext } from "../src/gpu/context.js";
 import { tilesBytes, tilesLayout, type QuantDType, type Tensor } from "../src/gpu/tensor.js";
-import { linear } from "../src/ops/linear.js";
-import { linearQReference, resolveLinearQ } from "../src/ops/linear_q.js";
+import { bcastXL, gemvBcastPreferred, gemvBcastUsable, linear } from "../src/ops/linear.js";
+import { launchLinearQ, linearQReference, linearQXBcast, resolveLinearQ } from "../src/ops/linear_q.js";
+import { UnsupportedError } from "../src/errors.js";
 import { embedding } from "../src/ops/embedding.js";
 import { dequantizeMatrix, quantizeMatrix } from "../src/quant/formats.js";
 import { dequantizeQuantTiles, fromQuantTiles, toQuantTiles } from "../src/quant/tiles.js";
@@ -68,7 +69,8 @@ test("host transform: byte-exact round trip, the kernels' element reader equals 
   }
 });
 
-async function checkLinear(ctx: GpuContext, M: number, N: number, K: number, format: QuantDType, T: number, bias: "none" | "f32" | "f16", what = ""): Promise<string> {
+/** One case through linear() (the resolver's kernel), or with the x broadcast forced to `xb` (0: off) through launchLinearQ. */
+async function checkLinear(ctx: GpuContext, M: number, N: number, K: number, format: QuantDType, T: number, bias: "none" | "f32" | "f16", what = "", xb?: 0 | 1 | 2): Promise<string> {
   const xh = rng.fillUniform(M * K);
   const q = quantizeMatrix(rng.fillUniform(N * K), N, K, format, "w");
   const bf = bias === "none" ? null : rng.fillUniform(N);
@@ -80,8 +82,10 @@ async function checkLinear(ctx: GpuContext, M: number, N: number, K: number, for
   assert.ok(Buffer.from(await rawBytes(ctx, w)).equals(Buffer.from(tiles)), "the GPU holds the host's tiles bytes");
   const b = bf ? ctx.upload(bBits ?? bf, [N], bias as "f32" | "f16", "bias") : undefined;
   const out = ctx.upload(new Float32Array(M * N).fill(NaN), [M, N], "f32", "y");
-  const label = resolveLinearQ(M, format, "auto", T).label;
-  await linear(ctx, x, w, { bias: b, out });
+  const plan = resolveLinearQ(M, format, "auto", T, xb ?? linearQXBcast(ctx, T));
+  const label = plan.label;
+  if (xb === undefined) await linear(ctx, x, w, { bias: b, out });
+  else await launchLinearQ(ctx, plan.desc, x, w, b ?? null, out, M, N, K);
   assertClose(await out.read(), linearQReference(xh, q, bRef, M), tolFor(K), `${what}${label} M=${M} N=${N} K=${K} T=${T} bias=${bias}`);
   for (const t of [x, w, b, out]) t?.dispose();
   return label;
@@ -101,6 +105,25 @@ test("linear on tiles (gemv_q / matmul_q TILES): M 1, 2, 5, 37 × awkward N and 
         }
       }
     }
+  });
+});
+
+test("linear on tiles of 8 with x broadcast through the subgroup (1 and 2 x vec4s per lane) and without: M 1, 2, 5, 37 × awkward N and K, bias; the resolver's pick per device", async () => {
+  await forDevices({}, async (ctx, dev) => {
+    const pick = linearQXBcast(ctx, 8);
+    assert.is(pick, gemvBcastUsable(ctx) && gemvBcastPreferred(ctx) ? bcastXL(ctx) : 0, `${dev}: x broadcast where gemv_bcast is preferred`);
+    assert.is(linearQXBcast(ctx, 64), 0, "tiles of 64: no broadcast");
+    const xbs: (0 | 1 | 2)[] = !gemvBcastUsable(ctx) ? [0] : bcastXL(ctx) === 1 ? [1, 2, 0] : [2, 0];
+    let i = 0;
+    for (const format of quantFormats("q4_0")) {
+      for (const xb of xbs) {
+        for (const [M, N, K] of [[1, 33, 288], [2, 9, 96], [5, 65, 544], [37, 130, 32]] as const) {
+          const label = await checkLinear(ctx, M, N, K, format, 8, (["none", "f32", "f16"] as const)[i++ % 3]!, `${dev} `, xb);
+          assert.match(label, new RegExp(`^${M <= 2 ? "gemv" : "matmul"}_${format}_tiles${xb ? `_xb${xb}` : ""}_r`), label);
+        }
+      }
+    }
+    assert.throws(() => resolveLinearQ(5, "q4_0", "auto", 64, 1), (e: unknown) => e instanceof UnsupportedError && /x broadcast/.test(e.message) && /tiles of 64/.test(e.message));
   });
 });
 

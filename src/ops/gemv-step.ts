@@ -169,6 +169,7 @@ function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
       V: "f32",
     },
     bindings: ["read", "read", "read", "read", "read", "read", "read", "read_write", "uniform"],
+    ...(d.xBcast ? { features: ["subgroups"] as GPUFeatureName[] } : {}),
   };
 }
 

@@ -31,7 +31,7 @@ import type { BufferWindow, GpuContext } from "../gpu/context.js";
 import type { Kernel, KernelVariant } from "../gpu/kernels.js";
 import { DTYPE_BYTES, isQuantDType, tilesBytes, tilesLayout, type Tensor } from "../gpu/tensor.js";
 import { expectDType, grid, Params } from "./common.js";
-import { launchLinearQ, resolveLinearQ } from "./linear_q.js";
+import { launchLinearQ, linearQXBcast, resolveLinearQ } from "./linear_q.js";
 import { encodeTiledCopy, tiledCopyShape } from "./tiled-copy.js";
 
 export type WDType = "f32" | "f16";
@@ -505,7 +505,7 @@ export async function linear(ctx: GpuContext, x: Tensor, w: Tensor, opts: Linear
     }
   }
   if (isQuantDType(w.dtype)) {
-    const qplan = resolveLinearQ(M, w.dtype, opts.variant ?? "auto", w.layout?.T ?? 0);
+    const qplan = resolveLinearQ(M, w.dtype, opts.variant ?? "auto", w.layout?.T ?? 0, linearQXBcast(ctx, w.layout?.T ?? 0));
     const y = out ?? ctx.empty(outShape, "f32", "linear.out");
     await launchLinearQ(ctx, qplan.desc, x, w, bias ?? null, y, M, N, K);
     return y;

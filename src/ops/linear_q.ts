@@ -14,7 +14,7 @@ import type { KernelVariant } from "../gpu/kernels.js";
 import { DTYPE_BYTES, isQuantDType, type QuantDType, type Tensor } from "../gpu/tensor.js";
 import { dequantizeMatrix, quantBytes, type QuantizedMatrix } from "../quant/formats.js";
 import { grid } from "./common.js";
-import { GEMV_MAX_M, linearParams, linearReference, type LinearVariantName } from "./linear.js";
+import { bcastXL, GEMV_MAX_M, gemvBcastPreferred, gemvBcastUsable, linearParams, linearReference, type LinearVariantName } from "./linear.js";
 
 /** A quantized linear kernel: everything that changes its WGSL. */
 export interface LinearQDesc {
@@ -29,6 +29,11 @@ export interface LinearQDesc {
   blockSum?: boolean;
   /** W in the tiles layout with this many rows per tile (= wg; `rows` = tiles per workgroup); 0/absent: split blocks. */
   tilesT?: number;
+  /**
+   * Tiles of 8: x through subgroup broadcasts (kernels/x_bcast.wgsl) with this many x vec4s loaded
+   * per lane per block (1: subgroups of ≥ 8 lanes; 2: of ≥ 4). Needs the 'subgroups' feature.
+   */
+  xBcast?: 1 | 2;
 }
 
 // Tile sizes: gemv_q copies gemv's R = 4 / WG = 64 (kernels/gemv.wgsl's measurements); matmul_q
@@ -47,11 +52,12 @@ const MATMUL_QT_R = 4;
 
 /** Stable name of a quantized kernel, e.g. "gemv_q4_0_r4_mb1_wg64". */
 export function linearQLabel(d: LinearQDesc): string {
-  return `${d.algo.replace("_q", "")}_${d.format}${d.tilesT ? "_tiles" : ""}${d.blockSum ? "_bs" : ""}_r${d.rows}_mb${d.mb}_wg${d.wg}`;
+  return `${d.algo.replace("_q", "")}_${d.format}${d.tilesT ? "_tiles" : ""}${d.blockSum ? "_bs" : ""}${d.xBcast ? `_xb${d.xBcast}` : ""}_r${d.rows}_mb${d.mb}_wg${d.wg}`;
 }
 
 function linearQKernelVariant(d: LinearQDesc): KernelVariant {
   if (d.tilesT && d.tilesT !== d.wg) throw new UnsupportedError(`linear: ${linearQLabel(d)}: W in tiles of ${d.tilesT} rows needs a workgroup of ${d.tilesT} invocations`);
+  if (d.xBcast && d.tilesT !== 8) throw new UnsupportedError(`linear: ${linearQLabel(d)}: the x broadcast reads W in tiles of 8 rows`);
   return {
     file: "gemv_q",
     name: linearQLabel(d),
@@ -61,6 +67,8 @@ function linearQKernelVariant(d: LinearQDesc): KernelVariant {
       VEC8: false, // gemv_chunk's fmac (unused here; hsum is)
       QT: d.format === "q8_0" || d.tilesT ? "vec4<u32>" : "vec2<u32>",
       TILES: (d.tilesT ?? 0) > 0,
+      XBCAST: d.xBcast !== undefined,
+      XL2: d.xBcast === 2,
       R: d.rows,
       MB: d.mb,
       WG: d.wg,
@@ -68,20 +76,32 @@ function linearQKernelVariant(d: LinearQDesc): KernelVariant {
       XS: d.mb * 4,
     },
     bindings: ["read", "read", "read", "read", "read_write", "uniform"],
+    ...(d.xBcast ? { features: ["subgroups"] as GPUFeatureName[] } : {}),
   };
+}
+
+/**
+ * The x broadcast linear() asks of resolveLinearQ for W in tiles of `tilesT` rows on this device: 1
+ * or 2 x vec4s per lane where gemv_bcast is preferred (software, ≥ 8-lane subgroups; the same
+ * measurement, and gemv_step's quantized tiles with it ×1.5 at the GEMV level), else 0.
+ */
+export function linearQXBcast(ctx: GpuContext, tilesT: number): 0 | 1 | 2 {
+  return tilesT === 8 && gemvBcastUsable(ctx) && gemvBcastPreferred(ctx) ? bcastXL(ctx) : 0;
 }
 
 /**
  * The kernel for y = x·deq(W)ᵀ with M activation rows: gemv_q up to GEMV_MAX_M, matmul_q above.
  * `variant` "gemv" / "matmul" force one tiling; the f16/f32-only variants are refused.
  */
-export function resolveLinearQ(M: number, format: QuantDType, variant: LinearVariantName | "auto" = "auto", tilesT = 0): { label: string; desc: LinearQDesc } {
+export function resolveLinearQ(M: number, format: QuantDType, variant: LinearVariantName | "auto" = "auto", tilesT = 0, xBcast: 0 | 1 | 2 = 0): { label: string; desc: LinearQDesc } {
+  if (xBcast && tilesT !== 8) throw new UnsupportedError(`linear: the x broadcast reads ${format} W in tiles of 8 rows, this W is ${tilesT ? `in tiles of ${tilesT}` : "in split blocks"}`);
+  const xb = xBcast ? { xBcast } : {};
   if (variant !== "auto" && variant !== "gemv" && variant !== "matmul" && !(tilesT > 0 && variant === "gemv_tiled")) {
     throw new UnsupportedError(`linear: variant '${variant}' has no ${format} kernel (quantized weights run 'gemv' or 'matmul', i.e. gemv_q / matmul_q${tilesT > 0 ? ", in the tiles layout 'gemv_tiled' = gemv" : ""})`);
   }
   const algo = variant === "gemv" || variant === "gemv_tiled" || (variant === "auto" && M <= GEMV_MAX_M) ? "gemv_q" : "matmul_q";
   if (tilesT > 0) {
-    const desc: LinearQDesc = algo === "gemv_q" ? { algo, format, rows: GEMV_QT_R, mb: M <= 1 ? 1 : 2, wg: tilesT, tilesT } : { algo, format, rows: MATMUL_QT_R, mb: MATMUL_Q_MB, wg: tilesT, tilesT };
+    const desc: LinearQDesc = algo === "gemv_q" ? { algo, format, rows: GEMV_QT_R, mb: M <= 1 ? 1 : 2, wg: tilesT, tilesT, ...xb } : { algo, format, rows: MATMUL_QT_R, mb: MATMUL_Q_MB, wg: tilesT, tilesT, ...xb };
     return { label: linearQLabel(desc), desc };
   }
   const desc: LinearQDesc =
