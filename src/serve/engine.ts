@@ -1254,6 +1254,7 @@ export class BatchEngine {
     let plan: ReturnType<SlotRows["upload"]> | null = null;
     let hidden: Tensor | null = null;
     let found: { ids: Tensor; scores: Tensor } | null = null;
+    let both: Tensor | null = null;
     try {
       let query: Tensor;
       if (typeof from === "object" && this.stepHiddenSerial[from.step & 1] === from.step) {
@@ -1273,9 +1274,14 @@ export class BatchEngine {
       }
       const kk = Math.min(k, index.count);
       found = await index.searchGpu(query, kk);
-      const idv = (await found.ids.read()) as Uint32Array;
-      const sv = (await found.scores.read()) as Float32Array;
+      // one readback: ids and scores side by side
+      both = ctx.empty([2 * kk], "u32", "serve.hits");
+      ctx.copy(found.ids.buffer, 0, both.buffer, 0, 4 * kk);
+      ctx.copy(found.scores.buffer, 0, both.buffer, 4 * kk, 4 * kk);
+      const raw = await ctx.readBytes(both.buffer, 0, 8 * kk);
       ctx.throwPendingErrors();
+      const idv = new Uint32Array(raw.buffer, raw.byteOffset, kk);
+      const sv = new Float32Array(raw.buffer, raw.byteOffset + 4 * kk, kk);
       const hits: RetrievalHit[] = [];
       for (let j = 0; j < kk; j++) {
         const e = idv[j]!;
@@ -1285,7 +1291,7 @@ export class BatchEngine {
       }
       return hits;
     } finally {
-      for (const x of [plan?.ids, plan?.ropePositions, plan?.cacheRows, plan?.ranges, hidden, found?.ids, found?.scores]) x?.dispose();
+      for (const x of [plan?.ids, plan?.ropePositions, plan?.cacheRows, plan?.ranges, hidden, found?.ids, found?.scores, both]) x?.dispose();
     }
   }
 
