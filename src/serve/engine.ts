@@ -363,6 +363,8 @@ export interface EngineStats {
   searchesFromStep: number;
   /** Task rows' searches that ran a one-row forward of the query token (no step fed it: a row's last id, a prompt's query tokens at join). */
   searchForwards: number;
+  /** Milliseconds task rows' searches held the loop between steps (encoding, the GPU's work and the hits' readback). */
+  searchMs: number;
 }
 
 /** GPU bytes of the engine's KV cache. */
@@ -371,7 +373,7 @@ export function engineCacheBytes(decoder: Pick<Decoder, "config">, maxBatch: num
 }
 
 export class BatchEngine {
-  readonly stats: EngineStats = { steps: 0, tokensFed: 0, tokensGenerated: 0, maxBatchSeen: 0, hostMs: 0, waitMs: 0, turns: 0, searchesFromStep: 0, searchForwards: 0 };
+  readonly stats: EngineStats = { steps: 0, tokensFed: 0, tokensGenerated: 0, maxBatchSeen: 0, hostMs: 0, waitMs: 0, turns: 0, searchesFromStep: 0, searchForwards: 0, searchMs: 0 };
   private readonly cache: KVCache;
   private readonly outIds: Tensor;
   private readonly scratch: Tensor;
@@ -1250,6 +1252,7 @@ export class BatchEngine {
    *     whose k/v go to the embedding slot (the sequence's rows stay as they were written).
    */
   private async searchAt(s: Sequence, p: number, index: DocumentIndex, k: number, from: { step: number } | "own" | "spare"): Promise<RetrievalHit[]> {
+    const t0 = performance.now();
     const ctx = this.ctx;
     let plan: ReturnType<SlotRows["upload"]> | null = null;
     let hidden: Tensor | null = null;
@@ -1292,6 +1295,7 @@ export class BatchEngine {
       return hits;
     } finally {
       for (const x of [plan?.ids, plan?.ropePositions, plan?.cacheRows, plan?.ranges, hidden, found?.ids, found?.scores, both]) x?.dispose();
+      this.stats.searchMs += performance.now() - t0;
     }
   }
 
