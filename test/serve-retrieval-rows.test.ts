@@ -318,6 +318,7 @@ test("rows: a client that disconnects frees its row at once", async () => {
 
 test("rows: sampled retrieval requests (temperature, top_p, seed) draw as their Session runs do (an injection fed during decoding takes a sampler step), beside plain streams", async () => {
   const turns0 = server.engine.stats.turns;
+  const searches0 = { ...server.engine.stats };
   const sampling = { temperature: 0.9, topP: 0.95, seed: 11 };
   const elRef = await runEntityLinking(model, elIndex, { text: EL_SENTENCE }, { maxNewTokens: 48, capacity: CONTEXT, ...sampling });
   const mhRef = await runMultiHopQa(model, mhIndex, { text: MH_FIRST }, { maxNewTokens: 80, capacity: CONTEXT, ...sampling });
@@ -339,6 +340,7 @@ test("rows: sampled retrieval requests (temperature, top_p, seed) draw as their 
   sameReports(mh.reports, reportsOf(mhRef), "sampled multi-hop QA");
   assert.equal(plainOuts.map((p) => p.text), plainRefs, "the plain streams are unchanged");
   assert.is(server.engine.stats.turns, turns0, "rows, no turns");
+  assert.equal(searchesSince(server.engine, searches0), { fromStep: generatedRetrievals(elRef, mhRef), forwards: 0 }, "sampled rows: searches on the steps' own rows");
 });
 
 test("rows on a lost device: the row in flight and a plain stream beside it get the GPU failure, later requests 503, `failed` resolves", async () => {
