@@ -277,6 +277,47 @@ test("rows: query tokens in the prompt are searched at join (source 'prompt'); a
   assert.equal(searchesSince(server.engine, searches0), { fromStep: generatedRetrievals(...refs), forwards: atPrompt }, "prompt searches forward, generated ones do not");
 });
 
+test("rows beside embeddings (jobs alone between steps, which may read a step back before the next is encoded: a query token no step fed yet takes its own forward): each row equals its Session run", async () => {
+  const elRef = await runEntityLinking(model, elIndex, { text: EL_SENTENCE }, { maxNewTokens: 64, temperature: 0, capacity: CONTEXT });
+  const mhRef = await runMultiHopQa(model, mhIndex, { text: MH_QUESTION }, { maxNewTokens: 96, temperature: 0, capacity: CONTEXT });
+  // a fresh server: its slots never held these requests' rows (a search reading a row no step wrote yet would differ)
+  const fresh = await startServer(model, { modelId: "demo", maxBatch: 2, contextTokens: CONTEXT, indexes: new Map([["mh", { name: "mh", index: mhIndex }], ["el", { name: "el", index: elIndex }]]) });
+  try {
+    const c = new OpenAI({ apiKey: "none", baseURL: fresh.url + "/v1", maxRetries: 0, timeout: 120_000 });
+    const run = async (prompt: string, index: string, maxTokens: number): Promise<Report[]> => {
+      const r = (await c.completions.create(body<OpenAI.CompletionCreateParamsNonStreaming>({ model: "demo", prompt, max_tokens: maxTokens, temperature: 0, onegen: { index } }))) as unknown as OpenAI.Completion & OnegenBody;
+      return Object.assign(r.onegen.retrievals, { text: r.choices[0]!.text });
+    };
+    let rowsDone = false;
+    const embeds = (async () => {
+      let n = 0;
+      for (; !rowsDone; n++) {
+        await fresh.engine.embed(elRef.promptIds, elRef.promptIds.length - 1);
+        const steps = fresh.engine.stats.steps; // a step between two embeddings (jobs go first: back to back they would starve the rows)
+        await until(() => rowsDone || fresh.engine.stats.steps > steps, "a step after an embedding");
+      }
+      return n;
+    })();
+    embeds.catch(() => {}); // awaited below
+    let outs: (Report[] & { text?: string })[];
+    try {
+      outs = await Promise.all([run(EL_SENTENCE, "el", 64), run(MH_QUESTION, "mh", 96)]);
+    } finally {
+      rowsDone = true;
+    }
+    assert.ok((await embeds) > 0, "embeddings ran meanwhile");
+    const [el, mh] = outs;
+    assert.is(el!.text, elRef.output, "entity linking beside embeddings");
+    sameReports(el!, reportsOf(elRef), "entity linking beside embeddings");
+    assert.is(mh!.text, mhRef.output, "multi-hop QA beside embeddings");
+    sameReports(mh!, reportsOf(mhRef), "multi-hop QA beside embeddings");
+    const got = searchesSince(fresh.engine, { searchesFromStep: 0, searchForwards: 0 });
+    assert.is(got.fromStep + got.forwards, generatedRetrievals(elRef, mhRef), `every query token searched once (${got.fromStep} on a step's row, ${got.forwards} by a forward)`);
+  } finally {
+    await fresh.shutdown(0);
+  }
+});
+
 test("rows: banned ids are masked per row (the demo model has none: ids the solo run writes are banned here), beside a plain stream that may write them; equal to the Session run with the same rules", async () => {
   const t = prepareEntityLinking(model, elIndex, { text: EL_SENTENCE }, { maxNewTokens: 40, temperature: 0, capacity: CONTEXT });
   const free = await runEntityLinking(model, elIndex, { text: EL_SENTENCE }, { maxNewTokens: 40, temperature: 0, capacity: CONTEXT });
