@@ -40,7 +40,9 @@
 //              checked equal to the job on its own session;
 //   plain      the 4 plain streams alone; retrieval: the job alone (references).
 // Reported: the plain streams' total tokens/s (submit → last end), their tokens/s while the job
-// ran, and the job's latency (start → end).
+// ran, and the job's latency (start → end); for the rows arm also its searches (engine.stats: on a
+// step's own final-norm row, or by a one-row forward) and the milliseconds each held the batch.
+// SERVE_BENCH_MIXED_ARMS (comma-separated) runs some of the arms (ratios to an arm left out read 0).
 import type { GpuContext } from "../src/gpu/context.js";
 import { openDevice } from "../src/gpu/device.js";
 import type { Decoder } from "../src/model/decoder.js";
@@ -316,6 +318,7 @@ async function benchMixed(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
       let jobMs = 0;
       let during = 0;
       let retrievals = 0;
+      const st0 = { ...engine.stats };
       if (arm !== "plain") {
         const j0 = performance.now();
         const gj = engine.stats.tokensGenerated;
@@ -329,16 +332,21 @@ async function benchMixed(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
       if (arm !== "retrieval" && plainTokens !== STREAMS * NP) throw new Error(`serve mixed bench: ${plainTokens} plain tokens, expected ${STREAMS * NP}`);
       const plainMs = plainEnd - t0;
       if (arm !== "retrieval" && arm !== "rows" && engine.stats.tokensGenerated - g0 !== STREAMS * NP) throw new Error(`serve mixed bench: ${engine.stats.tokensGenerated - g0} plain tokens, expected ${STREAMS * NP}`);
-      return { plainTps: arm === "retrieval" ? 0 : (plainTokens / plainMs) * 1000, duringTps: jobMs > 0 ? (during / jobMs) * 1000 : 0, jobMs, retrievals, plainLat };
+      const searchForwards = engine.stats.searchForwards - st0.searchForwards;
+      const searches = engine.stats.searchesFromStep - st0.searchesFromStep + searchForwards;
+      const searchMs = engine.stats.searchMs - st0.searchMs;
+      return { plainTps: arm === "retrieval" ? 0 : (plainTokens / plainMs) * 1000, duringTps: jobMs > 0 ? (during / jobMs) * 1000 : 0, jobMs, retrievals, plainLat, searches, searchForwards, searchMs };
     };
+    const MIXED_ARMS: MixedArm[] = ["exclusive", "turns", "rows", "plain", "retrieval"];
+    const arms = listEnv("SERVE_BENCH_MIXED_ARMS", (s) => s as MixedArm, (v) => MIXED_ARMS.includes(v), MIXED_ARMS);
     // warm-up: pipelines, the step programs of widths 1..4, the pool
-    for (const a of ["turns", "exclusive", "rows"] as MixedArm[]) await once(a);
-    const arms: MixedArm[] = ["exclusive", "turns", "rows", "plain", "retrieval"];
+    const warm = arms.filter((a) => a === "turns" || a === "exclusive" || a === "rows");
+    for (const a of warm.length ? warm : arms) await once(a);
     const got = new Map(arms.map((a) => [a, [] as Awaited<ReturnType<typeof once>>[]]));
     for (let i = 0; i < samples; i++) for (const a of i % 2 === 0 ? arms : [...arms].reverse()) got.get(a)!.push(await once(a));
     const median = (xs: number[]) => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-    const plainAlone = median(got.get("plain")!.map((r) => r.plainTps));
-    const jobAlone = median(got.get("retrieval")!.map((r) => r.jobMs));
+    const plainAlone = got.has("plain") ? median(got.get("plain")!.map((r) => r.plainTps)) : Infinity;
+    const jobAlone = got.has("retrieval") ? median(got.get("retrieval")!.map((r) => r.jobMs)) : Infinity;
     const desc = `${shape}, ${STREAMS} plain streams × ${NP} greedy tokens + 1 retrieval job of ${NR} tokens (10^3 entries, ${DOC}-token injections, query id ${query})`;
     for (const a of arms) {
       const rs = got.get(a)!;
@@ -348,8 +356,14 @@ async function benchMixed(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
       const retrievals = median(rs.map((r) => r.retrievals));
       const lat = rs.flatMap((r) => r.plainLat).sort((x, y) => x - y);
       const timed = a === "plain" ? lat : rs.map((r) => r.jobMs).sort((x, y) => x - y);
+      // the rows arm's searches: how many ran a forward, and the median milliseconds one held the batch
+      const searches = median(rs.map((r) => r.searches));
+      const searchForwards = median(rs.map((r) => r.searchForwards));
+      const perSearch = rs.filter((r) => r.searches > 0).map((r) => r.searchMs / r.searches);
+      const searchMsEach = perSearch.length ? median(perSearch) : 0;
       env.log(
-        `serve mixed: ${shape} ${a}: plain ${plainTps.toFixed(2)} tokens/s total (×${(plainTps / plainAlone).toFixed(2)} of the plain streams alone), ${duringTps.toFixed(2)} tokens/s while the job ran; retrieval job ${jobMs.toFixed(0)} ms (×${(jobMs / jobAlone).toFixed(2)} of alone), ${retrievals} retrievals`,
+        `serve mixed: ${shape} ${a}: plain ${plainTps.toFixed(2)} tokens/s total (×${(plainTps / plainAlone).toFixed(2)} of the plain streams alone), ${duringTps.toFixed(2)} tokens/s while the job ran; retrieval job ${jobMs.toFixed(0)} ms (×${(jobMs / jobAlone).toFixed(2)} of alone), ${retrievals} retrievals` +
+          (a === "rows" ? `; ${searches} searches (${searchForwards} by a one-row forward), ${searchMsEach.toFixed(1)} ms each between steps` : ""),
       );
       rows.push(
         row(
@@ -358,7 +372,7 @@ async function benchMixed(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
             bench: "serve-mixed",
             variant: a,
             shape: desc,
-            extra: { plainTokensPerS: plainTps, plainRatioToAlone: a === "retrieval" ? 0 : plainTps / plainAlone, plainTokensPerSDuringJob: duringTps, jobMs, jobRatioToAlone: a === "plain" ? 0 : jobMs / jobAlone, retrievals, plainMedianLatencyMs: lat.length ? median(lat) : 0 },
+            extra: { plainTokensPerS: plainTps, plainRatioToAlone: a === "retrieval" ? 0 : plainTps / plainAlone, plainTokensPerSDuringJob: duringTps, jobMs, jobRatioToAlone: a === "plain" ? 0 : jobMs / jobAlone, retrievals, plainMedianLatencyMs: lat.length ? median(lat) : 0, ...(a === "rows" ? { searches, searchForwards, searchMsEach } : {}) },
           },
           { medianMs: median(timed), minMs: timed[0]!, maxMs: timed[timed.length - 1]!, samples: timed.length },
         ),

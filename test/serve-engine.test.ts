@@ -337,7 +337,7 @@ test("checkEngineFits: the KV cache and the step buffers (logits of max-batch ro
   try {
     const cache = engineCacheBytes(toy.decoder, 4, SLOT);
     const step = engineStepBytes(toy.decoder, 4);
-    assert.is(step, 4 * (48 * 4 + 8 * 4));
+    assert.is(step, 4 * (48 * 4 + 8 * 4 + 2 * 32 * 4) + 32 * 4); // logits, u32 words, two steps' final-norm rows (D 32), the searched row
     const fake = (bytes: number) => ({ memoryAvailable: bytes, memoryBudget: { source: "given" } }) as unknown as GpuContext;
     checkEngineFits(fake(cache + step), toy.decoder, 4, SLOT);
     assert.throws(

@@ -6,7 +6,10 @@
 // ids, scores within float tolerance), the same injected documents, mentions and answer, alone
 // and beside plain streams that join and leave mid-batch (which stay equal to their own solo
 // runs), greedy or sampled; it never takes a turn of its own (engine.stats.turns stays 0) and
-// shares the steps with the plain streams. (Retrieval requests on their own sessions, the server's
+// shares the steps with the plain streams. A query token a step fed is searched on that step's own
+// final-norm row (engine.stats.searchesFromStep), with scores equal to the Session run's within the
+// same tolerance; only query tokens no step fed (a row's last id, a prompt's) take the one-row
+// forward (engine.stats.searchForwards). (Retrieval requests on their own sessions, the server's
 // retrieval "turns": test/serve.test.ts.)
 
 import { test } from "uvu";
@@ -93,6 +96,19 @@ async function streamed(params: Record<string, unknown>, signal?: AbortSignal): 
   return { text, reports, onegen, running };
 }
 
+/** Query tokens the reference's decoding wrote and searched (source "generated"). */
+function generatedRetrievals(...refs: TaskResult[]): number {
+  return refs.reduce((n, r) => n + r.retrievals.filter((x) => x.source === "generated").length, 0);
+}
+
+/**
+ * How the engine's searches got their hidden states since `before`: on the final-norm row of the
+ * step that fed the query token (no forward), or by a one-row forward (no step fed it).
+ */
+function searchesSince(engine: RunningServer["engine"], before: { searchesFromStep: number; searchForwards: number }): { fromStep: number; forwards: number } {
+  return { fromStep: engine.stats.searchesFromStep - before.searchesFromStep, forwards: engine.stats.searchForwards - before.searchForwards };
+}
+
 async function plainAlone(prompt: string, maxTokens: number): Promise<string> {
   return (await client.completions.create(body<OpenAI.CompletionCreateParamsNonStreaming>({ model: "demo", prompt, max_tokens: maxTokens, temperature: 0, ignore_eos: true }))).choices[0]!.text;
 }
@@ -119,6 +135,7 @@ test.after(async () => {
 
 test("rows alone: entity linking (k 2, forced [_CONTINUE_]) and multi-hop QA (injections) equal their Session runs: text, retrievals, scores, injected documents, mentions, answer, usage; no turn taken", async () => {
   const turns0 = server.engine.stats.turns;
+  const searches0 = { ...server.engine.stats };
   const elRef = await runEntityLinking(model, elIndex, { text: EL_SENTENCE }, { maxNewTokens: 64, temperature: 0, capacity: CONTEXT, k: 2 });
   assert.ok(elRef.retrievals.length > 0, "the entity-linking reference retrieves");
   assert.ok(elRef.trace.segments.some((x) => x.kind === "forced"), "the entity-linking reference forces [_CONTINUE_]");
@@ -138,6 +155,8 @@ test("rows alone: entity linking (k 2, forced [_CONTINUE_]) and multi-hop QA (in
   sameReports(mh.onegen!.retrievals, reportsOf(mhRef), "multi-hop QA (final chunk)");
   assert.is(mh.onegen!.answer, mhRef.answer);
   assert.is(server.engine.stats.turns, turns0, "no request took a turn of its own: they were rows");
+  // every query token here was fed by a step: searched on that step's final-norm row, no forward
+  assert.equal(searchesSince(server.engine, searches0), { fromStep: generatedRetrievals(elRef, mhRef), forwards: 0 }, "searches on the steps' own rows");
 });
 
 test("rows in the batch: plain streams, then entity-linking and multi-hop rows joining mid-batch, a plain stream joining after them and others leaving: every output equals its solo run, the rows share steps", async () => {
@@ -153,6 +172,7 @@ test("rows in the batch: plain streams, then entity-linking and multi-hop rows j
   const alone: string[] = [];
   for (const r of [...plain, late]) alone.push(await plainAlone(r.prompt, r.max_tokens));
   const turns0 = server.engine.stats.turns;
+  const searches0 = { ...server.engine.stats };
   const plainRuns = plain.map((r) => streamed({ ...r, ignore_eos: true }));
   await until(() => server.engine.stats.steps > 4 && server.engine.running === 3, "the plain streams running");
   const el = streamed({ prompt: EL_SENTENCE, max_tokens: 64, onegen: { index: "el" } });
@@ -171,6 +191,7 @@ test("rows in the batch: plain streams, then entity-linking and multi-hop rows j
   assert.is(mhOut.onegen!.answer, mhRef.answer);
   assert.equal([...plainOuts.map((x) => x.text), lateOut.text], alone, "each plain stream equals the request alone");
   assert.is(server.engine.stats.turns, turns0, "the retrieval requests were rows (no turn of their own)");
+  assert.equal(searchesSince(server.engine, searches0), { fromStep: generatedRetrievals(elRef, el2Ref, mhRef), forwards: 0 }, "searches on the steps' own rows, in the batch");
   for (const [what, out] of [["entity linking", elOut], ["multi-hop QA", mhOut]] as const) {
     assert.ok(Math.max(...out.running) >= 4, `${what}: shared steps with the plain streams (rows running: ${JSON.stringify(out.running)})`);
   }
@@ -193,20 +214,28 @@ async function sameAsSession(c: OpenAI, task: "el" | "mh", prompt: string, maxTo
 }
 
 test("rows at the edges, each equal to its Session run: a query token as the first generated id (the joining step's input), as the last id (max_tokens: still searched, its injection reported), a run to a full slot, and an injection refused for lack of room", async () => {
+  let before = { ...server.engine.stats };
   const first = await sameAsSession(client, "mh", MH_FIRST, 150, CONTEXT, "query token first");
   assert.is(first.retrievals[0]!.position, first.promptIds.length, "the first generated id retrieves");
+  // the first id is the joining step's input row (its final-norm row kept while the next step runs)
+  assert.equal(searchesSince(server.engine, before), { fromStep: generatedRetrievals(first), forwards: 0 }, "query token first: searched on the joining step's row");
+  before = { ...server.engine.stats };
   const full = await sameAsSession(client, "mh", MH_QUESTION, 150, CONTEXT, "to a full slot");
   assert.is(full.finish, "context-full");
+  assert.equal(searchesSince(server.engine, before), { fromStep: generatedRetrievals(full), forwards: 0 }, "to a full slot: searched on the steps' rows");
   // a fresh server (its slots never held these requests' rows: a last id that no step fed must be
   // written by its own search), with a smaller slot, where the second injection does not fit
   const small = await startServer(model, { modelId: "demo", maxBatch: 2, contextTokens: 140, indexes: new Map([["mh", { name: "mh", index: mhIndex }], ["el", { name: "el", index: elIndex }]]) });
   try {
     const c = new OpenAI({ apiKey: "none", baseURL: small.url + "/v1", maxRetries: 0, timeout: 120_000 });
     const elRef = await runEntityLinking(model, elIndex, { text: EL_SENTENCE }, { maxNewTokens: 64, temperature: 0, capacity: 140 });
+    before = { ...small.engine.stats };
     await sameAsSession(c, "el", EL_SENTENCE, elRef.retrievals[0]!.position - elRef.promptIds.length + 1, 140, "query token last (entity linking)");
     const q = full.retrievals[0]!.position - full.promptIds.length + 1;
     const last = await sameAsSession(c, "mh", MH_QUESTION, q, 140, "query token last (multi-hop)");
     assert.ok(last.injections.length === 1 && "ids" in last.injections[0]!, "the last query token's injection is reported");
+    // a last id is fed by no step: its search runs the one-row forward
+    assert.equal(searchesSince(small.engine, before), { fromStep: 0, forwards: 2 }, "query token last: one forward each");
     const refused = await sameAsSession(c, "mh", MH_QUESTION, 130, 140, "injection refused");
     assert.ok(refused.injections.some((x) => "refused" in x), "the reference refuses an injection");
     assert.is(small.engine.stats.turns, 0, "a row");
@@ -225,6 +254,8 @@ test("rows: query tokens in the prompt are searched at join (source 'prompt'); a
   ];
   const plainRef = await plainAlone(PROMPTS[0]!, 90);
   const turns0 = server.engine.stats.turns;
+  const searches0 = { ...server.engine.stats };
+  const refs: TaskResult[] = [];
   const plain = streamed({ prompt: PROMPTS[0]!, max_tokens: 90, ignore_eos: true });
   plain.catch(() => {}); // awaited below (a failed assertion before must not leave it unhandled)
   await until(() => server.engine.running === 1, "the plain stream running");
@@ -233,6 +264,7 @@ test("rows: query tokens in the prompt are searched at join (source 'prompt'); a
       ? await runMultiHopQa(model, mhIndex, { ids: c.ids }, { maxNewTokens: c.max, temperature: 0, capacity: CONTEXT })
       : await runEntityLinking(model, elIndex, { ids: c.ids }, { maxNewTokens: c.max, temperature: 0, capacity: CONTEXT });
     assert.ok(ref.retrievals.some((x) => x.source === "prompt"), `${c.what}: the reference retrieves at the prompt`);
+    refs.push(ref);
     const r = (await client.completions.create(body<OpenAI.CompletionCreateParamsNonStreaming>({ model: "demo", prompt: c.ids, max_tokens: c.max, temperature: 0, onegen: { index: c.index } }))) as unknown as OpenAI.Completion & OnegenBody;
     assert.is(r.choices[0]!.text, ref.output, `${c.what}: text`);
     assert.is(r.usage!.completion_tokens, ref.stats.newTokens, `${c.what}: completion tokens`);
@@ -240,6 +272,50 @@ test("rows: query tokens in the prompt are searched at join (source 'prompt'); a
   }
   assert.is((await plain).text, plainRef, "the plain stream is unchanged");
   assert.is(server.engine.stats.turns, turns0, "all rows");
+  // a prompt's query tokens (no step fed them) take the one-row forward; generated ones the steps' rows
+  const atPrompt = refs.reduce((n, r) => n + r.retrievals.filter((x) => x.source === "prompt").length, 0);
+  assert.equal(searchesSince(server.engine, searches0), { fromStep: generatedRetrievals(...refs), forwards: atPrompt }, "prompt searches forward, generated ones do not");
+});
+
+test("rows beside embeddings (jobs alone between steps, which may read a step back before the next is encoded: a query token no step fed yet takes its own forward): each row equals its Session run", async () => {
+  const elRef = await runEntityLinking(model, elIndex, { text: EL_SENTENCE }, { maxNewTokens: 64, temperature: 0, capacity: CONTEXT });
+  const mhRef = await runMultiHopQa(model, mhIndex, { text: MH_QUESTION }, { maxNewTokens: 96, temperature: 0, capacity: CONTEXT });
+  // a fresh server: its slots never held these requests' rows (a search reading a row no step wrote yet would differ)
+  const fresh = await startServer(model, { modelId: "demo", maxBatch: 2, contextTokens: CONTEXT, indexes: new Map([["mh", { name: "mh", index: mhIndex }], ["el", { name: "el", index: elIndex }]]) });
+  try {
+    const c = new OpenAI({ apiKey: "none", baseURL: fresh.url + "/v1", maxRetries: 0, timeout: 120_000 });
+    const run = async (prompt: string, index: string, maxTokens: number): Promise<Report[]> => {
+      const r = (await c.completions.create(body<OpenAI.CompletionCreateParamsNonStreaming>({ model: "demo", prompt, max_tokens: maxTokens, temperature: 0, onegen: { index } }))) as unknown as OpenAI.Completion & OnegenBody;
+      return Object.assign(r.onegen.retrievals, { text: r.choices[0]!.text });
+    };
+    let rowsDone = false;
+    const embeds = (async () => {
+      let n = 0;
+      for (; !rowsDone; n++) {
+        await fresh.engine.embed(elRef.promptIds, elRef.promptIds.length - 1);
+        const steps = fresh.engine.stats.steps; // a step between two embeddings (jobs go first: back to back they would starve the rows)
+        await until(() => rowsDone || fresh.engine.stats.steps > steps, "a step after an embedding");
+      }
+      return n;
+    })();
+    embeds.catch(() => {}); // awaited below
+    let outs: (Report[] & { text?: string })[];
+    try {
+      outs = await Promise.all([run(EL_SENTENCE, "el", 64), run(MH_QUESTION, "mh", 96)]);
+    } finally {
+      rowsDone = true;
+    }
+    assert.ok((await embeds) > 0, "embeddings ran meanwhile");
+    const [el, mh] = outs;
+    assert.is(el!.text, elRef.output, "entity linking beside embeddings");
+    sameReports(el!, reportsOf(elRef), "entity linking beside embeddings");
+    assert.is(mh!.text, mhRef.output, "multi-hop QA beside embeddings");
+    sameReports(mh!, reportsOf(mhRef), "multi-hop QA beside embeddings");
+    const got = searchesSince(fresh.engine, { searchesFromStep: 0, searchForwards: 0 });
+    assert.is(got.fromStep + got.forwards, generatedRetrievals(elRef, mhRef), `every query token searched once (${got.fromStep} on a step's row, ${got.forwards} by a forward)`);
+  } finally {
+    await fresh.shutdown(0);
+  }
 });
 
 test("rows: banned ids are masked per row (the demo model has none: ids the solo run writes are banned here), beside a plain stream that may write them; equal to the Session run with the same rules", async () => {
@@ -283,6 +359,7 @@ test("rows: a client that disconnects frees its row at once", async () => {
 
 test("rows: sampled retrieval requests (temperature, top_p, seed) draw as their Session runs do (an injection fed during decoding takes a sampler step), beside plain streams", async () => {
   const turns0 = server.engine.stats.turns;
+  const searches0 = { ...server.engine.stats };
   const sampling = { temperature: 0.9, topP: 0.95, seed: 11 };
   const elRef = await runEntityLinking(model, elIndex, { text: EL_SENTENCE }, { maxNewTokens: 48, capacity: CONTEXT, ...sampling });
   const mhRef = await runMultiHopQa(model, mhIndex, { text: MH_FIRST }, { maxNewTokens: 80, capacity: CONTEXT, ...sampling });
@@ -304,6 +381,7 @@ test("rows: sampled retrieval requests (temperature, top_p, seed) draw as their 
   sameReports(mh.reports, reportsOf(mhRef), "sampled multi-hop QA");
   assert.equal(plainOuts.map((p) => p.text), plainRefs, "the plain streams are unchanged");
   assert.is(server.engine.stats.turns, turns0, "rows, no turns");
+  assert.equal(searchesSince(server.engine, searches0), { fromStep: generatedRetrievals(elRef, mhRef), forwards: 0 }, "sampled rows: searches on the steps' own rows");
 });
 
 test("rows on a lost device: the row in flight and a plain stream beside it get the GPU failure, later requests 503, `failed` resolves", async () => {

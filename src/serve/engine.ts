@@ -49,21 +49,31 @@
 //      Session run's sampler step: generated ids plus injections fed while decoding); forcing rules
 //      (entity linking's [_CONTINUE_] after `</MENTION>[LK]`) are checked on the host against the
 //      row's ids as each id is read back.
-//   2. Query tokens are read from the step's readback. The search runs between steps, the loop
-//      alone on the device (runActions, queue-ordered after the step in flight, which fed the
-//      query token): a one-row forward of the query token at its position, attending to the
-//      slot's rows, its own k/v written to the embedding slot (the slot keeps the step's rows;
-//      a query token no step fed, the row's last id, writes its own row), gives its final-norm
-//      hidden state; DocumentIndex.searchGpu (the Session run's cosine top-k) and one readback
-//      give the hits.
+//   2. Query tokens are read from the step's readback. The step that fed a query token as the
+//      row's input (the step in flight; for a joining or rejoining row's first id, which is that
+//      step's input row in the readback, the step before it) computed its final-norm hidden state
+//      already: row `slot` of the step's [b, D] rows before lm_head. A step that feeds a task row
+//      with retrieval copies those rows, right after its program, into one of two buffers by its
+//      serial's parity (stepHidden); the search runs between steps, the loop alone on the device
+//      (runActions, before any later step is encoded, queue-ordered after the step in flight), so
+//      the rows of both steps it may need are still there (checked by serial). It copies row
+//      `slot` into a [1, D] buffer of its own (binding offset 0) for DocumentIndex.searchGpu (the
+//      Session run's cosine top-k); one readback gives the hits. A query token no step fed takes
+//      a one-row forward at its position instead, attending to the slot's rows: the row's last id
+//      (max_tokens or a full slot stop it being fed; its k/v go to its own row), one read back
+//      while an exclusive job ran before the next step was encoded (own row too, which the next
+//      step rewrites), and a joining prompt's query tokens (point 5; k/v to the embedding slot,
+//      the prompt's rows stay). stats.searchesFromStep and stats.searchForwards count the two.
 //   3. Injection (multi-hop QA) or a forced id: prefilled into the slot right after the query
 //      token (one forward, like a joining prompt), the next id sampled into next[slot]; the ids
 //      the step in flight sampled after the query token are dropped (Sequence.skipThrough; a row
 //      is wasted only when the query token was a joiner's first id, fed by the step that read it
 //      back), and the row rejoins the batch at the next step (its input row is that id, as a
-//      joiner's first id). Cost per retrieval: a one-row forward and a readback between steps
-//      (the batch waits), and per injection one prefill of its L ids. An injection that does not fit the slot is
-//      refused and ends the row ("context-full"), as in the Session run (injectionFits).
+//      joiner's first id). Cost per retrieval: between steps (the batch waits) a copy of one row,
+//      the top-k search and its readback (a one-row forward too where no step fed the query
+//      token); per step that feeds such a row a copy of its b·D final-norm floats; per injection
+//      one prefill of its L ids. An injection that does not fit the slot is refused and ends the
+//      row ("context-full"), as in the Session run (injectionFits).
 //   4. A search alone (entity linking's [LK] without a forcing pattern) does not stop the row:
 //      ids read back meanwhile wait in Sequence.deferred and follow the retrieval's event.
 //   5. A prompt that holds query tokens or ends with a forcing pattern (OneGen's disambiguation
@@ -289,6 +299,8 @@ class Sequence implements SequenceHandle {
   rejoin = false;
   /** Uploaded banned ids (task rows with some). */
   banned: Tensor | null = null;
+  /** Task rows: the position each of the last two steps that fed the row fed it at (their final-norm rows are kept: BatchEngine.stepHidden). */
+  readonly fedBy: { serial: number; position: number }[] = [];
 
   constructor(
     readonly engine: BatchEngine,
@@ -322,6 +334,8 @@ interface RowAction {
   skips: boolean;
   /** The row joins this way (joinTask): its prompt holds query tokens or ends with a forcing pattern. */
   join?: boolean;
+  /** Serial of the step that fed the id (its final-norm row at the row's slot is the id's hidden state), or null: no step fed it. */
+  fedBy: number | null;
 }
 
 /** Work that runs alone between steps (embeddings, retrieval requests on their own session). */
@@ -345,6 +359,12 @@ export interface EngineStats {
   waitMs: number;
   /** Turns interleaved jobs took (the first, and one after each of their readbacks). */
   turns: number;
+  /** Task rows' searches at a query token a step fed: on that step's own final-norm row (no forward). */
+  searchesFromStep: number;
+  /** Task rows' searches that ran a one-row forward of the query token (no step fed it: a row's last id, a prompt's query tokens at join). */
+  searchForwards: number;
+  /** Milliseconds task rows' searches held the loop between steps (encoding, the GPU's work and the hits' readback). */
+  searchMs: number;
 }
 
 /** GPU bytes of the engine's KV cache. */
@@ -353,7 +373,7 @@ export function engineCacheBytes(decoder: Pick<Decoder, "config">, maxBatch: num
 }
 
 export class BatchEngine {
-  readonly stats: EngineStats = { steps: 0, tokensFed: 0, tokensGenerated: 0, maxBatchSeen: 0, hostMs: 0, waitMs: 0, turns: 0 };
+  readonly stats: EngineStats = { steps: 0, tokensFed: 0, tokensGenerated: 0, maxBatchSeen: 0, hostMs: 0, waitMs: 0, turns: 0, searchesFromStep: 0, searchForwards: 0, searchMs: 0 };
   private readonly cache: KVCache;
   private readonly outIds: Tensor;
   private readonly scratch: Tensor;
@@ -375,6 +395,16 @@ export class BatchEngine {
   private readonly io: StepBuffers | null = null;
   /** Captured mode: the step program of each batch width, built on first use. */
   private readonly buckets = new Map<number, Bucket>();
+  /**
+   * Captured mode: the final-norm rows [maxBatch, D] of the last two steps that fed a task row
+   * with retrieval (step n's in stepHidden[n & 1], n in stepHiddenSerial[n & 1]), copied out of
+   * the program's rows right after its replay: a query token's search reads the row of the step
+   * that fed it (the step in flight, or for a joining row's first id the one before it).
+   */
+  private readonly stepHidden: [Tensor, Tensor] | null = null;
+  private readonly stepHiddenSerial = [-1, -1];
+  /** Captured mode: the searched row [1, D] (its own buffer: binding offset 0). */
+  private readonly queryRow: Tensor | null = null;
   private stopping = false;
   /** Captured mode: serial number of the last step encoded. */
   private serial = 0;
@@ -409,6 +439,9 @@ export class BatchEngine {
         logits: ctx.empty([maxBatch, decoder.vocabSize], "f32", "serve.step.logits"),
         out: ctx.empty([2 * maxBatch], "u32", "serve.step.out"),
       };
+      const D = decoder.hiddenSize;
+      this.stepHidden = [ctx.empty([maxBatch, D], "f32", "serve.step.hidden.0"), ctx.empty([maxBatch, D], "f32", "serve.step.hidden.1")];
+      this.queryRow = ctx.empty([1, D], "f32", "serve.query");
     }
     void decoder.ctx.device.lost.then((info) => {
       if (!ctx.isDestroyed) this.fail(new DeviceLostError(`GPU device lost: ${info.reason}: ${info.message}`));
@@ -626,6 +659,7 @@ export class BatchEngine {
     this.scratch.dispose();
     this.next?.dispose();
     if (this.io) for (const t of Object.values(this.io)) (t as Tensor).dispose();
+    for (const t of [...(this.stepHidden ?? []), this.queryRow]) t?.dispose();
   }
 
   private refuseIfClosed(): void {
@@ -746,7 +780,7 @@ export class BatchEngine {
       this.queue.shift();
       s.slot = this.freeSlots.pop()!;
       this.active.push(s);
-      if (s.params.task && promptActs(s.params.prompt, s.params.task)) s.action = { position: -1, search: false, force: null, end: null, skips: false, join: true };
+      if (s.params.task && promptActs(s.params.prompt, s.params.task)) s.action = { position: -1, search: false, force: null, end: null, skips: false, join: true, fedBy: null };
       tokens += s.pending.length;
     }
   }
@@ -812,7 +846,9 @@ export class BatchEngine {
    *      next → ids, forward of the b rows (positions, cache rows and attention ranges written by
    *      the host before the batch: 3 small writes, queue-ordered after the step in flight),
    *      logits [b, V], greedy ids of all rows → next; sequences with temperature > 0 then sample
-   *      their own row (seed, step) into next;
+   *      their own row (seed, step) into next; when a task row with retrieval is fed, the
+   *      program's final-norm rows are copied into stepHidden (its searches read the row of the step
+   *      that fed the query token: the file header, "Retrieval requests as rows", 2);
    *   3. one readback of [inputs, sampled] (8·b bytes): a joining sequence's first id is its input
    *      row, every sequence's next id its sampled row.
    * A sequence is fed only while the tokens already sampled for it (in flight included) leave it
@@ -847,6 +883,20 @@ export class BatchEngine {
     let fed = batch.length;
     if (joiners.length) fed += await this.prefill(joiners);
     bk.program.replay();
+    // the final-norm rows kept for task rows' searches at the ids this step feeds (see stepHidden)
+    const searching = batch.filter((s) => {
+      const r = s.params.task?.retrieval;
+      return !!r && r.index.count > 0 && s.retrievals < r.maxRetrievals;
+    });
+    if (searching.length) {
+      const ring = serial & 1;
+      ctx.copy(bk.hidden.buffer, 0, this.stepHidden![ring]!.buffer, 0, 4 * this.decoder.hiddenSize * b);
+      this.stepHiddenSerial[ring] = serial;
+      for (const s of searching) {
+        s.fedBy.push({ serial, position: rows.pos[s.slot]! });
+        if (s.fedBy.length > 2) s.fedBy.shift();
+      }
+    }
     const V = this.decoder.vocabSize;
     const joining = new Set([...joiners, ...batch.filter((s) => s.rejoin)]);
     for (const s of batch) {
@@ -951,17 +1001,20 @@ export class BatchEngine {
     const next = this.next!;
     // planned outside the capture (a numeric step uploads its dummy step tensor on first use)
     const sampler = await planSample(ctx, bk.logits, next, { temperature: 0, seed: 0, step: 0 });
+    let hidden: Tensor | null = null;
     try {
       const program = await ctx.captureProgram(`serve.step.b${b}`, async () => {
         ctx.copy(next.buffer, 0, bk.ids.buffer, 0, 4 * b);
-        await this.decoder.forward(this.cache, { ids: bk.ids, ropePositions: bk.pos, cacheRows: bk.rows, ranges: bk.ranges }, { logitsRows: "all", logitsOut: bk.logits });
+        // the final-norm rows [b, D] stay the program's (pinned, never reused by other work)
+        hidden = (await this.decoder.forward(this.cache, { ids: bk.ids, ropePositions: bk.pos, cacheRows: bk.rows, ranges: bk.ranges }, { logitsRows: "all", logitsOut: bk.logits, keepHidden: true })).hidden!;
         sampler.encode(ctx);
       });
-      const made: Bucket = { ...bk, program, sampler };
+      const made: Bucket = { ...bk, program, sampler, hidden: hidden! };
       this.buckets.set(b, made);
       return made;
     } catch (e) {
       sampler.dispose();
+      (hidden as Tensor | null)?.dispose();
       throw e;
     }
   }
@@ -1050,7 +1103,9 @@ export class BatchEngine {
     }
     // an injection or a forced id replaces whatever the steps in flight sampled after this id
     const skips = force !== null || (search && !!r!.inject) || end !== null;
-    s.action = { position, search, force, end, skips };
+    // the step that fed the id (when one did: not a last id, nor a forced one) holds its hidden state
+    const fedBy = search && kind === "generated" ? (s.fedBy.find((f) => f.position === position)?.serial ?? null) : null;
+    s.action = { position, search, force, end, skips, fedBy };
     if (skips) {
       s.skipThrough = this.serial;
       s.deferred.length = 0;
@@ -1087,8 +1142,9 @@ export class BatchEngine {
       const task = s.params.task!;
       const r = task.retrieval;
       if (a.search && r) {
-        // a last id (the row ends) was never fed by a step: its search writes its own cache row
-        const hits = await this.searchAt(s, a.position, r.index, r.k, a.end !== null);
+        // the step that fed the id holds its hidden state; an id no step fed (the row's last id)
+        // takes a one-row forward that writes its own cache row
+        const hits = await this.searchAt(s, a.position, r.index, r.k, a.fedBy !== null ? { step: a.fedBy } : "own");
         this.emit(s, { type: "retrieval", position: a.position, source: "generated", hits });
         if (r.inject && hits.length > 0) {
           const ids = this.injectHit(s, a.position, a.position + 1, r.index, r.inject, hits[0]!);
@@ -1146,7 +1202,7 @@ export class BatchEngine {
       for (let q = 0; q < P && s.retrievals < r.maxRetrievals; q++) {
         if (prompt[q] !== r.queryTokenId) continue;
         s.retrievals++;
-        const hits = await this.searchAt(s, q, r.index, r.k, false);
+        const hits = await this.searchAt(s, q, r.index, r.k, "spare");
         this.emit(s, { type: "retrieval", position: q, source: "prompt", hits });
         last = { position: q, hits };
       }
@@ -1165,13 +1221,6 @@ export class BatchEngine {
   }
 
   /**
-   * The final-norm hidden state at position `p` of `s`'s slot, searched: a forward of that one id
-   * whose attention reads the slot's cache rows (written by the step that fed it) and whose own
-   * k/v go to the embedding slot (the sequence's rows stay as the step wrote them), or, with
-   * `own` (no step fed it), to its row of the slot; the index's cosine top-k as the Session run's
-   * search (DocumentIndex.searchGpu), one readback.
-   */
-  /**
    * The top hit's document as the ids injected after the query token at `position` (fed from
    * cache row `start`): appended to the row's ids and reported; null when they do not fit the
    * slot (the refusal reported, the row ended "context-full", as the Session run does).
@@ -1189,22 +1238,53 @@ export class BatchEngine {
     return ids;
   }
 
-  private async searchAt(s: Sequence, p: number, index: DocumentIndex, k: number, own: boolean): Promise<RetrievalHit[]> {
+  /**
+   * The index's cosine top-k (the Session run's search, DocumentIndex.searchGpu; one readback) at
+   * the final-norm hidden state of the id at position `p` of `s`'s slot, taken from:
+   *   { step: n }: step n fed the id (its input row at the row's slot): that step's own final-norm
+   *     row (stepHidden; no forward). The search is encoded between steps by runActions, queue-
+   *     ordered after step n (the step in flight, or, for a joining row's first id, the step
+   *     before it) and before any later step is encoded, so stepHidden still holds step n's rows
+   *     (checked by serial: otherwise the "spare" forward below);
+   *   "own": no step fed it (a row's last id): a one-row forward of the id whose k/v go to its own
+   *     row of the slot and whose attention reads the slot's rows up to it;
+   *   "spare": its row is written (a joiner's prompt, prefilled by joinTask): a one-row forward
+   *     whose k/v go to the embedding slot (the sequence's rows stay as they were written).
+   */
+  private async searchAt(s: Sequence, p: number, index: DocumentIndex, k: number, from: { step: number } | "own" | "spare"): Promise<RetrievalHit[]> {
+    const t0 = performance.now();
     const ctx = this.ctx;
-    const R = this.opts.slotTokens;
-    const rows = new SlotRows(1, R, this.decoder.config.slidingWindow ?? 0);
-    rows.put(0, s.slot, p, s.ids[p]!);
-    if (!own) rows.rows[0] = this.opts.maxBatch * R; // the embedding slot's first row
-    const plan = rows.upload(ctx, "search");
+    let plan: ReturnType<SlotRows["upload"]> | null = null;
     let hidden: Tensor | null = null;
     let found: { ids: Tensor; scores: Tensor } | null = null;
+    let both: Tensor | null = null;
     try {
-      hidden = (await this.decoder.forward(this.cache, plan, { logitsRows: "none", keepHidden: true })).hidden!;
+      let query: Tensor;
+      if (typeof from === "object" && this.stepHiddenSerial[from.step & 1] === from.step) {
+        const D = this.decoder.hiddenSize;
+        ctx.copy(this.stepHidden![from.step & 1]!.buffer, 4 * D * s.slot, this.queryRow!.buffer, 0, 4 * D);
+        query = this.queryRow!;
+        this.stats.searchesFromStep++;
+      } else {
+        const R = this.opts.slotTokens;
+        const rows = new SlotRows(1, R, this.decoder.config.slidingWindow ?? 0);
+        rows.put(0, s.slot, p, s.ids[p]!);
+        if (from !== "own") rows.rows[0] = this.opts.maxBatch * R; // the embedding slot's first row
+        plan = rows.upload(ctx, "search");
+        hidden = (await this.decoder.forward(this.cache, plan, { logitsRows: "none", keepHidden: true })).hidden!;
+        query = hidden;
+        this.stats.searchForwards++;
+      }
       const kk = Math.min(k, index.count);
-      found = await index.searchGpu(hidden, kk);
-      const idv = (await found.ids.read()) as Uint32Array;
-      const sv = (await found.scores.read()) as Float32Array;
+      found = await index.searchGpu(query, kk);
+      // one readback: ids and scores side by side
+      both = ctx.empty([2 * kk], "u32", "serve.hits");
+      ctx.copy(found.ids.buffer, 0, both.buffer, 0, 4 * kk);
+      ctx.copy(found.scores.buffer, 0, both.buffer, 4 * kk, 4 * kk);
+      const raw = await ctx.readBytes(both.buffer, 0, 8 * kk);
       ctx.throwPendingErrors();
+      const idv = new Uint32Array(raw.buffer, raw.byteOffset, kk);
+      const sv = new Float32Array(raw.buffer, raw.byteOffset + 4 * kk, kk);
       const hits: RetrievalHit[] = [];
       for (let j = 0; j < kk; j++) {
         const e = idv[j]!;
@@ -1214,7 +1294,8 @@ export class BatchEngine {
       }
       return hits;
     } finally {
-      for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, hidden, found?.ids, found?.scores]) x?.dispose();
+      for (const x of [plan?.ids, plan?.ropePositions, plan?.cacheRows, plan?.ranges, hidden, found?.ids, found?.scores, both]) x?.dispose();
+      this.stats.searchMs += performance.now() - t0;
     }
   }
 
@@ -1237,6 +1318,7 @@ export class BatchEngine {
       for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, last, logits]) x?.dispose();
     }
     this.stats.tokensFed += ids.length;
+    s.fedBy.length = 0; // the rows from p on are the prefill's now
     s.fed = p + ids.length;
     s.sampled = s.generated.length;
     s.rejoin = true;
@@ -1299,16 +1381,24 @@ interface Bucket extends StepBuffers {
   program: CapturedProgram;
   /** The greedy sampler the program encodes. */
   sampler: DispatchPlan;
+  /** f32 [b, D]: the program's final-norm rows (the forward's, pinned by the program). */
+  hidden: Tensor;
 }
 
 function disposeBucket(b: Bucket): void {
   b.program.dispose();
   b.sampler.dispose();
+  b.hidden.dispose();
 }
 
-/** GPU bytes of the captured step's buffers: logits [maxBatch, V] f32 and eight u32 words per row (ids, position, cache row, range, readback, next). */
+/**
+ * GPU bytes of the captured step's buffers: logits [maxBatch, V] f32, eight u32 words per row (ids,
+ * position, cache row, range, readback, next), the final-norm rows of two steps kept for searches
+ * [2, maxBatch, D] f32 and the searched row [D] f32.
+ */
 export function engineStepBytes(decoder: Pick<Decoder, "config">, maxBatch: number): number {
-  return maxBatch * (decoder.config.vocabSize * 4 + 8 * 4);
+  const D = decoder.config.hiddenSize;
+  return maxBatch * (decoder.config.vocabSize * 4 + 8 * 4 + 2 * D * 4) + D * 4;
 }
 
 /**
