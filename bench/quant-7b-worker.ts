@@ -107,12 +107,13 @@ export async function runFormat(init: QuantWorkerInit, log: (s: string) => void)
   const t0 = now();
   const ctx = await openDevice();
   const cap = Math.max(init.prompt.length + init.decode + 8, 64);
-  const m = await loadDecoder(ctx, init.model, { dtype: "f16", contextLength: init.entityLinking ? 512 : cap, ...(init.format !== "f16" ? { quantize: init.format } : {}) });
+  // The projections' layout as the CLI loads them (gemvLayout "auto": tiles on software adapters).
+  const m = await loadDecoder(ctx, init.model, { dtype: "f16", gemvLayout: "auto", contextLength: init.entityLinking ? 512 : cap, ...(init.format !== "f16" ? { quantize: init.format } : {}) });
   await ctx.sync();
   const loadMs = now() - t0;
   const rssAfterLoad = process.memoryUsage().rss;
   const laLoad = loadavg();
-  log(`${init.format}: loaded in ${(loadMs / 1e3).toFixed(1)} s (${(m.weightBytes / 1e9).toFixed(2)} GB of weights, ${m.quantization ?? "float"}), RSS ${(rssAfterLoad / 2 ** 30).toFixed(1)} GiB`);
+  log(`${init.format}: loaded in ${(loadMs / 1e3).toFixed(1)} s (${(m.weightBytes / 1e9).toFixed(2)} GB of weights, ${m.quantization ?? "float"}, ${m.gemvLayout}), RSS ${(rssAfterLoad / 2 ** 30).toFixed(1)} GiB`);
 
   const w = m.decoder.weights;
   const c = m.config;
