@@ -82,8 +82,10 @@ function linearQKernelVariant(d: LinearQDesc): KernelVariant {
 
 /**
  * The x broadcast linear() asks of resolveLinearQ for W in tiles of `tilesT` rows on this device: 1
- * or 2 x vec4s per lane where gemv_bcast is preferred (software, ≥ 8-lane subgroups; the same
- * measurement, and gemv_step's quantized tiles with it ×1.5 at the GEMV level), else 0.
+ * or 2 x vec4s per lane where gemv_bcast is preferred (software, ≥ 8-lane subgroups), else 0.
+ * Lavapipe, q4_0 tiles of 8, 134M gate (1536×576) and down (576×1536), CPU time per call, 6
+ * alternated rounds at load ~1 (2026-12-03, bench/results/2026-12-03-linear-q-xbcast.md): M = 2
+ * (gemv_q) ×1.54 / ×1.27 faster with the broadcast, M = 128 (matmul_q, prefill) ×3.03 / ×3.06.
  */
 export function linearQXBcast(ctx: GpuContext, tilesT: number): 0 | 1 | 2 {
   return tilesT === 8 && gemvBcastUsable(ctx) && gemvBcastPreferred(ctx) ? bcastXL(ctx) : 0;
