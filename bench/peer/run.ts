@@ -3,7 +3,7 @@
 //   ONEGEN_PEER_NODE_LLAMA_CPP=/path/to/node_modules/node-llama-cpp \
 //   node dist/bench/peer/run.js [--shapes llama-134m,tinyllama-1.1b] [--arms ours,cpu,vulkan]
 //       [--rounds 3] [--prefill 128] [--decode 32] [--threads 2] [--types F16,Q8_0,Q4_0]
-//       [--models-dir /tmp/onegen-peer-models] [--out bench/results]
+//       [--models-dir /tmp/onegen-peer-models] [--out bench/results] [--sequential]
 //
 // Per shape: a synthetic F16 Hugging Face directory of that shape (bench/peer/synth-hf.ts, reused
 // when it matches) and its GGUF (bench/peer/convert.ts, same weights, q/k rows permuted for
@@ -20,10 +20,15 @@
 // one layer's q_proj are byte-identical before timing. Written to OUT/DATE-COMMIT-peer-SHAPES.json and .md (tagged outputs, written atomically).
 // node-llama-cpp is not a dependency: without it (bench/peer/llama.ts) the run stops with one line,
 // unless only the "ours" arm is asked for.
+// --sequential (on by itself where two arms' weights would not fit in memory together, e.g. the 7B
+// shape in F16 on 24 GiB): one arm in memory at a time, all its rounds, then the next arm; the
+// arms are no longer interleaved, so the load average at every rep is what tells the runs apart.
+// Weight GB/s: the bytes one forward reads (the arm's weights less the embedding table, plus one
+// row of it) × decode tok/s.
 import { fork, execSync, type ChildProcess } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
-import { cpus, loadavg } from "node:os";
+import { cpus, loadavg, totalmem } from "node:os";
 import { machineMeta } from "../harness.js";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -60,10 +65,12 @@ interface Options {
   types: GgufOutType[];
   modelsDir: string;
   outDir: string;
+  /** One arm in memory at a time (true / false as asked; undefined: decided per shape and type). */
+  sequential?: boolean;
 }
 
 function parse(argv: string[]): Options {
-  const a = parseArgs(argv, { values: ["shapes", "arms", "rounds", "prefill", "decode", "threads", "type", "types", "models-dir", "out"], booleans: [] }, "peer");
+  const a = parseArgs(argv, { values: ["shapes", "arms", "rounds", "prefill", "decode", "threads", "type", "types", "models-dir", "out"], booleans: ["sequential"] }, "peer");
   const int = (k: string, d: number, lo: number, hi: number): number => {
     const v = a.flags.get(k);
     if (v === undefined) return d;
@@ -88,6 +95,7 @@ function parse(argv: string[]): Options {
     types,
     modelsDir: resolve(a.flags.get("models-dir") ?? "/tmp/onegen-peer-models"),
     outDir: resolve(a.flags.get("out") ?? join(repoRoot, "bench", "results")),
+    ...(a.bools.has("sequential") ? { sequential: true } : {}),
   };
 }
 
@@ -145,8 +153,10 @@ interface ShapeResult {
   modelDir: string;
   gguf: string;
   ggufBytes: number;
-  arms: Record<string, { info: ArmInfo; reps: RepResult[]; prefillTokPerS: number; decodeTokPerS: number } | { error: string }>;
+  arms: Record<string, { info: ArmInfo; reps: RepResult[]; prefillTokPerS: number; decodeTokPerS: number; weightBytes: number; bytesPerForward: number; weightGBps: number } | { error: string }>;
   ratios: Record<string, number>;
+  /** Arms run one after the other (not interleaved): see --sequential. */
+  sequential: boolean;
 }
 
 async function prepareModels(o: Options, shape: SyntheticShapeName, type: GgufOutType, log: (s: string) => void): Promise<{ dir: string; gguf: string }> {
@@ -197,43 +207,68 @@ async function runShape(o: Options, shape: SyntheticShapeName, type: GgufOutType
   const c = syntheticConfig(shape);
   const prompt = promptIds(o.prefill, c.vocabSize);
   const nextId = promptIds(o.prefill + 1, c.vocabSize)[o.prefill]!;
-  const res: ShapeResult = { shape, type, params: parameterCount(c), modelDir: dir, gguf, ggufBytes: existsSync(gguf) ? statSync(gguf).size : 0, arms: {}, ratios: {} };
-  const workers: Worker[] = [];
+  const res: ShapeResult = { shape, type, params: parameterCount(c), modelDir: dir, gguf, ggufBytes: existsSync(gguf) ? statSync(gguf).size : 0, arms: {}, ratios: {}, sequential: false };
+  // One arm in memory at a time where two would not fit (weights estimated at the type's bytes per parameter).
+  const estBytes = parameterCount(c) * (type === "F16" ? 2 : type === "Q8_0" ? 34 / 32 : 18 / 32);
+  res.sequential = o.sequential ?? (o.arms.length > 1 && 2 * estBytes > 0.6 * totalmem());
+  if (res.sequential && o.sequential === undefined) log(`${shape} ${type}: two arms' weights (~${((2 * estBytes) / 2 ** 30).toFixed(1)} GiB) exceed 0.6 of memory: one arm at a time`);
   const infos = new Map<Arm, ArmInfo>();
-  try {
-    // Load and warm up one arm at a time (no arm's load overlaps another's timing).
+  const reps = new Map<Arm, RepResult[]>();
+  const load = async (arm: Arm): Promise<Worker | null> => {
+    const w = Worker.start(arm);
+    const q = QUANT_OF[type];
+    const init: WorkerInit = { arm, model: arm === "ours" ? dir : gguf, prompt, nextId, decode: o.decode, threads: o.threads, pkg, ...(arm === "ours" && q ? { quantize: q } : {}) };
+    try {
+      const r = await w.call<{ info: ArmInfo }>({ cmd: "init", init });
+      infos.set(arm, r.info);
+      reps.set(arm, []);
+      log(`${shape} ${type} ${arm}: ${r.info.device}; loaded in ${(r.info.loadMs / 1e3).toFixed(1)} s, warm-up ${(r.info.warmupMs / 1e3).toFixed(1)} s`);
+      return w;
+    } catch (e) {
+      res.arms[arm] = { error: (e as Error).message.split("\n")[0]! };
+      log(`${shape} ${type} ${arm}: FAILED to load: ${(res.arms[arm] as { error: string }).error}`);
+      await w.stop();
+      return null;
+    }
+  };
+  const rep = async (w: Worker, r: number): Promise<void> => {
+    const { rep } = await w.call<{ rep: RepResult }>({ cmd: "rep" });
+    reps.get(w.arm)!.push(rep);
+    log(`${shape} ${type} round ${r + 1}/${o.rounds} ${w.arm}: prefill ${rep.prefillTokPerS.toFixed(1)} tok/s, decode ${rep.decodeTokPerS.toFixed(2)} tok/s (load ${rep.loadAvg1.toFixed(2)})`);
+  };
+  if (res.sequential) {
     for (const arm of o.arms) {
-      const w = Worker.start(arm);
-      workers.push(w);
-      const q = QUANT_OF[type];
-      const init: WorkerInit = { arm, model: arm === "ours" ? dir : gguf, prompt, nextId, decode: o.decode, threads: o.threads, pkg, ...(arm === "ours" && q ? { quantize: q } : {}) };
+      const w = await load(arm);
+      if (!w) continue;
       try {
-        const r = await w.call<{ info: ArmInfo }>({ cmd: "init", init });
-        infos.set(arm, r.info);
-        log(`${shape} ${type} ${arm}: ${r.info.device}; loaded in ${(r.info.loadMs / 1e3).toFixed(1)} s, warm-up ${(r.info.warmupMs / 1e3).toFixed(1)} s`);
-      } catch (e) {
-        res.arms[arm] = { error: (e as Error).message.split("\n")[0]! };
-        log(`${shape} ${type} ${arm}: FAILED to load: ${(res.arms[arm] as { error: string }).error}`);
+        for (let r = 0; r < o.rounds; r++) await rep(w, r);
+      } finally {
         await w.stop();
-        workers.pop();
       }
     }
-    const live = workers.filter((w) => infos.has(w.arm));
-    const reps = new Map<Arm, RepResult[]>(live.map((w) => [w.arm, []]));
-    for (let r = 0; r < o.rounds; r++) {
-      const order = live.map((_, i) => live[(i + r) % live.length]!);
-      for (const w of order) {
-        const { rep } = await w.call<{ rep: RepResult }>({ cmd: "rep" });
-        reps.get(w.arm)!.push(rep);
-        log(`${shape} ${type} round ${r + 1}/${o.rounds} ${w.arm}: prefill ${rep.prefillTokPerS.toFixed(1)} tok/s, decode ${rep.decodeTokPerS.toFixed(2)} tok/s (load ${rep.loadAvg1.toFixed(2)})`);
+  } else {
+    const workers: Worker[] = [];
+    try {
+      // Load and warm up one arm at a time (no arm's load overlaps another's timing).
+      for (const arm of o.arms) {
+        const w = await load(arm);
+        if (w) workers.push(w);
       }
+      for (let r = 0; r < o.rounds; r++) {
+        const order = workers.map((_, i) => workers[(i + r) % workers.length]!);
+        for (const w of order) await rep(w, r);
+      }
+    } finally {
+      for (const w of workers) await w.stop();
     }
-    for (const w of live) {
-      const rs = reps.get(w.arm)!;
-      res.arms[w.arm] = { info: infos.get(w.arm)!, reps: rs, prefillTokPerS: median(rs.map((x) => x.prefillTokPerS)), decodeTokPerS: median(rs.map((x) => x.decodeTokPerS)) };
-    }
-  } finally {
-    for (const w of workers) await w.stop();
+  }
+  const embedBytes = c.vocabSize * c.hiddenSize * 2; // F16 in both arms
+  for (const [arm, info] of infos) {
+    const rs = reps.get(arm)!;
+    const weightBytes = arm === "ours" ? Number((info.details as { weightBytes?: number }).weightBytes ?? NaN) : res.ggufBytes;
+    const bytesPerForward = weightBytes - embedBytes + c.hiddenSize * 2;
+    const decodeTokPerS = median(rs.map((x) => x.decodeTokPerS));
+    res.arms[arm] = { info, reps: rs, prefillTokPerS: median(rs.map((x) => x.prefillTokPerS)), decodeTokPerS, weightBytes, bytesPerForward, weightGBps: (bytesPerForward * decodeTokPerS) / 1e9 };
   }
   const ours = res.arms.ours;
   for (const arm of ["cpu", "vulkan"] as const) {
@@ -264,15 +299,15 @@ function markdown(meta: Record<string, unknown>, o: Options, shapes: ShapeResult
     "",
     `Commit ${meta.commit} · ${meta.date} · ${meta.cpus} CPUs (${meta.cpuModel}), ${meta.memGiB} GiB · load average (1/5/15 min) start ${(meta.loadAvg as { start: number[] }).start.map((x) => x.toFixed(2)).join("/")}, end ${(meta.loadAvg as { end: number[] }).end.map((x) => x.toFixed(2)).join("/")} · node-llama-cpp ${meta.nodeLlamaCpp ?? "-"}`,
     "",
-    `Method (bench/peer/run.ts): synthetic F16 weights written once as a Hugging Face directory (ours) and as GGUF (llama.cpp); per weight type (${o.types.join(", ")}; Q8_0 / Q4_0: ours quantizes the projections while loading, the GGUF holds the same blocks, embeddings and lm_head F16 in both) one process per arm; ${o.rounds} rounds, arms alternated; prefill ${o.prefill} tokens on an empty cache, decode ${o.decode} greedy tokens after it; medians over the rounds; llama.cpp with node-llama-cpp's defaults (threads ${o.threads}).`,
+    `Method (bench/peer/run.ts): synthetic F16 weights written once as a Hugging Face directory (ours) and as GGUF (llama.cpp); per weight type (${o.types.join(", ")}; Q8_0 / Q4_0: ours quantizes the projections while loading, the GGUF holds the same blocks, embeddings and lm_head F16 in both) one process per arm; ${o.rounds} rounds, arms alternated (except where marked: one arm in memory at a time, all its rounds, then the next); prefill ${o.prefill} tokens on an empty cache, decode ${o.decode} greedy tokens after it; medians over the rounds; llama.cpp with node-llama-cpp's defaults (threads ${o.threads}).`,
     "",
-    "| shape | weights | arm | device | prefill tok/s | decode tok/s | per-rep decode tok/s | load avg at reps |",
-    "|---|---|---|---|---:|---:|---|---|",
+    "| shape | weights | arm | device | prefill tok/s | decode tok/s | per-rep decode tok/s | GB read / forward | weight GB/s | load avg at reps |",
+    "|---|---|---|---|---:|---:|---|---:|---:|---|",
   ];
   for (const s of shapes) {
     for (const [arm, r] of Object.entries(s.arms)) {
-      if ("error" in r) lines.push(`| ${s.shape} | ${s.type} | ${ARM_LABEL[arm]} | - | - | - | failed: ${r.error.replace(/\|/g, "/")} | - |`);
-      else lines.push(`| ${s.shape} | ${s.type} | ${ARM_LABEL[arm]} | ${r.info.device.replace(/\|/g, "/")} | ${f(r.prefillTokPerS, 1)} | ${f(r.decodeTokPerS)} | ${r.reps.map((x) => f(x.decodeTokPerS)).join(", ")} | ${r.reps.map((x) => f(x.loadAvg1)).join(", ")} |`);
+      if ("error" in r) lines.push(`| ${s.shape} | ${s.type} | ${ARM_LABEL[arm]} | - | - | - | failed: ${r.error.replace(/\|/g, "/")} | - | - | - |`);
+      else lines.push(`| ${s.shape} | ${s.type}${s.sequential ? " (arms one after the other)" : ""} | ${ARM_LABEL[arm]} | ${r.info.device.replace(/\|/g, "/")} | ${f(r.prefillTokPerS, 1)} | ${f(r.decodeTokPerS, r.decodeTokPerS < 1 ? 3 : 2)} | ${r.reps.map((x) => f(x.decodeTokPerS, x.decodeTokPerS < 1 ? 3 : 2)).join(", ")} | ${f(r.bytesPerForward / 1e9)} | ${f(r.weightGBps)} | ${r.reps.map((x) => f(x.loadAvg1)).join(", ")} |`);
     }
   }
   lines.push("", "| shape | weights | decode ours/CPU | decode ours/Vulkan | prefill ours/CPU | prefill ours/Vulkan |", "|---|---|---:|---:|---:|---:|");
