@@ -333,7 +333,7 @@ async function benchMixed(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
       const plainMs = plainEnd - t0;
       if (arm !== "retrieval" && arm !== "rows" && engine.stats.tokensGenerated - g0 !== STREAMS * NP) throw new Error(`serve mixed bench: ${engine.stats.tokensGenerated - g0} plain tokens, expected ${STREAMS * NP}`);
       const searchForwards = engine.stats.searchForwards - st0.searchForwards;
-      const searches = engine.stats.searchesFromStep - st0.searchesFromStep + searchForwards;
+      const searches = engine.stats.searchesFromStep - st0.searchesFromStep + engine.stats.searchesFromPrefill - st0.searchesFromPrefill + searchForwards;
       const searchMs = engine.stats.searchMs - st0.searchMs;
       return { plainTps: arm === "retrieval" ? 0 : (plainTokens / plainMs) * 1000, duringTps: jobMs > 0 ? (during / jobMs) * 1000 : 0, jobMs, retrievals, plainLat, searches, searchForwards, searchMs };
     };

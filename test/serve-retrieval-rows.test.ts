@@ -8,8 +8,9 @@
 // runs), greedy or sampled; it never takes a turn of its own (engine.stats.turns stays 0) and
 // shares the steps with the plain streams. A query token a step fed is searched on that step's own
 // final-norm row (engine.stats.searchesFromStep), with scores equal to the Session run's within the
-// same tolerance; only query tokens no step fed (a row's last id, a prompt's) take the one-row
-// forward (engine.stats.searchForwards). (Retrieval requests on their own sessions, the server's
+// same tolerance; a joining prompt's query tokens on the prompt prefill's rows, as the Session run
+// searches them (engine.stats.searchesFromPrefill); only query tokens neither fed (a row's last id)
+// take the one-row forward (engine.stats.searchForwards). (Retrieval requests on their own sessions, the server's
 // retrieval "turns": test/serve.test.ts.)
 
 import { test } from "uvu";
@@ -105,8 +106,8 @@ function generatedRetrievals(...refs: TaskResult[]): number {
  * How the engine's searches got their hidden states since `before`: on the final-norm row of the
  * step that fed the query token (no forward), or by a one-row forward (no step fed it).
  */
-function searchesSince(engine: RunningServer["engine"], before: { searchesFromStep: number; searchForwards: number }): { fromStep: number; forwards: number } {
-  return { fromStep: engine.stats.searchesFromStep - before.searchesFromStep, forwards: engine.stats.searchForwards - before.searchForwards };
+function searchesSince(engine: RunningServer["engine"], before: { searchesFromStep: number; searchesFromPrefill: number; searchForwards: number }): { fromStep: number; fromPrefill: number; forwards: number } {
+  return { fromStep: engine.stats.searchesFromStep - before.searchesFromStep, fromPrefill: engine.stats.searchesFromPrefill - before.searchesFromPrefill, forwards: engine.stats.searchForwards - before.searchForwards };
 }
 
 async function plainAlone(prompt: string, maxTokens: number): Promise<string> {
@@ -156,7 +157,7 @@ test("rows alone: entity linking (k 2, forced [_CONTINUE_]) and multi-hop QA (in
   assert.is(mh.onegen!.answer, mhRef.answer);
   assert.is(server.engine.stats.turns, turns0, "no request took a turn of its own: they were rows");
   // every query token here was fed by a step: searched on that step's final-norm row, no forward
-  assert.equal(searchesSince(server.engine, searches0), { fromStep: generatedRetrievals(elRef, mhRef), forwards: 0 }, "searches on the steps' own rows");
+  assert.equal(searchesSince(server.engine, searches0), { fromStep: generatedRetrievals(elRef, mhRef), fromPrefill: 0, forwards: 0 }, "searches on the steps' own rows");
 });
 
 test("rows in the batch: plain streams, then entity-linking and multi-hop rows joining mid-batch, a plain stream joining after them and others leaving: every output equals its solo run, the rows share steps", async () => {
@@ -191,7 +192,7 @@ test("rows in the batch: plain streams, then entity-linking and multi-hop rows j
   assert.is(mhOut.onegen!.answer, mhRef.answer);
   assert.equal([...plainOuts.map((x) => x.text), lateOut.text], alone, "each plain stream equals the request alone");
   assert.is(server.engine.stats.turns, turns0, "the retrieval requests were rows (no turn of their own)");
-  assert.equal(searchesSince(server.engine, searches0), { fromStep: generatedRetrievals(elRef, el2Ref, mhRef), forwards: 0 }, "searches on the steps' own rows, in the batch");
+  assert.equal(searchesSince(server.engine, searches0), { fromStep: generatedRetrievals(elRef, el2Ref, mhRef), fromPrefill: 0, forwards: 0 }, "searches on the steps' own rows, in the batch");
   for (const [what, out] of [["entity linking", elOut], ["multi-hop QA", mhOut]] as const) {
     assert.ok(Math.max(...out.running) >= 4, `${what}: shared steps with the plain streams (rows running: ${JSON.stringify(out.running)})`);
   }
@@ -218,11 +219,11 @@ test("rows at the edges, each equal to its Session run: a query token as the fir
   const first = await sameAsSession(client, "mh", MH_FIRST, 150, CONTEXT, "query token first");
   assert.is(first.retrievals[0]!.position, first.promptIds.length, "the first generated id retrieves");
   // the first id is the joining step's input row (its final-norm row kept while the next step runs)
-  assert.equal(searchesSince(server.engine, before), { fromStep: generatedRetrievals(first), forwards: 0 }, "query token first: searched on the joining step's row");
+  assert.equal(searchesSince(server.engine, before), { fromStep: generatedRetrievals(first), fromPrefill: 0, forwards: 0 }, "query token first: searched on the joining step's row");
   before = { ...server.engine.stats };
   const full = await sameAsSession(client, "mh", MH_QUESTION, 150, CONTEXT, "to a full slot");
   assert.is(full.finish, "context-full");
-  assert.equal(searchesSince(server.engine, before), { fromStep: generatedRetrievals(full), forwards: 0 }, "to a full slot: searched on the steps' rows");
+  assert.equal(searchesSince(server.engine, before), { fromStep: generatedRetrievals(full), fromPrefill: 0, forwards: 0 }, "to a full slot: searched on the steps' rows");
   // a fresh server (its slots never held these requests' rows: a last id that no step fed must be
   // written by its own search), with a smaller slot, where the second injection does not fit
   const small = await startServer(model, { modelId: "demo", maxBatch: 2, contextTokens: 140, indexes: new Map([["mh", { name: "mh", index: mhIndex }], ["el", { name: "el", index: elIndex }]]) });
@@ -235,7 +236,7 @@ test("rows at the edges, each equal to its Session run: a query token as the fir
     const last = await sameAsSession(c, "mh", MH_QUESTION, q, 140, "query token last (multi-hop)");
     assert.ok(last.injections.length === 1 && "ids" in last.injections[0]!, "the last query token's injection is reported");
     // a last id is fed by no step: its search runs the one-row forward
-    assert.equal(searchesSince(small.engine, before), { fromStep: 0, forwards: 2 }, "query token last: one forward each");
+    assert.equal(searchesSince(small.engine, before), { fromStep: 0, fromPrefill: 0, forwards: 2 }, "query token last: one forward each");
     const refused = await sameAsSession(c, "mh", MH_QUESTION, 130, 140, "injection refused");
     assert.ok(refused.injections.some((x) => "refused" in x), "the reference refuses an injection");
     assert.is(small.engine.stats.turns, 0, "a row");
@@ -272,9 +273,9 @@ test("rows: query tokens in the prompt are searched at join (source 'prompt'); a
   }
   assert.is((await plain).text, plainRef, "the plain stream is unchanged");
   assert.is(server.engine.stats.turns, turns0, "all rows");
-  // a prompt's query tokens (no step fed them) take the one-row forward; generated ones the steps' rows
+  // a prompt's query tokens are searched on the prompt prefill's rows, generated ones on the steps' rows: no forward
   const atPrompt = refs.reduce((n, r) => n + r.retrievals.filter((x) => x.source === "prompt").length, 0);
-  assert.equal(searchesSince(server.engine, searches0), { fromStep: generatedRetrievals(...refs), forwards: atPrompt }, "prompt searches forward, generated ones do not");
+  assert.equal(searchesSince(server.engine, searches0), { fromStep: generatedRetrievals(...refs), fromPrefill: atPrompt, forwards: 0 }, "prompt searches on the prefill's rows, generated ones on the steps'");
 });
 
 test("rows beside embeddings (jobs alone between steps, which may read a step back before the next is encoded: a query token no step fed yet takes its own forward): each row equals its Session run", async () => {
@@ -311,7 +312,7 @@ test("rows beside embeddings (jobs alone between steps, which may read a step ba
     sameReports(el!, reportsOf(elRef), "entity linking beside embeddings");
     assert.is(mh!.text, mhRef.output, "multi-hop QA beside embeddings");
     sameReports(mh!, reportsOf(mhRef), "multi-hop QA beside embeddings");
-    const got = searchesSince(fresh.engine, { searchesFromStep: 0, searchForwards: 0 });
+    const got = searchesSince(fresh.engine, { searchesFromStep: 0, searchesFromPrefill: 0, searchForwards: 0 });
     assert.is(got.fromStep + got.forwards, generatedRetrievals(elRef, mhRef), `every query token searched once (${got.fromStep} on a step's row, ${got.forwards} by a forward)`);
   } finally {
     await fresh.shutdown(0);
@@ -381,7 +382,7 @@ test("rows: sampled retrieval requests (temperature, top_p, seed) draw as their 
   sameReports(mh.reports, reportsOf(mhRef), "sampled multi-hop QA");
   assert.equal(plainOuts.map((p) => p.text), plainRefs, "the plain streams are unchanged");
   assert.is(server.engine.stats.turns, turns0, "rows, no turns");
-  assert.equal(searchesSince(server.engine, searches0), { fromStep: generatedRetrievals(elRef, mhRef), forwards: 0 }, "sampled rows: searches on the steps' own rows");
+  assert.equal(searchesSince(server.engine, searches0), { fromStep: generatedRetrievals(elRef, mhRef), fromPrefill: 0, forwards: 0 }, "sampled rows: searches on the steps' own rows");
 });
 
 test("rows on a lost device: the row in flight and a plain stream beside it get the GPU failure, later requests 503, `failed` resolves", async () => {

@@ -62,8 +62,9 @@
 //      a one-row forward at its position instead, attending to the slot's rows: the row's last id
 //      (max_tokens or a full slot stop it being fed; its k/v go to its own row), one read back
 //      while an exclusive job ran before the next step was encoded (own row too, which the next
-//      step rewrites), and a joining prompt's query tokens (point 5; k/v to the embedding slot,
-//      the prompt's rows stay). stats.searchesFromStep and stats.searchForwards count the two.
+//      step rewrites). A joining prompt's query tokens (point 5) are searched on the prompt
+//      prefill's own final-norm rows (kept for the purpose), as the Session run searches them.
+//      stats.searchesFromStep, searchesFromPrefill and searchForwards count the three.
 //   3. Injection (multi-hop QA) or a forced id: prefilled into the slot right after the query
 //      token (one forward, like a joining prompt), the next id sampled into next[slot]; the ids
 //      the step in flight sampled after the query token are dropped (Sequence.skipThrough; a row
@@ -78,7 +79,7 @@
 //      ids read back meanwhile wait in Sequence.deferred and follow the retrieval's event.
 //   5. A prompt that holds query tokens or ends with a forcing pattern (OneGen's disambiguation
 //      prompts) joins by joinTask, between steps: prefilled alone, each query token in it
-//      searched (source "prompt"), then the injection (a prompt ending with the query token) or
+//      searched on the prefill's row (source "prompt"), then the injection (a prompt ending with the query token) or
 //      the forced id, as src/onegen/stream.ts starts a Session run.
 // The row's events (token, retrieval, injection, done) are the Session run's, in its order;
 // src/onegen/task-runner.ts TaskCollector turns them into the task's result. Its tokens equal the
@@ -361,7 +362,9 @@ export interface EngineStats {
   turns: number;
   /** Task rows' searches at a query token a step fed: on that step's own final-norm row (no forward). */
   searchesFromStep: number;
-  /** Task rows' searches that ran a one-row forward of the query token (no step fed it: a row's last id, a prompt's query tokens at join). */
+  /** Task rows' searches at a query token of a joining prompt: on the prompt prefill's own final-norm row (no forward). */
+  searchesFromPrefill: number;
+  /** Task rows' searches that ran a one-row forward of the query token (neither a step nor a prefill fed it: a row's last id). */
   searchForwards: number;
   /** Milliseconds task rows' searches held the loop between steps (encoding, the GPU's work and the hits' readback). */
   searchMs: number;
@@ -373,7 +376,7 @@ export function engineCacheBytes(decoder: Pick<Decoder, "config">, maxBatch: num
 }
 
 export class BatchEngine {
-  readonly stats: EngineStats = { steps: 0, tokensFed: 0, tokensGenerated: 0, maxBatchSeen: 0, hostMs: 0, waitMs: 0, turns: 0, searchesFromStep: 0, searchForwards: 0, searchMs: 0 };
+  readonly stats: EngineStats = { steps: 0, tokensFed: 0, tokensGenerated: 0, maxBatchSeen: 0, hostMs: 0, waitMs: 0, turns: 0, searchesFromStep: 0, searchesFromPrefill: 0, searchForwards: 0, searchMs: 0 };
   private readonly cache: KVCache;
   private readonly outIds: Tensor;
   private readonly scratch: Tensor;
@@ -1195,17 +1198,22 @@ export class BatchEngine {
     const prompt = s.params.prompt;
     const P = prompt.length;
     if (task.bannedIds.length && !s.banned) s.banned = this.ctx.upload(Uint32Array.from(task.bannedIds), [task.bannedIds.length], "u32", "serve.banned");
-    await this.prefillAfter(s, 0, prompt, 0);
     const r = task.retrieval && task.retrieval.index.count > 0 ? task.retrieval : null;
+    // The prompt's query tokens are searched on the prefill's own final-norm rows, as the Session run does (src/onegen/stream.ts).
+    const hidden = await this.prefillAfter(s, 0, prompt, 0, r !== null && prompt.includes(r.queryTokenId));
     let last: { position: number; hits: RetrievalHit[] } | null = null;
-    if (r) {
-      for (let q = 0; q < P && s.retrievals < r.maxRetrievals; q++) {
-        if (prompt[q] !== r.queryTokenId) continue;
-        s.retrievals++;
-        const hits = await this.searchAt(s, q, r.index, r.k, "spare");
-        this.emit(s, { type: "retrieval", position: q, source: "prompt", hits });
-        last = { position: q, hits };
+    try {
+      if (r) {
+        for (let q = 0; q < P && s.retrievals < r.maxRetrievals; q++) {
+          if (prompt[q] !== r.queryTokenId) continue;
+          s.retrievals++;
+          const hits = await this.searchAt(s, q, r.index, r.k, { rows: hidden!, row: q });
+          this.emit(s, { type: "retrieval", position: q, source: "prompt", hits });
+          last = { position: q, hits };
+        }
       }
+    } finally {
+      hidden?.dispose();
     }
     if (r?.inject && last && last.position === P - 1 && last.hits.length > 0) {
       const ids = this.injectHit(s, last.position, P, r.index, r.inject, last.hits[0]!);
@@ -1246,12 +1254,12 @@ export class BatchEngine {
    *     ordered after step n (the step in flight, or, for a joining row's first id, the step
    *     before it) and before any later step is encoded, so stepHidden still holds step n's rows
    *     (checked by serial: otherwise the "spare" forward below);
+   *   { rows, row }: a prefill fed it (a joining prompt's query token, joinTask): row `row` of
+   *     that prefill's final-norm rows [T, D] (no forward);
    *   "own": no step fed it (a row's last id): a one-row forward of the id whose k/v go to its own
-   *     row of the slot and whose attention reads the slot's rows up to it;
-   *   "spare": its row is written (a joiner's prompt, prefilled by joinTask): a one-row forward
-   *     whose k/v go to the embedding slot (the sequence's rows stay as they were written).
+   *     row of the slot and whose attention reads the slot's rows up to it.
    */
-  private async searchAt(s: Sequence, p: number, index: DocumentIndex, k: number, from: { step: number } | "own" | "spare"): Promise<RetrievalHit[]> {
+  private async searchAt(s: Sequence, p: number, index: DocumentIndex, k: number, from: { step: number } | { rows: Tensor; row: number } | "own"): Promise<RetrievalHit[]> {
     const t0 = performance.now();
     const ctx = this.ctx;
     let plan: ReturnType<SlotRows["upload"]> | null = null;
@@ -1260,8 +1268,12 @@ export class BatchEngine {
     let both: Tensor | null = null;
     try {
       let query: Tensor;
-      if (typeof from === "object" && this.stepHiddenSerial[from.step & 1] === from.step) {
-        const D = this.decoder.hiddenSize;
+      const D = this.decoder.hiddenSize;
+      if (typeof from === "object" && "rows" in from) {
+        ctx.copy(from.rows.buffer, 4 * D * from.row, this.queryRow!.buffer, 0, 4 * D);
+        query = this.queryRow!;
+        this.stats.searchesFromPrefill++;
+      } else if (typeof from === "object" && this.stepHiddenSerial[from.step & 1] === from.step) {
         ctx.copy(this.stepHidden![from.step & 1]!.buffer, 4 * D * s.slot, this.queryRow!.buffer, 0, 4 * D);
         query = this.queryRow!;
         this.stats.searchesFromStep++;
@@ -1269,7 +1281,6 @@ export class BatchEngine {
         const R = this.opts.slotTokens;
         const rows = new SlotRows(1, R, this.decoder.config.slidingWindow ?? 0);
         rows.put(0, s.slot, p, s.ids[p]!);
-        if (from !== "own") rows.rows[0] = this.opts.maxBatch * R; // the embedding slot's first row
         plan = rows.upload(ctx, "search");
         hidden = (await this.decoder.forward(this.cache, plan, { logitsRows: "none", keepHidden: true })).hidden!;
         query = hidden;
@@ -1302,18 +1313,25 @@ export class BatchEngine {
   /**
    * Prefills `ids` at positions p.. of `s`'s slot and samples the id after them into next[slot]
    * (at the Session run's sampler step `step`); the row rejoins the batch at the next step.
+   * keepHidden: returns the prefill's final-norm rows [ids.length, D] (the caller disposes them).
    */
-  private async prefillAfter(s: Sequence, p: number, ids: readonly number[], step: number): Promise<void> {
+  private async prefillAfter(s: Sequence, p: number, ids: readonly number[], step: number, keepHidden = false): Promise<Tensor | null> {
     const ctx = this.ctx;
     const rows = new SlotRows(ids.length, this.opts.slotTokens, this.decoder.config.slidingWindow ?? 0);
     ids.forEach((id, t) => rows.put(t, s.slot, p + t, id));
     const plan = rows.upload(ctx, "inject");
     const last = ctx.upload(Uint32Array.of(ids.length - 1), [1], "u32", "serve.inject.last");
     let logits: Tensor | null = null;
+    let hidden: Tensor | null = null;
     try {
-      logits = (await this.decoder.forward(this.cache, plan, { logitsRows: last })).logits!;
+      const out = await this.decoder.forward(this.cache, plan, { logitsRows: last, keepHidden });
+      logits = out.logits!;
+      hidden = out.hidden;
       ctx.copy(logits.buffer, 0, this.scratch.buffer, 0, 4 * this.decoder.vocabSize);
       await this.sampleScratch(s, step);
+    } catch (e) {
+      hidden?.dispose();
+      throw e;
     } finally {
       for (const x of [plan.ids, plan.ropePositions, plan.cacheRows, plan.ranges, last, logits]) x?.dispose();
     }
@@ -1323,6 +1341,7 @@ export class BatchEngine {
     s.sampled = s.generated.length;
     s.rejoin = true;
     s.pending = [];
+    return hidden;
   }
 
   private async runEmbedding(ids: number[], row: number): Promise<Float32Array> {
