@@ -164,4 +164,22 @@ test("profiler: per-kernel GPU times from timestamp queries", async () => {
   }
 });
 
+test("profiler: dispatches past its capacity are counted as untimed, not summed", async () => {
+  const ctx = await gpu({ profiling: true, dawnOptions: ["disable-dawn-features=timestamp_quantization"] });
+  const a = ctx.upload(new Float32Array(1024).fill(1), [1024], "f32");
+  const prof = new Profiler(ctx, 3);
+  ctx.profiler = prof;
+  try {
+    for (let i = 0; i < 5; i++) await add(ctx, a, a);
+    assert.is(prof.untimed, 2, "two of five dispatches found the 3 slots full");
+    const t = (await prof.collect()).find((x) => x.kernel === "add_f32_wg256");
+    assert.is(t?.calls, 3, "only the timed dispatches are summed");
+    assert.is(prof.untimed, 0, "collect() starts a new interval");
+  } finally {
+    ctx.profiler = null;
+    prof.destroy();
+    a.dispose();
+  }
+});
+
 test.run();

@@ -24,6 +24,8 @@ export class Profiler {
   private resolvedUpTo = 0;
   private readonly totals = new Map<string, { calls: number; ns: bigint }>();
   private pendingResolves: { from: number; to: number; labels: string[] }[] = [];
+  /** Dispatches since the last collect() that found the query set full (not timed, not in the totals). */
+  untimed = 0;
 
   constructor(
     private readonly ctx: GpuContext,
@@ -46,7 +48,10 @@ export class Profiler {
   /** Timestamp writes for the next pass (called by GpuContext). */
   nextWrites(label: string): GPUComputePassTimestampWrites | undefined {
     const i = this.labels.length;
-    if (i >= this.capacity) return undefined; // full: later dispatches are not timed
+    if (i >= this.capacity) {
+      this.untimed++; // full: later dispatches are not timed
+      return undefined;
+    }
     this.labels.push(label);
     return { querySet: this.querySet, beginningOfPassWriteIndex: 2 * i, endOfPassWriteIndex: 2 * i + 1 };
   }
@@ -91,6 +96,7 @@ export class Profiler {
     this.labels = [];
     this.pendingResolves = [];
     this.resolvedUpTo = 0;
+    this.untimed = 0;
     return out;
   }
 
