@@ -18,7 +18,9 @@
 //               per step, uploads per step), rows.
 // Reported per arm and concurrency: total generated tokens/s over the whole run (prefill
 // included), the median per-request latency (submit → last token), the ratio of the total
-// throughput to the same arm at concurrency 1 and to the rows-nosg arm at the same concurrency,
+// throughput to the same arm at concurrency 1 (of the medians, and the median of the per-sample
+// ratios: each sample runs every level and arm once, so the levels are interleaved too) and to
+// the rows-nosg arm at the same concurrency,
 // and per step the host's encode time and the wait for the step's readback. Beside the wall-clock
 // rate, tokens per CPU-second of the process (process.cpuUsage: the host thread and lavapipe's
 // worker threads, which run the "GPU" work), a figure that swings much less with the machine's
@@ -154,12 +156,15 @@ async function benchLevels(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> 
     for (const C of levels) for (const e of engines.values()) await once(e, C, 3);
     const base = new Map<ArmName, number>();
     const cpuBase = new Map<ArmName, number>();
-    for (const C of levels) {
-      const got = new Map(arms.map((a) => [a, { rates: [] as number[], cpuRates: [] as number[], lat: [] as number[], host: [] as number[], wait: [] as number[] }]));
-      for (let s = 0; s < samples; s++) {
+    type Got = { rates: number[]; cpuRates: number[]; lat: number[]; host: number[]; wait: number[] };
+    const gotAt = new Map(levels.map((C) => [C, new Map(arms.map((a) => [a, { rates: [], cpuRates: [], lat: [], host: [], wait: [] } as Got]))]));
+    // Samples outermost, the levels (and the arms) interleaved inside each, their order reversed
+    // every other sample: a level's ratio to the first level compares minutes alike.
+    for (let s = 0; s < samples; s++) {
+      for (const C of s % 2 === 0 ? levels : [...levels].reverse()) {
         for (const a of s % 2 === 0 ? arms : [...arms].reverse()) {
           const r = await once(engines.get(a)!, C, N);
-          const g = got.get(a)!;
+          const g = gotAt.get(C)!.get(a)!;
           g.rates.push((r.tokens / r.ms) * 1000);
           g.cpuRates.push((r.tokens / r.cpuMs) * 1000);
           g.lat.push(...r.latencies);
@@ -167,6 +172,9 @@ async function benchLevels(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> 
           g.wait.push(r.waitMs / r.steps);
         }
       }
+    }
+    for (const C of levels) {
+      const got = gotAt.get(C)!;
       for (const a of arms) {
         const g = got.get(a)!;
         const tps = median(g.rates);
@@ -177,10 +185,13 @@ async function benchLevels(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> 
         const lat = [...g.lat].sort((x, y) => x - y);
         const latency = median(lat);
         const ratio = tps / base.get(a)!;
+        // the same ratio sample by sample (the samples of both levels ran in the same pass), median
+        const first = gotAt.get(levels[0]!)!.get(a)!.rates;
+        const paired = median(g.rates.map((x, i) => x / first[i]!));
         const b = got.get(BASE_ARM);
         const vsBase = b ? tps / median(b.rates) : NaN;
         const cpuVsBase = b ? cps / median(b.cpuRates) : NaN;
-        env.log(`serve: ${shape} ${a} concurrency ${C}: ${tps.toFixed(2)} tokens/s total (×${ratio.toFixed(2)} of concurrency ${levels[0]}, ×${vsBase.toFixed(2)} of ${BASE_ARM}), median latency ${latency.toFixed(0)} ms for ${N} tokens; ${cps.toFixed(2)} tokens per CPU-second (×${cpuRatio.toFixed(2)} of concurrency ${levels[0]}, ×${cpuVsBase.toFixed(2)} of ${BASE_ARM}); per step host ${median(g.host).toFixed(1)} ms, readback wait ${median(g.wait).toFixed(1)} ms`);
+        env.log(`serve: ${shape} ${a} concurrency ${C}: ${tps.toFixed(2)} tokens/s total (×${ratio.toFixed(2)} of concurrency ${levels[0]}, sample by sample ×${paired.toFixed(2)}, ×${vsBase.toFixed(2)} of ${BASE_ARM}), median latency ${latency.toFixed(0)} ms for ${N} tokens; ${cps.toFixed(2)} tokens per CPU-second (×${cpuRatio.toFixed(2)} of concurrency ${levels[0]}, ×${cpuVsBase.toFixed(2)} of ${BASE_ARM}); per step host ${median(g.host).toFixed(1)} ms, readback wait ${median(g.wait).toFixed(1)} ms`);
         rows.push(
           row(
             env,
@@ -188,7 +199,7 @@ async function benchLevels(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> 
               bench: "serve",
               variant: `${a} concurrency ${C}`,
               shape: `${shape}, 8-token prompts, ${N} greedy tokens each`,
-              extra: { tokensPerS: tps, ratioToOne: ratio, tokensPerCpuS: cps, cpuRatioToOne: cpuRatio, ratioToBase: vsBase, cpuRatioToBase: cpuVsBase, medianLatencyMs: latency, hostMsPerStep: median(g.host), waitMsPerStep: median(g.wait) },
+              extra: { tokensPerS: tps, ratioToOne: ratio, ratioToOnePaired: paired, tokensPerCpuS: cps, cpuRatioToOne: cpuRatio, ratioToBase: vsBase, cpuRatioToBase: cpuVsBase, medianLatencyMs: latency, hostMsPerStep: median(g.host), waitMsPerStep: median(g.wait) },
             },
             { medianMs: latency, minMs: lat[0]!, maxMs: lat[lat.length - 1]!, samples: lat.length },
           ),
