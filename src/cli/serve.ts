@@ -100,8 +100,9 @@ export async function serveCommand(argv: string[]): Promise<number> {
     const bar = quiet ? null : createProgressBar("loading");
     const model = await loadDecoder(ctx, dir, {
       dtype,
-      // row-major, not "auto": the tiles layout measured slower for the batched step at 4–16 streams
-      // on lavapipe (×0.72 at 8, bench/results/2026-12-02-gemv-bcast.md), a tie at one per CPU-second
+      // row-major, not "auto": on lavapipe the tiles layout is faster for one stream (×1.07–1.16) but
+      // at 8 streams ×0.84–1.14 of row-major from run to run (bench/results/2026-12-03-serve-batching.md;
+      // ×0.72 in 2026-12-02-gemv-bcast.md)
       gemvLayout: "rows",
       // the serving cache: (max-batch + 1) slots of --context rows, and the batched step's buffers, planned with the weights
       reserve: [
