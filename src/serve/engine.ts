@@ -1253,7 +1253,8 @@ export class BatchEngine {
    *     row (stepHidden; no forward). The search is encoded between steps by runActions, queue-
    *     ordered after step n (the step in flight, or, for a joining row's first id, the step
    *     before it) and before any later step is encoded, so stepHidden still holds step n's rows
-   *     (checked by serial: otherwise the "spare" forward below);
+   *     (checked by serial: otherwise a one-row forward of the id whose k/v go to the embedding
+   *     slot, the row the step wrote staying as it was);
    *   { rows, row }: a prefill fed it (a joining prompt's query token, joinTask): row `row` of
    *     that prefill's final-norm rows [T, D] (no forward);
    *   "own": no step fed it (a row's last id): a one-row forward of the id whose k/v go to its own
@@ -1281,6 +1282,9 @@ export class BatchEngine {
         const R = this.opts.slotTokens;
         const rows = new SlotRows(1, R, this.decoder.config.slidingWindow ?? 0);
         rows.put(0, s.slot, p, s.ids[p]!);
+        // a step fed the id but its rows are gone: the forward's k/v go to the embedding slot's first
+        // row (the row the step wrote stays as it was written)
+        if (from !== "own") rows.rows[0] = this.opts.maxBatch * R;
         plan = rows.upload(ctx, "search");
         hidden = (await this.decoder.forward(this.cache, plan, { logitsRows: "none", keepHidden: true })).hidden!;
         query = hidden;
