@@ -5,6 +5,7 @@
 // copyBufferToBuffer measured the same way (each byte read once and written once), so
 // "ratio to copy" compares like with like.
 
+import { execSync } from "node:child_process";
 import { cpus, loadavg, totalmem } from "node:os";
 import type { GpuContext } from "../src/gpu/context.js";
 
@@ -87,4 +88,13 @@ export async function measureCopy(ctx: GpuContext, bytes: number, samples = 7): 
 /** The machine a multi-process bench ran on, for its results file (load average at start and now). */
 export function machineMeta(loadStart: number[]): { cpus: number; cpuModel: string; memGiB: number; loadAvg: { start: number[]; end: number[] }; node: string } {
   return { cpus: cpus().length, cpuModel: cpus()[0]?.model ?? "?", memGiB: Math.round(totalmem() / 2 ** 30), loadAvg: { start: loadStart, end: loadavg() }, node: process.version };
+}
+
+/** The short commit of the checkout at repoRoot ("unknown" outside a git checkout): bench outputs are named and tagged by it. */
+export function gitCommit(repoRoot: string): string {
+  try {
+    return execSync("git rev-parse --short HEAD", { cwd: repoRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
+  } catch {
+    return "unknown";
+  }
 }

@@ -18,10 +18,10 @@
 // Rounds rotate the order of the formats (alternated arms). Figures: median tok/s per format over
 // its reps and rounds, weight GB/s (bytes one forward reads × tok/s), ratios quantized / f16, the
 // load average at every rep. Written to OUT/BASE.json and .md (tagged outputs, written atomically).
-import { fork, execSync } from "node:child_process";
+import { fork } from "node:child_process";
 import { mkdir } from "node:fs/promises";
 import { loadavg } from "node:os";
-import { machineMeta } from "./harness.js";
+import { gitCommit, machineMeta } from "./harness.js";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "../src/cli/args.js";
@@ -116,13 +116,6 @@ function runWorker(init: QuantWorkerInit): Promise<QuantWorkerResult> {
   });
 }
 
-function gitCommit(): string {
-  try {
-    return execSync("git rev-parse --short HEAD", { cwd: repoRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
-  } catch {
-    return "unknown";
-  }
-}
 
 interface FormatSummary {
   format: Format;
@@ -184,7 +177,7 @@ async function main(argv: string[]): Promise<void> {
   const o = parse(argv);
   const log = (s: string) => process.stdout.write(s + "\n");
   const loadStart = loadavg();
-  const commit = gitCommit();
+  const commit = gitCommit(repoRoot);
   const date = new Date().toISOString();
   const layerTag = o.layers !== SYNTHETIC_SHAPES[o.shape].num_hidden_layers ? `-${o.layers}l` : "";
   const base = join(o.outDir, o.name ?? `${date.slice(0, 10)}-${commit}-quant-${o.shape}${layerTag}`);

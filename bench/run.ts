@@ -9,12 +9,11 @@ import { readdirSync } from "node:fs";
 import { mkdir, stat } from "node:fs/promises";
 import { dirname, join } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
-import { execSync } from "node:child_process";
 import { openDevice, describeContext } from "../src/gpu/device.js";
 import { parseArgs } from "../src/cli/args.js";
 import { UsageError } from "../src/errors.js";
 import type { GpuContext } from "../src/gpu/context.js";
-import { measureCopy, type BenchEnv, type BenchRow } from "./harness.js";
+import { gitCommit, measureCopy, type BenchEnv, type BenchRow } from "./harness.js";
 import { checkReportPaths, writeReport, type BenchResults } from "./report.js";
 import { checkOutput, FILE_FORMATS, resolveReal, writeFileAtomic } from "../src/io/output.js";
 import { cpus, loadavg } from "node:os";
@@ -54,13 +53,6 @@ export function formatTable(rows: BenchRow[]): string {
   return [line(head), widths.map((w) => "-".repeat(w)).join("  "), ...body.map(line)].join("\n");
 }
 
-function gitCommit(): string {
-  try {
-    return execSync("git rev-parse --short HEAD", { cwd: repoRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
-  } catch {
-    return "unknown";
-  }
-}
 
 /**
  * The results files of a run, checked before any benchmark runs (src/io/output.ts): the folder
@@ -91,7 +83,7 @@ export async function runBenchmarks(opts: BenchOptions): Promise<{ rows: BenchRo
   const unknown = (opts.only ?? []).filter((n) => !suites.includes(n));
   if (unknown.length > 0) throw new UsageError(`bench: --only names no suite ${unknown.map((n) => `'${n}'`).join(", ")} (suites: ${suites.sort().join(", ")})`);
   const loadStart = loadavg();
-  const commit = gitCommit();
+  const commit = gitCommit(repoRoot);
   const outputs = await prepareOutputs(opts, commit, new Date().toISOString().slice(0, 10));
   const ctx = await openDevice();
   try {

@@ -17,7 +17,6 @@
 // when --out is given; printed always. Figures are GPU timestamps, not wall time: host work, the
 // readback's latency and the Node binding's polling are not in them (bench/serve.bench.ts has the
 // wall and CPU figures).
-import { execSync } from "node:child_process";
 import { loadavg } from "node:os";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
@@ -27,7 +26,7 @@ import { openDevice } from "../src/gpu/device.js";
 import { Profiler, type KernelTiming } from "../src/gpu/profiler.js";
 import { BENCH_REPORT_TAG, FILE_FORMATS, checkOutput, writeFileAtomic } from "../src/io/output.js";
 import { BatchEngine } from "../src/serve/engine.js";
-import { machineMeta } from "./harness.js";
+import { gitCommit, machineMeta } from "./harness.js";
 import { SYNTHETIC_SHAPES, buildSynthetic, tiledDecoder, type SyntheticShapeName } from "./synthetic.js";
 
 const here = dirname(fileURLToPath(import.meta.url)); // dist/bench
@@ -89,13 +88,6 @@ const median = (xs: number[]): number => {
   return t.length % 2 ? t[m]! : (t[m - 1]! + t[m]!) / 2;
 };
 
-function gitCommit(): string {
-  try {
-    return execSync("git rev-parse --short HEAD", { cwd: repoRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
-  } catch {
-    return "unknown";
-  }
-}
 
 function markdown(meta: Record<string, unknown>, o: Options, adapter: string, rs: LevelResult[]): string {
   const lines = [
@@ -141,7 +133,7 @@ async function main(argv: string[]): Promise<void> {
   const o = parse(argv);
   const log = (s: string) => process.stdout.write(s + "\n");
   const loadStart = loadavg();
-  const commit = gitCommit();
+  const commit = gitCommit(repoRoot);
   const date = new Date().toISOString();
   const base = o.outDir ? join(o.outDir, `${date.slice(0, 10)}-${commit}-serve-profile-${o.shape}`) : null;
   if (base) {

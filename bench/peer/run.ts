@@ -25,11 +25,11 @@
 // arms are no longer interleaved, so the load average at every rep is what tells the runs apart.
 // Weight GB/s: the bytes one forward reads (the arm's weights less the embedding table, plus one
 // row of it) × decode tok/s.
-import { fork, execSync, type ChildProcess } from "node:child_process";
+import { fork, type ChildProcess } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { cpus, loadavg, totalmem } from "node:os";
-import { machineMeta } from "../harness.js";
+import { gitCommit, machineMeta } from "../harness.js";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "../../src/cli/args.js";
@@ -281,13 +281,6 @@ async function runShape(o: Options, shape: SyntheticShapeName, type: GgufOutType
   return res;
 }
 
-function gitCommit(): string {
-  try {
-    return execSync("git rev-parse --short HEAD", { cwd: repoRoot, stdio: ["ignore", "pipe", "ignore"] }).toString().trim();
-  } catch {
-    return "unknown";
-  }
-}
 
 const ARM_LABEL: Record<string, string> = { ours: "onegen-webgpu (ours)", cpu: "llama.cpp CPU", vulkan: "llama.cpp Vulkan" };
 
@@ -330,7 +323,7 @@ async function main(argv: string[]): Promise<void> {
     pkg = found.found;
   }
   const loadStart = loadavg();
-  const commit = gitCommit();
+  const commit = gitCommit(repoRoot);
   const date = new Date().toISOString();
   const typeTag = o.types.length === 1 && o.types[0] === "F16" ? "" : `-${o.types.join("+")}`;
   const base = join(o.outDir, `${date.slice(0, 10)}-${commit}-peer-${o.shapes.join("+")}${typeTag}`);
