@@ -334,23 +334,32 @@ test("malformed requests: 400 in OpenAI's shape naming the parameter; 404, 405, 
   assert.is(((await nowhere.json()) as { error: { code: string } }).error.code, "unknown_url");
 });
 
-test("concurrency: 16 streaming greedy requests at once (8 slots, 8 queued; lengths differ, so sequences leave and join mid-run) each equal the same request alone", async () => {
-  const reqs = [...PROMPTS, ...PROMPTS.map((p) => p.replace(/ in$| for$/, ""))].map((prompt, i) => ({ prompt, max_tokens: 6 + i }));
-  const alone: string[] = [];
-  for (const r of reqs) alone.push((await client.completions.create({ model: "demo", ...r, temperature: 0 })).choices[0]!.text);
-  const before = { ...server.engine.stats };
-  const together = await Promise.all(
-    reqs.map(async (r) => {
-      let text = "";
-      for await (const c of await client.completions.create({ model: "demo", ...r, temperature: 0, stream: true })) text += c.choices.map((x) => x.text).join("");
-      return text;
-    }),
-  );
-  assert.equal(together, alone, "nothing lost, nothing mixed between sequences");
-  const steps = server.engine.stats.steps - before.steps;
-  const generated = server.engine.stats.tokensGenerated - before.tokensGenerated;
-  assert.ok(server.engine.stats.maxBatchSeen >= 2, `sequences shared steps (largest batch ${server.engine.stats.maxBatchSeen})`);
-  assert.ok(steps < generated, `${generated} tokens in ${steps} steps`);
+test("concurrency: 32 streaming greedy requests at once (8 slots, 24 queued; lengths differ, so sequences leave and join mid-run) each equal the same request alone", async () => {
+  // a server of its own with room to queue all 32 (the shared one queues 8, as the 429 test needs)
+  const big = await startServer(model, { modelId: "demo", maxBatch: 8, maxQueue: 24, contextTokens: CONTEXT });
+  try {
+    const c = new OpenAI({ apiKey: "none", baseURL: big.url + "/v1", maxRetries: 0, timeout: 120_000 });
+    const variants = [(p: string) => p, (p: string) => p.replace(/ in$| for$/, ""), (p: string) => `${p} the`, (p: string) => `Today ${p}`];
+    const reqs = variants.flatMap((v) => PROMPTS.map(v)).map((prompt, i) => ({ prompt, max_tokens: 4 + (i % 13) }));
+    assert.is(reqs.length, 32);
+    const alone: string[] = [];
+    for (const r of reqs) alone.push((await c.completions.create({ model: "demo", ...r, temperature: 0 })).choices[0]!.text);
+    const before = { ...big.engine.stats };
+    const together = await Promise.all(
+      reqs.map(async (r) => {
+        let text = "";
+        for await (const ch of await c.completions.create({ model: "demo", ...r, temperature: 0, stream: true })) text += ch.choices.map((x) => x.text).join("");
+        return text;
+      }),
+    );
+    assert.equal(together, alone, "nothing lost, nothing mixed between sequences");
+    const steps = big.engine.stats.steps - before.steps;
+    const generated = big.engine.stats.tokensGenerated - before.tokensGenerated;
+    assert.ok(big.engine.stats.maxBatchSeen >= 4, `sequences shared steps (largest batch ${big.engine.stats.maxBatchSeen} of 8)`);
+    assert.ok(steps < generated, `${generated} tokens in ${steps} steps`);
+  } finally {
+    await big.shutdown(0);
+  }
 });
 
 test("queue: past max-queue a request gets 429 with Retry-After; a client that disconnects frees its sequence", async () => {
