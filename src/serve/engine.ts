@@ -116,7 +116,6 @@ import { Abort, DeviceLock } from "./device-turns.js";
 import type { DocumentIndex } from "../onegen/index.js";
 import { injectionFits, injectionIds, type RetrievalHit } from "../onegen/loop.js";
 import type { TaskEvent } from "../onegen/protocol.js";
-import { NO_ID } from "../ops/search.js";
 
 export interface EngineOptions {
   /** Sequences decoded together (KV cache slots). */
@@ -1247,7 +1246,7 @@ export class BatchEngine {
   }
 
   /**
-   * The index's cosine top-k (the Session run's search, DocumentIndex.searchGpu; one readback) at
+   * The index's cosine top-k (DocumentIndex.search, the Session run's search; one readback) at
    * the final-norm hidden state of the id at position `p` of `s`'s slot, taken from:
    *   { step: n }: step n fed the id (its input row at the row's slot): that step's own final-norm
    *     row (stepHidden; no forward). The search is encoded between steps by runActions, queue-
@@ -1265,8 +1264,6 @@ export class BatchEngine {
     const ctx = this.ctx;
     let plan: ReturnType<SlotRows["upload"]> | null = null;
     let hidden: Tensor | null = null;
-    let found: { ids: Tensor; scores: Tensor } | null = null;
-    let both: Tensor | null = null;
     try {
       let query: Tensor;
       const D = this.decoder.hiddenSize;
@@ -1290,26 +1287,11 @@ export class BatchEngine {
         query = hidden;
         this.stats.searchForwards++;
       }
-      const kk = Math.min(k, index.count);
-      found = await index.searchGpu(query, kk);
-      // one readback: ids and scores side by side
-      both = ctx.empty([2 * kk], "u32", "serve.hits");
-      ctx.copy(found.ids.buffer, 0, both.buffer, 0, 4 * kk);
-      ctx.copy(found.scores.buffer, 0, both.buffer, 4 * kk, 4 * kk);
-      const raw = await ctx.readBytes(both.buffer, 0, 8 * kk);
+      const hits = await index.search(query, k); // the cosine top-k, ids and scores in one readback
       ctx.throwPendingErrors();
-      const idv = new Uint32Array(raw.buffer, raw.byteOffset, kk);
-      const sv = new Float32Array(raw.buffer, raw.byteOffset + 4 * kk, kk);
-      const hits: RetrievalHit[] = [];
-      for (let j = 0; j < kk; j++) {
-        const e = idv[j]!;
-        if (e === NO_ID) break;
-        const { id, fragment } = index.entry(e);
-        hits.push({ id, fragment, score: sv[j]!, entry: e });
-      }
       return hits;
     } finally {
-      for (const x of [plan?.ids, plan?.ropePositions, plan?.cacheRows, plan?.ranges, hidden, found?.ids, found?.scores, both]) x?.dispose();
+      for (const x of [plan?.ids, plan?.ropePositions, plan?.cacheRows, plan?.ranges, hidden]) x?.dispose();
       this.stats.searchMs += performance.now() - t0;
     }
   }
