@@ -7,6 +7,7 @@
 
 import { execSync } from "node:child_process";
 import { cpus, loadavg, totalmem } from "node:os";
+import { checkOutput, writeFileAtomic } from "../src/io/output.js";
 import type { GpuContext } from "../src/gpu/context.js";
 
 export interface BenchRow {
@@ -98,3 +99,18 @@ export function gitCommit(repoRoot: string): string {
     return "unknown";
   }
 }
+
+/**
+ * A standalone bench's outputs BASE.json (results) and BASE.md (report), flag --out: checked before
+ * any work (only our own tagged files are replaced) and written atomically.
+ */
+export const benchOutputs = {
+  check: async (base: string): Promise<void> => {
+    await checkOutput({ flag: "--out", path: base + ".json", kind: "bench-results" });
+    await checkOutput({ flag: "--out", path: base + ".md", kind: "bench-report" });
+  },
+  write: async (base: string, json: string, md: string): Promise<void> => {
+    await writeFileAtomic(base + ".json", "bench-results", json, { flag: "--out" });
+    await writeFileAtomic(base + ".md", "bench-report", md, { flag: "--out" });
+  },
+};

@@ -21,12 +21,12 @@
 import { fork } from "node:child_process";
 import { mkdir } from "node:fs/promises";
 import { loadavg } from "node:os";
-import { gitCommit, machineMeta } from "./harness.js";
+import { benchOutputs, gitCommit, machineMeta } from "./harness.js";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "../src/cli/args.js";
 import { UsageError } from "../src/errors.js";
-import { BENCH_REPORT_TAG, FILE_FORMATS, checkOutput, writeFileAtomic } from "../src/io/output.js";
+import { BENCH_REPORT_TAG, FILE_FORMATS } from "../src/io/output.js";
 import { parameterCount } from "../src/model/config.js";
 import { SYNTHETIC_SHAPES, syntheticConfig, type SyntheticShapeName } from "./synthetic.js";
 import { syntheticDirMatches, writeSyntheticModelDir, type SyntheticDirOptions } from "./peer/synth-hf.js";
@@ -181,8 +181,7 @@ async function main(argv: string[]): Promise<void> {
   const date = new Date().toISOString();
   const layerTag = o.layers !== SYNTHETIC_SHAPES[o.shape].num_hidden_layers ? `-${o.layers}l` : "";
   const base = join(o.outDir, o.name ?? `${date.slice(0, 10)}-${commit}-quant-${o.shape}${layerTag}`);
-  await checkOutput({ flag: "--out", path: base + ".json", kind: "bench-results" });
-  await checkOutput({ flag: "--out", path: base + ".md", kind: "bench-report" });
+  await benchOutputs.check(base);
   await mkdir(o.modelsDir, { recursive: true });
   const dirOpts: SyntheticDirOptions = { dtype: "BF16", shards: o.shards, layers: o.layers };
   const dir = join(o.modelsDir, `${o.shape}${layerTag}-bf16-${o.shards}shards`);
@@ -223,9 +222,8 @@ async function main(argv: string[]): Promise<void> {
       settings: { ...o, method: "one process per format and round, order rotated per round; medians over reps and rounds" },
     };
     const json = JSON.stringify({ ...meta, model: { dir, params, dirInfo }, formats: [...sums.values()], ratios }, null, 2) + "\n";
-    await writeFileAtomic(base + ".json", "bench-results", json, { flag: "--out" });
     const md = markdown(meta, o, params, dirInfo, [...sums.values()], ratios) + (final ? "" : "\n(partial: the run had not finished when this was written)\n");
-    await writeFileAtomic(base + ".md", "bench-report", md, { flag: "--out" });
+    await benchOutputs.write(base, json, md);
     return md;
   };
   for (let r = 0; r < o.rounds; r++) {

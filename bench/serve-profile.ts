@@ -24,9 +24,9 @@ import { parseArgs } from "../src/cli/args.js";
 import { UsageError } from "../src/errors.js";
 import { openDevice } from "../src/gpu/device.js";
 import { Profiler, type KernelTiming } from "../src/gpu/profiler.js";
-import { BENCH_REPORT_TAG, FILE_FORMATS, checkOutput, writeFileAtomic } from "../src/io/output.js";
+import { BENCH_REPORT_TAG, FILE_FORMATS } from "../src/io/output.js";
 import { BatchEngine } from "../src/serve/engine.js";
-import { gitCommit, machineMeta } from "./harness.js";
+import { benchOutputs, gitCommit, machineMeta } from "./harness.js";
 import { SYNTHETIC_SHAPES, buildSynthetic, tiledDecoder, type SyntheticShapeName } from "./synthetic.js";
 
 const here = dirname(fileURLToPath(import.meta.url)); // dist/bench
@@ -137,8 +137,7 @@ async function main(argv: string[]): Promise<void> {
   const date = new Date().toISOString();
   const base = o.outDir ? join(o.outDir, `${date.slice(0, 10)}-${commit}-serve-profile-${o.shape}`) : null;
   if (base) {
-    await checkOutput({ flag: "--out", path: base + ".json", kind: "bench-results" });
-    await checkOutput({ flag: "--out", path: base + ".md", kind: "bench-report" });
+    await benchOutputs.check(base);
   }
   const ctx = await openDevice({ profiling: true, dawnOptions: ["disable-dawn-features=timestamp_quantization"] });
   const results: LevelResult[] = [];
@@ -222,8 +221,7 @@ async function main(argv: string[]): Promise<void> {
     const md = markdown(meta, o, ctx.adapter.description, results);
     log("\n" + md);
     if (base) {
-      await writeFileAtomic(base + ".json", "bench-results", JSON.stringify({ ...meta, adapter: ctx.adapter.description, results }, null, 2) + "\n", { flag: "--out" });
-      await writeFileAtomic(base + ".md", "bench-report", md, { flag: "--out" });
+      await benchOutputs.write(base, JSON.stringify({ ...meta, adapter: ctx.adapter.description, results }, null, 2) + "\n", md);
       log(`wrote ${base}.json, ${base}.md`);
     }
   } finally {

@@ -29,12 +29,12 @@ import { fork, type ChildProcess } from "node:child_process";
 import { existsSync, statSync } from "node:fs";
 import { mkdir } from "node:fs/promises";
 import { cpus, loadavg, totalmem } from "node:os";
-import { gitCommit, machineMeta } from "../harness.js";
+import { benchOutputs, gitCommit, machineMeta } from "../harness.js";
 import { dirname, join, resolve } from "node:path";
 import { fileURLToPath, pathToFileURL } from "node:url";
 import { parseArgs } from "../../src/cli/args.js";
 import { UsageError } from "../../src/errors.js";
-import { BENCH_REPORT_TAG, FILE_FORMATS, checkOutput, fileIsOurs, writeFileAtomic } from "../../src/io/output.js";
+import { BENCH_REPORT_TAG, FILE_FORMATS, fileIsOurs } from "../../src/io/output.js";
 import { SYNTHETIC_SHAPES, syntheticConfig, type SyntheticShapeName } from "../synthetic.js";
 import { parameterCount } from "../../src/model/config.js";
 import { convertToGguf, GGUF_OUT_TYPES, type GgufOutType } from "./convert.js";
@@ -327,8 +327,7 @@ async function main(argv: string[]): Promise<void> {
   const date = new Date().toISOString();
   const typeTag = o.types.length === 1 && o.types[0] === "F16" ? "" : `-${o.types.join("+")}`;
   const base = join(o.outDir, `${date.slice(0, 10)}-${commit}-peer-${o.shapes.join("+")}${typeTag}`);
-  await checkOutput({ flag: "--out", path: base + ".json", kind: "bench-results" });
-  await checkOutput({ flag: "--out", path: base + ".md", kind: "bench-report" });
+  await benchOutputs.check(base);
   await mkdir(o.modelsDir, { recursive: true });
   const shapes: ShapeResult[] = [];
   for (const s of o.shapes) for (const t of o.types) shapes.push(await runShape(o, s, t, pkg, log));
@@ -342,8 +341,7 @@ async function main(argv: string[]): Promise<void> {
     settings: { ...o, method: "one process per arm, rounds alternate the arms; medians over rounds" },
   };
   const json = JSON.stringify({ ...meta, shapes }, null, 2) + "\n";
-  await writeFileAtomic(base + ".json", "bench-results", json, { flag: "--out" });
-  await writeFileAtomic(base + ".md", "bench-report", markdown(meta, o, shapes), { flag: "--out" });
+  await benchOutputs.write(base, json, markdown(meta, o, shapes));
   log(`\n${markdown(meta, o, shapes)}\nwrote ${base}.json, ${base}.md`);
 }
 
