@@ -131,7 +131,9 @@ test("every rejection rule: the error names the file, the tensor and the rule, f
       assert.ok(err.message.includes(`tensor '${c.tensor}'`), `${c.what}: names the tensor: ${err.message}`);
     }
     if (c.detail) assert.match(err.message, c.detail, `${c.what}`);
-    assert.ok(ms < 1000, `${c.what}: took ${ms.toFixed(1)} ms`);
+    // a guard against pathological parsing (a 78 MB header once took 30 s), not a speed target: the
+    // million-element header takes ~0.4 s alone and passed 1 s with two test runs sharing 2 cores
+    assert.ok(ms < 10_000, `${c.what}: took ${ms.toFixed(1)} ms`);
     assert.ok(src.maxRead <= c.bytes.byteLength, `${c.what}: read ${src.maxRead} bytes at once from a ${c.bytes.byteLength}-byte file`);
     seenRules.add(c.rule);
   }
