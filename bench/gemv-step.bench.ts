@@ -93,6 +93,8 @@ export interface Group {
   /** Per arm, when the arms read different bytes (quantized weights). */
   armBytes?: number[];
   arms: Arm[];
+  /** Live rows (default 1). */
+  T?: number;
 }
 
 /** A maker of random tensors (u32 ones left uninitialised) that records each in `owned` for disposal. */
@@ -259,6 +261,7 @@ export async function bench(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]>
     for (const x2 of owned) x2.dispose();
   }
   rows.push(...(await benchQuant(ctx, env)));
+  rows.push(...(await benchInjectionRows(ctx, env)));
   return rows;
 }
 
@@ -392,7 +395,7 @@ export async function runGroups(ctx: GpuContext, env: BenchEnv, model: string, g
         row(env, {
           bench: "gemv-step",
           variant: arm.label,
-          shape: `${model} ${grp.what} T=1 ${dtype}`,
+          shape: `${model} ${grp.what} T=${grp.T ?? 1} ${dtype}`,
           bytes: grp.armBytes?.[i] ?? grp.bytes,
           extra: { speedup: +(base / ms).toFixed(3), cpuMs: +cpu.toFixed(4), cpuSpeedup: +(baseCpu / cpu).toFixed(3), reps, copyGBps: +copyGBps.toFixed(2), ofCopy: +((grp.armBytes?.[i] ?? grp.bytes) / (ms / 1e3) / 1e9 / copyGBps).toFixed(3) },
         }, tm),
@@ -406,4 +409,84 @@ export async function runGroups(ctx: GpuContext, env: BenchEnv, model: string, g
     });
   }
   return layerMs;
+}
+
+/**
+ * T > 1 rows from the step state, as an injection's forward in the decode step runs them (the
+ * demo's injections are 18–32 rows): the 134M shape's gate/up (norm, swiglu) and down (residual)
+ * with f16 W, the per-row loop (every row walks W) against the forced row blocks (rowBlock 2 and 4,
+ * kernels/gemv_step.wgsl BLOCKED), beside what a prefill of the same rows runs (rmsnorm, the
+ * resolver's linear for 26 rows, swiglu / add). extra.speedup = prefill ops ms / arm ms.
+ */
+async function benchInjectionRows(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
+  const rows: BenchRow[] = [];
+  const { name, D, I } = MODELS[0]!;
+  const T = 26;
+  const owned: Tensor[] = [];
+  const t = randomTensors(ctx, new Rng(1626), owned);
+  const x = t([T, D], "f32", "x");
+  const g = t([D], "f16", "g", 0.5, 1.5);
+  const wg = t([I, D], "f16", "wgate");
+  const wu = t([I, D], "f16", "wup");
+  const wd = t([D, I], "f16", "wdown");
+  const h = t([T, D], "f32", "h");
+  const gate = t([T, I], "f32", "gate");
+  const up = t([T, I], "f32", "up");
+  const act = t([T, I], "f32", "act");
+  const resid = t([T, D], "f32", "resid");
+  const o = t([T, D], "f32", "o");
+  const step = t([STEP_WORDS], "u32", "step");
+  const s = new Uint32Array(STEP_WORDS);
+  s[STEP_ROWS] = T;
+  ctx.write(step, s);
+  const norm = { weight: g, eps: 1e-5 };
+  const plans: GemvStepPlan[] = [];
+  const arm = async (label: string, spec: Parameters<typeof planGemvStep>[1]): Promise<Arm> => {
+    const p = await planGemvStep(ctx, { step, ...spec });
+    plans.push(p);
+    return { label: `${label} ${p.label}`, encode: () => p.encode(ctx) };
+  };
+  const groups: Group[] = [
+    {
+      what: `gate/up+swiglu D=${D} I=${I}`,
+      bytes: 2 * I * D * 2,
+      T,
+      arms: [
+        {
+          label: "prefill ops rmsnorm+2×linear+swiglu",
+          encode: async () => {
+            await rmsnorm(ctx, x, g, 1e-5, { out: h });
+            await linear(ctx, h, wg, { out: gate });
+            await linear(ctx, h, wu, { out: up });
+            await swiglu(ctx, gate, up, act);
+          },
+        },
+        await arm("per row", { x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { normPath: "loop", rowBlock: 0 } }),
+        await arm("rowBlock 2", { x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { normPath: "loop", rowBlock: 2 } }),
+        await arm("rowBlock 4", { x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { normPath: "loop", rowBlock: 4 } }),
+      ],
+    },
+    {
+      what: `down+residual N=${D} K=${I}`,
+      bytes: D * I * 2,
+      T,
+      arms: [
+        {
+          label: "prefill ops linear+add",
+          encode: async () => {
+            await linear(ctx, act, wd, { out: o });
+            await add(ctx, resid, o, h);
+          },
+        },
+        await arm("per row", { x: act, w: wd, y: resid, epilogue: "residual", force: { rowBlock: 0 } }),
+        await arm("rowBlock 2", { x: act, w: wd, y: resid, epilogue: "residual", force: { rowBlock: 2 } }),
+        await arm("rowBlock 4", { x: act, w: wd, y: resid, epilogue: "residual", force: { rowBlock: 4 } }),
+      ],
+    },
+  ];
+  const copy = await measureCopy(ctx, 32 << 20, 5);
+  await runGroups(ctx, env, name, groups, env.quick ? 3 : 5, copy.gbps, rows, "prefill ops", "f16");
+  for (const p of plans) p.dispose();
+  for (const x2 of owned) x2.dispose();
+  return rows;
 }

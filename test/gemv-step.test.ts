@@ -60,6 +60,8 @@ interface Case {
   tiles?: number;
   /** x̂ through subgroup broadcasts, forced (true, or with 1 / 2 x vec4s per lane) or off (false). */
   xBcast?: boolean | 1 | 2;
+  /** x rows per W load for T > 1 (the BLOCKED arm), forced. */
+  rowBlock?: number;
 }
 
 const rng = new Rng(1616);
@@ -136,7 +138,7 @@ async function check(ctx: GpuContext, c: Case, what = ""): Promise<string> {
   const y0 = epi === "residual" ? rng.fillUniform(yRows * Nout) : new Float32Array(yRows * Nout).fill(NaN);
   const y = up(ctx.upload(y0, [yRows, Nout], "f32", "y"));
   const step = c.mode === "step" ? up(ctx.upload(stepState(T), [STEP_WORDS], "u32", "step")) : null;
-  const force = { ...(c.normPath !== undefined ? { normPath: c.normPath } : {}), ...(c.rows !== undefined ? { rows: c.rows } : {}), ...(c.joint ? { swigluJoint: true } : {}), ...(c.blockSum !== undefined ? { blockSum: c.blockSum } : {}), ...(c.xBcast !== undefined ? { xBcast: c.xBcast } : {}) };
+  const force = { ...(c.normPath !== undefined ? { normPath: c.normPath } : {}), ...(c.rows !== undefined ? { rows: c.rows } : {}), ...(c.joint ? { swigluJoint: true } : {}), ...(c.blockSum !== undefined ? { blockSum: c.blockSum } : {}), ...(c.xBcast !== undefined ? { xBcast: c.xBcast } : {}), ...(c.rowBlock !== undefined ? { rowBlock: c.rowBlock } : {}) };
   const label = await gemvStep(ctx, { x, w: ws, y, epilogue: epi, norm, bias, step, ...(c.mode === "host" ? { rows: T } : {}), lastRow: c.lastRow ?? false, force });
   const want = gemvStepReference({ x: xh, K, w: wVals, N: Ns, epilogue: epi, norm: gVals ? { weight: gVals, eps: 1e-5 } : null, bias: bVals, y: y0, T, lastRow: c.lastRow ?? false });
   let scale = 1;
@@ -406,6 +408,24 @@ test("x̂ broadcast through the subgroup (xBcast) on tiles of 8: f16, q8_0, q4_0
     await assertRejects(() => resolveGemvStep(ctx, { ...shape, K: 64, wDtype: "f32", tilesT: 8 }, { xBcast: true }), UnsupportedError, [/x broadcast/, /f16/], "f32 W");
     await assertRejects(() => resolveGemvStep(ctx, { ...shape, K: 64, wDtype: "f16" }, { xBcast: true }), UnsupportedError, [/x broadcast/, /tiles/], "row-major W");
     await assertRejects(() => resolveGemvStep(ctx, { ...shape, norm: "f32", K: 64, wDtype: "f16", tilesT: 8 }, { xBcast: true, normPath: "shared" }), UnsupportedError, [/x broadcast/, /shared norm/], "shared norm");
+  });
+});
+
+test("rows in blocks per W load (the forced rowBlock arm): rows and tiles layouts, f32/f16, in-loop norm, qkv, residual, swiglu with the x̂ broadcast, T = 1, 2, 5, 9 (blocks plus a last row); refusals", async () => {
+  await forDevices({}, async (ctx) => {
+    for (const T of [1, 2, 5, 9]) {
+      const a = await check(ctx, { K: 40, Ns: [30, 9, 9], wd: "f32", epi: "store", norm: "f16", bias: "parts", cap: 10, T, mode: "step", rowBlock: 3, rows: 1 });
+      assert.match(a, /_mb3_/, `${a}: the blocked kernel`);
+      await check(ctx, { K: 37, Ns: [21], wd: "f16", epi: "residual", norm: "none", bias: "f16", cap: 10, T, mode: "host", rowBlock: 2, rows: 1 }); // vec 1
+      await check(ctx, { K: 36, Ns: [19], wd: "f32", epi: "store", norm: "f32", bias: "none", cap: 10, T, mode: "step", tiles: 8, rowBlock: 2, rows: 1 }); // K % 8 ≠ 0 (kTail)
+    }
+    if (gemvBcastUsable(ctx)) {
+      for (const T of [3, 7]) await check(ctx, { K: 64, Ns: [45, 45], wd: "f16", epi: "swiglu", norm: "f16", bias: "none", cap: 8, T, mode: "step", tiles: 8, xBcast: true, rowBlock: 2, rows: 1 });
+    }
+    const shape = { K: 64, wDtype: "f16" as const, mats: 1 as const, epilogue: "store" as const, norm: null, fromStep: true, lastRow: false };
+    await assertRejects(() => resolveGemvStep(ctx, { ...shape, wDtype: "q8_0" }, { rowBlock: 4 }), UnsupportedError, [/rowBlock/, /f32\/f16/], "q8_0");
+    await assertRejects(() => resolveGemvStep(ctx, { ...shape, lastRow: true }, { rowBlock: 4 }), UnsupportedError, [/rowBlock/, /lastRow/], "last row");
+    await assertRejects(() => resolveGemvStep(ctx, shape, { rowBlock: 9 }), UnsupportedError, [/rowBlock 9/, /2\.\.8/], "9 rows");
   });
 });
 

@@ -101,12 +101,17 @@ export interface GemvStepDesc {
    * (1: subgroups of ≥ 8 lanes; 2: of ≥ 4). Needs the 'subgroups' feature.
    */
   xBcast?: 1 | 2;
+  /**
+   * T > 1 live rows in blocks of this many x rows per W load (kernels/gemv_step.wgsl BLOCKED);
+   * absent: every row walks W alone. f32/f16 W without xShared, joint or lastRow.
+   */
+  rowBlock?: number;
 }
 
 /** Stable name, e.g. "gemv_step_f16_vec8_m3_store_norm16s576_step_r4_wg64". */
 function gemvStepLabel(d: GemvStepDesc): string {
   const norm = d.norm ? `_norm${d.norm === "f16" ? 16 : 32}${d.xShared ? `s${d.k}` : "i"}` : "";
-  return `gemv_step_${d.wDtype}${d.tiles ? "_tiles" : ""}${d.xScalar ? "_x1" : ""}${d.kTail ? "_kt" : ""}_vec${d.vec}_m${d.mats}_${d.epilogue}${d.joint ? "j" : ""}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}${d.blockSum ? "_bs" : ""}${d.xBcast ? `_xb${d.xBcast}` : ""}_r${d.rows}_wg${d.wg}`;
+  return `gemv_step_${d.wDtype}${d.tiles ? "_tiles" : ""}${d.xScalar ? "_x1" : ""}${d.kTail ? "_kt" : ""}_vec${d.vec}_m${d.mats}_${d.epilogue}${d.joint ? "j" : ""}${norm}_${d.fromStep ? "step" : "host"}${d.lastRow ? "_last" : ""}${d.blockSum ? "_bs" : ""}${d.xBcast ? `_xb${d.xBcast}` : ""}${d.rowBlock ? `_mb${d.rowBlock}` : ""}_r${d.rows}_wg${d.wg}`;
 }
 
 /** Workgroup memory bytes of a variant (x̂ row + reduction scratch). */
@@ -132,6 +137,9 @@ function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
   if (d.xScalar && !d.tiles) throw new UnsupportedError(`gemv_step: xScalar applies to the tiles layout only (${name})`);
   if (d.kTail && !d.tiles) throw new UnsupportedError(`gemv_step: kTail applies to the tiles layout only (${name})`);
   if (d.xBcast && (!d.tiles || d.xShared || d.kTail || d.xScalar || d.joint || d.wDtype === "f32" || d.wg !== 8)) throw new UnsupportedError(`gemv_step: the x broadcast (xBcast) reads f16/q8_0/q4_0 tiles of 8 rows with K a multiple of 32, without xShared, kTail, xScalar or joint (${name})`);
+  if (d.rowBlock !== undefined && (!Number.isInteger(d.rowBlock) || d.rowBlock < 2 || d.rowBlock > 8 || quant || d.xShared || d.joint || d.lastRow)) {
+    throw new UnsupportedError(`gemv_step: row blocks (rowBlock) of 2..8 rows apply to f32/f16 W without xShared, joint or lastRow (${name})`);
+  }
   const xvec = d.tiles ? !d.xScalar : d.vec !== 1;
   return {
     file: "gemv_step",
@@ -167,6 +175,9 @@ function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
       XBCAST: d.xBcast !== undefined,
       XL2: d.xBcast === 2,
       V: "f32",
+      BLOCKED: d.rowBlock !== undefined,
+      MB: d.rowBlock ?? 1,
+      RMB: d.rows * (d.rowBlock ?? 1),
     },
     bindings: ["read", "read", "read", "read", "read", "read", "read", "read_write", "uniform"],
     ...(d.xBcast ? { features: ["subgroups"] as GPUFeatureName[] } : {}),
@@ -210,6 +221,8 @@ export interface GemvStepForce {
    * path, also runs on wider subgroups).
    */
   xBcast?: boolean | 1 | 2;
+  /** Rows per block for T > 1 (2..8), or 0: no blocks (the per-row loop only). */
+  rowBlock?: number;
 }
 
 /** What resolveGemvStep picked: the GEMV kernel and, for the prepass norm path, the norm kernel. */
@@ -244,7 +257,12 @@ export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvSt
   if (force.xBcast && !xbOk) throw new UnsupportedError(`gemv_step: the x broadcast needs f16/q8_0/q4_0 tiles of 8 rows, K a multiple of 32 (got ${s.K}), subgroups of ≥ 4 lanes, and no joint swiglu or shared norm`);
   if (force.xBcast === 1 && bcastXL(ctx) !== 1) throw new UnsupportedError("gemv_step: the x broadcast with 1 vec4 per lane needs subgroups of ≥ 8 lanes");
   const xBcast = force.xBcast ?? (xbOk && gemvBcastPreferred(ctx) && STEP_XBCAST);
-  const base: GemvStepDesc = { wDtype: s.wDtype, vec, mats: s.mats, epilogue: s.epilogue, norm: null, xShared: false, k: 0, fromStep: s.fromStep, lastRow: s.lastRow, rows, wg, ...(force.swigluJoint ? { joint: true } : {}), ...(blockSum ? { blockSum: true } : {}), ...tiled, ...(xBcast ? { xBcast: xBcast === true ? bcastXL(ctx) : xBcast } : {}) };
+  const blockable = !isQuantDType(s.wDtype) && !s.lastRow && !force.swigluJoint && force.normPath !== "shared";
+  if (force.rowBlock !== undefined && force.rowBlock !== 0 && (!blockable || !Number.isInteger(force.rowBlock) || force.rowBlock < 2 || force.rowBlock > 8)) {
+    throw new UnsupportedError(`gemv_step: rowBlock ${force.rowBlock}: blocks of 2..8 rows apply to f32/f16 W without lastRow, joint swiglu or the shared norm`);
+  }
+  const rowBlock = force.rowBlock ?? STEP_ROW_BLOCK;
+  const base: GemvStepDesc = { wDtype: s.wDtype, vec, mats: s.mats, epilogue: s.epilogue, norm: null, xShared: false, k: 0, fromStep: s.fromStep, lastRow: s.lastRow, rows, wg, ...(force.swigluJoint ? { joint: true } : {}), ...(blockSum ? { blockSum: true } : {}), ...tiled, ...(xBcast ? { xBcast: xBcast === true ? bcastXL(ctx) : xBcast } : {}), ...(rowBlock ? { rowBlock } : {}) };
   if (!s.norm) {
     if (force.normPath !== undefined) throw new UnsupportedError(`gemv_step: normPath '${force.normPath}' applies to the norm prologue only`);
     return { main: base, prenorm: null, normPath: null };
@@ -274,6 +292,18 @@ export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvSt
  * (f16) and over half (q4_0) of the words each lane loads.
  */
 const STEP_XBCAST = true;
+/**
+ * x rows per W load for T > 1 live rows (kernels/gemv_step.wgsl BLOCKED): off by default, a forced
+ * arm. Without it every live row walks all of W, so an injection of L rows in the decode step costs
+ * L GEMVs. Lavapipe, 2026-12-03 (load ~1.5; swiglu with norm, T = 26 rows from the step state,
+ * tiles of 8, R = 8, medians of 5 × 10 calls, arms alternated): demo shape (f32, K 128, I 352)
+ * 5.97 ms per row → 4.48 (MB 4) / 3.74 (MB 2); 134M shape (f16 + x broadcast, K 576, I 1536) 48.8 →
+ * 28.7 (MB 4) / 35.0 (MB 2); T = 1 unchanged. But compiling (MESA_SHADER_CACHE_DISABLE) went from
+ * 3.5–4.8 s per variant to 13–20 s (MB 2) and 16–30 s (MB 4): the R·MB-wide unrolled loops. A
+ * decode step with injection would compile four such GEMVs first, so it stays off until a form
+ * that compiles in about the time of the per-row loop exists.
+ */
+const STEP_ROW_BLOCK = 0;
 /**
  * Norm path per device class by the GEMV's size (Σ N_i · K weights): "prepass" from this size on,
  * "loop" below it. "shared" is never chosen: on lavapipe any barrier made the GEMV ~1.3× slower
@@ -473,7 +503,7 @@ export async function planGemvStep(ctx: GpuContext, spec: GemvStepSpec): Promise
     if (bias && bias.byteLength > limit) throw new UnsupportedError(`${op}: bias ('${bias.label}') exceeds the storage binding limit of ${limit} bytes`);
   }
 
-  const choice = resolveGemvStep(ctx, { K, wDtype, mats: ws.length as 1 | 2 | 3, epilogue, norm: norm ? (norm.weight.dtype as FDType) : null, fromStep: step !== null, lastRow, tilesT: layout?.T ?? 0 }, spec.force, Ns.reduce((a, b) => a + b, 0));
+  const choice = resolveGemvStep(ctx, { K, wDtype, mats: ws.length as 1 | 2 | 3, epilogue, norm: norm ? (norm.weight.dtype as FDType) : null, fromStep: step !== null, lastRow, tilesT: layout?.T ?? 0}, spec.force, Ns.reduce((a, b) => a + b, 0));
   const desc = choice.main;
   const kernel = await ctx.kernels.get(gemvStepKernelVariant(desc));
   const calls: Call[] = [];
