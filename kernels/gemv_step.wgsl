@@ -100,7 +100,8 @@
 //     1536×576 R=4 3.02 ms vs 2.08 two loops (R=2: 2.08 vs 2.50); TinyLlama 0.69 vs 1.10 of unfused.
 //   - T rows: W is read once per live row (fine for T = 1; an injection of L rows costs L GEMVs).
 //     BLOCKED (a forced arm, src/ops/gemv-step.ts STEP_ROW_BLOCK: figures there) shares each W
-//     chunk among MB rows: ×1.3–1.7 at T = 26, but its unrolled R·MB loops compile 4–6× longer.
+//     chunk among MB rows: ×1.4–2.2 at T = 26 with the x broadcast, slower without it (x reloaded
+//     per W row), and it compiles 2–3× longer.
 #include gemv_chunk
 #include linear_bias
 #include step_state
@@ -698,31 +699,28 @@ fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
 #if BLOCKED
 // BLOCKED (T > 1 live rows: an injection's, or host rows; f32/f16 W, no XSHARED, no LAST_ROW): MB
 // x rows at a time share every W chunk load, where the per-row loop of main reads W once per row.
-// The same K loop as dot_rows above (x̂ with the in-loop norm, or x̂ broadcast with XBCAST) with
-// MB rows' x̂ held per chunk; sums acc[i·R + r] for x row i and W row r, Σx² per x row.
+// One W row per K pass (main loops over its R rows with a bound the compiler cannot fold, so the
+// pass is compiled once, not R times): per chunk the W row's chunk, then each x row's x̂ (the
+// in-loop norm, or the x̂ broadcast with XBCAST) into its sum; Σx² per x row.
 const MB: u32 = {{MB}}u;
-struct SumsMB { acc: array<vec4<f32>, {{RMB}}>, ss: array<vec4<f32>, {{MB}}> }
+struct SumsMB { acc: array<vec4<f32>, {{MB}}>, ss: array<vec4<f32>, {{MB}}> }
 
-fn dot_rows_mb(mat: u32, xbs: array<u32, {{MB}}>, rows: array<u32, {{R}}>, cpr: u32) -> SumsMB {
-  var acc: array<vec4<f32>, {{RMB}}>;
+// The W row whose chunk 0 is at `at` (rows layout: its row) against the x rows at units xbs.
+fn dot_row_mb(mat: u32, xbs: array<u32, {{MB}}>, at: u32, cpr: u32) -> SumsMB {
+  var acc: array<vec4<f32>, {{MB}}>;
   var ss: array<vec4<f32>, {{MB}}>;
-  for (var i = 0u; i < R * MB; i++) { acc[i] = vec4<f32>(); }
-  for (var i = 0u; i < MB; i++) { ss[i] = vec4<f32>(); }
+  for (var i = 0u; i < MB; i++) { acc[i] = vec4<f32>(); ss[i] = vec4<f32>(); }
 #if XBCAST
   for (var c = 0u; c < cpr; c += 4u) {
-    var xa: array<array<vec4<f32>, 8>, {{MB}}>;
+    var wc: array<Chunk, 4>;
+    for (var j = 0u; j < 4u; j++) { wc[j] = load_w(mat, at, c + j, cpr); }
     for (var i = 0u; i < MB; i++) {
       var si = ss[i];
-      xa[i] = bcast_step(xbs[i], 2u * c, &si);
+      let xa = bcast_step(xbs[i], 2u * c, &si);
       ss[i] = si;
-    }
-    for (var j = 0u; j < 4u; j++) {
-      for (var r = 0u; r < R; r++) {
-        let wc = load_w(mat, rows[r], c + j, cpr);
-        for (var i = 0u; i < MB; i++) {
-          acc[i * R + r] = fmac(wc, Chunk(xa[i][2u * j], xa[i][2u * j + 1u]), acc[i * R + r]);
-        }
-      }
+      var a = acc[i];
+      for (var j = 0u; j < 4u; j++) { a = fmac(wc[j], Chunk(xa[2u * j], xa[2u * j + 1u]), a); }
+      acc[i] = a;
     }
   }
 #if NORM
@@ -730,7 +728,7 @@ fn dot_rows_mb(mat: u32, xbs: array<u32, {{MB}}>, rows: array<u32, {{R}}>, cpr: 
 #endif
 #else
   for (var c = 0u; c < cpr; c++) {
-    var xc: array<Chunk, {{MB}}>;
+    let wc = load_w(mat, at, c, cpr);
 #if NORM
     let gc = load_g(c);
 #endif
@@ -738,63 +736,50 @@ fn dot_rows_mb(mat: u32, xbs: array<u32, {{MB}}>, rows: array<u32, {{R}}>, cpr: 
 #if NORM
       let xr = load_x(xbs[i], c);
       ss[i] = fma(xr.lo, xr.lo, fma(xr.hi, xr.hi, ss[i]));
-      xc[i] = Chunk(xr.lo * gc.lo, xr.hi * gc.hi);
+      acc[i] = fmac(wc, Chunk(xr.lo * gc.lo, xr.hi * gc.hi), acc[i]);
 #else
-      xc[i] = load_x(xbs[i], c);
+      acc[i] = fmac(wc, load_x(xbs[i], c), acc[i]);
 #endif
-    }
-    for (var r = 0u; r < R; r++) {
-      let wc = load_w(mat, rows[r], c, cpr);
-      for (var i = 0u; i < MB; i++) { acc[i * R + r] = fmac(wc, xc[i], acc[i * R + r]); }
     }
   }
 #endif
   return SumsMB(acc, ss);
 }
-
-// R sums of x row i out of a block's (acc[i·R + r]).
-fn block_row(a: array<vec4<f32>, {{RMB}}>, i: u32) -> array<vec4<f32>, {{R}}> {
-  var o: array<vec4<f32>, {{R}}>;
-  for (var r = 0u; r < R; r++) { o[r] = a[i * R + r]; }
-  return o;
-}
 #endif
 
-// The epilogue for one x row: W rows row0 + r·RS (r < R, below nm) of the matrix whose output
-// columns start at col0 (bias from brow0), sums acc (and up: SWIGLU), Σx² ss (in-loop NORM).
-fn store_row(yrow: u32, col0: u32, row0: u32, RS: u32, nm: u32, brow0: u32, acc: array<vec4<f32>, {{R}}>, up: array<vec4<f32>, {{R}}>, ss: vec4<f32>) {
+// The epilogue for x row yrow (its y offset) and W row n of the matrix whose output columns start
+// at col0 (bias from brow0): sum acc (and up: SWIGLU), Σx² ss (in-loop NORM). Nothing past nm.
+fn store_one(yrow: u32, col0: u32, n: u32, nm: u32, brow0: u32, acc: vec4<f32>, up: vec4<f32>, ss: vec4<f32>) {
+  if (n >= nm) { return; }
+  var v = hsum(acc);
 #if NORM
 #if !XSHARED
   let inv = 1.0 / sqrt(hsum(ss) / params.kf + params.eps);
+  v = v * inv;
 #endif
 #endif
-  for (var r = 0u; r < R; r++) {
-    let n = row0 + r * RS;
-    if (n >= nm) { break; }
-    var v = hsum(acc[r]);
-#if NORM
-#if !XSHARED
-    v = v * inv;
-#endif
-#endif
-    v += load_bias(brow0 + n);
+  v += load_bias(brow0 + n);
 #if SWIGLU
-    var u = hsum(up[r]);
+  var u = hsum(up);
 #if NORM
 #if !XSHARED
-    u = u * inv;
+  u = u * inv;
 #endif
 #endif
-    u += load_bias(params.nw + n);
-    y[yrow + col0 + n] = silu(v) * u;
+  u += load_bias(params.nw + n);
+  y[yrow + col0 + n] = silu(v) * u;
 #else
 #if RESIDUAL
-    y[yrow + col0 + n] = y[yrow + col0 + n] + v;
+  y[yrow + col0 + n] = y[yrow + col0 + n] + v;
 #else
-    y[yrow + col0 + n] = v;
+  y[yrow + col0 + n] = v;
 #endif
 #endif
-  }
+}
+
+// The epilogue for one x row: W rows row0 + r·RS (r < R) (store_one).
+fn store_row(yrow: u32, col0: u32, row0: u32, RS: u32, nm: u32, brow0: u32, acc: array<vec4<f32>, {{R}}>, up: array<vec4<f32>, {{R}}>, ss: vec4<f32>) {
+  for (var r = 0u; r < R; r++) { store_one(yrow, col0, row0 + r * RS, nm, brow0, acc[r], up[r], ss); }
 }
 
 @compute @workgroup_size({{WG}})
@@ -852,7 +837,9 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #endif
   var m = m_first;
 #if BLOCKED
-  // two or more live rows left: blocks of MB (rows past T read row T − 1, never stored)
+  // two or more live rows left: blocks of MB (rows past T read row T − 1, never stored), one W
+  // row at a time; rn = R, a bound the compiler cannot fold (K ≥ 1), so the loop is not unrolled
+  let rn = select(R, 0u, params.K == 0u);
   for (; m + 1u < T; m += MB) {
     var xbs: array<u32, {{MB}}>;
     for (var i = 0u; i < MB; i++) { xbs[i] = min(m + i, T - 1u) * xw; }
@@ -861,26 +848,24 @@ fn main(@builtin(workgroup_id) wid: vec3<u32>, @builtin(num_workgroups) nwg: vec
 #else
     if (live) {
 #endif
-      var s: SumsMB;
-#if MULTI
-      switch mat {
-        case 1u: { s = dot_rows_mb(1u, xbs, rows, cpr); }
-        case 2u: { s = dot_rows_mb(2u, xbs, rows, cpr); }
-        default: { s = dot_rows_mb(0u, xbs, rows, cpr); }
-      }
+      for (var r = 0u; r < rn; r++) {
+#if TILES
+        let at = min(tile0 + r, ntiles - 1u) * cpr * TT + lid;
 #else
-      s = dot_rows_mb(0u, xbs, rows, cpr);
+        let at = min(row0 + r, nm - 1u);
 #endif
+        // MULTI: the matrix index as a (workgroup-uniform) variable, one copy of the pass; the
+        // per-row path's switch over constant indices would compile it three times
+        let s = dot_row_mb(mat, xbs, at, cpr);
 #if SWIGLU
-      let up = dot_rows_mb(1u, xbs, rows, cpr).acc;
-#endif
-      for (var i = 0u; i < MB; i++) {
-        if (m + i >= T) { break; }
-#if SWIGLU
-        store_row((m + i) * params.N, col0, row0, RS, nm, brow0, block_row(s.acc, i), block_row(up, i), s.ss[i]);
+        let up = dot_row_mb(1u, xbs, at, cpr).acc;
 #else
-        store_row((m + i) * params.N, col0, row0, RS, nm, brow0, block_row(s.acc, i), block_row(s.acc, i), s.ss[i]);
+        let up = s.acc;
 #endif
+        for (var i = 0u; i < MB; i++) {
+          if (m + i >= T) { break; }
+          store_one((m + i) * params.N, col0, row0 + r * RS, nm, brow0, s.acc[i], up[i], s.ss[i]);
+        }
       }
     }
   }

@@ -177,7 +177,6 @@ function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
       V: "f32",
       BLOCKED: d.rowBlock !== undefined,
       MB: d.rowBlock ?? 1,
-      RMB: d.rows * (d.rowBlock ?? 1),
     },
     bindings: ["read", "read", "read", "read", "read", "read", "read", "read_write", "uniform"],
     ...(d.xBcast ? { features: ["subgroups"] as GPUFeatureName[] } : {}),
@@ -295,13 +294,16 @@ const STEP_XBCAST = true;
 /**
  * x rows per W load for T > 1 live rows (kernels/gemv_step.wgsl BLOCKED): off by default, a forced
  * arm. Without it every live row walks all of W, so an injection of L rows in the decode step costs
- * L GEMVs. Lavapipe, 2026-12-03 (load ~1.5; swiglu with norm, T = 26 rows from the step state,
- * tiles of 8, R = 8, medians of 5 × 10 calls, arms alternated): demo shape (f32, K 128, I 352)
- * 5.97 ms per row → 4.48 (MB 4) / 3.74 (MB 2); 134M shape (f16 + x broadcast, K 576, I 1536) 48.8 →
- * 28.7 (MB 4) / 35.0 (MB 2); T = 1 unchanged. But compiling (MESA_SHADER_CACHE_DISABLE) went from
- * 3.5–4.8 s per variant to 13–20 s (MB 2) and 16–30 s (MB 4): the R·MB-wide unrolled loops. A
- * decode step with injection would compile four such GEMVs first, so it stays off until a form
- * that compiles in about the time of the per-row loop exists.
+ * L GEMVs. Lavapipe, 2026-12-03 (load 1.2–1.9; swiglu with norm, T = 26 rows from the step state,
+ * tiles of 8, R = 8, medians of 5 × 10 calls, arms alternated, two runs):
+ *   134M shape, f16 + x broadcast (K 576, I 1536): per row 57.1 / 34.1 ms → MB 4 25.6 / 23.6, MB 2
+ *   32.3 / 19.6;
+ *   demo shape, f32 (no broadcast: K 128, I 352): per row 5.2 / 5.0 → MB 4 7.0 / 6.5 (slower: each
+ *   pass over one W row reloads every x row's chunks, which the per-row loop loads once for R rows).
+ * Compile time (MESA_SHADER_CACHE_DISABLE): 2.5–4.3 s per variant → 6.8–10.7 s. An earlier form that
+ * kept all R rows' sums per x row (R·MB accumulators, loops unrolled) was ×1.3–1.9 on both shapes
+ * (rows layout too: gate/up 59.4 → 31.6 ms, prefill ops 25.1) but compiled 13–30 s per variant.
+ * Not the default until one form wins without the broadcast and compiles in about the per-row time.
  */
 const STEP_ROW_BLOCK = 0;
 /**
