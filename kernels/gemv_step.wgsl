@@ -158,7 +158,8 @@ var<workgroup> xs: array<{{XT}}, {{XCAP}}>;   // x̂ of the current row
 #endif
 
 #if XBCAST
-// XBCAST (TILES, K a multiple of 32, no XSHARED/KTAIL; subgroups of ≥ 8 / XL lanes): x̂ through the
+// XBCAST (TILES, K a multiple of 32, no XSHARED/KTAIL; subgroups of ≥ 8 / XL lanes; W f16, f32 or
+// q8_0/q4_0): x̂ through the
 // subgroup instead of per-lane loads. K is walked 32 elements (8 x vec4) at a time; lane sl loads
 // vec4 sl of them (XL 2, 4-lane subgroups: sl and sl + 4), applies the in-loop norm to it (Σx² lane
 // by lane, summed over the subgroup at the end), and subgroupBroadcast hands all 8 to every lane,
@@ -406,6 +407,18 @@ const TT: u32 = {{WG}}u;   // rows per tile
 fn tiles_kc() -> u32 { return qt_kc(params.K / 32u); }
 #else
 const CE: u32 = {{VECN}}u; // elements per 16-byte chunk
+#if XBCAST
+const XCPS: u32 = 32u / CE;  // W chunks per 32-element broadcast step: 4 (f16) or 8 (f32)
+
+// Chunk j of a broadcast step's x̂ (xa: its 8 x̂ vec4s).
+fn xa_chunk(xa: array<vec4<f32>, 8>, j: u32) -> Chunk {
+#if WF16
+  return Chunk(xa[2u * j], xa[2u * j + 1u]);
+#else
+  return Chunk(xa[j], vec4<f32>());
+#endif
+}
+#endif
 
 // Chunks per packed row.
 fn tiles_kc() -> u32 { return (params.K + CE - 1u) / CE; }
@@ -657,11 +670,11 @@ fn dot_rows(mat: u32, xb: u32, rows: array<u32, {{R}}>, cpr: u32) -> Sums {
   for (var i = 0u; i < R; i++) { acc[i] = vec4<f32>(); up[i] = vec4<f32>(); }
   var ss = vec4<f32>();
 #if XBCAST
-  // 4 chunks (8 halves each) per broadcast step of 32 elements; cpr a multiple of 4.
-  for (var c = 0u; c < cpr; c += 4u) {
-    let xa = bcast_step(xb, 2u * c, &ss);
-    for (var j = 0u; j < 4u; j++) {
-      let xc = Chunk(xa[2u * j], xa[2u * j + 1u]);
+  // XCPS chunks (4 of 8 halves, 8 of 4 f32) per broadcast step of 32 elements; cpr a multiple of XCPS.
+  for (var c = 0u; c < cpr; c += XCPS) {
+    let xa = bcast_step(xb, c * CE / 4u, &ss);
+    for (var j = 0u; j < XCPS; j++) {
+      let xc = xa_chunk(xa, j);
       for (var r = 0u; r < R; r++) {
         acc[r] = fmac(load_w(mat, rows[r], c + j, cpr), xc, acc[r]);
       }
@@ -711,15 +724,15 @@ fn dot_row_mb(mat: u32, xbs: array<u32, {{MB}}>, at: u32, cpr: u32) -> SumsMB {
   var ss: array<vec4<f32>, {{MB}}>;
   for (var i = 0u; i < MB; i++) { acc[i] = vec4<f32>(); ss[i] = vec4<f32>(); }
 #if XBCAST
-  for (var c = 0u; c < cpr; c += 4u) {
-    var wc: array<Chunk, 4>;
-    for (var j = 0u; j < 4u; j++) { wc[j] = load_w(mat, at, c + j, cpr); }
+  for (var c = 0u; c < cpr; c += XCPS) {
+    var wc: array<Chunk, XCPS>;
+    for (var j = 0u; j < XCPS; j++) { wc[j] = load_w(mat, at, c + j, cpr); }
     for (var i = 0u; i < MB; i++) {
       var si = ss[i];
-      let xa = bcast_step(xbs[i], 2u * c, &si);
+      let xa = bcast_step(xbs[i], c * CE / 4u, &si);
       ss[i] = si;
       var a = acc[i];
-      for (var j = 0u; j < 4u; j++) { a = fmac(wc[j], Chunk(xa[2u * j], xa[2u * j + 1u]), a); }
+      for (var j = 0u; j < XCPS; j++) { a = fmac(wc[j], xa_chunk(xa, j), a); }
       acc[i] = a;
     }
   }

@@ -380,7 +380,7 @@ test("q8_0 / q4_0 W in the tiles layout: the decode step's modes, awkward N (odd
   });
 });
 
-test("x̂ broadcast through the subgroup (xBcast) on tiles of 8: f16, q8_0, q4_0; qkv with norm (f16/f32 g), residual, swiglu, lm_head last row, prepass norm, T from the step state, 1 and 2 x vec4s per lane; refusals", async () => {
+test("x̂ broadcast through the subgroup (xBcast) on tiles of 8: f16, f32, q8_0, q4_0; qkv with norm (f16/f32 g), residual, swiglu, lm_head last row, prepass norm, T from the step state, 1 and 2 x vec4s per lane; refusals", async () => {
   await forDevices({}, async (ctx, dev) => {
     if (!gemvBcastUsable(ctx)) {
       // a device without (≥ 4-lane) subgroups: forcing it is refused, naming the rule
@@ -389,7 +389,7 @@ test("x̂ broadcast through the subgroup (xBcast) on tiles of 8: f16, q8_0, q4_0
     }
     const xls: (1 | 2)[] = bcastXL(ctx) === 1 ? [1, 2] : [2];
     let i = 0;
-    for (const wd of ["f16", ...quantFormats("q4_0")] as const) {
+    for (const wd of ["f16", "f32", ...quantFormats("q4_0")] as const) {
       for (const xBcast of xls) {
         const T = 1 + (i % 3);
         const a = await check(ctx, { K: 96, Ns: [33, 11, 11], wd, epi: "store", norm: i % 2 ? "f32" : "f16", bias: "parts", cap: 4, T, mode: "step", tiles: 8, xBcast });
@@ -405,7 +405,6 @@ test("x̂ broadcast through the subgroup (xBcast) on tiles of 8: f16, q8_0, q4_0
     const shape = { mats: 1 as const, epilogue: "store" as const, norm: null, fromStep: true, lastRow: false };
     await assertRejects(() => resolveGemvStep(ctx, { ...shape, K: 48, wDtype: "f16", tilesT: 8 }, { xBcast: true }), UnsupportedError, [/x broadcast/, /multiple of 32/, /48/], "K = 48");
     await assertRejects(() => resolveGemvStep(ctx, { ...shape, K: 64, wDtype: "f16", tilesT: 64 }, { xBcast: true }), UnsupportedError, [/x broadcast/, /tiles of 8/], "tiles of 64");
-    await assertRejects(() => resolveGemvStep(ctx, { ...shape, K: 64, wDtype: "f32", tilesT: 8 }, { xBcast: true }), UnsupportedError, [/x broadcast/, /f16/], "f32 W");
     await assertRejects(() => resolveGemvStep(ctx, { ...shape, K: 64, wDtype: "f16" }, { xBcast: true }), UnsupportedError, [/x broadcast/, /tiles/], "row-major W");
     await assertRejects(() => resolveGemvStep(ctx, { ...shape, norm: "f32", K: 64, wDtype: "f16", tilesT: 8 }, { xBcast: true, normPath: "shared" }), UnsupportedError, [/x broadcast/, /shared norm/], "shared norm");
   });

@@ -96,7 +96,7 @@ export interface GemvStepDesc {
   /** tiles: K is not a multiple of the chunk (8 halves / 4 f32): the last chunk is read guarded. */
   kTail?: boolean;
   /**
-   * tiles, f16 or q8_0/q4_0, K a multiple of 32, no xShared/kTail/xScalar: x̂ broadcast through the
+   * tiles (f32, f16, q8_0 or q4_0), K a multiple of 32, no xShared/kTail/xScalar: x̂ broadcast through the
    * subgroup (kernels/gemv_step.wgsl XBCAST) with this many x vec4s loaded per lane per 32 elements
    * (1: subgroups of ≥ 8 lanes; 2: of ≥ 4). Needs the 'subgroups' feature.
    */
@@ -136,7 +136,7 @@ function gemvStepKernelVariant(d: GemvStepDesc): KernelVariant {
   if (d.tiles && d.vec !== (f16 ? 8 : 4)) throw new UnsupportedError(`gemv_step: tiles read 16-byte chunks (vec ${f16 ? 8 : 4} for ${d.wDtype}), got vec${d.vec} (${name})`);
   if (d.xScalar && !d.tiles) throw new UnsupportedError(`gemv_step: xScalar applies to the tiles layout only (${name})`);
   if (d.kTail && !d.tiles) throw new UnsupportedError(`gemv_step: kTail applies to the tiles layout only (${name})`);
-  if (d.xBcast && (!d.tiles || d.xShared || d.kTail || d.xScalar || d.joint || d.wDtype === "f32" || d.wg !== 8)) throw new UnsupportedError(`gemv_step: the x broadcast (xBcast) reads f16/q8_0/q4_0 tiles of 8 rows with K a multiple of 32, without xShared, kTail, xScalar or joint (${name})`);
+  if (d.xBcast && (!d.tiles || d.xShared || d.kTail || d.xScalar || d.joint || d.wg !== 8)) throw new UnsupportedError(`gemv_step: the x broadcast (xBcast) reads tiles of 8 rows with K a multiple of 32, without xShared, kTail, xScalar or joint (${name})`);
   if (d.rowBlock !== undefined && (!Number.isInteger(d.rowBlock) || d.rowBlock < 2 || d.rowBlock > 8 || quant || d.xShared || d.joint || d.lastRow)) {
     throw new UnsupportedError(`gemv_step: row blocks (rowBlock) of 2..8 rows apply to f32/f16 W without xShared, joint or lastRow (${name})`);
   }
@@ -252,10 +252,10 @@ export function resolveGemvStep(ctx: GpuContext, s: GemvStepShape, force: GemvSt
   if (force.blockSum && !isQuantDType(s.wDtype)) throw new UnsupportedError(`gemv_step: blockSum applies to q8_0/q4_0 weights, not ${s.wDtype}`);
   const blockSum = isQuantDType(s.wDtype) && (force.blockSum ?? QUANT_BLOCKSUM);
   const tiled = tilesT > 0 ? { tiles: true, ...(s.K % 4 !== 0 ? { xScalar: true } : {}), ...(s.K % (s.wDtype === "f16" ? 8 : 4) !== 0 ? { kTail: true } : {}) } : {};
-  const xbOk = tilesT === 8 && s.wDtype !== "f32" && s.K % 32 === 0 && gemvBcastUsable(ctx) && !force.swigluJoint && force.normPath !== "shared";
-  if (force.xBcast && !xbOk) throw new UnsupportedError(`gemv_step: the x broadcast needs f16/q8_0/q4_0 tiles of 8 rows, K a multiple of 32 (got ${s.K}), subgroups of ≥ 4 lanes, and no joint swiglu or shared norm`);
+  const xbOk = tilesT === 8 && s.K % 32 === 0 && gemvBcastUsable(ctx) && !force.swigluJoint && force.normPath !== "shared";
+  if (force.xBcast && !xbOk) throw new UnsupportedError(`gemv_step: the x broadcast needs tiles of 8 rows, K a multiple of 32 (got ${s.K}), subgroups of ≥ 4 lanes, and no joint swiglu or shared norm`);
   if (force.xBcast === 1 && bcastXL(ctx) !== 1) throw new UnsupportedError("gemv_step: the x broadcast with 1 vec4 per lane needs subgroups of ≥ 8 lanes");
-  const xBcast = force.xBcast ?? (xbOk && gemvBcastPreferred(ctx) && STEP_XBCAST);
+  const xBcast = force.xBcast ?? (xbOk && s.wDtype !== "f32" && gemvBcastPreferred(ctx) && STEP_XBCAST);
   const blockable = !isQuantDType(s.wDtype) && !s.lastRow && !force.swigluJoint && force.normPath !== "shared";
   if (force.rowBlock !== undefined && force.rowBlock !== 0 && (!blockable || !Number.isInteger(force.rowBlock) || force.rowBlock < 2 || force.rowBlock > 8)) {
     throw new UnsupportedError(`gemv_step: rowBlock ${force.rowBlock}: blocks of 2..8 rows apply to f32/f16 W without lastRow, joint swiglu or the shared norm`);
