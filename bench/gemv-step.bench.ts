@@ -17,7 +17,7 @@
 // (quick mode too): extra.speedup = fused f16 ms / fused q ms; bytes = the weights' packed bytes.
 import type { GpuContext } from "../src/gpu/context.js";
 import type { Tensor } from "../src/gpu/tensor.js";
-import { linear } from "../src/ops/linear.js";
+import { linear, toTilesLayout } from "../src/ops/linear.js";
 import { rmsnorm } from "../src/ops/rmsnorm.js";
 import { swiglu } from "../src/ops/swiglu.js";
 import { add } from "../src/ops/elementwise.js";
@@ -415,8 +415,9 @@ export async function runGroups(ctx: GpuContext, env: BenchEnv, model: string, g
  * T > 1 rows from the step state, as an injection's forward in the decode step runs them (the
  * demo's injections are 18–32 rows): the 134M shape's gate/up (norm, swiglu) and down (residual)
  * with f16 W, the per-row loop (every row walks W) against the forced row blocks (rowBlock 2 and 4,
- * kernels/gemv_step.wgsl BLOCKED), beside what a prefill of the same rows runs (rmsnorm, the
- * resolver's linear for 26 rows, swiglu / add). extra.speedup = prefill ops ms / arm ms.
+ * kernels/gemv_step.wgsl BLOCKED), row-major and in tiles of 8 (the x broadcast on), beside what a
+ * prefill of the same rows runs (rmsnorm, the resolver's linear for 26 rows on row-major W,
+ * swiglu / add). extra.speedup = prefill ops ms / arm ms.
  */
 async function benchInjectionRows(ctx: GpuContext, env: BenchEnv): Promise<BenchRow[]> {
   const rows: BenchRow[] = [];
@@ -440,6 +441,9 @@ async function benchInjectionRows(ctx: GpuContext, env: BenchEnv): Promise<Bench
   s[STEP_ROWS] = T;
   ctx.write(step, s);
   const norm = { weight: g, eps: 1e-5 };
+  // the same weights in the tiles layout the CLI loads on lavapipe (with the x broadcast by default)
+  const [tg, tu, td] = [await toTilesLayout(ctx, wg, 8), await toTilesLayout(ctx, wu, 8), await toTilesLayout(ctx, wd, 8)];
+  owned.push(tg, tu, td);
   const plans: GemvStepPlan[] = [];
   const arm = async (label: string, spec: Parameters<typeof planGemvStep>[1]): Promise<Arm> => {
     const p = await planGemvStep(ctx, { step, ...spec });
@@ -464,6 +468,8 @@ async function benchInjectionRows(ctx: GpuContext, env: BenchEnv): Promise<Bench
         await arm("per row", { x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { normPath: "loop", rowBlock: 0 } }),
         await arm("rowBlock 2", { x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { normPath: "loop", rowBlock: 2 } }),
         await arm("rowBlock 4", { x, w: [wg, wu], y: act, epilogue: "swiglu", norm, force: { normPath: "loop", rowBlock: 4 } }),
+        await arm("tiles per row", { x, w: [tg, tu], y: act, epilogue: "swiglu", norm, force: { normPath: "loop", rowBlock: 0 } }),
+        await arm("tiles rowBlock 4", { x, w: [tg, tu], y: act, epilogue: "swiglu", norm, force: { normPath: "loop", rowBlock: 4 } }),
       ],
     },
     {
@@ -481,6 +487,8 @@ async function benchInjectionRows(ctx: GpuContext, env: BenchEnv): Promise<Bench
         await arm("per row", { x: act, w: wd, y: resid, epilogue: "residual", force: { rowBlock: 0 } }),
         await arm("rowBlock 2", { x: act, w: wd, y: resid, epilogue: "residual", force: { rowBlock: 2 } }),
         await arm("rowBlock 4", { x: act, w: wd, y: resid, epilogue: "residual", force: { rowBlock: 4 } }),
+        await arm("tiles per row", { x: act, w: td, y: resid, epilogue: "residual", force: { rowBlock: 0 } }),
+        await arm("tiles rowBlock 4", { x: act, w: td, y: resid, epilogue: "residual", force: { rowBlock: 4 } }),
       ],
     },
   ];

@@ -300,6 +300,9 @@ const STEP_XBCAST = true;
  *   32.3 / 19.6;
  *   demo shape, f32 (no broadcast: K 128, I 352): per row 5.2 / 5.0 → MB 4 7.0 / 6.5 (slower: each
  *   pass over one W row reloads every x row's chunks, which the per-row loop loads once for R rows).
+ *   bench/gemv-step.bench.ts benchInjectionRows (quick, bench/results/2026-12-03-gemv-step-injection-rows.json):
+ *   134M f16 tiles + broadcast: gate/up 43.4 → 32.0 ms (MB 4), down 19.8 → 17.9 (prefill ops 23.9,
+ *   21.5); row-major f16 (no broadcast) slower: gate/up 54.1 → 89.9, down 27.4 → 35.8.
  * Compile time (MESA_SHADER_CACHE_DISABLE): 2.5–4.3 s per variant → 6.8–10.7 s. An earlier form that
  * kept all R rows' sums per x row (R·MB accumulators, loops unrolled) was ×1.3–1.9 on both shapes
  * (rows layout too: gate/up 59.4 → 31.6 ms, prefill ops 25.1) but compiled 13–30 s per variant.
