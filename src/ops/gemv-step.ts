@@ -508,7 +508,7 @@ export async function planGemvStep(ctx: GpuContext, spec: GemvStepSpec): Promise
     if (bias && bias.byteLength > limit) throw new UnsupportedError(`${op}: bias ('${bias.label}') exceeds the storage binding limit of ${limit} bytes`);
   }
 
-  const choice = resolveGemvStep(ctx, { K, wDtype, mats: ws.length as 1 | 2 | 3, epilogue, norm: norm ? (norm.weight.dtype as FDType) : null, fromStep: step !== null, lastRow, tilesT: layout?.T ?? 0}, spec.force, Ns.reduce((a, b) => a + b, 0));
+  const choice = resolveGemvStep(ctx, { K, wDtype, mats: ws.length as 1 | 2 | 3, epilogue, norm: norm ? (norm.weight.dtype as FDType) : null, fromStep: step !== null, lastRow, tilesT: layout?.T ?? 0 }, spec.force, Ns.reduce((a, b) => a + b, 0));
   const desc = choice.main;
   const kernel = await ctx.kernels.get(gemvStepKernelVariant(desc));
   const calls: Call[] = [];
