@@ -303,6 +303,8 @@ const STEP_XBCAST = true;
  *   bench/gemv-step.bench.ts benchInjectionRows (quick, bench/results/2026-12-03-gemv-step-injection-rows.json):
  *   134M f16 tiles + broadcast: gate/up 43.4 → 32.0 ms (MB 4), down 19.8 → 17.9 (prefill ops 23.9,
  *   21.5); row-major f16 (no broadcast) slower: gate/up 54.1 → 89.9, down 27.4 → 35.8.
+ * At T = 1 the blocked variant runs the per-row path, yet was slower (134M f16 tiles + broadcast
+ * gate/up: 2.05 / 2.12 ms → 2.40 / 2.81 with MB 4, two runs): the block code costs the decode steps.
  * Compile time (MESA_SHADER_CACHE_DISABLE): 2.5–4.3 s per variant → 6.8–10.7 s. An earlier form that
  * kept all R rows' sums per x row (R·MB accumulators, loops unrolled) was ×1.3–1.9 on both shapes
  * (rows layout too: gate/up 59.4 → 31.6 ms, prefill ops 25.1) but compiled 13–30 s per variant.
